@@ -1,0 +1,136 @@
+"""Names of the attributes and metrics otel-llm reads and emits.
+
+The machine-readable model is ``semconv/*.yaml``; ``tests/test_semconv.py`` fails when this
+module and the model disagree, so a rename has to happen in both places at once.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- call identity ------------------------------------------------------------------------------
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+ERROR_TYPE: Final = "error.type"
+
+# --- usage --------------------------------------------------------------------------------------
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
+
+# --- deprecated names, read as their current name -----------------------------------------------
+GEN_AI_SYSTEM: Final = "gen_ai.system"
+GEN_AI_USAGE_PROMPT_TOKENS: Final = "gen_ai.usage.prompt_tokens"
+GEN_AI_USAGE_COMPLETION_TOKENS: Final = "gen_ai.usage.completion_tokens"
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
+
+DEPRECATED: Final[dict[str, str]] = {
+    GEN_AI_SYSTEM: GEN_AI_PROVIDER_NAME,
+    GEN_AI_USAGE_PROMPT_TOKENS: GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_COMPLETION_TOKENS: GEN_AI_USAGE_OUTPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+}
+
+# --- cost extension (open proposal) and otel-llm's own attributes -------------------------------
+GEN_AI_USAGE_COST_AMOUNT: Final = "gen_ai.usage.cost.amount"
+GEN_AI_USAGE_COST_CURRENCY: Final = "gen_ai.usage.cost.currency"
+GEN_AI_USAGE_COST_SOURCE: Final = "gen_ai.usage.cost.source"
+OTEL_LLM_COST_PRICE_DATA: Final = "otel_llm.cost.price_data"
+OTEL_LLM_COST_PROVIDER_ID: Final = "otel_llm.cost.provider_id"
+OTEL_LLM_COST_MODEL_ID: Final = "otel_llm.cost.model_id"
+OTEL_LLM_COST_INPUT: Final = "otel_llm.cost.input"
+OTEL_LLM_COST_CACHE_READ: Final = "otel_llm.cost.cache_read"
+OTEL_LLM_COST_CACHE_WRITE: Final = "otel_llm.cost.cache_write"
+OTEL_LLM_COST_OUTPUT: Final = "otel_llm.cost.output"
+OTEL_LLM_COST_REQUEST: Final = "otel_llm.cost.request"
+OTEL_LLM_COST_UNPRICED_REASON: Final = "otel_llm.cost.unpriced_reason"
+OTEL_LLM_USAGE_MISSING: Final = "otel_llm.usage.missing"
+USAGE_COST: Final = "usage.cost"
+
+COST_SOURCE_LOCAL: Final = "local"
+COST_SOURCE_PROVIDER: Final = "provider"
+CURRENCY_USD: Final = "USD"
+
+# --- call context -------------------------------------------------------------------------------
+CONTEXT_PREFIX: Final = "otel_llm.context."
+OTEL_LLM_CONTEXT_FEATURE: Final = "otel_llm.context.feature"
+OTEL_LLM_CONTEXT_USER_ID: Final = "otel_llm.context.user_id"
+OTEL_LLM_CONTEXT_PROJECT_ID: Final = "otel_llm.context.project_id"
+OTEL_LLM_CONTEXT_API_KEY_ID: Final = "otel_llm.context.api_key_id"
+OTEL_LLM_CONTEXT_PIPELINE_STEP: Final = "otel_llm.context.pipeline_step"
+
+# --- operations ---------------------------------------------------------------------------------
+# The inference and embeddings operations the processor prices; tool and agent spans are not calls.
+PRICED_OPERATIONS: Final = frozenset(
+    {"chat", "text_completion", "generate_content", "embeddings", "completion", "responses"}
+)
+
+# --- providers ----------------------------------------------------------------------------------
+PROVIDER_RENAMED: Final[dict[str, str]] = {
+    "az.ai.inference": "azure.ai.inference",
+    "az.ai.openai": "azure.ai.openai",
+    "vertex_ai": "gcp.vertex_ai",
+    "gemini": "gcp.gemini",
+}
+PROVIDER_PRICE_DATA_ID: Final[dict[str, str]] = {
+    "aws.bedrock": "aws",
+    "azure.ai.inference": "azure",
+    "azure.ai.openai": "azure",
+    "gcp.gemini": "google",
+    "gcp.gen_ai": "google",
+    "gcp.vertex_ai": "google",
+    "mistral_ai": "mistral",
+    "moonshot_ai": "moonshotai",
+    "x_ai": "x-ai",
+}
+
+# --- metrics ------------------------------------------------------------------------------------
+DURATION_BUCKETS: Final = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+TOKEN_BUCKETS: Final = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+
+STANDARD_LABELS: Final = (
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "gen_ai_response_model",
+    "error_type",
+    "service_name",
+)
+TOKEN_TYPE_LABEL: Final = "gen_ai_token_type"
+REASON_LABEL: Final = "reason"
+
+# Prometheus names, as the OTel->Prometheus translation names the OTel metrics below.
+PROM_DURATION: Final = "gen_ai_client_operation_duration_seconds"
+PROM_TOKEN_USAGE: Final = "gen_ai_client_token_usage"
+PROM_TIME_TO_FIRST_CHUNK: Final = "gen_ai_client_operation_time_to_first_chunk_seconds"
+PROM_TOKENS: Final = "gen_ai_client_tokens_total"
+PROM_COST: Final = "gen_ai_client_cost_usd_total"
+PROM_UNPRICED: Final = "gen_ai_client_unpriced_operations_total"
+PROM_INVALID_ATTRIBUTES: Final = "otel_llm_invalid_attributes_total"
+PROM_PROCESSOR_ERRORS: Final = "otel_llm_processor_errors_total"
+
+OTEL_DURATION: Final = "gen_ai.client.operation.duration"
+OTEL_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+OTEL_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
+OTEL_TOKENS: Final = "gen_ai.client.tokens"
+OTEL_COST: Final = "gen_ai.client.cost"
+OTEL_UNPRICED: Final = "gen_ai.client.unpriced_operations"
+OTEL_INVALID_ATTRIBUTES: Final = "otel_llm.invalid_attributes"
+OTEL_PROCESSOR_ERRORS: Final = "otel_llm.processor.errors"
+
+TOKEN_TYPES: Final = ("input", "output", "cache_read", "cache_creation", "reasoning")

@@ -1,0 +1,198 @@
+"""Reading one LLM call out of a span's attributes.
+
+This is the processor's input side: current GenAI names first, deprecated names as fallback,
+and every value checked before it is trusted. A value that is the wrong type, negative, NaN or
+absurdly large is ignored and reported as a ``Rejected`` entry (the processor counts them), so a
+broken instrumentation shows up on a dashboard instead of as a wrong bill.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from otel_llm import _semconv as sc
+
+# The bound on a provider-reported cost for one call; anything above is a unit mistake.
+_MAX_PROVIDER_COST_USD = 100_000
+
+
+class Rejected(NamedTuple):
+    """An attribute value that was present but not trusted."""
+
+    attribute: str
+    reason: str  # wrong_type | negative | not_finite | not_integer | absurd | inconsistent
+
+
+@dataclass(slots=True)
+class LLMCall:
+    """One LLM call, in canonical form (token counts follow the OTel conventions)."""
+
+    operation: str
+    provider: str | None
+    request_model: str | None
+    response_model: str | None
+    input_tokens: int | None
+    """All input tokens, cache reads and writes included."""
+    output_tokens: int | None
+    """All output tokens, reasoning included."""
+    cache_read_tokens: int | None
+    cache_creation_tokens: int | None
+    reasoning_tokens: int | None
+    error_type: str | None
+    streaming: bool
+    time_to_first_chunk: float | None
+    """Seconds from the request to the first chunk with content (streamed calls)."""
+    provider_cost: Decimal | None
+    """Cost reported by the provider itself, when the span carries one."""
+    usage_missing: bool
+    """The instrumentation said the token counts are missing (e.g. a stream without usage)."""
+    usage_rejected: bool
+    """A token count was present but not trustworthy; the call must not be priced from the rest."""
+
+    @property
+    def model(self) -> str | None:
+        """The model the call was billed for: the response's if known, else the request's."""
+        return self.response_model or self.request_model
+
+
+def is_llm_call(attributes: Mapping[str, Any]) -> bool:
+    """Cheap test used on every span: is this an inference or embeddings call?"""
+    operation = attributes.get(sc.GEN_AI_OPERATION_NAME)
+    return operation in sc.PRICED_OPERATIONS
+
+
+def read_call(
+    attributes: Mapping[str, Any], *, max_tokens: int
+) -> tuple[LLMCall | None, list[Rejected]]:
+    """The call a span describes, or None if it is not an LLM call; plus the values rejected."""
+    operation = attributes.get(sc.GEN_AI_OPERATION_NAME)
+    if operation not in sc.PRICED_OPERATIONS:
+        return None, []
+    rejected: list[Rejected] = []
+    reader = _Reader(attributes, rejected, max_tokens)
+
+    provider = reader.text(sc.GEN_AI_PROVIDER_NAME) or reader.text(sc.GEN_AI_SYSTEM)
+    if provider is not None:
+        provider = sc.PROVIDER_RENAMED.get(provider, provider)
+
+    input_tokens = reader.tokens(sc.GEN_AI_USAGE_INPUT_TOKENS, sc.GEN_AI_USAGE_PROMPT_TOKENS)
+    output_tokens = reader.tokens(sc.GEN_AI_USAGE_OUTPUT_TOKENS, sc.GEN_AI_USAGE_COMPLETION_TOKENS)
+    cache_read = reader.tokens(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
+    cache_creation = reader.tokens(
+        sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS
+    )
+    reasoning = reader.tokens(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)
+
+    # The conventions count cached input inside input_tokens and reasoning inside output_tokens,
+    # but some instrumentations report the provider's raw, exclusive numbers (Anthropic's
+    # input_tokens excludes the cache; Gemini's candidates exclude thoughts). When the parts
+    # exceed the whole, the whole cannot have included them: add them, never price them twice.
+    cached = (cache_read or 0) + (cache_creation or 0)
+    if input_tokens is not None and cached > input_tokens:
+        input_tokens += cached
+    if output_tokens is not None and reasoning is not None and reasoning > output_tokens:
+        output_tokens += reasoning
+
+    ttfc = reader.seconds(sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
+    stream = attributes.get(sc.GEN_AI_REQUEST_STREAM)
+    call = LLMCall(
+        operation=operation,
+        provider=provider,
+        request_model=reader.text(sc.GEN_AI_REQUEST_MODEL),
+        response_model=reader.text(sc.GEN_AI_RESPONSE_MODEL),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_creation_tokens=cache_creation,
+        reasoning_tokens=reasoning,
+        error_type=reader.text(sc.ERROR_TYPE),
+        streaming=stream is True or ttfc is not None,
+        time_to_first_chunk=ttfc,
+        provider_cost=reader.provider_cost(),
+        usage_missing=attributes.get(sc.OTEL_LLM_USAGE_MISSING) is True,
+        usage_rejected=any(r.attribute.startswith("gen_ai.usage.") for r in rejected),
+    )
+    return call, rejected
+
+
+class _Reader:
+    __slots__ = ("_attributes", "_max_tokens", "_rejected")
+
+    def __init__(self, attributes: Mapping[str, Any], rejected: list[Rejected], max_tokens: int):
+        self._attributes = attributes
+        self._rejected = rejected
+        self._max_tokens = max_tokens
+
+    def text(self, name: str) -> str | None:
+        value = self._attributes.get(name)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            self._rejected.append(Rejected(name, "wrong_type"))
+            return None
+        return value
+
+    def tokens(self, name: str, deprecated: str | None = None) -> int | None:
+        value = self._attributes.get(name)
+        if value is None and deprecated is not None:
+            name, value = deprecated, self._attributes.get(deprecated)
+        if value is None:
+            return None
+        reason = _token_problem(value, self._max_tokens)
+        if reason is not None:
+            self._rejected.append(Rejected(name, reason))
+            return None
+        return int(value)
+
+    def seconds(self, name: str) -> float | None:
+        value = self._attributes.get(name)
+        if value is None:
+            return None
+        reason = _number_problem(value)
+        if reason is not None:
+            self._rejected.append(Rejected(name, reason))
+            return None
+        return float(value)
+
+    def provider_cost(self) -> Decimal | None:
+        name = sc.GEN_AI_USAGE_COST_AMOUNT
+        value = self._attributes.get(name)
+        if value is None or self._attributes.get(sc.GEN_AI_USAGE_COST_SOURCE) != (
+            sc.COST_SOURCE_PROVIDER
+        ):
+            name, value = sc.USAGE_COST, self._attributes.get(sc.USAGE_COST)
+        if value is None:
+            return None
+        reason = _number_problem(value)
+        if reason is None and value > _MAX_PROVIDER_COST_USD:
+            reason = "absurd"
+        if reason is not None:
+            self._rejected.append(Rejected(name, reason))
+            return None
+        # str() of a float is its shortest round-trip form: 0.0016150000000000001 stays out.
+        return Decimal(str(value))
+
+
+def _number_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "wrong_type"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "not_finite"
+    if value < 0:
+        return "negative"
+    return None
+
+
+def _token_problem(value: Any, max_tokens: int) -> str | None:
+    reason = _number_problem(value)
+    if reason is not None:
+        return reason
+    if isinstance(value, float) and not value.is_integer():
+        return "not_integer"
+    if value > max_tokens:
+        return "absurd"
+    return None

@@ -1,0 +1,153 @@
+"""``configure()``: one call that makes a traced application's LLM calls priced and measured.
+
+With an SDK TracerProvider already installed (``opentelemetry-instrument``, or the app's own),
+the processor is put in front of the provider's processors so that the spans they export carry
+their cost. That reaches into the SDK's ``_active_span_processor`` -- tested against the SDK
+versions in the test matrix; when the internals differ, it degrades to metrics only, with a
+warning. With no SDK provider, it creates one exporting over OTLP from the standard
+``OTEL_EXPORTER_OTLP_*`` variables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from prometheus_client import CollectorRegistry
+
+from otel_llm import settings
+from otel_llm.exposition import start_metrics_server
+from otel_llm.pricing import PriceOverride
+from otel_llm.processor import LLMSpanProcessor
+
+_logger = logging.getLogger(__name__)
+
+
+def configure(
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    registry: CollectorRegistry | None = None,
+    price_overrides: str | Path | Sequence[PriceOverride] | None = None,
+    extra_labels: Mapping[str, str] | Sequence[str] | None = None,
+    max_label_values: int | None = None,
+    max_tokens: int | None = None,
+    price_cache_size: int | None = None,
+    prometheus_port: int | None = None,
+    prometheus_host: str | None = None,
+    enabled: bool | None = None,
+) -> LLMSpanProcessor | None:
+    """Attach an ``LLMSpanProcessor`` to the application's tracing; returns it (None if disabled).
+
+    Calling it again returns the processor already attached. Every argument has an
+    ``OTEL_LLM_*`` variable (see ``otel_llm.settings``); the argument wins.
+    """
+    if not settings.ENABLED.resolve(enabled):
+        return None
+    provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = _new_provider()
+        trace.set_tracer_provider(provider)
+
+    existing = _installed(provider)
+    if existing is not None:
+        return existing
+
+    def make(*downstream: SpanProcessor) -> LLMSpanProcessor:
+        return LLMSpanProcessor(
+            *downstream,
+            registry=registry,
+            meter_provider=meter_provider,
+            price_overrides=price_overrides,
+            extra_labels=extra_labels,
+            max_label_values=max_label_values,
+            max_tokens=max_tokens,
+            price_cache_size=price_cache_size,
+        )
+
+    processor = _wrap_exporting_processors(provider, make)
+    port = settings.PROMETHEUS_PORT.resolve(prometheus_port)
+    if port is not None:
+        try:
+            start_metrics_server(port, settings.PROMETHEUS_HOST.resolve(prometheus_host), registry)
+        except OSError as exc:
+            _logger.warning("otel-llm: cannot serve /metrics on port %s: %s", port, exc)
+    return processor
+
+
+def _multi(provider: TracerProvider) -> SynchronousMultiSpanProcessor | None:
+    multi = getattr(provider, "_active_span_processor", None)
+    if type(multi) is SynchronousMultiSpanProcessor and isinstance(
+        getattr(multi, "_span_processors", None), tuple
+    ):
+        return multi
+    return None
+
+
+def _installed(provider: TracerProvider) -> LLMSpanProcessor | None:
+    multi = _multi(provider)
+    for processor in multi._span_processors if multi is not None else ():  # noqa: SLF001
+        if isinstance(processor, LLMSpanProcessor):
+            return processor
+    return None
+
+
+def _wrap_exporting_processors(
+    provider: TracerProvider, make: type[LLMSpanProcessor] | object
+) -> LLMSpanProcessor:
+    assert callable(make)
+    multi = _multi(provider)
+    if multi is None:
+        _logger.warning(
+            "otel-llm: this TracerProvider's processors cannot be wrapped (unsupported SDK "
+            "internals); recording metrics only -- exported spans will not carry cost attributes"
+        )
+        processor: LLMSpanProcessor = make()
+        provider.add_span_processor(processor)
+        return processor
+    # The existing processors move behind ours: they still see every span (on_start included),
+    # LLM calls with their cost. Swapped under the SDK's own lock, as add_span_processor does.
+    with multi._lock:  # noqa: SLF001
+        processor = make(*multi._span_processors)  # noqa: SLF001
+        multi._span_processors = (processor,)  # noqa: SLF001
+    return processor
+
+
+def _new_provider() -> TracerProvider:
+    """An SDK provider exporting over OTLP, set up from the standard environment variables."""
+    provider = TracerProvider(resource=Resource.create())
+    exporter = _exporter_from_environment()
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def _exporter_from_environment() -> SpanExporter | None:
+    choice = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if choice == "none":
+        return None
+    if choice == "console":
+        return ConsoleSpanExporter()
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if protocol != "http/protobuf":
+        _logger.warning("otel-llm: OTLP protocol %r not supported; using http/protobuf", protocol)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HTTPSpanExporter,
+    )
+
+    return HTTPSpanExporter()

@@ -1,0 +1,60 @@
+"""Call context: who and what an LLM call was for (feature, user, project, API key, ...).
+
+``llm_context`` values are set on every GenAI span started inside it, as
+``otel_llm.context.<key>`` attributes, and can become metric labels through ``extra_labels``.
+Contexts nest; an inner value wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from otel_llm import _semconv as sc
+
+_current: ContextVar[Mapping[str, Any]] = ContextVar("otel_llm_context", default={})
+
+_ATTRIBUTE_TYPES = (str, bool, int, float)
+
+
+@contextmanager
+def llm_context(
+    *,
+    feature: str | None = None,
+    user_id: str | None = None,
+    project_id: str | None = None,
+    api_key_id: str | None = None,
+    pipeline_step: str | None = None,
+    **more: Any,
+) -> Iterator[Mapping[str, Any]]:
+    """Attach call context to the GenAI spans started inside the ``with`` block.
+
+    Values that are not str, bool, int or float are stored as their ``str()``; None is skipped.
+    """
+    given = {
+        "feature": feature,
+        "user_id": user_id,
+        "project_id": project_id,
+        "api_key_id": api_key_id,
+        "pipeline_step": pipeline_step,
+        **more,
+    }
+    attributes = dict(_current.get())
+    for key, value in given.items():
+        if value is None:
+            continue
+        if not isinstance(value, _ATTRIBUTE_TYPES):
+            value = str(value)
+        attributes[sc.CONTEXT_PREFIX + key] = value
+    token = _current.set(attributes)
+    try:
+        yield attributes
+    finally:
+        _current.reset(token)
+
+
+def current_context_attributes() -> Mapping[str, Any]:
+    """The attributes of the innermost ``llm_context`` (empty outside any)."""
+    return _current.get()

@@ -1,0 +1,107 @@
+"""The shared core: from one span's data to the call, its cost and the attributes to add.
+
+Used by ``LLMSpanProcessor`` (SDK spans) and by the collector service (OTLP spans), so an LLM
+call is priced and measured the same way wherever its span comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from otel_llm import _semconv as sc
+from otel_llm.call import LLMCall, Rejected, read_call
+from otel_llm.pricing import Cost, PriceBook, Unpriced
+
+ERROR_TYPE_OTHER = "_OTHER"
+"""The conventions' error.type when a span failed without saying how."""
+
+
+@dataclass(slots=True)
+class Derived:
+    """Everything the exporters and metrics need from one LLM call."""
+
+    call: LLMCall
+    priced: Cost | Unpriced
+    duration: float | None
+    """Seconds, from the span's start and end."""
+    error_type: str
+    """``""`` on success."""
+    service_name: str
+    extra: tuple[str, ...]
+    """Values of the user's extra labels, in their configured order (``""`` when absent)."""
+    trace_id: int
+    rejected: list[Rejected]
+    start_time_ns: int
+
+    def span_attributes(self) -> dict[str, Any]:
+        """The attributes the exported span gains: its cost, or why it has none."""
+        priced = self.priced
+        if isinstance(priced, Unpriced):
+            return {sc.OTEL_LLM_COST_UNPRICED_REASON: priced.reason}
+        attributes: dict[str, Any] = {
+            sc.GEN_AI_USAGE_COST_AMOUNT: float(priced.amount),
+            sc.GEN_AI_USAGE_COST_CURRENCY: sc.CURRENCY_USD,
+            sc.GEN_AI_USAGE_COST_SOURCE: priced.source,
+            sc.OTEL_LLM_COST_PRICE_DATA: priced.price_data,
+        }
+        if priced.provider_id is not None:
+            attributes[sc.OTEL_LLM_COST_PROVIDER_ID] = priced.provider_id
+        if priced.model_id is not None:
+            attributes[sc.OTEL_LLM_COST_MODEL_ID] = priced.model_id
+        for name, part in (
+            (sc.OTEL_LLM_COST_INPUT, priced.input),
+            (sc.OTEL_LLM_COST_CACHE_READ, priced.cache_read),
+            (sc.OTEL_LLM_COST_CACHE_WRITE, priced.cache_write),
+            (sc.OTEL_LLM_COST_OUTPUT, priced.output),
+            (sc.OTEL_LLM_COST_REQUEST, priced.request),
+        ):
+            if part is not None:
+                attributes[name] = float(part)
+        return attributes
+
+
+def derive(
+    attributes: Mapping[str, Any],
+    *,
+    start_time_ns: int | None,
+    end_time_ns: int | None,
+    failed: bool,
+    service_name: str,
+    trace_id: int,
+    book: PriceBook,
+    max_tokens: int,
+    extra_attributes: Sequence[str] = (),
+) -> Derived | None:
+    """The derived view of a span, or None when the span is not an LLM call."""
+    call, rejected = read_call(attributes, max_tokens=max_tokens)
+    if call is None:
+        return None
+    start = start_time_ns or 0
+    duration = None
+    if start_time_ns and end_time_ns and end_time_ns >= start_time_ns:
+        duration = (end_time_ns - start_time_ns) / 1e9
+    error_type = call.error_type or (ERROR_TYPE_OTHER if failed else "")
+    extra = tuple(_label_value(attributes.get(name)) for name in extra_attributes)
+    return Derived(
+        call=call,
+        priced=book.price(call, start),
+        duration=duration,
+        error_type=error_type,
+        service_name=service_name,
+        extra=extra,
+        trace_id=trace_id,
+        rejected=rejected,
+        start_time_ns=start,
+    )
+
+
+def _label_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,199 @@
+"""The price book: which price applies to a (provider, model), and the cost of a call.
+
+Resolution -- overrides, provider-name mapping, name normalisation, genai-prices' model
+matching -- is slow (~100 µs) and depends only on (provider, model), so its result is cached in
+a bounded table; pricing a call is then a dictionary hit and a few Decimal operations.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import genai_prices
+from genai_prices import data_snapshot
+from genai_prices import types as gp
+
+from otel_llm import _semconv as sc
+from otel_llm.call import LLMCall
+from otel_llm.pricing import names
+from otel_llm.pricing.overrides import PriceOverride
+from otel_llm.pricing.rates import Cost, Rates
+
+
+@dataclass(frozen=True, slots=True)
+class Unpriced:
+    """Why a call has no cost: unknown_provider, unknown_model, missing_model, missing_usage or
+    invalid_usage. Reported as such -- never as a cost of 0."""
+
+    reason: str
+
+
+@dataclass(slots=True)
+class _Resolved:
+    provider_id: str
+    model_id: str
+    model: gp.ModelInfo | None
+    """The price data's entry; None when an override sets every price itself."""
+    patch: dict[str, Decimal]
+    price_data: str
+    _fixed: Rates | None = None
+    _by_period: dict[int, tuple[gp.ModelPrice, Rates]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.model is None or isinstance(self.model.prices, gp.ModelPrice):
+            prices = self.model.prices if self.model is not None else None
+            assert not isinstance(prices, list)
+            self._fixed = Rates.from_model_price(prices, self.patch)
+
+    def rates_at(self, start_time_ns: int) -> Rates:
+        if self._fixed is not None:
+            return self._fixed
+        assert self.model is not None
+        # Prices that changed over time: pick the one in force when the call started.
+        when = datetime.fromtimestamp(start_time_ns / 1e9, tz=UTC)
+        model_price = self.model.get_prices(when)
+        entry = self._by_period.get(id(model_price))
+        if entry is None:
+            # The ModelPrice is kept in the entry, so its id cannot be reused by another object.
+            entry = (model_price, Rates.from_model_price(model_price, self.patch))
+            self._by_period[id(model_price)] = entry
+        return entry[1]
+
+
+class PriceBook:
+    """Prices calls from genai-prices' bundled data (no network) and the user's overrides."""
+
+    def __init__(self, overrides: Sequence[PriceOverride] = (), *, cache_size: int = 4096):
+        self._overrides = tuple(overrides)
+        self._cache: dict[tuple[str | None, str], _Resolved | Unpriced] = {}
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    @property
+    def data_version(self) -> str:
+        snapshot = data_snapshot.get_snapshot()
+        version = f"genai-prices {genai_prices.__version__}"
+        if snapshot.from_auto_update:
+            version += f" (updated {snapshot.timestamp.isoformat(timespec='seconds')})"
+        return version
+
+    def price(self, call: LLMCall, start_time_ns: int) -> Cost | Unpriced:
+        """The cost of ``call``, or why it has none."""
+        if call.provider_cost is not None:
+            return Cost(amount=call.provider_cost, source=sc.COST_SOURCE_PROVIDER, price_data="provider")
+        if call.usage_rejected:
+            return Unpriced("invalid_usage")
+        input_tokens = call.input_tokens
+        output_tokens = call.output_tokens
+        if output_tokens is None and call.operation == "embeddings":
+            output_tokens = 0
+        if call.usage_missing or input_tokens is None or output_tokens is None:
+            return Unpriced("missing_usage")
+
+        resolved: _Resolved | Unpriced = Unpriced("missing_model")
+        for model in (call.response_model, call.request_model):
+            if model is not None:
+                resolved = self.resolve(call.provider, model)
+                if isinstance(resolved, _Resolved) or resolved.reason == "unknown_provider":
+                    break
+        if isinstance(resolved, Unpriced):
+            return resolved
+
+        parts = resolved.rates_at(start_time_ns).price(
+            input_tokens,
+            output_tokens,
+            call.cache_read_tokens or 0,
+            call.cache_creation_tokens or 0,
+            call.reasoning_tokens or 0,
+        )
+        return Cost(
+            amount=sum(parts, Decimal(0)),
+            source=sc.COST_SOURCE_LOCAL,
+            price_data=resolved.price_data,
+            provider_id=resolved.provider_id,
+            model_id=resolved.model_id,
+            input=parts[0],
+            cache_read=parts[1],
+            cache_write=parts[2],
+            output=parts[3],
+            request=parts[4],
+        )
+
+    def resolve(self, provider: str | None, model: str) -> _Resolved | Unpriced:
+        """The price entry for (provider, model), from the cache when seen before."""
+        key = (provider, model)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._resolve(provider, model)
+            with self._lock:
+                # A bounded table: a flood of distinct model names (a bug, an attack) must not
+                # grow memory. Oldest-first eviction keeps this a plain dict read on the hot path.
+                while len(self._cache) >= self._cache_size:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[key] = found
+        return found
+
+    def _resolve(self, provider: str | None, model: str) -> _Resolved | Unpriced:
+        for override in self._overrides:
+            if override.applies(provider, model):
+                return self._apply_override(override, provider, model)
+        found = _lookup(provider, model)
+        if isinstance(found, Unpriced):
+            return found
+        gprovider, ginfo = found
+        return _Resolved(gprovider.id, ginfo.id, ginfo, {}, self.data_version)
+
+    def _apply_override(
+        self, override: PriceOverride, provider: str | None, model: str
+    ) -> _Resolved | Unpriced:
+        base = _lookup(override.alias_provider or provider, override.alias or model)
+        price_data = f"{self.data_version} + override"
+        if isinstance(base, Unpriced):
+            if override.alias is not None or not override.complete:
+                # An alias to nothing, or prices with gaps and nothing to inherit them from.
+                return Unpriced("unknown_model")
+            return _Resolved(provider or "override", model, None, dict(override.prices), price_data)
+        gprovider, ginfo = base
+        return _Resolved(gprovider.id, ginfo.id, ginfo, dict(override.prices), price_data)
+
+
+def _lookup(provider: str | None, model: str) -> tuple[gp.Provider, gp.ModelInfo] | Unpriced:
+    """genai-prices' entry for the call, trying the normalised spellings of the model name.
+
+    Its own look-up caches every (model, provider) pair it is asked, without bound; asking by
+    provider id and matching models on that provider keeps the only cache ours.
+    """
+    snapshot = data_snapshot.get_snapshot()
+    gprovider: gp.Provider | None = None
+    if provider is not None:
+        gprovider = data_snapshot.find_provider_by_id(
+            snapshot.providers, sc.PROVIDER_PRICE_DATA_ID.get(provider, provider)
+        )
+    else:
+        gprovider = next(
+            (p for p in snapshot.providers if p.model_match and p.model_match.is_match(model.lower())),
+            None,
+        )
+    if gprovider is not None:
+        for name in names.candidates(model):
+            if (ginfo := gprovider.find_model(name, all_providers=snapshot.providers)) is not None:
+                return gprovider, ginfo
+    # A gateway prefix names the vendor whose prices apply: "openai/gpt-4o" through a router.
+    routed = names.split_router_prefix(model)
+    if routed is not None:
+        vendor, rest = routed
+        vendor = sc.PROVIDER_RENAMED.get(vendor, vendor)
+        vendor_provider = data_snapshot.find_provider_by_id(
+            snapshot.providers, sc.PROVIDER_PRICE_DATA_ID.get(vendor, vendor)
+        )
+        for candidate in (vendor_provider, gprovider):
+            if candidate is None:
+                continue
+            for name in names.candidates(rest):
+                if (ginfo := candidate.find_model(name, all_providers=snapshot.providers)) is not None:
+                    return candidate, ginfo
+    return Unpriced("unknown_model" if gprovider is not None else "unknown_provider")

@@ -1,0 +1,219 @@
+"""``LLMSpanProcessor``: prices and measures LLM call spans, then hands them on.
+
+It wraps the processors that export (``LLMSpanProcessor(BatchSpanProcessor(exporter))``)
+because the Python SDK freezes a span's attributes before any processor's ``_on_ending`` or
+``on_end`` runs (opentelemetry-python #5614): the only way for exported spans to carry their cost
+is to give the downstream processors a copy that has it. Spans that are not LLM calls are
+passed through as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import StatusCode
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from otel_llm import _semconv as sc
+from otel_llm import settings
+from otel_llm.context import current_context_attributes
+from otel_llm.derive import Derived, derive
+from otel_llm.metrics.otel import OTelMetricsRecorder
+from otel_llm.metrics.prometheus import PrometheusRecorder
+from otel_llm.pricing import OverrideError, PriceBook, PriceOverride, load_overrides
+
+_logger = logging.getLogger(__name__)
+
+# Context of spans that were not yet LLM calls when they started, until they end. Bounded: a
+# span that never ends must not leak.
+_MAX_PENDING = 10_000
+
+
+class LLMSpanProcessor(SpanProcessor):
+    """Derives cost, token and latency metrics from GenAI spans; exports them priced.
+
+    Args:
+        *downstream: processors that receive every span (LLM calls with cost attributes added).
+            With none, the processor only records metrics.
+        registry: prometheus_client registry (default: the global ``REGISTRY``).
+        meter_provider: also record the GenAI metrics through this OpenTelemetry MeterProvider.
+        price_book: a ready ``PriceBook``; otherwise one is built from ``price_overrides``.
+        price_overrides: a YAML/JSON file path or a list of ``PriceOverride``.
+        extra_labels, max_label_values, max_tokens, price_cache_size: see ``otel_llm.settings``.
+    """
+
+    def __init__(
+        self,
+        *downstream: SpanProcessor,
+        registry: CollectorRegistry | None = None,
+        meter_provider: MeterProvider | None = None,
+        price_book: PriceBook | None = None,
+        price_overrides: str | Path | Sequence[PriceOverride] | None = None,
+        extra_labels: Mapping[str, str] | Sequence[str] | None = None,
+        max_label_values: int | None = None,
+        max_tokens: int | None = None,
+        price_cache_size: int | None = None,
+    ):
+        self._downstream = tuple(downstream)
+        self._max_tokens = settings.MAX_TOKENS.resolve(max_tokens)
+        self._book = price_book or PriceBook(
+            _overrides(price_overrides),
+            cache_size=settings.PRICE_CACHE_SIZE.resolve(price_cache_size),
+        )
+        labels = settings.EXTRA_LABELS.resolve(extra_labels)
+        self._extra_attributes = tuple(labels.values())
+        self.prometheus = PrometheusRecorder.for_registry(
+            registry if registry is not None else REGISTRY,
+            extra_labels=labels,
+            max_label_values=settings.MAX_LABEL_VALUES.resolve(max_label_values),
+        )
+        self._recorders: list[PrometheusRecorder | OTelMetricsRecorder] = [self.prometheus]
+        if meter_provider is not None:
+            self._recorders.append(OTelMetricsRecorder(meter_provider, labels))
+        self._pending: dict[int, Mapping[str, Any]] = {}
+
+    @property
+    def downstream(self) -> tuple[SpanProcessor, ...]:
+        return self._downstream
+
+    @property
+    def price_book(self) -> PriceBook:
+        return self._book
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        context = current_context_attributes()
+        if context:
+            try:
+                self._attach_context(span, context)
+            except Exception:  # noqa: BLE001 - telemetry must never break the application
+                self._failed("on_start")
+        for processor in self._downstream:
+            processor.on_start(span, parent_context=parent_context)
+
+    def _attach_context(self, span: Span, context: Mapping[str, Any]) -> None:
+        if span.attributes.get(sc.GEN_AI_OPERATION_NAME) in sc.PRICED_OPERATIONS:
+            span.set_attributes(context)
+            return
+        # Instrumentations may name the operation only later; keep the context till the end.
+        if len(self._pending) >= _MAX_PENDING:
+            self._pending.pop(next(iter(self._pending)))
+        self._pending[span.context.span_id] = context
+
+    def _on_ending(self, span: Span) -> None:
+        for processor in self._downstream:
+            processor._on_ending(span)  # noqa: SLF001 - the SDK's own hook, forwarded as is
+
+    def on_end(self, span: ReadableSpan) -> None:
+        handed_on = span
+        try:
+            derived, added = self._derive(span)
+            if derived is not None:
+                handed_on = _PricedSpan(span, {**span.attributes, **added})
+                self._record(derived)
+        except Exception:  # noqa: BLE001 - telemetry must never break the application
+            self._failed("on_end")
+        for processor in self._downstream:
+            try:
+                processor.on_end(handed_on)
+            except Exception:  # noqa: BLE001 - one failing exporter must not stop the others
+                self._failed("downstream")
+
+    def _derive(self, span: ReadableSpan) -> tuple[Derived | None, dict[str, Any]]:
+        attributes: Mapping[str, Any] = span.attributes or {}
+        context = None
+        if self._pending and span.context is not None:
+            context = self._pending.pop(span.context.span_id, None)
+        if attributes.get(sc.GEN_AI_OPERATION_NAME) not in sc.PRICED_OPERATIONS:
+            return None, {}
+        if context:
+            context = {k: v for k, v in context.items() if k not in attributes}
+            attributes = {**attributes, **context}
+        derived = derive(
+            attributes,
+            start_time_ns=span.start_time,
+            end_time_ns=span.end_time,
+            failed=span.status.status_code is StatusCode.ERROR,
+            service_name=str(span.resource.attributes.get("service.name", "")),
+            trace_id=span.context.trace_id if span.context is not None else 0,
+            book=self._book,
+            max_tokens=self._max_tokens,
+            extra_attributes=self._extra_attributes,
+        )
+        if derived is None:
+            return None, {}
+        added = derived.span_attributes()
+        if context:
+            added.update(context)
+        return derived, added
+
+    def _record(self, derived: Derived) -> None:
+        for recorder in self._recorders:
+            recorder.record(derived)
+        if derived.rejected:
+            self.prometheus.record_rejected(derived.rejected)
+
+    def _failed(self, stage: str) -> None:
+        _logger.exception("otel-llm: %s failed; the span is passed on unchanged", stage)
+        try:
+            self.prometheus.record_error(stage)
+        except Exception:  # noqa: BLE001, S110 - nothing is left to report to
+            pass
+
+    def shutdown(self) -> None:
+        for processor in self._downstream:
+            processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(processor.force_flush(timeout_millis) for processor in self._downstream)
+
+
+class _PricedSpan(ReadableSpan):
+    """An ended span with extra attributes; everything else is the original's."""
+
+    def __init__(self, span: ReadableSpan, attributes: dict[str, Any]):
+        super().__init__(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=attributes,
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+        self._dropped = (span.dropped_attributes, span.dropped_events, span.dropped_links)
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped[0]
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped[1]
+
+    @property
+    def dropped_links(self) -> int:
+        return self._dropped[2]
+
+
+def _overrides(given: str | Path | Sequence[PriceOverride] | None) -> list[PriceOverride]:
+    if given is not None and not isinstance(given, str | Path):
+        return list(given)
+    path = settings.PRICE_OVERRIDES.resolve(str(given) if given is not None else None)
+    if path is None:
+        return []
+    try:
+        return load_overrides(path)
+    except OverrideError as exc:
+        _logger.warning("otel-llm: price overrides not used: %s", exc)
+        return []

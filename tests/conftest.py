@@ -1,0 +1,46 @@
+"""Shared fixtures: the real SDK TracerProvider, an in-memory exporter and a fresh registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+from otel_llm import LLMSpanProcessor
+
+
+@dataclass
+class Pipeline:
+    """A TracerProvider whose spans go through an LLMSpanProcessor into memory."""
+
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
+    registry: CollectorRegistry
+    processor: LLMSpanProcessor
+
+    def spans(self):  # type: ignore[no-untyped-def]
+        return self.exporter.get_finished_spans()
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def pipeline(registry: CollectorRegistry) -> Iterator[Pipeline]:
+    exporter = InMemorySpanExporter()
+    processor = LLMSpanProcessor(SimpleSpanProcessor(exporter), registry=registry)
+    provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
+    provider.add_span_processor(processor)
+    yield Pipeline(provider, exporter, registry, processor)
+    provider.shutdown()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: a virtualenv, the package with its test extras,
+# lint, type check, tests. Re-running reuses the virtualenv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet -e '.[test]'
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/pytest "$@"
