@@ -3,13 +3,7 @@
 instrument (``llm_call``) -> span -> ``LLMSpanProcessor`` -> (Prometheus / OTel metrics | export)
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("otel-llm")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
-
+from otel_llm._version import __version__
 from otel_llm.configure import configure
 from otel_llm.context import llm_context
 from otel_llm.exposition import start_metrics_server

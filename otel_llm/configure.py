@@ -93,7 +93,7 @@ def _multi(provider: TracerProvider) -> SynchronousMultiSpanProcessor | None:
 
 def _installed(provider: TracerProvider) -> LLMSpanProcessor | None:
     multi = _multi(provider)
-    for processor in multi._span_processors if multi is not None else ():  # noqa: SLF001
+    for processor in multi._span_processors if multi is not None else ():
         if isinstance(processor, LLMSpanProcessor):
             return processor
     return None
@@ -114,9 +114,9 @@ def _wrap_exporting_processors(
         return processor
     # The existing processors move behind ours: they still see every span (on_start included),
     # LLM calls with their cost. Swapped under the SDK's own lock, as add_span_processor does.
-    with multi._lock:  # noqa: SLF001
-        processor = make(*multi._span_processors)  # noqa: SLF001
-        multi._span_processors = (processor,)  # noqa: SLF001
+    with multi._lock:
+        processor = make(*multi._span_processors)
+        multi._span_processors = (processor,)
     return processor
 
 
@@ -141,12 +141,15 @@ def _exporter_from_environment() -> SpanExporter | None:
         or "http/protobuf"
     ).strip()
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        # Imported on demand: each exporter pulls in its transport (grpcio or requests).
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
 
         return OTLPSpanExporter()
     if protocol != "http/protobuf":
         _logger.warning("otel-llm: OTLP protocol %r not supported; using http/protobuf", protocol)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
         OTLPSpanExporter as HTTPSpanExporter,
     )
 

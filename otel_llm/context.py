@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any
 
 from otel_llm import _semconv as sc
 
-_current: ContextVar[Mapping[str, Any]] = ContextVar("otel_llm_context", default={})
+_current: ContextVar[Mapping[str, Any]] = ContextVar(
+    "otel_llm_context", default=MappingProxyType({})
+)
 
 _ATTRIBUTE_TYPES = (str, bool, int, float)
 
@@ -45,9 +48,9 @@ def llm_context(
     for key, value in given.items():
         if value is None:
             continue
-        if not isinstance(value, _ATTRIBUTE_TYPES):
-            value = str(value)
-        attributes[sc.CONTEXT_PREFIX + key] = value
+        attributes[sc.CONTEXT_PREFIX + key] = (
+            value if isinstance(value, _ATTRIBUTE_TYPES) else str(value)
+        )
     token = _current.set(attributes)
     try:
         yield attributes

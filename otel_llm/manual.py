@@ -20,10 +20,12 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from otel_llm import _semconv as sc
+from otel_llm._version import __version__
 
 _logger = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ class LLMCallHandle:
         self,
         *,
         model: str | None = None,
-        id: str | None = None,  # noqa: A002 - mirrors gen_ai.response.id
+        id: str | None = None,
         finish_reasons: Sequence[str] | None = None,
     ) -> None:
         if model is not None:
@@ -100,11 +102,11 @@ class LLMCallHandle:
     def set_attribute(self, name: str, value: Any) -> None:
         try:
             self.span.set_attribute(name, value)
-        except Exception:  # noqa: BLE001 - never raise into the caller's LLM call
+        except Exception:
             _logger.debug("otel-llm: could not set %s", name, exc_info=True)
 
 
-class llm_call:  # noqa: N801 - used like a function: `with llm_call(...)` / `@llm_call(...)`
+class llm_call:
     """A GenAI client span around one LLM call; context manager (sync and async) and decorator.
 
     Args:
@@ -146,15 +148,13 @@ class llm_call:  # noqa: N801 - used like a function: `with llm_call(...)` / `@l
         self._active: list[tuple[Span, Token[Any], Token[LLMCallHandle | None]]] = []
 
     def __enter__(self) -> LLMCallHandle:
-        from otel_llm import __version__
-
         tracer = trace.get_tracer("otel_llm", __version__, tracer_provider=self._tracer_provider)
         start_ns = time.time_ns()
         span = tracer.start_span(
             self._name, kind=SpanKind.CLIENT, attributes=self._attributes, start_time=start_ns
         )
         handle = LLMCallHandle(span, start_ns)
-        context_token = trace.context_api.attach(trace.set_span_in_context(span))
+        context_token = context_api.attach(trace.set_span_in_context(span))
         self._active.append((span, context_token, _current_call.set(handle)))
         return handle
 
@@ -174,11 +174,11 @@ class llm_call:  # noqa: N801 - used like a function: `with llm_call(...)` / `@l
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
             span.end()
-        except Exception:  # noqa: BLE001 - the caller's exception (if any) must pass unchanged
+        except Exception:
             _logger.debug("otel-llm: ending the span failed", exc_info=True)
         finally:
             _current_call.reset(call_token)
-            trace.context_api.detach(context_token)
+            context_api.detach(context_token)
 
     async def __aenter__(self) -> LLMCallHandle:
         return self.__enter__()

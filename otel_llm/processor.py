@@ -9,6 +9,7 @@ passed through as they are.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -97,7 +98,7 @@ class LLMSpanProcessor(SpanProcessor):
             processor.on_start(span, parent_context=parent_context)
 
     def _attach_context(self, span: Span, context: Mapping[str, Any]) -> None:
-        if span.attributes.get(sc.GEN_AI_OPERATION_NAME) in sc.PRICED_OPERATIONS:
+        if (span.attributes or {}).get(sc.GEN_AI_OPERATION_NAME) in sc.PRICED_OPERATIONS:
             span.set_attributes(context)
             return
         # Instrumentations may name the operation only later; keep the context till the end.
@@ -107,14 +108,14 @@ class LLMSpanProcessor(SpanProcessor):
 
     def _on_ending(self, span: Span) -> None:
         for processor in self._downstream:
-            processor._on_ending(span)  # noqa: SLF001 - the SDK's own hook, forwarded as is
+            processor._on_ending(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         handed_on = span
         try:
             derived, added = self._derive(span)
             if derived is not None:
-                handed_on = _PricedSpan(span, {**span.attributes, **added})
+                handed_on = _PricedSpan(span, {**(span.attributes or {}), **added})
                 self._record(derived)
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_end")
@@ -160,10 +161,8 @@ class LLMSpanProcessor(SpanProcessor):
 
     def _failed(self, stage: str) -> None:
         _logger.exception("otel-llm: %s failed; the span is passed on unchanged", stage)
-        try:
+        with contextlib.suppress(Exception):  # nothing is left to report to
             self.prometheus.record_error(stage)
-        except Exception:  # noqa: BLE001, S110 - nothing is left to report to
-            pass
 
     def shutdown(self) -> None:
         for processor in self._downstream:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from otel_llm.metrics.labels import parse_extra_labels
+
 _logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -33,7 +35,8 @@ class Setting(Generic[T]):
     doc: str
 
     def resolve(self, argument: Any = None, environ: Mapping[str, str] | None = None) -> T:
-        """The value in force: ``argument`` if given and valid, else the environment, else default."""
+        """The value in force: the argument if given and valid, else the environment, else
+        the default."""
         if argument is not None:
             try:
                 return self.check(argument)
@@ -95,8 +98,6 @@ def _parse_bool(raw: str) -> bool:
 
 def _extra_labels(value: Any) -> dict[str, str]:
     """``{label_name: span_attribute}``; a sequence of attribute names derives the label names."""
-    from otel_llm.metrics.labels import parse_extra_labels  # the label rules live with labels
-
     return parse_extra_labels(value)
 
 

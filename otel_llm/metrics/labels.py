@@ -35,10 +35,10 @@ def parse_extra_labels(value: Any) -> dict[str, str]:
     else:
         raise TypeError("expected a mapping of label -> attribute or a list of attributes")
     result: dict[str, str] = {}
-    for label, attribute in pairs:
-        if not isinstance(attribute, str) or not attribute or not isinstance(label, str):
-            raise TypeError(f"bad extra label {label!r} -> {attribute!r}")
-        label = label or label_name_for(attribute)
+    for given, attribute in pairs:
+        if not isinstance(attribute, str) or not attribute or not isinstance(given, str):
+            raise TypeError(f"bad extra label {given!r} -> {attribute!r}")
+        label = given or label_name_for(attribute)
         if not _LABEL_NAME.match(label) or label.startswith("__"):
             raise ValueError(f"{label!r} is not a valid Prometheus label name")
         if label in _RESERVED:

@@ -8,6 +8,7 @@ from typing import Any
 from opentelemetry.metrics import MeterProvider
 
 from otel_llm import _semconv as sc
+from otel_llm._version import __version__
 from otel_llm.derive import Derived
 from otel_llm.pricing import Cost
 
@@ -16,8 +17,6 @@ class OTelMetricsRecorder:
     """Records derived LLM calls with instruments of the given MeterProvider."""
 
     def __init__(self, meter_provider: MeterProvider, extra_labels: dict[str, str] | None = None):
-        from otel_llm import __version__
-
         meter = meter_provider.get_meter("otel_llm", __version__)
         self._extra = tuple((extra_labels or {}).values())
         self.duration = meter.create_histogram(
@@ -52,18 +51,15 @@ class OTelMetricsRecorder:
 
     def record(self, derived: Derived) -> None:
         call = derived.call
-        attributes: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: call.operation}
-        if call.provider:
-            attributes[sc.GEN_AI_PROVIDER_NAME] = call.provider
-        if call.request_model:
-            attributes[sc.GEN_AI_REQUEST_MODEL] = call.request_model
-        if call.response_model:
-            attributes[sc.GEN_AI_RESPONSE_MODEL] = call.response_model
-        if derived.error_type:
-            attributes[sc.ERROR_TYPE] = derived.error_type
-        for name, value in zip(self._extra, derived.extra, strict=True):
-            if value:
-                attributes[name] = value
+        candidates = (
+            (sc.GEN_AI_OPERATION_NAME, call.operation),
+            (sc.GEN_AI_PROVIDER_NAME, call.provider),
+            (sc.GEN_AI_REQUEST_MODEL, call.request_model),
+            (sc.GEN_AI_RESPONSE_MODEL, call.response_model),
+            (sc.ERROR_TYPE, derived.error_type),
+            *zip(self._extra, derived.extra, strict=True),
+        )
+        attributes: dict[str, Any] = {name: value for name, value in candidates if value}
 
         if derived.duration is not None:
             self.duration.record(derived.duration, attributes)

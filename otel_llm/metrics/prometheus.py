@@ -132,7 +132,9 @@ class PrometheusRecorder:
         with _recorders_lock:
             recorder = _recorders.get(registry)
             if recorder is None:
-                recorder = cls(registry, extra_labels=extra_labels, max_label_values=max_label_values)
+                recorder = cls(
+                    registry, extra_labels=extra_labels, max_label_values=max_label_values
+                )
                 _recorders[registry] = recorder
             elif extra_labels is not None and dict(extra_labels) != recorder.extra_labels:
                 _logger.warning(

@@ -84,7 +84,9 @@ class PriceBook:
     def price(self, call: LLMCall, start_time_ns: int) -> Cost | Unpriced:
         """The cost of ``call``, or why it has none."""
         if call.provider_cost is not None:
-            return Cost(amount=call.provider_cost, source=sc.COST_SOURCE_PROVIDER, price_data="provider")
+            return Cost(
+                amount=call.provider_cost, source=sc.COST_SOURCE_PROVIDER, price_data="provider"
+            )
         if call.usage_rejected:
             return Unpriced("invalid_usage")
         input_tokens = call.input_tokens
@@ -175,7 +177,11 @@ def _lookup(provider: str | None, model: str) -> tuple[gp.Provider, gp.ModelInfo
         )
     else:
         gprovider = next(
-            (p for p in snapshot.providers if p.model_match and p.model_match.is_match(model.lower())),
+            (
+                p
+                for p in snapshot.providers
+                if p.model_match and p.model_match.is_match(model.lower())
+            ),
             None,
         )
     if gprovider is not None:
@@ -194,6 +200,8 @@ def _lookup(provider: str | None, model: str) -> tuple[gp.Provider, gp.ModelInfo
             if candidate is None:
                 continue
             for name in names.candidates(rest):
-                if (ginfo := candidate.find_model(name, all_providers=snapshot.providers)) is not None:
+                if (
+                    ginfo := candidate.find_model(name, all_providers=snapshot.providers)
+                ) is not None:
                     return candidate, ginfo
     return Unpriced("unknown_model" if gprovider is not None else "unknown_provider")

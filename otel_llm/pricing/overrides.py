@@ -57,7 +57,9 @@ class PriceOverride:
         if (self.match is None) == (self.regex is None):
             raise OverrideError("an override needs exactly one of 'match' and 'regex'")
         if self.alias is None and not self.prices:
-            raise OverrideError(f"override for {self.match or self.regex!r} sets no alias or prices")
+            raise OverrideError(
+                f"override for {self.match or self.regex!r} sets no alias or prices"
+            )
         object.__setattr__(self, "prices", _check_prices(self.prices, self.match or self.regex))
         if self.regex is not None:
             try:
@@ -143,5 +145,7 @@ def load_overrides(path: str | Path) -> list[PriceOverride]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise OverrideError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+        raise OverrideError(
+            f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}"
+        ) from None
     return parse_overrides(data, str(path))

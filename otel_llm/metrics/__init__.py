@@ -1,0 +1,1 @@
+"""Recording derived LLM calls as metrics: Prometheus and the OpenTelemetry metrics API."""
