@@ -14,6 +14,12 @@ from otel_llm import _semconv as sc
 from otel_llm.call import LLMCall, Rejected, read_call
 from otel_llm.pricing import Cost, PriceBook, Unpriced
 
+_COST_ATTRIBUTES = (
+    sc.GEN_AI_USAGE_COST_AMOUNT,
+    sc.GEN_AI_USAGE_COST_CURRENCY,
+    sc.GEN_AI_USAGE_COST_SOURCE,
+)
+
 ERROR_TYPE_OTHER = "_OTHER"
 """The conventions' error.type when a span failed without saying how."""
 
@@ -35,8 +41,19 @@ class Derived:
     rejected: list[Rejected]
     start_time_ns: int
 
-    def span_attributes(self) -> dict[str, Any]:
-        """The attributes the exported span gains: its cost, or why it has none."""
+    def priced_attributes(self, original: Mapping[str, Any]) -> dict[str, Any]:
+        """The attributes of the span handed on: the original's with the cost (or why there is
+        none). A cost attribute that came with the span and was not trusted is left out, so an
+        exported span never carries a cost this processor did not vouch for."""
+        attributes = dict(original)
+        if isinstance(self.priced, Unpriced):
+            for name in _COST_ATTRIBUTES:
+                attributes.pop(name, None)
+        attributes.update(self.cost_attributes())
+        return attributes
+
+    def cost_attributes(self) -> dict[str, Any]:
+        """The attributes a span gains: its cost, or why it has none."""
         priced = self.priced
         if isinstance(priced, Unpriced):
             return {sc.OTEL_LLM_COST_UNPRICED_REASON: priced.reason}

@@ -113,9 +113,9 @@ class LLMSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         handed_on = span
         try:
-            derived, added = self._derive(span)
+            derived, attributes = self._derive(span)
             if derived is not None:
-                handed_on = _PricedSpan(span, {**(span.attributes or {}), **added})
+                handed_on = _PricedSpan(span, attributes)
                 self._record(derived)
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_end")
@@ -148,10 +148,7 @@ class LLMSpanProcessor(SpanProcessor):
         )
         if derived is None:
             return None, {}
-        added = derived.span_attributes()
-        if context:
-            added.update(context)
-        return derived, added
+        return derived, derived.priced_attributes(attributes)
 
     def _record(self, derived: Derived) -> None:
         for recorder in self._recorders:

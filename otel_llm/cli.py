@@ -1,0 +1,135 @@
+"""The ``otel-llm`` command line: parses arguments and hands each subcommand to its module.
+
+User mistakes end with a one-line message and a non-zero exit code, never a traceback: 2 for
+bad arguments (argparse's convention), 1 when a command cannot do its job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from otel_llm._version import __version__
+
+PROG = "otel-llm"
+
+
+class CommandError(Exception):
+    """A failure the user can act on (a port in use, a bad file); shown without a traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "demo" and args.serve_seconds is not None and args.port is None:
+            parser.error("demo: --serve-seconds needs --port")
+    except SystemExit as exc:  # --help, --version and argument errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except CommandError as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `otel-llm demo | head`: the reader left, nothing else is wrong
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Every LLM call in a traced application visible, priced and alertable.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        help="simulate LLM calls (no network, no API key), price them, serve their metrics",
+        description=(
+            "Run simulated LLM calls of several providers through LLMSpanProcessor -- no "
+            "network, no API key -- and print what they cost. With --port, also serve their "
+            "Prometheus metrics (with trace-id exemplars) on /metrics."
+        ),
+    )
+    demo.add_argument(
+        "--calls",
+        type=_int_between(1, 100_000),
+        default=40,
+        metavar="N",
+        help="number of calls to simulate (default: 40)",
+    )
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        metavar="N",
+        help="random seed: the same seed gives the same calls and costs (default: 1)",
+    )
+    demo.add_argument(
+        "--port",
+        type=_int_between(0, 65535),
+        default=None,
+        metavar="P",
+        help="serve /metrics on this port (0: any free port); default: no server",
+    )
+    demo.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="H",
+        help="address /metrics binds (default: 127.0.0.1)",
+    )
+    demo.add_argument(
+        "--serve-seconds",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="with --port: serve this long, then exit (default: until Ctrl-C)",
+    )
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from otel_llm import demo  # noqa: PLC0415 - `otel-llm --version` needs none of it
+
+    return demo.run(
+        calls=args.calls,
+        seed=args.seed,
+        port=args.port,
+        host=args.host,
+        serve_seconds=args.serve_seconds,
+        json_output=args.json,
+    )
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value

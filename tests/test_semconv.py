@@ -1,0 +1,115 @@
+"""The machine-readable model in semconv/ and the code must agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from otel_llm import LLMSpanProcessor, llm_call
+from otel_llm import _semconv as sc
+
+SEMCONV = Path(__file__).parent.parent / "semconv"
+
+
+def _load(name: str) -> Any:
+    return yaml.safe_load((SEMCONV / name).read_text())
+
+
+def _constants(prefix: tuple[str, ...]) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in vars(sc).items()
+        if name.startswith(prefix) and isinstance(value, str) and not name.endswith("PREFIX")
+    }
+
+
+def test_every_attribute_constant_is_in_the_model_and_back() -> None:
+    model = {entry["name"] for entry in _load("attributes.yaml")["attributes"]}
+    code = set(
+        _constants(
+            ("GEN_AI_", "SERVER_", "ERROR_TYPE", "OTEL_LLM_", "USAGE_COST")
+        ).values()
+    )
+    assert code == model
+
+
+def test_deprecated_names_match_the_model() -> None:
+    model = {
+        entry["name"]: entry["deprecated"]
+        for entry in _load("attributes.yaml")["attributes"]
+        if "deprecated" in entry
+    }
+    assert model == sc.DEPRECATED
+
+
+def test_providers_match_the_model() -> None:
+    model = _load("providers.yaml")
+    assert model["renamed"] == sc.PROVIDER_RENAMED
+    assert model["price_data"] == sc.PROVIDER_PRICE_DATA_ID
+
+
+def test_buckets_and_label_sets_match_the_model() -> None:
+    model = _load("metrics.yaml")
+    assert tuple(model["buckets"]["duration"]) == sc.DURATION_BUCKETS
+    assert tuple(model["buckets"]["tokens"]) == sc.TOKEN_BUCKETS
+    assert tuple(model["label_sets"]["standard"]) == sc.STANDARD_LABELS
+
+
+@pytest.fixture
+def emitted() -> dict[str, Any]:
+    """Metric families as the code really registers and fills them."""
+    registry = CollectorRegistry()
+    provider = TracerProvider()
+    provider.add_span_processor(LLMSpanProcessor(registry=registry))
+    with llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=provider) as call:
+        call.set_usage(input_tokens=10, output_tokens=5, cache_read_tokens=2, reasoning_tokens=1)
+        call.first_chunk()
+    with llm_call(provider="openai", model="unknown-model-x", tracer_provider=provider) as call:
+        call.set_usage(input_tokens=10, output_tokens=5)
+    return {family.name: family for family in registry.collect()}
+
+
+def test_metrics_emitted_are_those_of_the_model(emitted: dict[str, Any]) -> None:
+    model = _load("metrics.yaml")
+    label_sets = model["label_sets"]
+    for metric in model["metrics"]:
+        family_name = metric["prometheus"].removesuffix("_total")
+        assert family_name in emitted, metric["prometheus"]
+        family = emitted[family_name]
+        assert family.type == metric["instrument"], metric["prometheus"]
+        expected_labels: set[str] = set()
+        for label in metric["labels"]:
+            expected_labels.update(label_sets.get(label, [label]))
+        samples = [s for s in family.samples if not s.name.endswith(("_created", "_sum", "_count"))]
+        if not samples:
+            continue  # e.g. no invalid attributes were sent: the family exists but is empty
+        for sample in samples:
+            assert set(sample.labels) - {"le"} == expected_labels, metric["prometheus"]
+            assert sample.name.startswith(family_name)
+        if metric["instrument"] == "histogram":
+            bounds = sorted({float(s.labels["le"]) for s in samples if s.labels["le"] != "+Inf"})
+            assert bounds == sorted({float(b) for b in model["buckets"][metric["buckets"]]})
+        if "token_types" in metric:
+            seen = {s.labels["gen_ai_token_type"] for s in samples}
+            assert seen <= set(metric["token_types"])
+    assert set(emitted) == {m["prometheus"].removesuffix("_total") for m in model["metrics"]}
+
+
+def test_token_types_in_code_match_the_model() -> None:
+    model = {m["prometheus"]: m for m in _load("metrics.yaml")["metrics"]}
+    assert tuple(model[sc.PROM_TOKENS]["token_types"]) == sc.TOKEN_TYPES
+
+
+def test_prometheus_names_are_the_otel_translation() -> None:
+    units = {"s": "_seconds", "{token}": "", "USD": "_usd", "{operation}": "", "{attribute}": "",
+             "{error}": ""}  # fmt: skip
+    for metric in _load("metrics.yaml")["metrics"]:
+        expected = metric["otel"].replace(".", "_") + units[metric["unit"]]
+        if metric["instrument"] == "counter":
+            expected += "_total"
+        assert metric["prometheus"] == expected
