@@ -9,6 +9,7 @@ broken instrumentation shows up on a dashboard instead of as a wrong bill.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -62,16 +63,17 @@ class LLMCall:
 def is_llm_call(attributes: Mapping[str, Any]) -> bool:
     """Cheap test used on every span: is this an inference or embeddings call?"""
     operation = attributes.get(sc.GEN_AI_OPERATION_NAME)
-    return operation in sc.PRICED_OPERATIONS
+    # A list (unhashable) is a possible attribute value; only a string can name an operation.
+    return isinstance(operation, str) and operation in sc.PRICED_OPERATIONS
 
 
 def read_call(
     attributes: Mapping[str, Any], *, max_tokens: int
 ) -> tuple[LLMCall | None, list[Rejected]]:
     """The call a span describes, or None if it is not an LLM call; plus the values rejected."""
-    operation = attributes.get(sc.GEN_AI_OPERATION_NAME)
-    if operation not in sc.PRICED_OPERATIONS:
+    if not is_llm_call(attributes):
         return None, []
+    operation: str = attributes[sc.GEN_AI_OPERATION_NAME]
     rejected: list[Rejected] = []
     reader = _Reader(attributes, rejected, max_tokens)
 
@@ -79,6 +81,7 @@ def read_call(
     if provider is not None:
         provider = sc.PROVIDER_RENAMED.get(provider, provider)
 
+    first_usage_rejection = len(rejected)
     input_tokens = reader.tokens(sc.GEN_AI_USAGE_INPUT_TOKENS, sc.GEN_AI_USAGE_PROMPT_TOKENS)
     output_tokens = reader.tokens(sc.GEN_AI_USAGE_OUTPUT_TOKENS, sc.GEN_AI_USAGE_COMPLETION_TOKENS)
     cache_read = reader.tokens(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
@@ -96,6 +99,15 @@ def read_call(
         input_tokens += cached
     if output_tokens is not None and reasoning is not None and reasoning > output_tokens:
         output_tokens += reasoning
+    # Each part is within max_tokens, but their sum need not be: the total is then as absurd.
+    if input_tokens is not None and input_tokens > max_tokens:
+        rejected.append(Rejected(sc.GEN_AI_USAGE_INPUT_TOKENS, "absurd"))
+        input_tokens = None
+    if output_tokens is not None and output_tokens > max_tokens:
+        rejected.append(Rejected(sc.GEN_AI_USAGE_OUTPUT_TOKENS, "absurd"))
+        output_tokens = None
+    # Only token counts: a bad provider-reported cost falls back to local pricing instead.
+    usage_rejected = len(rejected) > first_usage_rejection
 
     ttfc = reader.seconds(sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
     stream = attributes.get(sc.GEN_AI_REQUEST_STREAM)
@@ -114,7 +126,7 @@ def read_call(
         time_to_first_chunk=ttfc,
         provider_cost=reader.provider_cost(),
         usage_missing=attributes.get(sc.OTEL_LLM_USAGE_MISSING) is True,
-        usage_rejected=any(r.attribute.startswith("gen_ai.usage.") for r in rejected),
+        usage_rejected=usage_rejected,
     )
     return call, rejected
 
@@ -153,6 +165,8 @@ class _Reader:
         if value is None:
             return None
         reason = _number_problem(value)
+        if reason is None and value > sys.float_info.max:
+            reason = "absurd"  # an int too large for a float
         if reason is not None:
             self._rejected.append(Rejected(name, reason))
             return None

@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--host",
+        type=_host,
         default="127.0.0.1",
         metavar="H",
         help="address /metrics binds (default: 127.0.0.1)",
@@ -133,3 +134,9 @@ def _seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
     return value
+
+
+def _host(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected an address, e.g. 127.0.0.1 or 0.0.0.0")
+    return text.strip()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from opentelemetry import trace
@@ -28,6 +30,13 @@ from otel_llm.pricing import PriceOverride
 from otel_llm.processor import LLMSpanProcessor
 
 _logger = logging.getLogger(__name__)
+
+# The processor configure() attached to each provider: a second call returns it instead of
+# attaching another, whatever the provider's internals look like.
+_configured: weakref.WeakKeyDictionary[TracerProvider, LLMSpanProcessor] = (
+    weakref.WeakKeyDictionary()
+)
+_configured_lock = threading.Lock()
 
 
 def configure(
@@ -56,10 +65,6 @@ def configure(
         provider = _new_provider()
         trace.set_tracer_provider(provider)
 
-    existing = _installed(provider)
-    if existing is not None:
-        return existing
-
     def make(*downstream: SpanProcessor) -> LLMSpanProcessor:
         return LLMSpanProcessor(
             *downstream,
@@ -72,7 +77,12 @@ def configure(
             price_cache_size=price_cache_size,
         )
 
-    processor = _wrap_exporting_processors(provider, make)
+    with _configured_lock:
+        processor = _configured.get(provider)
+        if processor is not None:
+            return processor
+        processor = _wrap_exporting_processors(provider, make)
+        _configured[provider] = processor
     port = settings.PROMETHEUS_PORT.resolve(prometheus_port)
     if port is not None:
         try:
@@ -91,18 +101,9 @@ def _multi(provider: TracerProvider) -> SynchronousMultiSpanProcessor | None:
     return None
 
 
-def _installed(provider: TracerProvider) -> LLMSpanProcessor | None:
-    multi = _multi(provider)
-    for processor in multi._span_processors if multi is not None else ():
-        if isinstance(processor, LLMSpanProcessor):
-            return processor
-    return None
-
-
 def _wrap_exporting_processors(
-    provider: TracerProvider, make: type[LLMSpanProcessor] | object
+    provider: TracerProvider, make: Callable[..., LLMSpanProcessor]
 ) -> LLMSpanProcessor:
-    assert callable(make)
     multi = _multi(provider)
     if multi is None:
         _logger.warning(
@@ -115,7 +116,12 @@ def _wrap_exporting_processors(
     # The existing processors move behind ours: they still see every span (on_start included),
     # LLM calls with their cost. Swapped under the SDK's own lock, as add_span_processor does.
     with multi._lock:
-        processor = make(*multi._span_processors)
+        current = multi._span_processors
+        # The app may have attached one itself: wrapping it again would price every call twice.
+        for existing in current:
+            if isinstance(existing, LLMSpanProcessor):
+                return existing
+        processor = make(*current)
         multi._span_processors = (processor,)
     return processor
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,7 @@ class LLMSpanProcessor(SpanProcessor):
         if meter_provider is not None:
             self._recorders.append(OTelMetricsRecorder(meter_provider, labels))
         self._pending: dict[int, Mapping[str, Any]] = {}
+        self._pending_lock = threading.Lock()
 
     @property
     def downstream(self) -> tuple[SpanProcessor, ...]:
@@ -95,16 +98,20 @@ class LLMSpanProcessor(SpanProcessor):
             except Exception:  # noqa: BLE001 - telemetry must never break the application
                 self._failed("on_start")
         for processor in self._downstream:
-            processor.on_start(span, parent_context=parent_context)
+            try:
+                processor.on_start(span, parent_context=parent_context)
+            except Exception:  # noqa: BLE001 - one failing processor must not stop the others
+                self._failed("downstream")
 
     def _attach_context(self, span: Span, context: Mapping[str, Any]) -> None:
         if (span.attributes or {}).get(sc.GEN_AI_OPERATION_NAME) in sc.PRICED_OPERATIONS:
             span.set_attributes(context)
             return
         # Instrumentations may name the operation only later; keep the context till the end.
-        if len(self._pending) >= _MAX_PENDING:
-            self._pending.pop(next(iter(self._pending)))
-        self._pending[span.context.span_id] = context
+        with self._pending_lock:
+            if len(self._pending) >= _MAX_PENDING:
+                self._pending.pop(next(iter(self._pending)))
+            self._pending[span.context.span_id] = context
 
     def _on_ending(self, span: Span) -> None:
         for processor in self._downstream:
@@ -129,7 +136,8 @@ class LLMSpanProcessor(SpanProcessor):
         attributes: Mapping[str, Any] = span.attributes or {}
         context = None
         if self._pending and span.context is not None:
-            context = self._pending.pop(span.context.span_id, None)
+            with self._pending_lock:
+                context = self._pending.pop(span.context.span_id, None)
         if attributes.get(sc.GEN_AI_OPERATION_NAME) not in sc.PRICED_OPERATIONS:
             return None, {}
         if context:
@@ -163,10 +171,19 @@ class LLMSpanProcessor(SpanProcessor):
 
     def shutdown(self) -> None:
         for processor in self._downstream:
-            processor.shutdown()
+            try:
+                processor.shutdown()
+            except Exception:  # noqa: BLE001 - every processor gets its chance to shut down
+                self._failed("downstream")
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(processor.force_flush(timeout_millis) for processor in self._downstream)
+        """Flush every downstream processor (even after one failed) within one shared deadline."""
+        deadline = time.monotonic_ns() + timeout_millis * 1_000_000
+        results = [
+            processor.force_flush(max(0, (deadline - time.monotonic_ns()) // 1_000_000))
+            for processor in self._downstream
+        ]
+        return all(results)
 
 
 class _PricedSpan(ReadableSpan):

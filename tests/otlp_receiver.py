@@ -59,6 +59,8 @@ class ReceivedRequest:
 
 @dataclass(frozen=True)
 class ReceivedEvent:
+    """A span event as it arrived (a priced span copy must not lose these)."""
+
     name: str
     attributes: dict[str, Any]
     dropped_attributes_count: int
@@ -145,11 +147,13 @@ def decode_request(request: ExportTraceServiceRequest, transport: Transport) -> 
     return spans
 
 
-class _GrpcTraceService(TraceServiceServicer):  # type: ignore[misc]  # generated, untyped
+class _GrpcTraceService(TraceServiceServicer):
+    """The collector's TraceService: stores each request, answers full success."""
+
     def __init__(self, store: Callable[[ReceivedRequest], None]):
         self._store = store
 
-    def Export(  # noqa: N802 - the generated servicer's method name
+    def Export(  # the generated servicer's name
         self, request: ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> ExportTraceServiceResponse:
         self._store(ReceivedRequest("grpc", "", request))
@@ -161,7 +165,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
 
     server: _HttpServer
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:  # http.server's naming
         if self.path.split("?")[0] != "/v1/traces":
             self.send_error(404)
             return
@@ -169,7 +173,11 @@ class _HttpHandler(BaseHTTPRequestHandler):
         if content_type != "application/x-protobuf":
             self.send_error(415, f"unsupported content type {content_type!r}")
             return
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        length = self.headers.get("Content-Length")
+        if length is None:  # OTLP exporters send a sized body; chunked would be read as empty
+            self.send_error(411)
+            return
+        body = self.rfile.read(int(length))
         encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
         try:
             if encoding == "gzip":
@@ -191,7 +199,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(reply)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Silent: pytest output is for test failures, not access logs."""
 
 
@@ -222,13 +230,18 @@ class OTLPReceiver:
     def start(self) -> OTLPReceiver:
         self._executor = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc")
         self._grpc_server = grpc.server(self._executor)
-        add_TraceServiceServicer_to_server(_GrpcTraceService(self._store), self._grpc_server)
+        service = _GrpcTraceService(self._store)
+        add_TraceServiceServicer_to_server(service, self._grpc_server)  # type: ignore[no-untyped-call]
         self.grpc_port = self._grpc_server.add_insecure_port(f"{HOST}:0")
         self._grpc_server.start()
         self._http_server = _HttpServer(self._store)
         self.http_port = self._http_server.server_address[1]
+        # A short poll interval: shutdown() waits up to one interval for the loop to notice.
         self._http_thread = threading.Thread(
-            target=self._http_server.serve_forever, name="otlp-http", daemon=True
+            target=self._http_server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="otlp-http",
+            daemon=True,
         )
         self._http_thread.start()
         return self
@@ -292,7 +305,10 @@ class OTLPReceiver:
             return list(self._requests)
 
     def wait_for_spans(self, n: int, timeout: float = 10.0) -> list[ReceivedSpan]:
-        """Every span received, once there are at least ``n``; AssertionError on timeout."""
+        """Every span received, once there are at least ``n``; AssertionError on timeout.
+
+        Waits on a condition the servers notify, so it returns as soon as the spans are in and
+        a test never depends on a guessed sleep."""
         with self._arrived:
             if not self._arrived.wait_for(lambda: len(self._spans) >= n, timeout):
                 names = [span.name for span in self._spans]

@@ -8,8 +8,8 @@ import threading
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_llm import current_llm_call, llm_call
 from otel_llm import _semconv as sc
+from otel_llm import current_llm_call, llm_call
 from tests.conftest import Pipeline
 
 

@@ -37,9 +37,7 @@ print("exemplar" if "trace_id" in openmetrics(registry).decode() else "no exempl
 
 def test_workers_add_up(tmp_path: Path) -> None:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    workers = [
-        subprocess.Popen([sys.executable, "-c", WORKER], env=env) for _ in range(2)
-    ]
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER], env=env) for _ in range(2)]
     assert [w.wait(60) for w in workers] == [0, 0]
     out = subprocess.run(
         [sys.executable, "-c", SCRAPE], env=env, capture_output=True, text=True, check=True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import urllib.request
 from decimal import Decimal
@@ -22,7 +23,6 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 
 from otel_llm import LLMSpanProcessor, PriceBook, llm_call, llm_context, start_metrics_server
 from otel_llm import _semconv as sc
-
 from tests.conftest import Pipeline
 
 MTOK = Decimal(1_000_000)
@@ -125,7 +125,9 @@ def test_counters_and_histograms_sum_the_calls(pipeline: Pipeline) -> None:
     assert pipeline.sample(usage + "_sum", **_labels(gen_ai_token_type="input")) == 52_100
     assert pipeline.sample(usage + "_sum", **_labels(gen_ai_token_type="output")) == 311
     # 2,000 input tokens fall in the (1024, 4096] bucket; cumulative le="4096" holds two calls.
-    assert pipeline.sample(usage + "_bucket", **_labels(gen_ai_token_type="input", le="4096.0")) == 2
+    assert (
+        pipeline.sample(usage + "_bucket", **_labels(gen_ai_token_type="input", le="4096.0")) == 2
+    )
     assert pipeline.sample(sc.PROM_DURATION + "_count", **_labels()) == 3
     assert pipeline.sample(sc.PROM_TIME_TO_FIRST_CHUNK + "_count", **_labels()) is None
 
@@ -161,7 +163,9 @@ def test_exemplars_carry_the_trace_id(pipeline: Pipeline) -> None:
         server.server_close()
         thread.join(5)
     exemplar = f'# {{trace_id="{trace_id}"}}'
-    cost_lines = [line for line in body.splitlines() if line.startswith("gen_ai_client_cost_usd_total")]
+    cost_lines = [
+        line for line in body.splitlines() if line.startswith("gen_ai_client_cost_usd_total")
+    ]
     assert any(exemplar in line for line in cost_lines)
     duration_lines = [
         line for line in body.splitlines() if line.startswith(sc.PROM_DURATION + "_bucket")
@@ -172,7 +176,9 @@ def test_exemplars_carry_the_trace_id(pipeline: Pipeline) -> None:
 def test_unknown_model_has_no_cost_and_counts_as_unpriced(pipeline: Pipeline) -> None:
     labels = _labels(gen_ai_request_model="gpt-imaginary-9", reason="unknown_model")
     assert pipeline.sample(sc.PROM_UNPRICED, **labels) is None
-    with llm_call(provider="openai", model="gpt-imaginary-9", tracer_provider=pipeline.provider) as c:
+    with llm_call(
+        provider="openai", model="gpt-imaginary-9", tracer_provider=pipeline.provider
+    ) as c:
         c.set_usage(input_tokens=100, output_tokens=10)
     (span,) = pipeline.spans()
     assert sc.GEN_AI_USAGE_COST_AMOUNT not in span.attributes
@@ -224,7 +230,8 @@ def test_plain_spans_pass_through_untouched(registry: CollectorRegistry) -> None
     # The very object the SDK handed to every processor: no copy for non-LLM spans.
     assert len(downstream.ended) == 1
     assert downstream.ended[0] is beside.ended[0]
-    assert provider.force_flush() and downstream.flushed
+    assert provider.force_flush()
+    assert downstream.flushed
     provider.shutdown()
     assert downstream.shut
 
@@ -285,7 +292,9 @@ def test_llm_context_reaches_llm_spans_only(pipeline: Pipeline) -> None:
     tracer = pipeline.provider.get_tracer("x")
     with llm_context(feature="summarize", user_id="u-1", project_id="p-9", team="search"):
         with tracer.start_as_current_span("handle request"):
-            with llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=pipeline.provider):
+            with llm_call(
+                provider="openai", model="gpt-4o-mini", tracer_provider=pipeline.provider
+            ):
                 pass
             # An instrumentation that names the operation only after the span started.
             late = tracer.start_span("late")
@@ -358,21 +367,21 @@ def test_otel_metrics_api(registry: CollectorRegistry) -> None:
     data = reader.get_metrics_data()
     assert data is not None
     metrics = {
-        m.name: m
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
+        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
     }
     assert set(metrics) >= {sc.OTEL_DURATION, sc.OTEL_TOKEN_USAGE, sc.OTEL_TOKENS, sc.OTEL_COST}
     usage = {
-        p.attributes["gen_ai.token.type"]: p.sum for p in metrics[sc.OTEL_TOKEN_USAGE].data.data_points
+        p.attributes["gen_ai.token.type"]: p.sum
+        for p in metrics[sc.OTEL_TOKEN_USAGE].data.data_points
     }
     assert usage == {"input": 1_000, "output": 100}
     (point,) = metrics[sc.OTEL_DURATION].data.data_points
     assert point.attributes[sc.GEN_AI_REQUEST_MODEL] == "gpt-4o-mini"
     assert list(point.explicit_bounds) == list(sc.DURATION_BUCKETS)
     (cost,) = metrics[sc.OTEL_COST].data.data_points
-    assert cost.value == pytest.approx(float((1_000 * Decimal("0.15") + 100 * Decimal("0.6")) / MTOK))
+    assert cost.value == pytest.approx(
+        float((1_000 * Decimal("0.15") + 100 * Decimal("0.6")) / MTOK)
+    )
 
 
 _VALUES = st.one_of(
@@ -428,12 +437,13 @@ def test_malformed_attributes_never_raise(attributes: dict[str, Any], operation:
         if cost is not None:
             assert isinstance(cost, float)
             assert cost >= 0
-            assert cost == cost  # not NaN
+            assert not math.isnan(cost)
         # Priced or explicitly unpriced, never silently neither.
         assert (cost is None) != (sc.OTEL_LLM_COST_UNPRICED_REASON not in exported.attributes)
     for family in registry.collect():
         for sample in family.samples:
-            assert sample.value == sample.value and sample.value >= 0, sample
+            assert not math.isnan(sample.value), sample
+            assert sample.value >= 0, sample
 
 
 def test_rejected_values_are_counted(pipeline: Pipeline) -> None:
@@ -460,4 +470,6 @@ def test_rejected_values_are_counted(pipeline: Pipeline) -> None:
     for attribute, reason in expected:
         assert pipeline.sample(invalid, attribute=attribute, reason=reason) == 1
     exposition = openmetrics(pipeline.registry).decode()
-    assert not re.search(r'gen_ai_client_tokens_total\{[^}]*gen_ai_token_type="input"[^}]*\} [1-9]', exposition)
+    assert not re.search(
+        r'gen_ai_client_tokens_total\{[^}]*gen_ai_token_type="input"[^}]*\} [1-9]', exposition
+    )

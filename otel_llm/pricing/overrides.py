@@ -142,6 +142,10 @@ def load_overrides(path: str | Path) -> list[PriceOverride]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise OverrideError(f"cannot read price overrides {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise OverrideError(
+            f"cannot read price overrides {path}: not UTF-8 text ({exc.reason})"
+        ) from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

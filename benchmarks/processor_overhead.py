@@ -1,0 +1,327 @@
+"""Per-span cost of ``LLMSpanProcessor`` next to a bare OpenTelemetry SDK span lifecycle.
+
+Variants, each its own ``TracerProvider``:
+
+  a  bare       ``TracerProvider()`` with no span processor
+  b  llm        + ``LLMSpanProcessor(registry=CollectorRegistry())`` (no downstream)
+  c  llm+noop   + ``LLMSpanProcessor(NoopProcessor(), registry=...)`` (the priced copy is built)
+
+each timed for a GenAI chat span and for a plain (HTTP-like) span as
+``tracer.start_span(name, attributes=...)`` then ``span.end()``.
+
+Shared machines are noisy, so the variants are interleaved: every round times every
+(variant, span) cell once, in an order rotated from round to round, and each cell is summarised
+by its median and minimum over the rounds. The overheads the targets are about:
+
+  GenAI overhead = (b_genai - a_genai) / a_genai     target <= 25 %
+  plain overhead = (b_plain - a_plain) / a_plain     target <= 2 %
+
+Run from the repository root: ``.venv/bin/python benchmarks/processor_overhead.py``
+(``--help`` for the options). ``PYTHONPATH=/some/copy`` measures another copy of ``otel_llm``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import json
+import platform
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.trace import Tracer
+from prometheus_client import CollectorRegistry
+
+import otel_llm
+from otel_llm import LLMSpanProcessor
+
+GENAI_SPAN = (
+    "chat gpt-4o-mini",
+    {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+        "gen_ai.usage.input_tokens": 1200,
+        "gen_ai.usage.output_tokens": 300,
+        "gen_ai.usage.cache_read.input_tokens": 400,
+    },
+)
+PLAIN_SPAN = ("GET /v1/items", {"http.request.method": "GET", "url.path": "/v1/items"})
+SPANS = {"genai": GENAI_SPAN, "plain": PLAIN_SPAN}
+
+TARGETS = {"genai": 0.25, "plain": 0.02}
+WARMUP_SPANS = 2_000
+
+# Prometheus names the processor documents; used to check it really priced and recorded.
+COST_METRIC = "gen_ai_client_cost_usd_total"
+ERRORS_METRIC = "otel_llm_processor_errors_total"
+COST_ATTRIBUTE = "gen_ai.usage.cost.amount"
+
+
+class NoopProcessor(SpanProcessor):
+    """A downstream that does nothing, but keeps the last span for the sanity check."""
+
+    last: ReadableSpan | None = None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.last = span
+
+
+@dataclass
+class Variant:
+    key: str
+    label: str
+    tracer: Tracer
+    registry: CollectorRegistry | None = None
+    downstream: NoopProcessor | None = None
+
+
+def make_variants(with_downstream: bool) -> list[Variant]:
+    def tracer(processor: SpanProcessor | None) -> Tracer:
+        provider = TracerProvider(shutdown_on_exit=False)
+        if processor is not None:
+            provider.add_span_processor(processor)
+        return provider.get_tracer("otel-llm-benchmark")
+
+    variants = [Variant("a", "bare SDK", tracer(None))]
+    registry = CollectorRegistry()
+    variants.append(
+        Variant("b", "+ LLMSpanProcessor", tracer(LLMSpanProcessor(registry=registry)), registry)
+    )
+    if with_downstream:
+        registry, noop = CollectorRegistry(), NoopProcessor()
+        variants.append(
+            Variant(
+                "c",
+                "+ LLMSpanProcessor(noop)",
+                tracer(LLMSpanProcessor(noop, registry=registry)),
+                registry,
+                noop,
+            )
+        )
+    return variants
+
+
+def run_spans(tracer: Tracer, name: str, attributes: Mapping[str, Any], count: int) -> int:
+    """Nanoseconds for ``count`` span lifecycles."""
+    start_span = tracer.start_span
+    begin = time.perf_counter_ns()
+    for _ in range(count):
+        start_span(name, attributes=attributes).end()
+    return time.perf_counter_ns() - begin
+
+
+def check_processor(variant: Variant) -> None:
+    """Fail loudly if the processor did not price and record (a failing one looks cheap)."""
+    if variant.registry is None:
+        return
+    cost = errors = 0.0
+    for metric in variant.registry.collect():
+        for sample in metric.samples:
+            if sample.name == COST_METRIC:
+                cost += sample.value
+            elif sample.name == ERRORS_METRIC:
+                errors += sample.value
+    problems = []
+    if errors:
+        problems.append(f"{errors:g} processor errors recorded")
+    if cost <= 0:
+        problems.append(f"no cost recorded in {COST_METRIC}")
+    if variant.downstream is not None:
+        name, attributes = GENAI_SPAN
+        run_spans(variant.tracer, name, attributes, 1)
+        last = variant.downstream.last
+        if last is None or not (last.attributes or {}).get(COST_ATTRIBUTE):
+            problems.append(f"the downstream span has no {COST_ATTRIBUTE}")
+    if problems:
+        sys.exit(
+            f"variant {variant.key} ({variant.label}) does not measure the priced path: "
+            + "; ".join(problems)
+        )
+
+
+def measure(variants: list[Variant], spans: int, rounds: int) -> dict[tuple[str, str], list[float]]:
+    """Per-span microseconds of every (variant, span kind) cell, one value per round."""
+    cells = [(variant, kind) for variant in variants for kind in SPANS]
+    for variant, kind in cells:
+        name, attributes = SPANS[kind]
+        run_spans(variant.tracer, name, attributes, WARMUP_SPANS)
+    for variant in variants:
+        check_processor(variant)
+
+    results: dict[tuple[str, str], list[float]] = {(v.key, kind): [] for v, kind in cells}
+    gc_was_enabled = gc.isenabled()
+    try:
+        for round_ in range(rounds):
+            shift = round_ % len(cells)
+            for variant, kind in cells[shift:] + cells[:shift]:
+                name, attributes = SPANS[kind]
+                gc.enable()
+                gc.collect()
+                gc.disable()
+                elapsed = run_spans(variant.tracer, name, attributes, spans)
+                results[(variant.key, kind)].append(elapsed / spans / 1000)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return results
+
+
+def overhead(
+    results: dict[tuple[str, str], list[float]], kind: str, base: str = "a", other: str = "b"
+) -> dict[str, float]:
+    """Relative overhead of ``other`` over ``base`` for one span kind, three ways."""
+    base_us, other_us = results[(base, kind)], results[(other, kind)]
+    paired = [(o - b) / b for b, o in zip(base_us, other_us, strict=True)]
+    return {
+        "median": statistics.median(other_us) / statistics.median(base_us) - 1,
+        "min": min(other_us) / min(base_us) - 1,
+        "paired_median": statistics.median(paired),
+    }
+
+
+def verdict(value: float, target: float) -> str:
+    if value <= target:
+        return "target met"
+    return f"target missed by {(value - target) * 100:.1f} points"
+
+
+def summary(
+    variants: list[Variant], results: dict[tuple[str, str], list[float]], spans: int, rounds: int
+) -> dict[str, Any]:
+    cells = {
+        f"{key}_{kind}": {
+            "median_us": statistics.median(values),
+            "min_us": min(values),
+            "rounds_us": values,
+        }
+        for (key, kind), values in results.items()
+    }
+    report: dict[str, Any] = {
+        "python": platform.python_version(),
+        "opentelemetry_sdk": metadata.version("opentelemetry-sdk"),
+        "prometheus_client": metadata.version("prometheus-client"),
+        "otel_llm": {"version": otel_llm.__version__, "path": otel_llm.__file__},
+        "spans_per_round": spans,
+        "rounds": rounds,
+        "variants": {v.key: v.label for v in variants},
+        "cells": cells,
+        "overhead": {},
+    }
+    for kind, target in TARGETS.items():
+        ratios = overhead(results, kind)
+        added_us = statistics.median(results[("b", kind)]) - statistics.median(results[("a", kind)])
+        report["overhead"][kind] = {
+            **ratios,
+            "added_us_median": added_us,
+            "target": target,
+            "met": ratios["median"] <= target,
+        }
+    if any(v.key == "c" for v in variants):
+        report["priced_copy_and_downstream_us"] = {
+            kind: statistics.median(results[("c", kind)]) - statistics.median(results[("b", kind)])
+            for kind in SPANS
+        }
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(
+        f"otel-llm processor overhead -- Python {report['python']}, "
+        f"opentelemetry-sdk {report['opentelemetry_sdk']}, "
+        f"prometheus_client {report['prometheus_client']}"
+    )
+    print(f"otel_llm {report['otel_llm']['version']} from {report['otel_llm']['path']}")
+    print(
+        f"{report['spans_per_round']} spans per cell per round, {report['rounds']} rounds, "
+        "interleaved; GC off while timing\n"
+    )
+    print(f"{'per-span cost (µs)':<38}{'median':>9}{'min':>9}")
+    for key, label in report["variants"].items():
+        for kind in SPANS:
+            cell = report["cells"][f"{key}_{kind}"]
+            name = f"{key}) {label}, {kind}"
+            print(f"  {name:<36}{cell['median_us']:>9.2f}{cell['min_us']:>9.2f}")
+    print()
+    for kind, title in (("genai", "GenAI overhead"), ("plain", "plain overhead")):
+        o = report["overhead"][kind]
+        print(
+            f"{title} (b-a)/a: {o['median'] * 100:+.1f}% median "
+            f"({o['min'] * 100:+.1f}% min, {o['paired_median'] * 100:+.1f}% paired), "
+            f"+{o['added_us_median']:.2f} µs/span; target <= {o['target'] * 100:.0f}%: "
+            f"{verdict(o['median'], o['target'])}"
+        )
+    copy = report.get("priced_copy_and_downstream_us")
+    if copy:
+        print(
+            f"priced copy + downstream calls (c-b): genai {copy['genai']:+.2f} µs, "
+            f"plain {copy['plain']:+.2f} µs"
+        )
+
+
+def profile_genai(spans: int, limit: int = 25) -> str:
+    """cProfile of GenAI spans through variant b, sorted by own time."""
+    registry = CollectorRegistry()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(LLMSpanProcessor(registry=registry))
+    tracer = provider.get_tracer("otel-llm-benchmark")
+    name, attributes = GENAI_SPAN
+    run_spans(tracer, name, attributes, WARMUP_SPANS)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_spans(tracer, name, attributes, spans)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(limit)
+    return out.getvalue()
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spans", type=positive, default=10_000, help="spans per cell per round")
+    parser.add_argument("--rounds", type=positive, default=7, help="interleaved rounds")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument(
+        "--no-downstream", action="store_true", help="skip variant c (no-op downstream)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="afterwards, print a cProfile of --spans GenAI spans through variant b",
+    )
+    args = parser.parse_args(argv)
+
+    variants = make_variants(with_downstream=not args.no_downstream)
+    results = measure(variants, args.spans, args.rounds)
+    report = summary(variants, results, args.spans, args.rounds)
+    if args.json:
+        if args.profile:
+            report["profile"] = profile_genai(args.spans)
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    else:
+        print_report(report)
+        if args.profile:
+            print("\n" + profile_genai(args.spans))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
