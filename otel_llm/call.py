@@ -25,7 +25,7 @@ class Rejected(NamedTuple):
     """An attribute value that was present but not trusted."""
 
     attribute: str
-    reason: str  # wrong_type | negative | not_finite | not_integer | absurd | inconsistent
+    reason: str  # wrong_type | negative | not_finite | not_integer | absurd | unsupported_currency
 
 
 @dataclass(slots=True)
@@ -184,6 +184,10 @@ class _Reader:
         reason = _number_problem(value)
         if reason is None and value > _MAX_PROVIDER_COST_USD:
             reason = "absurd"
+        currency = self._attributes.get(sc.GEN_AI_USAGE_COST_CURRENCY)
+        if reason is None and currency is not None and currency != sc.CURRENCY_USD:
+            # No exchange rates here: a cost in another currency cannot be added to USD.
+            name, reason = sc.GEN_AI_USAGE_COST_CURRENCY, "unsupported_currency"
         if reason is not None:
             self._rejected.append(Rejected(name, reason))
             return None

@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command == "demo" and args.serve_seconds is not None and args.port is None:
-            parser.error("demo: --serve-seconds needs --port")
+            args.command_parser.error("--serve-seconds needs --port")
     except SystemExit as exc:  # --help, --version and argument errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     handler: Callable[[argparse.Namespace], int] = args.handler
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         help="with --port: serve this long, then exit (default: until Ctrl-C)",
     )
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_demo, command_parser=demo)
     return parser
 
 

@@ -6,6 +6,7 @@ call is priced and measured the same way wherever its span comes from.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +96,8 @@ def derive(
     call, rejected = read_call(attributes, max_tokens=max_tokens)
     if call is None:
         return None
-    start = start_time_ns or 0
+    # A span without a start time is priced at its end (or now), not at 1970's prices.
+    start = start_time_ns or end_time_ns or time.time_ns()
     duration = None
     if start_time_ns and end_time_ns and end_time_ns >= start_time_ns:
         duration = (end_time_ns - start_time_ns) / 1e9

@@ -23,8 +23,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from otel_llm import _semconv as sc
 from otel_llm import settings
+from otel_llm.call import is_llm_call
 from otel_llm.context import current_context_attributes
 from otel_llm.derive import Derived, derive
 from otel_llm.metrics.otel import OTelMetricsRecorder
@@ -104,7 +104,7 @@ class LLMSpanProcessor(SpanProcessor):
                 self._failed("downstream")
 
     def _attach_context(self, span: Span, context: Mapping[str, Any]) -> None:
-        if (span.attributes or {}).get(sc.GEN_AI_OPERATION_NAME) in sc.PRICED_OPERATIONS:
+        if is_llm_call(span.attributes or {}):
             span.set_attributes(context)
             return
         # Instrumentations may name the operation only later; keep the context till the end.
@@ -138,7 +138,7 @@ class LLMSpanProcessor(SpanProcessor):
         if self._pending and span.context is not None:
             with self._pending_lock:
                 context = self._pending.pop(span.context.span_id, None)
-        if attributes.get(sc.GEN_AI_OPERATION_NAME) not in sc.PRICED_OPERATIONS:
+        if not is_llm_call(attributes):
             return None, {}
         if context:
             context = {k: v for k, v in context.items() if k not in attributes}

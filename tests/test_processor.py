@@ -473,3 +473,27 @@ def test_rejected_values_are_counted(pipeline: Pipeline) -> None:
     assert not re.search(
         r'gen_ai_client_tokens_total\{[^}]*gen_ai_token_type="input"[^}]*\} [1-9]', exposition
     )
+
+
+def test_a_span_without_a_start_time_is_priced_at_its_end(pipeline: Pipeline) -> None:
+    from otel_llm.derive import derive
+
+    derived = derive(
+        {
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_PROVIDER_NAME: "openai",
+            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+            sc.GEN_AI_USAGE_INPUT_TOKENS: 10,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 10,
+        },
+        start_time_ns=None,
+        end_time_ns=1_750_000_000_000_000_000,
+        failed=False,
+        service_name="svc",
+        trace_id=1,
+        book=pipeline.processor.price_book,
+        max_tokens=10**8,
+    )
+    assert derived is not None
+    assert derived.start_time_ns == 1_750_000_000_000_000_000
+    assert derived.duration is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import genai_prices
@@ -26,8 +26,8 @@ from otel_llm.pricing.rates import Cost, Rates
 
 @dataclass(frozen=True, slots=True)
 class Unpriced:
-    """Why a call has no cost: unknown_provider, unknown_model, missing_model, missing_usage or
-    invalid_usage. Reported as such -- never as a cost of 0."""
+    """Why a call has no cost: unknown_provider, unknown_model, no_token_price, missing_model,
+    missing_usage or invalid_usage. Reported as such -- never as a cost of 0."""
 
     reason: str
 
@@ -54,7 +54,8 @@ class _Resolved:
             return self._fixed
         assert self.model is not None
         # Prices that changed over time: pick the one in force when the call started.
-        when = datetime.fromtimestamp(start_time_ns / 1e9, tz=UTC)
+        seconds, nanoseconds = divmod(start_time_ns, 1_000_000_000)
+        when = datetime.fromtimestamp(seconds, tz=UTC) + timedelta(microseconds=nanoseconds // 1000)
         model_price = self.model.get_prices(when)
         entry = self._by_period.get(id(model_price))
         if entry is None:
@@ -105,7 +106,12 @@ class PriceBook:
         if isinstance(resolved, Unpriced):
             return resolved
 
-        parts = resolved.rates_at(start_time_ns).price(
+        rates = resolved.rates_at(start_time_ns)
+        if not rates.prices_tokens:
+            # Entries priced per audio hour, page or character say nothing about tokens; their
+            # calculation would be a silent 0.
+            return Unpriced("no_token_price")
+        parts = rates.price(
             input_tokens,
             output_tokens,
             call.cache_read_tokens or 0,
@@ -158,9 +164,9 @@ class PriceBook:
             if override.alias is not None or not override.complete:
                 # An alias to nothing, or prices with gaps and nothing to inherit them from.
                 return Unpriced("unknown_model")
-            return _Resolved(provider or "override", model, None, dict(override.prices), price_data)
+            return _Resolved(provider or "override", model, None, override.patch, price_data)
         gprovider, ginfo = base
-        return _Resolved(gprovider.id, ginfo.id, ginfo, dict(override.prices), price_data)
+        return _Resolved(gprovider.id, ginfo.id, ginfo, override.patch, price_data)
 
 
 def _lookup(provider: str | None, model: str) -> tuple[gp.Provider, gp.ModelInfo] | Unpriced:

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from otel_llm import _semconv as sc
 from otel_llm.pricing.rates import PRICE_KEYS
 
 
@@ -49,8 +50,10 @@ class PriceOverride:
     alias: str | None = None
     """Price the call as this model of the price data."""
     alias_provider: str | None = None
-    prices: Mapping[str, Decimal] = field(default_factory=dict)
+    prices: Mapping[str, Decimal | float | int | str] = field(default_factory=dict)
     """USD per million tokens (``*_mtok``) or per thousand requests (``requests_kcount``)."""
+    patch: dict[str, Decimal] = field(default_factory=dict, init=False, repr=False)
+    """``prices``, checked and exact."""
     _pattern: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -60,7 +63,11 @@ class PriceOverride:
             raise OverrideError(
                 f"override for {self.match or self.regex!r} sets no alias or prices"
             )
-        object.__setattr__(self, "prices", _check_prices(self.prices, self.match or self.regex))
+        object.__setattr__(self, "patch", _check_prices(self.prices, self.match or self.regex))
+        # Calls are matched under the current provider names; accept the deprecated ones here too.
+        for name in ("provider", "alias_provider"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, sc.PROVIDER_RENAMED.get(value, value))
         if self.regex is not None:
             try:
                 object.__setattr__(self, "_pattern", re.compile(self.regex))
@@ -77,7 +84,7 @@ class PriceOverride:
     @property
     def complete(self) -> bool:
         """Sets enough prices to price a call without a base model."""
-        return "input_mtok" in self.prices and "output_mtok" in self.prices
+        return "input_mtok" in self.patch and "output_mtok" in self.patch
 
 
 def _check_prices(prices: Mapping[str, Any], name: str | None) -> dict[str, Decimal]:

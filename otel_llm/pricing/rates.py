@@ -77,6 +77,11 @@ class Rates:
         values.update(patch or {})
         return cls(**values)
 
+    @property
+    def prices_tokens(self) -> bool:
+        """The entry sets at least one token price (a free model sets them to 0)."""
+        return self.input_mtok is not None or self.output_mtok is not None
+
     def price(
         self,
         input_tokens: int,
