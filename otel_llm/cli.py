@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--calls",
-        type=_int_between(1, 100_000),
+        type=_int_between(1, 10_000),
         default=40,
         metavar="N",
         help="number of calls to simulate (default: 40)",

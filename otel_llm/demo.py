@@ -141,7 +141,8 @@ def plan(calls: int, seed: int) -> list[SimulatedCall]:
     rng = random.Random(seed)  # noqa: S311 - simulated traffic, not cryptography
     models = [_DECK[i % len(_DECK)] for i in range(calls)]
     rng.shuffle(models)
-    models[rng.randrange(calls)] = UNKNOWN_MODEL
+    # In place of one call of the most frequent model, so that every priced model stays.
+    models[rng.choice([i for i, m in enumerate(models) if m is GPT_4O_MINI])] = UNKNOWN_MODEL
     planned = [_simulate(rng, model) for model in models]
     others = [i for i, call in enumerate(planned) if call.model is not UNKNOWN_MODEL]
     if others and not any(call.fails for call in planned):
@@ -245,7 +246,7 @@ class Pipeline:
                 time.sleep(call.latency_s / 2)  # the rest of the stream
             handle.set_response(
                 model=model.response_model,
-                id=call.response_id or None,
+                id=call.response_id,
                 finish_reasons=[model.finish_reason],
             )
             handle.set_usage(
@@ -551,9 +552,12 @@ def run(
                 f"Serving Prometheus metrics on {metrics_url} {how_long} "
                 "(OpenMetrics with trace_id exemplars for 'Accept: application/openmetrics-text')"
             )
-            stream = err if json_output else out
-            stream.write(notice + "\n" if json_output else "\n" + notice + "\n")
-            stream.flush()
+            if json_output:  # stdout stays pure JSON
+                err.write(notice + "\n")
+                err.flush()
+            else:
+                out.write("\n" + notice + "\n")
+                out.flush()
             _serve(serve_seconds)
         return 0
     finally:

@@ -103,9 +103,14 @@ def derive(
         duration = (end_time_ns - start_time_ns) / 1e9
     error_type = call.error_type or (ERROR_TYPE_OTHER if failed else "")
     extra = tuple(_label_value(attributes.get(name)) for name in extra_attributes)
+    priced = book.price(call, start)
+    if error_type and priced == Unpriced("missing_usage"):
+        # A call refused before any tokens (429, 500) is expected to have no usage: its own
+        # reason keeps "unpriced" alerts about price data, not about provider outages.
+        priced = Unpriced("failed_without_usage")
     return Derived(
         call=call,
-        priced=book.price(call, start),
+        priced=priced,
         duration=duration,
         error_type=error_type,
         service_name=service_name,

@@ -11,9 +11,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_h
 
 
 def metrics_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
-    """The registry to expose: in multiprocess mode (gunicorn workers) a fresh one that reads
-    every worker's files; otherwise the given or global one."""
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+    """The registry to expose: the given one; else, in multiprocess mode (gunicorn workers), a
+    fresh one that reads every worker's files; else the global one."""
+    if registry is None and "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
         return merged

@@ -185,7 +185,7 @@ def test_unknown_model_has_no_cost_and_counts_as_unpriced(pipeline: Pipeline) ->
     assert span.attributes[sc.OTEL_LLM_COST_UNPRICED_REASON] == "unknown_model"
     assert pipeline.sample(sc.PROM_UNPRICED, **labels) == 1
     cost = pipeline.sample(sc.PROM_COST, **_labels(gen_ai_request_model="gpt-imaginary-9"))
-    assert cost == 0  # the series exists for the label set, but nothing was added: no fake 0-cost
+    assert cost is None  # not even a 0: an unknown price has no cost series
 
 
 def test_provider_reported_cost_wins(pipeline: Pipeline) -> None:
@@ -284,7 +284,7 @@ def test_failed_call_labels(pipeline: Pipeline) -> None:
             raise TimeoutError("slow")
     assert pipeline.sample(sc.PROM_DURATION + "_count", **_labels(error_type="_OTHER")) == 1
     assert pipeline.sample(sc.PROM_DURATION + "_count", **_labels(error_type="TimeoutError")) == 1
-    reason = _labels(error_type="TimeoutError", reason="missing_usage")
+    reason = _labels(error_type="TimeoutError", reason="failed_without_usage")
     assert pipeline.sample(sc.PROM_UNPRICED, **reason) == 1
 
 

@@ -39,16 +39,24 @@ def _strip_total(name: str) -> str:
 class _Series:
     """The metric children of one label set, resolved once instead of per call."""
 
-    __slots__ = ("cost", "duration", "tokens", "ttfc", "unpriced", "usage_input", "usage_output")
+    __slots__ = ("_labels", "_recorder", "children", "duration")
 
     def __init__(self, recorder: PrometheusRecorder, labels: tuple[str, ...]):
+        self._recorder = recorder
+        self._labels = labels
         self.duration = recorder.duration.labels(*labels)
-        self.usage_input = recorder.token_usage.labels(*labels, "input")
-        self.usage_output = recorder.token_usage.labels(*labels, "output")
-        self.cost = recorder.cost.labels(*labels)
-        self.tokens = {kind: recorder.tokens.labels(*labels, kind) for kind in sc.TOKEN_TYPES}
-        self.ttfc: Any = None
-        self.unpriced: dict[str, Any] = {}
+        self.children: dict[tuple[str, str], Any] = {}
+
+    def child(self, metric: str, extra: str) -> Any:
+        """The child of ``metric`` for this label set plus one more label value, made on first
+        use: a label set that was never priced gets no cost series (not even a 0)."""
+        key = (metric, extra)
+        child = self.children.get(key)
+        if child is None:
+            family = getattr(self._recorder, metric)
+            labels = (*self._labels, extra) if extra else self._labels
+            child = self.children[key] = family.labels(*labels)
+        return child
 
 
 class PrometheusRecorder:
@@ -168,32 +176,27 @@ class PrometheusRecorder:
         if derived.duration is not None:
             series.duration.observe(derived.duration, exemplar)
         if call.time_to_first_chunk is not None:
-            if series.ttfc is None:
-                series.ttfc = self.ttfc.labels(*key)
-            series.ttfc.observe(call.time_to_first_chunk, exemplar)
+            series.child("ttfc", "").observe(call.time_to_first_chunk, exemplar)
         if call.input_tokens is not None:
-            series.usage_input.observe(call.input_tokens, exemplar)
-            series.tokens["input"].inc(call.input_tokens, exemplar)
+            series.child("token_usage", "input").observe(call.input_tokens, exemplar)
+            series.child("tokens", "input").inc(call.input_tokens, exemplar)
         if call.output_tokens is not None:
-            series.usage_output.observe(call.output_tokens, exemplar)
-            series.tokens["output"].inc(call.output_tokens, exemplar)
+            series.child("token_usage", "output").observe(call.output_tokens, exemplar)
+            series.child("tokens", "output").inc(call.output_tokens, exemplar)
         # Parts of the totals: counted without exemplars, the totals' exemplars already link
         # this call, and each exemplar costs as much as the increment itself.
         if call.cache_read_tokens:
-            series.tokens["cache_read"].inc(call.cache_read_tokens)
+            series.child("tokens", "cache_read").inc(call.cache_read_tokens)
         if call.cache_creation_tokens:
-            series.tokens["cache_creation"].inc(call.cache_creation_tokens)
+            series.child("tokens", "cache_creation").inc(call.cache_creation_tokens)
         if call.reasoning_tokens:
-            series.tokens["reasoning"].inc(call.reasoning_tokens)
+            series.child("tokens", "reasoning").inc(call.reasoning_tokens)
 
         priced = derived.priced
         if isinstance(priced, Cost):
-            series.cost.inc(float(priced.amount), exemplar)
+            series.child("cost", "").inc(float(priced.amount), exemplar)
         else:
-            child = series.unpriced.get(priced.reason)
-            if child is None:
-                child = series.unpriced[priced.reason] = self.unpriced.labels(*key, priced.reason)
-            child.inc(1, exemplar)
+            series.child("unpriced", priced.reason).inc(1, exemplar)
 
     def record_rejected(self, rejected: Iterable[Rejected]) -> None:
         for item in rejected:

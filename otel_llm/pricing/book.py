@@ -27,7 +27,8 @@ from otel_llm.pricing.rates import Cost, Rates
 @dataclass(frozen=True, slots=True)
 class Unpriced:
     """Why a call has no cost: unknown_provider, unknown_model, no_token_price, missing_model,
-    missing_usage or invalid_usage. Reported as such -- never as a cost of 0."""
+    missing_usage, invalid_usage (and, set by ``derive``, failed_without_usage). Reported as
+    such -- never as a cost of 0."""
 
     reason: str
 
