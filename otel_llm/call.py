@@ -152,6 +152,8 @@ class _Reader:
         value = self._attributes.get(name)
         if value is None and deprecated is not None:
             name, value = deprecated, self._attributes.get(deprecated)
+        if type(value) is int and 0 <= value <= self._max_tokens:
+            return value  # the common case, without the general checks
         if value is None:
             return None
         reason = _token_problem(value, self._max_tokens)

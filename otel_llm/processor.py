@@ -19,6 +19,7 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -36,6 +37,7 @@ _logger = logging.getLogger(__name__)
 # Context of spans that were not yet LLM calls when they started, until they end. Bounded: a
 # span that never ends must not leak.
 _MAX_PENDING = 10_000
+_MAX_RESOURCES = 64
 
 
 class LLMSpanProcessor(SpanProcessor):
@@ -81,6 +83,7 @@ class LLMSpanProcessor(SpanProcessor):
             self._recorders.append(OTelMetricsRecorder(meter_provider, labels))
         self._pending: dict[int, Mapping[str, Any]] = {}
         self._pending_lock = threading.Lock()
+        self._service_names: dict[int, tuple[Resource, str]] = {}
 
     @property
     def downstream(self) -> tuple[SpanProcessor, ...]:
@@ -120,10 +123,17 @@ class LLMSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         handed_on = span
         try:
-            derived, attributes = self._derive(span)
-            if derived is not None:
-                handed_on = _PricedSpan(span, attributes)
-                self._record(derived)
+            attributes = _attributes_of(span)
+            context = self._pending_context(span) if self._pending else None
+            # Most spans are not LLM calls: this test is all they cost.
+            if is_llm_call(attributes):
+                if context:  # from llm_context; the span's own values win
+                    attributes = {**context, **attributes}
+                derived = self._derive(span, attributes)
+                if derived is not None:
+                    if self._downstream:  # metrics-only: nobody would see the priced copy
+                        handed_on = _priced_copy(span, derived.priced_attributes(attributes))
+                    self._record(derived)
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_end")
         for processor in self._downstream:
@@ -132,31 +142,34 @@ class LLMSpanProcessor(SpanProcessor):
             except Exception:  # noqa: BLE001 - one failing exporter must not stop the others
                 self._failed("downstream")
 
-    def _derive(self, span: ReadableSpan) -> tuple[Derived | None, dict[str, Any]]:
-        attributes: Mapping[str, Any] = span.attributes or {}
-        context = None
-        if self._pending and span.context is not None:
-            with self._pending_lock:
-                context = self._pending.pop(span.context.span_id, None)
-        if not is_llm_call(attributes):
-            return None, {}
-        if context:
-            context = {k: v for k, v in context.items() if k not in attributes}
-            attributes = {**attributes, **context}
-        derived = derive(
+    def _pending_context(self, span: ReadableSpan) -> Mapping[str, Any] | None:
+        if span.context is None:
+            return None
+        with self._pending_lock:
+            return self._pending.pop(span.context.span_id, None)
+
+    def _derive(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> Derived | None:
+        return derive(
             attributes,
             start_time_ns=span.start_time,
             end_time_ns=span.end_time,
             failed=span.status.status_code is StatusCode.ERROR,
-            service_name=str(span.resource.attributes.get("service.name", "")),
+            service_name=self._service_name(span.resource),
             trace_id=span.context.trace_id if span.context is not None else 0,
             book=self._book,
             max_tokens=self._max_tokens,
             extra_attributes=self._extra_attributes,
         )
-        if derived is None:
-            return None, {}
-        return derived, derived.priced_attributes(attributes)
+
+    def _service_name(self, resource: Resource) -> str:
+        # Resources are few and long-lived; reading one through its read-only proxy is not free.
+        entry = self._service_names.get(id(resource))
+        if entry is None or entry[0] is not resource:
+            entry = (resource, str(resource.attributes.get("service.name", "")))
+            if len(self._service_names) >= _MAX_RESOURCES:
+                self._service_names.clear()
+            self._service_names[id(resource)] = entry
+        return entry[1]
 
     def _record(self, derived: Derived) -> None:
         for recorder in self._recorders:
@@ -186,8 +199,41 @@ class LLMSpanProcessor(SpanProcessor):
         return all(results)
 
 
+def _attributes_of(span: ReadableSpan) -> Mapping[str, Any]:
+    """The span's attributes as a plain mapping, read-only by contract.
+
+    ``span.attributes`` is a proxy over the SDK's ``BoundedAttributes``, a Python-level mapping
+    where every look-up of an absent key raises and catches KeyError (~0.8 µs): too slow for a
+    check run on every span. The SDK's own dict behind it is used when it is there; otherwise
+    the public API's copy.
+    """
+    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if type(inner) is dict:
+        return inner
+    attributes = span.attributes
+    return dict(attributes) if attributes is not None else {}
+
+
+def _priced_copy(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
+    """A copy of the ended span with other attributes.
+
+    The SDK hands processors a ``ReadableSpan`` snapshot; sharing its fields (events, links,
+    resource -- all immutable once ended) is a fraction of the cost of rebuilding it through
+    the public properties, which copy events and links into new tuples.
+    """
+    if type(span) is ReadableSpan and "_attributes" in vars(span):
+        copy = _PricedSpan.__new__(_PricedSpan)
+        vars(copy).update(vars(span))
+        copy._attributes = attributes
+        copy._dropped = (span.dropped_attributes, span.dropped_events, span.dropped_links)
+        return copy
+    return _PricedSpan(span, attributes)
+
+
 class _PricedSpan(ReadableSpan):
     """An ended span with extra attributes; everything else is the original's."""
+
+    _dropped: tuple[int, int, int]
 
     def __init__(self, span: ReadableSpan, attributes: dict[str, Any]):
         super().__init__(

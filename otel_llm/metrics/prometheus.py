@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,6 +31,8 @@ _recorders: weakref.WeakKeyDictionary[CollectorRegistry, PrometheusRecorder] = (
     weakref.WeakKeyDictionary()
 )
 _recorders_lock = threading.Lock()
+_MAX_RAW_KEYS = 10_000
+_EXEMPLAR_INTERVAL_S = 1.0
 
 
 def _strip_total(name: str) -> str:
@@ -39,13 +43,37 @@ def _strip_total(name: str) -> str:
 class _Series:
     """The metric children of one label set, resolved once instead of per call."""
 
-    __slots__ = ("_labels", "_recorder", "children", "duration")
+    __slots__ = ("_labels", "_last_exemplar", "_recorder", "children", "duration")
 
     def __init__(self, recorder: PrometheusRecorder, labels: tuple[str, ...]):
         self._recorder = recorder
         self._labels = labels
         self.duration = recorder.duration.labels(*labels)
         self.children: dict[tuple[str, str], Any] = {}
+        self._last_exemplar: dict[tuple[str, str, int], float] = {}
+
+    def exemplar(
+        self,
+        exemplar: dict[str, str] | None,
+        now: float,
+        metric: str,
+        extra: str = "",
+        slot: int = 0,
+    ) -> dict[str, str] | None:
+        """``exemplar`` if this metric's ``slot`` (its bucket, for histograms) has had none for
+        ``_EXEMPLAR_INTERVAL_S``, else None.
+
+        Prometheus exposes only the latest exemplar of a counter or bucket, so storing one per
+        call is wasted work (it costs as much as the update itself): one per second per slot
+        keeps every scrape's exemplars fresh, and a rare slow call still gets its bucket's.
+        """
+        if exemplar is None:
+            return None
+        key = (metric, extra, slot)
+        if now - self._last_exemplar.get(key, -_EXEMPLAR_INTERVAL_S) < _EXEMPLAR_INTERVAL_S:
+            return None
+        self._last_exemplar[key] = now
+        return exemplar
 
     def child(self, metric: str, extra: str) -> Any:
         """The child of ``metric`` for this label set plus one more label value, made on first
@@ -127,6 +155,7 @@ class PrometheusRecorder:
             registry=registry,
         )
         self._series: dict[tuple[str, ...], _Series] = {}
+        self._by_raw: dict[tuple[str | None, ...], _Series] = {}
 
     @classmethod
     def for_registry(
@@ -155,6 +184,26 @@ class PrometheusRecorder:
 
     def record(self, derived: Derived) -> None:
         call = derived.call
+        raw = (
+            call.operation,
+            call.provider,
+            call.request_model,
+            call.response_model,
+            derived.error_type,
+            derived.service_name,
+            *derived.extra,
+        )
+        series = self._by_raw.get(raw)
+        if series is None:
+            series = self._series_for(derived)
+            # The limiter's answer for a value never changes, so raw values can map straight to
+            # their series; bounded, as raw values are what a flood of names would grow.
+            if len(self._by_raw) < _MAX_RAW_KEYS:
+                self._by_raw[raw] = series
+        self._observe(series, derived)
+
+    def _series_for(self, derived: Derived) -> _Series:
+        call = derived.call
         limit = self._limit
         key = (
             call.operation,
@@ -171,18 +220,25 @@ class PrometheusRecorder:
         series = self._series.get(key)
         if series is None:
             series = self._series.setdefault(key, _Series(self, key))
+        return series
 
+    def _observe(self, series: _Series, derived: Derived) -> None:
+        call = derived.call
         exemplar = {"trace_id": format(derived.trace_id, "032x")} if self._exemplars else None
+        now = time.monotonic()
+        ex = series.exemplar
         if derived.duration is not None:
-            series.duration.observe(derived.duration, exemplar)
-        if call.time_to_first_chunk is not None:
-            series.child("ttfc", "").observe(call.time_to_first_chunk, exemplar)
-        if call.input_tokens is not None:
-            series.child("token_usage", "input").observe(call.input_tokens, exemplar)
-            series.child("tokens", "input").inc(call.input_tokens, exemplar)
-        if call.output_tokens is not None:
-            series.child("token_usage", "output").observe(call.output_tokens, exemplar)
-            series.child("tokens", "output").inc(call.output_tokens, exemplar)
+            slot = bisect_left(sc.DURATION_BUCKETS, derived.duration)
+            series.duration.observe(derived.duration, ex(exemplar, now, "duration", "", slot))
+        if (ttfc := call.time_to_first_chunk) is not None:
+            slot = bisect_left(sc.DURATION_BUCKETS, ttfc)
+            series.child("ttfc", "").observe(ttfc, ex(exemplar, now, "ttfc", "", slot))
+        for kind, count in (("input", call.input_tokens), ("output", call.output_tokens)):
+            if count is not None:
+                slot = bisect_left(sc.TOKEN_BUCKETS, count)
+                usage_exemplar = ex(exemplar, now, "token_usage", kind, slot)
+                series.child("token_usage", kind).observe(count, usage_exemplar)
+                series.child("tokens", kind).inc(count, ex(exemplar, now, "tokens", kind))
         # Parts of the totals: counted without exemplars, the totals' exemplars already link
         # this call, and each exemplar costs as much as the increment itself.
         if call.cache_read_tokens:
@@ -194,9 +250,10 @@ class PrometheusRecorder:
 
         priced = derived.priced
         if isinstance(priced, Cost):
-            series.child("cost", "").inc(float(priced.amount), exemplar)
+            series.child("cost", "").inc(float(priced.amount), ex(exemplar, now, "cost"))
         else:
-            series.child("unpriced", priced.reason).inc(1, exemplar)
+            reason = priced.reason
+            series.child("unpriced", reason).inc(1, ex(exemplar, now, "unpriced", reason))
 
     def record_rejected(self, rejected: Iterable[Rejected]) -> None:
         for item in rejected:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from genai_prices import types as gp
 
@@ -34,9 +34,12 @@ PRICE_KEYS = (
 Price = Decimal | gp.TieredPrices
 
 
-@dataclass(frozen=True, slots=True)
-class Cost:
-    """The cost of one call in USD, exact until it is emitted."""
+class Cost(NamedTuple):
+    """The cost of one call in USD, exact until it is emitted.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and built in half the time on
+    the processor's hot path (a frozen dataclass sets each field through object.__setattr__).
+    """
 
     amount: Decimal
     source: str
