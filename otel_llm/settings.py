@@ -33,6 +33,8 @@ class Setting(Generic[T]):
     check: Callable[[Any], T]
     """Validates a value given as an argument (or parsed); raises ValueError/TypeError if bad."""
     doc: str
+    fallback_env: str | None = None
+    """A standard variable read when ``env`` is not set (e.g. the GenAI content-capture one)."""
 
     def resolve(self, argument: Any = None, environ: Mapping[str, str] | None = None) -> T:
         """The value in force: the argument if given and valid, else the environment, else
@@ -42,14 +44,17 @@ class Setting(Generic[T]):
                 return self.check(argument)
             except (TypeError, ValueError) as exc:
                 _logger.warning("otel-llm: ignoring %s=%r (%s)", self.name, argument, exc)
-        raw = (os.environ if environ is None else environ).get(self.env)
-        if raw is not None and raw.strip() != "":
-            try:
-                return self.check(self.parse(raw.strip()))
-            except (TypeError, ValueError) as exc:
-                _logger.warning(
-                    "otel-llm: ignoring %s=%r (%s); using %r", self.env, raw, exc, self.default
-                )
+        environ = os.environ if environ is None else environ
+        for env in (self.env, self.fallback_env):
+            raw = environ.get(env) if env is not None else None
+            if raw is not None and raw.strip() != "":
+                try:
+                    return self.check(self.parse(raw.strip()))
+                except (TypeError, ValueError) as exc:
+                    _logger.warning(
+                        "otel-llm: ignoring %s=%r (%s); using %r", env, raw, exc, self.default
+                    )
+                    break
         return self.default
 
 
@@ -182,6 +187,53 @@ PROMETHEUS_HOST: Setting[str] = Setting(
     doc="Address the ``/metrics`` endpoint binds; set 0.0.0.0 to let a remote Prometheus scrape.",
 )
 
+
+def _parse_capture(raw: str) -> bool:
+    # The legacy true/false and the newer modes; otel-llm records content on spans only.
+    mode = raw.upper()
+    if mode in {"SPAN_ONLY", "SPAN_AND_EVENT"}:
+        return True
+    if mode in {"NO_CONTENT", "EVENT_ONLY"}:
+        return False
+    return _parse_bool(raw)
+
+
+CAPTURE_CONTENT: Setting[bool] = Setting(
+    name="capture_content",
+    env="OTEL_LLM_CAPTURE_CONTENT",
+    fallback_env="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+    default=False,
+    parse=_parse_capture,
+    check=_bool,
+    doc=(
+        "Record prompts and responses on spans (``gen_ai.input.messages``, "
+        "``gen_ai.output.messages``). Off by default: content is often personal data. "
+        "Also read from the standard OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT "
+        "(true/false, SPAN_ONLY, SPAN_AND_EVENT, NO_CONTENT, EVENT_ONLY)."
+    ),
+)
+CONTENT_MAX_LENGTH: Setting[int] = Setting(
+    name="content_max_length",
+    env="OTEL_LLM_CONTENT_MAX_LENGTH",
+    default=4096,
+    parse=int,
+    check=_int_at_least(1),
+    doc="Characters kept of each captured content attribute; longer content is truncated.",
+)
+STREAM_INCLUDE_USAGE: Setting[bool] = Setting(
+    name="stream_include_usage",
+    env="OTEL_LLM_STREAM_INCLUDE_USAGE",
+    default=False,
+    parse=_parse_bool,
+    check=_bool,
+    doc=(
+        "Add ``stream_options={'include_usage': True}`` to OpenAI streaming requests that do "
+        "not set it, so streamed calls report token counts. Trade-off: the stream then ends "
+        "with one extra chunk that has usage and no choices, which code iterating "
+        "``chunk.choices[0]`` must tolerate. Off: such streams are marked usage-missing."
+    ),
+)
+
 ALL: tuple[Setting[Any], ...] = (
     ENABLED,
     PRICE_OVERRIDES,
@@ -191,4 +243,7 @@ ALL: tuple[Setting[Any], ...] = (
     PRICE_CACHE_SIZE,
     PROMETHEUS_PORT,
     PROMETHEUS_HOST,
+    CAPTURE_CONTENT,
+    CONTENT_MAX_LENGTH,
+    STREAM_INCLUDE_USAGE,
 )

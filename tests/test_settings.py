@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,21 @@ def test_parsing() -> None:
     assert settings.EXTRA_LABELS.resolve(["deployment.environment.name"], {}) == {
         "deployment_environment_name": "deployment.environment.name"
     }
+
+
+def test_content_capture_honours_the_standard_variable() -> None:
+    standard = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+    assert settings.CAPTURE_CONTENT.resolve(None, {}) is False
+    assert settings.CAPTURE_CONTENT.resolve(None, {standard: "true"}) is True
+    assert settings.CAPTURE_CONTENT.resolve(None, {standard: "SPAN_ONLY"}) is True
+    assert settings.CAPTURE_CONTENT.resolve(None, {standard: "EVENT_ONLY"}) is False
+    both = {standard: "true", "OTEL_LLM_CAPTURE_CONTENT": "false"}
+    assert settings.CAPTURE_CONTENT.resolve(None, both) is False
+    assert settings.CAPTURE_CONTENT.resolve(True, both) is True
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for setting in settings.ALL:
+        assert f"`{setting.env}`" in readme, setting.env
+        assert f"`{setting.name}`" in readme, setting.name
