@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor
+from tests.otlp_receiver import OTLPReceiver
 
 
 @dataclass
@@ -29,6 +31,22 @@ class Pipeline:
 
     def sample(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, labels)
+
+
+@pytest.fixture
+def clean_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exporters, span limits and configure() read OTEL_* variables; the developer's own must
+    not leak into the tests."""
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def receiver() -> Iterator[OTLPReceiver]:
+    """A real OTLP receiver (gRPC and HTTP) on 127.0.0.1."""
+    with OTLPReceiver() as started:
+        yield started
 
 
 @pytest.fixture

@@ -70,18 +70,7 @@ class RecordingProcessor(SpanProcessor):
         self.ended.append(span)
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """configure() reads OTEL_* variables; the developer's own must not leak into the tests."""
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def receiver() -> Iterator[OTLPReceiver]:
-    with OTLPReceiver() as started:
-        yield started
+pytestmark = pytest.mark.usefixtures("clean_otel_environment")
 
 
 def call_gpt_4o_mini(provider: trace.TracerProvider) -> None:

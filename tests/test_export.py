@@ -7,7 +7,6 @@ through untouched -- over gRPC, HTTP and gzip-compressed HTTP.
 
 from __future__ import annotations
 
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -104,18 +103,7 @@ def exporting(
         provider.shutdown()
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Exporters and span limits read OTEL_* variables; the developer's must not leak in."""
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def receiver() -> Iterator[OTLPReceiver]:
-    with OTLPReceiver() as started:
-        yield started
+pytestmark = pytest.mark.usefixtures("clean_otel_environment")
 
 
 @pytest.fixture(params=["grpc", "http", "http-gzip"])
