@@ -67,17 +67,22 @@ class LLMSpanProcessor(SpanProcessor):
     ):
         self._downstream = tuple(downstream)
         self._max_tokens = settings.MAX_TOKENS.resolve(max_tokens)
-        self._book = price_book or PriceBook(
-            _overrides(price_overrides),
-            cache_size=settings.PRICE_CACHE_SIZE.resolve(price_cache_size),
+        self._book = (
+            price_book
+            if price_book is not None
+            else PriceBook(
+                _overrides(price_overrides),
+                cache_size=settings.PRICE_CACHE_SIZE.resolve(price_cache_size),
+            )
         )
-        labels = settings.EXTRA_LABELS.resolve(extra_labels)
-        self._extra_attributes = tuple(labels.values())
         self.prometheus = PrometheusRecorder.for_registry(
             registry if registry is not None else REGISTRY,
-            extra_labels=labels,
+            extra_labels=settings.EXTRA_LABELS.resolve(extra_labels),
             max_label_values=settings.MAX_LABEL_VALUES.resolve(max_label_values),
         )
+        # The registry's first processor fixed its label names; a later one follows them.
+        labels = self.prometheus.extra_labels
+        self._extra_attributes = tuple(labels.values())
         self._recorders: list[PrometheusRecorder | OTelMetricsRecorder] = [self.prometheus]
         if meter_provider is not None:
             self._recorders.append(OTelMetricsRecorder(meter_provider, labels))
