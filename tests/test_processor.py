@@ -505,11 +505,11 @@ def test_a_second_processor_with_other_labels_follows_the_registry(
     LLMSpanProcessor(registry=registry, extra_labels={"feature": sc.OTEL_LLM_CONTEXT_FEATURE})
     second = LLMSpanProcessor(registry=registry, extra_labels={"team": "app.team"})
     assert "ignoring" in caplog.text
-    provider = TracerProvider()
+    provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
     provider.add_span_processor(second)
     with llm_context(feature="search"):
         with llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=provider) as c:
             c.set_usage(input_tokens=1, output_tokens=1)
     assert registry.get_sample_value(sc.PROM_PROCESSOR_ERRORS, {"stage": "on_end"}) is None
-    labels = {**_labels(service_name="unknown_service:python"), "feature": "search"}
+    labels = {**_labels(), "feature": "search"}
     assert registry.get_sample_value(sc.PROM_DURATION + "_count", labels) == 1
