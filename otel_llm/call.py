@@ -16,6 +16,9 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from otel_llm import _semconv as sc
+from otel_llm.dialects import OPERATION_MARKERS, Dialect, dialect_of, operation_of
+
+_OPERATION_MARKER_NAMES = tuple(attribute for attribute, _ in OPERATION_MARKERS)
 
 # The bound on a provider-reported cost for one call; anything above is a unit mistake.
 _MAX_PROVIDER_COST_USD = 100_000
@@ -53,6 +56,11 @@ class LLMCall:
     """The instrumentation said the token counts are missing (e.g. a stream without usage)."""
     usage_rejected: bool
     """A token count was present but not trustworthy; the call must not be priced from the rest."""
+    dialect: str | None = None
+    """The dialect (semconv/dialects.yaml) of the library whose span this was, if any."""
+    instrumentation_cost: Decimal | None = None
+    """A cost the instrumentation computed from its own price table (OpenLIT's gen_ai.usage.cost):
+    for comparison only, never used as the call's price."""
 
     @property
     def model(self) -> str | None:
@@ -60,42 +68,66 @@ class LLMCall:
         return self.response_model or self.request_model
 
 
-def is_llm_call(attributes: Mapping[str, Any]) -> bool:
-    """Cheap test used on every span: is this an inference or embeddings call?"""
+def is_llm_call(attributes: Mapping[str, Any], scope: str | None = None) -> bool:
+    """Cheap test used on every span: is this an inference or embeddings call?
+
+    ``scope`` is the span's instrumentation scope name, if known: it identifies the dialect of
+    other instrumentation libraries more reliably than their marker attributes.
+    """
     operation = attributes.get(sc.GEN_AI_OPERATION_NAME)
+    if operation is None:
+        # No canonical operation: another library's dialect may still name one. Whatever the
+        # scope, a dialect call carries its marker: without one (most spans), this is all.
+        for attribute in _OPERATION_MARKER_NAMES:
+            if attribute in attributes:
+                return operation_of(attributes, scope) is not None
+        return False
     # A list (unhashable) is a possible attribute value; only a string can name an operation.
     return isinstance(operation, str) and operation in sc.PRICED_OPERATIONS
 
 
 def read_call(
-    attributes: Mapping[str, Any], *, max_tokens: int
+    attributes: Mapping[str, Any], *, max_tokens: int, scope: str | None = None
 ) -> tuple[LLMCall | None, list[Rejected]]:
-    """The call a span describes, or None if it is not an LLM call; plus the values rejected."""
-    if not is_llm_call(attributes):
+    """The call a span describes, or None if it is not an LLM call; plus the values rejected.
+
+    ``scope`` is the span's instrumentation scope name, if known (see ``otel_llm.dialects``).
+    """
+    operation = attributes.get(sc.GEN_AI_OPERATION_NAME)
+    dialect: Dialect
+    if operation is None:
+        found = operation_of(attributes, scope)
+        if found is None:
+            return None, []
+        operation, dialect = found
+    elif isinstance(operation, str) and operation in sc.PRICED_OPERATIONS:
+        dialect = dialect_of(attributes, scope)
+    else:
         return None, []
-    operation: str = attributes[sc.GEN_AI_OPERATION_NAME]
     rejected: list[Rejected] = []
     reader = _Reader(attributes, rejected, max_tokens)
 
-    provider = reader.text(sc.GEN_AI_PROVIDER_NAME) or reader.text(sc.GEN_AI_SYSTEM)
+    provider = reader.first_text(dialect.provider_names)
     if provider is not None:
+        provider = dialect.provider_values.get(provider, provider)
         provider = sc.PROVIDER_RENAMED.get(provider, provider)
 
     first_usage_rejection = len(rejected)
-    input_tokens = reader.tokens(sc.GEN_AI_USAGE_INPUT_TOKENS, sc.GEN_AI_USAGE_PROMPT_TOKENS)
-    output_tokens = reader.tokens(sc.GEN_AI_USAGE_OUTPUT_TOKENS, sc.GEN_AI_USAGE_COMPLETION_TOKENS)
-    cache_read = reader.tokens(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
-    cache_creation = reader.tokens(
-        sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS
-    )
-    reasoning = reader.tokens(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)
+    input_tokens = reader.tokens(dialect.input_names)
+    output_tokens = reader.tokens(dialect.output_names)
+    cache_read = reader.tokens(dialect.cache_read_names)
+    cache_creation = reader.tokens(dialect.cache_creation_names)
+    reasoning = reader.tokens(dialect.reasoning_names)
 
     # The conventions count cached input inside input_tokens and reasoning inside output_tokens,
     # but some instrumentations report the provider's raw, exclusive numbers (Anthropic's
-    # input_tokens excludes the cache; Gemini's candidates exclude thoughts). When the parts
-    # exceed the whole, the whole cannot have included them: add them, never price them twice.
+    # input_tokens excludes the cache; Gemini's candidates exclude thoughts). A known dialect
+    # says which (semconv/dialects.yaml); otherwise, when the parts exceed the whole, the whole
+    # cannot have included them: add them, never price them twice.
     cached = (cache_read or 0) + (cache_creation or 0)
-    if input_tokens is not None and cached > input_tokens:
+    if input_tokens is not None and (
+        cached > input_tokens or (cached and not dialect.includes_cache(provider))
+    ):
         input_tokens += cached
     if output_tokens is not None and reasoning is not None and reasoning > output_tokens:
         output_tokens += reasoning
@@ -114,8 +146,8 @@ def read_call(
     call = LLMCall(
         operation=operation,
         provider=provider,
-        request_model=reader.text(sc.GEN_AI_REQUEST_MODEL),
-        response_model=reader.text(sc.GEN_AI_RESPONSE_MODEL),
+        request_model=reader.first_text(dialect.request_model_names),
+        response_model=reader.first_text(dialect.response_model_names),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cache_read_tokens=cache_read,
@@ -127,6 +159,12 @@ def read_call(
         provider_cost=reader.provider_cost(),
         usage_missing=attributes.get(sc.OTEL_LLM_USAGE_MISSING) is True,
         usage_rejected=usage_rejected,
+        dialect=dialect.id,
+        instrumentation_cost=(
+            reader.cost(dialect.instrumentation_cost)
+            if dialect.instrumentation_cost is not None
+            else None
+        ),
     )
     return call, rejected
 
@@ -148,10 +186,22 @@ class _Reader:
             return None
         return value
 
-    def tokens(self, name: str, deprecated: str | None = None) -> int | None:
+    def first_text(self, names: tuple[str, ...]) -> str | None:
+        for name in names:
+            value = self.text(name)
+            if value is not None:
+                return value
+        return None
+
+    def tokens(self, names: tuple[str, ...]) -> int | None:
+        """The first of ``names`` present (canonical, deprecated, then a dialect's), checked."""
+        name = names[0]
         value = self._attributes.get(name)
-        if value is None and deprecated is not None:
-            name, value = deprecated, self._attributes.get(deprecated)
+        if value is None:
+            for name in names[1:]:  # the name found is the one reported
+                value = self._attributes.get(name)
+                if value is not None:
+                    break
         if type(value) is int and 0 <= value <= self._max_tokens:
             return value  # the common case, without the general checks
         if value is None:
@@ -194,6 +244,19 @@ class _Reader:
             self._rejected.append(Rejected(name, reason))
             return None
         # str() of a float is its shortest round-trip form: 0.0016150000000000001 stays out.
+        return Decimal(str(value))
+
+    def cost(self, name: str) -> Decimal | None:
+        """A cost in USD an instrumentation computed itself; checked like a provider's."""
+        value = self._attributes.get(name)
+        if value is None:
+            return None
+        reason = _number_problem(value)
+        if reason is None and value > _MAX_PROVIDER_COST_USD:
+            reason = "absurd"
+        if reason is not None:
+            self._rejected.append(Rejected(name, reason))
+            return None
         return Decimal(str(value))
 
 

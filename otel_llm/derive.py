@@ -91,9 +91,14 @@ def derive(
     book: PriceBook,
     max_tokens: int,
     extra_attributes: Sequence[str] = (),
+    scope: str | None = None,
 ) -> Derived | None:
-    """The derived view of a span, or None when the span is not an LLM call."""
-    call, rejected = read_call(attributes, max_tokens=max_tokens)
+    """The derived view of a span, or None when the span is not an LLM call.
+
+    ``scope`` is the span's instrumentation scope name: it tells which library's attribute
+    dialect to read (see semconv/dialects.yaml).
+    """
+    call, rejected = read_call(attributes, max_tokens=max_tokens, scope=scope)
     if call is None:
         return None
     # A span without a start time is priced at its end (or now), not at 1970's prices.

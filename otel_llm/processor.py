@@ -112,7 +112,8 @@ class LLMSpanProcessor(SpanProcessor):
                 self._failed("downstream")
 
     def _attach_context(self, span: Span, context: Mapping[str, Any]) -> None:
-        if is_llm_call(span.attributes or {}):
+        scope = span.instrumentation_scope
+        if is_llm_call(_attributes_of(span), scope.name if scope is not None else None):
             span.set_attributes(context)
             return
         # Instrumentations may name the operation only later; keep the context till the end.
@@ -130,11 +131,13 @@ class LLMSpanProcessor(SpanProcessor):
         try:
             attributes = _attributes_of(span)
             context = self._pending_context(span) if self._pending else None
+            scope = span.instrumentation_scope
+            scope_name = scope.name if scope is not None else None
             # Most spans are not LLM calls: this test is all they cost.
-            if is_llm_call(attributes):
+            if is_llm_call(attributes, scope_name):
                 if context:  # from llm_context; the span's own values win
                     attributes = {**context, **attributes}
-                derived = self._derive(span, attributes)
+                derived = self._derive(span, attributes, scope_name)
                 if derived is not None:
                     if self._downstream:  # metrics-only: nobody would see the priced copy
                         handed_on = _priced_copy(span, derived.priced_attributes(attributes))
@@ -153,7 +156,9 @@ class LLMSpanProcessor(SpanProcessor):
         with self._pending_lock:
             return self._pending.pop(span.context.span_id, None)
 
-    def _derive(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> Derived | None:
+    def _derive(
+        self, span: ReadableSpan, attributes: Mapping[str, Any], scope: str | None
+    ) -> Derived | None:
         return derive(
             attributes,
             start_time_ns=span.start_time,
@@ -164,6 +169,7 @@ class LLMSpanProcessor(SpanProcessor):
             book=self._book,
             max_tokens=self._max_tokens,
             extra_attributes=self._extra_attributes,
+            scope=scope,
         )
 
     def _service_name(self, resource: Resource) -> str:

@@ -513,3 +513,28 @@ def test_a_second_processor_with_other_labels_follows_the_registry(
     assert registry.get_sample_value(sc.PROM_PROCESSOR_ERRORS, {"stage": "on_end"}) is None
     labels = {**_labels(), "feature": "search"}
     assert registry.get_sample_value(sc.PROM_DURATION + "_count", labels) == 1
+
+
+def test_another_libraries_dialect_is_priced_through_the_processor(pipeline: Pipeline) -> None:
+    # An OpenInference span: its own names, its scope; the processor reads it as the same call.
+    tracer = pipeline.provider.get_tracer("openinference.instrumentation.openai")
+    span = tracer.start_span(
+        "ChatCompletion",
+        attributes={
+            "openinference.span.kind": "LLM",
+            "llm.provider": "openai",
+            "llm.model_name": "gpt-4o-mini",
+            "llm.token_count.prompt": 1_000,
+            "llm.token_count.completion": 200,
+            "llm.token_count.prompt_details.cache_read": 400,
+        },
+    )
+    span.end()
+    expected = (
+        600 * GPT_4O_MINI["input"] + 400 * GPT_4O_MINI["cache_read"] + 200 * GPT_4O_MINI["output"]
+    ) / MTOK
+    (exported,) = pipeline.spans()
+    assert exported.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == float(expected)
+    # OpenInference names the model the response reported (llm.model_name).
+    labels = _labels(gen_ai_request_model="", gen_ai_response_model="gpt-4o-mini")
+    assert pipeline.sample(sc.PROM_TOKENS, **labels, gen_ai_token_type="cache_read") == 400
