@@ -30,7 +30,11 @@ def _constants(prefix: tuple[str, ...]) -> dict[str, str]:
 
 def test_every_attribute_constant_is_in_the_model_and_back() -> None:
     model = {entry["name"] for entry in _load("attributes.yaml")["attributes"]}
-    code = set(_constants(("GEN_AI_", "SERVER_", "ERROR_TYPE", "OTEL_LLM_", "USAGE_COST")).values())
+    code = set(
+        _constants(
+            ("GEN_AI_", "SERVER_", "HTTP_", "ERROR_TYPE", "OTEL_LLM_", "USAGE_COST")
+        ).values()
+    )
     assert code == model
 
 

@@ -1,0 +1,292 @@
+"""``AnthropicInstrumentor``: a GenAI client span for every Anthropic Messages call.
+
+Instrumented: ``messages.create`` (sync and async, ``stream=True`` included) and the
+``messages.stream(...)`` helper (which does not go through ``create``). The provider is
+``anthropic``; ``server.address`` / ``server.port`` are the client's base URL's.
+
+Not read: ``with_raw_response`` / ``with_streaming_response`` results (their span says usage
+is missing) and the ``beta`` messages API.
+
+Usage per the conventions: ``gen_ai.usage.input_tokens`` counts ALL input tokens, so it is
+Anthropic's ``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``.
+
+One call, one span: the anthropic SDK (2.x) makes spans of its own when an SDK TracerProvider is
+installed. While this instrumentor is active it sets ``ANTHROPIC_OPEN_TELEMETRY=false`` unless the
+variable is already set (removed again on uninstrument), so clients created from then on leave
+the span to us. The SDK reads the variable when a client is created: create clients after
+instrumenting (``opentelemetry-instrument`` does), or pass ``open_telemetry=False`` to a client.
+Setting ``ANTHROPIC_OPEN_TELEMETRY`` yourself is respected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Collection, Generator
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,
+)
+
+from otel_llm import _semconv as sc
+from otel_llm.instrumentation import _spans as s
+from otel_llm.instrumentation._spans import CallSpan, get, integer
+from otel_llm.instrumentation.content import ContentCapture, text_message, text_part
+from otel_llm.instrumentation.streams import AsyncStreamProxy, StreamState, SyncStreamProxy
+
+_MESSAGES = "anthropic.resources.messages.messages"
+_SDK_SPANS_ENV = "ANTHROPIC_OPEN_TELEMETRY"
+
+
+def _request_attributes(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        sc.GEN_AI_REQUEST_MAX_TOKENS: s.number(kwargs.get("max_tokens")),
+        sc.GEN_AI_REQUEST_TEMPERATURE: s.number(kwargs.get("temperature")),
+        sc.GEN_AI_REQUEST_TOP_P: s.number(kwargs.get("top_p")),
+        sc.GEN_AI_REQUEST_TOP_K: s.number(kwargs.get("top_k")),
+        sc.GEN_AI_REQUEST_STOP_SEQUENCES: s.strings(kwargs.get("stop_sequences")),
+    }
+
+
+def _set_usage(call: CallSpan, usage: dict[str, int | None]) -> None:
+    cache_creation = usage.get("cache_creation_input_tokens")
+    cache_read = usage.get("cache_read_input_tokens")
+    uncached = usage.get("input_tokens")
+    if uncached is not None:
+        call.set(sc.GEN_AI_USAGE_INPUT_TOKENS, uncached + (cache_creation or 0) + (cache_read or 0))
+    call.set(sc.GEN_AI_USAGE_OUTPUT_TOKENS, usage.get("output_tokens"))
+    call.set(sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation)
+    call.set(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read)
+
+
+_USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+def _usage_of(usage: Any) -> dict[str, int | None]:
+    return {name: integer(get(usage, name)) for name in _USAGE_FIELDS}
+
+
+def _record_output(capture: ContentCapture, call: CallSpan, text: str, stop_reason: Any) -> None:
+    if capture.enabled:
+        reason = stop_reason if isinstance(stop_reason, str) else None
+        capture.record(call.span, output_messages=[text_message("assistant", text, reason)])
+
+
+def _on_message(capture: ContentCapture, call: CallSpan, message: Any) -> None:
+    _record_output(
+        capture, call, s.text_of(get(message, "content")) or "", get(message, "stop_reason")
+    )
+    call.set(sc.GEN_AI_RESPONSE_ID, get(message, "id"))
+    call.set(sc.GEN_AI_RESPONSE_MODEL, get(message, "model"))
+    call.set(sc.GEN_AI_RESPONSE_FINISH_REASONS, s.strings(get(message, "stop_reason")))
+    usage = get(message, "usage")
+    if usage is None:
+        call.set(sc.OTEL_LLM_USAGE_MISSING, True)
+    else:
+        _set_usage(call, _usage_of(usage))
+
+
+class _MessageStream:
+    """Reads ``RawMessageStreamEvent``s: ``message_start`` has the id, model and input usage,
+    ``message_delta`` the stop reason and the cumulative output usage."""
+
+    def __init__(self, capture: ContentCapture) -> None:
+        self.capture = capture
+        self.texts: list[str] = []
+        self.message: Any = None
+        self.stop_reason: Any = None
+        self.usage: dict[str, int | None] = {}
+
+    def on_item(self, call: CallSpan, event: Any) -> None:
+        kind = get(event, "type")
+        if kind == "content_block_delta":
+            call.first_chunk()
+            text = get(event, "delta", "text")
+            if self.capture.enabled and isinstance(text, str):
+                self.texts.append(text)
+        elif kind == "message_start":
+            self.message = get(event, "message")
+            self.usage = _usage_of(get(self.message, "usage"))
+        elif kind == "message_delta":
+            self.stop_reason = get(event, "delta", "stop_reason") or self.stop_reason
+            for name, value in _usage_of(get(event, "usage")).items():
+                if value is not None:
+                    self.usage[name] = value
+
+    def complete(self, call: CallSpan) -> None:
+        _record_output(self.capture, call, "".join(self.texts), self.stop_reason)
+        call.set(sc.GEN_AI_RESPONSE_ID, get(self.message, "id"))
+        call.set(sc.GEN_AI_RESPONSE_MODEL, get(self.message, "model"))
+        call.set(sc.GEN_AI_RESPONSE_FINISH_REASONS, s.strings(self.stop_reason))
+        if self.usage.get("input_tokens") is None and self.usage.get("output_tokens") is None:
+            call.set(sc.OTEL_LLM_USAGE_MISSING, True)
+        else:
+            _set_usage(call, self.usage)
+
+
+class _Instrumented:
+    def __init__(self, tracer: trace.Tracer, capture: ContentCapture):
+        self.tracer = tracer
+        self.capture = capture
+
+    def start(
+        self, instance: Any, kwargs: dict[str, Any], streaming: bool
+    ) -> tuple[CallSpan, dict[str, Any]]:
+        model = kwargs.get("model")
+        model = model if isinstance(model, str) else ""
+        host, port = s.server_attributes(instance._client.base_url)
+        attributes = {
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_PROVIDER_NAME: "anthropic",
+            sc.GEN_AI_REQUEST_MODEL: model or None,
+            sc.SERVER_ADDRESS: host,
+            sc.SERVER_PORT: port if host else None,
+            sc.GEN_AI_REQUEST_STREAM: True if streaming else None,
+            **_request_attributes(kwargs),
+        }
+        attributes = {name: value for name, value in attributes.items() if value is not None}
+        call = CallSpan(self.tracer, "chat", model, attributes)
+        if self.capture.enabled:
+            system = s.text_of(kwargs.get("system"))
+            self.capture.record(
+                call.span,
+                input_messages=s.text_messages(kwargs.get("messages")),
+                system_instructions=[text_part(system)] if system else None,
+            )
+        return call, kwargs
+
+    def finish(self, call: CallSpan, result: Any) -> Any:
+        import anthropic  # noqa: PLC0415 - imported by the time its methods are called
+
+        if isinstance(result, anthropic.Stream):
+            return SyncStreamProxy(result, StreamState(call, _MessageStream(self.capture)))
+        if isinstance(result, anthropic.AsyncStream):
+            return AsyncStreamProxy(result, StreamState(call, _MessageStream(self.capture)))
+        call.end(before=lambda: _on_message(self.capture, call, result))
+        return result
+
+    def create(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        streaming = kwargs.get("stream") is True
+        return s.traced_call(
+            lambda: self.start(instance, kwargs, streaming), self.finish, wrapped, args, kwargs
+        )
+
+    async def create_async(
+        self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        streaming = kwargs.get("stream") is True
+        return await s.traced_call_async(
+            lambda: self.start(instance, kwargs, streaming), self.finish, wrapped, args, kwargs
+        )
+
+    def stream(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        """``messages.stream(...)`` returns a manager that makes the request when entered: the
+        span starts then, around the manager's request (the manager's private request callable
+        is replaced; a manager without one is returned as it is, untraced)."""
+        manager = wrapped(*args, **kwargs)
+        attribute = "_MessageStreamManager__api_request"
+        request = getattr(manager, attribute, None)
+        if not callable(request):
+            return manager
+
+        def traced_request() -> Any:
+            return s.traced_call(
+                lambda: self.start(instance, kwargs, True),
+                self.finish,
+                lambda **_: request(),
+                (),
+                {},
+            )
+
+        with contextlib.suppress(Exception):
+            setattr(manager, attribute, traced_request)
+        return manager
+
+    def stream_async(
+        self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        manager = wrapped(*args, **kwargs)
+        attribute = "_AsyncMessageStreamManager__api_request"
+        request = getattr(manager, attribute, None)
+        if request is None or not hasattr(request, "__await__"):
+            return manager
+        with contextlib.suppress(Exception):
+            setattr(manager, attribute, _Deferred(self, instance, kwargs, request))
+        return manager
+
+
+class _Deferred:
+    """The async stream manager's request, traced; its coroutine is only made when awaited, so a
+    manager never entered warns about nothing more than the SDK's own request does."""
+
+    def __init__(
+        self, instrumented: _Instrumented, instance: Any, kwargs: dict[str, Any], request: Any
+    ):
+        self._instrumented = instrumented
+        self._instance = instance
+        self._kwargs = kwargs
+        self._request = request
+
+    async def _awaited(self, **_: Any) -> Any:
+        return await self._request
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        instrumented = self._instrumented
+        return s.traced_call_async(
+            lambda: instrumented.start(self._instance, self._kwargs, True),
+            instrumented.finish,
+            self._awaited,
+            (),
+            {},
+        ).__await__()
+
+
+class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Instruments the ``anthropic`` SDK.
+
+    ``instrument(tracer_provider=..., capture_content=None, content_max_length=None,
+    redact=None, configure=True)`` (None: the ``OTEL_LLM_*`` setting or its default; see
+    ``otel_llm.instrumentation.content``). Unless ``configure=False``, it also attaches
+    ``LLMSpanProcessor`` to the SDK TracerProvider in use (``otel_llm.configure``).
+    """
+
+    _env_set = False
+    _wrapped: list[tuple[type, str]]
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("anthropic >= 0.30",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        tracer_provider = kwargs.get("tracer_provider")
+        capture = ContentCapture(
+            enabled=kwargs.get("capture_content"),
+            max_length=kwargs.get("content_max_length"),
+            redact=kwargs.get("redact"),
+        )
+        instrumented = _Instrumented(s.get_tracer(tracer_provider), capture)
+        self._wrapped = s.wrap_methods(
+            [
+                (_MESSAGES, "Messages", "create", instrumented.create),
+                (_MESSAGES, "AsyncMessages", "create", instrumented.create_async),
+                (_MESSAGES, "Messages", "stream", instrumented.stream),
+                (_MESSAGES, "AsyncMessages", "stream", instrumented.stream_async),
+            ]
+        )
+        if _SDK_SPANS_ENV not in os.environ:
+            os.environ[_SDK_SPANS_ENV] = "false"
+            self._env_set = True
+        if kwargs.get("configure", True):
+            s.configure_processor(tracer_provider)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        s.unwrap_methods(self._wrapped)
+        if self._env_set:
+            os.environ.pop(_SDK_SPANS_ENV, None)
+            self._env_set = False

@@ -1,0 +1,209 @@
+"""Stream wrappers shared by the instrumentors: one span per streamed call, ended exactly once.
+
+``SyncStreamProxy`` and ``AsyncStreamProxy`` are transparent proxies (``wrapt.ObjectProxy``) of
+the SDK's ``Stream`` / ``AsyncStream``: attribute access, ``isinstance``, ``response``, the context
+manager and iteration all behave as the SDK's object does. Each item goes to a ``StreamHandler``
+that collects what the stream says (ids, finish reasons, usage, time to first chunk). The span
+ends -- exactly once -- at the first of:
+
+- the end of the stream (status unset);
+- an exception from the stream (status ERROR, ``error.type``; the exception is re-raised);
+- ``close()``, leaving the ``with`` block, or a ``for`` loop broken out of (the loop's iterator
+  is closed when the loop drops it; for ``async for`` when the event loop finalizes it);
+- the proxy being garbage-collected unconsumed (``weakref.finalize``: the callback holds the
+  span, never the proxy, so nothing is resurrected).
+
+A stream that ends early reports whatever usage it carried so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import Any, Protocol
+
+import wrapt
+
+from otel_llm.instrumentation._spans import CallSpan
+
+_logger = logging.getLogger(__name__)
+
+
+class StreamHandler(Protocol):
+    """Reads a stream's items; the instrumentor of each SDK has one per API."""
+
+    def on_item(self, call: CallSpan, item: Any) -> None:
+        """One item of the stream; calls ``call.first_chunk()`` when it carries content."""
+
+    def complete(self, call: CallSpan) -> None:
+        """Set what the items said on the span, just before it ends."""
+
+
+class StreamState:
+    """A streamed call in progress: the span and its handler, without the stream itself."""
+
+    def __init__(self, call: CallSpan, handler: StreamHandler):
+        self.call = call
+        self.handler = handler
+
+    def on_item(self, item: Any) -> None:
+        if self.call.ended:
+            return
+        try:
+            self.handler.on_item(self.call, item)
+        except Exception:
+            _logger.debug("otel-llm: could not read a stream item", exc_info=True)
+
+    def finish(self) -> None:
+        self.call.end(before=lambda: self.handler.complete(self.call))
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.call.ended:
+            self.call.fail(exc)
+        self.finish()
+
+
+def _finalize(state: StreamState) -> None:
+    state.finish()
+
+
+class SyncStreamProxy(wrapt.ObjectProxy[Any]):
+    """The SDK's ``Stream``, seen through: its span ends when the stream is done with."""
+
+    def __init__(self, wrapped: Any, state: StreamState):
+        super().__init__(wrapped)
+        self._self_state = state
+        self._self_finalizer = weakref.finalize(self, _finalize, state)
+
+    @property
+    def otel_llm_state(self) -> StreamState:
+        return self._self_state
+
+    def _self_done(self) -> None:
+        self._self_finalizer.detach()
+        self._self_state.finish()
+
+    def __iter__(self) -> Iterator[Any]:
+        state: StreamState = self._self_state
+        try:
+            for item in self.__wrapped__:
+                state.on_item(item)
+                yield item
+        except GeneratorExit:
+            self._self_done()
+            raise
+        except BaseException as exc:
+            self._self_finalizer.detach()
+            state.fail(exc)
+            raise
+        self._self_done()
+
+    def __next__(self) -> Any:
+        try:
+            item = self.__wrapped__.__next__()
+        except StopIteration:
+            self._self_done()
+            raise
+        except BaseException as exc:
+            self._self_finalizer.detach()
+            self._self_state.fail(exc)
+            raise
+        self._self_state.on_item(item)
+        return item
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_done()
+
+    def __enter__(self) -> SyncStreamProxy:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        try:
+            return self.__wrapped__.__exit__(exc_type, exc, tb)
+        finally:
+            self._self_done()
+
+
+class AsyncStreamProxy(wrapt.ObjectProxy[Any]):
+    """The SDK's ``AsyncStream``, seen through: its span ends when the stream is done with."""
+
+    def __init__(self, wrapped: Any, state: StreamState):
+        super().__init__(wrapped)
+        self._self_state = state
+        self._self_finalizer = weakref.finalize(self, _finalize, state)
+
+    @property
+    def otel_llm_state(self) -> StreamState:
+        return self._self_state
+
+    def _self_done(self) -> None:
+        self._self_finalizer.detach()
+        self._self_state.finish()
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        state: StreamState = self._self_state
+        try:
+            async for item in self.__wrapped__:
+                state.on_item(item)
+                yield item
+        except GeneratorExit:
+            self._self_done()
+            raise
+        except BaseException as exc:
+            self._self_finalizer.detach()
+            state.fail(exc)
+            raise
+        self._self_done()
+
+    async def __anext__(self) -> Any:
+        try:
+            item = await self.__wrapped__.__anext__()
+        except StopAsyncIteration:
+            self._self_done()
+            raise
+        except BaseException as exc:
+            self._self_finalizer.detach()
+            self._self_state.fail(exc)
+            raise
+        self._self_state.on_item(item)
+        return item
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_done()
+
+    async def __aenter__(self) -> AsyncStreamProxy:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+        finally:
+            self._self_done()
+
+
+def end_stream_of(helper: Any) -> None:
+    """End the span of the raw stream a stream helper reads (``ChatCompletionStream``,
+    ``ResponseStream``, ...), whose ``close()`` closes the HTTP response, not the raw stream."""
+    state = getattr(getattr(helper, "_raw_stream", None), "otel_llm_state", None)
+    if isinstance(state, StreamState):
+        state.finish()
