@@ -71,6 +71,7 @@ OTEL_LLM_COST_OUTPUT: Final = "otel_llm.cost.output"
 OTEL_LLM_COST_REQUEST: Final = "otel_llm.cost.request"
 OTEL_LLM_COST_UNPRICED_REASON: Final = "otel_llm.cost.unpriced_reason"
 OTEL_LLM_USAGE_MISSING: Final = "otel_llm.usage.missing"
+OTEL_LLM_CALL_COUNTED_IN: Final = "otel_llm.call.counted_in"
 USAGE_COST: Final = "usage.cost"
 
 COST_SOURCE_LOCAL: Final = "local"

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
@@ -24,6 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from otel_llm import _semconv as sc
 from otel_llm import settings
 from otel_llm.call import is_llm_call
 from otel_llm.context import current_context_attributes
@@ -88,6 +90,7 @@ class LLMSpanProcessor(SpanProcessor):
             self._recorders.append(OTelMetricsRecorder(meter_provider, labels))
         self._pending: dict[int, Mapping[str, Any]] = {}
         self._pending_lock = threading.Lock()
+        self._nested: dict[int, str] = {}
         self._service_names: dict[int, tuple[Resource, str]] = {}
 
     @property
@@ -99,21 +102,35 @@ class LLMSpanProcessor(SpanProcessor):
         return self._book
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        context = current_context_attributes()
-        if context:
-            try:
-                self._attach_context(span, context)
-            except Exception:  # noqa: BLE001 - telemetry must never break the application
-                self._failed("on_start")
+        try:
+            llm_call = is_llm_call(_attributes_of(span), _scope_name(span))
+            if llm_call and _is_llm_call_span(trace.get_current_span(parent_context)):
+                self._mark_nested(span)
+            context = current_context_attributes()
+            if context:
+                self._attach_context(span, context, llm_call)
+        except Exception:  # noqa: BLE001 - telemetry must never break the application
+            self._failed("on_start")
         for processor in self._downstream:
             try:
                 processor.on_start(span, parent_context=parent_context)
             except Exception:  # noqa: BLE001 - one failing processor must not stop the others
                 self._failed("downstream")
 
-    def _attach_context(self, span: Span, context: Mapping[str, Any]) -> None:
-        scope = span.instrumentation_scope
-        if is_llm_call(_attributes_of(span), scope.name if scope is not None else None):
+    def _mark_nested(self, span: Span) -> None:
+        # Two instrumentations of one call (ours and another library's, a framework's and the
+        # SDK's, llm_call around an instrumented client) nest one LLM span in another. The
+        # innermost is priced: it is closest to the provider's response (usage, retries each
+        # billed), so the enclosing span would count the same call twice.
+        if span.parent is None:
+            return
+        with self._pending_lock:
+            if len(self._nested) >= _MAX_PENDING:
+                self._nested.pop(next(iter(self._nested)))
+            self._nested[span.parent.span_id] = format(span.context.span_id, "016x")
+
+    def _attach_context(self, span: Span, context: Mapping[str, Any], llm_call: bool) -> None:
+        if llm_call:
             span.set_attributes(context)
             return
         # Instrumentations may name the operation only later; keep the context till the end.
@@ -131,10 +148,15 @@ class LLMSpanProcessor(SpanProcessor):
         try:
             attributes = _attributes_of(span)
             context = self._pending_context(span) if self._pending else None
-            scope = span.instrumentation_scope
-            scope_name = scope.name if scope is not None else None
+            counted_in = self._nested_child(span) if self._nested else None
+            scope_name = _scope_name(span)
+            if counted_in is not None:
+                # Priced and measured as the LLM span nested in it; exported saying so.
+                if self._downstream:
+                    marked = {**attributes, sc.OTEL_LLM_CALL_COUNTED_IN: counted_in}
+                    handed_on = _priced_copy(span, marked)
             # Most spans are not LLM calls: this test is all they cost.
-            if is_llm_call(attributes, scope_name):
+            elif is_llm_call(attributes, scope_name):
                 if context:  # from llm_context; the span's own values win
                     attributes = {**context, **attributes}
                 derived = self._derive(span, attributes, scope_name)
@@ -149,6 +171,12 @@ class LLMSpanProcessor(SpanProcessor):
                 processor.on_end(handed_on)
             except Exception:  # noqa: BLE001 - one failing exporter must not stop the others
                 self._failed("downstream")
+
+    def _nested_child(self, span: ReadableSpan) -> str | None:
+        if span.context is None:
+            return None
+        with self._pending_lock:
+            return self._nested.pop(span.context.span_id, None)
 
     def _pending_context(self, span: ReadableSpan) -> Mapping[str, Any] | None:
         if span.context is None:
@@ -208,6 +236,16 @@ class LLMSpanProcessor(SpanProcessor):
             for processor in self._downstream
         ]
         return all(results)
+
+
+def _scope_name(span: ReadableSpan) -> str | None:
+    scope = span.instrumentation_scope
+    return scope.name if scope is not None else None
+
+
+def _is_llm_call_span(span: object) -> bool:
+    """A local SDK span (not a remote or non-recording one) that is an LLM call."""
+    return isinstance(span, ReadableSpan) and is_llm_call(_attributes_of(span), _scope_name(span))
 
 
 def _attributes_of(span: ReadableSpan) -> Mapping[str, Any]:

@@ -538,3 +538,29 @@ def test_another_libraries_dialect_is_priced_through_the_processor(pipeline: Pip
     # OpenInference names the model the response reported (llm.model_name).
     labels = _labels(gen_ai_request_model="", gen_ai_response_model="gpt-4o-mini")
     assert pipeline.sample(sc.PROM_TOKENS, **labels, gen_ai_token_type="cache_read") == 400
+
+
+def test_nested_llm_spans_of_one_call_are_counted_once(pipeline: Pipeline) -> None:
+    # llm_call around an instrumented client (or two instrumentations of one SDK): the inner
+    # span, closest to the provider's response, is priced; the outer one says where it went.
+    with llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=pipeline.provider):
+        for _ in range(2):  # a retry: each attempt is billed
+            _start_llm_span(
+                pipeline,
+                **{
+                    sc.GEN_AI_PROVIDER_NAME: "openai",
+                    sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+                    sc.GEN_AI_USAGE_INPUT_TOKENS: 1_000,
+                    sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+                },
+            )
+    first, second, outer = pipeline.spans()
+    one_call = (1_000 * GPT_4O_MINI["input"] + 100 * GPT_4O_MINI["output"]) / MTOK
+    for inner in (first, second):
+        assert inner.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == float(one_call)
+    assert sc.GEN_AI_USAGE_COST_AMOUNT not in outer.attributes
+    assert sc.OTEL_LLM_COST_UNPRICED_REASON not in outer.attributes
+    assert outer.attributes[sc.OTEL_LLM_CALL_COUNTED_IN] == format(second.context.span_id, "016x")
+    assert pipeline.sample(sc.PROM_COST, **_labels()) == pytest.approx(float(2 * one_call))
+    assert pipeline.sample(sc.PROM_DURATION + "_count", **_labels()) == 2
+    assert pipeline.sample(sc.PROM_UNPRICED, **_labels(reason="missing_usage")) is None
