@@ -34,6 +34,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 _current_call: ContextVar[LLMCallHandle | None] = ContextVar("otel_llm_call", default=None)
 
 
+def error_type(exc: BaseException) -> str:
+    """A failed call's ``error.type``: the exception's class qualified by its module (builtins
+    unqualified). The provider SDKs define their errors at the package's top level, so an
+    OpenAI 429 is ``openai.RateLimitError``."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def current_llm_call() -> LLMCallHandle | None:
     """The handle of the innermost ``llm_call`` in progress, if any."""
     return _current_call.get()
@@ -167,10 +177,7 @@ class llm_call:
         span, context_token, call_token = self._active.pop()
         try:
             if exc is not None:
-                error_type = exc_type.__qualname__ if exc_type is not None else "_OTHER"
-                if exc_type is not None and exc_type.__module__ != "builtins":
-                    error_type = f"{exc_type.__module__}.{error_type}"
-                span.set_attribute(sc.ERROR_TYPE, error_type)
+                span.set_attribute(sc.ERROR_TYPE, error_type(exc))
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
             span.end()

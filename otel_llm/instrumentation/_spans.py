@@ -24,6 +24,7 @@ from otel_llm import _semconv as sc
 from otel_llm._version import __version__
 from otel_llm.configure import configure
 from otel_llm.instrumentation.content import text_message
+from otel_llm.manual import error_type
 
 _logger = logging.getLogger(__name__)
 
@@ -32,19 +33,6 @@ def get_tracer(tracer_provider: trace.TracerProvider | None) -> Tracer:
     return trace.get_tracer(
         "otel_llm.instrumentation", __version__, tracer_provider=tracer_provider
     )
-
-
-def error_type(exc: BaseException) -> str:
-    """The failed call's ``error.type``: the exception class qualified by its module (builtins
-    unqualified), as ``llm_call`` does. The SDKs define their errors at the package's top level,
-    so an OpenAI 429 is ``openai.RateLimitError`` and an Anthropic 500
-    ``anthropic.InternalServerError``; the HTTP status is also on the span as
-    ``http.response.status_code`` when the error carries one.
-    """
-    cls = type(exc)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def number(value: Any) -> float | int | None:
