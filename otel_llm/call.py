@@ -68,6 +68,14 @@ class LLMCall:
         return self.response_model or self.request_model
 
 
+def may_be_llm_call(attributes: Mapping[str, Any]) -> bool:
+    """The cheapest pre-test, without the scope: False for most spans, which carry neither an
+    operation name nor another library's marker attribute."""
+    if sc.GEN_AI_OPERATION_NAME in attributes:
+        return True
+    return any(attribute in attributes for attribute in _OPERATION_MARKER_NAMES)
+
+
 def is_llm_call(attributes: Mapping[str, Any], scope: str | None = None) -> bool:
     """Cheap test used on every span: is this an inference or embeddings call?
 

@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from otel_llm import _semconv as sc
 from otel_llm import settings
-from otel_llm.call import is_llm_call
+from otel_llm.call import is_llm_call, may_be_llm_call
 from otel_llm.context import current_context_attributes
 from otel_llm.derive import Derived, derive
 from otel_llm.metrics.otel import OTelMetricsRecorder
@@ -103,7 +103,7 @@ class LLMSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            llm_call = is_llm_call(_attributes_of(span), _scope_name(span))
+            llm_call = _is_llm_call_span(span)
             if llm_call and _is_llm_call_span(trace.get_current_span(parent_context)):
                 self._mark_nested(span)
             context = current_context_attributes()
@@ -149,14 +149,15 @@ class LLMSpanProcessor(SpanProcessor):
             attributes = _attributes_of(span)
             context = self._pending_context(span) if self._pending else None
             counted_in = self._nested_child(span) if self._nested else None
-            scope_name = _scope_name(span)
             if counted_in is not None:
                 # Priced and measured as the LLM span nested in it; exported saying so.
                 if self._downstream:
                     marked = {**attributes, sc.OTEL_LLM_CALL_COUNTED_IN: counted_in}
                     handed_on = _priced_copy(span, marked)
-            # Most spans are not LLM calls: this test is all they cost.
-            elif is_llm_call(attributes, scope_name):
+            # Most spans are not LLM calls: the first test is all they cost.
+            elif may_be_llm_call(attributes) and is_llm_call(
+                attributes, scope_name := _scope_name(span)
+            ):
                 if context:  # from llm_context; the span's own values win
                     attributes = {**context, **attributes}
                 derived = self._derive(span, attributes, scope_name)
@@ -245,7 +246,10 @@ def _scope_name(span: ReadableSpan) -> str | None:
 
 def _is_llm_call_span(span: object) -> bool:
     """A local SDK span (not a remote or non-recording one) that is an LLM call."""
-    return isinstance(span, ReadableSpan) and is_llm_call(_attributes_of(span), _scope_name(span))
+    if not isinstance(span, ReadableSpan):
+        return False
+    attributes = _attributes_of(span)
+    return may_be_llm_call(attributes) and is_llm_call(attributes, _scope_name(span))
 
 
 def _attributes_of(span: ReadableSpan) -> Mapping[str, Any]:
