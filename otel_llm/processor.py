@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
@@ -102,35 +101,35 @@ class LLMSpanProcessor(SpanProcessor):
         return self._book
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        try:
-            llm_call = _is_llm_call_span(span)
-            if llm_call and _is_llm_call_span(trace.get_current_span(parent_context)):
-                self._mark_nested(span)
-            context = current_context_attributes()
-            if context:
-                self._attach_context(span, context, llm_call)
-        except Exception:  # noqa: BLE001 - telemetry must never break the application
-            self._failed("on_start")
+        context = current_context_attributes()
+        if context:
+            try:
+                self._attach_context(span, context)
+            except Exception:  # noqa: BLE001 - telemetry must never break the application
+                self._failed("on_start")
         for processor in self._downstream:
             try:
                 processor.on_start(span, parent_context=parent_context)
             except Exception:  # noqa: BLE001 - one failing processor must not stop the others
                 self._failed("downstream")
 
-    def _mark_nested(self, span: Span) -> None:
+    def _mark_parent(self, span: ReadableSpan, counted_in: str) -> None:
         # Two instrumentations of one call (ours and another library's, a framework's and the
         # SDK's, llm_call around an instrumented client) nest one LLM span in another. The
         # innermost is priced: it is closest to the provider's response (usage, retries each
-        # billed), so the enclosing span would count the same call twice.
-        if span.parent is None:
+        # billed). It ends first, so it leaves a note for its parent: should that be an LLM span
+        # too, it would count the same call twice. Decided at the end, when even libraries that
+        # set their attributes late have said what their span is.
+        parent = span.parent
+        if parent is None or parent.is_remote:
             return
         with self._pending_lock:
             if len(self._nested) >= _MAX_PENDING:
                 self._nested.pop(next(iter(self._nested)))
-            self._nested[span.parent.span_id] = format(span.context.span_id, "016x")
+            self._nested[parent.span_id] = counted_in
 
-    def _attach_context(self, span: Span, context: Mapping[str, Any], llm_call: bool) -> None:
-        if llm_call:
+    def _attach_context(self, span: Span, context: Mapping[str, Any]) -> None:
+        if _is_llm_call_span(span):
             span.set_attributes(context)
             return
         # Instrumentations may name the operation only later; keep the context till the end.
@@ -149,22 +148,26 @@ class LLMSpanProcessor(SpanProcessor):
             attributes = _attributes_of(span)
             context = self._pending_context(span) if self._pending else None
             counted_in = self._nested_child(span) if self._nested else None
-            if counted_in is not None:
-                # Priced and measured as the LLM span nested in it; exported saying so.
-                if self._downstream:
-                    marked = {**attributes, sc.OTEL_LLM_CALL_COUNTED_IN: counted_in}
-                    handed_on = _priced_copy(span, marked)
             # Most spans are not LLM calls: the first test is all they cost.
-            elif may_be_llm_call(attributes) and is_llm_call(
+            if may_be_llm_call(attributes) and is_llm_call(
                 attributes, scope_name := _scope_name(span)
             ):
-                if context:  # from llm_context; the span's own values win
-                    attributes = {**context, **attributes}
-                derived = self._derive(span, attributes, scope_name)
-                if derived is not None:
-                    if self._downstream:  # metrics-only: nobody would see the priced copy
-                        handed_on = _priced_copy(span, derived.priced_attributes(attributes))
-                    self._record(derived)
+                if counted_in is not None:
+                    # Priced and measured as the LLM span nested in it; exported saying so.
+                    self._mark_parent(span, counted_in)
+                    if self._downstream:
+                        marked = {**attributes, sc.OTEL_LLM_CALL_COUNTED_IN: counted_in}
+                        handed_on = _priced_copy(span, marked)
+                else:
+                    if context:  # from llm_context; the span's own values win
+                        attributes = {**context, **attributes}
+                    derived = self._derive(span, attributes, scope_name)
+                    if derived is not None:
+                        if span.context is not None:
+                            self._mark_parent(span, format(span.context.span_id, "016x"))
+                        if self._downstream:  # metrics-only: nobody sees the priced copy
+                            handed_on = _priced_copy(span, derived.priced_attributes(attributes))
+                        self._record(derived)
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_end")
         for processor in self._downstream:

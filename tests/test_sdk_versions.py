@@ -11,33 +11,25 @@ this working tree installed editable -- and a script run there checks that:
 - when the internals are not what configure() expects, it warns and records metrics only.
 
 The virtualenvs live under ``.venvs/sdk-<version>`` at the repository root (``OTEL_LLM_SDK_VENVS``
-names another folder). The first run builds them from the package index (some 20 s each);
-later runs reuse a virtualenv as long as its marker file records the exact same requirement set,
-Python, source tree and package metadata, and rebuild it otherwise.
+names another folder), built by tests/venvs.py. The first run builds them from the package index
+(some 20 s each); later runs reuse a virtualenv as long as its marker file records the exact same
+install commands, Python, source tree and package metadata, and rebuild it otherwise.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-VENVS = Path(os.environ.get("OTEL_LLM_SDK_VENVS") or ROOT / ".venvs")
-INSTALL_TIMEOUT = 1200
+from tests.venvs import ROOT, clean_environment, ensure_venv, pyproject, venv_python
+
 SCRIPT_TIMEOUT = 120
-MARKER_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -79,21 +71,9 @@ def _requirement_name(requirement: str) -> str:
     return _canonical(match.group(1))
 
 
-def _pyproject() -> dict[str, Any]:
-    with (ROOT / "pyproject.toml").open("rb") as file:
-        return tomllib.load(file)
-
-
-def package_fingerprint() -> str:
-    """What the editable install's metadata (entry points, packages) is made from."""
-    pyproject = _pyproject()
-    tables = [pyproject["project"], pyproject.get("tool", {}).get("setuptools", {})]
-    return hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()
-
-
 def requirements_for(line: SdkLine) -> list[str]:
     """pyproject.toml's runtime dependencies with the SDK line's versions put in."""
-    declared: list[str] = _pyproject()["project"]["dependencies"]
+    declared: list[str] = pyproject()["project"]["dependencies"]
     pins = {name: f"{name}=={line.sdk}" for name in SDK_DISTRIBUTIONS}
     pins["opentelemetry-instrumentation"] = f"opentelemetry-instrumentation=={line.instrumentation}"
     requirements = []
@@ -109,98 +89,13 @@ def requirements_for(line: SdkLine) -> list[str]:
     return requirements
 
 
-def _venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def _clean_environment() -> dict[str, str]:
-    """This environment without what would leak the test's own interpreter or OTel settings."""
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("OTEL_", "PYTHON", "PIP_REQUIRE_VIRTUALENV"))
-        and name not in {"VIRTUAL_ENV", "__PYVENV_LAUNCHER__"}
-    }
-    environment["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    return environment
-
-
-def _run(command: list[str | Path], log: Path, what: str, sdk: str) -> None:
-    with log.open("a") as out:
-        out.write(f"\n$ {' '.join(map(str, command))}\n")
-        out.flush()
-        try:
-            done = subprocess.run(
-                command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=_clean_environment(),
-                cwd=log.parent,
-                timeout=INSTALL_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"opentelemetry-sdk {sdk}: {what} took over {INSTALL_TIMEOUT}s (see {log})")
-    if done.returncode != 0:
-        # pip's WARNING lines (an unreachable extra index, say) would crowd out its ERRORs.
-        lines = log.read_text(errors="replace").splitlines()
-        tail = "\n".join([text for text in lines if not text.startswith("WARNING:")][-40:])
-        pytest.fail(
-            f"opentelemetry-sdk {sdk}: {what} failed (exit {done.returncode}); "
-            f"full log in {log}:\n{tail}",
-            pytrace=False,
-        )
-
-
-def ensure_venv(line: SdkLine) -> Path:
-    """The virtualenv for ``line``: reused when its marker matches, (re)built otherwise."""
-    venv = VENVS / f"sdk-{line.sdk}"
-    marker = venv / "otel-llm-requirements.json"
-    requirements = requirements_for(line)
-    wanted = {
-        "format": MARKER_FORMAT,
-        "requirements": requirements,
-        "python": sys.version,
-        "base_prefix": sys.base_prefix,
-        "source": str(ROOT),
-        "package": package_fingerprint(),
-    }
-    VENVS.mkdir(parents=True, exist_ok=True)
-    # One build at a time (pytest-xdist workers, two checkouts sharing OTEL_LLM_SDK_VENVS): the
-    # editable installs all build from the same source tree.
-    with (VENVS / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if marker.exists() and _venv_python(venv).exists():
-                try:
-                    if json.loads(marker.read_text()) == wanted:
-                        return venv
-                except ValueError:
-                    pass  # a marker cut short: rebuild
-            shutil.rmtree(venv, ignore_errors=True)
-            log = VENVS / f"sdk-{line.sdk}.log"
-            log.write_text(f"building {venv} for {wanted}\n")
-            _run([sys.executable, "-m", "venv", venv], log, "creating the virtualenv", line.sdk)
-            python = _venv_python(venv)
-            _run(
-                [python, "-m", "pip", "install", "--quiet", *requirements],
-                log,
-                f"installing {' '.join(requirements)}",
-                line.sdk,
-            )
-            _run(
-                [python, "-m", "pip", "install", "--quiet", "--no-deps", "-e", ROOT],
-                log,
-                "installing this repository (editable)",
-                line.sdk,
-            )
-            _run([python, "-m", "pip", "check"], log, "pip check", line.sdk)
-            partial = marker.with_suffix(".tmp")
-            partial.write_text(json.dumps(wanted, indent=2))
-            partial.replace(marker)  # written last: a build cut short is rebuilt next time
-            return venv
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def ensure_sdk_venv(line: SdkLine) -> Path:
+    """The virtualenv for ``line``: the pinned requirements, then this tree editable."""
+    return ensure_venv(
+        f"sdk-{line.sdk}",
+        [requirements_for(line), ["--no-deps", "-e", str(ROOT)]],
+        label=f"opentelemetry-sdk {line.sdk}",
+    )
 
 
 # Run in the SDK line's virtualenv with -I: otel_llm must come from its editable install, the
@@ -309,10 +204,10 @@ def report(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[SdkLine, dict[str, Any]]:
     line: SdkLine = request.param
-    python = _venv_python(ensure_venv(line))
+    python = venv_python(ensure_sdk_venv(line))
     done = subprocess.run(
         [python, "-I", "-c", SCRIPT],
-        env=_clean_environment(),
+        env=clean_environment(),
         cwd=tmp_path_factory.mktemp(f"sdk-{line.sdk}"),
         capture_output=True,
         text=True,

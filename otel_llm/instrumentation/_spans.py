@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -171,10 +172,40 @@ def configure_processor(tracer_provider: trace.TracerProvider | None) -> None:
         _logger.warning("otel-llm: could not attach the LLM span processor", exc_info=True)
 
 
-Start = Callable[[], tuple[CallSpan, dict[str, Any]]]
-"""Starts a call's span; returns it and the keyword arguments to call the SDK with."""
+Start = Callable[[], tuple[CallSpan, dict[str, Any]] | None]
+"""Starts a call's span; returns it and the keyword arguments to call the SDK with, or None to
+leave the call untraced."""
 Finish = Callable[[CallSpan, Any], Any]
 """Reads the SDK's result onto the span (or wraps the stream); returns what the caller gets."""
+
+
+Other = tuple[str, str]
+"""(module, class) of another library's instrumentor of the same SDK."""
+
+_stepped_aside: set[str] = set()
+
+
+def other_instrumentation(others: Iterable[Other]) -> str | None:
+    """The module of another library's instrumentor of the same SDK that is active, if any.
+
+    With two instrumentations of one SDK, each call would make two spans; nesting usually lets
+    the processor price only one, but not when the other library never makes its span current
+    (its span and ours then land in different traces). Stepping aside is the sure way to one
+    span per call, and their span is priced just the same (semconv/dialects.yaml).
+    """
+    for module_name, class_name in others:
+        module = sys.modules.get(module_name)
+        instrumentor = getattr(getattr(module, class_name, None), "_instance", None)
+        if getattr(instrumentor, "_is_instrumented_by_opentelemetry", False) is True:
+            if module_name not in _stepped_aside:
+                _stepped_aside.add(module_name)
+                _logger.warning(
+                    "otel-llm: %s is active, so otel-llm's instrumentation of the same SDK "
+                    "steps aside; its spans are priced (disable it to get otel-llm's spans)",
+                    module_name,
+                )
+            return module_name
+    return None
 
 
 def _started(start: Start) -> tuple[CallSpan, dict[str, Any]] | None:

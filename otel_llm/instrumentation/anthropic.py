@@ -131,6 +131,14 @@ class _MessageStream:
             _set_usage(call, self.usage)
 
 
+OTHER_INSTRUMENTATIONS: tuple[s.Other, ...] = (
+    ("opentelemetry.instrumentation.anthropic", "AnthropicInstrumentor"),  # OpenLLMetry
+    ("openinference.instrumentation.anthropic", "AnthropicInstrumentor"),
+    ("openlit.instrumentation.anthropic", "AnthropicInstrumentor"),
+)
+"""Other libraries' Anthropic instrumentors: while one is active, ours steps aside."""
+
+
 class _Instrumented:
     def __init__(self, tracer: trace.Tracer, capture: ContentCapture):
         self.tracer = tracer
@@ -138,7 +146,9 @@ class _Instrumented:
 
     def start(
         self, instance: Any, kwargs: dict[str, Any], streaming: bool
-    ) -> tuple[CallSpan, dict[str, Any]]:
+    ) -> tuple[CallSpan, dict[str, Any]] | None:
+        if s.other_instrumentation(OTHER_INSTRUMENTATIONS) is not None:
+            return None
         model = kwargs.get("model")
         model = model if isinstance(model, str) else ""
         host, port = s.server_attributes(instance._client.base_url)

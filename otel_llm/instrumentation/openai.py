@@ -286,6 +286,16 @@ def _include_usage(kwargs: dict[str, Any], include_usage: bool) -> dict[str, Any
     return {**kwargs, "stream_options": {"include_usage": True}}
 
 
+OTHER_INSTRUMENTATIONS: tuple[s.Other, ...] = (
+    ("opentelemetry.instrumentation.openai_v2", "OpenAIInstrumentor"),
+    ("opentelemetry.instrumentation.genai.openai", "OpenAIInstrumentor"),
+    ("opentelemetry.instrumentation.openai", "OpenAIInstrumentor"),  # OpenLLMetry
+    ("openinference.instrumentation.openai", "OpenAIInstrumentor"),
+    ("openlit.instrumentation.openai", "OpenAIInstrumentor"),
+)
+"""Other libraries' OpenAI instrumentors: while one is active, ours steps aside."""
+
+
 class _Instrumented:
     """Starts and finishes the span of one call of one SDK method."""
 
@@ -294,7 +304,11 @@ class _Instrumented:
         self.api = api
         self.include_usage = include_usage
 
-    def start(self, instance: Any, kwargs: dict[str, Any]) -> tuple[CallSpan, dict[str, Any]]:
+    def start(
+        self, instance: Any, kwargs: dict[str, Any]
+    ) -> tuple[CallSpan, dict[str, Any]] | None:
+        if s.other_instrumentation(OTHER_INSTRUMENTATIONS) is not None:
+            return None
         client = instance._client
         model = kwargs.get("model")
         model = model if isinstance(model, str) else ""
