@@ -88,20 +88,28 @@ class _Api:
         raise NotImplementedError
 
 
-def _chat_usage(call: CallSpan, usage: Any) -> None:
+# Where each API reports the conventions' counts (both include cached input in the input
+# count and reasoning in the output count, as the conventions do).
+_CHAT_USAGE = {
+    sc.GEN_AI_USAGE_INPUT_TOKENS: ("prompt_tokens",),
+    sc.GEN_AI_USAGE_OUTPUT_TOKENS: ("completion_tokens",),
+    sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: ("prompt_tokens_details", "cached_tokens"),
+    sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: ("completion_tokens_details", "reasoning_tokens"),
+}
+_RESPONSES_USAGE = {
+    sc.GEN_AI_USAGE_INPUT_TOKENS: ("input_tokens",),
+    sc.GEN_AI_USAGE_OUTPUT_TOKENS: ("output_tokens",),
+    sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: ("input_tokens_details", "cached_tokens"),
+    sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: ("output_tokens_details", "reasoning_tokens"),
+}
+
+
+def _set_usage(call: CallSpan, usage: Any, fields: dict[str, tuple[str, ...]]) -> None:
     if usage is None:
         call.set(sc.OTEL_LLM_USAGE_MISSING, True)
         return
-    call.set(sc.GEN_AI_USAGE_INPUT_TOKENS, integer(get(usage, "prompt_tokens")))
-    call.set(sc.GEN_AI_USAGE_OUTPUT_TOKENS, integer(get(usage, "completion_tokens")))
-    call.set(
-        sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-        integer(get(usage, "prompt_tokens_details", "cached_tokens")),
-    )
-    call.set(
-        sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
-        integer(get(usage, "completion_tokens_details", "reasoning_tokens")),
-    )
+    for attribute, path in fields.items():
+        call.set(attribute, integer(get(usage, *path)))
 
 
 class _Chat(_Api):
@@ -131,7 +139,7 @@ class _Chat(_Api):
         choices = get(response, "choices") or ()
         reasons = [get(choice, "finish_reason") for choice in choices]
         call.set(sc.GEN_AI_RESPONSE_FINISH_REASONS, s.strings([r for r in reasons if r]))
-        _chat_usage(call, get(response, "usage"))
+        _set_usage(call, get(response, "usage"), _CHAT_USAGE)
         if self.capture.enabled:
             output = [
                 text_message(
@@ -180,29 +188,13 @@ class _ChatStream:
         if self.finish_reasons:
             reasons = [self.finish_reasons[i] for i in sorted(self.finish_reasons)]
             call.set(sc.GEN_AI_RESPONSE_FINISH_REASONS, reasons)
-        _chat_usage(call, self.usage)
+        _set_usage(call, self.usage, _CHAT_USAGE)
         if self.capture.enabled and self.texts:
             output = [
                 text_message("assistant", "".join(self.texts[i]), self.finish_reasons.get(i))
                 for i in sorted(self.texts)
             ]
             self.capture.record(call.span, output_messages=output)
-
-
-def _responses_usage(call: CallSpan, usage: Any) -> None:
-    if usage is None:
-        call.set(sc.OTEL_LLM_USAGE_MISSING, True)
-        return
-    call.set(sc.GEN_AI_USAGE_INPUT_TOKENS, integer(get(usage, "input_tokens")))
-    call.set(sc.GEN_AI_USAGE_OUTPUT_TOKENS, integer(get(usage, "output_tokens")))
-    call.set(
-        sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-        integer(get(usage, "input_tokens_details", "cached_tokens")),
-    )
-    call.set(
-        sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
-        integer(get(usage, "output_tokens_details", "reasoning_tokens")),
-    )
 
 
 class _Responses(_Api):
@@ -226,7 +218,7 @@ class _Responses(_Api):
 
     def on_response(self, call: CallSpan, response: Any) -> None:
         super().on_response(call, response)
-        _responses_usage(call, get(response, "usage"))
+        _set_usage(call, get(response, "usage"), _RESPONSES_USAGE)
         _record_output_text(self.capture, call, get(response, "output_text"))
 
     def stream_handler(self) -> _ResponsesStream:
@@ -258,7 +250,7 @@ class _ResponsesStream:
     def complete(self, call: CallSpan) -> None:
         call.set(sc.GEN_AI_RESPONSE_ID, get(self.response, "id"))
         call.set(sc.GEN_AI_RESPONSE_MODEL, get(self.response, "model"))
-        _responses_usage(call, get(self.response, "usage"))
+        _set_usage(call, get(self.response, "usage"), _RESPONSES_USAGE)
         _record_output_text(self.capture, call, "".join(self.texts))
         if get(self.response, "status") == "failed":
             # The SDK yields a failed response's events rather than raising: the call failed.
