@@ -539,33 +539,52 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_zero_code_under_opentelemetry_instrument(fake: FakeLLMServer, tmp_path: Path) -> None:
-    """The real ``opentelemetry-instrument`` command with the real ``opentelemetry-distro``:
-    our entry point instruments the SDK and prices the spans of the provider the distro set up,
-    and /metrics serves their series."""
+def run_instrumented(
+    fake: FakeLLMServer, tmp_path: Path, receiver: OTLPReceiver, **more_env: str
+) -> subprocess.CompletedProcess[str]:
+    """ZERO_CODE_APP under the real ``opentelemetry-instrument`` and ``opentelemetry-distro``."""
     app = tmp_path / "app.py"
     app.write_text(ZERO_CODE_APP)
     fake.script(scripted())
+    env = {
+        **os.environ,
+        "FAKE_LLM_URL": fake.openai_base_url,
+        "OTEL_SERVICE_NAME": "zero-code",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.http_endpoint,
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_LLM_PROMETHEUS_PORT": str(free_port()),
+        **more_env,
+    }
+    command = [str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable]
+    done = subprocess.run(
+        [*command, str(app)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_zero_code_under_opentelemetry_instrument(fake: FakeLLMServer, tmp_path: Path) -> None:
+    """Our entry point instruments the SDK and prices the spans of the provider the distro set
+    up, and /metrics serves their series."""
     with OTLPReceiver() as receiver:
-        env = {
-            **os.environ,
-            "FAKE_LLM_URL": fake.openai_base_url,
-            "OTEL_SERVICE_NAME": "zero-code",
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.http_endpoint,
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-            "OTEL_LLM_PROMETHEUS_PORT": str(free_port()),
-        }
-        command = [str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable]
-        done = subprocess.run(
-            [*command, str(app)], env=env, capture_output=True, text=True, timeout=60, check=False
-        )
-        assert done.returncode == 0, done.stderr
+        done = run_instrumented(fake, tmp_path, receiver)
         (span,) = receiver.wait_for_spans(1)
     assert span.name == "chat gpt-4o-mini"
     assert span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(COST)
     assert span.resource["service.name"] == "zero-code"
     assert "gen_ai_client_cost_usd_total{" in done.stdout
     assert 'service_name="zero-code"' in done.stdout
+
+
+def test_zero_code_instrumentation_can_be_switched_off(fake: FakeLLMServer, tmp_path: Path) -> None:
+    with OTLPReceiver() as receiver:
+        done = run_instrumented(
+            fake, tmp_path, receiver, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="otel_llm_openai"
+        )
+        # The Anthropic instrumentor still attached the processor: /metrics is served, empty.
+        assert "# TYPE gen_ai_client_cost_usd_total counter" in done.stdout
+        assert "gen_ai_client_cost_usd_total{" not in done.stdout
+        assert receiver.spans == []
