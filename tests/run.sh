@@ -3,6 +3,8 @@
 # lint, type check, tests. Re-running reuses the virtualenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# promtool and the prometheus server for tests/test_collector_config.py (Debian package).
+command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e '.[test]'
