@@ -32,7 +32,6 @@ LLM spans.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -53,7 +52,7 @@ from otel_llm import _semconv as sc
 from otel_llm.instrumentation.anthropic import AnthropicInstrumentor
 from otel_llm.instrumentation.openai import OpenAIInstrumentor
 from tests.fake_llm import FakeLLMServer, ScriptedResponse
-from tests.venvs import ROOT, clean_environment, ensure_venv, venv_python
+from tests.venvs import ROOT, clean_environment, ensure_venv, run_script, venv_python
 
 SCRIPT_TIMEOUT = 180
 
@@ -348,17 +347,15 @@ def run_family(server: FakeLLMServer, tmp_path_factory: pytest.TempPathFactory) 
         if key not in done:
             python = venv_python(family_venv(family))
             script_calls(server, family.anthropic)
-            result = subprocess.run(
-                [
-                    python,
-                    "-I",
-                    "-c",
-                    SCRIPT,
-                    family.name,
-                    ",".join(MODES[mode]),
-                    ",".join(family.versions),
-                    "1" if family.anthropic else "0",
-                ],
+            stdout = run_script(
+                python,
+                SCRIPT,
+                family.name,
+                ",".join(MODES[mode]),
+                ",".join(family.versions),
+                "1" if family.anthropic else "0",
+                label=f"{family.name} instrumentation, {mode}",
+                cwd=tmp_path_factory.mktemp(f"family-{family.name}-{mode}"),
                 env=clean_environment(
                     FAKE_OPENAI_BASE_URL=server.openai_base_url,
                     FAKE_ANTHROPIC_BASE_URL=server.anthropic_base_url,
@@ -368,23 +365,13 @@ def run_family(server: FakeLLMServer, tmp_path_factory: pytest.TempPathFactory) 
                     NO_PROXY="127.0.0.1,localhost",
                     no_proxy="127.0.0.1,localhost",
                 ),
-                cwd=tmp_path_factory.mktemp(f"family-{family.name}-{mode}"),
-                capture_output=True,
-                text=True,
                 timeout=SCRIPT_TIMEOUT,
-                check=False,
             )
-            if result.returncode != 0:
-                pytest.fail(
-                    f"{family.name} instrumentation, {mode}: the script failed "
-                    f"(exit {result.returncode}):\n{result.stderr[-6000:]}",
-                    pytrace=False,
-                )
             assert server.pending == 0, (
                 f"{family.name} instrumentation, {mode}: {server.pending} scripted responses "
                 f"left: the script did not make the calls"
             )
-            lines = result.stdout.strip().splitlines()
+            lines = stdout.strip().splitlines()
             done[key] = json.loads(lines[-1])
         return done[key]
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.venvs import ROOT, clean_environment, ensure_venv, pyproject, venv_python
+from tests.venvs import ROOT, clean_environment, ensure_venv, pyproject, run_script, venv_python
 
 SCRIPT_TIMEOUT = 120
 
@@ -205,22 +204,15 @@ def report(
 ) -> tuple[SdkLine, dict[str, Any]]:
     line: SdkLine = request.param
     python = venv_python(ensure_sdk_venv(line))
-    done = subprocess.run(
-        [python, "-I", "-c", SCRIPT],
-        env=clean_environment(),
+    stdout = run_script(
+        python,
+        SCRIPT,
+        label=f"opentelemetry-sdk {line.sdk}",
         cwd=tmp_path_factory.mktemp(f"sdk-{line.sdk}"),
-        capture_output=True,
-        text=True,
+        env=clean_environment(),
         timeout=SCRIPT_TIMEOUT,
-        check=False,
     )
-    if done.returncode != 0:
-        pytest.fail(
-            f"opentelemetry-sdk {line.sdk}: the check script failed (exit {done.returncode}):\n"
-            f"{done.stderr}",
-            pytrace=False,
-        )
-    return line, json.loads(done.stdout.strip().splitlines()[-1])
+    return line, json.loads(stdout.strip().splitlines()[-1])
 
 
 def test_the_virtualenv_runs_the_intended_versions(report: tuple[SdkLine, dict[str, Any]]) -> None:

@@ -139,3 +139,31 @@ def ensure_venv(
             return venv
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def run_script(
+    python: Path,
+    script: str,
+    *args: str,
+    label: str,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+) -> str:
+    """Run ``script`` with a test virtualenv's isolated interpreter; its stdout, or the test
+    fails naming ``label`` with the script's stderr."""
+    done = subprocess.run(
+        [python, "-I", "-c", script, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(
+            f"{label}: the script failed (exit {done.returncode}):\n{done.stderr[-6000:]}",
+            pytrace=False,
+        )
+    return done.stdout
