@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor
+from tests.fake_llm import FakeLLMServer
 from tests.otlp_receiver import OTLPReceiver
 
 
@@ -47,6 +48,13 @@ def receiver() -> Iterator[OTLPReceiver]:
     """A real OTLP receiver (gRPC and HTTP) on 127.0.0.1."""
     with OTLPReceiver() as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeLLMServer]:
+    """A local OpenAI + Anthropic HTTP server (tests/fake_llm.py), one per test module."""
+    with FakeLLMServer() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -35,12 +35,6 @@ USAGE = ScriptedResponse(
 COST = (1000 * 3 + 500 * 3.75 + 2000 * 0.30 + 200 * 15) / 1e6
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as fake:
-        yield fake
-
-
 @pytest.fixture
 def fake(server: FakeLLMServer) -> Iterator[FakeLLMServer]:
     server.clear()

@@ -38,12 +38,6 @@ USAGE = ScriptedResponse(input_tokens=1000, cached_tokens=400, output_tokens=200
 COST = (600 * 0.15 + 400 * 0.075 + 200 * 0.60) / 1e6
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as fake:
-        yield fake
-
-
 @pytest.fixture
 def fake(server: FakeLLMServer) -> Iterator[FakeLLMServer]:
     server.clear()

@@ -32,7 +32,7 @@ LLM spans.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -324,12 +324,6 @@ def family_venv(family: Family) -> Path:
 
 
 RunFamily = Callable[[Family, str], dict[str, Any]]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as fake:
-        yield fake
 
 
 def script_calls(server: FakeLLMServer, with_anthropic: bool) -> None:

@@ -27,12 +27,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:The model 'claude:DeprecationWar
 FIVE = ScriptedResponse(text="one two three four five", chunks=5, input_tokens=20, output_tokens=5)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as fake:
-        yield fake
-
-
 @pytest.fixture
 def traced(
     pipeline: Pipeline, server: FakeLLMServer, caplog: pytest.LogCaptureFixture
