@@ -234,7 +234,7 @@ STREAM_INCLUDE_USAGE: Setting[bool] = Setting(
     ),
 )
 
-ALL: tuple[Setting[Any], ...] = (
+CORE: tuple[Setting[Any], ...] = (
     ENABLED,
     PRICE_OVERRIDES,
     EXTRA_LABELS,
@@ -247,3 +247,13 @@ ALL: tuple[Setting[Any], ...] = (
     CONTENT_MAX_LENGTH,
     STREAM_INCLUDE_USAGE,
 )
+
+# --- The collector service (`otel-llm collector`) -------------------------------------------
+
+COLLECTOR: tuple[Setting[Any], ...] = ()
+
+# --- The call log (store, query API, retention) ---------------------------------------------
+
+CALL_LOG: tuple[Setting[Any], ...] = ()
+
+ALL: tuple[Setting[Any], ...] = (*CORE, *COLLECTOR, *CALL_LOG)
