@@ -7,18 +7,16 @@ bad arguments (argparse's convention), 1 when a command cannot do its job.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 
+from otel_llm._cli_types import CommandError, host, int_between, seconds
 from otel_llm._version import __version__
+from otel_llm.calllog import cli as calls_cli
+from otel_llm.collector import cli as collector_cli
 
 PROG = "otel-llm"
-
-
-class CommandError(Exception):
-    """A failure the user can act on (a port in use, a bad file); shown without a traceback."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--calls",
-        type=_int_between(1, 10_000),
+        type=int_between(1, 10_000),
         default=40,
         metavar="N",
         help="number of calls to simulate (default: 40)",
@@ -76,27 +74,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--port",
-        type=_int_between(0, 65535),
+        type=int_between(0, 65535),
         default=None,
         metavar="P",
         help="serve /metrics on this port (0: any free port); default: no server",
     )
     demo.add_argument(
         "--host",
-        type=_host,
+        type=host,
         default="127.0.0.1",
         metavar="H",
         help="address /metrics binds (default: 127.0.0.1)",
     )
     demo.add_argument(
         "--serve-seconds",
-        type=_seconds,
+        type=seconds,
         default=None,
         metavar="S",
         help="with --port: serve this long, then exit (default: until Ctrl-C)",
     )
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.set_defaults(handler=_demo, command_parser=demo)
+    # Each service's subcommand is defined next to the service; those modules import nothing
+    # heavy at the top, so `otel-llm --version` stays fast.
+    collector_cli.add_parser(commands)
+    calls_cli.add_parser(commands)
     return parser
 
 
@@ -111,32 +113,3 @@ def _demo(args: argparse.Namespace) -> int:
         serve_seconds=args.serve_seconds,
         json_output=args.json,
     )
-
-
-def _int_between(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
-    return value
-
-
-def _host(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected an address, e.g. 127.0.0.1 or 0.0.0.0")
-    return text.strip()

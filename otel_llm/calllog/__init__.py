@@ -1,0 +1,1 @@
+"""The LLM call log: every priced call stored and queryable."""

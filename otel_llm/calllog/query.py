@@ -1,0 +1,69 @@
+"""What a caller may ask of the call log: filters, sort, page, fields, stats grouping.
+
+The query API and the CLI parse requests into these objects; every store answers them. Values
+here are already validated and typed, so a store only binds them as SQL parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+SortKey = Literal["created_at", "cost", "latency", "tokens"]
+StatsGroup = Literal["hour", "day", "week", "model", "provider", "feature", "service"]
+
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """Conditions a call must meet; None means "any". Text filters match exactly."""
+
+    provider: str | None = None
+    model: str | None = None
+    """The request model (or the response model when the request named none)."""
+    operation: str | None = None
+    status: Literal["success", "error"] | None = None
+    service: str | None = None
+    feature: str | None = None
+    user: str | None = None
+    project: str | None = None
+    api_key_id: str | None = None
+    start: datetime | None = None
+    """Inclusive, timezone-aware: calls created at or after."""
+    end: datetime | None = None
+    """Exclusive, timezone-aware: calls created before."""
+    min_latency_ms: float | None = None
+    max_latency_ms: float | None = None
+    min_cost: Decimal | None = None
+    """USD; inclusive. A call without a price never matches a cost bound."""
+    max_cost: Decimal | None = None
+    min_tokens: int | None = None
+    """Total tokens; inclusive."""
+    max_tokens: int | None = None
+    projects: frozenset[str] | None = None
+    """Set by access control, not by the caller: only calls of these projects (None: all)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallQuery:
+    """A page of calls."""
+
+    filter: CallFilter = field(default_factory=CallFilter)
+    sort: SortKey = "created_at"
+    descending: bool = True
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+    select: tuple[str, ...] | None = None
+    """Fields of each returned call (names of ``record.FIELDS``); None: the summary fields."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatsQuery:
+    """Usage statistics over a time range, optionally grouped."""
+
+    filter: CallFilter = field(default_factory=CallFilter)
+    group_by: StatsGroup | None = None

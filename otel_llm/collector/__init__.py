@@ -1,0 +1,1 @@
+"""The collector service: OTLP in, GenAI spans priced and measured, OTLP out."""
