@@ -30,8 +30,8 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import _semconv as sc
 from otel_llm import settings
-from otel_llm.call import read_call
 from otel_llm._cli_types import CommandError
+from otel_llm.call import read_call
 from otel_llm.context import llm_context
 from otel_llm.exposition import start_metrics_server
 from otel_llm.manual import llm_call

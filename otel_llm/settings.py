@@ -250,10 +250,468 @@ CORE: tuple[Setting[Any], ...] = (
 
 # --- The collector service (`otel-llm collector`) -------------------------------------------
 
-COLLECTOR: tuple[Setting[Any], ...] = ()
+_DISABLED = "none"
+"""The endpoint value that turns a listener off."""
+
+
+def _endpoint(value: Any) -> str:
+    """``host:port`` (port 0: any free one; ``[::1]:4317`` for IPv6) or ``none``."""
+    text = _text(value).strip()
+    if text.lower() == _DISABLED:
+        return _DISABLED
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port or none, got {text!r}")
+    return text
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return str(value)
+
+    return check
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise TypeError("expected a mapping of header name -> value")
+    headers: dict[str, str] = {}
+    for name, text in value.items():
+        if not isinstance(name, str) or not name.strip() or not isinstance(text, str):
+            raise TypeError(f"bad header {name!r}: {text!r}")
+        headers[name.strip().lower()] = text
+    return headers
+
+
+def _parse_headers(raw: str) -> dict[str, str]:
+    """``k=v,k2=v2`` with URL-encoded values, as OTEL_EXPORTER_OTLP_HEADERS."""
+    from urllib.parse import unquote  # noqa: PLC0415 - only the collector reads headers
+
+    headers: dict[str, str] = {}
+    for entry in raw.split(","):
+        if not entry.strip():
+            continue
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected name=value, got {entry.strip()!r}")
+        headers[unquote(name.strip())] = unquote(value.strip())
+    return _headers(headers)
+
+
+def _positive_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number of seconds, got {type(value).__name__}")
+    if not 0 < value < float("inf"):
+        raise ValueError("must be a number of seconds > 0")
+    return float(value)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1000}
+_SIZE_UNITS.update({"mb": 1000**2, "gb": 1000**3, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30})
+
+
+def _parse_size(raw: str) -> int:
+    """Bytes: ``4194304``, ``4MiB``, ``256 MiB`` (KiB/MiB/GiB binary, kB/MB/GB decimal)."""
+    text = raw.strip().lower()
+    number = text.rstrip("kmgib ")
+    unit = text[len(number) :].strip()
+    if unit not in _SIZE_UNITS or not number.isdigit():
+        raise ValueError(f"expected a size like 4194304 or 256MiB, got {raw!r}")
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def _size(value: Any) -> int:
+    return _int_at_least(1024)(_parse_size(value) if isinstance(value, str) else value)
+
+
+def _default_queue_dir() -> str:
+    # The queue holds acknowledged spans not yet forwarded: it must survive a reboot (so not
+    # /tmp, often a tmpfs) and need no root (so not /var/lib). XDG's state directory is that
+    # place: "data that should persist between restarts but is not important enough for
+    # $XDG_DATA_HOME". A container or system service sets it to a volume.
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "otel-llm", "queue")
+
+
+COLLECTOR_GRPC_ENDPOINT: Setting[str] = Setting(
+    name="collector_grpc_endpoint",
+    env="OTEL_LLM_COLLECTOR_GRPC_ENDPOINT",
+    default="127.0.0.1:4317",
+    parse=str,
+    check=_endpoint,
+    doc=(
+        "Address the service's OTLP/gRPC receiver binds (``host:port``; ``0.0.0.0:4317`` for "
+        "other hosts; ``none``: no gRPC receiver)."
+    ),
+)
+COLLECTOR_HTTP_ENDPOINT: Setting[str] = Setting(
+    name="collector_http_endpoint",
+    env="OTEL_LLM_COLLECTOR_HTTP_ENDPOINT",
+    default="127.0.0.1:4318",
+    parse=str,
+    check=_endpoint,
+    doc=(
+        "Address the service's OTLP/HTTP receiver (``POST /v1/traces``, protobuf or JSON) "
+        "binds; ``none``: no HTTP receiver."
+    ),
+)
+COLLECTOR_METRICS_ENDPOINT: Setting[str] = Setting(
+    name="collector_metrics_endpoint",
+    env="OTEL_LLM_COLLECTOR_METRICS_ENDPOINT",
+    default="127.0.0.1:9464",
+    parse=str,
+    check=_endpoint,
+    doc="Address of the service's ``/metrics`` and ``/health`` endpoints; ``none``: off.",
+)
+COLLECTOR_UPSTREAM_ENDPOINT: Setting[str | None] = Setting(
+    name="collector_upstream_endpoint",
+    env="OTEL_LLM_COLLECTOR_UPSTREAM_ENDPOINT",
+    default=None,
+    parse=str,
+    check=_optional_text,
+    doc=(
+        "Where the service forwards every span (Jaeger, Tempo, a Collector): ``host:port`` or "
+        "``https://host:4317`` for gRPC, a URL (``http://host:4318``; ``/v1/traces`` is "
+        "appended unless there) for http/protobuf. Unset: spans are priced and measured, then "
+        "dropped (no queue)."
+    ),
+)
+COLLECTOR_UPSTREAM_PROTOCOL: Setting[str] = Setting(
+    name="collector_upstream_protocol",
+    env="OTEL_LLM_COLLECTOR_UPSTREAM_PROTOCOL",
+    default="grpc",
+    parse=str,
+    check=_choice("grpc", "http/protobuf"),
+    doc="OTLP protocol of the upstream: ``grpc`` or ``http/protobuf``.",
+)
+COLLECTOR_UPSTREAM_HEADERS: Setting[dict[str, str]] = Setting(
+    name="collector_upstream_headers",
+    env="OTEL_LLM_COLLECTOR_UPSTREAM_HEADERS",
+    default={},
+    parse=_parse_headers,
+    check=_headers,
+    doc=(
+        "Headers (gRPC metadata) sent upstream, e.g. an API key: ``k=v,k2=v2`` with "
+        "URL-encoded values, as OTEL_EXPORTER_OTLP_HEADERS; a mapping in the config file."
+    ),
+)
+COLLECTOR_UPSTREAM_INSECURE: Setting[bool] = Setting(
+    name="collector_upstream_insecure",
+    env="OTEL_LLM_COLLECTOR_UPSTREAM_INSECURE",
+    default=False,
+    parse=_parse_bool,
+    check=_bool,
+    doc=(
+        "gRPC upstream without TLS (as OTEL_EXPORTER_OTLP_INSECURE). An ``http://`` endpoint "
+        "is plaintext and an ``https://`` one TLS whatever this says."
+    ),
+)
+COLLECTOR_UPSTREAM_CA_FILE: Setting[str | None] = Setting(
+    name="collector_upstream_ca_file",
+    env="OTEL_LLM_COLLECTOR_UPSTREAM_CA_FILE",
+    default=None,
+    parse=str,
+    check=_optional_text,
+    doc="PEM file of the CA certificates that verify the upstream (default: the system's).",
+)
+COLLECTOR_UPSTREAM_CLIENT_CERT: Setting[str | None] = Setting(
+    name="collector_upstream_client_cert",
+    env="OTEL_LLM_COLLECTOR_UPSTREAM_CLIENT_CERT",
+    default=None,
+    parse=str,
+    check=_optional_text,
+    doc="PEM client certificate for mutual TLS with the upstream (with the client key).",
+)
+COLLECTOR_UPSTREAM_CLIENT_KEY: Setting[str | None] = Setting(
+    name="collector_upstream_client_key",
+    env="OTEL_LLM_COLLECTOR_UPSTREAM_CLIENT_KEY",
+    default=None,
+    parse=str,
+    check=_optional_text,
+    doc="PEM private key of the client certificate.",
+)
+COLLECTOR_UPSTREAM_TIMEOUT: Setting[float] = Setting(
+    name="collector_upstream_timeout",
+    env="OTEL_LLM_COLLECTOR_UPSTREAM_TIMEOUT",
+    default=10.0,
+    parse=float,
+    check=_positive_seconds,
+    doc="Seconds one export to the upstream may take before it is retried.",
+)
+COLLECTOR_UPSTREAM_COMPRESSION: Setting[str] = Setting(
+    name="collector_upstream_compression",
+    env="OTEL_LLM_COLLECTOR_UPSTREAM_COMPRESSION",
+    default="none",
+    parse=str,
+    check=_choice("none", "gzip"),
+    doc=(
+        "Compression of requests to the upstream: ``none`` or ``gzip`` (less bandwidth, more "
+        "CPU per span)."
+    ),
+)
+COLLECTOR_QUEUE_DIR: Setting[str] = Setting(
+    name="collector_queue_dir",
+    env="OTEL_LLM_COLLECTOR_QUEUE_DIR",
+    default=_default_queue_dir(),
+    parse=str,
+    check=_text,
+    doc=(
+        "Directory of the disk-backed queue of spans not yet forwarded (default: "
+        "``$XDG_STATE_HOME/otel-llm/queue``, i.e. ``~/.local/state/otel-llm/queue``: it must "
+        "survive restarts, so not /tmp). One service per directory."
+    ),
+)
+COLLECTOR_QUEUE_MAX_BYTES: Setting[int] = Setting(
+    name="collector_queue_max_bytes",
+    env="OTEL_LLM_COLLECTOR_QUEUE_MAX_BYTES",
+    default=256 << 20,
+    parse=_parse_size,
+    check=_size,
+    doc=(
+        "Disk space the queue may use (``268435456``, ``256MiB``, ``1GiB``); when full, "
+        "exporters are told to retry later (gRPC RESOURCE_EXHAUSTED, HTTP 503)."
+    ),
+)
+COLLECTOR_MAX_REQUEST_BYTES: Setting[int] = Setting(
+    name="collector_max_request_bytes",
+    env="OTEL_LLM_COLLECTOR_MAX_REQUEST_BYTES",
+    default=4 << 20,
+    parse=_parse_size,
+    check=_size,
+    doc=(
+        "Largest export request accepted, after decompression (default 4 MiB, the "
+        "OpenTelemetry Collector's gRPC default); larger ones get RESOURCE_EXHAUSTED / 413."
+    ),
+)
+COLLECTOR_FORWARD_WORKERS: Setting[int] = Setting(
+    name="collector_forward_workers",
+    env="OTEL_LLM_COLLECTOR_FORWARD_WORKERS",
+    default=2,
+    parse=int,
+    check=_int_at_least(1),
+    doc="Export requests sent to the upstream at once.",
+)
+COLLECTOR_RETRY_INITIAL_BACKOFF: Setting[float] = Setting(
+    name="collector_retry_initial_backoff",
+    env="OTEL_LLM_COLLECTOR_RETRY_INITIAL_BACKOFF",
+    default=0.5,
+    parse=float,
+    check=_positive_seconds,
+    doc="Seconds before the first retry of a failed export; the wait doubles per retry.",
+)
+COLLECTOR_RETRY_MAX_BACKOFF: Setting[float] = Setting(
+    name="collector_retry_max_backoff",
+    env="OTEL_LLM_COLLECTOR_RETRY_MAX_BACKOFF",
+    default=30.0,
+    parse=float,
+    check=_positive_seconds,
+    doc=(
+        "Longest wait between retries of a failed export (an upstream's Retry-After or "
+        "RetryInfo may ask for more, up to 300 s)."
+    ),
+)
+
+COLLECTOR: tuple[Setting[Any], ...] = (
+    COLLECTOR_GRPC_ENDPOINT,
+    COLLECTOR_HTTP_ENDPOINT,
+    COLLECTOR_METRICS_ENDPOINT,
+    COLLECTOR_UPSTREAM_ENDPOINT,
+    COLLECTOR_UPSTREAM_PROTOCOL,
+    COLLECTOR_UPSTREAM_HEADERS,
+    COLLECTOR_UPSTREAM_INSECURE,
+    COLLECTOR_UPSTREAM_CA_FILE,
+    COLLECTOR_UPSTREAM_CLIENT_CERT,
+    COLLECTOR_UPSTREAM_CLIENT_KEY,
+    COLLECTOR_UPSTREAM_TIMEOUT,
+    COLLECTOR_UPSTREAM_COMPRESSION,
+    COLLECTOR_QUEUE_DIR,
+    COLLECTOR_QUEUE_MAX_BYTES,
+    COLLECTOR_MAX_REQUEST_BYTES,
+    COLLECTOR_FORWARD_WORKERS,
+    COLLECTOR_RETRY_INITIAL_BACKOFF,
+    COLLECTOR_RETRY_MAX_BACKOFF,
+)
 
 # --- The call log (store, query API, retention) ---------------------------------------------
 
-CALL_LOG: tuple[Setting[Any], ...] = ()
+# The store, its writer and retention (otel_llm/calllog/store.py, writer.py, retention.py).
+
+
+def _default_call_store() -> str:
+    # Beside the collector's queue: state that must survive restarts, writable without root.
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "otel-llm", "calls.db")
+
+
+def _seconds_or_off(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number of seconds, got {type(value).__name__}")
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a number of seconds >= 0")
+    return float(value)
+
+
+CALL_LOG_STORE: Setting[str] = Setting(
+    name="call_log_store",
+    env="OTEL_LLM_CALL_LOG_STORE",
+    default=_default_call_store(),
+    parse=str,
+    check=_text,
+    doc=(
+        "Where the call log is stored: a SQLite file path (or ``sqlite:///path``), or a "
+        "``postgresql://user@host/db`` URL shared by several collector replicas. Default: "
+        "``$XDG_STATE_HOME/otel-llm/calls.db`` (``~/.local/state/otel-llm/calls.db``)."
+    ),
+)
+CALL_LOG_BATCH_SIZE: Setting[int] = Setting(
+    name="call_log_batch_size",
+    env="OTEL_LLM_CALL_LOG_BATCH_SIZE",
+    default=5000,
+    parse=int,
+    check=_int_at_least(1),
+    doc=(
+        "Calls written to the call log in one transaction, at most (under load; a quiet "
+        "application's calls are written every flush interval)."
+    ),
+)
+CALL_LOG_FLUSH_INTERVAL: Setting[float] = Setting(
+    name="call_log_flush_interval",
+    env="OTEL_LLM_CALL_LOG_FLUSH_INTERVAL",
+    default=1.0,
+    parse=float,
+    check=_seconds_or_off,
+    doc="Seconds a call may wait for its batch to fill before it is written anyway.",
+)
+CALL_LOG_MAX_PENDING: Setting[int] = Setting(
+    name="call_log_max_pending",
+    env="OTEL_LLM_CALL_LOG_MAX_PENDING",
+    default=100_000,
+    parse=int,
+    check=_int_at_least(1),
+    doc=(
+        "Calls waiting to be written, at most; beyond, new calls are dropped, counted and "
+        "logged (the store is down or too slow), never blocking the application."
+    ),
+)
+CALL_LOG_CONTENT_DAYS: Setting[int] = Setting(
+    name="call_log_content_days",
+    env="OTEL_LLM_CALL_LOG_CONTENT_DAYS",
+    default=30,
+    parse=int,
+    check=_int_at_least(1),
+    doc="Days captured prompts and response previews are kept in the call log.",
+)
+CALL_LOG_RECORD_DAYS: Setting[int] = Setting(
+    name="call_log_record_days",
+    env="OTEL_LLM_CALL_LOG_RECORD_DAYS",
+    default=90,
+    parse=int,
+    check=_int_at_least(1),
+    doc=(
+        "Days call records are kept; daily aggregates (stats by day, week, model, ...) are "
+        "kept without limit."
+    ),
+)
+CALL_LOG_RETENTION_INTERVAL: Setting[float] = Setting(
+    name="call_log_retention_interval",
+    env="OTEL_LLM_CALL_LOG_RETENTION_INTERVAL",
+    default=3600.0,
+    parse=float,
+    check=_seconds_or_off,
+    doc="Seconds between two runs of the writer's retention job (0: never; use ``prune``).",
+)
+
+# The query API (otel_llm/calllog/api.py) and its client, `otel-llm calls --api`.
+CALL_LOG_API_ENDPOINT: Setting[str] = Setting(
+    name="call_log_api_endpoint",
+    env="OTEL_LLM_CALL_LOG_API_ENDPOINT",
+    default="127.0.0.1:9466",
+    parse=str,
+    check=_endpoint,
+    doc=(
+        "Address the call-log query API (``/api/v1/calls``) binds, e.g. for ``otel-llm calls "
+        "serve``; ``0.0.0.0:9466`` for other hosts; ``none``: not served."
+    ),
+)
+CALL_LOG_API_KEYS_FILE: Setting[str | None] = Setting(
+    name="call_log_api_keys_file",
+    env="OTEL_LLM_CALL_LOG_API_KEYS_FILE",
+    default=None,
+    parse=str,
+    check=_optional_text,
+    doc=(
+        "YAML or JSON file of the query API's keys: each a name, its ``sha256`` (or a plain "
+        "``key``) and optionally the ``projects`` it may read (see README)."
+    ),
+)
+CALL_LOG_API_KEYS: Setting[str | None] = Setting(
+    name="call_log_api_keys",
+    env="OTEL_LLM_CALL_LOG_API_KEYS",
+    default=None,
+    parse=str,
+    check=_optional_text,
+    doc=(
+        "Query API keys given inline, each allowed every project: "
+        "``name=key,name2=sha256:<hex>`` (added to those of the keys file)."
+    ),
+)
+CALL_LOG_CLIENT_KEY: Setting[str | None] = Setting(
+    name="call_log_client_key",
+    env="OTEL_LLM_CALL_LOG_CLIENT_KEY",
+    default=None,
+    parse=str,
+    check=_optional_text,
+    doc=(
+        "The key ``otel-llm calls --api URL`` sends when ``--api-key`` is not given (a key on "
+        "the command line is visible to other users of the machine)."
+    ),
+)
+CALL_LOG_RATE_LIMIT_LIST: Setting[int] = Setting(
+    name="call_log_rate_limit_list",
+    env="OTEL_LLM_CALL_LOG_RATE_LIMIT_LIST",
+    default=60,
+    parse=int,
+    check=_int_at_least(0),
+    doc="List and count requests per minute per API key (0: unlimited); more get 429.",
+)
+CALL_LOG_RATE_LIMIT_DETAILS: Setting[int] = Setting(
+    name="call_log_rate_limit_details",
+    env="OTEL_LLM_CALL_LOG_RATE_LIMIT_DETAILS",
+    default=120,
+    parse=int,
+    check=_int_at_least(0),
+    doc="Requests per minute per API key for one call and its details (0: unlimited).",
+)
+CALL_LOG_RATE_LIMIT_STATS: Setting[int] = Setting(
+    name="call_log_rate_limit_stats",
+    env="OTEL_LLM_CALL_LOG_RATE_LIMIT_STATS",
+    default=30,
+    parse=int,
+    check=_int_at_least(0),
+    doc="Stats requests per minute per API key (0: unlimited).",
+)
+
+CALL_LOG: tuple[Setting[Any], ...] = (
+    CALL_LOG_STORE,
+    CALL_LOG_BATCH_SIZE,
+    CALL_LOG_FLUSH_INTERVAL,
+    CALL_LOG_MAX_PENDING,
+    CALL_LOG_CONTENT_DAYS,
+    CALL_LOG_RECORD_DAYS,
+    CALL_LOG_RETENTION_INTERVAL,
+    CALL_LOG_API_ENDPOINT,
+    CALL_LOG_API_KEYS_FILE,
+    CALL_LOG_API_KEYS,
+    CALL_LOG_CLIENT_KEY,
+    CALL_LOG_RATE_LIMIT_LIST,
+    CALL_LOG_RATE_LIMIT_DETAILS,
+    CALL_LOG_RATE_LIMIT_STATS,
+)
 
 ALL: tuple[Setting[Any], ...] = (*CORE, *COLLECTOR, *CALL_LOG)

@@ -10,10 +10,12 @@ breaks this test instead of the dashboard.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -35,6 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor, demo, start_metrics_server
 from otel_llm import _semconv as sc
+from tests.otlp_receiver import OTLPReceiver
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "collector_config"
 ALERTS = CONFIG_DIR / "alerts.yml"
@@ -57,6 +60,27 @@ THRESHOLD = re.compile(
     r"\s+(?:>=|<=|==|!=|>|<)\s+(?:bool\s+)?(?:on\(\)\s*)?"
     r"(?:[0-9][0-9.eE+-]*|otel_llm:[a-z0-9_:]+)(?![\w:])"
 )
+# TODO(issue 4): remove this list (and its use in
+# test_real_prometheus_evaluates_every_dashboard_and_rule_expression) once the end-to-end test
+# tests/test_collector_e2e.py has a real Prometheus scrape the running otel-llm collector
+# service. Until then the Prometheus here scrapes only an LLMSpanProcessor, which has no
+# otel_llm_collector_* series: these expressions must still evaluate without error, but
+# cannot return data. Nothing else may be added here.
+COLLECTOR_ALERTS = {
+    "OtelLLMCollectorDroppingSpans",
+    "OtelLLMCollectorQueueFilling",
+    "OtelLLMCollectorRefusingQueueFull",
+    "OtelLLMCollectorUpstreamFailing",
+}
+AWAITING_COLLECTOR_SERVICE = {
+    *(f"rule {name}" for name in COLLECTOR_ALERTS),
+    "panel 'Collector: spans received / forwarded / retried (spans/s)' A",
+    "panel 'Collector: spans received / forwarded / retried (spans/s)' B",
+    "panel 'Collector: spans received / forwarded / retried (spans/s)' C",
+    "panel 'Collector: spans dropped and requests refused (per s)' A",
+    "panel 'Collector: spans dropped and requests refused (per s)' B",
+    "panel 'Collector: disk queue fill' A",
+}
 LABEL_VALUES = re.compile(r"^label_values\((?:(?P<selector>.+),\s*)?(?P<label>\w+)\)$")
 
 
@@ -109,7 +133,8 @@ def test_every_alert_has_a_unit_test_and_the_conventions() -> None:
     }
     alerts = [rule for rule in _rules() if "alert" in rule]
     names = {rule["alert"] for rule in alerts}
-    assert len(names) == 7
+    assert len(names) == 11
+    assert names >= COLLECTOR_ALERTS
     assert names <= tested, names - tested
     assert names <= not_firing, names - not_firing
     for rule in alerts:
@@ -382,8 +407,13 @@ def test_real_prometheus_evaluates_every_dashboard_and_rule_expression(
     empty = []
     queries = [*_dashboard_queries(), *_rule_queries()]
     assert len(queries) > 25
+    assert {where for where, _ in queries} >= AWAITING_COLLECTOR_SERVICE  # no stale entry
+    exempt = [expr for where, expr in queries if where in AWAITING_COLLECTOR_SERVICE]
+    assert all("otel_llm_collector_" in expr for expr in exempt), exempt
     for where, expr in queries:
-        if not prom.query(expr):
+        result = prom.query(expr)  # every expression evaluates without error
+        # TODO(issue 4): drop this exemption with AWAITING_COLLECTOR_SERVICE (see there).
+        if not result and where not in AWAITING_COLLECTOR_SERVICE:
             empty.append((where, expr))
     assert not empty, "expressions without data:\n" + "\n".join(f"{w}: {e}" for w, e in empty)
 
@@ -407,3 +437,291 @@ def test_real_prometheus_evaluates_every_dashboard_and_rule_expression(
         trace_ids = {e["labels"]["trace_id"] for s in series for e in s["exemplars"]}
         assert trace_ids, metric
         assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in trace_ids), trace_ids
+
+
+# --- the collector service's metric names ---------------------------------------------------------
+def _exposed_collector_series() -> dict[str, set[frozenset[tuple[str, str]]]]:
+    """Series name -> label sets of a real CollectorMetrics registry (every known combination
+    exists at 0 from start-up)."""
+    from otel_llm.collector.telemetry import CollectorMetrics
+
+    registry = CollectorRegistry()
+    CollectorMetrics(registry)
+    series: dict[str, set[frozenset[tuple[str, str]]]] = {}
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_created"):
+                continue
+            series.setdefault(sample.name, set()).add(frozenset(sample.labels.items()))
+    return series
+
+
+def test_collector_alerts_and_panels_use_the_metric_names_the_service_registers() -> None:
+    """Until the e2e test scrapes the service, this is what keeps the collector rules and panels
+    in step with the code (names, and the label values they select)."""
+    exposed = _exposed_collector_series()
+    assert exposed, "CollectorMetrics registered nothing"
+    texts = [expr for _, expr in _dashboard_queries()]
+    texts += [" ".join(rule["expr"].split()) for rule in _rules()]
+    used = {name for text in texts for name in re.findall(r"otel_llm_collector_\w+", text)}
+    assert used >= {
+        "otel_llm_collector_received_spans_total",
+        "otel_llm_collector_forwarded_spans_total",
+        "otel_llm_collector_retried_spans_total",
+        "otel_llm_collector_dropped_spans_total",
+        "otel_llm_collector_refused_requests_total",
+        "otel_llm_collector_queue_bytes",
+        "otel_llm_collector_queue_capacity_bytes",
+    }
+    assert used <= exposed.keys(), used - exposed.keys()
+    for text in texts:
+        for name, matchers in re.findall(r"(otel_llm_collector_\w+)\{([^}]*)\}", text):
+            for label, value in re.findall(r'(\w+)="([^"]*)"', matchers):
+                assert any((label, value) in labels for labels in exposed[name]), (name, label)
+
+
+# --- the OpenTelemetry Collector configs (structure; otelcol-contrib cannot run here) -------------
+OTELCOL_CONFIGS = ("otelcol.yaml", "otelcol-loadbalancing.yaml")
+SECTIONS = ("receivers", "processors", "exporters", "extensions", "connectors")
+# Component types these configs may use, all in otelcol-contrib.
+KNOWN_TYPES = {
+    "receivers": {"otlp"},
+    "processors": {"memory_limiter", "batch"},
+    "exporters": {"otlp", "loadbalancing"},
+    "extensions": {"health_check"},
+}
+
+
+def _otelcol(name: str) -> dict[str, Any]:
+    return yaml.safe_load((CONFIG_DIR / name).read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("name", OTELCOL_CONFIGS)
+def test_otelcol_config_structure(name: str) -> None:
+    config = _otelcol(name)
+    assert set(config) <= {*SECTIONS, "service"}, set(config)
+    service = config["service"]
+    pipelines = service["pipelines"]
+    assert set(pipelines) == {"traces"}
+    used: dict[str, set[str]] = {section: set() for section in SECTIONS}
+    used["extensions"] = set(service.get("extensions", []))
+    for pipeline in pipelines.values():
+        for section in ("receivers", "processors", "exporters"):
+            ids = pipeline[section]
+            assert ids, (section, pipeline)
+            assert len(ids) == len(set(ids)), ids
+            used[section] |= set(ids)
+    for section in SECTIONS:
+        defined = set(config.get(section) or {})
+        assert used[section] <= defined, (section, "undefined", used[section] - defined)
+        assert defined <= used[section], (section, "unused", defined - used[section])
+        for component_id in defined:
+            assert component_id.split("/")[0] in KNOWN_TYPES[section], component_id
+    traces = pipelines["traces"]
+    # memory_limiter first (it must refuse before anything buffers), then batch.
+    assert traces["processors"] == ["memory_limiter", "batch"]
+    limiter = config["processors"]["memory_limiter"]
+    assert limiter["check_interval"]
+    assert limiter["limit_percentage"] > limiter["spike_limit_percentage"]
+    assert config["processors"]["batch"]["send_batch_size"] == 512
+    grpc = config["receivers"]["otlp"]["protocols"]
+    assert grpc["grpc"]["endpoint"] == "0.0.0.0:4317"
+    assert grpc["http"]["endpoint"] == "0.0.0.0:4318"
+
+
+def _queue_and_retry(exporter: dict[str, Any]) -> None:
+    assert exporter["tls"] == {"insecure": True}
+    assert exporter["sending_queue"]["enabled"] is True
+    assert exporter["sending_queue"]["queue_size"] > 0
+    retry = exporter["retry_on_failure"]
+    assert retry["enabled"] is True
+    for key in ("initial_interval", "max_interval", "max_elapsed_time"):
+        assert retry[key], key
+
+
+def test_otelcol_sends_everything_to_otel_llm_which_forwards_to_jaeger() -> None:
+    config = _otelcol("otelcol.yaml")
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["otlp/otel-llm"]
+    exporter = config["exporters"]["otlp/otel-llm"]
+    assert exporter["endpoint"] == f"otel-llm:{_compose_otel_llm_port('--grpc-endpoint')}"
+    _queue_and_retry(exporter)
+    # Jaeger is reached through otel-llm (its --upstream), so Jaeger stores the cost.
+    assert _compose_flag("otel-llm", "--upstream") == "jaeger:4317"
+
+
+def test_otelcol_loadbalancing_routes_by_trace_id_to_several_replicas() -> None:
+    config = _otelcol("otelcol-loadbalancing.yaml")
+    exporter = config["exporters"]["loadbalancing"]
+    assert exporter["routing_key"] == "traceID"
+    _queue_and_retry(exporter["protocol"]["otlp"])
+    resolver = exporter["resolver"]
+    assert set(resolver) == {"static"}  # the dns resolver is documented, commented out
+    hostnames = resolver["static"]["hostnames"]
+    assert len(hostnames) >= 2
+    assert len(set(hostnames)) == len(hostnames)
+    grpc_port = _compose_otel_llm_port("--grpc-endpoint")
+    assert all(re.fullmatch(rf"otel-llm-\d+:{grpc_port}", host) for host in hostnames), hostnames
+    text = (CONFIG_DIR / "otelcol-loadbalancing.yaml").read_text()
+    assert "# dns:" in text
+
+
+# --- the docker-compose stack (structure and consistency; no container engine here) ---------------
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load((CONFIG_DIR / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
+
+
+def _command(service: str) -> list[str]:
+    command = _compose()["services"][service]["command"]
+    assert isinstance(command, list), command  # exec form: no shell word splitting to guess
+    return [str(word) for word in command]
+
+
+def _compose_flag(service: str, flag: str) -> str:
+    command = _command(service)
+    return command[command.index(flag) + 1]
+
+
+def _compose_otel_llm_port(flag: str) -> int:
+    return int(_compose_flag("otel-llm", flag).rsplit(":", 1)[1])
+
+
+def test_compose_files_exist_and_mounts_resolve() -> None:
+    compose = _compose()
+    services = compose["services"]
+    assert {"otelcol", "otel-llm", "jaeger", "prometheus", "grafana", "example-app", "app"} <= set(
+        services
+    )
+    for name, service in services.items():
+        assert "image" in service or "build" in service, name
+        build = service.get("build")
+        if build:
+            context = (CONFIG_DIR / build["context"]).resolve()
+            dockerfile = context / build["dockerfile"]
+            assert dockerfile.is_file(), dockerfile
+            for line in dockerfile.read_text().splitlines():
+                if line.startswith("COPY "):
+                    *sources, _ = line.split()[1:]
+                    for source in sources:
+                        assert (context / source).exists(), (dockerfile, source)
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if source.startswith("."):  # a bind mount of a file of this directory
+                assert (CONFIG_DIR / source).is_file(), (name, source)
+                assert target.startswith("/"), target
+            else:
+                assert source in compose["volumes"], (name, source)
+        for dependency in service.get("depends_on", []):
+            assert dependency in services, (name, dependency)
+
+
+def _mounts(service: str) -> dict[str, str]:
+    """Container path -> file of this directory."""
+    mounts = {}
+    for volume in _compose()["services"][service].get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            mounts[target] = source
+    return mounts
+
+
+def test_compose_ports_and_addresses_are_consistent() -> None:
+    services = _compose()["services"]
+    # apps -> otelcol: the example app's endpoint is the Collector's OTLP gRPC receiver.
+    otelcol = _otelcol("otelcol.yaml")
+    receiver_port = otelcol["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].split(":")[1]
+    endpoint = services["example-app"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    assert endpoint == f"http://otelcol:{receiver_port}"
+    assert _mounts("otelcol") == {"/etc/otelcol-contrib/config.yaml": "./otelcol.yaml"}
+    assert _command("otelcol") == ["--config=/etc/otelcol-contrib/config.yaml"]
+    # otel-llm listens on every interface of its container.
+    for flag in ("--grpc-endpoint", "--http-endpoint", "--metrics-endpoint"):
+        assert _compose_flag("otel-llm", flag).startswith("0.0.0.0:"), flag
+    metrics_port = _compose_otel_llm_port("--metrics-endpoint")
+    # prometheus.yml's targets are compose services on the ports they serve /metrics on.
+    prometheus = yaml.safe_load((CONFIG_DIR / "prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: [t for c in job["static_configs"] for t in c["targets"]]
+        for job in prometheus["scrape_configs"]
+    }
+    assert targets["otel-llm"] == [f"otel-llm:{metrics_port}"]
+    app = _command("app")
+    assert targets["llm-apps"] == [f"app:{app[app.index('--port') + 1]}"]
+    assert app[app.index("--host") + 1] == "0.0.0.0"
+    # Prometheus reads this prometheus.yml, and alerts.yml where rule_files points (relative).
+    prom_mounts = _mounts("prometheus")
+    config_path = next(
+        w.split("=", 1)[1] for w in _command("prometheus") if w.startswith("--config.file=")
+    )
+    assert prom_mounts[config_path] == "./prometheus.yml"
+    assert "--enable-feature=exemplar-storage" in _command("prometheus")
+    for rule_file in prometheus["rule_files"]:
+        assert prom_mounts[str(Path(config_path).parent / rule_file)] == f"./{rule_file}"
+    # Grafana: datasources, the dashboard provider and the dashboard where the provider looks.
+    grafana = _mounts("grafana")
+    provisioning = "/etc/grafana/provisioning"
+    assert grafana[f"{provisioning}/datasources/otel-llm.yml"] == "./grafana/datasources.yml"
+    assert grafana[f"{provisioning}/dashboards/otel-llm.yml"] == "./grafana/dashboards.yml"
+    provider_dir = yaml.safe_load((CONFIG_DIR / "grafana" / "dashboards.yml").read_text())[
+        "providers"
+    ][0]["options"]["path"]
+    dashboards = [t for t, s in grafana.items() if s == "./grafana/dashboard.json"]
+    assert [str(Path(t).parent) for t in dashboards] == [provider_dir]
+    datasources = yaml.safe_load((CONFIG_DIR / "grafana" / "datasources.yml").read_text())
+    urls = {d["type"]: d["url"] for d in datasources["datasources"]}
+    assert urls == {"prometheus": "http://prometheus:9090", "jaeger": "http://jaeger:16686"}
+    published = {
+        name: {str(p).split(":")[1] for p in service.get("ports", [])}
+        for name, service in services.items()
+    }
+    assert "9090" in published["prometheus"]
+    assert "16686" in published["jaeger"]
+    assert "3000" in published["grafana"]
+    assert {"4317", "4318"} <= published["otelcol"]
+    assert str(metrics_port) in published["otel-llm"]
+    assert services["jaeger"]["image"].startswith("jaegertracing/jaeger:2.")
+
+
+def test_compose_and_dockerfile_commands_are_valid_otel_llm_command_lines() -> None:
+    """The real CLI parser accepts the service's and the demo app's arguments (a typo in a
+    flag would stop the container at start-up)."""
+    from otel_llm.cli import _parser
+
+    parser = _parser()
+    args = parser.parse_args(["collector", *_command("otel-llm")])
+    assert args.collector_upstream_endpoint == "jaeger:4317"
+    assert args.collector_upstream_insecure is True
+    assert args.collector_queue_dir == "/var/lib/otel-llm/queue"
+    dockerfile = (CONFIG_DIR / "Dockerfile").read_text()
+    (cmd,) = re.findall(r"^CMD (\[.*?\])$", dockerfile, flags=re.MULTILINE | re.DOTALL)
+    assert json.loads(cmd.replace("\\\n", "")) == _command("otel-llm")
+    assert re.search(r'^ENTRYPOINT \["otel-llm", "collector"\]$', dockerfile, re.MULTILINE)
+    queue_volume = _compose()["services"]["otel-llm"]["volumes"][0].split(":")[1]
+    assert args.collector_queue_dir.startswith(queue_volume + "/")
+    assert parser.parse_args(_command("app")).command == "demo"
+
+
+def test_example_app_sends_genai_spans_over_otlp(receiver: OTLPReceiver) -> None:
+    """The app the compose stack mounts runs and exports GenAI spans with the plain SDK."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")} | {
+        "OTEL_SERVICE_NAME": "example-app",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{receiver.grpc_endpoint}",
+        "EXAMPLE_CALLS": "2",
+        "EXAMPLE_INTERVAL": "0",
+    }
+    result = subprocess.run(
+        [sys.executable, str(CONFIG_DIR / "example_app.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    spans = receiver.wait_for_spans(4)
+    chats = [span for span in spans if span.name.startswith("chat ")]
+    assert len(chats) == 2
+    for span in chats:
+        assert span.resource["service.name"] == "example-app"
+        assert span.attributes["gen_ai.operation.name"] == "chat"
+        assert span.attributes["gen_ai.usage.input_tokens"] > 0
+        assert "otel_llm.cost.price_data" not in span.attributes  # no otel-llm in the app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor, llm_call
 from otel_llm import _semconv as sc
+from otel_llm.collector.queue import DiskQueue
+from otel_llm.collector.telemetry import CollectorMetrics
 
 SEMCONV = Path(__file__).parent.parent / "semconv"
 
@@ -74,10 +78,27 @@ def emitted() -> dict[str, Any]:
     return {family.name: family for family in registry.collect()}
 
 
-def test_metrics_emitted_are_those_of_the_model(emitted: dict[str, Any]) -> None:
+@pytest.fixture
+def collector_emitted(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The collector service's own metric families, as registered at start-up."""
+    registry = CollectorRegistry()
+    metrics = CollectorMetrics(registry)
+    with DiskQueue(tmp_path, max_bytes=1000) as queue:
+        metrics.watch_queue(queue)
+        yield {family.name: family for family in registry.collect()}
+
+
+def _of(component: str) -> list[dict[str, Any]]:
+    """The model's metrics of one component (the processor's carry no ``component``)."""
+    return [
+        m for m in _load("metrics.yaml")["metrics"] if m.get("component", "processor") == component
+    ]
+
+
+def _check_families(metrics: list[dict[str, Any]], emitted: dict[str, Any]) -> None:
     model = _load("metrics.yaml")
     label_sets = model["label_sets"]
-    for metric in model["metrics"]:
+    for metric in metrics:
         family_name = metric["prometheus"].removesuffix("_total")
         assert family_name in emitted, metric["prometheus"]
         family = emitted[family_name]
@@ -97,7 +118,29 @@ def test_metrics_emitted_are_those_of_the_model(emitted: dict[str, Any]) -> None
         if "token_types" in metric:
             seen = {s.labels["gen_ai_token_type"] for s in samples}
             assert seen <= set(metric["token_types"])
-    assert set(emitted) == {m["prometheus"].removesuffix("_total") for m in model["metrics"]}
+    assert set(emitted) == {m["prometheus"].removesuffix("_total") for m in metrics}
+
+
+def test_metrics_emitted_are_those_of_the_model(emitted: dict[str, Any]) -> None:
+    _check_families(_of("processor"), emitted)
+
+
+def test_collector_metrics_are_those_of_the_model(collector_emitted: dict[str, Any]) -> None:
+    _check_families(_of("collector"), collector_emitted)
+
+
+def test_collector_series_exist_at_zero_from_start_up(collector_emitted: dict[str, Any]) -> None:
+    """Alerts and dashboards see every series the model lists before the first event."""
+    for metric in _of("collector"):
+        family = collector_emitted[metric["prometheus"].removesuffix("_total")]
+        samples = [s for s in family.samples if not s.name.endswith("_created")]
+        expected = set(itertools.product(*(metric[label] for label in metric["labels"])))
+        seen = {tuple(s.labels[label] for label in metric["labels"]) for s in samples}
+        assert seen == expected, metric["prometheus"]
+        if metric["instrument"] == "counter":
+            assert all(s.value == 0 for s in samples), metric["prometheus"]
+    capacity = collector_emitted["otel_llm_collector_queue_capacity_bytes"].samples[0].value
+    assert capacity == 1000  # the gauges read the live queue
 
 
 def test_token_types_in_code_match_the_model() -> None:
@@ -107,7 +150,8 @@ def test_token_types_in_code_match_the_model() -> None:
 
 def test_prometheus_names_are_the_otel_translation() -> None:
     units = {"s": "_seconds", "{token}": "", "USD": "_usd", "{operation}": "", "{attribute}": "",
-             "{error}": ""}  # fmt: skip
+             "{error}": "", "{span}": "", "{request}": "", "{batch}": "",
+             "By": "_bytes"}  # fmt: skip
     for metric in _load("metrics.yaml")["metrics"]:
         expected = metric["otel"].replace(".", "_") + units[metric["unit"]]
         if metric["instrument"] == "counter":

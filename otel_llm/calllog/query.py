@@ -67,3 +67,9 @@ class StatsQuery:
 
     filter: CallFilter = field(default_factory=CallFilter)
     group_by: StatsGroup | None = None
+
+
+class QueryError(ValueError):
+    """A query the store cannot answer as asked (e.g. a stats filter on a field the daily
+    aggregates do not keep, or hourly stats beyond the records kept); the API answers 400 with
+    its message."""

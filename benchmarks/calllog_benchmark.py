@@ -1,0 +1,251 @@
+"""The call log's store: ingest rate and statistics latency, SQLite and PostgreSQL.
+
+Targets (issue 5): ingest >= 20,000 calls/s into SQLite; the stats query -- p50/p95 latency by
+model per day over 30 days -- <= 500 ms over 1,000,000 stored calls.
+
+    .venv/bin/python benchmarks/calllog_benchmark.py                      # 1,000,000 calls
+    .venv/bin/python benchmarks/calllog_benchmark.py --calls 100000       # quicker
+    .venv/bin/python benchmarks/calllog_benchmark.py --backend sqlite --batch 1000
+    .venv/bin/python benchmarks/calllog_benchmark.py --postgres postgresql://u@host/db
+
+Per backend: a fresh store (a SQLite file in a temporary directory; PostgreSQL: a private
+cluster started from the machine's binaries, as the tests do, unless ``--postgres`` names a
+database); the calls are written through ``store.write`` in batches of ``--batch`` (default
+5,000, the writer's ``call_log_batch_size``; the writer's path:
+duplicates check, aggregates, one transaction per batch) -- the ingest rate is the first
+``--ingest-calls`` calls, timed around ``write`` only (building the records is not counted);
+the rest is loaded the same way and the load time printed. Calls are spread evenly over the
+30 days before now, in time order as they would arrive, over 8 models of 3 providers,
+3 services, 5 features (one: none) and 3 projects. Then each query runs ``--repeat`` times and
+its p50 / p95 wall time is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
+from otel_llm.calllog.record import NANO, CallRecord, call_id
+from otel_llm.calllog.store import SQLCallStore, open_store
+
+INGEST_TARGET = 20_000
+STATS_TARGET_MS = 500.0
+MODELS = {
+    "gpt-4o": "openai",
+    "gpt-4o-mini": "openai",
+    "gpt-4.1": "openai",
+    "o3-mini": "openai",
+    "claude-sonnet-4-5": "anthropic",
+    "claude-haiku-4-5": "anthropic",
+    "gemini-2.5-pro": "gcp.gemini",
+    "gemini-2.5-flash": "gcp.gemini",
+}
+SERVICES = ("checkout", "search", "support")
+FEATURES = ("summary", "chat", "classify", "extract", None)
+PROJECTS = ("alpha", "beta", "gamma")
+
+
+def calls(count: int, *, days: int = 30, seed: int = 1) -> Iterator[CallRecord]:
+    """``count`` calls evenly over the ``days`` before now, oldest first."""
+    rng = random.Random(seed)  # noqa: S311 - load data, not cryptography
+    end = datetime.now(UTC)
+    start = end - timedelta(days=days)
+    step = (end - start) / count
+    models = list(MODELS)
+    for index in range(count):
+        model = models[rng.randrange(len(models))]
+        created = start + step * index
+        latency = rng.lognormvariate(6.5, 0.7)
+        input_tokens = rng.randrange(50, 4000)
+        output_tokens = rng.randrange(1, 800)
+        cost_in = Decimal(input_tokens * 150) * NANO
+        cost_out = Decimal(output_tokens * 600) * NANO
+        failed = rng.random() < 0.03
+        trace = rng.getrandbits(128) | 1
+        span = rng.getrandbits(64) | 1
+        yield CallRecord(
+            id=call_id(trace, span),
+            trace_id=f"{trace:032x}",
+            span_id=f"{span:016x}",
+            created_at=created,
+            completed_at=created + timedelta(milliseconds=latency),
+            latency_ms=latency,
+            time_to_first_chunk_ms=latency * 0.2 if index % 3 == 0 else None,
+            service=SERVICES[index % 3],
+            provider=MODELS[model],
+            model=model,
+            response_model=model,
+            operation="chat",
+            streaming=index % 3 == 0,
+            status="error" if failed else "success",
+            status_code=429 if failed else 200,
+            error_type="RateLimitError" if failed else None,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total_tokens=input_tokens + output_tokens,
+            cache_read_tokens=input_tokens // 4 if index % 5 == 0 else None,
+            cost=cost_in + cost_out,
+            cost_input=cost_in,
+            cost_output=cost_out,
+            cost_source="local",
+            price_data="genai-prices 0.0.30",
+            feature=FEATURES[rng.randrange(len(FEATURES))],
+            user=f"user-{rng.randrange(500)}",
+            project=PROJECTS[rng.randrange(len(PROJECTS))],
+            api_key_id=f"key-{rng.randrange(20)}",
+        )
+
+
+def load(store: SQLCallStore, count: int, batch: int, ingest_calls: int) -> tuple[float, float]:
+    """Write ``count`` calls; (calls/s over the first ``ingest_calls``, total write seconds)."""
+    generated = calls(count)
+    written = 0
+    timed = 0.0
+    ingest_seconds = 0.0
+    while written < count:
+        records = [next(generated) for _ in range(min(batch, count - written))]
+        began = time.perf_counter()
+        stored = store.write(records)
+        elapsed = time.perf_counter() - began
+        assert stored == len(records), "every call is new"
+        timed += elapsed
+        written += len(records)
+        if written <= ingest_calls:
+            ingest_seconds = timed
+        if written % 100_000 < batch:
+            print(f"    {written:>9,} calls stored, {written / timed:,.0f} calls/s", flush=True)
+    ingested = min(ingest_calls, count)
+    return ingested / ingest_seconds, timed
+
+
+def timed(query: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """p50 and p95 wall milliseconds of ``repeat`` runs (after one warm-up)."""
+    query()
+    samples = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        query()
+        samples.append((time.perf_counter() - began) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[min(len(samples) - 1, int(0.95 * len(samples)))]
+
+
+def queries(store: SQLCallStore) -> dict[str, Callable[[], Any]]:
+    now = datetime.now(UTC)
+    month = CallFilter(start=now - timedelta(days=30))
+    week = CallFilter(start=now - timedelta(days=7))
+
+    def per_model_per_day() -> None:
+        for model in MODELS:
+            store.stats(
+                StatsQuery(filter=CallFilter(start=month.start, model=model), group_by="day")
+            )
+
+    return {
+        "stats p50/p95 by model per day, 30 d (8 queries)": per_model_per_day,
+        "stats by day, 30 d (+ model breakdown)": lambda: store.stats(
+            StatsQuery(filter=month, group_by="day")
+        ),
+        "stats by model, 30 d": lambda: store.stats(StatsQuery(filter=month, group_by="model")),
+        "stats by hour, 1 d (reads records)": lambda: store.stats(
+            StatsQuery(filter=CallFilter(start=now - timedelta(hours=1)), group_by="hour")
+        ),
+        "list 20 most expensive, 7 d": lambda: store.list(
+            CallQuery(filter=week, sort="cost", limit=20)
+        ),
+        "list errors of one model, newest 10": lambda: store.list(
+            CallQuery(filter=CallFilter(model="gpt-4o", status="error"))
+        ),
+        "count one project, 7 d": lambda: store.count(
+            CallFilter(project="alpha", start=week.start)
+        ),
+    }
+
+
+def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
+    print(f"\n== {name}: {url}", flush=True)
+    store = open_store(url)
+    try:
+        began = time.perf_counter()
+        rate, write_seconds = load(store, args.calls, args.batch, args.ingest_calls)
+        total = time.perf_counter() - began
+        print(
+            f"  loaded {args.calls:,} calls in {total:.1f} s "
+            f"({write_seconds:.1f} s in write, the rest building records)"
+        )
+        results = {
+            "ingest": rate,
+            "ingest_all": args.calls / write_seconds,
+            "load_seconds": total,
+            "queries": {},
+        }
+        for label, query in queries(store).items():
+            p50, p95 = timed(query, args.repeat)
+            results["queries"][label] = (p50, p95)
+        return results
+    finally:
+        store.close()
+
+
+def report(all_results: dict[str, dict[str, Any]], calls_count: int) -> None:
+    print(f"\n== Results over {calls_count:,} stored calls")
+    for name, results in all_results.items():
+        target = f"(target >= {INGEST_TARGET:,})" if name == "sqlite" else "(no target)"
+        print(
+            f"\n{name}: ingest {results['ingest']:,.0f} calls/s over the first calls, "
+            f"{results['ingest_all']:,.0f} over all {target}; "
+            f"load {results['load_seconds']:.1f} s"
+        )
+        print(f"  {'query':<52} {'p50 ms':>9} {'p95 ms':>9}")
+        for label, (p50, p95) in results["queries"].items():
+            mark = ""
+            if label.startswith("stats p50/p95 by model per day"):
+                verdict = "ok" if p95 <= STATS_TARGET_MS else "OVER"
+                mark = f"  target <= {STATS_TARGET_MS:.0f} ms: {verdict}"
+            print(f"  {label:<52} {p50:>9.1f} {p95:>9.1f}{mark}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument(
+        "--batch", type=int, default=5000, help="calls per write (default: the writer's)"
+    )
+    parser.add_argument("--ingest-calls", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--postgres", help="a postgresql:// URL (default: a private cluster)")
+    args = parser.parse_args()
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="calllog-bench-") as directory:
+        if args.backend in ("sqlite", "both"):
+            results["sqlite"] = run("sqlite", os.path.join(directory, "calls.db"), args)
+        if args.backend in ("postgres", "both"):
+            if args.postgres:
+                results["postgres"] = run("postgres", args.postgres, args)
+            else:
+                from tests.postgres import available, running_cluster
+
+                if not available():
+                    print("\nPostgreSQL binaries not found: PostgreSQL not measured")
+                else:
+                    with running_cluster(durable=True) as cluster:
+                        url = cluster.create_database()
+                        results["postgres"] = run("postgres", url, args)
+    report(results, args.calls)
+
+
+if __name__ == "__main__":
+    main()

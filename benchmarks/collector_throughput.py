@@ -1,0 +1,301 @@
+"""Sustained OTLP throughput: the otel-llm collector service side by side with Rotel.
+
+Both collectors receive the same load -- pre-serialized ``ExportTraceServiceRequest`` batches of
+512 spans, 10 % of them GenAI spans, sent over gRPC by a load generator process with a few
+concurrent streams -- and forward to the same counting OTLP gRPC sink (its own process). Rounds
+alternate between them (A B, B A, ...) so drift on a shared machine spreads over both. The
+figure is spans per second *arriving at the sink* while the load runs (end to end, after a
+warm-up), and the ratio otel-llm / Rotel (goal: at least 0.5).
+
+    .venv/bin/python benchmarks/collector_throughput.py                 # both, 3 rounds
+    .venv/bin/python benchmarks/collector_throughput.py --only rotel    # Rotel alone
+    .venv/bin/python benchmarks/collector_throughput.py --json
+
+The otel-llm service runs as ``python -m otel_llm collector --grpc-endpoint ... --upstream
+SINK --queue-dir TMP`` in its own process; when that command is not available (yet), the run
+says so and measures Rotel only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.rotel (the Rotel subprocess helper)
+
+from otlp_load import (  # noqa: E402 - after the path setup
+    BATCH,
+    HOST,
+    Load,
+    Sink,
+    count_spans,
+    cpu_count,
+    free_port,
+    payloads,
+    wait_listening,
+)
+
+from tests.rotel import ROTEL_AGENT, Rotel  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Target:
+    """A running collector under test."""
+
+    name: str
+    endpoint: str
+    pid: int
+
+
+@dataclass
+class Round:
+    target: str
+    round: int
+    sink_spans_per_s: float
+    accepted_spans_per_s: float
+    refused: int
+    cpu_per_100k_spans_s: float
+    """CPU seconds the collector process used per 100,000 spans that reached the sink."""
+    drained: bool
+    """Every accepted span reached the sink after the load stopped."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its reaped children (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / CLK_TCK
+
+
+def otel_llm_command(grpc_port: int, sink: str, queue_dir: str, extra: list[str]) -> list[str]:
+    """The service's command line (contract of issue 4: ``otel-llm collector``)."""
+    return [
+        sys.executable,
+        "-m",
+        "otel_llm",
+        "collector",
+        "--grpc-endpoint",
+        f"{HOST}:{grpc_port}",
+        "--http-endpoint",
+        f"{HOST}:{free_port()}",
+        "--metrics-endpoint",
+        f"{HOST}:{free_port()}",
+        "--upstream",
+        sink,
+        "--queue-dir",
+        queue_dir,
+        *extra,
+    ]
+
+
+def otel_llm_available() -> str | None:
+    """None when ``otel-llm collector`` exists, else why not."""
+    probe = subprocess.run(
+        [sys.executable, "-m", "otel_llm", "collector", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if probe.returncode != 0 or "--upstream" not in probe.stdout:
+        lines = (probe.stderr or probe.stdout).strip().splitlines()
+        return lines[-1] if lines else f"exit code {probe.returncode}"
+    return None
+
+
+@contextmanager
+def otel_llm_service(sink: str, extra: list[str]) -> Iterator[Target]:
+    with tempfile.TemporaryDirectory(prefix="otel-llm-bench-") as directory:
+        port = free_port()
+        log_path = Path(directory) / "service.log"
+        command = otel_llm_command(port, sink, str(Path(directory) / "queue"), extra)
+        command.append("--upstream-insecure")  # the sink speaks plaintext gRPC
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            try:
+                wait_listening(port, timeout=60, process=process)
+            except RuntimeError as error:
+                raise RuntimeError(f"{error}\n{log_path.read_text()[-3000:]}") from None
+            yield Target("otel-llm", f"{HOST}:{port}", process.pid)
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextmanager
+def rotel_collector(sink: str) -> Iterator[Target]:
+    # No compression towards the sink, as for the service: the sink's work is the same for both.
+    with Rotel(sink, protocol="grpc", compression="none") as rotel:
+        yield Target("rotel", rotel.grpc_endpoint, rotel.pid)
+
+
+def measure(
+    target: Target, sink: Sink, batches: list[bytes], args: argparse.Namespace, number: int
+) -> Round:
+    base = sink.spans
+    load = Load(target.endpoint, batches, processes=args.generators, streams=args.streams)
+    load.start()
+    try:
+        deadline = time.monotonic() + 60
+        while sink.spans == base:  # the generators are up and spans flow end to end
+            load.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no span reached the sink through {target.name}")
+            time.sleep(0.05)
+        time.sleep(args.warmup)
+        t0, s0, a0, c0 = time.monotonic(), sink.spans, load.accepted, cpu_seconds(target.pid)
+        end = t0 + args.seconds
+        while time.monotonic() < end:
+            load.check()
+            time.sleep(0.1)
+        t1, s1, a1, c1 = time.monotonic(), sink.spans, load.accepted, cpu_seconds(target.pid)
+    finally:
+        load.stop()
+    load.check()
+    drained = sink.wait_for(base + load.accepted, timeout=args.drain_timeout)
+    forwarded = s1 - s0
+    return Round(
+        target=target.name,
+        round=number,
+        sink_spans_per_s=forwarded / (t1 - t0),
+        accepted_spans_per_s=(a1 - a0) / (t1 - t0),
+        refused=load.refused,
+        cpu_per_100k_spans_s=(c1 - c0) / forwarded * 100_000 if forwarded else float("nan"),
+        drained=drained,
+    )
+
+
+def summarize(rounds: list[Round]) -> dict[str, dict[str, float]]:
+    summary: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(r.target for r in rounds):
+        mine = [r for r in rounds if r.target == name]
+        summary[name] = {
+            "median_spans_per_s": statistics.median(r.sink_spans_per_s for r in mine),
+            "max_spans_per_s": max(r.sink_spans_per_s for r in mine),
+            "median_accepted_per_s": statistics.median(r.accepted_spans_per_s for r in mine),
+            "median_cpu_per_100k_spans_s": statistics.median(r.cpu_per_100k_spans_s for r in mine),
+        }
+    return summary
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per collector")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per round")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
+    parser.add_argument("--streams", type=int, default=4, help="concurrent calls per generator")
+    parser.add_argument("--generators", type=int, default=1, help="load generator processes")
+    parser.add_argument("--batches", type=int, default=16, help="distinct 512-span payloads")
+    parser.add_argument("--drain-timeout", type=float, default=120.0)
+    parser.add_argument("--only", choices=("rotel", "otel-llm"), help="measure one collector")
+    parser.add_argument(
+        "--service-arg",
+        action="append",
+        default=[],
+        help="extra `otel-llm collector` flag (repeatable), e.g. --service-arg=--forward-workers=4",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser.parse_args(argv)
+
+
+def run_rounds(
+    targets: list[Target], sink: Sink, batches: list[bytes], args: argparse.Namespace
+) -> list[Round]:
+    """Every target once per round; the order alternates so drift hits both alike."""
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        for target in targets if number % 2 else targets[::-1]:
+            result = measure(target, sink, batches, args, number)
+            rounds.append(result)
+            if not args.json:
+                print(
+                    f"round {number} {target.name:9} {result.sink_spans_per_s:>10,.0f} spans/s"
+                    f" at the sink  (accepted {result.accepted_spans_per_s:,.0f}/s, "
+                    f"{result.refused} refusals, collector CPU "
+                    f"{result.cpu_per_100k_spans_s:.2f} s/100k spans, "
+                    f"{'drained' if result.drained else 'NOT DRAINED'})",
+                    flush=True,
+                )
+    return rounds
+
+
+def report(rounds: list[Round], args: argparse.Namespace, missing: str | None) -> None:
+    summary = summarize(rounds)
+    ratio = None
+    if "rotel" in summary and "otel-llm" in summary:
+        ratio = summary["otel-llm"]["median_spans_per_s"] / summary["rotel"]["median_spans_per_s"]
+    if args.json:
+        result = {"rounds": [asdict(r) for r in rounds], "summary": summary, "ratio": ratio}
+        print(json.dumps({**result, "otel_llm_missing": missing}))
+        return
+    for name, figures in summary.items():
+        print(
+            f"{name:9} median {figures['median_spans_per_s']:>10,.0f} spans/s "
+            f"(max {figures['max_spans_per_s']:,.0f}), collector CPU "
+            f"{figures['median_cpu_per_100k_spans_s']:.2f} s per 100k spans"
+        )
+    if ratio is not None:
+        verdict = "met" if ratio >= 0.5 else "MISSED"
+        print(f"ratio otel-llm / rotel: {ratio:.2f} (goal >= 0.5: {verdict})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, flush=True)
+
+    batches = payloads(args.batches)
+    assert count_spans(batches[0]) == BATCH
+    say(
+        f"{len(batches)} payloads of {BATCH} spans (10% GenAI), "
+        f"{sum(map(len, batches)) // len(batches)} bytes each; {args.generators} generator "
+        f"process(es) x {args.streams} streams; {cpu_count()} CPUs; rotel-agent {ROTEL_AGENT}"
+    )
+    missing = None if args.only == "rotel" else otel_llm_available()
+    if missing:
+        say(f"otel-llm collector: not available ({missing}); measuring Rotel only")
+    with Sink() as sink, ExitStack() as stack:
+        targets: list[Target] = []
+        if args.only != "otel-llm":
+            targets.append(stack.enter_context(rotel_collector(sink.endpoint)))
+        if args.only != "rotel" and not missing:
+            try:
+                service = otel_llm_service(sink.endpoint, args.service_arg)
+                targets.append(stack.enter_context(service))
+            except RuntimeError as error:
+                missing = f"failed to start: {error}"
+                say(f"otel-llm collector {missing}\nmeasuring Rotel only")
+        if not targets:
+            say("nothing to measure")
+            return 2
+        rounds = run_rounds(targets, sink, batches, args)
+    report(rounds, args, missing)
+    if not all(r.drained for r in rounds):
+        return 1
+    return 2 if missing and args.only != "rotel" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,527 @@
+"""The call log's HTTP JSON query API: read-only, API keys, per-key rate limits.
+
+Routes (all under ``/api/v1/calls``; every request needs an API key)::
+
+    GET|POST /api/v1/calls                list calls (also POST /api/v1/calls/list)
+    GET|POST /api/v1/calls/count          count calls
+    GET|POST /api/v1/calls/stats          usage statistics
+    GET      /api/v1/calls/fields         the fields a call has (for select)
+    GET      /api/v1/calls/{id}           one call, every field (or ?select=)
+    GET      /api/v1/calls/{id}/details   its captured prompt and response preview
+
+Nothing creates, changes or deletes a call: other methods get 405 with ``Allow``. Errors are
+``{"error": {"code": ..., "message": ...}}``; a failure of the store is logged and answered with
+a generic 500 -- no SQL or stack trace reaches the client. Money leaves as JSON numbers
+(converted from Decimal only here), datetimes as ISO 8601 UTC with ``Z``.
+
+``CallLogApp`` answers requests independently of any server (``handle(method, target, header,
+body)``); ``CallLogAPI`` serves it with the standard library's ThreadingHTTPServer, on
+127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from otel_llm.calllog import params
+from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing
+from otel_llm.calllog.query import CallFilter, CallQuery, QueryError, StatsQuery
+from otel_llm.calllog.ratelimit import EndpointClass, RateLimiter, RateLimits
+from otel_llm.calllog.record import FIELDS
+
+_logger = logging.getLogger(__name__)
+
+PREFIX = "/api/v1/calls"
+MAX_BODY_BYTES = 64 * 1024
+"""A query body is a few hundred bytes; anything near this is not one."""
+_MAX_QUERY_FIELDS = 100
+_ERROR_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    411: "length_required",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+}
+
+
+class Page(Protocol):
+    """What a store's ``list`` returns."""
+
+    @property
+    def calls(self) -> list[dict[str, Any]]: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def has_more(self) -> bool: ...
+
+
+class CallReader(Protocol):
+    """The read side of a call store: all the API needs."""
+
+    def list(self, query: CallQuery) -> Page: ...
+    def get(
+        self, call_id: str, projects: frozenset[str] | None = None
+    ) -> dict[str, Any] | None: ...
+    def details(
+        self, call_id: str, projects: frozenset[str] | None = None
+    ) -> dict[str, Any] | None: ...
+    def count(self, filter: CallFilter) -> int: ...
+    def stats(self, query: StatsQuery) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class _Refusal(Exception):
+    """Ends a request early with an error response."""
+
+    def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = tuple(headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    endpoint: str
+    methods: tuple[str, ...]
+    call_id: str | None = None
+
+
+def jsonable(value: Any) -> Any:
+    """A store value as JSON: Decimal -> number, datetime -> ISO 8601 UTC ``Z``, date -> ISO."""
+    if isinstance(value, Decimal | float):
+        number = float(value)  # money stays Decimal until this very last step
+        return number if math.isfinite(number) else None
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(item) for item in value]
+    return value
+
+
+def encode(value: Any) -> bytes:
+    return json.dumps(jsonable(value), allow_nan=False, ensure_ascii=False).encode()
+
+
+def error_body(status: int, message: str) -> bytes:
+    code = _ERROR_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
+    return encode({"error": {"code": code, "message": message}})
+
+
+class CallLogApp:
+    """Routes a request, checks its key, rate and parameters, and answers from the store."""
+
+    def __init__(
+        self,
+        store: CallReader,
+        *,
+        keys: KeyRing,
+        limits: RateLimits | None = None,
+        limiter: RateLimiter | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ):
+        if not len(keys):
+            raise ValueError(
+                "the call-log API needs at least one API key (call_log_api_keys_file or "
+                "call_log_api_keys)"
+            )
+        self.store = store
+        self.keys = keys
+        self.limiter = limiter if limiter is not None else RateLimiter(limits)
+        self.max_body_bytes = max_body_bytes
+
+    def handle(
+        self, method: str, target: str, header: Callable[[str], str | None], body: bytes
+    ) -> Response:
+        """The response to one request (``header(name)`` reads a request header)."""
+        extra: tuple[tuple[str, str], ...] = ()
+        try:
+            split = urlsplit(target)
+            route = _route(split.path)
+            if method not in route.methods:
+                allow = ", ".join(route.methods)
+                raise _Refusal(
+                    405, f"{method} is not allowed here; allowed: {allow}", [("Allow", allow)]
+                )
+            key = self.keys.identify(header)
+            extra = self._admit(key, route)
+            query = _query(split.query)
+            if method == "POST" and body.strip() and not _is_json(header("Content-Type")):
+                raise _Refusal(415, "send the request body as Content-Type: application/json")
+            payload = params.parse_body(body) if method == "POST" else {}
+            answer = self._answer(route, key, query, payload)
+            return Response(200, encode(answer), (*_JSON_HEADERS, *extra))
+        except _Refusal as refusal:
+            return self.error(refusal.status, refusal.message, (*refusal.headers, *extra))
+        except AuthError as refused:
+            headers = (
+                [("WWW-Authenticate", 'Bearer realm="otel-llm"')] if refused.status == 401 else []
+            )
+            return self.error(refused.status, refused.message, (*headers, *extra))
+        except params.ParamError as bad:
+            return self.error(400, bad.message, extra)
+        except QueryError as refused_query:  # the store's own "cannot answer that as asked"
+            return self.error(400, str(refused_query), extra)
+        except Exception:
+            # The store's errors (SQL, connection) stay in the log; the client learns only that
+            # the server failed.
+            _logger.exception("otel-llm call-log API: %s %s failed", method, target[:200])
+            return self.error(
+                500, "the call log could not answer this request; see the server log", extra
+            )
+
+    def error(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> Response:
+        return Response(status, error_body(status, message), (*_JSON_HEADERS, *headers))
+
+    def _admit(self, key: ApiKey, route: _Route) -> tuple[tuple[str, str], ...]:
+        decision = self.limiter.check(key.name, _ENDPOINT_CLASSES[route.endpoint])
+        if decision.limit == 0:
+            return ()
+        headers = (
+            ("X-RateLimit-Limit", str(decision.limit)),
+            ("X-RateLimit-Remaining", str(decision.remaining)),
+        )
+        if not decision.allowed:
+            raise _Refusal(
+                429,
+                f"rate limit of {decision.limit} requests per minute reached for this API key; "
+                f"retry in {decision.retry_after} s",
+                [*headers, ("Retry-After", str(decision.retry_after))],
+            )
+        return headers
+
+    def _answer(
+        self, route: _Route, key: ApiKey, query: Mapping[str, list[str]], body: Mapping[str, Any]
+    ) -> Any:
+        """The JSON-able answer of one admitted request. A key limited to projects has its
+        filter narrowed to them (or is refused, 403, a project it may not read)."""
+        store = self.store
+        if route.endpoint == "list":
+            wanted = params.parse_list(query, body)
+            wanted = dataclasses.replace(wanted, filter=key.restrict(wanted.filter))
+            page = store.list(wanted)
+            pagination = {
+                "total": page.total,
+                "limit": wanted.limit,
+                "offset": wanted.offset,
+                "hasMore": page.has_more,
+            }
+            return {"calls": page.calls, "pagination": pagination}
+        if route.endpoint == "count":
+            return {"count": store.count(key.restrict(params.parse_count(query, body)))}
+        if route.endpoint == "stats":
+            stats = params.parse_stats(query, body)
+            return store.stats(dataclasses.replace(stats, filter=key.restrict(stats.filter)))
+        if route.endpoint == "fields":
+            params.parse_none(query)
+            return {
+                "fields": [
+                    {"name": name, "type": info.type, "description": info.description}
+                    for name, info in FIELDS.items()
+                ]
+            }
+        call_id = route.call_id or ""
+        if route.endpoint == "get":
+            select = params.parse_item(query)
+            call = store.get(call_id, key.projects)
+        else:
+            params.parse_none(query)
+            select = None
+            call = store.details(call_id, key.projects)
+        if call is None:
+            # Also for a call of a project the key may not read: its existence is not revealed.
+            raise _Refusal(404, f"no call with id '{_shown(call_id)}'")
+        return call if select is None else {name: call.get(name) for name in select}
+
+
+_JSON_HEADERS = (
+    ("Content-Type", "application/json; charset=utf-8"),
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+)
+_QUERYING = ("GET", "POST")
+_READING = ("GET",)
+_COLLECTIONS = {"list": "list", "count": "count", "stats": "stats", "fields": "fields"}
+_ENDPOINT_CLASSES: dict[str, EndpointClass] = {
+    "list": "list",
+    "count": "list",
+    "stats": "stats",
+    "fields": "details",
+    "get": "details",
+    "details": "details",
+}
+
+
+def _route(path: str) -> _Route:
+    if path != "/" and path.endswith("/"):
+        path = path[:-1]
+    if path == PREFIX:
+        return _Route("list", _QUERYING)
+    if not path.startswith(PREFIX + "/"):
+        raise _Refusal(404, f"no such endpoint: {_shown(unquote(path))}; the API is under {PREFIX}")
+    # Split before decoding: an encoded slash belongs to the id, not the path.
+    segments = [unquote(segment) for segment in path[len(PREFIX) + 1 :].split("/")]
+    if len(segments) == 1 and segments[0] in _COLLECTIONS:
+        name = segments[0]
+        return _Route(name, _READING if name == "fields" else _QUERYING)
+    if len(segments) == 1 and segments[0]:
+        return _Route("get", _READING, segments[0])
+    if len(segments) == 2 and segments[0] and segments[1] == "details":
+        return _Route("details", _READING, segments[0])
+    raise _Refusal(404, f"no such endpoint: {_shown(unquote(path))}")
+
+
+def _query(text: str) -> dict[str, list[str]]:
+    try:
+        return parse_qs(
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            max_num_fields=_MAX_QUERY_FIELDS,
+            errors="strict",
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise params.ParamError(f"the URL's query string cannot be read: {exc}") from None
+
+
+_LENIENT_TYPES = {
+    "application/json",
+    "text/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+}
+
+
+def _is_json(content_type: str | None) -> bool:
+    # `curl -d '{...}'` (and urllib) label a JSON body form-urlencoded unless told otherwise;
+    # refusing those would refuse the most common client. A type that is clearly something
+    # else (multipart, XML) is refused.
+    if content_type is None:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in _LENIENT_TYPES or media.endswith("+json")
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --- serving over HTTP ------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One connection; the app is set on a subclass by ``handler_for``."""
+
+    app: CallLogApp
+    server_version = "otel-llm-calllog"
+    timeout = 30  # seconds a slow client may hold its thread
+
+    def do_GET(self) -> None:  # http.server's naming
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def do_HEAD(self) -> None:
+        self._serve()
+
+    def do_OPTIONS(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        try:
+            body = self._body()
+        except _Refusal as refusal:
+            self._send(self.app.error(refusal.status, refusal.message, refusal.headers))
+            return
+        self._send(self.app.handle(self.command, self.path, self.headers.get, body))
+
+    def _body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
+            raise _Refusal(411, "send the request body with a Content-Length")
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return b""
+        if not raw.strip().isdigit():
+            self.close_connection = True
+            raise _Refusal(400, "Content-Length must be a number of bytes")
+        length = int(raw)
+        if length > self.app.max_body_bytes:
+            self._drain(length)
+            raise _Refusal(
+                413, f"the request body is over {self.app.max_body_bytes} bytes; a query is small"
+            )
+        return self.rfile.read(length)
+
+    def _drain(self, length: int) -> None:
+        # Reading what the client already sent lets it read our answer instead of a reset;
+        # past a bound the connection is simply closed.
+        self.close_connection = True
+        left = min(length, 16 * self.app.max_body_bytes)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 65536))
+            if not chunk:
+                break
+            left -= len(chunk)
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD":
+            self.wfile.write(response.body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own refusals (a malformed request line, an unknown method, headers too
+        # long) would otherwise be HTML.
+        self.close_connection = True
+        text = message or HTTPStatus(code).phrase
+        self._send(Response(code, error_body(code, text), _JSON_HEADERS))
+
+    def version_string(self) -> str:
+        return self.server_version  # not the Python version: nothing a client needs
+
+    def log_message(self, format: str, *args: Any) -> None:
+        _logger.debug("call-log API %s: " + format, self.address_string(), *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-answer is not worth a traceback on stderr.
+        _logger.debug("call-log API: connection from %s failed", client_address, exc_info=True)
+
+
+def handler_for(app: CallLogApp) -> type[BaseHTTPRequestHandler]:
+    """A ``BaseHTTPRequestHandler`` class serving ``app``, for any ``http.server`` server."""
+    return type("CallLogHandler", (_Handler,), {"app": app})
+
+
+class CallLogAPI:
+    """The API served on ``host:port`` (port 0: any free one) in a background thread."""
+
+    def __init__(
+        self,
+        store: CallReader,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        keys: KeyRing,
+        limits: RateLimits | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ):
+        self.app = CallLogApp(store, keys=keys, limits=limits, max_body_bytes=max_body_bytes)
+        self.host = host
+        self._port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        store: CallReader,
+        *,
+        endpoint: str | None = None,
+        keys_file: str | None = None,
+        keys: KeyRing | None = None,
+    ) -> CallLogAPI:
+        """The API as the ``call_log_api_*`` and ``call_log_rate_limit_*`` settings describe it
+        (arguments override them). ValueError when the endpoint is ``none`` or no key is
+        configured, with a message for the operator."""
+        from otel_llm import settings  # noqa: PLC0415 - settings import the metrics package
+
+        address = settings.CALL_LOG_API_ENDPOINT.resolve(endpoint)
+        if address == "none":
+            raise ValueError("the call-log API is off (call_log_api_endpoint is 'none')")
+        host, _, port = address.rpartition(":")
+        ring = keys if keys is not None else KeyRing.from_settings(keys_file)
+        return cls(
+            store,
+            host=host.strip("[]"),
+            port=int(port),
+            keys=ring,
+            limits=RateLimits.from_settings(),
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound port (the requested one until started)."""
+        return self._server.server_address[1] if self._server is not None else self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{PREFIX}"
+
+    def start(self) -> CallLogAPI:
+        """Bind and serve in a daemon thread; OSError if the address is unavailable."""
+        if self._server is not None:
+            return self
+        server = _Server((self.host, self._port), handler_for(self.app))
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="otel-llm-calllog-api",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving and close the socket (the store stays open: it is the caller's)."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout)
+        self._server = self._thread = None
+
+    def __enter__(self) -> CallLogAPI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

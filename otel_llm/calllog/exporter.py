@@ -1,0 +1,165 @@
+"""``CallLogExporter``: a SpanExporter that stores each LLM call span in the call log.
+
+Use it in-process next to the OTLP exporter, under ``LLMSpanProcessor``::
+
+    LLMSpanProcessor(BatchSpanProcessor(OTLPSpanExporter()),
+                     BatchSpanProcessor(CallLogExporter("calls.db")))
+
+Each span is derived with ``otel_llm.derive.derive`` -- the same core the processor and the
+collector price with, so a span the processor already priced gets the same cost again (our own
+cost attributes carry ``source=local`` and are not mistaken for a provider's). Spans that are
+not LLM calls, and LLM spans marked ``otel_llm.call.counted_in`` (the call is counted in a
+nested span), are skipped. Records go to a ``CallLogWriter``: ``export`` never waits for the
+database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import StatusCode
+
+from otel_llm import _semconv as sc
+from otel_llm import settings
+from otel_llm.call import is_llm_call, may_be_llm_call
+from otel_llm.calllog.record import CallRecord, build_record
+from otel_llm.calllog.retention import RetentionJob
+from otel_llm.calllog.store import CallStore, open_store
+from otel_llm.calllog.writer import CallLogWriter
+from otel_llm.derive import derive
+from otel_llm.pricing import OverrideError, PriceBook, load_overrides
+
+_logger = logging.getLogger(__name__)
+
+
+class CallLogExporter(SpanExporter):
+    """Stores LLM call spans in a call store (a path/URL, or a ready store it will not close).
+
+    Args:
+        store: SQLite path, ``sqlite:///path``, ``postgresql://...`` URL or a ``CallStore``;
+            default: the ``call_log_store`` setting.
+        price_book: the book to price with -- pass ``processor.price_book`` to share the
+            processor's overrides; default: a book of the ``price_overrides`` setting.
+        retention_interval: seconds between retention runs (0: none); see ``settings``.
+        batch_size, flush_interval, max_pending, max_tokens, content_max_length,
+        content_days, record_days: see ``otel_llm.settings``.
+    """
+
+    def __init__(
+        self,
+        store: str | Path | CallStore | None = None,
+        *,
+        price_book: PriceBook | None = None,
+        batch_size: int | None = None,
+        flush_interval: float | None = None,
+        max_pending: int | None = None,
+        max_tokens: int | None = None,
+        content_max_length: int | None = None,
+        retention_interval: float | None = None,
+        content_days: int | None = None,
+        record_days: int | None = None,
+    ):
+        if store is None or isinstance(store, str | Path):
+            url = settings.CALL_LOG_STORE.resolve(str(store) if store is not None else None)
+            self.store: CallStore = open_store(url, record_days=record_days)
+            self._owns_store = True
+        else:
+            self.store = store
+            self._owns_store = False
+        self._book = price_book if price_book is not None else _default_book()
+        self._max_tokens = settings.MAX_TOKENS.resolve(max_tokens)
+        self._content_max_length = settings.CONTENT_MAX_LENGTH.resolve(content_max_length)
+        self.writer = CallLogWriter(
+            self.store,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_pending=max_pending,
+        )
+        self.retention = RetentionJob(
+            self.store,
+            interval=retention_interval,
+            content_days=content_days,
+            record_days=record_days,
+        ).start()
+        self._shut_down = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shut_down:
+            return SpanExportResult.FAILURE
+        records: list[CallRecord] = []
+        for span in spans:
+            try:
+                record = self.record_of(span)
+            except Exception:  # one odd span must not lose the others
+                _logger.exception("otel-llm: could not build a call record of a span")
+                continue
+            if record is not None:
+                records.append(record)
+        if records:
+            self.writer.add(records)
+        return SpanExportResult.SUCCESS
+
+    def record_of(self, span: ReadableSpan) -> CallRecord | None:
+        """The call record of one span, or None when it is not an LLM call to store."""
+        attributes = span.attributes or {}
+        if sc.OTEL_LLM_CALL_COUNTED_IN in attributes:
+            return None
+        scope = span.instrumentation_scope.name if span.instrumentation_scope else None
+        if not (may_be_llm_call(attributes) and is_llm_call(attributes, scope)):
+            return None
+        context = span.context
+        if context is None:
+            return None
+        resource = span.resource
+        derived = derive(
+            attributes,
+            start_time_ns=span.start_time,
+            end_time_ns=span.end_time,
+            failed=span.status.status_code is StatusCode.ERROR,
+            service_name=str(resource.attributes.get("service.name", "")) if resource else "",
+            trace_id=context.trace_id,
+            book=self._book,
+            max_tokens=self._max_tokens,
+            scope=scope,
+        )
+        if derived is None:
+            return None
+        return build_record(
+            derived,
+            attributes,
+            trace_id=context.trace_id,
+            span_id=context.span_id,
+            start_time_ns=span.start_time or derived.start_time_ns,
+            end_time_ns=span.end_time,
+            status_message=span.status.description,
+            content_max_length=self._content_max_length,
+        )
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.writer.flush(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        """Write what is queued, stop the threads, close the store if this exporter opened
+        it."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self.retention.stop()
+        self.writer.close()
+        if self._owns_store:
+            self.store.close()
+
+
+def _default_book() -> PriceBook:
+    path = settings.PRICE_OVERRIDES.resolve()
+    overrides = []
+    if path is not None:
+        try:
+            overrides = load_overrides(path)
+        except OverrideError as exc:
+            _logger.warning("otel-llm: price overrides not used: %s", exc)
+    return PriceBook(overrides, cache_size=settings.PRICE_CACHE_SIZE.resolve())

@@ -1,0 +1,201 @@
+"""The shared call store: PostgreSQL, for several collector replicas writing at once.
+
+Same schema and queries as SQLite (``schema.py``, ``sql.py``). Writes COPY a batch into a
+temporary table, then ``INSERT ... SELECT ... ON CONFLICT (created_us, id) DO NOTHING
+RETURNING id``: only the calls that are really new are added to the daily aggregates, so a
+span delivered twice (or to two replicas) counts once. Aggregate rows are merged in Python
+under ``SELECT ... FOR UPDATE``, locked in key order, so concurrent writers serialise per row
+instead of losing each other's counts; a deadlock or serialisation failure retries the whole batch.
+
+One connection writes and one reads, each behind a lock (psycopg connections are not meant
+for concurrent use); a broken connection is replaced on the next call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors
+
+from otel_llm.calllog import rollup, schema, sql
+from otel_llm.calllog.record import CallRecord
+from otel_llm.calllog.store import SQLCallStore
+
+_MIGRATION_LOCK = 0x6F746C6C  # pg_advisory_xact_lock key: replicas starting together migrate once
+_INCOMING = "llm_calls_incoming"
+_RETRIES = 5
+
+
+def _pg(text: str) -> str:
+    # The shared SQL uses ? placeholders and never a literal ? or %.
+    return text.replace("?", "%s")
+
+
+class PostgresCallStore(SQLCallStore):
+    """Call store in a PostgreSQL database (which must exist; the tables are created)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        record_days: int | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        super().__init__(record_days=record_days, clock=clock)
+        self.url = url
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._writer: psycopg.Connection[Any] | None = None
+        self._reader: psycopg.Connection[Any] | None = None
+        self._migrate()
+
+    def _write_connection(self) -> psycopg.Connection[Any]:
+        if self._writer is None or self._writer.closed or self._writer.broken:
+            if self._writer is not None:
+                self._writer.close()
+            self._writer = psycopg.connect(self.url, autocommit=True)
+            self._writer.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {_INCOMING} "
+                f"(LIKE {schema.CALLS} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+        return self._writer
+
+    def _read_connection(self) -> psycopg.Connection[Any]:
+        if self._reader is None or self._reader.closed or self._reader.broken:
+            if self._reader is not None:
+                self._reader.close()
+            self._reader = psycopg.connect(self.url, autocommit=True)
+        return self._reader
+
+    def _migrate(self) -> None:
+        with (
+            self._write_lock,
+            psycopg.connect(self.url) as connection,
+            connection.transaction(),
+        ):
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            connection.execute(schema.version_table_ddl())
+            row = connection.execute(
+                f"SELECT version FROM {schema.VERSION_TABLE}"  # noqa: S608 - fixed name
+            ).fetchone()
+            current = int(row[0]) if row else 0
+            if current > schema.LATEST:
+                raise RuntimeError(
+                    f"call log schema version {current} is newer than this otel-llm "
+                    f"({schema.LATEST}): upgrade otel-llm"
+                )
+            for number, statements in schema.pending(current, schema.POSTGRES_TYPES):
+                for statement in statements:
+                    connection.execute(statement)
+                connection.execute(f"DELETE FROM {schema.VERSION_TABLE}")  # noqa: S608
+                connection.execute(
+                    f"INSERT INTO {schema.VERSION_TABLE} (version) VALUES (%s)",  # noqa: S608
+                    (number,),
+                )
+
+    def schema_version(self) -> int:
+        return int(
+            self._read(sql.Statement(f"SELECT version FROM {schema.VERSION_TABLE}", ()))[0][0]  # noqa: S608
+        )
+
+    def _read(self, statement: sql.Statement) -> list[tuple[Any, ...]]:
+        with self._read_lock:
+            connection = self._read_connection()
+            return connection.execute(_pg(statement.text), statement.params).fetchall()
+
+    def _delete(self, statement: sql.Statement) -> int:
+        with self._write_lock:
+            connection = self._write_connection()
+            cursor = connection.execute(_pg(statement.text), statement.params)
+            return cursor.rowcount
+
+    def write(self, records: Sequence[CallRecord]) -> int:
+        if not records:
+            return 0
+        unique = sorted({record.id: record for record in records}.values(), key=_id)
+        for attempt in range(_RETRIES):
+            try:
+                with self._write_lock:
+                    return self._write_once(self._write_connection(), unique)
+            except (errors.DeadlockDetected, errors.SerializationFailure):
+                if attempt == _RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        return 0  # unreachable
+
+    @staticmethod
+    def _write_once(connection: psycopg.Connection[Any], records: list[CallRecord]) -> int:
+        columns = ", ".join(sql.INSERT_COLUMNS)
+        with connection.transaction(), connection.cursor() as cursor:
+            with cursor.copy(f"COPY {_INCOMING} ({columns}) FROM STDIN") as copy:
+                for record in records:
+                    copy.write_row(sql.row_of(record))
+            # Sorted: two writers inserting overlapping batches lock their rows in one order.
+            cursor.execute(
+                f"INSERT INTO {schema.CALLS} ({columns}) SELECT {columns} FROM {_INCOMING} "  # noqa: S608
+                "ORDER BY created_us, id ON CONFLICT (created_us, id) DO NOTHING RETURNING id"
+            )
+            inserted = {row[0] for row in cursor.fetchall()}
+            if not inserted:
+                return 0
+            new = [record for record in records if record.id in inserted]
+            with_content = [sql.content_row_of(record) for record in new if record.has_content]
+            if with_content:
+                cursor.executemany(
+                    f"INSERT INTO {schema.CONTENT} ({', '.join(sql.CONTENT_COLUMNS)}) "  # noqa: S608
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (created_us, id) DO NOTHING",
+                    with_content,
+                )
+            _add_to_daily(cursor, rollup.rollup(sql.row_of(record) for record in new))
+        return len(new)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with self._write_lock, self._read_lock:
+            for connection in (self._writer, self._reader):
+                if connection is not None:
+                    connection.close()
+
+
+def _id(record: CallRecord) -> str:
+    return record.id
+
+
+def _add_to_daily(cursor: psycopg.Cursor[Any], added: dict[rollup.DailyKey, rollup.Totals]) -> None:
+    """Merge into the daily rows, locking each (in key order) from read to update."""
+    keys = sorted(added)
+    dimensions = ", ".join(schema.DAILY_DIMENSIONS)
+    marks = ", ".join(["%s"] * len(schema.DAILY_DIMENSIONS))
+    key_match = " AND ".join(f"{name} = %s" for name in schema.DAILY_DIMENSIONS)
+    values = (*schema.DAILY_SUMS, "latency_sum_ms", "latency_sketch", "ttfc_sketch")
+    cursor.executemany(
+        f"INSERT INTO {schema.DAILY} ({dimensions}) VALUES ({marks}) ON CONFLICT DO NOTHING",  # noqa: S608
+        keys,
+    )
+    # One statement reads (and locks, in key order) every row the batch adds to.
+    rows_marks = ", ".join([f"({marks})"] * len(keys))
+    cursor.execute(
+        f"SELECT {dimensions}, {', '.join(values)} FROM {schema.DAILY} "  # noqa: S608
+        f"WHERE ({dimensions}) IN (VALUES {rows_marks}) ORDER BY {dimensions} FOR UPDATE",
+        [value for key in keys for value in key],
+    )
+    width = len(schema.DAILY_DIMENSIONS)
+    found = {tuple(row[:width]): row[width:] for row in cursor.fetchall()}
+    updates = []
+    for key in keys:
+        stored = found.get(key)
+        merged = rollup.Totals.from_row(stored) if stored is not None else rollup.Totals()
+        merged.merge(added[key])
+        updates.append((*merged.row_values(), *key))
+    assignments = ", ".join(f"{name} = %s" for name in values)
+    cursor.executemany(
+        f"UPDATE {schema.DAILY} SET {assignments} WHERE {key_match}",  # noqa: S608
+        updates,
+    )

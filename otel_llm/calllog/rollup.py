@@ -1,0 +1,339 @@
+"""Daily aggregates: what newly stored calls add to them, and statistics read back from them.
+
+A daily row sums one (day, service, provider, model, operation, feature, project): counts,
+tokens by type, cost by part (integer nano-USD, so sums are exact), latency sum, and mergeable
+latency / time-to-first-chunk sketches (``sketch.py``, 1% relative error). Statistics over any
+range of days and any of these dimensions are merges of rows -- fast, and still answering after
+the call records themselves expired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
+from decimal import Decimal
+from operator import add
+from typing import Any
+
+from otel_llm.calllog.record import from_nanos
+from otel_llm.calllog.schema import DAILY_DIMENSIONS, DAILY_SUMS
+from otel_llm.calllog.sketch import Sketch
+from otel_llm.calllog.sql import INSERT_COLUMNS
+
+_N_SUMS = len(DAILY_SUMS)
+# Positions in DAILY_SUMS.
+(
+    _REQUESTS,
+    _FAILED,
+    _UNPRICED,
+    _INPUT,
+    _OUTPUT,
+    _TOTAL,
+    _CACHE_READ,
+    _CACHE_WRITE,
+    _REASONING,
+    _COST,
+    _COST_INPUT,
+    _COST_OUTPUT,
+    _COST_CACHE_READ,
+    _COST_CACHE_WRITE,
+    _COST_REQUEST,
+    _LATENCY_COUNT,
+) = range(_N_SUMS)
+
+DailyKey = tuple[str, str, str, str, str, str, str]
+
+
+class Totals:
+    """Sums of a set of calls, mergeable."""
+
+    __slots__ = ("latency", "latency_sum", "sums", "ttfc")
+
+    def __init__(self) -> None:
+        self.sums = [0] * _N_SUMS
+        self.latency_sum = 0.0
+        self.latency = Sketch()
+        self.ttfc = Sketch()
+
+    def add(
+        self,
+        failed: bool,
+        tokens: Sequence[int | None],
+        costs: Sequence[int | None],
+        latency_ms: float | None,
+        ttfc_ms: float | None,
+    ) -> None:
+        """One call: its 6 token counts and 6 costs (nano-USD) in DAILY_SUMS' order."""
+        sums = self.sums
+        sums[_REQUESTS] += 1
+        if failed:
+            sums[_FAILED] += 1
+        if costs[0] is None:
+            sums[_UNPRICED] += 1
+        for index, value in enumerate(tokens, _INPUT):
+            if value:
+                sums[index] += value
+        for index, value in enumerate(costs, _COST):
+            if value:
+                sums[index] += value
+        if latency_ms is not None:
+            sums[_LATENCY_COUNT] += 1
+            self.latency_sum += latency_ms
+            self.latency.add(latency_ms)
+        if ttfc_ms is not None:
+            self.ttfc.add(ttfc_ms)
+
+    def merge(self, other: Totals) -> None:
+        self.sums = list(map(add, self.sums, other.sums))
+        self.latency_sum += other.latency_sum
+        self.latency.merge(other.latency)
+        self.ttfc.merge(other.ttfc)
+
+    @classmethod
+    def from_row(cls, values: Sequence[Any]) -> Totals:
+        """From a daily row's DAILY_SUMS, latency_sum_ms, latency_sketch, ttfc_sketch."""
+        totals = cls()
+        totals.add_row(values)
+        return totals
+
+    def add_row(self, values: Sequence[Any], *, sketches: bool = True) -> None:
+        """Add a daily row (as ``from_row`` reads it); without its sketches if told so."""
+        # map(add) over the row's slice runs in C: stats add thousands of rows.
+        self.sums = list(map(add, self.sums, values[:_N_SUMS]))
+        self.latency_sum += values[_N_SUMS]
+        if sketches:
+            self.latency.merge_bytes(values[_N_SUMS + 1])
+            self.ttfc.merge_bytes(values[_N_SUMS + 2])
+
+    def row_values(self) -> tuple[Any, ...]:
+        """DAILY_SUMS, latency_sum_ms, latency_sketch, ttfc_sketch (the inverse of from_row)."""
+        return (*self.sums, self.latency_sum, self.latency.to_bytes(), self.ttfc.to_bytes())
+
+    @property
+    def requests(self) -> int:
+        return self.sums[_REQUESTS]
+
+    def cost(self) -> Decimal | None:
+        """Total USD of the priced calls; None when there were calls and none was priced."""
+        sums = self.sums
+        if sums[_REQUESTS] and sums[_UNPRICED] == sums[_REQUESTS]:
+            return None
+        return from_nanos(sums[_COST])
+
+    def error_rate(self) -> float | None:
+        requests = self.sums[_REQUESTS]
+        return _percent(self.sums[_FAILED], requests)
+
+    def cache_hit_rate(self) -> float | None:
+        return _percent(self.sums[_CACHE_READ], self.sums[_INPUT])
+
+    def stats(self) -> dict[str, Any]:
+        """The statistics fields of the API (see the call-log contract)."""
+        sums = self.sums
+        requests = sums[_REQUESTS]
+        priced = requests - sums[_UNPRICED]
+        none_priced = requests > 0 and priced == 0
+
+        def money(index: int) -> Decimal | None:
+            return None if none_priced else from_nanos(sums[index])
+
+        latency_count = sums[_LATENCY_COUNT]
+        p50, p95, p99 = self.latency.quantiles((0.50, 0.95, 0.99))
+        t50, t95 = self.ttfc.quantiles((0.50, 0.95))
+        return {
+            "total_requests": requests,
+            "successful_requests": requests - sums[_FAILED],
+            "failed_requests": sums[_FAILED],
+            "success_rate": _percent(requests - sums[_FAILED], requests),
+            "error_rate": self.error_rate(),
+            "input_tokens": sums[_INPUT],
+            "output_tokens": sums[_OUTPUT],
+            "total_tokens": sums[_TOTAL],
+            "cache_read_tokens": sums[_CACHE_READ],
+            "cache_write_tokens": sums[_CACHE_WRITE],
+            "reasoning_tokens": sums[_REASONING],
+            "cache_hit_rate": self.cache_hit_rate(),
+            "total_cost": money(_COST),
+            "cost_breakdown": {
+                "input": money(_COST_INPUT),
+                "output": money(_COST_OUTPUT),
+                "cache_read": money(_COST_CACHE_READ),
+                "cache_write": money(_COST_CACHE_WRITE),
+                "request": money(_COST_REQUEST),
+            },
+            "unpriced_requests": sums[_UNPRICED],
+            "avg_latency_ms": self.latency_sum / latency_count if latency_count else None,
+            "p50_latency_ms": p50,
+            "p95_latency_ms": p95,
+            "p99_latency_ms": p99,
+            "p50_time_to_first_chunk_ms": t50,
+            "p95_time_to_first_chunk_ms": t95,
+        }
+
+
+def _percent(part: int, whole: int) -> float | None:
+    return round(100.0 * part / whole, 4) if whole else None
+
+
+_EPOCH = date(1970, 1, 1)
+
+
+_COLUMN = {name: index for index, name in enumerate(INSERT_COLUMNS)}
+_DAY = _COLUMN["day"]
+(_SERVICE, _PROVIDER, _MODEL, _OPERATION, _FEATURE, _PROJECT) = (
+    _COLUMN[name] for name in DAILY_DIMENSIONS[1:]
+)
+_STATUS = _COLUMN["status"]
+(_C_INPUT, _C_OUTPUT, _C_TOTAL, _C_CACHE_READ, _C_CACHE_WRITE, _C_REASONING) = (
+    _COLUMN[f"{name}_tokens"]
+    for name in ("input", "output", "total", "cache_read", "cache_write", "reasoning")
+)
+(_C_COST, _C_COST_INPUT, _C_COST_OUTPUT, _C_COST_READ, _C_COST_WRITE, _C_COST_REQUEST) = (
+    _COLUMN[name]
+    for name in (
+        "cost_nusd",
+        "cost_input_nusd",
+        "cost_output_nusd",
+        "cost_cache_read_nusd",
+        "cost_cache_write_nusd",
+        "cost_request_nusd",
+    )
+)
+_C_LATENCY = _COLUMN["latency_ms"]
+_C_TTFC = _COLUMN["ttfc_ms"]
+_ADDED = (
+    (_C_INPUT, _INPUT),
+    (_C_OUTPUT, _OUTPUT),
+    (_C_TOTAL, _TOTAL),
+    (_C_CACHE_READ, _CACHE_READ),
+    (_C_CACHE_WRITE, _CACHE_WRITE),
+    (_C_REASONING, _REASONING),
+    (_C_COST_INPUT, _COST_INPUT),
+    (_C_COST_OUTPUT, _COST_OUTPUT),
+    (_C_COST_READ, _COST_CACHE_READ),
+    (_C_COST_WRITE, _COST_CACHE_WRITE),
+    (_C_COST_REQUEST, _COST_REQUEST),
+)
+
+
+def rollup(rows: Iterable[Sequence[Any]]) -> dict[DailyKey, Totals]:
+    """What these (newly stored) calls add to each daily row; ``rows`` are ``sql.row_of``
+    tuples (``INSERT_COLUMNS``), so money is already integer nano-USD. The hot loop of a
+    write: plain indexing, no per-call function calls beyond the sketches'."""
+    totals: dict[DailyKey, Totals] = {}
+    days: dict[int, str] = {}
+    for row in rows:
+        day = days.get(row[_DAY])
+        if day is None:
+            day = days[row[_DAY]] = (_EPOCH + timedelta(days=row[_DAY])).isoformat()
+        key = (
+            day,
+            row[_SERVICE] or "",
+            row[_PROVIDER] or "",
+            row[_MODEL] or "",
+            row[_OPERATION] or "",
+            row[_FEATURE] or "",
+            row[_PROJECT] or "",
+        )
+        entry = totals.get(key)
+        if entry is None:
+            entry = totals[key] = Totals()
+        sums = entry.sums
+        sums[_REQUESTS] += 1
+        if row[_STATUS] == "error":
+            sums[_FAILED] += 1
+        cost = row[_C_COST]
+        if cost is None:
+            sums[_UNPRICED] += 1
+        else:
+            sums[_COST] += cost
+        for column, index in _ADDED:
+            value = row[column]
+            if value:
+                sums[index] += value
+        latency = row[_C_LATENCY]
+        if latency is not None:
+            sums[_LATENCY_COUNT] += 1
+            entry.latency_sum += latency
+            entry.latency.add(latency)
+        ttfc = row[_C_TTFC]
+        if ttfc is not None:
+            entry.ttfc.add(ttfc)
+    return totals
+
+
+def week_of(day: str) -> str:
+    """The Monday (ISO week start) of a YYYY-MM-DD day."""
+    parsed = date.fromisoformat(day)
+    return (parsed - timedelta(days=parsed.weekday())).isoformat()
+
+
+_DIMENSION_INDEX = {name: index for index, name in enumerate(DAILY_DIMENSIONS)}
+
+
+def stats_from_daily(
+    rows: Iterable[Sequence[Any]], group_by: str | None
+) -> tuple[Totals, dict[str | None, Totals], list[dict[str, Any]]]:
+    """Overall totals, totals per group (for day/week/model/provider/feature/service), and the
+    by_day breakdown, of daily rows (DAILY_DIMENSIONS, then Totals.from_row's values).
+
+    Each row's sketches are merged once: into its group (the overall totals are then the merge
+    of the groups) or, ungrouped, into the overall totals. by_day needs no percentiles.
+    """
+    overall = Totals()
+    groups: dict[str | None, Totals] = {}
+    days: dict[str, Totals] = {}
+    day_models: dict[str, dict[str, Totals]] = {}
+    n_dims = len(DAILY_DIMENSIONS)
+    model_index = _DIMENSION_INDEX["model"]
+    by_group = group_by is not None and group_by != "hour"
+    group_index = _DIMENSION_INDEX.get(group_by or "", -1)
+    for row in rows:
+        values = row[n_dims:]
+        day = str(row[0])
+        model = str(row[model_index])
+        _entry(days, day).add_row(values, sketches=False)
+        _entry(day_models.setdefault(day, {}), model).add_row(values, sketches=False)
+        if not by_group:
+            overall.add_row(values)
+            continue
+        if group_by == "day":
+            key: str | None = day
+        elif group_by == "week":
+            key = week_of(day)
+        else:
+            key = str(row[group_index]) or None
+        _entry(groups, key).add_row(values)
+    if by_group:
+        for totals in groups.values():
+            overall.merge(totals)
+    by_day = [
+        {
+            "date": day,
+            "requests": totals.requests,
+            "tokens": totals.sums[_TOTAL],
+            "cost": totals.cost(),
+            "error_rate": totals.error_rate(),
+            "cache_hit_rate": totals.cache_hit_rate(),
+            "models": [
+                {
+                    "model": model or None,
+                    "requests": entry.requests,
+                    "tokens": entry.sums[_TOTAL],
+                    "cost": entry.cost(),
+                }
+                for model, entry in sorted(
+                    day_models[day].items(), key=lambda item: (-item[1].requests, item[0])
+                )
+            ],
+        }
+        for day, totals in sorted(days.items())
+    ]
+    return overall, groups, by_day
+
+
+def _entry(table: dict[Any, Totals], key: Any) -> Totals:
+    entry = table.get(key)
+    if entry is None:
+        entry = table[key] = Totals()
+    return entry

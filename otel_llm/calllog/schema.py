@@ -1,0 +1,158 @@
+"""The call log's tables and indexes, as numbered migrations shared by SQLite and PostgreSQL.
+
+A store applies the migrations its database has not seen yet (``llm_calllog_schema`` keeps the
+version), in one transaction each. A migration is only ever added, never edited: a database
+created by an older release upgrades step by step. See docs/calllog.md for why each index.
+
+Keys: a call's primary key is (created_us, id) -- time-ordered, so a batch's inserts append to
+its b-tree instead of dirtying one random page per call (a random ``id`` key cost SQLite 4x its
+ingest rate, see docs/calllog.md); a redelivered span has the same start time and id, so it
+still conflicts. Look-up by id goes through (day, span_key): the span id's 64 bits, within the
+day of the call -- inserts land in today's part of that index only; a look-up probes each day.
+
+Representation (the same in both databases, so one SQL text serves both):
+- times are integer microseconds since the epoch (UTC); days are ``YYYY-MM-DD`` text;
+- money is integer nano-USD (exact sums); an unpriced call has NULL cost;
+- content lives in its own table, so content retention deletes rows there only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Types:
+    """Column types of one database."""
+
+    bigint: str
+    real: str
+    blob: str
+
+
+SQLITE_TYPES = Types(bigint="INTEGER", real="REAL", blob="BLOB")
+POSTGRES_TYPES = Types(bigint="BIGINT", real="DOUBLE PRECISION", blob="BYTEA")
+
+CALLS = "llm_calls"
+CONTENT = "llm_call_content"
+DAILY = "llm_call_daily"
+VERSION_TABLE = "llm_calllog_schema"
+
+DAILY_DIMENSIONS = ("day", "service", "provider", "model", "operation", "feature", "project")
+"""The key of a daily aggregate row; NULL dimensions are stored as '' (keys cannot be NULL)."""
+
+DAILY_SUMS = (
+    "requests",
+    "failed",
+    "unpriced",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_nusd",
+    "cost_input_nusd",
+    "cost_output_nusd",
+    "cost_cache_read_nusd",
+    "cost_cache_write_nusd",
+    "cost_request_nusd",
+    "latency_count",
+)
+"""Integer counters of a daily aggregate row, added on merge."""
+
+
+def _v1(t: Types) -> list[str]:
+    sums = ",\n".join(f"    {name} {t.bigint} NOT NULL DEFAULT 0" for name in DAILY_SUMS)
+    return [
+        f"""CREATE TABLE {CALLS} (
+    id TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    created_us {t.bigint} NOT NULL,
+    day INTEGER NOT NULL,
+    span_key {t.bigint} NOT NULL,
+    completed_us {t.bigint},
+    latency_ms {t.real},
+    ttfc_ms {t.real},
+    service TEXT,
+    provider TEXT,
+    model TEXT,
+    response_model TEXT,
+    operation TEXT NOT NULL,
+    streaming SMALLINT NOT NULL,
+    status TEXT NOT NULL,
+    status_code INTEGER,
+    error_type TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    input_tokens {t.bigint},
+    output_tokens {t.bigint},
+    total_tokens {t.bigint},
+    cache_read_tokens {t.bigint},
+    cache_write_tokens {t.bigint},
+    reasoning_tokens {t.bigint},
+    cost_nusd {t.bigint},
+    cost_input_nusd {t.bigint},
+    cost_output_nusd {t.bigint},
+    cost_cache_read_nusd {t.bigint},
+    cost_cache_write_nusd {t.bigint},
+    cost_request_nusd {t.bigint},
+    cost_source TEXT,
+    price_data TEXT,
+    unpriced_reason TEXT,
+    feature TEXT,
+    user_id TEXT,
+    project TEXT,
+    api_key_id TEXT,
+    pipeline_step TEXT,
+    context TEXT,
+    PRIMARY KEY (created_us, id)
+)""",
+        f"CREATE INDEX {CALLS}_lookup ON {CALLS} (day, span_key)",
+        f"CREATE INDEX {CALLS}_project ON {CALLS} (project, created_us)",
+        f"CREATE INDEX {CALLS}_model ON {CALLS} (model, created_us)",
+        f"CREATE INDEX {CALLS}_provider ON {CALLS} (provider, created_us)",
+        f"CREATE INDEX {CALLS}_service ON {CALLS} (service, created_us)",
+        f"CREATE INDEX {CALLS}_feature ON {CALLS} (feature, created_us)",
+        f"CREATE INDEX {CALLS}_user ON {CALLS} (user_id, created_us)",
+        f"CREATE INDEX {CALLS}_api_key ON {CALLS} (api_key_id, created_us)",
+        f"CREATE INDEX {CALLS}_status ON {CALLS} (status, created_us)",
+        f"""CREATE TABLE {CONTENT} (
+    id TEXT NOT NULL,
+    created_us {t.bigint} NOT NULL,
+    request_prompt TEXT,
+    response_preview TEXT,
+    PRIMARY KEY (created_us, id)
+)""",
+        f"""CREATE TABLE {DAILY} (
+    day TEXT NOT NULL,
+    service TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    feature TEXT NOT NULL,
+    project TEXT NOT NULL,
+{sums},
+    latency_sum_ms {t.real} NOT NULL DEFAULT 0,
+    latency_sketch {t.blob},
+    ttfc_sketch {t.blob},
+    PRIMARY KEY ({", ".join(DAILY_DIMENSIONS)})
+)""",
+    ]
+
+
+MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1,)
+"""Migration n (1-based) is ``MIGRATIONS[n - 1]``."""
+
+LATEST = len(MIGRATIONS)
+
+
+def pending(current: int, types: Types) -> list[tuple[int, list[str]]]:
+    """The migrations after ``current``, each with its statements."""
+    return [(number, MIGRATIONS[number - 1](types)) for number in range(current + 1, LATEST + 1)]
+
+
+def version_table_ddl() -> str:
+    return f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER NOT NULL)"

@@ -1,0 +1,170 @@
+"""A mergeable quantile sketch with 1% relative error (DDSketch-like), stored as bytes.
+
+Daily aggregates keep one per (day, dimensions) for latency and time to first chunk, so
+p50/p95/p99 of any set of days and dimensions is the merge of their sketches -- exact merging,
+no re-reading of call records (which expire).
+
+A value ``x`` (milliseconds) goes to bucket ``ceil(log_gamma(x))`` with ``gamma = (1+a)/(1-a)``,
+``a = 0.01``; the bucket's estimate ``2 gamma^k / (gamma+1)`` is within ``a`` (relative) of every
+value in it. The quantile ``q`` of ``n`` values is the estimate of the value at rank
+``floor(q * (n - 1))`` of the sorted values (the "lower" definition), so it is within 1% of
+that exact value. Values at or below ``MIN_VALUE`` (0 ms) count as 0; values above
+``MAX_VALUE`` (about 11.6 days) fall in the top bucket (their estimate is then too low).
+
+Buckets are dense: counts from the lowest to the highest bucket used, as an array of
+unsigned integers. Merging is then a C-speed slice addition (``map(add, ...)``), which keeps
+statistics over thousands of daily rows well within a query's time budget (see
+benchmarks/calllog_benchmark.py).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import sys
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable
+from itertools import accumulate
+from operator import add
+
+RELATIVE_ACCURACY = 0.01
+GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+LOG_GAMMA = math.log(GAMMA)
+_LOG_GAMMA = LOG_GAMMA
+MIN_VALUE = 1e-3
+"""Milliseconds: a microsecond; anything at or below counts as 0."""
+MAX_VALUE = 1e9
+"""Milliseconds: about 11.6 days; anything above falls in the top bucket."""
+KEY_MIN = math.ceil(math.log(MIN_VALUE) / _LOG_GAMMA)
+KEY_MAX = math.ceil(math.log(MAX_VALUE) / _LOG_GAMMA)
+SIZE = KEY_MAX - KEY_MIN + 1
+
+_HEADER = struct.Struct("<BQHH")  # version, zero count, first index, number of counts
+_V_UINT32 = 1
+_V_UINT64 = 2
+_UINT32_MAX = 2**32 - 1
+_SWAP = sys.byteorder != "little"
+_NONE: list[int] = []  # the counts of a sketch without values yet (never written to)
+
+
+class Sketch:
+    """Counts of values per logarithmic bucket (index ``key - KEY_MIN``)."""
+
+    __slots__ = ("counts", "high", "low", "zero_count")
+
+    def __init__(self) -> None:
+        # Allocated at the first value: many sketches stay empty (time to first chunk of
+        # calls that did not stream), and a write builds hundreds per batch.
+        self.counts: list[int] = _NONE
+        self.zero_count = 0
+        self.low = SIZE  # lowest index used; SIZE when none
+        self.high = -1  # highest index used
+
+    @property
+    def count(self) -> int:
+        if self.high < 0:
+            return self.zero_count
+        return self.zero_count + sum(self.counts[self.low : self.high + 1])
+
+    def add(self, value: float) -> None:
+        if not value > MIN_VALUE:  # NaN too: never stored by the record builder anyway
+            self.zero_count += 1
+            return
+        index = min(math.ceil(math.log(value) / _LOG_GAMMA), KEY_MAX) - KEY_MIN
+        counts = self.counts
+        if counts is _NONE:
+            counts = self.counts = [0] * SIZE
+        counts[index] += 1
+        if index < self.low:  # noqa: PLR1730 - the hot path: a compare, not a call
+            self.low = index
+        if index > self.high:  # noqa: PLR1730
+            self.high = index
+
+    def add_all(self, values: Iterable[float]) -> None:
+        for value in values:
+            self.add(value)
+
+    def merge(self, other: Sketch) -> None:
+        self.zero_count += other.zero_count
+        if other.high >= 0:
+            self._add_counts(other.low, other.counts[other.low : other.high + 1])
+
+    def _add_counts(self, low: int, counts: list[int] | array[int]) -> None:
+        # Slice addition runs in C: the cost of a merge is a call, not a loop over buckets.
+        high = low + len(counts) - 1
+        if self.counts is _NONE:
+            self.counts = [0] * SIZE
+        self.counts[low : high + 1] = map(add, self.counts[low : high + 1], counts)
+        self.low = min(self.low, low)
+        self.high = max(self.high, high)
+
+    def quantile(self, q: float) -> float | None:
+        """The estimate of the value at rank floor(q * (count - 1)); None when empty."""
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: Iterable[float]) -> list[float | None]:
+        """Several quantiles at the cost of one pass."""
+        qs = list(qs)
+        total = self.count
+        if total == 0:
+            return [None] * len(qs)
+        cumulative = list(accumulate(self.counts[self.low : self.high + 1], initial=0))
+        results: list[float | None] = []
+        for q in qs:
+            rank = int(q * (total - 1))
+            if rank < self.zero_count:
+                results.append(0.0)
+                continue
+            # The first bucket whose cumulative count (after zeros) exceeds the rank.
+            position = bisect_right(cumulative, rank - self.zero_count) - 1
+            key = self.low + position + KEY_MIN
+            results.append(2 * GAMMA**key / (GAMMA + 1))
+        return results
+
+    def to_bytes(self) -> bytes:
+        """Header (version, zero count, first index, length), then the counts from the
+        lowest to the highest bucket used, little-endian uint32 (uint64 if one is larger)."""
+        if self.high < 0:
+            return _HEADER.pack(_V_UINT32, self.zero_count, 0, 0)
+        used = self.counts[self.low : self.high + 1]
+        wide = max(used) > _UINT32_MAX
+        packed = array("Q" if wide else "I", used)
+        if _SWAP:
+            packed.byteswap()
+        header = _HEADER.pack(
+            _V_UINT64 if wide else _V_UINT32, self.zero_count, self.low, len(used)
+        )
+        return header + packed.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview | None) -> Sketch:
+        sketch = cls()
+        if not data:
+            return sketch
+        sketch.merge_bytes(data)
+        return sketch
+
+    def merge_bytes(self, data: bytes | bytearray | memoryview | None) -> None:
+        """Merge a serialised sketch without building a Sketch of it."""
+        if not data:
+            return
+        data = bytes(data)
+        version, zero_count, low, length = _HEADER.unpack_from(data)
+        if version not in (_V_UINT32, _V_UINT64):
+            raise ValueError(f"unknown sketch version {version}")
+        self.zero_count += zero_count
+        if length:
+            counts = array("I" if version == _V_UINT32 else "Q")
+            counts.frombytes(data[_HEADER.size : _HEADER.size + length * counts.itemsize])
+            if _SWAP:
+                counts.byteswap()
+            self._add_counts(low, counts)
+
+
+def merged(blobs: Iterable[bytes | None]) -> Sketch:
+    """One sketch of many serialised ones."""
+    result = Sketch()
+    for blob in blobs:
+        result.merge_bytes(blob)
+    return result

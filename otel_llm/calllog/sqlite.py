@@ -1,0 +1,185 @@
+"""The embedded call store: one SQLite file, zero set-up.
+
+WAL lets readers (the query API) run while a batch is written; ``synchronous=NORMAL`` makes a
+commit cost no fsync (WAL keeps the database consistent; a power cut may lose the last
+batches, which for a call log is the right trade). Writes take the database's write lock at the
+start of the transaction (``BEGIN IMMEDIATE``), so checking which ids are new and adding them to
+the aggregates cannot race another writer, even in another process.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from otel_llm.calllog import rollup, schema, sql
+from otel_llm.calllog.record import CallRecord, micros_of
+from otel_llm.calllog.store import SQLCallStore
+
+_IN_CHUNK = 500  # ids per "IN (...)" look-up, well within SQLite's parameter limit
+_MERGE = "calllog_merge_sketches"
+
+_INSERT_CALLS = (
+    f"INSERT INTO {schema.CALLS} ({', '.join(sql.INSERT_COLUMNS)}) "  # noqa: S608 - fixed names
+    f"VALUES ({', '.join('?' * len(sql.INSERT_COLUMNS))})"
+)
+_INSERT_CONTENT = (
+    f"INSERT OR REPLACE INTO {schema.CONTENT} ({', '.join(sql.CONTENT_COLUMNS)}) "  # noqa: S608
+    "VALUES (?, ?, ?, ?)"
+)
+_DAILY_VALUES = (*schema.DAILY_SUMS, "latency_sum_ms")
+# One statement adds a batch to the daily rows: sums in SQL, sketches merged by a Python
+# function SQLite calls -- no read-modify-write round trips (the write lock is held anyway).
+_UPSERT_DAILY = (
+    f"INSERT INTO {schema.DAILY} ({', '.join(schema.DAILY_DIMENSIONS)}, "  # noqa: S608
+    f"{', '.join(_DAILY_VALUES)}, latency_sketch, ttfc_sketch) "
+    f"VALUES ({', '.join('?' * (len(schema.DAILY_DIMENSIONS) + len(_DAILY_VALUES) + 2))}) "
+    f"ON CONFLICT ({', '.join(schema.DAILY_DIMENSIONS)}) DO UPDATE SET "
+    + ", ".join(f"{n} = {schema.DAILY}.{n} + excluded.{n}" for n in _DAILY_VALUES)
+    + f", latency_sketch = {_MERGE}({schema.DAILY}.latency_sketch, excluded.latency_sketch)"
+    + f", ttfc_sketch = {_MERGE}({schema.DAILY}.ttfc_sketch, excluded.ttfc_sketch)"
+)
+
+
+class SQLiteCallStore(SQLCallStore):
+    """Call store in a SQLite file (created, with its directory, if absent)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        record_days: int | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        super().__init__(record_days=record_days, clock=clock)
+        self.path = path
+        memory = path in {":memory:", ""}
+        if not memory:
+            directory = os.path.dirname(os.path.abspath(path))
+            os.makedirs(directory, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._writer = self._connect(path)
+        self._migrate()
+        # A second connection for queries: under WAL it reads while the first writes.
+        self._reader = self._writer if memory else self._connect(path)
+        self._read_lock = self._write_lock if memory else threading.Lock()
+
+    @staticmethod
+    def _connect(path: str) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            path or ":memory:", isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA busy_timeout=30000")
+        # Index pages of a day's inserts stay cached (the default cache is 2 MB); a larger
+        # WAL between checkpoints writes each hot page back once instead of several times.
+        connection.execute("PRAGMA cache_size=-65536")
+        connection.execute("PRAGMA wal_autocheckpoint=10000")
+        connection.create_function(_MERGE, 2, sql.merge_sketches, deterministic=True)
+        return connection
+
+    def _migrate(self) -> None:
+        connection = self._writer
+        with self._write_lock:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.execute(schema.version_table_ddl())
+                row = connection.execute(f"SELECT version FROM {schema.VERSION_TABLE}").fetchone()  # noqa: S608
+                current = int(row[0]) if row else 0
+                if current > schema.LATEST:
+                    raise RuntimeError(
+                        f"call log schema version {current} is newer than this otel-llm "
+                        f"({schema.LATEST}): upgrade otel-llm"
+                    )
+                for number, statements in schema.pending(current, schema.SQLITE_TYPES):
+                    for statement in statements:
+                        connection.execute(statement)
+                    if current == 0 and number == 1:
+                        connection.execute(
+                            f"INSERT INTO {schema.VERSION_TABLE} (version) VALUES (1)"  # noqa: S608
+                        )
+                    else:
+                        connection.execute(
+                            f"UPDATE {schema.VERSION_TABLE} SET version = ?",  # noqa: S608
+                            (number,),
+                        )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+    def schema_version(self) -> int:
+        return int(
+            self._read(sql.Statement(f"SELECT version FROM {schema.VERSION_TABLE}", ()))[0][0]  # noqa: S608
+        )
+
+    def _read(self, statement: sql.Statement) -> list[tuple[Any, ...]]:
+        with self._read_lock:
+            return self._reader.execute(statement.text, statement.params).fetchall()
+
+    def _delete(self, statement: sql.Statement) -> int:
+        with self._write_lock:
+            cursor = self._writer.execute(statement.text, statement.params)
+            return cursor.rowcount
+
+    def write(self, records: Sequence[CallRecord]) -> int:
+        if not records:
+            return 0
+        unique = list({record.id: record for record in records}.values())
+        connection = self._writer
+        with self._write_lock:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                new = self._new_records(connection, unique)
+                if new:
+                    self._insert(connection, new)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return len(new)
+
+    @staticmethod
+    def _insert(connection: sqlite3.Connection, new: list[CallRecord]) -> None:
+        rows = [sql.row_of(record) for record in new]
+        connection.executemany(_INSERT_CALLS, rows)
+        with_content = [sql.content_row_of(record) for record in new if record.has_content]
+        if with_content:
+            connection.executemany(_INSERT_CONTENT, with_content)
+        connection.executemany(
+            _UPSERT_DAILY,
+            [(*key, *totals.row_values()) for key, totals in rollup.rollup(rows).items()],
+        )
+
+    @staticmethod
+    def _new_records(connection: sqlite3.Connection, records: list[CallRecord]) -> list[CallRecord]:
+        stored: set[tuple[int, str]] = set()
+        keys = [(micros_of(record.created_at), record.id) for record in records]
+        for start in range(0, len(keys), _IN_CHUNK):
+            times = sorted({created for created, _ in keys[start : start + _IN_CHUNK]})
+            # Seeks on the primary key's first column; the ids are matched here.
+            stored.update(
+                connection.execute(
+                    f"SELECT created_us, id FROM {schema.CALLS} "  # noqa: S608 - fixed names
+                    f"WHERE created_us IN ({', '.join('?' * len(times))})",
+                    times,
+                )
+            )
+        if not stored:
+            return records
+        return [record for record, key in zip(records, keys, strict=True) if key not in stored]
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with self._write_lock:
+            if self._reader is not self._writer:
+                with self._read_lock:
+                    self._reader.close()
+            self._writer.close()

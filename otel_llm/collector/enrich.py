@@ -1,0 +1,331 @@
+"""Pricing and measuring the GenAI spans of an OTLP export request, in place.
+
+The same core as ``LLMSpanProcessor`` (``otel_llm.derive.derive``) and the same rules:
+
+* Most spans are not LLM calls: they cost a look at their attribute keys and are left as they
+  are, byte for byte.
+* An LLM span gains the cost attributes (or the reason it has none); a cost it came with that
+  could not be trusted is removed.
+* Nesting: an LLM span that is the parent of another LLM span in the same request (two
+  instrumentations of one call) is marked ``otel_llm.call.counted_in`` with the id of the
+  innermost one and neither priced nor measured -- the innermost is.
+* A span an in-process ``LLMSpanProcessor`` already handled (it carries
+  ``otel_llm.cost.price_data``, ``otel_llm.cost.unpriced_reason`` or
+  ``otel_llm.call.counted_in``) is forwarded unchanged and NOT recorded in the metrics again:
+  the application's own ``/metrics`` has it, and a dashboard summing both would count it twice.
+  It is still derived and handed to the call sink (unless it is a ``counted_in`` marker), so a
+  call log fed from here stores every call once, whichever process priced it.
+
+Enriching never raises: a span whose derivation fails is forwarded unchanged and counted in
+``otel_llm_processor_errors_total{stage="collector"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from otel_llm import _semconv as sc
+from otel_llm.call import is_llm_call, may_be_llm_call
+from otel_llm.collector.otlp import (
+    UNTRUSTED_WHEN_UNPRICED,
+    apply_attributes,
+    attributes_of,
+    id_to_int,
+)
+from otel_llm.derive import Derived, derive
+from otel_llm.dialects import OPERATION_MARKERS
+from otel_llm.metrics.prometheus import PrometheusRecorder
+from otel_llm.pricing import PriceBook, Unpriced
+
+_logger = logging.getLogger(__name__)
+
+MARKER_ATTRIBUTES = tuple(attribute for attribute, _ in OPERATION_MARKERS)
+
+ERROR_STAGE = "collector"
+"""The ``stage`` label of ``otel_llm_processor_errors_total`` for failures in the service."""
+
+# The keys that can make a span an LLM call (see otel_llm.call.may_be_llm_call), as they appear
+# in a protobuf encoding: a span without any of them is not one.
+_MARKERS = tuple(key.encode() for key in (sc.GEN_AI_OPERATION_NAME, *MARKER_ATTRIBUTES))
+_ALREADY_HANDLED = (
+    sc.OTEL_LLM_COST_PRICE_DATA,
+    sc.OTEL_LLM_COST_UNPRICED_REASON,
+    sc.OTEL_LLM_CALL_COUNTED_IN,
+)
+
+
+@dataclass(slots=True)
+class EnrichedCall:
+    """One LLM call found in a request, for the call sink (the call log of issue 5)."""
+
+    derived: Derived
+    attributes: dict[str, Any]
+    """The span's attributes as they arrived (before the cost attributes were added)."""
+    span: Span
+    """The protobuf span, as forwarded (with its cost attributes)."""
+    resource: dict[str, Any]
+    """The resource's attributes."""
+    scope: str | None
+    """The instrumentation scope's name."""
+    measured: bool
+    """True when this service recorded its metrics; False when an in-process
+    ``LLMSpanProcessor`` had already priced and measured it (the span is unchanged)."""
+
+
+@dataclass(slots=True)
+class EnrichResult:
+    """What enriching one request found and did."""
+
+    spans: int = 0
+    """Spans in the request."""
+    modified: bool = False
+    """Some span was changed: the request must be serialized again."""
+    calls: list[EnrichedCall] = field(default_factory=list)
+    errors: int = 0
+    """Spans passed on unchanged because deriving them failed."""
+    recorded: bool = False
+
+
+@dataclass(slots=True)
+class _Candidate:
+    span: Span
+    attributes: dict[str, Any]
+    scope: str | None
+    resource_index: int
+    handled: bool
+    counted_in: str | None = None
+
+
+class Enricher:
+    """Prices and measures the GenAI spans of OTLP requests; thread-safe.
+
+    Args:
+        book: the price book (shared with nothing else is fine; it caches look-ups).
+        recorder: where the GenAI metrics go (``PrometheusRecorder.for_registry``).
+        max_tokens: see ``otel_llm.settings.MAX_TOKENS``.
+        extra_attributes: span attributes of the recorder's extra labels, in its label order.
+    """
+
+    def __init__(
+        self,
+        book: PriceBook,
+        recorder: PrometheusRecorder,
+        *,
+        max_tokens: int,
+        extra_attributes: Sequence[str] = (),
+    ):
+        self._book = book
+        self._recorder = recorder
+        self._max_tokens = max_tokens
+        self._extra_attributes = tuple(extra_attributes)
+
+    @property
+    def recorder(self) -> PrometheusRecorder:
+        return self._recorder
+
+    def enrich(
+        self,
+        request: ExportTraceServiceRequest,
+        *,
+        raw: bytes | None = None,
+        record: bool = True,
+    ) -> EnrichResult:
+        """Price the request's GenAI spans in place; returns the calls found.
+
+        ``raw`` is the request's protobuf encoding as received, if at hand: a request without
+        a single LLM span is then recognised without looking at its spans.
+
+        With ``record=False`` the metrics are left to a later ``record(result)``: the service
+        records only once the request is accepted, so a request refused (queue full) and sent
+        again is not counted twice.
+        """
+        result = EnrichResult()
+        try:
+            candidates = self._candidates(request, raw, result)
+            if candidates:
+                resources = [
+                    attributes_of(resource_spans.resource.attributes)
+                    for resource_spans in request.resource_spans
+                ]
+                _mark_nested(candidates)
+                for candidate in candidates:
+                    self._enrich_span(candidate, resources[candidate.resource_index], result)
+        except Exception:  # noqa: BLE001 - a bad request must not take the service down
+            self._failed(result)
+        if record:
+            self.record(result)
+        return result
+
+    def record(self, result: EnrichResult) -> None:
+        """Record the metrics of the calls this service priced (once per result)."""
+        if result.recorded:
+            return
+        result.recorded = True
+        recorder = self._recorder
+        for call in result.calls:
+            if not call.measured:
+                continue
+            try:
+                recorder.record(call.derived)
+                if call.derived.rejected:
+                    recorder.record_rejected(call.derived.rejected)
+            except Exception:  # noqa: BLE001 - metrics must not fail the request
+                self._failed(result)
+        if result.errors:
+            with contextlib.suppress(Exception):
+                for _ in range(result.errors):
+                    recorder.record_error(ERROR_STAGE)
+
+    def _candidates(
+        self, request: ExportTraceServiceRequest, raw: bytes | None, result: EnrichResult
+    ) -> list[_Candidate]:
+        """The request's LLM spans.
+
+        Most spans are not LLM calls, and reading a protobuf span's attributes from Python
+        costs ~0.4 µs each. So the first test is a byte search for the keys that can make a
+        span an LLM call (``may_be_llm_call``'s), in the request as received -- none there,
+        no span is looked at -- then in each span's encoding (C speed); only a span that
+        contains one has its attributes decoded for the real test.
+        """
+        spans_of = [
+            (index, scope_spans)
+            for index, resource_spans in enumerate(request.resource_spans)
+            for scope_spans in resource_spans.scope_spans
+        ]
+        result.spans = sum(len(scope_spans.spans) for _, scope_spans in spans_of)
+        # ``in`` on bytes is a fast substring search; a regular expression of the three keys is
+        # ten times slower over a whole request.
+        if raw is not None and not any(marker in raw for marker in _MARKERS):
+            return []
+        candidates: list[_Candidate] = []
+        for index, scope_spans in spans_of:
+            scope = scope_spans.scope.name or None
+            for span in scope_spans.spans:
+                encoded = span.SerializeToString()
+                for marker in _MARKERS:
+                    if marker in encoded:
+                        break
+                else:
+                    continue
+                try:
+                    attributes = attributes_of(span.attributes)
+                    if not (may_be_llm_call(attributes) and is_llm_call(attributes, scope)):
+                        continue
+                except Exception:  # noqa: BLE001 - one odd span must not stop the rest
+                    self._failed(result)
+                    continue
+                handled = any(name in attributes for name in _ALREADY_HANDLED)
+                candidates.append(_Candidate(span, attributes, scope, index, handled))
+        return candidates
+
+    def _enrich_span(
+        self, candidate: _Candidate, resource: dict[str, Any], result: EnrichResult
+    ) -> None:
+        if candidate.handled:
+            if sc.OTEL_LLM_CALL_COUNTED_IN in candidate.attributes:
+                return  # a marker of a call counted in another span: not a call of its own
+            derived = self._derive(candidate, resource, result)
+            if derived is not None:
+                result.calls.append(_call(candidate, derived, resource, measured=False))
+            return
+        if candidate.counted_in is not None:
+            # Priced and measured as the LLM span nested in it; forwarded saying so.
+            marker = {sc.OTEL_LLM_CALL_COUNTED_IN: candidate.counted_in}
+            self._apply(candidate, marker, (), result)
+            return
+        derived = self._derive(candidate, resource, result)
+        if derived is None:
+            return
+        remove = UNTRUSTED_WHEN_UNPRICED if isinstance(derived.priced, Unpriced) else ()
+        if self._apply(candidate, derived.cost_attributes(), remove, result):
+            result.calls.append(_call(candidate, derived, resource, measured=True))
+
+    def _derive(
+        self, candidate: _Candidate, resource: dict[str, Any], result: EnrichResult
+    ) -> Derived | None:
+        span = candidate.span
+        try:
+            return derive(
+                candidate.attributes,
+                start_time_ns=span.start_time_unix_nano or None,
+                end_time_ns=span.end_time_unix_nano or None,
+                failed=span.status.code == Status.STATUS_CODE_ERROR,
+                service_name=str(resource.get("service.name", "")),
+                trace_id=id_to_int(span.trace_id),
+                book=self._book,
+                max_tokens=self._max_tokens,
+                extra_attributes=self._extra_attributes,
+                scope=candidate.scope,
+            )
+        except Exception:  # noqa: BLE001 - the span goes on unchanged, the failure is counted
+            self._failed(result)
+            return None
+
+    def _apply(
+        self,
+        candidate: _Candidate,
+        added: dict[str, Any],
+        remove: Sequence[str],
+        result: EnrichResult,
+    ) -> bool:
+        try:
+            # Checks every value before changing the span: a failure leaves it as it came.
+            apply_attributes(
+                candidate.span, added, remove=remove, present=candidate.attributes.keys()
+            )
+        except Exception:  # noqa: BLE001 - forwarded as it came
+            self._failed(result)
+            return False
+        result.modified = True
+        return True
+
+    @staticmethod
+    def _failed(result: EnrichResult) -> None:
+        _logger.exception("otel-llm collector: a span could not be enriched; passed on unchanged")
+        result.errors += 1
+
+
+def _call(
+    candidate: _Candidate, derived: Derived, resource: dict[str, Any], *, measured: bool
+) -> EnrichedCall:
+    return EnrichedCall(
+        derived=derived,
+        attributes=candidate.attributes,
+        span=candidate.span,
+        resource=resource,
+        scope=candidate.scope,
+        measured=measured,
+    )
+
+
+def _mark_nested(candidates: list[_Candidate]) -> None:
+    """Mark each LLM span that is the parent of another LLM span of the request with the id
+    of the innermost one (``LLMSpanProcessor``'s rule: the span closest to the provider is
+    priced). Spans of another trace, or whose parent is not in the request, are not nested."""
+    by_id = {(c.span.trace_id, c.span.span_id): c for c in candidates if c.span.span_id}
+    child_of: dict[tuple[bytes, bytes], _Candidate] = {}
+    for candidate in candidates:
+        parent = (candidate.span.trace_id, candidate.span.parent_span_id)
+        if candidate.span.parent_span_id and parent in by_id:
+            child_of[parent] = candidate  # of several, the last: the processor keeps the last
+    for key, candidate in by_id.items():
+        child = child_of.get(key)
+        if child is None:
+            continue
+        seen = {key}
+        # Down to the innermost; ``seen`` stops a malformed request whose parents form a loop.
+        while True:
+            below = (child.span.trace_id, child.span.span_id)
+            deeper = child_of.get(below)
+            if deeper is None or below in seen:
+                break
+            seen.add(below)
+            child = deeper
+        candidate.counted_in = child.span.span_id.hex()

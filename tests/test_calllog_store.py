@@ -1,0 +1,715 @@
+"""The call store on SQLite and on a real PostgreSQL: filters, sorts, pages, stats, writes.
+
+Every expected value is computed here from the records written, independently of the store:
+sums exactly (Decimal, int), percentiles from the sorted values (within the sketch's 1%).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+import pytest
+
+from otel_llm.calllog.query import MAX_LIMIT, CallFilter, CallQuery, QueryError, StatsQuery
+from otel_llm.calllog.record import FIELDS, NANO, SUMMARY_FIELDS, CallRecord, call_id
+from otel_llm.calllog.sketch import Sketch
+from otel_llm.calllog.store import SQLCallStore, open_store
+from tests.postgres import BACKENDS, empty_store_url, pg_cluster, store_url  # noqa: F401
+
+NOW = datetime(2026, 3, 15, 12, 30, tzinfo=UTC)
+RELATIVE_ERROR = 0.01
+
+PROVIDERS = {"gpt-4o": "openai", "gpt-4o-mini": "openai", "claude-sonnet-4-5": "anthropic"}
+TEXT_FILTERS = (
+    "provider",
+    "model",
+    "operation",
+    "status",
+    "service",
+    "feature",
+    "user",
+    "project",
+    "api_key_id",
+)
+INJECTIONS = (
+    "x' OR '1'='1",
+    "'; DROP TABLE llm_calls; --",
+    'gpt-4o" OR "1"="1',
+    "%",
+    "?",
+    "%s",
+    "\\",
+    "gpt-4o' --",
+    "1; DELETE FROM llm_call_daily",
+)
+
+
+def make_records(
+    count: int = 240, *, days: float = 10, seed: int = 7, now: datetime = NOW
+) -> list[CallRecord]:
+    """Calls spread over the ``days`` before ``now``, every field varied, some unpriced,
+    some failed, some with content."""
+    rng = random.Random(seed)  # noqa: S311 - test data, not cryptography
+    records = []
+    for index in range(count):
+        model = rng.choice(list(PROVIDERS))
+        created = now - timedelta(microseconds=rng.randrange(int(days * 86_400e6)))
+        latency = round(rng.lognormvariate(6.5, 0.8), 3)
+        streaming = rng.random() < 0.4
+        failed = rng.random() < 0.15
+        priced = rng.random() < 0.85
+        input_tokens = rng.randrange(1, 5000) if rng.random() < 0.95 else None
+        output_tokens = rng.randrange(0, 2000) if input_tokens is not None else None
+        cache_read = rng.randrange(0, input_tokens) if input_tokens and rng.random() < 0.3 else None
+        parts = {
+            name: Decimal(rng.randrange(0, 10**7)) * NANO
+            for name in ("cost_input", "cost_output", "cost_cache_read", "cost_request")
+        }
+        trace, span = rng.getrandbits(128) | 1, rng.getrandbits(64) | 1
+        records.append(
+            CallRecord(
+                id=call_id(trace, span),
+                trace_id=f"{trace:032x}",
+                span_id=f"{span:016x}",
+                created_at=created,
+                completed_at=created + timedelta(milliseconds=latency),
+                latency_ms=latency if index % 37 else None,
+                time_to_first_chunk_ms=round(latency * rng.random(), 3) if streaming else None,
+                service=rng.choice(["checkout", "search"]),
+                provider=PROVIDERS[model],
+                model=model,
+                response_model=model + "-2024" if rng.random() < 0.5 else None,
+                operation=rng.choice(["chat", "chat", "embeddings"]),
+                streaming=streaming,
+                status="error" if failed else "success",
+                status_code=rng.choice([429, 500]) if failed else 200,
+                error_type="RateLimitError" if failed else None,
+                error_code="rate_limit_exceeded" if failed else None,
+                error_message="slow down" if failed else None,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                total_tokens=(
+                    input_tokens + (output_tokens or 0) if input_tokens is not None else None
+                ),
+                cache_read_tokens=cache_read,
+                cache_write_tokens=rng.randrange(0, 100) if rng.random() < 0.1 else None,
+                reasoning_tokens=rng.randrange(0, 50) if rng.random() < 0.2 else None,
+                cost=sum(parts.values(), Decimal(0)) if priced else None,
+                cost_input=parts["cost_input"] if priced else None,
+                cost_output=parts["cost_output"] if priced else None,
+                cost_cache_read=parts["cost_cache_read"] if priced else None,
+                cost_cache_write=None,
+                cost_request=parts["cost_request"] if priced else None,
+                cost_source="local" if priced else None,
+                price_data="genai-prices 0.0.30" if priced else None,
+                unpriced_reason=None if priced else "unknown_model",
+                feature=rng.choice(["summary", "chat", None]),
+                user=rng.choice(["u1", "u2", "u3", None]),
+                project=rng.choice(["alpha", "beta"]),
+                api_key_id=rng.choice(["k1", "k2", None]),
+                pipeline_step=rng.choice(["draft", None]),
+                context={"tenant": "t1", "tier": index % 3} if index % 4 == 0 else {},
+                request_prompt='[{"role": "user"}]' if index % 5 == 0 else None,
+                response_preview="Paris" if index % 5 == 0 else None,
+            )
+        )
+    return records
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[SQLCallStore]:  # noqa: F811 - the fixture it uses
+    opened = open_store(store_url, clock=lambda: NOW)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def loaded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[SQLCallStore, list[CallRecord]]]:
+    """One store per backend with the same calls, shared by the tests that only read."""
+    url = empty_store_url(request.param, request, tmp_path_factory.mktemp("loaded"))
+    opened = open_store(url, clock=lambda: NOW)
+    made = make_records()
+    try:
+        assert opened.write(made) == len(made)
+        yield opened, made
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def reader(loaded: tuple[SQLCallStore, list[CallRecord]]) -> SQLCallStore:
+    return loaded[0]
+
+
+@pytest.fixture
+def records(loaded: tuple[SQLCallStore, list[CallRecord]]) -> list[CallRecord]:
+    return loaded[1]
+
+
+# --- expectations computed here ----------------------------------------------------------------
+
+
+def _matches(record: CallRecord, f: CallFilter) -> bool:
+    for name in TEXT_FILTERS:
+        wanted = getattr(f, name)
+        if wanted is not None and getattr(record, name) != wanted:
+            return False
+    checks: list[tuple[Any, Any, Callable[[Any, Any], bool]]] = [
+        (f.start, record.created_at, lambda bound, value: value >= bound),
+        (f.end, record.created_at, lambda bound, value: value < bound),
+        (f.min_latency_ms, record.latency_ms, lambda bound, value: value >= bound),
+        (f.max_latency_ms, record.latency_ms, lambda bound, value: value <= bound),
+        (f.min_cost, record.cost, lambda bound, value: value >= bound),
+        (f.max_cost, record.cost, lambda bound, value: value <= bound),
+        (f.min_tokens, record.total_tokens, lambda bound, value: value >= bound),
+        (f.max_tokens, record.total_tokens, lambda bound, value: value <= bound),
+    ]
+    for bound, value, ok in checks:
+        if bound is not None and (value is None or not ok(bound, value)):
+            return False
+    return f.projects is None or record.project in f.projects
+
+
+def _text_filter(name: str, records: list[CallRecord]) -> CallFilter:
+    return CallFilter(**{name: getattr(records[11], name)})
+
+
+def _all_pages(store: SQLCallStore, query: CallQuery) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = store.list(
+            CallQuery(
+                filter=query.filter,
+                sort=query.sort,
+                descending=query.descending,
+                limit=MAX_LIMIT,
+                offset=offset,
+                select=query.select,
+            )
+        )
+        calls.extend(page.calls)
+        assert page.total >= len(calls)
+        if not page.has_more:
+            assert len(calls) == page.total
+            return calls
+        offset += MAX_LIMIT
+
+
+def _ids(store: SQLCallStore, f: CallFilter) -> set[str]:
+    return {call["id"] for call in _all_pages(store, CallQuery(filter=f))}
+
+
+def _exact_percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
+
+
+def _close(got: float | None, exact: float) -> bool:
+    return got is not None and abs(got - exact) <= RELATIVE_ERROR * exact + 1e-9
+
+
+def _money_sum(values: Iterable[Decimal | None]) -> Decimal:
+    return sum((value for value in values if value is not None), Decimal(0))
+
+
+def _check_totals(stats: dict[str, Any], calls: list[CallRecord]) -> None:
+    """Every field of a stats entry against the calls it covers."""
+    assert stats["total_requests"] == len(calls)
+    failed = sum(1 for call in calls if call.status == "error")
+    assert stats["failed_requests"] == failed
+    assert stats["successful_requests"] == len(calls) - failed
+    assert stats["error_rate"] == pytest.approx(100 * failed / len(calls), abs=1e-3)
+    assert stats["success_rate"] == pytest.approx(
+        100 * (len(calls) - failed) / len(calls), abs=1e-3
+    )
+    for name in (
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+    ):
+        assert stats[name] == sum(getattr(call, name) or 0 for call in calls), name
+    input_tokens = sum(call.input_tokens or 0 for call in calls)
+    cache_read = sum(call.cache_read_tokens or 0 for call in calls)
+    assert stats["cache_hit_rate"] == pytest.approx(100 * cache_read / input_tokens, abs=1e-3)
+    priced = [call for call in calls if call.cost is not None]
+    assert stats["unpriced_requests"] == len(calls) - len(priced)
+    if priced:
+        assert stats["total_cost"] == _money_sum(call.cost for call in calls)
+        breakdown = stats["cost_breakdown"]
+        assert breakdown["input"] == _money_sum(call.cost_input for call in calls)
+        assert breakdown["output"] == _money_sum(call.cost_output for call in calls)
+        assert breakdown["cache_read"] == _money_sum(call.cost_cache_read for call in calls)
+        assert breakdown["request"] == _money_sum(call.cost_request for call in calls)
+    else:
+        assert stats["total_cost"] is None  # unknown, never 0
+    latencies = [call.latency_ms for call in calls if call.latency_ms is not None]
+    assert stats["avg_latency_ms"] == pytest.approx(sum(latencies) / len(latencies))
+    for q, name in ((0.5, "p50_latency_ms"), (0.95, "p95_latency_ms"), (0.99, "p99_latency_ms")):
+        exact = _exact_percentile(latencies, q)
+        assert _close(stats[name], exact), (name, stats[name], exact)
+    chunks = [call.time_to_first_chunk_ms for call in calls if call.time_to_first_chunk_ms]
+    for q, name in ((0.5, "p50_time_to_first_chunk_ms"), (0.95, "p95_time_to_first_chunk_ms")):
+        if chunks:
+            assert _close(stats[name], _exact_percentile(chunks, q)), name
+
+
+# --- list, count, get ---------------------------------------------------------------------------
+
+
+def test_schema_is_versioned_and_reopening_keeps_the_data(
+    store_url: str,  # noqa: F811
+) -> None:
+    first = open_store(store_url)
+    try:
+        assert first.write(make_records(10)) == 10
+        version = first.schema_version()  # type: ignore[attr-defined]
+        assert version >= 1
+    finally:
+        first.close()
+    second = open_store(store_url)
+    try:
+        assert second.schema_version() == version  # type: ignore[attr-defined]
+        assert second.count(CallFilter()) == 10
+    finally:
+        second.close()
+
+
+@pytest.mark.parametrize(
+    "make_filter",
+    [
+        *(partial(_text_filter, name) for name in TEXT_FILTERS),
+        lambda r: CallFilter(start=NOW - timedelta(days=3)),
+        lambda r: CallFilter(end=NOW - timedelta(days=3)),
+        lambda r: CallFilter(start=NOW - timedelta(days=6), end=NOW - timedelta(days=2)),
+        lambda r: CallFilter(min_latency_ms=700.0),
+        lambda r: CallFilter(max_latency_ms=r[3].latency_ms),  # inclusive bound
+        lambda r: CallFilter(min_cost=r[5].cost),
+        lambda r: CallFilter(max_cost=Decimal("0.015")),
+        lambda r: CallFilter(min_cost=Decimal("0.01"), max_cost=Decimal("0.02")),
+        lambda r: CallFilter(min_tokens=2500),
+        lambda r: CallFilter(max_tokens=r[8].total_tokens),
+        lambda r: CallFilter(projects=frozenset({"alpha"})),
+        lambda r: CallFilter(projects=frozenset()),
+        lambda r: CallFilter(model="gpt-4o", status="error", project="beta"),
+        lambda r: CallFilter(model="no-such-model"),
+    ],
+)
+def test_every_filter_in_list_and_count(
+    reader: SQLCallStore, records: list[CallRecord], make_filter: Callable[[Any], CallFilter]
+) -> None:
+    f = make_filter(records)
+    expected = {record.id for record in records if _matches(record, f)}
+    if f.model != "no-such-model" and f.projects != frozenset():
+        assert 0 < len(expected) < len(records), "the filter must select something, not all"
+    assert _ids(reader, f) == expected
+    assert reader.count(f) == len(expected)
+
+
+@pytest.mark.parametrize("sort", ["created_at", "cost", "latency", "tokens"])
+@pytest.mark.parametrize("descending", [True, False])
+def test_each_sort_key_both_ways(
+    reader: SQLCallStore, records: list[CallRecord], sort: str, descending: bool
+) -> None:
+    attribute = {
+        "created_at": "created_at",
+        "cost": "cost",
+        "latency": "latency_ms",
+        "tokens": "total_tokens",
+    }[sort]
+
+    def key(record: CallRecord) -> tuple[bool, Any, str]:
+        # Unknown values (unpriced cost, missing latency) sort as the smallest; ties by id.
+        value = getattr(record, attribute)
+        return (value is not None, value if value is not None else 0, record.id)
+
+    expected = [r.id for r in sorted(records, key=key, reverse=descending)]
+    query = CallQuery(sort=sort, descending=descending)  # type: ignore[arg-type]
+    assert [call["id"] for call in _all_pages(reader, query)] == expected
+
+
+def test_pagination_edges(reader: SQLCallStore, records: list[CallRecord]) -> None:
+    total = len(records)
+    first = reader.list(CallQuery(limit=MAX_LIMIT))
+    assert len(first.calls) == MAX_LIMIT
+    assert first.total == total
+    assert first.has_more
+    last_offset = total - total % MAX_LIMIT
+    last = reader.list(CallQuery(limit=MAX_LIMIT, offset=last_offset))
+    assert len(last.calls) == total % MAX_LIMIT
+    assert not last.has_more
+    exact = reader.list(CallQuery(limit=10, offset=total - 10))
+    assert len(exact.calls) == 10
+    assert not exact.has_more
+    past = reader.list(CallQuery(limit=10, offset=total + 5))
+    assert past.calls == []
+    assert past.total == total
+    assert not past.has_more
+    default = reader.list(CallQuery())
+    assert len(default.calls) == 10
+    newest = max(records, key=lambda r: r.created_at)
+    assert default.calls[0]["id"] == newest.id
+    for bad in (CallQuery(limit=MAX_LIMIT + 1), CallQuery(limit=0), CallQuery(offset=-1)):
+        with pytest.raises(QueryError):
+            reader.list(bad)
+
+
+def test_select_returns_only_the_fields_asked(
+    reader: SQLCallStore, records: list[CallRecord]
+) -> None:
+    page = reader.list(CallQuery(select=("id", "cost", "context", "has_content"), limit=100))
+    assert all(set(call) == {"id", "cost", "context", "has_content"} for call in page.calls)
+    by_id = {record.id: record for record in records}
+    for call in page.calls:
+        record = by_id[call["id"]]
+        assert call["cost"] == record.cost
+        assert call["context"] == dict(record.context)
+        assert call["has_content"] is record.has_content
+    summary = reader.list(CallQuery())
+    assert all(tuple(call) == SUMMARY_FIELDS for call in summary.calls)
+    with pytest.raises(QueryError, match="password"):
+        reader.list(CallQuery(select=("id", "password")))
+
+
+def test_get_returns_every_field_as_written(
+    reader: SQLCallStore, records: list[CallRecord]
+) -> None:
+    for record in records[:40]:
+        got = reader.get(record.id)
+        assert got is not None
+        assert set(got) == set(FIELDS)
+        for name in FIELDS:
+            expected = getattr(record, name)
+            if name == "context":
+                expected = dict(expected)
+            assert got[name] == expected, name
+        assert got["created_at"].tzinfo is not None
+    assert reader.get("0" * 32 + "-" + "0" * 16) is None
+
+
+def test_project_scope_hides_other_projects(
+    reader: SQLCallStore, records: list[CallRecord]
+) -> None:
+    record = next(r for r in records if r.project == "alpha" and r.has_content)
+    assert reader.get(record.id, projects=frozenset({"alpha"})) is not None
+    assert reader.get(record.id, projects=frozenset({"beta"})) is None
+    assert reader.details(record.id, projects=frozenset({"beta"})) is None
+    assert reader.get(record.id, projects=frozenset()) is None
+
+
+def test_details_serve_the_content(reader: SQLCallStore, records: list[CallRecord]) -> None:
+    with_content = next(r for r in records if r.has_content)
+    details = reader.details(with_content.id)
+    assert details is not None
+    assert details["request_prompt"] == with_content.request_prompt
+    assert details["response_preview"] == with_content.response_preview
+    assert details["has_content"] is True
+    assert details["cost"] == with_content.cost
+    assert details["trace_id"] == with_content.trace_id
+    without = next(r for r in records if not r.has_content)
+    plain = reader.details(without.id)
+    assert plain is not None
+    assert plain["request_prompt"] is None
+    assert plain["has_content"] is False
+
+
+@pytest.mark.parametrize("name", TEXT_FILTERS)
+def test_sql_injection_in_every_text_filter_finds_nothing_and_breaks_nothing(
+    reader: SQLCallStore, records: list[CallRecord], name: str
+) -> None:
+    for attack in INJECTIONS:
+        f = CallFilter(**{name: attack})
+        assert reader.list(CallQuery(filter=f)).calls == []
+        assert reader.count(f) == 0
+        if name in ("provider", "model", "operation", "service", "feature", "project"):
+            assert reader.stats(StatsQuery(filter=f))["stats"]["total_requests"] == 0
+    assert reader.get("' OR '1'='1") is None
+    assert (
+        reader.list(
+            CallQuery(select=("id",), filter=CallFilter(projects=frozenset(INJECTIONS)))
+        ).calls
+        == []
+    )
+    assert reader.count(CallFilter()) == len(records)  # the table is still there, whole
+    assert reader.stats(StatsQuery())["stats"]["total_requests"] == len(records)
+
+
+# --- writes -------------------------------------------------------------------------------------
+
+
+def test_duplicates_are_ignored_and_never_double_counted(store: SQLCallStore) -> None:
+    batch = make_records(50, seed=1)
+    assert store.write(batch) == 50
+    before = store.stats(StatsQuery(group_by="model"))
+    assert store.write(batch) == 0  # redelivered
+    more = make_records(20, seed=2)
+    assert store.write([*batch[:10], *more, more[0]]) == 20  # overlap, and a repeat inside
+    after = store.stats(StatsQuery())
+    assert store.count(CallFilter()) == 70
+    _check_totals(after["stats"], [*batch, *more])
+    assert before["stats"]["total_requests"] == 50
+
+
+def test_money_is_exact_in_sums(store: SQLCallStore) -> None:
+    # 1000 calls of 0.000000001 + 0.1 USD each: a float sum would drift, nano-USD does not.
+    base = make_records(1000, seed=3, days=1)
+    exact = [
+        CallRecord(
+            **{
+                **{name: getattr(r, name) for name in r.__dataclass_fields__},
+                "cost": Decimal("0.100000001"),
+                "cost_input": Decimal("0.100000001"),
+                "cost_output": None,
+                "cost_cache_read": None,
+                "cost_request": None,
+            }
+        )
+        for r in base
+    ]
+    assert store.write(exact) == 1000
+    stats = store.stats(StatsQuery())["stats"]
+    assert stats["total_cost"] == Decimal("100.000001")
+    assert stats["cost_breakdown"]["input"] == Decimal("100.000001")
+    assert stats["unpriced_requests"] == 0
+
+
+def test_two_concurrent_writers_count_each_call_once(store_url: str) -> None:  # noqa: F811
+    # Two replicas (two stores, two connections) receiving overlapping batches at once.
+    records = make_records(600, seed=4, days=3)
+    stores = [open_store(store_url, clock=lambda: NOW) for _ in range(2)]
+    stored = [0, 0]
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            for start in range(0, 600, 50):
+                # Each writes its half plus half of the other's: every batch overlaps.
+                batch = records[start : start + 50]
+                stored[index] += stores[index].write(batch[::-1] if index else batch)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=run, args=(index,)) for index in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors
+        assert sum(stored) == 600
+        assert stores[0].count(CallFilter()) == 600
+        stats = stores[1].stats(StatsQuery(group_by="day"))
+        _check_totals(stats["stats"], records)
+        assert sum(group["total_requests"] for group in stats["groups"]) == 600
+    finally:
+        for opened in stores:
+            opened.close()
+
+
+# --- stats --------------------------------------------------------------------------------------
+
+
+def _group_key(record: CallRecord, group_by: str) -> str | None:
+    day = record.created_at.date()
+    if group_by == "day":
+        return day.isoformat()
+    if group_by == "week":
+        return (day - timedelta(days=day.weekday())).isoformat()
+    if group_by == "hour":
+        return record.created_at.replace(minute=0, second=0, microsecond=0).isoformat()
+    value: str | None = getattr(record, group_by)
+    return value
+
+
+@pytest.mark.parametrize(
+    "group_by", [None, "day", "week", "model", "provider", "feature", "service"]
+)
+def test_stats_for_every_grouping(
+    reader: SQLCallStore, records: list[CallRecord], group_by: str | None
+) -> None:
+    result = reader.stats(StatsQuery(group_by=group_by))  # type: ignore[arg-type]
+    assert result["end"] == datetime(2026, 3, 16, tzinfo=UTC)  # whole days, today included
+    assert result["start"] == datetime(2026, 2, 14, tzinfo=UTC)
+    assert result["group_by"] == group_by
+    _check_totals(result["stats"], records)
+    if group_by is None:
+        assert "groups" not in result
+        return
+    expected: dict[str | None, list[CallRecord]] = defaultdict(list)
+    for record in records:
+        expected[_group_key(record, group_by)].append(record)
+    groups = {group["group"]: group for group in result["groups"]}
+    assert set(groups) == set(expected)
+    for key, calls in expected.items():
+        _check_totals(groups[key], calls)
+    if group_by in ("day", "week"):
+        assert [group["group"] for group in result["groups"]] == sorted(expected)  # type: ignore[type-var]
+    else:
+        counts = [group["total_requests"] for group in result["groups"]]
+        assert counts == sorted(counts, reverse=True)
+
+
+def test_stats_by_hour_read_the_records(reader: SQLCallStore, records: list[CallRecord]) -> None:
+    start = NOW - timedelta(days=2)
+    result = reader.stats(
+        StatsQuery(filter=CallFilter(start=start, model="gpt-4o"), group_by="hour")
+    )
+    day_start = datetime.combine(start.date(), datetime.min.time(), tzinfo=UTC)
+    assert result["start"] == day_start
+    in_range = [
+        r for r in records if r.model == "gpt-4o" and day_start <= r.created_at < result["end"]
+    ]
+    _check_totals(result["stats"], in_range)
+    expected: dict[str | None, list[CallRecord]] = defaultdict(list)
+    for record in in_range:
+        expected[_group_key(record, "hour")].append(record)
+    assert [group["group"] for group in result["groups"]] == sorted(expected)  # type: ignore[type-var]
+    for group in result["groups"]:
+        calls = expected[group["group"]]
+        assert group["total_requests"] == len(calls)
+        assert group["total_tokens"] == sum(call.total_tokens or 0 for call in calls)
+        assert group["total_cost"] == (
+            _money_sum(call.cost for call in calls)
+            if any(call.cost is not None for call in calls)
+            else None
+        )
+        latencies = [call.latency_ms for call in calls if call.latency_ms is not None]
+        if latencies:
+            assert _close(group["p50_latency_ms"], _exact_percentile(latencies, 0.5))
+
+
+def test_hourly_stats_refuse_long_or_expired_ranges(reader: SQLCallStore) -> None:
+    with pytest.raises(QueryError, match="7 days"):
+        reader.stats(StatsQuery(filter=CallFilter(start=NOW - timedelta(days=9)), group_by="hour"))
+    with pytest.raises(QueryError, match="kept 90 days"):
+        reader.stats(
+            StatsQuery(
+                filter=CallFilter(start=NOW - timedelta(days=200), end=NOW - timedelta(days=199)),
+                group_by="hour",
+            )
+        )
+
+
+def test_by_day_has_a_model_breakdown(reader: SQLCallStore, records: list[CallRecord]) -> None:
+    by_day = reader.stats(StatsQuery(filter=CallFilter(project="alpha")))["by_day"]
+    alpha = [r for r in records if r.project == "alpha"]
+    days: dict[str, list[CallRecord]] = defaultdict(list)
+    for record in alpha:
+        days[record.created_at.date().isoformat()].append(record)
+    assert [entry["date"] for entry in by_day] == sorted(days)
+    for entry in by_day:
+        calls = days[entry["date"]]
+        assert entry["requests"] == len(calls)
+        assert entry["tokens"] == sum(call.total_tokens or 0 for call in calls)
+        assert entry["cost"] == _money_sum(call.cost for call in calls)
+        failed = sum(1 for call in calls if call.status == "error")
+        assert entry["error_rate"] == pytest.approx(100 * failed / len(calls), abs=1e-3)
+        models: dict[str, list[CallRecord]] = defaultdict(list)
+        for call in calls:
+            models[call.model or ""].append(call)
+        assert {m["model"]: m["requests"] for m in entry["models"]} == {
+            name: len(calls) for name, calls in models.items()
+        }
+        for model in entry["models"]:
+            mine = models[model["model"]]
+            assert model["tokens"] == sum(call.total_tokens or 0 for call in mine)
+            if any(call.cost is not None for call in mine):
+                assert model["cost"] == _money_sum(call.cost for call in mine)
+        requests = [model["requests"] for model in entry["models"]]
+        assert requests == sorted(requests, reverse=True)
+
+
+def test_stats_range_is_whole_days_and_filters_dimensions(
+    reader: SQLCallStore, records: list[CallRecord]
+) -> None:
+    start = datetime(2026, 3, 8, 15, 0, tzinfo=UTC)
+    end = datetime(2026, 3, 12, 1, 0, tzinfo=UTC)
+    result = reader.stats(
+        StatsQuery(
+            filter=CallFilter(start=start, end=end, provider="openai", service="checkout"),
+            group_by="feature",
+        )
+    )
+    assert result["start"] == datetime(2026, 3, 8, tzinfo=UTC)
+    assert result["end"] == datetime(2026, 3, 13, tzinfo=UTC)
+    calls = [
+        r
+        for r in records
+        if r.provider == "openai"
+        and r.service == "checkout"
+        and date(2026, 3, 8) <= r.created_at.date() < date(2026, 3, 13)
+    ]
+    _check_totals(result["stats"], calls)
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        CallFilter(status="error"),
+        CallFilter(user="u1"),
+        CallFilter(api_key_id="k1"),
+        CallFilter(min_latency_ms=1.0),
+        CallFilter(max_cost=Decimal(1)),
+        CallFilter(min_tokens=1),
+    ],
+)
+def test_stats_refuse_filters_the_aggregates_cannot_answer(
+    reader: SQLCallStore, f: CallFilter
+) -> None:
+    with pytest.raises(QueryError, match="stats cannot filter"):
+        reader.stats(StatsQuery(filter=f))
+
+
+def test_unpriced_calls_have_no_cost_not_zero(store: SQLCallStore) -> None:
+    unpriced = [r for r in make_records(60, seed=5) if r.cost is None]
+    assert unpriced
+    store.write(unpriced)
+    call = store.get(unpriced[0].id)
+    assert call is not None
+    assert call["cost"] is None
+    assert call["unpriced_reason"] == "unknown_model"
+    stats = store.stats(StatsQuery(group_by="model"))
+    assert stats["stats"]["total_cost"] is None
+    assert stats["stats"]["unpriced_requests"] == len(unpriced)
+    assert all(group["total_cost"] is None for group in stats["groups"])
+    assert store.count(CallFilter(max_cost=Decimal(1000))) == 0
+
+
+# --- the sketch ---------------------------------------------------------------------------------
+
+
+def test_sketch_quantiles_stay_within_one_percent_after_merges_and_bytes() -> None:
+    rng = random.Random(3)  # noqa: S311 - test data
+    values = [rng.lognormvariate(5, 2) for _ in range(5000)] + [0.0] * 40 + [5e9]
+    parts = [Sketch() for _ in range(7)]
+    for index, value in enumerate(values):
+        parts[index % 7].add(value)
+    merged = Sketch.from_bytes(parts[0].to_bytes())
+    for part in parts[1:]:
+        merged.merge_bytes(part.to_bytes())
+    assert merged.count == len(values)
+    for q in (0.0, 0.01, 0.5, 0.95, 0.99):
+        exact = _exact_percentile(values, q)
+        got = merged.quantile(q)
+        assert got is not None
+        assert (got == 0.0) if exact == 0.0 else _close(got, exact), (q, got, exact)
+    assert merged.quantile(1.0) == pytest.approx(1e9, rel=0.01)  # clamped into the top bucket
+    assert Sketch().quantile(0.5) is None
+    big = Sketch()
+    big.add(100.0)
+    big.counts[big.low] = 2**40  # more than uint32 holds: serialised wide, not wrapped
+    assert Sketch.from_bytes(big.to_bytes()).count == 2**40
