@@ -566,7 +566,8 @@ CALL_LOG_STORE: Setting[str] = Setting(
     doc=(
         "Where the call log is stored: a SQLite file path (or ``sqlite:///path``), or a "
         "``postgresql://user@host/db`` URL shared by several collector replicas. Default: "
-        "``$XDG_STATE_HOME/otel-llm/calls.db`` (``~/.local/state/otel-llm/calls.db``)."
+        "``$XDG_STATE_HOME/otel-llm/calls.db`` (``~/.local/state/otel-llm/calls.db``). "
+        "``none``: ``otel-llm collector`` keeps no call log."
     ),
 )
 CALL_LOG_BATCH_SIZE: Setting[int] = Setting(

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+
+# The collector keeps its queue and call log under $XDG_STATE_HOME by default, and the settings
+# compute that default when otel_llm is imported -- so this runs before the imports below: the
+# tests (and the services they start as subprocesses) get a private state directory, never the
+# developer's home.
+_STATE_HOME = tempfile.mkdtemp(prefix="otel-llm-state-")
+os.environ["XDG_STATE_HOME"] = _STATE_HOME
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +41,10 @@ class Pipeline:
 
     def sample(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, labels)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_STATE_HOME, ignore_errors=True)
 
 
 @pytest.fixture

@@ -287,7 +287,12 @@ def test_prune_drops_old_content_and_records_and_daily_stats_remain(
     path = str(tmp_path / "calls.db")
     old = make_records(4, NOW - timedelta(days=100))
     middle = [
-        dataclasses.replace(r, id=f"{i + 100:032x}-{i + 100:016x}")
+        dataclasses.replace(
+            r,
+            id=f"{i + 100:032x}-{i + 100:016x}",
+            trace_id=f"{i + 100:032x}",
+            span_id=f"{i + 100:016x}",
+        )
         for i, r in enumerate(make_records(4, NOW - timedelta(days=40)))
     ]
     store = open_store(path)

@@ -14,6 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor, llm_call
 from otel_llm import _semconv as sc
+from otel_llm.calllog.store import open_store
+from otel_llm.calllog.telemetry import register
+from otel_llm.calllog.writer import CallLogWriter
 from otel_llm.collector.queue import DiskQueue
 from otel_llm.collector.telemetry import CollectorMetrics
 
@@ -143,6 +146,18 @@ def test_collector_series_exist_at_zero_from_start_up(collector_emitted: dict[st
     assert capacity == 1000  # the gauges read the live queue
 
 
+def test_call_log_metrics_are_those_of_the_model(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    store = open_store(str(tmp_path / "calls.db"))
+    writer = CallLogWriter(store)
+    try:
+        register(writer, registry)
+        _check_families(_of("call_log"), {f.name: f for f in registry.collect()})
+    finally:
+        writer.close(5)
+        store.close()
+
+
 def test_token_types_in_code_match_the_model() -> None:
     model = {m["prometheus"]: m for m in _load("metrics.yaml")["metrics"]}
     assert tuple(model[sc.PROM_TOKENS]["token_types"]) == sc.TOKEN_TYPES
@@ -150,7 +165,7 @@ def test_token_types_in_code_match_the_model() -> None:
 
 def test_prometheus_names_are_the_otel_translation() -> None:
     units = {"s": "_seconds", "{token}": "", "USD": "_usd", "{operation}": "", "{attribute}": "",
-             "{error}": "", "{span}": "", "{request}": "", "{batch}": "",
+             "{error}": "", "{span}": "", "{request}": "", "{batch}": "", "{call}": "",
              "By": "_bytes"}  # fmt: skip
     for metric in _load("metrics.yaml")["metrics"]:
         expected = metric["otel"].replace(".", "_") + units[metric["unit"]]

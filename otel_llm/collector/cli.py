@@ -13,11 +13,14 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otel_llm import settings
 from otel_llm._cli_types import CommandError
 from otel_llm.settings import Setting
+
+if TYPE_CHECKING:
+    from otel_llm.calllog.service import CallLogService
 
 _logger = logging.getLogger(__name__)
 
@@ -47,9 +50,29 @@ _FLAGS: tuple[tuple[str, Setting[Any], str], ...] = (
     ("--price-cache-size", settings.PRICE_CACHE_SIZE, "N"),
 )
 _BOOL_FLAGS = (("--upstream-insecure", settings.COLLECTOR_UPSTREAM_INSECURE),)
+# The call log (otel_llm.calllog.service.CallLogService): keyword = setting name minus
+# ``call_log_``. On by default; ``--call-log-store none`` turns it off.
+_CALL_LOG_FLAGS: tuple[tuple[str, Setting[Any], str], ...] = (
+    ("--call-log-store", settings.CALL_LOG_STORE, "PATH_OR_URL|none"),
+    ("--call-log-api-endpoint", settings.CALL_LOG_API_ENDPOINT, "HOST:PORT|none"),
+    ("--call-log-api-keys-file", settings.CALL_LOG_API_KEYS_FILE, "FILE"),
+    ("--call-log-api-keys", settings.CALL_LOG_API_KEYS, "NAME=KEY,..."),
+)
+# Call-log settings without a flag: still read from the environment and the config file.
+_CALL_LOG_OTHERS: tuple[Setting[Any], ...] = (
+    settings.CALL_LOG_BATCH_SIZE,
+    settings.CALL_LOG_FLUSH_INTERVAL,
+    settings.CALL_LOG_MAX_PENDING,
+    settings.CALL_LOG_CONTENT_DAYS,
+    settings.CALL_LOG_RECORD_DAYS,
+    settings.CALL_LOG_RETENTION_INTERVAL,
+)
+_CALL_LOG_PREFIX = "call_log_"
 _SETTINGS: tuple[Setting[Any], ...] = (
     *(setting for _, setting, _ in _FLAGS),
     *(setting for _, setting in _BOOL_FLAGS),
+    *(setting for _, setting, _ in _CALL_LOG_FLAGS),
+    *_CALL_LOG_OTHERS,
 )
 
 
@@ -62,6 +85,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
             "Receive OTLP traces (gRPC and HTTP), price and measure every GenAI span with the "
             "same core as LLMSpanProcessor, serve /metrics and /health, and forward all spans "
             "-- with their cost -- to an upstream OTLP endpoint through a disk-backed queue. "
+            "Every LLM call is stored in the call log (--call-log-store; 'none': off), whose "
+            "query API is served when API keys are configured. "
             "Flags win over OTEL_LLM_* variables, which win over --config."
         ),
     )
@@ -71,7 +96,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         default=None,
         help="YAML file of settings (keys: setting names, e.g. collector_upstream_endpoint)",
     )
-    for flag, setting, metavar in _FLAGS:
+    for flag, setting, metavar in (*_FLAGS, *_CALL_LOG_FLAGS):
         parser.add_argument(
             flag,
             dest=setting.name,
@@ -175,13 +200,22 @@ def _run(args: argparse.Namespace) -> int:
     import signal  # noqa: PLC0415
     import threading  # noqa: PLC0415
 
+    from otel_llm.calllog import telemetry as calllog_telemetry  # noqa: PLC0415
+    from otel_llm.calllog.service import CallLogStartError  # noqa: PLC0415
     from otel_llm.collector.service import CollectorService, StartError  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = load_config(args.config) if args.config else {}
     values = resolve_settings(vars(args), config)
-    keywords = {name.removeprefix("collector_"): value for name, value in values.items()}
-    service = CollectorService(**keywords)
+    call_log = _call_log(values)
+    keywords = {
+        name.removeprefix("collector_"): value
+        for name, value in values.items()
+        if not name.startswith(_CALL_LOG_PREFIX)
+    }
+    service = CollectorService(
+        **keywords, call_sink=call_log.sink if call_log is not None else None
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -190,8 +224,13 @@ def _run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
+            # The call log first: its sink must be ready before the first request arrives.
+            if call_log is not None:
+                call_log.start()
+                if call_log.writer is not None:  # its losses belong on the service's /metrics
+                    calllog_telemetry.register(call_log.writer, service.registry)
             service.start()
-        except StartError as exc:
+        except (StartError, CallLogStartError) as exc:
             raise CommandError(str(exc)) from exc
         _logger.info(
             "otel-llm collector: gRPC on %s, HTTP on %s, metrics on %s; upstream %s",
@@ -200,14 +239,53 @@ def _run(args: argparse.Namespace) -> int:
             _where(values["collector_metrics_endpoint"], service.metrics_port),
             values["collector_upstream_endpoint"] or "none (spans are dropped after pricing)",
         )
+        _log_call_log(call_log)
         while not stop.wait(3600):
             pass
         _logger.info("otel-llm collector: stopping")
+        # Collector first (no new calls), then the call log: its writer flushes the last
+        # accepted calls before its API goes.
         service.stop()
+        if call_log is not None and not call_log.stop():
+            _logger.warning("otel-llm collector: some calls were not written to the call log")
     finally:
+        service.stop()  # idempotent: after a failed start, or when stopped above
+        if call_log is not None:
+            call_log.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _call_log(values: Mapping[str, Any]) -> CallLogService | None:
+    """The call log service the settings describe, not started; None when it is off."""
+    from otel_llm.calllog.service import DISABLED, CallLogService  # noqa: PLC0415
+
+    if values["call_log_store"] == DISABLED:
+        return None
+    keywords = {
+        name.removeprefix(_CALL_LOG_PREFIX): value
+        for name, value in values.items()
+        if name.startswith(_CALL_LOG_PREFIX)
+    }
+    return CallLogService(**keywords)
+
+
+def _log_call_log(call_log: CallLogService | None) -> None:
+    if call_log is None:
+        _logger.info("otel-llm collector: call log off (--call-log-store none)")
+    elif call_log.api_url is not None:
+        _logger.info(
+            "otel-llm collector: call log in %s; query API on %s",
+            call_log.store_name,
+            call_log.api_url,
+        )
+    else:
+        _logger.info(
+            "otel-llm collector: call log in %s; query API not served: %s",
+            call_log.store_name,
+            call_log.api_off_reason,
+        )
 
 
 def _where(endpoint: str, port: int | None) -> str:

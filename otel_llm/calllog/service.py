@@ -1,0 +1,294 @@
+"""``CallLogService``: the call log as a running part of the collector service.
+
+It owns what a call log needs at run time -- the store, the ``CallLogWriter`` in front of it,
+the ``RetentionJob`` and, when API keys are configured, the query API -- and offers ``sink``,
+the callable ``CollectorService(call_sink=...)`` hands the LLM calls of each accepted request
+to::
+
+    with CallLogService() as call_log, CollectorService(call_sink=call_log.sink):
+        ...
+
+``sink`` runs on the collector's request path, so it only builds records (pure Python, from
+the already derived call and the protobuf span) and queues them: the writer does the I/O in
+its own thread. It never raises. Stop the collector first, then this service, so calls the
+collector accepted last are still written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from otel_llm import settings
+from otel_llm.calllog.record import CallRecord, build_record
+from otel_llm.calllog.retention import RetentionJob
+from otel_llm.calllog.store import CallStore, open_store
+from otel_llm.calllog.writer import CallLogWriter
+from otel_llm.collector.otlp import id_to_int
+
+if TYPE_CHECKING:
+    from otel_llm.calllog.api import CallLogAPI
+    from otel_llm.collector.enrich import EnrichedCall
+
+_logger = logging.getLogger(__name__)
+
+DISABLED = "none"
+"""The ``call_log_store`` value that turns the collector's call log off."""
+
+
+class CallLogStartError(Exception):
+    """The call log cannot start: its store cannot be opened, or the API cannot be served as
+    configured (unusable key file, address in use)."""
+
+
+class CallLogService:
+    """The store, writer, retention job and (with API keys) query API, started and stopped
+    together; a context manager.
+
+    Every argument left as None takes its ``call_log_*`` setting (``otel_llm.settings``).
+
+    Args:
+        store: SQLite path, ``sqlite:///path``, ``postgresql://...`` URL, or a ready
+            ``CallStore`` (not closed by ``stop``).
+        api_endpoint: where the query API binds (``host:port``, port 0: any free one);
+            ``none``: not served.
+        api_keys_file, api_keys: the API's keys; without any the API is not served (one log
+            line says how to enable it).
+        serve_api: False: never serve the API (a store-only call log).
+    """
+
+    def __init__(
+        self,
+        store: str | Path | CallStore | None = None,
+        *,
+        api_endpoint: str | None = None,
+        api_keys_file: str | None = None,
+        api_keys: str | None = None,
+        serve_api: bool = True,
+        batch_size: int | None = None,
+        flush_interval: float | None = None,
+        max_pending: int | None = None,
+        content_max_length: int | None = None,
+        retention_interval: float | None = None,
+        content_days: int | None = None,
+        record_days: int | None = None,
+    ):
+        if isinstance(store, str | Path) or store is None:
+            self._url: str | None = settings.CALL_LOG_STORE.resolve(
+                str(store) if store is not None else None
+            )
+            if self._url == DISABLED:
+                raise ValueError("the call log store is 'none': there is no call log to run")
+            self._store: CallStore | None = None
+        else:
+            self._url = None
+            self._store = store
+        self._owns_store = self._store is None
+        self._api_endpoint = settings.CALL_LOG_API_ENDPOINT.resolve(api_endpoint)
+        self._api_keys_file = api_keys_file
+        self._api_keys = api_keys
+        self._serve_api = serve_api
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._max_pending = max_pending
+        self._content_max_length = settings.CONTENT_MAX_LENGTH.resolve(content_max_length)
+        self._retention_interval = retention_interval
+        self._content_days = content_days
+        self._record_days = record_days
+        self._writer: CallLogWriter | None = None
+        self._retention: RetentionJob | None = None
+        self._api: CallLogAPI | None = None
+        self.api_off_reason: str | None = None
+        """Why the query API is not served (None while it is, or before ``start``)."""
+        self.skipped = 0
+        """Calls the sink could not turn into a record (logged; the span was still forwarded)."""
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopped = False
+
+    # --- life cycle -----------------------------------------------------------------------------
+    def start(self) -> CallLogService:
+        """Open the store, start the writer and the retention job, serve the API if keys are
+        configured. ``CallLogStartError`` (everything started so far stopped again) when the
+        store cannot be opened or the API cannot be served as configured."""
+        with self._lock:
+            if self._started:
+                return self
+            self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        if self._store is None:
+            assert self._url is not None
+            try:
+                self._store = open_store(self._url, record_days=self._record_days)
+            except Exception as exc:
+                raise CallLogStartError(
+                    f"cannot open the call log store {self.store_name}: {exc} "
+                    "(fix it, or turn the call log off with --call-log-store none)"
+                ) from exc
+        self._writer = CallLogWriter(
+            self._store,
+            batch_size=self._batch_size,
+            flush_interval=self._flush_interval,
+            max_pending=self._max_pending,
+        )
+        self._retention = RetentionJob(
+            self._store,
+            interval=self._retention_interval,
+            content_days=self._content_days,
+            record_days=self._record_days,
+        ).start()
+        self._start_api(self._store)
+
+    def _start_api(self, store: CallStore) -> None:
+        if not self._serve_api:
+            self.api_off_reason = "not requested"
+            return
+        if self._api_endpoint == DISABLED:
+            self.api_off_reason = "call_log_api_endpoint is 'none'"
+            return
+        # The API's modules (auth, rate limits, HTTP) load only when it is served.
+        from otel_llm.calllog.api import CallLogAPI  # noqa: PLC0415
+        from otel_llm.calllog.auth import KeyRing  # noqa: PLC0415
+
+        try:
+            keys = KeyRing.from_settings(self._api_keys_file, self._api_keys)
+        except ValueError as exc:
+            raise CallLogStartError(f"the call-log API keys are unusable: {exc}") from exc
+        if not len(keys):
+            self.api_off_reason = (
+                "no API keys; to serve it, give --call-log-api-keys-file FILE (or set "
+                "OTEL_LLM_CALL_LOG_API_KEYS_FILE / OTEL_LLM_CALL_LOG_API_KEYS; make a key with "
+                "`otel-llm calls keygen`)"
+            )
+            return
+        api = CallLogAPI.from_settings(store, endpoint=self._api_endpoint, keys=keys)
+        try:
+            api.start()
+        except OSError as exc:
+            raise CallLogStartError(
+                f"cannot serve the call-log API on {self._api_endpoint}: {exc.strerror or exc}"
+            ) from exc
+        self._api = api
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Write what is queued (within ``timeout`` seconds), stop the retention job and the
+        API, close the store if this service opened it. True if every call was written.
+        Idempotent."""
+        with self._lock:
+            if self._stopped:
+                return True
+            self._stopped = True
+        written = True
+        if self._writer is not None:
+            # Before the API goes: a client reading right up to the end sees the last calls.
+            written = self._writer.close(timeout)
+        if self._retention is not None:
+            self._retention.stop()
+        if self._api is not None:
+            self._api.stop()
+            self._api = None
+        if self._store is not None and self._owns_store:
+            try:
+                self._store.close()
+            except Exception:  # closing must not hide how the rest of the stop went
+                _logger.exception("otel-llm: closing the call log store failed")
+        return written
+
+    def __enter__(self) -> CallLogService:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- the collector's call sink --------------------------------------------------------------
+    def sink(self, calls: Sequence[EnrichedCall]) -> None:
+        """Queue the records of the collector's LLM calls; never raises, never waits on I/O."""
+        writer = self._writer
+        if writer is None:
+            return  # not started (or stopped): nothing to write to
+        records: list[CallRecord] = []
+        for call in calls:
+            try:
+                record = self.record_of(call)
+            except Exception:  # one odd span must not lose the others
+                self.skipped += 1
+                _logger.exception("otel-llm: could not build the call record of a span")
+                continue
+            if record is not None:
+                records.append(record)
+        if records:
+            writer.add(records)  # never raises, never blocks
+
+    def record_of(self, call: EnrichedCall) -> CallRecord | None:
+        """The record of one enriched call; None for a span without ids (its id would
+        collide with every other such span)."""
+        span = call.span
+        trace_id, span_id = id_to_int(span.trace_id), id_to_int(span.span_id)
+        if not trace_id or not span_id:
+            self.skipped += 1
+            return None
+        return build_record(
+            call.derived,
+            call.attributes,
+            trace_id=trace_id,
+            span_id=span_id,
+            start_time_ns=span.start_time_unix_nano,
+            end_time_ns=span.end_time_unix_nano or None,
+            status_message=span.status.message or None,
+            content_max_length=self._content_max_length,
+        )
+
+    # --- what is running ------------------------------------------------------------------------
+    @property
+    def store(self) -> CallStore:
+        """The store (opened by ``start`` when given as a path or URL)."""
+        if self._store is None:
+            raise RuntimeError("the call log is not started")
+        return self._store
+
+    @property
+    def store_name(self) -> str:
+        """The store's path or URL for logs, without a password."""
+        return _without_password(self._url) if self._url is not None else type(self._store).__name__
+
+    @property
+    def writer(self) -> CallLogWriter | None:
+        """The writer (its counters: written, duplicates, dropped); None until started."""
+        return self._writer
+
+    @property
+    def api_port(self) -> int | None:
+        """The query API's bound port; None when it is not served."""
+        return self._api.port if self._api is not None else None
+
+    @property
+    def api_url(self) -> str | None:
+        """``http://host:port/api/v1/calls``; None when the API is not served."""
+        return self._api.url if self._api is not None else None
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,56 @@
+"""The call log writer's counters as Prometheus metrics, read live from the writer.
+
+The writer counts what it stores and what it loses (see ``writer.py``); an operator must see a
+call log that drops calls on the same ``/metrics`` as the service feeding it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from otel_llm.calllog.writer import CallLogWriter
+
+
+class WriterMetrics(Collector):
+    """``otel_llm_call_log_*`` families of one writer."""
+
+    def __init__(self, writer: CallLogWriter):
+        self._writer = writer
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        writer = self._writer
+        for name, doc, value in (
+            ("otel_llm_call_log_written_calls", "Calls newly stored.", writer.written),
+            (
+                "otel_llm_call_log_duplicate_calls",
+                "Calls already stored (a span delivered again), ignored.",
+                writer.duplicates,
+            ),
+            (
+                "otel_llm_call_log_dropped_calls",
+                "Calls lost: the writer's buffer was full or a batch kept failing.",
+                writer.dropped,
+            ),
+            (
+                "otel_llm_call_log_failed_writes",
+                "Batch writes that failed (each retried before its calls are dropped).",
+                writer.failed_writes,
+            ),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily(
+            "otel_llm_call_log_pending_calls",
+            "Calls waiting to be written.",
+            value=writer.pending,
+        )
+
+
+def register(writer: CallLogWriter, registry: CollectorRegistry) -> WriterMetrics:
+    """Expose ``writer``'s counters on ``registry``."""
+    metrics = WriterMetrics(writer)
+    registry.register(metrics)
+    return metrics
