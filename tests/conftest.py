@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor
+from tests.collector_process import CollectorProcess
 from tests.fake_llm import FakeLLMServer
 from tests.otlp_receiver import OTLPReceiver
 
@@ -83,3 +84,12 @@ def pipeline(registry: CollectorRegistry) -> Iterator[Pipeline]:
     provider.add_span_processor(processor)
     yield Pipeline(provider, exporter, registry, processor)
     provider.shutdown()
+
+
+@pytest.fixture
+def collectors() -> Iterator[list[CollectorProcess]]:
+    """``otel-llm collector`` processes a test starts (it appends them); killed at its end."""
+    started: list[CollectorProcess] = []
+    yield started
+    for collector in started:
+        collector.kill()

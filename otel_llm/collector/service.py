@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.exposition import choose_encoder
 
 from otel_llm import settings
-from otel_llm.collector.enrich import EnrichedCall, Enricher
+from otel_llm.collector.enrich import ERROR_STAGE, EnrichedCall, Enricher
 from otel_llm.collector.queue import DiskQueue, QueueClosed, QueueFull
 from otel_llm.collector.receive import (
     GrpcReceiver,
@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from otel_llm.collector.forward import Forwarder, SendResult, Upstream
 
 _logger = logging.getLogger(__name__)
+
+CALL_SINK_STAGE = "call_sink"
+"""The ``stage`` label of ``otel_llm_processor_errors_total`` for failures of the call sink."""
 
 CallSink = Callable[[Sequence[EnrichedCall]], None]
 """Receives the LLM calls of each accepted request (the call log of issue 5 plugs in here)."""
@@ -154,6 +157,10 @@ class CollectorService:
             extra_labels=settings.EXTRA_LABELS.resolve(extra_labels),
             max_label_values=settings.MAX_LABEL_VALUES.resolve(max_label_values),
         )
+        # At 0 from start-up, like the service's own series: an alert's increase() then sees
+        # the first failure too.
+        for stage in (ERROR_STAGE, CALL_SINK_STAGE):
+            recorder.errors.labels(stage=stage)
         book = (
             price_book
             if price_book is not None
@@ -354,7 +361,7 @@ class CollectorService:
             except Exception:
                 _logger.exception("otel-llm collector: the call sink failed")
                 with contextlib.suppress(Exception):
-                    self.enricher.recorder.record_error("call_sink")
+                    self.enricher.recorder.record_error(CALL_SINK_STAGE)
 
     # --- health ---------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
