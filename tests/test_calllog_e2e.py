@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -31,12 +27,11 @@ import pytest
 from otel_llm import _semconv as sc
 from otel_llm.calllog.query import CallFilter
 from otel_llm.calllog.store import open_store
+from tests.collector_process import CollectorProcess
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
 from tests.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401 - fixture
 
 API_KEY = "e2e-secret-key-0123456789"
-READY = re.compile(r"gRPC on (\S+), HTTP on \S+, metrics on \S+;")
-API = re.compile(r"query API on (http://\S+)")
 QUEUE_DIR = "queue"
 SELECT = (
     "id,trace_id,span_id,service,model,cost,status,error_type,error_message,feature,user,"
@@ -108,67 +103,10 @@ APP = textwrap.dedent(
 )
 
 
-class Collector:
-    """``otel-llm collector`` in a subprocess; its endpoints read from its start-up log."""
-
-    def __init__(self, args: list[str], env: dict[str, str]):
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        environment.update(env)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "otel_llm", "collector", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environment,
-        )
-        self.log: list[str] = []
-        self.grpc = ""
-        self.api: str | None = None
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.log.append(line)
-            if found := READY.search(line):
-                self.grpc = found.group(1)
-            if "call log" in line:  # the call log's line comes right after the ready line
-                found_api = API.search(line)
-                self.api = found_api.group(1) if found_api else None
-                break
-        self._drain = threading.Thread(target=self._read_rest, daemon=True)
-        self._drain.start()
-
-    def _read_rest(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.log.append(line)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.log)
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=20)
-        self._drain.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def collectors() -> Iterator[list[Collector]]:
-    started: list[Collector] = []
-    yield started
-    for collector in started:
-        collector.kill()
-
-
 def start_collector(
-    started: list[Collector], tmp_path: Path, upstream: OTLPReceiver, store: str, **env: str
-) -> Collector:
-    collector = Collector(
+    started: list[CollectorProcess], tmp_path: Path, upstream: OTLPReceiver, store: str, **env: str
+) -> CollectorProcess:
+    collector = CollectorProcess(
         [
             "--grpc-endpoint=127.0.0.1:0",
             "--http-endpoint=none",
@@ -228,7 +166,7 @@ def test_app_to_collector_to_store_to_query_api(
     backend: str,
     request: pytest.FixtureRequest,
     tmp_path: Path,
-    collectors: list[Collector],
+    collectors: list[CollectorProcess],
 ) -> None:
     store = empty_store_url(backend, request, tmp_path)
     with OTLPReceiver() as upstream:
@@ -300,7 +238,7 @@ def test_app_to_collector_to_store_to_query_api(
 
 
 def test_calls_accepted_before_sigterm_are_written_and_the_api_stays_off_without_keys(
-    tmp_path: Path, collectors: list[Collector]
+    tmp_path: Path, collectors: list[CollectorProcess]
 ) -> None:
     store = str(tmp_path / "calls.db")
     with OTLPReceiver() as upstream:
@@ -322,7 +260,7 @@ def test_calls_accepted_before_sigterm_are_written_and_the_api_stays_off_without
         opened.close()
 
 
-def test_call_log_none_turns_it_off(tmp_path: Path, collectors: list[Collector]) -> None:
+def test_call_log_none_turns_it_off(tmp_path: Path, collectors: list[CollectorProcess]) -> None:
     with OTLPReceiver() as upstream:
         collector = start_collector(collectors, tmp_path, upstream, "none")
         assert "call log off" in collector.text

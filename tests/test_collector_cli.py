@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,61 +21,15 @@ from otel_llm import _semconv as sc
 from otel_llm import settings
 from otel_llm.cli import main
 from otel_llm.collector.cli import load_config, resolve_settings
+from tests.collector_process import CollectorProcess
 from tests.otlp_receiver import OTLPReceiver
-
-READY = re.compile(r"gRPC on (\S+), HTTP on (\S+), metrics on (\S+);")
-
-
-class RunningCollector:
-    """The CLI in a subprocess; ``endpoints`` read from its start-up log line."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None):
-        environment = {
-            name: value for name, value in os.environ.items() if not name.startswith("OTEL_")
-        }
-        environment.update(env or {})
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "otel_llm", "collector", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environment,
-        )
-        self.log: list[str] = []
-        self.grpc = self.http = self.metrics = ""
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.log.append(line)
-            found = READY.search(line)
-            if found:
-                self.grpc, self.http, self.metrics = found.groups()
-                break
-        # Keep draining stderr so the service never blocks on a full pipe.
-        self._drain = threading.Thread(target=self._read_rest, daemon=True)
-        self._drain.start()
-
-    def _read_rest(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.log.append(line)
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=20)
-        self._drain.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> Iterator[type[RunningCollector]]:
-    started: list[RunningCollector] = []
+def run(tmp_path: Path) -> Iterator[type[CollectorProcess]]:
+    started: list[CollectorProcess] = []
 
-    class Tracked(RunningCollector):
+    class Tracked(CollectorProcess):
         def __init__(self, args: list[str], env: dict[str, str] | None = None):
             super().__init__(args, env)
             started.append(self)
@@ -116,7 +64,7 @@ def send_llm_span(http_endpoint: str) -> None:
 
 
 def test_runs_with_flags_forwards_priced_spans_and_stops_on_sigterm(
-    run: type[RunningCollector], tmp_path: Path
+    run: type[CollectorProcess], tmp_path: Path
 ) -> None:
     with OTLPReceiver() as upstream:
         collector = run(
@@ -146,7 +94,7 @@ def test_runs_with_flags_forwards_priced_spans_and_stops_on_sigterm(
 
 
 def test_runs_from_a_config_file_with_flag_and_environment_precedence(
-    run: type[RunningCollector], tmp_path: Path
+    run: type[CollectorProcess], tmp_path: Path
 ) -> None:
     with OTLPReceiver() as upstream:
         config = tmp_path / "collector.yaml"
