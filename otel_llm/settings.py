@@ -514,6 +514,17 @@ COLLECTOR_RETRY_MAX_BACKOFF: Setting[float] = Setting(
         "RetryInfo may ask for more, up to 300 s)."
     ),
 )
+COLLECTOR_RETRY_AFTER: Setting[float] = Setting(
+    name="collector_retry_after",
+    env="OTEL_LLM_COLLECTOR_RETRY_AFTER",
+    default=5.0,
+    parse=float,
+    check=_positive_seconds,
+    doc=(
+        "Seconds a client refused because the queue is full (or the service is stopping) is "
+        "told to wait before retrying (gRPC RetryInfo, HTTP Retry-After)."
+    ),
+)
 
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_GRPC_ENDPOINT,
@@ -534,6 +545,7 @@ COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_FORWARD_WORKERS,
     COLLECTOR_RETRY_INITIAL_BACKOFF,
     COLLECTOR_RETRY_MAX_BACKOFF,
+    COLLECTOR_RETRY_AFTER,
 )
 
 # --- The call log (store, query API, retention) ---------------------------------------------

@@ -12,15 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,28 +32,20 @@ from prometheus_client import CollectorRegistry
 from otel_llm import LLMSpanProcessor, demo, start_metrics_server
 from otel_llm import _semconv as sc
 from tests.otlp_receiver import OTLPReceiver
+from tests.prometheus import (
+    CONFIG_DIR,
+    THRESHOLD,
+    Prometheus,
+    alert_rules,
+    dashboard_queries,
+    load_dashboard,
+    rule_queries,
+    start_prometheus,
+    tool,
+)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "collector_config"
-ALERTS = CONFIG_DIR / "alerts.yml"
-DASHBOARD = CONFIG_DIR / "grafana" / "dashboard.json"
 SERVICE = "collector-config-test"
 
-# Grafana's variables, as a dashboard showing everything would expand them.
-GRAFANA_VARIABLES = {
-    "$__rate_interval": "1m",
-    "$__interval": "15s",
-    "$__range": "5m",
-    "$service": ".*",
-    "$provider": ".*",
-    "$model": ".*",
-}
-# An alert's threshold comparison: " <op> <number>" or " > on() otel_llm:daily_budget_usd"
-# (alerts.yml writes them so). Label matchers (error_type!="") have no spaces and a quoted value,
-# so they never match.
-THRESHOLD = re.compile(
-    r"\s+(?:>=|<=|==|!=|>|<)\s+(?:bool\s+)?(?:on\(\)\s*)?"
-    r"(?:[0-9][0-9.eE+-]*|otel_llm:[a-z0-9_:]+)(?![\w:])"
-)
 # The collector service's own expressions: the Prometheus here scrapes an LLMSpanProcessor, which
 # has no otel_llm_collector_* series, so they only have to evaluate without error; the
 # end-to-end test (tests/test_collector_end_to_end.py) scrapes the real service and requires
@@ -71,16 +57,6 @@ COLLECTOR_ALERTS = {
     "OtelLLMCollectorRefusingQueueFull",
     "OtelLLMCollectorUpstreamFailing",
 }
-LABEL_VALUES = re.compile(r"^label_values\((?:(?P<selector>.+),\s*)?(?P<label>\w+)\)$")
-
-
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    assert found, (
-        f"{name} is not installed: install Debian's `prometheus` package "
-        "(tests/run.sh does: apt-get install -y prometheus)"
-    )
-    return found
 
 
 def _run(*args: str) -> None:
@@ -91,20 +67,15 @@ def _run(*args: str) -> None:
 
 
 def test_promtool_check_config() -> None:
-    _run(_tool("promtool"), "check", "config", "prometheus.yml")
+    _run(tool("promtool"), "check", "config", "prometheus.yml")
 
 
 def test_promtool_check_rules() -> None:
-    _run(_tool("promtool"), "check", "rules", "alerts.yml")
+    _run(tool("promtool"), "check", "rules", "alerts.yml")
 
 
 def test_promtool_test_rules() -> None:
-    _run(_tool("promtool"), "test", "rules", "alerts_test.yml")
-
-
-def _rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(ALERTS.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"]]
+    _run(tool("promtool"), "test", "rules", "alerts_test.yml")
 
 
 def test_every_alert_has_a_unit_test_and_the_conventions() -> None:
@@ -121,7 +92,7 @@ def test_every_alert_has_a_unit_test_and_the_conventions() -> None:
         for case in test.get("alert_rule_test", [])
         if not case.get("exp_alerts")
     }
-    alerts = [rule for rule in _rules() if "alert" in rule]
+    alerts = [rule for rule in alert_rules() if "alert" in rule]
     names = {rule["alert"] for rule in alerts}
     assert len(names) == 11
     assert names >= COLLECTOR_ALERTS
@@ -135,12 +106,8 @@ def test_every_alert_has_a_unit_test_and_the_conventions() -> None:
         assert THRESHOLD.search(rule["expr"]), rule["alert"]
 
 
-def _dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text())  # type: ignore[no-any-return]
-
-
 def test_dashboard_is_importable_shape() -> None:
-    dashboard = _dashboard()
+    dashboard = load_dashboard()
     assert "__inputs" not in dashboard
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
@@ -165,48 +132,8 @@ def test_dashboard_is_importable_shape() -> None:
     assert link == {"name": "trace_id", "datasourceUid": by_type["jaeger"]["uid"]}
 
 
-def _substitute(expr: str) -> str:
-    for name, value in GRAFANA_VARIABLES.items():
-        expr = expr.replace(name, value)
-    assert "$" not in expr, expr
-    return expr
-
-
-def _dashboard_queries() -> list[tuple[str, str]]:
-    """(where, PromQL) for every panel target and template variable of the dashboard."""
-    dashboard = _dashboard()
-    queries = [
-        (f"panel {panel['title']!r} {target['refId']}", _substitute(target["expr"]))
-        for panel in dashboard["panels"]
-        for target in panel.get("targets", [])
-    ]
-    for variable in dashboard["templating"]["list"]:
-        if variable["type"] != "query":
-            continue
-        match = LABEL_VALUES.match(variable["definition"])
-        assert match, variable["definition"]
-        # label_values(selector, label) lists the label's values: those of this query.
-        selector = _substitute(match["selector"] or "{__name__=~'.+'}")
-        queries.append(
-            (f"variable {variable['name']}", f"count by ({match['label']}) ({selector})")
-        )
-    return queries
-
-
-def _rule_queries() -> list[tuple[str, str]]:
-    queries = []
-    for rule in _rules():
-        name = rule.get("alert") or rule["record"]
-        expr = " ".join(rule["expr"].split())
-        if "alert" in rule:
-            # The traffic need not breach the thresholds: evaluate what is compared.
-            expr = THRESHOLD.sub("", expr)
-        queries.append((f"rule {name}", expr))
-    return queries
-
-
 def test_threshold_stripping() -> None:
-    stripped = dict(_rule_queries())
+    stripped = dict(rule_queries())
     assert stripped["rule LLMSpendOverDailyBudget"] == (
         "sum(rate(gen_ai_client_cost_usd_total[1h])) * 86400"
     )
@@ -222,12 +149,6 @@ class _BrokenExporter(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if "gpt-imaginary-1" in span.name:
             raise RuntimeError("simulated exporter failure")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class _Traffic:
@@ -286,116 +207,31 @@ class _Traffic:
         self.provider.shutdown()
 
 
-def _get(url: str) -> Any:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - 127.0.0.1
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:  # Prometheus explains bad queries in the body
-        body = error.read().decode(errors="replace")
-        raise AssertionError(f"{url}: HTTP {error.code}: {body}") from None
-
-
-class _Prometheus:
-    def __init__(self, url: str, process: subprocess.Popen[str], log: Path):
-        self.url = url
-        self.process = process
-        self.log = log
-
-    def api(self, path: str, **params: str) -> Any:
-        if self.process.poll() is not None:
-            raise AssertionError(f"prometheus exited:\n{self.log.read_text()[-3000:]}")
-        query = urllib.parse.urlencode(params)
-        answer = _get(f"{self.url}/api/v1/{path}?{query}")
-        assert answer["status"] == "success", answer
-        return answer["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.api("query", query=expr)
-        assert data["resultType"] == "vector", (expr, data)
-        return data["result"]  # type: ignore[no-any-return]
-
-
 @pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[tuple[_Prometheus, _Traffic]]:
-    binary = _tool("prometheus")
+def prometheus(tmp_path: Path) -> Iterator[tuple[Prometheus, _Traffic]]:
     with _Traffic() as traffic:
         server, _ = start_metrics_server(0, "127.0.0.1", traffic.registry)
         try:
             target = f"127.0.0.1:{server.server_port}"
-            config = {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(ALERTS)],
-                "scrape_configs": [
-                    {"job_name": "llm-apps", "static_configs": [{"targets": [target]}]}
-                ],
-            }
-            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-            port = _free_port()
-            log = tmp_path / "prometheus.log"
-            with log.open("w") as log_file:
-                process = subprocess.Popen(
-                    [
-                        binary,
-                        f"--config.file={tmp_path / 'prometheus.yml'}",
-                        f"--storage.tsdb.path={tmp_path / 'data'}",
-                        f"--web.listen-address=127.0.0.1:{port}",
-                        "--enable-feature=exemplar-storage",
-                        "--storage.tsdb.retention.time=1h",
-                    ],
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-            try:
-                yield _Prometheus(f"http://127.0.0.1:{port}", process, log), traffic
-            finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            with start_prometheus(tmp_path, {"llm-apps": [target]}) as prom:
+                yield prom, traffic
         finally:
             server.shutdown()
             server.server_close()
 
 
-def _wait_for_scrapes(prom: _Prometheus, scrapes: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = prom.query(f'count_over_time(up{{job="llm-apps"}}[1m]) >= {scrapes}')
-            targets = prom.api("targets")["activeTargets"]
-            if last and all(t["health"] == "up" for t in targets):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            pass  # not listening yet
-        except AssertionError:
-            if prom.process.poll() is not None:
-                raise
-        time.sleep(0.3)
-    raise AssertionError(f"no {scrapes} scrapes within {timeout}s: {last}\n{prom.log.read_text()}")
-
-
 def test_real_prometheus_evaluates_every_dashboard_and_rule_expression(
-    prometheus: tuple[_Prometheus, _Traffic],
+    prometheus: tuple[Prometheus, _Traffic],
 ) -> None:
     prom, _ = prometheus
-    _wait_for_scrapes(prom, 5)
+    prom.wait_for_scrapes("llm-apps", 5)
 
-    # The rules loaded and evaluate cleanly (health is "unknown" until the first evaluation).
-    deadline = time.monotonic() + 10
-    while True:
-        rules = [rule for group in prom.api("rules")["groups"] for rule in group["rules"]]
-        if len(rules) == len(_rules()) and all(r["health"] != "unknown" for r in rules):
-            break
-        assert time.monotonic() < deadline, rules
-        time.sleep(0.3)
+    # The rules loaded and evaluate cleanly.
+    rules = prom.wait_for_rules()
     assert all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
 
     empty = []
-    queries = [*_dashboard_queries(), *_rule_queries()]
+    queries = [*dashboard_queries(), *rule_queries()]
     assert len(queries) > 25
     for where, expr in queries:
         result = prom.query(expr)  # every expression evaluates without error
@@ -414,13 +250,11 @@ def test_real_prometheus_evaluates_every_dashboard_and_rule_expression(
     assert prom.query('otel_llm_invalid_attributes_total{reason="negative"}')
 
     # Exemplars: the trace ids of the calls, stored by --enable-feature=exemplar-storage.
-    now = time.time()
     for metric in (
         "gen_ai_client_cost_usd_total",
         "gen_ai_client_operation_duration_seconds_bucket",
     ):
-        series = prom.api("query_exemplars", query=metric, start=str(now - 120), end=str(now + 5))
-        trace_ids = {e["labels"]["trace_id"] for s in series for e in s["exemplars"]}
+        trace_ids = prom.exemplar_trace_ids(metric, seconds=120)
         assert trace_ids, metric
         assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in trace_ids), trace_ids
 
@@ -443,12 +277,12 @@ def _exposed_collector_series() -> dict[str, set[frozenset[tuple[str, str]]]]:
 
 
 def test_collector_alerts_and_panels_use_the_metric_names_the_service_registers() -> None:
-    """Until the e2e test scrapes the service, this is what keeps the collector rules and panels
-    in step with the code (names, and the label values they select)."""
+    """A fast check, beside the end-to-end test that scrapes the real service: the collector
+    rules and panels use the names and label values the code registers."""
     exposed = _exposed_collector_series()
     assert exposed, "CollectorMetrics registered nothing"
-    texts = [expr for _, expr in _dashboard_queries()]
-    texts += [" ".join(rule["expr"].split()) for rule in _rules()]
+    texts = [expr for _, expr in dashboard_queries()]
+    texts += [" ".join(rule["expr"].split()) for rule in alert_rules()]
     used = {name for text in texts for name in re.findall(r"otel_llm_collector_\w+", text)}
     assert used >= {
         "otel_llm_collector_received_spans_total",

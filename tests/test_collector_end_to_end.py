@@ -22,28 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import CollectorRegistry
 
+from otel_llm import LLMSpanProcessor
 from otel_llm import _semconv as sc
-from otel_llm.derive import derive
-from otel_llm.pricing import PriceBook
 from tests.collector_process import CollectorProcess
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
+from tests.prometheus import alert_rules, dashboard_queries, rule_queries, start_prometheus
 from tests.rotel import Rotel
-from tests.test_collector_config import (
-    ALERTS,
-    _dashboard_queries,
-    _free_port,
-    _Prometheus,
-    _rule_queries,
-    _rules,
-    _tool,
-)
 
 # The application: the SDK and its OTLP exporters, nothing of otel-llm (checked at its end).
 # Calls of several providers and models, a failure, a stream with time to first chunk, cache
-# reads, an unknown model, a negative token count, and a plain span around them. It prints
-# {span name: trace id} of what it sent.
+# reads, an unknown model, a negative token count, and a plain span around them, with events
+# and a link. It prints, for every span it sent, what the wire must carry: {span name: Sent}.
 APP = textwrap.dedent(
     """
     import json, sys
@@ -52,7 +48,8 @@ APP = textwrap.dedent(
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
     transport, endpoint, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if transport == "grpc":
@@ -61,8 +58,9 @@ APP = textwrap.dedent(
         exporter = Http(endpoint=endpoint)
     provider = TracerProvider(resource=Resource.create({"service.name": "shop-" + transport}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    memory = InMemorySpanExporter()  # what was sent, to compare with what arrives
+    provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("shop.app")
-    sent = {}
     IN, OUT = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
     CALLS = [
         ("openai", "gpt-4o", {IN: 1200, OUT: 300, "gen_ai.usage.cache_read.input_tokens": 1000}),
@@ -74,28 +72,55 @@ APP = textwrap.dedent(
     ]
     for round in range(rounds):
         root_name = f"POST /checkout {transport} {round}"
-        with tracer.start_as_current_span(root_name) as root:
-            sent[root_name] = format(root.get_span_context().trace_id, "032x")
+        with tracer.start_as_current_span(root_name, attributes={"cart.items": 3}) as root:
+            root.add_event("cart.loaded", {"items": 3, "currency": "EUR"})
             for index, (provider_name, model, usage) in enumerate(CALLS):
                 name = f"chat {model} {transport} {round}.{index}"
                 attributes = {
                     "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider_name,
                     "gen_ai.request.model": model, "gen_ai.response.model": model, **usage,
                 }
+                links = [Link(root.get_span_context(), {"why": "retry"})] if index == 2 else []
                 kind = SpanKind.CLIENT
-                with tracer.start_as_current_span(name, kind=kind, attributes=attributes) as span:
-                    sent[name] = format(span.get_span_context().trace_id, "032x")
+                with tracer.start_as_current_span(
+                    name, kind=kind, attributes=attributes, links=links
+                ) as span:
+                    if usage.get("gen_ai.request.stream"):
+                        span.add_event("first_chunk", {"offset_ms": 250})
                     if index == 0 and round % 2:
                         span.set_attribute("error.type", "RateLimitError")
                         span.set_status(Status(StatusCode.ERROR, "rate limited"))
     provider.shutdown()
     assert not any(name.startswith("otel_llm") for name in sys.modules), "the app uses otel-llm"
+    sent = {
+        span.name: {
+            "trace_id": format(span.context.trace_id, "032x"),
+            "span_id": format(span.context.span_id, "016x"),
+            "parent_span_id": format(span.parent.span_id, "016x") if span.parent else "",
+            "kind": span.kind.name,
+            "status": span.status.status_code.name,
+            "status_message": span.status.description or "",
+            "attributes": dict(span.attributes),
+            "events": [[e.name, dict(e.attributes)] for e in span.events],
+            "links": [
+                [format(l.context.trace_id, "032x"), format(l.context.span_id, "016x")]
+                for l in span.links
+            ],
+            "resource": dict(span.resource.attributes),
+            "scope": span.instrumentation_scope.name,
+        }
+        for span in memory.get_finished_spans()
+    }
     print(json.dumps(sent))
     """
 )
 
+COST_PREFIXES = ("gen_ai.usage.cost", "otel_llm.cost")
+Sent = dict[str, Any]
+"""One span as the application sent it (see APP)."""
 
-def run_app(transport: str, endpoint: str, rounds: int = 2) -> dict[str, str]:
+
+def run_app(transport: str, endpoint: str, rounds: int = 2) -> dict[str, Sent]:
     done = subprocess.run(
         [sys.executable, "-c", APP, transport, endpoint, str(rounds)],
         capture_output=True,
@@ -105,8 +130,13 @@ def run_app(transport: str, endpoint: str, rounds: int = 2) -> dict[str, str]:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    sent: dict[str, str] = json.loads(done.stdout)
+    sent: dict[str, Sent] = json.loads(done.stdout)
+    assert len(sent) == 6 * rounds
     return sent
+
+
+def trace_ids(sent: dict[str, Sent]) -> set[str]:
+    return {span["trace_id"] for span in sent.values()}
 
 
 def start_collector(
@@ -130,26 +160,24 @@ def start_collector(
     return collector
 
 
-def expected_cost(span: ReceivedSpan) -> dict[str, Any]:
-    """The cost attributes the shared core gives the span as the application sent it."""
-    sent = {
-        k: v
-        for k, v in span.attributes.items()
-        if not k.startswith(("gen_ai.usage.cost", "otel_llm.cost"))
-    }
-    derived = derive(
-        sent,
-        start_time_ns=None,  # priced at today's prices, as the service just did
-        end_time_ns=None,
-        failed=span.status_code.name == "ERROR",
-        service_name=str(span.resource.get("service.name", "")),
-        trace_id=int(span.trace_id, 16),
-        book=PriceBook(),
-        max_tokens=100_000_000,
-        scope=span.scope_name,
+def in_process_cost(sent: Sent) -> dict[str, Any]:
+    """The cost attributes ``LLMSpanProcessor`` gives a span with the same attributes, resource,
+    scope and status in this process: the service must price exactly like it."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create(sent["resource"]))
+    provider.add_span_processor(
+        LLMSpanProcessor(SimpleSpanProcessor(memory), registry=CollectorRegistry())
     )
-    assert derived is not None, span.name
-    return derived.cost_attributes()
+    span = provider.get_tracer(sent["scope"]).start_span(
+        "priced here", kind=SpanKind[sent["kind"]], attributes=sent["attributes"]
+    )
+    if sent["status"] == "ERROR":
+        span.set_status(Status(StatusCode.ERROR, sent["status_message"]))
+    span.end()
+    provider.shutdown()
+    (priced,) = memory.get_finished_spans()
+    assert priced.attributes is not None
+    return {k: v for k, v in priced.attributes.items() if k.startswith(COST_PREFIXES)}
 
 
 def wait_for(
@@ -170,19 +198,32 @@ def upstream() -> Iterator[OTLPReceiver]:
         yield receiver
 
 
-def check_forwarded(sent: dict[str, str], got: dict[str, ReceivedSpan]) -> None:
-    for name, trace_id in sent.items():
-        span = got[name]
-        assert span.trace_id == trace_id, name
-        if name.startswith("POST"):  # a plain span: exactly as sent
-            assert not any(k.startswith(("gen_ai", "otel_llm")) for k in span.attributes), name
-            continue
-        added = {
-            k: v
-            for k, v in span.attributes.items()
-            if k.startswith(("gen_ai.usage.cost", "otel_llm.cost"))
-        }
-        assert added == expected_cost(span), name
+def check_forwarded(sent: dict[str, Sent], got: dict[str, ReceivedSpan]) -> None:
+    """Every span arrived as sent -- ids, parent, kind, status, attributes, events, links,
+    resource, scope -- with only the cost attributes added, those LLMSpanProcessor adds."""
+    for name, span in sent.items():
+        arrived = got[name]
+        assert (arrived.trace_id, arrived.span_id, arrived.parent_span_id) == (
+            span["trace_id"],
+            span["span_id"],
+            span["parent_span_id"],
+        ), name
+        assert (arrived.kind.name, arrived.status_code.name, arrived.status_message) == (
+            span["kind"],
+            span["status"],
+            span["status_message"],
+        ), name
+        assert [[e.name, e.attributes] for e in arrived.events] == span["events"], name
+        assert [list(link) for link in arrived.links] == span["links"], name
+        assert (arrived.resource, arrived.scope_name) == (span["resource"], span["scope"]), name
+        added = {k: v for k, v in arrived.attributes.items() if k.startswith(COST_PREFIXES)}
+        kept = {k: v for k, v in arrived.attributes.items() if k not in added}
+        assert kept == span["attributes"], name
+        if name.startswith("POST"):  # a plain span: nothing added
+            assert not added, name
+        else:
+            assert added, name
+            assert added == in_process_cost(span), name
 
 
 def test_spans_from_an_sdk_app_are_priced_forwarded_and_every_expression_has_data(
@@ -193,7 +234,6 @@ def test_spans_from_an_sdk_app_are_priced_forwarded_and_every_expression_has_dat
     sent_http = run_app("http", f"http://{collector.http}/v1/traces")
     got = wait_for(upstream, set(sent) | set(sent_http))
     check_forwarded({**sent, **sent_http}, got)
-    assert {s.resource["service.name"] for n, s in got.items() if n in sent_http} == {"shop-http"}
     priced = got["chat gpt-4o grpc 0.0"]
     assert priced.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] > 0
     assert (
@@ -202,75 +242,39 @@ def test_spans_from_an_sdk_app_are_priced_forwarded_and_every_expression_has_dat
     )
 
     # A real Prometheus scrapes the service while the app keeps sending.
-    port = _free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ALERTS)],
-        "scrape_configs": [
-            {"job_name": "otel-llm-collector", "static_configs": [{"targets": [collector.metrics]}]}
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    log = tmp_path / "prometheus.log"
-    with log.open("w") as log_file:
-        process = subprocess.Popen(
-            [
-                _tool("prometheus"),
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--enable-feature=exemplar-storage",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-        prom = _Prometheus(f"http://127.0.0.1:{port}", process, log)
+    with start_prometheus(tmp_path, {"otel-llm-collector": [collector.metrics]}) as prom:
         deadline = time.monotonic() + 40
         later_traces: set[str] = set()
         while True:
-            later_traces.update(
-                run_app("grpc", collector.grpc, rounds=1).values()
-            )  # rates need two scrapes
+            later_traces |= trace_ids(run_app("grpc", collector.grpc, rounds=1))  # rates: 2 scrapes
             try:
                 ready = prom.query('count_over_time(up{job="otel-llm-collector"}[1m]) >= 4')
                 rules = [r for g in prom.api("rules")["groups"] for r in g["rules"]]
                 if (
                     ready
-                    and len(rules) == len(_rules())
+                    and len(rules) == len(alert_rules())
                     and all(r["health"] == "ok" for r in rules)
                 ):
                     break
             except (AssertionError, OSError):
-                if process.poll() is not None:
+                if prom.process.poll() is not None:
                     raise
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, prom.log_tail()
             time.sleep(0.5)
 
-        empty = [
-            (where, expr)
-            for where, expr in [*_dashboard_queries(), *_rule_queries()]
-            if not prom.query(expr)
-        ]
+        # Every expression, the collector's own included, evaluates and has data.
+        queries = [*dashboard_queries(), *rule_queries()]
+        assert any("otel_llm_collector_" in expr for _, expr in queries)
+        empty = [(where, expr) for where, expr in queries if not prom.query(expr)]
         assert not empty, "expressions without data:\n" + "\n".join(f"{w}: {e}" for w, e in empty)
         assert prom.query('otel_llm_collector_received_spans_total{transport="http"} > 0')
+        assert prom.query("otel_llm_collector_forwarded_spans_total > 0")
         assert prom.query('gen_ai_client_cost_usd_total{service_name="shop-grpc"} > 0')
 
         # Exemplars link the metrics to the app's traces.
-        now = time.time()
-        series = prom.api(
-            "query_exemplars",
-            query="gen_ai_client_cost_usd_total",
-            start=str(now - 300),
-            end=str(now + 5),
-        )
-        exemplar_traces = {e["labels"]["trace_id"] for s in series for e in s["exemplars"]}
+        exemplar_traces = prom.exemplar_trace_ids("gen_ai_client_cost_usd_total")
         assert exemplar_traces
-        assert exemplar_traces <= {*sent.values(), *sent_http.values(), *later_traces}
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+        assert exemplar_traces <= trace_ids(sent) | trace_ids(sent_http) | later_traces
     assert collector.terminate() == 0
 
 

@@ -5,19 +5,32 @@ request got an OK reaches the upstream (at least once), whatever happens in betw
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import signal
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcSpanExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.collector_process import CollectorProcess
 from tests.otlp_receiver import OTLPReceiver
@@ -64,7 +77,9 @@ class Sender:
 
     def __init__(self, endpoint: str):
         self.channel = grpc.insecure_channel(endpoint)
-        self.export = self.channel.unary_unary(EXPORT)
+        self.export = self.channel.unary_unary(
+            EXPORT, request_serializer=None, response_deserializer=None
+        )
         self.acknowledged: set[int] = set()
         self.refused = 0
         self.next = 0
@@ -118,6 +133,18 @@ def metric(collector: CollectorProcess, sample: str) -> float:
         if line.startswith(sample + " "):
             return float(line.split()[1])
     raise AssertionError(f"{sample} not exposed")
+
+
+def refused(collector: CollectorProcess, transport: str, reason: str) -> float:
+    """``otel_llm_collector_refused_requests_total`` for one transport and reason."""
+    for family in text_string_to_metric_families(collector.scrape()):
+        for sample in family.samples:
+            if sample.name == "otel_llm_collector_refused_requests_total" and sample.labels == {
+                "transport": transport,
+                "reason": reason,
+            }:
+                return float(sample.value)
+    raise AssertionError(f"no refused series for {transport}/{reason}")
 
 
 def test_upstream_down_then_back_loses_no_acknowledged_span(
@@ -199,6 +226,120 @@ def test_queue_full_refuses_with_retry_signals_and_keeps_what_it_took(
     assert collector.terminate() == 0
 
 
+def sdk_spans(service: str, count: int = 10) -> list[ReadableSpan]:
+    """Finished spans of a real SDK tracer (every other one a GenAI call)."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("faults.sdk")
+    for n in range(count):
+        attributes: dict[str, str | int] = {"n": n}
+        if n % 2 == 0:
+            attributes.update(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": "openai",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.usage.input_tokens": 100,
+                    "gen_ai.usage.output_tokens": 10,
+                }
+            )
+        tracer.start_span(f"{service} {n}", attributes=attributes).end()
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+def test_sdk_exporters_retry_on_back_pressure_and_their_spans_are_delivered(
+    tmp_path: Path, collectors: list[CollectorProcess]
+) -> None:
+    """The SDK's own OTLP exporters, gRPC and HTTP, are refused while the queue is full, retry
+    as told (RetryInfo / Retry-After) and succeed once the upstream is back: nothing the SDK
+    was told was accepted is missing upstream."""
+    port = free_port()
+    collector = start(collectors, tmp_path, port, queue_max_bytes="20000")
+    sender = Sender(collector.grpc)
+    try:
+        while sender.send():  # fill the bounded queue: the upstream is down
+            assert sender.next < 10_000
+    finally:
+        sender.close()
+    grpc_refused = refused(collector, "grpc", "queue_full")
+    batches: dict[str, tuple[SpanExporter, Sequence[ReadableSpan]]] = {
+        "grpc": (
+            GrpcSpanExporter(endpoint=collector.grpc, insecure=True, timeout=20),
+            sdk_spans("sdk-grpc"),
+        ),
+        "http": (
+            HttpSpanExporter(endpoint=f"http://{collector.http}/v1/traces", timeout=20),
+            sdk_spans("sdk-http"),
+        ),
+    }
+    results: dict[str, SpanExportResult] = {}
+
+    def export(transport: str) -> None:
+        exporter, spans = batches[transport]
+        results[transport] = exporter.export(spans)
+
+    threads = [threading.Thread(target=export, args=(t,)) for t in batches]
+    for thread in threads:
+        thread.start()
+    try:
+        # Both exporters were refused for a full queue before anything could drain it.
+        deadline = time.monotonic() + 10
+        while (
+            refused(collector, "grpc", "queue_full") <= grpc_refused
+            or refused(collector, "http", "queue_full") < 1
+        ):
+            assert time.monotonic() < deadline, collector.text[-3000:]
+            time.sleep(0.05)
+        assert not results, results  # still retrying, not given up
+        with OTLPReceiver(grpc_port=port) as upstream:
+            for thread in threads:
+                thread.join(timeout=30)
+            assert results == {"grpc": SpanExportResult.SUCCESS, "http": SpanExportResult.SUCCESS}
+            sdk_ids = {span.context.span_id for _, spans in batches.values() for span in spans}
+            wait_until_delivered(upstream, sender.acknowledged | sdk_ids)
+            got = {span.name: span for span in upstream.spans}
+            assert got["sdk-http 0"].attributes["gen_ai.usage.cost.amount"] > 0
+            assert got["sdk-grpc 1"].resource["service.name"] == "sdk-grpc"
+    finally:
+        for thread in threads:
+            thread.join(timeout=30)
+        for exporter, _ in batches.values():
+            exporter.shutdown()
+    assert collector.terminate() == 0
+
+
+def json_request(span_id: int) -> bytes:
+    """One GenAI span in OTLP/JSON (ids in hex, as the OTLP JSON mapping wants them)."""
+    now = time.time_ns()
+    attributes = {
+        "gen_ai.operation.name": {"stringValue": "chat"},
+        "gen_ai.provider.name": {"stringValue": "openai"},
+        "gen_ai.request.model": {"stringValue": "gpt-4o-mini"},
+        "gen_ai.usage.input_tokens": {"intValue": "100"},
+        "gen_ai.usage.output_tokens": {"intValue": "10"},
+    }
+    span = {
+        "traceId": f"{span_id:032x}",
+        "spanId": f"{span_id:016x}",
+        "name": f"json span {span_id}",
+        "kind": 3,
+        "startTimeUnixNano": str(now - 1_000_000),
+        "endTimeUnixNano": str(now),
+        "attributes": [{"key": k, "value": v} for k, v in attributes.items()],
+    }
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    return json.dumps(document).encode()
+
+
+def post(url: str, body: bytes, content_type: str) -> int:
+    headers = {"Content-Type": content_type}
+    answer = urllib.request.Request(url, data=body, headers=headers)  # noqa: S310 - 127.0.0.1
+    with urllib.request.urlopen(answer, timeout=5) as response:  # noqa: S310 - 127.0.0.1
+        return int(response.status)
+
+
 def test_bad_requests_get_their_codes_and_the_service_keeps_serving(
     tmp_path: Path, collectors: list[CollectorProcess]
 ) -> None:
@@ -228,16 +369,33 @@ def test_bad_requests_get_their_codes_and_the_service_keeps_serving(
             with pytest.raises(grpc.RpcError) as garbage:
                 sender.export(b"\xff\x00garbage", timeout=5)
             assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            with pytest.raises(grpc.RpcError) as oversized:
-                sender.export(request(0, 200).SerializeToString(), timeout=5)
-            assert oversized.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert sender.send()  # still serving
+            # ~15 kB: over the 10 kB limit, refused (and counted) by the service; ~30 kB: over
+            # grpcio's own limit (twice the service's), refused before it is read whole.
+            for spans in (150, 300):
+                with pytest.raises(grpc.RpcError) as oversized:
+                    sender.export(request(0, spans).SerializeToString(), timeout=5)
+                assert oversized.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, spans
+            assert sender.send()  # still serving, over gRPC ...
         finally:
             sender.close()
-        wait_until_delivered(upstream, sender.acknowledged)
-        for reason in ("malformed", "too_large", "unsupported_media_type"):
-            sample = (
-                f'otel_llm_collector_refused_requests_total{{reason="{reason}",transport="http"}}'
-            )
-            assert metric(collector, sample) >= 1, reason
+        # ... and over HTTP, protobuf and JSON.
+        assert post(url, request(5000).SerializeToString(), "application/x-protobuf") == 200
+        assert post(url, json_request(6001), "application/json") == 200
+        wanted = sender.acknowledged | set(range(5001, 5021)) | {6001}
+        wait_until_delivered(upstream, wanted)
+        json_span = next(s for s in upstream.spans if s.name == "json span 6001")
+        assert json_span.trace_id == f"{6001:032x}"
+        assert json_span.attributes["gen_ai.usage.cost.amount"] > 0
+        # Each refusal counted once, under its reason: bad protobuf, bad JSON, truncated gzip and
+        # the wrong method are malformed; grpcio's own refusal is not seen by the service.
+        expected = {
+            ("http", "malformed"): 4,
+            ("http", "too_large"): 1,
+            ("http", "unsupported_media_type"): 1,
+            ("grpc", "malformed"): 1,
+            ("grpc", "too_large"): 1,
+            ("grpc", "unsupported_media_type"): 0,
+        }
+        counted = {key: refused(collector, *key) for key in expected}
+        assert counted == expected
         assert collector.terminate() == 0

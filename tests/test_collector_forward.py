@@ -33,16 +33,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client import CollectorRegistry
 
-from otel_llm.collector.forward import (
-    Forwarder,
+from otel_llm.collector.forward import Forwarder
+from otel_llm.collector.queue import DiskQueue
+from otel_llm.collector.telemetry import CollectorMetrics
+from otel_llm.collector.upstream import (
     GrpcUpstream,
     HttpUpstream,
     Upstream,
     make_upstream,
     traces_url,
 )
-from otel_llm.collector.queue import DiskQueue
-from otel_llm.collector.telemetry import CollectorMetrics
 from tests.otlp_receiver import HOST, OTLPReceiver
 
 TRANSPORTS = ["grpc", "http"]

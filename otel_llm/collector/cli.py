@@ -43,6 +43,7 @@ _FLAGS: tuple[tuple[str, Setting[Any], str], ...] = (
     ("--forward-workers", settings.COLLECTOR_FORWARD_WORKERS, "N"),
     ("--retry-initial-backoff", settings.COLLECTOR_RETRY_INITIAL_BACKOFF, "SECONDS"),
     ("--retry-max-backoff", settings.COLLECTOR_RETRY_MAX_BACKOFF, "SECONDS"),
+    ("--retry-after", settings.COLLECTOR_RETRY_AFTER, "SECONDS"),
     ("--price-overrides", settings.PRICE_OVERRIDES, "FILE"),
     ("--extra-labels", settings.EXTRA_LABELS, "LABEL=ATTR,..."),
     ("--max-label-values", settings.MAX_LABEL_VALUES, "N"),

@@ -46,7 +46,8 @@ from otel_llm.pricing import PriceBook, PriceOverride
 from otel_llm.processor import _overrides  # the processor's reading of price_overrides
 
 if TYPE_CHECKING:
-    from otel_llm.collector.forward import Forwarder, SendResult, Upstream
+    from otel_llm.collector.forward import Forwarder
+    from otel_llm.collector.upstream import SendResult, Upstream
 
 _logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class CollectorService:
         max_label_values: int | None = None,
         max_tokens: int | None = None,
         price_cache_size: int | None = None,
-        retry_after: float = 5.0,
+        retry_after: float | None = None,
         grpc_workers: int = 8,
     ):
         self._grpc_endpoint = settings.COLLECTOR_GRPC_ENDPOINT.resolve(grpc_endpoint)
@@ -141,7 +142,7 @@ class CollectorService:
             retry_initial_backoff
         )
         self._retry_max_backoff = settings.COLLECTOR_RETRY_MAX_BACKOFF.resolve(retry_max_backoff)
-        self._retry_after = retry_after
+        self._retry_after = settings.COLLECTOR_RETRY_AFTER.resolve(retry_after)
         self._grpc_workers = grpc_workers
         self._call_sink = call_sink
 
@@ -207,7 +208,8 @@ class CollectorService:
     def _start(self) -> None:
         if self._upstream_endpoint is not None:
             # Only with an upstream: the forwarding side is not loaded otherwise.
-            from otel_llm.collector.forward import Forwarder, make_upstream  # noqa: PLC0415
+            from otel_llm.collector.forward import Forwarder  # noqa: PLC0415
+            from otel_llm.collector.upstream import make_upstream  # noqa: PLC0415
 
             if self._queue_max_bytes < self._max_request_bytes:
                 _logger.warning(
