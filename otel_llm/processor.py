@@ -31,7 +31,8 @@ from otel_llm.context import current_context_attributes
 from otel_llm.derive import Derived, derive
 from otel_llm.metrics.otel import OTelMetricsRecorder
 from otel_llm.metrics.prometheus import PrometheusRecorder
-from otel_llm.pricing import OverrideError, PriceBook, PriceOverride, load_overrides
+from otel_llm.pricing import PriceBook, PriceOverride
+from otel_llm.pricing.configured import configured_book
 
 _logger = logging.getLogger(__name__)
 
@@ -68,13 +69,8 @@ class LLMSpanProcessor(SpanProcessor):
     ):
         self._downstream = tuple(downstream)
         self._max_tokens = settings.MAX_TOKENS.resolve(max_tokens)
-        self._book = (
-            price_book
-            if price_book is not None
-            else PriceBook(
-                _overrides(price_overrides),
-                cache_size=settings.PRICE_CACHE_SIZE.resolve(price_cache_size),
-            )
+        self._book = configured_book(
+            price_book, price_overrides=price_overrides, price_cache_size=price_cache_size
         )
         self.prometheus = PrometheusRecorder.for_registry(
             registry if registry is not None else REGISTRY,
@@ -319,16 +315,3 @@ class _PricedSpan(ReadableSpan):
     @property
     def dropped_links(self) -> int:
         return self._dropped[2]
-
-
-def _overrides(given: str | Path | Sequence[PriceOverride] | None) -> list[PriceOverride]:
-    if given is not None and not isinstance(given, str | Path):
-        return list(given)
-    path = settings.PRICE_OVERRIDES.resolve(str(given) if given is not None else None)
-    if path is None:
-        return []
-    try:
-        return load_overrides(path)
-    except OverrideError as exc:
-        _logger.warning("otel-llm: price overrides not used: %s", exc)
-        return []

@@ -31,7 +31,8 @@ from otel_llm.calllog.retention import RetentionJob
 from otel_llm.calllog.store import CallStore, open_store
 from otel_llm.calllog.writer import CallLogWriter
 from otel_llm.derive import derive
-from otel_llm.pricing import OverrideError, PriceBook, load_overrides
+from otel_llm.pricing import PriceBook
+from otel_llm.pricing.configured import configured_book
 
 _logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class CallLogExporter(SpanExporter):
         else:
             self.store = store
             self._owns_store = False
-        self._book = price_book if price_book is not None else _default_book()
+        self._book = configured_book(price_book)
         self._max_tokens = settings.MAX_TOKENS.resolve(max_tokens)
         self._content_max_length = settings.CONTENT_MAX_LENGTH.resolve(content_max_length)
         self.writer = CallLogWriter(
@@ -152,14 +153,3 @@ class CallLogExporter(SpanExporter):
         self.writer.close()
         if self._owns_store:
             self.store.close()
-
-
-def _default_book() -> PriceBook:
-    path = settings.PRICE_OVERRIDES.resolve()
-    overrides = []
-    if path is not None:
-        try:
-            overrides = load_overrides(path)
-        except OverrideError as exc:
-            _logger.warning("otel-llm: price overrides not used: %s", exc)
-    return PriceBook(overrides, cache_size=settings.PRICE_CACHE_SIZE.resolve())

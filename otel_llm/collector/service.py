@@ -43,7 +43,7 @@ from otel_llm.collector.receive import (
 from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricing import PriceBook, PriceOverride
-from otel_llm.processor import _overrides  # the processor's reading of price_overrides
+from otel_llm.pricing.configured import configured_book
 
 if TYPE_CHECKING:
     from otel_llm.collector.forward import Forwarder
@@ -162,13 +162,8 @@ class CollectorService:
         # the first failure too.
         for stage in (ERROR_STAGE, CALL_SINK_STAGE):
             recorder.errors.labels(stage=stage)
-        book = (
-            price_book
-            if price_book is not None
-            else PriceBook(
-                _overrides(price_overrides),
-                cache_size=settings.PRICE_CACHE_SIZE.resolve(price_cache_size),
-            )
+        book = configured_book(
+            price_book, price_overrides=price_overrides, price_cache_size=price_cache_size
         )
         self.enricher = Enricher(
             book,
