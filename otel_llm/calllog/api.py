@@ -32,14 +32,17 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from otel_llm.calllog import params
 from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing
-from otel_llm.calllog.query import CallFilter, CallQuery, QueryError, StatsQuery
+from otel_llm.calllog.query import CallQuery, QueryError
 from otel_llm.calllog.ratelimit import EndpointClass, RateLimiter, RateLimits
 from otel_llm.calllog.record import FIELDS
+
+if TYPE_CHECKING:  # the stores' module (SQL, drivers) is only needed to type the reader
+    from otel_llm.calllog.store import CallReader, Page
 
 _logger = logging.getLogger(__name__)
 
@@ -59,31 +62,6 @@ _ERROR_CODES = {
     429: "rate_limited",
     500: "internal_error",
 }
-
-
-class Page(Protocol):
-    """What a store's ``list`` returns."""
-
-    @property
-    def calls(self) -> list[dict[str, Any]]: ...
-    @property
-    def total(self) -> int: ...
-    @property
-    def has_more(self) -> bool: ...
-
-
-class CallReader(Protocol):
-    """The read side of a call store: all the API needs."""
-
-    def list(self, query: CallQuery) -> Page: ...
-    def get(
-        self, call_id: str, projects: frozenset[str] | None = None
-    ) -> dict[str, Any] | None: ...
-    def details(
-        self, call_id: str, projects: frozenset[str] | None = None
-    ) -> dict[str, Any] | None: ...
-    def count(self, filter: CallFilter) -> int: ...
-    def stats(self, query: StatsQuery) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,14 +205,7 @@ class CallLogApp:
         if route.endpoint == "list":
             wanted = params.parse_list(query, body)
             wanted = dataclasses.replace(wanted, filter=key.restrict(wanted.filter))
-            page = store.list(wanted)
-            pagination = {
-                "total": page.total,
-                "limit": wanted.limit,
-                "offset": wanted.offset,
-                "hasMore": page.has_more,
-            }
-            return {"calls": page.calls, "pagination": pagination}
+            return list_answer(wanted, store.list(wanted))
         if route.endpoint == "count":
             return {"count": store.count(key.restrict(params.parse_count(query, body)))}
         if route.endpoint == "stats":
@@ -260,6 +231,17 @@ class CallLogApp:
             # Also for a call of a project the key may not read: its existence is not revealed.
             raise _Refusal(404, f"no call with id '{_shown(call_id)}'")
         return call if select is None else {name: call.get(name) for name in select}
+
+
+def list_answer(query: CallQuery, page: Page) -> dict[str, Any]:
+    """The list endpoint's answer: the page's calls and the seeds' pagination block."""
+    pagination = {
+        "total": page.total,
+        "limit": query.limit,
+        "offset": query.offset,
+        "hasMore": page.has_more,
+    }
+    return {"calls": page.calls, "pagination": pagination}
 
 
 _JSON_HEADERS = (

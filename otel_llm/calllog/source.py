@@ -19,7 +19,7 @@ from typing import Any
 from otel_llm import settings
 from otel_llm._cli_types import CommandError
 from otel_llm.calllog import params
-from otel_llm.calllog.api import PREFIX, jsonable
+from otel_llm.calllog.api import PREFIX, jsonable, list_answer
 from otel_llm.calllog.query import QueryError
 
 
@@ -73,14 +73,7 @@ class CallSource:
         try:
             if path == "":
                 wanted = params.parse_list(given)
-                page = store.list(wanted)
-                pagination = {
-                    "total": page.total,
-                    "limit": wanted.limit,
-                    "offset": wanted.offset,
-                    "hasMore": page.has_more,
-                }
-                return jsonable({"calls": page.calls, "pagination": pagination})
+                return jsonable(list_answer(wanted, store.list(wanted)))
             if path == "/count":
                 return {"count": store.count(params.parse_count(given))}
             if path == "/stats":

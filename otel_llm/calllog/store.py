@@ -69,10 +69,8 @@ class RetentionResult:
     records_cutoff: datetime
 
 
-class CallStore(Protocol):
-    """What the query API, the CLI and the writer use."""
-
-    def write(self, records: Sequence[CallRecord]) -> int: ...
+class CallReader(Protocol):
+    """The read side of a store: all the query API needs."""
 
     def list(self, query: CallQuery) -> Page: ...
 
@@ -87,6 +85,12 @@ class CallStore(Protocol):
     ) -> dict[str, Any] | None: ...
 
     def stats(self, query: StatsQuery) -> dict[str, Any]: ...
+
+
+class CallStore(CallReader, Protocol):
+    """What the query API, the CLI and the writer use."""
+
+    def write(self, records: Sequence[CallRecord]) -> int: ...
 
     def apply_retention(
         self, now: datetime, *, content_days: int, record_days: int
