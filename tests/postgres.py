@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.ports import free_port
 
 BIN_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/15/bin")
 
@@ -37,13 +38,6 @@ def available() -> bool:
     return all(find_binary(name) for name in ("initdb", "pg_ctl", "postgres"))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class PostgresCluster:
     """A running private cluster; ``url(database)`` connects to one of its databases."""
 
@@ -52,7 +46,7 @@ class PostgresCluster:
         """False (tests): no fsync, no synchronous commit. True (benchmarks): the defaults."""
         self.directory = Path(tempfile.mkdtemp(prefix="otel-llm-pg-"))
         self.data = self.directory / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._counter = itertools.count()
         self._as: dict[str, Any] = {}
         if os.geteuid() == 0:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.ports import free_port
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "collector_config"
 ALERTS = CONFIG_DIR / "alerts.yml"
@@ -62,12 +63,6 @@ def tool(name: str) -> str:
         "(tests/run.sh does: apt-get install -y prometheus)"
     )
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # --- the expressions ----------------------------------------------------------------------------

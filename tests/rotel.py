@@ -31,19 +31,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from tests.ports import free_port
+
 HOST = "127.0.0.1"
 _ROTEL = find_spec("rotel")  # the wheel's Python API is not needed, only its binary
 if _ROTEL is None or _ROTEL.origin is None:
     raise ImportError("rotel is not installed (it is in the test extra: pip install -e .[test])")
 ROTEL_AGENT = Path(_ROTEL.origin).resolve().parent / "rotel-agent"
 Protocol = Literal["grpc", "http"]
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (the agent binds it; a race is retried by start())."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def _listening(port: int) -> bool:

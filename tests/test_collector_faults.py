@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.collector_process import CollectorProcess
 from tests.otlp_receiver import OTLPReceiver
-from tests.rotel import free_port
+from tests.ports import free_port
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 FAST_RETRIES = {

@@ -44,6 +44,7 @@ from otel_llm.collector.upstream import (
     traces_url,
 )
 from tests.otlp_receiver import HOST, OTLPReceiver
+from tests.ports import free_port
 
 TRANSPORTS = ["grpc", "http"]
 
@@ -66,13 +67,6 @@ def _request(spans: int, tag: str, padding: int = 0) -> bytes:
             note = span.attributes.add(key="note")
             note.value.string_value = "lorem ipsum " * padding
     return request.SerializeToString()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -336,7 +330,7 @@ def test_delivers_every_batch_to_a_real_receiver(
 def test_upstream_down_then_up_loses_nothing_and_never_spins(
     tmp_path: Path, transport: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     upstream_server = ScriptedUpstream(transport, port=port)
     payloads = [_request(4, f"b{batch}") for batch in range(6)]
     upstream = make_upstream(
@@ -643,7 +637,7 @@ def test_mutual_tls(tmp_path: Path, transport: str, certs: Certs) -> None:
 
 
 def test_stop_puts_back_a_batch_waiting_for_its_retry(tmp_path: Path) -> None:
-    upstream = GrpcUpstream(f"{HOST}:{_free_port()}", insecure=True)  # nothing listens
+    upstream = GrpcUpstream(f"{HOST}:{free_port()}", insecure=True)  # nothing listens
     with forwarding(tmp_path, upstream, initial_backoff=5.0, max_backoff=10.0) as rig:
         rig.queue.put(b"unsent", spans=3)
         _wait_until(lambda: rig.sample("retried_spans_total") == 3)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import select
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -35,6 +34,7 @@ from prometheus_client import CollectorRegistry
 import otel_llm
 from otel_llm import LLMSpanProcessor, llm_call
 from tests.otlp_receiver import OTLPReceiver
+from tests.ports import free_port
 
 ROOT = Path(__file__).parent.parent
 COST_SAMPLE = "gen_ai_client_cost_usd_total"
@@ -244,13 +244,6 @@ with otel_llm.llm_call(provider="openai", model="gpt-4o-mini") as handle:
 print("ready", flush=True)
 sys.stdin.read()  # serve /metrics until the test closes stdin
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_configure_serves_metrics_on_the_configured_port() -> None:

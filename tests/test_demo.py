@@ -22,6 +22,7 @@ import pytest
 from otel_llm import _semconv as sc
 from otel_llm import demo
 from otel_llm.cli import main
+from tests.ports import free_port
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
@@ -220,12 +221,6 @@ def _console_script() -> list[str]:
     return [found] if found else [sys.executable, "-m", "otel_llm"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 COST_WITH_EXEMPLAR = re.compile(
     r'^gen_ai_client_cost_usd_total\{[^}]*\} \S+ # \{trace_id="[0-9a-f]{32}"\} \S+',
     re.MULTILINE,
@@ -238,7 +233,7 @@ UNKNOWN_MODEL_UNPRICED = re.compile(
 
 
 def test_console_script_serves_metrics_then_exits() -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from otel_llm.instrumentation.openai import OpenAIInstrumentor, provider_name
 from tests.conftest import Pipeline
 from tests.fake_llm import FakeLLMServer, ScriptedResponse
 from tests.otlp_receiver import OTLPReceiver
+from tests.ports import free_port
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
@@ -525,12 +525,6 @@ client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "
 port = os.environ["OTEL_LLM_PROMETHEUS_PORT"]
 print(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def run_instrumented(
