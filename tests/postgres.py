@@ -139,7 +139,11 @@ def running_cluster(*, durable: bool = False) -> Iterator[PostgresCluster]:
 def pg_cluster() -> Iterator[PostgresCluster]:
     """One private cluster per test session (per importing module), stopped at the end."""
     if not available():
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found")
+        # A failure, not a skip: the PostgreSQL tests are part of the suite, not optional.
+        pytest.fail(
+            "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found on PATH: "
+            "install PostgreSQL (Debian: postgresql) to run the call-log tests"
+        )
     with running_cluster() as cluster:
         yield cluster
 

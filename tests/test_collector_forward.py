@@ -587,7 +587,8 @@ def _make_leaf(directory: Path, name: str, extensions: str) -> None:
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate."""
     if OPENSSL is None:
-        pytest.skip("the openssl command is needed to make test certificates")
+        # A failure, not a skip: TLS forwarding must be tested, not silently left out.
+        pytest.fail("the openssl command is needed to make test certificates (Debian: openssl)")
     directory = tmp_path_factory.mktemp("certs")
     _make_ca(directory, "ca")
     _make_ca(directory, "other")
