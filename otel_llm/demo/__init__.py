@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         GPT_4O_MINI,
         UNKNOWN_MODEL,
         Model,
+        Provider,
         SimulatedCall,
         plan,
     )
@@ -55,7 +56,8 @@ class ThrottlingException(ProviderError):
     """Bedrock's throttling error."""
 
 
-# name -> the module (of this package) that defines it.
+# name -> the module (of this package) that defines it. ``_DECK`` too: the tests check that the
+# traffic mix holds every priced model.
 _LAZY = {
     "run": "command",
     "Pipeline": "pipeline",
@@ -63,7 +65,7 @@ _LAZY = {
     **dict.fromkeys(
         (
             "BEDROCK_HAIKU", "CLAUDE_SONNET", "FEATURES", "GEMINI_FLASH", "GPT_4O",
-            "GPT_4O_MINI", "UNKNOWN_MODEL", "Model", "SimulatedCall", "plan", "_DECK",
+            "GPT_4O_MINI", "UNKNOWN_MODEL", "Model", "Provider", "SimulatedCall", "plan", "_DECK",
         ),
         "scenario",
     ),
@@ -84,6 +86,7 @@ __all__ = [
     "Model",
     "OverloadedError",
     "Pipeline",
+    "Provider",
     "ProviderError",
     "RateLimitError",
     "Row",

@@ -67,25 +67,25 @@ class Pipeline:
         self.provider.force_flush()
 
     def _call(self, call: SimulatedCall) -> None:
-        model = call.model
+        model, provider = call.model, call.model.provider
         with llm_call(
-            provider=model.provider,
+            provider=provider.name,
             model=model.model,
             stream=call.stream,
-            server_address=model.server_address,
+            server_address=provider.server_address,
             server_port=443,
             tracer_provider=self.provider,
         ) as handle:
             time.sleep(call.latency_s)
             if call.fails:
-                raise model.error(f"{model.provider}: too many requests, retry later")
+                raise provider.error(f"{provider.name}: too many requests, retry later")
             if call.stream:
                 handle.first_chunk()
                 time.sleep(call.latency_s / 2)  # the rest of the stream
             handle.set_response(
                 model=model.response_model,
                 id=call.response_id,
-                finish_reasons=[model.finish_reason],
+                finish_reasons=[provider.finish_reason],
             )
             handle.set_usage(
                 input_tokens=call.input_tokens,

@@ -11,47 +11,54 @@ FEATURES = ("chat", "summarize", "classify", "extract")
 
 
 @dataclass(frozen=True, slots=True)
-class Model:
-    provider: str
-    model: str
-    response_model: str
+class Provider:
+    """What the models of one provider share: its API's address, error, ids and finish reason."""
+
+    name: str
     server_address: str
-    input_tokens: tuple[int, int]
-    output_tokens: tuple[int, int]
-    cache: str
-    """``prefix``: automatic prefix caching, reads only (OpenAI, Gemini); ``explicit``: cache
-    writes and reads (Anthropic's cache_control); ``none``."""
-    reasoning: bool
     error: type[ProviderError]
     id_prefix: str
     finish_reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Model:
+    provider: Provider
+    model: str
+    response_model: str
+    input_tokens: tuple[int, int]
+    output_tokens: tuple[int, int]
+    cache: str
+    """``prefix``: automatic prefix caching, reads only (OpenAI, Gemini); ``explicit``: cache
+    writes and reads (Anthropic's cache_control); ``none``."""
+    reasoning: bool = False
+
+
+OPENAI = Provider("openai", "api.openai.com", RateLimitError, "chatcmpl-", "stop")
+ANTHROPIC = Provider("anthropic", "api.anthropic.com", OverloadedError, "msg_", "end_turn")
+BEDROCK = Provider(
+    "aws.bedrock", "bedrock-runtime.us-east-1.amazonaws.com", ThrottlingException, "msg_bdrk_",
+    "end_turn",
+)  # fmt: skip
+GEMINI = Provider("gcp.gemini", "generativelanguage.googleapis.com", RateLimitError, "", "STOP")
+
 GPT_4O_MINI = Model(
-    "openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "api.openai.com",
-    (300, 6_000), (40, 700), "prefix", False, RateLimitError, "chatcmpl-", "stop",
-)  # fmt: skip
-GPT_4O = Model(
-    "openai", "gpt-4o", "gpt-4o-2024-08-06", "api.openai.com",
-    (800, 12_000), (100, 1_500), "prefix", False, RateLimitError, "chatcmpl-", "stop",
-)  # fmt: skip
+    OPENAI, "gpt-4o-mini", "gpt-4o-mini-2024-07-18", (300, 6_000), (40, 700), "prefix"
+)
+GPT_4O = Model(OPENAI, "gpt-4o", "gpt-4o-2024-08-06", (800, 12_000), (100, 1_500), "prefix")
 CLAUDE_SONNET = Model(
-    "anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929", "api.anthropic.com",
-    (2_000, 30_000), (150, 2_500), "explicit", False, OverloadedError, "msg_", "end_turn",
+    ANTHROPIC, "claude-sonnet-4-5", "claude-sonnet-4-5-20250929",
+    (2_000, 30_000), (150, 2_500), "explicit",
 )  # fmt: skip
 BEDROCK_HAIKU = Model(
-    "aws.bedrock", "us.anthropic.claude-3-5-haiku-20241022-v1:0",
-    "us.anthropic.claude-3-5-haiku-20241022-v1:0", "bedrock-runtime.us-east-1.amazonaws.com",
-    (400, 5_000), (60, 800), "explicit", False, ThrottlingException, "msg_bdrk_", "end_turn",
+    BEDROCK, "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+    "us.anthropic.claude-3-5-haiku-20241022-v1:0", (400, 5_000), (60, 800), "explicit",
 )  # fmt: skip
 GEMINI_FLASH = Model(
-    "gcp.gemini", "gemini-2.5-flash", "gemini-2.5-flash", "generativelanguage.googleapis.com",
-    (300, 8_000), (100, 1_200), "prefix", True, RateLimitError, "", "STOP",
+    GEMINI, "gemini-2.5-flash", "gemini-2.5-flash", (300, 8_000), (100, 1_200), "prefix",
+    reasoning=True,
 )  # fmt: skip
-UNKNOWN_MODEL = Model(
-    "openai", "gpt-imaginary-1", "gpt-imaginary-1", "api.openai.com",
-    (500, 2_000), (50, 400), "none", False, RateLimitError, "chatcmpl-", "stop",
-)  # fmt: skip
+UNKNOWN_MODEL = Model(OPENAI, "gpt-imaginary-1", "gpt-imaginary-1", (500, 2_000), (50, 400), "none")
 """No price data knows it: its one call shows as unpriced (``unknown_model``), never as $0."""
 
 # The traffic mix: the cheap model most, every priced model at least once in any 9 calls.
@@ -131,6 +138,6 @@ def _simulate(rng: random.Random, model: Model) -> SimulatedCall:
         feature=rng.choice(FEATURES),
         user_id=f"user-{rng.randint(1, 12):02d}",
         project_id=rng.choice(("proj-web", "proj-support")),
-        response_id=f"{model.id_prefix}{rng.getrandbits(64):016x}",
+        response_id=f"{model.provider.id_prefix}{rng.getrandbits(64):016x}",
         latency_s=rng.uniform(0.001, 0.004),
     )
