@@ -11,10 +11,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from otel_llm._cli_types import CommandError, host, int_between, seconds
+from otel_llm._cli_types import CommandError
 from otel_llm._version import __version__
 from otel_llm.calllog import cli as calls_cli
 from otel_llm.collector import cli as collector_cli
+from otel_llm.demo import cli as demo_cli
 
 PROG = "otel-llm"
 
@@ -23,8 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-        if args.command == "demo" and args.serve_seconds is not None and args.port is None:
-            args.command_parser.error("--serve-seconds needs --port")
+        # What a subcommand's flags mean together (argparse checks each alone): exits 2 too.
+        check: Callable[[argparse.Namespace], None] | None = getattr(args, "check", None)
+        if check is not None:
+            check(args)
     except SystemExit as exc:  # --help, --version and argument errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     handler: Callable[[argparse.Namespace], int] = args.handler
@@ -49,67 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    demo = commands.add_parser(
-        "demo",
-        help="simulate LLM calls (no network, no API key), price them, serve their metrics",
-        description=(
-            "Run simulated LLM calls of several providers through LLMSpanProcessor -- no "
-            "network, no API key -- and print what they cost. With --port, also serve their "
-            "Prometheus metrics (with trace-id exemplars) on /metrics."
-        ),
-    )
-    demo.add_argument(
-        "--calls",
-        type=int_between(1, 10_000),
-        default=40,
-        metavar="N",
-        help="number of calls to simulate (default: 40)",
-    )
-    demo.add_argument(
-        "--seed",
-        type=int,
-        default=1,
-        metavar="N",
-        help="random seed: the same seed gives the same calls and costs (default: 1)",
-    )
-    demo.add_argument(
-        "--port",
-        type=int_between(0, 65535),
-        default=None,
-        metavar="P",
-        help="serve /metrics on this port (0: any free port); default: no server",
-    )
-    demo.add_argument(
-        "--host",
-        type=host,
-        default="127.0.0.1",
-        metavar="H",
-        help="address /metrics binds (default: 127.0.0.1)",
-    )
-    demo.add_argument(
-        "--serve-seconds",
-        type=seconds,
-        default=None,
-        metavar="S",
-        help="with --port: serve this long, then exit (default: until Ctrl-C)",
-    )
-    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
-    demo.set_defaults(handler=_demo, command_parser=demo)
-    # Each service's subcommand is defined next to the service; those modules import nothing
-    # heavy at the top, so `otel-llm --version` stays fast.
+    # Each subcommand is defined next to what it runs; those modules import nothing heavy at
+    # the top, so `otel-llm --version` stays fast.
+    demo_cli.add_parser(commands)
     collector_cli.add_parser(commands)
     calls_cli.add_parser(commands)
     return parser
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from otel_llm import demo  # noqa: PLC0415 - `otel-llm --version` needs none of it
-
-    return demo.run(
-        calls=args.calls,
-        seed=args.seed,
-        port=args.port,
-        host=args.host,
-        serve_seconds=args.serve_seconds,
-        json_output=args.json,
-    )

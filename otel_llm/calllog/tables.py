@@ -1,7 +1,8 @@
 """How ``otel-llm calls`` prints: aligned tables and name/value lists of the API's JSON.
 
 Money shows with ``$`` and every significant digit (an unknown cost is ``unknown``, never $0),
-durations in ms, rates in %, datetimes to the second with their ``Z``.
+durations in ms, rates in %, datetimes to the second with their ``Z``. ``otel-llm demo``
+prints its own cells with ``table`` too.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -84,23 +85,37 @@ def pairs(pairs: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in pairs)
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Aligned columns; numbers (and money, durations) right-aligned."""
-    if not rows:
+def table(
+    columns: Sequence[str] | None,
+    rows: Sequence[Sequence[str] | None],
+    *,
+    right: Container[int] | None = None,
+    header_rule: bool = True,
+) -> str:
+    """Aligned columns, under a header line unless ``columns`` is None; a ``None`` row is a rule.
+
+    ``right`` holds the indexes of the right-aligned columns; by default those whose cells are
+    all numbers (or money, durations). ``header_rule=False``: no rule under the header.
+    """
+    body = [row for row in rows if row is not None]
+    if not body:
         return "(no calls)"
-    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
-    right = [all(_numeric(row[i]) for row in rows) for i in range(len(columns))]
+    sized = body if columns is None else [columns, *body]
+    widths = [max(len(row[i]) for row in sized) for i in range(len(body[0]))]
+    aligned = right
+    if aligned is None:
+        aligned = {i for i in range(len(widths)) if all(_numeric(row[i]) for row in body)}
 
     def line(cells: Sequence[str]) -> str:
         padded = [
-            cell.rjust(width) if align else cell.ljust(width)
-            for cell, width, align in zip(cells, widths, right, strict=True)
+            cell.rjust(width) if i in aligned else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
         ]
         return "  ".join(padded).rstrip()
 
-    return "\n".join(
-        [line(columns), line(["-" * width for width in widths])] + [line(row) for row in rows]
-    )
+    rule = line(["-" * width for width in widths])
+    lines = [] if columns is None else [line(columns), *([rule] if header_rule else [])]
+    return "\n".join(lines + [rule if row is None else line(row) for row in rows])
 
 
 def _numeric(cell: str) -> bool:
