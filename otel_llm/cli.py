@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from otel_llm._cli_types import CommandError, host, int_between, seconds
 from otel_llm._version import __version__
 from otel_llm.calllog import cli as calls_cli
+from otel_llm.calllog.config import COLLECTOR_COMPANION
 from otel_llm.collector import cli as collector_cli
 
 PROG = "otel-llm"
@@ -97,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo, command_parser=demo)
     # Each service's subcommand is defined next to the service; those modules import nothing
     # heavy at the top, so `otel-llm --version` stays fast.
-    collector_cli.add_parser(commands)
+    collector_cli.add_parser(commands, COLLECTOR_COMPANION)  # the call log runs beside it
     calls_cli.add_parser(commands)
     return parser
 

@@ -1,44 +1,85 @@
 """Every otel-llm setting, defined once.
 
-Each setting is a keyword argument (of ``configure``, ``LLMSpanProcessor`` and the CLI) and an
-``OTEL_LLM_*`` environment variable. Precedence: argument > environment > default. A bad value
--- from either place -- logs a warning and falls back to the next source, because a typo in a
-telemetry setting must never stop the application it observes.
+Each setting is a keyword argument (of ``configure``, ``LLMSpanProcessor``, the services' config
+objects and the CLI) and an environment variable, ``OTEL_LLM_`` + its name in capitals.
+Precedence: argument > environment > config file (``otel-llm collector --config``) > default.
+A bad value -- from any place -- logs a warning and falls back, because a typo in a telemetry
+setting must never stop the application it observes.
+
+The services read their settings through frozen config objects (``CollectorConfig``,
+``CallLogConfig``), subclasses of ``Configured`` whose fields are bound to settings here, so each
+setting is resolved once, where the object is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Generic, Self, TypeVar, cast
+from urllib.parse import unquote
 
-from otel_llm.metrics.labels import parse_extra_labels
+from otel_llm import _semconv as sc
 
 _logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+PREFIX = "OTEL_LLM_"
+"""Every setting's environment variable is this prefix + its name in capitals."""
 
-@dataclass(frozen=True)
+OFF = "none"
+"""The value that turns off what a setting describes (a listener, the call log, its API). Such a
+setting resolves it to None, so the rest of the package tests ``is None``."""
+
+
 class Setting(Generic[T]):
     """One setting: its keyword name, environment variable, default and validation."""
 
-    name: str
-    env: str
-    default: T
-    parse: Callable[[str], T]
-    """Turns the environment variable's text into a value; raises ValueError when it cannot."""
-    check: Callable[[Any], T]
-    """Validates a value given as an argument (or parsed); raises ValueError/TypeError if bad."""
-    doc: str
-    fallback_env: str | None = None
-    """A standard variable read when ``env`` is not set (e.g. the GenAI content-capture one)."""
+    __slots__ = ("_default", "_factory", "check", "doc", "env", "fallback_env", "name", "parse")
 
-    def resolve(self, argument: Any = None, environ: Mapping[str, str] | None = None) -> T:
-        """The value in force: the argument if given and valid, else the environment, else
-        the default."""
+    def __init__(
+        self,
+        name: str,
+        *,
+        parse: Callable[[str], T],
+        check: Callable[[Any], T],
+        doc: str,
+        default: T | None = None,
+        default_factory: Callable[[], T] | None = None,
+        fallback_env: str | None = None,
+    ):
+        self.name = name
+        self.env = PREFIX + name.upper()
+        self.parse = parse
+        """Turns the environment variable's text into a value; raises ValueError when it cannot."""
+        self.check = check
+        """Validates a given (or parsed) value; raises ValueError/TypeError if it is bad."""
+        self.doc = doc
+        self.fallback_env = fallback_env
+        """A standard variable read when ``env`` is not set (e.g. the GenAI content-capture one)."""
+        self._default = default
+        self._factory = default_factory
+
+    @property
+    def default(self) -> T:
+        """The value when nothing sets it; a ``default_factory`` is called on each read (a path
+        under ``$XDG_STATE_HOME`` follows the environment of the moment, not of the import)."""
+        return self._factory() if self._factory is not None else cast(T, self._default)
+
+    def __repr__(self) -> str:
+        return f"Setting({self.name!r})"
+
+    def resolve(
+        self,
+        argument: Any = None,
+        environ: Mapping[str, str] | None = None,
+        file: Mapping[str, Any] | None = None,
+    ) -> T:
+        """The value in force: the argument if given and valid, else the environment, else the
+        config file's value (``file``: setting name -> value), else the default."""
         if argument is not None:
             try:
                 return self.check(argument)
@@ -51,11 +92,90 @@ class Setting(Generic[T]):
                 try:
                     return self.check(self.parse(raw.strip()))
                 except (TypeError, ValueError) as exc:
+                    default = self.default
                     _logger.warning(
-                        "otel-llm: ignoring %s=%r (%s); using %r", env, raw, exc, self.default
+                        "otel-llm: ignoring %s=%r (%s); using %r", env, raw, exc, default
                     )
-                    break
+                    return default
+        if file is not None and file.get(self.name) is not None:
+            return self._from_file(file[self.name])
         return self.default
+
+    def _from_file(self, value: Any) -> T:
+        if isinstance(value, str):
+            # Text goes through the same parser as the environment's ("256MiB", "k=v,k2=v2").
+            try:
+                value = self.parse(value)
+            except (TypeError, ValueError) as exc:
+                default = self.default
+                _logger.warning(
+                    "otel-llm: ignoring %s=%r in the config file (%s); using %r",
+                    self.name,
+                    value,
+                    exc,
+                    default,
+                )
+                return default
+        return self.resolve(value, {})
+
+
+# --- Config objects --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    """A config field filled from a setting, and the command-line flag that sets it, if any."""
+
+    field: str
+    setting: Setting[Any]
+    flag: str | None = None
+    metavar: str | None = None
+
+
+_BINDING = "otel_llm.setting"
+
+
+def bound(setting: Setting[Any], flag: str | None = None, metavar: str | None = None) -> Any:
+    """A field of a ``Configured`` dataclass whose value ``from_settings`` takes from
+    ``setting``; ``flag`` is its option of the command that runs the service (a flag without a
+    ``metavar`` is a switch: given alone, it means true)."""
+    return dataclasses.field(metadata={_BINDING: (setting, flag, metavar)})
+
+
+class Configured:
+    """Base of the frozen config dataclasses: ``from_settings`` resolves each bound field's
+    setting once (argument > environment > config file > default)."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    @classmethod
+    def bindings(cls) -> tuple[Binding, ...]:
+        """The fields bound to a setting, in declaration order."""
+        return tuple(
+            Binding(field.name, *field.metadata[_BINDING])
+            for field in dataclasses.fields(cls)
+            if _BINDING in field.metadata
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        *,
+        file: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Self:
+        """The config with every bound field resolved: ``overrides`` (by field name; None:
+        not given) > ``environ`` (default ``os.environ``) > ``file`` (by setting name) >
+        default. Fields without a setting take their override or their default."""
+        values = dict(overrides)
+        for binding in cls.bindings():
+            given = values.pop(binding.field, None)
+            values[binding.field] = binding.setting.resolve(given, environ, file)
+        return cls(**values)
+
+
+# --- Value checks and parsers ----------------------------------------------------------------
 
 
 def _int_at_least(minimum: int) -> Callable[[Any], int]:
@@ -86,6 +206,27 @@ def _optional_text(value: Any) -> str | None:
     return _text(value)
 
 
+def _path(value: Any) -> str:
+    """A path, given as text or as a ``pathlib.Path``."""
+    return _text(os.fspath(value) if isinstance(value, os.PathLike) else value)
+
+
+def is_off(value: Any) -> bool:
+    """Whether ``value`` is ``none`` (any case, spaces around): what turns a thing off."""
+    return isinstance(value, str) and value.strip().lower() == OFF
+
+
+def _or_off(check: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    """``check``, except that ``none`` is the value None: the thing is off."""
+
+    def checked(value: Any) -> T | None:
+        if is_off(value):
+            return None
+        return check(value)
+
+    return checked
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -101,9 +242,40 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _extra_labels(value: Any) -> dict[str, str]:
-    """``{label_name: span_attribute}``; a sequence of attribute names derives the label names."""
-    return parse_extra_labels(value)
+# Label parsing lives here, not in otel_llm.metrics: the settings are the foundation layer and
+# import nothing above it.
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_RESERVED_LABELS = {*sc.STANDARD_LABELS, sc.TOKEN_TYPE_LABEL, sc.REASON_LABEL, "le", "trace_id"}
+
+
+def label_name_for(attribute: str) -> str:
+    """The label name Prometheus' translation gives an attribute (non-alphanumerics -> ``_``)."""
+    name = re.sub(r"[^a-zA-Z0-9_]", "_", attribute)
+    return f"_{name}" if name[:1].isdigit() else name
+
+
+def parse_extra_labels(value: Any) -> dict[str, str]:
+    """``{label: attribute}`` from a mapping or from a list of attribute names.
+
+    Raises ValueError/TypeError with the reason when a name is unusable.
+    """
+    if isinstance(value, Mapping):
+        pairs: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        pairs = (("", attribute) for attribute in value)
+    else:
+        raise TypeError("expected a mapping of label -> attribute or a list of attributes")
+    result: dict[str, str] = {}
+    for given, attribute in pairs:
+        if not isinstance(attribute, str) or not attribute or not isinstance(given, str):
+            raise TypeError(f"bad extra label {given!r} -> {attribute!r}")
+        label = given or label_name_for(attribute)
+        if not _LABEL_NAME.match(label) or label.startswith("__"):
+            raise ValueError(f"{label!r} is not a valid Prometheus label name")
+        if label in _RESERVED_LABELS:
+            raise ValueError(f"{label!r} is a label otel-llm sets itself")
+        result[label] = attribute
+    return result
 
 
 def _parse_extra_labels(raw: str) -> dict[str, str]:
@@ -112,12 +284,24 @@ def _parse_extra_labels(raw: str) -> dict[str, str]:
     for entry in entries:
         label, sep, attribute = entry.partition("=")
         mapping[label.strip() if sep else ""] = (attribute if sep else label).strip()
-    return _extra_labels(mapping)
+    return parse_extra_labels(mapping)
 
+
+def _state_path(*parts: str) -> str:
+    # Queue and call log are state that must survive a reboot (so not /tmp, often a tmpfs) and
+    # need no root (so not /var/lib). XDG's state directory is that place: "data that should
+    # persist between restarts but is not important enough for $XDG_DATA_HOME". A container or
+    # system service sets it to a volume. Read when the default is, not at import.
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "otel-llm", *parts)
+
+
+# --- The core: configure(), LLMSpanProcessor, the instrumentors ------------------------------
 
 ENABLED: Setting[bool] = Setting(
     name="enabled",
-    env="OTEL_LLM_ENABLED",
     default=True,
     parse=_parse_bool,
     check=_bool,
@@ -125,7 +309,6 @@ ENABLED: Setting[bool] = Setting(
 )
 PRICE_OVERRIDES: Setting[str | None] = Setting(
     name="price_overrides",
-    env="OTEL_LLM_PRICE_OVERRIDES",
     default=None,
     parse=str,
     check=_optional_text,
@@ -133,10 +316,9 @@ PRICE_OVERRIDES: Setting[str | None] = Setting(
 )
 EXTRA_LABELS: Setting[dict[str, str]] = Setting(
     name="extra_labels",
-    env="OTEL_LLM_EXTRA_LABELS",
     default={},
     parse=_parse_extra_labels,
-    check=_extra_labels,
+    check=parse_extra_labels,
     doc=(
         "Span attributes added as metric labels. Environment form: "
         "``feature=otel_llm.context.feature,team=app.team``; a bare attribute name gets the "
@@ -145,7 +327,6 @@ EXTRA_LABELS: Setting[dict[str, str]] = Setting(
 )
 MAX_LABEL_VALUES: Setting[int] = Setting(
     name="max_label_values",
-    env="OTEL_LLM_MAX_LABEL_VALUES",
     default=200,
     parse=int,
     check=_int_at_least(1),
@@ -156,7 +337,6 @@ MAX_LABEL_VALUES: Setting[int] = Setting(
 )
 MAX_TOKENS: Setting[int] = Setting(
     name="max_tokens",
-    env="OTEL_LLM_MAX_TOKENS",
     default=100_000_000,
     parse=int,
     check=_int_at_least(1),
@@ -164,7 +344,6 @@ MAX_TOKENS: Setting[int] = Setting(
 )
 PRICE_CACHE_SIZE: Setting[int] = Setting(
     name="price_cache_size",
-    env="OTEL_LLM_PRICE_CACHE_SIZE",
     default=4096,
     parse=int,
     check=_int_at_least(1),
@@ -172,7 +351,6 @@ PRICE_CACHE_SIZE: Setting[int] = Setting(
 )
 PROMETHEUS_PORT: Setting[int | None] = Setting(
     name="prometheus_port",
-    env="OTEL_LLM_PROMETHEUS_PORT",
     default=None,
     parse=int,
     check=_optional_port,
@@ -180,7 +358,6 @@ PROMETHEUS_PORT: Setting[int | None] = Setting(
 )
 PROMETHEUS_HOST: Setting[str] = Setting(
     name="prometheus_host",
-    env="OTEL_LLM_PROMETHEUS_HOST",
     default="127.0.0.1",
     parse=str,
     check=_text,
@@ -200,7 +377,6 @@ def _parse_capture(raw: str) -> bool:
 
 CAPTURE_CONTENT: Setting[bool] = Setting(
     name="capture_content",
-    env="OTEL_LLM_CAPTURE_CONTENT",
     fallback_env="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
     default=False,
     parse=_parse_capture,
@@ -214,7 +390,6 @@ CAPTURE_CONTENT: Setting[bool] = Setting(
 )
 CONTENT_MAX_LENGTH: Setting[int] = Setting(
     name="content_max_length",
-    env="OTEL_LLM_CONTENT_MAX_LENGTH",
     default=4096,
     parse=int,
     check=_int_at_least(1),
@@ -222,7 +397,6 @@ CONTENT_MAX_LENGTH: Setting[int] = Setting(
 )
 STREAM_INCLUDE_USAGE: Setting[bool] = Setting(
     name="stream_include_usage",
-    env="OTEL_LLM_STREAM_INCLUDE_USAGE",
     default=False,
     parse=_parse_bool,
     check=_bool,
@@ -250,19 +424,18 @@ CORE: tuple[Setting[Any], ...] = (
 
 # --- The collector service (`otel-llm collector`) -------------------------------------------
 
-_DISABLED = "none"
-"""The endpoint value that turns a listener off."""
 
-
-def _endpoint(value: Any) -> str:
-    """``host:port`` (port 0: any free one; ``[::1]:4317`` for IPv6) or ``none``."""
+def _address(value: Any) -> str:
+    """``host:port`` (port 0: any free one; ``[::1]:4317`` for IPv6)."""
     text = _text(value).strip()
-    if text.lower() == _DISABLED:
-        return _DISABLED
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"expected host:port or none, got {text!r}")
     return text
+
+
+_endpoint = _or_off(_address)
+"""An address to listen on, or None: ``none`` turns the listener off."""
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
@@ -287,8 +460,6 @@ def _headers(value: Any) -> dict[str, str]:
 
 def _parse_headers(raw: str) -> dict[str, str]:
     """``k=v,k2=v2`` with URL-encoded values, as OTEL_EXPORTER_OTLP_HEADERS."""
-    from urllib.parse import unquote  # noqa: PLC0415 - only the collector reads headers
-
     headers: dict[str, str] = {}
     for entry in raw.split(","):
         if not entry.strip():
@@ -326,20 +497,8 @@ def _size(value: Any) -> int:
     return _int_at_least(1024)(_parse_size(value) if isinstance(value, str) else value)
 
 
-def _default_queue_dir() -> str:
-    # The queue holds acknowledged spans not yet forwarded: it must survive a reboot (so not
-    # /tmp, often a tmpfs) and need no root (so not /var/lib). XDG's state directory is that
-    # place: "data that should persist between restarts but is not important enough for
-    # $XDG_DATA_HOME". A container or system service sets it to a volume.
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return os.path.join(base, "otel-llm", "queue")
-
-
-COLLECTOR_GRPC_ENDPOINT: Setting[str] = Setting(
+COLLECTOR_GRPC_ENDPOINT: Setting[str | None] = Setting(
     name="collector_grpc_endpoint",
-    env="OTEL_LLM_COLLECTOR_GRPC_ENDPOINT",
     default="127.0.0.1:4317",
     parse=str,
     check=_endpoint,
@@ -348,9 +507,8 @@ COLLECTOR_GRPC_ENDPOINT: Setting[str] = Setting(
         "other hosts; ``none``: no gRPC receiver)."
     ),
 )
-COLLECTOR_HTTP_ENDPOINT: Setting[str] = Setting(
+COLLECTOR_HTTP_ENDPOINT: Setting[str | None] = Setting(
     name="collector_http_endpoint",
-    env="OTEL_LLM_COLLECTOR_HTTP_ENDPOINT",
     default="127.0.0.1:4318",
     parse=str,
     check=_endpoint,
@@ -359,9 +517,8 @@ COLLECTOR_HTTP_ENDPOINT: Setting[str] = Setting(
         "binds; ``none``: no HTTP receiver."
     ),
 )
-COLLECTOR_METRICS_ENDPOINT: Setting[str] = Setting(
+COLLECTOR_METRICS_ENDPOINT: Setting[str | None] = Setting(
     name="collector_metrics_endpoint",
-    env="OTEL_LLM_COLLECTOR_METRICS_ENDPOINT",
     default="127.0.0.1:9464",
     parse=str,
     check=_endpoint,
@@ -369,7 +526,6 @@ COLLECTOR_METRICS_ENDPOINT: Setting[str] = Setting(
 )
 COLLECTOR_UPSTREAM_ENDPOINT: Setting[str | None] = Setting(
     name="collector_upstream_endpoint",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_ENDPOINT",
     default=None,
     parse=str,
     check=_optional_text,
@@ -382,7 +538,6 @@ COLLECTOR_UPSTREAM_ENDPOINT: Setting[str | None] = Setting(
 )
 COLLECTOR_UPSTREAM_PROTOCOL: Setting[str] = Setting(
     name="collector_upstream_protocol",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_PROTOCOL",
     default="grpc",
     parse=str,
     check=_choice("grpc", "http/protobuf"),
@@ -390,7 +545,6 @@ COLLECTOR_UPSTREAM_PROTOCOL: Setting[str] = Setting(
 )
 COLLECTOR_UPSTREAM_HEADERS: Setting[dict[str, str]] = Setting(
     name="collector_upstream_headers",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_HEADERS",
     default={},
     parse=_parse_headers,
     check=_headers,
@@ -401,7 +555,6 @@ COLLECTOR_UPSTREAM_HEADERS: Setting[dict[str, str]] = Setting(
 )
 COLLECTOR_UPSTREAM_INSECURE: Setting[bool] = Setting(
     name="collector_upstream_insecure",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_INSECURE",
     default=False,
     parse=_parse_bool,
     check=_bool,
@@ -412,7 +565,6 @@ COLLECTOR_UPSTREAM_INSECURE: Setting[bool] = Setting(
 )
 COLLECTOR_UPSTREAM_CA_FILE: Setting[str | None] = Setting(
     name="collector_upstream_ca_file",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_CA_FILE",
     default=None,
     parse=str,
     check=_optional_text,
@@ -420,7 +572,6 @@ COLLECTOR_UPSTREAM_CA_FILE: Setting[str | None] = Setting(
 )
 COLLECTOR_UPSTREAM_CLIENT_CERT: Setting[str | None] = Setting(
     name="collector_upstream_client_cert",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_CLIENT_CERT",
     default=None,
     parse=str,
     check=_optional_text,
@@ -428,7 +579,6 @@ COLLECTOR_UPSTREAM_CLIENT_CERT: Setting[str | None] = Setting(
 )
 COLLECTOR_UPSTREAM_CLIENT_KEY: Setting[str | None] = Setting(
     name="collector_upstream_client_key",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_CLIENT_KEY",
     default=None,
     parse=str,
     check=_optional_text,
@@ -436,7 +586,6 @@ COLLECTOR_UPSTREAM_CLIENT_KEY: Setting[str | None] = Setting(
 )
 COLLECTOR_UPSTREAM_TIMEOUT: Setting[float] = Setting(
     name="collector_upstream_timeout",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_TIMEOUT",
     default=10.0,
     parse=float,
     check=_positive_seconds,
@@ -444,7 +593,6 @@ COLLECTOR_UPSTREAM_TIMEOUT: Setting[float] = Setting(
 )
 COLLECTOR_UPSTREAM_COMPRESSION: Setting[str] = Setting(
     name="collector_upstream_compression",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_COMPRESSION",
     default="none",
     parse=str,
     check=_choice("none", "gzip"),
@@ -455,10 +603,9 @@ COLLECTOR_UPSTREAM_COMPRESSION: Setting[str] = Setting(
 )
 COLLECTOR_QUEUE_DIR: Setting[str] = Setting(
     name="collector_queue_dir",
-    env="OTEL_LLM_COLLECTOR_QUEUE_DIR",
-    default=_default_queue_dir(),
+    default_factory=lambda: _state_path("queue"),
     parse=str,
-    check=_text,
+    check=_path,
     doc=(
         "Directory of the disk-backed queue of spans not yet forwarded (default: "
         "``$XDG_STATE_HOME/otel-llm/queue``, i.e. ``~/.local/state/otel-llm/queue``: it must "
@@ -467,7 +614,6 @@ COLLECTOR_QUEUE_DIR: Setting[str] = Setting(
 )
 COLLECTOR_QUEUE_MAX_BYTES: Setting[int] = Setting(
     name="collector_queue_max_bytes",
-    env="OTEL_LLM_COLLECTOR_QUEUE_MAX_BYTES",
     default=256 << 20,
     parse=_parse_size,
     check=_size,
@@ -478,7 +624,6 @@ COLLECTOR_QUEUE_MAX_BYTES: Setting[int] = Setting(
 )
 COLLECTOR_MAX_REQUEST_BYTES: Setting[int] = Setting(
     name="collector_max_request_bytes",
-    env="OTEL_LLM_COLLECTOR_MAX_REQUEST_BYTES",
     default=4 << 20,
     parse=_parse_size,
     check=_size,
@@ -489,7 +634,6 @@ COLLECTOR_MAX_REQUEST_BYTES: Setting[int] = Setting(
 )
 COLLECTOR_FORWARD_WORKERS: Setting[int] = Setting(
     name="collector_forward_workers",
-    env="OTEL_LLM_COLLECTOR_FORWARD_WORKERS",
     default=2,
     parse=int,
     check=_int_at_least(1),
@@ -497,7 +641,6 @@ COLLECTOR_FORWARD_WORKERS: Setting[int] = Setting(
 )
 COLLECTOR_RETRY_INITIAL_BACKOFF: Setting[float] = Setting(
     name="collector_retry_initial_backoff",
-    env="OTEL_LLM_COLLECTOR_RETRY_INITIAL_BACKOFF",
     default=0.5,
     parse=float,
     check=_positive_seconds,
@@ -505,7 +648,6 @@ COLLECTOR_RETRY_INITIAL_BACKOFF: Setting[float] = Setting(
 )
 COLLECTOR_RETRY_MAX_BACKOFF: Setting[float] = Setting(
     name="collector_retry_max_backoff",
-    env="OTEL_LLM_COLLECTOR_RETRY_MAX_BACKOFF",
     default=30.0,
     parse=float,
     check=_positive_seconds,
@@ -516,7 +658,6 @@ COLLECTOR_RETRY_MAX_BACKOFF: Setting[float] = Setting(
 )
 COLLECTOR_RETRY_AFTER: Setting[float] = Setting(
     name="collector_retry_after",
-    env="OTEL_LLM_COLLECTOR_RETRY_AFTER",
     default=5.0,
     parse=float,
     check=_positive_seconds,
@@ -553,14 +694,6 @@ COLLECTOR: tuple[Setting[Any], ...] = (
 # The store, its writer and retention (otel_llm/calllog/store.py, writer.py, retention.py).
 
 
-def _default_call_store() -> str:
-    # Beside the collector's queue: state that must survive restarts, writable without root.
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return os.path.join(base, "otel-llm", "calls.db")
-
-
 def _seconds_or_off(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"expected a number of seconds, got {type(value).__name__}")
@@ -569,12 +702,14 @@ def _seconds_or_off(value: Any) -> float:
     return float(value)
 
 
+# Text even when it is ``none``: only the collector reads that as "off" (``is_off``); the
+# exporter and ``otel-llm calls`` take the value as a path.
 CALL_LOG_STORE: Setting[str] = Setting(
     name="call_log_store",
-    env="OTEL_LLM_CALL_LOG_STORE",
-    default=_default_call_store(),
+    # Beside the collector's queue: state that must survive restarts, writable without root.
+    default_factory=lambda: _state_path("calls.db"),
     parse=str,
-    check=_text,
+    check=_path,
     doc=(
         "Where the call log is stored: a SQLite file path (or ``sqlite:///path``), or a "
         "``postgresql://user@host/db`` URL shared by several collector replicas. Default: "
@@ -584,7 +719,6 @@ CALL_LOG_STORE: Setting[str] = Setting(
 )
 CALL_LOG_BATCH_SIZE: Setting[int] = Setting(
     name="call_log_batch_size",
-    env="OTEL_LLM_CALL_LOG_BATCH_SIZE",
     default=5000,
     parse=int,
     check=_int_at_least(1),
@@ -595,7 +729,6 @@ CALL_LOG_BATCH_SIZE: Setting[int] = Setting(
 )
 CALL_LOG_FLUSH_INTERVAL: Setting[float] = Setting(
     name="call_log_flush_interval",
-    env="OTEL_LLM_CALL_LOG_FLUSH_INTERVAL",
     default=1.0,
     parse=float,
     check=_seconds_or_off,
@@ -603,7 +736,6 @@ CALL_LOG_FLUSH_INTERVAL: Setting[float] = Setting(
 )
 CALL_LOG_MAX_PENDING: Setting[int] = Setting(
     name="call_log_max_pending",
-    env="OTEL_LLM_CALL_LOG_MAX_PENDING",
     default=100_000,
     parse=int,
     check=_int_at_least(1),
@@ -614,7 +746,6 @@ CALL_LOG_MAX_PENDING: Setting[int] = Setting(
 )
 CALL_LOG_CONTENT_DAYS: Setting[int] = Setting(
     name="call_log_content_days",
-    env="OTEL_LLM_CALL_LOG_CONTENT_DAYS",
     default=30,
     parse=int,
     check=_int_at_least(1),
@@ -622,7 +753,6 @@ CALL_LOG_CONTENT_DAYS: Setting[int] = Setting(
 )
 CALL_LOG_RECORD_DAYS: Setting[int] = Setting(
     name="call_log_record_days",
-    env="OTEL_LLM_CALL_LOG_RECORD_DAYS",
     default=90,
     parse=int,
     check=_int_at_least(1),
@@ -633,7 +763,6 @@ CALL_LOG_RECORD_DAYS: Setting[int] = Setting(
 )
 CALL_LOG_RETENTION_INTERVAL: Setting[float] = Setting(
     name="call_log_retention_interval",
-    env="OTEL_LLM_CALL_LOG_RETENTION_INTERVAL",
     default=3600.0,
     parse=float,
     check=_seconds_or_off,
@@ -641,9 +770,8 @@ CALL_LOG_RETENTION_INTERVAL: Setting[float] = Setting(
 )
 
 # The query API (otel_llm/calllog/api.py) and its client, `otel-llm calls --api`.
-CALL_LOG_API_ENDPOINT: Setting[str] = Setting(
+CALL_LOG_API_ENDPOINT: Setting[str | None] = Setting(
     name="call_log_api_endpoint",
-    env="OTEL_LLM_CALL_LOG_API_ENDPOINT",
     default="127.0.0.1:9466",
     parse=str,
     check=_endpoint,
@@ -654,7 +782,6 @@ CALL_LOG_API_ENDPOINT: Setting[str] = Setting(
 )
 CALL_LOG_API_KEYS_FILE: Setting[str | None] = Setting(
     name="call_log_api_keys_file",
-    env="OTEL_LLM_CALL_LOG_API_KEYS_FILE",
     default=None,
     parse=str,
     check=_optional_text,
@@ -665,7 +792,6 @@ CALL_LOG_API_KEYS_FILE: Setting[str | None] = Setting(
 )
 CALL_LOG_API_KEYS: Setting[str | None] = Setting(
     name="call_log_api_keys",
-    env="OTEL_LLM_CALL_LOG_API_KEYS",
     default=None,
     parse=str,
     check=_optional_text,
@@ -676,7 +802,6 @@ CALL_LOG_API_KEYS: Setting[str | None] = Setting(
 )
 CALL_LOG_CLIENT_KEY: Setting[str | None] = Setting(
     name="call_log_client_key",
-    env="OTEL_LLM_CALL_LOG_CLIENT_KEY",
     default=None,
     parse=str,
     check=_optional_text,
@@ -687,7 +812,6 @@ CALL_LOG_CLIENT_KEY: Setting[str | None] = Setting(
 )
 CALL_LOG_RATE_LIMIT_LIST: Setting[int] = Setting(
     name="call_log_rate_limit_list",
-    env="OTEL_LLM_CALL_LOG_RATE_LIMIT_LIST",
     default=60,
     parse=int,
     check=_int_at_least(0),
@@ -695,7 +819,6 @@ CALL_LOG_RATE_LIMIT_LIST: Setting[int] = Setting(
 )
 CALL_LOG_RATE_LIMIT_DETAILS: Setting[int] = Setting(
     name="call_log_rate_limit_details",
-    env="OTEL_LLM_CALL_LOG_RATE_LIMIT_DETAILS",
     default=120,
     parse=int,
     check=_int_at_least(0),
@@ -703,7 +826,6 @@ CALL_LOG_RATE_LIMIT_DETAILS: Setting[int] = Setting(
 )
 CALL_LOG_RATE_LIMIT_STATS: Setting[int] = Setting(
     name="call_log_rate_limit_stats",
-    env="OTEL_LLM_CALL_LOG_RATE_LIMIT_STATS",
     default=30,
     parse=int,
     check=_int_at_least(0),
