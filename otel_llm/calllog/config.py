@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from otel_llm import settings
-from otel_llm.settings import Configured, bound
+from otel_llm._setting import Configured, bound, is_off
 
 if TYPE_CHECKING:
     from otel_llm.calllog.service import CollectorCallLog
@@ -45,7 +45,7 @@ class CallLogConfig(Configured):
     @property
     def off(self) -> bool:
         """True when the store is ``none``: there is no call log."""
-        return settings.is_off(self.store)
+        return is_off(self.store)
 
 
 class _CollectorCompanion:

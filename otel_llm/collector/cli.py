@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from otel_llm import settings
 from otel_llm._cli_types import CommandError
+from otel_llm._setting import OFF, Binding, Configured, Setting
 from otel_llm.collector.config import CollectorConfig
-from otel_llm.settings import Binding, Configured, Setting
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -250,6 +250,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _where(endpoint: str | None, port: int | None) -> str:
     if endpoint is None or port is None:
-        return settings.OFF
+        return OFF
     host = endpoint.rpartition(":")[0]
     return f"{host}:{port}"

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from otel_llm import settings
-from otel_llm.settings import Configured, bound
+from otel_llm._setting import Configured, bound
 
 
 @dataclass(frozen=True)
