@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from otel_llm._cli_types import CommandError
 from otel_llm._version import __version__
 from otel_llm.calllog import cli as calls_cli
+from otel_llm.calllog.config import COLLECTOR_COMPANION
 from otel_llm.collector import cli as collector_cli
 from otel_llm.demo import cli as demo_cli
 
@@ -55,6 +56,6 @@ def _parser() -> argparse.ArgumentParser:
     # Each subcommand is defined next to what it runs; those modules import nothing heavy at
     # the top, so `otel-llm --version` stays fast.
     demo_cli.add_parser(commands)
-    collector_cli.add_parser(commands)
+    collector_cli.add_parser(commands, COLLECTOR_COMPANION)  # the call log runs beside it
     calls_cli.add_parser(commands)
     return parser

@@ -1,142 +1,76 @@
 """Every otel-llm setting, defined once.
 
-Each setting is a keyword argument (of ``configure``, ``LLMSpanProcessor`` and the CLI) and an
-``OTEL_LLM_*`` environment variable. Precedence: argument > environment > default. A bad value
--- from either place -- logs a warning and falls back to the next source, because a typo in a
-telemetry setting must never stop the application it observes.
+Each setting is a keyword argument (of ``configure``, ``LLMSpanProcessor``, the services' config
+objects and the CLI) and an environment variable, ``OTEL_LLM_`` + its name in capitals.
+Precedence: argument > environment > config file (``otel-llm collector --config``) > default.
+A bad value -- from any place -- logs a warning and falls back, because a typo in a telemetry
+setting must never stop the application it observes.
+
+The services read their settings through frozen config objects (``CollectorConfig``,
+``CallLogConfig``), subclasses of ``Configured`` whose fields are bound to settings, so each
+setting is resolved once, where the object is built. What a setting is and how values are
+checked: ``otel_llm._setting``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from otel_llm.metrics.labels import parse_extra_labels
-
-_logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Setting(Generic[T]):
-    """One setting: its keyword name, environment variable, default and validation."""
-
-    name: str
-    env: str
-    default: T
-    parse: Callable[[str], T]
-    """Turns the environment variable's text into a value; raises ValueError when it cannot."""
-    check: Callable[[Any], T]
-    """Validates a value given as an argument (or parsed); raises ValueError/TypeError if bad."""
-    doc: str
-    fallback_env: str | None = None
-    """A standard variable read when ``env`` is not set (e.g. the GenAI content-capture one)."""
-
-    def resolve(self, argument: Any = None, environ: Mapping[str, str] | None = None) -> T:
-        """The value in force: the argument if given and valid, else the environment, else
-        the default."""
-        if argument is not None:
-            try:
-                return self.check(argument)
-            except (TypeError, ValueError) as exc:
-                _logger.warning("otel-llm: ignoring %s=%r (%s)", self.name, argument, exc)
-        environ = os.environ if environ is None else environ
-        for env in (self.env, self.fallback_env):
-            raw = environ.get(env) if env is not None else None
-            if raw is not None and raw.strip() != "":
-                try:
-                    return self.check(self.parse(raw.strip()))
-                except (TypeError, ValueError) as exc:
-                    _logger.warning(
-                        "otel-llm: ignoring %s=%r (%s); using %r", env, raw, exc, self.default
-                    )
-                    break
-        return self.default
+from otel_llm._setting import (
+    Setting,
+    boolean,
+    byte_size,
+    choice,
+    endpoint,
+    header_map,
+    int_at_least,
+    non_empty_text,
+    optional_port,
+    optional_text,
+    parse_bool,
+    parse_extra_labels,
+    parse_extra_labels_text,
+    parse_headers,
+    parse_size,
+    path_text,
+    positive_seconds,
+    seconds_or_off,
+)
 
 
-def _int_at_least(minimum: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"expected an integer, got {type(value).__name__}")
-        if value < minimum:
-            raise ValueError(f"must be >= {minimum}")
-        return value
-
-    return check
-
-
-def _optional_port(value: Any) -> int | None:
-    port = _int_at_least(0)(value)
-    if port > 65535:
-        raise ValueError("must be a TCP port (0-65535)")
-    return port or None  # 0 means "off", as an explicit way to override the environment
+def _state_path(*parts: str) -> str:
+    # Queue and call log are state that must survive a reboot (so not /tmp, often a tmpfs) and
+    # need no root (so not /var/lib). XDG's state directory is that place: "data that should
+    # persist between restarts but is not important enough for $XDG_DATA_HOME". A container or
+    # system service sets it to a volume. Read when the default is, not at import.
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "otel-llm", *parts)
 
 
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError("expected a non-empty string")
-    return value
-
-
-def _optional_text(value: Any) -> str | None:
-    return _text(value)
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise TypeError("expected true or false")
-
-
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("expected true or false")
-
-
-def _extra_labels(value: Any) -> dict[str, str]:
-    """``{label_name: span_attribute}``; a sequence of attribute names derives the label names."""
-    return parse_extra_labels(value)
-
-
-def _parse_extra_labels(raw: str) -> dict[str, str]:
-    entries = [entry.strip() for entry in raw.split(",") if entry.strip()]
-    mapping: dict[str, str] = {}
-    for entry in entries:
-        label, sep, attribute = entry.partition("=")
-        mapping[label.strip() if sep else ""] = (attribute if sep else label).strip()
-    return _extra_labels(mapping)
-
+# --- The core: configure(), LLMSpanProcessor, the instrumentors ------------------------------
 
 ENABLED: Setting[bool] = Setting(
     name="enabled",
-    env="OTEL_LLM_ENABLED",
     default=True,
-    parse=_parse_bool,
-    check=_bool,
+    parse=parse_bool,
+    check=boolean,
     doc="Master switch. When false, ``configure()`` installs nothing.",
 )
 PRICE_OVERRIDES: Setting[str | None] = Setting(
     name="price_overrides",
-    env="OTEL_LLM_PRICE_OVERRIDES",
     default=None,
     parse=str,
-    check=_optional_text,
+    check=optional_text,
     doc="Path of a YAML or JSON file of price overrides and model aliases (see README).",
 )
 EXTRA_LABELS: Setting[dict[str, str]] = Setting(
     name="extra_labels",
-    env="OTEL_LLM_EXTRA_LABELS",
     default={},
-    parse=_parse_extra_labels,
-    check=_extra_labels,
+    parse=parse_extra_labels_text,
+    check=parse_extra_labels,
     doc=(
         "Span attributes added as metric labels. Environment form: "
         "``feature=otel_llm.context.feature,team=app.team``; a bare attribute name gets the "
@@ -145,10 +79,9 @@ EXTRA_LABELS: Setting[dict[str, str]] = Setting(
 )
 MAX_LABEL_VALUES: Setting[int] = Setting(
     name="max_label_values",
-    env="OTEL_LLM_MAX_LABEL_VALUES",
     default=200,
     parse=int,
-    check=_int_at_least(1),
+    check=int_at_least(1),
     doc=(
         "Distinct values kept per metric label (models, services, extra labels); later new "
         "values are reported as ``other`` so one bad attribute cannot explode cardinality."
@@ -156,34 +89,30 @@ MAX_LABEL_VALUES: Setting[int] = Setting(
 )
 MAX_TOKENS: Setting[int] = Setting(
     name="max_tokens",
-    env="OTEL_LLM_MAX_TOKENS",
     default=100_000_000,
     parse=int,
-    check=_int_at_least(1),
+    check=int_at_least(1),
     doc="A token count above this is absurd for one call: it is ignored and counted, not priced.",
 )
 PRICE_CACHE_SIZE: Setting[int] = Setting(
     name="price_cache_size",
-    env="OTEL_LLM_PRICE_CACHE_SIZE",
     default=4096,
     parse=int,
-    check=_int_at_least(1),
+    check=int_at_least(1),
     doc="Number of (provider, model) price look-ups remembered; the oldest is forgotten first.",
 )
 PROMETHEUS_PORT: Setting[int | None] = Setting(
     name="prometheus_port",
-    env="OTEL_LLM_PROMETHEUS_PORT",
     default=None,
     parse=int,
-    check=_optional_port,
+    check=optional_port,
     doc="When set, ``configure()`` serves ``/metrics`` on this port (0 or unset: no endpoint).",
 )
 PROMETHEUS_HOST: Setting[str] = Setting(
     name="prometheus_host",
-    env="OTEL_LLM_PROMETHEUS_HOST",
     default="127.0.0.1",
     parse=str,
-    check=_text,
+    check=non_empty_text,
     doc="Address the ``/metrics`` endpoint binds; set 0.0.0.0 to let a remote Prometheus scrape.",
 )
 
@@ -195,16 +124,15 @@ def _parse_capture(raw: str) -> bool:
         return True
     if mode in {"NO_CONTENT", "EVENT_ONLY"}:
         return False
-    return _parse_bool(raw)
+    return parse_bool(raw)
 
 
 CAPTURE_CONTENT: Setting[bool] = Setting(
     name="capture_content",
-    env="OTEL_LLM_CAPTURE_CONTENT",
     fallback_env="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
     default=False,
     parse=_parse_capture,
-    check=_bool,
+    check=boolean,
     doc=(
         "Record prompts and responses on spans (``gen_ai.input.messages``, "
         "``gen_ai.output.messages``). Off by default: content is often personal data. "
@@ -214,18 +142,16 @@ CAPTURE_CONTENT: Setting[bool] = Setting(
 )
 CONTENT_MAX_LENGTH: Setting[int] = Setting(
     name="content_max_length",
-    env="OTEL_LLM_CONTENT_MAX_LENGTH",
     default=4096,
     parse=int,
-    check=_int_at_least(1),
+    check=int_at_least(1),
     doc="Characters kept of each captured content attribute; longer content is truncated.",
 )
 STREAM_INCLUDE_USAGE: Setting[bool] = Setting(
     name="stream_include_usage",
-    env="OTEL_LLM_STREAM_INCLUDE_USAGE",
     default=False,
-    parse=_parse_bool,
-    check=_bool,
+    parse=parse_bool,
+    check=boolean,
     doc=(
         "Add ``stream_options={'include_usage': True}`` to OpenAI streaming requests that do "
         "not set it, so streamed calls report token counts. Trade-off: the stream then ends "
@@ -250,129 +176,39 @@ CORE: tuple[Setting[Any], ...] = (
 
 # --- The collector service (`otel-llm collector`) -------------------------------------------
 
-_DISABLED = "none"
-"""The endpoint value that turns a listener off."""
 
-
-def _endpoint(value: Any) -> str:
-    """``host:port`` (port 0: any free one; ``[::1]:4317`` for IPv6) or ``none``."""
-    text = _text(value).strip()
-    if text.lower() == _DISABLED:
-        return _DISABLED
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected host:port or none, got {text!r}")
-    return text
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
-        return str(value)
-
-    return check
-
-
-def _headers(value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise TypeError("expected a mapping of header name -> value")
-    headers: dict[str, str] = {}
-    for name, text in value.items():
-        if not isinstance(name, str) or not name.strip() or not isinstance(text, str):
-            raise TypeError(f"bad header {name!r}: {text!r}")
-        headers[name.strip().lower()] = text
-    return headers
-
-
-def _parse_headers(raw: str) -> dict[str, str]:
-    """``k=v,k2=v2`` with URL-encoded values, as OTEL_EXPORTER_OTLP_HEADERS."""
-    from urllib.parse import unquote  # noqa: PLC0415 - only the collector reads headers
-
-    headers: dict[str, str] = {}
-    for entry in raw.split(","):
-        if not entry.strip():
-            continue
-        name, sep, value = entry.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"expected name=value, got {entry.strip()!r}")
-        headers[unquote(name.strip())] = unquote(value.strip())
-    return _headers(headers)
-
-
-def _positive_seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number of seconds, got {type(value).__name__}")
-    if not 0 < value < float("inf"):
-        raise ValueError("must be a number of seconds > 0")
-    return float(value)
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1000}
-_SIZE_UNITS.update({"mb": 1000**2, "gb": 1000**3, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30})
-
-
-def _parse_size(raw: str) -> int:
-    """Bytes: ``4194304``, ``4MiB``, ``256 MiB`` (KiB/MiB/GiB binary, kB/MB/GB decimal)."""
-    text = raw.strip().lower()
-    number = text.rstrip("kmgib ")
-    unit = text[len(number) :].strip()
-    if unit not in _SIZE_UNITS or not number.isdigit():
-        raise ValueError(f"expected a size like 4194304 or 256MiB, got {raw!r}")
-    return int(number) * _SIZE_UNITS[unit]
-
-
-def _size(value: Any) -> int:
-    return _int_at_least(1024)(_parse_size(value) if isinstance(value, str) else value)
-
-
-def _default_queue_dir() -> str:
-    # The queue holds acknowledged spans not yet forwarded: it must survive a reboot (so not
-    # /tmp, often a tmpfs) and need no root (so not /var/lib). XDG's state directory is that
-    # place: "data that should persist between restarts but is not important enough for
-    # $XDG_DATA_HOME". A container or system service sets it to a volume.
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return os.path.join(base, "otel-llm", "queue")
-
-
-COLLECTOR_GRPC_ENDPOINT: Setting[str] = Setting(
+COLLECTOR_GRPC_ENDPOINT: Setting[str | None] = Setting(
     name="collector_grpc_endpoint",
-    env="OTEL_LLM_COLLECTOR_GRPC_ENDPOINT",
     default="127.0.0.1:4317",
     parse=str,
-    check=_endpoint,
+    check=endpoint,
     doc=(
         "Address the service's OTLP/gRPC receiver binds (``host:port``; ``0.0.0.0:4317`` for "
         "other hosts; ``none``: no gRPC receiver)."
     ),
 )
-COLLECTOR_HTTP_ENDPOINT: Setting[str] = Setting(
+COLLECTOR_HTTP_ENDPOINT: Setting[str | None] = Setting(
     name="collector_http_endpoint",
-    env="OTEL_LLM_COLLECTOR_HTTP_ENDPOINT",
     default="127.0.0.1:4318",
     parse=str,
-    check=_endpoint,
+    check=endpoint,
     doc=(
         "Address the service's OTLP/HTTP receiver (``POST /v1/traces``, protobuf or JSON) "
         "binds; ``none``: no HTTP receiver."
     ),
 )
-COLLECTOR_METRICS_ENDPOINT: Setting[str] = Setting(
+COLLECTOR_METRICS_ENDPOINT: Setting[str | None] = Setting(
     name="collector_metrics_endpoint",
-    env="OTEL_LLM_COLLECTOR_METRICS_ENDPOINT",
     default="127.0.0.1:9464",
     parse=str,
-    check=_endpoint,
+    check=endpoint,
     doc="Address of the service's ``/metrics`` and ``/health`` endpoints; ``none``: off.",
 )
 COLLECTOR_UPSTREAM_ENDPOINT: Setting[str | None] = Setting(
     name="collector_upstream_endpoint",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_ENDPOINT",
     default=None,
     parse=str,
-    check=_optional_text,
+    check=optional_text,
     doc=(
         "Where the service forwards every span (Jaeger, Tempo, a Collector): ``host:port`` or "
         "``https://host:4317`` for gRPC, a URL (``http://host:4318``; ``/v1/traces`` is "
@@ -382,18 +218,16 @@ COLLECTOR_UPSTREAM_ENDPOINT: Setting[str | None] = Setting(
 )
 COLLECTOR_UPSTREAM_PROTOCOL: Setting[str] = Setting(
     name="collector_upstream_protocol",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_PROTOCOL",
     default="grpc",
     parse=str,
-    check=_choice("grpc", "http/protobuf"),
+    check=choice("grpc", "http/protobuf"),
     doc="OTLP protocol of the upstream: ``grpc`` or ``http/protobuf``.",
 )
 COLLECTOR_UPSTREAM_HEADERS: Setting[dict[str, str]] = Setting(
     name="collector_upstream_headers",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_HEADERS",
     default={},
-    parse=_parse_headers,
-    check=_headers,
+    parse=parse_headers,
+    check=header_map,
     doc=(
         "Headers (gRPC metadata) sent upstream, e.g. an API key: ``k=v,k2=v2`` with "
         "URL-encoded values, as OTEL_EXPORTER_OTLP_HEADERS; a mapping in the config file."
@@ -401,10 +235,9 @@ COLLECTOR_UPSTREAM_HEADERS: Setting[dict[str, str]] = Setting(
 )
 COLLECTOR_UPSTREAM_INSECURE: Setting[bool] = Setting(
     name="collector_upstream_insecure",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_INSECURE",
     default=False,
-    parse=_parse_bool,
-    check=_bool,
+    parse=parse_bool,
+    check=boolean,
     doc=(
         "gRPC upstream without TLS (as OTEL_EXPORTER_OTLP_INSECURE). An ``http://`` endpoint "
         "is plaintext and an ``https://`` one TLS whatever this says."
@@ -412,42 +245,37 @@ COLLECTOR_UPSTREAM_INSECURE: Setting[bool] = Setting(
 )
 COLLECTOR_UPSTREAM_CA_FILE: Setting[str | None] = Setting(
     name="collector_upstream_ca_file",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_CA_FILE",
     default=None,
     parse=str,
-    check=_optional_text,
+    check=optional_text,
     doc="PEM file of the CA certificates that verify the upstream (default: the system's).",
 )
 COLLECTOR_UPSTREAM_CLIENT_CERT: Setting[str | None] = Setting(
     name="collector_upstream_client_cert",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_CLIENT_CERT",
     default=None,
     parse=str,
-    check=_optional_text,
+    check=optional_text,
     doc="PEM client certificate for mutual TLS with the upstream (with the client key).",
 )
 COLLECTOR_UPSTREAM_CLIENT_KEY: Setting[str | None] = Setting(
     name="collector_upstream_client_key",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_CLIENT_KEY",
     default=None,
     parse=str,
-    check=_optional_text,
+    check=optional_text,
     doc="PEM private key of the client certificate.",
 )
 COLLECTOR_UPSTREAM_TIMEOUT: Setting[float] = Setting(
     name="collector_upstream_timeout",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_TIMEOUT",
     default=10.0,
     parse=float,
-    check=_positive_seconds,
+    check=positive_seconds,
     doc="Seconds one export to the upstream may take before it is retried.",
 )
 COLLECTOR_UPSTREAM_COMPRESSION: Setting[str] = Setting(
     name="collector_upstream_compression",
-    env="OTEL_LLM_COLLECTOR_UPSTREAM_COMPRESSION",
     default="none",
     parse=str,
-    check=_choice("none", "gzip"),
+    check=choice("none", "gzip"),
     doc=(
         "Compression of requests to the upstream: ``none`` or ``gzip`` (less bandwidth, more "
         "CPU per span)."
@@ -455,10 +283,9 @@ COLLECTOR_UPSTREAM_COMPRESSION: Setting[str] = Setting(
 )
 COLLECTOR_QUEUE_DIR: Setting[str] = Setting(
     name="collector_queue_dir",
-    env="OTEL_LLM_COLLECTOR_QUEUE_DIR",
-    default=_default_queue_dir(),
+    default_factory=lambda: _state_path("queue"),
     parse=str,
-    check=_text,
+    check=path_text,
     doc=(
         "Directory of the disk-backed queue of spans not yet forwarded (default: "
         "``$XDG_STATE_HOME/otel-llm/queue``, i.e. ``~/.local/state/otel-llm/queue``: it must "
@@ -467,10 +294,9 @@ COLLECTOR_QUEUE_DIR: Setting[str] = Setting(
 )
 COLLECTOR_QUEUE_MAX_BYTES: Setting[int] = Setting(
     name="collector_queue_max_bytes",
-    env="OTEL_LLM_COLLECTOR_QUEUE_MAX_BYTES",
     default=256 << 20,
-    parse=_parse_size,
-    check=_size,
+    parse=parse_size,
+    check=byte_size,
     doc=(
         "Disk space the queue may use (``268435456``, ``256MiB``, ``1GiB``); when full, "
         "exporters are told to retry later (gRPC RESOURCE_EXHAUSTED, HTTP 503)."
@@ -478,10 +304,9 @@ COLLECTOR_QUEUE_MAX_BYTES: Setting[int] = Setting(
 )
 COLLECTOR_MAX_REQUEST_BYTES: Setting[int] = Setting(
     name="collector_max_request_bytes",
-    env="OTEL_LLM_COLLECTOR_MAX_REQUEST_BYTES",
     default=4 << 20,
-    parse=_parse_size,
-    check=_size,
+    parse=parse_size,
+    check=byte_size,
     doc=(
         "Largest export request accepted, after decompression (default 4 MiB, the "
         "OpenTelemetry Collector's gRPC default); larger ones get RESOURCE_EXHAUSTED / 413."
@@ -489,26 +314,23 @@ COLLECTOR_MAX_REQUEST_BYTES: Setting[int] = Setting(
 )
 COLLECTOR_FORWARD_WORKERS: Setting[int] = Setting(
     name="collector_forward_workers",
-    env="OTEL_LLM_COLLECTOR_FORWARD_WORKERS",
     default=2,
     parse=int,
-    check=_int_at_least(1),
+    check=int_at_least(1),
     doc="Export requests sent to the upstream at once.",
 )
 COLLECTOR_RETRY_INITIAL_BACKOFF: Setting[float] = Setting(
     name="collector_retry_initial_backoff",
-    env="OTEL_LLM_COLLECTOR_RETRY_INITIAL_BACKOFF",
     default=0.5,
     parse=float,
-    check=_positive_seconds,
+    check=positive_seconds,
     doc="Seconds before the first retry of a failed export; the wait doubles per retry.",
 )
 COLLECTOR_RETRY_MAX_BACKOFF: Setting[float] = Setting(
     name="collector_retry_max_backoff",
-    env="OTEL_LLM_COLLECTOR_RETRY_MAX_BACKOFF",
     default=30.0,
     parse=float,
-    check=_positive_seconds,
+    check=positive_seconds,
     doc=(
         "Longest wait between retries of a failed export (an upstream's Retry-After or "
         "RetryInfo may ask for more, up to 300 s)."
@@ -516,10 +338,9 @@ COLLECTOR_RETRY_MAX_BACKOFF: Setting[float] = Setting(
 )
 COLLECTOR_RETRY_AFTER: Setting[float] = Setting(
     name="collector_retry_after",
-    env="OTEL_LLM_COLLECTOR_RETRY_AFTER",
     default=5.0,
     parse=float,
-    check=_positive_seconds,
+    check=positive_seconds,
     doc=(
         "Seconds a client refused because the queue is full (or the service is stopping) is "
         "told to wait before retrying (gRPC RetryInfo, HTTP Retry-After)."
@@ -553,28 +374,14 @@ COLLECTOR: tuple[Setting[Any], ...] = (
 # The store, its writer and retention (otel_llm/calllog/store.py, writer.py, retention.py).
 
 
-def _default_call_store() -> str:
-    # Beside the collector's queue: state that must survive restarts, writable without root.
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return os.path.join(base, "otel-llm", "calls.db")
-
-
-def _seconds_or_off(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number of seconds, got {type(value).__name__}")
-    if not 0 <= value < float("inf"):
-        raise ValueError("must be a number of seconds >= 0")
-    return float(value)
-
-
+# Text even when it is ``none``: only the collector reads that as "off" (``is_off``); the
+# exporter and ``otel-llm calls`` take the value as a path.
 CALL_LOG_STORE: Setting[str] = Setting(
     name="call_log_store",
-    env="OTEL_LLM_CALL_LOG_STORE",
-    default=_default_call_store(),
+    # Beside the collector's queue: state that must survive restarts, writable without root.
+    default_factory=lambda: _state_path("calls.db"),
     parse=str,
-    check=_text,
+    check=path_text,
     doc=(
         "Where the call log is stored: a SQLite file path (or ``sqlite:///path``), or a "
         "``postgresql://user@host/db`` URL shared by several collector replicas. Default: "
@@ -584,10 +391,9 @@ CALL_LOG_STORE: Setting[str] = Setting(
 )
 CALL_LOG_BATCH_SIZE: Setting[int] = Setting(
     name="call_log_batch_size",
-    env="OTEL_LLM_CALL_LOG_BATCH_SIZE",
     default=5000,
     parse=int,
-    check=_int_at_least(1),
+    check=int_at_least(1),
     doc=(
         "Calls written to the call log in one transaction, at most (under load; a quiet "
         "application's calls are written every flush interval)."
@@ -595,18 +401,16 @@ CALL_LOG_BATCH_SIZE: Setting[int] = Setting(
 )
 CALL_LOG_FLUSH_INTERVAL: Setting[float] = Setting(
     name="call_log_flush_interval",
-    env="OTEL_LLM_CALL_LOG_FLUSH_INTERVAL",
     default=1.0,
     parse=float,
-    check=_seconds_or_off,
+    check=seconds_or_off,
     doc="Seconds a call may wait for its batch to fill before it is written anyway.",
 )
 CALL_LOG_MAX_PENDING: Setting[int] = Setting(
     name="call_log_max_pending",
-    env="OTEL_LLM_CALL_LOG_MAX_PENDING",
     default=100_000,
     parse=int,
-    check=_int_at_least(1),
+    check=int_at_least(1),
     doc=(
         "Calls waiting to be written, at most; beyond, new calls are dropped, counted and "
         "logged (the store is down or too slow), never blocking the application."
@@ -614,18 +418,16 @@ CALL_LOG_MAX_PENDING: Setting[int] = Setting(
 )
 CALL_LOG_CONTENT_DAYS: Setting[int] = Setting(
     name="call_log_content_days",
-    env="OTEL_LLM_CALL_LOG_CONTENT_DAYS",
     default=30,
     parse=int,
-    check=_int_at_least(1),
+    check=int_at_least(1),
     doc="Days captured prompts and response previews are kept in the call log.",
 )
 CALL_LOG_RECORD_DAYS: Setting[int] = Setting(
     name="call_log_record_days",
-    env="OTEL_LLM_CALL_LOG_RECORD_DAYS",
     default=90,
     parse=int,
-    check=_int_at_least(1),
+    check=int_at_least(1),
     doc=(
         "Days call records are kept; daily aggregates (stats by day, week, model, ...) are "
         "kept without limit."
@@ -633,20 +435,18 @@ CALL_LOG_RECORD_DAYS: Setting[int] = Setting(
 )
 CALL_LOG_RETENTION_INTERVAL: Setting[float] = Setting(
     name="call_log_retention_interval",
-    env="OTEL_LLM_CALL_LOG_RETENTION_INTERVAL",
     default=3600.0,
     parse=float,
-    check=_seconds_or_off,
+    check=seconds_or_off,
     doc="Seconds between two runs of the writer's retention job (0: never; use ``prune``).",
 )
 
 # The query API (otel_llm/calllog/api.py) and its client, `otel-llm calls --api`.
-CALL_LOG_API_ENDPOINT: Setting[str] = Setting(
+CALL_LOG_API_ENDPOINT: Setting[str | None] = Setting(
     name="call_log_api_endpoint",
-    env="OTEL_LLM_CALL_LOG_API_ENDPOINT",
     default="127.0.0.1:9466",
     parse=str,
-    check=_endpoint,
+    check=endpoint,
     doc=(
         "Address the call-log query API (``/api/v1/calls``) binds, e.g. for ``otel-llm calls "
         "serve``; ``0.0.0.0:9466`` for other hosts; ``none``: not served."
@@ -654,10 +454,9 @@ CALL_LOG_API_ENDPOINT: Setting[str] = Setting(
 )
 CALL_LOG_API_KEYS_FILE: Setting[str | None] = Setting(
     name="call_log_api_keys_file",
-    env="OTEL_LLM_CALL_LOG_API_KEYS_FILE",
     default=None,
     parse=str,
-    check=_optional_text,
+    check=optional_text,
     doc=(
         "YAML or JSON file of the query API's keys: each a name, its ``sha256`` (or a plain "
         "``key``) and optionally the ``projects`` it may read (see README)."
@@ -665,10 +464,9 @@ CALL_LOG_API_KEYS_FILE: Setting[str | None] = Setting(
 )
 CALL_LOG_API_KEYS: Setting[str | None] = Setting(
     name="call_log_api_keys",
-    env="OTEL_LLM_CALL_LOG_API_KEYS",
     default=None,
     parse=str,
-    check=_optional_text,
+    check=optional_text,
     doc=(
         "Query API keys given inline, each allowed every project: "
         "``name=key,name2=sha256:<hex>`` (added to those of the keys file)."
@@ -676,10 +474,9 @@ CALL_LOG_API_KEYS: Setting[str | None] = Setting(
 )
 CALL_LOG_CLIENT_KEY: Setting[str | None] = Setting(
     name="call_log_client_key",
-    env="OTEL_LLM_CALL_LOG_CLIENT_KEY",
     default=None,
     parse=str,
-    check=_optional_text,
+    check=optional_text,
     doc=(
         "The key ``otel-llm calls --api URL`` sends when ``--api-key`` is not given (a key on "
         "the command line is visible to other users of the machine)."
@@ -687,26 +484,23 @@ CALL_LOG_CLIENT_KEY: Setting[str | None] = Setting(
 )
 CALL_LOG_RATE_LIMIT_LIST: Setting[int] = Setting(
     name="call_log_rate_limit_list",
-    env="OTEL_LLM_CALL_LOG_RATE_LIMIT_LIST",
     default=60,
     parse=int,
-    check=_int_at_least(0),
+    check=int_at_least(0),
     doc="List and count requests per minute per API key (0: unlimited); more get 429.",
 )
 CALL_LOG_RATE_LIMIT_DETAILS: Setting[int] = Setting(
     name="call_log_rate_limit_details",
-    env="OTEL_LLM_CALL_LOG_RATE_LIMIT_DETAILS",
     default=120,
     parse=int,
-    check=_int_at_least(0),
+    check=int_at_least(0),
     doc="Requests per minute per API key for one call and its details (0: unlimited).",
 )
 CALL_LOG_RATE_LIMIT_STATS: Setting[int] = Setting(
     name="call_log_rate_limit_stats",
-    env="OTEL_LLM_CALL_LOG_RATE_LIMIT_STATS",
     default=30,
     parse=int,
-    check=_int_at_least(0),
+    check=int_at_least(0),
     doc="Stats requests per minute per API key (0: unlimited).",
 )
 

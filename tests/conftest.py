@@ -5,13 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-
-# The collector keeps its queue and call log under $XDG_STATE_HOME by default, and the settings
-# compute that default when otel_llm is imported -- so this runs before the imports below: the
-# tests (and the services they start as subprocesses) get a private state directory, never the
-# developer's home.
-_STATE_HOME = tempfile.mkdtemp(prefix="otel-llm-state-")
-os.environ["XDG_STATE_HOME"] = _STATE_HOME
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -42,6 +35,16 @@ class Pipeline:
 
     def sample(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, labels)
+
+
+_STATE_HOME = tempfile.mkdtemp(prefix="otel-llm-state-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The collector keeps its queue and call log under $XDG_STATE_HOME by default (computed when
+    # a setting is read): the tests, and the services they start as subprocesses, get a private
+    # state directory, never the developer's home.
+    os.environ["XDG_STATE_HOME"] = _STATE_HOME
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

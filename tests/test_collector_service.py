@@ -44,6 +44,7 @@ from otel_llm import LLMSpanProcessor, PriceBook
 from otel_llm import _semconv as sc
 from otel_llm.call import LLMCall
 from otel_llm.collector import CollectorService
+from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import EnrichedCall, Enricher
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricing import Cost, Unpriced
@@ -215,7 +216,10 @@ def make_service(tmp_path: Path) -> Iterator[Callable[..., CollectorService]]:
         }
         if upstream is not None:
             defaults.update(upstream_endpoint=upstream.grpc_endpoint, upstream_insecure=True)
-        service = CollectorService(**{**defaults, **options})
+        given = {**defaults, **options}
+        fields = {binding.field for binding in CollectorConfig.bindings()}
+        config = CollectorConfig.from_settings(**{k: v for k, v in given.items() if k in fields})
+        service = CollectorService(config, **{k: v for k, v in given.items() if k not in fields})
         started.append(service)
         return service.start()
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from otel_llm import settings
+from otel_llm.calllog.config import CallLogConfig
+from otel_llm.collector.config import CollectorConfig
 
 
 def test_every_setting_is_documented_and_named_consistently() -> None:
@@ -82,3 +84,39 @@ def test_the_readme_documents_every_setting() -> None:
     for setting in settings.ALL:
         assert f"`{setting.env}`" in readme, setting.env
         assert f"`{setting.name}`" in readme, setting.name
+
+
+def test_none_turns_a_listener_off_in_every_spelling() -> None:
+    endpoint = settings.COLLECTOR_GRPC_ENDPOINT
+    assert endpoint.resolve("none", {}) is None
+    assert endpoint.resolve(None, {endpoint.env: " NONE "}) is None
+    assert endpoint.resolve(None, {}, {endpoint.name: "none"}) is None
+    assert endpoint.resolve(" 0.0.0.0:4317 ", {}) == "0.0.0.0:4317"
+    # The store stays text: the exporter and `otel-llm calls` read it as a path.
+    assert settings.CALL_LOG_STORE.resolve("none", {}) == "none"
+
+
+def test_state_defaults_are_computed_when_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert settings.COLLECTOR_QUEUE_DIR.resolve(None, {}) == str(tmp_path / "otel-llm" / "queue")
+    assert settings.CALL_LOG_STORE.default == str(tmp_path / "otel-llm" / "calls.db")
+    assert settings.COLLECTOR_QUEUE_DIR.resolve(tmp_path / "q", {}) == str(tmp_path / "q")
+
+
+def test_config_objects_resolve_argument_environment_file_default() -> None:
+    file = {"collector_forward_workers": 3, "collector_upstream_timeout": "2.5"}
+    env = {"OTEL_LLM_COLLECTOR_FORWARD_WORKERS": "5", "OTEL_LLM_COLLECTOR_HTTP_ENDPOINT": "none"}
+    config = CollectorConfig.from_settings(file=file, environ=env, queue_dir="/q")
+    assert config.forward_workers == 5  # environment over file
+    assert config.upstream_timeout == 2.5  # file over default
+    assert config.retry_after == 5.0  # default
+    assert config.queue_dir == "/q"  # argument
+    assert config.http_endpoint is None
+    assert config.grpc_workers == 8  # not a setting: its own default
+    assert CollectorConfig.from_settings(environ=env, forward_workers=7).forward_workers == 7
+    assert CallLogConfig.from_settings(environ={}, store="none").off
+    assert not CallLogConfig.from_settings(environ={}, store="calls.db").off
+    flags = {binding.flag for binding in CollectorConfig.bindings()}
+    assert {"--upstream", "--upstream-insecure", "--queue-dir"} <= flags

@@ -454,7 +454,7 @@ class CallLogAPI:
         from otel_llm import settings  # noqa: PLC0415 - settings import the metrics package
 
         address = settings.CALL_LOG_API_ENDPOINT.resolve(endpoint)
-        if address == "none":
+        if address is None:
             raise ValueError("the call-log API is off (call_log_api_endpoint is 'none')")
         host, _, port = address.rpartition(":")
         ring = keys if keys is not None else KeyRing.from_settings(keys_file)

@@ -333,10 +333,10 @@ def _serve(args: argparse.Namespace) -> int:
     from otel_llm.calllog.auth import KeyRing  # noqa: PLC0415
 
     endpoint = settings.CALL_LOG_API_ENDPOINT.resolve(args.endpoint)
+    if endpoint is None:
+        raise CommandError("call_log_api_endpoint is 'none': give --endpoint HOST:PORT")
     if args.endpoint is not None and endpoint != args.endpoint.strip():
         raise CommandError(f"--endpoint must be host:port, got {args.endpoint!r}")
-    if endpoint == "none":
-        raise CommandError("call_log_api_endpoint is 'none': give --endpoint HOST:PORT")
     try:
         keys = KeyRing.from_settings(args.api_keys_file)
     except ValueError as exc:

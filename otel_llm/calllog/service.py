@@ -5,26 +5,29 @@ the ``RetentionJob`` and, when API keys are configured, the query API -- and off
 the callable ``CollectorService(call_sink=...)`` hands the LLM calls of each accepted request
 to::
 
-    with CallLogService() as call_log, CollectorService(call_sink=call_log.sink):
-        ...
+    with CallLogService(CallLogConfig.from_settings()) as call_log:
+        with CollectorService(CollectorConfig.from_settings(), call_sink=call_log.sink):
+            ...
 
 ``sink`` runs on the collector's request path, so it only builds records (pure Python, from
 the already derived call and the protobuf span) and queues them: the writer does the I/O in
 its own thread. It never raises. Stop the collector first, then this service, so calls the
-collector accepted last are still written.
+collector accepted last are still written. ``CollectorCallLog`` does all that for
+``otel-llm collector``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from otel_llm import settings
+from otel_llm._cli_types import CommandError
+from otel_llm.calllog import telemetry
+from otel_llm.calllog.config import CallLogConfig
 from otel_llm.calllog.record import CallRecord, build_record
 from otel_llm.calllog.retention import RetentionJob
 from otel_llm.calllog.store import CallStore, open_store
@@ -32,13 +35,12 @@ from otel_llm.calllog.writer import CallLogWriter
 from otel_llm.collector.otlp import id_to_int
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from otel_llm.calllog.api import CallLogAPI
     from otel_llm.collector.enrich import EnrichedCall
 
 _logger = logging.getLogger(__name__)
-
-DISABLED = "none"
-"""The ``call_log_store`` value that turns the collector's call log off."""
 
 
 class CallLogStartError(Exception):
@@ -50,56 +52,18 @@ class CallLogService:
     """The store, writer, retention job and (with API keys) query API, started and stopped
     together; a context manager.
 
-    Every argument left as None takes its ``call_log_*`` setting (``otel_llm.settings``).
-
     Args:
-        store: SQLite path, ``sqlite:///path``, ``postgresql://...`` URL, or a ready
-            ``CallStore`` (not closed by ``stop``).
-        api_endpoint: where the query API binds (``host:port``, port 0: any free one);
-            ``none``: not served.
-        api_keys_file, api_keys: the API's keys; without any the API is not served (one log
-            line says how to enable it).
-        serve_api: False: never serve the API (a store-only call log).
+        config: the call log's settings (default: ``CallLogConfig.from_settings()``).
+        store: a ready ``CallStore`` to use instead of ``config.store`` (not closed by
+            ``stop``).
     """
 
-    def __init__(
-        self,
-        store: str | Path | CallStore | None = None,
-        *,
-        api_endpoint: str | None = None,
-        api_keys_file: str | None = None,
-        api_keys: str | None = None,
-        serve_api: bool = True,
-        batch_size: int | None = None,
-        flush_interval: float | None = None,
-        max_pending: int | None = None,
-        content_max_length: int | None = None,
-        retention_interval: float | None = None,
-        content_days: int | None = None,
-        record_days: int | None = None,
-    ):
-        if isinstance(store, str | Path) or store is None:
-            self._url: str | None = settings.CALL_LOG_STORE.resolve(
-                str(store) if store is not None else None
-            )
-            if self._url == DISABLED:
-                raise ValueError("the call log store is 'none': there is no call log to run")
-            self._store: CallStore | None = None
-        else:
-            self._url = None
-            self._store = store
-        self._owns_store = self._store is None
-        self._api_endpoint = settings.CALL_LOG_API_ENDPOINT.resolve(api_endpoint)
-        self._api_keys_file = api_keys_file
-        self._api_keys = api_keys
-        self._serve_api = serve_api
-        self._batch_size = batch_size
-        self._flush_interval = flush_interval
-        self._max_pending = max_pending
-        self._content_max_length = settings.CONTENT_MAX_LENGTH.resolve(content_max_length)
-        self._retention_interval = retention_interval
-        self._content_days = content_days
-        self._record_days = record_days
+    def __init__(self, config: CallLogConfig | None = None, *, store: CallStore | None = None):
+        self.config = config if config is not None else CallLogConfig.from_settings()
+        if store is None and self.config.off:
+            raise ValueError("the call log store is 'none': there is no call log to run")
+        self._store = store
+        self._owns_store = store is None
         self._writer: CallLogWriter | None = None
         self._retention: RetentionJob | None = None
         self._api: CallLogAPI | None = None
@@ -128,10 +92,10 @@ class CallLogService:
         return self
 
     def _start(self) -> None:
+        config = self.config
         if self._store is None:
-            assert self._url is not None
             try:
-                self._store = open_store(self._url, record_days=self._record_days)
+                self._store = open_store(config.store, record_days=config.record_days)
             except Exception as exc:
                 raise CallLogStartError(
                     f"cannot open the call log store {self.store_name}: {exc} "
@@ -139,23 +103,24 @@ class CallLogService:
                 ) from exc
         self._writer = CallLogWriter(
             self._store,
-            batch_size=self._batch_size,
-            flush_interval=self._flush_interval,
-            max_pending=self._max_pending,
+            batch_size=config.batch_size,
+            flush_interval=config.flush_interval,
+            max_pending=config.max_pending,
         )
         self._retention = RetentionJob(
             self._store,
-            interval=self._retention_interval,
-            content_days=self._content_days,
-            record_days=self._record_days,
+            interval=config.retention_interval,
+            content_days=config.content_days,
+            record_days=config.record_days,
         ).start()
         self._start_api(self._store)
 
     def _start_api(self, store: CallStore) -> None:
-        if not self._serve_api:
+        config = self.config
+        if not config.serve_api:
             self.api_off_reason = "not requested"
             return
-        if self._api_endpoint == DISABLED:
+        if config.api_endpoint is None:
             self.api_off_reason = "call_log_api_endpoint is 'none'"
             return
         # The API's modules (auth, rate limits, HTTP) load only when it is served.
@@ -163,7 +128,7 @@ class CallLogService:
         from otel_llm.calllog.auth import KeyRing  # noqa: PLC0415
 
         try:
-            keys = KeyRing.from_settings(self._api_keys_file, self._api_keys)
+            keys = KeyRing.from_settings(config.api_keys_file, config.api_keys)
         except ValueError as exc:
             raise CallLogStartError(f"the call-log API keys are unusable: {exc}") from exc
         if not len(keys):
@@ -173,12 +138,12 @@ class CallLogService:
                 "`otel-llm calls keygen`)"
             )
             return
-        api = CallLogAPI.from_settings(store, endpoint=self._api_endpoint, keys=keys)
+        api = CallLogAPI.from_settings(store, endpoint=config.api_endpoint, keys=keys)
         try:
             api.start()
         except OSError as exc:
             raise CallLogStartError(
-                f"cannot serve the call-log API on {self._api_endpoint}: {exc.strerror or exc}"
+                f"cannot serve the call-log API on {config.api_endpoint}: {exc.strerror or exc}"
             ) from exc
         self._api = api
 
@@ -252,7 +217,7 @@ class CallLogService:
             start_time_ns=span.start_time_unix_nano,
             end_time_ns=span.end_time_unix_nano or None,
             status_message=span.status.message or None,
-            content_max_length=self._content_max_length,
+            content_max_length=self.config.content_max_length,
         )
 
     # --- what is running ------------------------------------------------------------------------
@@ -266,7 +231,9 @@ class CallLogService:
     @property
     def store_name(self) -> str:
         """The store's path or URL for logs, without a password."""
-        return _without_password(self._url) if self._url is not None else type(self._store).__name__
+        if self._owns_store:
+            return _without_password(self.config.store)
+        return type(self._store).__name__
 
     @property
     def writer(self) -> CallLogWriter | None:
@@ -282,6 +249,45 @@ class CallLogService:
     def api_url(self) -> str | None:
         """``http://host:port/api/v1/calls``; None when the API is not served."""
         return self._api.url if self._api is not None else None
+
+
+class CollectorCallLog:
+    """The call log as ``otel-llm collector`` runs it (``otel_llm.collector.cli.Running``): a
+    ``CallLogService`` -- or nothing, when the store is ``none`` -- whose writer's counters go
+    on the service's ``/metrics``, and one log line that says where it is."""
+
+    def __init__(self, config: CallLogConfig):
+        self.service = None if config.off else CallLogService(config)
+
+    @property
+    def sink(self) -> Callable[[Sequence[EnrichedCall]], None] | None:
+        return self.service.sink if self.service is not None else None
+
+    def start(self, registry: CollectorRegistry) -> None:
+        """Start before the collector: its sink must be ready for the first request."""
+        if self.service is None:
+            return
+        try:
+            self.service.start()
+        except CallLogStartError as exc:
+            raise CommandError(str(exc)) from exc
+        if self.service.writer is not None:  # its losses belong on the service's /metrics
+            telemetry.register(self.service.writer, registry)
+
+    def stop(self) -> None:
+        """Stop after the collector: the writer flushes the last accepted calls before its API
+        goes. Idempotent."""
+        if self.service is not None and not self.service.stop():
+            _logger.warning("otel-llm collector: some calls were not written to the call log")
+
+    def describe(self) -> str:
+        """Where the call log is, and where its query API is served or why it is not."""
+        service = self.service
+        if service is None:
+            return "call log off (--call-log-store none)"
+        if service.api_url is not None:
+            return f"call log in {service.store_name}; query API on {service.api_url}"
+        return f"call log in {service.store_name}; query API not served: {service.api_off_reason}"
 
 
 def _without_password(url: str) -> str:

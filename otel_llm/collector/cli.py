@@ -4,6 +4,10 @@ Each setting comes from, in order: its flag, its ``OTEL_LLM_*`` variable, the ``
 (YAML mapping of setting names, e.g. ``collector_upstream_endpoint: jaeger:4317``; the
 ``collector_`` prefix may be left out), its default. A bad value or an unknown key in the file
 warns and falls back; only a file that cannot be read (or is not a YAML mapping) is an error.
+
+The flags are those of ``CollectorConfig``'s fields, of the pricing options below and of the
+companion's config (the call log, which the composition root ``otel_llm/cli.py`` hands over:
+the collector sits below the call log and does not import it).
 """
 
 from __future__ import annotations
@@ -12,72 +16,62 @@ import argparse
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from otel_llm import settings
 from otel_llm._cli_types import CommandError
-from otel_llm.settings import Setting
+from otel_llm._setting import OFF, Binding, Configured, Setting
+from otel_llm.collector.config import CollectorConfig
 
 if TYPE_CHECKING:
-    from otel_llm.calllog.service import CallLogService
+    from prometheus_client import CollectorRegistry
+
+    from otel_llm.collector.enrich import EnrichedCall
 
 _logger = logging.getLogger(__name__)
 
-# (flag, setting): the service's keyword argument is the setting name minus ``collector_``.
-_FLAGS: tuple[tuple[str, Setting[Any], str], ...] = (
-    ("--grpc-endpoint", settings.COLLECTOR_GRPC_ENDPOINT, "HOST:PORT"),
-    ("--http-endpoint", settings.COLLECTOR_HTTP_ENDPOINT, "HOST:PORT"),
-    ("--metrics-endpoint", settings.COLLECTOR_METRICS_ENDPOINT, "HOST:PORT"),
-    ("--upstream", settings.COLLECTOR_UPSTREAM_ENDPOINT, "ENDPOINT"),
-    ("--upstream-protocol", settings.COLLECTOR_UPSTREAM_PROTOCOL, "PROTOCOL"),
-    ("--upstream-headers", settings.COLLECTOR_UPSTREAM_HEADERS, "K=V,..."),
-    ("--upstream-ca-file", settings.COLLECTOR_UPSTREAM_CA_FILE, "FILE"),
-    ("--upstream-client-cert", settings.COLLECTOR_UPSTREAM_CLIENT_CERT, "FILE"),
-    ("--upstream-client-key", settings.COLLECTOR_UPSTREAM_CLIENT_KEY, "FILE"),
-    ("--upstream-timeout", settings.COLLECTOR_UPSTREAM_TIMEOUT, "SECONDS"),
-    ("--upstream-compression", settings.COLLECTOR_UPSTREAM_COMPRESSION, "none|gzip"),
-    ("--queue-dir", settings.COLLECTOR_QUEUE_DIR, "DIR"),
-    ("--queue-max-bytes", settings.COLLECTOR_QUEUE_MAX_BYTES, "SIZE"),
-    ("--max-request-bytes", settings.COLLECTOR_MAX_REQUEST_BYTES, "SIZE"),
-    ("--forward-workers", settings.COLLECTOR_FORWARD_WORKERS, "N"),
-    ("--retry-initial-backoff", settings.COLLECTOR_RETRY_INITIAL_BACKOFF, "SECONDS"),
-    ("--retry-max-backoff", settings.COLLECTOR_RETRY_MAX_BACKOFF, "SECONDS"),
-    ("--retry-after", settings.COLLECTOR_RETRY_AFTER, "SECONDS"),
-    ("--price-overrides", settings.PRICE_OVERRIDES, "FILE"),
-    ("--extra-labels", settings.EXTRA_LABELS, "LABEL=ATTR,..."),
-    ("--max-label-values", settings.MAX_LABEL_VALUES, "N"),
-    ("--max-tokens", settings.MAX_TOKENS, "N"),
-    ("--price-cache-size", settings.PRICE_CACHE_SIZE, "N"),
-)
-_BOOL_FLAGS = (("--upstream-insecure", settings.COLLECTOR_UPSTREAM_INSECURE),)
-# The call log (otel_llm.calllog.service.CallLogService): keyword = setting name minus
-# ``call_log_``. On by default; ``--call-log-store none`` turns it off.
-_CALL_LOG_FLAGS: tuple[tuple[str, Setting[Any], str], ...] = (
-    ("--call-log-store", settings.CALL_LOG_STORE, "PATH_OR_URL|none"),
-    ("--call-log-api-endpoint", settings.CALL_LOG_API_ENDPOINT, "HOST:PORT|none"),
-    ("--call-log-api-keys-file", settings.CALL_LOG_API_KEYS_FILE, "FILE"),
-    ("--call-log-api-keys", settings.CALL_LOG_API_KEYS, "NAME=KEY,..."),
-)
-# Call-log settings without a flag: still read from the environment and the config file.
-_CALL_LOG_OTHERS: tuple[Setting[Any], ...] = (
-    settings.CALL_LOG_BATCH_SIZE,
-    settings.CALL_LOG_FLUSH_INTERVAL,
-    settings.CALL_LOG_MAX_PENDING,
-    settings.CALL_LOG_CONTENT_DAYS,
-    settings.CALL_LOG_RECORD_DAYS,
-    settings.CALL_LOG_RETENTION_INTERVAL,
-)
-_CALL_LOG_PREFIX = "call_log_"
-_SETTINGS: tuple[Setting[Any], ...] = (
-    *(setting for _, setting, _ in _FLAGS),
-    *(setting for _, setting in _BOOL_FLAGS),
-    *(setting for _, setting, _ in _CALL_LOG_FLAGS),
-    *_CALL_LOG_OTHERS,
+# The pricing options: keyword arguments of CollectorService named as their settings.
+_PRICING: tuple[Binding, ...] = (
+    Binding("price_overrides", settings.PRICE_OVERRIDES, "--price-overrides", "FILE"),
+    Binding("extra_labels", settings.EXTRA_LABELS, "--extra-labels", "LABEL=ATTR,..."),
+    Binding("max_label_values", settings.MAX_LABEL_VALUES, "--max-label-values", "N"),
+    Binding("max_tokens", settings.MAX_TOKENS, "--max-tokens", "N"),
+    Binding("price_cache_size", settings.PRICE_CACHE_SIZE, "--price-cache-size", "N"),
 )
 
 
-def add_parser(commands: Any) -> argparse.ArgumentParser:
+class Running(Protocol):
+    """A companion's part, built (not started) from its config for one run of the service."""
+
+    @property
+    def sink(self) -> Callable[[Sequence[EnrichedCall]], None] | None:
+        """The service's ``call_sink`` (None: none)."""
+
+    def start(self, registry: CollectorRegistry) -> None:
+        """Start before the service; its own metrics go on ``registry``. CommandError when
+        it cannot."""
+
+    def stop(self) -> None:
+        """Stop after the service; idempotent."""
+
+    def describe(self) -> str:
+        """One line for the log, after the service's ready line."""
+
+
+class Companion(Protocol):
+    """Something ``otel-llm collector`` runs beside the service without knowing it (the call
+    log): the fields of its ``config_type`` give flags and settings, ``open`` its part."""
+
+    @property
+    def config_type(self) -> type[Configured]: ...
+
+    def open(self, config: Any) -> Running: ...
+
+
+def add_parser(commands: Any, companion: Companion | None = None) -> argparse.ArgumentParser:
     """Register ``collector`` on the ``otel-llm`` subparsers."""
     parser: argparse.ArgumentParser = commands.add_parser(
         "collector",
@@ -97,34 +91,44 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         default=None,
         help="YAML file of settings (keys: setting names, e.g. collector_upstream_endpoint)",
     )
-    for flag, setting, metavar in (*_FLAGS, *_CALL_LOG_FLAGS):
-        parser.add_argument(
-            flag,
-            dest=setting.name,
-            type=_flag_type(setting),
-            default=None,
-            metavar=metavar,
-            help=f"{_first_sentence(setting.doc)} [{setting.env}]",
-        )
-    for flag, setting in _BOOL_FLAGS:
-        parser.add_argument(
-            flag,
-            dest=setting.name,
-            action="store_const",
-            const=True,
-            default=None,
-            help=f"{_first_sentence(setting.doc)} [{setting.env}]",
-        )
-    parser.set_defaults(handler=_run, command_parser=parser)
+    for binding in _bindings(companion):
+        if binding.flag is None:
+            continue
+        setting = binding.setting
+        help = f"{_first_sentence(setting.doc)} [{setting.env}]"
+        if binding.metavar is None:  # a switch: the flag alone means true
+            parser.add_argument(
+                binding.flag, dest=setting.name, action="store_const", const=True, help=help
+            )
+        else:
+            parser.add_argument(
+                binding.flag,
+                dest=setting.name,
+                type=_flag_type(setting),
+                metavar=binding.metavar,
+                help=help,
+            )
+    parser.set_defaults(handler=_run, command_parser=parser, companion=companion)
     return parser
+
+
+def _bindings(companion: Companion | None = None) -> tuple[Binding, ...]:
+    """Every setting the command reads, with its flag: the service's, the pricing options, the
+    companion's."""
+    extra = companion.config_type.bindings() if companion is not None else ()
+    return (*CollectorConfig.bindings(), *_PRICING, *extra)
 
 
 def _flag_type(setting: Setting[Any]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
+        # Validated, but returned as parsed: ``none`` must stay text here, as None would read
+        # as "flag not given"; the config object turns it into None.
         try:
-            return setting.check(setting.parse(text))
+            value = setting.parse(text)
+            setting.check(value)
         except (TypeError, ValueError) as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
 
     parse.__name__ = setting.name  # argparse names the type in its error message
     return parse
@@ -136,9 +140,9 @@ def _first_sentence(doc: str) -> str:
     return first.rstrip(".").replace("``", "").replace("%", "%%")
 
 
-def load_config(path: str) -> dict[str, Any]:
+def load_config(path: str, companion: Companion | None = None) -> dict[str, Any]:
     """The settings of a YAML config file; CommandError when it cannot be read at all."""
-    import yaml  # noqa: PLC0415 - only with --config
+    import yaml  # noqa: PLC0415 - only with --config: `otel-llm --version` needs no YAML
 
     try:
         with open(path, encoding="utf-8") as file:
@@ -151,7 +155,7 @@ def load_config(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(document, dict):
         raise CommandError(f"the config file {path} must be a mapping of setting names")
-    known = {setting.name: setting for setting in _SETTINGS}
+    known = {binding.setting.name for binding in _bindings(companion)}
     values: dict[str, Any] = {}
     for key, value in document.items():
         name = key if key in known else f"collector_{key}"
@@ -163,60 +167,48 @@ def load_config(path: str) -> dict[str, Any]:
 
 
 def resolve_settings(
-    flags: Mapping[str, Any], config: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    flags: Mapping[str, Any],
+    config: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    bindings: Iterable[Binding] | None = None,
 ) -> dict[str, Any]:
-    """Every setting's value: flag > environment > config file > default."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for setting in _SETTINGS:
-        flag = flags.get(setting.name)
-        raw_env = environ.get(setting.env)
-        if flag is not None:
-            values[setting.name] = setting.resolve(flag, environ)
-        elif (raw_env is not None and raw_env.strip()) or setting.name not in config:
-            values[setting.name] = setting.resolve(None, environ)
-        else:
-            values[setting.name] = _from_config(setting, config[setting.name])
-    return values
+    """Each setting's value by name (default: the service's and the pricing options'):
+    flag > environment > config file > default."""
+    return {
+        binding.setting.name: binding.setting.resolve(
+            flags.get(binding.setting.name), environ, config
+        )
+        for binding in (_bindings() if bindings is None else bindings)
+    }
 
 
-def _from_config(setting: Setting[Any], value: Any) -> Any:
-    if isinstance(value, str):
-        # Text goes through the same parser as the environment's ("256MiB", "k=v,k2=v2").
-        try:
-            value = setting.parse(value)
-        except ValueError as exc:
-            _logger.warning(
-                "otel-llm: ignoring %s=%r in the config file (%s); using %r",
-                setting.name,
-                value,
-                exc,
-                setting.default,
-            )
-            return setting.default
-    return setting.resolve(value, {})
+def _configured(
+    config_type: type[Configured],
+    flags: Mapping[str, Any],
+    file: Mapping[str, Any],
+    environ: Mapping[str, str],
+) -> Any:
+    """``config_type`` built from the flags (by setting name), the environment and the file."""
+    given = {binding.field: flags.get(binding.setting.name) for binding in config_type.bindings()}
+    return config_type.from_settings(file=file, environ=environ, **given)
 
 
 def _run(args: argparse.Namespace) -> int:
-    import signal  # noqa: PLC0415
-    import threading  # noqa: PLC0415
-
-    from otel_llm.calllog import telemetry as calllog_telemetry  # noqa: PLC0415
-    from otel_llm.calllog.service import CallLogStartError  # noqa: PLC0415
+    # The service (and grpcio) load only when the command runs: `otel-llm --version` needs none.
     from otel_llm.collector.service import CollectorService, StartError  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = load_config(args.config) if args.config else {}
-    values = resolve_settings(vars(args), config)
-    call_log = _call_log(values)
-    keywords = {
-        name.removeprefix("collector_"): value
-        for name, value in values.items()
-        if not name.startswith(_CALL_LOG_PREFIX)
-    }
-    service = CollectorService(
-        **keywords, call_sink=call_log.sink if call_log is not None else None
+    companion: Companion | None = args.companion
+    flags = vars(args)
+    file = load_config(args.config, companion) if args.config else {}
+    config = _configured(CollectorConfig, flags, file, os.environ)
+    pricing = resolve_settings(flags, file, os.environ, _PRICING)
+    part = (
+        companion.open(_configured(companion.config_type, flags, file, os.environ))
+        if companion is not None
+        else None
     )
+    service = CollectorService(config, call_sink=part.sink if part else None, **pricing)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -224,73 +216,40 @@ def _run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        # The companion first: its sink must be ready before the first request arrives.
+        if part is not None:
+            part.start(service.registry)
         try:
-            # The call log first: its sink must be ready before the first request arrives.
-            if call_log is not None:
-                call_log.start()
-                if call_log.writer is not None:  # its losses belong on the service's /metrics
-                    calllog_telemetry.register(call_log.writer, service.registry)
             service.start()
-        except (StartError, CallLogStartError) as exc:
+        except StartError as exc:
             raise CommandError(str(exc)) from exc
         _logger.info(
             "otel-llm collector: gRPC on %s, HTTP on %s, metrics on %s; upstream %s",
-            _where(values["collector_grpc_endpoint"], service.grpc_port),
-            _where(values["collector_http_endpoint"], service.http_port),
-            _where(values["collector_metrics_endpoint"], service.metrics_port),
-            values["collector_upstream_endpoint"] or "none (spans are dropped after pricing)",
+            _where(config.grpc_endpoint, service.grpc_port),
+            _where(config.http_endpoint, service.http_port),
+            _where(config.metrics_endpoint, service.metrics_port),
+            config.upstream_endpoint or "none (spans are dropped after pricing)",
         )
-        _log_call_log(call_log)
+        if part is not None:
+            _logger.info("otel-llm collector: %s", part.describe())
         while not stop.wait(3600):
             pass
         _logger.info("otel-llm collector: stopping")
-        # Collector first (no new calls), then the call log: its writer flushes the last
-        # accepted calls before its API goes.
+        # The service first (no new calls), then the companion.
         service.stop()
-        if call_log is not None and not call_log.stop():
-            _logger.warning("otel-llm collector: some calls were not written to the call log")
+        if part is not None:
+            part.stop()
     finally:
         service.stop()  # idempotent: after a failed start, or when stopped above
-        if call_log is not None:
-            call_log.stop()
+        if part is not None:
+            part.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
 
 
-def _call_log(values: Mapping[str, Any]) -> CallLogService | None:
-    """The call log service the settings describe, not started; None when it is off."""
-    from otel_llm.calllog.service import DISABLED, CallLogService  # noqa: PLC0415
-
-    if values["call_log_store"] == DISABLED:
-        return None
-    keywords = {
-        name.removeprefix(_CALL_LOG_PREFIX): value
-        for name, value in values.items()
-        if name.startswith(_CALL_LOG_PREFIX)
-    }
-    return CallLogService(**keywords)
-
-
-def _log_call_log(call_log: CallLogService | None) -> None:
-    if call_log is None:
-        _logger.info("otel-llm collector: call log off (--call-log-store none)")
-    elif call_log.api_url is not None:
-        _logger.info(
-            "otel-llm collector: call log in %s; query API on %s",
-            call_log.store_name,
-            call_log.api_url,
-        )
-    else:
-        _logger.info(
-            "otel-llm collector: call log in %s; query API not served: %s",
-            call_log.store_name,
-            call_log.api_off_reason,
-        )
-
-
-def _where(endpoint: str, port: int | None) -> str:
-    if port is None:
-        return "none"
+def _where(endpoint: str | None, port: int | None) -> str:
+    if endpoint is None or port is None:
+        return OFF
     host = endpoint.rpartition(":")[0]
     return f"{host}:{port}"

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.exposition import choose_encoder
 
 from otel_llm import settings
+from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import ERROR_STAGE, EnrichedCall, Enricher
 from otel_llm.collector.queue import DiskQueue, QueueClosed, QueueFull
 from otel_llm.collector.receive import (
@@ -57,8 +58,6 @@ CALL_SINK_STAGE = "call_sink"
 CallSink = Callable[[Sequence[EnrichedCall]], None]
 """Receives the LLM calls of each accepted request (the call log of issue 5 plugs in here)."""
 
-DISABLED = "none"
-
 
 class StartError(Exception):
     """The service cannot start (an address in use, an unusable queue directory)."""
@@ -67,42 +66,25 @@ class StartError(Exception):
 class CollectorService:
     """The ``otel-llm collector`` service; importable, a context manager.
 
-    Every argument left as None takes its ``OTEL_LLM_*`` setting (see ``otel_llm.settings``);
-    an endpoint of ``"none"`` turns that listener off, port 0 picks a free port (the bound
-    ports are the ``grpc_port``, ``http_port`` and ``metrics_port`` properties).
-
     Args:
+        config: what it listens on, forwards to and queues in (default:
+            ``CollectorConfig.from_settings()``, i.e. the ``OTEL_LLM_COLLECTOR_*`` settings).
+            The bound ports are the ``grpc_port``, ``http_port`` and ``metrics_port``
+            properties.
         registry: where the service's metrics (GenAI and its own) go; default: a new registry
             with the process collectors, served on the metrics endpoint.
         call_sink: called with the LLM calls of each accepted request, after the request is on
             the queue and before the client is answered. Its failures are logged and counted
             (``otel_llm_processor_errors_total{stage="call_sink"}``), never refused to the
             client: the spans are already accepted.
-        retry_after: seconds a refused client is told to wait (RetryInfo / Retry-After).
-        grpc_workers: threads handling gRPC requests.
+
+    The pricing options left as None take their ``OTEL_LLM_*`` setting.
     """
 
     def __init__(
         self,
+        config: CollectorConfig | None = None,
         *,
-        grpc_endpoint: str | None = None,
-        http_endpoint: str | None = None,
-        metrics_endpoint: str | None = None,
-        upstream_endpoint: str | None = None,
-        upstream_protocol: str | None = None,
-        upstream_headers: Mapping[str, str] | None = None,
-        upstream_insecure: bool | None = None,
-        upstream_ca_file: str | None = None,
-        upstream_client_cert: str | None = None,
-        upstream_client_key: str | None = None,
-        upstream_timeout: float | None = None,
-        upstream_compression: str | None = None,
-        queue_dir: str | Path | None = None,
-        queue_max_bytes: int | None = None,
-        max_request_bytes: int | None = None,
-        forward_workers: int | None = None,
-        retry_initial_backoff: float | None = None,
-        retry_max_backoff: float | None = None,
         registry: CollectorRegistry | None = None,
         call_sink: CallSink | None = None,
         price_book: PriceBook | None = None,
@@ -111,39 +93,8 @@ class CollectorService:
         max_label_values: int | None = None,
         max_tokens: int | None = None,
         price_cache_size: int | None = None,
-        retry_after: float | None = None,
-        grpc_workers: int = 8,
     ):
-        self._grpc_endpoint = settings.COLLECTOR_GRPC_ENDPOINT.resolve(grpc_endpoint)
-        self._http_endpoint = settings.COLLECTOR_HTTP_ENDPOINT.resolve(http_endpoint)
-        self._metrics_endpoint = settings.COLLECTOR_METRICS_ENDPOINT.resolve(metrics_endpoint)
-        self._upstream_endpoint = settings.COLLECTOR_UPSTREAM_ENDPOINT.resolve(upstream_endpoint)
-        self._upstream_protocol = settings.COLLECTOR_UPSTREAM_PROTOCOL.resolve(upstream_protocol)
-        self._upstream_headers = settings.COLLECTOR_UPSTREAM_HEADERS.resolve(upstream_headers)
-        self._upstream_insecure = settings.COLLECTOR_UPSTREAM_INSECURE.resolve(upstream_insecure)
-        self._upstream_ca_file = settings.COLLECTOR_UPSTREAM_CA_FILE.resolve(upstream_ca_file)
-        self._upstream_client_cert = settings.COLLECTOR_UPSTREAM_CLIENT_CERT.resolve(
-            upstream_client_cert
-        )
-        self._upstream_client_key = settings.COLLECTOR_UPSTREAM_CLIENT_KEY.resolve(
-            upstream_client_key
-        )
-        self._upstream_timeout = settings.COLLECTOR_UPSTREAM_TIMEOUT.resolve(upstream_timeout)
-        self._upstream_compression = settings.COLLECTOR_UPSTREAM_COMPRESSION.resolve(
-            upstream_compression
-        )
-        self._queue_dir = Path(
-            settings.COLLECTOR_QUEUE_DIR.resolve(str(queue_dir) if queue_dir else None)
-        )
-        self._queue_max_bytes = settings.COLLECTOR_QUEUE_MAX_BYTES.resolve(queue_max_bytes)
-        self._max_request_bytes = settings.COLLECTOR_MAX_REQUEST_BYTES.resolve(max_request_bytes)
-        self._forward_workers = settings.COLLECTOR_FORWARD_WORKERS.resolve(forward_workers)
-        self._retry_initial_backoff = settings.COLLECTOR_RETRY_INITIAL_BACKOFF.resolve(
-            retry_initial_backoff
-        )
-        self._retry_max_backoff = settings.COLLECTOR_RETRY_MAX_BACKOFF.resolve(retry_max_backoff)
-        self._retry_after = settings.COLLECTOR_RETRY_AFTER.resolve(retry_after)
-        self._grpc_workers = grpc_workers
+        self.config = config if config is not None else CollectorConfig.from_settings()
         self._call_sink = call_sink
 
         if registry is None:
@@ -201,67 +152,68 @@ class CollectorService:
         return self
 
     def _start(self) -> None:
-        if self._upstream_endpoint is not None:
+        config = self.config
+        if config.upstream_endpoint is not None:
             # Only with an upstream: the forwarding side is not loaded otherwise.
             from otel_llm.collector.forward import Forwarder  # noqa: PLC0415
             from otel_llm.collector.upstream import make_upstream  # noqa: PLC0415
 
-            if self._queue_max_bytes < self._max_request_bytes:
+            if config.queue_max_bytes < config.max_request_bytes:
                 _logger.warning(
                     "otel-llm collector: the queue (%d bytes) is smaller than the largest request "
                     "accepted (%d bytes): such a request would be refused forever",
-                    self._queue_max_bytes,
-                    self._max_request_bytes,
+                    config.queue_max_bytes,
+                    config.max_request_bytes,
                 )
             try:
-                self._queue = DiskQueue(self._queue_dir, max_bytes=self._queue_max_bytes)
+                self._queue = DiskQueue(Path(config.queue_dir), max_bytes=config.queue_max_bytes)
             except OSError as exc:
-                raise StartError(f"cannot open the queue in {self._queue_dir}: {exc}") from exc
+                raise StartError(f"cannot open the queue in {config.queue_dir}: {exc}") from exc
             self.metrics.watch_queue(self._queue)
             upstream = make_upstream(
-                self._upstream_endpoint,
-                self._upstream_protocol,
-                insecure=self._upstream_insecure,
-                ca_file=self._upstream_ca_file,
-                client_cert=self._upstream_client_cert,
-                client_key=self._upstream_client_key,
-                headers=self._upstream_headers,
-                compression=self._upstream_compression,
-                timeout=self._upstream_timeout,
+                config.upstream_endpoint,
+                config.upstream_protocol,
+                insecure=config.upstream_insecure,
+                ca_file=config.upstream_ca_file,
+                client_cert=config.upstream_client_cert,
+                client_key=config.upstream_client_key,
+                headers=config.upstream_headers,
+                compression=config.upstream_compression,
+                timeout=config.upstream_timeout,
             )
-            self._upstream = _WatchedUpstream(upstream, self._upstream_timeout)
+            self._upstream = _WatchedUpstream(upstream, config.upstream_timeout)
             self._forwarder = Forwarder(
                 self._queue,
                 self._upstream,
                 self.metrics,
-                workers=self._forward_workers,
-                initial_backoff=self._retry_initial_backoff,
-                max_backoff=max(self._retry_max_backoff, self._retry_initial_backoff),
+                workers=config.forward_workers,
+                initial_backoff=config.retry_initial_backoff,
+                max_backoff=max(config.retry_max_backoff, config.retry_initial_backoff),
             )
             self._forwarder.start()
-        if self._metrics_endpoint != DISABLED:
-            self._metrics_server = _MetricsServer(self._metrics_endpoint, self)
-        if self._grpc_endpoint != DISABLED:
+        if config.metrics_endpoint is not None:
+            self._metrics_server = _MetricsServer(config.metrics_endpoint, self)
+        if config.grpc_endpoint is not None:
             self._grpc = GrpcReceiver(
                 self._accept,
                 self.metrics,
-                endpoint=self._grpc_endpoint,
-                max_request_bytes=self._max_request_bytes,
-                workers=self._grpc_workers,
+                endpoint=config.grpc_endpoint,
+                max_request_bytes=config.max_request_bytes,
+                workers=config.grpc_workers,
             )
             self._grpc.start()
-        if self._http_endpoint != DISABLED:
+        if config.http_endpoint is not None:
             self._http = HttpReceiver(
                 self._accept,
                 self.metrics,
-                endpoint=self._http_endpoint,
-                max_request_bytes=self._max_request_bytes,
+                endpoint=config.http_endpoint,
+                max_request_bytes=config.max_request_bytes,
             )
             try:
                 self._http.start()
             except OSError as exc:
                 self._http = None
-                raise StartError(f"cannot listen on {self._http_endpoint} (HTTP): {exc}") from exc
+                raise StartError(f"cannot listen on {config.http_endpoint} (HTTP): {exc}") from exc
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop gracefully: refuse new requests (``shutting_down``), finish those being handled,
@@ -330,8 +282,9 @@ class CollectorService:
     def _accept(
         self, request: ExportTraceServiceRequest, payload: bytes | None, transport: Transport
     ) -> None:
+        retry_after = self.config.retry_after
         if self._state != "running":
-            raise Refused("shutting_down", self._retry_after, "the service is stopping")
+            raise Refused("shutting_down", retry_after, "the service is stopping")
         result = self.enricher.enrich(request, raw=payload, record=False)
         if self._queue is not None and result.spans:
             data = payload if payload is not None and not result.modified else None
@@ -340,16 +293,12 @@ class CollectorService:
             try:
                 self._queue.put(data, result.spans)
             except QueueClosed:
-                raise Refused(
-                    "shutting_down", self._retry_after, "the service is stopping"
-                ) from None
+                raise Refused("shutting_down", retry_after, "the service is stopping") from None
             except QueueFull:
-                raise Refused(
-                    "queue_full", self._retry_after, "the queue is full; retry later"
-                ) from None
+                raise Refused("queue_full", retry_after, "the queue is full; retry later") from None
             except OSError as exc:  # a full or failing disk: the client keeps the spans
                 _logger.error("otel-llm collector: cannot queue a request: %s", exc)
-                raise Refused("queue_full", self._retry_after, "cannot queue now") from None
+                raise Refused("queue_full", retry_after, "cannot queue now") from None
         self.enricher.record(result)
         self.metrics.received(result.spans, transport)
         if self._call_sink is not None and result.calls:
@@ -363,12 +312,12 @@ class CollectorService:
     # --- health ---------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, details): healthy while running; the details are served on ``/health``."""
-        queue = self._queue
+        queue, config = self._queue, self.config
         details: dict[str, Any] = {
             "status": self._state,
             "upstream": (
-                {"endpoint": self._upstream_endpoint, "protocol": self._upstream_protocol}
-                if self._upstream_endpoint is not None
+                {"endpoint": config.upstream_endpoint, "protocol": config.upstream_protocol}
+                if config.upstream_endpoint is not None
                 else None
             ),
             "queue": (
