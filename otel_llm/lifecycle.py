@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
@@ -74,7 +74,7 @@ class CallSpan:
     @classmethod
     def start(
         cls, tracer: Tracer, operation: str, model: str, attributes: Mapping[str, Any]
-    ) -> CallSpan:
+    ) -> Self:
         """Start the span ``{operation} {model}``, kind CLIENT, with ``attributes``."""
         start_ns = time.time_ns()
         span = tracer.start_span(

@@ -14,15 +14,13 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
-from opentelemetry.trace import Span
 
 from otel_llm import _semconv as sc
 from otel_llm._version import __version__
@@ -38,61 +36,18 @@ def current_llm_call() -> LLMCallHandle | None:
     return _current_call.get()
 
 
-class LLMCallHandle:
-    """What the caller reports about a call in progress."""
-
-    def __init__(self, span: Span | CallSpan, start_ns: int | None = None):
-        # llm_call hands over the CallSpan it started; a span and its start time (the original
-        # signature) still make a handle of their own.
-        if isinstance(span, CallSpan):
-            self._call = span
-        else:
-            self._call = CallSpan(span, time.time_ns() if start_ns is None else start_ns)
-        self.span = self._call.span
-
-    def set_usage(
-        self,
-        *,
-        input_tokens: int | None = None,
-        output_tokens: int | None = None,
-        cache_read_tokens: int | None = None,
-        cache_creation_tokens: int | None = None,
-        reasoning_tokens: int | None = None,
-    ) -> None:
-        """Token counts as the conventions count them: ``input_tokens`` includes cached input,
-        ``output_tokens`` includes reasoning."""
-        self._call.set_usage(
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cache_read_tokens=cache_read_tokens,
-            cache_creation_tokens=cache_creation_tokens,
-            reasoning_tokens=reasoning_tokens,
-        )
-
-    def set_response(
-        self,
-        *,
-        model: str | None = None,
-        id: str | None = None,
-        finish_reasons: Sequence[str] | None = None,
-    ) -> None:
-        self._call.set_response(model=model, id=id, finish_reasons=finish_reasons)
+class LLMCallHandle(CallSpan):
+    """What the caller reports about a call in progress: ``set_usage``, ``set_response``,
+    ``first_chunk``, ``usage_missing`` (``CallSpan``'s, as the instrumentors report theirs),
+    ``set_cost`` and ``set_attribute``. ``llm_call`` marks the failure and ends the span."""
 
     def set_cost(self, amount_usd: float) -> None:
         """A cost the provider reported itself; it wins over the local price."""
-        self._call.set(sc.GEN_AI_USAGE_COST_AMOUNT, amount_usd)
-        self._call.set(sc.GEN_AI_USAGE_COST_SOURCE, sc.COST_SOURCE_PROVIDER)
-
-    def first_chunk(self) -> None:
-        """Call when the first chunk with content arrives; later calls are ignored."""
-        self._call.first_chunk()
-
-    def usage_missing(self) -> None:
-        """Say the token counts are unknown (e.g. a stream that reported none)."""
-        self._call.usage_missing()
+        self.set(sc.GEN_AI_USAGE_COST_AMOUNT, amount_usd)
+        self.set(sc.GEN_AI_USAGE_COST_SOURCE, sc.COST_SOURCE_PROVIDER)
 
     def set_attribute(self, name: str, value: Any) -> None:
-        self._call.set(name, value)
+        self.set(name, value)
 
 
 class llm_call:
@@ -132,15 +87,14 @@ class llm_call:
         self._operation = operation
         self._model = model
         self._tracer_provider = tracer_provider
-        self._active: list[tuple[CallSpan, Token[Any], Token[LLMCallHandle | None]]] = []
+        self._active: list[tuple[LLMCallHandle, Token[Any], Token[LLMCallHandle | None]]] = []
 
     def __enter__(self) -> LLMCallHandle:
         tracer = trace.get_tracer("otel_llm", __version__, tracer_provider=self._tracer_provider)
-        call = CallSpan.start(tracer, self._operation, self._model, self._attributes)
-        handle = LLMCallHandle(call)
+        call = LLMCallHandle.start(tracer, self._operation, self._model, self._attributes)
         context_token = context_api.attach(trace.set_span_in_context(call.span))
-        self._active.append((call, context_token, _current_call.set(handle)))
-        return handle
+        self._active.append((call, context_token, _current_call.set(call)))
+        return call
 
     def __exit__(
         self,

@@ -89,9 +89,14 @@ class _StreamProxy(wrapt.ObjectProxy[Any]):
         self._self_finalizer.detach()
         self._self_state.finish()
 
-    def _self_failed(self, exc: BaseException) -> None:
+    def _self_ended_by(self, exc: BaseException, stop: type[BaseException]) -> None:
+        """The stream ended by ``exc``: done when it is ``stop`` (the end of iteration, or the
+        iterator closed), failed otherwise."""
         self._self_finalizer.detach()
-        self._self_state.fail(exc)
+        if isinstance(exc, stop):
+            self._self_state.finish()
+        else:
+            self._self_state.fail(exc)
 
 
 class SyncStreamProxy(_StreamProxy):
@@ -101,22 +106,16 @@ class SyncStreamProxy(_StreamProxy):
         try:
             for item in self.__wrapped__:
                 yield self._self_item(item)
-        except GeneratorExit:
-            self._self_done()
-            raise
         except BaseException as exc:
-            self._self_failed(exc)
+            self._self_ended_by(exc, GeneratorExit)
             raise
         self._self_done()
 
     def __next__(self) -> Any:
         try:
             item = self.__wrapped__.__next__()
-        except StopIteration:
-            self._self_done()
-            raise
         except BaseException as exc:
-            self._self_failed(exc)
+            self._self_ended_by(exc, StopIteration)
             raise
         return self._self_item(item)
 
@@ -149,22 +148,16 @@ class AsyncStreamProxy(_StreamProxy):
         try:
             async for item in self.__wrapped__:
                 yield self._self_item(item)
-        except GeneratorExit:
-            self._self_done()
-            raise
         except BaseException as exc:
-            self._self_failed(exc)
+            self._self_ended_by(exc, GeneratorExit)
             raise
         self._self_done()
 
     async def __anext__(self) -> Any:
         try:
             item = await self.__wrapped__.__anext__()
-        except StopAsyncIteration:
-            self._self_done()
-            raise
         except BaseException as exc:
-            self._self_failed(exc)
+            self._self_ended_by(exc, StopAsyncIteration)
             raise
         return self._self_item(item)
 
