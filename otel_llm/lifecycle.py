@@ -89,14 +89,17 @@ class CallSpan:
     def ended(self) -> bool:
         return self._ended
 
-    def set(self, name: str, value: Any) -> None:
-        """Set an attribute; None is skipped, a value the span refuses is logged, never raised."""
-        if value is None:
-            return
+    def set_attribute(self, name: str, value: Any) -> None:
+        """Set an attribute as given; a value the span refuses is logged, never raised."""
         try:
             self.span.set_attribute(name, value)
         except Exception:
             _logger.debug("otel-llm: could not set %s", name, exc_info=True)
+
+    def set(self, name: str, value: Any) -> None:
+        """``set_attribute`` unless the value is None (what a response did not say)."""
+        if value is not None:
+            self.set_attribute(name, value)
 
     def set_all(self, attributes: Mapping[str, Any]) -> None:
         for name, value in attributes.items():

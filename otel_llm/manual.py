@@ -39,15 +39,12 @@ def current_llm_call() -> LLMCallHandle | None:
 class LLMCallHandle(CallSpan):
     """What the caller reports about a call in progress: ``set_usage``, ``set_response``,
     ``first_chunk``, ``usage_missing`` (``CallSpan``'s, as the instrumentors report theirs),
-    ``set_cost`` and ``set_attribute``. ``llm_call`` marks the failure and ends the span."""
+    ``set_attribute`` and ``set_cost``. ``llm_call`` marks the failure and ends the span."""
 
     def set_cost(self, amount_usd: float) -> None:
         """A cost the provider reported itself; it wins over the local price."""
-        self.set(sc.GEN_AI_USAGE_COST_AMOUNT, amount_usd)
-        self.set(sc.GEN_AI_USAGE_COST_SOURCE, sc.COST_SOURCE_PROVIDER)
-
-    def set_attribute(self, name: str, value: Any) -> None:
-        self.set(name, value)
+        self.set_attribute(sc.GEN_AI_USAGE_COST_AMOUNT, amount_usd)
+        self.set_attribute(sc.GEN_AI_USAGE_COST_SOURCE, sc.COST_SOURCE_PROVIDER)
 
 
 class llm_call:
