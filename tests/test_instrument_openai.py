@@ -20,9 +20,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 from wrapt import FunctionWrapper
 
-from otel_llm import LLMSpanProcessor
+from otel_llm import LLMSpanProcessor, lifecycle
 from otel_llm import _semconv as sc
-from otel_llm import lifecycle
 from otel_llm.instrumentation import values
 from otel_llm.instrumentation.openai import OpenAIInstrumentor, provider_name
 from tests.conftest import Pipeline

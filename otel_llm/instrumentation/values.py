@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from otel_llm.instrumentation.content import Message, text_message
+from otel_llm.instrumentation.messages import Message, text_message
 
 
 def get(obj: Any, *path: str) -> Any:
