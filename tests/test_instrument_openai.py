@@ -20,9 +20,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 from wrapt import FunctionWrapper
 
-from otel_llm import LLMSpanProcessor
+from otel_llm import LLMSpanProcessor, lifecycle
 from otel_llm import _semconv as sc
-from otel_llm.instrumentation import _spans
+from otel_llm.instrumentation import values
 from otel_llm.instrumentation.openai import OpenAIInstrumentor, provider_name
 from tests.conftest import Pipeline
 from tests.fake_llm import FakeLLMServer, ScriptedResponse
@@ -418,7 +418,7 @@ def test_provider_and_server_from_base_url(
 ) -> None:
     client = openai.OpenAI(base_url=base_url, api_key="test")
     assert provider_name(client) == provider
-    assert _spans.server_attributes(client.base_url) == (address, port)
+    assert values.server_attributes(client.base_url) == (address, port)
 
 
 def test_content_capture(pipeline: Pipeline, fake: FakeLLMServer, client: openai.OpenAI) -> None:
@@ -455,7 +455,7 @@ def test_failing_instrumentation_never_breaks_the_call(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("instrumentation bug")
 
-    monkeypatch.setattr(_spans.CallSpan, "__init__", broken)
+    monkeypatch.setattr(lifecycle.CallSpan, "__init__", broken)
     completion = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
     assert completion.choices[0].message.content
     assert traced.spans() == ()

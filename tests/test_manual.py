@@ -17,6 +17,10 @@ class ProviderError(Exception):
     pass
 
 
+class RateLimited(ProviderError):
+    status_code = 429
+
+
 def test_span_shape(pipeline: Pipeline) -> None:
     with llm_call(
         provider="ollama",
@@ -52,6 +56,18 @@ def test_exception_marks_the_span_and_is_reraised_unchanged(pipeline: Pipeline) 
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes[sc.ERROR_TYPE] == "tests.test_manual.ProviderError"
     assert span.events[0].name == "exception"
+
+
+def test_an_error_with_an_http_status_is_marked_as_the_instrumentors_mark_it(
+    pipeline: Pipeline,
+) -> None:
+    with pytest.raises(RateLimited):
+        with llm_call(provider="openai", model="gpt-4o", tracer_provider=pipeline.provider):
+            raise RateLimited("429 Too Many Requests")
+    (span,) = pipeline.spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes[sc.ERROR_TYPE] == "tests.test_manual.RateLimited"
+    assert span.attributes[sc.HTTP_RESPONSE_STATUS_CODE] == 429
 
 
 def test_decorator_sync_and_async(pipeline: Pipeline) -> None:

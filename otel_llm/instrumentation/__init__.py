@@ -22,4 +22,11 @@ the attributes known at the start given at the start (for samplers).
   installs none (call ``otel_llm.configure()`` for that); ``instrument(configure=False)`` skips it.
 - Content capture (``content.py``) is off by default: ``instrument(capture_content=True)`` or
   ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
+
+Modules: ``openai.py`` (with ``openai_apis.py``, each API's fields) and ``anthropic.py`` read
+their SDK; ``instrumentor.py`` is their common ``BaseInstrumentor``; ``traced.py`` runs one SDK call
+in its span, whose life is ``otel_llm.lifecycle.CallSpan``'s (shared with ``llm_call``);
+``streams.py`` proxies streams; ``wrapping.py`` wraps methods and steps aside for another
+instrumentation; ``values.py`` reads request and response values; ``content.py`` (with
+``messages.py``, ``redaction.py``, ``bounded_json.py``) captures content.
 """

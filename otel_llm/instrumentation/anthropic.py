@@ -26,15 +26,15 @@ from collections.abc import Callable, Collection, Generator
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
-    BaseInstrumentor,
-)
 
 from otel_llm import _semconv as sc
-from otel_llm.instrumentation import _spans as s
-from otel_llm.instrumentation._spans import CallSpan, get, integer
 from otel_llm.instrumentation.content import ContentCapture, text_message, text_part
+from otel_llm.instrumentation.instrumentor import SDKInstrumentor
 from otel_llm.instrumentation.streams import AsyncStreamProxy, StreamState, SyncStreamProxy
+from otel_llm.instrumentation.traced import start_call, traced_call, traced_call_async
+from otel_llm.instrumentation.values import get, integer, number, strings, text_messages, text_of
+from otel_llm.instrumentation.wrapping import Other, Target
+from otel_llm.lifecycle import CallSpan
 
 _MESSAGES = "anthropic.resources.messages.messages"
 _SDK_SPANS_ENV = "ANTHROPIC_OPEN_TELEMETRY"
@@ -42,11 +42,11 @@ _SDK_SPANS_ENV = "ANTHROPIC_OPEN_TELEMETRY"
 
 def _request_attributes(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {
-        sc.GEN_AI_REQUEST_MAX_TOKENS: s.number(kwargs.get("max_tokens")),
-        sc.GEN_AI_REQUEST_TEMPERATURE: s.number(kwargs.get("temperature")),
-        sc.GEN_AI_REQUEST_TOP_P: s.number(kwargs.get("top_p")),
-        sc.GEN_AI_REQUEST_TOP_K: s.number(kwargs.get("top_k")),
-        sc.GEN_AI_REQUEST_STOP_SEQUENCES: s.strings(kwargs.get("stop_sequences")),
+        sc.GEN_AI_REQUEST_MAX_TOKENS: number(kwargs.get("max_tokens")),
+        sc.GEN_AI_REQUEST_TEMPERATURE: number(kwargs.get("temperature")),
+        sc.GEN_AI_REQUEST_TOP_P: number(kwargs.get("top_p")),
+        sc.GEN_AI_REQUEST_TOP_K: number(kwargs.get("top_k")),
+        sc.GEN_AI_REQUEST_STOP_SEQUENCES: strings(kwargs.get("stop_sequences")),
     }
 
 
@@ -54,11 +54,14 @@ def _set_usage(call: CallSpan, usage: dict[str, int | None]) -> None:
     cache_creation = usage.get("cache_creation_input_tokens")
     cache_read = usage.get("cache_read_input_tokens")
     uncached = usage.get("input_tokens")
-    if uncached is not None:
-        call.set(sc.GEN_AI_USAGE_INPUT_TOKENS, uncached + (cache_creation or 0) + (cache_read or 0))
-    call.set(sc.GEN_AI_USAGE_OUTPUT_TOKENS, usage.get("output_tokens"))
-    call.set(sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation)
-    call.set(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read)
+    call.set_usage(
+        input_tokens=(
+            None if uncached is None else uncached + (cache_creation or 0) + (cache_read or 0)
+        ),
+        output_tokens=usage.get("output_tokens"),
+        cache_creation_tokens=cache_creation,
+        cache_read_tokens=cache_read,
+    )
 
 
 _USAGE_FIELDS = (
@@ -81,14 +84,16 @@ def _record_output(capture: ContentCapture, call: CallSpan, text: str, stop_reas
 
 def _on_message(capture: ContentCapture, call: CallSpan, message: Any) -> None:
     _record_output(
-        capture, call, s.text_of(get(message, "content")) or "", get(message, "stop_reason")
+        capture, call, text_of(get(message, "content")) or "", get(message, "stop_reason")
     )
-    call.set(sc.GEN_AI_RESPONSE_ID, get(message, "id"))
-    call.set(sc.GEN_AI_RESPONSE_MODEL, get(message, "model"))
-    call.set(sc.GEN_AI_RESPONSE_FINISH_REASONS, s.strings(get(message, "stop_reason")))
+    call.set_response(
+        id=get(message, "id"),
+        model=get(message, "model"),
+        finish_reasons=strings(get(message, "stop_reason")),
+    )
     usage = get(message, "usage")
     if usage is None:
-        call.set(sc.OTEL_LLM_USAGE_MISSING, True)
+        call.usage_missing()
     else:
         _set_usage(call, _usage_of(usage))
 
@@ -122,16 +127,18 @@ class _MessageStream:
 
     def complete(self, call: CallSpan) -> None:
         _record_output(self.capture, call, "".join(self.texts), self.stop_reason)
-        call.set(sc.GEN_AI_RESPONSE_ID, get(self.message, "id"))
-        call.set(sc.GEN_AI_RESPONSE_MODEL, get(self.message, "model"))
-        call.set(sc.GEN_AI_RESPONSE_FINISH_REASONS, s.strings(self.stop_reason))
+        call.set_response(
+            id=get(self.message, "id"),
+            model=get(self.message, "model"),
+            finish_reasons=strings(self.stop_reason),
+        )
         if self.usage.get("input_tokens") is None and self.usage.get("output_tokens") is None:
-            call.set(sc.OTEL_LLM_USAGE_MISSING, True)
+            call.usage_missing()
         else:
             _set_usage(call, self.usage)
 
 
-OTHER_INSTRUMENTATIONS: tuple[s.Other, ...] = (
+OTHER_INSTRUMENTATIONS: tuple[Other, ...] = (
     ("opentelemetry.instrumentation.anthropic", "AnthropicInstrumentor"),  # OpenLLMetry
     ("openinference.instrumentation.anthropic", "AnthropicInstrumentor"),
     ("openlit.instrumentation.anthropic", "AnthropicInstrumentor"),
@@ -147,27 +154,23 @@ class _Instrumented:
     def start(
         self, instance: Any, kwargs: dict[str, Any], streaming: bool
     ) -> tuple[CallSpan, dict[str, Any]] | None:
-        if s.other_instrumentation(OTHER_INSTRUMENTATIONS) is not None:
+        call = start_call(
+            self.tracer,
+            others=OTHER_INSTRUMENTATIONS,
+            operation="chat",
+            provider="anthropic",
+            base_url=instance._client.base_url,
+            kwargs=kwargs,
+            streaming=streaming,
+            request=_request_attributes(kwargs),
+        )
+        if call is None:
             return None
-        model = kwargs.get("model")
-        model = model if isinstance(model, str) else ""
-        host, port = s.server_attributes(instance._client.base_url)
-        attributes = {
-            sc.GEN_AI_OPERATION_NAME: "chat",
-            sc.GEN_AI_PROVIDER_NAME: "anthropic",
-            sc.GEN_AI_REQUEST_MODEL: model or None,
-            sc.SERVER_ADDRESS: host,
-            sc.SERVER_PORT: port if host else None,
-            sc.GEN_AI_REQUEST_STREAM: True if streaming else None,
-            **_request_attributes(kwargs),
-        }
-        attributes = {name: value for name, value in attributes.items() if value is not None}
-        call = CallSpan(self.tracer, "chat", model, attributes)
         if self.capture.enabled:
-            system = s.text_of(kwargs.get("system"))
+            system = text_of(kwargs.get("system"))
             self.capture.record(
                 call.span,
-                input_messages=s.text_messages(kwargs.get("messages")),
+                input_messages=text_messages(kwargs.get("messages")),
                 system_instructions=[text_part(system)] if system else None,
             )
         return call, kwargs
@@ -184,7 +187,7 @@ class _Instrumented:
 
     def create(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         streaming = kwargs.get("stream") is True
-        return s.traced_call(
+        return traced_call(
             lambda: self.start(instance, kwargs, streaming), self.finish, wrapped, args, kwargs
         )
 
@@ -192,7 +195,7 @@ class _Instrumented:
         self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
     ) -> Any:
         streaming = kwargs.get("stream") is True
-        return await s.traced_call_async(
+        return await traced_call_async(
             lambda: self.start(instance, kwargs, streaming), self.finish, wrapped, args, kwargs
         )
 
@@ -207,7 +210,7 @@ class _Instrumented:
             return manager
 
         def traced_request() -> Any:
-            return s.traced_call(
+            return traced_call(
                 lambda: self.start(instance, kwargs, True),
                 self.finish,
                 lambda **_: request(),
@@ -249,7 +252,7 @@ class _Deferred:
 
     def __await__(self) -> Generator[Any, None, Any]:
         instrumented = self._instrumented
-        return s.traced_call_async(
+        return traced_call_async(
             lambda: instrumented.start(self._instance, self._kwargs, True),
             instrumented.finish,
             self._awaited,
@@ -258,7 +261,7 @@ class _Deferred:
         ).__await__()
 
 
-class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class AnthropicInstrumentor(SDKInstrumentor):
     """Instruments the ``anthropic`` SDK.
 
     ``instrument(tracer_provider=..., capture_content=None, content_max_length=None,
@@ -268,35 +271,29 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """
 
     _env_set = False
-    _wrapped: list[tuple[type, str]]
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("anthropic >= 0.30",)
 
+    def targets(
+        self, tracer: trace.Tracer, capture: ContentCapture, options: dict[str, Any]
+    ) -> list[Target]:
+        instrumented = _Instrumented(tracer, capture)
+        return [
+            (_MESSAGES, "Messages", "create", instrumented.create),
+            (_MESSAGES, "AsyncMessages", "create", instrumented.create_async),
+            (_MESSAGES, "Messages", "stream", instrumented.stream),
+            (_MESSAGES, "AsyncMessages", "stream", instrumented.stream_async),
+        ]
+
     def _instrument(self, **kwargs: Any) -> None:
-        tracer_provider = kwargs.get("tracer_provider")
-        capture = ContentCapture(
-            enabled=kwargs.get("capture_content"),
-            max_length=kwargs.get("content_max_length"),
-            redact=kwargs.get("redact"),
-        )
-        instrumented = _Instrumented(s.get_tracer(tracer_provider), capture)
-        self._wrapped = s.wrap_methods(
-            [
-                (_MESSAGES, "Messages", "create", instrumented.create),
-                (_MESSAGES, "AsyncMessages", "create", instrumented.create_async),
-                (_MESSAGES, "Messages", "stream", instrumented.stream),
-                (_MESSAGES, "AsyncMessages", "stream", instrumented.stream_async),
-            ]
-        )
+        super()._instrument(**kwargs)
         if _SDK_SPANS_ENV not in os.environ:
             os.environ[_SDK_SPANS_ENV] = "false"
             self._env_set = True
-        if kwargs.get("configure", True):
-            s.configure_processor(tracer_provider)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        s.unwrap_methods(self._wrapped)
+        super()._uninstrument(**kwargs)
         if self._env_set:
             os.environ.pop(_SDK_SPANS_ENV, None)
             self._env_set = False

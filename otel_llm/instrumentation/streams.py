@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import wrapt
 
-from otel_llm.instrumentation._spans import CallSpan
+from otel_llm.lifecycle import CallSpan
 
 _logger = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ def _finalize(state: StreamState) -> None:
     state.finish()
 
 
-class SyncStreamProxy(wrapt.ObjectProxy[Any]):
-    """The SDK's ``Stream``, seen through: its span ends when the stream is done with."""
+class _StreamProxy(wrapt.ObjectProxy[Any]):
+    """What both proxies do: hold the state, and finish it once, when done or failed."""
 
     def __init__(self, wrapped: Any, state: StreamState):
         super().__init__(wrapped)
@@ -81,37 +81,43 @@ class SyncStreamProxy(wrapt.ObjectProxy[Any]):
     def otel_llm_state(self) -> StreamState:
         return self._self_state
 
+    def _self_item(self, item: Any) -> Any:
+        self._self_state.on_item(item)
+        return item
+
     def _self_done(self) -> None:
         self._self_finalizer.detach()
         self._self_state.finish()
 
+    def _self_ended_by(self, exc: BaseException, stop: type[BaseException]) -> None:
+        """The stream ended by ``exc``: done when it is ``stop`` (the end of iteration, or the
+        iterator closed), failed otherwise."""
+        self._self_finalizer.detach()
+        if isinstance(exc, stop):
+            self._self_state.finish()
+        else:
+            self._self_state.fail(exc)
+
+
+class SyncStreamProxy(_StreamProxy):
+    """The SDK's ``Stream``, seen through: its span ends when the stream is done with."""
+
     def __iter__(self) -> Iterator[Any]:
-        state: StreamState = self._self_state
         try:
             for item in self.__wrapped__:
-                state.on_item(item)
-                yield item
-        except GeneratorExit:
-            self._self_done()
-            raise
+                yield self._self_item(item)
         except BaseException as exc:
-            self._self_finalizer.detach()
-            state.fail(exc)
+            self._self_ended_by(exc, GeneratorExit)
             raise
         self._self_done()
 
     def __next__(self) -> Any:
         try:
             item = self.__wrapped__.__next__()
-        except StopIteration:
-            self._self_done()
-            raise
         except BaseException as exc:
-            self._self_finalizer.detach()
-            self._self_state.fail(exc)
+            self._self_ended_by(exc, StopIteration)
             raise
-        self._self_state.on_item(item)
-        return item
+        return self._self_item(item)
 
     def close(self) -> None:
         try:
@@ -135,49 +141,25 @@ class SyncStreamProxy(wrapt.ObjectProxy[Any]):
             self._self_done()
 
 
-class AsyncStreamProxy(wrapt.ObjectProxy[Any]):
+class AsyncStreamProxy(_StreamProxy):
     """The SDK's ``AsyncStream``, seen through: its span ends when the stream is done with."""
 
-    def __init__(self, wrapped: Any, state: StreamState):
-        super().__init__(wrapped)
-        self._self_state = state
-        self._self_finalizer = weakref.finalize(self, _finalize, state)
-
-    @property
-    def otel_llm_state(self) -> StreamState:
-        return self._self_state
-
-    def _self_done(self) -> None:
-        self._self_finalizer.detach()
-        self._self_state.finish()
-
     async def __aiter__(self) -> AsyncIterator[Any]:
-        state: StreamState = self._self_state
         try:
             async for item in self.__wrapped__:
-                state.on_item(item)
-                yield item
-        except GeneratorExit:
-            self._self_done()
-            raise
+                yield self._self_item(item)
         except BaseException as exc:
-            self._self_finalizer.detach()
-            state.fail(exc)
+            self._self_ended_by(exc, GeneratorExit)
             raise
         self._self_done()
 
     async def __anext__(self) -> Any:
         try:
             item = await self.__wrapped__.__anext__()
-        except StopAsyncIteration:
-            self._self_done()
-            raise
         except BaseException as exc:
-            self._self_finalizer.detach()
-            self._self_state.fail(exc)
+            self._self_ended_by(exc, StopAsyncIteration)
             raise
-        self._self_state.on_item(item)
-        return item
+        return self._self_item(item)
 
     async def close(self) -> None:
         try:

@@ -1,0 +1,218 @@
+"""What the span of each OpenAI API says, from its request, its response or its stream.
+
+``Chat`` (``chat.completions``), ``Responses`` (``responses``) and ``Embeddings``
+(``embeddings``) each read their API's fields; ``ChatStream`` and ``ResponsesStream`` are the
+``StreamHandler``s of the streamed ones. ``openai.py`` wraps the SDK's methods with them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otel_llm import _semconv as sc
+from otel_llm.instrumentation.content import ContentCapture, text_message, text_part
+from otel_llm.instrumentation.values import (
+    get,
+    integer,
+    number,
+    strings,
+    text_messages,
+    text_of,
+)
+from otel_llm.lifecycle import CallSpan
+
+# Where each API reports the conventions' counts (both include cached input in the input
+# count and reasoning in the output count, as the conventions do): CallSpan.set_usage's
+# keywords -> the path in the API's ``usage``.
+_CHAT_USAGE = {
+    "input_tokens": ("prompt_tokens",),
+    "output_tokens": ("completion_tokens",),
+    "cache_read_tokens": ("prompt_tokens_details", "cached_tokens"),
+    "reasoning_tokens": ("completion_tokens_details", "reasoning_tokens"),
+}
+_RESPONSES_USAGE = {
+    "input_tokens": ("input_tokens",),
+    "output_tokens": ("output_tokens",),
+    "cache_read_tokens": ("input_tokens_details", "cached_tokens"),
+    "reasoning_tokens": ("output_tokens_details", "reasoning_tokens"),
+}
+
+
+def _set_usage(call: CallSpan, usage: Any, fields: dict[str, tuple[str, ...]]) -> None:
+    if usage is None:
+        call.usage_missing()
+        return
+    call.set_usage(**{name: integer(get(usage, *path)) for name, path in fields.items()})
+
+
+def _record_output_text(capture: ContentCapture, call: CallSpan, text: Any) -> None:
+    if capture.enabled and isinstance(text, str) and text:
+        capture.record(call.span, output_messages=[text_message("assistant", text)])
+
+
+class Api:
+    """What one SDK method's span says, from its request and its response."""
+
+    operation = "chat"
+
+    def __init__(self, capture: ContentCapture):
+        self.capture = capture
+
+    def record_input(self, call: CallSpan, kwargs: dict[str, Any]) -> None:
+        """Record the request's messages when content capture is on."""
+
+    def request_attributes(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def on_response(self, call: CallSpan, response: Any) -> None:
+        call.set_response(id=get(response, "id"), model=get(response, "model"))
+
+    def stream_handler(self) -> Any:
+        raise NotImplementedError
+
+
+class Chat(Api):
+    def request_attributes(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        max_tokens = kwargs.get("max_completion_tokens")
+        if number(max_tokens) is None:
+            max_tokens = kwargs.get("max_tokens")
+        choices = number(kwargs.get("n"))
+        return {
+            sc.GEN_AI_REQUEST_TEMPERATURE: number(kwargs.get("temperature")),
+            sc.GEN_AI_REQUEST_TOP_P: number(kwargs.get("top_p")),
+            sc.GEN_AI_REQUEST_MAX_TOKENS: number(max_tokens),
+            sc.GEN_AI_REQUEST_STOP_SEQUENCES: strings(kwargs.get("stop")),
+            sc.GEN_AI_REQUEST_SEED: number(kwargs.get("seed")),
+            sc.GEN_AI_REQUEST_FREQUENCY_PENALTY: number(kwargs.get("frequency_penalty")),
+            sc.GEN_AI_REQUEST_PRESENCE_PENALTY: number(kwargs.get("presence_penalty")),
+            sc.GEN_AI_REQUEST_CHOICE_COUNT: choices if choices != 1 else None,
+        }
+
+    def record_input(self, call: CallSpan, kwargs: dict[str, Any]) -> None:
+        if self.capture.enabled:
+            messages = text_messages(kwargs.get("messages"))
+            self.capture.record(call.span, input_messages=messages)
+
+    def on_response(self, call: CallSpan, response: Any) -> None:
+        super().on_response(call, response)
+        choices = get(response, "choices") or ()
+        reasons = [get(choice, "finish_reason") for choice in choices]
+        call.set_response(finish_reasons=strings([r for r in reasons if r]))
+        _set_usage(call, get(response, "usage"), _CHAT_USAGE)
+        if self.capture.enabled:
+            output = [
+                text_message(
+                    "assistant",
+                    text_of(get(choice, "message", "content")) or "",
+                    get(choice, "finish_reason"),
+                )
+                for choice in choices
+            ]
+            self.capture.record(call.span, output_messages=output)
+
+    def stream_handler(self) -> ChatStream:
+        return ChatStream(self.capture)
+
+
+class ChatStream:
+    def __init__(self, capture: ContentCapture) -> None:
+        self.capture = capture
+        self.id: Any = None
+        self.model: Any = None
+        self.finish_reasons: dict[int, str] = {}
+        self.texts: dict[int, list[str]] = {}
+        self.usage: Any = None
+
+    def on_item(self, call: CallSpan, chunk: Any) -> None:
+        self.id = self.id or get(chunk, "id")
+        self.model = self.model or get(chunk, "model")
+        for choice in get(chunk, "choices") or ():
+            delta = get(choice, "delta")
+            index = integer(get(choice, "index")) or 0
+            content = get(delta, "content")
+            if content or get(delta, "tool_calls") or get(delta, "refusal"):
+                call.first_chunk()
+            if self.capture.enabled and isinstance(content, str):
+                self.texts.setdefault(index, []).append(content)
+            reason = get(choice, "finish_reason")
+            if isinstance(reason, str):
+                self.finish_reasons[index] = reason
+        usage = get(chunk, "usage")
+        if usage is not None:
+            self.usage = usage
+
+    def complete(self, call: CallSpan) -> None:
+        reasons = [self.finish_reasons[i] for i in sorted(self.finish_reasons)]
+        call.set_response(id=self.id, model=self.model, finish_reasons=reasons or None)
+        _set_usage(call, self.usage, _CHAT_USAGE)
+        if self.capture.enabled and self.texts:
+            output = [
+                text_message("assistant", "".join(self.texts[i]), self.finish_reasons.get(i))
+                for i in sorted(self.texts)
+            ]
+            self.capture.record(call.span, output_messages=output)
+
+
+class Responses(Api):
+    def request_attributes(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {
+            sc.GEN_AI_REQUEST_TEMPERATURE: number(kwargs.get("temperature")),
+            sc.GEN_AI_REQUEST_TOP_P: number(kwargs.get("top_p")),
+            sc.GEN_AI_REQUEST_MAX_TOKENS: number(kwargs.get("max_output_tokens")),
+        }
+
+    def record_input(self, call: CallSpan, kwargs: dict[str, Any]) -> None:
+        if not self.capture.enabled:
+            return
+        given = kwargs.get("input")
+        messages = [text_message("user", given)] if isinstance(given, str) else text_messages(given)
+        instructions = kwargs.get("instructions")
+        system = [text_part(instructions)] if isinstance(instructions, str) else None
+        self.capture.record(call.span, input_messages=messages, system_instructions=system)
+
+    def on_response(self, call: CallSpan, response: Any) -> None:
+        super().on_response(call, response)
+        _set_usage(call, get(response, "usage"), _RESPONSES_USAGE)
+        _record_output_text(self.capture, call, get(response, "output_text"))
+
+    def stream_handler(self) -> ResponsesStream:
+        return ResponsesStream(self.capture)
+
+
+class ResponsesStream:
+    def __init__(self, capture: ContentCapture) -> None:
+        self.capture = capture
+        self.response: Any = None
+        self.texts: list[str] = []
+
+    def on_item(self, call: CallSpan, event: Any) -> None:
+        kind = get(event, "type")
+        if kind in {"response.output_text.delta", "response.refusal.delta"}:
+            call.first_chunk()
+            delta = get(event, "delta")
+            if self.capture.enabled and kind == "response.output_text.delta" and delta:
+                self.texts.append(delta)
+        response = get(event, "response")
+        if response is not None:  # created, in_progress, completed, incomplete, failed
+            self.response = response
+
+    def complete(self, call: CallSpan) -> None:
+        call.set_response(id=get(self.response, "id"), model=get(self.response, "model"))
+        _set_usage(call, get(self.response, "usage"), _RESPONSES_USAGE)
+        _record_output_text(self.capture, call, "".join(self.texts))
+        if get(self.response, "status") == "failed":
+            # The SDK yields a failed response's events rather than raising: the call failed.
+            code = get(self.response, "error", "code")
+            message = get(self.response, "error", "message")
+            call.fail_as(
+                code if isinstance(code, str) else "response.failed",
+                message if isinstance(message, str) else "response failed",
+            )
+
+
+class Embeddings(Api):
+    operation = "embeddings"
+
+    def on_response(self, call: CallSpan, response: Any) -> None:
+        call.set_response(model=get(response, "model"))
+        call.set_usage(input_tokens=integer(get(response, "usage", "prompt_tokens")))

@@ -1,0 +1,78 @@
+"""Reading values out of SDK requests and responses: typed, and None for anything unexpected.
+
+The SDKs pass sentinels (``omit``, ``NOT_GIVEN``) for parameters not given, and their response
+objects differ across versions; every reader here answers None rather than raise or pass on a
+value of the wrong type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from otel_llm.instrumentation.messages import Message, text_message
+
+
+def get(obj: Any, *path: str) -> Any:
+    """``obj.a.b`` (or ``obj["a"]["b"]``), None when any step is missing."""
+    for name in path:
+        if obj is None:
+            return None
+        obj = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    return obj
+
+
+def number(value: Any) -> float | int | None:
+    """A request parameter that is a real number (not the SDKs' ``omit``/``NOT_GIVEN``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def integer(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def strings(value: Any) -> list[str] | None:
+    """A string or a non-empty sequence of strings, as a list."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def server_attributes(base_url: Any) -> tuple[str | None, int | None]:
+    """``server.address`` and ``server.port`` of a client's base URL (default ports filled in)."""
+    try:
+        parts = urlsplit(str(base_url))
+        host = parts.hostname
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    except ValueError:
+        return None, None
+    return host, port
+
+
+def text_of(content: Any) -> str | None:
+    """The text of a message's content: a string, or the text parts of a list of parts (OpenAI
+    ``{"type": "text"|"input_text"|"output_text", "text": ...}``, Anthropic text blocks)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list | tuple):
+        texts = [get(part, "text") for part in content]
+        joined = "".join(text for text in texts if isinstance(text, str))
+        return joined or None
+    return None
+
+
+def text_messages(messages: Any) -> list[Message]:
+    """Request messages (``{"role", "content"}``) as the conventions' text messages."""
+    result = []
+    for message in messages if isinstance(messages, list | tuple) else ():
+        role, text = get(message, "role"), text_of(get(message, "content"))
+        if isinstance(role, str) and text is not None:
+            result.append(text_message(role, text))
+    return result
