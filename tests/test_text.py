@@ -103,13 +103,14 @@ def test_clean_label_value_is_returned_as_the_same_object(value: str) -> None:
 
 
 def _best_nanoseconds(call: Callable[[], object]) -> float:
+    """CPU nanoseconds per call, the best of seven rounds (CPU time: the machine may be busy)."""
     calls = 20_000
     best = float("inf")
-    for _ in range(5):  # the best of five: the machine may be busy
-        start = time.perf_counter()
+    for _ in range(7):
+        start = time.process_time()
         for _ in range(calls):
             call()
-        best = min(best, (time.perf_counter() - start) / calls * 1e9)
+        best = min(best, (time.process_time() - start) / calls * 1e9)
     return best
 
 
@@ -119,8 +120,9 @@ def test_the_common_case_is_fast() -> None:
     text_ns = _best_nanoseconds(lambda: clean_text(value))
     label_ns = _best_nanoseconds(lambda: clean_label_value(value, 200))
     print(f"clean_text {text_ns:.0f} ns, clean_label_value {label_ns:.0f} ns (20 ASCII chars)")
-    assert text_ns < 500
-    assert label_ns < 500
+    # About 100 ns on an idle machine, the lambda's call included.
+    assert text_ns < 1000
+    assert label_ns < 1000
 
 
 # --- exposition --------------------------------------------------------------------------------
