@@ -494,30 +494,30 @@ def test_hook_runs_after_built_in_redaction_on_each_text(spans: Spans) -> None:
 
     def hook(text: str) -> str:
         seen.append(text)
-        return text.replace("alice@example.com", "<email>")
+        return text.replace("Alice Liddell", "<name>")
 
     messages = [
-        text_message("user", f"mail alice@example.com with {OPENAI_KEY}"),
-        message("assistant", [tool_call_part("id_1", "send", {"to": "alice@example.com"})]),
-        message("tool", [tool_call_response_part("id_1", "sent to alice@example.com")]),
+        text_message("user", f"mail Alice Liddell with {OPENAI_KEY}"),
+        message("assistant", [tool_call_part("id_1", "send", {"to": "Alice Liddell"})]),
+        message("tool", [tool_call_response_part("id_1", "sent to Alice Liddell")]),
     ]
     attributes = spans.record(
         ContentCapture(enabled=True, redact=hook),
         input_messages=messages,
-        system_instructions=[text_part("never mail alice@example.com")],
+        system_instructions=[text_part("never mail Alice Liddell")],
     )
     text = attributes[GEN_AI_INPUT_MESSAGES]
-    assert "alice@example.com" not in text
-    assert "alice@example.com" not in attributes[GEN_AI_SYSTEM_INSTRUCTIONS]
+    assert "Alice Liddell" not in text
+    assert "Alice Liddell" not in attributes[GEN_AI_SYSTEM_INSTRUCTIONS]
     out = json.loads(text)
-    assert out[0]["parts"][0]["content"] == f"mail <email> with {REDACTED}"
+    assert out[0]["parts"][0]["content"] == f"mail <name> with {REDACTED}"
     assert out[1]["parts"][0] == {
         "type": "tool_call",
         "id": "id_1",
         "name": "send",
-        "arguments": {"to": "<email>"},
+        "arguments": {"to": "<name>"},
     }
-    assert out[2]["parts"][0]["response"] == "sent to <email>"
+    assert out[2]["parts"][0]["response"] == "sent to <name>"
     assert all(OPENAI_KEY not in item for item in seen)  # the hook never sees the secret
     assert "id_1" not in seen
     assert "send" not in seen

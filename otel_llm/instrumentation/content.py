@@ -56,7 +56,8 @@ from otel_llm.instrumentation.messages import (
     tool_call_part,
     tool_call_response_part,
 )
-from otel_llm.instrumentation.redaction import REDACTED, REDACTION_FAILED, Redactor, redact_secrets
+from otel_llm.instrumentation.redactor import REDACTION_FAILED, Redactor
+from otel_llm.redaction import REDACTED, redact_secrets
 
 __all__ = [
     "REDACTED",

@@ -1,4 +1,5 @@
-"""Redaction of message content: obvious secrets, then the user's hook, on every text.
+"""Redaction of message content: obvious secrets (``otel_llm.redaction``), then the user's
+hook, on every text.
 
 Structured values (tool arguments, responses) are copied as JSON-able values, their texts
 redacted and the scalar values of secret-looking keys replaced; the structural fields of parts
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -19,64 +19,11 @@ from otel_llm.instrumentation.messages import (
     Message,
     Part,
 )
+from otel_llm.redaction import REDACTED, is_secret_key, redact_secrets
 
 _logger = logging.getLogger(__name__)
 
-REDACTED: Final = "[REDACTED]"
 REDACTION_FAILED: Final = "[REDACTION FAILED]"
-
-# Every pattern runs in linear time: scans that may fail (lookaheads, the first segments of a
-# JWT) are bounded, so a long run of base64 cannot make redaction quadratic.
-
-_SECRET_PATTERNS: Final[tuple[re.Pattern[str], ...]] = (
-    # PEM private keys, with their headers (encrypted keys); also a block cut before its END.
-    re.compile(
-        r"-----BEGIN[A-Z ]{0,40}PRIVATE KEY-----(?:\s*[A-Za-z-]{1,40}: [^\n]*)*"
-        r"[A-Za-z0-9+/=\s]*(?:-----END[A-Z ]{0,40}PRIVATE KEY-----)?"
-    ),
-    # JSON Web Tokens: three base64url segments, the first a JSON header ("eyJ" = '{"').
-    re.compile(r"eyJ[A-Za-z0-9_-]{4,1000}\.[A-Za-z0-9_-]{4,20000}\.[A-Za-z0-9_-]*"),
-    # Anthropic (sk-ant-) and OpenAI project, service account and admin keys, anywhere.
-    re.compile(r"sk-(?:ant|proj|svcacct|admin)-[A-Za-z0-9_-]{16,}"),
-    # Other OpenAI keys (sk-...): a separate token with a digit or capital letter, which spares
-    # hyphenated words like "desk-reservation-system".
-    re.compile(r"(?<![A-Za-z0-9])sk-(?=[A-Za-z0-9_-]{0,200}[0-9A-Z])[A-Za-z0-9_-]{16,}"),
-    # AWS access key ids (long-term AKIA, temporary ASIA).
-    re.compile(r"(?:AKIA|ASIA)[0-9A-Z]{16}"),
-    # GitHub tokens: classic/OAuth/app (ghp_, gho_, ghu_, ghs_, ghr_) and fine-grained.
-    re.compile(r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"),
-    # Google API keys.
-    re.compile(r"AIza[0-9A-Za-z_-]{30,}"),
-)
-_BEARER: Final = re.compile(r"\b([Bb]earer\s+)[A-Za-z0-9._~+/-]{8,}=*")
-_SECRET_KEY_NAMES: Final = (
-    r"api[_-]?key|secret[_-]?key|client[_-]?secret|access[_-]?token|auth[_-]?token"  # noqa: S105
-    r"|refresh[_-]?token|password|passwd|secret"
-)
-# name=value, name: value, "name": "value" (also inside escaped JSON: \"name\": \"value\").
-_PAIR: Final = re.compile(
-    rf"(?i)(?P<key>(?:{_SECRET_KEY_NAMES})(?:\\?[\"'])?\s*[:=]\s*)(?!\[REDACTED\])"
-    r"(?:(?P<q>\\?[\"'])(?:\\.|[^\\\n]){0,256}?(?P=q)|(?P<bare>\\?[\"']?[^\s\"'\\,;&})\]]+))"
-)
-# Keys of structured values (tool arguments, responses) whose scalar value is a secret.
-_SECRET_KEY: Final = re.compile(
-    rf"(?i)(?:^|.*[_-])(?:{_SECRET_KEY_NAMES}|token|authorization|cookie)$"
-)
-
-
-def _replace_pair(match: re.Match[str]) -> str:
-    quote = match.group("q")
-    if quote is not None:
-        return f"{match.group('key')}{quote}{REDACTED}{quote}"
-    return f"{match.group('key')}{REDACTED}"
-
-
-def redact_secrets(text: str) -> str:
-    """``text`` with obvious secrets (API keys, tokens, passwords) replaced by ``[REDACTED]``."""
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(REDACTED, text)
-    text = _BEARER.sub(rf"\g<1>{REDACTED}", text)
-    return _PAIR.sub(_replace_pair, text)
 
 
 def _clean_text(text: str) -> str:
@@ -138,7 +85,7 @@ class Redactor:
             copy: dict[str, Any] = {}
             for key, item in value.items():
                 name = _clean_text(str(key))
-                secret = item is not None and _SECRET_KEY.match(name) is not None
+                secret = item is not None and is_secret_key(name)
                 copy[name] = REDACTED if secret else self.value(item)
             return copy
         if isinstance(value, list | tuple):
