@@ -564,3 +564,29 @@ def test_nested_llm_spans_of_one_call_are_counted_once(pipeline: Pipeline) -> No
     assert pipeline.sample(sc.PROM_COST, **_labels()) == pytest.approx(float(2 * one_call))
     assert pipeline.sample(sc.PROM_DURATION + "_count", **_labels()) == 2
     assert pipeline.sample(sc.PROM_UNPRICED, **_labels(reason="missing_usage")) is None
+
+
+@pytest.mark.parametrize("model", ["gpt-4o\ud800", "gpt-\x00-4o", "\udfff"])
+def test_a_poisoned_model_name_cannot_take_metrics_down(pipeline: Pipeline, model: str) -> None:
+    """A gateway passing a client's model name through: a lone surrogate or a NUL in it used
+    to make every later scrape answer 500 (UnicodeEncodeError) until restart."""
+    for name in (model, "gpt-4o-mini"):
+        with llm_call(provider="openai", model=name, tracer_provider=pipeline.provider) as c:
+            c.set_usage(input_tokens=100, output_tokens=10)
+    server, thread = start_metrics_server(0, "127.0.0.1", pipeline.registry)
+    try:
+        for accept in ("text/plain", "application/openmetrics-text; version=1.0.0"):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{server.server_port}/metrics", headers={"Accept": accept}
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
+                assert response.status == 200
+                body = response.read().decode("utf-8")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert "\x00" not in body
+    assert 'gen_ai_request_model="gpt-4o-mini"' in body
+    cleaned = "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in model)
+    assert f'gen_ai_request_model="{cleaned}"' in body

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 
+from otel_llm.text import clean_label_value
+
 OVERFLOW = "other"
 """The value every label value past the cap is reported as."""
 
@@ -29,8 +31,9 @@ class LabelLimiter:
         seen = self._seen.get(label)
         if seen is not None and value in seen:
             return value
-        if len(value) > _MAX_VALUE_LENGTH:
-            value = value[:_MAX_VALUE_LENGTH]
+        # A client's model name can carry a lone surrogate or a NUL: either would make every
+        # later scrape fail to encode (one bad span, /metrics down until restart).
+        value = clean_label_value(value, _MAX_VALUE_LENGTH)
         with self._lock:
             seen = self._seen.setdefault(label, set())
             if value in seen:

@@ -11,6 +11,7 @@ from otel_llm import _semconv as sc
 from otel_llm._version import __version__
 from otel_llm.derive import Derived
 from otel_llm.pricing import Cost
+from otel_llm.text import clean_text
 
 
 class OTelMetricsRecorder:
@@ -59,7 +60,11 @@ class OTelMetricsRecorder:
             (sc.ERROR_TYPE, derived.error_type),
             *zip(self._extra, derived.extra, strict=True),
         )
-        attributes: dict[str, Any] = {name: value for name, value in candidates if value}
+        # Cleaned like the Prometheus labels: a lone surrogate would fail the OTLP export of
+        # every data point in the batch.
+        attributes: dict[str, Any] = {
+            name: clean_text(value) for name, value in candidates if value
+        }
 
         if derived.duration is not None:
             self.duration.record(derived.duration, attributes)
