@@ -28,8 +28,19 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import partial
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import Any, TypeVar, cast, get_args
 
+from otel_llm.calllog import catalogue
+from otel_llm.calllog.catalogue import (
+    CHOICE_MATCHES,
+    CONTENT_FIELDS,
+    FIELDS,
+    RANGES,
+    SORTS,
+    STATS_MATCHES,
+    TEXT_MATCHES,
+    TIME_FILTERS,
+)
 from otel_llm.calllog.query import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -39,51 +50,20 @@ from otel_llm.calllog.query import (
     StatsGroup,
     StatsQuery,
 )
-from otel_llm.calllog.record import CONTENT_FIELDS, FIELDS
 
-TEXT_FILTERS: tuple[str, ...] = (
-    "provider",
-    "model",
-    "operation",
-    "service",
-    "feature",
-    "user",
-    "project",
-    "api_key_id",
-)
+TEXT_FILTERS: tuple[str, ...] = tuple(match.name for match in TEXT_MATCHES)
 """Filters matched exactly against a text field of the same name."""
 
-FILTERS: tuple[str, ...] = (
-    *TEXT_FILTERS,
-    "status",
-    "start_date",
-    "end_date",
-    "min_latency",
-    "max_latency",
-    "min_cost",
-    "max_cost",
-    "min_tokens",
-    "max_tokens",
-)
+FILTERS: tuple[str, ...] = catalogue.FILTERS
 """Every filter parameter, for list, count and stats alike."""
 
-STATS_FILTERS: tuple[str, ...] = (
-    "provider",
-    "model",
-    "operation",
-    "service",
-    "feature",
-    "project",
-    "start_date",
-    "end_date",
-)
+STATS_FILTERS: tuple[str, ...] = (*STATS_MATCHES, *TIME_FILTERS)
 """The filters stats accept: the dimensions the daily aggregates keep, and the time range."""
 
 PAGE_PARAMETERS: tuple[str, ...] = ("limit", "skip", "offset", "sort", "order", "select")
 STATS_PARAMETERS: tuple[str, ...] = ("group_by",)
-SORT_KEYS: tuple[str, ...] = get_args(SortKey)
+SORT_KEYS: tuple[str, ...] = tuple(SORTS)
 GROUPS: tuple[str, ...] = get_args(StatsGroup)
-STATUSES: tuple[str, ...] = ("success", "error")
 
 MAX_TEXT_LENGTH = 512
 MAX_OFFSET = 1_000_000_000
@@ -260,45 +240,31 @@ def _shown(text: str) -> str:
 
 
 def _filter(given: Mapping[str, _Given]) -> CallFilter:
-    def text(name: str) -> str | None:
-        return _text(given[name]) if name in given else None
-
     def bound(name: str, parse: Callable[[_Given], _T]) -> _T | None:
         return parse(given[name]) if name in given else None
 
-    start = bound("start_date", lambda value: _moment(value, end=False))
-    end = bound("end_date", lambda value: _moment(value, end=True))
+    start_name, end_name = TIME_FILTERS
+    start = bound(start_name, lambda value: _moment(value, end=False))
+    end = bound(end_name, lambda value: _moment(value, end=True))
     if start is not None and end is not None and start >= end:
-        raise ParamError("start_date must be before end_date", "start_date")
-    status = bound("status", lambda value: _choice(value, STATUSES))
-    tokens = partial(_integer, low=0, high=MAX_TOKENS)
-    built = CallFilter(
-        provider=text("provider"),
-        model=text("model"),
-        operation=text("operation"),
-        status=cast(Literal["success", "error"] | None, status),
-        service=text("service"),
-        feature=text("feature"),
-        user=text("user"),
-        project=text("project"),
-        api_key_id=text("api_key_id"),
-        start=start,
-        end=end,
-        min_latency_ms=bound("min_latency", _latency),
-        max_latency_ms=bound("max_latency", _latency),
-        min_cost=bound("min_cost", _cost),
-        max_cost=bound("max_cost", _cost),
-        min_tokens=bound("min_tokens", tokens),
-        max_tokens=bound("max_tokens", tokens),
-    )
-    for low, high, names in (
-        (built.min_latency_ms, built.max_latency_ms, ("min_latency", "max_latency")),
-        (built.min_cost, built.max_cost, ("min_cost", "max_cost")),
-        (built.min_tokens, built.max_tokens, ("min_tokens", "max_tokens")),
-    ):
+        raise ParamError(f"{start_name} must be before {end_name}", start_name)
+    values: dict[str, Any] = {}
+    for match in CHOICE_MATCHES:
+        values[match.name] = bound(match.name, partial(_choice, choices=match.choices))
+    for match in TEXT_MATCHES:
+        values[match.name] = bound(match.name, _text)
+    for rng in RANGES:
+        parse = _BOUND_PARSERS[rng.unit]
+        values[f"min_{rng.attribute}"] = bound(f"min_{rng.name}", parse)
+        values[f"max_{rng.attribute}"] = bound(f"max_{rng.name}", parse)
+    for rng in RANGES:
+        low, high = values[f"min_{rng.attribute}"], values[f"max_{rng.attribute}"]
         if low is not None and high is not None and low > high:
-            raise ParamError(f"{names[0]} ({low}) is greater than {names[1]} ({high})", names[0])
-    return built
+            raise ParamError(
+                f"min_{rng.name} ({low}) is greater than max_{rng.name} ({high})",
+                f"min_{rng.name}",
+            )
+    return CallFilter(start=start, end=end, **values)
 
 
 def _text(given: _Given) -> str:
@@ -383,6 +349,14 @@ def _number(given: _Given) -> Decimal:
     if not number.is_finite():
         raise ParamError(f"{given.where} must be a finite number", _name(given))
     return number
+
+
+def _tokens(given: _Given) -> int:
+    return _integer(given, low=0, high=MAX_TOKENS)
+
+
+_BOUND_PARSERS: dict[str, Callable[[_Given], Any]] = {"MS": _latency, "USD": _cost, "N": _tokens}
+"""A range's unit -> the parser of its bounds."""
 
 
 def _integer(given: _Given, *, low: int, high: int) -> int:

@@ -23,8 +23,9 @@ import psycopg
 from psycopg import errors
 
 from otel_llm.calllog import rollup, schema, sql
+from otel_llm.calllog.catalogue import DAILY_DIMENSIONS, DAILY_VALUES
 from otel_llm.calllog.record import CallRecord
-from otel_llm.calllog.store import SQLCallStore
+from otel_llm.calllog.sqlstore import SQLCallStore
 
 _MIGRATION_LOCK = 0x6F746C6C  # pg_advisory_xact_lock key: replicas starting together migrate once
 _INCOMING = "llm_calls_incoming"
@@ -171,10 +172,9 @@ def _id(record: CallRecord) -> str:
 def _add_to_daily(cursor: psycopg.Cursor[Any], added: dict[rollup.DailyKey, rollup.Totals]) -> None:
     """Merge into the daily rows, locking each (in key order) from read to update."""
     keys = sorted(added)
-    dimensions = ", ".join(schema.DAILY_DIMENSIONS)
-    marks = ", ".join(["%s"] * len(schema.DAILY_DIMENSIONS))
-    key_match = " AND ".join(f"{name} = %s" for name in schema.DAILY_DIMENSIONS)
-    values = (*schema.DAILY_SUMS, "latency_sum_ms", "latency_sketch", "ttfc_sketch")
+    dimensions = ", ".join(DAILY_DIMENSIONS)
+    marks = ", ".join(["%s"] * len(DAILY_DIMENSIONS))
+    key_match = " AND ".join(f"{name} = %s" for name in DAILY_DIMENSIONS)
     cursor.executemany(
         f"INSERT INTO {schema.DAILY} ({dimensions}) VALUES ({marks}) ON CONFLICT DO NOTHING",  # noqa: S608
         keys,
@@ -182,11 +182,11 @@ def _add_to_daily(cursor: psycopg.Cursor[Any], added: dict[rollup.DailyKey, roll
     # One statement reads (and locks, in key order) every row the batch adds to.
     rows_marks = ", ".join([f"({marks})"] * len(keys))
     cursor.execute(
-        f"SELECT {dimensions}, {', '.join(values)} FROM {schema.DAILY} "  # noqa: S608
+        f"SELECT {dimensions}, {', '.join(DAILY_VALUES)} FROM {schema.DAILY} "  # noqa: S608
         f"WHERE ({dimensions}) IN (VALUES {rows_marks}) ORDER BY {dimensions} FOR UPDATE",
         [value for key in keys for value in key],
     )
-    width = len(schema.DAILY_DIMENSIONS)
+    width = len(DAILY_DIMENSIONS)
     found = {tuple(row[:width]): row[width:] for row in cursor.fetchall()}
     updates = []
     for key in keys:
@@ -194,7 +194,7 @@ def _add_to_daily(cursor: psycopg.Cursor[Any], added: dict[rollup.DailyKey, roll
         merged = rollup.Totals.from_row(stored) if stored is not None else rollup.Totals()
         merged.merge(added[key])
         updates.append((*merged.row_values(), *key))
-    assignments = ", ".join(f"{name} = %s" for name in values)
+    assignments = ", ".join(f"{name} = %s" for name in DAILY_VALUES)
     cursor.executemany(
         f"UPDATE {schema.DAILY} SET {assignments} WHERE {key_match}",  # noqa: S608
         updates,

@@ -1,4 +1,4 @@
-"""One stored LLM call: the record, its field catalogue, and how a derived span becomes one.
+"""One stored LLM call: the record, and how a derived span becomes one.
 
 A record is built from what ``otel_llm.derive.derive`` made of a span (the call and its price)
 plus the span's identity, times, status and context attributes. Its ``id`` is
@@ -16,12 +16,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from otel_llm import _semconv as sc
 from otel_llm import settings
+from otel_llm.calllog.catalogue import CONTENT_FIELDS, FIELDS, SUMMARY_FIELDS
 from otel_llm.derive import Derived
 from otel_llm.pricing import Unpriced
+
+__all__ = [
+    "CONTENT_FIELDS",
+    "ERROR_CODE_ATTRIBUTE",
+    "FIELDS",
+    "NANO",
+    "SUMMARY_FIELDS",
+    "CallRecord",
+    "build_record",
+    "call_id",
+    "from_nanos",
+    "micros_of",
+    "to_nanos",
+    "utc_from_micros",
+]
+# The record's fields are described by the catalogue (``catalogue.py``); FIELDS and its kin are
+# named here too because the record's readers (the query API) have always found them here.
 
 NANO = Decimal("0.000000001")
 """The unit money is stored in: one nano-USD."""
@@ -29,83 +47,6 @@ NANO = Decimal("0.000000001")
 ERROR_CODE_ATTRIBUTE = "error.code"
 """Not a GenAI convention; read when an instrumentation sets it (e.g. a provider error code)."""
 
-
-class FieldInfo(NamedTuple):
-    """One API field of a call: its JSON-ish type and what it means."""
-
-    type: str
-    description: str
-
-
-FIELDS: dict[str, FieldInfo] = {
-    "id": FieldInfo("string", "Call id: <32-hex trace id>-<16-hex span id>."),
-    "trace_id": FieldInfo("string", "Trace id (32 hex): the link to the trace in Jaeger."),
-    "span_id": FieldInfo("string", "Span id (16 hex) of the call's span."),
-    "created_at": FieldInfo("datetime", "When the call was made (its span's start), UTC."),
-    "started_at": FieldInfo("datetime", "The span's start, UTC (same as created_at)."),
-    "completed_at": FieldInfo("datetime", "The span's end, UTC (null if unknown)."),
-    "latency_ms": FieldInfo("number", "Duration of the call in milliseconds."),
-    "time_to_first_chunk_ms": FieldInfo("number", "Streamed calls: ms to the first chunk."),
-    "service": FieldInfo("string", "service.name of the application that made the call."),
-    "provider": FieldInfo("string", "GenAI provider (gen_ai.provider.name), e.g. openai."),
-    "model": FieldInfo("string", "Requested model (the response model if none was requested)."),
-    "response_model": FieldInfo("string", "Model named by the response."),
-    "operation": FieldInfo("string", "GenAI operation: chat, embeddings, ..."),
-    "streaming": FieldInfo("boolean", "Whether the response was streamed."),
-    "status": FieldInfo("string", "success or error."),
-    "status_code": FieldInfo("integer", "HTTP status code of the provider's response, if known."),
-    "error_type": FieldInfo("string", "error.type of a failed call."),
-    "error_code": FieldInfo("string", "Provider error code, when the span carries error.code."),
-    "error_message": FieldInfo("string", "The span's status message of a failed call."),
-    "input_tokens": FieldInfo("integer", "Input tokens, cache reads and writes included."),
-    "output_tokens": FieldInfo("integer", "Output tokens, reasoning included."),
-    "total_tokens": FieldInfo("integer", "input_tokens + output_tokens."),
-    "cache_read_tokens": FieldInfo("integer", "Input tokens read from the provider's cache."),
-    "cache_write_tokens": FieldInfo("integer", "Input tokens written to the provider's cache."),
-    "reasoning_tokens": FieldInfo("integer", "Output tokens spent on reasoning."),
-    "cost": FieldInfo("number", "Total cost in USD; null when the call could not be priced."),
-    "cost_input": FieldInfo("number", "USD for uncached input tokens."),
-    "cost_output": FieldInfo("number", "USD for output tokens (reasoning included)."),
-    "cost_cache_read": FieldInfo("number", "USD for cached input tokens read."),
-    "cost_cache_write": FieldInfo("number", "USD for input tokens written to the cache."),
-    "cost_request": FieldInfo("number", "USD charged per request."),
-    "cost_source": FieldInfo("string", "local (from price data) or provider (reported by it)."),
-    "price_data": FieldInfo("string", "The price data used, e.g. genai-prices 0.0.30."),
-    "unpriced_reason": FieldInfo("string", "Why the call has no cost (null when priced)."),
-    "feature": FieldInfo("string", "llm_context feature."),
-    "user": FieldInfo("string", "llm_context user_id."),
-    "project": FieldInfo("string", "llm_context project_id."),
-    "api_key_id": FieldInfo("string", "llm_context api_key_id."),
-    "pipeline_step": FieldInfo("string", "llm_context pipeline_step."),
-    "context": FieldInfo("object", "Other otel_llm.context.* values of the call."),
-    "has_content": FieldInfo("boolean", "Whether prompt/response content is stored (details)."),
-}
-"""Every field of a call as the API names it (``get`` returns all of them)."""
-
-CONTENT_FIELDS: dict[str, FieldInfo] = {
-    "request_prompt": FieldInfo("string", "The request's input messages (JSON), truncated."),
-    "response_preview": FieldInfo("string", "The response's output messages (JSON), truncated."),
-}
-"""Served by ``details`` only, and only while content is retained."""
-
-SUMMARY_FIELDS: tuple[str, ...] = (
-    "id",
-    "trace_id",
-    "created_at",
-    "service",
-    "provider",
-    "model",
-    "operation",
-    "status",
-    "latency_ms",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cost",
-    "feature",
-    "project",
-)
-"""The default ``select`` of a list."""
 
 _CONTEXT_FIELDS = {
     "feature": "feature",
@@ -119,7 +60,8 @@ _CONTEXT_FIELDS = {
 @dataclass(frozen=True, slots=True)
 class CallRecord:
     """One LLM call as stored. Times are timezone-aware UTC; money is Decimal USD (nano-USD
-    precision); None means unknown."""
+    precision); None means unknown. An attribute per field of the catalogue (``FIELDS``,
+    ``CONTENT_FIELDS``; a test checks)."""
 
     id: str
     trace_id: str

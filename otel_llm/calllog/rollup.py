@@ -15,33 +15,32 @@ from decimal import Decimal
 from operator import add
 from typing import Any
 
+from otel_llm.calllog.catalogue import DAILY_DIMENSIONS, DAILY_SUMS, SUMMED, column_of
 from otel_llm.calllog.record import from_nanos
-from otel_llm.calllog.schema import DAILY_DIMENSIONS, DAILY_SUMS
 from otel_llm.calllog.sketch import Sketch
 from otel_llm.calllog.sql import INSERT_COLUMNS
 
 _N_SUMS = len(DAILY_SUMS)
-# Positions in DAILY_SUMS.
-(
-    _REQUESTS,
-    _FAILED,
-    _UNPRICED,
-    _INPUT,
-    _OUTPUT,
-    _TOTAL,
-    _CACHE_READ,
-    _CACHE_WRITE,
-    _REASONING,
-    _COST,
-    _COST_INPUT,
-    _COST_OUTPUT,
-    _COST_CACHE_READ,
-    _COST_CACHE_WRITE,
-    _COST_REQUEST,
-    _LATENCY_COUNT,
-) = range(_N_SUMS)
+_SUM = {name: index for index, name in enumerate(DAILY_SUMS)}
+"""Positions in DAILY_SUMS."""
+_REQUESTS, _FAILED, _UNPRICED = _SUM["requests"], _SUM["failed"], _SUM["unpriced"]
+_LATENCY_COUNT = _SUM["latency_count"]
+_INPUT, _OUTPUT, _TOTAL = _SUM["input_tokens"], _SUM["output_tokens"], _SUM["total_tokens"]
+_CACHE_READ, _CACHE_WRITE = _SUM["cache_read_tokens"], _SUM["cache_write_tokens"]
+_REASONING = _SUM["reasoning_tokens"]
+_COST_COLUMN = column_of("cost")
+"""NULL when a call has no price: the call counts as unpriced."""
+_COST = _SUM[_COST_COLUMN]
+_COST_PARTS = {
+    part: _SUM[column_of(f"cost_{part}")]
+    for part in ("input", "output", "cache_read", "cache_write", "request")
+}
+"""The stats' cost_breakdown: part -> position of its sum."""
+_SUMMED = tuple(_SUM[name] for name in SUMMED)
+"""Positions of SUMMED, in SUMMED's order."""
 
-DailyKey = tuple[str, str, str, str, str, str, str]
+DailyKey = tuple[str, ...]
+"""A daily row's DAILY_DIMENSIONS."""
 
 
 class Totals:
@@ -58,24 +57,20 @@ class Totals:
     def add(
         self,
         failed: bool,
-        tokens: Sequence[int | None],
-        costs: Sequence[int | None],
+        summed: Sequence[int | None],
         latency_ms: float | None,
         ttfc_ms: float | None,
     ) -> None:
-        """One call: its 6 token counts and 6 costs (nano-USD) in DAILY_SUMS' order."""
+        """One call: its values of ``SUMMED`` (token counts, costs in nano-USD)."""
         sums = self.sums
         sums[_REQUESTS] += 1
         if failed:
             sums[_FAILED] += 1
-        if costs[0] is None:
-            sums[_UNPRICED] += 1
-        for index, value in enumerate(tokens, _INPUT):
+        for index, value in zip(_SUMMED, summed, strict=True):
             if value:
                 sums[index] += value
-        for index, value in enumerate(costs, _COST):
-            if value:
-                sums[index] += value
+            elif value is None and index == _COST:
+                sums[_UNPRICED] += 1
         if latency_ms is not None:
             sums[_LATENCY_COUNT] += 1
             self.latency_sum += latency_ms
@@ -91,7 +86,7 @@ class Totals:
 
     @classmethod
     def from_row(cls, values: Sequence[Any]) -> Totals:
-        """From a daily row's DAILY_SUMS, latency_sum_ms, latency_sketch, ttfc_sketch."""
+        """From a daily row's DAILY_VALUES: DAILY_SUMS, the latency sum, the sketches."""
         totals = cls()
         totals.add_row(values)
         return totals
@@ -106,7 +101,7 @@ class Totals:
             self.ttfc.merge_bytes(values[_N_SUMS + 2])
 
     def row_values(self) -> tuple[Any, ...]:
-        """DAILY_SUMS, latency_sum_ms, latency_sketch, ttfc_sketch (the inverse of from_row)."""
+        """The row's DAILY_VALUES (the inverse of from_row)."""
         return (*self.sums, self.latency_sum, self.latency.to_bytes(), self.ttfc.to_bytes())
 
     @property
@@ -154,13 +149,7 @@ class Totals:
             "reasoning_tokens": sums[_REASONING],
             "cache_hit_rate": self.cache_hit_rate(),
             "total_cost": money(_COST),
-            "cost_breakdown": {
-                "input": money(_COST_INPUT),
-                "output": money(_COST_OUTPUT),
-                "cache_read": money(_COST_CACHE_READ),
-                "cache_write": money(_COST_CACHE_WRITE),
-                "request": money(_COST_REQUEST),
-            },
+            "cost_breakdown": {part: money(index) for part, index in _COST_PARTS.items()},
             "unpriced_requests": sums[_UNPRICED],
             "avg_latency_ms": self.latency_sum / latency_count if latency_count else None,
             "p50_latency_ms": p50,
@@ -179,41 +168,15 @@ _EPOCH = date(1970, 1, 1)
 
 
 _COLUMN = {name: index for index, name in enumerate(INSERT_COLUMNS)}
+"""Positions in a ``sql.row_of`` row."""
 _DAY = _COLUMN["day"]
-(_SERVICE, _PROVIDER, _MODEL, _OPERATION, _FEATURE, _PROJECT) = (
-    _COLUMN[name] for name in DAILY_DIMENSIONS[1:]
-)
-_STATUS = _COLUMN["status"]
-(_C_INPUT, _C_OUTPUT, _C_TOTAL, _C_CACHE_READ, _C_CACHE_WRITE, _C_REASONING) = (
-    _COLUMN[f"{name}_tokens"]
-    for name in ("input", "output", "total", "cache_read", "cache_write", "reasoning")
-)
-(_C_COST, _C_COST_INPUT, _C_COST_OUTPUT, _C_COST_READ, _C_COST_WRITE, _C_COST_REQUEST) = (
-    _COLUMN[name]
-    for name in (
-        "cost_nusd",
-        "cost_input_nusd",
-        "cost_output_nusd",
-        "cost_cache_read_nusd",
-        "cost_cache_write_nusd",
-        "cost_request_nusd",
-    )
-)
-_C_LATENCY = _COLUMN["latency_ms"]
-_C_TTFC = _COLUMN["ttfc_ms"]
-_ADDED = (
-    (_C_INPUT, _INPUT),
-    (_C_OUTPUT, _OUTPUT),
-    (_C_TOTAL, _TOTAL),
-    (_C_CACHE_READ, _CACHE_READ),
-    (_C_CACHE_WRITE, _CACHE_WRITE),
-    (_C_REASONING, _REASONING),
-    (_C_COST_INPUT, _COST_INPUT),
-    (_C_COST_OUTPUT, _COST_OUTPUT),
-    (_C_COST_READ, _COST_CACHE_READ),
-    (_C_COST_WRITE, _COST_CACHE_WRITE),
-    (_C_COST_REQUEST, _COST_REQUEST),
-)
+_DIMENSIONS = tuple(_COLUMN[name] for name in DAILY_DIMENSIONS[1:])
+_STATUS = _COLUMN[column_of("status")]
+_C_COST = _COLUMN[_COST_COLUMN]
+_C_LATENCY = _COLUMN[column_of("latency_ms")]
+_C_TTFC = _COLUMN[column_of("time_to_first_chunk_ms")]
+_ADDED = tuple((_COLUMN[name], _SUM[name]) for name in SUMMED if name != _COST_COLUMN)
+"""(row position, sum position) of the summed columns but the cost (which counts unpriced)."""
 
 
 def rollup(rows: Iterable[Sequence[Any]]) -> dict[DailyKey, Totals]:
@@ -226,15 +189,7 @@ def rollup(rows: Iterable[Sequence[Any]]) -> dict[DailyKey, Totals]:
         day = days.get(row[_DAY])
         if day is None:
             day = days[row[_DAY]] = (_EPOCH + timedelta(days=row[_DAY])).isoformat()
-        key = (
-            day,
-            row[_SERVICE] or "",
-            row[_PROVIDER] or "",
-            row[_MODEL] or "",
-            row[_OPERATION] or "",
-            row[_FEATURE] or "",
-            row[_PROJECT] or "",
-        )
+        key = (day, *[row[index] or "" for index in _DIMENSIONS])
         entry = totals.get(key)
         if entry is None:
             entry = totals[key] = Totals()

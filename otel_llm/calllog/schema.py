@@ -3,6 +3,9 @@
 A store applies the migrations its database has not seen yet (``llm_calllog_schema`` keeps the
 version), in one transaction each. A migration is only ever added, never edited: a database
 created by an older release upgrades step by step. See docs/calllog.md for why each index.
+So each migration spells its columns out, rather than reading them from the catalogue
+(``catalogue.py``, which the code derives its SQL from): a test checks that a migrated database
+and the catalogue agree.
 
 Keys: a call's primary key is (created_us, id) -- time-ordered, so a batch's inserts append to
 its b-tree instead of dirtying one random page per call (a random ``id`` key cost SQLite 4x its
@@ -30,6 +33,10 @@ class Types:
     real: str
     blob: str
 
+    def of(self, kind: str) -> str:
+        """The name of a catalogue column type (``catalogue.SqlType``) in this database."""
+        return {"bigint": self.bigint, "real": self.real, "blob": self.blob}.get(kind, kind.upper())
+
 
 SQLITE_TYPES = Types(bigint="INTEGER", real="REAL", blob="BLOB")
 POSTGRES_TYPES = Types(bigint="BIGINT", real="DOUBLE PRECISION", blob="BYTEA")
@@ -39,32 +46,8 @@ CONTENT = "llm_call_content"
 DAILY = "llm_call_daily"
 VERSION_TABLE = "llm_calllog_schema"
 
-DAILY_DIMENSIONS = ("day", "service", "provider", "model", "operation", "feature", "project")
-"""The key of a daily aggregate row; NULL dimensions are stored as '' (keys cannot be NULL)."""
-
-DAILY_SUMS = (
-    "requests",
-    "failed",
-    "unpriced",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "cost_nusd",
-    "cost_input_nusd",
-    "cost_output_nusd",
-    "cost_cache_read_nusd",
-    "cost_cache_write_nusd",
-    "cost_request_nusd",
-    "latency_count",
-)
-"""Integer counters of a daily aggregate row, added on merge."""
-
 
 def _v1(t: Types) -> list[str]:
-    sums = ",\n".join(f"    {name} {t.bigint} NOT NULL DEFAULT 0" for name in DAILY_SUMS)
     return [
         f"""CREATE TABLE {CALLS} (
     id TEXT NOT NULL,
@@ -134,11 +117,26 @@ def _v1(t: Types) -> list[str]:
     operation TEXT NOT NULL,
     feature TEXT NOT NULL,
     project TEXT NOT NULL,
-{sums},
+    requests {t.bigint} NOT NULL DEFAULT 0,
+    failed {t.bigint} NOT NULL DEFAULT 0,
+    unpriced {t.bigint} NOT NULL DEFAULT 0,
+    input_tokens {t.bigint} NOT NULL DEFAULT 0,
+    output_tokens {t.bigint} NOT NULL DEFAULT 0,
+    total_tokens {t.bigint} NOT NULL DEFAULT 0,
+    cache_read_tokens {t.bigint} NOT NULL DEFAULT 0,
+    cache_write_tokens {t.bigint} NOT NULL DEFAULT 0,
+    reasoning_tokens {t.bigint} NOT NULL DEFAULT 0,
+    cost_nusd {t.bigint} NOT NULL DEFAULT 0,
+    cost_input_nusd {t.bigint} NOT NULL DEFAULT 0,
+    cost_output_nusd {t.bigint} NOT NULL DEFAULT 0,
+    cost_cache_read_nusd {t.bigint} NOT NULL DEFAULT 0,
+    cost_cache_write_nusd {t.bigint} NOT NULL DEFAULT 0,
+    cost_request_nusd {t.bigint} NOT NULL DEFAULT 0,
+    latency_count {t.bigint} NOT NULL DEFAULT 0,
     latency_sum_ms {t.real} NOT NULL DEFAULT 0,
     latency_sketch {t.blob},
     ttfc_sketch {t.blob},
-    PRIMARY KEY ({", ".join(DAILY_DIMENSIONS)})
+    PRIMARY KEY (day, service, provider, model, operation, feature, project)
 )""",
     ]
 

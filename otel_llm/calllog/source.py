@@ -21,6 +21,7 @@ from otel_llm._cli_types import CommandError
 from otel_llm.calllog import params
 from otel_llm.calllog.api import PREFIX, jsonable, list_answer
 from otel_llm.calllog.query import QueryError
+from otel_llm.calllog.store import SQLCallStore, open_store
 
 
 class CallSource:
@@ -83,10 +84,8 @@ class CallSource:
         raise ValueError(f"not a collection path: {path!r}")
 
 
-def open_existing(store: str | None) -> Any:
+def open_existing(store: str | None) -> SQLCallStore:
     """The store at ``store`` (default: the call_log_store setting), which must exist."""
-    from otel_llm.calllog.store import open_store  # noqa: PLC0415 - sqlite3, the SQL
-
     url = store or settings.CALL_LOG_STORE.resolve()
     if not url.startswith(("postgresql://", "postgres://")):
         path = Path(url.removeprefix("sqlite:///"))

@@ -17,8 +17,14 @@ from datetime import datetime
 from typing import Any
 
 from otel_llm.calllog import rollup, schema, sql
+from otel_llm.calllog.catalogue import (
+    DAILY_DIMENSIONS,
+    DAILY_LATENCY_SUM,
+    DAILY_SKETCHES,
+    DAILY_SUMS,
+)
 from otel_llm.calllog.record import CallRecord, micros_of
-from otel_llm.calllog.store import SQLCallStore
+from otel_llm.calllog.sqlstore import SQLCallStore
 
 _IN_CHUNK = 500  # ids per "IN (...)" look-up, well within SQLite's parameter limit
 _MERGE = "calllog_merge_sketches"
@@ -31,17 +37,18 @@ _INSERT_CONTENT = (
     f"INSERT OR REPLACE INTO {schema.CONTENT} ({', '.join(sql.CONTENT_COLUMNS)}) "  # noqa: S608
     "VALUES (?, ?, ?, ?)"
 )
-_DAILY_VALUES = (*schema.DAILY_SUMS, "latency_sum_ms")
+_ADDED = (*DAILY_SUMS, DAILY_LATENCY_SUM)
+_DAILY_COLUMNS = (*DAILY_DIMENSIONS, *_ADDED, *DAILY_SKETCHES.values())
 # One statement adds a batch to the daily rows: sums in SQL, sketches merged by a Python
 # function SQLite calls -- no read-modify-write round trips (the write lock is held anyway).
 _UPSERT_DAILY = (
-    f"INSERT INTO {schema.DAILY} ({', '.join(schema.DAILY_DIMENSIONS)}, "  # noqa: S608
-    f"{', '.join(_DAILY_VALUES)}, latency_sketch, ttfc_sketch) "
-    f"VALUES ({', '.join('?' * (len(schema.DAILY_DIMENSIONS) + len(_DAILY_VALUES) + 2))}) "
-    f"ON CONFLICT ({', '.join(schema.DAILY_DIMENSIONS)}) DO UPDATE SET "
-    + ", ".join(f"{n} = {schema.DAILY}.{n} + excluded.{n}" for n in _DAILY_VALUES)
-    + f", latency_sketch = {_MERGE}({schema.DAILY}.latency_sketch, excluded.latency_sketch)"
-    + f", ttfc_sketch = {_MERGE}({schema.DAILY}.ttfc_sketch, excluded.ttfc_sketch)"
+    f"INSERT INTO {schema.DAILY} ({', '.join(_DAILY_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(_DAILY_COLUMNS))}) "
+    f"ON CONFLICT ({', '.join(DAILY_DIMENSIONS)}) DO UPDATE SET "
+    + ", ".join(f"{n} = {schema.DAILY}.{n} + excluded.{n}" for n in _ADDED)
+    + "".join(
+        f", {n} = {_MERGE}({schema.DAILY}.{n}, excluded.{n})" for n in DAILY_SKETCHES.values()
+    )
 )
 
 

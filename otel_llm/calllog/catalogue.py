@@ -1,0 +1,378 @@
+"""The call record's catalogue: every field of a call -- its type, its column and how the
+column encodes it -- and which fields are filtered, sorted and aggregated, and how.
+
+Everything else is derived from these tables: the SQL columns, insert list and decoders
+(``sql.py``), the daily aggregates' key and counters (``rollup.py``), the API's filter
+parameters (``params.py``) and the command line's filter flags (``flags.py``). The typed
+objects that carry the same names -- ``CallRecord``, ``CallFilter``, ``SortKey`` -- are
+checked against it by the tests, as is a migrated database: the migrations in ``schema.py``
+spell their tables out literally, because a migration, once released, never changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+from otel_llm.calllog.schema import CALLS, CONTENT, DAILY
+
+ApiType = Literal["string", "integer", "number", "boolean", "datetime", "object"]
+SqlType = Literal["text", "integer", "smallint", "bigint", "real", "blob"]
+"""Column types; ``schema.Types`` names them in each database."""
+
+Codec = Literal["plain", "time", "money", "flag", "json", "day", "span_key"]
+"""How a stored value encodes a record's value (``sql.py`` implements each):
+plain as is; time: integer microseconds since the epoch (UTC); money: integer nano-USD;
+flag: 0 / 1; json: JSON text (an empty mapping as NULL); day: days since the epoch of a time;
+span_key: a 16-hex span id's 64 bits as a signed integer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a call, and where the calls table keeps it."""
+
+    name: str
+    """The API's name of the field; for a column of its own, also the ``CallRecord`` attribute
+    (``source``) its value comes from."""
+    type: ApiType
+    description: str
+    column: str | None = ""
+    """Its column in the calls table ("": the field's own name); None: computed when read."""
+    sql: SqlType = "text"
+    required: bool = False
+    """NOT NULL."""
+    codec: Codec = "plain"
+    source: str = ""
+    """The ``CallRecord`` attribute the column is written from ("": the field's name)."""
+    stored: bool = True
+    """False: the field reads a column another field writes (``started_at``), or none."""
+    api: bool = True
+    """False: a column the store keeps for itself (look-up keys), not a field of the API."""
+    daily: Literal["dimension", "sum"] | None = None
+    """In the daily aggregates: part of each row's key, or summed (the same column name)."""
+
+    def __post_init__(self) -> None:
+        if self.column == "":
+            object.__setattr__(self, "column", self.name)
+        if not self.source:
+            object.__setattr__(self, "source", self.name)
+
+
+def _money(name: str, column: str, description: str) -> Field:
+    return Field(name, "number", description, column, "bigint", codec="money", daily="sum")
+
+
+def _tokens(name: str, description: str) -> Field:
+    return Field(name, "integer", description, sql="bigint", daily="sum")
+
+
+CALL_FIELDS: tuple[Field, ...] = (
+    Field("id", "string", "Call id: <32-hex trace id>-<16-hex span id>.", required=True),
+    Field(
+        "trace_id", "string", "Trace id (32 hex): the link to the trace in Jaeger.", required=True
+    ),
+    Field("span_id", "string", "Span id (16 hex) of the call's span.", required=True),
+    Field(
+        "created_at",
+        "datetime",
+        "When the call was made (its span's start), UTC.",
+        "created_us",
+        "bigint",
+        required=True,
+        codec="time",
+    ),
+    Field(
+        "started_at",
+        "datetime",
+        "The span's start, UTC (same as created_at).",
+        "created_us",
+        codec="time",
+        stored=False,
+    ),
+    Field(
+        "day",
+        "integer",
+        "Days since the epoch of created_at: with span_key, the look-up by id.",
+        sql="integer",
+        required=True,
+        codec="day",
+        source="created_at",
+        api=False,
+    ),
+    Field(
+        "span_key",
+        "integer",
+        "The span id's 64 bits, signed: with day, the look-up by id.",
+        sql="bigint",
+        required=True,
+        codec="span_key",
+        source="span_id",
+        api=False,
+    ),
+    Field(
+        "completed_at",
+        "datetime",
+        "The span's end, UTC (null if unknown).",
+        "completed_us",
+        "bigint",
+        codec="time",
+    ),
+    Field("latency_ms", "number", "Duration of the call in milliseconds.", sql="real"),
+    Field(
+        "time_to_first_chunk_ms",
+        "number",
+        "Streamed calls: ms to the first chunk.",
+        "ttfc_ms",
+        "real",
+    ),
+    Field(
+        "service",
+        "string",
+        "service.name of the application that made the call.",
+        daily="dimension",
+    ),
+    Field(
+        "provider",
+        "string",
+        "GenAI provider (gen_ai.provider.name), e.g. openai.",
+        daily="dimension",
+    ),
+    Field(
+        "model",
+        "string",
+        "Requested model (the response model if none was requested).",
+        daily="dimension",
+    ),
+    Field("response_model", "string", "Model named by the response."),
+    Field(
+        "operation",
+        "string",
+        "GenAI operation: chat, embeddings, ...",
+        required=True,
+        daily="dimension",
+    ),
+    Field(
+        "streaming",
+        "boolean",
+        "Whether the response was streamed.",
+        sql="smallint",
+        required=True,
+        codec="flag",
+    ),
+    Field("status", "string", "success or error.", required=True),
+    Field(
+        "status_code",
+        "integer",
+        "HTTP status code of the provider's response, if known.",
+        sql="integer",
+    ),
+    Field("error_type", "string", "error.type of a failed call."),
+    Field("error_code", "string", "Provider error code, when the span carries error.code."),
+    Field("error_message", "string", "The span's status message of a failed call."),
+    _tokens("input_tokens", "Input tokens, cache reads and writes included."),
+    _tokens("output_tokens", "Output tokens, reasoning included."),
+    _tokens("total_tokens", "input_tokens + output_tokens."),
+    _tokens("cache_read_tokens", "Input tokens read from the provider's cache."),
+    _tokens("cache_write_tokens", "Input tokens written to the provider's cache."),
+    _tokens("reasoning_tokens", "Output tokens spent on reasoning."),
+    _money("cost", "cost_nusd", "Total cost in USD; null when the call could not be priced."),
+    _money("cost_input", "cost_input_nusd", "USD for uncached input tokens."),
+    _money("cost_output", "cost_output_nusd", "USD for output tokens (reasoning included)."),
+    _money("cost_cache_read", "cost_cache_read_nusd", "USD for cached input tokens read."),
+    _money(
+        "cost_cache_write", "cost_cache_write_nusd", "USD for input tokens written to the cache."
+    ),
+    _money("cost_request", "cost_request_nusd", "USD charged per request."),
+    Field("cost_source", "string", "local (from price data) or provider (reported by it)."),
+    Field("price_data", "string", "The price data used, e.g. genai-prices 0.0.30."),
+    Field("unpriced_reason", "string", "Why the call has no cost (null when priced)."),
+    Field("feature", "string", "llm_context feature.", daily="dimension"),
+    Field("user", "string", "llm_context user_id.", "user_id"),
+    Field("project", "string", "llm_context project_id.", daily="dimension"),
+    Field("api_key_id", "string", "llm_context api_key_id."),
+    Field("pipeline_step", "string", "llm_context pipeline_step."),
+    Field("context", "object", "Other otel_llm.context.* values of the call.", codec="json"),
+    Field(
+        "has_content",
+        "boolean",
+        "Whether prompt/response content is stored (details).",
+        None,
+        codec="flag",
+        stored=False,
+    ),
+)
+"""The calls table's columns in order, with the API's fields among them (in the API's order)."""
+
+FIELDS: dict[str, Field] = {field.name: field for field in CALL_FIELDS if field.api}
+"""Every field of a call as the API names it (``get`` returns all of them)."""
+
+
+def column_of(name: str) -> str:
+    """The calls table's column of the API field ``name`` (a field with one)."""
+    found = FIELDS[name].column
+    if found is None:
+        raise ValueError(f"{name} is computed, not a column")
+    return found
+
+
+STORED: tuple[Field, ...] = tuple(field for field in CALL_FIELDS if field.stored)
+"""The fields with a column of their own: the calls table's columns, in order."""
+
+CONTENT_FIELDS: dict[str, Field] = {
+    "request_prompt": Field(
+        "request_prompt", "string", "The request's input messages (JSON), truncated."
+    ),
+    "response_preview": Field(
+        "response_preview", "string", "The response's output messages (JSON), truncated."
+    ),
+}
+"""Served by ``details`` only, and only while content is retained (their own table, keyed as
+the calls table is)."""
+
+CONTENT_KEY: tuple[Field, ...] = (FIELDS["id"], FIELDS["created_at"])
+"""The content table's key columns: the calls table's primary key."""
+
+SUMMARY_FIELDS: tuple[str, ...] = (
+    "id",
+    "trace_id",
+    "created_at",
+    "service",
+    "provider",
+    "model",
+    "operation",
+    "status",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cost",
+    "feature",
+    "project",
+)
+"""The default ``select`` of a list."""
+
+
+# --- filters and sort keys ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """An exact-match filter: the parameter ``name`` keeps the calls whose field ``name`` equals
+    it (``CallFilter.<name>``)."""
+
+    name: str
+    help: str
+    """How the command line's ``--help`` describes its flag."""
+    choices: tuple[str, ...] = ()
+    """The values it may take; empty: any text."""
+
+
+TEXT_MATCHES: tuple[Match, ...] = (
+    Match("provider", "only this provider, e.g. openai"),
+    Match("model", "only this model (the requested one)"),
+    Match("operation", "only this operation, e.g. chat"),
+    Match("service", "only this service.name of the application"),
+    Match("feature", "only this llm_context feature"),
+    Match("user", "only this llm_context user id"),
+    Match("project", "only this llm_context project id"),
+    Match("api_key_id", "only this llm_context api key id"),
+)
+"""Filters of any text, matched exactly (the parameters' order in messages)."""
+
+CHOICE_MATCHES: tuple[Match, ...] = (
+    Match("status", "only these calls", choices=("success", "error")),
+)
+"""Filters of a closed set of values."""
+
+TIME_FIELD = "created_at"
+TIME_FILTERS = ("start_date", "end_date")
+"""``start_date`` (inclusive) and ``end_date`` (exclusive) bound ``TIME_FIELD``
+(``CallFilter.start`` / ``.end``)."""
+
+
+class Range(NamedTuple):
+    """Two bound filters, ``min_<name>`` and ``max_<name>`` (both inclusive), on one field
+    (``CallFilter.min_<attribute>`` / ``.max_<attribute>``)."""
+
+    name: str
+    field: str
+    attribute: str
+    unit: Literal["MS", "USD", "N"]
+    """What a bound counts: milliseconds, USD, or a number (tokens)."""
+
+
+RANGES: tuple[Range, ...] = (
+    Range("latency", "latency_ms", "latency_ms", "MS"),
+    Range("cost", "cost", "cost", "USD"),
+    Range("tokens", "total_tokens", "tokens", "N"),
+)
+
+FILTERS: tuple[str, ...] = (
+    *(match.name for match in TEXT_MATCHES),
+    *(match.name for match in CHOICE_MATCHES),
+    *TIME_FILTERS,
+    *(f"{bound}_{rng.name}" for rng in RANGES for bound in ("min", "max")),
+)
+"""Every filter parameter, for list, count and stats alike."""
+
+STATS_MATCHES: tuple[str, ...] = tuple(
+    match.name for match in TEXT_MATCHES if FIELDS[match.name].daily == "dimension"
+)
+"""The matches stats can apply: those on a dimension the daily aggregates keep."""
+
+SORTS: dict[str, str] = {
+    "created_at": "created_at",
+    "cost": "cost",
+    "latency": "latency_ms",
+    "tokens": "total_tokens",
+}
+"""Sort key -> the field it orders by (``query.SortKey`` names the same keys)."""
+
+
+# --- the daily aggregates ----------------------------------------------------------------------
+
+DAILY_DIMENSIONS: tuple[str, ...] = (
+    "day",
+    *(str(field.column) for field in CALL_FIELDS if field.daily == "dimension"),
+)
+"""The key of a daily aggregate row (``day``: its YYYY-MM-DD); NULL dimensions are stored as
+'' (keys cannot be NULL)."""
+
+SUMMED: tuple[str, ...] = tuple(str(field.column) for field in STORED if field.daily == "sum")
+"""The calls' columns the daily rows sum (same names there): token counts, costs."""
+
+DAILY_SUMS: tuple[str, ...] = ("requests", "failed", "unpriced", *SUMMED, "latency_count")
+"""Integer counters of a daily aggregate row, added on merge: calls, failed calls, calls
+without a price, the summed columns, and the calls with a latency (the mean's divisor)."""
+
+DAILY_LATENCY_SUM = "latency_sum_ms"
+DAILY_SKETCHES: dict[str, str] = {"latency_ms": "latency_sketch", "ttfc_ms": "ttfc_sketch"}
+"""Calls' column -> the daily column of its mergeable sketch (percentiles)."""
+
+DAILY_VALUES: tuple[str, ...] = (*DAILY_SUMS, DAILY_LATENCY_SUM, *DAILY_SKETCHES.values())
+"""A daily row's columns after its key, in the order ``rollup.Totals`` reads and writes them."""
+
+
+# --- the tables, as the migrations must have made them ------------------------------------------
+
+
+class Column(NamedTuple):
+    name: str
+    sql: SqlType
+    required: bool
+
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    CALLS: tuple(Column(str(f.column), f.sql, f.required) for f in STORED),
+    CONTENT: (
+        *(Column(str(f.column), f.sql, f.required) for f in CONTENT_KEY),
+        *(Column(str(f.column), f.sql, f.required) for f in CONTENT_FIELDS.values()),
+    ),
+    DAILY: (
+        *(Column(name, "text", True) for name in DAILY_DIMENSIONS),
+        *(Column(name, "bigint", True) for name in DAILY_SUMS),
+        Column(DAILY_LATENCY_SUM, "real", True),
+        *(Column(name, "blob", False) for name in DAILY_SKETCHES.values()),
+    ),
+}
+"""Each table's columns in order: what a migrated database holds (a test checks)."""

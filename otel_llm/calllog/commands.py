@@ -1,0 +1,216 @@
+"""What each ``otel-llm calls`` subcommand does (``cli.py`` parses their arguments): ask a
+store or a running query API, print a table or JSON; serve the API; prune; make a key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from otel_llm import settings
+from otel_llm._cli_types import CommandError
+from otel_llm.calllog import tables
+from otel_llm.calllog.api import CallLogAPI, jsonable
+from otel_llm.calllog.auth import KeyRing, hash_key, new_key
+from otel_llm.calllog.flags import filter_params
+from otel_llm.calllog.retention import prune
+from otel_llm.calllog.source import CallSource, open_existing
+
+
+def run_list(args: argparse.Namespace) -> int:
+    query = filter_params(args)
+    for name in ("sort", "order", "limit", "offset", "select"):
+        value = getattr(args, name)
+        if value is not None:
+            query[name] = str(value)
+    with _source(args) as source:
+        answer = source.ask("", query)
+    if args.json:
+        return tables.print_json(answer)
+    calls = answer["calls"]
+    columns = _list_columns(args.select, calls)
+    print(
+        tables.table(
+            columns,
+            [[tables.cell(column, call.get(column)) for column in columns] for call in calls],
+        )
+    )
+    page = answer["pagination"]
+    shown = f"{page['offset'] + 1}-{page['offset'] + len(calls)}" if calls else "none"
+    more = f"; next: --offset {page['offset'] + len(calls)}" if page["hasMore"] else ""
+    print(f"\n{shown} of {page['total']} calls{more}")
+    return 0
+
+
+_LIST_COLUMNS = (
+    "created_at",
+    "provider",
+    "model",
+    "status",
+    "total_tokens",
+    "cost",
+    "latency_ms",
+    "feature",
+    "id",
+)
+
+
+def _list_columns(select: str | None, calls: Sequence[Mapping[str, Any]]) -> list[str]:
+    if select is None:
+        return list(_LIST_COLUMNS)
+    # The API's order: the selected fields (the id first), as the answer has them.
+    return list(calls[0]) if calls else ["id", *select.split(",")]
+
+
+def run_show(args: argparse.Namespace) -> int:
+    with _source(args) as source:
+        call = source.call(args.id)
+        details = source.call(args.id, details=True) if args.details else None
+    if args.json:
+        return tables.print_json({**call, "details": details} if details is not None else call)
+    print(
+        tables.pairs([(name, tables.cell(name, value, wide=True)) for name, value in call.items()])
+    )
+    if details is not None:
+        for name in ("request_prompt", "response_preview"):
+            print(f"\n{name}:")
+            print(details.get(name) or "(not captured, or no longer kept)")
+    return 0
+
+
+def run_count(args: argparse.Namespace) -> int:
+    with _source(args) as source:
+        answer = source.ask("/count", filter_params(args))
+    return tables.print_json(answer) if args.json else tables.print_line(str(answer["count"]))
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    query = filter_params(args)
+    if args.group_by is not None:
+        query["group_by"] = args.group_by
+    with _source(args) as source:
+        answer = source.ask("/stats", query)
+    if args.json:
+        return tables.print_json(answer)
+    start, end = tables.cell("start", answer["start"]), tables.cell("end", answer["end"])
+    print(f"from {start} to {end} (UTC)\n")
+    print(tables.pairs(tables.flatten(answer["stats"])))
+    if answer.get("groups"):
+        columns = ["group", *_GROUP_COLUMNS]
+        rows = [[tables.cell(c, group.get(c)) for c in columns] for group in answer["groups"]]
+        print(f"\nby {answer['group_by']}:")
+        print(tables.table(columns, rows))
+    if answer.get("by_day"):
+        columns = ["date", "requests", "tokens", "cost", "error_rate", "cache_hit_rate", "models"]
+        rows = [[tables.cell(c, day.get(c)) for c in columns] for day in answer["by_day"]]
+        print("\nby day:")
+        print(tables.table(columns, rows))
+    return 0
+
+
+_GROUP_COLUMNS = (
+    "total_requests",
+    "error_rate",
+    "total_tokens",
+    "total_cost",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "p99_latency_ms",
+)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    endpoint = settings.CALL_LOG_API_ENDPOINT.resolve(args.endpoint)
+    if endpoint is None:
+        raise CommandError("call_log_api_endpoint is 'none': give --endpoint HOST:PORT")
+    if args.endpoint is not None and endpoint != args.endpoint.strip():
+        raise CommandError(f"--endpoint must be host:port, got {args.endpoint!r}")
+    try:
+        keys = KeyRing.from_settings(args.api_keys_file)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if not len(keys):
+        raise CommandError(
+            "no API keys: give --api-keys-file PATH or set OTEL_LLM_CALL_LOG_API_KEYS_FILE "
+            "(make a key with `otel-llm calls keygen`)"
+        )
+    store = open_existing(args.store)
+    stop = threading.Event()
+    try:
+        api = CallLogAPI.from_settings(store, endpoint=endpoint, keys=keys)
+        try:
+            api.start()
+        except OSError as exc:
+            raise CommandError(f"cannot serve on {endpoint}: {exc.strerror}") from None
+        if threading.current_thread() is threading.main_thread():
+            # A service manager's stop (SIGTERM) ends the server as Ctrl-C does: store closed.
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        print(
+            f"serving the call log on {api.url} ({len(keys)} API keys); Ctrl-C stops",
+            flush=True,
+        )
+        try:
+            stop.wait()
+        finally:
+            api.stop()
+    finally:
+        store.close()
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    content_days = settings.CALL_LOG_CONTENT_DAYS.resolve(args.content_days)
+    record_days = settings.CALL_LOG_RECORD_DAYS.resolve(args.record_days)
+    store = open_existing(args.store)
+    try:
+        result = prune(store, content_days=content_days, record_days=record_days)
+    finally:
+        store.close()
+    answer = jsonable(
+        {
+            "content_deleted": result.content_deleted,
+            "records_deleted": result.records_deleted,
+            "content_cutoff": result.content_cutoff,
+            "records_cutoff": result.records_cutoff,
+        }
+    )
+    if args.json:
+        return tables.print_json(answer)
+    print(
+        f"deleted the content of {result.content_deleted} calls (older than "
+        f"{content_days} days) and {result.records_deleted} call records (older than "
+        f"{record_days} days); daily aggregates kept"
+    )
+    return 0
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    key = new_key()
+    projects = [p.strip() for p in (args.projects or "").split(",") if p.strip()]
+    print(f"key (give it to the client; it is not stored): {key}\n")
+    print("entry for the API key file (keys:):")
+    print(f"  - name: {json.dumps(args.name)}")
+    print(f"    sha256: {hash_key(key)}")
+    if projects:
+        print(f"    projects: {json.dumps(projects)}")
+    return 0
+
+
+def _source(args: argparse.Namespace) -> CallSource:
+    return CallSource(store=args.store, api=args.api, api_key=args.api_key)
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "list": run_list,
+    "show": run_show,
+    "count": run_count,
+    "stats": run_stats,
+    "serve": run_serve,
+    "prune": run_prune,
+    "keygen": run_keygen,
+}
+"""Subcommand -> what runs it."""

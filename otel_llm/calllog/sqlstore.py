@@ -1,0 +1,337 @@
+"""The queries both call-store backends share: ``SQLCallStore``, and what it answers with.
+
+A backend (``sqlite.py``, ``postgres.py``) adds the connections, the migration and the write
+path; the listing, look-up, statistics and retention here run the same SQL (``sql.py``) on both.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from dataclasses import fields as dataclass_fields
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from otel_llm import settings
+from otel_llm.calllog import rollup, sql
+from otel_llm.calllog.catalogue import (
+    DAILY_DIMENSIONS,
+    DAILY_VALUES,
+    FIELDS,
+    STATS_MATCHES,
+    SUMMARY_FIELDS,
+    SUMMED,
+    column_of,
+)
+from otel_llm.calllog.query import MAX_LIMIT, CallFilter, CallQuery, QueryError, StatsQuery
+from otel_llm.calllog.record import CallRecord, micros_of
+from otel_llm.calllog.schema import CALLS, CONTENT, DAILY
+
+MAX_HOURLY_DAYS = 7
+"""Hourly stats read call records; a longer range is refused (use day or week)."""
+
+DEFAULT_STATS_DAYS = 30
+"""The range of stats when the query gives no start: the last 30 days (today included)."""
+
+DETAILS_FIELDS = (
+    "id",
+    "trace_id",
+    "span_id",
+    "created_at",
+    "provider",
+    "model",
+    "status",
+    "latency_ms",
+    "total_tokens",
+    "cost",
+)
+"""Summary fields ``details`` returns next to the content."""
+
+_STATS_ATTRIBUTES = frozenset({*STATS_MATCHES, "start", "end", "projects"})
+"""The ``CallFilter`` attributes stats apply: the daily aggregates' dimensions, the time range
+and access control's projects."""
+
+_RETENTION_BATCH = 10_000
+_DAY_US = 86_400_000_000
+_DAYS_PER_LOOKUP = 1000  # days probed by one statement (bound parameters stay few)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a list: the calls (selected fields only), how many match, whether more."""
+
+    calls: list[dict[str, Any]]
+    total: int
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionResult:
+    """What ``apply_retention`` deleted."""
+
+    content_deleted: int
+    records_deleted: int
+    content_cutoff: datetime
+    records_cutoff: datetime
+
+
+class SQLCallStore(ABC):
+    """The queries, shared by both backends; subclasses connect, migrate and write."""
+
+    def __init__(
+        self,
+        *,
+        record_days: int | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        self.record_days = settings.CALL_LOG_RECORD_DAYS.resolve(record_days)
+        """How long records are kept: hourly stats further back are refused."""
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._closed = threading.Event()
+
+    # --- backend primitives ----------------------------------------------------------------
+
+    @abstractmethod
+    def _read(self, statement: sql.Statement) -> list[tuple[Any, ...]]:
+        """Rows of one read-only statement (``?`` placeholders)."""
+
+    @abstractmethod
+    def _delete(self, statement: sql.Statement) -> int:
+        """Run one DELETE in its own transaction; the number of rows deleted."""
+
+    @abstractmethod
+    def write(self, records: Sequence[CallRecord]) -> int:
+        """Store the records not stored yet (by id) and add them to the daily aggregates, in
+        one transaction; the number newly stored."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def list(self, query: CallQuery) -> Page:
+        if not 1 <= query.limit <= MAX_LIMIT:
+            raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {query.limit}")
+        if query.offset < 0:
+            raise QueryError(f"offset must be >= 0, got {query.offset}")
+        if query.sort not in sql.SORT_COLUMNS:
+            raise QueryError(f"unknown sort key {query.sort!r}")
+        fields = _checked_fields(query.select)
+        rows = self._read(sql.list_statement(query, fields))
+        calls = [sql.decode(fields, row) for row in rows]
+        total = self.count(query.filter)
+        return Page(calls=calls, total=total, has_more=query.offset + len(calls) < total)
+
+    def count(self, filter: CallFilter) -> int:
+        return int(self._read(sql.count_statement(filter))[0][0])
+
+    def get(self, call_id: str, projects: frozenset[str] | None = None) -> dict[str, Any] | None:
+        fields = tuple(FIELDS)
+        row = self._lookup(call_id, fields, projects)
+        return sql.decode(fields, row[:-1]) if row is not None else None
+
+    def details(
+        self, call_id: str, projects: frozenset[str] | None = None
+    ) -> dict[str, Any] | None:
+        row = self._lookup(call_id, DETAILS_FIELDS, projects)
+        if row is None:
+            return None
+        result = sql.decode(DETAILS_FIELDS, row[:-1])
+        content = self._read(sql.content_statement(int(row[-1]), call_id))
+        prompt, preview = content[0] if content else (None, None)
+        result["request_prompt"] = prompt
+        result["response_preview"] = preview
+        result["has_content"] = bool(content)
+        return result
+
+    def _lookup(
+        self, call_id: str, fields: Sequence[str], projects: frozenset[str] | None
+    ) -> tuple[Any, ...] | None:
+        """The row of the fields (then created_us) of one call, or None."""
+        first, last = self._read(sql.day_range_statement())[0]
+        if first is None:
+            return None
+        days = range(int(first) // _DAY_US, int(last) // _DAY_US + 1)
+        for start in range(0, len(days), _DAYS_PER_LOOKUP):
+            statement = sql.get_statement(
+                call_id, fields, projects, days[start : start + _DAYS_PER_LOOKUP]
+            )
+            if statement is None:
+                return None
+            rows = self._read(statement)
+            if rows:
+                return rows[0]
+        return None
+
+    # --- statistics ------------------------------------------------------------------------
+
+    def stats(self, query: StatsQuery) -> dict[str, Any]:
+        """Totals over whole UTC days (the response's start/end say which), from the daily
+        aggregates; hourly groups from the call records (at most 7 days, within retention)."""
+        call_filter = query.filter
+        refused = [
+            attribute.name
+            for attribute in dataclass_fields(call_filter)
+            if attribute.name not in _STATS_ATTRIBUTES
+            and getattr(call_filter, attribute.name) is not None
+        ]
+        if refused:
+            raise QueryError(
+                f"stats cannot filter on {', '.join(refused)}: they filter only list and "
+                f"count; stats accept {', '.join(STATS_MATCHES)}, start and end"
+            )
+        now = self._clock()
+        end = _ceil_day(call_filter.end) if call_filter.end else _floor_day(now) + timedelta(1)
+        if call_filter.start is not None:
+            start = _floor_day(call_filter.start)
+        elif query.group_by == "hour":
+            start = end - timedelta(days=1)
+        else:
+            start = end - timedelta(days=DEFAULT_STATS_DAYS)
+        if end <= start:
+            raise QueryError("stats need start before end")
+        if query.group_by == "hour":
+            if end - start > timedelta(days=MAX_HOURLY_DAYS):
+                raise QueryError(
+                    f"hourly stats cover at most {MAX_HOURLY_DAYS} days; "
+                    "group by day or week for longer ranges"
+                )
+            if start < now - timedelta(days=self.record_days):
+                raise QueryError(
+                    f"hourly stats need call records, which are kept {self.record_days} days; "
+                    "group by day or week for older ranges"
+                )
+        rows = self._read(_daily_statement(call_filter, start, end))
+        overall, groups, by_day = rollup.stats_from_daily(rows, query.group_by)
+        result: dict[str, Any] = {
+            "start": start,
+            "end": end,
+            "group_by": query.group_by,
+            "stats": overall.stats(),
+        }
+        if query.group_by == "hour":
+            groups = self._hourly(replace(call_filter, start=start, end=end))
+        if query.group_by is not None:
+            result["groups"] = _ordered_groups(groups, query.group_by)
+        result["by_day"] = by_day
+        return result
+
+    def _hourly(self, call_filter: CallFilter) -> dict[str | None, rollup.Totals]:
+        condition = sql.where(call_filter)
+        rows = self._read(
+            sql.Statement(
+                f"SELECT {', '.join(_HOURLY_COLUMNS)} FROM {CALLS} WHERE {condition.text}",  # noqa: S608
+                condition.params,
+            )
+        )
+        by_hour: dict[int, rollup.Totals] = {}
+        last = len(_HOURLY_COLUMNS) - 2
+        for row in rows:
+            hour = int(row[0]) // 3_600_000_000
+            totals = by_hour.get(hour)
+            if totals is None:
+                totals = by_hour[hour] = rollup.Totals()
+            totals.add(row[1] == "error", row[2:last], row[last], row[last + 1])
+        return {(_EPOCH + timedelta(hours=hour)).isoformat(): v for hour, v in by_hour.items()}
+
+    # --- retention -------------------------------------------------------------------------
+
+    def apply_retention(
+        self, now: datetime, *, content_days: int, record_days: int
+    ) -> RetentionResult:
+        """Delete content older than ``content_days`` and records older than ``record_days``
+        (with their content); daily aggregates are kept. In batches, so writers wait little."""
+        if content_days < 1 or record_days < 1:
+            raise ValueError("retention days must be >= 1")
+        records_cutoff = now - timedelta(days=record_days)
+        content_cutoff = max(now - timedelta(days=content_days), records_cutoff)
+        content_deleted = self._delete_all(CONTENT, micros_of(content_cutoff))
+        records_deleted = self._delete_all(CALLS, micros_of(records_cutoff))
+        return RetentionResult(content_deleted, records_deleted, content_cutoff, records_cutoff)
+
+    def _delete_all(self, table: str, cutoff_us: int) -> int:
+        # In slices of the primary key's time order, each its own short transaction, so
+        # writers wait little; the slice ends at the created_us of the batch's last row.
+        deleted = 0
+        while True:
+            edge = self._read(
+                sql.Statement(
+                    f"SELECT created_us FROM {table} WHERE created_us < ? "  # noqa: S608
+                    f"ORDER BY created_us LIMIT 1 OFFSET {_RETENTION_BATCH - 1}",
+                    (cutoff_us,),
+                )
+            )
+            bound = int(edge[0][0]) + 1 if edge else cutoff_us
+            deleted += self._delete(
+                sql.Statement(
+                    f"DELETE FROM {table} WHERE created_us < ?",  # noqa: S608
+                    (bound,),
+                )
+            )
+            if not edge:
+                return deleted
+
+
+_HOURLY_COLUMNS = (
+    column_of("created_at"),
+    column_of("status"),
+    *SUMMED,
+    column_of("latency_ms"),
+    column_of("time_to_first_chunk_ms"),
+)
+"""What hourly stats read of each call: its time, its status, ``Totals.add``'s values."""
+
+
+def _checked_fields(select: Sequence[str] | None) -> tuple[str, ...]:
+    if select is None:
+        return SUMMARY_FIELDS
+    unknown = [name for name in select if name not in FIELDS]
+    if unknown:
+        raise QueryError(f"unknown field(s): {', '.join(unknown)}")
+    if not select:
+        raise QueryError("select names no field")
+    return tuple(dict.fromkeys(select))
+
+
+def _floor_day(moment: datetime) -> datetime:
+    return datetime.combine(moment.astimezone(UTC).date(), time(), tzinfo=UTC)
+
+
+def _ceil_day(moment: datetime) -> datetime:
+    floor = _floor_day(moment)
+    return floor if floor == moment else floor + timedelta(days=1)
+
+
+def _daily_statement(call_filter: CallFilter, start: datetime, end: datetime) -> sql.Statement:
+    clauses = ["day >= ?", "day < ?"]
+    params: list[Any] = [start.date().isoformat(), end.date().isoformat()]
+    for name in STATS_MATCHES:
+        value = getattr(call_filter, name)
+        if value is not None:
+            clauses.append(f"{column_of(name)} = ?")
+            params.append(value)
+    if call_filter.projects is not None:
+        if call_filter.projects:
+            marks = ", ".join("?" for _ in call_filter.projects)
+            clauses.append(f"{column_of('project')} IN ({marks})")
+            params.extend(sorted(call_filter.projects))
+        else:
+            clauses.append("1 = 0")
+    columns = ", ".join((*DAILY_DIMENSIONS, *DAILY_VALUES))
+    return sql.Statement(
+        f"SELECT {columns} FROM {DAILY} WHERE {' AND '.join(clauses)}",  # noqa: S608
+        tuple(params),
+    )
+
+
+def _ordered_groups(groups: dict[str | None, rollup.Totals], group_by: str) -> list[dict[str, Any]]:
+    if group_by in ("hour", "day", "week"):
+        ordered = sorted(groups.items(), key=lambda item: item[0] or "")
+    else:  # the busiest first; ties (and the unnamed) by name
+        ordered = sorted(
+            groups.items(), key=lambda item: (-item[1].requests, item[0] is None, item[0] or "")
+        )
+    return [{"group": key, **totals.stats()} for key, totals in ordered]
