@@ -138,26 +138,34 @@ class HttpReceiver:
     def handle_post(self, handler: _HttpHandler, as_json: bool) -> None:
         try:
             body = self._read_body(handler)
-            request, payload = self._decode(handler, body, as_json)
         except _HttpRefusal as refusal:
-            if not refusal.keep_alive:  # the body was not read: the connection cannot go on
-                handler.close_connection = True
-            self.metrics.refused("http", refusal.reason)
-            if refusal.code:
-                rpc_code = _RPC_CODES.get(refusal.code, code_pb2.UNKNOWN)
-                handler.reply(refusal.code, status_message(rpc_code, str(refusal)), as_json)
+            self._refuse(handler, refusal, as_json)
             return
+        # The slot is taken before decoding: decompressing and parsing are the costly part
+        # of a request, and a flood of them must be refused, not decoded.
         if not self._slots.acquire(blocking=False):
             self._busy(handler, "queue_full", "too many requests at once", 1.0, as_json)
             return
         try:
+            request, payload = self._decode(handler, body, as_json)
             self._accept(request, payload, "http")
+        except _HttpRefusal as refusal:
+            self._refuse(handler, refusal, as_json)
+            return
         except Refused as refused:
             self._busy(handler, refused.reason, refused.message, refused.retry_after, as_json)
             return
         finally:
             self._slots.release()
         handler.reply(200, ExportTraceServiceResponse(), as_json)
+
+    def _refuse(self, handler: _HttpHandler, refusal: _HttpRefusal, as_json: bool) -> None:
+        if not refusal.keep_alive:  # the body was not read: the connection cannot go on
+            handler.close_connection = True
+        self.metrics.refused("http", refusal.reason)
+        if refusal.code:
+            rpc_code = _RPC_CODES.get(refusal.code, code_pb2.UNKNOWN)
+            handler.reply(refusal.code, status_message(rpc_code, str(refusal)), as_json)
 
     def _read_body(self, handler: _HttpHandler) -> bytes:
         if handler.path.split("?", 1)[0] != TRACES_PATH:
