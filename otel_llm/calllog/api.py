@@ -325,27 +325,6 @@ class _Handler(RequestHandler):
     server_version = "otel-llm-calllog"
     timeout = 30  # seconds a slow client may stall while sending a body
 
-    def do_GET(self) -> None:  # http.server's naming
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def do_HEAD(self) -> None:
-        self._serve()
-
-    def do_OPTIONS(self) -> None:
-        self._serve()
-
     def _serve(self) -> None:
         try:
             body = self._body()
@@ -353,6 +332,9 @@ class _Handler(RequestHandler):
             self._send(self.app.error(refusal.status, refusal.message, refusal.headers))
             return
         self._send(self.app.handle(self.command, self.path, self.headers.get, body))
+
+    # Every standard method goes to the app: it answers 405 with the route's own Allow.
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
 
     def _body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
