@@ -168,6 +168,7 @@ class _TimedReader(io.RawIOBase):
         self._handler = handler
         self._phase: Literal["wait", "head", "body"] = "wait"
         self._until = 0.0
+        self._timeout: float | None = connection.gettimeout()
         self._served = 0  # requests begun on this connection
 
     def wait(self, limit: float) -> None:
@@ -176,37 +177,44 @@ class _TimedReader(io.RawIOBase):
 
     def body(self, timeout: float | None) -> None:
         self._phase = "body"
-        self._connection.settimeout(timeout)  # also bounds writing the answer
+        self._set_timeout(timeout)  # also bounds writing the answer
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
+        if self._phase == "body":
+            return self._connection.recv_into(buffer)
         if self._phase == "wait":
-            self._await_request()
-        if self._phase == "head":
-            left = self._until - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the request's line and headers took too long")
-            self._connection.settimeout(left)
+            return self._first_read(buffer)
+        left = self._until - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request's line and headers took too long")
+        self._set_timeout(left)
         return self._connection.recv_into(buffer)
 
-    def _await_request(self) -> None:
+    def _first_read(self, buffer: Any) -> int:
         server = self._handler.server
         while True:
             left = self._until - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no request")
-            self._connection.settimeout(min(_SLICE, left))
+            self._set_timeout(min(_SLICE, left))
             try:
-                self._connection.recv(1, socket.MSG_PEEK)  # data, or b"" at the end of input
-                break
+                count = self._connection.recv_into(buffer)  # 0 at the end of input
             except TimeoutError:
                 if server.closing or (self._served and server.make_room()):
                     raise TimeoutError("the connection is idle and its thread is needed") from None
-        self._served += 1
-        self._phase = "head"
-        self._until = time.monotonic() + self._handler.header_timeout
+                continue
+            self._served += 1
+            self._phase = "head"
+            self._until = time.monotonic() + self._handler.header_timeout
+            return count
+
+    def _set_timeout(self, timeout: float | None) -> None:
+        if timeout != self._timeout:  # each change is a system call
+            self._connection.settimeout(timeout)
+            self._timeout = timeout
 
 
 class _PooledServer(HTTPServer):
