@@ -15,8 +15,8 @@ a generic 500 -- no SQL or stack trace reaches the client. Money leaves as JSON 
 (converted from Decimal only here), datetimes as ISO 8601 UTC with ``Z``.
 
 ``CallLogApp`` answers requests independently of any server (``handle(method, target, header,
-body)``); ``CallLogAPI`` serves it with the standard library's ThreadingHTTPServer, on
-127.0.0.1 unless told otherwise.
+body)``); ``CallLogAPI`` serves it with the package's ``BackgroundHTTPServer``, on 127.0.0.1
+unless told otherwise.
 """
 
 from __future__ import annotations
@@ -25,13 +25,11 @@ import dataclasses
 import json
 import logging
 import math
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -40,6 +38,7 @@ from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing
 from otel_llm.calllog.query import CallQuery, QueryError
 from otel_llm.calllog.ratelimit import EndpointClass, RateLimiter, RateLimits
 from otel_llm.calllog.record import FIELDS
+from otel_llm.httpserver import BackgroundHTTPServer, RequestHandler, split_endpoint
 
 if TYPE_CHECKING:  # the stores' module (SQL, drivers) is only needed to type the reader
     from otel_llm.calllog.store import CallReader, Page
@@ -319,33 +318,12 @@ def _shown(text: str) -> str:
 # --- serving over HTTP ------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(RequestHandler):
     """One connection; the app is set on a subclass by ``handler_for``."""
 
     app: CallLogApp
     server_version = "otel-llm-calllog"
-    timeout = 30  # seconds a slow client may hold its thread
-
-    def do_GET(self) -> None:  # http.server's naming
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def do_HEAD(self) -> None:
-        self._serve()
-
-    def do_OPTIONS(self) -> None:
-        self._serve()
+    timeout = 30  # seconds a slow client may stall while sending a body
 
     def _serve(self) -> None:
         try:
@@ -354,6 +332,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(self.app.error(refusal.status, refusal.message, refusal.headers))
             return
         self._send(self.app.handle(self.command, self.path, self.headers.get, body))
+
+    # Every standard method goes to the app: it answers 405 with the route's own Allow.
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
 
     def _body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -385,38 +366,18 @@ class _Handler(BaseHTTPRequestHandler):
             left -= len(chunk)
 
     def _send(self, response: Response) -> None:
-        self.send_response(response.status)
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if getattr(self, "command", None) != "HEAD":
-            self.wfile.write(response.body)
+        self.send(response.status, response.body, response.headers)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # http.server's own refusals (a malformed request line, an unknown method, headers too
-        # long) would otherwise be HTML.
+        # long) are JSON like every other answer.
         self.close_connection = True
         text = message or HTTPStatus(code).phrase
         self._send(Response(code, error_body(code, text), _JSON_HEADERS))
 
-    def version_string(self) -> str:
-        return self.server_version  # not the Python version: nothing a client needs
 
-    def log_message(self, format: str, *args: Any) -> None:
-        _logger.debug("call-log API %s: " + format, self.address_string(), *args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up mid-answer is not worth a traceback on stderr.
-        _logger.debug("call-log API: connection from %s failed", client_address, exc_info=True)
-
-
-def handler_for(app: CallLogApp) -> type[BaseHTTPRequestHandler]:
-    """A ``BaseHTTPRequestHandler`` class serving ``app``, for any ``http.server`` server."""
+def handler_for(app: CallLogApp) -> type[RequestHandler]:
+    """A handler class serving ``app``, for ``BackgroundHTTPServer``."""
     return type("CallLogHandler", (_Handler,), {"app": app})
 
 
@@ -435,9 +396,9 @@ class CallLogAPI:
     ):
         self.app = CallLogApp(store, keys=keys, limits=limits, max_body_bytes=max_body_bytes)
         self.host = host
-        self._port = port
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server = BackgroundHTTPServer(
+            handler_for(self.app), host, port, name="otel-llm-calllog-api"
+        )
 
     @classmethod
     def from_settings(
@@ -456,20 +417,14 @@ class CallLogAPI:
         address = settings.CALL_LOG_API_ENDPOINT.resolve(endpoint)
         if address is None:
             raise ValueError("the call-log API is off (call_log_api_endpoint is 'none')")
-        host, _, port = address.rpartition(":")
+        host, port = split_endpoint(address)
         ring = keys if keys is not None else KeyRing.from_settings(keys_file)
-        return cls(
-            store,
-            host=host.strip("[]"),
-            port=int(port),
-            keys=ring,
-            limits=RateLimits.from_settings(),
-        )
+        return cls(store, host=host, port=port, keys=ring, limits=RateLimits.from_settings())
 
     @property
     def port(self) -> int:
         """The bound port (the requested one until started)."""
-        return self._server.server_address[1] if self._server is not None else self._port
+        return self._server.port
 
     @property
     def url(self) -> str:
@@ -477,30 +432,13 @@ class CallLogAPI:
         return f"http://{host}:{self.port}{PREFIX}"
 
     def start(self) -> CallLogAPI:
-        """Bind and serve in a daemon thread; OSError if the address is unavailable."""
-        if self._server is not None:
-            return self
-        server = _Server((self.host, self._port), handler_for(self.app))
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="otel-llm-calllog-api",
-            daemon=True,
-        )
-        self._thread.start()
+        """Bind and serve in a background thread; OSError if the address is unavailable."""
+        self._server.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving and close the socket (the store stays open: it is the caller's)."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout)
-        self._server = self._thread = None
+        self._server.stop(timeout)
 
     def __enter__(self) -> CallLogAPI:
         return self.start()

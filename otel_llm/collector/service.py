@@ -15,32 +15,26 @@ then dropped.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.exposition import choose_encoder
 
 from otel_llm import settings
+from otel_llm.collector.codec import Refused, Transport
 from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import ERROR_STAGE, EnrichedCall, Enricher
+from otel_llm.collector.grpc_receiver import GrpcReceiver
+from otel_llm.collector.http_receiver import HttpReceiver
+from otel_llm.collector.metrics_server import MetricsServer
 from otel_llm.collector.queue import DiskQueue, QueueClosed, QueueFull
-from otel_llm.collector.receive import (
-    GrpcReceiver,
-    HttpReceiver,
-    Refused,
-    Transport,
-    split_endpoint,
-)
 from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricing import PriceBook, PriceOverride
@@ -130,7 +124,7 @@ class CollectorService:
         self._upstream: _WatchedUpstream | None = None
         self._grpc: GrpcReceiver | None = None
         self._http: HttpReceiver | None = None
-        self._metrics_server: _MetricsServer | None = None
+        self._metrics_server: MetricsServer | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> CollectorService:
@@ -192,7 +186,12 @@ class CollectorService:
             )
             self._forwarder.start()
         if config.metrics_endpoint is not None:
-            self._metrics_server = _MetricsServer(config.metrics_endpoint, self)
+            metrics_server = MetricsServer(config.metrics_endpoint, self.registry, self.health)
+            try:
+                self._metrics_server = metrics_server.start()
+            except OSError as exc:
+                message = f"cannot listen on {config.metrics_endpoint} (metrics): {exc}"
+                raise StartError(message) from exc
         if config.grpc_endpoint is not None:
             self._grpc = GrpcReceiver(
                 self._accept,
@@ -376,67 +375,3 @@ def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
-class _MetricsHandler(BaseHTTPRequestHandler):
-    server: _MetricsHttpServer
-    server_version = "otel-llm-collector"
-
-    def do_GET(self) -> None:  # http.server's naming
-        path = self.path.split("?", 1)[0]
-        try:
-            if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                body = encoder(self.server.service.registry)
-                self._send(200, content_type, body)
-            elif path in ("/health", "/healthz"):
-                healthy, details = self.server.service.health()
-                body = json.dumps(details).encode()
-                self._send(200 if healthy else 503, "application/json", body)
-            else:
-                self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics\n")
-        except Exception:
-            _logger.exception("otel-llm collector: %s failed", path)
-            self._send(500, "text/plain; charset=utf-8", b"internal error\n")
-
-    def _send(self, code: int, content_type: str, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: every scrape would log a line."""
-
-
-class _MetricsHttpServer(ThreadingHTTPServer):
-    daemon_threads = True  # HTTP/1.0, one request per connection: nothing to drain
-
-    def __init__(self, address: tuple[str, int], service: CollectorService):
-        self.service = service
-        super().__init__(address, _MetricsHandler)
-
-
-class _MetricsServer:
-    """``/metrics`` (OpenMetrics with exemplars when the scraper asks for it) and ``/health``."""
-
-    def __init__(self, endpoint: str, service: CollectorService):
-        host, port = split_endpoint(endpoint)
-        try:
-            self._server = _MetricsHttpServer((host, port), service)
-        except OSError as exc:
-            raise StartError(f"cannot listen on {endpoint} (metrics): {exc}") from exc
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="otel-llm-metrics",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
