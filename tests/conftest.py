@@ -23,9 +23,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor
-from tests.collector_process import CollectorProcess
-from tests.fake_llm import FakeLLMServer
-from tests.otlp_receiver import OTLPReceiver
+from tests.support.collector_process import CollectorProcess
+from tests.support.fake_llm import FakeLLMServer
+from tests.support.otlp_receiver import OTLPReceiver
 
 
 @dataclass
@@ -66,7 +66,7 @@ def receiver() -> Iterator[OTLPReceiver]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeLLMServer]:
-    """A local OpenAI + Anthropic HTTP server (tests/fake_llm.py), one per test module."""
+    """A local OpenAI + Anthropic HTTP server (tests/support/fake_llm.py), one per test module."""
     with FakeLLMServer() as fake:
         yield fake
 

@@ -43,8 +43,8 @@ from otel_llm.collector.upstream import (
     make_upstream,
     traces_url,
 )
-from tests.otlp_receiver import HOST, OTLPReceiver
-from tests.ports import free_port
+from tests.support.otlp_receiver import HOST, OTLPReceiver
+from tests.support.ports import free_port
 
 TRANSPORTS = ["grpc", "http"]
 

@@ -17,7 +17,7 @@ from wrapt import FunctionWrapper
 from otel_llm import _semconv as sc
 from otel_llm.instrumentation.anthropic import AnthropicInstrumentor
 from tests.conftest import Pipeline
-from tests.fake_llm import FakeLLMServer, ScriptedResponse
+from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model 'claude:DeprecationWarning")
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 HOST = "127.0.0.1"
 _ROTEL = find_spec("rotel")  # the wheel's Python API is not needed, only its binary

@@ -5,7 +5,7 @@ speaking the wire formats the ``openai`` and ``anthropic`` SDKs parse: JSON bodi
 (chunked transfer encoding, so an abrupt close is seen by the client as a truncated body), the
 providers' error JSON bodies and request-id headers.
 
-    from tests.fake_llm import FakeLLMServer, ScriptedResponse
+    from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
 
     with FakeLLMServer() as server:
         client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
