@@ -13,7 +13,6 @@ import tempfile
 _STATE_HOME = tempfile.mkdtemp(prefix="otel-llm-state-")
 os.environ["XDG_STATE_HOME"] = _STATE_HOME
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -23,25 +22,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor
+from tests.support import markers
 from tests.support.collector_process import CollectorProcess
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.otlp_receiver import OTLPReceiver
+from tests.support.pipeline import Pipeline
 
 
-@dataclass
-class Pipeline:
-    """A TracerProvider whose spans go through an LLMSpanProcessor into memory."""
-
-    provider: TracerProvider
-    exporter: InMemorySpanExporter
-    registry: CollectorRegistry
-    processor: LLMSpanProcessor
-
-    def spans(self):  # type: ignore[no-untyped-def]
-        return self.exporter.get_finished_spans()
-
-    def sample(self, name: str, **labels: str) -> float | None:
-        return self.registry.get_sample_value(name, labels)
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the markers it adds
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers from what each test uses (tests/support/markers.py): ``-m "not slow"`` etc."""
+    markers.apply(items)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -24,9 +24,9 @@ from otel_llm import LLMSpanProcessor
 from otel_llm import _semconv as sc
 from otel_llm.instrumentation import _spans
 from otel_llm.instrumentation.openai import OpenAIInstrumentor, provider_name
-from tests.conftest import Pipeline
 from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
 from tests.support.otlp_receiver import OTLPReceiver
+from tests.support.pipeline import Pipeline
 from tests.support.ports import free_port
 
 MESSAGES = [
