@@ -150,7 +150,9 @@ def test_upstream_down_then_up_loses_nothing_and_never_spins(
     with forwarding(tmp_path, upstream, sleep=clock.sleep) as rig:
         for payload in payloads:
             rig.queue.put(payload, spans=4)
-        clock.wait_parked(2)  # a (virtual) second in which nothing listens: every attempt fails
+        # Both workers used up a (virtual) second in which nothing listens: every attempt failed.
+        # A worker retrying without waiting would never get there.
+        clock.wait_parked(2)
         attempts = rig.sample("retried_spans_total") / 4
         # Two workers, delays of at least 0.05 s doubling to 0.2 s: about 20 attempts in a
         # second; a hot loop would make thousands.

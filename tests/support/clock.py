@@ -56,11 +56,6 @@ class VirtualClock:
         with self._changed:
             return max(self._elapsed.values(), default=0.0)
 
-    def elapsed(self) -> dict[str, float]:
-        """Each sleeping thread's virtual time, by thread name."""
-        with self._changed:
-            return dict(self._elapsed)
-
     def wait_parked(self, threads: int, timeout: float = 10.0) -> None:
         """Returns once ``threads`` threads are parked at the horizon; AssertionError on timeout."""
         deadline = time.monotonic() + timeout
