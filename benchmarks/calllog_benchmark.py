@@ -236,7 +236,7 @@ def main() -> None:
             if args.postgres:
                 results["postgres"] = run("postgres", args.postgres, args)
             else:
-                from tests.postgres import available, running_cluster
+                from tests.support.postgres import available, running_cluster
 
                 if not available():
                     print("\nPostgreSQL binaries not found: PostgreSQL not measured")

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tests.rotel (the Rotel subprocess helper)
+sys.path.insert(0, str(ROOT))  # tests.support.rotel (the Rotel subprocess helper)
 
 from otlp_load import (  # noqa: E402 - after the path setup
     BATCH,
@@ -46,7 +46,7 @@ from otlp_load import (  # noqa: E402 - after the path setup
     wait_listening,
 )
 
-from tests.rotel import ROTEL_AGENT, Rotel  # noqa: E402
+from tests.support.rotel import ROTEL_AGENT, Rotel  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -6,7 +6,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -16,25 +15,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor
-from tests.collector_process import CollectorProcess
-from tests.fake_llm import FakeLLMServer
-from tests.otlp_receiver import OTLPReceiver
+from tests.support import markers
+from tests.support.collector_process import CollectorProcess
+from tests.support.fake_llm import FakeLLMServer
+from tests.support.otlp_receiver import OTLPReceiver
+from tests.support.pipeline import Pipeline
 
 
-@dataclass
-class Pipeline:
-    """A TracerProvider whose spans go through an LLMSpanProcessor into memory."""
-
-    provider: TracerProvider
-    exporter: InMemorySpanExporter
-    registry: CollectorRegistry
-    processor: LLMSpanProcessor
-
-    def spans(self):  # type: ignore[no-untyped-def]
-        return self.exporter.get_finished_spans()
-
-    def sample(self, name: str, **labels: str) -> float | None:
-        return self.registry.get_sample_value(name, labels)
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the markers it adds
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers from what each test uses (tests/support/markers.py): ``-m "not slow"`` etc."""
+    markers.apply(items)
 
 
 _STATE_HOME = tempfile.mkdtemp(prefix="otel-llm-state-")
@@ -69,7 +60,7 @@ def receiver() -> Iterator[OTLPReceiver]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeLLMServer]:
-    """A local OpenAI + Anthropic HTTP server (tests/fake_llm.py), one per test module."""
+    """A local OpenAI + Anthropic HTTP server (tests/support/fake_llm.py), one per test module."""
     with FakeLLMServer() as fake:
         yield fake
 

@@ -27,7 +27,7 @@ from otel_llm.calllog.query import CallFilter
 from otel_llm.calllog.ratelimit import RateLimiter, RateLimits
 from otel_llm.calllog.record import FIELDS, CallRecord
 from otel_llm.calllog.store import open_store
-from tests.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401 - fixture
+from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401 - fixture
 
 ALL_KEY = "test-key-all-projects"
 ALPHA_KEY = "test-key-alpha-only"

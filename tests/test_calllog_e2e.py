@@ -27,9 +27,9 @@ import pytest
 from otel_llm import _semconv as sc
 from otel_llm.calllog.query import CallFilter
 from otel_llm.calllog.store import open_store
-from tests.collector_process import CollectorProcess
-from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
-from tests.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401 - fixture
+from tests.support.collector_process import CollectorProcess
+from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
+from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401 - fixture
 
 API_KEY = "e2e-secret-key-0123456789"
 QUEUE_DIR = "queue"

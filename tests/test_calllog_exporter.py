@@ -23,7 +23,7 @@ from otel_llm.calllog.exporter import CallLogExporter
 from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
 from otel_llm.calllog.store import SQLCallStore, open_store
 from otel_llm.calllog.writer import CallLogWriter
-from tests.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
+from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
 from tests.test_calllog_store import make_records
 
 MTOK = Decimal(1_000_000)

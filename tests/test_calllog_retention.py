@@ -14,7 +14,7 @@ from otel_llm.calllog.query import CallFilter, QueryError, StatsQuery
 from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.retention import RetentionJob, prune
 from otel_llm.calllog.store import SQLCallStore, open_store
-from tests.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
+from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
 from tests.test_calllog_store import make_records
 
 NOW = datetime(2026, 6, 30, 6, 0, tzinfo=UTC)

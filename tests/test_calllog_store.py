@@ -21,7 +21,7 @@ from otel_llm.calllog.query import MAX_LIMIT, CallFilter, CallQuery, QueryError,
 from otel_llm.calllog.record import FIELDS, NANO, SUMMARY_FIELDS, CallRecord, call_id
 from otel_llm.calllog.sketch import Sketch
 from otel_llm.calllog.store import SQLCallStore, open_store
-from tests.postgres import BACKENDS, empty_store_url, pg_cluster, store_url  # noqa: F401
+from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster, store_url  # noqa: F401
 
 NOW = datetime(2026, 3, 15, 12, 30, tzinfo=UTC)
 RELATIVE_ERROR = 0.01

@@ -21,8 +21,8 @@ from otel_llm import _semconv as sc
 from otel_llm import settings
 from otel_llm.cli import main
 from otel_llm.collector.cli import load_config, resolve_settings
-from tests.collector_process import CollectorProcess
-from tests.otlp_receiver import OTLPReceiver
+from tests.support.collector_process import CollectorProcess
+from tests.support.otlp_receiver import OTLPReceiver
 
 
 @pytest.fixture

@@ -31,8 +31,8 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor, demo, start_metrics_server
 from otel_llm import _semconv as sc
-from tests.otlp_receiver import OTLPReceiver
-from tests.prometheus import (
+from tests.support.otlp_receiver import OTLPReceiver
+from tests.support.prometheus import (
     CONFIG_DIR,
     THRESHOLD,
     Prometheus,

@@ -31,10 +31,10 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor
 from otel_llm import _semconv as sc
-from tests.collector_process import CollectorProcess
-from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
-from tests.prometheus import alert_rules, dashboard_queries, rule_queries, start_prometheus
-from tests.rotel import Rotel
+from tests.support.collector_process import CollectorProcess
+from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
+from tests.support.prometheus import alert_rules, dashboard_queries, rule_queries, start_prometheus
+from tests.support.rotel import Rotel
 
 # The application: the SDK and its OTLP exporters, nothing of otel-llm (checked at its end).
 # Calls of several providers and models, a failure, a stream with time to first chunk, cache

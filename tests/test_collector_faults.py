@@ -32,9 +32,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.collector_process import CollectorProcess
-from tests.otlp_receiver import OTLPReceiver
-from tests.ports import free_port
+from tests.support.collector_process import CollectorProcess
+from tests.support.otlp_receiver import OTLPReceiver
+from tests.support.ports import free_port
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 FAST_RETRIES = {

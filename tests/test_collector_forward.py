@@ -4,33 +4,19 @@ headers, gzip and TLS on the wire, and a stop that loses nothing."""
 
 from __future__ import annotations
 
-import gzip
 import os
-import shutil
 import socket
-import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf.any_pb2 import Any as AnyProto
-from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped,unused-ignore]
-from google.rpc.status_pb2 import Status  # type: ignore[import-untyped,unused-ignore]
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 
 from otel_llm.collector.forward import Forwarder
@@ -43,8 +29,10 @@ from otel_llm.collector.upstream import (
     make_upstream,
     traces_url,
 )
-from tests.otlp_receiver import HOST, OTLPReceiver
-from tests.ports import free_port
+from tests.support.certs import OPENSSL, Certs, make_certs
+from tests.support.clock import VirtualClock
+from tests.support.otlp_receiver import HOST, OTLPReceiver, Reply
+from tests.support.ports import free_port
 
 TRANSPORTS = ["grpc", "http"]
 
@@ -77,194 +65,14 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-# --- scripted upstreams: real servers answering what each test chooses ---------------------------
+def _upstream(server: OTLPReceiver, transport: str, **options: Any) -> Upstream:
+    """The forwarder's client for one transport of ``server``."""
+    protocol = "grpc" if transport == "grpc" else "http/protobuf"
+    return make_upstream(server.base_url(transport), protocol, **options)
 
 
-@dataclass
-class Reply:
-    """How a scripted upstream answers one export."""
-
-    grpc_code: grpc.StatusCode = grpc.StatusCode.OK
-    http_status: int = 200
-    retry_after: float | None = None
-    """gRPC: a RetryInfo in the status details; HTTP: a Retry-After header (seconds)."""
-    http_date: bool = False
-    """Send Retry-After as an HTTP-date instead of seconds."""
-    rejected: int = 0
-    delay: float = 0.0
-
-
-@dataclass
-class Call:
-    payload: bytes
-    headers: dict[str, str]
-    at: float
-
-
-@dataclass
-class _Script:
-    replies: list[Reply]
-    calls: list[Call] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def next(self, call: Call) -> Reply:
-        with self.lock:
-            self.calls.append(call)
-            return self.replies.pop(0) if self.replies else Reply()
-
-    @property
-    def payloads(self) -> list[bytes]:
-        with self.lock:
-            return [call.payload for call in self.calls]
-
-
-def _ok_body(rejected: int) -> bytes:
-    response = ExportTraceServiceResponse()
-    if rejected:
-        response.partial_success.rejected_spans = rejected
-        response.partial_success.error_message = "scripted rejection"
-    return response.SerializeToString()
-
-
-class ScriptedUpstream:
-    """A real OTLP gRPC or HTTP server on 127.0.0.1 answering with scripted replies (then OK),
-    recording every request; optionally TLS with a required client certificate."""
-
-    def __init__(
-        self,
-        transport: str,
-        replies: list[Reply] | None = None,
-        *,
-        port: int = 0,
-        tls: Certs | None = None,
-    ):
-        self.transport = transport
-        self.script = _Script(list(replies or []))
-        self._port = port
-        self._tls = tls
-        self._grpc: grpc.Server | None = None
-        self._http: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
-
-    @property
-    def endpoint(self) -> str:
-        scheme = "https" if self._tls else "http"
-        return f"{scheme}://{HOST}:{self.port}"
-
-    def upstream(self, **options: Any) -> Upstream:
-        protocol = "grpc" if self.transport == "grpc" else "http/protobuf"
-        return make_upstream(self.endpoint, protocol, **options)
-
-    def start(self) -> ScriptedUpstream:
-        if self.transport == "grpc":
-            self._start_grpc()
-        else:
-            self._start_http()
-        return self
-
-    def _start_grpc(self) -> None:
-        script = self.script
-
-        def export(payload: bytes, context: grpc.ServicerContext) -> bytes:
-            metadata = {key: str(value) for key, value in context.invocation_metadata()}
-            reply = script.next(Call(payload, metadata, time.monotonic()))
-            time.sleep(reply.delay)
-            if reply.grpc_code != grpc.StatusCode.OK:
-                status = Status(code=reply.grpc_code.value[0], message="scripted")
-                if reply.retry_after is not None:
-                    info = RetryInfo()
-                    info.retry_delay.FromNanoseconds(int(reply.retry_after * 1e9))
-                    detail = AnyProto()
-                    detail.Pack(info)
-                    status.details.append(detail)
-                context.set_trailing_metadata(
-                    (("grpc-status-details-bin", status.SerializeToString()),)
-                )
-                context.set_code(reply.grpc_code)
-                context.set_details("scripted")
-                return b""
-            return _ok_body(reply.rejected)
-
-        handler = grpc.method_handlers_generic_handler(
-            "opentelemetry.proto.collector.trace.v1.TraceService",
-            {"Export": grpc.unary_unary_rpc_method_handler(export)},
-        )
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        self._grpc.add_generic_rpc_handlers((handler,))
-        address = f"{HOST}:{self._port}"
-        if self._tls:
-            credentials = grpc.ssl_server_credentials(
-                [(self._tls.server_key.read_bytes(), self._tls.server_cert.read_bytes())],
-                root_certificates=self._tls.ca_cert.read_bytes(),
-                require_client_auth=True,
-            )
-            self.port = self._grpc.add_secure_port(address, credentials)
-        else:
-            self.port = self._grpc.add_insecure_port(address)
-        self._grpc.start()
-
-    def _start_http(self) -> None:
-        script = self.script
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                headers = {key.lower(): value for key, value in self.headers.items()}
-                headers[":path"] = self.path
-                reply = script.next(Call(body, headers, time.monotonic()))
-                time.sleep(reply.delay)
-                answer = _ok_body(reply.rejected) if reply.http_status == 200 else b"scripted"
-                self.send_response(reply.http_status)
-                if reply.retry_after is not None:
-                    when = time.time() + reply.retry_after
-                    value = formatdate(when, usegmt=True) if reply.http_date else reply.retry_after
-                    self.send_header("Retry-After", str(value))
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-        self._http = ThreadingHTTPServer((HOST, self._port), Handler)
-        if self._tls:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(self._tls.server_cert, self._tls.server_key)
-            context.load_verify_locations(self._tls.ca_cert)
-            context.verify_mode = ssl.CERT_REQUIRED
-            self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
-        self.port = self._http.server_address[1]
-        self._thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._grpc is not None:
-            self._grpc.stop(grace=None).wait()
-            self._grpc = None
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def __enter__(self) -> ScriptedUpstream:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+def _payloads(server: OTLPReceiver) -> list[bytes]:
+    return [request.payload for request in server.requests]
 
 
 # --- the forwarder under test ---------------------------------------------------------------------
@@ -331,15 +139,20 @@ def test_upstream_down_then_up_loses_nothing_and_never_spins(
     tmp_path: Path, transport: str
 ) -> None:
     port = free_port()
-    upstream_server = ScriptedUpstream(transport, port=port)
+    upstream_server = (
+        OTLPReceiver(grpc_port=port) if transport == "grpc" else OTLPReceiver(http_port=port)
+    )
     payloads = [_request(4, f"b{batch}") for batch in range(6)]
     upstream = make_upstream(
         f"http://{HOST}:{port}", "grpc" if transport == "grpc" else "http/protobuf"
     )
-    with forwarding(tmp_path, upstream) as rig:
+    clock = VirtualClock(horizon=1.0)
+    with forwarding(tmp_path, upstream, sleep=clock.sleep) as rig:
         for payload in payloads:
             rig.queue.put(payload, spans=4)
-        time.sleep(1.0)  # nothing listens: every attempt fails
+        # Both workers used up a (virtual) second in which nothing listens: every attempt failed.
+        # A worker retrying without waiting would never get there.
+        clock.wait_parked(2)
         attempts = rig.sample("retried_spans_total") / 4
         # Two workers, delays of at least 0.05 s doubling to 0.2 s: about 20 attempts in a
         # second; a hot loop would make thousands.
@@ -347,8 +160,9 @@ def test_upstream_down_then_up_loses_nothing_and_never_spins(
         assert rig.sample("forwarded_spans_total") == 0
         assert rig.queue.batches == 6
         with upstream_server:
+            clock.release()
             _wait_until(lambda: rig.queue.batches == 0)
-            assert sorted(upstream_server.script.payloads) == sorted(payloads)
+            assert sorted(_payloads(upstream_server)) == sorted(payloads)
         assert rig.sample("forwarded_spans_total") == 24
         assert rig.sample("dropped_spans_total", reason="rejected_by_upstream") == 0
 
@@ -368,12 +182,15 @@ def test_retryable_failures_are_retried_and_counted(
         Reply(grpc_code=code) if transport == "grpc" else Reply(http_status=code)
         for code in failures
     ]
-    with ScriptedUpstream(transport, replies) as server:
-        with forwarding(tmp_path, server.upstream()) as rig:
+    clock = VirtualClock()
+    with OTLPReceiver() as server:
+        server.script(*replies)
+        with forwarding(tmp_path, _upstream(server, transport), sleep=clock.sleep) as rig:
             payload = _request(3, "retried")
             rig.queue.put(payload, spans=3)
             _wait_until(lambda: rig.queue.batches == 0)
-            assert server.script.payloads == [payload] * (len(failures) + 1)
+            assert _payloads(server) == [payload] * (len(failures) + 1)
+            assert len(clock.delays) == len(failures)  # one backoff before each retry
             assert rig.sample("retried_spans_total") == 3 * len(failures)
             assert rig.sample("forwarded_spans_total") == 3
 
@@ -392,13 +209,14 @@ def test_retryable_failures_are_retried_and_counted(
 def test_a_permanent_rejection_is_dropped_and_counted(
     tmp_path: Path, transport: str, reply: Reply
 ) -> None:
-    with ScriptedUpstream(transport, [reply]) as server:
+    with OTLPReceiver() as server:
+        server.script(reply)
         # One worker: the scripted rejection must meet the first batch, not whichever came first.
-        with forwarding(tmp_path, server.upstream(), workers=1) as rig:
+        with forwarding(tmp_path, _upstream(server, transport), workers=1) as rig:
             rig.queue.put(_request(7, "refused"), spans=7)
             rig.queue.put(_request(2, "next"), spans=2)
             _wait_until(lambda: rig.queue.batches == 0)
-            assert len(server.script.calls) == 2  # one attempt each, no retry
+            assert len(server.requests) == 2  # one attempt each, no retry
             assert rig.sample("dropped_spans_total", reason="rejected_by_upstream") == 7
             assert rig.sample("forwarded_spans_total") == 2
             assert rig.sample("retried_spans_total") == 0
@@ -416,14 +234,17 @@ def test_a_permanent_rejection_is_dropped_and_counted(
 def test_the_upstreams_retry_delay_is_honoured(
     tmp_path: Path, transport: str, reply: Reply, at_least: float
 ) -> None:
-    with ScriptedUpstream(transport, [reply]) as server:
+    clock = VirtualClock()  # arrivals are timed by it: the test waits no real seconds
+    with OTLPReceiver(clock=clock.now) as server:
+        server.script(reply)
         # Our own backoff alone would retry after 0.01-0.02 s.
+        upstream = _upstream(server, transport)
         with forwarding(
-            tmp_path, server.upstream(), workers=1, initial_backoff=0.01, max_backoff=0.02
+            tmp_path, upstream, workers=1, initial_backoff=0.01, max_backoff=0.02, sleep=clock.sleep
         ) as rig:
             rig.queue.put(_request(3, "throttled"), spans=3)
             _wait_until(lambda: rig.queue.batches == 0)
-            first, second = server.script.calls
+            first, second = server.requests
             assert second.at - first.at >= at_least
             assert rig.sample("retried_spans_total") == 3
             assert rig.sample("forwarded_spans_total") == 3
@@ -431,11 +252,12 @@ def test_the_upstreams_retry_delay_is_honoured(
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_partial_success_counts_the_rejected_spans(tmp_path: Path, transport: str) -> None:
-    with ScriptedUpstream(transport, [Reply(rejected=2)]) as server:
-        with forwarding(tmp_path, server.upstream()) as rig:
+    with OTLPReceiver() as server:
+        server.script(Reply(rejected=2))
+        with forwarding(tmp_path, _upstream(server, transport)) as rig:
             rig.queue.put(_request(5, "partly"), spans=5)
             _wait_until(lambda: rig.queue.batches == 0)
-            assert len(server.script.calls) == 1
+            assert len(server.requests) == 1
             assert rig.sample("forwarded_spans_total") == 3
             assert rig.sample("dropped_spans_total", reason="partial_success") == 2
 
@@ -443,11 +265,11 @@ def test_a_partial_success_counts_the_rejected_spans(tmp_path: Path, transport: 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_headers_reach_the_upstream(tmp_path: Path, transport: str) -> None:
     headers = {"Authorization": "Bearer s3cret", "X-Tenant": "acme"}
-    with ScriptedUpstream(transport) as server:
-        with forwarding(tmp_path, server.upstream(headers=headers)) as rig:
+    with OTLPReceiver() as server:
+        with forwarding(tmp_path, _upstream(server, transport, headers=headers)) as rig:
             rig.queue.put(_request(1, "h"), spans=1)
             _wait_until(lambda: rig.queue.batches == 0)
-    (call,) = server.script.calls
+    (call,) = server.requests
     assert call.headers["authorization"] == "Bearer s3cret"
     assert call.headers["x-tenant"] == "acme"
     if transport == "http":
@@ -517,8 +339,8 @@ class ByteCountingRelay:
 @pytest.mark.parametrize("compression", ["gzip", "none"])
 def test_gzip_compresses_on_the_wire(tmp_path: Path, transport: str, compression: str) -> None:
     payload = _request(50, "zip", padding=200)  # ~120 KB that compresses well
-    with ScriptedUpstream(transport) as server:
-        relay = ByteCountingRelay(server.port)
+    with OTLPReceiver() as server:
+        relay = ByteCountingRelay(server.grpc_port if transport == "grpc" else server.http_port)
         try:
             protocol = "grpc" if transport == "grpc" else "http/protobuf"
             upstream = make_upstream(
@@ -529,58 +351,16 @@ def test_gzip_compresses_on_the_wire(tmp_path: Path, transport: str, compression
                 _wait_until(lambda: rig.queue.batches == 0)
         finally:
             relay.close()
-    assert server.script.payloads == [payload]  # arrives intact either way
+    assert _payloads(server) == [payload]  # arrives intact either way
     if compression == "gzip":
         assert relay.client_bytes < len(payload) / 10
         if transport == "http":
-            assert server.script.calls[0].headers["content-encoding"] == "gzip"
+            assert server.requests[0].headers["content-encoding"] == "gzip"
     else:
         assert relay.client_bytes > len(payload)
 
 
 # --- TLS ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Certs:
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path
-
-
-OPENSSL = shutil.which("openssl")
-
-
-def _openssl(*args: str | Path, cwd: Path) -> None:
-    assert OPENSSL is not None
-    subprocess.run([OPENSSL, *map(str, args)], cwd=cwd, check=True, capture_output=True)
-
-
-def _make_ca(directory: Path, name: str) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=directory,
-    )  # fmt: skip
-
-
-def _make_leaf(directory: Path, name: str, extensions: str) -> None:
-    (directory / f"{name}.ext").write_text(extensions)
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}",
-        cwd=directory,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
-        cwd=directory,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -589,49 +369,40 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     if OPENSSL is None:
         # A failure, not a skip: TLS forwarding must be tested, not silently left out.
         pytest.fail("the openssl command is needed to make test certificates (Debian: openssl)")
-    directory = tmp_path_factory.mktemp("certs")
-    _make_ca(directory, "ca")
-    _make_ca(directory, "other")
-    usage = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-    _make_leaf(
-        directory,
-        "server",
-        usage + "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    _make_leaf(directory, "client", usage + "extendedKeyUsage=clientAuth\n")
-    return Certs(
-        directory / "ca.crt",
-        directory / "server.crt",
-        directory / "server.key",
-        directory / "client.crt",
-        directory / "client.key",
-        directory / "other.crt",
-    )
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_mutual_tls(tmp_path: Path, transport: str, certs: Certs) -> None:
-    with ScriptedUpstream(transport, tls=certs) as server:
-        good = server.upstream(
-            ca_file=certs.ca_cert, client_cert=certs.client_cert, client_key=certs.client_key
+    with OTLPReceiver(tls=certs) as server:
+        good = _upstream(
+            server,
+            transport,
+            ca_file=certs.ca_cert,
+            client_cert=certs.client_cert,
+            client_key=certs.client_key,
         )
         with forwarding(tmp_path, good) as rig:
             payload = _request(2, "tls")
             rig.queue.put(payload, spans=2)
             _wait_until(lambda: rig.queue.batches == 0)
-        assert server.script.payloads == [payload]
+        assert _payloads(server) == [payload]
         # A server we cannot verify, or one that wants the client certificate we lack: the
         # batch stays queued (a configuration to fix, not a batch to drop).
-        untrusted = server.upstream(
-            ca_file=certs.other_ca, client_cert=certs.client_cert, client_key=certs.client_key
+        untrusted = _upstream(
+            server,
+            transport,
+            ca_file=certs.other_ca,
+            client_cert=certs.client_cert,
+            client_key=certs.client_key,
         )
-        anonymous = server.upstream(ca_file=certs.ca_cert)
+        anonymous = _upstream(server, transport, ca_file=certs.ca_cert)
         for upstream in (untrusted, anonymous):
             result = upstream.send(payload, 5.0)
             upstream.close()
             assert not result.ok
             assert result.retryable, result.detail
-        assert len(server.script.payloads) == 1
+        assert len(server.requests) == 1
 
 
 # --- stopping -------------------------------------------------------------------------------------
@@ -652,10 +423,11 @@ def test_stop_puts_back_a_batch_waiting_for_its_retry(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_stop_lets_a_send_under_way_finish(tmp_path: Path, transport: str) -> None:
-    with ScriptedUpstream(transport, [Reply(delay=0.5)]) as server:
-        with forwarding(tmp_path, server.upstream()) as rig:
+    with OTLPReceiver() as server:
+        server.script(Reply(delay=0.5))
+        with forwarding(tmp_path, _upstream(server, transport)) as rig:
             rig.queue.put(_request(3, "slow"), spans=3)
-            _wait_until(lambda: len(server.script.calls) == 1)
+            _wait_until(lambda: len(server.requests) == 1)
             rig.forwarder.stop(5)
             assert rig.queue.batches == 0  # delivered and acknowledged, not sent again
             assert rig.sample("forwarded_spans_total") == 3
@@ -666,8 +438,8 @@ def test_damaged_queue_files_are_counted_as_dropped(tmp_path: Path) -> None:
         queue.put(b"will rot", spans=6)
     (batch,) = tmp_path.glob("*.batch")
     batch.write_bytes(b"OLQ")  # shorter than a header: found when the queue opens
-    with ScriptedUpstream("grpc") as server:
-        with forwarding(tmp_path, server.upstream()) as rig:
+    with OTLPReceiver() as server:
+        with forwarding(tmp_path, _upstream(server, "grpc")) as rig:
             assert rig.sample("dropped_spans_total", reason="corrupt_queue_file") == 6
     assert (tmp_path / "corrupt" / batch.name).exists()
 

@@ -1,5 +1,6 @@
 """The collector service with real peers: SDK OTLP exporters in front, a real OTLP receiver
-behind (tests/otlp_receiver.py), a real LLMSpanProcessor run as the reference for the cost."""
+behind (tests/support/otlp_receiver.py), a real LLMSpanProcessor run as the reference for the
+cost."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import EnrichedCall, Enricher
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricing import Cost, Unpriced
-from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
+from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
 
 SERVICE = "checkout"
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

@@ -33,8 +33,8 @@ from prometheus_client import CollectorRegistry
 
 import otel_llm
 from otel_llm import LLMSpanProcessor, llm_call
-from tests.otlp_receiver import OTLPReceiver
-from tests.ports import free_port
+from tests.support.otlp_receiver import OTLPReceiver
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).parent.parent
 COST_SAMPLE = "gen_ai_client_cost_usd_total"

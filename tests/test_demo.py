@@ -22,7 +22,7 @@ import pytest
 from otel_llm import _semconv as sc
 from otel_llm import demo
 from otel_llm.cli import main
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from opentelemetry.trace import Link, SpanKind, StatusCode, format_span_id, form
 from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor, llm_call
-from tests.otlp_receiver import OTLPReceiver, ReceivedEvent
+from tests.support.otlp_receiver import OTLPReceiver, ReceivedEvent
 
 TransportName = Literal["grpc", "http", "http-gzip"]
 

@@ -22,7 +22,7 @@ from anthropic.types import RawMessageStreamEvent
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 
-from tests.fake_llm import FakeLLMServer, ScriptedResponse
+from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 TIMEOUT = 5.0

@@ -16,8 +16,8 @@ from wrapt import FunctionWrapper
 
 from otel_llm import _semconv as sc
 from otel_llm.instrumentation.anthropic import AnthropicInstrumentor
-from tests.conftest import Pipeline
-from tests.fake_llm import FakeLLMServer, ScriptedResponse
+from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
+from tests.support.pipeline import Pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model 'claude:DeprecationWarning")
 

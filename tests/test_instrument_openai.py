@@ -24,10 +24,10 @@ from otel_llm import LLMSpanProcessor, lifecycle
 from otel_llm import _semconv as sc
 from otel_llm.instrumentation import values
 from otel_llm.instrumentation.openai import OpenAIInstrumentor, provider_name
-from tests.conftest import Pipeline
-from tests.fake_llm import FakeLLMServer, ScriptedResponse
-from tests.otlp_receiver import OTLPReceiver
-from tests.ports import free_port
+from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
+from tests.support.otlp_receiver import OTLPReceiver
+from tests.support.pipeline import Pipeline
+from tests.support.ports import free_port
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},

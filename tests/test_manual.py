@@ -10,7 +10,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_llm import _semconv as sc
 from otel_llm import current_llm_call, llm_call
-from tests.conftest import Pipeline
+from tests.support.pipeline import Pipeline
 
 
 class ProviderError(Exception):

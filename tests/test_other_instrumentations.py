@@ -2,8 +2,8 @@
 
 Each family (the official OpenTelemetry one, Traceloop OpenLLMetry, Arize OpenInference,
 OpenLIT) gets a virtualenv of its own (they do not install together): its packages and this
-working tree, built once by tests/venvs.py under ``.venvs/family-<name>`` and reused. A script
-run there with ``python -I`` installs an SDK TracerProvider whose spans go through
+working tree, built once by tests/support/venvs.py under ``.venvs/family-<name>`` and reused.
+A script run there with ``python -I`` installs an SDK TracerProvider whose spans go through
 ``LLMSpanProcessor`` into memory, instruments the SDKs with THAT library only (or with it and
 ours together, in either order), makes one OpenAI chat call and, where the family instruments
 Anthropic, one Anthropic messages call against the fake server this test process runs on
@@ -51,8 +51,8 @@ from otel_llm import LLMSpanProcessor
 from otel_llm import _semconv as sc
 from otel_llm.instrumentation.anthropic import AnthropicInstrumentor
 from otel_llm.instrumentation.openai import OpenAIInstrumentor
-from tests.fake_llm import FakeLLMServer, ScriptedResponse
-from tests.venvs import ROOT, clean_environment, ensure_venv, run_script, venv_python
+from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
+from tests.support.venvs import ROOT, clean_environment, ensure_venv, run_script, venv_python
 
 SCRIPT_TIMEOUT = 180
 

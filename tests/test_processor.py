@@ -23,7 +23,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 
 from otel_llm import LLMSpanProcessor, PriceBook, llm_call, llm_context, start_metrics_server
 from otel_llm import _semconv as sc
-from tests.conftest import Pipeline
+from tests.support.pipeline import Pipeline
 
 MTOK = Decimal(1_000_000)
 # Published prices (USD per million tokens) of genai-prices' bundled data, copied by hand.

@@ -31,8 +31,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, format_span_id
 
-from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
-from tests.rotel import Rotel, RotelError
+from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
+from tests.support.rotel import Rotel, RotelError
 
 ATTRIBUTES: dict[str, Any] = {
     "gen_ai.operation.name": "chat",

@@ -11,9 +11,9 @@ this working tree installed editable -- and a script run there checks that:
 - when the internals are not what configure() expects, it warns and records metrics only.
 
 The virtualenvs live under ``.venvs/sdk-<version>`` at the repository root (``OTEL_LLM_SDK_VENVS``
-names another folder), built by tests/venvs.py. The first run builds them from the package index
-(some 20 s each); later runs reuse a virtualenv as long as its marker file records the exact same
-install commands, Python, source tree and package metadata, and rebuild it otherwise.
+names another folder), built by tests/support/venvs.py. The first run builds them from the package
+index (some 20 s each); later runs reuse a virtualenv as long as its marker file records the exact
+same install commands, Python, source tree and package metadata, and rebuild it otherwise.
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ from typing import Any
 
 import pytest
 
-from tests.venvs import ROOT, clean_environment, ensure_venv, pyproject, run_script, venv_python
+from tests.support.venvs import (
+    ROOT,
+    clean_environment,
+    ensure_venv,
+    pyproject,
+    run_script,
+    venv_python,
+)
 
 SCRIPT_TIMEOUT = 120
 

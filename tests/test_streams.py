@@ -18,8 +18,8 @@ from otel_llm import _semconv as sc
 from otel_llm.instrumentation.anthropic import AnthropicInstrumentor
 from otel_llm.instrumentation.openai import OpenAIInstrumentor
 from otel_llm.instrumentation.streams import StreamState
-from tests.conftest import Pipeline
-from tests.fake_llm import FakeLLMServer, ScriptedResponse
+from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
+from tests.support.pipeline import Pipeline
 
 MESSAGES: Any = [{"role": "user", "content": "Count to five"}]
 pytestmark = pytest.mark.filterwarnings("ignore:The model 'claude:DeprecationWarning")

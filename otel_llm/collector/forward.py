@@ -11,12 +11,16 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 
 from otel_llm.collector.queue import DiskQueue, QueueItem
 from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.collector.upstream import SendResult, Upstream
 
 _logger = logging.getLogger(__name__)
+
+Sleep = Callable[[threading.Event, float], bool]
+"""``sleep(stop, seconds)``: wait ``seconds`` unless ``stop`` is set first; True if it was."""
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
@@ -36,6 +40,9 @@ class Forwarder:
     upstream costs one attempt per worker per delay, never a busy loop. ``stop`` lets sends
     under way finish and puts unsent batches back; whatever is still on disk is sent after a
     restart. The forwarder owns ``upstream`` and closes it in ``stop``.
+
+    ``sleep`` waits out every backoff delay: ``threading.Event.wait`` (real time, cut short by
+    ``stop``) unless a test passes a virtual clock's, so backoff tests need not wait real seconds.
     """
 
     def __init__(
@@ -49,6 +56,7 @@ class Forwarder:
         max_backoff: float = 30.0,
         send_timeout: float | None = None,
         max_retry_after: float = 300.0,
+        sleep: Sleep = threading.Event.wait,
     ):
         if workers < 1:
             raise ValueError("workers must be >= 1")
@@ -66,6 +74,7 @@ class Forwarder:
         )
         self._max_retry_after = max_retry_after
         self._stopping = threading.Event()
+        self._sleep = sleep
         self._threads: list[threading.Thread] = []
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._rng_lock = threading.Lock()
@@ -121,7 +130,7 @@ class Forwarder:
             except Exception:  # a worker must survive anything
                 _logger.exception("otel-llm collector: forwarding failed unexpectedly")
                 self._queue.release(item)
-                self._stopping.wait(self._initial_backoff)
+                self._sleep(self._stopping, self._initial_backoff)
 
     def _send(self, item: QueueItem) -> SendResult:
         try:
@@ -167,7 +176,7 @@ class Forwarder:
             # One warning per outage per worker, then debug: a long outage must not flood logs.
             log = _logger.warning if attempt == 0 else _logger.debug
             log("otel-llm collector: export failed (%s); retrying in %.2fs", result.detail, delay)
-            if self._stopping.wait(delay):
+            if self._sleep(self._stopping, delay):
                 self._queue.release(item)
                 return
             attempt += 1

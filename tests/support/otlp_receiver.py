@@ -10,35 +10,45 @@ receiver decodes exactly what an exporter sent, the way a Collector would.
         exporter = OTLPSpanExporter(endpoint=receiver.grpc_endpoint, insecure=True)
         ...
         (span,) = receiver.wait_for_spans(1)
+
+It can also play a troubled upstream for the collector's forwarder: ``script()`` queues the
+answers to the next requests (a gRPC code or HTTP status, a RetryInfo or Retry-After, a partial
+success, a delay), and ``tls`` makes it require mutual TLS.
+
+    with OTLPReceiver() as upstream:
+        upstream.script(Reply(grpc_code=grpc.StatusCode.UNAVAILABLE, retry_after=0.6))
 """
 
 from __future__ import annotations
 
 import gzip
+import ssl
 import threading
+import time
 import zlib
+from collections import deque
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Literal, Self
 
 import grpc
+from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import DecodeError
+from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped,unused-ignore]
+from google.rpc.status_pb2 import Status  # type: ignore[import-untyped,unused-ignore]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
-    TraceServiceServicer,
-    add_TraceServiceServicer_to_server,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PBSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-HOST = "127.0.0.1"
+from tests.support.certs import Certs
+from tests.support.servers import HOST, Background, GRPCServer, HTTPServer, HTTPServerThread
+
 Transport = Literal["grpc", "http"]
 
 # OTLP numbers kinds from 1 (0 is UNSPECIFIED, which receivers may read as INTERNAL); the API's
@@ -55,6 +65,36 @@ class ReceivedRequest:
     content_encoding: str
     """The HTTP Content-Encoding (``identity`` when none); ``""`` over gRPC."""
     message: ExportTraceServiceRequest
+    payload: bytes
+    """The request's bytes as sent (after HTTP decompression)."""
+    headers: dict[str, str]
+    """gRPC metadata, or HTTP headers (lower case) with the request path as ``:path``."""
+    at: float
+    """When it arrived, by the receiver's ``clock``."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How the receiver answers one export request (see ``OTLPReceiver.script``)."""
+
+    grpc_code: grpc.StatusCode = grpc.StatusCode.OK
+    http_status: int = 200
+    retry_after: float | None = None
+    """gRPC: a RetryInfo in the status details; HTTP: a Retry-After header (seconds)."""
+    http_date: bool = False
+    """Send Retry-After as an HTTP-date instead of seconds."""
+    rejected: int = 0
+    """Spans reported rejected in a partial success."""
+    delay: float = 0.0
+    """Seconds to wait before answering (a slow upstream)."""
+
+    def accepts(self, transport: Transport) -> bool:
+        return (
+            self.grpc_code == grpc.StatusCode.OK if transport == "grpc" else self.http_status == 200
+        )
+
+
+_ACCEPT = Reply()
 
 
 @dataclass(frozen=True)
@@ -147,25 +187,34 @@ def decode_request(request: ExportTraceServiceRequest, transport: Transport) -> 
     return spans
 
 
-class _GrpcTraceService(TraceServiceServicer):
-    """The collector's TraceService: stores each request, answers full success."""
+def _response(rejected: int) -> bytes:
+    """A serialized ExportTraceServiceResponse: full success, or ``rejected`` spans refused."""
+    response = ExportTraceServiceResponse()
+    if rejected:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = "scripted rejection"
+    return response.SerializeToString()
 
-    def __init__(self, store: Callable[[ReceivedRequest], None]):
-        self._store = store
 
-    def Export(  # the generated servicer's name
-        self, request: ExportTraceServiceRequest, context: grpc.ServicerContext
-    ) -> ExportTraceServiceResponse:
-        self._store(ReceivedRequest("grpc", "", request))
-        return ExportTraceServiceResponse()
+def _grpc_status(reply: Reply) -> tuple[tuple[str, bytes], ...]:
+    """The trailing metadata of a refusal: a google.rpc.Status, with a RetryInfo if asked."""
+    status = Status(code=reply.grpc_code.value[0], message="scripted")
+    if reply.retry_after is not None:
+        info = RetryInfo()
+        info.retry_delay.FromNanoseconds(int(reply.retry_after * 1e9))
+        detail = AnyProto()
+        detail.Pack(info)
+        status.details.append(detail)
+    return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
 class _HttpHandler(BaseHTTPRequestHandler):
     """POST /v1/traces with a binary protobuf body, optionally gzip/deflate compressed."""
 
-    server: _HttpServer
+    server: HTTPServer
 
     def do_POST(self) -> None:  # http.server's naming
+        receiver: OTLPReceiver = self.server.owner
         if self.path.split("?")[0] != "/v1/traces":
             self.send_error(404)
             return
@@ -179,6 +228,8 @@ class _HttpHandler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(int(length))
         encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        headers[":path"] = self.path
         try:
             if encoding == "gzip":
                 body = gzip.decompress(body)
@@ -187,93 +238,105 @@ class _HttpHandler(BaseHTTPRequestHandler):
             elif encoding != "identity":
                 self.send_error(415, f"unsupported content encoding {encoding!r}")
                 return
-            request = ExportTraceServiceRequest.FromString(body)
+            reply = receiver._arrive("http", encoding, body, headers)
         except (OSError, EOFError, zlib.error, DecodeError) as exc:
             self.send_error(400, f"undecodable body: {exc}")
             return
-        self.server.store(ReceivedRequest("http", encoding, request))
-        reply = ExportTraceServiceResponse().SerializeToString()
-        self.send_response(200)
+        receiver._delay(reply)
+        answer = _response(reply.rejected) if reply.http_status == 200 else b"scripted"
+        self.send_response(reply.http_status)
+        if reply.retry_after is not None:
+            when = time.time() + reply.retry_after
+            value = formatdate(when, usegmt=True) if reply.http_date else reply.retry_after
+            self.send_header("Retry-After", str(value))
         self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", str(len(reply)))
+        self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
-        self.wfile.write(reply)
+        self.wfile.write(answer)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: pytest output is for test failures, not access logs."""
 
 
-class _HttpServer(ThreadingHTTPServer):
-    def __init__(self, store: Callable[[ReceivedRequest], None]):
-        super().__init__((HOST, 0), _HttpHandler)
-        self.store = store
+class OTLPReceiver(Background):
+    """Receives OTLP traces over gRPC and HTTP on 127.0.0.1 until stopped (a context manager).
 
-
-class OTLPReceiver:
-    """Receives OTLP traces over gRPC and HTTP on ephemeral 127.0.0.1 ports until stopped.
-
-    A context manager; ``stop()`` shuts down both servers and their threads.
+    ``grpc_port``/``http_port``: fixed ports (a test that brings an upstream back where it was),
+    else ephemeral ones. ``tls``: both transports require TLS with a client certificate signed
+    by ``tls.ca_cert``. ``clock``: what ``ReceivedRequest.at`` is read from.
     """
 
-    def __init__(self, grpc_port: int = 0) -> None:
-        """``grpc_port``: a fixed port (a test that brings an upstream back where it was)."""
-        self._fixed_grpc_port = grpc_port
+    def __init__(
+        self,
+        grpc_port: int = 0,
+        http_port: int = 0,
+        *,
+        tls: Certs | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fixed_ports = (grpc_port, http_port)
+        self._tls = tls
+        self._clock = clock
         self._arrived = threading.Condition()
+        self._replies: deque[Reply] = deque()
         self._requests: list[ReceivedRequest] = []
         self._spans: list[ReceivedSpan] = []
-        self._executor: futures.ThreadPoolExecutor | None = None
-        self._grpc_server: grpc.Server | None = None
-        self._http_server: _HttpServer | None = None
-        self._http_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._grpc: GRPCServer | None = None
+        self._http: HTTPServerThread | None = None
         self.grpc_port = 0
         self.http_port = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> OTLPReceiver:
-        self._executor = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc")
-        self._grpc_server = grpc.server(self._executor)
-        service = _GrpcTraceService(self._store)
-        add_TraceServiceServicer_to_server(service, self._grpc_server)  # type: ignore[no-untyped-call]
-        self.grpc_port = self._grpc_server.add_insecure_port(f"{HOST}:{self._fixed_grpc_port}")
-        self._grpc_server.start()
-        self._http_server = _HttpServer(self._store)
-        self.http_port = self._http_server.server_address[1]
-        # A short poll interval: shutdown() waits up to one interval for the loop to notice.
-        self._http_thread = threading.Thread(
-            target=self._http_server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="otlp-http",
-            daemon=True,
+    def start(self) -> Self:
+        self._stopping.clear()
+        grpc_port, http_port = self._fixed_ports
+        self._grpc = GRPCServer(
+            self._register, name="otlp-grpc", port=grpc_port, credentials=self._grpc_tls()
         )
-        self._http_thread.start()
+        self.grpc_port = self._grpc.port
+        self._http = HTTPServerThread(
+            _HttpHandler, self, name="otlp-http", port=http_port, tls=self._http_tls()
+        )
+        self.http_port = self._http.port
         return self
 
     def stop(self) -> None:
-        """Stops both servers and waits for their threads; safe to call twice."""
-        if self._grpc_server is not None:
-            self._grpc_server.stop(grace=None).wait()
-            self._grpc_server = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        if self._http_server is not None:
-            self._http_server.shutdown()
-            self._http_server.server_close()
-            self._http_server = None
-        if self._http_thread is not None:
-            self._http_thread.join()
-            self._http_thread = None
+        """Stops both servers (a scripted delay under way ends early) and waits for their
+        threads; safe to call twice."""
+        self._stopping.set()
+        if self._grpc is not None:
+            self._grpc.stop()
+            self._grpc = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
-    def __enter__(self) -> OTLPReceiver:
-        return self.start()
+    def _register(self, server: grpc.Server) -> None:
+        # No deserializer: the handler gets the bytes as sent, as the HTTP handler does.
+        handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService",
+            {"Export": grpc.unary_unary_rpc_method_handler(self._grpc_export)},
+        )
+        server.add_generic_rpc_handlers((handler,))
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _grpc_tls(self) -> grpc.ServerCredentials | None:
+        if self._tls is None:
+            return None
+        return grpc.ssl_server_credentials(
+            [(self._tls.server_key.read_bytes(), self._tls.server_cert.read_bytes())],
+            root_certificates=self._tls.ca_cert.read_bytes(),
+            require_client_auth=True,
+        )
+
+    def _http_tls(self) -> ssl.SSLContext | None:
+        if self._tls is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self._tls.server_cert, self._tls.server_key)
+        context.load_verify_locations(self._tls.ca_cert)
+        context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
     # --- endpoints ------------------------------------------------------------------------------
     @property
@@ -286,23 +349,63 @@ class OTLPReceiver:
         """The full traces URL for the HTTP exporter's ``endpoint`` argument."""
         return f"http://{HOST}:{self.http_port}/v1/traces"
 
-    # --- what arrived ---------------------------------------------------------------------------
-    def _store(self, request: ReceivedRequest) -> None:
-        spans = decode_request(request.message, request.transport)
+    def base_url(self, transport: Transport) -> str:
+        """``scheme://host:port`` of one transport (``https`` with ``tls``), as the collector's
+        upstream setting names it."""
+        scheme = "https" if self._tls else "http"
+        port = self.grpc_port if transport == "grpc" else self.http_port
+        return f"{scheme}://{HOST}:{port}"
+
+    # --- answers --------------------------------------------------------------------------------
+    def script(self, *replies: Reply) -> None:
+        """Queue answers: each request takes the next one, then requests are accepted."""
         with self._arrived:
+            self._replies.extend(replies)
+
+    def _grpc_export(self, payload: bytes, context: grpc.ServicerContext) -> bytes:
+        metadata = {key: str(value) for key, value in context.invocation_metadata()}
+        try:
+            reply = self._arrive("grpc", "", payload, metadata)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"undecodable request: {exc}")
+        self._delay(reply)
+        if reply.grpc_code != grpc.StatusCode.OK:
+            context.set_trailing_metadata(_grpc_status(reply))
+            context.set_code(reply.grpc_code)
+            context.set_details("scripted")
+            return b""
+        return _response(reply.rejected)
+
+    def _delay(self, reply: Reply) -> None:
+        if reply.delay:
+            self._stopping.wait(reply.delay)
+
+    # --- what arrived ---------------------------------------------------------------------------
+    def _arrive(
+        self, transport: Transport, encoding: str, payload: bytes, headers: dict[str, str]
+    ) -> Reply:
+        """Records one request and takes its answer; the spans of an accepted one become
+        ``spans``. DecodeError if ``payload`` is no export request."""
+        message = ExportTraceServiceRequest.FromString(payload)
+        request = ReceivedRequest(transport, encoding, message, payload, headers, self._clock())
+        with self._arrived:
+            reply = self._replies.popleft() if self._replies else _ACCEPT
             self._requests.append(request)
-            self._spans.extend(spans)
+            if reply.accepts(transport):
+                self._spans.extend(decode_request(message, transport))
             self._arrived.notify_all()
+        return reply
 
     @property
     def spans(self) -> list[ReceivedSpan]:
-        """Every span received so far, in arrival order."""
+        """Every span accepted so far, in arrival order."""
         with self._arrived:
             return list(self._spans)
 
     @property
     def requests(self) -> list[ReceivedRequest]:
-        """The raw export requests, for tests that need what the decoded view leaves out."""
+        """Every export request received, refused ones included, in arrival order: for tests
+        that need what the decoded view leaves out."""
         with self._arrived:
             return list(self._requests)
 
@@ -334,3 +437,4 @@ class OTLPReceiver:
         with self._arrived:
             self._requests.clear()
             self._spans.clear()
+            self._replies.clear()

@@ -30,9 +30,9 @@ from typing import Any
 
 import yaml
 
-from tests.ports import free_port
+from tests.support.ports import free_port
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "collector_config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "collector_config"
 ALERTS = CONFIG_DIR / "alerts.yml"
 DASHBOARD = CONFIG_DIR / "grafana" / "dashboard.json"
 

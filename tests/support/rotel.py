@@ -28,12 +28,11 @@ import tempfile
 import time
 from importlib.util import find_spec
 from pathlib import Path
-from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
-from tests.ports import free_port
+from tests.support.ports import free_port
+from tests.support.servers import HOST, Background
 
-HOST = "127.0.0.1"
 _ROTEL = find_spec("rotel")  # the wheel's Python API is not needed, only its binary
 if _ROTEL is None or _ROTEL.origin is None:
     raise ImportError("rotel is not installed (it is in the test extra: pip install -e .[test])")
@@ -53,7 +52,7 @@ class RotelError(RuntimeError):
     """The agent did not start (its output is in the message)."""
 
 
-class Rotel:
+class Rotel(Background):
     """One ``rotel-agent`` receiving OTLP on free 127.0.0.1 ports and exporting to ``upstream``.
 
     ``upstream`` is ``host:port`` of an OTLP receiver speaking ``protocol`` (gRPC, or HTTP with
@@ -150,7 +149,7 @@ class Rotel:
         return [*args, *self.extra_args]
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> Rotel:
+    def start(self) -> Self:
         self._dir = tempfile.TemporaryDirectory(prefix="rotel-")
         last = ""
         for _ in range(3):  # a port taken between free_port() and the agent's bind: new ports
@@ -208,14 +207,3 @@ class Rotel:
         """SIGTERM (the agent flushes its batches), SIGKILL after ``timeout``."""
         self._terminate(timeout)
         self._cleanup()
-
-    def __enter__(self) -> Rotel:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -5,7 +5,7 @@ speaking the wire formats the ``openai`` and ``anthropic`` SDKs parse: JSON bodi
 (chunked transfer encoding, so an abrupt close is seen by the client as a truncated body), the
 providers' error JSON bodies and request-id headers.
 
-    from tests.fake_llm import FakeLLMServer, ScriptedResponse
+    from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
 
     with FakeLLMServer() as server:
         client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
@@ -90,24 +90,21 @@ and joins every thread the server started.
 from __future__ import annotations
 
 import base64
-import contextlib
 import itertools
 import json
 import socket
 import struct
-import sys
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-HOST = "127.0.0.1"
+from tests.support.servers import HOST, Background, HTTPServer, HTTPServerThread
 
 Failure = Literal["error_event", "disconnect"]
 
@@ -196,36 +193,9 @@ class _Disconnect(Exception):
     """Raised inside the handler to cut the connection mid-response."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True
-
-    def __init__(self, fake: FakeLLMServer) -> None:
-        self.fake = fake
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__((HOST, 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.connections_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that stops reading a stream early (the stream tests do it on purpose) makes
-        # the next write fail: expected, not worth a traceback on stderr.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
-class FakeLLMServer:
-    """The fake provider server; use as a context manager (or call ``close()``)."""
+class FakeLLMServer(Background):
+    """The fake provider server, serving from the moment it is made; use as a context manager
+    (or call ``close()``)."""
 
     def __init__(self) -> None:
         self.default = ScriptedResponse()
@@ -233,17 +203,8 @@ class FakeLLMServer:
         self._queue: deque[ScriptedResponse] = deque()
         self._requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
-        self._stopping = threading.Event()
-        self._httpd = _Server(self)
-        self.port: int = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-llm-server",
-            daemon=True,
-        )
-        self._thread.start()
-        self._closed = False
+        self._http = HTTPServerThread(_Handler, self, name="fake-llm-server")
+        self.port: int = self._http.port
 
     # -- addresses -------------------------------------------------------------------------------
 
@@ -300,30 +261,15 @@ class FakeLLMServer:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._stopping.set()
-        self._httpd.shutdown()
-        with self._httpd.connections_lock:
-            connections = list(self._httpd.connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        self._httpd.server_close()  # joins the handler threads (block_on_close)
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeLLMServer:
+    def start(self) -> Self:
+        """Already serving (since it was made): here for ``with``."""
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def stop(self) -> None:
+        """Stops serving; a scripted delay or stream under way is cut short."""
+        self._http.stop()
+
+    close = stop
 
 
 # -- the request handler ---------------------------------------------------------------------------
@@ -331,7 +277,7 @@ class FakeLLMServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -373,9 +319,9 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             raw_body=raw,
         )
-        fake = self.server.fake
+        fake: FakeLLMServer = self.server.owner
         scripted, number = fake._take(request)
-        self._stopping = fake._stopping
+        self._stopping = self.server.stopping
         provider = "anthropic" if url.path.startswith("/v1/messages") else "openai"
         self._request_id = f"req_{uuid.uuid4().hex[:24]}"
         try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 BIN_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/15/bin")
 

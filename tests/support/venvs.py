@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENVS = Path(os.environ.get("OTEL_LLM_SDK_VENVS") or ROOT / ".venvs")
 INSTALL_TIMEOUT = 1200
 MARKER_FORMAT = 2

@@ -1,0 +1,3 @@
+"""What the tests share that is not a test: the servers and processes they start (fake LLM
+provider, OTLP receiver, collector CLI, Rotel, PostgreSQL, Prometheus), free ports and the
+virtualenvs of the isolation tests. Test modules import from here; fixtures live in conftest."""
