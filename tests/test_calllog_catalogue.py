@@ -32,7 +32,7 @@ from otel_llm.calllog.catalogue import (
 from otel_llm.calllog.query import CallFilter, SortKey, StatsGroup
 from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.store import open_store
-from tests.postgres import pg_cluster, store_url  # noqa: F401
+from tests.support.postgres import pg_cluster, store_url  # noqa: F401
 from tests.test_calllog_store import make_records
 
 V1_SHA256 = {
