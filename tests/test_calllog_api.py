@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from otel_llm.calllog.api import CallLogAPI, CallLogApp
+from otel_llm.calllog.api import CallLogAPI
+from otel_llm.calllog.app import CallLogApp
 from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing, hash_key
 from otel_llm.calllog.query import CallFilter
 from otel_llm.calllog.ratelimit import RateLimiter, RateLimits

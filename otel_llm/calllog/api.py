@@ -1,321 +1,30 @@
-"""The call log's HTTP JSON query API: read-only, API keys, per-key rate limits.
-
-Routes (all under ``/api/v1/calls``; every request needs an API key)::
-
-    GET|POST /api/v1/calls                list calls (also POST /api/v1/calls/list)
-    GET|POST /api/v1/calls/count          count calls
-    GET|POST /api/v1/calls/stats          usage statistics
-    GET      /api/v1/calls/fields         the fields a call has (for select)
-    GET      /api/v1/calls/{id}           one call, every field (or ?select=)
-    GET      /api/v1/calls/{id}/details   its captured prompt and response preview
-
-Nothing creates, changes or deletes a call: other methods get 405 with ``Allow``. Errors are
-``{"error": {"code": ..., "message": ...}}``; a failure of the store is logged and answered with
-a generic 500 -- no SQL or stack trace reaches the client. Money leaves as JSON numbers
-(converted from Decimal only here), datetimes as ISO 8601 UTC with ``Z``.
-
-``CallLogApp`` answers requests independently of any server (``handle(method, target, header,
-body)``); ``CallLogAPI`` serves it with the package's ``BackgroundHTTPServer``, on 127.0.0.1
-unless told otherwise.
+"""The call log's HTTP JSON query API served: ``CallLogAPI`` runs ``CallLogApp`` (``app.py``:
+routes, keys, rate limits, answers) on the package's ``BackgroundHTTPServer``, on 127.0.0.1
+unless told otherwise. This module reads the request body (bounded, ``Content-Length`` only) and
+writes the app's answer; everything the API decides is in ``app.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import Decimal
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import TYPE_CHECKING
 
-from otel_llm.calllog import params
-from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing
-from otel_llm.calllog.query import CallQuery, QueryError
-from otel_llm.calllog.ratelimit import EndpointClass, RateLimiter, RateLimits
-from otel_llm.calllog.record import FIELDS
+from otel_llm import settings
+from otel_llm.calllog.app import (
+    JSON_HEADERS,
+    MAX_BODY_BYTES,
+    PREFIX,
+    CallLogApp,
+    Refusal,
+    Response,
+    error_body,
+)
+from otel_llm.calllog.auth import KeyRing
+from otel_llm.calllog.ratelimit import RateLimits
 from otel_llm.httpserver import BackgroundHTTPServer, RequestHandler, split_endpoint
 
 if TYPE_CHECKING:  # the stores' module (SQL, drivers) is only needed to type the reader
-    from otel_llm.calllog.store import CallReader, Page
-
-_logger = logging.getLogger(__name__)
-
-PREFIX = "/api/v1/calls"
-MAX_BODY_BYTES = 64 * 1024
-"""A query body is a few hundred bytes; anything near this is not one."""
-_MAX_QUERY_FIELDS = 100
-_ERROR_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    411: "length_required",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-    500: "internal_error",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-class _Refusal(Exception):
-    """Ends a request early with an error response."""
-
-    def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = tuple(headers)
-
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    endpoint: str
-    methods: tuple[str, ...]
-    call_id: str | None = None
-
-
-def jsonable(value: Any) -> Any:
-    """A store value as JSON: Decimal -> number, datetime -> ISO 8601 UTC ``Z``, date -> ISO."""
-    if isinstance(value, Decimal | float):
-        number = float(value)  # money stays Decimal until this very last step
-        return number if math.isfinite(number) else None
-    if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(key): jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(item) for item in value]
-    return value
-
-
-def encode(value: Any) -> bytes:
-    return json.dumps(jsonable(value), allow_nan=False, ensure_ascii=False).encode()
-
-
-def error_body(status: int, message: str) -> bytes:
-    code = _ERROR_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
-    return encode({"error": {"code": code, "message": message}})
-
-
-class CallLogApp:
-    """Routes a request, checks its key, rate and parameters, and answers from the store."""
-
-    def __init__(
-        self,
-        store: CallReader,
-        *,
-        keys: KeyRing,
-        limits: RateLimits | None = None,
-        limiter: RateLimiter | None = None,
-        max_body_bytes: int = MAX_BODY_BYTES,
-    ):
-        if not len(keys):
-            raise ValueError(
-                "the call-log API needs at least one API key (call_log_api_keys_file or "
-                "call_log_api_keys)"
-            )
-        self.store = store
-        self.keys = keys
-        self.limiter = limiter if limiter is not None else RateLimiter(limits)
-        self.max_body_bytes = max_body_bytes
-
-    def handle(
-        self, method: str, target: str, header: Callable[[str], str | None], body: bytes
-    ) -> Response:
-        """The response to one request (``header(name)`` reads a request header)."""
-        extra: tuple[tuple[str, str], ...] = ()
-        try:
-            split = urlsplit(target)
-            route = _route(split.path)
-            if method not in route.methods:
-                allow = ", ".join(route.methods)
-                raise _Refusal(
-                    405, f"{method} is not allowed here; allowed: {allow}", [("Allow", allow)]
-                )
-            key = self.keys.identify(header)
-            extra = self._admit(key, route)
-            query = _query(split.query)
-            if method == "POST" and body.strip() and not _is_json(header("Content-Type")):
-                raise _Refusal(415, "send the request body as Content-Type: application/json")
-            payload = params.parse_body(body) if method == "POST" else {}
-            answer = self._answer(route, key, query, payload)
-            return Response(200, encode(answer), (*_JSON_HEADERS, *extra))
-        except _Refusal as refusal:
-            return self.error(refusal.status, refusal.message, (*refusal.headers, *extra))
-        except AuthError as refused:
-            headers = (
-                [("WWW-Authenticate", 'Bearer realm="otel-llm"')] if refused.status == 401 else []
-            )
-            return self.error(refused.status, refused.message, (*headers, *extra))
-        except params.ParamError as bad:
-            return self.error(400, bad.message, extra)
-        except QueryError as refused_query:  # the store's own "cannot answer that as asked"
-            return self.error(400, str(refused_query), extra)
-        except Exception:
-            # The store's errors (SQL, connection) stay in the log; the client learns only that
-            # the server failed.
-            _logger.exception("otel-llm call-log API: %s %s failed", method, target[:200])
-            return self.error(
-                500, "the call log could not answer this request; see the server log", extra
-            )
-
-    def error(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> Response:
-        return Response(status, error_body(status, message), (*_JSON_HEADERS, *headers))
-
-    def _admit(self, key: ApiKey, route: _Route) -> tuple[tuple[str, str], ...]:
-        decision = self.limiter.check(key.name, _ENDPOINT_CLASSES[route.endpoint])
-        if decision.limit == 0:
-            return ()
-        headers = (
-            ("X-RateLimit-Limit", str(decision.limit)),
-            ("X-RateLimit-Remaining", str(decision.remaining)),
-        )
-        if not decision.allowed:
-            raise _Refusal(
-                429,
-                f"rate limit of {decision.limit} requests per minute reached for this API key; "
-                f"retry in {decision.retry_after} s",
-                [*headers, ("Retry-After", str(decision.retry_after))],
-            )
-        return headers
-
-    def _answer(
-        self, route: _Route, key: ApiKey, query: Mapping[str, list[str]], body: Mapping[str, Any]
-    ) -> Any:
-        """The JSON-able answer of one admitted request. A key limited to projects has its
-        filter narrowed to them (or is refused, 403, a project it may not read)."""
-        store = self.store
-        if route.endpoint == "list":
-            wanted = params.parse_list(query, body)
-            wanted = dataclasses.replace(wanted, filter=key.restrict(wanted.filter))
-            return list_answer(wanted, store.list(wanted))
-        if route.endpoint == "count":
-            return {"count": store.count(key.restrict(params.parse_count(query, body)))}
-        if route.endpoint == "stats":
-            stats = params.parse_stats(query, body)
-            return store.stats(dataclasses.replace(stats, filter=key.restrict(stats.filter)))
-        if route.endpoint == "fields":
-            params.parse_none(query)
-            return {
-                "fields": [
-                    {"name": name, "type": info.type, "description": info.description}
-                    for name, info in FIELDS.items()
-                ]
-            }
-        call_id = route.call_id or ""
-        if route.endpoint == "get":
-            select = params.parse_item(query)
-            call = store.get(call_id, key.projects)
-        else:
-            params.parse_none(query)
-            select = None
-            call = store.details(call_id, key.projects)
-        if call is None:
-            # Also for a call of a project the key may not read: its existence is not revealed.
-            raise _Refusal(404, f"no call with id '{_shown(call_id)}'")
-        return call if select is None else {name: call.get(name) for name in select}
-
-
-def list_answer(query: CallQuery, page: Page) -> dict[str, Any]:
-    """The list endpoint's answer: the page's calls and the seeds' pagination block."""
-    pagination = {
-        "total": page.total,
-        "limit": query.limit,
-        "offset": query.offset,
-        "hasMore": page.has_more,
-    }
-    return {"calls": page.calls, "pagination": pagination}
-
-
-_JSON_HEADERS = (
-    ("Content-Type", "application/json; charset=utf-8"),
-    ("Cache-Control", "no-store"),
-    ("X-Content-Type-Options", "nosniff"),
-)
-_QUERYING = ("GET", "POST")
-_READING = ("GET",)
-_COLLECTIONS = {"list": "list", "count": "count", "stats": "stats", "fields": "fields"}
-_ENDPOINT_CLASSES: dict[str, EndpointClass] = {
-    "list": "list",
-    "count": "list",
-    "stats": "stats",
-    "fields": "details",
-    "get": "details",
-    "details": "details",
-}
-
-
-def _route(path: str) -> _Route:
-    if path != "/" and path.endswith("/"):
-        path = path[:-1]
-    if path == PREFIX:
-        return _Route("list", _QUERYING)
-    if not path.startswith(PREFIX + "/"):
-        raise _Refusal(404, f"no such endpoint: {_shown(unquote(path))}; the API is under {PREFIX}")
-    # Split before decoding: an encoded slash belongs to the id, not the path.
-    segments = [unquote(segment) for segment in path[len(PREFIX) + 1 :].split("/")]
-    if len(segments) == 1 and segments[0] in _COLLECTIONS:
-        name = segments[0]
-        return _Route(name, _READING if name == "fields" else _QUERYING)
-    if len(segments) == 1 and segments[0]:
-        return _Route("get", _READING, segments[0])
-    if len(segments) == 2 and segments[0] and segments[1] == "details":
-        return _Route("details", _READING, segments[0])
-    raise _Refusal(404, f"no such endpoint: {_shown(unquote(path))}")
-
-
-def _query(text: str) -> dict[str, list[str]]:
-    try:
-        return parse_qs(
-            text,
-            keep_blank_values=True,
-            strict_parsing=False,
-            max_num_fields=_MAX_QUERY_FIELDS,
-            errors="strict",
-        )
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise params.ParamError(f"the URL's query string cannot be read: {exc}") from None
-
-
-_LENIENT_TYPES = {
-    "application/json",
-    "text/json",
-    "text/plain",
-    "application/x-www-form-urlencoded",
-}
-
-
-def _is_json(content_type: str | None) -> bool:
-    # `curl -d '{...}'` (and urllib) label a JSON body form-urlencoded unless told otherwise;
-    # refusing those would refuse the most common client. A type that is clearly something
-    # else (multipart, XML) is refused.
-    if content_type is None:
-        return True
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media in _LENIENT_TYPES or media.endswith("+json")
-
-
-def _shown(text: str) -> str:
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-# --- serving over HTTP ------------------------------------------------------------------------
+    from otel_llm.calllog.store import CallReader
 
 
 class _Handler(RequestHandler):
@@ -328,7 +37,7 @@ class _Handler(RequestHandler):
     def _serve(self) -> None:
         try:
             body = self._body()
-        except _Refusal as refusal:
+        except Refusal as refusal:
             self._send(self.app.error(refusal.status, refusal.message, refusal.headers))
             return
         self._send(self.app.handle(self.command, self.path, self.headers.get, body))
@@ -339,17 +48,17 @@ class _Handler(RequestHandler):
     def _body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             self.close_connection = True
-            raise _Refusal(411, "send the request body with a Content-Length")
+            raise Refusal(411, "send the request body with a Content-Length")
         raw = self.headers.get("Content-Length")
         if raw is None:
             return b""
         if not raw.strip().isdigit():
             self.close_connection = True
-            raise _Refusal(400, "Content-Length must be a number of bytes")
+            raise Refusal(400, "Content-Length must be a number of bytes")
         length = int(raw)
         if length > self.app.max_body_bytes:
             self._drain(length)
-            raise _Refusal(
+            raise Refusal(
                 413, f"the request body is over {self.app.max_body_bytes} bytes; a query is small"
             )
         return self.rfile.read(length)
@@ -373,7 +82,7 @@ class _Handler(RequestHandler):
         # long) are JSON like every other answer.
         self.close_connection = True
         text = message or HTTPStatus(code).phrase
-        self._send(Response(code, error_body(code, text), _JSON_HEADERS))
+        self._send(Response(code, error_body(code, text), JSON_HEADERS))
 
 
 def handler_for(app: CallLogApp) -> type[RequestHandler]:
@@ -412,8 +121,6 @@ class CallLogAPI:
         """The API as the ``call_log_api_*`` and ``call_log_rate_limit_*`` settings describe it
         (arguments override them). ValueError when the endpoint is ``none`` or no key is
         configured, with a message for the operator."""
-        from otel_llm import settings  # noqa: PLC0415 - settings import the metrics package
-
         address = settings.CALL_LOG_API_ENDPOINT.resolve(endpoint)
         if address is None:
             raise ValueError("the call-log API is off (call_log_api_endpoint is 'none')")

@@ -14,7 +14,8 @@ from typing import Any
 from otel_llm import settings
 from otel_llm._cli_types import CommandError
 from otel_llm.calllog import tables
-from otel_llm.calllog.api import CallLogAPI, jsonable
+from otel_llm.calllog.api import CallLogAPI
+from otel_llm.calllog.app import jsonable
 from otel_llm.calllog.auth import KeyRing, hash_key, new_key
 from otel_llm.calllog.flags import filter_params
 from otel_llm.calllog.retention import prune

@@ -19,7 +19,7 @@ from typing import Any
 from otel_llm import settings
 from otel_llm._cli_types import CommandError
 from otel_llm.calllog import params
-from otel_llm.calllog.api import PREFIX, jsonable, list_answer
+from otel_llm.calllog.app import PREFIX, jsonable, list_answer
 from otel_llm.calllog.query import QueryError
 from otel_llm.calllog.store import SQLCallStore, open_store
 
