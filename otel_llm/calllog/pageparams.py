@@ -1,0 +1,104 @@
+"""The page a list request asks for, apart from its filter: ``skip``/``offset``, ``sort`` and
+``order``, and ``select`` -- in the URL's form (``sort=cost&order=desc``, ``select=model,cost``)
+or the seeds' body form (``{"sort": {"cost": -1}, "select": {"model": true}}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any, cast
+
+from otel_llm.calllog.catalogue import CONTENT_FIELDS, SORTS
+from otel_llm.calllog.paramvalues import (
+    Given,
+    ParamError,
+    as_choice,
+    as_integer,
+    json_type,
+    shown,
+    wrong_type,
+)
+from otel_llm.calllog.query import SortKey
+
+SORT_KEYS: tuple[str, ...] = tuple(SORTS)
+MAX_OFFSET = 1_000_000_000
+
+
+def offset_of(given: Mapping[str, Given]) -> int:
+    """The offset, from ``skip`` or ``offset`` (synonyms; both given: they must agree)."""
+    values = [
+        as_integer(given[name], low=0, high=MAX_OFFSET)
+        for name in ("skip", "offset")
+        if name in given
+    ]
+    if len(values) == 2 and values[0] != values[1]:
+        raise ParamError("skip and offset are the same thing; give one of them", "offset")
+    return values[0] if values else 0
+
+
+def sort_of(given: Mapping[str, Given]) -> tuple[SortKey, bool]:
+    """The sort key and whether it is descending (the default: newest first)."""
+    key = "created_at"
+    order: str | None = None
+    if "sort" in given:
+        sort = given["sort"]
+        if isinstance(sort.value, dict):
+            # The seeds' body form: {"cost": -1} (-1 / "desc" descending, 1 / "asc" ascending).
+            if len(sort.value) != 1:
+                raise ParamError('sort must name exactly one field, e.g. {"cost": -1}', "sort")
+            ((field, direction),) = sort.value.items()
+            key = as_choice(Given(field, "sort", sort.from_url), SORT_KEYS)
+            order = _direction(direction)
+            if "order" in given:
+                raise ParamError("give the order in sort or in order, not both", "order")
+        else:
+            key = as_choice(sort, SORT_KEYS)
+    if "order" in given:
+        order = as_choice(given["order"], ("asc", "desc"))
+    return cast(SortKey, key), order != "asc"
+
+
+def _direction(value: Any) -> str:
+    if value in (1, "asc"):
+        return "asc"
+    if value in (-1, "desc"):
+        return "desc"
+    raise ParamError(f"the sort direction must be 1, -1, 'asc' or 'desc'; got {value!r}", "sort")
+
+
+def select_of(given: Given, fields: Collection[str]) -> tuple[str, ...]:
+    """The fields ``select`` names (``fields``: those it may name), ``id`` always first."""
+    value = given.value
+    names: list[Any]
+    if given.from_url:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+    elif isinstance(value, list):
+        names = value
+    elif isinstance(value, dict):
+        # The seeds' body form: {"model": true, "cost": true}.
+        bad = [name for name, wanted in value.items() if wanted is not True]
+        if bad:
+            raise ParamError(
+                f"select: each field must map to true (fields not wanted are left out); "
+                f"'{shown(str(bad[0]))}' does not",
+                "select",
+            )
+        names = list(value)
+    else:
+        raise wrong_type(given, "a list of field names")
+    if not names:
+        raise ParamError("select names no field", "select")
+    for name in names:
+        if not isinstance(name, str):
+            raise ParamError(f"select: field names are strings; got {json_type(name)}", "select")
+        if name in CONTENT_FIELDS:
+            raise ParamError(
+                f"select: '{name}' is content, served by /api/v1/calls/{{id}}/details", "select"
+            )
+        if name not in fields:
+            raise ParamError(
+                f"select: unknown field '{shown(name)}'; known fields: {', '.join(fields)}",
+                "select",
+            )
+    # The id always comes back: it is what the details of a listed call are asked by.
+    return tuple(dict.fromkeys(["id", *names]))
