@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -18,6 +19,7 @@ from otel_llm import LLMSpanProcessor
 from tests.support import markers
 from tests.support.collector_process import CollectorProcess
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.instrumentors import SDK
 from tests.support.otlp_receiver import OTLPReceiver
 from tests.support.pipeline import Pipeline
 
@@ -87,3 +89,35 @@ def collectors() -> Iterator[list[CollectorProcess]]:
     yield started
     for collector in started:
         collector.kill()
+
+
+# --- the instrumentor tests' fixtures: a test module names its SDK with an ``sdk`` fixture ------
+
+
+@pytest.fixture
+def fake(server: FakeLLMServer, sdk: SDK) -> Iterator[FakeLLMServer]:
+    """The module's fake server, with no scripted answers or recorded requests left over."""
+    server.clear()
+    if sdk.default is not None:
+        server.default = sdk.default
+    yield server
+    server.clear()
+
+
+@pytest.fixture
+def traced(pipeline: Pipeline, sdk: SDK) -> Iterator[Pipeline]:
+    """``pipeline`` with the SDK instrumented for the test."""
+    instrumentor = sdk.instrument(pipeline)
+    yield pipeline
+    instrumentor.uninstrument()
+
+
+@pytest.fixture
+def client(fake: FakeLLMServer, sdk: SDK) -> Iterator[Any]:
+    with sdk.client(fake) as started:
+        yield started
+
+
+@pytest.fixture
+def async_client(fake: FakeLLMServer, sdk: SDK) -> Any:
+    return sdk.async_client(fake)

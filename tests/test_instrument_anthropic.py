@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import anthropic
@@ -15,8 +15,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from wrapt import FunctionWrapper
 
 from otel_llm import _semconv as sc
-from otel_llm.instrumentation.anthropic import AnthropicInstrumentor
 from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
+from tests.support.instrumentors import ANTHROPIC, SDK
 from tests.support.pipeline import Pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model 'claude:DeprecationWarning")
@@ -35,49 +35,16 @@ USAGE = ScriptedResponse(
 COST = (1000 * 3 + 500 * 3.75 + 2000 * 0.30 + 200 * 15) / 1e6
 
 
-@pytest.fixture
-def fake(server: FakeLLMServer) -> Iterator[FakeLLMServer]:
-    server.clear()
-    server.default = USAGE
-    yield server
-    server.clear()
-
-
-def instrument(pipeline: Pipeline, **kwargs: Any) -> AnthropicInstrumentor:
-    instrumentor = AnthropicInstrumentor()
-    instrumentor.instrument(tracer_provider=pipeline.provider, **kwargs)
-    return instrumentor
+CLAUDE = replace(ANTHROPIC, default=USAGE)
 
 
 @pytest.fixture
-def traced(pipeline: Pipeline) -> Iterator[Pipeline]:
-    instrumentor = instrument(pipeline)
-    yield pipeline
-    instrumentor.uninstrument()
+def sdk() -> SDK:
+    return CLAUDE
 
 
-@pytest.fixture
-def client(fake: FakeLLMServer) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(
-        base_url=fake.anthropic_base_url, api_key="test", max_retries=0
-    ) as sdk:
-        yield sdk
-
-
-def async_client(fake: FakeLLMServer) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=fake.anthropic_base_url, api_key="test", max_retries=0)
-
-
-def labels(**more: str) -> dict[str, str]:
-    return {
-        "gen_ai_operation_name": "chat",
-        "gen_ai_provider_name": "anthropic",
-        "gen_ai_request_model": MODEL,
-        "gen_ai_response_model": "claude-sonnet-4-5-20250929",
-        "error_type": "",
-        "service_name": "checkout",
-        **more,
-    }
+instrument = CLAUDE.instrument
+labels = CLAUDE.labels
 
 
 def assert_priced(pipeline: Pipeline, attributes: Any, calls: int = 1) -> None:
@@ -114,7 +81,7 @@ def test_create(traced: Pipeline, fake: FakeLLMServer, client: anthropic.Anthrop
 
 def test_create_async(traced: Pipeline, fake: FakeLLMServer) -> None:
     async def main() -> None:
-        async with async_client(fake) as sdk:
+        async with CLAUDE.async_client(fake) as sdk:
             await sdk.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
 
     asyncio.run(main())
@@ -142,7 +109,7 @@ def test_stream_helper_sync_and_async(
     assert text
 
     async def main() -> str:
-        async with async_client(fake) as sdk:
+        async with CLAUDE.async_client(fake) as sdk:
             async with sdk.messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES) as s:
                 return await s.get_final_text()
 
@@ -157,7 +124,7 @@ def test_stream_helper_sync_and_async(
 
 def test_async_create_stream(traced: Pipeline, fake: FakeLLMServer) -> None:
     async def main() -> list[Any]:
-        async with async_client(fake) as sdk:
+        async with CLAUDE.async_client(fake) as sdk:
             stream = await sdk.messages.create(
                 model=MODEL, max_tokens=100, messages=MESSAGES, stream=True
             )

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from otel_llm import _semconv as sc
 from otel_llm.instrumentation import values
 from otel_llm.instrumentation.openai import OpenAIInstrumentor, provider_name
 from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
+from tests.support.instrumentors import OPENAI, SDK
 from tests.support.otlp_receiver import OTLPReceiver
 from tests.support.pipeline import Pipeline
 from tests.support.ports import free_port
@@ -39,46 +39,12 @@ COST = (600 * 0.15 + 400 * 0.075 + 200 * 0.60) / 1e6
 
 
 @pytest.fixture
-def fake(server: FakeLLMServer) -> Iterator[FakeLLMServer]:
-    server.clear()
-    yield server
-    server.clear()
+def sdk() -> SDK:
+    return OPENAI
 
 
-def instrument(pipeline: Pipeline, **kwargs: Any) -> OpenAIInstrumentor:
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=pipeline.provider, **kwargs)
-    return instrumentor
-
-
-@pytest.fixture
-def traced(pipeline: Pipeline) -> Iterator[Pipeline]:
-    instrumentor = instrument(pipeline)
-    yield pipeline
-    instrumentor.uninstrument()
-
-
-@pytest.fixture
-def client(fake: FakeLLMServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0) as sdk:
-        yield sdk
-
-
-@pytest.fixture
-def async_client(fake: FakeLLMServer) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0)
-
-
-def labels(**more: str) -> dict[str, str]:
-    return {
-        "gen_ai_operation_name": "chat",
-        "gen_ai_provider_name": "openai",
-        "gen_ai_request_model": "gpt-4o-mini",
-        "gen_ai_response_model": "gpt-4o-mini-2024-07-18",
-        "error_type": "",
-        "service_name": "checkout",
-        **more,
-    }
+instrument = OPENAI.instrument
+labels = OPENAI.labels
 
 
 def assert_priced(pipeline: Pipeline, attributes: Any) -> None:
