@@ -5,8 +5,8 @@ exporter (SDK spans) each hold a ``Pricer`` built from one ``PricingOptions``: t
 book rules, token limit and extra label attributes, and one adapter per span form in front of
 the shared core (``otel_llm.derive.derive``).
 
-OTLP spans are read by duck typing: importing this module (as ``import otel_llm`` does, through
-the processor) must not load protobuf, which only the collector needs.
+The OTLP span type is named for the type checker only: importing this module (as ``import
+otel_llm`` does, through the processor) must not load protobuf, which only the collector needs.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class PricingOptions:
             cache_size = settings.PRICE_CACHE_SIZE.default
         else:
             if price_overrides is not None and not isinstance(price_overrides, str | Path):
-                overrides = list(price_overrides)
+                overrides = tuple(price_overrides)
             else:
                 given = str(price_overrides) if price_overrides is not None else None
                 overrides = settings.PRICE_OVERRIDES.resolve(given)
@@ -111,9 +111,12 @@ class Pricer:
     def __init__(self, options: PricingOptions | None = None):
         if options is None:
             options = PricingOptions.from_settings()
-        self.book = options.price_book or PriceBook(
-            _overrides(options.price_overrides), cache_size=options.price_cache_size
-        )
+        book = options.price_book
+        if book is None:
+            book = PriceBook(
+                _overrides(options.price_overrides), cache_size=options.price_cache_size
+            )
+        self.book = book
         self.max_tokens = options.max_tokens
         self.extra_attributes = options.extra_attributes
         self._service_names: dict[int, tuple[Resource | None, str]] = {}

@@ -188,7 +188,7 @@ def test_overrides_given_as_a_list_win_over_the_setting(monkeypatch: pytest.Monk
     monkeypatch.setenv("OTEL_LLM_PRICE_OVERRIDES", "/nonexistent/prices.yaml")
     overrides = (PriceOverride(match="prod-chat", alias="gpt-4o"),)
     options = PricingOptions.from_settings(price_overrides=overrides)
-    assert options.price_overrides == list(overrides)
+    assert options.price_overrides == overrides
     assert _priced_as_alias(Pricer(options))
 
 
