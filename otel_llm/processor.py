@@ -19,27 +19,24 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from otel_llm import _semconv as sc
 from otel_llm import settings
 from otel_llm.call import is_llm_call, may_be_llm_call
 from otel_llm.context import current_context_attributes
-from otel_llm.derive import Derived, derive
+from otel_llm.derive import Derived
 from otel_llm.metrics.otel import OTelMetricsRecorder
 from otel_llm.metrics.prometheus import PrometheusRecorder
+from otel_llm.pricer import Pricer, PricingOptions, scope_name, span_attributes
 from otel_llm.pricing import PriceBook, PriceOverride
-from otel_llm.pricing.configured import configured_book
 
 _logger = logging.getLogger(__name__)
 
 # Context of spans that were not yet LLM calls when they started, until they end. Bounded: a
 # span that never ends must not leak.
 _MAX_PENDING = 10_000
-_MAX_RESOURCES = 64
 
 
 class LLMSpanProcessor(SpanProcessor):
@@ -68,10 +65,6 @@ class LLMSpanProcessor(SpanProcessor):
         price_cache_size: int | None = None,
     ):
         self._downstream = tuple(downstream)
-        self._max_tokens = settings.MAX_TOKENS.resolve(max_tokens)
-        self._book = configured_book(
-            price_book, price_overrides=price_overrides, price_cache_size=price_cache_size
-        )
         self.prometheus = PrometheusRecorder.for_registry(
             registry if registry is not None else REGISTRY,
             extra_labels=settings.EXTRA_LABELS.resolve(extra_labels),
@@ -79,14 +72,21 @@ class LLMSpanProcessor(SpanProcessor):
         )
         # The registry's first processor fixed its label names; a later one follows them.
         labels = self.prometheus.extra_labels
-        self._extra_attributes = tuple(labels.values())
+        self._pricer = Pricer(
+            PricingOptions.from_settings(
+                price_book=price_book,
+                price_overrides=price_overrides,
+                price_cache_size=price_cache_size,
+                max_tokens=max_tokens,
+                extra_attributes=labels.values(),
+            )
+        )
         self._recorders: list[PrometheusRecorder | OTelMetricsRecorder] = [self.prometheus]
         if meter_provider is not None:
             self._recorders.append(OTelMetricsRecorder(meter_provider, labels))
         self._pending: dict[int, Mapping[str, Any]] = {}
         self._pending_lock = threading.Lock()
         self._nested: dict[int, str] = {}
-        self._service_names: dict[int, tuple[Resource, str]] = {}
 
     @property
     def downstream(self) -> tuple[SpanProcessor, ...]:
@@ -94,7 +94,12 @@ class LLMSpanProcessor(SpanProcessor):
 
     @property
     def price_book(self) -> PriceBook:
-        return self._book
+        return self._pricer.book
+
+    @property
+    def pricer(self) -> Pricer:
+        """How this processor prices a span: share it to price the same way elsewhere."""
+        return self._pricer
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         context = current_context_attributes()
@@ -141,13 +146,11 @@ class LLMSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         handed_on = span
         try:
-            attributes = _attributes_of(span)
+            attributes = span_attributes(span)
             context = self._pending_context(span) if self._pending else None
             counted_in = self._nested_child(span) if self._nested else None
             # Most spans are not LLM calls: the first test is all they cost.
-            if may_be_llm_call(attributes) and is_llm_call(
-                attributes, scope_name := _scope_name(span)
-            ):
+            if may_be_llm_call(attributes) and is_llm_call(attributes, scope := scope_name(span)):
                 if counted_in is not None:
                     # Priced and measured as the LLM span nested in it; exported saying so.
                     self._mark_parent(span, counted_in)
@@ -157,7 +160,7 @@ class LLMSpanProcessor(SpanProcessor):
                 else:
                     if context:  # from llm_context; the span's own values win
                         attributes = {**context, **attributes}
-                    derived = self._derive(span, attributes, scope_name)
+                    derived = self._pricer.price_sdk_span(span, attributes, scope)
                     if derived is not None:
                         if span.context is not None:
                             self._mark_parent(span, format(span.context.span_id, "016x"))
@@ -183,32 +186,6 @@ class LLMSpanProcessor(SpanProcessor):
             return None
         with self._pending_lock:
             return self._pending.pop(span.context.span_id, None)
-
-    def _derive(
-        self, span: ReadableSpan, attributes: Mapping[str, Any], scope: str | None
-    ) -> Derived | None:
-        return derive(
-            attributes,
-            start_time_ns=span.start_time,
-            end_time_ns=span.end_time,
-            failed=span.status.status_code is StatusCode.ERROR,
-            service_name=self._service_name(span.resource),
-            trace_id=span.context.trace_id if span.context is not None else 0,
-            book=self._book,
-            max_tokens=self._max_tokens,
-            extra_attributes=self._extra_attributes,
-            scope=scope,
-        )
-
-    def _service_name(self, resource: Resource) -> str:
-        # Resources are few and long-lived; reading one through its read-only proxy is not free.
-        entry = self._service_names.get(id(resource))
-        if entry is None or entry[0] is not resource:
-            entry = (resource, str(resource.attributes.get("service.name", "")))
-            if len(self._service_names) >= _MAX_RESOURCES:
-                self._service_names.clear()
-            self._service_names[id(resource)] = entry
-        return entry[1]
 
     def _record(self, derived: Derived) -> None:
         for recorder in self._recorders:
@@ -238,32 +215,12 @@ class LLMSpanProcessor(SpanProcessor):
         return all(results)
 
 
-def _scope_name(span: ReadableSpan) -> str | None:
-    scope = span.instrumentation_scope
-    return scope.name if scope is not None else None
-
-
 def _is_llm_call_span(span: object) -> bool:
     """A local SDK span (not a remote or non-recording one) that is an LLM call."""
     if not isinstance(span, ReadableSpan):
         return False
-    attributes = _attributes_of(span)
-    return may_be_llm_call(attributes) and is_llm_call(attributes, _scope_name(span))
-
-
-def _attributes_of(span: ReadableSpan) -> Mapping[str, Any]:
-    """The span's attributes as a plain mapping, read-only by contract.
-
-    ``span.attributes`` is a proxy over the SDK's ``BoundedAttributes``, a Python-level mapping
-    where every look-up of an absent key raises and catches KeyError (~0.8 µs): too slow for a
-    check run on every span. The SDK's own dict behind it is used when it is there; otherwise
-    the public API's copy.
-    """
-    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
-    if type(inner) is dict:
-        return inner
-    attributes = span.attributes
-    return dict(attributes) if attributes is not None else {}
+    attributes = span_attributes(span)
+    return may_be_llm_call(attributes) and is_llm_call(attributes, scope_name(span))
 
 
 def _priced_copy(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:

@@ -48,6 +48,7 @@ from otel_llm.collector import CollectorService
 from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import EnrichedCall, Enricher
 from otel_llm.metrics.prometheus import PrometheusRecorder
+from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import Cost, Unpriced
 from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
 
@@ -804,7 +805,7 @@ def test_stop_drains_a_request_in_flight_and_keeps_it(
 
 def test_enricher_leaves_plain_requests_untouched() -> None:
     recorder = PrometheusRecorder.for_registry(CollectorRegistry())
-    enricher = Enricher(PriceBook(), recorder, max_tokens=10**8)
+    enricher = Enricher(Pricer(PricingOptions(price_book=PriceBook(), max_tokens=10**8)), recorder)
     request = one_span_request("plain", **{"http.route": "/x"})
     before = request.SerializeToString()
     result = enricher.enrich(request)

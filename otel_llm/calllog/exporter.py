@@ -5,7 +5,7 @@ Use it in-process next to the OTLP exporter, under ``LLMSpanProcessor``::
     LLMSpanProcessor(BatchSpanProcessor(OTLPSpanExporter()),
                      BatchSpanProcessor(CallLogExporter("calls.db")))
 
-Each span is derived with ``otel_llm.derive.derive`` -- the same core the processor and the
+Each span is priced by a ``otel_llm.pricer.Pricer`` -- the same one the processor and the
 collector price with, so a span the processor already priced gets the same cost again (our own
 cost attributes carry ``source=local`` and are not mistaken for a provider's). Spans that are
 not LLM calls, and LLM spans marked ``otel_llm.call.counted_in`` (the call is counted in a
@@ -21,7 +21,6 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import StatusCode
 
 from otel_llm import _semconv as sc
 from otel_llm import settings
@@ -30,9 +29,8 @@ from otel_llm.calllog.record import CallRecord, build_record
 from otel_llm.calllog.retention import RetentionJob
 from otel_llm.calllog.store import CallStore, open_store
 from otel_llm.calllog.writer import CallLogWriter
-from otel_llm.derive import derive
+from otel_llm.pricer import Pricer, PricingOptions, scope_name, span_attributes
 from otel_llm.pricing import PriceBook
-from otel_llm.pricing.configured import configured_book
 
 _logger = logging.getLogger(__name__)
 
@@ -71,8 +69,9 @@ class CallLogExporter(SpanExporter):
         else:
             self.store = store
             self._owns_store = False
-        self._book = configured_book(price_book)
-        self._max_tokens = settings.MAX_TOKENS.resolve(max_tokens)
+        self._pricer = Pricer(
+            PricingOptions.from_settings(price_book=price_book, max_tokens=max_tokens)
+        )
         self._content_max_length = settings.CONTENT_MAX_LENGTH.resolve(content_max_length)
         self.writer = CallLogWriter(
             self.store,
@@ -106,27 +105,16 @@ class CallLogExporter(SpanExporter):
 
     def record_of(self, span: ReadableSpan) -> CallRecord | None:
         """The call record of one span, or None when it is not an LLM call to store."""
-        attributes = span.attributes or {}
+        attributes = span_attributes(span)
         if sc.OTEL_LLM_CALL_COUNTED_IN in attributes:
             return None
-        scope = span.instrumentation_scope.name if span.instrumentation_scope else None
+        scope = scope_name(span)
         if not (may_be_llm_call(attributes) and is_llm_call(attributes, scope)):
             return None
         context = span.context
         if context is None:
             return None
-        resource = span.resource
-        derived = derive(
-            attributes,
-            start_time_ns=span.start_time,
-            end_time_ns=span.end_time,
-            failed=span.status.status_code is StatusCode.ERROR,
-            service_name=str(resource.attributes.get("service.name", "")) if resource else "",
-            trace_id=context.trace_id,
-            book=self._book,
-            max_tokens=self._max_tokens,
-            scope=scope,
-        )
+        derived = self._pricer.price_sdk_span(span, attributes, scope)
         if derived is None:
             return None
         return build_record(

@@ -1,6 +1,6 @@
 """Pricing and measuring the GenAI spans of an OTLP export request, in place.
 
-The same core as ``LLMSpanProcessor`` (``otel_llm.derive.derive``) and the same rules:
+The same pricing as ``LLMSpanProcessor`` (a ``otel_llm.pricer.Pricer``) and the same rules:
 
 * Most spans are not LLM calls: they cost a look at their attribute keys and are left as they
   are, byte for byte.
@@ -29,20 +29,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel_llm import _semconv as sc
 from otel_llm.call import is_llm_call, may_be_llm_call
-from otel_llm.collector.otlp import (
-    UNTRUSTED_WHEN_UNPRICED,
-    apply_attributes,
-    attributes_of,
-    id_to_int,
-)
-from otel_llm.derive import Derived, derive
+from otel_llm.collector.otlp import UNTRUSTED_WHEN_UNPRICED, apply_attributes, attributes_of
+from otel_llm.derive import Derived
 from otel_llm.dialects import OPERATION_MARKERS
 from otel_llm.metrics.prometheus import PrometheusRecorder
-from otel_llm.pricing import PriceBook, Unpriced
+from otel_llm.pricer import Pricer
+from otel_llm.pricing import Unpriced
 
 _logger = logging.getLogger(__name__)
 
@@ -107,24 +103,14 @@ class Enricher:
     """Prices and measures the GenAI spans of OTLP requests; thread-safe.
 
     Args:
-        book: the price book (shared with nothing else is fine; it caches look-ups).
+        pricer: prices each call; its extra attributes are those of the recorder's extra
+            labels, in its label order.
         recorder: where the GenAI metrics go (``PrometheusRecorder.for_registry``).
-        max_tokens: see ``otel_llm.settings.MAX_TOKENS``.
-        extra_attributes: span attributes of the recorder's extra labels, in its label order.
     """
 
-    def __init__(
-        self,
-        book: PriceBook,
-        recorder: PrometheusRecorder,
-        *,
-        max_tokens: int,
-        extra_attributes: Sequence[str] = (),
-    ):
-        self._book = book
+    def __init__(self, pricer: Pricer, recorder: PrometheusRecorder):
+        self._pricer = pricer
         self._recorder = recorder
-        self._max_tokens = max_tokens
-        self._extra_attributes = tuple(extra_attributes)
 
     @property
     def recorder(self) -> PrometheusRecorder:
@@ -250,19 +236,9 @@ class Enricher:
     def _derive(
         self, candidate: _Candidate, resource: dict[str, Any], result: EnrichResult
     ) -> Derived | None:
-        span = candidate.span
         try:
-            return derive(
-                candidate.attributes,
-                start_time_ns=span.start_time_unix_nano or None,
-                end_time_ns=span.end_time_unix_nano or None,
-                failed=span.status.code == Status.STATUS_CODE_ERROR,
-                service_name=str(resource.get("service.name", "")),
-                trace_id=id_to_int(span.trace_id),
-                book=self._book,
-                max_tokens=self._max_tokens,
-                extra_attributes=self._extra_attributes,
-                scope=candidate.scope,
+            return self._pricer.price_otlp_span(
+                candidate.span, candidate.attributes, candidate.scope, resource
             )
         except Exception:  # noqa: BLE001 - the span goes on unchanged, the failure is counted
             self._failed(result)

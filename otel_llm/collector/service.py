@@ -37,8 +37,8 @@ from otel_llm.collector.metrics_server import MetricsServer
 from otel_llm.collector.queue import DiskQueue, QueueClosed, QueueFull
 from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.metrics.prometheus import PrometheusRecorder
+from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import PriceBook, PriceOverride
-from otel_llm.pricing.configured import configured_book
 
 if TYPE_CHECKING:
     from otel_llm.collector.forward import Forwarder
@@ -107,15 +107,14 @@ class CollectorService:
         # the first failure too.
         for stage in (ERROR_STAGE, CALL_SINK_STAGE):
             recorder.errors.labels(stage=stage)
-        book = configured_book(
-            price_book, price_overrides=price_overrides, price_cache_size=price_cache_size
+        pricing = PricingOptions.from_settings(
+            price_book=price_book,
+            price_overrides=price_overrides,
+            price_cache_size=price_cache_size,
+            max_tokens=max_tokens,
+            extra_attributes=recorder.extra_labels.values(),
         )
-        self.enricher = Enricher(
-            book,
-            recorder,
-            max_tokens=settings.MAX_TOKENS.resolve(max_tokens),
-            extra_attributes=tuple(recorder.extra_labels.values()),
-        )
+        self.enricher = Enricher(Pricer(pricing), recorder)
 
         self._state = "new"  # new -> running -> stopping -> stopped
         self._lock = threading.Lock()
