@@ -125,9 +125,7 @@ def test_summary_agrees_with_spans_and_metrics() -> None:
     try:
         pipeline.run(demo.plan(30, 1))
         spans = pipeline.spans()
-        summary = demo.summarize(
-            spans, pipeline.processor.price_book, seed=1, max_tokens=pipeline.max_tokens
-        )
+        summary = demo.summarize(spans, pipeline.processor.pricer, seed=1)
     finally:
         pipeline.shutdown()
 

@@ -45,12 +45,7 @@ def run(
             bound = f"[{host}]" if ":" in host else host
             metrics_url = f"http://{bound}:{server.server_port}/metrics"
         pipeline.run(plan(calls, seed))
-        summary = summarize(
-            pipeline.spans(),
-            pipeline.processor.price_book,
-            seed=seed,
-            max_tokens=pipeline.max_tokens,
-        )
+        summary = summarize(pipeline.spans(), pipeline.processor.pricer, seed=seed)
         summary.metrics_url = metrics_url
         if json_output:
             out.write(json.dumps(summary.to_json(), indent=2) + "\n")

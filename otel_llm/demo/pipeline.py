@@ -15,7 +15,6 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from prometheus_client import CollectorRegistry
 
 from otel_llm import _semconv as sc
-from otel_llm import settings
 from otel_llm.context import llm_context
 from otel_llm.demo import ProviderError
 from otel_llm.demo.scenario import SimulatedCall
@@ -34,18 +33,15 @@ class Pipeline:
     exporter: InMemorySpanExporter
     registry: CollectorRegistry
     processor: LLMSpanProcessor
-    max_tokens: int
 
     @classmethod
     def create(cls) -> Pipeline:
         registry = CollectorRegistry()
         exporter = InMemorySpanExporter()
-        max_tokens = settings.MAX_TOKENS.resolve()
         processor = LLMSpanProcessor(
             SimpleSpanProcessor(exporter),
             registry=registry,
             extra_labels={FEATURE_LABEL: sc.OTEL_LLM_CONTEXT_FEATURE},
-            max_tokens=max_tokens,
         )
         # Explicit sampler: an OTEL_TRACES_SAMPLER in the environment must not empty the demo.
         provider = TracerProvider(
@@ -54,7 +50,7 @@ class Pipeline:
             shutdown_on_exit=False,
         )
         provider.add_span_processor(processor)
-        return cls(provider, exporter, registry, processor, max_tokens)
+        return cls(provider, exporter, registry, processor)
 
     def run(self, calls: Sequence[SimulatedCall]) -> None:
         for call in calls:

@@ -11,8 +11,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_llm import _semconv as sc
-from otel_llm.call import read_call
-from otel_llm.pricing import Cost, PriceBook
+from otel_llm.pricer import Pricer, scope_name, span_attributes
+from otel_llm.pricing import Cost
 
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_creation", "reasoning")
 
@@ -98,32 +98,31 @@ class Summary:
         }
 
 
-def summarize(
-    spans: Sequence[ReadableSpan], book: PriceBook, *, seed: int, max_tokens: int
-) -> Summary:
-    """Per provider and requested model: calls, errors, tokens and exact cost."""
+def summarize(spans: Sequence[ReadableSpan], pricer: Pricer, *, seed: int) -> Summary:
+    """Per provider and requested model: calls, errors, tokens and exact cost.
+
+    The exported spans carry their cost as a float; the processor's own pricer gives it
+    exactly."""
     rows: dict[tuple[str, str], Row] = {}
     total = Row("", "")
     features: dict[str, Row] = {}
     unpriced: Counter[tuple[str, str, str, str | None]] = Counter()
     for span in spans:
-        attributes = span.attributes or {}
-        call, _ = read_call(attributes, max_tokens=max_tokens)
-        if call is None:
+        attributes = span_attributes(span)
+        derived = pricer.price_sdk_span(span, attributes, scope_name(span))
+        if derived is None:
             continue
+        call = derived.call
         key = (call.provider or "", call.request_model or "")
         row = rows.setdefault(key, Row(*key))
         cost = Decimal(0)
-        reason = attributes.get(sc.OTEL_LLM_COST_UNPRICED_REASON)
-        if reason is None:
-            # The span carries its cost as a float; the same price book gives it exactly.
-            priced = book.price(call, span.start_time or 0)
-            if isinstance(priced, Cost):
-                cost = priced.amount
-            else:
-                reason = priced.reason
+        reason: str | None = None
+        if isinstance(derived.priced, Cost):
+            cost = derived.priced.amount
+        else:
+            reason = derived.priced.reason
         if reason is not None:
-            unpriced[(*key, str(reason), call.error_type)] += 1
+            unpriced[(*key, reason, call.error_type)] += 1
         feature = str(attributes.get(sc.OTEL_LLM_CONTEXT_FEATURE, ""))
         feature_row = features.setdefault(feature, Row(feature, ""))
         for target in (row, total, feature_row):
@@ -146,7 +145,7 @@ def summarize(
     return Summary(
         calls=total.calls,
         seed=seed,
-        price_data=book.data_version,
+        price_data=pricer.book.data_version,
         rows=[rows[key] for key in sorted(rows)],
         total=total,
         features=dict(sorted(features.items(), key=lambda item: (-item[1].cost, item[0]))),
