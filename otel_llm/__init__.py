@@ -1,15 +1,41 @@
 """otel-llm: every LLM call in a traced application visible, priced and alertable.
 
 instrument (``llm_call``) -> span -> ``LLMSpanProcessor`` -> (Prometheus / OTel metrics | export)
+
+The public names load on first use (PEP 562): every ``otel_llm.*`` import runs this module
+first, so ``otel-llm --version`` or the call log's API must not pay here for the SDK,
+prometheus_client and the processor they do not use.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from otel_llm._version import __version__
-from otel_llm.configure import configure
-from otel_llm.context import llm_context
-from otel_llm.exposition import start_metrics_server
-from otel_llm.manual import LLMCallHandle, current_llm_call, llm_call
-from otel_llm.pricing import Cost, OverrideError, PriceBook, PriceOverride, Unpriced
-from otel_llm.processor import LLMSpanProcessor
+
+if TYPE_CHECKING:
+    from otel_llm.configure import configure
+    from otel_llm.context import llm_context
+    from otel_llm.exposition import start_metrics_server
+    from otel_llm.manual import LLMCallHandle, current_llm_call, llm_call
+    from otel_llm.pricing import Cost, OverrideError, PriceBook, PriceOverride, Unpriced
+    from otel_llm.processor import LLMSpanProcessor
+
+_HOMES = {
+    "Cost": "otel_llm.pricing",
+    "LLMCallHandle": "otel_llm.manual",
+    "LLMSpanProcessor": "otel_llm.processor",
+    "OverrideError": "otel_llm.pricing",
+    "PriceBook": "otel_llm.pricing",
+    "PriceOverride": "otel_llm.pricing",
+    "Unpriced": "otel_llm.pricing",
+    "configure": "otel_llm.configure",
+    "current_llm_call": "otel_llm.manual",
+    "llm_call": "otel_llm.manual",
+    "llm_context": "otel_llm.context",
+    "start_metrics_server": "otel_llm.exposition",
+}
 
 __all__ = [
     "Cost",
@@ -26,3 +52,16 @@ __all__ = [
     "llm_context",
     "start_metrics_server",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

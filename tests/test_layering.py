@@ -32,12 +32,15 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "otel_llm._dialects_table",
             "otel_llm._cli_types",
             "otel_llm.dialects",
+            "otel_llm._setting",
             "otel_llm.settings",
+            "otel_llm.text",
+            "otel_llm.redaction",
             "otel_llm.call",
             "otel_llm.context",
-            "otel_llm.spans",
             "otel_llm.pricing",
             "otel_llm.derive",
+            "otel_llm.pricer",
             "otel_llm.httpserver",
         ),
     ),
@@ -273,3 +276,16 @@ def test_imports_load_only_what_they_use(statement: str, absent: tuple[str, ...]
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip() == "[]", f"{statement!r} loaded {result.stdout.strip()}"
+
+
+def test_the_public_names_resolve_lazily() -> None:
+    code = (
+        "import sys, otel_llm\n"
+        "assert 'otel_llm.processor' not in sys.modules\n"
+        "missing = [n for n in otel_llm.__all__ if getattr(otel_llm, n, None) is None]\n"
+        "print(missing, sorted(set(otel_llm.__all__) - set(dir(otel_llm))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "[] []"

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from otel_llm import settings
 from otel_llm.calllog.query import CallFilter
 
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -150,8 +151,6 @@ class KeyRing:
     def from_settings(cls, keys_file: str | None = None, keys: str | None = None) -> KeyRing:
         """The keys of the ``call_log_api_keys_file`` and ``call_log_api_keys`` settings (the
         arguments override them); ValueError when a file or entry is unusable."""
-        from otel_llm import settings  # noqa: PLC0415 - settings import the metrics package
-
         path = settings.CALL_LOG_API_KEYS_FILE.resolve(keys_file)
         inline = settings.CALL_LOG_API_KEYS.resolve(keys)
         ring = cls.load(path) if path else cls()

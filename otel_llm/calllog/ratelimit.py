@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from otel_llm import settings
+
 EndpointClass = Literal["list", "details", "stats"]
 """list: list and count; details: one call and its details; stats: statistics."""
 
@@ -44,8 +46,6 @@ class RateLimits:
     @classmethod
     def from_settings(cls) -> RateLimits:
         """The limits the ``call_log_rate_limit_*`` settings give (environment or default)."""
-        from otel_llm import settings  # noqa: PLC0415 - settings import the metrics package
-
         return cls(
             list_per_minute=settings.CALL_LOG_RATE_LIMIT_LIST.resolve(),
             details_per_minute=settings.CALL_LOG_RATE_LIMIT_DETAILS.resolve(),

@@ -12,16 +12,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-
-import genai_prices
-from genai_prices import data_snapshot
-from genai_prices import types as gp
+from typing import TYPE_CHECKING
 
 from otel_llm import _semconv as sc
 from otel_llm.call import LLMCall
 from otel_llm.pricing import names
 from otel_llm.pricing.overrides import PriceOverride
 from otel_llm.pricing.rates import Cost, Rates
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from genai_prices import types as gp
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +47,8 @@ class _Resolved:
     _by_period: dict[int, tuple[gp.ModelPrice, Rates]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.model is None or isinstance(self.model.prices, gp.ModelPrice):
+        # One ModelPrice is fixed; a list of conditional prices varies with the call's time.
+        if self.model is None or not isinstance(self.model.prices, list):
             prices = self.model.prices if self.model is not None else None
             assert not isinstance(prices, list)
             self._fixed = Rates.from_model_price(prices, self.patch)
@@ -74,11 +77,13 @@ class PriceBook:
         self._cache: dict[tuple[str | None, str], _Resolved | Unpriced] = {}
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        _warm_price_data()
 
     @property
     def data_version(self) -> str:
-        snapshot = data_snapshot.get_snapshot()
-        version = f"genai-prices {genai_prices.__version__}"
+        data = _price_data()
+        snapshot = data.get_snapshot()
+        version = f"genai-prices {_genai_prices_version()}"
         if snapshot.from_auto_update:
             version += f" (updated {snapshot.timestamp.isoformat(timespec='seconds')})"
         return version
@@ -176,6 +181,7 @@ def _lookup(provider: str | None, model: str) -> tuple[gp.Provider, gp.ModelInfo
     Its own look-up caches every (model, provider) pair it is asked, without bound; asking by
     provider id and matching models on that provider keeps the only cache ours.
     """
+    data_snapshot = _price_data()
     snapshot = data_snapshot.get_snapshot()
     gprovider: gp.Provider | None = None
     if provider is not None:
@@ -212,3 +218,36 @@ def _lookup(provider: str | None, model: str) -> tuple[gp.Provider, gp.ModelInfo
                 ) is not None:
                     return candidate, ginfo
     return Unpriced("unknown_model" if gprovider is not None else "unknown_provider")
+
+
+def _price_data() -> ModuleType:
+    """genai-prices' data, imported on the first look-up rather than with otel_llm.
+
+    Importing genai-prices loads and validates its whole price table: ~110 ms, which was most
+    of ``import otel_llm`` and of ``otel-llm --version``. Look-ups are cached per (provider,
+    model), so this runs once per distinct model."""
+    from genai_prices import data_snapshot  # noqa: PLC0415 - see the docstring
+
+    return data_snapshot
+
+
+_warming = threading.Lock()
+_warmed = False
+
+
+def _warm_price_data() -> None:
+    """Start loading genai-prices' data in the background, once per process: a book is made
+    when the processor is, usually well before the first LLM call ends, which then does not
+    wait for the data on the application's thread."""
+    global _warmed  # noqa: PLW0603 - one load per process
+    with _warming:
+        if _warmed:
+            return
+        _warmed = True
+    threading.Thread(target=_price_data, name="otel-llm-price-data", daemon=True).start()
+
+
+def _genai_prices_version() -> str:
+    import genai_prices  # noqa: PLC0415 - loaded with its data, see _price_data
+
+    return str(genai_prices.__version__)

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from genai_prices import types as gp
+if TYPE_CHECKING:
+    # genai-prices is loaded with its data on the first price look-up (pricing/book.py).
+    from genai_prices import types as gp
 
 _MILLION = Decimal(1_000_000)
 _THOUSAND = Decimal(1_000)
@@ -31,7 +33,8 @@ PRICE_KEYS = (
     "requests_kcount",
 )
 
-Price = Decimal | gp.TieredPrices
+if TYPE_CHECKING:
+    Price = Decimal | gp.TieredPrices
 
 
 class Cost(NamedTuple):
@@ -121,11 +124,11 @@ class Rates:
 def _cost(price: Price | None, count: int, total_input_tokens: int) -> Decimal:
     if price is None or count == 0:
         return Decimal(0)
-    if isinstance(price, gp.TieredPrices):
-        rate = price.base
-        for tier in reversed(price.tiers):
-            if total_input_tokens > tier.start:
-                rate = tier.price
-                break
-        return rate * count
-    return price * count
+    if isinstance(price, Decimal):
+        return price * count
+    rate = price.base  # genai-prices' TieredPrices
+    for tier in reversed(price.tiers):
+        if total_input_tokens > tier.start:
+            rate = tier.price
+            break
+    return rate * count
