@@ -849,3 +849,58 @@ def test_appending_attributes_on_the_wire_equals_building_them(round_: int) -> N
     with pytest.raises(TypeError):
         apply_attributes(general, {"ok": 1, "bad": object()})
     assert "ok" not in attributes_of(general.attributes)  # untouched when a value is bad
+
+
+def chained_request(length: int) -> ExportTraceServiceRequest:
+    """One request of ``length`` GenAI spans, each the parent of the next (1.5 MB at 16,000)."""
+    trace_id = bytes(range(1, 17))
+    request = one_span_request(
+        "llm-0",
+        **{
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_PROVIDER_NAME: "openai",
+            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+            sc.GEN_AI_USAGE_INPUT_TOKENS: 100,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 10,
+        },
+    )
+    spans = request.resource_spans[0].scope_spans[0].spans
+    template = spans[0]
+    template.span_id = (1).to_bytes(8, "big")
+    for index in range(2, length + 1):
+        span = spans.add()
+        span.CopyFrom(template)
+        span.name = f"llm-{index - 1}"
+        span.trace_id = trace_id
+        span.span_id = index.to_bytes(8, "big")
+        span.parent_span_id = (index - 1).to_bytes(8, "big")
+    return request
+
+
+def enrich_cpu_seconds(length: int) -> float:
+    recorder = PrometheusRecorder.for_registry(CollectorRegistry())
+    enricher = Enricher(Pricer(PricingOptions(price_book=PriceBook(), max_tokens=10**8)), recorder)
+    enricher.enrich(chained_request(2))  # warm: the price look-up is not what is measured
+    request = chained_request(length)
+    started = time.process_time()
+    result = enricher.enrich(request)
+    elapsed = time.process_time() - started
+    # Only the innermost is priced; every other span names it.
+    innermost = (length).to_bytes(8, "big").hex()
+    assert [call.span.span_id.hex() for call in result.calls] == [innermost]
+    first = request.resource_spans[0].scope_spans[0].spans[0]
+    assert any(
+        pair.key == sc.OTEL_LLM_CALL_COUNTED_IN and pair.value.string_value == innermost
+        for pair in first.attributes
+    )
+    return elapsed
+
+
+def test_nesting_costs_linear_time_in_the_chain_length() -> None:
+    """Issue 10: 16,000 chained GenAI spans in one request cost 45 s of CPU (each span walked
+    down the chain on its own)."""
+    short, long = enrich_cpu_seconds(8_000), enrich_cpu_seconds(16_000)
+    ratio = long / short
+    print(f"enrich: 8,000 chained spans {short:.3f} s, 16,000 {long:.3f} s, ratio {ratio:.2f}")
+    assert long < 1.0
+    assert ratio < 3.0

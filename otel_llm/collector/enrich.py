@@ -291,17 +291,37 @@ def _mark_nested(candidates: list[_Candidate]) -> None:
         parent = (candidate.span.trace_id, candidate.span.parent_span_id)
         if candidate.span.parent_span_id and parent in by_id:
             child_of[parent] = candidate  # of several, the last: the processor keeps the last
+    innermost: dict[tuple[bytes, bytes], _Candidate] = {}
     for key, candidate in by_id.items():
         child = child_of.get(key)
-        if child is None:
-            continue
-        seen = {key}
-        # Down to the innermost; ``seen`` stops a malformed request whose parents form a loop.
-        while True:
-            below = (child.span.trace_id, child.span.span_id)
-            deeper = child_of.get(below)
-            if deeper is None or below in seen:
-                break
-            seen.add(below)
-            child = deeper
-        candidate.counted_in = child.span.span_id.hex()
+        if child is not None:
+            candidate.counted_in = _innermost(child, child_of, innermost).span.span_id.hex()
+
+
+def _innermost(
+    top: _Candidate,
+    child_of: dict[tuple[bytes, bytes], _Candidate],
+    known: dict[tuple[bytes, bytes], _Candidate],
+) -> _Candidate:
+    """The innermost LLM span at or below ``top``. Every span on the way down learns the answer,
+    so a chain of n spans costs O(n) in all, not O(n) for each of its spans: one request of
+    16,000 chained spans took 45 s of CPU when each walked down on its own."""
+    path: list[tuple[bytes, bytes]] = []
+    on_path: set[tuple[bytes, bytes]] = set()
+    node = top
+    while True:
+        key = (node.span.trace_id, node.span.span_id)
+        found = known.get(key)
+        if found is not None:
+            break
+        deeper = child_of.get(key)
+        # ``on_path`` stops a malformed request whose parents form a loop.
+        if deeper is None or key in on_path:
+            found = node
+            break
+        path.append(key)
+        on_path.add(key)
+        node = deeper
+    for key in path:
+        known[key] = found
+    return found
