@@ -4,7 +4,8 @@ instrument (``llm_call``) -> span -> ``LLMSpanProcessor`` -> (Prometheus / OTel 
 
 The public names load on first use (PEP 562): every ``otel_llm.*`` import runs this module
 first, so ``otel-llm --version`` or the call log's API must not pay here for the SDK,
-prometheus_client and the processor they do not use.
+prometheus_client and the processor they do not use. (``configure()`` lives in the private
+``_configure`` module: a submodule named like a lazy attribute would shadow it once imported.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from otel_llm._version import __version__
 
 if TYPE_CHECKING:
-    from otel_llm.configure import configure
+    from otel_llm._configure import configure
     from otel_llm.context import llm_context
     from otel_llm.exposition import start_metrics_server
     from otel_llm.manual import LLMCallHandle, current_llm_call, llm_call
@@ -30,7 +31,7 @@ _HOMES = {
     "PriceBook": "otel_llm.pricing",
     "PriceOverride": "otel_llm.pricing",
     "Unpriced": "otel_llm.pricing",
-    "configure": "otel_llm.configure",
+    "configure": "otel_llm._configure",
     "current_llm_call": "otel_llm.manual",
     "llm_call": "otel_llm.manual",
     "llm_context": "otel_llm.context",

@@ -14,7 +14,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
-from otel_llm.configure import configure
+from otel_llm._configure import configure
 from otel_llm.instrumentation.content import ContentCapture
 from otel_llm.instrumentation.traced import get_tracer
 from otel_llm.instrumentation.wrapping import Target, Wrapped, unwrap_methods, wrap_methods
