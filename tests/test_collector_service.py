@@ -4,6 +4,7 @@ cost."""
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import socket
@@ -881,10 +882,18 @@ def enrich_cpu_seconds(length: int) -> float:
     recorder = PrometheusRecorder.for_registry(CollectorRegistry())
     enricher = Enricher(Pricer(PricingOptions(price_book=PriceBook(), max_tokens=10**8)), recorder)
     enricher.enrich(chained_request(2))  # warm: the price look-up is not what is measured
-    request = chained_request(length)
-    started = time.process_time()
-    result = enricher.enrich(request)
-    elapsed = time.process_time() - started
+    timings = []
+    for _ in range(3):  # the least of three: a shared machine adds, it never subtracts
+        request = chained_request(length)
+        gc.collect()
+        gc.disable()  # a collection triggered by the allocations is not the enricher's cost
+        try:
+            started = time.process_time()
+            result = enricher.enrich(request)
+            timings.append(time.process_time() - started)
+        finally:
+            gc.enable()
+    elapsed = min(timings)
     # Only the innermost is priced; every other span names it.
     innermost = (length).to_bytes(8, "big").hex()
     assert [call.span.span_id.hex() for call in result.calls] == [innermost]
