@@ -46,9 +46,13 @@ def measure(copy: Path, arguments: list[str]) -> tuple[float, float]:
     wall_ms = (time.perf_counter() - started) * 1000
     ours = 0.0
     for line in result.stderr.splitlines():
-        # "import time: self [us] | cumulative | imported package"
-        parts = [part.strip() for part in line.removeprefix("import time:").split("|")]
-        if len(parts) == 3 and parts[2] in {"otel_llm", "otel_llm.__main__"}:
+        # "import time: self [us] | cumulative | <two spaces per level>imported package"
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) != 3 or not parts[1].strip().isdigit():
+            continue
+        name = parts[2].removeprefix(" ")
+        # Top-level imports of ours: the package, and what its lazy names load on first use.
+        if not name.startswith(" ") and name.split(".")[0] == "otel_llm":
             ours += float(parts[1])
     return wall_ms, ours
 
