@@ -122,8 +122,10 @@ def daily_stats(
             if not count % _CHECK_EVERY:
                 deadline.check()
             target = groups.get(week_of(value) if week else value) or fallback
-            target.latency.merge_bytes(latency)
-            target.ttfc.merge_bytes(ttfc)
+            if latency:  # a call per sketch is the loop's cost: none for an empty one
+                target.latency.merge_bytes(latency)
+            if ttfc:
+                target.ttfc.merge_bytes(ttfc)
 
     scan(
         sql.Statement(
