@@ -433,6 +433,22 @@ CALL_LOG_RECORD_DAYS: Setting[int] = Setting(
         "kept without limit."
     ),
 )
+CALL_LOG_MAX_DAILY_VALUES: Setting[int] = Setting(
+    name="call_log_max_daily_values",
+    # As max_label_values: a deployment with more than 200 models, services, features or
+    # projects in one day is rare, and the metrics fold at the same number, so dashboards and
+    # call-log stats agree. What it bounds: a client sending a new model name per call used to
+    # add a daily row per call, kept for ever.
+    default=200,
+    parse=int,
+    check=int_at_least(1),
+    doc=(
+        "Distinct values per day of each daily-aggregate dimension (service, provider, model, "
+        "operation, feature, project); calls with later new values are added to that day's "
+        "``other`` and counted. Call records keep the real value. Give every writer of a "
+        "shared store the same value."
+    ),
+)
 CALL_LOG_RETENTION_INTERVAL: Setting[float] = Setting(
     name="call_log_retention_interval",
     default=3600.0,
@@ -503,6 +519,19 @@ CALL_LOG_RATE_LIMIT_STATS: Setting[int] = Setting(
     check=int_at_least(0),
     doc="Stats requests per minute per API key (0: unlimited).",
 )
+CALL_LOG_STATS_TIMEOUT: Setting[float] = Setting(
+    name="call_log_stats_timeout",
+    # Capped aggregates answer a year of stats in well under a second; the budget is for what
+    # is not capped (daily rows of many dimension combinations, stores written before the cap)
+    # and bounds how long a stats request can hold the API's store connection and the CPU.
+    default=5.0,
+    parse=float,
+    check=positive_seconds,
+    doc=(
+        "Seconds a stats request of the query API may take; past them it is stopped (the "
+        "database statement too) and answered 503."
+    ),
+)
 
 CALL_LOG: tuple[Setting[Any], ...] = (
     CALL_LOG_STORE,
@@ -511,6 +540,7 @@ CALL_LOG: tuple[Setting[Any], ...] = (
     CALL_LOG_MAX_PENDING,
     CALL_LOG_CONTENT_DAYS,
     CALL_LOG_RECORD_DAYS,
+    CALL_LOG_MAX_DAILY_VALUES,
     CALL_LOG_RETENTION_INTERVAL,
     CALL_LOG_API_ENDPOINT,
     CALL_LOG_API_KEYS_FILE,
@@ -519,6 +549,7 @@ CALL_LOG: tuple[Setting[Any], ...] = (
     CALL_LOG_RATE_LIMIT_LIST,
     CALL_LOG_RATE_LIMIT_DETAILS,
     CALL_LOG_RATE_LIMIT_STATS,
+    CALL_LOG_STATS_TIMEOUT,
 )
 
 ALL: tuple[Setting[Any], ...] = (*CORE, *COLLECTOR, *CALL_LOG)

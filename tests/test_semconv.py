@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor, llm_call
 from otel_llm import _semconv as sc
+from otel_llm.calllog.cardinality import CAPPED
 from otel_llm.calllog.store import open_store
 from otel_llm.calllog.telemetry import register
 from otel_llm.calllog.writer import CallLogWriter
@@ -151,8 +152,12 @@ def test_call_log_metrics_are_those_of_the_model(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "calls.db"))
     writer = CallLogWriter(store)
     try:
-        register(writer, registry)
-        _check_families(_of("call_log"), {f.name: f for f in registry.collect()})
+        register(writer, registry, store.daily_caps)
+        emitted = {f.name: f for f in registry.collect()}
+        _check_families(_of("call_log"), emitted)
+        (folded,) = [m for m in _of("call_log") if m["labels"] == ["dimension"]]
+        dimensions = [s.labels["dimension"] for s in emitted[folded["prometheus"][:-6]].samples]
+        assert dimensions == folded["dimension"] == list(CAPPED)  # every series, from the start
     finally:
         writer.close(5)
         store.close()

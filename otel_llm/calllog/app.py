@@ -10,6 +10,12 @@ Routes (all under ``/api/v1/calls``; every request needs an API key)::
     GET      /api/v1/calls/{id}           one call, every field (or ?select=)
     GET      /api/v1/calls/{id}/details   its captured prompt and response preview
 
+Stats are bounded, as the API runs in the collector's process beside its OTLP receivers: each
+runs within ``call_log_stats_timeout`` (then 503), and at most ``MAX_CONCURRENT_STATS`` run at
+once -- another waits up to ``STATS_QUEUE_SECONDS`` for its turn, then gets 503 with
+``Retry-After``. So stats can hold at most that many threads (and of the GIL) for at most that
+long, however large the store.
+
 Nothing creates, changes or deletes a call: other methods get 405 with ``Allow``. Errors are
 ``{"error": {"code": ..., "message": ...}}``; a failure of the store is logged and answered with
 a generic 500 -- no SQL or stack trace reaches the client. Money leaves as JSON numbers
@@ -24,6 +30,7 @@ import dataclasses
 import json
 import logging
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -32,9 +39,10 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from otel_llm import settings
 from otel_llm.calllog import params
 from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing
-from otel_llm.calllog.query import CallQuery, QueryError
+from otel_llm.calllog.query import CallQuery, QueryError, StatsTimeout
 from otel_llm.calllog.ratelimit import EndpointClass, RateLimiter, RateLimits
 from otel_llm.calllog.record import FIELDS
 
@@ -47,6 +55,11 @@ PREFIX = "/api/v1/calls"
 MAX_BODY_BYTES = 64 * 1024
 """A query body is a few hundred bytes; anything near this is not one."""
 _MAX_QUERY_FIELDS = 100
+MAX_CONCURRENT_STATS = 2
+"""Stats answered at once: enough for a dashboard's parallel panels, and at most two threads'
+worth of CPU taken from the receivers (SQLite reads one statement at a time anyway)."""
+STATS_QUEUE_SECONDS = 1.0
+"""How long a stats request waits for one of those places before it is answered 503."""
 _ERROR_CODES = {
     400: "invalid_request",
     401: "unauthorized",
@@ -58,6 +71,7 @@ _ERROR_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
     500: "internal_error",
+    503: "unavailable",
 }
 
 
@@ -122,6 +136,8 @@ class CallLogApp:
         limits: RateLimits | None = None,
         limiter: RateLimiter | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        stats_timeout: float | None = None,
+        max_concurrent_stats: int = MAX_CONCURRENT_STATS,
     ):
         if not len(keys):
             raise ValueError(
@@ -132,6 +148,9 @@ class CallLogApp:
         self.keys = keys
         self.limiter = limiter if limiter is not None else RateLimiter(limits)
         self.max_body_bytes = max_body_bytes
+        self.stats_timeout = settings.CALL_LOG_STATS_TIMEOUT.resolve(stats_timeout)
+        self.max_concurrent_stats = max_concurrent_stats
+        self._stats_places = threading.BoundedSemaphore(max_concurrent_stats)
 
     def handle(
         self, method: str, target: str, header: Callable[[str], str | None], body: bytes
@@ -165,6 +184,7 @@ class CallLogApp:
             return self.error(400, bad.message, extra)
         except QueryError as refused_query:  # the store's own "cannot answer that as asked"
             return self.error(400, str(refused_query), extra)
+
         except Exception:
             # The store's errors (SQL, connection) stay in the log; the client learns only that
             # the server failed.
@@ -207,7 +227,22 @@ class CallLogApp:
             return {"count": store.count(key.restrict(params.parse_count(query, body)))}
         if route.endpoint == "stats":
             stats = params.parse_stats(query, body)
-            return store.stats(dataclasses.replace(stats, filter=key.restrict(stats.filter)))
+            stats = dataclasses.replace(
+                stats, filter=key.restrict(stats.filter), timeout=self.stats_timeout
+            )
+            if not self._stats_places.acquire(timeout=STATS_QUEUE_SECONDS):
+                raise Refusal(
+                    503,
+                    f"{self.max_concurrent_stats} stats requests are being answered already; "
+                    "retry in a second",
+                    [("Retry-After", "1")],
+                )
+            try:
+                return store.stats(stats)
+            except StatsTimeout as timeout:
+                raise Refusal(503, str(timeout)) from None
+            finally:
+                self._stats_places.release()
         if route.endpoint == "fields":
             params.parse_none(query)
             return {

@@ -37,6 +37,7 @@ class CallLogConfig(Configured):
     max_pending: int = bound(settings.CALL_LOG_MAX_PENDING)
     content_days: int = bound(settings.CALL_LOG_CONTENT_DAYS)
     record_days: int = bound(settings.CALL_LOG_RECORD_DAYS)
+    max_daily_values: int = bound(settings.CALL_LOG_MAX_DAILY_VALUES)
     retention_interval: float = bound(settings.CALL_LOG_RETENTION_INTERVAL)
     content_max_length: int = bound(settings.CONTENT_MAX_LENGTH)
     serve_api: bool = True

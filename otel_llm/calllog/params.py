@@ -49,7 +49,9 @@ from otel_llm.calllog.paramvalues import (
     shown,
 )
 from otel_llm.calllog.query import (
+    DEFAULT_GROUP_LIMIT,
     DEFAULT_LIMIT,
+    MAX_GROUP_LIMIT,
     MAX_LIMIT,
     CallFilter,
     CallQuery,
@@ -84,7 +86,7 @@ STATS_FILTERS: tuple[str, ...] = (*STATS_MATCHES, *TIME_FILTERS)
 """The filters stats accept: the dimensions the daily aggregates keep, and the time range."""
 
 PAGE_PARAMETERS: tuple[str, ...] = ("limit", "skip", "offset", "sort", "order", "select")
-STATS_PARAMETERS: tuple[str, ...] = ("group_by",)
+STATS_PARAMETERS: tuple[str, ...] = ("group_by", "limit")
 GROUPS: tuple[str, ...] = get_args(StatsGroup)
 
 _T = TypeVar("_T")
@@ -138,20 +140,24 @@ def parse_count(
 def parse_stats(
     params: Mapping[str, Sequence[str]], body: Mapping[str, Any] | None = None
 ) -> StatsQuery:
-    """The statistics a stats request asks for."""
+    """The statistics a stats request asks for. ``limit`` (1..1000, default 100): groups
+    listed, the rest summed into ``other`` -- an answer's size is bounded whatever the data."""
     given = _gather(params, body, (*FILTERS, *STATS_PARAMETERS))
     for name in given:
         if name in FILTERS and name not in STATS_FILTERS:
             # Stats come from daily aggregates, which keep only these dimensions.
             raise ParamError(
                 f"stats cannot filter on {name} (list and count can); stats take "
-                f"{', '.join(STATS_FILTERS)} and group_by",
+                f"{', '.join(STATS_FILTERS)}, group_by and limit",
                 name,
             )
     group_by: StatsGroup | None = None
     if "group_by" in given:
         group_by = cast(StatsGroup, as_choice(given["group_by"], GROUPS))
-    return StatsQuery(filter=_filter(given), group_by=group_by)
+    limit = DEFAULT_GROUP_LIMIT
+    if "limit" in given:
+        limit = as_integer(given["limit"], low=1, high=MAX_GROUP_LIMIT)
+    return StatsQuery(filter=_filter(given), group_by=group_by, limit=limit)
 
 
 def parse_item(

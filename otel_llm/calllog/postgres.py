@@ -23,9 +23,12 @@ import psycopg
 from psycopg import errors
 
 from otel_llm.calllog import rollup, schema, sql
+from otel_llm.calllog.cardinality import DailyCaps
 from otel_llm.calllog.catalogue import DAILY_DIMENSIONS, DAILY_VALUES
+from otel_llm.calllog.query import StatsTimeout
 from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.sqlstore import SQLCallStore
+from otel_llm.calllog.stats import Deadline, Rows
 
 _MIGRATION_LOCK = 0x6F746C6C  # pg_advisory_xact_lock key: replicas starting together migrate once
 _INCOMING = "llm_calls_incoming"
@@ -109,6 +112,31 @@ class PostgresCallStore(SQLCallStore):
             connection = self._read_connection()
             return connection.execute(_pg(statement.text), statement.params).fetchall()
 
+    def _scan(
+        self,
+        statement: sql.Statement,
+        deadline: Deadline,
+        consume: Callable[[Rows], None],
+    ) -> None:
+        # statement_timeout, local to this transaction, stops the statement in the server; a
+        # server-side cursor streams the rows in chunks, so memory stays that of one chunk.
+        with self._read_lock:
+            connection = self._read_connection()
+            try:
+                with connection.transaction():
+                    remaining = deadline.remaining()
+                    if remaining is not None:
+                        connection.execute(
+                            "SELECT set_config('statement_timeout', %s, true)",
+                            (str(max(1, int(remaining * 1000))),),
+                        )
+                    with connection.cursor(name="otel_llm_stats") as cursor:
+                        cursor.itersize = 2000
+                        cursor.execute(_pg(statement.text), statement.params)
+                        consume(cursor)
+            except errors.QueryCanceled as exc:
+                raise StatsTimeout(deadline.seconds) from exc
+
     def _delete(self, statement: sql.Statement) -> int:
         with self._write_lock:
             connection = self._write_connection()
@@ -122,7 +150,9 @@ class PostgresCallStore(SQLCallStore):
         for attempt in range(_RETRIES):
             try:
                 with self._write_lock:
-                    return self._write_once(self._write_connection(), unique)
+                    written = self._write_once(self._write_connection(), unique, self.daily_caps)
+                    self.daily_caps.committed()
+                    return written
             except (errors.DeadlockDetected, errors.SerializationFailure):
                 if attempt == _RETRIES - 1:
                     raise
@@ -130,7 +160,9 @@ class PostgresCallStore(SQLCallStore):
         return 0  # unreachable
 
     @staticmethod
-    def _write_once(connection: psycopg.Connection[Any], records: list[CallRecord]) -> int:
+    def _write_once(
+        connection: psycopg.Connection[Any], records: list[CallRecord], caps: DailyCaps
+    ) -> int:
         columns = ", ".join(sql.INSERT_COLUMNS)
         with connection.transaction(), connection.cursor() as cursor:
             with cursor.copy(f"COPY {_INCOMING} ({columns}) FROM STDIN") as copy:
@@ -152,7 +184,12 @@ class PostgresCallStore(SQLCallStore):
                     "VALUES (%s, %s, %s, %s) ON CONFLICT (created_us, id) DO NOTHING",
                     with_content,
                 )
-            _add_to_daily(cursor, rollup.rollup(sql.row_of(record) for record in new))
+            added = caps.fold(
+                rollup.rollup(sql.row_of(record) for record in new),
+                lambda text, params: cursor.execute(_pg(text), params).fetchall(),
+                advisory_locks=True,
+            )
+            _add_to_daily(cursor, added)
         return len(new)
 
     def close(self) -> None:

@@ -16,6 +16,12 @@ StatsGroup = Literal["hour", "day", "week", "model", "provider", "feature", "ser
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
+DEFAULT_GROUP_LIMIT = 100
+"""Groups a stats answer lists (by model, provider, feature, service; also each day's models)
+unless told otherwise; the rest are summed into one ``other`` group. A hundred covers the
+models, services or features a deployment uses in a month, and keeps an answer of 30 days
+with every day's models near 300 KB."""
+MAX_GROUP_LIMIT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +73,28 @@ class StatsQuery:
 
     filter: CallFilter = field(default_factory=CallFilter)
     group_by: StatsGroup | None = None
+    limit: int = DEFAULT_GROUP_LIMIT
+    """Groups listed (by the busiest first), and models of each day in ``by_day``; the rest
+    are summed into one ``other`` group, so every total stays exact. Days, weeks and hours
+    are never folded (the date range bounds them)."""
+    timeout: float | None = None
+    """Seconds the statistics may take; past them the store stops and raises
+    ``StatsTimeout``. None: no limit (the CLI on a local store)."""
 
 
 class QueryError(ValueError):
     """A query the store cannot answer as asked (e.g. a stats filter on a field the daily
     aggregates do not keep, or hourly stats beyond the records kept); the API answers 400 with
     its message."""
+
+
+class StatsTimeout(Exception):
+    """Statistics took longer than their time budget and were stopped; the API answers 503."""
+
+    def __init__(self, seconds: float | None):
+        budget = f"{seconds:g} s" if seconds is not None else "its"
+        super().__init__(
+            f"the statistics did not finish within {budget} time budget "
+            "(call_log_stats_timeout); ask for a shorter range or fewer dimensions"
+        )
+        self.seconds = seconds

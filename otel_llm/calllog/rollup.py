@@ -1,4 +1,5 @@
-"""Daily aggregates: what newly stored calls add to them, and statistics read back from them.
+"""Daily aggregates: what newly stored calls add to them, and the totals statistics are made of
+(``stats.py`` reads them back; ``cardinality.py`` caps their distinct values).
 
 A daily row sums one (day, service, provider, model, operation, feature, project): counts,
 tokens by type, cost by part (integer nano-USD, so sums are exact), latency sum, and mergeable
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
-from operator import add
+from operator import add, sub
 from typing import Any
 
 from otel_llm.calllog.catalogue import DAILY_DIMENSIONS, DAILY_SUMS, SUMMED, column_of
@@ -100,6 +101,18 @@ class Totals:
             self.latency.merge_bytes(values[_N_SUMS + 1])
             self.ttfc.merge_bytes(values[_N_SUMS + 2])
 
+    def add_sums(self, values: Sequence[Any]) -> None:
+        """Add SQL sums of daily rows: DAILY_SUMS, then the latency sum (NULL when no row;
+        PostgreSQL's SUM of a bigint is a numeric, converted exactly)."""
+        added = values[:_N_SUMS]
+        self.sums = [old + int(new or 0) for old, new in zip(self.sums, added, strict=True)]
+        self.latency_sum += float(values[_N_SUMS] or 0.0)
+
+    def subtract(self, other: Totals) -> None:
+        """Take ``other``'s sums away (the calls of a group shown apart); sketches untouched."""
+        self.sums = list(map(sub, self.sums, other.sums))
+        self.latency_sum -= other.latency_sum
+
     def row_values(self) -> tuple[Any, ...]:
         """The row's DAILY_VALUES (the inverse of from_row)."""
         return (*self.sums, self.latency_sum, self.latency.to_bytes(), self.ttfc.to_bytes())
@@ -107,6 +120,10 @@ class Totals:
     @property
     def requests(self) -> int:
         return self.sums[_REQUESTS]
+
+    @property
+    def tokens(self) -> int:
+        return self.sums[_TOTAL]
 
     def cost(self) -> Decimal | None:
         """Total USD of the priced calls; None when there were calls and none was priced."""
@@ -221,74 +238,3 @@ def week_of(day: str) -> str:
     """The Monday (ISO week start) of a YYYY-MM-DD day."""
     parsed = date.fromisoformat(day)
     return (parsed - timedelta(days=parsed.weekday())).isoformat()
-
-
-_DIMENSION_INDEX = {name: index for index, name in enumerate(DAILY_DIMENSIONS)}
-
-
-def stats_from_daily(
-    rows: Iterable[Sequence[Any]], group_by: str | None
-) -> tuple[Totals, dict[str | None, Totals], list[dict[str, Any]]]:
-    """Overall totals, totals per group (for day/week/model/provider/feature/service), and the
-    by_day breakdown, of daily rows (DAILY_DIMENSIONS, then Totals.from_row's values).
-
-    Each row's sketches are merged once: into its group (the overall totals are then the merge
-    of the groups) or, ungrouped, into the overall totals. by_day needs no percentiles.
-    """
-    overall = Totals()
-    groups: dict[str | None, Totals] = {}
-    days: dict[str, Totals] = {}
-    day_models: dict[str, dict[str, Totals]] = {}
-    n_dims = len(DAILY_DIMENSIONS)
-    model_index = _DIMENSION_INDEX["model"]
-    by_group = group_by is not None and group_by != "hour"
-    group_index = _DIMENSION_INDEX.get(group_by or "", -1)
-    for row in rows:
-        values = row[n_dims:]
-        day = str(row[0])
-        model = str(row[model_index])
-        _entry(days, day).add_row(values, sketches=False)
-        _entry(day_models.setdefault(day, {}), model).add_row(values, sketches=False)
-        if not by_group:
-            overall.add_row(values)
-            continue
-        if group_by == "day":
-            key: str | None = day
-        elif group_by == "week":
-            key = week_of(day)
-        else:
-            key = str(row[group_index]) or None
-        _entry(groups, key).add_row(values)
-    if by_group:
-        for totals in groups.values():
-            overall.merge(totals)
-    by_day = [
-        {
-            "date": day,
-            "requests": totals.requests,
-            "tokens": totals.sums[_TOTAL],
-            "cost": totals.cost(),
-            "error_rate": totals.error_rate(),
-            "cache_hit_rate": totals.cache_hit_rate(),
-            "models": [
-                {
-                    "model": model or None,
-                    "requests": entry.requests,
-                    "tokens": entry.sums[_TOTAL],
-                    "cost": entry.cost(),
-                }
-                for model, entry in sorted(
-                    day_models[day].items(), key=lambda item: (-item[1].requests, item[0])
-                )
-            ],
-        }
-        for day, totals in sorted(days.items())
-    ]
-    return overall, groups, by_day
-
-
-def _entry(table: dict[Any, Totals], key: Any) -> Totals:
-    entry = table.get(key)
-    if entry is None:
-        entry = table[key] = Totals()
-    return entry

@@ -30,7 +30,7 @@ from otel_llm.calllog import telemetry
 from otel_llm.calllog.config import CallLogConfig
 from otel_llm.calllog.record import CallRecord, build_record
 from otel_llm.calllog.retention import RetentionJob
-from otel_llm.calllog.store import CallStore, open_store
+from otel_llm.calllog.store import CallStore, SQLCallStore, open_store
 from otel_llm.calllog.writer import CallLogWriter
 from otel_llm.collector.otlp import id_to_int
 
@@ -95,7 +95,11 @@ class CallLogService:
         config = self.config
         if self._store is None:
             try:
-                self._store = open_store(config.store, record_days=config.record_days)
+                self._store = open_store(
+                    config.store,
+                    record_days=config.record_days,
+                    max_daily_values=config.max_daily_values,
+                )
             except Exception as exc:
                 raise CallLogStartError(
                     f"cannot open the call log store {self.store_name}: {exc} "
@@ -272,7 +276,9 @@ class CollectorCallLog:
         except CallLogStartError as exc:
             raise CommandError(str(exc)) from exc
         if self.service.writer is not None:  # its losses belong on the service's /metrics
-            telemetry.register(self.service.writer, registry)
+            store = self.service.store
+            caps = store.daily_caps if isinstance(store, SQLCallStore) else None
+            telemetry.register(self.service.writer, registry, caps)
 
     def stop(self) -> None:
         """Stop after the collector: the writer flushes the last accepted calls before its API

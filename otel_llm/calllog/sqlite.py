@@ -23,8 +23,10 @@ from otel_llm.calllog.catalogue import (
     DAILY_SKETCHES,
     DAILY_SUMS,
 )
+from otel_llm.calllog.query import StatsTimeout
 from otel_llm.calllog.record import CallRecord, micros_of
 from otel_llm.calllog.sqlstore import SQLCallStore
+from otel_llm.calllog.stats import Deadline, Rows
 
 _IN_CHUNK = 500  # ids per "IN (...)" look-up, well within SQLite's parameter limit
 _MERGE = "calllog_merge_sketches"
@@ -129,6 +131,30 @@ class SQLiteCallStore(SQLCallStore):
         with self._read_lock:
             return self._reader.execute(statement.text, statement.params).fetchall()
 
+    def _scan(
+        self,
+        statement: sql.Statement,
+        deadline: Deadline,
+        consume: Callable[[Rows], None],
+    ) -> None:
+        # SQLite calls the handler every N virtual-machine steps; a true answer interrupts the
+        # statement. The rows are streamed off the cursor, so memory stays that of one row.
+        def past() -> bool:
+            return deadline.passed()
+
+        with self._read_lock:
+            reader = self._reader
+            if deadline.at is not None:
+                reader.set_progress_handler(past, 10_000)
+            try:
+                consume(reader.execute(statement.text, statement.params))
+            except sqlite3.OperationalError as exc:
+                if deadline.passed():
+                    raise StatsTimeout(deadline.seconds) from exc
+                raise
+            finally:
+                reader.set_progress_handler(None, 0)
+
     def _delete(self, statement: sql.Statement) -> int:
         with self._write_lock:
             cursor = self._writer.execute(statement.text, statement.params)
@@ -149,18 +175,23 @@ class SQLiteCallStore(SQLCallStore):
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
+            self.daily_caps.committed()
         return len(new)
 
-    @staticmethod
-    def _insert(connection: sqlite3.Connection, new: list[CallRecord]) -> None:
+    def _insert(self, connection: sqlite3.Connection, new: list[CallRecord]) -> None:
         rows = [sql.row_of(record) for record in new]
         connection.executemany(_INSERT_CALLS, rows)
         with_content = [sql.content_row_of(record) for record in new if record.has_content]
         if with_content:
             connection.executemany(_INSERT_CONTENT, with_content)
+        # The write lock is held (BEGIN IMMEDIATE): the cap's count cannot race another writer.
+        added = self.daily_caps.fold(
+            rollup.rollup(rows),
+            lambda text, params: connection.execute(text, params).fetchall(),
+            advisory_locks=False,
+        )
         connection.executemany(
-            _UPSERT_DAILY,
-            [(*key, *totals.row_values()) for key, totals in rollup.rollup(rows).items()],
+            _UPSERT_DAILY, [(*key, *totals.row_values()) for key, totals in added.items()]
         )
 
     @staticmethod

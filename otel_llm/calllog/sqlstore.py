@@ -16,18 +16,25 @@ from typing import Any
 
 from otel_llm import settings
 from otel_llm.calllog import rollup, sql
+from otel_llm.calllog.cardinality import DailyCaps
 from otel_llm.calllog.catalogue import (
-    DAILY_DIMENSIONS,
-    DAILY_VALUES,
     FIELDS,
     STATS_MATCHES,
     SUMMARY_FIELDS,
     SUMMED,
     column_of,
 )
-from otel_llm.calllog.query import MAX_LIMIT, CallFilter, CallQuery, QueryError, StatsQuery
+from otel_llm.calllog.query import (
+    MAX_GROUP_LIMIT,
+    MAX_LIMIT,
+    CallFilter,
+    CallQuery,
+    QueryError,
+    StatsQuery,
+)
 from otel_llm.calllog.record import CallRecord, micros_of
-from otel_llm.calllog.schema import CALLS, CONTENT, DAILY
+from otel_llm.calllog.schema import CALLS, CONTENT
+from otel_llm.calllog.stats import Deadline, Rows, daily_stats, daily_where
 
 MAX_HOURLY_DAYS = 7
 """Hourly stats read call records; a longer range is refused (use day or week)."""
@@ -52,6 +59,8 @@ DETAILS_FIELDS = (
 _STATS_ATTRIBUTES = frozenset({*STATS_MATCHES, "start", "end", "projects"})
 """The ``CallFilter`` attributes stats apply: the daily aggregates' dimensions, the time range
 and access control's projects."""
+
+_Groups = list[tuple[str | None, rollup.Totals]]
 
 _RETENTION_BATCH = 10_000
 _DAY_US = 86_400_000_000
@@ -90,6 +99,9 @@ class SQLCallStore(ABC):
         self.record_days = settings.CALL_LOG_RECORD_DAYS.resolve(record_days)
         """How long records are kept: hourly stats further back are refused."""
         self._clock = clock or (lambda: datetime.now(UTC))
+        self.daily_caps = DailyCaps(settings.CALL_LOG_MAX_DAILY_VALUES.resolve(None))
+        """The cap on distinct values per day and dimension of the daily aggregates
+        (``call_log_max_daily_values``); ``open_store`` sets another when told."""
         self._closed = threading.Event()
 
     # --- backend primitives ----------------------------------------------------------------
@@ -204,38 +216,62 @@ class SQLCallStore(ABC):
                     f"hourly stats need call records, which are kept {self.record_days} days; "
                     "group by day or week for older ranges"
                 )
-        rows = self._read(_daily_statement(call_filter, start, end))
-        overall, groups, by_day = rollup.stats_from_daily(rows, query.group_by)
+        if not 1 <= query.limit <= MAX_GROUP_LIMIT:
+            raise QueryError(f"limit must be between 1 and {MAX_GROUP_LIMIT}, got {query.limit}")
+        deadline = Deadline(query.timeout)
+        where = daily_where(call_filter, start, end)
+        daily = daily_stats(self._scan, where, query.group_by, query.limit, deadline)
         result: dict[str, Any] = {
             "start": start,
             "end": end,
             "group_by": query.group_by,
-            "stats": overall.stats(),
+            "stats": daily.overall.stats(),
         }
+        groups = daily.groups
         if query.group_by == "hour":
-            groups = self._hourly(replace(call_filter, start=start, end=end))
+            groups = self._hourly(replace(call_filter, start=start, end=end), deadline)
         if query.group_by is not None:
-            result["groups"] = _ordered_groups(groups, query.group_by)
-        result["by_day"] = by_day
+            result["groups"] = [{"group": key, **totals.stats()} for key, totals in groups]
+        result["by_day"] = daily.by_day
         return result
 
-    def _hourly(self, call_filter: CallFilter) -> dict[str | None, rollup.Totals]:
+    def _hourly(self, call_filter: CallFilter, deadline: Deadline) -> _Groups:
         condition = sql.where(call_filter)
-        rows = self._read(
+        by_hour: dict[int, rollup.Totals] = {}
+        last = len(_HOURLY_COLUMNS) - 2
+
+        def add(rows: Rows) -> None:
+            for count, row in enumerate(rows):
+                if not count % 1024:
+                    deadline.check()
+                hour = int(row[0]) // 3_600_000_000
+                totals = by_hour.get(hour)
+                if totals is None:
+                    totals = by_hour[hour] = rollup.Totals()
+                totals.add(row[1] == "error", row[2:last], row[last], row[last + 1])
+
+        self._scan(
             sql.Statement(
                 f"SELECT {', '.join(_HOURLY_COLUMNS)} FROM {CALLS} WHERE {condition.text}",  # noqa: S608
                 condition.params,
-            )
+            ),
+            deadline,
+            add,
         )
-        by_hour: dict[int, rollup.Totals] = {}
-        last = len(_HOURLY_COLUMNS) - 2
-        for row in rows:
-            hour = int(row[0]) // 3_600_000_000
-            totals = by_hour.get(hour)
-            if totals is None:
-                totals = by_hour[hour] = rollup.Totals()
-            totals.add(row[1] == "error", row[2:last], row[last], row[last + 1])
-        return {(_EPOCH + timedelta(hours=hour)).isoformat(): v for hour, v in by_hour.items()}
+        return [((_EPOCH + timedelta(hours=h)).isoformat(), by_hour[h]) for h in sorted(by_hour)]
+
+    def _scan(
+        self,
+        statement: sql.Statement,
+        deadline: Deadline,
+        consume: Callable[[Rows], None],
+    ) -> None:
+        """Hand the rows of one read to ``consume``, within ``deadline`` (``StatsTimeout``
+        past it). This default reads every row first and can only check afterwards: the
+        backends stop the statement itself, and stream."""
+        rows = self._read(statement)
+        deadline.check()
+        consume(rows)
 
     # --- retention -------------------------------------------------------------------------
 
@@ -303,35 +339,3 @@ def _floor_day(moment: datetime) -> datetime:
 def _ceil_day(moment: datetime) -> datetime:
     floor = _floor_day(moment)
     return floor if floor == moment else floor + timedelta(days=1)
-
-
-def _daily_statement(call_filter: CallFilter, start: datetime, end: datetime) -> sql.Statement:
-    clauses = ["day >= ?", "day < ?"]
-    params: list[Any] = [start.date().isoformat(), end.date().isoformat()]
-    for name in STATS_MATCHES:
-        value = getattr(call_filter, name)
-        if value is not None:
-            clauses.append(f"{column_of(name)} = ?")
-            params.append(value)
-    if call_filter.projects is not None:
-        if call_filter.projects:
-            marks = ", ".join("?" for _ in call_filter.projects)
-            clauses.append(f"{column_of('project')} IN ({marks})")
-            params.extend(sorted(call_filter.projects))
-        else:
-            clauses.append("1 = 0")
-    columns = ", ".join((*DAILY_DIMENSIONS, *DAILY_VALUES))
-    return sql.Statement(
-        f"SELECT {columns} FROM {DAILY} WHERE {' AND '.join(clauses)}",  # noqa: S608
-        tuple(params),
-    )
-
-
-def _ordered_groups(groups: dict[str | None, rollup.Totals], group_by: str) -> list[dict[str, Any]]:
-    if group_by in ("hour", "day", "week"):
-        ordered = sorted(groups.items(), key=lambda item: item[0] or "")
-    else:  # the busiest first; ties (and the unnamed) by name
-        ordered = sorted(
-            groups.items(), key=lambda item: (-item[1].requests, item[0] is None, item[0] or "")
-        )
-    return [{"group": key, **totals.stats()} for key, totals in ordered]

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from otel_llm import settings
+from otel_llm.calllog.cardinality import DailyCaps
 from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
 from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.sqlite import SQLiteCallStore
@@ -62,16 +64,23 @@ def open_store(
     *,
     record_days: int | None = None,
     clock: Callable[[], datetime] | None = None,
+    max_daily_values: int | None = None,
 ) -> SQLCallStore:
     """A store for ``url``: a file path or ``sqlite:///path`` (SQLite, created if absent), or
     ``postgresql://...`` / ``postgres://...`` (PostgreSQL; the database must exist). The
-    schema is created or migrated on open."""
+    schema is created or migrated on open. ``max_daily_values``: the daily aggregates' cap
+    (default: the ``call_log_max_daily_values`` setting)."""
+    store: SQLCallStore
     if url.startswith(("postgresql://", "postgres://")):
         # psycopg is an optional dependency (the "postgres" extra): loaded only when used.
         from otel_llm.calllog.postgres import PostgresCallStore  # noqa: PLC0415
 
-        return PostgresCallStore(url, record_days=record_days, clock=clock)
-    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
-    if url.startswith("sqlite://") and not url.startswith("sqlite:///"):
-        raise ValueError(f"not a SQLite URL (use sqlite:///path): {url}")
-    return SQLiteCallStore(path, record_days=record_days, clock=clock)
+        store = PostgresCallStore(url, record_days=record_days, clock=clock)
+    else:
+        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+        if url.startswith("sqlite://") and not url.startswith("sqlite:///"):
+            raise ValueError(f"not a SQLite URL (use sqlite:///path): {url}")
+        store = SQLiteCallStore(path, record_days=record_days, clock=clock)
+    if max_daily_values is not None:
+        store.daily_caps = DailyCaps(settings.CALL_LOG_MAX_DAILY_VALUES.resolve(max_daily_values))
+    return store

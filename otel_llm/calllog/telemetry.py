@@ -12,14 +12,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from otel_llm.calllog.cardinality import CAPPED, DailyCaps
 from otel_llm.calllog.writer import CallLogWriter
 
 
 class WriterMetrics(Collector):
-    """``otel_llm_call_log_*`` families of one writer."""
+    """``otel_llm_call_log_*`` families of one writer (and of its store's daily cap)."""
 
-    def __init__(self, writer: CallLogWriter):
+    def __init__(self, writer: CallLogWriter, caps: DailyCaps | None = None):
         self._writer = writer
+        self._caps = caps
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         writer = self._writer
@@ -42,6 +44,16 @@ class WriterMetrics(Collector):
             ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+        folded = CounterMetricFamily(
+            "otel_llm_call_log_folded_calls",
+            "Calls added to a daily aggregate's 'other' value: that day already had "
+            "call_log_max_daily_values values of the dimension (the record keeps its value).",
+            labels=["dimension"],
+        )
+        for dimension in CAPPED:  # every series from the start, as alerts expect
+            count = self._caps.folded[dimension] if self._caps is not None else 0
+            folded.add_metric([dimension], count)
+        yield folded
         yield GaugeMetricFamily(
             "otel_llm_call_log_pending_calls",
             "Calls waiting to be written.",
@@ -49,8 +61,11 @@ class WriterMetrics(Collector):
         )
 
 
-def register(writer: CallLogWriter, registry: CollectorRegistry) -> WriterMetrics:
-    """Expose ``writer``'s counters on ``registry``."""
-    metrics = WriterMetrics(writer)
+def register(
+    writer: CallLogWriter, registry: CollectorRegistry, caps: DailyCaps | None = None
+) -> WriterMetrics:
+    """Expose ``writer``'s counters on ``registry``, and the calls ``caps`` (its store's
+    ``daily_caps``) folded."""
+    metrics = WriterMetrics(writer, caps)
     registry.register(metrics)
     return metrics
