@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from otel_llm.calllog.isolation import WriteResult
 from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
 from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.sqlite import SQLiteCallStore
@@ -23,6 +24,7 @@ __all__ = [
     "Page",
     "RetentionResult",
     "SQLCallStore",
+    "WriteResult",
     "open_store",
 ]
 
@@ -49,6 +51,8 @@ class CallStore(CallReader, Protocol):
     """What the query API, the CLI and the writer use."""
 
     def write(self, records: Sequence[CallRecord]) -> int: ...
+
+    def write_batch(self, records: Sequence[CallRecord]) -> WriteResult: ...
 
     def apply_retention(
         self, now: datetime, *, content_days: int, record_days: int
