@@ -59,8 +59,19 @@ class DeadLetter:
             "quarantined_at": self.quarantined_at,
             "attempts": self.attempts,
             "error": self.error,
-            "record": json.loads(self.record),
+            # Printable: the record's text may hold what its escapes kept (lone surrogates).
+            "record": _printable(json.loads(self.record)),
         }
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    return value
 
 
 def _jsonable(value: Any) -> Any:
