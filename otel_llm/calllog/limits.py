@@ -164,7 +164,11 @@ def _fast_ok(field: Field) -> str:
             f"v.__class__ is str and len(v) <= {field.max_length} and v.isascii() "
             'and "\\x00" not in v'
         )
-    if field.type in ("integer", "number") and field.codec != "money":
+    if field.codec == "money":  # is_finite first: a NaN Decimal raises when compared
+        return (
+            f"v.__class__ is Decimal and v.is_finite() and {field.minimum} <= v <= {field.maximum}"
+        )
+    if field.type in ("integer", "number"):
         low, high = _bounds(field)
         kind = "int" if field.type == "integer" else "float"
         return f"v.__class__ is {kind} and {low!r} <= v <= {high!r}"
@@ -189,7 +193,7 @@ def _checker() -> Callable[[Any], dict[str, Any]]:
     Made from the catalogue once, as ``sql.row_of`` is: a loop over the fields calling each
     check cost 11.7 us a record, this 3 us (measured) -- it runs for every call, on the
     collector's request path."""
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"Decimal": Decimal}
     lines = ["def changes(record):", "    found = {}"]
     for index, (field, check) in enumerate(_FIELDS):
         namespace[f"_check{index}"] = check
@@ -233,8 +237,13 @@ def checked(record: CallRecord, *, now: datetime | None = None) -> CallRecord:
     """``record`` with every value a store could refuse corrected (counted per field)."""
     changes = _changes(record)
     completed = record.completed_at
-    if completed is not None and time_problem(completed, now or datetime.now(UTC)):
-        changes["completed_at"] = None
+    if completed is not None:
+        try:
+            in_range = TIME_FLOOR <= completed <= (now or datetime.now(UTC)) + FUTURE_SLACK
+        except TypeError:  # not an aware datetime
+            in_range = False
+        if not in_range:
+            changes["completed_at"] = None
     if not changes:
         return record
     with _lock:

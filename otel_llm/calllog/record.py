@@ -21,6 +21,7 @@ from typing import Any, Literal
 from otel_llm import _semconv as sc
 from otel_llm import settings
 from otel_llm.calllog.catalogue import CONTENT_FIELDS, FIELDS, SUMMARY_FIELDS
+from otel_llm.calllog.limits import checked
 from otel_llm.derive import Derived
 from otel_llm.pricing import Unpriced
 
@@ -196,8 +197,6 @@ def build_record(
     time is judged against): a value no store could take is corrected and counted here, so it
     cannot fail the write of the calls batched with it.
     """
-    # Imported here: limits.py reads the catalogue's fields, which this module re-exports.
-    from otel_llm.calllog.limits import checked  # noqa: PLC0415
 
     call = derived.call
     priced = derived.priced
