@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_llm import _semconv as sc
-from otel_llm.calllog import deadletter, limits, sql
+from otel_llm.calllog import deadletter, limits, schema, sql
 from otel_llm.calllog.exporter import CallLogExporter
 from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
 from otel_llm.calllog.record import CallRecord
@@ -312,8 +313,6 @@ def _refuse(url: str) -> None:
                 "CHECK (model IS DISTINCT FROM 'refused-model')"
             )
     else:
-        import sqlite3
-
         with sqlite3.connect(url) as connection:
             connection.execute(
                 "CREATE TRIGGER refuse_model BEFORE INSERT ON llm_calls "
@@ -326,8 +325,6 @@ def _allow(url: str) -> None:
         with psycopg.connect(url, autocommit=True) as connection:
             connection.execute("ALTER TABLE llm_calls DROP CONSTRAINT refuse_model")
     else:
-        import sqlite3
-
         with sqlite3.connect(url) as connection:
             connection.execute("DROP TRIGGER refuse_model")
 
@@ -497,3 +494,42 @@ def test_corrected_records_read_back_the_same_from_either_database(
             assert store.details(record.id)[name] == expected  # type: ignore[index]
         elif name != "streaming":
             assert store.get(record.id)[name] == expected, name  # type: ignore[index]
+
+
+# --- the migration -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_v1_database_upgrades_to_the_dead_letters_keeping_its_calls(
+    backend: str,
+    tmp_path: Any,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A store made by the previous release (v1 only) gains the dead-letter table on open."""
+    records = make_records(5, now=datetime.now(UTC))
+    if backend == "sqlite":
+        url = str(tmp_path / "v1.db")
+        with sqlite3.connect(url) as connection:
+            for statement in schema.MIGRATIONS[0](schema.SQLITE_TYPES):
+                connection.execute(statement)
+            connection.execute(schema.version_table_ddl())
+            connection.execute("INSERT INTO llm_calllog_schema (version) VALUES (1)")
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        name = f"v1_{tmp_path.name[-20:]}".replace("-", "_").lower()
+        with psycopg.connect(cluster.url(), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        url = cluster.url(name)
+        with psycopg.connect(url, autocommit=True) as connection:
+            for statement in schema.MIGRATIONS[0](schema.POSTGRES_TYPES):
+                connection.execute(statement)
+            connection.execute(schema.version_table_ddl())
+            connection.execute("INSERT INTO llm_calllog_schema (version) VALUES (1)")
+    store = open_store(url)
+    try:
+        assert store.schema_version() == schema.LATEST == 2  # type: ignore[attr-defined]
+        late = replace(records[0], created_at=datetime(2554, 7, 21, tzinfo=UTC))
+        assert store.write_batch([late, *records[1:]]).quarantined == (late.id,)
+        assert store.count(CallFilter()) == 4
+    finally:
+        store.close()
