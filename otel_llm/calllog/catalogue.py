@@ -12,9 +12,11 @@ spell their tables out literally, because a migration, once released, never chan
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Literal, NamedTuple
 
-from otel_llm.calllog.schema import CALLS, CONTENT, DAILY
+from otel_llm.calllog.schema import CALLS, CONTENT, DAILY, DEAD_LETTERS
 
 ApiType = Literal["string", "integer", "number", "boolean", "datetime", "object"]
 SqlType = Literal["text", "integer", "smallint", "bigint", "real", "blob"]
@@ -25,6 +27,46 @@ Codec = Literal["plain", "time", "money", "flag", "json", "day", "span_key"]
 plain as is; time: integer microseconds since the epoch (UTC); money: integer nano-USD;
 flag: 0 / 1; json: JSON text (an empty mapping as NULL); day: days since the epoch of a time;
 span_key: a 16-hex span id's 64 bits as a signed integer."""
+
+
+# --- what a stored value may be ------------------------------------------------------------------
+# A span's values come from whoever can reach the collector (or from a gateway passing a
+# client's values on): ``limits.py`` holds every record to these before it is stored, the same
+# way for SQLite and PostgreSQL, so one hostile value cannot fail the write of its batch.
+
+INTEGER_RANGES: dict[SqlType, tuple[int, int]] = {
+    "smallint": (-(2**15), 2**15 - 1),
+    # PostgreSQL's INTEGER is 4 bytes (SQLite's 8): a record must fit the narrower of the two.
+    "integer": (-(2**31), 2**31 - 1),
+    "bigint": (-(2**63), 2**63 - 1),
+}
+"""The values an integer column of each type holds in both databases."""
+
+TEXT_MAX_LENGTH = 256
+"""Characters of a text field, unless its ``Field`` says otherwise. Most are indexed: a
+PostgreSQL b-tree entry holds at most 2,704 bytes, 4 bytes a character at worst."""
+
+MAX_MS = 1e9
+"""Milliseconds (11.6 days): the longest latency or time to first chunk kept. The sketches'
+top bucket (``sketch.MAX_VALUE``); a larger value is no measurement (1e306 s overflowed to
+``inf`` ms and failed the aggregates' sketch)."""
+
+MAX_TOKENS = 10**12
+"""Tokens of one call, at most (``max_tokens`` already ignores more than 1e8 by default): far
+below what makes a daily row's 64-bit sums overflow."""
+
+MAX_COST = Decimal(10**6)
+"""USD of one call, at most."""
+
+TIME_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
+"""A call's time must lie in [TIME_FLOOR, now + FUTURE_SLACK] (clocks drift; 2**64-1 ns, year
+2554, does not). A start outside is quarantined, not clamped (see ``limits.py``); an end
+outside is dropped to NULL."""
+
+CONTEXT_MAX_KEYS = 64
+CONTEXT_MAX_LENGTH = 1024
+"""The ``context`` object: keys kept, and characters of a text value."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +92,12 @@ class Field:
     """False: a column the store keeps for itself (look-up keys), not a field of the API."""
     daily: Literal["dimension", "sum"] | None = None
     """In the daily aggregates: part of each row's key, or summed (the same column name)."""
+    minimum: float | Decimal | None = None
+    maximum: float | Decimal | None = None
+    """The values a number may take (also within its column's ``INTEGER_RANGES``); outside,
+    unknown (NULL)."""
+    max_length: int = TEXT_MAX_LENGTH
+    """Characters of a text field: more are cut off."""
 
     def __post_init__(self) -> None:
         if self.column == "":
@@ -59,11 +107,23 @@ class Field:
 
 
 def _money(name: str, column: str, description: str) -> Field:
-    return Field(name, "number", description, column, "bigint", codec="money", daily="sum")
+    return Field(
+        name,
+        "number",
+        description,
+        column,
+        "bigint",
+        codec="money",
+        daily="sum",
+        minimum=Decimal(0),
+        maximum=MAX_COST,
+    )
 
 
 def _tokens(name: str, description: str) -> Field:
-    return Field(name, "integer", description, sql="bigint", daily="sum")
+    return Field(
+        name, "integer", description, sql="bigint", daily="sum", minimum=0, maximum=MAX_TOKENS
+    )
 
 
 CALL_FIELDS: tuple[Field, ...] = (
@@ -117,13 +177,22 @@ CALL_FIELDS: tuple[Field, ...] = (
         "bigint",
         codec="time",
     ),
-    Field("latency_ms", "number", "Duration of the call in milliseconds.", sql="real"),
+    Field(
+        "latency_ms",
+        "number",
+        "Duration of the call in milliseconds.",
+        sql="real",
+        minimum=0,
+        maximum=MAX_MS,
+    ),
     Field(
         "time_to_first_chunk_ms",
         "number",
         "Streamed calls: ms to the first chunk.",
         "ttfc_ms",
         "real",
+        minimum=0,
+        maximum=MAX_MS,
     ),
     Field(
         "service",
@@ -165,10 +234,17 @@ CALL_FIELDS: tuple[Field, ...] = (
         "integer",
         "HTTP status code of the provider's response, if known.",
         sql="integer",
+        minimum=100,  # HTTP's three digits
+        maximum=999,
     ),
     Field("error_type", "string", "error.type of a failed call."),
     Field("error_code", "string", "Provider error code, when the span carries error.code."),
-    Field("error_message", "string", "The span's status message of a failed call."),
+    Field(
+        "error_message",
+        "string",
+        "The span's status message of a failed call.",
+        max_length=4096,  # not indexed
+    ),
     _tokens("input_tokens", "Input tokens, cache reads and writes included."),
     _tokens("output_tokens", "Output tokens, reasoning included."),
     _tokens("total_tokens", "input_tokens + output_tokens."),
@@ -219,11 +295,18 @@ STORED: tuple[Field, ...] = tuple(field for field in CALL_FIELDS if field.stored
 """The fields with a column of their own: the calls table's columns, in order."""
 
 CONTENT_FIELDS: dict[str, Field] = {
+    # Already cut to the content_max_length setting when the record is built.
     "request_prompt": Field(
-        "request_prompt", "string", "The request's input messages (JSON), truncated."
+        "request_prompt",
+        "string",
+        "The request's input messages (JSON), truncated.",
+        max_length=2**31 - 1,
     ),
     "response_preview": Field(
-        "response_preview", "string", "The response's output messages (JSON), truncated."
+        "response_preview",
+        "string",
+        "The response's output messages (JSON), truncated.",
+        max_length=2**31 - 1,
     ),
 }
 """Served by ``details`` only, and only while content is retained (their own table, keyed as
@@ -373,6 +456,13 @@ TABLES: dict[str, tuple[Column, ...]] = {
         *(Column(name, "bigint", True) for name in DAILY_SUMS),
         Column(DAILY_LATENCY_SUM, "real", True),
         *(Column(name, "blob", False) for name in DAILY_SKETCHES.values()),
+    ),
+    DEAD_LETTERS: (
+        Column("id", "text", True),
+        Column("quarantined_us", "bigint", True),
+        Column("attempts", "integer", True),
+        Column("error", "text", True),
+        Column("record", "text", True),
     ),
 }
 """Each table's columns in order: what a migrated database holds (a test checks)."""

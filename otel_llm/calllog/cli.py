@@ -9,6 +9,8 @@ apply retention, make API keys.
     otel-llm calls serve                      # the query API alone
     otel-llm calls prune                      # retention, once
     otel-llm calls keygen --name dashboards   # a new key and its line for the key file
+    otel-llm calls dead-letters               # calls the store could not take, and why
+    otel-llm calls replay-dead-letters        # store them again after a fix
 
 This module is the argument table; the filter flags come from the catalogue (``flags.py``) and
 are turned into the API's own parameters, checked by the same code (``params.py``), so a store
@@ -148,6 +150,32 @@ _COMMANDS = (
             ),
             _arg("--json", action="store_true", help="print JSON"),
         ),
+    ),
+    _Command(
+        "dead-letters",
+        "calls the store could not take (quarantined), newest first, with the error",
+        arguments=(
+            _STORE,
+            _arg(
+                "--limit",
+                type=int_between(1, 100_000),
+                default=20,
+                metavar="N",
+                help="show at most N (default 20)",
+            ),
+            _arg("--json", action="store_true", help="print JSON (the records too)"),
+        ),
+        description=(
+            "A call whose write failed for a reason of its own (a value the database refused, "
+            "a constraint, a start time outside [2000-01-01, now + 1 day]) is kept in the "
+            "store's dead letters, not dropped with its batch. After a fix, "
+            "`otel-llm calls replay-dead-letters` stores them."
+        ),
+    ),
+    _Command(
+        "replay-dead-letters",
+        "re-validate and store the quarantined calls; those stored leave the dead letters",
+        arguments=(_STORE, _arg("--json", action="store_true", help="print JSON")),
     ),
     _Command(
         "keygen",

@@ -175,6 +175,7 @@ def run_prune(args: argparse.Namespace) -> int:
         {
             "content_deleted": result.content_deleted,
             "records_deleted": result.records_deleted,
+            "dead_letters_deleted": result.dead_letters_deleted,
             "content_cutoff": result.content_cutoff,
             "records_cutoff": result.records_cutoff,
         }
@@ -183,10 +184,68 @@ def run_prune(args: argparse.Namespace) -> int:
         return tables.print_json(answer)
     print(
         f"deleted the content of {result.content_deleted} calls (older than "
-        f"{content_days} days) and {result.records_deleted} call records (older than "
-        f"{record_days} days); daily aggregates kept"
+        f"{content_days} days), {result.records_deleted} call records and "
+        f"{result.dead_letters_deleted} dead letters (older than {record_days} days); daily "
+        "aggregates kept"
     )
     return 0
+
+
+def run_dead_letters(args: argparse.Namespace) -> int:
+    store = open_existing(args.store)
+    try:
+        total = store.dead_letter_count()
+        letters = store.dead_letters(args.limit)
+    finally:
+        store.close()
+    if args.json:
+        return tables.print_json(
+            jsonable({"total": total, "dead_letters": [letter.as_dict() for letter in letters]})
+        )
+    if not letters:
+        return tables.print_line("no dead letters: every call was stored")
+    columns = ["quarantined_at", "attempts", "id", "error"]
+    rows = [
+        [
+            tables.cell("quarantined_at", letter.quarantined_at),
+            str(letter.attempts),
+            letter.id,
+            _one_line(letter.error, 100),
+        ]
+        for letter in letters
+    ]
+    print(tables.table(columns, rows))
+    print(
+        f"\n{len(letters)} of {total} dead letters; after a fix: otel-llm calls replay-dead-letters"
+    )
+    return 0
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def run_replay_dead_letters(args: argparse.Namespace) -> int:
+    store = open_existing(args.store)
+    try:
+        result = store.replay_dead_letters()
+        left = store.dead_letter_count()
+    finally:
+        store.close()
+    answer = {
+        "stored": result.stored,
+        "duplicates": result.duplicates,
+        "failed": result.failed,
+        "left": left,
+    }
+    if args.json:
+        return tables.print_json(answer)
+    print(
+        f"stored {result.stored} calls ({result.duplicates} were stored already); "
+        f"{result.failed} still failed; {left} dead letters left"
+    )
+    return 0 if not result.failed else 1
 
 
 def run_keygen(args: argparse.Namespace) -> int:
@@ -213,5 +272,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": run_serve,
     "prune": run_prune,
     "keygen": run_keygen,
+    "dead-letters": run_dead_letters,
+    "replay-dead-letters": run_replay_dead_letters,
 }
 """Subcommand -> what runs it."""

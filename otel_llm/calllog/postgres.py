@@ -33,6 +33,12 @@ from otel_llm.calllog.stats import Deadline, Rows
 _MIGRATION_LOCK = 0x6F746C6C  # pg_advisory_xact_lock key: replicas starting together migrate once
 _INCOMING = "llm_calls_incoming"
 _RETRIES = 5
+_TRANSIENT_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58"})
+"""SQLSTATE classes of the database's failures, not a record's: connection, transaction
+state, rollback (deadlock), insufficient resources (disk full), object state (lock not
+available), operator intervention (shutdown), system errors. Others -- data exceptions (22:
+NUL in text, out of range), integrity (23), program limits (54: an index row too big) -- are
+a record's: it is quarantined (``isolation.py``)."""
 
 
 def _pg(text: str) -> str:
@@ -137,13 +143,22 @@ class PostgresCallStore(SQLCallStore):
             except errors.QueryCanceled as exc:
                 raise StatsTimeout(deadline.seconds) from exc
 
-    def _delete(self, statement: sql.Statement) -> int:
+    def _execute(self, statement: sql.Statement) -> int:
         with self._write_lock:
             connection = self._write_connection()
             cursor = connection.execute(_pg(statement.text), statement.params)
             return cursor.rowcount
 
-    def write(self, records: Sequence[CallRecord]) -> int:
+    def _transient(self, error: Exception) -> bool:
+        if self._closed.is_set() or isinstance(error, psycopg.InterfaceError):
+            return True
+        if not isinstance(error, psycopg.Error):
+            return False  # raised in Python, by a record's value
+        if error.sqlstate is None:  # no answer from the server: the connection
+            return isinstance(error, psycopg.OperationalError)
+        return error.sqlstate[:2] in _TRANSIENT_CLASSES
+
+    def _write(self, records: Sequence[CallRecord]) -> int:
         if not records:
             return 0
         unique = sorted({record.id: record for record in records}.values(), key=_id)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from otel_llm import _semconv as sc
 from otel_llm import settings
 from otel_llm.calllog.catalogue import CONTENT_FIELDS, FIELDS, SUMMARY_FIELDS
+from otel_llm.calllog.limits import checked
 from otel_llm.derive import Derived
 from otel_llm.pricing import Unpriced
 
@@ -184,13 +185,19 @@ def build_record(
     end_time_ns: int | None,
     status_message: str | None,
     content_max_length: int | None = None,
+    now: datetime | None = None,
 ) -> CallRecord:
     """The record of one derived LLM call span.
 
     Content comes only from the ``gen_ai.input.messages`` / ``gen_ai.output.messages``
     attributes (present only when content capture is on), truncated to ``content_max_length``
     characters (default: the ``content_max_length`` setting).
+
+    Every value is held to the catalogue's limits (``limits.checked``, ``now`` the time an end
+    time is judged against): a value no store could take is corrected and counted here, so it
+    cannot fail the write of the calls batched with it.
     """
+
     call = derived.call
     priced = derived.priced
     max_length = settings.CONTENT_MAX_LENGTH.resolve(content_max_length)
@@ -228,7 +235,7 @@ def build_record(
             "cost_source": priced.source,
             "price_data": priced.price_data,
         }
-    return CallRecord(
+    record = CallRecord(
         id=call_id(trace_id, span_id),
         trace_id=f"{trace_id:032x}",
         span_id=f"{span_id:016x}",
@@ -267,3 +274,4 @@ def build_record(
         pipeline_step=named.get("pipeline_step"),
         **money,
     )
+    return checked(record, now=now)

@@ -16,7 +16,8 @@ day of the call -- inserts land in today's part of that index only; a look-up pr
 Representation (the same in both databases, so one SQL text serves both):
 - times are integer microseconds since the epoch (UTC); days are ``YYYY-MM-DD`` text;
 - money is integer nano-USD (exact sums); an unpriced call has NULL cost;
-- content lives in its own table, so content retention deletes rows there only.
+- content lives in its own table, so content retention deletes rows there only;
+- v2: calls that could not be stored wait in a dead-letter table (``deadletter.py``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ POSTGRES_TYPES = Types(bigint="BIGINT", real="DOUBLE PRECISION", blob="BYTEA")
 CALLS = "llm_calls"
 CONTENT = "llm_call_content"
 DAILY = "llm_call_daily"
+DEAD_LETTERS = "llm_call_dead_letters"
 VERSION_TABLE = "llm_calllog_schema"
 
 
@@ -141,7 +143,23 @@ def _v1(t: Types) -> list[str]:
     ]
 
 
-MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1,)
+def _v2(t: Types) -> list[str]:
+    # Calls that could not be stored, kept with why (``deadletter.py``): one row per call id
+    # (a redelivered span updates it), the record as ASCII JSON (any value fits a TEXT column).
+    return [
+        f"""CREATE TABLE {DEAD_LETTERS} (
+    id TEXT NOT NULL,
+    quarantined_us {t.bigint} NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (id)
+)""",
+        f"CREATE INDEX {DEAD_LETTERS}_time ON {DEAD_LETTERS} (quarantined_us)",
+    ]
+
+
+MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2)
 """Migration n (1-based) is ``MIGRATIONS[n - 1]``."""
 
 LATEST = len(MIGRATIONS)

@@ -155,12 +155,19 @@ class SQLiteCallStore(SQLCallStore):
             finally:
                 reader.set_progress_handler(None, 0)
 
-    def _delete(self, statement: sql.Statement) -> int:
+    def _execute(self, statement: sql.Statement) -> int:
         with self._write_lock:
             cursor = self._writer.execute(statement.text, statement.params)
             return cursor.rowcount
 
-    def write(self, records: Sequence[CallRecord]) -> int:
+    def _transient(self, error: Exception) -> bool:
+        # Locked, busy, I/O, disk full: the database's. A constraint (IntegrityError), a value
+        # it cannot bind or hold (DataError, ProgrammingError, OverflowError...): the record's.
+        return isinstance(error, sqlite3.OperationalError | sqlite3.InterfaceError) or (
+            self._closed.is_set()
+        )
+
+    def _write(self, records: Sequence[CallRecord]) -> int:
         if not records:
             return 0
         unique = list({record.id: record for record in records}.values())

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from otel_llm import settings
-from otel_llm.calllog import rollup, sql
+from otel_llm.calllog import deadletter, rollup, sql
 from otel_llm.calllog.cardinality import DailyCaps
 from otel_llm.calllog.catalogue import (
     FIELDS,
@@ -24,6 +24,7 @@ from otel_llm.calllog.catalogue import (
     SUMMED,
     column_of,
 )
+from otel_llm.calllog.isolation import IsolatingStore
 from otel_llm.calllog.query import (
     MAX_GROUP_LIMIT,
     MAX_LIMIT,
@@ -32,7 +33,7 @@ from otel_llm.calllog.query import (
     QueryError,
     StatsQuery,
 )
-from otel_llm.calllog.record import CallRecord, micros_of
+from otel_llm.calllog.record import micros_of
 from otel_llm.calllog.schema import CALLS, CONTENT
 from otel_llm.calllog.stats import Deadline, Rows, daily_stats, daily_where
 
@@ -85,10 +86,13 @@ class RetentionResult:
     records_deleted: int
     content_cutoff: datetime
     records_cutoff: datetime
+    dead_letters_deleted: int = 0
+    """Quarantined calls older than the records' retention (``deadletter.py``)."""
 
 
-class SQLCallStore(ABC):
-    """The queries, shared by both backends; subclasses connect, migrate and write."""
+class SQLCallStore(IsolatingStore, ABC):
+    """The queries, shared by both backends; subclasses connect, migrate and write (writes
+    isolate each record: ``isolation.py``)."""
 
     def __init__(
         self,
@@ -109,15 +113,6 @@ class SQLCallStore(ABC):
     @abstractmethod
     def _read(self, statement: sql.Statement) -> list[tuple[Any, ...]]:
         """Rows of one read-only statement (``?`` placeholders)."""
-
-    @abstractmethod
-    def _delete(self, statement: sql.Statement) -> int:
-        """Run one DELETE in its own transaction; the number of rows deleted."""
-
-    @abstractmethod
-    def write(self, records: Sequence[CallRecord]) -> int:
-        """Store the records not stored yet (by id) and add them to the daily aggregates, in
-        one transaction; the number newly stored."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -286,7 +281,10 @@ class SQLCallStore(ABC):
         content_cutoff = max(now - timedelta(days=content_days), records_cutoff)
         content_deleted = self._delete_all(CONTENT, micros_of(content_cutoff))
         records_deleted = self._delete_all(CALLS, micros_of(records_cutoff))
-        return RetentionResult(content_deleted, records_deleted, content_cutoff, records_cutoff)
+        dead = self._execute(deadletter.older_than(micros_of(records_cutoff)))
+        return RetentionResult(
+            content_deleted, records_deleted, content_cutoff, records_cutoff, dead
+        )
 
     def _delete_all(self, table: str, cutoff_us: int) -> int:
         # In slices of the primary key's time order, each its own short transaction, so
@@ -301,7 +299,7 @@ class SQLCallStore(ABC):
                 )
             )
             bound = int(edge[0][0]) + 1 if edge else cutoff_us
-            deleted += self._delete(
+            deleted += self._execute(
                 sql.Statement(
                     f"DELETE FROM {table} WHERE created_us < ?",  # noqa: S608
                     (bound,),

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from otel_llm import settings
 from otel_llm.calllog.cardinality import DailyCaps
+from otel_llm.calllog.isolation import WriteResult
 from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
 from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.sqlite import SQLiteCallStore
@@ -25,6 +26,7 @@ __all__ = [
     "Page",
     "RetentionResult",
     "SQLCallStore",
+    "WriteResult",
     "open_store",
 ]
 
@@ -51,6 +53,8 @@ class CallStore(CallReader, Protocol):
     """What the query API, the CLI and the writer use."""
 
     def write(self, records: Sequence[CallRecord]) -> int: ...
+
+    def write_batch(self, records: Sequence[CallRecord]) -> WriteResult: ...
 
     def apply_retention(
         self, now: datetime, *, content_days: int, record_days: int

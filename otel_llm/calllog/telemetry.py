@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from otel_llm.calllog import limits
 from otel_llm.calllog.cardinality import CAPPED, DailyCaps
 from otel_llm.calllog.writer import CallLogWriter
 
@@ -34,8 +35,15 @@ class WriterMetrics(Collector):
             ),
             (
                 "otel_llm_call_log_dropped_calls",
-                "Calls lost: the writer's buffer was full or a batch kept failing.",
+                "Calls lost: the writer's buffer was full, a batch kept failing, or dead "
+                "letters past their bound.",
                 writer.dropped,
+            ),
+            (
+                "otel_llm_call_log_quarantined_calls",
+                "Calls the store could not take, kept in its dead letters with the error "
+                "(`otel-llm calls dead-letters`); the rest of their batch was stored.",
+                writer.quarantined,
             ),
             (
                 "otel_llm_call_log_failed_writes",
@@ -54,6 +62,15 @@ class WriterMetrics(Collector):
             count = self._caps.folded[dimension] if self._caps is not None else 0
             folded.add_metric([dimension], count)
         yield folded
+        corrected = CounterMetricFamily(
+            "otel_llm_call_log_corrected_calls",
+            "Calls with a value no store could take, corrected before it was stored (text "
+            "cleaned or cut, a number out of range made unknown), per field; in this process.",
+            labels=["field"],
+        )
+        for field, count in limits.corrections().items():
+            corrected.add_metric([field], count)
+        yield corrected
         yield GaugeMetricFamily(
             "otel_llm_call_log_pending_calls",
             "Calls waiting to be written.",

@@ -3,8 +3,10 @@
 ``add`` only appends to a bounded queue -- it never waits for the database and never raises
 into the application (or the collector) handing calls over. A thread writes batches of up to
 ``batch_size`` calls, at the latest ``flush_interval`` seconds after the oldest was added. A
-failed batch is retried with backoff a few times (a restarting database), then dropped; calls
-that find the queue full are dropped too. Both are counted and logged, never silently lost.
+call the store cannot take is quarantined by the store, the rest of its batch stored
+(``isolation.py``); a batch the database fails (a restarting database) is retried with backoff
+a few times, then dropped; calls that find the queue full are dropped too. All are counted and
+logged, never silently lost.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ class CallLogWriter:
     ``max_attempts``: tries of one batch before it is dropped (backoff 0.1 s to 5 s between).
 
     Counters (read them any time): ``written`` (newly stored), ``duplicates`` (already stored,
-    ignored), ``dropped`` (lost: queue full or a batch that kept failing), ``failed_writes``
-    (attempts that raised).
+    ignored), ``quarantined`` (kept in the store's dead letters, not stored), ``dropped``
+    (lost: queue full, a batch that kept failing, dead letters past their bound),
+    ``failed_writes`` (attempts that raised).
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class CallLogWriter:
         self.written = 0
         self.duplicates = 0
         self.dropped = 0
+        self.quarantined = 0
         self.failed_writes = 0
         self._thread = threading.Thread(target=self._run, name="otel-llm-calllog-writer")
         self._thread.daemon = True
@@ -143,7 +147,7 @@ class CallLogWriter:
     def _write(self, batch: list[CallRecord]) -> None:
         for attempt in range(self.max_attempts):
             try:
-                stored = self._store.write(batch)
+                result = self._store.write_batch(batch)
             except Exception:  # a failed write is retried, then counted
                 self.failed_writes += 1
                 if attempt == self.max_attempts - 1 or self._closing:
@@ -158,8 +162,13 @@ class CallLogWriter:
                 _logger.warning("otel-llm: call log write failed; retrying", exc_info=True)
                 time.sleep(_BACKOFF_SECONDS[min(attempt, len(_BACKOFF_SECONDS) - 1)])
             else:
-                self.written += stored
-                self.duplicates += len(batch) - stored
+                quarantined = len(result.quarantined)
+                self.written += result.stored
+                self.duplicates += len(batch) - result.stored - quarantined
+                self.quarantined += quarantined
+                if result.evicted:
+                    with self._condition:
+                        self.dropped += result.evicted
                 return
 
     def flush(self, timeout: float | None = None) -> bool:
