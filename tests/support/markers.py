@@ -60,6 +60,7 @@ SLOW: dict[str, tuple[str, ...]] = {
         "test_zero_code_instrumentation_can_be_switched_off",  # 10 s
         "test_zero_code_under_opentelemetry_instrument",  # 10 s
     ),
+    "test_manual": ("test_the_manual_api_never_raises_whatever_it_is_given",),  # 45 s
     "test_pricing_oracle": ("test_every_price_on_the_grid", "test_random_usages"),  # 8 s, 4 s
     "test_processor": ("test_malformed_attributes_never_raise",),  # 3 s
     "test_rotel": ("test_throughput_benchmark_harness_drains_through_rotel",),  # 5 s
