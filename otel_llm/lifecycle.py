@@ -5,26 +5,115 @@ exception, or an error the response reported as data) -> ended exactly once.
 
 ``CallSpan`` is what every caller drives, so a span says the same things the same way whether
 ``llm_call`` or an instrumentor made it (as opentelemetry-util-genai's ``TelemetryHandler``
-serves every instrumentation). Nothing in here raises into the application: a value the span
-refuses is skipped and logged at debug level, and a bad value it accepts is left for the
-processor to reject and count.
+serves every instrumentation). Nothing in here raises into the application: a value of a type
+an attribute cannot hold is skipped and logged at debug level (``attribute_value``), and a bad
+value of a good type (a negative token count, a NaN cost) is left for the processor to reject and
+count. ``llm_call`` hands the application's arguments straight to these methods, so they take
+anything, including values whose own methods raise and iterables that never end.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from otel_llm import _semconv as sc
 
-__all__ = ["CallSpan", "error_type", "start_attributes"]
+__all__ = [
+    "CallSpan",
+    "attribute_value",
+    "error_type",
+    "ignored",
+    "start_attributes",
+    "text_value",
+]
 
 _logger = logging.getLogger(__name__)
+
+Scalar = bool | str | int | float
+AttributeValue = Scalar | list[bool] | list[str] | list[int] | list[float]
+
+_INT64 = range(-(1 << 63), 1 << 63)
+"""What OTLP can carry in an int attribute: a larger one fails the whole batch's encoding."""
+_MAX_FINISH_REASONS = 64
+"""Finish reasons kept from one response (one per choice): an endless iterable must not hang."""
+
+
+def ignored(name: str, value: object) -> None:
+    """Log at debug level that the argument ``name`` was ignored for its type."""
+    # The type's name only: the value's own methods (repr, str) are the application's code.
+    _logger.debug("otel-llm: ignored %s: a %s is not a valid value", name, type(value).__name__)
+
+
+def _scalar(value: object) -> Scalar | None:
+    # Subclasses are copied to their base type: their own methods, which the processor or an
+    # exporter would run later, could raise there (the base type's never do).
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        number = int.__int__(value)
+        return number if number in _INT64 else None
+    if isinstance(value, float):
+        return float.__float__(value)
+    return None
+
+
+def attribute_value(name: str, value: object) -> AttributeValue | None:
+    """``value`` as a span attribute value -- a bool, str, int (64-bit), float, or a list of one
+    of them -- or None (logged at debug level) for anything else: a mapping, a mixed list, an
+    iterator, an object. The processor judges the values of these types (a negative count)."""
+    if value is None:
+        return None
+    try:
+        scalar = _scalar(value)
+        if scalar is not None:
+            return scalar
+        if isinstance(value, list | tuple):
+            items = [_scalar(item) for item in value]
+            kinds = {type(item) for item in items}
+            if len(kinds) <= 1 and type(None) not in kinds:
+                return items  # type: ignore[return-value]  # one kind: a list[that kind]
+    except Exception:
+        _logger.debug("otel-llm: could not read %s", name, exc_info=True)
+        return None
+    ignored(name, value)
+    return None
+
+
+def text_value(name: str, value: object) -> str | None:
+    """``value`` as a plain str, or None (logged at debug level unless it was None)."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if value is not None:
+        ignored(name, value)
+    return None
+
+
+def _finish_reasons(value: object) -> list[str] | None:
+    if isinstance(value, str):
+        return [str.__str__(value)]  # one reason, not its characters
+    if not isinstance(value, Iterable):
+        ignored("finish_reasons", value)
+        return None
+    try:
+        items = list(itertools.islice(value, _MAX_FINISH_REASONS + 1))
+    except Exception:
+        _logger.debug("otel-llm: could not read finish_reasons", exc_info=True)
+        return None
+    reasons = [str.__str__(item) for item in items[:_MAX_FINISH_REASONS] if isinstance(item, str)]
+    if len(reasons) < len(items):
+        _logger.debug("otel-llm: ignored %d finish reasons", len(items) - len(reasons))
+        if not reasons:
+            return None  # none was a reason: the response said nothing usable
+    return reasons
 
 
 def error_type(exc: BaseException) -> str:
@@ -40,7 +129,7 @@ def error_type(exc: BaseException) -> str:
 def start_attributes(
     *,
     operation: str,
-    provider: str,
+    provider: str | None,
     model: str | None,
     stream: bool = False,
     server_address: str | None = None,
@@ -73,12 +162,13 @@ class CallSpan:
 
     @classmethod
     def start(
-        cls, tracer: Tracer, operation: str, model: str, attributes: Mapping[str, Any]
+        cls, tracer: Tracer, operation: str, model: str | None, attributes: Mapping[str, Any]
     ) -> Self:
-        """Start the span ``{operation} {model}``, kind CLIENT, with ``attributes``."""
+        """Start the span ``{operation} {model}`` (``{operation}`` without a model), kind CLIENT,
+        with ``attributes``."""
         start_ns = time.time_ns()
         span = tracer.start_span(
-            f"{operation} {model}",
+            f"{operation} {model}" if model else operation,
             kind=SpanKind.CLIENT,
             attributes=attributes,
             start_time=start_ns,
@@ -90,11 +180,18 @@ class CallSpan:
         return self._ended
 
     def set_attribute(self, name: str, value: Any) -> None:
-        """Set an attribute as given; a value the span refuses is logged, never raised."""
+        """Set an attribute; a name that is not a str or a value an attribute cannot hold
+        (``attribute_value``) is logged at debug level and ignored, never raised."""
+        key = text_value("an attribute name", name)
+        if not key:
+            return
+        cleaned = attribute_value(key, value)
+        if cleaned is None:
+            return
         try:
-            self.span.set_attribute(name, value)
+            self.span.set_attribute(key, cleaned)
         except Exception:
-            _logger.debug("otel-llm: could not set %s", name, exc_info=True)
+            _logger.debug("otel-llm: could not set %s", key, exc_info=True)
 
     def set(self, name: str, value: Any) -> None:
         """``set_attribute`` unless the value is None (what a response did not say)."""
@@ -102,7 +199,12 @@ class CallSpan:
             self.set_attribute(name, value)
 
     def set_all(self, attributes: Mapping[str, Any]) -> None:
-        for name, value in attributes.items():
+        try:
+            items = list(attributes.items())
+        except Exception:
+            _logger.debug("otel-llm: could not read the attributes", exc_info=True)
+            return
+        for name, value in items:
             self.set(name, value)
 
     def set_usage(
@@ -131,13 +233,14 @@ class CallSpan:
         *,
         model: str | None = None,
         id: str | None = None,
-        finish_reasons: Sequence[str] | None = None,
+        finish_reasons: Iterable[str] | str | None = None,
     ) -> None:
-        """What the response said about itself; None leaves a value unset."""
-        self.set(sc.GEN_AI_RESPONSE_MODEL, model)
-        self.set(sc.GEN_AI_RESPONSE_ID, id)
+        """What the response said about itself; None leaves a value unset. ``finish_reasons``:
+        a str is one reason; of any other iterable the strs are kept (at most 64)."""
+        self.set(sc.GEN_AI_RESPONSE_MODEL, text_value("the response model", model))
+        self.set(sc.GEN_AI_RESPONSE_ID, text_value("the response id", id))
         if finish_reasons is not None:
-            self.set(sc.GEN_AI_RESPONSE_FINISH_REASONS, list(finish_reasons))
+            self.set(sc.GEN_AI_RESPONSE_FINISH_REASONS, _finish_reasons(finish_reasons))
 
     def first_chunk(self) -> None:
         """The first chunk with content arrived: time it (later calls are ignored) and say the

@@ -6,7 +6,9 @@ opens one span per invocation; the function reaches its handle with ``current_ll
 An exception from the body marks the span failed as the instrumentors mark theirs (``error.type``,
 ``http.response.status_code`` when the error carries one, status ERROR) and is re-raised
 unchanged. The span's life is ``otel_llm.lifecycle.CallSpan``'s. Nothing in here raises into the
-caller: a bad value is left for the processor to reject and count.
+caller, whatever it is given: an argument of the wrong type is ignored with a debug log (a model
+that is not a str leaves the span named ``{operation}``), and a bad value of the right type is
+left for the processor to reject and count.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from collections.abc import Callable
+import logging
+import numbers
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -24,9 +29,11 @@ from opentelemetry import trace
 
 from otel_llm import _semconv as sc
 from otel_llm._version import __version__
-from otel_llm.lifecycle import CallSpan, start_attributes
+from otel_llm.lifecycle import CallSpan, attribute_value, ignored, start_attributes, text_value
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_logger = logging.getLogger(__name__)
 
 _current_call: ContextVar[LLMCallHandle | None] = ContextVar("otel_llm_call", default=None)
 
@@ -42,8 +49,21 @@ class LLMCallHandle(CallSpan):
     ``set_attribute`` and ``set_cost``. ``llm_call`` marks the failure and ends the span."""
 
     def set_cost(self, amount_usd: float) -> None:
-        """A cost the provider reported itself; it wins over the local price."""
-        self.set_attribute(sc.GEN_AI_USAGE_COST_AMOUNT, amount_usd)
+        """A cost the provider reported itself; it wins over the local price. A Decimal or a
+        Fraction is recorded as a float (an attribute holds no other number). A value an
+        attribute cannot hold is ignored with a debug log (the local price stays); one it can
+        but that is no cost (a str, a NaN) is left for the processor to reject and count."""
+        amount: object = amount_usd
+        # Decimal is no numbers.Real (it does not mix with floats), but a cost may well be one.
+        if isinstance(amount, numbers.Real | Decimal) and not isinstance(amount, int | float):
+            try:
+                amount = float(amount)
+            except Exception:  # a Fraction too large for a float, a Real of the app's that fails
+                _logger.debug("otel-llm: could not read the cost", exc_info=True)
+                return
+        if attribute_value("the cost", amount) is None:
+            return
+        self.set_attribute(sc.GEN_AI_USAGE_COST_AMOUNT, amount)
         self.set_attribute(sc.GEN_AI_USAGE_COST_SOURCE, sc.COST_SOURCE_PROVIDER)
 
 
@@ -72,23 +92,30 @@ class llm_call:
         attributes: dict[str, Any] | None = None,
         tracer_provider: trace.TracerProvider | None = None,
     ):
+        self._operation = text_value("operation", operation) or "chat"
+        self._model = text_value("model", model)
         self._attributes = start_attributes(
-            operation=operation,
-            provider=provider,
-            model=model,
-            stream=stream,
-            server_address=server_address,
-            server_port=server_port,
+            operation=self._operation,
+            provider=text_value("provider", provider),
+            model=self._model,
+            stream=_flag("stream", stream),
+            server_address=text_value("server_address", server_address),
+            server_port=_port(server_port),
         )
-        self._attributes.update(attributes or {})
-        self._operation = operation
-        self._model = model
-        self._tracer_provider = tracer_provider
+        self._attributes.update(_extra_attributes(attributes))
+        self._tracer_provider = _provider(tracer_provider)
         self._active: list[tuple[LLMCallHandle, Token[Any], Token[LLMCallHandle | None]]] = []
 
     def __enter__(self) -> LLMCallHandle:
-        tracer = trace.get_tracer("otel_llm", __version__, tracer_provider=self._tracer_provider)
-        call = LLMCallHandle.start(tracer, self._operation, self._model, self._attributes)
+        try:
+            tracer = trace.get_tracer(
+                "otel_llm", __version__, tracer_provider=self._tracer_provider
+            )
+            call = LLMCallHandle.start(tracer, self._operation, self._model, self._attributes)
+        except Exception:
+            # A provider of the application's that fails: the call goes on, untraced.
+            _logger.debug("otel-llm: could not start the span", exc_info=True)
+            call = LLMCallHandle(trace.INVALID_SPAN, 0)
         context_token = context_api.attach(trace.set_span_in_context(call.span))
         self._active.append((call, context_token, _current_call.set(call)))
         return call
@@ -142,3 +169,52 @@ class llm_call:
         fresh = copy.copy(self)
         fresh._active = []
         return fresh
+
+
+# --- the constructor's arguments, checked: each bad one is ignored with a debug log ------------
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        ignored(name, value)
+        return False
+    return value
+
+
+def _port(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        port = int.__int__(value)  # a plain int: a subclass's comparisons are the app's code
+        if 0 <= port <= 65535:
+            return port
+    ignored("server_port", value)
+    return None
+
+
+def _extra_attributes(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        ignored("attributes", value)
+        return {}
+    try:
+        items = list(value.items())
+    except Exception:
+        _logger.debug("otel-llm: could not read the attributes", exc_info=True)
+        return {}
+    cleaned: dict[str, Any] = {}
+    for name, item in items:
+        key = text_value("an attribute name", name)
+        if key:
+            attribute = attribute_value(key, item)
+            if attribute is not None:
+                cleaned[key] = attribute
+    return cleaned
+
+
+def _provider(value: object) -> trace.TracerProvider | None:
+    if value is None or isinstance(value, trace.TracerProvider):
+        return value
+    ignored("tracer_provider", value)  # the global provider is used
+    return None

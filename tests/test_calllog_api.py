@@ -24,6 +24,7 @@ import pytest
 from otel_llm.calllog.api import CallLogAPI
 from otel_llm.calllog.app import CallLogApp
 from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing, hash_key
+from otel_llm.calllog.paramvalues import MAX_MOMENT, MIN_MOMENT
 from otel_llm.calllog.query import CallFilter
 from otel_llm.calllog.ratelimit import RateLimiter, RateLimits
 from otel_llm.calllog.record import FIELDS, CallRecord
@@ -862,3 +863,47 @@ def test_requests_http_server_refuses_itself_still_get_json(api: Client) -> None
         assert head.split()[1] == b"501"
         assert b"application/json" in head
         assert set(json.loads(body)["error"]) == {"code", "message"}
+
+
+EXTREME_DATES = [
+    ("end_date", "9999-12-31T12:00:00Z"),  # the next midnight overflowed: a 500
+    ("end_date", "0001-01-02"),  # the default 30-day window before it overflowed: a 500
+    ("end_date", "9999-12-31"),  # a bare end date means through that day: past year 9999
+    ("end_date", "0001-01-01T00:00:00Z"),
+    ("start_date", "0001-01-01"),
+    ("start_date", "9999-12-31T23:59:59Z"),
+    ("start_date", "0001-01-01T00:00:00+01:00"),  # the year before 1 in UTC
+    ("end_date", "9999-12-31T23:00:00-05:00"),  # the year after 9999 in UTC
+]
+
+
+@pytest.mark.parametrize(("name", "value"), EXTREME_DATES)
+@pytest.mark.parametrize("path", ["", "/count", "/stats", "/stats?group_by=hour"])
+def test_dates_out_of_range_are_a_400_naming_the_parameter(
+    api: Client, path: str, name: str, value: str
+) -> None:
+    separator = "&" if "?" in path else "?"
+    query = urllib.parse.urlencode({name: value})
+    message = api.error(400, f"{path}{separator}{query}")
+    assert name in message
+    assert f"from {MIN_MOMENT.date()} to {MAX_MOMENT.date()}" in message
+    if path != "/stats?group_by=hour":  # hourly stats take no body
+        body: dict[str, Any] = {"query": {name: value}}
+        assert f"query.{name}" in api.error(400, path, method="POST", body=body)
+
+
+def test_dates_at_the_ends_of_the_range_are_answered(api: Client) -> None:
+    wide = "start_date=1900-01-01&end_date=9998-12-31"
+    assert api.ok(f"?{wide}&limit=100") == api.ok("?limit=100")  # every call is inside
+    assert api.ok(f"/count?{wide}") == {"count": 24}
+    stats = api.ok(f"/stats?{wide}")
+    assert (stats["start"], stats["end"]) == (
+        "1900-01-01T00:00:00.000000Z",
+        "9999-01-01T00:00:00.000000Z",
+    )
+    assert stats["stats"] == api.ok("/stats")["stats"]
+    assert api.ok("/count?end_date=1900-01-01") == {"count": 0}
+    assert api.ok("/stats?end_date=1900-01-01")["stats"]["total_requests"] == 0
+    assert api.ok("/count?start_date=9999-01-01T00:00:00Z") == {"count": 0}
+    far = api.ok("/stats?start_date=9998-12-31&end_date=9998-12-31")
+    assert far["stats"]["total_requests"] == 0

@@ -147,6 +147,10 @@ def test_relative_since(capsys: pytest.CaptureFixture[str], store_path: str) -> 
     # records are 1 h, 4 h, 7 h, ... before the hour the module was loaded in
     code, out, _ = run(capsys, "count", "--store", store_path, "--since", "5h")
     assert (code, out) == (0, "2\n")
+    # An age beyond the earliest moment (it overflowed: a traceback) means from the start.
+    for age in ("999999999d", "100000000000h"):
+        code, out, _ = run(capsys, "count", "--store", store_path, "--since", age)
+        assert (code, out) == (0, f"{len(RECORDS)}\n")
 
 
 def test_show_one_call_and_its_details(
@@ -228,6 +232,8 @@ def test_stats_tables_and_json(
         (["list", "--sort", "price"], 2, ["invalid choice"]),
         (["stats", "--group-by", "month"], 2, ["invalid choice"]),
         (["stats", "--since", "2025-02-01", "--until", "2025-01-01"], 1, ["before"]),
+        (["stats", "--until", "9999-12-31T12:00:00Z"], 1, ["--until", "from 1900-01-01"]),
+        (["count", "--until", "0001-01-02"], 1, ["--until", "from 1900-01-01"]),
     ],
 )
 def test_mistakes_are_one_line_messages(

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+from decimal import Decimal
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_llm import _semconv as sc
@@ -138,3 +143,169 @@ def test_bad_values_do_not_raise(pipeline: Pipeline) -> None:
         call.usage_missing()
     (span,) = pipeline.spans()
     assert span.attributes[sc.OTEL_LLM_COST_UNPRICED_REASON] == "invalid_usage"
+
+
+def test_a_string_of_finish_reasons_is_one_reason(pipeline: Pipeline) -> None:
+    with llm_call(provider="openai", model="gpt-4o", tracer_provider=pipeline.provider) as call:
+        call.set_response(finish_reasons="stop")  # type: ignore[arg-type]
+    (span,) = pipeline.spans()
+    # It was recorded as ("s", "t", "o", "p").
+    assert span.attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)
+
+
+def test_finish_reasons_keep_the_strings_of_any_iterable_and_ignore_the_rest(
+    pipeline: Pipeline,
+) -> None:
+    with llm_call(provider="openai", model="gpt-4o", tracer_provider=pipeline.provider) as call:
+        call.set_response(finish_reasons=(r for r in ["stop", 3, "length"]))  # type: ignore[misc]
+    with llm_call(provider="openai", model="gpt-4o", tracer_provider=pipeline.provider) as call:
+        call.set_response(finish_reasons=17)  # type: ignore[arg-type]  # was a TypeError
+    with llm_call(provider="openai", model="gpt-4o", tracer_provider=pipeline.provider) as call:
+        call.set_response(finish_reasons=itertools.count())  # type: ignore[arg-type]  # endless
+    first, second, third = pipeline.spans()
+    assert first.attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop", "length")
+    assert sc.GEN_AI_RESPONSE_FINISH_REASONS not in second.attributes
+    assert sc.GEN_AI_RESPONSE_FINISH_REASONS not in third.attributes
+
+
+def test_arguments_of_the_wrong_type_are_ignored_and_the_rest_recorded(
+    pipeline: Pipeline,
+) -> None:
+    with llm_call(
+        provider="openai",
+        model=b"gpt-4o",  # type: ignore[arg-type]
+        stream="yes",  # type: ignore[arg-type]
+        server_address="api.openai.com",
+        server_port=70_000,
+        attributes={"gen_ai.request.seed": 7, 3: "x", "gen_ai.request.top_k": {"k": 1}},
+        tracer_provider=pipeline.provider,
+    ) as call:
+        call.set_usage(input_tokens=10, output_tokens=5)
+        call.set_cost(Decimal("0.0125"))
+        call.set_attribute("gen_ai.request.max_tokens", 2**70)  # no OTLP int holds it
+        call.set_response(id=42, model="gpt-4o-2024-08-06")  # type: ignore[arg-type]
+    (span,) = pipeline.spans()
+    assert span.name == "chat"  # {operation} without a model
+    attributes = span.attributes
+    assert sc.GEN_AI_REQUEST_MODEL not in attributes
+    assert sc.GEN_AI_REQUEST_STREAM not in attributes
+    assert sc.SERVER_PORT not in attributes
+    assert attributes[sc.SERVER_ADDRESS] == "api.openai.com"
+    assert attributes["gen_ai.request.seed"] == 7
+    assert "gen_ai.request.top_k" not in attributes
+    assert "gen_ai.request.max_tokens" not in attributes
+    assert sc.GEN_AI_RESPONSE_ID not in attributes
+    assert attributes[sc.GEN_AI_RESPONSE_MODEL] == "gpt-4o-2024-08-06"
+    assert attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == 0.0125
+    assert attributes[sc.GEN_AI_USAGE_COST_SOURCE] == sc.COST_SOURCE_PROVIDER
+
+
+class Hostile:
+    """A value whose protocols raise (all but repr, hash and equality, which hypothesis needs
+    to report it): the app may pass anything."""
+
+    def __init__(self, *_: object) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "Hostile()"
+
+    def _fail(self, *_: object) -> Any:
+        raise RuntimeError("hostile value")
+
+    __str__ = __format__ = __bool__ = __iter__ = __len__ = __float__ = __int__ = _fail
+    __index__ = __lt__ = __getitem__ = __call__ = __round__ = __abs__ = _fail
+
+
+class HostileStr(str):
+    """A str whose own methods raise, as a str subclass can."""
+
+    __str__ = __format__ = __iter__ = __len__ = __getitem__ = Hostile._fail
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=10),
+    st.binary(max_size=10),
+    st.decimals(allow_nan=True),
+    st.fractions(),
+    st.complex_numbers(),
+    st.builds(Hostile),
+    st.builds(HostileStr, st.text(max_size=5)),
+    st.just(object()),
+    st.just(itertools.count()),
+)
+_VALUES = st.one_of(
+    _SCALARS,
+    st.lists(_SCALARS, max_size=3),
+    st.tuples(_SCALARS, _SCALARS),
+    st.frozensets(st.integers(), max_size=3),
+    st.dictionaries(st.one_of(st.text(max_size=5), st.integers()), _SCALARS, max_size=3),
+    st.iterables(_SCALARS, max_size=3),
+)
+_START_ARGS = ("provider", "model", "operation", "stream", "server_address", "server_port")
+_USAGE_ARGS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+)
+
+
+@st.composite
+def manual_calls(draw: st.DrawFn) -> tuple[dict[str, Any], list[tuple[str, tuple[Any, ...]]]]:
+    """Arguments of ``llm_call`` and a sequence of handle methods with arguments, all random."""
+    start = {name: draw(_VALUES) for name in _START_ARGS if draw(st.booleans())}
+    start.setdefault("provider", draw(_VALUES))
+    start.setdefault("model", draw(_VALUES))
+    if draw(st.booleans()):
+        start["attributes"] = draw(_VALUES)
+    steps: list[tuple[str, tuple[Any, ...]]] = []
+    for method in draw(st.lists(st.sampled_from(sorted(_METHODS)), max_size=6)):
+        steps.append((method, draw(_METHODS[method])))
+    return start, steps
+
+
+def _kwargs(names: tuple[str, ...]) -> st.SearchStrategy[tuple[Any, ...]]:
+    return st.fixed_dictionaries({}, optional={name: _VALUES for name in names}).map(
+        lambda kwargs: (kwargs,)
+    )
+
+
+_METHODS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
+    "set_usage": _kwargs(_USAGE_ARGS),
+    "set_response": _kwargs(("model", "id", "finish_reasons")),
+    "set_cost": st.tuples(_VALUES),
+    "set_attribute": st.tuples(st.one_of(st.text(max_size=10), _VALUES), _VALUES),
+    "first_chunk": st.just(()),
+    "usage_missing": st.just(()),
+}
+
+
+@settings(
+    max_examples=5_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(call=manual_calls())
+def test_the_manual_api_never_raises_whatever_it_is_given(
+    pipeline: Pipeline, call: tuple[dict[str, Any], list[tuple[str, tuple[Any, ...]]]]
+) -> None:
+    start, steps = call
+    pipeline.exporter.clear()
+    with llm_call(**start, tracer_provider=pipeline.provider) as handle:
+        for method, arguments in steps:
+            if arguments and isinstance(arguments[0], dict) and method in _KWARG_METHODS:
+                getattr(handle, method)(**arguments[0])
+            else:
+                getattr(handle, method)(*arguments)
+    (span,) = pipeline.spans()  # started and ended, once
+    assert isinstance(span.name, str)
+    assert handle.ended
+
+
+_KWARG_METHODS = {"set_usage", "set_response"}

@@ -19,6 +19,7 @@ from otel_llm.calllog.catalogue import (
     TEXT_MATCHES,
     TIME_FILTERS,
 )
+from otel_llm.calllog.paramvalues import MIN_MOMENT
 
 _TIME_FLAGS = dict(zip(("since", "until"), TIME_FILTERS, strict=True))
 """Flag -> the parameter it gives."""
@@ -67,12 +68,16 @@ def filter_params(args: argparse.Namespace) -> dict[str, str]:
 
 
 def when(text: str) -> str:
-    """An age (``24h``) as the ISO date-time that long ago; anything else as given."""
+    """An age (``24h``) as the ISO date-time that long ago; anything else as given. An age older
+    than the earliest moment the API takes is that moment: it means "from the start"."""
     match = _RELATIVE.fullmatch(text.strip().lower())
     if match is None:
         return text
-    ago = timedelta(**{_UNITS[match[2]]: int(match[1])})
-    return (datetime.now(UTC) - ago).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        moment = max(datetime.now(UTC) - timedelta(**{_UNITS[match[2]]: int(match[1])}), MIN_MOMENT)
+    except OverflowError:  # before year 1 (a traceback, not an answer)
+        moment = MIN_MOMENT
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _flag(name: str) -> str:

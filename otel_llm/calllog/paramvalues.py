@@ -18,6 +18,12 @@ MAX_TEXT_LENGTH = 512
 MAX_COST = Decimal(1_000_000_000)
 MAX_TOKENS = 2**62
 MAX_LATENCY_MS = 1e12
+MIN_MOMENT = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_MOMENT = datetime(9999, 1, 1, tzinfo=UTC)
+"""A date parameter names a moment from MIN_MOMENT to MAX_MOMENT. Python's datetimes stop at years
+1 and 9999, and the stores step from a moment by days (the next midnight, a 30-day default
+window of stats before an end date): that arithmetic overflowed at the edges, a 500. A year
+inside keeps it a datetime; the call log holds nothing so old or so far ahead."""
 
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -98,17 +104,31 @@ def as_moment(given: Given, *, end: bool) -> datetime:
             day = date.fromisoformat(text)
             moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
             # A bare end date means "through that day".
-            return moment + timedelta(days=1) if end else moment
-        if "T" not in text.upper() and " " not in text:
-            raise ValueError("no time")
-        parsed = datetime.fromisoformat(text)
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):
+            moment = moment + timedelta(days=1) if end else moment
+        else:
+            if "T" not in text.upper() and " " not in text:
+                raise ValueError("no time")
+            parsed = datetime.fromisoformat(text)
+            moment = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:  # past year 1 or 9999 once in UTC or moved to the next midnight
+        raise _out_of_range(given) from None
+    except ValueError:
         raise ParamError(
             f"{given.where}: expected an ISO 8601 date or date-time such as 2025-01-10 or "
             f"2025-01-10T12:00:00Z; got '{shown(value)}'",
             given.parameter,
         ) from None
+    if not MIN_MOMENT <= moment <= MAX_MOMENT:
+        raise _out_of_range(given)
+    return moment
+
+
+def _out_of_range(given: Given) -> ParamError:
+    return ParamError(
+        f"{given.where} must be from {MIN_MOMENT.date()} to {MAX_MOMENT.date()}; "
+        f"got '{shown(given.value)}'",
+        given.parameter,
+    )
 
 
 def as_latency(given: Given) -> float:

@@ -45,6 +45,10 @@ SLOW: dict[str, tuple[str, ...]] = {
         "test_bad_requests_get_their_codes_and_the_service_keeps_serving",  # 4 s
         "test_upstream_down_then_back_loses_no_acknowledged_span",  # 3 s
     ),
+    "test_collector_grpc_burst": (
+        "test_sdk_grpc_exporters_in_a_burst_deliver_every_span_they_were_told_was_accepted",  # 8 s
+        "test_a_raw_grpc_burst_is_refused_retryably_counted_and_loses_nothing",  # 3 s
+    ),
     "test_collector_queue": (
         "test_sigkill_during_puts_loses_no_acknowledged_batch",  # 9 s + 1 s
         "test_concurrent_puts_and_gets_deliver_each_batch_once",  # 5 s
@@ -60,6 +64,7 @@ SLOW: dict[str, tuple[str, ...]] = {
         "test_zero_code_instrumentation_can_be_switched_off",  # 10 s
         "test_zero_code_under_opentelemetry_instrument",  # 10 s
     ),
+    "test_manual": ("test_the_manual_api_never_raises_whatever_it_is_given",),  # 45 s
     "test_pricing_oracle": ("test_every_price_on_the_grid", "test_random_usages"),  # 8 s, 4 s
     "test_processor": ("test_malformed_attributes_never_raise",),  # 3 s
     "test_rotel": ("test_throughput_benchmark_harness_drains_through_rotel",),  # 5 s
