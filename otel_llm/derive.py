@@ -107,22 +107,19 @@ def derive(
     if start_time_ns and end_time_ns and end_time_ns >= start_time_ns:
         duration = (end_time_ns - start_time_ns) / 1e9
     error_type = call.error_type or (ERROR_TYPE_OTHER if failed else "")
-    extra = tuple(_label_value(attributes.get(name)) for name in extra_attributes)
+    extra = (
+        tuple(_label_value(attributes.get(name)) for name in extra_attributes)
+        if extra_attributes
+        else ()
+    )
     priced = book.price(call, start)
     if error_type and priced == Unpriced("missing_usage"):
         # A call refused before any tokens (429, 500) is expected to have no usage: its own
         # reason keeps "unpriced" alerts about price data, not about provider outages.
         priced = Unpriced("failed_without_usage")
+    # Positional, in the fields' order: keywords make this hot constructor much slower.
     return Derived(
-        call=call,
-        priced=priced,
-        duration=duration,
-        error_type=error_type,
-        service_name=service_name,
-        extra=extra,
-        trace_id=trace_id,
-        rejected=rejected,
-        start_time_ns=start,
+        call, priced, duration, error_type, service_name, extra, trace_id, rejected, start
     )
 
 

@@ -13,7 +13,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from otel_llm import _semconv as sc
-from otel_llm.call import Rejected, is_llm_call, read_call
+from otel_llm.call import Rejected, is_llm_call, read_call, read_call_fast, read_call_full
 from otel_llm.pricing import Cost, PriceBook, Unpriced
 
 MAX = 100_000_000
@@ -488,6 +488,107 @@ def test_arbitrary_attributes_never_break_the_reader(
             "missing_usage",
             "invalid_usage",
         }
+
+
+# --- the fast path: the full reader's answer, or none at all -------------------------------------
+
+# The common form: what otel-llm's instrumentors and llm_call write.
+COMMON = {
+    sc.GEN_AI_OPERATION_NAME: "chat",
+    sc.GEN_AI_PROVIDER_NAME: "openai",
+    sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+    sc.SERVER_ADDRESS: "api.openai.com",
+    sc.SERVER_PORT: 443,
+    sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18",
+    sc.GEN_AI_RESPONSE_ID: "chatcmpl-1",
+    sc.GEN_AI_RESPONSE_FINISH_REASONS: ["stop"],
+    sc.GEN_AI_USAGE_INPUT_TOKENS: 1_200,
+    sc.GEN_AI_USAGE_OUTPUT_TOKENS: 300,
+    sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 400,
+    sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: 0,
+}
+
+
+@pytest.mark.parametrize(
+    "more",
+    [
+        {},
+        {sc.GEN_AI_REQUEST_STREAM: True, sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: 0.25},
+        {sc.ERROR_TYPE: "openai.RateLimitError"},
+        {sc.OTEL_LLM_USAGE_MISSING: True},
+        {sc.GEN_AI_PROVIDER_NAME: "az.ai.openai"},  # renamed
+        {sc.GEN_AI_PROVIDER_NAME: "", sc.GEN_AI_REQUEST_MODEL: "", sc.ERROR_TYPE: ""},  # unset
+        # Our own estimate, exported and read again (the collector): not a provider's cost.
+        {sc.GEN_AI_USAGE_COST_AMOUNT: 0.0004, sc.GEN_AI_USAGE_COST_SOURCE: "estimated"},
+    ],
+)
+def test_the_common_form_takes_the_fast_path(more: dict[str, Any]) -> None:
+    attributes = {**COMMON, **more}
+    fast = read_call_fast(attributes, max_tokens=MAX)
+    assert fast is not None
+    assert (fast, []) == read_call_full(attributes, max_tokens=MAX)
+
+
+@pytest.mark.parametrize(
+    ("more", "scope"),
+    [
+        ({sc.GEN_AI_PROVIDER_NAME: ""}, None),  # -- so gen_ai.system would be read
+        ({sc.GEN_AI_USAGE_INPUT_TOKENS: -1}, None),
+        ({sc.GEN_AI_USAGE_OUTPUT_TOKENS: 2.0}, None),
+        ({sc.GEN_AI_USAGE_OUTPUT_TOKENS: True}, None),
+        ({sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: 5}, None),
+        ({sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: 1}, None),
+        ({sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: math.nan}, None),
+        ({sc.GEN_AI_REQUEST_MODEL: 4}, None),
+        ({sc.GEN_AI_USAGE_COST_AMOUNT: 0.01, sc.GEN_AI_USAGE_COST_SOURCE: "provider"}, None),
+        ({sc.USAGE_COST: 0.01}, None),
+        ({"telemetry.sdk.name": "openlit"}, None),
+        ({}, "opentelemetry.instrumentation.openai_v2"),
+    ],
+)
+def test_anything_unusual_is_left_to_the_full_reader(more: dict[str, Any], scope: Any) -> None:
+    attributes = {**COMMON, **more}
+    if more.get(sc.GEN_AI_PROVIDER_NAME) == "":
+        attributes[sc.GEN_AI_SYSTEM] = "anthropic"
+    assert read_call_fast(attributes, max_tokens=1_000_000, scope=scope) is None
+    # The dispatcher still reads it, as the full reader does.
+    assert read_call(attributes, max_tokens=1_000_000, scope=scope) == read_call_full(
+        attributes, max_tokens=1_000_000, scope=scope
+    )
+
+
+# Plausible values fifteen times in sixteen: many spans in the common form, a few just off it.
+nearly_common_dicts = st.fixed_dictionaries(
+    {},
+    optional={
+        key: st.tuples(
+            st.sampled_from([True] * 15 + [False]), plausible.get(key, values), values
+        ).map(lambda drawn: drawn[1] if drawn[0] else drawn[2])
+        for key in KEYS
+    },
+)
+
+
+@settings(max_examples=1_500, deadline=None)
+@given(
+    attributes=st.one_of(attribute_dicts, nearly_common_dicts),
+    operation=operations,
+    max_tokens=st.sampled_from([1_000, MAX]),
+    scope=st.sampled_from([None, "otel_llm", "otel_llm.instrumentation", "openlit.otel.tracing"]),
+    marker=st.sampled_from([None, "openlit", "opentelemetry"]),
+)
+def test_the_fast_path_reads_what_the_full_reader_reads(
+    attributes: dict[str, Any], operation: Any, max_tokens: int, scope: Any, marker: Any
+) -> None:
+    attributes = {sc.GEN_AI_OPERATION_NAME: operation, **attributes}
+    if marker is not None:
+        attributes["telemetry.sdk.name"] = marker
+    fast = read_call_fast(attributes, max_tokens=max_tokens, scope=scope)
+    full = read_call_full(attributes, max_tokens=max_tokens, scope=scope)
+    event(f"fast path: {fast is not None}")
+    if fast is not None:
+        assert (fast, []) == full
+    assert read_call(attributes, max_tokens=max_tokens, scope=scope) == full
 
 
 # --- property: read, then price, equals genai-prices on the provider's own numbers --------------
