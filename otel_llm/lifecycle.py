@@ -216,6 +216,22 @@ class CallSpan:
         except Exception:
             _logger.debug("otel-llm: could not set %s", key, exc_info=True)
 
+    def _set_values(self, values: Iterable[tuple[str, Any]]) -> None:
+        """``set`` for several attributes of ours (valid names), in one ``set_attributes``: one
+        lock and one call into the SDK instead of one per attribute."""
+        cleaned: dict[str, AttributeValue] = {}
+        for name, value in values:
+            if value is not None:
+                attribute = attribute_value(name, value)
+                if attribute is not None:
+                    cleaned[name] = attribute
+        if not cleaned:
+            return
+        try:
+            self.span.set_attributes(cleaned)
+        except Exception:
+            _logger.debug("otel-llm: could not set %s", ", ".join(cleaned), exc_info=True)
+
     def set(self, name: str, value: Any) -> None:
         """``set_attribute`` unless the value is None (what a response did not say)."""
         if value is not None:
@@ -241,11 +257,15 @@ class CallSpan:
     ) -> None:
         """Token counts as the conventions count them: ``input_tokens`` includes cached input,
         ``output_tokens`` includes reasoning. None leaves a count unset."""
-        self.set(sc.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
-        self.set(sc.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
-        self.set(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens)
-        self.set(sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_tokens)
-        self.set(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning_tokens)
+        self._set_values(
+            (
+                (sc.GEN_AI_USAGE_INPUT_TOKENS, input_tokens),
+                (sc.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens),
+                (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens),
+                (sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_tokens),
+                (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning_tokens),
+            )
+        )
 
     def usage_missing(self) -> None:
         """Say the token counts are unknown (e.g. a stream that reported none)."""
@@ -260,10 +280,16 @@ class CallSpan:
     ) -> None:
         """What the response said about itself; None leaves a value unset. ``finish_reasons``:
         a str is one reason; of any other iterable the strs are kept (at most 64)."""
-        self.set(sc.GEN_AI_RESPONSE_MODEL, text_value("the response model", model))
-        self.set(sc.GEN_AI_RESPONSE_ID, text_value("the response id", id))
-        if finish_reasons is not None:
-            self.set(sc.GEN_AI_RESPONSE_FINISH_REASONS, _finish_reasons(finish_reasons))
+        self._set_values(
+            (
+                (sc.GEN_AI_RESPONSE_MODEL, text_value("the response model", model)),
+                (sc.GEN_AI_RESPONSE_ID, text_value("the response id", id)),
+                (
+                    sc.GEN_AI_RESPONSE_FINISH_REASONS,
+                    _finish_reasons(finish_reasons) if finish_reasons is not None else None,
+                ),
+            )
+        )
 
     def first_chunk(self) -> None:
         """The first chunk with content arrived: time it (later calls are ignored) and say the
@@ -272,9 +298,12 @@ class CallSpan:
             return
         self._first_chunk_seen = True
         elapsed = (time.time_ns() - self.start_ns) / 1e9
-        if not self.streaming:
-            self.set(sc.GEN_AI_REQUEST_STREAM, True)
-        self.set(sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, elapsed)
+        self._set_values(
+            (
+                (sc.GEN_AI_REQUEST_STREAM, None if self.streaming else True),
+                (sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, elapsed),
+            )
+        )
 
     def fail(self, exc: BaseException) -> None:
         """Mark the call failed by ``exc``: ``error.type``, the HTTP status when the error carries

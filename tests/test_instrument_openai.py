@@ -12,6 +12,7 @@ from typing import Any
 
 import openai
 import pytest
+from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -385,6 +386,59 @@ def test_provider_and_server_from_base_url(
     client = openai.OpenAI(base_url=base_url, api_key="test")
     assert provider_name(client) == provider
     assert values.server_attributes(client.base_url) == (address, port)
+
+
+def test_a_response_is_set_on_the_span_in_one_call_per_part(
+    traced: Pipeline, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One set_attributes for what the response said, one for its usage, and nothing else on
+    # the way: each call into the SDK takes the span's lock and checks its values again.
+    calls: list[tuple[str, Any]] = []
+    for method in ("set_attribute", "set_attributes"):
+        original = getattr(SdkSpan, method)
+
+        def counted(
+            self: SdkSpan, *args: Any, _method: str = method, _original: Any = original
+        ) -> Any:
+            calls.append((_method, args))
+            return _original(self, *args)
+
+        monkeypatch.setattr(SdkSpan, method, counted)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert [name for name, _ in calls] == ["set_attributes", "set_attributes"]
+    response, usage = (args[0] for _, args in calls)
+    assert list(response) == [
+        sc.GEN_AI_RESPONSE_MODEL,
+        sc.GEN_AI_RESPONSE_ID,
+        sc.GEN_AI_RESPONSE_FINISH_REASONS,
+    ]
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS in usage
+    (span,) = traced.spans()
+    assert span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] > 0
+
+
+def test_the_base_url_is_parsed_once_per_url_and_again_when_it_changes(
+    traced: Pipeline, fake: FakeLLMServer, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []
+    original = values.urlsplit
+
+    def counted(url: str, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(url)
+        return original(url, *args, **kwargs)
+
+    monkeypatch.setattr(values, "urlsplit", counted)
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert len(parsed) == 1
+    # The SDK lets a client's base URL be replaced: the next call reads the new one.
+    client.base_url = fake.openai_base_url.replace("127.0.0.1", "localhost")  # type: ignore[assignment]
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert len(parsed) == 2
+    first, *_, last = traced.spans()
+    assert first.attributes[sc.SERVER_ADDRESS] == "127.0.0.1"
+    assert last.attributes[sc.SERVER_ADDRESS] == "localhost"
+    assert last.attributes[sc.SERVER_PORT] == first.attributes[sc.SERVER_PORT]
 
 
 def test_content_capture(pipeline: Pipeline, fake: FakeLLMServer, client: openai.OpenAI) -> None:

@@ -94,10 +94,13 @@ class Chat(Api):
             self.capture.record(call.span, input_messages=messages)
 
     def on_response(self, call: CallSpan, response: Any) -> None:
-        super().on_response(call, response)
         choices = get(response, "choices") or ()
         reasons = [get(choice, "finish_reason") for choice in choices]
-        call.set_response(finish_reasons=strings([r for r in reasons if r]))
+        call.set_response(
+            id=get(response, "id"),
+            model=get(response, "model"),
+            finish_reasons=strings([r for r in reasons if r]),
+        )
         _set_usage(call, get(response, "usage"), _CHAT_USAGE)
         if self.capture.enabled:
             output = [
