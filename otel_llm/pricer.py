@@ -188,7 +188,10 @@ def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     check run on every span. The SDK's own dict behind it is used when it is there; otherwise
     the public API's copy.
     """
-    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    try:  # cheaper than getattr with defaults, on every span
+        inner = span._attributes._dict  # type: ignore[union-attr]
+    except AttributeError:
+        inner = None
     if type(inner) is dict:
         return inner
     attributes = span.attributes

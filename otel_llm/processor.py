@@ -155,11 +155,8 @@ class LLMSpanProcessor(SpanProcessor, LivePricer):
             processor._on_ending(span)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self._priced_live:
-            live = self._priced_live.pop(span.context.span_id, None) if span.context else None
-            if live is not None and live[0] is span.context:
-                self._hand_on_priced(span, live[1])
-                return
+        if self._priced_live and self._ended_priced_live(span):
+            return
         handed_on = span
         try:
             attributes = span_attributes(span)
@@ -185,23 +182,32 @@ class LLMSpanProcessor(SpanProcessor, LivePricer):
                         self._record(derived)
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_end")
-        self._hand_on(handed_on)
+        for processor in self._downstream:
+            try:
+                processor.on_end(handed_on)
+            except Exception:  # noqa: BLE001 - one failing exporter must not stop the others
+                self._failed("downstream")
 
-    def _hand_on_priced(self, span: ReadableSpan, derived: Derived | None) -> None:
-        """``on_end`` of a span priced live: its attributes are already the priced ones."""
+    def _ended_priced_live(self, span: ReadableSpan) -> bool:
+        """``on_end`` of a span priced live, if it is one (its attributes are already the
+        priced ones): its metrics recorded, the span handed on as it is. False otherwise."""
+        context = span.context
+        # dict.pop is atomic: no lock needed to take an entry.
+        live = self._priced_live.pop(context.span_id, None) if context is not None else None
+        if live is None or live[0] is not context:
+            return False
+        derived = live[1]
         if derived is not None:
             try:
                 self._record(derived)
             except Exception:  # noqa: BLE001 - telemetry must never break the application
                 self._failed("on_end")
-        self._hand_on(span)
-
-    def _hand_on(self, span: ReadableSpan) -> None:
         for processor in self._downstream:
             try:
                 processor.on_end(span)
             except Exception:  # noqa: BLE001 - one failing exporter must not stop the others
                 self._failed("downstream")
+        return True
 
     def price_live(self, span: trace_api.Span, end_time_ns: int) -> None:
         """Price an LLM call span of ours about to end at ``end_time_ns`` exactly as ``on_end``
