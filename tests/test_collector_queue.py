@@ -369,3 +369,37 @@ def test_consumer_names_are_checked(tmp_path: Path) -> None:
             DiskQueue(tmp_path, max_bytes=100, consumers=consumers)
     with DiskQueue(tmp_path, max_bytes=100) as queue, pytest.raises(ValueError, match="calls"):
         queue.get(timeout=0, consumer="calls")
+
+
+def test_a_memo_goes_to_its_consumer_once_within_its_bound_and_never_to_disk(
+    tmp_path: Path,
+) -> None:
+    with DiskQueue(
+        tmp_path, max_bytes=10_000, consumers=BOTH, memo_consumer="calls", memo_max_bytes=10
+    ) as queue:
+        queue.put(b"a" * 6, spans=1, memo=["calls of a"])
+        queue.put(b"b" * 6, spans=1, memo=["calls of b"])  # over the bound: not kept
+        forwarded = queue.get(timeout=0)
+        assert forwarded is not None
+        assert forwarded.memo is None  # not the memo consumer
+        first = queue.get(timeout=0, consumer="calls")
+        second = queue.get(timeout=0, consumer="calls")
+        assert first is not None
+        assert second is not None
+        assert (first.memo, second.memo) == (["calls of a"], None)
+        queue.release(first)
+        again = queue.get(timeout=0, consumer="calls")
+        assert again is not None
+        assert again.memo is None  # taken once: derived from the payload from now on
+        queue.put(b"c" * 6, spans=1, memo=["calls of c"])  # room again in the bound
+        queue.ack(second)
+        third = queue.get(timeout=0, consumer="calls")
+        assert third is not None
+        assert third.memo == ["calls of c"]
+    with DiskQueue(tmp_path, max_bytes=10_000, consumers=BOTH, memo_consumer="calls") as queue:
+        items = [queue.get(timeout=0, consumer="calls") for _ in range(3)]
+        # "a" and "c" (never acknowledged by the call log), without their memos.
+        assert [(item.payload, item.memo) for item in items if item] == [
+            (b"a" * 6, None),
+            (b"c" * 6, None),
+        ]

@@ -8,9 +8,12 @@ only once the sink returned, i.e. once the store committed their calls. So a cal
 sink if and only if its span was acknowledged, whenever the process dies: at least once, and
 the store ignores a call id it already has.
 
-The spans on disk are already priced: enriching them again derives each call (the same book,
-the same start time: the same cost) without changing a span or recording a metric -- the
-request path recorded those when it accepted the request.
+The calls of a batch put by this process come with it (the queue's memo: what the request
+path derived, kept in memory within a bound); those of a batch replayed after a restart, or
+put while the feeder was far behind, are derived again from the payload. Its spans are
+already priced: enriching them again derives each call (the same book, the same start time:
+the same cost) without changing a span or recording a metric -- the request path recorded
+those when it accepted the request. Either way the batch file is the durable record.
 
 A sink that raises (the store is down) gets the same batches again after a backoff, never
 dropped; meanwhile the queue fills and clients are told to retry, so nothing acknowledged is
@@ -149,6 +152,8 @@ class CallFeeder:
         return items
 
     def _calls(self, item: QueueItem) -> list[EnrichedCall]:
+        if isinstance(item.memo, list):
+            return item.memo
         try:
             request = ExportTraceServiceRequest.FromString(item.payload)
         except DecodeError:  # it was decoded before it was queued: damaged past its CRC

@@ -43,6 +43,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _logger = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ class QueueItem:
     payload: bytes
     spans: int
     consumer: str = UPSTREAM
+    memo: Any = field(default=None, compare=False, repr=False)
+    """What ``put`` was given with the payload, for the memo consumer (see ``DiskQueue``);
+    None when it was not kept, and always after a restart: derive it from ``payload`` then."""
 
 
 @dataclass(eq=False, slots=True)
@@ -97,6 +101,7 @@ class _Entry:
     """The consumers that have not acknowledged it yet."""
     done: set[str] = field(default_factory=set)
     """The consumers whose done-marker is on disk (some may not be consumers of this run)."""
+    memo: Any = None
 
 
 @dataclass(slots=True)
@@ -116,9 +121,19 @@ class DiskQueue:
     process left, oldest first, each consumer getting the batches it has not acknowledged.
     """
 
-    def __init__(self, directory: Path, *, max_bytes: int, consumers: Sequence[str] = (UPSTREAM,)):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        consumers: Sequence[str] = (UPSTREAM,),
+        memo_consumer: str | None = None,
+        memo_max_bytes: int = 32 << 20,
+    ):
         if max_bytes <= 0:
             raise ValueError("max_bytes must be > 0")
+        if memo_consumer is not None and memo_consumer not in consumers:
+            raise ValueError(f"the memo consumer {memo_consumer!r} is not a consumer")
         if not consumers or len(set(consumers)) != len(consumers):
             raise ValueError("consumers must be distinct names, at least one")
         for name in consumers:
@@ -138,6 +153,9 @@ class DiskQueue:
         self._corrupt_files = 0
         self._corrupt_lock = threading.Lock()
         self._writers = 0  # puts under way: close() waits for them before closing the fds
+        self._memo_consumer = memo_consumer
+        self._memo_max_bytes = memo_max_bytes
+        self._memo_bytes = 0  # payload bytes of the batches whose memo is kept
         self._closed = False
 
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -300,8 +318,13 @@ class DiskQueue:
             return self._corrupt_files
 
     # --- put ----------------------------------------------------------------------------------
-    def put(self, payload: builtins.bytes, spans: int) -> None:
+    def put(self, payload: builtins.bytes, spans: int, memo: Any = None) -> None:
         """Stores one batch; returns once it is durable.
+
+        ``memo``: what the caller already derived from ``payload``, kept in memory for the
+        memo consumer's ``get`` (it need not derive it again) while the memos kept stay under
+        ``memo_max_bytes`` of payload -- a consumer behind does not make memory grow with the
+        queue. Never stored on disk: the payload is the durable record.
 
         Raises ``QueueFull`` when it would take the queue over ``max_bytes`` or the disk is
         full, ``QueueClosed`` after ``close()``, and ``OSError`` on other write failures --
@@ -341,6 +364,13 @@ class DiskQueue:
                     self._bytes += size
                     self._spans += spans
                     entry = _Entry(seq, spans, size, path, set(self._consumers))
+                    if (
+                        memo is not None
+                        and self._memo_consumer is not None
+                        and self._memo_bytes + size <= self._memo_max_bytes
+                    ):
+                        entry.memo = memo
+                        self._memo_bytes += size
                     self._entries[seq] = entry
                     for lane in self._lanes.values():
                         heapq.heappush(lane.ready, (seq, entry))
@@ -393,9 +423,18 @@ class DiskQueue:
                 if self._entries.get(seq) is not entry:
                     continue  # moved aside as damaged by another consumer meanwhile
                 lane.in_flight[seq] = entry
+                memo = self._take_memo(entry) if consumer == self._memo_consumer else None
             payload = self._read(entry)  # file I/O outside the lock
             if payload is not None:
-                return QueueItem(entry.seq, payload, entry.spans, consumer)
+                return QueueItem(entry.seq, payload, entry.spans, consumer, memo)
+
+    def _take_memo(self, entry: _Entry) -> Any:
+        """The entry's memo, no longer kept (taken once: after a release it is derived again).
+        Under the lock."""
+        memo, entry.memo = entry.memo, None
+        if memo is not None:
+            self._memo_bytes -= entry.size
+        return memo
 
     def _read(self, entry: _Entry) -> builtins.bytes | None:
         """The entry's payload, or None after moving a damaged file aside."""
@@ -430,6 +469,7 @@ class DiskQueue:
             if self._entries.get(entry.seq) is not entry:
                 return False
             del self._entries[entry.seq]
+            self._take_memo(entry)
             for lane in self._lanes.values():
                 lane.in_flight.pop(entry.seq, None)
             self._bytes -= entry.size
@@ -458,6 +498,7 @@ class DiskQueue:
                     )
                 return
             del self._entries[entry.seq]
+            self._take_memo(entry)
             self._bytes -= entry.size
             self._spans -= entry.spans
         self._delete(entry.path, entry.done)

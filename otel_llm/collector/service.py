@@ -236,7 +236,10 @@ class CollectorService:
             )
         try:
             queue = DiskQueue(
-                Path(config.queue_dir), max_bytes=config.queue_max_bytes, consumers=consumers
+                Path(config.queue_dir),
+                max_bytes=config.queue_max_bytes,
+                consumers=consumers,
+                memo_consumer=CALLS if CALLS in consumers else None,
             )
         except OSError as exc:
             raise StartError(f"cannot open the queue in {config.queue_dir}: {exc}") from exc
@@ -322,8 +325,11 @@ class CollectorService:
             data = payload if payload is not None and not result.modified else None
             if data is None:
                 data = request.SerializeToString()
+            # The calls found here go with the batch, so the call feeder need not find them
+            # again (it does for a batch replayed after a restart).
+            memo = result.calls if self._call_sink is not None else None
             try:
-                self._queue.put(data, result.spans)
+                self._queue.put(data, result.spans, memo)
             except QueueClosed:
                 raise Refused("shutting_down", retry_after, "the service is stopping") from None
             except QueueFull:
