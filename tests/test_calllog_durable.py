@@ -335,20 +335,31 @@ def test_sigkill_at_random_points_under_load_loses_no_acknowledged_call(
     assert max(logged.values()) == 1
 
 
-def rename_calls_table(store: str, old: str, new: str) -> None:
-    """A real store failure: the table the call log writes to disappears (and comes back)."""
-    statement = f"ALTER TABLE {old} RENAME TO {new}"
+def set_store_down(store: str, down: bool) -> None:
+    """A real outage of the store, seen by the collector as the database's failure (not a
+    record's: nothing is quarantined). SQLite: the table it writes to disappears (and comes
+    back). PostgreSQL: its database refuses connections and its sessions are ended (a
+    superuser's too, unlike a connection limit)."""
     if store.startswith("postgresql://"):
         import psycopg  # the postgres extra
 
-        with psycopg.connect(store, autocommit=True) as connection:
-            connection.execute(statement)  # type: ignore[call-overload]
-    else:
-        connection = sqlite3.connect(store, timeout=10)
-        try:
-            connection.execute(statement)
-        finally:
-            connection.close()
+        base, _, database = store.rpartition("/")
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
+            connection.execute(
+                f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {"false" if down else "true"}'
+            )  # type: ignore[call-overload]
+            if down:
+                connection.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (database,),
+                )
+        return
+    old, new = (schema.CALLS, "calls_away") if down else ("calls_away", schema.CALLS)
+    connection = sqlite3.connect(store, timeout=10)
+    try:
+        connection.execute(f"ALTER TABLE {old} RENAME TO {new}")
+    finally:
+        connection.close()
 
 
 def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -374,8 +385,7 @@ def test_a_failing_call_log_fills_the_queue_then_refuses_and_loses_nothing(
     registry = CollectorRegistry()
     service = CollectorService(config, call_sink=call_log.sink, registry=registry)
     with call_log, service:
-        call_log.store.write([])  # opened and migrated
-        rename_calls_table(store, schema.CALLS, "calls_away")
+        set_store_down(store, True)
         load = Load(spans_per_request=GENAI_EVERY * 10)
         channel = grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}")
         export = channel.unary_unary(EXPORT)
@@ -408,8 +418,9 @@ def test_a_failing_call_log_fills_the_queue_then_refuses_and_loses_nothing(
             assert call_log.writer is not None
             assert call_log.writer.failed_writes >= 1
             assert call_log.writer.dropped == 0
+            assert call_log.writer.quarantined == 0  # an outage, not bad calls
 
-            rename_calls_table(store, "calls_away", schema.CALLS)  # the store is back
+            set_store_down(store, False)  # the store is back
             logged = wait_for_log(store, load.calls, timeout=20)
             assert logged.keys() == load.calls
             assert max(logged.values()) == 1
