@@ -68,11 +68,18 @@ class PostgresCallStore(SQLCallStore):
         if self._writer is None or self._writer.closed or self._writer.broken:
             if self._writer is not None:
                 self._writer.close()
-            self._writer = psycopg.connect(self.url, autocommit=True)
-            self._writer.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {_INCOMING} "
-                f"(LIKE {schema.CALLS} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
+            connection = psycopg.connect(self.url, autocommit=True)
+            try:
+                connection.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {_INCOMING} "
+                    f"(LIKE {schema.CALLS} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+            except BaseException:
+                # Kept, it would fail every later write for want of its temp table: the next
+                # write connects again instead.
+                connection.close()
+                raise
+            self._writer = connection
         return self._writer
 
     def _read_connection(self) -> psycopg.Connection[Any]:

@@ -11,24 +11,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
 
+from otel_llm.collector.backoff import Sleep, backoff_delay
 from otel_llm.collector.queue import DiskQueue, QueueItem
 from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.collector.upstream import SendResult, Upstream
 
 _logger = logging.getLogger(__name__)
-
-Sleep = Callable[[threading.Event, float], bool]
-"""``sleep(stop, seconds)``: wait ``seconds`` unless ``stop`` is set first; True if it was."""
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Seconds to wait before retry number ``attempt + 1``: doubling from ``initial`` up to
-    ``maximum``, drawn from the upper half of that step so workers retrying together spread
-    out, and never below ``initial``."""
-    high = min(maximum, initial * 2.0 ** min(attempt, 62))
-    return rng.uniform(max(initial, high / 2), high)
 
 
 class Forwarder:

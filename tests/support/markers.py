@@ -32,6 +32,10 @@ SLOW: dict[str, tuple[str, ...]] = {
         "test_a_flood_of_distinct_model_names_keeps_stats_fast_small_and_exact",  # 33 s, 46 s
         "test_a_store_flooded_before_the_cap_answers_within_the_budget",  # 11 s, 15 s
     ),
+    "test_calllog_durable": (
+        "test_sigkill_at_random_points_under_load_loses_no_acknowledged_call",  # 25 s
+        "test_calls_acknowledged_just_before_a_sigkill_are_logged_after_the_restart",  # 3x 5 s
+    ),
     "test_calllog_e2e": ("test_app_to_collector_to_store_to_query_api",),  # 5 s + 2 s
     "test_collector_config": (
         "test_real_prometheus_evaluates_every_dashboard_and_rule_expression",
