@@ -24,11 +24,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from otel_llm._cli_types import CommandError
+from otel_llm.background import Background
 from otel_llm.calllog import telemetry
 from otel_llm.calllog.config import CallLogConfig
 from otel_llm.calllog.record import CallRecord, build_record
@@ -51,7 +51,7 @@ class CallLogStartError(Exception):
     configured (unusable key file, address in use)."""
 
 
-class CallLogService:
+class CallLogService(Background):
     """The store, writer, retention job and (with API keys) query API, started and stopped
     together; a context manager.
 
@@ -177,17 +177,6 @@ class CallLogService:
             except Exception:  # closing must not hide how the rest of the stop went
                 _logger.exception("otel-llm: closing the call log store failed")
         return written
-
-    def __enter__(self) -> CallLogService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- the collector's call sink --------------------------------------------------------------
     def sink(self, calls: Sequence[EnrichedCall]) -> None:

@@ -12,6 +12,7 @@ import random
 import threading
 import time
 
+from otel_llm.background import Background
 from otel_llm.collector.backoff import Sleep, backoff_delay
 from otel_llm.collector.queue import DiskQueue, QueueItem
 from otel_llm.collector.telemetry import CollectorMetrics
@@ -20,7 +21,7 @@ from otel_llm.collector.upstream import SendResult, Upstream
 _logger = logging.getLogger(__name__)
 
 
-class Forwarder:
+class Forwarder(Background):
     """Worker threads that take batches from ``queue`` and send them to ``upstream``.
 
     A batch is acknowledged (deleted from the queue) once the upstream accepted it or refused
@@ -68,7 +69,7 @@ class Forwarder:
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._rng_lock = threading.Lock()
 
-    def start(self) -> None:
+    def start(self) -> Forwarder:
         self._count_corrupt()  # damaged files found when the queue was opened
         for index in range(self._workers):
             thread = threading.Thread(
@@ -76,6 +77,7 @@ class Forwarder:
             )
             thread.start()
             self._threads.append(thread)
+        return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stops the workers: a send under way may finish (up to ``timeout`` seconds in all),
@@ -92,13 +94,6 @@ class Forwarder:
             if thread.is_alive():
                 _logger.warning("otel-llm collector: %s did not stop in time", thread.name)
         self._threads = [thread for thread in self._threads if thread.is_alive()]
-
-    def __enter__(self) -> Forwarder:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- workers ----------------------------------------------------------------------------
     def _count_corrupt(self) -> None:

@@ -25,13 +25,13 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from otel_llm import settings
+from otel_llm.background import Background
 from otel_llm.collector.codec import Refused, Transport
 from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import ERROR_STAGE, Enricher
@@ -61,7 +61,7 @@ class StartError(Exception):
     """The service cannot start (an address in use, an unusable queue directory)."""
 
 
-class CollectorService:
+class CollectorService(Background):
     """The ``otel-llm collector`` service; importable, a context manager.
 
     Args:
@@ -278,17 +278,6 @@ class CollectorService:
         if self._metrics_server is not None:
             self._metrics_server.stop()
             self._metrics_server = None
-
-    def __enter__(self) -> CollectorService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- what it is listening on ----------------------------------------------------------------
     @property
