@@ -1,6 +1,7 @@
 """A bounded, disk-backed FIFO of serialized OTLP export requests, between receiving and forwarding.
 
-One file per batch, ``<seq>-<spans>.batch`` in the queue directory, holding a 16-byte header
+One file per batch (written and read by ``batchfile.py``), ``<seq>-<spans>.batch`` in the queue
+directory, holding a 16-byte header
 (magic, CRC-32 and length of the payload) and the payload. ``put`` writes a temporary file,
 fsyncs it, renames it to its final name and fsyncs the directory before it returns, so a batch
 that was acknowledged survives a SIGKILL or power loss at any instant, and a file that was not
@@ -36,26 +37,19 @@ import heapq
 import logging
 import os
 import re
-import struct
 import threading
 import time
-import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from otel_llm.collector import batchfile
+
 _logger = logging.getLogger(__name__)
 
-_MAGIC = b"OLQ1"
-_HEADER = struct.Struct(">4sIQ")  # magic, crc32 of the payload, payload length
-_BATCH = re.compile(r"^(\d{20})-(\d+)\.batch$")
-_DONE = re.compile(r"^(\d{20}-\d+\.batch)\.([a-z_]+)\.done$")
-_TMP_SUFFIX = ".tmp"
-_CORRUPT_DIR = "corrupt"
 _LOCK_FILE = "lock"
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-_MARKER_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
 
 UPSTREAM = "upstream"
 """The consumer name of the forwarder (the default, and only, consumer of a plain queue)."""
@@ -95,7 +89,7 @@ class _Entry:
     seq: int
     spans: int
     size: int
-    """Payload bytes (the file is ``_HEADER.size`` longer)."""
+    """Payload bytes (the file is ``batchfile.HEADER.size`` longer)."""
     path: Path
     waiting: set[str]
     """The consumers that have not acknowledged it yet."""
@@ -176,15 +170,15 @@ class DiskQueue:
         names = os.listdir(self.directory)
         markers: dict[str, set[str]] = {}  # batch file name -> consumers done with it
         for name in names:
-            if (done := _DONE.match(name)) is not None:
+            if (done := batchfile.DONE.match(name)) is not None:
                 markers.setdefault(done[1], set()).add(done[2])
         for name in names:
             path = self.directory / name
-            if name.endswith(_TMP_SUFFIX):
+            if name.endswith(batchfile.TMP_SUFFIX):
                 # Never renamed, so its put never returned: nobody was told it was stored.
                 path.unlink(missing_ok=True)
                 continue
-            match = _BATCH.match(name)
+            match = batchfile.BATCH.match(name)
             if match is None:
                 continue  # the lock file, a marker, corrupt/, or not ours: left alone
             seq, spans = int(match[1]), int(match[2])
@@ -192,15 +186,15 @@ class DiskQueue:
             entry_done = markers.pop(name, set())
             waiting = set(self._consumers) - entry_done
             if not waiting:  # every consumer had it; its deletion was lost (or never done)
-                self._delete(path, entry_done)
+                batchfile.delete(path, entry_done)
                 continue
             try:
-                size = path.stat().st_size - _HEADER.size
+                size = path.stat().st_size - batchfile.HEADER.size
             except OSError:
                 size = -1
             if size < 0:
                 self._quarantine(path, spans, "shorter than its header")
-                self._delete_markers(path, entry_done)
+                batchfile.delete_markers(path, entry_done)
                 continue
             entry = _Entry(seq, spans, size, path, waiting, entry_done)
             self._entries[seq] = entry
@@ -210,7 +204,7 @@ class DiskQueue:
             self._spans += spans
         for name, consumers in markers.items():
             # Markers of a deleted batch: gone before a new batch could take its seq.
-            self._delete_markers(self.directory / name, consumers)
+            batchfile.delete_markers(self.directory / name, consumers)
         for lane in self._lanes.values():
             heapq.heapify(lane.ready)
         if self._entries:
@@ -222,42 +216,9 @@ class DiskQueue:
             )
         return highest
 
-    @staticmethod
-    def _marker(path: Path, consumer: str) -> Path:
-        return path.with_name(f"{path.name}.{consumer}.done")
-
-    def _delete_markers(self, path: Path, consumers: Iterable[str]) -> None:
-        for consumer in consumers:
-            try:
-                self._marker(path, consumer).unlink(missing_ok=True)
-            except OSError as exc:  # left over: deleted on the next open
-                _logger.warning(
-                    "otel-llm collector: could not delete a marker of %s: %s", path, exc
-                )
-
-    def _delete(self, path: Path, done: Iterable[str]) -> None:
-        """Deletes a batch every consumer has. Its markers first: a crash in between leaves a
-        batch to be consumed again (allowed), never a marker that outlives its batch."""
-        self._delete_markers(path, done)
-        # No directory fsync: if the deletion is lost in a crash the batch is consumed again,
-        # which at-least-once delivery allows.
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            _logger.warning("otel-llm collector: could not delete %s: %s", path, exc)
-
     def _quarantine(self, path: Path, spans: int, why: str) -> None:
         """Moves a damaged batch file aside (kept for inspection) and counts its spans."""
-        corrupt = self.directory / _CORRUPT_DIR
-        try:
-            corrupt.mkdir(exist_ok=True)
-            target = corrupt / path.name
-            if target.exists():  # seqs restart when a queue empties: keep both files
-                target = corrupt / f"{path.name}.{time.time_ns()}"
-            path.rename(target)
-            where = f"moved to {target}"
-        except OSError as exc:
-            where = f"could not be moved aside ({exc}); it is no longer read"
+        where = batchfile.move_aside(path)
         _logger.warning(
             "otel-llm collector: queue file %s is damaged (%s), %d span(s) lost; %s",
             path,
@@ -345,10 +306,10 @@ class DiskQueue:
             self._writers += 1
             seq = self._next_seq
             self._next_seq += 1
-        path = self.directory / f"{seq:020d}-{spans}.batch"
+        path = batchfile.batch_path(self.directory, seq, spans)
         stored = False
         try:
-            self._write(path, payload)
+            batchfile.write(path, payload)
             os.fsync(self._dir_fd)  # the rename itself must survive a power loss
             stored = True
         except OSError as exc:
@@ -375,27 +336,6 @@ class DiskQueue:
                     for lane in self._lanes.values():
                         heapq.heappush(lane.ready, (seq, entry))
                 self._available.notify_all()  # a getter, or close() waiting for writers
-
-    @staticmethod
-    def _write(path: Path, payload: builtins.bytes) -> None:
-        tmp = path.with_name(path.name + _TMP_SUFFIX)
-        header = _HEADER.pack(_MAGIC, zlib.crc32(payload), len(payload))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(header + payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fdatasync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        try:
-            os.rename(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
     # --- get / ack / release --------------------------------------------------------------------
     def _lane(self, consumer: str) -> _Lane:
@@ -440,27 +380,14 @@ class DiskQueue:
         """The entry's payload, or None after moving a damaged file aside."""
         try:
             data = entry.path.read_bytes()
-            problem = self._check(data)
+            problem = batchfile.check(data)
         except OSError as exc:
             problem = f"unreadable: {exc}"
         if problem is None:
-            return data[_HEADER.size :]
+            return data[batchfile.HEADER.size :]
         if self._drop(entry):  # else another consumer found it damaged first
             self._quarantine(entry.path, entry.spans, problem)
-            self._delete_markers(entry.path, entry.done)
-        return None
-
-    @staticmethod
-    def _check(data: builtins.bytes) -> str | None:
-        if len(data) < _HEADER.size:
-            return "shorter than its header"
-        magic, crc, length = _HEADER.unpack_from(data)
-        if magic != _MAGIC:
-            return "not a queue file"
-        if length != len(data) - _HEADER.size:
-            return f"{len(data) - _HEADER.size} payload bytes, header says {length}"
-        if zlib.crc32(memoryview(data)[_HEADER.size :]) != crc:
-            return "CRC mismatch"
+            batchfile.delete_markers(entry.path, entry.done)
         return None
 
     def _drop(self, entry: _Entry) -> bool:
@@ -490,7 +417,7 @@ class DiskQueue:
                 # ``done`` and deletes it with the batch. An empty file, not fsynced: lost in a
                 # crash, this consumer takes the batch again, which at-least-once allows.
                 try:
-                    os.close(os.open(self._marker(entry.path, item.consumer), _MARKER_FLAGS, 0o600))
+                    batchfile.mark_done(entry.path, item.consumer)
                     entry.done.add(item.consumer)
                 except OSError as exc:
                     _logger.warning(
@@ -501,7 +428,7 @@ class DiskQueue:
             self._take_memo(entry)
             self._bytes -= entry.size
             self._spans -= entry.spans
-        self._delete(entry.path, entry.done)
+        batchfile.delete(entry.path, entry.done)
 
     def release(self, item: QueueItem) -> None:
         """Puts an in-flight batch back for its consumer, to be taken again (e.g. after a
