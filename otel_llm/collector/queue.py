@@ -1,10 +1,11 @@
 """A bounded, disk-backed FIFO of serialized OTLP export requests, between receiving and forwarding.
 
 One file per batch (written and read by ``batchfile.py``), ``<seq>-<spans>.batch`` in the queue
-directory, holding a 16-byte header (magic, CRC-32 and length of the payload) and the payload. ``put`` writes a temporary file,
-fsyncs it, renames it to its final name and fsyncs the directory before it returns, so a batch
-that was acknowledged survives a SIGKILL or power loss at any instant, and a file that was not
-completely written never carries a batch's name (its ``.tmp`` is deleted on the next open).
+directory, holding a 16-byte header (magic, CRC-32 and length of the payload) and the payload.
+``put`` writes a temporary file, fsyncs it, renames it to its final name and fsyncs the
+directory before it returns, so a batch that was acknowledged survives a SIGKILL or power loss
+at any instant, and a file that was not completely written never carries a batch's name (its
+``.tmp`` is deleted on the next open).
 
 Each put pays its own fsyncs. Grouping the directory fsync of concurrent puts was measured
 and gained nothing on ext4 (the file's fsync has already committed the journal, and the kernel
