@@ -21,6 +21,15 @@ _COST_ATTRIBUTES = (
     sc.GEN_AI_USAGE_COST_SOURCE,
 )
 
+_COST_PART_ATTRIBUTES = (
+    sc.OTEL_LLM_COST_INPUT,
+    sc.OTEL_LLM_COST_CACHE_READ,
+    sc.OTEL_LLM_COST_CACHE_WRITE,
+    sc.OTEL_LLM_COST_OUTPUT,
+    sc.OTEL_LLM_COST_REQUEST,
+)
+"""In the order of ``Cost.floats()`` after the amount."""
+
 ERROR_TYPE_OTHER = "_OTHER"
 """The conventions' error.type when a span failed without saying how."""
 
@@ -58,8 +67,10 @@ class Derived:
         priced = self.priced
         if isinstance(priced, Unpriced):
             return {sc.OTEL_LLM_COST_UNPRICED_REASON: priced.reason}
+        # The floats straight from the cost's exact form: no Decimal is made for a flat price.
+        amount, *parts = priced.floats()
         attributes: dict[str, Any] = {
-            sc.GEN_AI_USAGE_COST_AMOUNT: float(priced.amount),
+            sc.GEN_AI_USAGE_COST_AMOUNT: amount,
             sc.GEN_AI_USAGE_COST_CURRENCY: sc.CURRENCY_USD,
             sc.GEN_AI_USAGE_COST_SOURCE: priced.source,
             sc.OTEL_LLM_COST_PRICE_DATA: priced.price_data,
@@ -68,15 +79,9 @@ class Derived:
             attributes[sc.OTEL_LLM_COST_PROVIDER_ID] = priced.provider_id
         if priced.model_id is not None:
             attributes[sc.OTEL_LLM_COST_MODEL_ID] = priced.model_id
-        for name, part in (
-            (sc.OTEL_LLM_COST_INPUT, priced.input),
-            (sc.OTEL_LLM_COST_CACHE_READ, priced.cache_read),
-            (sc.OTEL_LLM_COST_CACHE_WRITE, priced.cache_write),
-            (sc.OTEL_LLM_COST_OUTPUT, priced.output),
-            (sc.OTEL_LLM_COST_REQUEST, priced.request),
-        ):
+        for name, part in zip(_COST_PART_ATTRIBUTES, parts, strict=True):
             if part is not None:
-                attributes[name] = float(part)
+                attributes[name] = part
         return attributes
 
 

@@ -2,7 +2,8 @@
 
 Resolution -- overrides, provider-name mapping, name normalisation, genai-prices' model
 matching -- is slow (~100 µs) and depends only on (provider, model), so its result is cached in
-a bounded table; pricing a call is then a dictionary hit and a few Decimal operations.
+a bounded table; pricing a call is then a dictionary hit and a few int operations (Decimal ones
+for tiered prices, see pricing/rates.py).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING
 from otel_llm import _semconv as sc
 from otel_llm.call import LLMCall
 from otel_llm.pricing import names
+from otel_llm.pricing.cost import Cost
 from otel_llm.pricing.overrides import PriceOverride
-from otel_llm.pricing.rates import Cost, Rates
+from otel_llm.pricing.rates import Rates
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -33,6 +35,9 @@ class Unpriced:
     such -- never as a cost of 0."""
 
     reason: str
+
+
+_MISSING_MODEL = Unpriced("missing_model")
 
 
 @dataclass(slots=True)
@@ -103,7 +108,7 @@ class PriceBook:
         if call.usage_missing or input_tokens is None or output_tokens is None:
             return Unpriced("missing_usage")
 
-        resolved: _Resolved | Unpriced = Unpriced("missing_model")
+        resolved: _Resolved | Unpriced = _MISSING_MODEL
         for model in (call.response_model, call.request_model):
             if model is not None:
                 resolved = self.resolve(call.provider, model)
@@ -117,24 +122,26 @@ class PriceBook:
             # Entries priced per audio hour, page or character say nothing about tokens; their
             # calculation would be a silent 0.
             return Unpriced("no_token_price")
-        parts = rates.price(
+        counts = (
             input_tokens,
             output_tokens,
             call.cache_read_tokens or 0,
             call.cache_creation_tokens or 0,
             call.reasoning_tokens or 0,
         )
-        return Cost(
-            amount=sum(parts, Decimal(0)),
-            source=sc.COST_SOURCE_LOCAL,
-            price_data=resolved.price_data,
-            provider_id=resolved.provider_id,
-            model_id=resolved.model_id,
-            input=parts[0],
-            cache_read=parts[1],
-            cache_write=parts[2],
-            output=parts[3],
-            request=parts[4],
+        found = rates.units(*counts)
+        # Flat prices: exact int units, made Decimals only if someone reads them.
+        return (
+            Cost.of_units(
+                found[0],
+                found[1],
+                sc.COST_SOURCE_LOCAL,
+                resolved.price_data,
+                resolved.provider_id,
+                resolved.model_id,
+            )
+            if found is not None
+            else _decimal_cost(rates, counts, resolved)
         )
 
     def resolve(self, provider: str | None, model: str) -> _Resolved | Unpriced:
@@ -173,6 +180,25 @@ class PriceBook:
             return _Resolved(provider or "override", model, None, override.patch, price_data)
         gprovider, ginfo = base
         return _Resolved(gprovider.id, ginfo.id, ginfo, override.patch, price_data)
+
+
+def _decimal_cost(
+    rates: Rates, counts: tuple[int, int, int, int, int], resolved: _Resolved
+) -> Cost:
+    """The cost by the Decimal path: tiered prices, or counts too large for the integer one."""
+    parts = rates.decimal_price(*counts)
+    return Cost(
+        amount=sum(parts, Decimal(0)),
+        source=sc.COST_SOURCE_LOCAL,
+        price_data=resolved.price_data,
+        provider_id=resolved.provider_id,
+        model_id=resolved.model_id,
+        input=parts[0],
+        cache_read=parts[1],
+        cache_write=parts[2],
+        output=parts[3],
+        request=parts[4],
+    )
 
 
 def _lookup(provider: str | None, model: str) -> tuple[gp.Provider, gp.ModelInfo] | Unpriced:
