@@ -153,6 +153,15 @@ class Cost:
         return self._data[9]  # type: ignore[no-any-return]
 
     @property
+    def units(self) -> tuple[tuple[int, int, int, int, int, int], int] | None:
+        """((amount, input, cache_read, cache_write, output, request) in int units, the power of
+        ten that divides them into USD) for a cost from flat prices; None for one made from
+        Decimals."""
+        data = self._data
+        divisor = data[10]
+        return None if divisor is None else (data[:6], divisor)
+
+    @property
     def amount_float(self) -> float:
         """``float(amount)``, without making the Decimal."""
         data = self._data
