@@ -274,7 +274,8 @@ def test_random_usages() -> None:
 
 
 def _instants(model: gp.ModelInfo) -> list[datetime]:
-    """Instants on both sides of every constraint of a time-dependent model."""
+    """Instants on both sides of every constraint of a time-dependent model, each followed by
+    one later in the same second."""
     assert not isinstance(model.prices, gp.ModelPrice)
     instants = [datetime(2023, 1, 1, 12, tzinfo=UTC), datetime(2030, 1, 1, 12, tzinfo=UTC)]
     for conditional in model.prices:
@@ -287,7 +288,10 @@ def _instants(model: gp.ModelInfo) -> list[datetime]:
             for moment in (constraint.start_time, constraint.end_time):
                 start = datetime.combine(day, moment).astimezone(UTC)
                 instants += [start - timedelta(seconds=1), start]
-    return instants
+    # Each followed by the last microsecond of its second: the book reuses a second's prices.
+    return [
+        moment for instant in instants for moment in (instant, instant.replace(microsecond=999_999))
+    ]
 
 
 def _conditional_models() -> list[tuple[gp.Provider, gp.ModelInfo]]:

@@ -10,6 +10,7 @@ total, its float and its nano-USD are the same.
 from __future__ import annotations
 
 import pickle
+from datetime import date, time, timedelta, timezone
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from itertools import product
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from otel_llm.calllog.record import to_nanos
 from otel_llm.pricing import Cost, PriceBook
+from otel_llm.pricing.book import _changes_on_whole_seconds
 from otel_llm.pricing.rates import PRICE_KEYS, Rates
 from tests.test_pricing import make_call, priced
 from tests.test_pricing_oracle import ALL_PRICES, PriceCase
@@ -235,3 +237,18 @@ def test_floats_from_units_are_the_floats_of_the_decimals(units: int, places: in
     cost = Cost.of_units((units,) * 6, 10**places, "local", "x", None, None)
     assert cost.amount_float == float(cost.amount)
     assert cost.floats() == (float(cost.amount),) * 6
+
+
+def test_time_varying_prices_are_reused_within_a_second_only_when_they_change_on_seconds() -> None:
+    """The book keeps the last second's prices of a time-varying entry (its boundaries checked
+    by tests/test_pricing_oracle.py); that is only right if no boundary falls inside a second."""
+    assert _changes_on_whole_seconds(None)
+    assert _changes_on_whole_seconds(gp.StartDateConstraint(start_date=date(2025, 6, 10)))
+    whole = gp.TimeOfDateConstraint(start_time=time(16, 30), end_time=time(0, 30))
+    assert _changes_on_whole_seconds(whole)
+    fraction = gp.TimeOfDateConstraint(start_time=time(16, 30, 0, 500), end_time=time(0, 30))
+    assert not _changes_on_whole_seconds(fraction)
+    odd_zone = timezone(timedelta(hours=1, microseconds=250))
+    shifted = gp.TimeOfDateConstraint(start_time=time(1, tzinfo=odd_zone), end_time=time(2))
+    assert not _changes_on_whole_seconds(shifted)
+    assert not _changes_on_whole_seconds(object())

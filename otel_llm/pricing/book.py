@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -50,6 +50,10 @@ class _Resolved:
     price_data: str
     _fixed: Rates | None = None
     _by_period: dict[int, tuple[gp.ModelPrice, Rates]] = field(default_factory=dict)
+    _per_second: bool = False
+    """The prices change only on whole seconds, so the last second's Rates can be reused."""
+    _last: tuple[int, Rates] | None = None
+    """(second since the epoch, the Rates in force during it)."""
 
     def __post_init__(self) -> None:
         # One ModelPrice is fixed; a list of conditional prices varies with the call's time.
@@ -57,13 +61,22 @@ class _Resolved:
             prices = self.model.prices if self.model is not None else None
             assert not isinstance(prices, list)
             self._fixed = Rates.from_model_price(prices, self.patch)
+        else:
+            self._per_second = all(
+                _changes_on_whole_seconds(conditional.constraint)
+                for conditional in self.model.prices
+            )
 
     def rates_at(self, start_time_ns: int) -> Rates:
         if self._fixed is not None:
             return self._fixed
         assert self.model is not None
-        # Prices that changed over time: pick the one in force when the call started.
+        # Prices that changed over time: pick the one in force when the call started. Finding it
+        # (a datetime, genai-prices' constraints) costs ~3 µs; calls come many to a second.
         seconds, nanoseconds = divmod(start_time_ns, 1_000_000_000)
+        last = self._last
+        if last is not None and last[0] == seconds:
+            return last[1]
         when = datetime.fromtimestamp(seconds, tz=UTC) + timedelta(microseconds=nanoseconds // 1000)
         model_price = self.model.get_prices(when)
         entry = self._by_period.get(id(model_price))
@@ -71,7 +84,25 @@ class _Resolved:
             # The ModelPrice is kept in the entry, so its id cannot be reused by another object.
             entry = (model_price, Rates.from_model_price(model_price, self.patch))
             self._by_period[id(model_price)] = entry
+        if self._per_second:
+            self._last = (seconds, entry[1])  # one assignment: safe to race with another thread
         return entry[1]
+
+
+def _changes_on_whole_seconds(constraint: object) -> bool:
+    """The constraint's boundaries all fall on whole seconds (UTC): a start date (midnight), or
+    times of day without fractions of a second. Any other kind is not known to, so False."""
+    if constraint is None:
+        return True
+    if hasattr(constraint, "start_date"):
+        return True
+    times = [getattr(constraint, name, None) for name in ("start_time", "end_time")]
+    return all(
+        isinstance(value, time)
+        and value.microsecond == 0
+        and (value.utcoffset() or timedelta()).microseconds == 0
+        for value in times
+    )
 
 
 class PriceBook:
