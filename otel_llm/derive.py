@@ -21,15 +21,6 @@ _COST_ATTRIBUTES = (
     sc.GEN_AI_USAGE_COST_SOURCE,
 )
 
-_COST_PART_ATTRIBUTES = (
-    sc.OTEL_LLM_COST_INPUT,
-    sc.OTEL_LLM_COST_CACHE_READ,
-    sc.OTEL_LLM_COST_CACHE_WRITE,
-    sc.OTEL_LLM_COST_OUTPUT,
-    sc.OTEL_LLM_COST_REQUEST,
-)
-"""In the order of ``Cost.floats()`` after the amount."""
-
 ERROR_TYPE_OTHER = "_OTHER"
 """The conventions' error.type when a span failed without saying how."""
 
@@ -68,20 +59,28 @@ class Derived:
         if isinstance(priced, Unpriced):
             return {sc.OTEL_LLM_COST_UNPRICED_REASON: priced.reason}
         # The floats straight from the cost's exact form: no Decimal is made for a flat price.
-        amount, *parts = priced.floats()
+        amount, input_, cache_read, cache_write, output, request = priced.floats()
+        source, price_data, provider_id, model_id = priced.identity
         attributes: dict[str, Any] = {
             sc.GEN_AI_USAGE_COST_AMOUNT: amount,
             sc.GEN_AI_USAGE_COST_CURRENCY: sc.CURRENCY_USD,
-            sc.GEN_AI_USAGE_COST_SOURCE: priced.source,
-            sc.OTEL_LLM_COST_PRICE_DATA: priced.price_data,
+            sc.GEN_AI_USAGE_COST_SOURCE: source,
+            sc.OTEL_LLM_COST_PRICE_DATA: price_data,
         }
-        if priced.provider_id is not None:
-            attributes[sc.OTEL_LLM_COST_PROVIDER_ID] = priced.provider_id
-        if priced.model_id is not None:
-            attributes[sc.OTEL_LLM_COST_MODEL_ID] = priced.model_id
-        for name, part in zip(_COST_PART_ATTRIBUTES, parts, strict=True):
-            if part is not None:
-                attributes[name] = part
+        if provider_id is not None:
+            attributes[sc.OTEL_LLM_COST_PROVIDER_ID] = provider_id
+        if model_id is not None:
+            attributes[sc.OTEL_LLM_COST_MODEL_ID] = model_id
+        if input_ is not None:
+            attributes[sc.OTEL_LLM_COST_INPUT] = input_
+        if cache_read is not None:
+            attributes[sc.OTEL_LLM_COST_CACHE_READ] = cache_read
+        if cache_write is not None:
+            attributes[sc.OTEL_LLM_COST_CACHE_WRITE] = cache_write
+        if output is not None:
+            attributes[sc.OTEL_LLM_COST_OUTPUT] = output
+        if request is not None:
+            attributes[sc.OTEL_LLM_COST_REQUEST] = request
         return attributes
 
 

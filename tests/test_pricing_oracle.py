@@ -141,8 +141,7 @@ def _check(case: PriceCase, usage: Usage5, rates: Rates | None = None) -> bool:
     found = rates.units(*usage)
     if found is not None:
         INTEGER_PATH["checked"] += 1
-        units, divisor = found
-        cost = Cost.of_units(units, divisor, "local", "test", None, None)
+        cost = Cost.of_units(found[:6], found[6], "local", "test", None, None)
         paths.append((cost.input, cost.cache_read, cost.cache_write, cost.output, cost.request))
         if cost.amount != reference.total:
             pytest.fail(f"{case.label} usage={usage}: total {cost.amount} != {reference.total}")

@@ -58,7 +58,7 @@ def _parts(cost: Cost) -> tuple[Decimal | None, ...]:
 def _assert_paths_agree(case: PriceCase, rates: Rates, usage: tuple[int, ...]) -> None:
     found = rates.units(*usage)
     assert found is not None, (case.label, usage)
-    cost = Cost.of_units(*found, "local", "test", None, None)
+    cost = Cost.of_units(found[:6], found[6], "local", "test", None, None)
     decimals = rates.decimal_price(*usage)
     total = sum(decimals, Decimal(0))
     where = (case.label, usage)
@@ -153,7 +153,9 @@ def test_an_override_price_with_many_decimals_gets_a_finer_unit() -> None:
     )
     assert rates.compiled is not None
     assert rates.compiled.divisor == 10**18
-    cost = Cost.of_units(*rates.units(3, 2, 0, 0, 0), "local", "test", None, None)  # type: ignore[misc]
+    found = rates.units(3, 2, 0, 0, 0)
+    assert found is not None
+    cost = Cost.of_units(found[:6], found[6], "local", "test", None, None)
     assert cost.amount == Decimal("0.000000370370367369") + Decimal("0.00002")
 
 

@@ -49,6 +49,8 @@ class _Resolved:
     patch: dict[str, Decimal]
     price_data: str
     _fixed: Rates | None = None
+    identity: tuple[str, str, str | None, str | None] = ("", "", None, None)
+    """The cost's (source, price_data, provider_id, model_id), made once."""
     _by_period: dict[int, tuple[gp.ModelPrice, Rates]] = field(default_factory=dict)
     _per_second: bool = False
     """The prices change only on whole seconds, so the last second's Rates can be reused."""
@@ -56,6 +58,7 @@ class _Resolved:
     """(second since the epoch, the Rates in force during it)."""
 
     def __post_init__(self) -> None:
+        self.identity = (sc.COST_SOURCE_LOCAL, self.price_data, self.provider_id, self.model_id)
         # One ModelPrice is fixed; a list of conditional prices varies with the call's time.
         if self.model is None or not isinstance(self.model.prices, list):
             prices = self.model.prices if self.model is not None else None
@@ -163,14 +166,7 @@ class PriceBook:
         found = rates.units(*counts)
         # Flat prices: exact int units, made Decimals only if someone reads them.
         return (
-            Cost.of_units(
-                found[0],
-                found[1],
-                sc.COST_SOURCE_LOCAL,
-                resolved.price_data,
-                resolved.provider_id,
-                resolved.model_id,
-            )
+            Cost.join(found, resolved.identity)
             if found is not None
             else _decimal_cost(rates, counts, resolved)
         )

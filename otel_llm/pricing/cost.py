@@ -16,6 +16,8 @@ from typing import Any
 # trapped so that a unit count that somehow was not could never round silently.
 _EXACT = Context(prec=60, traps=[InvalidOperation, Inexact])
 
+_new = object.__new__
+
 _FIELDS = (
     "amount",
     "source",
@@ -41,9 +43,9 @@ class Cost:
     __slots__ = ("_data",)
 
     _data: tuple[Any, ...]
-    """(amount, input, cache_read, cache_write, output, request, source, price_data,
-    provider_id, model_id, divisor): with a divisor, the six money values are int units of
-    1/divisor USD; without (None), they are Decimals (or None)."""
+    """(amount, input, cache_read, cache_write, output, request, divisor, source, price_data,
+    provider_id, model_id): with a divisor, the six money values are int units of 1/divisor
+    USD; without (None), they are Decimals (or None)."""
 
     def __init__(  # noqa: PLR0917 - positional, as when Cost was a NamedTuple
         self,
@@ -65,11 +67,11 @@ class Cost:
             cache_write,
             output,
             request,
+            None,
             source,
             price_data,
             provider_id,
             model_id,
-            None,
         )
 
     @classmethod
@@ -84,14 +86,24 @@ class Cost:
     ) -> Cost:
         """A cost of (amount, input, cache_read, cache_write, output, request) int units of
         ``1/divisor`` USD, ``divisor`` a power of ten."""
-        cost = cls.__new__(cls)
-        cost._data = (*units, source, price_data, provider_id, model_id, divisor)
+        return cls.join((*units, divisor), (source, price_data, provider_id, model_id))
+
+    @classmethod
+    def join(
+        cls,
+        units: tuple[int, int, int, int, int, int, int],
+        identity: tuple[str, str, str | None, str | None],
+    ) -> Cost:
+        """The hot path's ``of_units``: ``units`` as ``Rates.units`` gives them (the divisor
+        last), ``identity`` (source, price_data, provider_id, model_id) made once per entry."""
+        cost = _new(cls)
+        cost._data = units + identity
         return cost
 
     def _decimal(self, index: int) -> Decimal | None:
         data = self._data
         value = data[index]
-        divisor = data[10]
+        divisor = data[6]
         if divisor is None or value is None:
             return value  # type: ignore[no-any-return]
         return _EXACT.divide(value, divisor)
@@ -99,7 +111,7 @@ class Cost:
     def _float(self, index: int) -> float | None:
         data = self._data
         value = data[index]
-        divisor = data[10]
+        divisor = data[6]
         if value is None:
             return None
         if divisor is None:
@@ -137,20 +149,20 @@ class Cost:
     @property
     def source(self) -> str:
         """``local`` (from price data) or ``provider`` (reported by the API)."""
-        return self._data[6]  # type: ignore[no-any-return]
+        return self._data[7]  # type: ignore[no-any-return]
 
     @property
     def price_data(self) -> str:
         """Identity of the prices used, e.g. ``genai-prices 0.2.3``."""
-        return self._data[7]  # type: ignore[no-any-return]
-
-    @property
-    def provider_id(self) -> str | None:
         return self._data[8]  # type: ignore[no-any-return]
 
     @property
-    def model_id(self) -> str | None:
+    def provider_id(self) -> str | None:
         return self._data[9]  # type: ignore[no-any-return]
+
+    @property
+    def model_id(self) -> str | None:
+        return self._data[10]  # type: ignore[no-any-return]
 
     @property
     def units(self) -> tuple[tuple[int, int, int, int, int, int], int] | None:
@@ -158,14 +170,19 @@ class Cost:
         ten that divides them into USD) for a cost from flat prices; None for one made from
         Decimals."""
         data = self._data
-        divisor = data[10]
+        divisor = data[6]
         return None if divisor is None else (data[:6], divisor)
+
+    @property
+    def identity(self) -> tuple[str, str, str | None, str | None]:
+        """(source, price_data, provider_id, model_id) in one read."""
+        return self._data[7:]
 
     @property
     def amount_float(self) -> float:
         """``float(amount)``, without making the Decimal."""
         data = self._data
-        divisor = data[10]
+        divisor = data[6]
         return data[0] / divisor if divisor is not None else float(data[0])
 
     def floats(
@@ -174,7 +191,7 @@ class Cost:
         """(amount, input, cache_read, cache_write, output, request) as floats, each equal to
         ``float()`` of the Decimal field."""
         data = self._data
-        divisor = data[10]
+        divisor = data[6]
         if divisor is not None:
             return (
                 data[0] / divisor,

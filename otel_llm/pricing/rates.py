@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from otel_llm.pricing.cost import Cost
 
@@ -44,7 +44,9 @@ PRICE_KEYS = (
 if TYPE_CHECKING:
     Price = Decimal | gp.TieredPrices
 
-    Units = tuple[int, int, int, int, int, int]
+    Units = tuple[int, int, int, int, int, int, int]
+    """(amount, uncached input, cache read, cache write, output, request, divisor): the first six
+    in int units, the divisor (a power of ten) making them USD."""
 
 _PICO_PLACES = 12
 """Decimal places of the default unit: 10**-12 USD."""
@@ -55,9 +57,9 @@ magnitudes reach that would be rounded there, as in genai-prices. The integer pa
 calls it can price below it, where both are exact and so equal."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A Rates' flat prices in int units of ``1/divisor`` USD per token (per request)."""
+class _Compiled(NamedTuple):
+    """A Rates' flat prices in int units of ``1/divisor`` USD per token (per request). A tuple:
+    the hot path unpacks it in one step."""
 
     input: int
     cache_read: int | None
@@ -111,13 +113,23 @@ class Rates:
         cache_read_tokens: int,
         cache_write_tokens: int,
         reasoning_tokens: int,
-    ) -> tuple[Units, int] | None:
-        """((amount, uncached input, cache read, cache write, output, request) in int units,
-        the divisor that makes them USD); None when the prices are not all flat or the counts
-        are too large (or negative) for the integer path to match the Decimal one."""
+    ) -> Units | None:
+        """The cost in int units and their divisor (see ``Units``); None when the prices are not
+        all flat or the counts are too large (or negative) for the integer path to match the
+        Decimal one."""
         compiled = self.compiled
         if compiled is None:
             return None
+        (
+            input_price,
+            cache_read_price,
+            cache_write_price,
+            output_price,
+            reasoning_price,
+            request,
+            divisor,
+            bound,
+        ) = compiled
         # One test for all five: the OR of non-negative ints is below a power of two exactly
         # when each of them is, and negative when any is negative.
         if not (
@@ -129,23 +141,25 @@ class Rates:
                 | cache_write_tokens
                 | reasoning_tokens
             )
-            < compiled.bound
+            < bound
         ):
             return None
         # The same conventions as price(): a part without its own price stays in its whole.
-        cache_read_price = compiled.cache_read
-        cache_write_price = compiled.cache_write
-        reasoning_price = compiled.reasoning
-        cache_read = cache_read_tokens if cache_read_price is not None else 0
-        cache_write = cache_write_tokens if cache_write_price is not None else 0
-        reasoning = reasoning_tokens if reasoning_price is not None else 0
-        uncached = (input_tokens - cache_read - cache_write) * compiled.input
-        cache_read = cache_read * cache_read_price if cache_read else 0  # type: ignore[operator]
-        cache_write = cache_write * cache_write_price if cache_write else 0  # type: ignore[operator]
-        output = (output_tokens - reasoning) * compiled.output
-        if reasoning:
-            output += reasoning * reasoning_price  # type: ignore[operator]
-        request = compiled.request
+        cache_read = cache_write = 0
+        if cache_read_price is not None and cache_read_tokens:
+            cache_read = cache_read_tokens * cache_read_price
+        else:
+            cache_read_tokens = 0
+        if cache_write_price is not None and cache_write_tokens:
+            cache_write = cache_write_tokens * cache_write_price
+        else:
+            cache_write_tokens = 0
+        uncached = (input_tokens - cache_read_tokens - cache_write_tokens) * input_price
+        if reasoning_price is not None and reasoning_tokens:
+            output = (output_tokens - reasoning_tokens) * output_price
+            output += reasoning_tokens * reasoning_price
+        else:
+            output = output_tokens * output_price
         return (
             uncached + cache_read + cache_write + output + request,
             uncached,
@@ -153,7 +167,8 @@ class Rates:
             cache_write,
             output,
             request,
-        ), compiled.divisor
+            divisor,
+        )
 
     def price(
         self,
@@ -173,8 +188,7 @@ class Rates:
         found = self.units(*counts, reasoning_tokens)
         if found is None:
             return self.decimal_price(*counts, reasoning_tokens)
-        units, divisor = found
-        cost = Cost.of_units(units, divisor, "", "", None, None)
+        cost = Cost.of_units(found[:6], found[6], "", "", None, None)
         parts = (cost.input, cost.cache_read, cost.cache_write, cost.output, cost.request)
         return parts  # type: ignore[return-value]
 
