@@ -70,6 +70,9 @@ SLOW: dict[str, tuple[str, ...]] = {
     ),
     "test_manual": ("test_the_manual_api_never_raises_whatever_it_is_given",),  # 45 s
     "test_pricing_oracle": ("test_every_price_on_the_grid", "test_random_usages"),  # 8 s, 4 s
+    "test_pricing_units": (
+        "test_the_integer_path_equals_the_decimal_path_for_every_flat_price",  # 3 s
+    ),
     "test_processor": ("test_malformed_attributes_never_raise",),  # 3 s
     "test_rotel": ("test_throughput_benchmark_harness_drains_through_rotel",),  # 5 s
 }
