@@ -14,6 +14,9 @@ stdout lines, from a library that prints, are not replies):
   nanoseconds they took. ``processor`` matters for ``otel-llm`` only: false takes
   ``LLMSpanProcessor`` off the provider for these calls (the A/B of the processor's share).
 
+* ``{"check": true}``: flushes the spans and replies how many were exported, by name, and how
+  many carry a cost attribute (the sanity check after the warm-up).
+
 The first reply, before any command, is the versions of what was imported.
 
 Variants: ``bare`` (no instrumentation), ``otel-llm``, ``official``
@@ -64,9 +67,21 @@ MESSAGES = [{"role": "user", "content": "Say hi"}]
 
 
 class DropExporter(SpanExporter):
-    """Exports nothing: the batch processor's own work stays, no I/O is added."""
+    """Exports nothing: the batch processor's own work stays, no I/O is added. It counts what
+    it was given, so that a library that fails to instrument cannot pass for a cheap one."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+        self.names: dict[str, int] = {}
+        self.costed = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans += len(spans)
+        for span in spans:
+            self.names[span.name] = self.names.get(span.name, 0) + 1
+            attributes = span.attributes or {}
+            if any("cost" in key for key in attributes):
+                self.costed += 1
         return SpanExportResult.SUCCESS
 
 
@@ -83,11 +98,13 @@ def versions() -> dict[str, Any]:
     return found
 
 
-def instrument(variant: str, provider: TracerProvider, meter_provider: MeterProvider) -> Any:
+def instrument(
+    variant: str, provider: TracerProvider, meter_provider: MeterProvider, exporter: DropExporter
+) -> Any:
     """Instruments openai with the variant's library. Returns what to report, and for otel-llm
     the provider's multi-processor with its two tuples for the A/B (with and without
     ``LLMSpanProcessor``)."""
-    batch = BatchSpanProcessor(DropExporter())
+    batch = BatchSpanProcessor(exporter)
     if variant == "otel-llm":
         from prometheus_client import CollectorRegistry
 
@@ -133,14 +150,15 @@ def instrument(variant: str, provider: TracerProvider, meter_provider: MeterProv
 
 def main() -> None:
     variant, base_url = sys.argv[1], sys.argv[2]
-    # Content off everywhere: openllmetry records prompts and completions unless told not to.
+    # Content off everywhere: openllmetry records prompts and completions unless told not to
+    # (otel-llm and the official instrumentation record none by default; openlit: see init).
     os.environ["TRACELOOP_TRACE_CONTENT"] = "false"
-    os.environ["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] = "false"
     provider = TracerProvider()
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     trace.set_tracer_provider(provider)
     metrics.set_meter_provider(meter_provider)
-    extra, arms = instrument(variant, provider, meter_provider)
+    exporter = DropExporter()
+    extra, arms = instrument(variant, provider, meter_provider, exporter)
 
     import openai
 
@@ -162,6 +180,11 @@ def main() -> None:
     reply({"versions": versions(), **extra})
     for line in sys.stdin:
         command = json.loads(line)
+        if command.get("check"):
+            # What the calls so far exported (outside any timing: the flush exports at once).
+            provider.force_flush()
+            reply({"spans": exporter.spans, "names": exporter.names, "costed": exporter.costed})
+            continue
         stream = command["kind"] == "stream"
         if arms is not None:
             multi, with_processor, without = arms

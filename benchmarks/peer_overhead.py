@@ -198,6 +198,34 @@ def cells_of(client: Client) -> list[tuple[str, dict[str, Any]]]:
     return cells
 
 
+def sanity_check(
+    clients: list[Client], plan: list[tuple[Client, str, dict[str, Any]]], warmup: int
+) -> list[str]:
+    """After the warm-up: every instrumented client exported at least one span per call (the
+    spans it made, by name, go into the report), the bare ones none, and otel-llm priced them.
+    Without it, a library that failed to instrument would look cheap."""
+    failures = []
+    for client in clients:
+        calls = warmup * sum(1 for owner, _, _ in plan if owner is client)
+        check = client.ask({"check": True})
+        client.info["warmup_spans"] = {
+            "calls": calls,
+            "spans": check["spans"],
+            "by_name": check["names"],
+            "with_cost": check["costed"],
+        }
+        name = client.variant.name
+        if client.variant.family == "bare":
+            if check["spans"]:
+                failures.append(f"{name} exported {check['spans']} spans, expected none")
+        elif check["spans"] < calls:
+            failures.append(f"{name} exported {check['spans']} spans for {calls} calls")
+        elif client.variant.family == "otel-llm" and check["costed"] < calls // 2:
+            # Half: the A/B's "processor off" cells export unpriced spans.
+            failures.append(f"{name}: {check['costed']} priced spans for {calls} calls")
+    return failures
+
+
 def overhead(
     results: dict[str, list[tuple[float, float]]], cell: str, base: str, index: int
 ) -> float:
@@ -207,10 +235,27 @@ def overhead(
     )
 
 
+def measure(
+    plan: list[tuple[Client, str, dict[str, Any]]], rounds: int, calls: int
+) -> dict[str, list[tuple[float, float]]]:
+    """Per cell, one (wall, CPU) µs per call for every round."""
+    results: dict[str, list[tuple[float, float]]] = {cell: [] for _, cell, _ in plan}
+    for number in range(rounds):
+        # Rotate the order so that drift on a shared machine is spread over every variant.
+        shift = number * len(plan) // max(1, rounds)
+        for client, cell, command in plan[shift:] + plan[:shift]:
+            answer = client.ask({**command, "calls": calls})
+            results[cell].append(
+                (answer["wall_ns"] / calls / 1000, answer["cpu_ns"] / calls / 1000)
+            )
+        print(f"round {number + 1}/{rounds} done", file=sys.stderr)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--calls", type=int, default=200, help="calls per cell per round")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=100, help="calls per cell per round")
     parser.add_argument("--warmup", type=int, default=300, help="calls per cell before timing")
     parser.add_argument(
         "--otel-llm",
@@ -238,17 +283,13 @@ def main() -> int:
         print(f"warming up ({args.warmup} calls per cell) ...", file=sys.stderr)
         for client, _, command in plan:
             client.ask({**command, "calls": args.warmup})
-        results: dict[str, list[tuple[float, float]]] = {cell: [] for _, cell, _ in plan}
+        failures = sanity_check(clients, plan, args.warmup)
+        if failures:
+            for failure in failures:
+                print(f"sanity check failed: {failure}", file=sys.stderr)
+            return 1
         started = time.monotonic()
-        for number in range(args.rounds):
-            # Rotate the order so that drift on a shared machine is spread over every variant.
-            shift = number * len(plan) // max(1, args.rounds)
-            for client, cell, command in plan[shift:] + plan[:shift]:
-                answer = client.ask({**command, "calls": args.calls})
-                results[cell].append(
-                    (answer["wall_ns"] / args.calls / 1000, answer["cpu_ns"] / args.calls / 1000)
-                )
-            print(f"round {number + 1}/{args.rounds} done", file=sys.stderr)
+        results = measure(plan, args.rounds, args.calls)
         seconds = time.monotonic() - started
     finally:
         for client in clients:
@@ -289,16 +330,21 @@ def summarise(
                 "cpu_us": statistics.median(r[1] for r in results[cell]),
                 "wall_over_bare_us": overhead(results, cell, bare, 0),
                 "cpu_over_bare_us": overhead(results, cell, bare, 1),
+                # Contention only ever adds CPU time: the difference of the minima is a second,
+                # less noise-prone estimate on a busy machine.
+                "cpu_over_bare_min_us": min(r[1] for r in results[cell])
+                - min(r[1] for r in results[bare]),
                 "rounds": [[round(w, 1), round(c, 1)] for w, c in results[cell]],
             }
             if "otel_llm_path" in client.info:
                 row["otel_llm_path"] = client.info["otel_llm_path"]
+            row["warmup_spans"] = client.info.get("warmup_spans")
     # Ratios to otel-llm on the same openai line (otel-llm@openai2 for the openai 2.x peers).
     reference = {"3": "otel-llm", "2": "otel-llm@openai2"}
     for name, row in rows.items():
         ours = rows.get(reference[row["openai_line"]])
         for kind in ("chat", "stream"):
-            if ours is None or name.startswith("bare"):
+            if ours is None or name.startswith("bare") or name.endswith("processor off"):
                 continue
             theirs_cpu, ours_cpu = row[kind]["cpu_over_bare_us"], ours[kind]["cpu_over_bare_us"]
             row[kind]["cpu_ratio_to_otel_llm"] = theirs_cpu / ours_cpu if ours_cpu > 0 else None
@@ -336,11 +382,18 @@ def print_table(report: dict[str, Any]) -> None:
     for name, row in rows.items():
         pinned = ", ".join(f"{k} {v}" for k, v in row["versions"].items())
         print(f"  {name:24} {pinned}")
+    print("\nspans exported per call in the warm-up (by name), the sanity check:")
+    for name, row in rows.items():
+        spans = row["warmup_spans"]
+        if spans is None or name.endswith("processor off"):
+            continue
+        names = ", ".join(f"{n} {c / spans['calls']:.2f}" for n, c in spans["by_name"].items())
+        print(f"  {name:24} {spans['spans'] / spans['calls']:.2f}  {names}")
     for kind, title in (("chat", "non-streaming chat"), ("stream", "streaming chat (8 deltas)")):
         print(f"\n{title}: µs per call (medians over rounds); overhead = minus the bare client")
         print(
             f"  {'variant':24} {'openai':>6} {'wall':>8} {'CPU':>8} "
-            f"{'+wall':>8} {'+CPU':>8} {'+CPU / otel-llm':>16}"
+            f"{'+wall':>8} {'+CPU':>8} {'+CPU/otel-llm':>14} {'+CPU(min)':>10}"
         )
         for name, row in rows.items():
             cell = row[kind]
@@ -351,7 +404,8 @@ def print_table(report: dict[str, Any]) -> None:
                 f"  {name:24} {row['openai_line']:>6} {cell['wall_us']:8.0f} {cell['cpu_us']:8.0f} "
                 f"{'' if extra else format(cell['wall_over_bare_us'], '8.0f'):>8} "
                 f"{'' if extra else format(cell['cpu_over_bare_us'], '8.0f'):>8} "
-                f"{ratio_text:>16}"
+                f"{ratio_text:>14} "
+                f"{'' if extra else format(cell['cpu_over_bare_min_us'], '10.0f'):>10}"
             )
     share = report["processor_share_us"]
     if share:
