@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # tests.support: the virtualenv cache and the fake server
@@ -272,7 +274,11 @@ def main() -> int:
         v for v in variants(otel_llm) if not args.only or v.family == "bare" or v.name in args.only
     ]
     print(f"building/reusing {len(chosen)} virtualenvs ...", file=sys.stderr)
-    pythons = {v.name: venv_python(venv_for(v, otel_llm)) for v in chosen}
+    try:
+        pythons = {v.name: venv_python(venv_for(v, otel_llm)) for v in chosen}
+    except pytest.fail.Exception as failure:  # how the tests' helper reports a failed build
+        print(failure.msg, file=sys.stderr)
+        return 1
 
     server, base_url = start_server()
     clients: list[Client] = []
