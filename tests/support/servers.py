@@ -50,6 +50,11 @@ class HTTPServer(ThreadingHTTPServer):
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        # Without TCP_NODELAY, Nagle's algorithm holds a response's second send (the body after
+        # the headers, the next SSE event) until the client has ACKed the first, and the client
+        # delays that ACK by ~40 ms: every response on a reused connection waited for it.
+        with contextlib.suppress(OSError):
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.connections_lock:
             self.connections.add(request)
         super().process_request(request, client_address)
