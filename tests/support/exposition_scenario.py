@@ -5,7 +5,7 @@ The golden files next to the test (tests/data/exposition/) were written by this 
 against the implementation that recorded into prometheus_client's own metric objects (main at
 25dad46), before the metrics moved to plain accumulators rendered by a custom Collector:
 
-    PYTHONPATH=/path/to/old/checkout python tests/support/exposition_scenario.py tests/data/exposition
+    PYTHONPATH=/old/checkout python tests/support/exposition_scenario.py tests/data/exposition
 
 so it imports nothing from ``tests`` (run as a script, only ``otel_llm`` comes from
 PYTHONPATH). Time is virtual: ``time.time`` and ``time.monotonic`` are replaced while the calls
@@ -24,7 +24,7 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -119,6 +119,12 @@ _CALLS: list[tuple[str, float, float, float, bool, dict[str, Any]]] = [
         "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o\ud800\x00",
         "gen_ai.usage.input_tokens": 20, "gen_ai.usage.output_tokens": 2, FEATURE: "search",
     }),
+    # The first series 0.9 s after its first call: exemplars only in buckets that had none.
+    ("checkout", 0.1, 0.9, 0.5, False, {
+        "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.response.model": "gpt-4o-mini-2024-07-18", "gen_ai.usage.input_tokens": 1500,
+        "gen_ai.usage.output_tokens": 200, FEATURE: "search",
+    }),
     # Refused before any token: an error type, unpriced for that reason.
     ("checkout", 0.2, 0.8, 0.05, True, {
         "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
@@ -156,12 +162,11 @@ _CALLS: list[tuple[str, float, float, float, bool, dict[str, Any]]] = [
         "gen_ai.usage.input_tokens": "1200", "gen_ai.usage.output_tokens": -5,
         FEATURE: "search",
     }),
-    # The first series again, over a second later: fresh exemplars, new trace id.
-    ("checkout", 1.5, 3.7, 0.36, False, {
-        "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
-        "gen_ai.response.model": "gpt-4o-mini-2024-07-18", "gen_ai.usage.input_tokens": 1100,
-        "gen_ai.usage.output_tokens": 280, "gen_ai.usage.cache_read.input_tokens": 300,
-        FEATURE: "search",
+    # The streamed series again, over a second later: fresh exemplars, new trace id.
+    ("checkout", 1.5, 3.8, 2.9, False, {
+        "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+        "gen_ai.request.stream": True, "gen_ai.response.time_to_first_chunk": 0.3,
+        "gen_ai.usage.input_tokens": 120, "gen_ai.usage.output_tokens": 950, FEATURE: "search",
     }),
 ]  # fmt: skip
 
@@ -263,7 +268,8 @@ def expositions() -> dict[str, bytes]:
     """Every exposition of the scenario, by golden file name."""
     processor_text, processor_om = processor_expositions()
     collector_text, collector_om = collector_expositions()
-    return dict(zip(FILES, (processor_text, processor_om, collector_text, collector_om)))
+    bodies = (processor_text, processor_om, collector_text, collector_om)
+    return dict(zip(FILES, bodies, strict=True))
 
 
 if __name__ == "__main__":
