@@ -113,7 +113,7 @@ class CollectorService(Background):
         # At 0 from start-up, like the service's own series: an alert's increase() then sees
         # the first failure too.
         for stage in (ERROR_STAGE, CALL_SINK_STAGE):
-            recorder.errors.labels(stage=stage)
+            recorder.record_error(stage, 0)
         pricing = PricingOptions.from_settings(
             price_book=price_book,
             price_overrides=price_overrides,
