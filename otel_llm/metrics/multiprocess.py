@@ -95,6 +95,6 @@ class ClientSeries:
                 self._child("tokens", kind).inc(count)
         priced = derived.priced
         if isinstance(priced, Cost):
-            self._child("cost").inc(float(priced.amount))
+            self._child("cost").inc(priced.amount_float)
         else:
             self._child("unpriced", priced.reason).inc(1)
