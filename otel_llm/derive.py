@@ -59,25 +59,29 @@ class Derived:
         priced = self.priced
         if isinstance(priced, Unpriced):
             return {sc.OTEL_LLM_COST_UNPRICED_REASON: priced.reason}
+        # The floats straight from the cost's exact form: no Decimal is made for a flat price.
+        amount, input_, cache_read, cache_write, output, request = priced.floats()
+        source, price_data, provider_id, model_id = priced.identity
         attributes: dict[str, Any] = {
-            sc.GEN_AI_USAGE_COST_AMOUNT: float(priced.amount),
+            sc.GEN_AI_USAGE_COST_AMOUNT: amount,
             sc.GEN_AI_USAGE_COST_CURRENCY: sc.CURRENCY_USD,
-            sc.GEN_AI_USAGE_COST_SOURCE: priced.source,
-            sc.OTEL_LLM_COST_PRICE_DATA: priced.price_data,
+            sc.GEN_AI_USAGE_COST_SOURCE: source,
+            sc.OTEL_LLM_COST_PRICE_DATA: price_data,
         }
-        if priced.provider_id is not None:
-            attributes[sc.OTEL_LLM_COST_PROVIDER_ID] = priced.provider_id
-        if priced.model_id is not None:
-            attributes[sc.OTEL_LLM_COST_MODEL_ID] = priced.model_id
-        for name, part in (
-            (sc.OTEL_LLM_COST_INPUT, priced.input),
-            (sc.OTEL_LLM_COST_CACHE_READ, priced.cache_read),
-            (sc.OTEL_LLM_COST_CACHE_WRITE, priced.cache_write),
-            (sc.OTEL_LLM_COST_OUTPUT, priced.output),
-            (sc.OTEL_LLM_COST_REQUEST, priced.request),
-        ):
-            if part is not None:
-                attributes[name] = float(part)
+        if provider_id is not None:
+            attributes[sc.OTEL_LLM_COST_PROVIDER_ID] = provider_id
+        if model_id is not None:
+            attributes[sc.OTEL_LLM_COST_MODEL_ID] = model_id
+        if input_ is not None:
+            attributes[sc.OTEL_LLM_COST_INPUT] = input_
+        if cache_read is not None:
+            attributes[sc.OTEL_LLM_COST_CACHE_READ] = cache_read
+        if cache_write is not None:
+            attributes[sc.OTEL_LLM_COST_CACHE_WRITE] = cache_write
+        if output is not None:
+            attributes[sc.OTEL_LLM_COST_OUTPUT] = output
+        if request is not None:
+            attributes[sc.OTEL_LLM_COST_REQUEST] = request
         return attributes
 
 

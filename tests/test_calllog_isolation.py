@@ -424,6 +424,28 @@ def test_a_database_failure_is_retried_not_quarantined(pg_cluster: Any) -> None:
         store.close()
 
 
+def test_a_revoked_grant_is_the_databases_failure_not_the_records(
+    pg_cluster: Any,  # noqa: F811
+) -> None:
+    """A table renamed away (SQLSTATE class 42) would make every record fail alike: the write
+    raises for the writer to retry, and no call is sent to the bounded dead letters."""
+    url = pg_cluster.create_database()
+    store = open_store(url)
+    try:
+        assert store.write(make_records(5)) == 5
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("ALTER TABLE llm_calls RENAME TO llm_calls_away")
+        later = make_records(5, seed=8)
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            store.write(later)
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("ALTER TABLE llm_calls_away RENAME TO llm_calls")
+        assert store.dead_letter_count() == 0
+        assert store.write(later) == 5
+    finally:
+        store.close()
+
+
 # --- the limits, one by one ---------------------------------------------------------------------
 
 _NOW = datetime(2026, 3, 15, 12, tzinfo=UTC)

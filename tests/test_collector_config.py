@@ -167,7 +167,7 @@ class _Traffic:
         )
         provider.add_span_processor(processor)
         self.provider = provider
-        self.pipeline = demo.Pipeline(provider, exporter, self.registry, processor, 10**9)
+        self.pipeline = demo.Pipeline(provider, exporter, self.registry, processor)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 

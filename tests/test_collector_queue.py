@@ -260,3 +260,146 @@ def test_metrics_gauges_read_the_live_queue(tmp_path: Path) -> None:
         assert item is not None
         queue.ack(item)
         assert registry.get_sample_value("otel_llm_collector_queue_bytes") == 200
+
+
+# --- two consumers: the forwarder and the call log read every batch ------------------------------
+
+BOTH = ("upstream", "calls")
+
+
+def test_a_batch_is_deleted_only_once_every_consumer_acknowledged_it(tmp_path: Path) -> None:
+    with DiskQueue(tmp_path, max_bytes=100, consumers=BOTH) as queue:
+        queue.put(b"a" * 60, spans=2)
+        forwarded = queue.get(timeout=0)
+        assert forwarded is not None
+        assert forwarded.consumer == "upstream"
+        queue.ack(forwarded)
+        assert queue.get(timeout=0) is None  # the forwarder is done with it ...
+        assert (queue.batches, queue.bytes, queue.waiting("calls")) == (1, 60, 1)
+        with pytest.raises(QueueFull):  # ... but it still counts against the bound
+            queue.put(b"b" * 60, spans=1)
+        assert len(_files(tmp_path, ".batch")) == 1
+        assert len(_files(tmp_path, ".upstream.done")) == 1
+        logged = queue.get(timeout=0, consumer="calls")
+        assert logged is not None
+        assert logged.payload == b"a" * 60
+        queue.ack(logged)
+        assert (queue.batches, queue.bytes, queue.spans) == (0, 0, 0)
+        # The batch and its marker are gone together.
+        assert not _files(tmp_path, ".batch")
+        assert not _files(tmp_path, ".done")
+        queue.put(b"b" * 60, spans=1)  # room again
+
+
+def test_each_consumer_recovers_what_it_had_not_acknowledged(tmp_path: Path) -> None:
+    with DiskQueue(tmp_path, max_bytes=10_000, consumers=BOTH) as queue:
+        for payload in (b"one", b"two", b"three"):
+            queue.put(payload, spans=1)
+        for _ in range(2):  # the forwarder sent two, the call log stored one: then SIGKILL
+            item = queue.get(timeout=0)
+            assert item is not None
+            queue.ack(item)
+        logged = queue.get(timeout=0, consumer="calls")
+        assert logged is not None
+        queue.ack(logged)
+        in_flight = queue.get(timeout=0, consumer="calls")  # taken, never acknowledged
+        assert in_flight is not None
+    with DiskQueue(tmp_path, max_bytes=10_000, consumers=BOTH) as queue:
+        assert queue.batches == 3 - 1  # "one": acknowledged by both, deleted
+        upstream = [queue.get(timeout=0) for _ in range(2)]
+        assert [item.payload for item in upstream if item] == [b"three"]
+        calls = [queue.get(timeout=0, consumer="calls") for _ in range(3)]
+        assert [item.payload for item in calls if item] == [b"two", b"three"]
+
+
+def test_markers_without_their_batch_are_deleted_before_a_seq_is_reused(tmp_path: Path) -> None:
+    # A crash between deleting a batch and its marker must not mark the next batch of that seq
+    # done: the queue is empty, so seqs start again from 1.
+    with DiskQueue(tmp_path, max_bytes=10_000, consumers=BOTH) as queue:
+        queue.put(b"old", spans=1)
+    (batch,) = _files(tmp_path, ".batch")
+    (tmp_path / batch).unlink()
+    (tmp_path / f"{batch}.calls.done").touch()
+    with DiskQueue(tmp_path, max_bytes=10_000, consumers=BOTH) as queue:
+        assert not _files(tmp_path, ".done")
+        queue.put(b"new", spans=1)
+        assert _files(tmp_path, ".batch") == [batch]  # the same name again
+        item = queue.get(timeout=0, consumer="calls")
+        assert item is not None
+        assert item.payload == b"new"
+
+
+def test_a_batch_every_consumer_of_this_run_had_is_deleted_on_open(tmp_path: Path) -> None:
+    # Written with the call log on and forwarded; restarted with the call log off: nobody is
+    # left to read it.
+    with DiskQueue(tmp_path, max_bytes=10_000, consumers=BOTH) as queue:
+        queue.put(b"x", spans=1)
+        item = queue.get(timeout=0)
+        assert item is not None
+        queue.ack(item)
+    with DiskQueue(tmp_path, max_bytes=10_000) as queue:
+        assert queue.batches == 0
+        assert queue.get(timeout=0) is None
+    assert not _files(tmp_path, ".batch")
+    assert not _files(tmp_path, ".done")
+
+
+def test_a_damaged_batch_is_dropped_for_every_consumer(tmp_path: Path) -> None:
+    with DiskQueue(tmp_path, max_bytes=10_000, consumers=BOTH) as queue:
+        queue.put(b"bitrot", spans=5)
+        queue.put(b"good", spans=1)
+        (damaged, _) = (tmp_path / name for name in _files(tmp_path, ".batch"))
+        data = bytearray(damaged.read_bytes())
+        data[-1] ^= 0xFF
+        damaged.write_bytes(bytes(data))
+        item = queue.get(timeout=0, consumer="calls")
+        assert item is not None
+        assert item.payload == b"good"
+        assert queue.take_corrupt() == 5  # counted once
+        item = queue.get(timeout=0)
+        assert item is not None
+        assert item.payload == b"good"
+        assert queue.take_corrupt() == 0
+        assert queue.batches == 1
+
+
+def test_consumer_names_are_checked(tmp_path: Path) -> None:
+    for consumers in ((), ("calls", "calls"), ("../x",)):
+        with pytest.raises(ValueError, match="consumer"):
+            DiskQueue(tmp_path, max_bytes=100, consumers=consumers)
+    with DiskQueue(tmp_path, max_bytes=100) as queue, pytest.raises(ValueError, match="calls"):
+        queue.get(timeout=0, consumer="calls")
+
+
+def test_a_memo_goes_to_its_consumer_once_within_its_bound_and_never_to_disk(
+    tmp_path: Path,
+) -> None:
+    with DiskQueue(
+        tmp_path, max_bytes=10_000, consumers=BOTH, memo_consumer="calls", memo_max_bytes=10
+    ) as queue:
+        queue.put(b"a" * 6, spans=1, memo=["calls of a"])
+        queue.put(b"b" * 6, spans=1, memo=["calls of b"])  # over the bound: not kept
+        forwarded = queue.get(timeout=0)
+        assert forwarded is not None
+        assert forwarded.memo is None  # not the memo consumer
+        first = queue.get(timeout=0, consumer="calls")
+        second = queue.get(timeout=0, consumer="calls")
+        assert first is not None
+        assert second is not None
+        assert (first.memo, second.memo) == (["calls of a"], None)
+        queue.release(first)
+        again = queue.get(timeout=0, consumer="calls")
+        assert again is not None
+        assert again.memo is None  # taken once: derived from the payload from now on
+        queue.put(b"c" * 6, spans=1, memo=["calls of c"])  # room again in the bound
+        queue.ack(second)
+        third = queue.get(timeout=0, consumer="calls")
+        assert third is not None
+        assert third.memo == ["calls of c"]
+    with DiskQueue(tmp_path, max_bytes=10_000, consumers=BOTH, memo_consumer="calls") as queue:
+        items = [queue.get(timeout=0, consumer="calls") for _ in range(3)]
+        # "a" and "c" (never acknowledged by the call log), without their memos.
+        assert [(item.payload, item.memo) for item in items if item] == [
+            (b"a" * 6, None),
+            (b"c" * 6, None),
+        ]

@@ -370,6 +370,7 @@ def test_already_priced_spans_are_forwarded_unchanged_and_not_counted_again(
     assert sample(service.registry, sc.PROM_COST, **genai_labels("gpt-4o-mini")) is None
     assert sample(app_registry, sc.PROM_COST, **genai_labels("gpt-4o-mini")) is not None
     # ... but the call sink still gets every call, once, marked as measured elsewhere.
+    wait_until(lambda: len(calls) >= len(GENAI))
     assert sorted(call.span.name for call in calls) == sorted(GENAI)
     assert not any(call.measured for call in calls)
     cached = next(call for call in calls if call.span.name == "cached")
@@ -417,6 +418,7 @@ def test_nested_llm_spans_in_one_request_are_priced_once(
     assert sc.GEN_AI_USAGE_COST_AMOUNT not in arrived["outer"].attributes
     assert sc.GEN_AI_USAGE_COST_AMOUNT in arrived["inner"].attributes
     assert sc.OTEL_LLM_CALL_COUNTED_IN not in arrived["inner"].attributes
+    wait_until(lambda: service.queue is not None and service.queue.batches == 0)
     assert [call.span.name for call in calls] == ["inner"]
     tokens = sample(
         service.registry, sc.PROM_TOKENS, **genai_labels("gpt-4o-mini", gen_ai_token_type="input")
@@ -456,17 +458,60 @@ def test_a_span_that_breaks_derivation_is_forwarded_unchanged_and_counted(
     assert errors == 1
 
 
-def test_a_failing_call_sink_does_not_fail_the_request(
+def test_a_failing_call_sink_fails_no_request_and_gets_every_call_once_it_is_back(
     make_service: Callable[..., CollectorService], upstream: OTLPReceiver
 ) -> None:
-    def broken_sink(calls: Sequence[EnrichedCall]) -> None:
-        raise RuntimeError("the call log is down")
+    down = threading.Event()
+    down.set()
+    stored: list[EnrichedCall] = []
 
-    service = make_service(upstream, call_sink=broken_sink)
+    def sink(calls: Sequence[EnrichedCall]) -> None:
+        if down.is_set():
+            raise RuntimeError("the call log is down")
+        stored.extend(calls)
+
+    service = make_service(
+        upstream, call_sink=sink, retry_initial_backoff=0.05, retry_max_backoff=0.1
+    )
     run_app(SimpleSpanProcessor(grpc_exporter(service)))
     assert len(upstream.wait_for_spans(len(GENAI) + len(PLAIN))) == len(GENAI) + len(PLAIN)
-    errors = sample(service.registry, "otel_llm_processor_errors_total", stage="call_sink")
-    assert errors == len(GENAI)  # one request per span (SimpleSpanProcessor), each accepted
+    wait_until(
+        lambda: (
+            (sample(service.registry, "otel_llm_processor_errors_total", stage="call_sink") or 0)
+            >= 2
+        )
+    )
+    queue = service.queue
+    assert queue is not None
+    # Forwarded, but kept on disk for the call log: one request per span (SimpleSpanProcessor).
+    wait_until(lambda: queue.waiting("upstream") == 0)  # its ack follows the upstream's reply
+    assert queue.waiting("calls") == queue.batches == len(GENAI) + len(PLAIN)
+    down.clear()
+    wait_until(lambda: queue.batches == 0)
+    assert sorted(call.span.name for call in stored) == sorted(GENAI)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_without_an_upstream_the_queue_feeds_the_call_sink(
+    make_service: Callable[..., CollectorService], tmp_path: Path
+) -> None:
+    stored: list[EnrichedCall] = []
+    service = make_service(call_sink=stored.extend)
+    run_app(SimpleSpanProcessor(grpc_exporter(service)))
+    queue = service.queue
+    assert queue is not None
+    assert queue.consumers == ("calls",)
+    wait_until(lambda: len(stored) == len(GENAI))
+    wait_until(lambda: queue.batches == 0)
+    assert sorted(call.span.name for call in stored) == sorted(GENAI)
+    _, details = service.health()
+    assert details["queue"]["waiting"] == {"calls": 0}
 
 
 # --- the HTTP receiver --------------------------------------------------------------------------
@@ -760,12 +805,17 @@ def test_stop_drains_a_request_in_flight_and_keeps_it(
 ) -> None:
     entered, release = threading.Event(), threading.Event()
 
-    def slow_sink(calls: Sequence[EnrichedCall]) -> None:
-        entered.set()
-        release.wait(10)
+    class SlowBook(PriceBook):
+        """Holds the first request in pricing, i.e. in flight, until released."""
+
+        def price(self, call: LLMCall, start_time_ns: int) -> Cost | Unpriced:
+            if not entered.is_set():
+                entered.set()
+                release.wait(10)
+            return super().price(call, start_time_ns)
 
     queue_dir = tmp_path / "drain-queue"
-    service = make_service(upstream, call_sink=slow_sink, queue_dir=queue_dir)
+    service = make_service(upstream, price_book=SlowBook(), queue_dir=queue_dir)
     url = http_url(service)
     body = one_span_request(
         "llm",

@@ -279,6 +279,22 @@ def test_first_chunk_delay_and_chunk_delay(server: FakeLLMServer, oai: openai.Op
     assert 0.1 <= time.monotonic() - started < 0.9
 
 
+def test_answers_on_a_reused_connection_are_not_held_back(oai: openai.OpenAI) -> None:
+    """Each answer arrives at once on a keep-alive connection: without TCP_NODELAY, Nagle held
+    the body back until the client's delayed ACK of the headers (>= 40 ms per call on Linux)."""
+    oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # opens the connection
+    for stream in (False, True):
+        seconds = []
+        for _ in range(9):
+            started = time.perf_counter()
+            answer = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=stream)
+            if stream:
+                assert len(list(answer)) == 5  # role, three deltas, finish
+            seconds.append(time.perf_counter() - started)
+        # The median: a busy machine delays some calls; Nagle delayed every one of them.
+        assert sorted(seconds)[4] < 0.02, (stream, seconds)
+
+
 # -- OpenAI Responses API -------------------------------------------------------------------------
 
 

@@ -41,6 +41,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "otel_llm.pricing",
             "otel_llm.derive",
             "otel_llm.pricer",
+            "otel_llm.background",
             "otel_llm.httpserver",
         ),
     ),

@@ -1,4 +1,4 @@
-"""``Rates.price`` against genai-prices' own calculation, for every price of its snapshot.
+"""Our prices against genai-prices' own calculation, for every price of its snapshot.
 
 ``Rates`` is a re-implementation of ``genai_prices.types.ModelPrice.calc_price`` restricted to
 the five token counts a span reports. genai-prices is the oracle: for every model of every
@@ -6,7 +6,8 @@ provider, every conditional (time-dependent) price and every request-context var
 grid of usages chosen to hit each code path (no usage, cache reads only, cache writes only,
 reasoning, and both sides of every tier threshold in the data) plus random usages, the total
 must be *exactly* genai-prices' ``total_price`` and the input/output split its
-``input_price``/``output_price``.
+``input_price``/``output_price`` -- on the integer path (``Rates.units``) wherever the prices are
+flat, and on the Decimal path (``Rates.decimal_price``) for every price.
 """
 
 from __future__ import annotations
@@ -129,23 +130,41 @@ def _reference(price: gp.ModelPrice, usage: Usage5) -> Reference | None:
 
 
 def _check(case: PriceCase, usage: Usage5, rates: Rates | None = None) -> bool:
-    """Assert our price equals the reference; False when the reference refused the usage."""
+    """Assert both our paths' prices equal the reference; False when the reference refused the
+    usage. The integer path is taken wherever the prices allow it (``INTEGER_PATH`` counts it),
+    and the Decimal path is checked for every price, as the fallback it is."""
     reference = _reference(case.price, usage)
     if reference is None:
         return False
     rates = rates or Rates.from_model_price(case.price)
-    uncached, cache_read, cache_write, output, request = parts = rates.price(*usage)
-    total = uncached + cache_read + cache_write + output + request
-    if not (
-        all(isinstance(part, Decimal) and part >= 0 for part in parts)
-        and total == reference.total
-        and uncached + cache_read + cache_write == reference.input
-        and output == reference.output
-        # The request fee is the only part without a direction.
-        and request == reference.total - reference.input - reference.output
-    ):
-        pytest.fail(f"{case.label} {case.price} usage={usage}: ours={parts} ref={reference}")
+    paths = [rates.decimal_price(*usage)]
+    found = rates.units(*usage)
+    if found is not None:
+        INTEGER_PATH["checked"] += 1
+        cost = Cost.of_units(found[:6], found[6], "local", "test", None, None)
+        paths.append((cost.input, cost.cache_read, cost.cache_write, cost.output, cost.request))
+        if cost.amount != reference.total:
+            pytest.fail(f"{case.label} usage={usage}: total {cost.amount} != {reference.total}")
+    for parts in paths:
+        uncached, cache_read, cache_write, output, request = parts
+        total = uncached + cache_read + cache_write + output + request
+        if not (
+            all(isinstance(part, Decimal) and part >= 0 for part in parts)
+            and total == reference.total
+            and uncached + cache_read + cache_write == reference.input
+            and output == reference.output
+            # The request fee is the only part without a direction.
+            and request == reference.total - reference.input - reference.output
+        ):
+            pytest.fail(f"{case.label} {case.price} usage={usage}: ours={parts} ref={reference}")
     return True
+
+
+INTEGER_PATH = {"checked": 0}
+
+
+def _flat(price: gp.ModelPrice) -> bool:
+    return not any(isinstance(getattr(price, key), gp.TieredPrices) for key in PRICE_KEYS)
 
 
 @pytest.fixture(autouse=True)
@@ -176,19 +195,26 @@ def test_the_snapshot_is_covered() -> None:
 
 def test_every_price_on_the_grid() -> None:
     checked = skipped = 0
+    INTEGER_PATH["checked"] = 0
+    flat_checked = 0
     for case in ALL_PRICES:
         rates = Rates.from_model_price(case.price)
         # Prices without tiers cannot react to a threshold: the threshold rows are for the tiered.
-        tiered = any(isinstance(getattr(case.price, key), gp.TieredPrices) for key in PRICE_KEYS)
-        for usage in BASE_GRID + TIER_GRID if tiered else BASE_GRID:
+        flat = _flat(case.price)
+        # Every flat price of the data is compiled for the integer path; tiered ones are not.
+        assert (rates.compiled is not None) == flat, case.label
+        for usage in BASE_GRID if flat else BASE_GRID + TIER_GRID:
             if _check(case, usage, rates):
                 checked += 1
+                flat_checked += flat
             else:
                 skipped += 1
     # Every grid usage is consistent (parts within their wholes): genai-prices should price
     # nearly all of them. Skips are only allowed as a small minority.
     assert checked > 40_000
     assert skipped <= checked // 100, (checked, skipped)
+    # The grid's usages are all small enough: every flat price was checked on the integer path.
+    assert INTEGER_PATH["checked"] == flat_checked > 30_000
 
 
 def test_tiers_are_cliffs_on_total_input() -> None:
@@ -234,17 +260,21 @@ def test_random_usages() -> None:
     def compare(case: PriceCase, usage: Usage5) -> None:
         stats["checked" if _check(case, usage) else "skipped"] += 1
 
+    INTEGER_PATH["checked"] = 0
     compare()
     # The usages are consistent, so genai-prices must have accepted nearly all of them.
     assert stats["checked"] >= 1_000, stats
     assert stats["skipped"] <= stats["checked"] // 100, stats
+    # Most prices are flat, and most usages small enough for the integer path.
+    assert INTEGER_PATH["checked"] >= stats["checked"] // 2, (INTEGER_PATH, stats)
 
 
 # --- the book picks the price in force when the call started ------------------------------------
 
 
 def _instants(model: gp.ModelInfo) -> list[datetime]:
-    """Instants on both sides of every constraint of a time-dependent model."""
+    """Instants on both sides of every constraint of a time-dependent model, each followed by
+    one later in the same second."""
     assert not isinstance(model.prices, gp.ModelPrice)
     instants = [datetime(2023, 1, 1, 12, tzinfo=UTC), datetime(2030, 1, 1, 12, tzinfo=UTC)]
     for conditional in model.prices:
@@ -257,7 +287,10 @@ def _instants(model: gp.ModelInfo) -> list[datetime]:
             for moment in (constraint.start_time, constraint.end_time):
                 start = datetime.combine(day, moment).astimezone(UTC)
                 instants += [start - timedelta(seconds=1), start]
-    return instants
+    # Each followed by the last microsecond of its second: the book reuses a second's prices.
+    return [
+        moment for instant in instants for moment in (instant, instant.replace(microsecond=999_999))
+    ]
 
 
 def _conditional_models() -> list[tuple[gp.Provider, gp.ModelInfo]]:
@@ -272,7 +305,7 @@ def _conditional_models() -> list[tuple[gp.Provider, gp.ModelInfo]]:
 def test_book_uses_the_price_in_force_at_the_start_time() -> None:
     book = PriceBook()
     usage = (250_000, 3_000, 20_000, 10_000, 1_000)
-    compared = distinct_prices = 0
+    compared = distinct_prices = on_integer_path = 0
     for provider, model in _conditional_models():
         resolved = book.resolve(provider.id, model.id)
         if isinstance(resolved, Unpriced) or resolved.model is not model:
@@ -315,8 +348,14 @@ def test_book_uses_the_price_in_force_at_the_start_time() -> None:
                 continue
             assert isinstance(cost, Cost), (model.id, cost)
             assert cost.amount == reference.total_price, (provider.id, model.id, instant)
+            assert cost.amount_float == float(reference.total_price)
+            # A period's flat prices are compiled like any others: the book took the integer path.
+            in_force = Rates.from_model_price(model.get_prices(instant))
+            assert (cost.units is not None) == (in_force.compiled is not None), model.id
+            on_integer_path += cost.units is not None
             amounts.add(cost.amount)
             compared += 1
         distinct_prices += len(amounts) > 1
     assert compared > 500
     assert distinct_prices > 50
+    assert on_integer_path > compared // 2

@@ -10,6 +10,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from otel_llm import settings
+from otel_llm.background import Background
 from otel_llm.calllog.app import (
     JSON_HEADERS,
     MAX_BODY_BYTES,
@@ -90,7 +91,7 @@ def handler_for(app: CallLogApp) -> type[RequestHandler]:
     return type("CallLogHandler", (_Handler,), {"app": app})
 
 
-class CallLogAPI:
+class CallLogAPI(Background):
     """The API served on ``host:port`` (port 0: any free one) in a background thread."""
 
     def __init__(
@@ -146,9 +147,3 @@ class CallLogAPI:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving and close the socket (the store stays open: it is the caller's)."""
         self._server.stop(timeout)
-
-    def __enter__(self) -> CallLogAPI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

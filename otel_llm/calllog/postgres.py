@@ -33,12 +33,16 @@ from otel_llm.calllog.stats import Deadline, Rows
 _MIGRATION_LOCK = 0x6F746C6C  # pg_advisory_xact_lock key: replicas starting together migrate once
 _INCOMING = "llm_calls_incoming"
 _RETRIES = 5
-_TRANSIENT_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58"})
+_TRANSIENT_CLASSES = frozenset(
+    {"08", "25", "28", "3D", "3F", "40", "42", "53", "55", "57", "58", "XX"}
+)
 """SQLSTATE classes of the database's failures, not a record's: connection, transaction
-state, rollback (deadlock), insufficient resources (disk full), object state (lock not
-available), operator intervention (shutdown), system errors. Others -- data exceptions (22:
-NUL in text, out of range), integrity (23), program limits (54: an index row too big) -- are
-a record's: it is quarantined (``isolation.py``)."""
+state, authorization, a missing database or schema, rollback (deadlock), a missing table or a
+revoked grant (42: every record would fail alike, and the dead letters keep only so many),
+insufficient resources (disk full), object state (lock not available), operator intervention
+(shutdown), system and internal errors. Others -- data exceptions (22: NUL in text, out of
+range), integrity (23), program limits (54: an index row too big) -- are a record's: it is
+quarantined (``isolation.py``)."""
 
 
 def _pg(text: str) -> str:
@@ -68,11 +72,18 @@ class PostgresCallStore(SQLCallStore):
         if self._writer is None or self._writer.closed or self._writer.broken:
             if self._writer is not None:
                 self._writer.close()
-            self._writer = psycopg.connect(self.url, autocommit=True)
-            self._writer.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {_INCOMING} "
-                f"(LIKE {schema.CALLS} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
+            connection = psycopg.connect(self.url, autocommit=True)
+            try:
+                connection.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {_INCOMING} "
+                    f"(LIKE {schema.CALLS} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+            except BaseException:
+                # Kept, it would fail every later write for want of its temp table: the next
+                # write connects again instead.
+                connection.close()
+                raise
+            self._writer = connection
         return self._writer
 
     def _read_connection(self) -> psycopg.Connection[Any]:

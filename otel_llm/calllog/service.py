@@ -2,18 +2,21 @@
 
 It owns what a call log needs at run time -- the store, the ``CallLogWriter`` in front of it,
 the ``RetentionJob`` and, when API keys are configured, the query API -- and offers ``sink``,
-the callable ``CollectorService(call_sink=...)`` hands the LLM calls of each accepted request
+the callable ``CollectorService(call_sink=...)`` hands the LLM calls of the accepted requests
 to::
 
     with CallLogService(CallLogConfig.from_settings()) as call_log:
         with CollectorService(CollectorConfig.from_settings(), call_sink=call_log.sink):
             ...
 
-``sink`` runs on the collector's request path, so it only builds records (pure Python, from
-the already derived call and the protobuf span) and queues them: the writer does the I/O in
-its own thread. It never raises. Stop the collector first, then this service, so calls the
-collector accepted last are still written. ``CollectorCallLog`` does all that for
-``otel-llm collector``.
+The collector calls ``sink`` from its call feeder thread with the calls of batches it reads
+back from its durable queue (``otel_llm.collector.feed``), and deletes a batch only once
+``sink`` returned: so ``sink`` writes in that thread (the writer's ``write_now``) and returns
+once the store committed, or raises and gets the same calls again later. Nothing is buffered in
+memory, so a crash loses no acknowledged call (the writer's buffer, batch interval and
+``max_pending`` serve the in-process exporter, not the collector). Stop the collector first,
+then this service, so calls the collector accepted last are still written.
+``CollectorCallLog`` does all that for ``otel-llm collector``.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from otel_llm._cli_types import CommandError
+from otel_llm.background import Background
 from otel_llm.calllog import telemetry
 from otel_llm.calllog.config import CallLogConfig
 from otel_llm.calllog.record import CallRecord, build_record
@@ -48,7 +51,7 @@ class CallLogStartError(Exception):
     configured (unusable key file, address in use)."""
 
 
-class CallLogService:
+class CallLogService(Background):
     """The store, writer, retention job and (with API keys) query API, started and stopped
     together; a context manager.
 
@@ -175,23 +178,14 @@ class CallLogService:
                 _logger.exception("otel-llm: closing the call log store failed")
         return written
 
-    def __enter__(self) -> CallLogService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # --- the collector's call sink --------------------------------------------------------------
     def sink(self, calls: Sequence[EnrichedCall]) -> None:
-        """Queue the records of the collector's LLM calls; never raises, never waits on I/O."""
+        """Store the records of the collector's LLM calls; returns once the store committed
+        them, raises when it could not (the collector keeps them and offers them again). A
+        call whose record cannot be built is skipped, logged and counted (``skipped``)."""
         writer = self._writer
         if writer is None:
-            return  # not started (or stopped): nothing to write to
+            raise RuntimeError("the call log is not started")
         records: list[CallRecord] = []
         for call in calls:
             try:
@@ -203,7 +197,7 @@ class CallLogService:
             if record is not None:
                 records.append(record)
         if records:
-            writer.add(records)  # never raises, never blocks
+            writer.write_now(records)
 
     def record_of(self, call: EnrichedCall) -> CallRecord | None:
         """The record of one enriched call; None for a span without ids (its id would

@@ -7,6 +7,10 @@ call the store cannot take is quarantined by the store, the rest of its batch st
 (``isolation.py``); a batch the database fails (a restarting database) is retried with backoff
 a few times, then dropped; calls that find the queue full are dropped too. All are counted and
 logged, never silently lost.
+
+``write_now`` is the other way in, for a caller that keeps the calls durably itself until they
+are stored (the collector's queue): it writes in the caller's thread and raises when the
+database fails, dropping nothing -- the caller offers the calls again.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from otel_llm import settings
 from otel_llm.calllog.record import CallRecord
@@ -101,6 +105,30 @@ class CallLogWriter:
                 self.dropped,
             )
         return len(accepted)
+
+    def write_now(self, records: Sequence[CallRecord]) -> int:
+        """Write ``records`` in the caller's thread, in transactions of at most ``batch_size``;
+        the number newly stored. A call the store cannot take is quarantined by it, as in the
+        background path. Raises what the store raised when the database failed (counted in
+        ``failed_writes``; nothing is dropped: the caller still has the records and offers them
+        again, and the transactions already committed then count as duplicates)."""
+        stored = 0
+        for start in range(0, len(records), self.batch_size):
+            batch = records[start : start + self.batch_size]
+            try:
+                result = self._store.write_batch(batch)
+            except Exception:
+                with self._condition:
+                    self.failed_writes += 1
+                raise
+            quarantined = len(result.quarantined)
+            with self._condition:
+                self.written += result.stored
+                self.duplicates += len(batch) - result.stored - quarantined
+                self.quarantined += quarantined
+                self.dropped += result.evicted
+            stored += result.stored
+        return stored
 
     @property
     def pending(self) -> int:

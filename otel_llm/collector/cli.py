@@ -48,7 +48,8 @@ class Running(Protocol):
 
     @property
     def sink(self) -> Callable[[Sequence[EnrichedCall]], None] | None:
-        """The service's ``call_sink`` (None: none)."""
+        """The service's ``call_sink`` (None: none): stores the calls it is given before it
+        returns, raises when it cannot (``otel_llm.collector.feed.CallSink``)."""
 
     def start(self, registry: CollectorRegistry) -> None:
         """Start before the service; its own metrics go on ``registry``. CommandError when

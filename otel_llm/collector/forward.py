@@ -11,27 +11,17 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
 
+from otel_llm.background import Background
+from otel_llm.collector.backoff import Sleep, backoff_delay
 from otel_llm.collector.queue import DiskQueue, QueueItem
 from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.collector.upstream import SendResult, Upstream
 
 _logger = logging.getLogger(__name__)
 
-Sleep = Callable[[threading.Event, float], bool]
-"""``sleep(stop, seconds)``: wait ``seconds`` unless ``stop`` is set first; True if it was."""
 
-
-def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Seconds to wait before retry number ``attempt + 1``: doubling from ``initial`` up to
-    ``maximum``, drawn from the upper half of that step so workers retrying together spread
-    out, and never below ``initial``."""
-    high = min(maximum, initial * 2.0 ** min(attempt, 62))
-    return rng.uniform(max(initial, high / 2), high)
-
-
-class Forwarder:
+class Forwarder(Background):
     """Worker threads that take batches from ``queue`` and send them to ``upstream``.
 
     A batch is acknowledged (deleted from the queue) once the upstream accepted it or refused
@@ -79,7 +69,7 @@ class Forwarder:
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._rng_lock = threading.Lock()
 
-    def start(self) -> None:
+    def start(self) -> Forwarder:
         self._count_corrupt()  # damaged files found when the queue was opened
         for index in range(self._workers):
             thread = threading.Thread(
@@ -87,6 +77,7 @@ class Forwarder:
             )
             thread.start()
             self._threads.append(thread)
+        return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stops the workers: a send under way may finish (up to ``timeout`` seconds in all),
@@ -103,13 +94,6 @@ class Forwarder:
             if thread.is_alive():
                 _logger.warning("otel-llm collector: %s did not stop in time", thread.name)
         self._threads = [thread for thread in self._threads if thread.is_alive()]
-
-    def __enter__(self) -> Forwarder:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- workers ----------------------------------------------------------------------------
     def _count_corrupt(self) -> None:

@@ -1,10 +1,11 @@
 """A bounded, disk-backed FIFO of serialized OTLP export requests, between receiving and forwarding.
 
-One file per batch, ``<seq>-<spans>.batch`` in the queue directory, holding a 16-byte header
-(magic, CRC-32 and length of the payload) and the payload. ``put`` writes a temporary file,
-fsyncs it, renames it to its final name and fsyncs the directory before it returns, so a batch
-that was acknowledged survives a SIGKILL or power loss at any instant, and a file that was not
-completely written never carries a batch's name (its ``.tmp`` is deleted on the next open).
+One file per batch (written and read by ``batchfile.py``), ``<seq>-<spans>.batch`` in the queue
+directory, holding a 16-byte header (magic, CRC-32 and length of the payload) and the payload.
+``put`` writes a temporary file, fsyncs it, renames it to its final name and fsyncs the
+directory before it returns, so a batch that was acknowledged survives a SIGKILL or power loss
+at any instant, and a file that was not completely written never carries a batch's name (its
+``.tmp`` is deleted on the next open).
 
 Each put pays its own fsyncs. Grouping the directory fsync of concurrent puts was measured
 and gained nothing on ext4 (the file's fsync has already committed the journal, and the kernel
@@ -15,8 +16,16 @@ aside into ``corrupt/`` in the queue directory -- never deleted, so an operator 
 it -- and its span count (from its name) is added to ``take_corrupt()``, which the forwarder
 drains into the ``dropped{reason="corrupt_queue_file"}`` counter.
 
-Delivery is at-least-once: a batch being forwarded when the process died is sent again after
-the restart; a batch whose deletion after its acknowledgement was lost in a crash likewise.
+Consumers: each batch is read by every consumer the queue is opened with (``consumers``, e.g.
+the forwarder and the call log), each through its own lane -- oldest first, in flight, ack,
+release -- and is deleted only once all of them acknowledged it. A consumer that acknowledges a
+batch the others still need leaves a done-marker next to it, ``<batch name>.<consumer>.done``
+(an empty file), so that after a restart it is not handed that batch again; a marker whose
+batch is gone is deleted on open, before a sequence number could be reused.
+
+Delivery is at-least-once, per consumer: a batch being consumed when the process died is handed
+again after the restart; so is one whose done-marker or deletion was lost in a crash (neither
+is fsynced: losing one repeats work, never loses it).
 """
 
 from __future__ import annotations
@@ -28,22 +37,22 @@ import heapq
 import logging
 import os
 import re
-import struct
 import threading
 import time
-import zlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from otel_llm.collector import batchfile
 
 _logger = logging.getLogger(__name__)
 
-_MAGIC = b"OLQ1"
-_HEADER = struct.Struct(">4sIQ")  # magic, crc32 of the payload, payload length
-_BATCH = re.compile(r"^(\d{20})-(\d+)\.batch$")
-_TMP_SUFFIX = ".tmp"
-_CORRUPT_DIR = "corrupt"
 _LOCK_FILE = "lock"
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+UPSTREAM = "upstream"
+"""The consumer name of the forwarder (the default, and only, consumer of a plain queue)."""
 
 
 class QueueFull(Exception):
@@ -63,38 +72,74 @@ class QueueInUse(OSError):
 
 @dataclass(frozen=True, slots=True)
 class QueueItem:
-    """One batch taken from the queue; hand it back with ``ack`` or ``release``."""
+    """One batch taken from the queue by one consumer; hand it back with ``ack`` or
+    ``release``."""
 
     seq: int
     payload: bytes
     spans: int
+    consumer: str = UPSTREAM
+    memo: Any = field(default=None, compare=False, repr=False)
+    """What ``put`` was given with the payload, for the memo consumer (see ``DiskQueue``);
+    None when it was not kept, and always after a restart: derive it from ``payload`` then."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False, slots=True)
 class _Entry:
     seq: int
     spans: int
     size: int
-    """Payload bytes (the file is ``_HEADER.size`` longer)."""
+    """Payload bytes (the file is ``batchfile.HEADER.size`` longer)."""
     path: Path
+    waiting: set[str]
+    """The consumers that have not acknowledged it yet."""
+    done: set[str] = field(default_factory=set)
+    """The consumers whose done-marker is on disk (some may not be consumers of this run)."""
+    memo: Any = None
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One consumer's view: what it has still to take, and what it took and has not acked."""
+
+    ready: list[tuple[int, _Entry]] = field(default_factory=list)  # heap by seq: oldest first
+    in_flight: dict[int, _Entry] = field(default_factory=dict)
 
 
 class DiskQueue:
     """Bounded, durable, thread-safe FIFO of OTLP payloads kept in ``directory``.
 
-    ``max_bytes`` bounds the payload bytes stored (batches waiting and in flight). On open
-    it recovers what a previous process left, oldest first.
+    ``max_bytes`` bounds the payload bytes stored (batches some consumer has still to
+    acknowledge). ``consumers`` names who reads every batch (see the module's docstring); a
+    batch is deleted once all of them acknowledged it. On open it recovers what a previous
+    process left, oldest first, each consumer getting the batches it has not acknowledged.
     """
 
-    def __init__(self, directory: Path, *, max_bytes: int):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        consumers: Sequence[str] = (UPSTREAM,),
+        memo_consumer: str | None = None,
+        memo_max_bytes: int = 32 << 20,
+    ):
         if max_bytes <= 0:
             raise ValueError("max_bytes must be > 0")
+        if memo_consumer is not None and memo_consumer not in consumers:
+            raise ValueError(f"the memo consumer {memo_consumer!r} is not a consumer")
+        if not consumers or len(set(consumers)) != len(consumers):
+            raise ValueError("consumers must be distinct names, at least one")
+        for name in consumers:
+            if not re.fullmatch(r"[a-z_]+", name):
+                raise ValueError(f"a consumer's name is lower-case letters and _: {name!r}")
         self.directory = Path(directory)
         self._max_bytes = max_bytes
+        self._consumers = tuple(consumers)
         self._lock = threading.Lock()
         self._available = threading.Condition(self._lock)
-        self._ready: list[tuple[int, _Entry]] = []  # heap by seq: oldest first
-        self._in_flight: dict[int, _Entry] = {}
+        self._lanes = {name: _Lane() for name in self._consumers}
+        self._entries: dict[int, _Entry] = {}  # by seq: every batch stored
         self._bytes = 0
         self._reserved = 0  # bytes of puts under way, so concurrent puts cannot overshoot
         self._spans = 0
@@ -102,6 +147,9 @@ class DiskQueue:
         self._corrupt_files = 0
         self._corrupt_lock = threading.Lock()
         self._writers = 0  # puts under way: close() waits for them before closing the fds
+        self._memo_consumer = memo_consumer
+        self._memo_max_bytes = memo_max_bytes
+        self._memo_bytes = 0  # payload bytes of the batches whose memo is kept
         self._closed = False
 
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -119,33 +167,50 @@ class DiskQueue:
     def _recover(self) -> int:
         """Indexes the batches left by a previous process; returns the highest seq seen."""
         highest = 0
-        for name in os.listdir(self.directory):
+        names = os.listdir(self.directory)
+        markers: dict[str, set[str]] = {}  # batch file name -> consumers done with it
+        for name in names:
+            if (done := batchfile.DONE.match(name)) is not None:
+                markers.setdefault(done[1], set()).add(done[2])
+        for name in names:
             path = self.directory / name
-            if name.endswith(_TMP_SUFFIX):
+            if name.endswith(batchfile.TMP_SUFFIX):
                 # Never renamed, so its put never returned: nobody was told it was stored.
                 path.unlink(missing_ok=True)
                 continue
-            match = _BATCH.match(name)
+            match = batchfile.BATCH.match(name)
             if match is None:
-                continue  # the lock file, corrupt/, or something that is not ours: left alone
+                continue  # the lock file, a marker, corrupt/, or not ours: left alone
             seq, spans = int(match[1]), int(match[2])
             highest = max(highest, seq)
+            entry_done = markers.pop(name, set())
+            waiting = set(self._consumers) - entry_done
+            if not waiting:  # every consumer had it; its deletion was lost (or never done)
+                batchfile.delete(path, entry_done)
+                continue
             try:
-                size = path.stat().st_size - _HEADER.size
+                size = path.stat().st_size - batchfile.HEADER.size
             except OSError:
                 size = -1
             if size < 0:
                 self._quarantine(path, spans, "shorter than its header")
+                batchfile.delete_markers(path, entry_done)
                 continue
-            entry = _Entry(seq, spans, size, path)
-            self._ready.append((seq, entry))
+            entry = _Entry(seq, spans, size, path, waiting, entry_done)
+            self._entries[seq] = entry
+            for consumer in waiting:
+                self._lanes[consumer].ready.append((seq, entry))
             self._bytes += size
             self._spans += spans
-        heapq.heapify(self._ready)
-        if self._ready:
+        for name, consumers in markers.items():
+            # Markers of a deleted batch: gone before a new batch could take its seq.
+            batchfile.delete_markers(self.directory / name, consumers)
+        for lane in self._lanes.values():
+            heapq.heapify(lane.ready)
+        if self._entries:
             _logger.info(
                 "otel-llm collector: recovered %d queued batch(es), %d span(s), from %s",
-                len(self._ready),
+                len(self._entries),
                 self._spans,
                 self.directory,
             )
@@ -153,16 +218,7 @@ class DiskQueue:
 
     def _quarantine(self, path: Path, spans: int, why: str) -> None:
         """Moves a damaged batch file aside (kept for inspection) and counts its spans."""
-        corrupt = self.directory / _CORRUPT_DIR
-        try:
-            corrupt.mkdir(exist_ok=True)
-            target = corrupt / path.name
-            if target.exists():  # seqs restart when a queue empties: keep both files
-                target = corrupt / f"{path.name}.{time.time_ns()}"
-            path.rename(target)
-            where = f"moved to {target}"
-        except OSError as exc:
-            where = f"could not be moved aside ({exc}); it is no longer read"
+        where = batchfile.move_aside(path)
         _logger.warning(
             "otel-llm collector: queue file %s is damaged (%s), %d span(s) lost; %s",
             path,
@@ -180,16 +236,29 @@ class DiskQueue:
         return self._max_bytes
 
     @property
+    def consumers(self) -> tuple[str, ...]:
+        """Who reads every batch, in the order given."""
+        return self._consumers
+
+    @property
     def batches(self) -> int:
-        """Batches stored: waiting and in flight."""
+        """Batches stored: some consumer has still to acknowledge them."""
         with self._lock:
-            return len(self._ready) + len(self._in_flight)
+            return len(self._entries)
 
     @property
     def bytes(self) -> int:
-        """Payload bytes stored: waiting and in flight."""
+        """Payload bytes stored: batches some consumer has still to acknowledge."""
         with self._lock:
             return self._bytes
+
+    def waiting(self, consumer: str) -> int:
+        """Batches ``consumer`` has not acknowledged yet (waiting and in flight)."""
+        with self._lock:
+            lane = self._lane(consumer)
+            return len(lane.in_flight) + sum(
+                1 for seq, entry in lane.ready if self._entries.get(seq) is entry
+            )
 
     @property
     def spans(self) -> int:
@@ -210,8 +279,13 @@ class DiskQueue:
             return self._corrupt_files
 
     # --- put ----------------------------------------------------------------------------------
-    def put(self, payload: builtins.bytes, spans: int) -> None:
+    def put(self, payload: builtins.bytes, spans: int, memo: Any = None) -> None:
         """Stores one batch; returns once it is durable.
+
+        ``memo``: what the caller already derived from ``payload``, kept in memory for the
+        memo consumer's ``get`` (it need not derive it again) while the memos kept stay under
+        ``memo_max_bytes`` of payload -- a consumer behind does not make memory grow with the
+        queue. Never stored on disk: the payload is the durable record.
 
         Raises ``QueueFull`` when it would take the queue over ``max_bytes`` or the disk is
         full, ``QueueClosed`` after ``close()``, and ``OSError`` on other write failures --
@@ -232,10 +306,10 @@ class DiskQueue:
             self._writers += 1
             seq = self._next_seq
             self._next_seq += 1
-        path = self.directory / f"{seq:020d}-{spans}.batch"
+        path = batchfile.batch_path(self.directory, seq, spans)
         stored = False
         try:
-            self._write(path, payload)
+            batchfile.write(path, payload)
             os.fsync(self._dir_fd)  # the rename itself must survive a power loss
             stored = True
         except OSError as exc:
@@ -250,105 +324,122 @@ class DiskQueue:
                 if stored:
                     self._bytes += size
                     self._spans += spans
-                    heapq.heappush(self._ready, (seq, _Entry(seq, spans, size, path)))
+                    entry = _Entry(seq, spans, size, path, set(self._consumers))
+                    if (
+                        memo is not None
+                        and self._memo_consumer is not None
+                        and self._memo_bytes + size <= self._memo_max_bytes
+                    ):
+                        entry.memo = memo
+                        self._memo_bytes += size
+                    self._entries[seq] = entry
+                    for lane in self._lanes.values():
+                        heapq.heappush(lane.ready, (seq, entry))
                 self._available.notify_all()  # a getter, or close() waiting for writers
 
-    @staticmethod
-    def _write(path: Path, payload: builtins.bytes) -> None:
-        tmp = path.with_name(path.name + _TMP_SUFFIX)
-        header = _HEADER.pack(_MAGIC, zlib.crc32(payload), len(payload))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(header + payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fdatasync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        try:
-            os.rename(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-
     # --- get / ack / release --------------------------------------------------------------------
-    def get(self, timeout: float | None = None) -> QueueItem | None:
-        """The oldest batch not in flight, marked in flight; None after ``timeout`` seconds
-        (None: wait until one arrives or the queue is closed) or once closed."""
+    def _lane(self, consumer: str) -> _Lane:
+        lane = self._lanes.get(consumer)
+        if lane is None:
+            raise ValueError(f"{consumer!r} is not a consumer of this queue ({self._consumers})")
+        return lane
+
+    def get(self, timeout: float | None = None, consumer: str = UPSTREAM) -> QueueItem | None:
+        """The oldest batch ``consumer`` has not taken, marked in flight for it; None after
+        ``timeout`` seconds (None: wait until one arrives or the queue is closed) or once
+        closed."""
+        lane = self._lane(consumer)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
-                while not self._ready and not self._closed:
+                while not lane.ready and not self._closed:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return None
                     self._available.wait(remaining)
                 if self._closed:
                     return None
-                _, entry = heapq.heappop(self._ready)
-                self._in_flight[entry.seq] = entry
+                seq, entry = heapq.heappop(lane.ready)
+                if self._entries.get(seq) is not entry:
+                    continue  # moved aside as damaged by another consumer meanwhile
+                lane.in_flight[seq] = entry
+                memo = self._take_memo(entry) if consumer == self._memo_consumer else None
             payload = self._read(entry)  # file I/O outside the lock
             if payload is not None:
-                return QueueItem(entry.seq, payload, entry.spans)
+                return QueueItem(entry.seq, payload, entry.spans, consumer, memo)
+
+    def _take_memo(self, entry: _Entry) -> Any:
+        """The entry's memo, no longer kept (taken once: after a release it is derived again).
+        Under the lock."""
+        memo, entry.memo = entry.memo, None
+        if memo is not None:
+            self._memo_bytes -= entry.size
+        return memo
 
     def _read(self, entry: _Entry) -> builtins.bytes | None:
         """The entry's payload, or None after moving a damaged file aside."""
         try:
             data = entry.path.read_bytes()
-            problem = self._check(data)
+            problem = batchfile.check(data)
         except OSError as exc:
             problem = f"unreadable: {exc}"
         if problem is None:
-            return data[_HEADER.size :]
-        self._forget(entry)
-        self._quarantine(entry.path, entry.spans, problem)
+            return data[batchfile.HEADER.size :]
+        if self._drop(entry):  # else another consumer found it damaged first
+            self._quarantine(entry.path, entry.spans, problem)
+            batchfile.delete_markers(entry.path, entry.done)
         return None
 
-    @staticmethod
-    def _check(data: builtins.bytes) -> str | None:
-        if len(data) < _HEADER.size:
-            return "shorter than its header"
-        magic, crc, length = _HEADER.unpack_from(data)
-        if magic != _MAGIC:
-            return "not a queue file"
-        if length != len(data) - _HEADER.size:
-            return f"{len(data) - _HEADER.size} payload bytes, header says {length}"
-        if zlib.crc32(memoryview(data)[_HEADER.size :]) != crc:
-            return "CRC mismatch"
-        return None
-
-    def _forget(self, entry: _Entry) -> bool:
+    def _drop(self, entry: _Entry) -> bool:
+        """Forgets a damaged batch for every consumer (a ready heap drops it when popped)."""
         with self._lock:
-            if self._in_flight.pop(entry.seq, None) is None:
+            if self._entries.get(entry.seq) is not entry:
                 return False
+            del self._entries[entry.seq]
+            self._take_memo(entry)
+            for lane in self._lanes.values():
+                lane.in_flight.pop(entry.seq, None)
             self._bytes -= entry.size
             self._spans -= entry.spans
             return True
 
     def ack(self, item: QueueItem) -> None:
-        """Deletes a delivered (or deliberately dropped) batch. Unknown items are ignored."""
+        """``item``'s consumer is done with it (delivered, stored, or deliberately dropped): the
+        batch is deleted once every consumer is. Unknown items are ignored."""
         with self._lock:
-            entry = self._in_flight.get(item.seq)
-        if entry is None or not self._forget(entry):
-            return
-        # No directory fsync: if the deletion is lost in a crash the batch is sent again,
-        # which at-least-once delivery allows.
-        try:
-            entry.path.unlink(missing_ok=True)
-        except OSError as exc:
-            _logger.warning("otel-llm collector: could not delete %s: %s", entry.path, exc)
+            lane = self._lanes.get(item.consumer)
+            entry = lane.in_flight.pop(item.seq, None) if lane is not None else None
+            if entry is None or self._entries.get(entry.seq) is not entry:
+                return
+            entry.waiting.discard(item.consumer)
+            if entry.waiting:
+                # Under the lock, so the consumer acknowledging last sees this marker in
+                # ``done`` and deletes it with the batch. An empty file, not fsynced: lost in a
+                # crash, this consumer takes the batch again, which at-least-once allows.
+                try:
+                    batchfile.mark_done(entry.path, item.consumer)
+                    entry.done.add(item.consumer)
+                except OSError as exc:
+                    _logger.warning(
+                        "otel-llm collector: could not mark %s done: %s", entry.path, exc
+                    )
+                return
+            del self._entries[entry.seq]
+            self._take_memo(entry)
+            self._bytes -= entry.size
+            self._spans -= entry.spans
+        batchfile.delete(entry.path, entry.done)
 
     def release(self, item: QueueItem) -> None:
-        """Puts an in-flight batch back, to be taken again (e.g. after a failed send)."""
+        """Puts an in-flight batch back for its consumer, to be taken again (e.g. after a
+        failed send)."""
         with self._lock:
-            entry = self._in_flight.pop(item.seq, None)
-            if entry is None:
+            lane = self._lanes.get(item.consumer)
+            entry = lane.in_flight.pop(item.seq, None) if lane is not None else None
+            if entry is None or lane is None or self._entries.get(entry.seq) is not entry:
                 return
-            heapq.heappush(self._ready, (entry.seq, entry))
-            self._available.notify()
+            heapq.heappush(lane.ready, (entry.seq, entry))
+            self._available.notify_all()  # getters of every lane wait on this condition
 
     # --- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:

@@ -3,38 +3,43 @@
 Data flow of one export request::
 
     receive (gRPC / HTTP) -> enrich (price, in place) -> queue.put (durable) -> record metrics
-        -> call sink -> reply OK                 ... Forwarder thread(s): queue -> upstream
+        -> reply OK
+    ... Forwarder thread(s): queue -> upstream
+    ... CallFeeder thread:   queue -> LLM calls of the batch -> call sink (the call log)
 
-A request is acknowledged only once it is on disk, so an upstream outage or a restart loses no
-acknowledged span; when the queue is full the client is told to retry, and nothing is counted
-(metrics, call sink) until a request is accepted, so a retried request is counted once.
-Without an upstream there is no queue: spans are priced, measured and handed to the call sink,
-then dropped.
+A request is acknowledged only once it is on disk, so an upstream outage, a call log outage or
+a restart loses no acknowledged span; when the queue is full the client is told to retry, and
+nothing is counted (metrics) until a request is accepted, so a retried request is counted once.
+The batch file is the durable record for both consumers: it is deleted once the upstream has
+it and the call sink has stored its calls (``feed.py``), so after a SIGKILL at any instant the
+restarted service forwards and logs exactly what was acknowledged (at least once; the call log
+ignores a call id it already has). Without an upstream the queue feeds the call sink alone;
+without either there is no queue: spans are priced and measured, then dropped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from otel_llm import settings
+from otel_llm.background import Background
 from otel_llm.collector.codec import Refused, Transport
 from otel_llm.collector.config import CollectorConfig
-from otel_llm.collector.enrich import ERROR_STAGE, EnrichedCall, Enricher
+from otel_llm.collector.enrich import ERROR_STAGE, Enricher
+from otel_llm.collector.feed import CALLS, CallFeeder, CallSink
 from otel_llm.collector.grpc_receiver import GrpcReceiver
 from otel_llm.collector.http_receiver import HttpReceiver
 from otel_llm.collector.metrics_server import MetricsServer
-from otel_llm.collector.queue import DiskQueue, QueueClosed, QueueFull
+from otel_llm.collector.queue import UPSTREAM, DiskQueue, QueueClosed, QueueFull
 from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
@@ -49,15 +54,14 @@ _logger = logging.getLogger(__name__)
 CALL_SINK_STAGE = "call_sink"
 """The ``stage`` label of ``otel_llm_processor_errors_total`` for failures of the call sink."""
 
-CallSink = Callable[[Sequence[EnrichedCall]], None]
-"""Receives the LLM calls of each accepted request (the call log of issue 5 plugs in here)."""
+__all__ = ["CALL_SINK_STAGE", "CallSink", "CollectorService", "StartError"]
 
 
 class StartError(Exception):
     """The service cannot start (an address in use, an unusable queue directory)."""
 
 
-class CollectorService:
+class CollectorService(Background):
     """The ``otel-llm collector`` service; importable, a context manager.
 
     Args:
@@ -67,10 +71,13 @@ class CollectorService:
             properties.
         registry: where the service's metrics (GenAI and its own) go; default: a new registry
             with the process collectors, served on the metrics endpoint.
-        call_sink: called with the LLM calls of each accepted request, after the request is on
-            the queue and before the client is answered. Its failures are logged and counted
-            (``otel_llm_processor_errors_total{stage="call_sink"}``), never refused to the
-            client: the spans are already accepted.
+        call_sink: stores the LLM calls of the accepted requests (the call log plugs in
+            here): called from the service's call feeder thread with the calls of one or more
+            queued batches, read back from the queue, and expected to return once they are
+            stored (``feed.CallSink``). A failure is logged and counted
+            (``otel_llm_processor_errors_total{stage="call_sink"}``) and the same calls are
+            offered again after a backoff: they stay on the queue until stored. With a sink
+            the service keeps a queue even without an upstream.
 
     The pricing options left as None take their ``OTEL_LLM_*`` setting.
     """
@@ -106,7 +113,7 @@ class CollectorService:
         # At 0 from start-up, like the service's own series: an alert's increase() then sees
         # the first failure too.
         for stage in (ERROR_STAGE, CALL_SINK_STAGE):
-            recorder.errors.labels(stage=stage)
+            recorder.record_error(stage, 0)
         pricing = PricingOptions.from_settings(
             price_book=price_book,
             price_overrides=price_overrides,
@@ -120,6 +127,7 @@ class CollectorService:
         self._lock = threading.Lock()
         self._queue: DiskQueue | None = None
         self._forwarder: Forwarder | None = None
+        self._feeder: CallFeeder | None = None
         self._upstream: _WatchedUpstream | None = None
         self._grpc: GrpcReceiver | None = None
         self._http: HttpReceiver | None = None
@@ -146,23 +154,16 @@ class CollectorService:
 
     def _start(self) -> None:
         config = self.config
-        if config.upstream_endpoint is not None:
+        # The queue's consumers: each batch is kept until all of them have it.
+        consumers: tuple[str, ...] = (UPSTREAM,) if config.upstream_endpoint is not None else ()
+        consumers += (CALLS,) if self._call_sink is not None else ()
+        if consumers:
+            self._queue = self._open_queue(consumers)
+        if self._queue is not None and config.upstream_endpoint is not None:
             # Only with an upstream: the forwarding side is not loaded otherwise.
             from otel_llm.collector.forward import Forwarder  # noqa: PLC0415
             from otel_llm.collector.upstream import make_upstream  # noqa: PLC0415
 
-            if config.queue_max_bytes < config.max_request_bytes:
-                _logger.warning(
-                    "otel-llm collector: the queue (%d bytes) is smaller than the largest request "
-                    "accepted (%d bytes): such a request would be refused forever",
-                    config.queue_max_bytes,
-                    config.max_request_bytes,
-                )
-            try:
-                self._queue = DiskQueue(Path(config.queue_dir), max_bytes=config.queue_max_bytes)
-            except OSError as exc:
-                raise StartError(f"cannot open the queue in {config.queue_dir}: {exc}") from exc
-            self.metrics.watch_queue(self._queue)
             upstream = make_upstream(
                 config.upstream_endpoint,
                 config.upstream_protocol,
@@ -184,6 +185,17 @@ class CollectorService:
                 max_backoff=max(config.retry_max_backoff, config.retry_initial_backoff),
             )
             self._forwarder.start()
+        if self._queue is not None and self._call_sink is not None:
+            self._feeder = CallFeeder(
+                self._queue,
+                self.enricher,
+                self._call_sink,
+                self.metrics,
+                on_failure=lambda: self.enricher.recorder.record_error(CALL_SINK_STAGE),
+                initial_backoff=config.retry_initial_backoff,
+                max_backoff=max(config.retry_max_backoff, config.retry_initial_backoff),
+            )
+            self._feeder.start()
         if config.metrics_endpoint is not None:
             metrics_server = MetricsServer(config.metrics_endpoint, self.registry, self.health)
             try:
@@ -213,6 +225,27 @@ class CollectorService:
                 self._http = None
                 raise StartError(f"cannot listen on {config.http_endpoint} (HTTP): {exc}") from exc
 
+    def _open_queue(self, consumers: tuple[str, ...]) -> DiskQueue:
+        config = self.config
+        if config.queue_max_bytes < config.max_request_bytes:
+            _logger.warning(
+                "otel-llm collector: the queue (%d bytes) is smaller than the largest request "
+                "accepted (%d bytes): such a request would be refused forever",
+                config.queue_max_bytes,
+                config.max_request_bytes,
+            )
+        try:
+            queue = DiskQueue(
+                Path(config.queue_dir),
+                max_bytes=config.queue_max_bytes,
+                consumers=consumers,
+                memo_consumer=CALLS if CALLS in consumers else None,
+            )
+        except OSError as exc:
+            raise StartError(f"cannot open the queue in {config.queue_dir}: {exc}") from exc
+        self.metrics.watch_queue(queue)
+        return queue
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop gracefully: refuse new requests (``shutting_down``), finish those being handled,
         stop forwarding. What is still queued stays on disk for the next start. Idempotent."""
@@ -225,8 +258,9 @@ class CollectorService:
         self._state = "stopped"
 
     def _shutdown(self, timeout: float) -> None:
-        # Receivers first (their in-flight requests still reach the queue), then the forwarder,
-        # then the queue; the metrics endpoint last, so a scrape sees the end.
+        # Receivers first (their in-flight requests still reach the queue), then the queue's
+        # consumers -- the call feeder hands over what was accepted while the store is still
+        # open -- then the queue; the metrics endpoint last, so a scrape sees the end.
         if self._grpc is not None:
             self._grpc.stop(grace=timeout / 2)
             self._grpc = None
@@ -236,22 +270,14 @@ class CollectorService:
         if self._forwarder is not None:
             self._forwarder.stop(timeout / 2)
             self._forwarder = None
+        if self._feeder is not None:
+            self._feeder.stop(timeout / 2)
+            self._feeder = None
         if self._queue is not None:
             self._queue.close()
         if self._metrics_server is not None:
             self._metrics_server.stop()
             self._metrics_server = None
-
-    def __enter__(self) -> CollectorService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- what it is listening on ----------------------------------------------------------------
     @property
@@ -273,7 +299,7 @@ class CollectorService:
 
     @property
     def queue(self) -> DiskQueue | None:
-        """The queue to the upstream (None without an upstream)."""
+        """The queue to the upstream and the call sink (None without either)."""
         return self._queue
 
     # --- one request ----------------------------------------------------------------------------
@@ -288,8 +314,11 @@ class CollectorService:
             data = payload if payload is not None and not result.modified else None
             if data is None:
                 data = request.SerializeToString()
+            # The calls found here go with the batch, so the call feeder need not find them
+            # again (it does for a batch replayed after a restart).
+            memo = result.calls if self._call_sink is not None else None
             try:
-                self._queue.put(data, result.spans)
+                self._queue.put(data, result.spans, memo)
             except QueueClosed:
                 raise Refused("shutting_down", retry_after, "the service is stopping") from None
             except QueueFull:
@@ -297,15 +326,10 @@ class CollectorService:
             except OSError as exc:  # a full or failing disk: the client keeps the spans
                 _logger.error("otel-llm collector: cannot queue a request: %s", exc)
                 raise Refused("queue_full", retry_after, "cannot queue now") from None
+        # The call sink is not called here: the call feeder reads this batch back from the
+        # queue, so its calls are stored even if the process dies right after the reply.
         self.enricher.record(result)
         self.metrics.received(result.spans, transport)
-        if self._call_sink is not None and result.calls:
-            try:
-                self._call_sink(result.calls)
-            except Exception:
-                _logger.exception("otel-llm collector: the call sink failed")
-                with contextlib.suppress(Exception):
-                    self.enricher.recorder.record_error(CALL_SINK_STAGE)
 
     # --- health ---------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -324,6 +348,8 @@ class CollectorService:
                     "spans": queue.spans,
                     "bytes": queue.bytes,
                     "max_bytes": queue.max_bytes,
+                    # Batches each consumer has still to take: a call log behind shows here.
+                    "waiting": {name: queue.waiting(name) for name in queue.consumers},
                 }
                 if queue is not None
                 else None

@@ -29,8 +29,8 @@ from __future__ import annotations
 import threading
 import time
 from http.server import HTTPServer
-from types import TracebackType
 
+from otel_llm.background import Background
 from otel_llm.httpserver.handler import RequestHandler
 from otel_llm.httpserver.pool import SLICE, PooledServer
 
@@ -49,7 +49,7 @@ DEFAULT_BACKLOG = 1024
 """Connections the kernel holds before they are accepted (the OS may cap it: somaxconn)."""
 
 
-class BackgroundHTTPServer:
+class BackgroundHTTPServer(Background):
     """``handler`` served on ``host:port`` from a background thread.
 
     Args:
@@ -124,17 +124,6 @@ class BackgroundHTTPServer:
             self._thread.join()
         self._server.server_close()
         self._server.join(deadline)
-
-    def __enter__(self) -> BackgroundHTTPServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:

@@ -84,6 +84,6 @@ class OTelMetricsRecorder:
                 self.token_usage.record(count, typed)
             self.tokens.add(count, typed)
         if isinstance(derived.priced, Cost):
-            self.cost.add(float(derived.priced.amount), attributes)
+            self.cost.add(derived.priced.amount_float, attributes)
         else:
             self.unpriced.add(1, {**attributes, "reason": derived.priced.reason})

@@ -2,7 +2,8 @@
 
 Resolution -- overrides, provider-name mapping, name normalisation, genai-prices' model
 matching -- is slow (~100 µs) and depends only on (provider, model), so its result is cached in
-a bounded table; pricing a call is then a dictionary hit and a few Decimal operations.
+a bounded table; pricing a call is then a dictionary hit and a few int operations (Decimal ones
+for tiered prices, see pricing/rates.py).
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from otel_llm import _semconv as sc
 from otel_llm.call import LLMCall
 from otel_llm.pricing import names
+from otel_llm.pricing.cost import Cost
 from otel_llm.pricing.overrides import PriceOverride
-from otel_llm.pricing.rates import Cost, Rates
+from otel_llm.pricing.rates import Rates
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -35,6 +37,9 @@ class Unpriced:
     reason: str
 
 
+_MISSING_MODEL = Unpriced("missing_model")
+
+
 @dataclass(slots=True)
 class _Resolved:
     provider_id: str
@@ -44,21 +49,37 @@ class _Resolved:
     patch: dict[str, Decimal]
     price_data: str
     _fixed: Rates | None = None
+    identity: tuple[str, str, str | None, str | None] = ("", "", None, None)
+    """The cost's (source, price_data, provider_id, model_id), made once."""
     _by_period: dict[int, tuple[gp.ModelPrice, Rates]] = field(default_factory=dict)
+    _per_second: bool = False
+    """The prices change only on whole seconds, so the last second's Rates can be reused."""
+    _last: tuple[int, Rates] | None = None
+    """(second since the epoch, the Rates in force during it)."""
 
     def __post_init__(self) -> None:
+        self.identity = (sc.COST_SOURCE_LOCAL, self.price_data, self.provider_id, self.model_id)
         # One ModelPrice is fixed; a list of conditional prices varies with the call's time.
         if self.model is None or not isinstance(self.model.prices, list):
             prices = self.model.prices if self.model is not None else None
             assert not isinstance(prices, list)
             self._fixed = Rates.from_model_price(prices, self.patch)
+        else:
+            self._per_second = all(
+                _changes_on_whole_seconds(conditional.constraint)
+                for conditional in self.model.prices
+            )
 
     def rates_at(self, start_time_ns: int) -> Rates:
         if self._fixed is not None:
             return self._fixed
         assert self.model is not None
-        # Prices that changed over time: pick the one in force when the call started.
+        # Prices that changed over time: pick the one in force when the call started. Finding it
+        # (a datetime, genai-prices' constraints) costs ~3 µs; calls come many to a second.
         seconds, nanoseconds = divmod(start_time_ns, 1_000_000_000)
+        last = self._last
+        if last is not None and last[0] == seconds:
+            return last[1]
         when = datetime.fromtimestamp(seconds, tz=UTC) + timedelta(microseconds=nanoseconds // 1000)
         model_price = self.model.get_prices(when)
         entry = self._by_period.get(id(model_price))
@@ -66,7 +87,25 @@ class _Resolved:
             # The ModelPrice is kept in the entry, so its id cannot be reused by another object.
             entry = (model_price, Rates.from_model_price(model_price, self.patch))
             self._by_period[id(model_price)] = entry
+        if self._per_second:
+            self._last = (seconds, entry[1])  # one assignment: safe to race with another thread
         return entry[1]
+
+
+def _changes_on_whole_seconds(constraint: object) -> bool:
+    """The constraint's boundaries all fall on whole seconds (UTC): a start date (midnight), or
+    times of day without fractions of a second. Any other kind is not known to, so False."""
+    if constraint is None:
+        return True
+    if hasattr(constraint, "start_date"):
+        return True
+    times = [getattr(constraint, name, None) for name in ("start_time", "end_time")]
+    return all(
+        isinstance(value, time)
+        and value.microsecond == 0
+        and (value.utcoffset() or timedelta()).microseconds == 0
+        for value in times
+    )
 
 
 class PriceBook:
@@ -103,7 +142,7 @@ class PriceBook:
         if call.usage_missing or input_tokens is None or output_tokens is None:
             return Unpriced("missing_usage")
 
-        resolved: _Resolved | Unpriced = Unpriced("missing_model")
+        resolved: _Resolved | Unpriced = _MISSING_MODEL
         for model in (call.response_model, call.request_model):
             if model is not None:
                 resolved = self.resolve(call.provider, model)
@@ -117,24 +156,19 @@ class PriceBook:
             # Entries priced per audio hour, page or character say nothing about tokens; their
             # calculation would be a silent 0.
             return Unpriced("no_token_price")
-        parts = rates.price(
+        counts = (
             input_tokens,
             output_tokens,
             call.cache_read_tokens or 0,
             call.cache_creation_tokens or 0,
             call.reasoning_tokens or 0,
         )
-        return Cost(
-            amount=sum(parts, Decimal(0)),
-            source=sc.COST_SOURCE_LOCAL,
-            price_data=resolved.price_data,
-            provider_id=resolved.provider_id,
-            model_id=resolved.model_id,
-            input=parts[0],
-            cache_read=parts[1],
-            cache_write=parts[2],
-            output=parts[3],
-            request=parts[4],
+        found = rates.units(*counts)
+        # Flat prices: exact int units, made Decimals only if someone reads them.
+        return (
+            Cost.join(found, resolved.identity)
+            if found is not None
+            else _decimal_cost(rates, counts, resolved)
         )
 
     def resolve(self, provider: str | None, model: str) -> _Resolved | Unpriced:
@@ -173,6 +207,25 @@ class PriceBook:
             return _Resolved(provider or "override", model, None, override.patch, price_data)
         gprovider, ginfo = base
         return _Resolved(gprovider.id, ginfo.id, ginfo, override.patch, price_data)
+
+
+def _decimal_cost(
+    rates: Rates, counts: tuple[int, int, int, int, int], resolved: _Resolved
+) -> Cost:
+    """The cost by the Decimal path: tiered prices, or counts too large for the integer one."""
+    parts = rates.decimal_price(*counts)
+    return Cost(
+        amount=sum(parts, Decimal(0)),
+        source=sc.COST_SOURCE_LOCAL,
+        price_data=resolved.price_data,
+        provider_id=resolved.provider_id,
+        model_id=resolved.model_id,
+        input=parts[0],
+        cache_read=parts[1],
+        cache_write=parts[2],
+        output=parts[3],
+        request=parts[4],
+    )
 
 
 def _lookup(provider: str | None, model: str) -> tuple[gp.Provider, gp.ModelInfo] | Unpriced:

@@ -278,6 +278,9 @@ class FakeLLMServer(Background):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: HTTPServer
+    # A buffered writer: a JSON response's headers and body leave in one send (at the flush),
+    # as a real server's would; streams flush after every event.
+    wbufsize = 1 << 16
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

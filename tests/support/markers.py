@@ -32,6 +32,10 @@ SLOW: dict[str, tuple[str, ...]] = {
         "test_a_flood_of_distinct_model_names_keeps_stats_fast_small_and_exact",  # 33 s, 46 s
         "test_a_store_flooded_before_the_cap_answers_within_the_budget",  # 11 s, 15 s
     ),
+    "test_calllog_durable": (
+        "test_sigkill_at_random_points_under_load_loses_no_acknowledged_call",  # 25 s
+        "test_calls_acknowledged_just_before_a_sigkill_are_logged_after_the_restart",  # 3x 5 s
+    ),
     "test_calllog_e2e": ("test_app_to_collector_to_store_to_query_api",),  # 5 s + 2 s
     "test_collector_config": (
         "test_real_prometheus_evaluates_every_dashboard_and_rule_expression",
@@ -66,6 +70,9 @@ SLOW: dict[str, tuple[str, ...]] = {
     ),
     "test_manual": ("test_the_manual_api_never_raises_whatever_it_is_given",),  # 45 s
     "test_pricing_oracle": ("test_every_price_on_the_grid", "test_random_usages"),  # 8 s, 4 s
+    "test_pricing_units": (
+        "test_the_integer_path_equals_the_decimal_path_for_every_flat_price",  # 3 s
+    ),
     "test_processor": ("test_malformed_attributes_never_raise",),  # 3 s
     "test_rotel": ("test_throughput_benchmark_harness_drains_through_rotel",),  # 5 s
 }

@@ -1,6 +1,6 @@
 """The scaffolding of the servers the tests run in their own process (the fake LLM provider, the
-OTLP receiver): one start/stop lifecycle usable as a context manager, an HTTP server served from
-a thread, a gRPC server on a port of 127.0.0.1.
+OTLP receiver): the package's start/stop lifecycle (``otel_llm.background.Background``), an
+HTTP server served from a thread, a gRPC server on a port of 127.0.0.1.
 
     class MyServer(Background):
         def start(self) -> Self:
@@ -21,34 +21,15 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import grpc
 
+from otel_llm.background import Background
+
+__all__ = ["HOST", "Background", "GRPCServer", "HTTPServer", "HTTPServerThread"]
+
 HOST = "127.0.0.1"
-
-
-class Background:
-    """A server or process a test starts and must stop: ``start()`` returns the started object,
-    ``stop()`` is safe to call twice, and ``with`` calls both."""
-
-    def start(self) -> Self:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class HTTPServer(ThreadingHTTPServer):
@@ -69,6 +50,11 @@ class HTTPServer(ThreadingHTTPServer):
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        # Without TCP_NODELAY, Nagle's algorithm holds a response's second send (the body after
+        # the headers, the next SSE event) until the client has ACKed the first, and the client
+        # delays that ACK by ~40 ms: every response on a reused connection waited for it.
+        with contextlib.suppress(OSError):
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.connections_lock:
             self.connections.add(request)
         super().process_request(request, client_address)
