@@ -569,7 +569,7 @@ nearly_common_dicts = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=1_500, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     attributes=st.one_of(attribute_dicts, nearly_common_dicts),
     operation=operations,
