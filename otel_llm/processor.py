@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace as trace_api
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -208,61 +209,62 @@ class LLMSpanProcessor(SpanProcessor, LivePricer):
                 self._failed("downstream")
         return True
 
-    def price_live(self, span: trace_api.Span, end_time_ns: int) -> None:  # noqa: PLR0911 - one method, see below
+    def price_live(self, span: trace_api.Span, end_time_ns: int) -> None:
         """Price an LLM call span of ours about to end at ``end_time_ns`` exactly as ``on_end``
         would (nesting, ``llm_context``, the processor's ``Pricer``), and set its cost
         attributes on the live span when downstream processors will see them. A span that
         would need more than that -- context kept since it started, a cost attribute to drop,
-        attribute limits in the way -- is left as it is, for ``on_end`` to price by a copy.
-        One method, few calls: this must cost less than the copy it saves."""
-        if not isinstance(span, Span) or not span.is_recording():
+        attribute limits in the way -- is left as it is, for ``on_end`` to price by a copy."""
+        if not isinstance(span, Span) or span.context is None or not span.is_recording():
             return  # not the SDK's span, or already ended
         context = span.context
-        if context is None:
-            return
         try:
-            attributes = span_attributes(span)
-            scope = scope_name(span)
-            if not (may_be_llm_call(attributes) and is_llm_call(attributes, scope)):
-                return
-            span_id = context.span_id
-            if self._pending and span_id in self._pending:
-                return  # its context is added to a copy, as the span's values' defaults
-            counted_in = self._nested_child(span) if self._nested else None
-            if counted_in is not None:
-                marked = {sc.OTEL_LLM_CALL_COUNTED_IN: counted_in}
-                if self._downstream and not _set_made(span, attributes, marked):
-                    with self._pending_lock:  # for on_end to find
-                        self._nested[span_id] = counted_in
-                    return
-                self._mark_parent(span, counted_in)
-                self._remember_live(span_id, context, None)
-                return
-            derived = self._pricer.price_sdk_span(span, attributes, scope, end_time_ns)
-            if derived is None:
-                return
-            # A copy leaves out a cost attribute it does not vouch for.
-            if self._downstream and (
-                (
-                    isinstance(derived.priced, Unpriced)
-                    and any(name in attributes for name in COST_ATTRIBUTES)
-                )
-                or not _set_made(span, attributes, derived.cost_attributes())
-            ):
-                return
-            self._mark_parent(span, format(span_id, "016x"))
-            self._remember_live(span_id, context, derived)
+            self._price_live(span, context, end_time_ns)
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_end")
             with contextlib.suppress(Exception):  # handed on as it is, not priced again
-                self._remember_live(context.span_id, context, None)
+                self._remember_live(context, None)
 
-    def _remember_live(self, span_id: int, context: SpanContext, derived: Derived | None) -> None:
-        live = self._priced_live
-        if len(live) >= _MAX_PENDING:
-            with self._pending_lock:
-                live.pop(next(iter(live)), None)
-        live[span_id] = (context, derived)  # one dict store: atomic, no lock needed
+    def _price_live(self, span: Span, context: SpanContext, end_time_ns: int) -> None:
+        attributes = span_attributes(span)
+        if not (may_be_llm_call(attributes) and is_llm_call(attributes, scope := scope_name(span))):
+            return
+        span_id = context.span_id
+        if self._pending and span_id in self._pending:
+            return  # its context is added to a copy, as the span's values' defaults
+        counted_in = self._nested_child(span) if self._nested else None
+        if counted_in is not None:
+            if self._downstream:
+                marked = {sc.OTEL_LLM_CALL_COUNTED_IN: counted_in}
+                if sc.OTEL_LLM_CALL_COUNTED_IN in attributes or not _room_for(span, marked):
+                    with self._pending_lock:  # for on_end to find
+                        self._nested[span_id] = counted_in
+                    return
+                _set_made(span, marked)
+            self._mark_parent(span, counted_in)
+            self._remember_live(context, None)
+            return
+        derived = self._pricer.price_sdk_span(span, attributes, scope, end_time_ns)
+        if derived is None:
+            return
+        if self._downstream:
+            added = derived.cost_attributes()
+            # A copy can leave out a cost attribute it does not vouch for, keeps the place of
+            # one it overwrites (the SDK moves it to the end) and holds more than the limits.
+            unvouched = isinstance(derived.priced, Unpriced) and any(
+                name in attributes for name in COST_ATTRIBUTES
+            )
+            if unvouched or not attributes.keys().isdisjoint(added) or not _room_for(span, added):
+                return
+            _set_made(span, added)
+        self._mark_parent(span, format(span_id, "016x"))
+        self._remember_live(context, derived)
+
+    def _remember_live(self, context: SpanContext, derived: Derived | None) -> None:
+        with self._pending_lock:
+            if len(self._priced_live) >= _MAX_PENDING:
+                self._priced_live.pop(next(iter(self._priced_live)))
+            self._priced_live[context.span_id] = (context, derived)
 
     def _nested_child(self, span: ReadableSpan) -> str | None:
         if span.context is None:
@@ -312,32 +314,32 @@ def _is_llm_call_span(span: object) -> bool:
     return may_be_llm_call(attributes) and is_llm_call(attributes, scope_name(span))
 
 
-def _set_made(span: Span, attributes: Mapping[str, Any], values: Mapping[str, Any]) -> bool:
-    """Set attributes this processor made on the live span, if that is what a copy would show:
-    none of them there already (the SDK would move it to the end; a copy keeps its place),
-    within the span's limits (beyond the count the SDK drops the oldest, beyond the length it
-    cuts strings; a copy has no limits). False, and nothing set, otherwise.
+def _room_for(span: Span, values: Mapping[str, Any]) -> bool:
+    """Whether ``values`` fit the live span's attribute limits, so that setting them changes
+    nothing else (beyond the count the SDK drops the oldest; beyond the length it cuts strings),
+    as they would in a copy, which has no limits. Unknown limits: no."""
+    bounded = getattr(span, "_attributes", None)
+    if not isinstance(bounded, BoundedAttributes):
+        return False
+    if bounded.maxlen is not None and len(bounded) + len(values) > bounded.maxlen:
+        return False
+    limit = bounded.max_value_len
+    return limit is None or all(len(v) <= limit for v in values.values() if isinstance(v, str))
 
-    They go straight into the SDK's dict under its lock: they are strs and finite floats with
-    names of ours, which the SDK stores as they are, and ``set_attributes`` would check and copy
-    each again and cost more than the copy this saves. Another SDK's attributes: no."""
-    if not attributes.keys().isdisjoint(values):
-        return False
-    bounded: Any = span._attributes
-    try:
-        inner, lock = bounded._dict, bounded._lock
-        maxlen, limit, mutable = bounded.maxlen, bounded.max_value_len, bounded._immutable is False
-    except AttributeError:
-        return False
-    if not mutable or type(inner) is not dict:
-        return False
-    if maxlen is not None and len(inner) + len(values) > maxlen:
-        return False
-    if limit is not None and any(len(v) > limit for v in values.values() if isinstance(v, str)):
-        return False
-    with lock:
-        inner.update(values)
-    return True
+
+def _set_made(span: Span, values: Mapping[str, Any]) -> None:
+    """Set attributes this processor made on the live span, straight into the SDK's dict under
+    its lock. They are strs and finite floats with names of ours, which the SDK stores as they
+    are, and ``_room_for`` saw them fit: ``set_attributes`` would check and copy each again and
+    cost more than the priced copy this saves. Another SDK's attributes: ``set_attributes``."""
+    bounded = span._attributes
+    inner = getattr(bounded, "_dict", None)
+    lock = getattr(bounded, "_lock", None)
+    if type(inner) is dict and lock is not None and getattr(bounded, "_immutable", None) is False:
+        with lock:
+            inner.update(values)
+    else:
+        span.set_attributes(values)
 
 
 def _priced_copy(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
