@@ -338,18 +338,16 @@ class CallSpan:
                 before()
         except Exception:
             _logger.debug("otel-llm: could not complete the span", exc_info=True)
-        end_time_ns = None
         try:
             pricer = live_pricer(self.span)
-            if pricer is not None:
+            if pricer is None:
+                self.span.end()
+            else:
                 # The end time is chosen here so that the price and the duration the processor
                 # records are those of the span as it ends.
                 end_time_ns = time.time_ns()
                 pricer.price_live(self.span, end_time_ns)
-        except Exception:
-            _logger.debug("otel-llm: could not price the span", exc_info=True)
-        try:
-            self.span.end(end_time=end_time_ns)
+                self.span.end(end_time=end_time_ns)
         except Exception:
             _logger.debug("otel-llm: could not end the span", exc_info=True)
         return True

@@ -222,8 +222,8 @@ class LLMSpanProcessor(SpanProcessor, LivePricer):
             self._price_live(span, context, end_time_ns)
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_end")
-            with contextlib.suppress(Exception):  # handed on as it is, not priced again
-                self._remember_live(context, None)
+            # Handed on as it is when it ends, not priced a second time.
+            self._remember_live(context, None)
 
     def _price_live(self, span: Span, context: SpanContext, end_time_ns: int) -> None:
         attributes = span_attributes(span)
