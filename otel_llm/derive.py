@@ -15,12 +15,11 @@ from otel_llm import _semconv as sc
 from otel_llm.call import LLMCall, Rejected, read_call
 from otel_llm.pricing import Cost, PriceBook, Unpriced
 
-COST_ATTRIBUTES = (
+_COST_ATTRIBUTES = (
     sc.GEN_AI_USAGE_COST_AMOUNT,
     sc.GEN_AI_USAGE_COST_CURRENCY,
     sc.GEN_AI_USAGE_COST_SOURCE,
 )
-"""The cost attributes a span may arrive with; dropped when the call is not priced here."""
 
 ERROR_TYPE_OTHER = "_OTHER"
 """The conventions' error.type when a span failed without saying how."""
@@ -49,7 +48,7 @@ class Derived:
         exported span never carries a cost this processor did not vouch for."""
         attributes = dict(original)
         if isinstance(self.priced, Unpriced):
-            for name in COST_ATTRIBUTES:
+            for name in _COST_ATTRIBUTES:
                 attributes.pop(name, None)
         attributes.update(self.cost_attributes())
         return attributes

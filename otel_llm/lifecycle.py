@@ -27,7 +27,6 @@ from otel_llm import _semconv as sc
 
 __all__ = [
     "CallSpan",
-    "LivePricer",
     "attribute_value",
     "error_type",
     "ignored",
@@ -147,28 +146,6 @@ def start_attributes(
         sc.SERVER_PORT: server_port if server_address is not None else None,
     }
     return {name: value for name, value in attributes.items() if value is not None}
-
-
-class LivePricer:
-    """A span processor that prices a call on its live span, just before it ends
-    (``LLMSpanProcessor``): its cost attributes are then set on the span itself, and the
-    processor makes no priced copy of it when it ends."""
-
-    def price_live(self, span: Span, end_time_ns: int) -> None:
-        """Price ``span``, about to end at ``end_time_ns``, as ``on_end`` would; never raises."""
-        raise NotImplementedError
-
-
-def live_pricer(span: Span) -> LivePricer | None:
-    """The processor that prices ``span`` before it ends, if it is the only processor of the
-    span's provider: a processor beside it would see the cost attributes where today it sees
-    none, one behind it sees them on the priced copy anyway. Read from the SDK span's
-    processor (its provider's, current when the span started); any other span, provider set-up
-    or SDK version has none, and is priced by a copy in ``on_end`` as before."""
-    processors = getattr(getattr(span, "_span_processor", None), "_span_processors", None)
-    if type(processors) is tuple and len(processors) == 1 and isinstance(processors[0], LivePricer):
-        return processors[0]
-    return None
 
 
 class CallSpan:
@@ -327,8 +304,8 @@ class CallSpan:
             _logger.debug("otel-llm: could not mark the span failed", exc_info=True)
 
     def end(self, before: Callable[[], None] | None = None) -> bool:
-        """End the span unless it already ended; ``before`` runs first (once), then the
-        span's processor prices it while it is live (``live_pricer``). True if it ended now."""
+        """End the span unless it already ended; ``before`` runs first (once). True if it ended
+        now."""
         with self._lock:
             if self._ended:
                 return False
@@ -339,15 +316,7 @@ class CallSpan:
         except Exception:
             _logger.debug("otel-llm: could not complete the span", exc_info=True)
         try:
-            pricer = live_pricer(self.span)
-            if pricer is None:
-                self.span.end()
-            else:
-                # The end time is chosen here so that the price and the duration the processor
-                # records are those of the span as it ends.
-                end_time_ns = time.time_ns()
-                pricer.price_live(self.span, end_time_ns)
-                self.span.end(end_time=end_time_ns)
+            self.span.end()
         except Exception:
             _logger.debug("otel-llm: could not end the span", exc_info=True)
         return True

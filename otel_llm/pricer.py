@@ -122,20 +122,16 @@ class Pricer:
         self._service_names: dict[int, tuple[Resource | None, str]] = {}
 
     def price_sdk_span(
-        self,
-        span: ReadableSpan,
-        attributes: Mapping[str, Any],
-        scope: str | None,
-        end_time_ns: int | None = None,
+        self, span: ReadableSpan, attributes: Mapping[str, Any], scope: str | None
     ) -> Derived | None:
         """The call of an ended SDK span; ``attributes`` are the ones to read it from (the
         span's own, ``span_attributes(span)``, perhaps with context added), ``scope`` its
-        ``scope_name(span)``. A live span is priced as it will end at ``end_time_ns``."""
+        ``scope_name(span)``."""
         context = span.context
         return derive(
             attributes,
             start_time_ns=span.start_time,
-            end_time_ns=end_time_ns if end_time_ns is not None else span.end_time,
+            end_time_ns=span.end_time,
             failed=span.status.status_code is StatusCode.ERROR,
             service_name=self._service_name(span.resource),
             trace_id=context.trace_id if context is not None else 0,

@@ -5,10 +5,6 @@ because the Python SDK freezes a span's attributes before any processor's ``_on_
 ``on_end`` runs (opentelemetry-python #5614): the only way for exported spans to carry their cost
 is to give the downstream processors a copy that has it. Spans that are not LLM calls are
 passed through as they are.
-
-otel-llm's own spans (``llm_call``, the instrumentors: ``lifecycle.CallSpan``) need no copy: just
-before ending one, the lifecycle asks this processor to price it (``price_live``), and the cost
-attributes are set on the live span. ``on_end`` then only records its metrics and hands it on.
 """
 
 from __future__ import annotations
@@ -21,24 +17,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry import trace as trace_api
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import SpanContext
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from otel_llm import _semconv as sc
 from otel_llm import settings
 from otel_llm.call import is_llm_call, may_be_llm_call
 from otel_llm.context import current_context_attributes
-from otel_llm.derive import COST_ATTRIBUTES, Derived
-from otel_llm.lifecycle import LivePricer
+from otel_llm.derive import Derived
 from otel_llm.metrics.otel import OTelMetricsRecorder
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions, scope_name, span_attributes
-from otel_llm.pricing import PriceBook, PriceOverride, Unpriced
+from otel_llm.pricing import PriceBook, PriceOverride
 
 _logger = logging.getLogger(__name__)
 
@@ -47,7 +39,7 @@ _logger = logging.getLogger(__name__)
 _MAX_PENDING = 10_000
 
 
-class LLMSpanProcessor(SpanProcessor, LivePricer):
+class LLMSpanProcessor(SpanProcessor):
     """Derives cost, token and latency metrics from GenAI spans; exports them priced.
 
     Args:
@@ -95,9 +87,6 @@ class LLMSpanProcessor(SpanProcessor, LivePricer):
         self._pending: dict[int, Mapping[str, Any]] = {}
         self._pending_lock = threading.Lock()
         self._nested: dict[int, str] = {}
-        # Spans priced live (price_live), by span id, until they end: their context (to tell
-        # the very span) and their call (None: nothing to record). Bounded like the others.
-        self._priced_live: dict[int, tuple[SpanContext, Derived | None]] = {}
 
     @property
     def downstream(self) -> tuple[SpanProcessor, ...]:
@@ -155,8 +144,6 @@ class LLMSpanProcessor(SpanProcessor, LivePricer):
             processor._on_ending(span)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self._priced_live and self._ended_priced_live(span):
-            return
         handed_on = span
         try:
             attributes = span_attributes(span)
@@ -187,84 +174,6 @@ class LLMSpanProcessor(SpanProcessor, LivePricer):
                 processor.on_end(handed_on)
             except Exception:  # noqa: BLE001 - one failing exporter must not stop the others
                 self._failed("downstream")
-
-    def _ended_priced_live(self, span: ReadableSpan) -> bool:
-        """``on_end`` of a span priced live, if it is one (its attributes are already the
-        priced ones): its metrics recorded, the span handed on as it is. False otherwise."""
-        context = span.context
-        # dict.pop is atomic: no lock needed to take an entry.
-        live = self._priced_live.pop(context.span_id, None) if context is not None else None
-        if live is None or live[0] is not context:
-            return False
-        derived = live[1]
-        if derived is not None:
-            try:
-                self._record(derived)
-            except Exception:  # noqa: BLE001 - telemetry must never break the application
-                self._failed("on_end")
-        for processor in self._downstream:
-            try:
-                processor.on_end(span)
-            except Exception:  # noqa: BLE001 - one failing exporter must not stop the others
-                self._failed("downstream")
-        return True
-
-    def price_live(self, span: trace_api.Span, end_time_ns: int) -> None:
-        """Price an LLM call span of ours about to end at ``end_time_ns`` exactly as ``on_end``
-        would (nesting, ``llm_context``, the processor's ``Pricer``), and set its cost
-        attributes on the live span when downstream processors will see them. A span that
-        would need more than that -- context kept since it started, a cost attribute to drop,
-        attribute limits in the way -- is left as it is, for ``on_end`` to price by a copy."""
-        if not isinstance(span, Span) or span.context is None or not span.is_recording():
-            return  # not the SDK's span, or already ended
-        context = span.context
-        try:
-            self._price_live(span, context, end_time_ns)
-        except Exception:  # noqa: BLE001 - telemetry must never break the application
-            self._failed("on_end")
-            # Handed on as it is when it ends, not priced a second time.
-            self._remember_live(context, None)
-
-    def _price_live(self, span: Span, context: SpanContext, end_time_ns: int) -> None:
-        attributes = span_attributes(span)
-        if not (may_be_llm_call(attributes) and is_llm_call(attributes, scope := scope_name(span))):
-            return
-        span_id = context.span_id
-        if self._pending and span_id in self._pending:
-            return  # its context is added to a copy, as the span's values' defaults
-        counted_in = self._nested_child(span) if self._nested else None
-        if counted_in is not None:
-            if self._downstream:
-                marked = {sc.OTEL_LLM_CALL_COUNTED_IN: counted_in}
-                if sc.OTEL_LLM_CALL_COUNTED_IN in attributes or not _room_for(span, marked):
-                    with self._pending_lock:  # for on_end to find
-                        self._nested[span_id] = counted_in
-                    return
-                _set_made(span, marked)
-            self._mark_parent(span, counted_in)
-            self._remember_live(context, None)
-            return
-        derived = self._pricer.price_sdk_span(span, attributes, scope, end_time_ns)
-        if derived is None:
-            return
-        if self._downstream:
-            added = derived.cost_attributes()
-            # A copy can leave out a cost attribute it does not vouch for, keeps the place of
-            # one it overwrites (the SDK moves it to the end) and holds more than the limits.
-            unvouched = isinstance(derived.priced, Unpriced) and any(
-                name in attributes for name in COST_ATTRIBUTES
-            )
-            if unvouched or not attributes.keys().isdisjoint(added) or not _room_for(span, added):
-                return
-            _set_made(span, added)
-        self._mark_parent(span, format(span_id, "016x"))
-        self._remember_live(context, derived)
-
-    def _remember_live(self, context: SpanContext, derived: Derived | None) -> None:
-        with self._pending_lock:
-            if len(self._priced_live) >= _MAX_PENDING:
-                self._priced_live.pop(next(iter(self._priced_live)))
-            self._priced_live[context.span_id] = (context, derived)
 
     def _nested_child(self, span: ReadableSpan) -> str | None:
         if span.context is None:
@@ -312,34 +221,6 @@ def _is_llm_call_span(span: object) -> bool:
         return False
     attributes = span_attributes(span)
     return may_be_llm_call(attributes) and is_llm_call(attributes, scope_name(span))
-
-
-def _room_for(span: Span, values: Mapping[str, Any]) -> bool:
-    """Whether ``values`` fit the live span's attribute limits, so that setting them changes
-    nothing else (beyond the count the SDK drops the oldest; beyond the length it cuts strings),
-    as they would in a copy, which has no limits. Unknown limits: no."""
-    bounded = getattr(span, "_attributes", None)
-    if not isinstance(bounded, BoundedAttributes):
-        return False
-    if bounded.maxlen is not None and len(bounded) + len(values) > bounded.maxlen:
-        return False
-    limit = bounded.max_value_len
-    return limit is None or all(len(v) <= limit for v in values.values() if isinstance(v, str))
-
-
-def _set_made(span: Span, values: Mapping[str, Any]) -> None:
-    """Set attributes this processor made on the live span, straight into the SDK's dict under
-    its lock. They are strs and finite floats with names of ours, which the SDK stores as they
-    are, and ``_room_for`` saw them fit: ``set_attributes`` would check and copy each again and
-    cost more than the priced copy this saves. Another SDK's attributes: ``set_attributes``."""
-    bounded = span._attributes
-    inner = getattr(bounded, "_dict", None)
-    lock = getattr(bounded, "_lock", None)
-    if type(inner) is dict and lock is not None and getattr(bounded, "_immutable", None) is False:
-        with lock:
-            inner.update(values)
-    else:
-        span.set_attributes(values)
 
 
 def _priced_copy(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
