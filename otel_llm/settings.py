@@ -404,7 +404,10 @@ CALL_LOG_FLUSH_INTERVAL: Setting[float] = Setting(
     default=1.0,
     parse=float,
     check=seconds_or_off,
-    doc="Seconds a call may wait for its batch to fill before it is written anyway.",
+    doc=(
+        "Seconds a call may wait for its batch to fill before it is written anyway (in-process "
+        "CallLogExporter; the collector writes each queued batch as its call log reads it)."
+    ),
 )
 CALL_LOG_MAX_PENDING: Setting[int] = Setting(
     name="call_log_max_pending",
@@ -413,7 +416,8 @@ CALL_LOG_MAX_PENDING: Setting[int] = Setting(
     check=int_at_least(1),
     doc=(
         "Calls waiting to be written, at most; beyond, new calls are dropped, counted and "
-        "logged (the store is down or too slow), never blocking the application."
+        "logged (the store is down or too slow), never blocking the application (in-process "
+        "CallLogExporter; in the collector the durable queue holds them and fills instead)."
     ),
 )
 CALL_LOG_CONTENT_DAYS: Setting[int] = Setting(
