@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "foundation",
         (
             "otel_llm._version",
+            "otel_llm._lazy",
             "otel_llm._semconv",
             "otel_llm._dialects_table",
             "otel_llm._cli_types",

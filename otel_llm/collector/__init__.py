@@ -6,17 +6,13 @@ package for its subcommand) must not pay for grpcio.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from otel_llm._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from otel_llm.collector.service import CollectorService
 
 __all__ = ["CollectorService"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "CollectorService":
-        from otel_llm.collector.service import CollectorService  # noqa: PLC0415
-
-        return CollectorService
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"CollectorService": "otel_llm.collector.service"})

@@ -14,8 +14,9 @@ the rest is imported on first use, so ``otel-llm --version`` does not pay for th
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from otel_llm._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from otel_llm.demo.command import run
@@ -101,8 +102,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = lazy_attributes(
+    __name__, {name: f"{__name__}.{module}" for name, module in _LAZY.items()}
+)
