@@ -84,9 +84,8 @@ class Derived:
         return attributes
 
 
-def derive(
+def derive(  # noqa: PLR0917 - positional on the hot path, see Pricer
     attributes: Mapping[str, Any],
-    *,
     start_time_ns: int | None,
     end_time_ns: int | None,
     failed: bool,

@@ -20,6 +20,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanContext
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from otel_llm import _semconv as sc
@@ -114,16 +115,13 @@ class LLMSpanProcessor(SpanProcessor):
             except Exception:  # noqa: BLE001 - one failing processor must not stop the others
                 self._failed("downstream")
 
-    def _mark_parent(self, span: ReadableSpan, counted_in: str) -> None:
+    def _mark_parent(self, parent: SpanContext, counted_in: str) -> None:
         # Two instrumentations of one call (ours and another library's, a framework's and the
         # SDK's, llm_call around an instrumented client) nest one LLM span in another. The
         # innermost is priced: it is closest to the provider's response (usage, retries each
-        # billed). It ends first, so it leaves a note for its parent: should that be an LLM span
-        # too, it would count the same call twice. Decided at the end, when even libraries that
-        # set their attributes late have said what their span is.
-        parent = span.parent
-        if parent is None or parent.is_remote:
-            return
+        # billed). It ends first, so it leaves a note for its local parent: should that be an
+        # LLM span too, it would count the same call twice. Decided at the end, when even
+        # libraries that set their attributes late have said what their span is.
         with self._pending_lock:
             if len(self._nested) >= _MAX_PENDING:
                 self._nested.pop(next(iter(self._nested)))
@@ -153,7 +151,9 @@ class LLMSpanProcessor(SpanProcessor):
             if may_be_llm_call(attributes) and is_llm_call(attributes, scope := scope_name(span)):
                 if counted_in is not None:
                     # Priced and measured as the LLM span nested in it; exported saying so.
-                    self._mark_parent(span, counted_in)
+                    parent = span.parent
+                    if parent is not None and not parent.is_remote:
+                        self._mark_parent(parent, counted_in)
                     if self._downstream:
                         marked = {**attributes, sc.OTEL_LLM_CALL_COUNTED_IN: counted_in}
                         handed_on = _priced_copy(span, marked)
@@ -162,8 +162,9 @@ class LLMSpanProcessor(SpanProcessor):
                         attributes = {**context, **attributes}
                     derived = self._pricer.price_sdk_span(span, attributes, scope)
                     if derived is not None:
-                        if span.context is not None:
-                            self._mark_parent(span, format(span.context.span_id, "016x"))
+                        parent = span.parent
+                        if parent is not None and not parent.is_remote:
+                            self._mark_parent(parent, format(span.context.span_id, "016x"))
                         if self._downstream:  # metrics-only: nobody sees the priced copy
                             handed_on = _priced_copy(span, derived.priced_attributes(attributes))
                         self._record(derived)
