@@ -49,6 +49,8 @@ def configure(
     max_label_values: int | None = None,
     max_tokens: int | None = None,
     price_cache_size: int | None = None,
+    rollup_max_open: int | None = None,
+    agent_label: bool | None = None,
     prometheus_port: int | None = None,
     prometheus_host: str | None = None,
     enabled: bool | None = None,
@@ -75,6 +77,8 @@ def configure(
             max_label_values=max_label_values,
             max_tokens=max_tokens,
             price_cache_size=price_cache_size,
+            rollup_max_open=rollup_max_open,
+            agent_label=agent_label,
         )
 
     with _configured_lock:

@@ -18,6 +18,8 @@ GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
 GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
 GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
+GEN_AI_AGENT_ID: Final = "gen_ai.agent.id"
 GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
 GEN_AI_REQUEST_TOP_P: Final = "gen_ai.request.top_p"
 GEN_AI_REQUEST_TOP_K: Final = "gen_ai.request.top_k"
@@ -72,6 +74,26 @@ OTEL_LLM_COST_REQUEST: Final = "otel_llm.cost.request"
 OTEL_LLM_COST_UNPRICED_REASON: Final = "otel_llm.cost.unpriced_reason"
 OTEL_LLM_USAGE_MISSING: Final = "otel_llm.usage.missing"
 OTEL_LLM_CALL_COUNTED_IN: Final = "otel_llm.call.counted_in"
+
+# --- roll-ups: on agent and local root spans, the LLM calls that ended under them ---------------
+OTEL_LLM_ROLLUP_COST_AMOUNT: Final = "otel_llm.rollup.cost.amount"
+OTEL_LLM_ROLLUP_COST_EXACT: Final = "otel_llm.rollup.cost.exact"
+OTEL_LLM_ROLLUP_CALLS: Final = "otel_llm.rollup.calls"
+OTEL_LLM_ROLLUP_UNPRICED_CALLS: Final = "otel_llm.rollup.unpriced_calls"
+OTEL_LLM_ROLLUP_FAILED_CALLS: Final = "otel_llm.rollup.failed_calls"
+OTEL_LLM_ROLLUP_INPUT_TOKENS: Final = "otel_llm.rollup.usage.input_tokens"
+OTEL_LLM_ROLLUP_OUTPUT_TOKENS: Final = "otel_llm.rollup.usage.output_tokens"
+OTEL_LLM_ROLLUP_CACHE_READ_TOKENS: Final = "otel_llm.rollup.usage.cache_read_tokens"
+OTEL_LLM_ROLLUP_CACHE_CREATION_TOKENS: Final = "otel_llm.rollup.usage.cache_creation_tokens"
+OTEL_LLM_ROLLUP_REASONING_TOKENS: Final = "otel_llm.rollup.usage.reasoning_tokens"
+ROLLUP_TOKEN_ATTRIBUTES: Final = (
+    OTEL_LLM_ROLLUP_INPUT_TOKENS,
+    OTEL_LLM_ROLLUP_OUTPUT_TOKENS,
+    OTEL_LLM_ROLLUP_CACHE_READ_TOKENS,
+    OTEL_LLM_ROLLUP_CACHE_CREATION_TOKENS,
+    OTEL_LLM_ROLLUP_REASONING_TOKENS,
+)
+"""In the order of ``TOKEN_TYPES``."""
 USAGE_COST: Final = "usage.cost"
 
 COST_SOURCE_LOCAL: Final = "local"
@@ -88,6 +110,7 @@ OTEL_LLM_CONTEXT_PIPELINE_STEP: Final = "otel_llm.context.pipeline_step"
 
 # --- operations ---------------------------------------------------------------------------------
 # The inference and embeddings operations the processor prices; tool and agent spans are not calls.
+OPERATION_INVOKE_AGENT: Final = "invoke_agent"
 PRICED_OPERATIONS: Final = frozenset(
     {"chat", "text_completion", "generate_content", "embeddings", "completion", "responses"}
 )
@@ -139,6 +162,7 @@ PROM_COST: Final = "gen_ai_client_cost_usd_total"
 PROM_UNPRICED: Final = "gen_ai_client_unpriced_operations_total"
 PROM_INVALID_ATTRIBUTES: Final = "otel_llm_invalid_attributes_total"
 PROM_PROCESSOR_ERRORS: Final = "otel_llm_processor_errors_total"
+PROM_ROLLUP_EVICTED: Final = "otel_llm_rollup_evicted_total"
 
 OTEL_DURATION: Final = "gen_ai.client.operation.duration"
 OTEL_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
@@ -148,5 +172,6 @@ OTEL_COST: Final = "gen_ai.client.cost"
 OTEL_UNPRICED: Final = "gen_ai.client.unpriced_operations"
 OTEL_INVALID_ATTRIBUTES: Final = "otel_llm.invalid_attributes"
 OTEL_PROCESSOR_ERRORS: Final = "otel_llm.processor.errors"
+OTEL_ROLLUP_EVICTED: Final = "otel_llm.rollup.evicted"
 
 TOKEN_TYPES: Final = ("input", "output", "cache_read", "cache_creation", "reasoning")

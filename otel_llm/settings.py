@@ -159,6 +159,28 @@ STREAM_INCLUDE_USAGE: Setting[bool] = Setting(
         "``chunk.choices[0]`` must tolerate. Off: such streams are marked usage-missing."
     ),
 )
+ROLLUP_MAX_OPEN: Setting[int] = Setting(
+    name="rollup_max_open",
+    default=10_000,
+    parse=int,
+    check=int_at_least(1),
+    doc=(
+        "Traces with calls whose local root has not ended, and spans under a live agent, the "
+        "processor follows for cost roll-ups (each table); past it the oldest is given up and "
+        "counted in ``otel_llm_rollup_evicted_total``."
+    ),
+)
+AGENT_LABEL: Setting[bool] = Setting(
+    name="agent_label",
+    default=False,
+    parse=parse_bool,
+    check=boolean,
+    doc=(
+        "Add the ``gen_ai_agent_name`` label (from ``gen_ai.agent.name``, inherited from the "
+        "enclosing agent) to the GenAI metrics; capped by ``max_label_values`` like every "
+        "label a span fills. Off by default: one more label multiplies the series."
+    ),
+)
 
 CORE: tuple[Setting[Any], ...] = (
     ENABLED,
@@ -172,6 +194,8 @@ CORE: tuple[Setting[Any], ...] = (
     CAPTURE_CONTENT,
     CONTENT_MAX_LENGTH,
     STREAM_INCLUDE_USAGE,
+    ROLLUP_MAX_OPEN,
+    AGENT_LABEL,
 )
 
 # --- The collector service (`otel-llm collector`) -------------------------------------------

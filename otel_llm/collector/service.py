@@ -41,6 +41,7 @@ from otel_llm.collector.http_receiver import HttpReceiver
 from otel_llm.collector.metrics_server import MetricsServer
 from otel_llm.collector.queue import UPSTREAM, DiskQueue, QueueClosed, QueueFull
 from otel_llm.collector.telemetry import CollectorMetrics
+from otel_llm.metrics.labels import extra_metric_labels
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import PriceBook, PriceOverride
@@ -94,6 +95,7 @@ class CollectorService(Background):
         max_label_values: int | None = None,
         max_tokens: int | None = None,
         price_cache_size: int | None = None,
+        agent_label: bool | None = None,
     ):
         self.config = config if config is not None else CollectorConfig.from_settings()
         self._call_sink = call_sink
@@ -107,7 +109,7 @@ class CollectorService(Background):
         self.metrics = CollectorMetrics(registry)
         recorder = PrometheusRecorder.for_registry(
             registry,
-            extra_labels=settings.EXTRA_LABELS.resolve(extra_labels),
+            extra_labels=extra_metric_labels(extra_labels, agent_label),
             max_label_values=settings.MAX_LABEL_VALUES.resolve(max_label_values),
         )
         # At 0 from start-up, like the service's own series: an alert's increase() then sees
