@@ -500,3 +500,19 @@ def test_every_compared_field_takes_each_operator(api: Client) -> None:
                 if getattr(r, source) is not None and holds(getattr(r, source), sample)
             ]
             assert count(api, {field: {operator: sent}}) == len(expected), (field, operator)
+
+
+def test_the_largest_operands_compare_in_both_databases(api: Client) -> None:
+    # beyond every stored value, within what a 64-bit column (and PostgreSQL's 4-byte
+    # status_code) can be compared with: no 500
+    for field in COMPARED:
+        if FIELDS[field].type == "datetime":
+            low, high = "1900-01-01", "9999-01-01"
+        elif FIELDS[field].codec == "money":
+            low, high = 0, 10**9
+        else:
+            low, high = -(10**15), 10**15
+        assert count(api, {field: {"$gt": high}}) == 0, field
+        assert count(api, {field: {"$lt": low}}) == 0, field
+        present = sum(getattr(r, FIELDS[field].source) is not None for r in RECORDS)
+        assert count(api, {field: {"$lte": high, "$gte": low}}) == present, field

@@ -9,7 +9,10 @@ whole nano-USD, so a part of ``c`` nano-USD for ``n`` tokens was priced at a rat
 ``(c +- 0.5) / (1000 n)`` USD per million. Prices are quoted to at most six decimals per million
 tokens (genai-prices' data; overrides in the same unit); when exactly one such rate lies in
 that interval it is the rate the call was priced at, and it is given. Otherwise (a few tokens,
-an unpriced call, a part without tokens) the rate is null: unknown, not approximate.
+an unpriced call, a part without tokens) the rate is null: unknown, not approximate. (30 of
+genai-prices 0.2.5's 7,180 rates have more decimals: float artefacts such as
+0.18000000000000002, given as 0.18, and three of 1/24, given as 0.041667: the rate that
+reproduces the stored cost. docs/calllog.md, "Per-call rates".)
 """
 
 from __future__ import annotations
