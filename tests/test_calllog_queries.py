@@ -443,6 +443,10 @@ def test_bad_url_values_are_400s_naming_them(api: Client) -> None:
     message = api.error(400, "/stats", method="POST", body={"query": {"latency_ms": {"$gt": 1}}})
     assert "stats cannot filter on latency_ms" in message
     assert "stats cannot filter on streaming" in api.error(400, "/stats?streaming=true")
+    body = {"query": {"model": {"$ne": "gpt-4o"}}}
+    assert "stats cannot exclude values of model" in api.error(
+        400, "/stats", method="POST", body=body
+    )
 
 
 @pytest.mark.parametrize("name", ["pipeline_step", "response_model", "error_type", "model"])

@@ -41,29 +41,22 @@ from otel_llm.calllog.catalogue import (
     FIELDS,
     FLAG_MATCHES,
     RANGES,
-    ROUTED_MATCHES,
     STATS_MATCHES,
     TEXT_MATCHES,
     TIME_ALIASES,
     TIME_FILTERS,
-    Match,
 )
+from otel_llm.calllog.operators import compared, flag_value, matched
 from otel_llm.calllog.pageparams import SORT_KEYS, offset_of, select_of, sort_of
 from otel_llm.calllog.paramvalues import (
     BOUND_PARSERS,
     Given,
     ParamError,
     as_choice,
-    as_cost,
-    as_flag,
     as_integer,
     as_moment,
-    as_number,
-    as_text,
-    as_texts,
     json_type,
     shown,
-    wrong_type,
 )
 from otel_llm.calllog.query import (
     DEFAULT_GROUP_LIMIT,
@@ -72,13 +65,10 @@ from otel_llm.calllog.query import (
     MAX_LIMIT,
     CallFilter,
     CallQuery,
-    Comparison,
-    Operator,
     StatsGroup,
     StatsQuery,
     View,
 )
-from otel_llm.pricing.names import split_router_prefix
 
 __all__ = [
     "FILTERS",
@@ -202,7 +192,14 @@ def parse_stats(
     limit = DEFAULT_GROUP_LIMIT
     if "limit" in given:
         limit = as_integer(given["limit"], low=1, high=MAX_GROUP_LIMIT)
-    return StatsQuery(filter=_filter(given, now), group_by=group_by, limit=limit)
+    call_filter = _filter(given, now)
+    for name, _ in call_filter.excluded or ():
+        raise ParamError(
+            f"stats cannot exclude values of {name} ($ne, $nin: list and count can); stats "
+            "take one value or several",
+            name,
+        )
+    return StatsQuery(filter=call_filter, group_by=group_by, limit=limit)
 
 
 def parse_item(
@@ -311,12 +308,12 @@ def _filter(given: Mapping[str, Given], now: datetime | None = None) -> CallFilt
     excluded: list[tuple[str, tuple[str, ...]]] = []
     for match in (*CHOICE_MATCHES, *TEXT_MATCHES):
         if match.name in given:
-            wanted, unwanted = _matched(given[match.name], match)
+            wanted, unwanted = matched(given[match.name], match)
             values[match.name] = wanted
             if unwanted:
                 excluded.append((match.name, unwanted))
     for match in FLAG_MATCHES:
-        values[match.name] = bound(match.name, _flag_value)
+        values[match.name] = bound(match.name, flag_value)
     for rng in RANGES:
         parse = BOUND_PARSERS[rng.unit]
         values[f"min_{rng.attribute}"] = bound(f"min_{rng.name}", parse)
@@ -329,7 +326,7 @@ def _filter(given: Mapping[str, Given], now: datetime | None = None) -> CallFilt
                 f"min_{rng.name}",
             )
     comparisons = tuple(
-        comparison for name in COMPARED if name in given for comparison in _compared(given[name])
+        comparison for name in COMPARED if name in given for comparison in compared(given[name])
     )
     return CallFilter(
         start=start,
@@ -338,129 +335,6 @@ def _filter(given: Mapping[str, Given], now: datetime | None = None) -> CallFilt
         excluded=tuple(excluded) or None,
         **values,
     )
-
-
-_TEXT_OPERATORS = ("$in", "$nin", "$eq", "$ne")
-_OPERATORS: dict[str, Operator] = {
-    "$eq": "eq",
-    "$ne": "ne",
-    "$gt": "gt",
-    "$gte": "gte",
-    "$lt": "lt",
-    "$lte": "lte",
-}
-
-
-def _matched(given: Given, match: Match) -> tuple[str | tuple[str, ...] | None, tuple[str, ...]]:
-    """A text or choice filter: the values to match (one, several, or None: any) and the values
-    to exclude."""
-
-    def one(item: Given) -> str:
-        return as_choice(item, match.choices) if match.choices else as_text(item)
-
-    def many(item: Given) -> tuple[str, ...]:
-        return _routed(as_texts(item, one), match.name)
-
-    value = given.value
-    if not isinstance(value, dict):
-        if isinstance(value, list) or (given.from_url and "," in value):
-            return many(given), ()
-        names = _routed((one(given),), match.name)
-        return (names[0] if len(names) == 1 else names), ()
-    wanted: tuple[str, ...] | None = None
-    unwanted: tuple[str, ...] = ()
-    for operator, operand in _operators(given, _TEXT_OPERATORS):
-        if operator in ("$eq", "$ne") and not isinstance(operand.value, str):
-            raise wrong_type(operand, "a string")
-        if operator in ("$in", "$nin") and not isinstance(operand.value, list):
-            raise wrong_type(operand, "an array of strings")
-        items = many(
-            Given(
-                [operand.value] if operator in ("$eq", "$ne") else operand.value,
-                operand.where,
-                from_url=False,
-            )
-        )
-        if operator in ("$in", "$eq"):
-            # Two of them: a call must be among both lists.
-            wanted = items if wanted is None else tuple(v for v in wanted if v in items)
-        else:
-            unwanted = tuple(dict.fromkeys((*unwanted, *items)))
-    if wanted is not None and not wanted:
-        wanted = ("",)  # no value is in both lists: nothing matches ('' is never stored)
-    return wanted, unwanted
-
-
-def _routed(names: tuple[str, ...], filter_name: str) -> tuple[str, ...]:
-    """Each name, and for a model filter also its name without a gateway prefix."""
-    if filter_name not in ROUTED_MATCHES:
-        return names
-    found: list[str] = []
-    for name in names:
-        found.append(name)
-        routed = split_router_prefix(name)
-        if routed is not None:
-            found.append(routed[1])
-    return tuple(dict.fromkeys(found))
-
-
-def _flag_value(given: Given) -> bool:
-    if not isinstance(given.value, dict):
-        return as_flag(given)
-    value: bool | None = None
-    for operator, operand in _operators(given, ("$eq", "$ne")):
-        flag = as_flag(operand) != (operator == "$ne")
-        if value is not None and value != flag:
-            raise ParamError(f"{given.where}: its operators contradict each other", given.parameter)
-        value = flag
-    assert value is not None  # _operators gives at least one
-    return value
-
-
-def _compared(given: Given) -> list[Comparison]:
-    """A numeric or time field's conditions: ``{"$gt": 1, "$lte": 5}``, or a bare value."""
-    name = given.parameter
-    pairs = (
-        _operators(given, tuple(_OPERATORS)) if isinstance(given.value, dict) else [("$eq", given)]
-    )
-    return [Comparison(name, _OPERATORS[op], _operand(name, operand)) for op, operand in pairs]
-
-
-def _operand(name: str, given: Given) -> Decimal | datetime:
-    field = FIELDS[name]
-    if field.type == "datetime":
-        return as_moment(given, end=False)
-    if field.codec == "money":
-        return as_cost(given)
-    number = as_number(given)
-    if abs(number) > _MAX_OPERAND:
-        raise ParamError(
-            f"{given.where} must be between -{_MAX_OPERAND:.0e} and {_MAX_OPERAND:.0e}",
-            given.parameter,
-        )
-    return number
-
-
-_MAX_OPERAND = Decimal(10**15)
-"""A compared number's largest magnitude: beyond every field's range, within 64-bit columns."""
-
-
-def _operators(given: Given, allowed: Sequence[str]) -> list[tuple[str, Given]]:
-    operators: dict[str, Any] = given.value
-    if not operators:
-        raise ParamError(
-            f"{given.where} has no operator; use one of {', '.join(allowed)}", given.parameter
-        )
-    found = []
-    for operator, operand in operators.items():
-        if operator not in allowed:
-            raise ParamError(
-                f"{given.where}: unknown operator '{shown(str(operator))}'; expected one of "
-                f"{', '.join(allowed)}",
-                given.parameter,
-            )
-        found.append((operator, Given(operand, f"{given.where}.{operator}", from_url=False)))
-    return found
 
 
 def _no_constant(name: str) -> Any:

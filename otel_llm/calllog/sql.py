@@ -257,6 +257,8 @@ def match(column: str, value: str | tuple[str, ...]) -> tuple[str, tuple[str, ..
     """The condition that ``column`` equals the value, or one of the values."""
     if isinstance(value, str):
         return f"{column} = ?", (value,)
+    if not value:  # no value can match (two $in lists without a common value)
+        return "1 = 0", ()
     if len(value) == 1:
         return f"{column} = ?", value
     return f"{column} IN ({', '.join('?' for _ in value)})", value
