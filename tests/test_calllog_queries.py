@@ -301,6 +301,7 @@ def test_days_from_and_to(api: Client) -> None:
     assert "from and start_date" in api.error(400, f"?from={start}&start_date={start}")
     assert "days" in api.error(400, "?days=0")
     assert "days" in api.error(400, "?days=ten")
+    assert "days" in api.error(400, f"?{query}&days=-1")  # overridden, still checked
 
 
 # --- stats by model ------------------------------------------------------------------------------

@@ -290,7 +290,8 @@ def _filter(given: Mapping[str, Given], now: datetime | None = None) -> CallFilt
     start_name, end_name = TIME_FILTERS
     start = bound(start_name, lambda value: as_moment(value, end=False))
     end = bound(end_name, lambda value: as_moment(value, end=True))
-    if DAYS_FILTER in given and not (start is not None and end is not None):
+    days = bound(DAYS_FILTER, lambda value: as_integer(value, low=1, high=MAX_DAYS))
+    if days is not None and not (start is not None and end is not None):
         # Seed 004: days is overridden when from and to are given; with one of them it is
         # unclear which end it counts from.
         if start is not None or end is not None:
@@ -299,7 +300,6 @@ def _filter(given: Mapping[str, Given], now: datetime | None = None) -> CallFilt
                 "not both",
                 DAYS_FILTER,
             )
-        days = as_integer(given[DAYS_FILTER], low=1, high=MAX_DAYS)
         today = datetime.combine((now or datetime.now(UTC)).astimezone(UTC).date(), time(), UTC)
         start = today - timedelta(days=days - 1)
     if start is not None and end is not None and start >= end:
