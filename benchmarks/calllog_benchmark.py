@@ -30,14 +30,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
+from otel_llm.calllog.query import CallFilter, CallQuery, Comparison, StatsQuery
 from otel_llm.calllog.record import NANO, CallRecord, call_id
+from otel_llm.calllog.stats import Deadline, _top, daily_where
 from otel_llm.calllog.store import SQLCallStore, open_store
 
 INGEST_TARGET = 20_000
@@ -146,6 +148,7 @@ def queries(store: SQLCallStore) -> dict[str, Callable[[], Any]]:
     now = datetime.now(UTC)
     month = CallFilter(start=now - timedelta(days=30))
     week = CallFilter(start=now - timedelta(days=7))
+    slow = Comparison("latency_ms", "gt", Decimal(2000))
 
     def per_model_per_day() -> None:
         for model in MODELS:
@@ -171,7 +174,26 @@ def queries(store: SQLCallStore) -> dict[str, Callable[[], Any]]:
         "count one project, 7 d": lambda: store.count(
             CallFilter(project="alpha", start=week.start)
         ),
+        # issue 12: what stats now add (by_model), and the richer list queries
+        "  by_model alone, 30 d (part of every stats)": lambda: by_model(store, month),
+        "list 20, model IN (3 models), 7 d": lambda: store.list(
+            CallQuery(filter=replace(week, model=tuple(MODELS)[:3]), limit=20)
+        ),
+        "list 20, latency_ms > 2000 ($gt), 7 d": lambda: store.list(
+            CallQuery(filter=replace(week, comparisons=(slow,)), limit=20)
+        ),
+        "list 20 by model asc, cost desc, 7 d": lambda: store.list(
+            CallQuery(filter=week, sort="model", descending=False, then=(("cost", True),))
+        ),
+        "enhanced summary (cost, tokens), 7 d": lambda: store.summary(week),
     }
+
+
+def by_model(store: SQLCallStore, month: CallFilter) -> None:
+    """The one statement by_model adds to a stats answer (``stats._top`` on the model)."""
+    end = datetime.now(UTC) + timedelta(days=1)
+    where = daily_where(month, month.start or end, end)
+    _top(store._scan, "model", where, 100, Deadline(None))
 
 
 def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:

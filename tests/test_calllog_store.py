@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from otel_llm.calllog.query import MAX_LIMIT, CallFilter, CallQuery, QueryError, StatsQuery
+from otel_llm.calllog.query import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    CallFilter,
+    CallQuery,
+    QueryError,
+    StatsQuery,
+)
 from otel_llm.calllog.record import FIELDS, NANO, SUMMARY_FIELDS, CallRecord, call_id
 from otel_llm.calllog.sketch import Sketch
 from otel_llm.calllog.store import SQLCallStore, open_store
@@ -360,7 +367,7 @@ def test_pagination_edges(reader: SQLCallStore, records: list[CallRecord]) -> No
     assert past.total == total
     assert not past.has_more
     default = reader.list(CallQuery())
-    assert len(default.calls) == 10
+    assert len(default.calls) == DEFAULT_LIMIT
     newest = max(records, key=lambda r: r.created_at)
     assert default.calls[0]["id"] == newest.id
     for bad in (CallQuery(limit=MAX_LIMIT + 1), CallQuery(limit=0), CallQuery(offset=-1)):

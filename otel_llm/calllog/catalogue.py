@@ -331,6 +331,12 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "cost",
     "feature",
     "project",
+    # What the seeds' list items carry besides (seed 001: status_code; its error logs: error).
+    "status_code",
+    "streaming",
+    "error_type",
+    "error_code",
+    "error_message",
 )
 """The default ``select`` of a list."""
 
@@ -359,13 +365,34 @@ TEXT_MATCHES: tuple[Match, ...] = (
     Match("user", "only this llm_context user id"),
     Match("project", "only this llm_context project id"),
     Match("api_key_id", "only this llm_context api key id"),
+    Match("pipeline_step", "only this llm_context pipeline step"),
+    Match("response_model", "only this model named by the response"),
+    Match("error_type", "only calls that failed with this error.type"),
 )
-"""Filters of any text, matched exactly (the parameters' order in messages)."""
+"""Filters of any text, matched exactly (the parameters' order in messages). Each takes several
+values (``model=a,b`` in the URL, ``{"$in": [...]}`` or ``{"$ne": ...}`` in a POST query)."""
+
+ROUTED_MATCHES: frozenset[str] = frozenset({"model", "response_model"})
+"""Model filters where a gateway's prefixed name (``openai/gpt-4o``) also matches the name
+without its prefix, as instrumented calls to the provider itself store it."""
 
 CHOICE_MATCHES: tuple[Match, ...] = (
     Match("status", "only these calls", choices=("success", "error")),
 )
 """Filters of a closed set of values."""
+
+FLAG_MATCHES: tuple[Match, ...] = (
+    Match("streaming", "only streamed (true) or unstreamed (false) calls", ("true", "false")),
+)
+"""Filters of a boolean field: true or false (JSON booleans in a POST query)."""
+
+TIME_ALIASES: dict[str, str] = {"from": "start_date", "to": "end_date"}
+"""The seeds' names of ``TIME_FILTERS`` (seed 004: ``from``/``to``, both inclusive dates --
+``end_date`` as a bare date is already "through that day")."""
+
+DAYS_FILTER = "days"
+"""Seed 004's ``days=N``: the last N UTC days, today included (ignored, as there, when both
+``from`` and ``to`` are given)."""
 
 TIME_FIELD = "created_at"
 TIME_FILTERS = ("start_date", "end_date")
@@ -393,7 +420,10 @@ RANGES: tuple[Range, ...] = (
 FILTERS: tuple[str, ...] = (
     *(match.name for match in TEXT_MATCHES),
     *(match.name for match in CHOICE_MATCHES),
+    *(match.name for match in FLAG_MATCHES),
     *TIME_FILTERS,
+    *TIME_ALIASES,
+    DAYS_FILTER,
     *(f"{bound}_{rng.name}" for rng in RANGES for bound in ("min", "max")),
 )
 """Every filter parameter, for list, count and stats alike."""
@@ -403,13 +433,28 @@ STATS_MATCHES: tuple[str, ...] = tuple(
 )
 """The matches stats can apply: those on a dimension the daily aggregates keep."""
 
+COMPARED: tuple[str, ...] = tuple(
+    name
+    for name, field in FIELDS.items()
+    if field.type in ("integer", "number", "datetime") and field.column
+)
+"""The numeric and time fields a POST query compares (``{"latency_ms": {"$gt": 500}}``:
+``$gt $gte $lt $lte $ne``, or a bare value for equality); also sort keys."""
+
 SORTS: dict[str, str] = {
     "created_at": "created_at",
     "cost": "cost",
     "latency": "latency_ms",
     "tokens": "total_tokens",
+    **{name: name for name in COMPARED},
+    "model": "model",
+    "provider": "provider",
 }
-"""Sort key -> the field it orders by (``query.SortKey`` names the same keys)."""
+"""Sort key -> the field it orders by: the first four are the seeds' short names; then every
+numeric and time field by its own name, and model and provider."""
+
+MAX_SORT_KEYS = 4
+"""Sort keys one request may give (``sort=model,cost``); the id breaks the last ties."""
 
 
 # --- the daily aggregates ----------------------------------------------------------------------

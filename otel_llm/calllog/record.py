@@ -120,6 +120,18 @@ def call_id(trace_id: int, span_id: int) -> str:
     return f"{trace_id:032x}-{span_id:016x}"
 
 
+def is_call_id(text: str) -> bool:
+    """Whether ``text`` has the form of a call id (32 hex, "-", 16 hex): the API tells an
+    unknown path from an unknown call by it."""
+    trace, dash, span = text.partition("-")
+    return (
+        bool(dash)
+        and len(trace) == 32
+        and len(span) == 16
+        and all(c in "0123456789abcdefABCDEF" for c in trace + span)
+    )
+
+
 def to_nanos(amount: Decimal) -> int:
     """USD as whole nano-USD, rounded half to even."""
     scaled = amount.scaleb(9)

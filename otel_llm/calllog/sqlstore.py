@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from otel_llm import settings
@@ -33,7 +34,7 @@ from otel_llm.calllog.query import (
     QueryError,
     StatsQuery,
 )
-from otel_llm.calllog.record import micros_of
+from otel_llm.calllog.record import from_nanos, micros_of
 from otel_llm.calllog.schema import CALLS, CONTENT
 from otel_llm.calllog.stats import Deadline, Rows, daily_stats, daily_where
 
@@ -76,6 +77,18 @@ class Page:
     calls: list[dict[str, Any]]
     total: int
     has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Totals of the calls a filter selects (the enhanced list's ``summary``)."""
+
+    requests: int
+    priced: int
+    """Calls with a cost (the others' is unknown, not 0)."""
+    cost: Decimal | None
+    """USD, exact; None when no call was priced."""
+    tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +148,15 @@ class SQLCallStore(IsolatingStore, ABC):
     def count(self, filter: CallFilter) -> int:
         return int(self._read(sql.count_statement(filter))[0][0])
 
+    def summary(self, filter: CallFilter) -> Summary:
+        requests, priced, cost, tokens = self._read(sql.summary_statement(filter))[0]
+        return Summary(
+            int(requests),
+            int(priced),
+            from_nanos(int(cost)) if priced else None,
+            int(tokens or 0),
+        )
+
     def get(self, call_id: str, projects: frozenset[str] | None = None) -> dict[str, Any] | None:
         fields = tuple(FIELDS)
         row = self._lookup(call_id, fields, projects)
@@ -183,7 +205,7 @@ class SQLCallStore(IsolatingStore, ABC):
             attribute.name
             for attribute in dataclass_fields(call_filter)
             if attribute.name not in _STATS_ATTRIBUTES
-            and getattr(call_filter, attribute.name) is not None
+            and getattr(call_filter, attribute.name) not in (None, ())
         ]
         if refused:
             raise QueryError(
@@ -228,6 +250,7 @@ class SQLCallStore(IsolatingStore, ABC):
         if query.group_by is not None:
             result["groups"] = [{"group": key, **totals.stats()} for key, totals in groups]
         result["by_day"] = daily.by_day
+        result["by_model"] = daily.by_model
         return result
 
     def _hourly(self, call_filter: CallFilter, deadline: Deadline) -> _Groups:

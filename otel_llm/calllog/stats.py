@@ -68,6 +68,9 @@ class DailyStats:
     groups: list[tuple[str | None, Totals]]
     """In the answer's order; empty unless grouped by day, week or a dimension."""
     by_day: list[dict[str, Any]]
+    by_model: list[dict[str, Any]]
+    """The ``limit`` busiest models of the range (seed 001's ``by_model``), the rest as
+    ``other``."""
 
 
 def daily_where(call_filter: CallFilter, start: datetime, end: datetime) -> sql.Statement:
@@ -78,8 +81,9 @@ def daily_where(call_filter: CallFilter, start: datetime, end: datetime) -> sql.
     for name in STATS_MATCHES:
         value = getattr(call_filter, name)
         if value is not None:
-            clauses.append(f"{column_of(name)} = ?")
-            params.append(value)
+            text, values = sql.match(column_of(name), value)
+            clauses.append(text)
+            params.extend(values)
     if call_filter.projects is not None:
         if call_filter.projects:
             marks = ", ".join("?" for _ in call_filter.projects)
@@ -111,6 +115,11 @@ def daily_stats(
         column = column_of(group_by)
         groups = _top(scan, column, where, limit, deadline)
         rest = _remainder(overall, groups.values())
+    models = groups if group_by == "model" else _top(scan, "model", where, limit, deadline)
+    by_model = [_model_entry(model, totals) for model, totals in _ordered(models, None, "model")]
+    others = _remainder(overall, models.values())
+    if others.requests:
+        by_model.append(_model_entry(OTHER, others))
     key = column_of(group_by) if group_by in _GROUPED else "day"
     week = group_by == "week"
     # Rows of no group listed: the rest's (grouped by a dimension), or every row (ungrouped;
@@ -141,7 +150,7 @@ def daily_stats(
         for totals in (*groups.values(), *([rest] if rest is not None else [])):
             overall.latency.merge(totals.latency)
             overall.ttfc.merge(totals.ttfc)
-    return DailyStats(overall, _ordered(groups, rest, group_by), by_day)
+    return DailyStats(overall, _ordered(groups, rest, group_by), by_day, by_model)
 
 
 def _sums_by(
