@@ -111,6 +111,7 @@ OTEL_LLM_CONTEXT_PIPELINE_STEP: Final = "otel_llm.context.pipeline_step"
 # --- operations ---------------------------------------------------------------------------------
 # The inference and embeddings operations the processor prices; tool and agent spans are not calls.
 OPERATION_INVOKE_AGENT: Final = "invoke_agent"
+OPERATION_EXECUTE_TOOL: Final = "execute_tool"
 PRICED_OPERATIONS: Final = frozenset(
     {"chat", "text_completion", "generate_content", "embeddings", "completion", "responses"}
 )

@@ -35,10 +35,12 @@ __all__ = [
     "Rollup",
     "TraceCosts",
     "agent_of_span",
+    "span_role",
 ]
 
 OPENINFERENCE_KIND = "openinference.span.kind"
 OPENINFERENCE_AGENT = "AGENT"
+OPENINFERENCE_TOOL = "TOOL"
 """OpenInference names an agent's span by its kind, not by an operation; the agent's name is
 then the span's name."""
 
@@ -60,6 +62,27 @@ def agent_of_span(name: str, attributes: Mapping[str, Any]) -> tuple[str, str, s
         _text(attributes.get(sc.GEN_AI_AGENT_ID)),
         _text(attributes.get(sc.GEN_AI_CONVERSATION_ID)),
     )
+
+
+def span_role(name: str, attributes: Mapping[str, Any], has_parent: bool) -> str | None:
+    """What a span that is not an LLM call is in a trace's cost tree: ``agent``, ``tool``,
+    ``root`` (no parent), ``span`` (a local root whose parent is in another process: it
+    carries a roll-up), or None: a span the tree does not keep (most spans).
+
+    The call log keeps these (bounded per trace) so a trace's calls can be shown under the
+    agents and tools that made them, from any process (``calllog/tracespans.py``)."""
+    if agent_of_span(name, attributes) is not None:
+        return "agent"
+    if (
+        attributes.get(sc.GEN_AI_OPERATION_NAME) == sc.OPERATION_EXECUTE_TOOL
+        or attributes.get(OPENINFERENCE_KIND) == OPENINFERENCE_TOOL
+    ):
+        return "tool"
+    if not has_parent:
+        return "root"
+    if sc.OTEL_LLM_ROLLUP_CALLS in attributes:
+        return "span"
+    return None
 
 
 def _text(value: Any) -> str:

@@ -18,6 +18,7 @@ import pytest
 from otel_llm.calllog import catalogue, schema, sql
 from otel_llm.calllog.catalogue import (
     CALL_FIELDS,
+    CALL_GROUPS,
     CHOICE_MATCHES,
     COMPARED,
     CONTENT_FIELDS,
@@ -161,8 +162,14 @@ def test_sort_keys_and_stats_groups_name_catalogued_fields() -> None:
     assert all(FIELDS[name].column for name in SORTS.values())
     assert set(COMPARED) <= set(SORTS)  # every numeric and time field sorts
     assert {"model", "provider"} <= set(SORTS)
-    groups = [group for group in get_args(StatsGroup) if group not in ("hour", "day", "week")]
+    groups = [
+        group
+        for group in get_args(StatsGroup)
+        if group not in ("hour", "day", "week") and group not in CALL_GROUPS
+    ]
     assert set(groups) <= set(DAILY_DIMENSIONS)
+    assert set(CALL_GROUPS) <= set(get_args(StatsGroup))
+    assert all(FIELDS[name].column for name in CALL_GROUPS.values())
     assert set(STATS_MATCHES) == set(DAILY_DIMENSIONS[1:])
 
 

@@ -10,6 +10,9 @@ Routes (all under ``/api/v1/calls``; every request needs an API key)::
     GET      /api/v1/calls/fields         the fields a call has (for select)
     GET      /api/v1/calls/{id}           one call, every field (or ?select=)
     GET      /api/v1/calls/{id}/details   its captured prompt and response preview
+    GET      /api/v1/traces               traces with LLM calls and their totals (traces.py)
+    GET      /api/v1/traces/{trace_id}    one trace: its calls, agents and tools as a tree
+    GET      /api/v1/conversations/{id}   the totals of a conversation's calls
 
 Stats are bounded, as the API runs in the collector's process beside its OTLP receivers: each
 runs within ``call_log_stats_timeout`` (then 503), and at most ``MAX_CONCURRENT_STATS`` run at
@@ -41,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from otel_llm import settings
-from otel_llm.calllog import enhanced, params
+from otel_llm.calllog import enhanced, params, traces
 from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing
 from otel_llm.calllog.query import CallQuery, QueryError, StatsTimeout
 from otel_llm.calllog.ratelimit import EndpointClass, RateLimiter, RateLimits
@@ -53,6 +56,8 @@ if TYPE_CHECKING:  # the stores' module (SQL, drivers) is only needed to type th
 _logger = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/calls"
+TRACES_PREFIX = "/api/v1/traces"
+CONVERSATIONS_PREFIX = "/api/v1/conversations"
 MAX_BODY_BYTES = 64 * 1024
 """A query body is a few hundred bytes; anything near this is not one."""
 _MAX_QUERY_FIELDS = 100
@@ -214,7 +219,7 @@ class CallLogApp:
             )
         return headers
 
-    def _answer(
+    def _answer(  # noqa: PLR0911 - one return per endpoint
         self, route: _Route, key: ApiKey, query: Mapping[str, list[str]], body: Mapping[str, Any]
     ) -> Any:
         """The JSON-able answer of one admitted request. A key limited to projects has its
@@ -247,6 +252,8 @@ class CallLogApp:
                 raise Refusal(503, str(timeout)) from None
             finally:
                 self._stats_places.release()
+        if route.endpoint in _TRACE_ENDPOINTS:
+            return _trace_answer(store, route, key, query)
         if route.endpoint == "fields":
             params.parse_none(query)
             return {
@@ -267,6 +274,29 @@ class CallLogApp:
             # Also for a call of a project the key may not read: its existence is not revealed.
             raise Refusal(404, f"no call with id '{_shown(call_id)}'")
         return call if select is None else {name: call.get(name) for name in select}
+
+
+_TRACE_ENDPOINTS = ("traces", "trace", "conversation")
+
+
+def _trace_answer(
+    store: CallReader, route: _Route, key: ApiKey, query: Mapping[str, list[str]]
+) -> Any:
+    """The answers of the trace endpoints (``traces.py``)."""
+    if route.endpoint == "traces":
+        wanted = traces.parse_traces(query)
+        return store.traces(dataclasses.replace(wanted, filter=key.restrict(wanted.filter)))
+    params.parse_none(query)
+    ident = route.call_id or ""
+    if route.endpoint == "trace":
+        found = store.trace(ident, key.projects)
+        if found is None:
+            raise Refusal(404, f"no trace with id '{ident}' has LLM calls in the call log")
+        return found
+    found = store.conversation(traces.check_conversation_id(ident), key.projects)
+    if found is None:
+        raise Refusal(404, f"no conversation with id '{_shown(ident)}' has LLM calls")
+    return found
 
 
 def list_answer(query: CallQuery, page: Page) -> dict[str, Any]:
@@ -312,6 +342,9 @@ _ENDPOINT_CLASSES: dict[str, EndpointClass] = {
     "fields": "details",
     "get": "details",
     "details": "details",
+    "traces": "list",
+    "trace": "details",
+    "conversation": "details",
 }
 
 
@@ -320,6 +353,9 @@ def _route(path: str) -> _Route:
         path = path[:-1]
     if path == PREFIX:
         return _Route("list", _QUERYING)
+    traced = _trace_route(path)
+    if traced is not None:
+        return traced
     if not path.startswith(PREFIX + "/"):
         raise Refusal(404, f"no such endpoint: {_shown(unquote(path))}; the API is under {PREFIX}")
     # Split before decoding: an encoded slash belongs to the id, not the path.
@@ -339,6 +375,24 @@ def _route(path: str) -> _Route:
         + ", ".join(f"{PREFIX}/{name}" for name in _COLLECTIONS)
         + f", {PREFIX}/{{id}}, {PREFIX}/{{id}}/details",
     )
+
+
+def _trace_route(path: str) -> _Route | None:
+    """The trace endpoints' routes; None for another path."""
+    if path == TRACES_PREFIX:
+        return _Route("traces", _READING)
+    for prefix, endpoint in ((TRACES_PREFIX, "trace"), (CONVERSATIONS_PREFIX, "conversation")):
+        if not path.startswith(prefix + "/"):
+            continue
+        ident = unquote(path[len(prefix) + 1 :])
+        if not ident or "/" in path[len(prefix) + 1 :]:
+            return None
+        if endpoint == "trace" and not traces.is_trace_id(ident):
+            raise params.ParamError(
+                f"trace_id must be 32 hex digits, got '{_shown(ident)}'", "trace_id"
+            )
+        return _Route(endpoint, _READING, ident)
+    return None
 
 
 def _query(text: str) -> dict[str, list[str]]:

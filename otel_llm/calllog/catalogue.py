@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal, NamedTuple
 
-from otel_llm.calllog.schema import CALLS, CONTENT, DAILY, DEAD_LETTERS
+from otel_llm.calllog.schema import CALLS, CONTENT, DAILY, DEAD_LETTERS, TRACE_SPANS
 
 ApiType = Literal["string", "integer", "number", "boolean", "datetime", "object"]
 SqlType = Literal["text", "integer", "smallint", "bigint", "real", "blob"]
@@ -268,6 +268,22 @@ CALL_FIELDS: tuple[Field, ...] = (
     Field("api_key_id", "string", "llm_context api_key_id."),
     Field("pipeline_step", "string", "llm_context pipeline_step."),
     Field("context", "object", "Other otel_llm.context.* values of the call.", codec="json"),
+    # v3 (issue 13): a call's place in its trace. Last among the columns: a migration adds
+    # columns at the end of the table.
+    Field(
+        "agent_name",
+        "string",
+        "gen_ai.agent.name: the agent the call ran under (its own, or its nearest "
+        "invoke_agent ancestor's, or llm_context(agent=...)).",
+    ),
+    Field("agent_id", "string", "gen_ai.agent.id of that agent."),
+    Field("conversation_id", "string", "gen_ai.conversation.id: the conversation of the call."),
+    Field(
+        "parent_span_id",
+        "string",
+        "Span id (16 hex) of the call span's parent; null for a root span.",
+    ),
+    Field("root_span_name", "string", "Name of the trace's root span, once it was received."),
     Field(
         "has_content",
         "boolean",
@@ -368,6 +384,9 @@ TEXT_MATCHES: tuple[Match, ...] = (
     Match("pipeline_step", "only this llm_context pipeline step"),
     Match("response_model", "only this model named by the response"),
     Match("error_type", "only calls that failed with this error.type"),
+    Match("agent_name", "only calls under this agent (gen_ai.agent.name)"),
+    Match("agent_id", "only calls under this agent id (gen_ai.agent.id)"),
+    Match("conversation_id", "only calls of this conversation (gen_ai.conversation.id)"),
 )
 """Filters of any text, matched exactly (the parameters' order in messages). Each takes several
 values (``model=a,b`` in the URL, ``{"$in": [...]}`` or ``{"$ne": ...}`` in a POST query)."""
@@ -457,6 +476,11 @@ MAX_SORT_KEYS = 4
 """Sort keys one request may give (``sort=model,cost``); the id breaks the last ties."""
 
 
+CALL_GROUPS: dict[str, str] = {"agent": "agent_name", "conversation": "conversation_id"}
+"""Stats groups answered from the call records, not the daily aggregates -> the field grouped
+by: conversations are too many for a daily row's key (``callgroups.py``, docs/calllog.md)."""
+
+
 # --- the daily aggregates ----------------------------------------------------------------------
 
 DAILY_DIMENSIONS: tuple[str, ...] = (
@@ -501,6 +525,17 @@ TABLES: dict[str, tuple[Column, ...]] = {
         *(Column(name, "bigint", True) for name in DAILY_SUMS),
         Column(DAILY_LATENCY_SUM, "real", True),
         *(Column(name, "blob", False) for name in DAILY_SKETCHES.values()),
+    ),
+    TRACE_SPANS: (
+        Column("trace_id", "text", True),
+        Column("span_id", "text", True),
+        Column("parent_span_id", "text", False),
+        Column("name", "text", True),
+        Column("kind", "text", True),
+        Column("service", "text", False),
+        Column("agent_name", "text", False),
+        Column("start_us", "bigint", True),
+        Column("end_us", "bigint", False),
     ),
     DEAD_LETTERS: (
         Column("id", "text", True),

@@ -6,6 +6,8 @@ apply retention, make API keys.
     otel-llm calls show <id> --details
     otel-llm calls count --project checkout
     otel-llm calls stats --group-by model --since 2025-01-01
+    otel-llm calls traces --sort cost --since 24h   # traces with LLM calls, most expensive first
+    otel-llm calls trace <trace id>             # one trace's tree, with cost per node
     otel-llm calls serve                      # the query API alone
     otel-llm calls prune                      # retention, once
     otel-llm calls keygen --name dashboards   # a new key and its line for the key file
@@ -106,6 +108,34 @@ _COMMANDS = (
         ),
     ),
     _Command("count", "count calls", ("source", "filters")),
+    _Command(
+        "traces",
+        "traces with LLM calls: total cost, calls, tokens, services, agents (newest first)",
+        ("source", "filters"),
+        (
+            _arg("--agent", metavar="NAME", help="only traces with a call under this agent"),
+            _arg("--conversation", metavar="ID", help="only traces of this conversation"),
+            _arg("--sort", choices=("cost", "time", "calls"), help="sort key (default time)"),
+            _Either(
+                (
+                    _arg("--desc", dest="order", action="store_const", const="desc"),
+                    _arg("--asc", dest="order", action="store_const", const="asc"),
+                )
+            ),
+            _arg("--limit", type=int_between(1, MAX_LIMIT), metavar="N", help="traces per page"),
+            _arg("--offset", type=int_between(0, 10**9), metavar="N", help="skip N traces"),
+        ),
+        description=(
+            "A trace is listed when one of its calls matches the filters; its totals are those "
+            "of all its calls. --min-cost/--max-cost bound the trace's total cost."
+        ),
+    ),
+    _Command(
+        "trace",
+        "one trace as a tree: its calls under their agents and tools, with cost per node",
+        ("source",),
+        (_arg("trace_id", help="the trace id (32 hex digits)"),),
+    ),
     _Command(
         "stats",
         "usage statistics: requests, tokens, cost, latency percentiles, per day",

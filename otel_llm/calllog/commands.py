@@ -83,6 +83,88 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_traces(args: argparse.Namespace) -> int:
+    query = filter_params(args)
+    for name in ("agent", "conversation", "sort", "order", "limit", "offset"):
+        value = getattr(args, name)
+        if value is not None:
+            query[name] = str(value)
+    with _source(args) as source:
+        answer = source.traces(query)
+    if args.json:
+        return tables.print_json(answer)
+    traces = answer["data"]
+    columns = list(_TRACE_COLUMNS)
+    print(tables.table(columns, [[tables.cell(c, t.get(c)) for c in columns] for t in traces]))
+    page = answer["pagination"]
+    shown = f"{page['offset'] + 1}-{page['offset'] + len(traces)}" if traces else "none"
+    more = f"; next: --offset {page['offset'] + len(traces)}" if page["hasMore"] else ""
+    print(f"\n{shown} of {page['total']} traces{more}")
+    return 0
+
+
+_TRACE_COLUMNS = (
+    "first_call_at",
+    "root_span_name",
+    "total_cost",
+    "calls",
+    "errors",
+    "total_tokens",
+    "services",
+    "agents",
+    "trace_id",
+)
+
+
+def run_trace(args: argparse.Namespace) -> int:
+    with _source(args) as source:
+        answer = source.trace(args.trace_id)
+    if args.json:
+        return tables.print_json(answer)
+    summary = [
+        (name, tables.cell(name, answer.get(name), wide=True))
+        for name in (
+            "trace_id",
+            "root_span_name",
+            "total_cost",
+            "calls",
+            "errors",
+            "unpriced_calls",
+            "input_tokens",
+            "output_tokens",
+            "services",
+            "agents",
+        )
+    ]
+    print(tables.pairs(summary))
+    print()
+    for line in tree_lines(answer["tree"]):
+        print(line)
+    return 0
+
+
+def tree_lines(nodes: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The tree as indented lines: each node's kind, name, own cost and its subtree's."""
+    lines: list[str] = []
+    stack = [(node, "", True) for node in reversed(nodes)]
+    while stack:
+        node, indent, last = stack.pop()
+        branch = "└─ " if last else "├─ "
+        label = f"[{node['kind']}] {node['name']}"
+        if node.get("agent_name") and node["kind"] != "agent":
+            label += f" (agent {node['agent_name']})"
+        cost = f"subtree {tables.cell('cost', node.get('subtree_cost'))}"
+        if node["kind"] == "llm_call":
+            cost = f"cost {tables.cell('cost', node.get('cost'))}"
+        elif node.get("subtree_calls"):
+            cost += f" in {node['subtree_calls']} calls"
+        lines.append(f"{indent}{branch}{label}  {cost}")
+        children = node.get("children") or []
+        deeper = indent + ("   " if last else "│  ")
+        stack.extend((child, deeper, index == 0) for index, child in enumerate(reversed(children)))
+    return lines
+
+
 def run_count(args: argparse.Namespace) -> int:
     with _source(args) as source:
         answer = source.ask("/count", filter_params(args))
@@ -268,6 +350,8 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "list": run_list,
     "show": run_show,
     "count": run_count,
+    "traces": run_traces,
+    "trace": run_trace,
     "stats": run_stats,
     "serve": run_serve,
     "prune": run_prune,

@@ -7,10 +7,11 @@ Use it in-process next to the OTLP exporter, under ``LLMSpanProcessor``::
 
 Each span is priced by a ``otel_llm.pricer.Pricer`` -- the same one the processor and the
 collector price with, so a span the processor already priced gets the same cost again (our own
-cost attributes carry ``source=local`` and are not mistaken for a provider's). Spans that are
-not LLM calls, and LLM spans marked ``otel_llm.call.counted_in`` (the call is counted in a
-nested span), are skipped. Records go to a ``CallLogWriter``: ``export`` never waits for the
-database.
+cost attributes carry ``source=local`` and are not mistaken for a provider's). LLM spans marked
+``otel_llm.call.counted_in`` (the call is counted in a nested span) are skipped; of the spans
+that are not LLM calls, those a trace's cost tree shows are kept (agents, tools, and roots that
+carry a roll-up, i.e. had calls under them: ``tracecost.span_role``, ``tracespans.py``).
+Records go to a ``CallLogWriter``: ``export`` never waits for the database.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from otel_llm import _semconv as sc
 from otel_llm import settings
 from otel_llm.call import is_llm_call, may_be_llm_call
+from otel_llm.calllog import tracespans
 from otel_llm.calllog.record import CallRecord, build_record
 from otel_llm.calllog.retention import RetentionJob
 from otel_llm.calllog.store import CallStore, open_store
 from otel_llm.calllog.writer import CallLogWriter
 from otel_llm.pricer import Pricer, PricingOptions, scope_name, span_attributes
 from otel_llm.pricing import PriceBook
+from otel_llm.tracecost import agent_of_span, span_role
 
 _logger = logging.getLogger(__name__)
 
@@ -91,9 +94,14 @@ class CallLogExporter(SpanExporter):
         if self._shut_down:
             return SpanExportResult.FAILURE
         records: list[CallRecord] = []
+        tree: list[tracespans.TraceSpan] = []
         for span in spans:
             try:
                 record = self.record_of(span)
+                if record is None:
+                    kept = self.tree_span_of(span)
+                    if kept is not None:
+                        tree.append(kept)
             except Exception:  # one odd span must not lose the others
                 _logger.exception("otel-llm: could not build a call record of a span")
                 continue
@@ -101,7 +109,33 @@ class CallLogExporter(SpanExporter):
                 records.append(record)
         if records:
             self.writer.add(records)
+        if tree:
+            self.writer.add_spans(tree)
         return SpanExportResult.SUCCESS
+
+    def tree_span_of(self, span: ReadableSpan) -> tracespans.TraceSpan | None:
+        """The kept form of a span that is no LLM call but is in its trace's cost tree: an
+        agent, a tool, or a root that had calls under it (it carries a roll-up)."""
+        context = span.context
+        if context is None or span.start_time is None:
+            return None
+        attributes = span_attributes(span)
+        kind = span_role(span.name, attributes, span.parent is not None)
+        if kind is None or (kind == "root" and sc.OTEL_LLM_ROLLUP_CALLS not in attributes):
+            return None
+        agent = agent_of_span(span.name, attributes) if kind == "agent" else None
+        resource = span.resource.attributes if span.resource is not None else {}
+        return tracespans.trace_span(
+            trace_id=context.trace_id,
+            span_id=context.span_id,
+            parent_span_id=span.parent.span_id if span.parent is not None else None,
+            name=span.name,
+            kind=kind,
+            service=resource.get("service.name"),
+            agent_name=agent[0] if agent else None,
+            start_time_ns=span.start_time,
+            end_time_ns=span.end_time,
+        )
 
     def record_of(self, span: ReadableSpan) -> CallRecord | None:
         """The call record of one span, or None when it is not an LLM call to store."""
@@ -126,6 +160,7 @@ class CallLogExporter(SpanExporter):
             end_time_ns=span.end_time,
             status_message=span.status.description,
             content_max_length=self._content_max_length,
+            parent_span_id=span.parent.span_id if span.parent is not None else None,
         )
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:

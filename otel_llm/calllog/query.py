@@ -19,7 +19,9 @@ rates and a summary: ``enhanced.py``)."""
 Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte"]
 Match = str | tuple[str, ...] | None
 """A text filter's value: one value, any of several, or None (any)."""
-StatsGroup = Literal["hour", "day", "week", "model", "provider", "feature", "service"]
+StatsGroup = Literal[
+    "hour", "day", "week", "model", "provider", "feature", "service", "agent", "conversation"
+]
 
 DEFAULT_LIMIT = 50
 """Calls a page holds unless told (seed 001's default)."""
@@ -61,6 +63,9 @@ class CallFilter:
     pipeline_step: Match = None
     response_model: Match = None
     error_type: Match = None
+    agent_name: Match = None
+    agent_id: Match = None
+    conversation_id: Match = None
     streaming: bool | None = None
     start: datetime | None = None
     """Inclusive, timezone-aware: calls created at or after."""

@@ -103,6 +103,11 @@ class CallRecord:
     api_key_id: str | None = None
     pipeline_step: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    agent_name: str | None = None
+    agent_id: str | None = None
+    conversation_id: str | None = None
+    parent_span_id: str | None = None
+    root_span_name: str | None = None
     request_prompt: str | None = None
     response_preview: str | None = None
 
@@ -198,12 +203,16 @@ def build_record(
     status_message: str | None,
     content_max_length: int | None = None,
     now: datetime | None = None,
+    parent_span_id: int | None = None,
+    root_span_name: str | None = None,
 ) -> CallRecord:
     """The record of one derived LLM call span.
 
     Content comes only from the ``gen_ai.input.messages`` / ``gen_ai.output.messages``
     attributes (present only when content capture is on), truncated to ``content_max_length``
-    characters (default: the ``content_max_length`` setting).
+    characters (default: the ``content_max_length`` setting). ``parent_span_id``: the
+    span's parent (None or 0: a root); ``root_span_name``: its trace's root span's name, when
+    known as the record is made.
 
     Every value is held to the catalogue's limits (``limits.checked``, ``now`` the time an end
     time is judged against): a value no store could take is corrected and counted here, so it
@@ -284,6 +293,11 @@ def build_record(
         project=named.get("project"),
         api_key_id=named.get("api_key_id"),
         pipeline_step=named.get("pipeline_step"),
+        agent_name=_text(attributes.get(sc.GEN_AI_AGENT_NAME)),
+        agent_id=_text(attributes.get(sc.GEN_AI_AGENT_ID)),
+        conversation_id=_text(attributes.get(sc.GEN_AI_CONVERSATION_ID)),
+        parent_span_id=f"{parent_span_id:016x}" if parent_span_id else None,
+        root_span_name=root_span_name or None,
         **money,
     )
     return checked(record, now=now)

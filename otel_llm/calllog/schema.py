@@ -17,7 +17,9 @@ Representation (the same in both databases, so one SQL text serves both):
 - times are integer microseconds since the epoch (UTC); days are ``YYYY-MM-DD`` text;
 - money is integer nano-USD (exact sums); an unpriced call has NULL cost;
 - content lives in its own table, so content retention deletes rows there only;
-- v2: calls that could not be stored wait in a dead-letter table (``deadletter.py``).
+- v2: calls that could not be stored wait in a dead-letter table (``deadletter.py``);
+- v3: a call's agent, conversation, parent span and root span name; the trace's root, agent
+  and tool spans (``tracespans.py``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ CALLS = "llm_calls"
 CONTENT = "llm_call_content"
 DAILY = "llm_call_daily"
 DEAD_LETTERS = "llm_call_dead_letters"
+TRACE_SPANS = "llm_trace_spans"
 VERSION_TABLE = "llm_calllog_schema"
 
 
@@ -159,7 +162,34 @@ def _v2(t: Types) -> list[str]:
     ]
 
 
-MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2)
+def _v3(t: Types) -> list[str]:
+    # Issue 13: a call's place in its trace, and the spans of a trace that are not calls but
+    # belong in its cost tree (root, agents, tools: ``tracespans.py``). The trace index serves
+    # a trace's tree and the root's name arriving after its calls; agent and conversation
+    # serve their filters, their stats groups and a conversation's totals.
+    added = ("agent_name", "agent_id", "conversation_id", "parent_span_id", "root_span_name")
+    return [
+        *(f"ALTER TABLE {CALLS} ADD COLUMN {name} TEXT" for name in added),
+        f"CREATE INDEX {CALLS}_trace ON {CALLS} (trace_id)",
+        f"CREATE INDEX {CALLS}_agent ON {CALLS} (agent_name, created_us)",
+        f"CREATE INDEX {CALLS}_conversation ON {CALLS} (conversation_id, created_us)",
+        f"""CREATE TABLE {TRACE_SPANS} (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    service TEXT,
+    agent_name TEXT,
+    start_us {t.bigint} NOT NULL,
+    end_us {t.bigint},
+    PRIMARY KEY (trace_id, span_id)
+)""",
+        f"CREATE INDEX {TRACE_SPANS}_time ON {TRACE_SPANS} (start_us)",
+    ]
+
+
+MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3)
 """Migration n (1-based) is ``MIGRATIONS[n - 1]``."""
 
 LATEST = len(MIGRATIONS)

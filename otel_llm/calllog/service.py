@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from otel_llm._cli_types import CommandError
 from otel_llm.background import Background
-from otel_llm.calllog import telemetry
+from otel_llm.calllog import telemetry, tracespans
 from otel_llm.calllog.config import CallLogConfig
 from otel_llm.calllog.record import CallRecord, build_record
 from otel_llm.calllog.retention import RetentionJob
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from otel_llm.calllog.api import CallLogAPI
-    from otel_llm.collector.enrich import EnrichedCall
+    from otel_llm.collector.enrich import EnrichedCall, EnrichedSpan
 
 _logger = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class CallLogService(Background):
         """Why the query API is not served (None while it is, or before ``start``)."""
         self.skipped = 0
         """Calls the sink could not turn into a record (logged; the span was still forwarded)."""
+        self.roots = tracespans.RootKeeper()
+        """Root spans waiting for a call of their trace (``span_sink``)."""
         self._lock = threading.Lock()
         self._started = False
         self._stopped = False
@@ -199,6 +201,37 @@ class CallLogService(Background):
         if records:
             writer.write_now(records)
 
+    def span_sink(self, spans: Sequence[EnrichedSpan], calls: Sequence[EnrichedCall]) -> None:
+        """Keep the roots, agents and tools of the traces (``tracespans.py``): agents and
+        tools now, a root once its trace has a call (``calls``: those just stored). Returns
+        once stored, raises when the store failed (offered again)."""
+        store = self._store
+        if store is None or self._writer is None:
+            raise RuntimeError("the call log is not started")
+        kept: list[tracespans.TraceSpan] = []
+        for found in spans:
+            span = found.span
+            try:
+                record = tracespans.trace_span(
+                    trace_id=id_to_int(span.trace_id),
+                    span_id=id_to_int(span.span_id),
+                    parent_span_id=id_to_int(span.parent_span_id),
+                    name=span.name,
+                    kind=found.kind,
+                    service=found.service,
+                    agent_name=found.agent_name,
+                    start_time_ns=span.start_time_unix_nano,
+                    end_time_ns=span.end_time_unix_nano or None,
+                )
+            except Exception:  # one odd span must not lose the others
+                _logger.exception("otel-llm: could not keep a span of a trace's tree")
+                continue
+            if record is not None:
+                kept.append(record)
+        call_traces = sorted({call.span.trace_id.hex() for call in calls if call.span.trace_id})
+        if isinstance(store, SQLCallStore):
+            store.keep_trace_spans(self.roots, kept, call_traces)
+
     def record_of(self, call: EnrichedCall) -> CallRecord | None:
         """The record of one enriched call; None for a span without ids (its id would
         collide with every other such span)."""
@@ -216,6 +249,7 @@ class CallLogService(Background):
             end_time_ns=span.end_time_unix_nano or None,
             status_message=span.status.message or None,
             content_max_length=self.config.content_max_length,
+            parent_span_id=id_to_int(span.parent_span_id),
         )
 
     # --- what is running ------------------------------------------------------------------------
@@ -260,6 +294,12 @@ class CollectorCallLog:
     @property
     def sink(self) -> Callable[[Sequence[EnrichedCall]], None] | None:
         return self.service.sink if self.service is not None else None
+
+    @property
+    def span_sink(
+        self,
+    ) -> Callable[[Sequence[EnrichedSpan], Sequence[EnrichedCall]], None] | None:
+        return self.service.span_sink if self.service is not None else None
 
     def start(self, registry: CollectorRegistry) -> None:
         """Start before the collector: its sink must be ready for the first request."""

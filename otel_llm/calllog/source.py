@@ -18,8 +18,8 @@ from typing import Any
 
 from otel_llm import settings
 from otel_llm._cli_types import CommandError
-from otel_llm.calllog import params
-from otel_llm.calllog.app import PREFIX, jsonable, list_answer
+from otel_llm.calllog import params, traces
+from otel_llm.calllog.app import PREFIX, TRACES_PREFIX, jsonable, list_answer
 from otel_llm.calllog.query import QueryError
 from otel_llm.calllog.store import SQLCallStore, open_store
 
@@ -68,6 +68,27 @@ class CallSource:
             raise CommandError(f"no call with id {call_id!r}")
         return jsonable(found)
 
+    def traces(self, query: Mapping[str, str]) -> Any:
+        """The JSON answer of ``GET /api/v1/traces?<query>``."""
+        if self._api is not None:
+            return _fetch(self._api, self._key, "", query, prefix=TRACES_PREFIX)
+        try:
+            wanted = traces.parse_traces({name: [value] for name, value in query.items()})
+        except params.ParamError as exc:
+            raise CommandError(as_flags(str(exc))) from None
+        return jsonable(self._store.traces(wanted))
+
+    def trace(self, trace_id: str) -> Any:
+        """The JSON answer of ``GET /api/v1/traces/{trace_id}``."""
+        if not traces.is_trace_id(trace_id):
+            raise CommandError(f"a trace id is 32 hex digits, got {trace_id!r}")
+        if self._api is not None:
+            return _fetch(self._api, self._key, "/" + trace_id, {}, prefix=TRACES_PREFIX)
+        found = self._store.trace(trace_id)
+        if found is None:
+            raise CommandError(f"no trace with id {trace_id!r} has LLM calls in the call log")
+        return jsonable(found)
+
     def _from_store(self, path: str, query: Mapping[str, str]) -> Any:
         given = {name: [value] for name, value in query.items()}
         store = self._store
@@ -102,11 +123,13 @@ def open_existing(store: str | None) -> SQLCallStore:
         raise CommandError(f"cannot open the call log {url}: {exc}") from None
 
 
-def _fetch(base: str, key: str, path: str, query: Mapping[str, str]) -> Any:
+def _fetch(
+    base: str, key: str, path: str, query: Mapping[str, str], *, prefix: str = PREFIX
+) -> Any:
     root = base.rstrip("/").removesuffix(PREFIX)
     if not root.startswith(("http://", "https://")):
         raise CommandError(f"--api must be an http:// or https:// URL, got {base!r}")
-    url = f"{root}{PREFIX}{path}"
+    url = f"{root}{prefix}{path}"
     if query:
         url += "?" + urllib.parse.urlencode(query)
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked above

@@ -16,9 +16,11 @@ from decimal import Decimal
 from typing import Any
 
 from otel_llm import settings
-from otel_llm.calllog import deadletter, rollup, sql
+from otel_llm.calllog import deadletter, rollup, sql, traces, tracespans
+from otel_llm.calllog.callgroups import call_groups
 from otel_llm.calllog.cardinality import DailyCaps
 from otel_llm.calllog.catalogue import (
+    CALL_GROUPS,
     FIELDS,
     STATS_MATCHES,
     SUMMARY_FIELDS,
@@ -222,16 +224,16 @@ class SQLCallStore(IsolatingStore, ABC):
             start = end - timedelta(days=DEFAULT_STATS_DAYS)
         if end <= start:
             raise QueryError("stats need start before end")
-        if query.group_by == "hour":
-            if end - start > timedelta(days=MAX_HOURLY_DAYS):
+        if query.group_by == "hour" or query.group_by in CALL_GROUPS:
+            if query.group_by == "hour" and end - start > timedelta(days=MAX_HOURLY_DAYS):
                 raise QueryError(
                     f"hourly stats cover at most {MAX_HOURLY_DAYS} days; "
                     "group by day or week for longer ranges"
                 )
             if start < now - timedelta(days=self.record_days):
                 raise QueryError(
-                    f"hourly stats need call records, which are kept {self.record_days} days; "
-                    "group by day or week for older ranges"
+                    f"{query.group_by} stats need call records, which are kept "
+                    f"{self.record_days} days; group by day or week for older ranges"
                 )
         if not 1 <= query.limit <= MAX_GROUP_LIMIT:
             raise QueryError(f"limit must be between 1 and {MAX_GROUP_LIMIT}, got {query.limit}")
@@ -247,6 +249,14 @@ class SQLCallStore(IsolatingStore, ABC):
         groups = daily.groups
         if query.group_by == "hour":
             groups = self._hourly(replace(call_filter, start=start, end=end), deadline)
+        elif query.group_by in CALL_GROUPS:
+            groups = call_groups(
+                self._scan,
+                replace(call_filter, start=start, end=end),
+                query.group_by,
+                query.limit,
+                deadline,
+            )
         if query.group_by is not None:
             result["groups"] = [{"group": key, **totals.stats()} for key, totals in groups]
         result["by_day"] = daily.by_day
@@ -291,6 +301,39 @@ class SQLCallStore(IsolatingStore, ABC):
         deadline.check()
         consume(rows)
 
+    # --- traces (``traces.py``, ``tracespans.py``) ----------------------------------------
+
+    def traces(self, query: traces.TraceQuery) -> dict[str, Any]:
+        """A page of traces with LLM calls and their totals."""
+        return traces.list_traces(self._read, query)
+
+    def trace(self, trace_id: str, projects: frozenset[str] | None = None) -> dict[str, Any] | None:
+        """One trace's totals and tree of calls, agents and tools; None: no call of it."""
+        return traces.get_trace(self._read, trace_id, projects)
+
+    def conversation(
+        self, conversation_id: str, projects: frozenset[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The totals of a conversation's calls; None: no call of it."""
+        return traces.get_conversation(self._read, conversation_id, projects)
+
+    def write_trace_spans(self, spans: Sequence[tracespans.TraceSpan]) -> int:
+        """Keep a trace's root, agent and tool spans (bounded per trace); the number new."""
+        return tracespans.write(self._read, self._execute, spans)
+
+    def keep_trace_spans(
+        self,
+        keeper: tracespans.RootKeeper,
+        spans: Sequence[tracespans.TraceSpan],
+        call_traces: Sequence[str] = (),
+    ) -> int:
+        """``write_trace_spans`` of what ``keeper`` says to keep now (roots wait for a call
+        of their trace); ``call_traces``: the traces of calls just stored."""
+        stored = self.write_trace_spans(keeper.to_store(self._read, spans, call_traces))
+        if call_traces:
+            tracespans.name_from_roots(self._execute, call_traces)
+        return stored
+
     # --- retention -------------------------------------------------------------------------
 
     def apply_retention(
@@ -305,6 +348,7 @@ class SQLCallStore(IsolatingStore, ABC):
         content_deleted = self._delete_all(CONTENT, micros_of(content_cutoff))
         records_deleted = self._delete_all(CALLS, micros_of(records_cutoff))
         dead = self._execute(deadletter.older_than(micros_of(records_cutoff)))
+        self._execute(tracespans.older_than(micros_of(records_cutoff)))
         return RetentionResult(
             content_deleted, records_deleted, content_cutoff, records_cutoff, dead
         )

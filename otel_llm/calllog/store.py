@@ -19,6 +19,7 @@ from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
 from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.sqlite import SQLiteCallStore
 from otel_llm.calllog.sqlstore import Page, RetentionResult, SQLCallStore, Summary
+from otel_llm.calllog.traces import TraceQuery
 
 __all__ = [
     "CallReader",
@@ -50,6 +51,16 @@ class CallReader(Protocol):
     ) -> dict[str, Any] | None: ...
 
     def stats(self, query: StatsQuery) -> dict[str, Any]: ...
+
+    def traces(self, query: TraceQuery) -> dict[str, Any]: ...
+
+    def trace(
+        self, trace_id: str, projects: frozenset[str] | None = None
+    ) -> dict[str, Any] | None: ...
+
+    def conversation(
+        self, conversation_id: str, projects: frozenset[str] | None = None
+    ) -> dict[str, Any] | None: ...
 
 
 class CallStore(CallReader, Protocol):

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from otel_llm import settings
 from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.store import CallStore
+from otel_llm.calllog.tracespans import TraceSpan
 
 _logger = logging.getLogger(__name__)
 
@@ -56,7 +57,9 @@ class CallLogWriter:
         self.batch_size = settings.CALL_LOG_BATCH_SIZE.resolve(batch_size)
         self.flush_interval = settings.CALL_LOG_FLUSH_INTERVAL.resolve(flush_interval)
         self.max_pending = settings.CALL_LOG_MAX_PENDING.resolve(max_pending)
-        self._pending: deque[CallRecord] = deque()
+        # Calls, and the spans of traces' trees (``add_spans``) behind the calls queued before
+        # them: a root's name reaches the calls written just before it.
+        self._pending: deque[CallRecord | TraceSpan] = deque()
         self._oldest = 0.0  # monotonic time the oldest pending record was added
         self._in_flight = 0
         self._condition = threading.Condition()
@@ -67,6 +70,8 @@ class CallLogWriter:
         self.dropped = 0
         self.quarantined = 0
         self.failed_writes = 0
+        self.dropped_spans = 0
+        """Spans of traces' trees whose write failed (``add_spans``)."""
         self._thread = threading.Thread(target=self._run, name="otel-llm-calllog-writer")
         self._thread.daemon = True
         self._thread.start()
@@ -80,7 +85,16 @@ class CallLogWriter:
             _logger.exception("otel-llm: call log writer could not queue calls")
             return 0
 
-    def _add(self, records: Iterable[CallRecord]) -> int:
+    def add_spans(self, spans: Iterable[TraceSpan]) -> int:
+        """Queue the roots, agents and tools of traces (``tracespans.py``) like calls; the
+        number accepted. Never blocks on I/O, never raises."""
+        try:
+            return self._add(spans)
+        except Exception:  # never raise into the caller
+            _logger.exception("otel-llm: call log writer could not queue spans")
+            return 0
+
+    def _add(self, records: Iterable[CallRecord | TraceSpan]) -> int:
         batch = list(records)
         with self._condition:
             room = 0 if self._closing else self.max_pending - len(self._pending)
@@ -136,7 +150,7 @@ class CallLogWriter:
         with self._condition:
             return len(self._pending) + self._in_flight
 
-    def _next_batch(self) -> list[CallRecord] | None:
+    def _next_batch(self) -> list[CallRecord | TraceSpan] | None:
         """Wait for a full batch, the flush interval, a flush or close; None: stop."""
         with self._condition:
             while True:
@@ -172,7 +186,26 @@ class CallLogWriter:
                 self._in_flight = 0
                 self._condition.notify_all()
 
-    def _write(self, batch: list[CallRecord]) -> None:
+    def _write(self, queued: list[CallRecord | TraceSpan]) -> None:
+        batch = [item for item in queued if isinstance(item, CallRecord)]
+        spans = [item for item in queued if isinstance(item, TraceSpan)]
+        if batch:
+            self._write_calls(batch)
+        if spans:
+            self._write_spans(spans)
+
+    def _write_spans(self, spans: list[TraceSpan]) -> None:
+        write = getattr(self._store, "write_trace_spans", None)
+        if write is None:
+            return
+        try:
+            write(spans)
+        except Exception:  # the tree shows the calls without these spans
+            with self._condition:
+                self.dropped_spans += len(spans)
+            _logger.exception("otel-llm: %d spans of traces' trees not written", len(spans))
+
+    def _write_calls(self, batch: list[CallRecord]) -> None:
         for attempt in range(self.max_attempts):
             try:
                 result = self._store.write_batch(batch)

@@ -210,7 +210,12 @@ def _run(args: argparse.Namespace) -> int:
         if companion is not None
         else None
     )
-    service = CollectorService(config, call_sink=part.sink if part else None, **pricing)
+    service = CollectorService(
+        config,
+        call_sink=part.sink if part else None,
+        span_sink=getattr(part, "span_sink", None) if part else None,
+        **pricing,
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

@@ -16,6 +16,11 @@ The same pricing as ``LLMSpanProcessor`` (a ``otel_llm.pricer.Pricer``) and the 
   It is still derived and handed to the call sink (unless it is a ``counted_in`` marker), so a
   call log fed from here stores every call once, whichever process priced it.
 
+With ``tree_spans`` (the call log is on), the spans a trace's cost tree needs besides its
+calls -- roots, agents, tools, local roots carrying a roll-up (``tracecost.span_role``) -- are
+handed on too (``EnrichResult.tree``), found with the same byte search plus a look at each
+span's parent id; they are not changed.
+
 Enriching never raises: a span whose derivation fails is forwarded unchanged and counted in
 ``otel_llm_processor_errors_total{stage="collector"}``.
 """
@@ -39,6 +44,7 @@ from otel_llm.dialects import OPERATION_MARKERS
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer
 from otel_llm.pricing import Unpriced
+from otel_llm.tracecost import OPENINFERENCE_KIND, agent_of_span, span_role
 
 _logger = logging.getLogger(__name__)
 
@@ -50,6 +56,13 @@ ERROR_STAGE = "collector"
 # The keys that can make a span an LLM call (see otel_llm.call.may_be_llm_call), as they appear
 # in a protobuf encoding: a span without any of them is not one.
 _MARKERS = tuple(key.encode() for key in (sc.GEN_AI_OPERATION_NAME, *MARKER_ATTRIBUTES))
+_TREE_MARKERS = (
+    *_MARKERS,
+    *(key.encode() for key in (OPENINFERENCE_KIND, sc.OTEL_LLM_ROLLUP_CALLS)),
+)
+"""The keys that can make a span an agent, a tool or a local root with a roll-up (and the
+call markers): a span without any is in the tree only as a root."""
+_SERVICE_NAME = "service.name"
 _ALREADY_HANDLED = (
     sc.OTEL_LLM_COST_PRICE_DATA,
     sc.OTEL_LLM_COST_UNPRICED_REASON,
@@ -76,6 +89,17 @@ class EnrichedCall:
 
 
 @dataclass(slots=True)
+class EnrichedSpan:
+    """A span of a trace's cost tree that is no LLM call (a root, agent, tool), for the call
+    sink's span side (``tracecost.span_role`` says which ``kind``)."""
+
+    span: Span
+    kind: str
+    service: str | None
+    agent_name: str | None
+
+
+@dataclass(slots=True)
 class EnrichResult:
     """What enriching one request found and did."""
 
@@ -87,6 +111,8 @@ class EnrichResult:
     errors: int = 0
     """Spans passed on unchanged because deriving them failed."""
     recorded: bool = False
+    tree: list[EnrichedSpan] = field(default_factory=list)
+    """The tree's other spans (only with ``tree_spans``)."""
 
 
 @dataclass(slots=True)
@@ -108,9 +134,11 @@ class Enricher:
         recorder: where the GenAI metrics go (``PrometheusRecorder.for_registry``).
     """
 
-    def __init__(self, pricer: Pricer, recorder: PrometheusRecorder):
+    def __init__(self, pricer: Pricer, recorder: PrometheusRecorder, *, tree_spans: bool = False):
         self._pricer = pricer
         self._recorder = recorder
+        self.tree_spans = tree_spans
+        """Whether results carry the trace tree's other spans (``EnrichResult.tree``)."""
 
     @property
     def recorder(self) -> PrometheusRecorder:
@@ -188,21 +216,29 @@ class Enricher:
         result.spans = sum(len(scope_spans.spans) for _, scope_spans in spans_of)
         # ``in`` on bytes is a fast substring search; a regular expression of the three keys is
         # ten times slower over a whole request.
-        if raw is not None and not any(marker in raw for marker in _MARKERS):
+        tree = _Tree(request, result) if self.tree_spans else None
+        markers = _TREE_MARKERS if tree else _MARKERS
+        if raw is not None and not any(marker in raw for marker in markers):
+            if tree:
+                tree.roots(spans_of)
             return []
         candidates: list[_Candidate] = []
         for index, scope_spans in spans_of:
             scope = scope_spans.scope.name or None
             for span in scope_spans.spans:
                 encoded = span.SerializeToString()
-                for marker in _MARKERS:
+                for marker in markers:
                     if marker in encoded:
                         break
                 else:
+                    if tree and not span.parent_span_id:
+                        tree.add(index, span, "root", None)
                     continue
                 try:
                     attributes = attributes_of(span.attributes)
                     if not (may_be_llm_call(attributes) and is_llm_call(attributes, scope)):
+                        if tree:
+                            tree.maybe(index, span, attributes)
                         continue
                 except Exception:  # noqa: BLE001 - one odd span must not stop the rest
                     self._failed(result)
@@ -266,6 +302,38 @@ class Enricher:
     def _failed(result: EnrichResult) -> None:
         _logger.exception("otel-llm collector: a span could not be enriched; passed on unchanged")
         result.errors += 1
+
+
+class _Tree:
+    """Collects the spans of a request that a trace's cost tree shows besides its calls."""
+
+    def __init__(self, request: ExportTraceServiceRequest, result: EnrichResult):
+        self._request = request
+        self._result = result
+        self._services: dict[int, str | None] = {}
+
+    def roots(self, spans_of: list[tuple[int, Any]]) -> None:
+        """The request's root spans (a request without any GenAI key)."""
+        for index, scope_spans in spans_of:
+            for span in scope_spans.spans:
+                if not span.parent_span_id:
+                    self.add(index, span, "root", None)
+
+    def maybe(self, index: int, span: Span, attributes: dict[str, Any]) -> None:
+        """A span with a GenAI key that is no LLM call: kept if the tree shows it."""
+        kind = span_role(span.name, attributes, bool(span.parent_span_id))
+        if kind is None:
+            return
+        agent = agent_of_span(span.name, attributes) if kind == "agent" else None
+        self.add(index, span, kind, agent[0] if agent else None)
+
+    def add(self, index: int, span: Span, kind: str, agent_name: str | None) -> None:
+        services = self._services
+        if index not in services:
+            resource = attributes_of(self._request.resource_spans[index].resource.attributes)
+            service = resource.get(_SERVICE_NAME)
+            services[index] = str(service) if service is not None else None
+        self._result.tree.append(EnrichedSpan(span, kind, services[index], agent_name or None))
 
 
 def _call(

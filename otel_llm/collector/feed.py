@@ -31,7 +31,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_llm.collector.backoff import Sleep, backoff_delay
-from otel_llm.collector.enrich import EnrichedCall, Enricher
+from otel_llm.collector.enrich import EnrichedCall, EnrichedSpan, Enricher
 from otel_llm.collector.queue import DiskQueue, QueueItem
 from otel_llm.collector.telemetry import CollectorMetrics
 
@@ -44,6 +44,11 @@ CallSink = Callable[[Sequence[EnrichedCall]], None]
 """Stores the LLM calls of accepted batches (the call log plugs in here). It returns once they
 are stored for good and raises when they are not (they are offered again later); a call may be
 offered again after a crash, so storing one twice must keep one."""
+
+SpanSink = Callable[[Sequence[EnrichedSpan], Sequence[EnrichedCall]], None]
+"""Keeps the other spans of the trees of accepted batches (roots, agents, tools), given with
+the calls the call sink has just stored (the call log decides which to keep); the same
+contract as ``CallSink``: returns once stored, raises to be offered them again."""
 
 MAX_CALLS = 5000
 """Calls handed to the sink in one call, at most (the call log's default batch size)."""
@@ -66,6 +71,7 @@ class CallFeeder:
         metrics: CollectorMetrics,
         *,
         on_failure: Callable[[], None] = lambda: None,
+        span_sink: SpanSink | None = None,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
         sleep: Sleep = threading.Event.wait,
@@ -75,6 +81,7 @@ class CallFeeder:
         self._queue = queue
         self._enricher = enricher
         self._sink = sink
+        self._span_sink = span_sink
         self._metrics = metrics
         self._on_failure = on_failure
         self._initial_backoff = initial_backoff
@@ -118,9 +125,13 @@ class CallFeeder:
                 continue
             items = self._more(item)
             try:
-                calls = [call for taken in items for call in self._calls(taken)]
+                found = [self._found(taken) for taken in items]
+                calls = [call for taken, _ in found for call in taken]
                 if calls:
                     self._sink(calls)
+                spans = [span for _, taken in found for span in taken]
+                if self._span_sink is not None and (spans or calls):
+                    self._span_sink(spans, calls)
             except Exception:  # noqa: BLE001 - logged in _failed; the batches are offered again
                 self._failed(items, attempt)
                 if self._stopping.is_set():
@@ -151,15 +162,20 @@ class CallFeeder:
             spans += item.spans
         return items
 
-    def _calls(self, item: QueueItem) -> list[EnrichedCall]:
-        if isinstance(item.memo, list):
-            return item.memo
+    def _found(self, item: QueueItem) -> tuple[list[EnrichedCall], list[EnrichedSpan]]:
+        """The batch's calls and the trees' other spans (the memo, or found again)."""
+        memo = item.memo
+        if isinstance(memo, list):
+            return memo, []
+        if isinstance(memo, tuple):
+            return memo[0], memo[1]
         try:
             request = ExportTraceServiceRequest.FromString(item.payload)
         except DecodeError:  # it was decoded before it was queued: damaged past its CRC
             _logger.error("otel-llm collector: a queued batch no longer decodes; no calls read")
-            return []
-        return self._enricher.enrich(request, raw=item.payload, record=False).calls
+            return [], []
+        result = self._enricher.enrich(request, raw=item.payload, record=False)
+        return result.calls, result.tree
 
     def _failed(self, items: list[QueueItem], attempt: int) -> None:
         self.failures += 1

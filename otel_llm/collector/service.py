@@ -35,7 +35,7 @@ from otel_llm.background import Background
 from otel_llm.collector.codec import Refused, Transport
 from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import ERROR_STAGE, Enricher
-from otel_llm.collector.feed import CALLS, CallFeeder, CallSink
+from otel_llm.collector.feed import CALLS, CallFeeder, CallSink, SpanSink
 from otel_llm.collector.grpc_receiver import GrpcReceiver
 from otel_llm.collector.http_receiver import HttpReceiver
 from otel_llm.collector.metrics_server import MetricsServer
@@ -79,6 +79,9 @@ class CollectorService(Background):
             (``otel_llm_processor_errors_total{stage="call_sink"}``) and the same calls are
             offered again after a backoff: they stay on the queue until stored. With a sink
             the service keeps a queue even without an upstream.
+        span_sink: with a call sink, keeps the other spans of the traces' cost trees (roots,
+            agents, tools) of the accepted requests (``feed.SpanSink``), with the same
+            guarantees.
 
     The pricing options left as None take their ``OTEL_LLM_*`` setting.
     """
@@ -89,6 +92,7 @@ class CollectorService(Background):
         *,
         registry: CollectorRegistry | None = None,
         call_sink: CallSink | None = None,
+        span_sink: SpanSink | None = None,
         price_book: PriceBook | None = None,
         price_overrides: str | Path | Sequence[PriceOverride] | None = None,
         extra_labels: Mapping[str, str] | Sequence[str] | None = None,
@@ -99,6 +103,7 @@ class CollectorService(Background):
     ):
         self.config = config if config is not None else CollectorConfig.from_settings()
         self._call_sink = call_sink
+        self._span_sink = span_sink if call_sink is not None else None
 
         if registry is None:
             registry = CollectorRegistry()
@@ -123,7 +128,7 @@ class CollectorService(Background):
             max_tokens=max_tokens,
             extra_attributes=recorder.extra_labels.values(),
         )
-        self.enricher = Enricher(Pricer(pricing), recorder)
+        self.enricher = Enricher(Pricer(pricing), recorder, tree_spans=self._span_sink is not None)
 
         self._state = "new"  # new -> running -> stopping -> stopped
         self._lock = threading.Lock()
@@ -194,6 +199,7 @@ class CollectorService(Background):
                 self._call_sink,
                 self.metrics,
                 on_failure=lambda: self.enricher.recorder.record_error(CALL_SINK_STAGE),
+                span_sink=self._span_sink,
                 initial_backoff=config.retry_initial_backoff,
                 max_backoff=max(config.retry_max_backoff, config.retry_initial_backoff),
             )
@@ -318,7 +324,11 @@ class CollectorService(Background):
                 data = request.SerializeToString()
             # The calls found here go with the batch, so the call feeder need not find them
             # again (it does for a batch replayed after a restart).
-            memo = result.calls if self._call_sink is not None else None
+            memo: Any = None
+            if self._span_sink is not None:
+                memo = (result.calls, result.tree)
+            elif self._call_sink is not None:
+                memo = result.calls
             try:
                 self._queue.put(data, result.spans, memo)
             except QueueClosed:

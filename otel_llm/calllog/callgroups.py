@@ -1,0 +1,109 @@
+"""Stats grouped by agent or conversation, answered from the call records.
+
+The daily aggregates key each row by its dimensions; a conversation id is a new value for
+nearly every conversation, so as a dimension it would make a daily row per conversation (and
+the cardinality cap would fold most of them into ``other`` -- an answer no one asked for). The
+calls table has an index on each (``agent_name``/``conversation_id``, ``created_us``), so the
+groups are a ``GROUP BY`` of the calls in the range: the database sums and picks the
+``limit`` busiest groups, the rest is one ``other`` group (the total less the groups listed,
+exact), and only the latency sketches need Python -- one streamed pass, into ``limit`` + 1
+sketches. All within the stats' time budget (``Deadline``), like hourly stats, and only over
+the days call records are kept (``record_days``). docs/calllog.md has the figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from otel_llm.calllog import sql
+from otel_llm.calllog.cardinality import OTHER
+from otel_llm.calllog.catalogue import CALL_GROUPS, SUMMED, column_of
+from otel_llm.calllog.query import CallFilter
+from otel_llm.calllog.rollup import Totals
+from otel_llm.calllog.schema import CALLS
+from otel_llm.calllog.stats import Deadline, Rows
+
+Scan = Callable[[sql.Statement, Deadline, Callable[[Rows], None]], None]
+
+_COST = column_of("cost")
+_LATENCY = column_of("latency_ms")
+_TTFC = column_of("time_to_first_chunk_ms")
+_SUMS = ", ".join(
+    (
+        "COUNT(*)",
+        "SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END)",
+        f"SUM(CASE WHEN {_COST} IS NULL THEN 1 ELSE 0 END)",
+        *(f"SUM({name})" for name in SUMMED),
+        f"COUNT({_LATENCY})",
+        f"SUM({_LATENCY})",
+    )
+)
+"""A daily row's sums (``catalogue.DAILY_SUMS``, then the latency sum) over call records."""
+
+
+def call_groups(
+    scan: Scan, call_filter: CallFilter, group_by: str, limit: int, deadline: Deadline
+) -> list[tuple[str | None, Totals]]:
+    """The ``limit`` busiest groups of ``group_by`` (a key of ``CALL_GROUPS``) among the calls
+    the filter selects, busiest first (calls without a value: the group None), then ``other``."""
+    column = column_of(CALL_GROUPS[group_by])
+    condition = sql.where(call_filter)
+    groups: dict[str | None, Totals] = {}
+    overall = Totals()
+
+    def add_groups(rows: Rows) -> None:
+        for row in rows:
+            totals = groups[row[0]] = Totals()
+            totals.add_sums(row[1:])
+
+    def add_overall(rows: Rows) -> None:
+        for row in rows:
+            overall.add_sums(row)
+
+    scan(
+        sql.Statement(
+            f"SELECT {column}, {_SUMS} FROM {CALLS} WHERE {condition.text} "  # noqa: S608
+            f"GROUP BY {column} ORDER BY COUNT(*) DESC, "
+            f"CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} LIMIT ?",
+            (*condition.params, limit),
+        ),
+        deadline,
+        add_groups,
+    )
+    scan(
+        sql.Statement(
+            f"SELECT {_SUMS} FROM {CALLS} WHERE {condition.text}",  # noqa: S608
+            condition.params,
+        ),
+        deadline,
+        add_overall,
+    )
+    rest = Totals()
+    rest.sums = list(overall.sums)
+    rest.latency_sum = overall.latency_sum
+    for totals in groups.values():
+        rest.subtract(totals)
+
+    def merge(rows: Rows) -> None:
+        for count, (value, latency, ttfc) in enumerate(rows):
+            if not count % 1024:
+                deadline.check()
+            target = groups.get(value) or rest
+            if latency is not None:
+                target.latency.add(float(latency))
+            if ttfc is not None:
+                target.ttfc.add(float(ttfc))
+
+    scan(
+        sql.Statement(
+            f"SELECT {column}, {_LATENCY}, {_TTFC} FROM {CALLS} WHERE {condition.text} "  # noqa: S608
+            f"AND ({_LATENCY} IS NOT NULL OR {_TTFC} IS NOT NULL)",
+            condition.params,
+        ),
+        deadline,
+        merge,
+    )
+    ordered: list[tuple[str | None, Totals]] = list(groups.items())
+    if rest.requests:
+        ordered.append((OTHER, rest))
+    return ordered

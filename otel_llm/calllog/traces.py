@@ -1,0 +1,464 @@
+"""Traces and conversations from the call log: what a run cost, and which step spent it.
+
+- ``list_traces``: the traces with LLM calls, each with its calls' totals (cost exact, in
+  integer nano-USD until the answer), services and agents. A trace is listed when one of its
+  calls matches the filter; its totals are those of all its calls (that the API key may
+  read). ``min_cost``/``max_cost`` bound the trace's total, not a call's.
+- ``get_trace``: one trace as a tree -- its calls under the agent and tool spans that were
+  received (``tracespans.py``), linked by parent span id. A node whose parent was not received
+  hangs at the top level. Each node carries the exact cost of the calls in its subtree.
+- ``get_conversation``: the totals of a conversation's calls.
+
+Everything reads the calls table by its trace (or conversation) index and the kept spans by
+their key: a trace's answer costs its own calls, whatever the store holds. A tree holds at
+most ``MAX_TREE_CALLS`` calls (its totals still count every call) and is at most
+``MAX_DEPTH`` levels deep (deeper nodes are shown under their ancestor at that depth), so an
+answer stays bounded and encodable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+from otel_llm.calllog import params, sql, tracespans
+from otel_llm.calllog.catalogue import FILTERS
+from otel_llm.calllog.paramvalues import (
+    Given,
+    ParamError,
+    as_choice,
+    as_cost,
+    as_integer,
+    shown,
+)
+from otel_llm.calllog.query import DEFAULT_LIMIT, MAX_LIMIT, CallFilter
+from otel_llm.calllog.record import NANO, from_nanos, utc_from_micros
+from otel_llm.calllog.schema import CALLS
+from otel_llm.calllog.tracespans import Read, TraceSpan
+
+MAX_TREE_CALLS = 10_000
+"""Calls placed in one trace's tree, at most (the earliest)."""
+MAX_DEPTH = 100
+"""Levels of a tree, at most."""
+MAX_NAMES = 20
+"""Services or agents listed per trace or conversation, at most."""
+MAX_CONVERSATION_ID = 256
+
+SORTS = ("cost", "time", "calls")
+ALIASES = {"agent": "agent_name", "conversation": "conversation_id"}
+"""The traces list's names of two call filters (the issue's words)."""
+_TRACE_BOUNDS = ("min_cost", "max_cost")
+_PAGE = ("sort", "order", "limit", "offset", "skip")
+PARAMETERS: tuple[str, ...] = (*ALIASES, *FILTERS, *_PAGE)
+"""What ``GET /api/v1/traces`` accepts: the calls' filters (``min_cost`` and ``max_cost`` on
+the trace's total), ``agent`` and ``conversation`` (``agent_name``, ``conversation_id``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceQuery:
+    """A page of traces."""
+
+    filter: CallFilter = field(default_factory=CallFilter)
+    """Traces with a call matching it are listed."""
+    min_cost: Decimal | None = None
+    max_cost: Decimal | None = None
+    """USD, inclusive, on the trace's total (a trace without a priced call never matches)."""
+    sort: str = "time"
+    descending: bool = True
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+
+
+def parse_traces(query: Mapping[str, Sequence[str]]) -> TraceQuery:
+    """The page of traces a ``GET /api/v1/traces`` asks for; ``ParamError`` naming the
+    parameter otherwise."""
+    given: dict[str, Given] = {}
+    for name, values in query.items():
+        if name not in PARAMETERS:
+            raise ParamError(
+                f"unknown parameter '{shown(name)}'; expected one of: " + ", ".join(PARAMETERS),
+                name,
+            )
+        if len(values) != 1:
+            raise ParamError(f"parameter '{name}' is given {len(values)} times; give it once", name)
+        given[name] = Given(values[0], f"parameter '{name}'", from_url=True)
+    for alias, name in ALIASES.items():
+        if alias in given and name in given:
+            raise ParamError(f"{alias} and {name} are the same thing; give one of them", alias)
+    filters = {
+        ALIASES.get(name, name): [value.value]
+        for name, value in given.items()
+        if name not in _TRACE_BOUNDS and name not in _PAGE
+    }
+    try:
+        call_filter = params.parse_count(filters)
+    except ParamError as error:
+        raise _renamed(error) from None
+    bounds = [as_cost(given[name]) if name in given else None for name in _TRACE_BOUNDS]
+    if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
+        raise ParamError(
+            f"min_cost ({bounds[0]}) is greater than max_cost ({bounds[1]})", "min_cost"
+        )
+    if "skip" in given and "offset" in given:
+        raise ParamError("skip and offset are the same thing; give one of them", "offset")
+    offset_given = given.get("offset") or given.get("skip")
+    return TraceQuery(
+        filter=call_filter,
+        min_cost=bounds[0],
+        max_cost=bounds[1],
+        sort=as_choice(given["sort"], SORTS) if "sort" in given else "time",
+        descending=(as_choice(given["order"], ("asc", "desc")) if "order" in given else "desc")
+        == "desc",
+        limit=(
+            as_integer(given["limit"], low=1, high=MAX_LIMIT) if "limit" in given else DEFAULT_LIMIT
+        ),
+        offset=as_integer(offset_given, low=0, high=10**9) if offset_given else 0,
+    )
+
+
+def _renamed(error: ParamError) -> ParamError:
+    message, parameter = error.message, error.parameter
+    for alias, name in ALIASES.items():
+        message = message.replace(f"'{name}'", f"'{alias}'")
+        if parameter == name:
+            parameter = alias
+    return ParamError(message, parameter)
+
+
+# --- the list -----------------------------------------------------------------------------------
+
+_TOTALS = (
+    "COUNT(*) AS calls, SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, "
+    "COUNT(cost_nusd) AS priced, SUM(cost_nusd) AS cost, SUM(input_tokens) AS input_tokens, "
+    "SUM(output_tokens) AS output_tokens, SUM(total_tokens) AS total_tokens, "
+    "MIN(created_us) AS first_us, MAX(created_us) AS last_us"
+)
+_ORDER = {
+    ("cost", True): "CASE WHEN cost IS NULL THEN 1 ELSE 0 END, cost DESC, trace_id DESC",
+    ("cost", False): "CASE WHEN cost IS NULL THEN 0 ELSE 1 END, cost ASC, trace_id ASC",
+    ("time", True): "first_us DESC, trace_id DESC",
+    ("time", False): "first_us ASC, trace_id ASC",
+    ("calls", True): "calls DESC, trace_id DESC",
+    ("calls", False): "calls ASC, trace_id ASC",
+}
+
+
+def _visible(projects: frozenset[str] | None) -> sql.Statement:
+    return sql.where(CallFilter(projects=projects))
+
+
+def _grouped(query: TraceQuery) -> sql.Statement:
+    """The matching traces' totals, one row each, as a sub-select ``t``."""
+    matching = sql.where(query.filter)
+    visible = _visible(query.filter.projects)
+    text = (
+        f"SELECT trace_id, {_TOTALS}, MAX(root_span_name) AS root_span_name "  # noqa: S608
+        f"FROM {CALLS} WHERE trace_id IN (SELECT trace_id FROM {CALLS} WHERE {matching.text}) "
+        f"AND {visible.text} GROUP BY trace_id"
+    )
+    bounds: list[str] = []
+    values: list[Any] = [*matching.params, *visible.params]
+    if query.min_cost is not None:
+        bounds.append("cost >= ?")
+        values.append(int((query.min_cost / NANO).to_integral_value(rounding=ROUND_CEILING)))
+    if query.max_cost is not None:
+        bounds.append("cost <= ?")
+        values.append(int((query.max_cost / NANO).to_integral_value(rounding=ROUND_FLOOR)))
+    where = f" WHERE {' AND '.join(bounds)}" if bounds else ""
+    return sql.Statement(f"SELECT * FROM ({text}) AS t{where}", tuple(values))  # noqa: S608
+
+
+def list_traces(read: Read, query: TraceQuery) -> dict[str, Any]:
+    """One page of traces (``data``), whether more follow and the calls list's pagination."""
+    grouped = _grouped(query)
+    rows = read(
+        sql.Statement(
+            f"{grouped.text} ORDER BY {_ORDER[(query.sort, query.descending)]} LIMIT ? OFFSET ?",
+            (*grouped.params, query.limit, query.offset),
+        )
+    )
+    counted = sql.Statement(f"SELECT COUNT(*) FROM ({grouped.text}) AS c", grouped.params)  # noqa: S608
+    total = int(read(counted)[0][0])
+    ids = [str(row[0]) for row in rows]
+    names = _names(read, ids, query.filter.projects)
+    data = []
+    for row in rows:
+        trace_id = str(row[0])
+        services, agents, root = names.get(trace_id, ([], [], None))
+        data.append(
+            {
+                "trace_id": trace_id,
+                "root_span_name": root or row[10],
+                **_totals(row[1:10]),
+                "services": services,
+                "agents": agents,
+            }
+        )
+    has_more = query.offset + len(data) < total
+    return {
+        "data": data,
+        "has_more": has_more,
+        "pagination": {
+            "total": total,
+            "limit": query.limit,
+            "offset": query.offset,
+            "hasMore": has_more,
+        },
+    }
+
+
+def _totals(row: Sequence[Any]) -> dict[str, Any]:
+    calls, errors, priced, cost, input_tokens, output_tokens, total_tokens, first, last = row
+    return {
+        "total_cost": from_nanos(int(cost)) if priced else None,
+        "calls": int(calls),
+        "errors": int(errors or 0),
+        "unpriced_calls": int(calls) - int(priced),
+        "input_tokens": int(input_tokens or 0),
+        "output_tokens": int(output_tokens or 0),
+        "total_tokens": int(total_tokens or 0),
+        "first_call_at": utc_from_micros(int(first)) if first is not None else None,
+        "last_call_at": utc_from_micros(int(last)) if last is not None else None,
+    }
+
+
+def _names(
+    read: Read, trace_ids: Sequence[str], projects: frozenset[str] | None
+) -> dict[str, tuple[list[str], list[str], str | None]]:
+    """Per trace: its services and agents (calls' and kept spans'), its root span's name."""
+    if not trace_ids:
+        return {}
+    services: dict[str, set[str]] = {trace_id: set() for trace_id in trace_ids}
+    agents: dict[str, set[str]] = {trace_id: set() for trace_id in trace_ids}
+    roots: dict[str, str] = {}
+    visible = _visible(projects)
+    marks = ", ".join("?" for _ in trace_ids)
+    for trace_id, service, agent in read(
+        sql.Statement(
+            f"SELECT DISTINCT trace_id, service, agent_name FROM {CALLS} "  # noqa: S608
+            f"WHERE trace_id IN ({marks}) AND {visible.text}",
+            (*trace_ids, *visible.params),
+        )
+    ):
+        if service:
+            services[trace_id].add(service)
+        if agent:
+            agents[trace_id].add(agent)
+    for span in tracespans.of_traces(read, trace_ids):
+        if span.service:
+            services[span.trace_id].add(span.service)
+        if span.kind == "agent":
+            agents[span.trace_id].add(span.agent_name or span.name)
+        elif span.kind == "root" and span.parent_span_id is None:
+            roots[span.trace_id] = span.name
+    return {
+        trace_id: (
+            sorted(services[trace_id])[:MAX_NAMES],
+            sorted(agents[trace_id])[:MAX_NAMES],
+            roots.get(trace_id),
+        )
+        for trace_id in trace_ids
+    }
+
+
+# --- one trace ----------------------------------------------------------------------------------
+
+_CALL_COLUMNS = (
+    "id, span_id, parent_span_id, created_us, model, operation, status, service, agent_name, "
+    "cost_nusd, root_span_name"
+)
+
+
+def is_trace_id(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def get_trace(read: Read, trace_id: str, projects: frozenset[str] | None) -> dict[str, Any] | None:
+    """The trace's totals and tree; None when it has no call (the key may read)."""
+    trace_id = trace_id.lower()
+    visible = _visible(projects)
+    totals = read(
+        sql.Statement(
+            f"SELECT {_TOTALS} FROM {CALLS} WHERE trace_id = ? AND {visible.text}",  # noqa: S608
+            (trace_id, *visible.params),
+        )
+    )[0]
+    if not totals[0]:
+        return None
+    calls = read(
+        sql.Statement(
+            f"SELECT {_CALL_COLUMNS} FROM {CALLS} WHERE trace_id = ? AND {visible.text} "  # noqa: S608
+            "ORDER BY created_us, id LIMIT ?",
+            (trace_id, *visible.params, MAX_TREE_CALLS),
+        )
+    )
+    spans = tracespans.spans_of(read, trace_id)
+    tree = build_tree(calls, spans)
+    summary = _totals(totals)
+    root = next((s.name for s in spans if s.kind == "root" and s.parent_span_id is None), None)
+    services = {str(c[7]) for c in calls if c[7]} | {s.service for s in spans if s.service}
+    agents = {str(c[8]) for c in calls if c[8]} | {
+        s.agent_name or s.name for s in spans if s.kind == "agent"
+    }
+    return {
+        "trace_id": trace_id,
+        "root_span_name": root or next((c[10] for c in calls if c[10]), None),
+        **summary,
+        "services": sorted(services)[:MAX_NAMES],
+        "agents": sorted(agents)[:MAX_NAMES],
+        "truncated": summary["calls"] > len(calls),
+        "tree": tree,
+    }
+
+
+def build_tree(calls: Sequence[Sequence[Any]], spans: Sequence[TraceSpan]) -> list[dict[str, Any]]:
+    """The nodes of a trace, nested by parent span id (rows of ``_CALL_COLUMNS``, kept spans).
+
+    Linear in the nodes: parents are looked up in a dict, subtree sums made bottom-up in one
+    pass over an explicit order (no recursion: a chain of thousands of spans is no problem),
+    and a parent loop (hostile input) is cut where it is found."""
+    nodes: dict[str, dict[str, Any]] = {}
+    start: dict[str, int] = {}
+    own: dict[str, int | None] = {}
+    for span in spans:
+        nodes[span.span_id] = {
+            "span_id": span.span_id,
+            "parent_span_id": span.parent_span_id,
+            "name": span.name,
+            "kind": span.kind,
+            "call_id": None,
+            "agent_name": span.agent_name or (span.name if span.kind == "agent" else None),
+            "model": None,
+            "service": span.service,
+            "status": None,
+            "started_at": utc_from_micros(span.start_us),
+            "cost": None,
+        }
+        start[span.span_id] = span.start_us
+        own[span.span_id] = None
+    for row in calls:
+        call_id, span_id, parent, created, model, operation, status, service, agent, nusd = row[:10]
+        nodes[span_id] = {  # a call wins over a kept span of the same id
+            "span_id": span_id,
+            "parent_span_id": parent,
+            "name": f"{operation} {model}" if model else str(operation),
+            "kind": "llm_call",
+            "call_id": call_id,
+            "agent_name": agent,
+            "model": model,
+            "service": service,
+            "status": status,
+            "started_at": utc_from_micros(int(created)),
+            "cost": from_nanos(int(nusd)) if nusd is not None else None,
+        }
+        start[span_id] = int(created)
+        own[span_id] = int(nusd) if nusd is not None else None
+    parent_of = {
+        span_id: node["parent_span_id"]
+        if node["parent_span_id"] in nodes and node["parent_span_id"] != span_id
+        else None
+        for span_id, node in nodes.items()
+    }
+    order = _walk(nodes, parent_of, start)
+    cost: dict[str, int | None] = dict(own)
+    count = {span_id: int(node["kind"] == "llm_call") for span_id, node in nodes.items()}
+    for span_id, _ in reversed(order):  # children before parents
+        parent = parent_of[span_id]
+        if parent is not None:
+            mine, theirs = cost[span_id], cost[parent]
+            if mine is not None:
+                cost[parent] = mine if theirs is None else theirs + mine
+            count[parent] += count[span_id]
+    top: list[dict[str, Any]] = []
+    shown_under: dict[str, str] = {}
+    for span_id, depth in order:  # parents before children
+        node = nodes[span_id]
+        subtree = cost[span_id]
+        node["subtree_cost"] = from_nanos(subtree) if subtree is not None else None
+        node["subtree_calls"] = count[span_id]
+        node["children"] = []
+        parent = parent_of[span_id]
+        if parent is None:
+            top.append(node)
+            continue
+        if not node["agent_name"]:  # the nearest agent's (a call or tool under it ran for it)
+            node["agent_name"] = nodes[parent]["agent_name"]
+        # Past MAX_DEPTH a node is shown under its ancestor at that depth.
+        host = shown_under.get(parent, parent) if depth > MAX_DEPTH else parent
+        shown_under[span_id] = host
+        nodes[host]["children"].append(node)
+    return top
+
+
+def _walk(
+    nodes: Mapping[str, Any], parent_of: dict[str, str | None], start: Mapping[str, int]
+) -> list[tuple[str, int]]:
+    """(span id, depth) of every node, parents before children, siblings by start time. A
+    node on a parent loop is made a top-level node (its link cut in ``parent_of``)."""
+    children: dict[str, list[str]] = {}
+    for span_id, parent in parent_of.items():
+        if parent is not None:
+            children.setdefault(parent, []).append(span_id)
+    for siblings in children.values():
+        siblings.sort(key=lambda s: (start[s], s))
+    order: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    pending = sorted((s for s, p in parent_of.items() if p is None), key=lambda s: (start[s], s))
+    while True:
+        stack = [(s, 0) for s in reversed(pending)]
+        while stack:
+            span_id, depth = stack.pop()
+            seen.add(span_id)
+            order.append((span_id, depth))
+            stack.extend((child, depth + 1) for child in reversed(children.get(span_id, ())))
+        if len(seen) == len(nodes):
+            return order
+        # Left over: nodes on a loop of parents. Cut the loop at its earliest node.
+        cut = min((s for s in nodes if s not in seen), key=lambda s: (start[s], s))
+        parent = parent_of[cut]
+        if parent is not None:
+            children[parent].remove(cut)
+        parent_of[cut] = None
+        pending = [cut]
+
+
+# --- one conversation ---------------------------------------------------------------------------
+
+
+def get_conversation(
+    read: Read, conversation_id: str, projects: frozenset[str] | None
+) -> dict[str, Any] | None:
+    """The totals of a conversation's calls; None when it has none (the key may read)."""
+    visible = _visible(projects)
+    row = read(
+        sql.Statement(
+            f"SELECT {_TOTALS}, COUNT(DISTINCT trace_id) FROM {CALLS} "  # noqa: S608
+            f"WHERE conversation_id = ? AND {visible.text}",
+            (conversation_id, *visible.params),
+        )
+    )[0]
+    if not row[0]:
+        return None
+    agents = read(
+        sql.Statement(
+            f"SELECT DISTINCT agent_name FROM {CALLS} WHERE conversation_id = ? "  # noqa: S608
+            f"AND agent_name IS NOT NULL AND {visible.text} ORDER BY agent_name LIMIT ?",
+            (conversation_id, *visible.params, MAX_NAMES),
+        )
+    )
+    return {
+        "conversation_id": conversation_id,
+        **_totals(row[:9]),
+        "traces": int(row[9]),
+        "agents": [str(agent[0]) for agent in agents],
+    }
+
+
+def check_conversation_id(text: str) -> str:
+    if not text or len(text) > MAX_CONVERSATION_ID:
+        raise ParamError(
+            f"a conversation id is 1 to {MAX_CONVERSATION_ID} characters", "conversation_id"
+        )
+    return text
