@@ -132,6 +132,14 @@ def test_dashboard_is_importable_shape() -> None:
     assert link == {"name": "trace_id", "datasourceUid": by_type["jaeger"]["uid"]}
 
 
+def test_the_most_expensive_traces_panel_links_cost_exemplars_to_traces() -> None:
+    (panel,) = [p for p in load_dashboard()["panels"] if p["title"].startswith("Most expensive")]
+    (target,) = panel["targets"]
+    assert target["exemplar"] is True
+    assert "gen_ai_client_cost_usd_total" in target["expr"]
+    assert "otel_llm.rollup.cost.amount" in panel["description"]
+
+
 def test_threshold_stripping() -> None:
     stripped = dict(rule_queries())
     assert stripped["rule LLMSpendOverDailyBudget"] == (

@@ -272,7 +272,8 @@ def test_a_trace_sent_out_of_order_by_two_services_is_one_tree_with_exact_costs(
         [
             "--grpc-endpoint=127.0.0.1:0",
             "--http-endpoint=127.0.0.1:0",
-            "--metrics-endpoint=none",
+            "--metrics-endpoint=127.0.0.1:0",
+            "--agent-label",
             f"--queue-dir={tmp_path / 'queue'}",
             f"--call-log-store={store}",
             "--call-log-api-endpoint=127.0.0.1:0",
@@ -413,6 +414,11 @@ def test_a_trace_sent_out_of_order_by_two_services_is_one_tree_with_exact_costs(
     assert list(groups) == [None, "other"]  # the busiest (no conversation: 4 calls), the rest
     assert groups["other"]["total_requests"] == 3
     assert usd(groups["other"]["total_cost"]) == costs["c1"] + t2_cost  # type: ignore[operator]
+
+    # The collector's cost counters carry the calls' agent (agent_label on).
+    metrics = collector.scrape()
+    assert 'gen_ai_agent_name="researcher"' in metrics
+    assert 'gen_ai_agent_name="support"' in metrics
 
     # Hostile or wrong input: 400 naming the parameter; an unknown trace: 404.
     status, error = ask(api, "/api/v1/traces/not-a-trace-id")
