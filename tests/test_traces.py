@@ -20,10 +20,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from otel_llm.cli import main
 from tests.support.collector_process import CollectorProcess
 from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401 - fixture
 
 API_KEY = "traces-secret-key-0123456789"
+README = (Path(__file__).parent.parent / "README.md").read_text()
 PRICES = """
 overrides:
   - match: m-big
@@ -264,6 +266,7 @@ def test_a_trace_sent_out_of_order_by_two_services_is_one_tree_with_exact_costs(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     collectors: list[CollectorProcess],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     store = empty_store_url(backend, request, tmp_path)
     prices = tmp_path / "prices.yaml"
@@ -408,12 +411,20 @@ def test_a_trace_sent_out_of_order_by_two_services_is_one_tree_with_exact_costs(
     assert usd(groups["researcher"]["total_cost"]) == costs["c2"]
     assert groups["researcher"]["total_requests"] == 2  # c2, c4 (c3 has no agent of its own)
     assert groups[None]["total_requests"] == 2  # c3 and T3's call
+    assert groups["support"]["p50_latency_ms"] == pytest.approx(50, rel=0.02)
     status, stats = ask(api, "/api/v1/calls/stats", group_by="conversation", limit="1")
     assert status == 200, stats
     groups = {g["group"]: g for g in stats["groups"]}
     assert list(groups) == [None, "other"]  # the busiest (no conversation: 4 calls), the rest
     assert groups["other"]["total_requests"] == 3
+    assert groups["other"]["p50_latency_ms"] is None  # not computed for the rest (docs)
     assert usd(groups["other"]["total_cost"]) == costs["c1"] + t2_cost  # type: ignore[operator]
+
+    # The command line prints the tree as the README shows it.
+    assert main(["calls", "trace", T1, "--api", api, "--api-key", API_KEY]) == 0
+    printed = capsys.readouterr().out
+    shown = README.split("└─ [root] POST /chat", 1)[1].split("```", 1)[0]
+    assert "└─ [root] POST /chat" + shown in printed
 
     # The collector's cost counters carry the calls' agent (agent_label on).
     metrics = collector.scrape()

@@ -5,10 +5,11 @@ nearly every conversation, so as a dimension it would make a daily row per conve
 the cardinality cap would fold most of them into ``other`` -- an answer no one asked for). The
 calls table has an index on each (``agent_name``/``conversation_id``, ``created_us``), so the
 groups are a ``GROUP BY`` of the calls in the range: the database sums and picks the
-``limit`` busiest groups, the rest is one ``other`` group (the total less the groups listed,
-exact), and only the latency sketches need Python -- one streamed pass, into ``limit`` + 1
-sketches. All within the stats' time budget (``Deadline``), like hourly stats, and only over
-the days call records are kept (``record_days``). docs/calllog.md has the figures.
+``limit`` busiest groups; the rest is one ``other`` group, the daily aggregates' total less
+the groups listed (exact); only the listed groups' latency sketches need Python -- one pass
+over their calls, found by the index. All within the stats' time budget (``Deadline``), like
+hourly stats, and only over the days call records are kept (``record_days``).
+docs/calllog.md has the figures.
 """
 
 from __future__ import annotations
@@ -42,23 +43,26 @@ _SUMS = ", ".join(
 
 
 def call_groups(
-    scan: Scan, call_filter: CallFilter, group_by: str, limit: int, deadline: Deadline
+    scan: Scan,
+    call_filter: CallFilter,
+    group_by: str,
+    limit: int,
+    *,
+    deadline: Deadline,
+    overall: Totals,
 ) -> list[tuple[str | None, Totals]]:
     """The ``limit`` busiest groups of ``group_by`` (a key of ``CALL_GROUPS``) among the calls
-    the filter selects, busiest first (calls without a value: the group None), then ``other``."""
+    the filter selects, busiest first (calls without a value: the group None), then ``other``:
+    ``overall`` (the same calls' totals, from the daily aggregates) less the groups listed --
+    its percentiles are not computed (they would cost a pass over every call of the range)."""
     column = column_of(CALL_GROUPS[group_by])
     condition = sql.where(call_filter)
     groups: dict[str | None, Totals] = {}
-    overall = Totals()
 
     def add_groups(rows: Rows) -> None:
         for row in rows:
             totals = groups[row[0]] = Totals()
             totals.add_sums(row[1:])
-
-    def add_overall(rows: Rows) -> None:
-        for row in rows:
-            overall.add_sums(row)
 
     scan(
         sql.Statement(
@@ -70,39 +74,38 @@ def call_groups(
         deadline,
         add_groups,
     )
-    scan(
-        sql.Statement(
-            f"SELECT {_SUMS} FROM {CALLS} WHERE {condition.text}",  # noqa: S608
-            condition.params,
-        ),
-        deadline,
-        add_overall,
-    )
     rest = Totals()
     rest.sums = list(overall.sums)
     rest.latency_sum = overall.latency_sum
     for totals in groups.values():
         rest.subtract(totals)
+    named = [value for value in groups if value is not None]
+    if groups:
+        # The listed groups' calls only, found by their index: the percentiles of each.
+        listed = [f"{column} IN ({', '.join('?' for _ in named)})"] if named else []
+        if None in groups:
+            listed.append(f"{column} IS NULL")
 
-    def merge(rows: Rows) -> None:
-        for count, (value, latency, ttfc) in enumerate(rows):
-            if not count % 1024:
-                deadline.check()
-            target = groups.get(value) or rest
-            if latency is not None:
-                target.latency.add(float(latency))
-            if ttfc is not None:
-                target.ttfc.add(float(ttfc))
+        def merge(rows: Rows) -> None:
+            for count, (value, latency, ttfc) in enumerate(rows):
+                if not count % 1024:
+                    deadline.check()
+                target = groups[value]
+                if latency is not None:
+                    target.latency.add(float(latency))
+                if ttfc is not None:
+                    target.ttfc.add(float(ttfc))
 
-    scan(
-        sql.Statement(
-            f"SELECT {column}, {_LATENCY}, {_TTFC} FROM {CALLS} WHERE {condition.text} "  # noqa: S608
-            f"AND ({_LATENCY} IS NOT NULL OR {_TTFC} IS NOT NULL)",
-            condition.params,
-        ),
-        deadline,
-        merge,
-    )
+        scan(
+            sql.Statement(
+                f"SELECT {column}, {_LATENCY}, {_TTFC} FROM {CALLS} "  # noqa: S608
+                f"WHERE {condition.text} AND ({' OR '.join(listed)}) "
+                f"AND ({_LATENCY} IS NOT NULL OR {_TTFC} IS NOT NULL)",
+                (*condition.params, *named),
+            ),
+            deadline,
+            merge,
+        )
     ordered: list[tuple[str | None, Totals]] = list(groups.items())
     if rest.requests:
         ordered.append((OTHER, rest))

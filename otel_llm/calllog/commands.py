@@ -157,7 +157,8 @@ def tree_lines(nodes: Sequence[Mapping[str, Any]]) -> list[str]:
         if node["kind"] == "llm_call":
             cost = f"cost {tables.cell('cost', node.get('cost'))}"
         elif node.get("subtree_calls"):
-            cost += f" in {node['subtree_calls']} calls"
+            calls = node["subtree_calls"]
+            cost += f" in {calls} call{'' if calls == 1 else 's'}"
         lines.append(f"{indent}{branch}{label}  {cost}")
         children = node.get("children") or []
         deeper = indent + ("   " if last else "│  ")

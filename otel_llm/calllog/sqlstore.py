@@ -255,7 +255,8 @@ class SQLCallStore(IsolatingStore, ABC):
                 replace(call_filter, start=start, end=end),
                 query.group_by,
                 query.limit,
-                deadline,
+                deadline=deadline,
+                overall=daily.overall,
             )
         if query.group_by is not None:
             result["groups"] = [{"group": key, **totals.stats()} for key, totals in groups]
