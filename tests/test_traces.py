@@ -417,8 +417,17 @@ def test_a_trace_sent_out_of_order_by_two_services_is_one_tree_with_exact_costs(
     groups = {g["group"]: g for g in stats["groups"]}
     assert list(groups) == [None, "other"]  # the busiest (no conversation: 4 calls), the rest
     assert groups["other"]["total_requests"] == 3
-    assert groups["other"]["p50_latency_ms"] is None  # not computed for the rest (docs)
+    assert groups["other"]["p50_latency_ms"] == pytest.approx(50, rel=0.02)  # read anyway
     assert usd(groups["other"]["total_cost"]) == costs["c1"] + t2_cost  # type: ignore[operator]
+    # A listed group holding fewer calls than the rest: only its calls are read (by index),
+    # the rest's percentiles are not computed; its sums stay exact.
+    status, stats = ask(api, "/api/v1/calls/stats", group_by="agent", limit="1")
+    groups = {g["group"]: g for g in stats["groups"]}
+    assert list(groups) == ["researcher", "other"]
+    assert groups["researcher"]["p50_latency_ms"] == pytest.approx(50, rel=0.02)
+    assert (groups["other"]["total_requests"], groups["other"]["p50_latency_ms"]) == (5, None)
+    everything = sum(priced) + t2_cost + cost("m-big", 5, 5)  # type: ignore[operator]
+    assert usd(groups["other"]["total_cost"]) == everything - costs["c2"]  # type: ignore[operator]
 
     # The command line prints the tree as the README shows it.
     assert main(["calls", "trace", T1, "--api", api, "--api-key", API_KEY]) == 0

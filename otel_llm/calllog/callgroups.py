@@ -53,8 +53,9 @@ def call_groups(
 ) -> list[tuple[str | None, Totals]]:
     """The ``limit`` busiest groups of ``group_by`` (a key of ``CALL_GROUPS``) among the calls
     the filter selects, busiest first (calls without a value: the group None), then ``other``:
-    ``overall`` (the same calls' totals, from the daily aggregates) less the groups listed --
-    its percentiles are not computed (they would cost a pass over every call of the range)."""
+    ``overall`` (the same calls' totals, from the daily aggregates) less the groups listed.
+    The rest's percentiles are computed only when the groups listed hold at least half of the
+    calls (then every call of the range is read anyway)."""
     column = column_of(CALL_GROUPS[group_by])
     condition = sql.where(call_filter)
     groups: dict[str | None, Totals] = {}
@@ -79,29 +80,36 @@ def call_groups(
     rest.latency_sum = overall.latency_sum
     for totals in groups.values():
         rest.subtract(totals)
+    listed_calls = overall.requests - rest.requests
+    everything = listed_calls >= rest.requests
+
+    def merge(rows: Rows) -> None:
+        for count, (value, latency, ttfc) in enumerate(rows):
+            if not count % 1024:
+                deadline.check()
+            target = groups.get(value, rest)
+            if latency is not None:
+                target.latency.add(float(latency))
+            if ttfc is not None:
+                target.ttfc.add(float(ttfc))
+
+    # When the groups listed hold most calls (a few agents), one scan of the range is the
+    # cheaper read, and the rest's percentiles come with it; otherwise (many conversations)
+    # only the listed groups' calls are read, by their index.
+    wanted = ""
     named = [value for value in groups if value is not None]
-    if groups:
-        # The listed groups' calls only, found by their index: the percentiles of each.
+    if not everything:
         listed = [f"{column} IN ({', '.join('?' for _ in named)})"] if named else []
         if None in groups:
             listed.append(f"{column} IS NULL")
-
-        def merge(rows: Rows) -> None:
-            for count, (value, latency, ttfc) in enumerate(rows):
-                if not count % 1024:
-                    deadline.check()
-                target = groups[value]
-                if latency is not None:
-                    target.latency.add(float(latency))
-                if ttfc is not None:
-                    target.ttfc.add(float(ttfc))
-
+        wanted = f" AND ({' OR '.join(listed)})"
+    if groups:
         scan(
             sql.Statement(
                 f"SELECT {column}, {_LATENCY}, {_TTFC} FROM {CALLS} "  # noqa: S608
-                f"WHERE {condition.text} AND ({' OR '.join(listed)}) "
+                f"WHERE {condition.text}{wanted} "
                 f"AND ({_LATENCY} IS NOT NULL OR {_TTFC} IS NOT NULL)",
-                (*condition.params, *named),
+                (*condition.params, *([] if everything else named)),
             ),
             deadline,
             merge,
