@@ -24,6 +24,7 @@ from otel_llm.calllog.api import CallLogAPI
 from otel_llm.calllog.exporter import CallLogExporter
 from otel_llm.calllog.store import SQLCallStore, open_store
 from otel_llm.calllog.traces import MAX_DEPTH, TraceQuery, build_tree
+from otel_llm.calllog.tracespans import DAY_US
 from otel_llm.cli import main
 from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
 from tests.test_calllog_api import ALL_KEY, KEYS, UNLIMITED
@@ -219,7 +220,9 @@ def test_spans_per_trace_are_capped_and_roots_wait_for_a_call(tmp_path: Path) ->
         ]
         assert store.keep_trace_spans(keeper, roots) == 0  # no call of these traces
         assert (keeper.pending, keeper.dropped) == (2, 2)  # the oldest two given up
-        assert store.keep_trace_spans(keeper, [], [f"{4:032x}"]) == 1  # its call arrived
+        assert (
+            store.keep_trace_spans(keeper, [], [(f"{4:032x}", start // DAY_US)]) == 1
+        )  # its call arrived
         assert keeper.pending == 1
         store.apply_retention(NOW + timedelta(days=400), content_days=1, record_days=1)
         with sqlite3.connect(tmp_path / "calls.db") as db:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from otel_llm.collector.enrich import EnrichedCall, EnrichedSpan
 
 _logger = logging.getLogger(__name__)
+_DAY_NS = 86_400 * 10**9
 
 
 class CallLogStartError(Exception):
@@ -228,9 +229,15 @@ class CallLogService(Background):
                 continue
             if record is not None:
                 kept.append(record)
-        call_traces = sorted({call.span.trace_id.hex() for call in calls if call.span.trace_id})
+        stored = sorted(
+            {
+                (call.span.trace_id.hex(), call.span.start_time_unix_nano // _DAY_NS)
+                for call in calls
+                if call.span.trace_id
+            }
+        )
         if isinstance(store, SQLCallStore):
-            store.keep_trace_spans(self.roots, kept, call_traces)
+            store.keep_trace_spans(self.roots, kept, stored)
 
     def record_of(self, call: EnrichedCall) -> CallRecord | None:
         """The record of one enriched call; None for a span without ids (its id would

@@ -326,13 +326,14 @@ class SQLCallStore(IsolatingStore, ABC):
         self,
         keeper: tracespans.RootKeeper,
         spans: Sequence[tracespans.TraceSpan],
-        call_traces: Sequence[str] = (),
+        calls: Sequence[tuple[str, int]] = (),
     ) -> int:
         """``write_trace_spans`` of what ``keeper`` says to keep now (roots wait for a call
-        of their trace); ``call_traces``: the traces of calls just stored."""
-        stored = self.write_trace_spans(keeper.to_store(self._read, spans, call_traces))
-        if call_traces:
-            tracespans.name_from_roots(self._execute, call_traces)
+        of their trace); ``calls``: (trace id, day) of the calls just stored."""
+        kept = keeper.to_store(self._read, spans, {trace_id for trace_id, _ in calls})
+        stored = self.write_trace_spans(kept)
+        if calls:
+            tracespans.name_from_roots(self._execute, calls)
         return stored
 
     # --- retention -------------------------------------------------------------------------

@@ -19,7 +19,8 @@ answer stays bounded and encodable.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -36,7 +37,7 @@ from otel_llm.calllog.paramvalues import (
 from otel_llm.calllog.query import DEFAULT_LIMIT, MAX_LIMIT, CallFilter
 from otel_llm.calllog.record import NANO, from_nanos, utc_from_micros
 from otel_llm.calllog.schema import CALLS
-from otel_llm.calllog.tracespans import Read, TraceSpan
+from otel_llm.calllog.tracespans import DAY_US, Read, TraceSpan
 
 MAX_TREE_CALLS = 10_000
 """Calls placed in one trace's tree, at most (the earliest)."""
@@ -45,6 +46,9 @@ MAX_DEPTH = 100
 MAX_NAMES = 20
 """Services or agents listed per trace or conversation, at most."""
 MAX_CONVERSATION_ID = 256
+SLACK = timedelta(days=1)
+"""A listed trace's totals count its calls this long either side of the filter's range."""
+_DAYS_PER_STATEMENT = 1000
 
 SORTS = ("cost", "time", "calls")
 ALIASES = {"agent": "agent_name", "conversation": "conversation_id"}
@@ -150,9 +154,16 @@ def _visible(projects: frozenset[str] | None) -> sql.Statement:
 
 
 def _grouped(query: TraceQuery) -> sql.Statement:
-    """The matching traces' totals, one row each, as a sub-select ``t``."""
+    """The matching traces' totals, one row each, as a sub-select ``t``. A trace's calls are
+    counted from a day before the filter's start to a day after its end: a trace is a run of
+    minutes, and the range bounds the rows read."""
     matching = sql.where(query.filter)
-    visible = _visible(query.filter.projects)
+    near = replace(
+        CallFilter(projects=query.filter.projects),
+        start=query.filter.start - SLACK if query.filter.start else None,
+        end=query.filter.end + SLACK if query.filter.end else None,
+    )
+    visible = sql.where(near)
     text = (
         f"SELECT trace_id, {_TOTALS}, MAX(root_span_name) AS root_span_name "  # noqa: S608
         f"FROM {CALLS} WHERE trace_id IN (SELECT trace_id FROM {CALLS} WHERE {matching.text}) "
@@ -182,7 +193,12 @@ def list_traces(read: Read, query: TraceQuery) -> dict[str, Any]:
     counted = sql.Statement(f"SELECT COUNT(*) FROM ({grouped.text}) AS c", grouped.params)  # noqa: S608
     total = int(read(counted)[0][0])
     ids = [str(row[0]) for row in rows]
-    names = _names(read, ids, query.filter.projects)
+    days = (
+        range(min(int(r[8]) for r in rows) // DAY_US, max(int(r[9]) for r in rows) // DAY_US + 1)
+        if rows
+        else range(0)
+    )
+    names = _names(read, ids, days, query.filter.projects)
     data = []
     for row in rows:
         trace_id = str(row[0])
@@ -225,9 +241,10 @@ def _totals(row: Sequence[Any]) -> dict[str, Any]:
 
 
 def _names(
-    read: Read, trace_ids: Sequence[str], projects: frozenset[str] | None
+    read: Read, trace_ids: Sequence[str], days: Sequence[int], projects: frozenset[str] | None
 ) -> dict[str, tuple[list[str], list[str], str | None]]:
-    """Per trace: its services and agents (calls' and kept spans'), its root span's name."""
+    """Per trace: its services and agents (calls' and kept spans'), its root span's name;
+    ``days``: those of the traces' calls."""
     if not trace_ids:
         return {}
     services: dict[str, set[str]] = {trace_id: set() for trace_id in trace_ids}
@@ -235,17 +252,19 @@ def _names(
     roots: dict[str, str] = {}
     visible = _visible(projects)
     marks = ", ".join("?" for _ in trace_ids)
-    for trace_id, service, agent in read(
-        sql.Statement(
-            f"SELECT DISTINCT trace_id, service, agent_name FROM {CALLS} "  # noqa: S608
-            f"WHERE trace_id IN ({marks}) AND {visible.text}",
-            (*trace_ids, *visible.params),
-        )
-    ):
-        if service:
-            services[trace_id].add(service)
-        if agent:
-            agents[trace_id].add(agent)
+    for part in _chunks(days):
+        for trace_id, service, agent in read(
+            sql.Statement(
+                f"SELECT DISTINCT trace_id, service, agent_name FROM {CALLS} "  # noqa: S608
+                f"WHERE day IN ({', '.join('?' for _ in part)}) AND trace_id IN ({marks}) "
+                f"AND {visible.text}",
+                (*part, *trace_ids, *visible.params),
+            )
+        ):
+            if service:
+                services[trace_id].add(service)
+            if agent:
+                agents[trace_id].add(agent)
     for span in tracespans.of_traces(read, trace_ids):
         if span.service:
             services[span.trace_id].add(span.service)
@@ -276,27 +295,37 @@ def is_trace_id(text: str) -> bool:
 
 
 def get_trace(read: Read, trace_id: str, projects: frozenset[str] | None) -> dict[str, Any] | None:
-    """The trace's totals and tree; None when it has no call (the key may read)."""
+    """The trace's totals and tree; None when it has no call (the key may read). Its calls are
+    found through the (day, trace_id) index, probed for each day the store holds calls of."""
     trace_id = trace_id.lower()
     visible = _visible(projects)
-    totals = read(
-        sql.Statement(
-            f"SELECT {_TOTALS} FROM {CALLS} WHERE trace_id = ? AND {visible.text}",  # noqa: S608
-            (trace_id, *visible.params),
-        )
-    )[0]
-    if not totals[0]:
+    first, last = read(sql.day_range_statement())[0]
+    if first is None:
         return None
-    calls = read(
-        sql.Statement(
-            f"SELECT {_CALL_COLUMNS} FROM {CALLS} WHERE trace_id = ? AND {visible.text} "  # noqa: S608
-            "ORDER BY created_us, id LIMIT ?",
-            (trace_id, *visible.params, MAX_TREE_CALLS),
-        )
-    )
+    sums = [0] * 7
+    edges: list[int] = []
+    calls: list[tuple[Any, ...]] = []
+    for days in _chunks(range(int(first) // DAY_US, int(last) // DAY_US + 1)):
+        where = f"day IN ({', '.join('?' for _ in days)}) AND trace_id = ? AND {visible.text}"
+        bound = (*days, trace_id, *visible.params)
+        row = read(sql.Statement(f"SELECT {_TOTALS} FROM {CALLS} WHERE {where}", bound))[0]  # noqa: S608
+        if not row[0]:
+            continue
+        sums = [total + int(value or 0) for total, value in zip(sums, row[:7], strict=True)]
+        edges += [int(row[7]), int(row[8])]
+        if len(calls) < MAX_TREE_CALLS:
+            calls += read(
+                sql.Statement(
+                    f"SELECT {_CALL_COLUMNS} FROM {CALLS} WHERE {where} "  # noqa: S608
+                    "ORDER BY created_us, id LIMIT ?",
+                    (*bound, MAX_TREE_CALLS - len(calls)),
+                )
+            )
+    if not sums[0]:
+        return None
     spans = tracespans.spans_of(read, trace_id)
     tree = build_tree(calls, spans)
-    summary = _totals(totals)
+    summary = _totals((*sums, min(edges), max(edges)))
     root = next((s.name for s in spans if s.kind == "root" and s.parent_span_id is None), None)
     services = {str(c[7]) for c in calls if c[7]} | {s.service for s in spans if s.service}
     agents = {str(c[8]) for c in calls if c[8]} | {
@@ -311,6 +340,13 @@ def get_trace(read: Read, trace_id: str, projects: frozenset[str] | None) -> dic
         "truncated": summary["calls"] > len(calls),
         "tree": tree,
     }
+
+
+def _chunks(days: Sequence[int]) -> list[Sequence[int]]:
+    return [
+        days[start : start + _DAYS_PER_STATEMENT]
+        for start in range(0, len(days), _DAYS_PER_STATEMENT)
+    ]
 
 
 def build_tree(calls: Sequence[Sequence[Any]], spans: Sequence[TraceSpan]) -> list[dict[str, Any]]:

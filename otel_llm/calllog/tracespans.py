@@ -52,6 +52,10 @@ Read = Callable[[Statement], list[tuple[Any, ...]]]
 Execute = Callable[[Statement], int]
 
 _IN_CHUNK = 500  # ids bound in one IN (...)
+DAY_US = 86_400_000_000
+NEAR_DAYS = 1
+"""A trace's calls are looked for this many days either side of one of its spans' day: the
+calls' trace index is (day, trace_id), so inserts touch only today's part of it."""
 _ROWS_PER_INSERT = 100
 
 
@@ -157,36 +161,50 @@ def write(read: Read, execute: Execute, spans: Iterable[TraceSpan]) -> int:
         )
     for span in kept:
         if span.kind == "root" and span.name:
-            name_calls(execute, span.trace_id, span.name)
+            name_calls(execute, span)
     return stored
 
 
-def name_calls(execute: Execute, trace_id: str, root_name: str) -> int:
+def near_days(start_us: int) -> tuple[int, ...]:
+    """The days (since the epoch) a trace's calls are looked for, around one of its spans."""
+    day = start_us // DAY_US
+    return tuple(range(day - NEAR_DAYS, day + NEAR_DAYS + 1))
+
+
+def name_calls(execute: Execute, root: TraceSpan) -> int:
     """Give the calls of a trace stored before its root arrived the root's name."""
+    days = near_days(root.start_us)
     return execute(
         Statement(
             f"UPDATE {CALLS} SET root_span_name = ? "  # noqa: S608
-            "WHERE trace_id = ? AND root_span_name IS NULL",
-            (root_name, trace_id),
+            f"WHERE day IN ({', '.join('?' for _ in days)}) AND trace_id = ? "
+            "AND root_span_name IS NULL",
+            (root.name, *days, root.trace_id),
         )
     )
 
 
-def name_from_roots(execute: Execute, trace_ids: Sequence[str]) -> int:
-    """Give calls just stored the name of their trace's root, if it is kept already."""
+def name_from_roots(execute: Execute, calls: Iterable[tuple[str, int]]) -> int:
+    """Give calls just stored -- (trace id, day) pairs -- the name of their trace's root, if it
+    is kept already."""
+    by_day: dict[int, set[str]] = {}
+    for trace_id, day in calls:
+        by_day.setdefault(day, set()).add(trace_id)
     changed = 0
-    for start in range(0, len(trace_ids), _IN_CHUNK):
-        chunk = trace_ids[start : start + _IN_CHUNK]
-        changed += execute(
-            Statement(
-                f"UPDATE {CALLS} SET root_span_name = (SELECT s.name FROM {TRACE_SPANS} s "  # noqa: S608
-                f"WHERE s.trace_id = {CALLS}.trace_id AND s.kind = 'root' "
-                "AND s.parent_span_id IS NULL LIMIT 1) "
-                f"WHERE trace_id IN ({', '.join('?' for _ in chunk)}) "
-                "AND root_span_name IS NULL",
-                tuple(chunk),
+    for day, traces in sorted(by_day.items()):
+        ids = sorted(traces)
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            changed += execute(
+                Statement(
+                    f"UPDATE {CALLS} SET root_span_name = (SELECT s.name FROM {TRACE_SPANS} s "  # noqa: S608
+                    f"WHERE s.trace_id = {CALLS}.trace_id AND s.kind = 'root' "
+                    "AND s.parent_span_id IS NULL LIMIT 1) "
+                    f"WHERE day = ? AND trace_id IN ({', '.join('?' for _ in chunk)}) "
+                    "AND root_span_name IS NULL",
+                    (day, *chunk),
+                )
             )
-        )
     return changed
 
 
@@ -206,21 +224,27 @@ def _room(read: Read, trace_ids: Sequence[str]) -> dict[str, int]:
     return room
 
 
-def traces_with_calls(read: Read, trace_ids: Sequence[str]) -> set[str]:
-    """Those of ``trace_ids`` that have a stored call (the trace index's seek each)."""
+def traces_with_calls(read: Read, roots: Sequence[TraceSpan]) -> set[str]:
+    """The traces of ``roots`` that have a stored call near the root's day."""
+    by_days: dict[tuple[int, ...], set[str]] = {}
+    for root in roots:
+        by_days.setdefault(near_days(root.start_us), set()).add(root.trace_id)
     found: set[str] = set()
-    for start in range(0, len(trace_ids), _IN_CHUNK):
-        chunk = trace_ids[start : start + _IN_CHUNK]
-        found.update(
-            row[0]
-            for row in read(
-                Statement(
-                    f"SELECT DISTINCT trace_id FROM {CALLS} "  # noqa: S608
-                    f"WHERE trace_id IN ({', '.join('?' for _ in chunk)})",
-                    tuple(chunk),
+    for days, traces in by_days.items():
+        ids = sorted(traces)
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            found.update(
+                row[0]
+                for row in read(
+                    Statement(
+                        f"SELECT DISTINCT trace_id FROM {CALLS} "  # noqa: S608
+                        f"WHERE day IN ({', '.join('?' for _ in days)}) "
+                        f"AND trace_id IN ({', '.join('?' for _ in chunk)})",
+                        (*days, *chunk),
+                    )
                 )
             )
-        )
     return found
 
 
@@ -290,7 +314,7 @@ class RootKeeper:
         roots = [span for span in spans if span.kind == "root"]
         keep = [span for span in spans if span.kind != "root"]
         called = set(call_traces)
-        unknown = sorted({root.trace_id for root in roots} - called)
+        unknown = [root for root in roots if root.trace_id not in called]
         if unknown:
             called |= traces_with_calls(read, unknown)
         with self._lock:
