@@ -299,8 +299,11 @@ def get_trace(read: Read, trace_id: str, projects: frozenset[str] | None) -> dic
     found through the (day, trace_id) index, probed for each day the store holds calls of."""
     trace_id = trace_id.lower()
     visible = _visible(projects)
-    first, last = read(sql.day_range_statement())[0]
-    if first is None:
+    # Two statements: SQLite reads MIN or MAX of the key's first column off the index only
+    # when the statement has just one of them (together, 15 ms for 100,000 calls: a scan).
+    first = read(sql.Statement(f"SELECT MIN(created_us) FROM {CALLS}", ()))[0][0]  # noqa: S608
+    last = read(sql.Statement(f"SELECT MAX(created_us) FROM {CALLS}", ()))[0][0]  # noqa: S608
+    if first is None or last is None:
         return None
     sums = [0] * 7
     edges: list[int] = []
