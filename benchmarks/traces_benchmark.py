@@ -3,7 +3,7 @@ stats everyone already runs, in one run, on one store.
 
     .venv/bin/python benchmarks/traces_benchmark.py                   # 200,000 calls, SQLite
     .venv/bin/python benchmarks/traces_benchmark.py --calls 50000
-    .venv/bin/python benchmarks/traces_benchmark.py --postgres postgresql://u@host/db
+    .venv/bin/python benchmarks/traces_benchmark.py --backend both    # and PostgreSQL
 
 The calls of ``calllog_benchmark.calls`` (30 days, 8 models, 3 services), grouped into traces
 of 8 calls, each trace with a root and an agent span kept, 5 agents, a conversation every 3
@@ -119,31 +119,43 @@ def queries(store: SQLCallStore, count: int) -> dict[str, Callable[[], Any]]:
     }
 
 
+def measure(url: str, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    store = open_store(url)
+    try:
+        load(store, args.calls)
+        # The look-ups find what they look for (a miss would time nothing).
+        assert store.trace(f"{args.calls // PER_TRACE // 2:032x}") is not None
+        assert store.conversation(f"conv-{args.calls // 48}") is not None
+        return {
+            label: timed(query, args.repeat) for label, query in queries(store, args.calls).items()
+        }
+    finally:
+        store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--postgres", metavar="URL", help="also a PostgreSQL database (empty)")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="sqlite")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="an empty PostgreSQL database (default: a private cluster)",
+    )
     args = parser.parse_args()
-    urls = {}
+    results: dict[str, dict[str, tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as directory:
-        urls["sqlite"] = os.path.join(directory, "calls.db")
-        if args.postgres:
-            urls["postgres"] = args.postgres
-        results: dict[str, dict[str, tuple[float, float]]] = {}
-        for name, url in urls.items():
-            store = open_store(url)
-            try:
-                load(store, args.calls)
-                # The look-ups find what they look for (a miss would time nothing).
-                assert store.trace(f"{args.calls // PER_TRACE // 2:032x}") is not None
-                assert store.conversation(f"conv-{args.calls // 48}") is not None
-                results[name] = {
-                    label: timed(query, args.repeat)
-                    for label, query in queries(store, args.calls).items()
-                }
-            finally:
-                store.close()
+        if args.backend in ("sqlite", "both"):
+            results["sqlite"] = measure(os.path.join(directory, "calls.db"), args)
+        if args.backend in ("postgres", "both"):
+            if args.postgres:
+                results["postgres"] = measure(args.postgres, args)
+            else:
+                from tests.support.postgres import running_cluster
+
+                with running_cluster(durable=True) as cluster:
+                    results["postgres"] = measure(cluster.create_database(), args)
     names = list(results)
     print(f"{args.calls:,} calls in {args.calls // PER_TRACE:,} traces; p50 / p95 ms")
     print(f"{'query':45}" + "".join(f"{name:>22}" for name in names))

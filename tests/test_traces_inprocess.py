@@ -305,3 +305,31 @@ def test_the_cli_lists_traces_and_prints_a_tree_from_a_store_and_an_api(
     assert "32 hex" in capsys.readouterr().err
     assert main(["calls", "traces", "--store", url, "--min-cost", "x"]) == 1
     assert "--min-cost" in capsys.readouterr().err
+
+
+def test_a_trace_whose_root_is_an_agent_is_named_after_it(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "calls.db"))
+    exporter = CallLogExporter(store, flush_interval=0.05)
+    provider = TracerProvider()
+    provider.add_span_processor(
+        LLMSpanProcessor(SimpleSpanProcessor(exporter), registry=CollectorRegistry())
+    )
+    try:
+        tracer = provider.get_tracer("agents")
+        attributes = {sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: "solo"}
+        with tracer.start_as_current_span("invoke_agent solo", attributes=attributes) as root:
+            with llm_call(provider="openai", model="gpt-4o", tracer_provider=provider) as call:
+                call.set_usage(input_tokens=10, output_tokens=2)
+        assert exporter.force_flush()
+        trace_id = f"{root.get_span_context().trace_id:032x}"
+        trace = store.trace(trace_id)
+        assert trace is not None
+        assert trace["root_span_name"] == "invoke_agent solo"
+        (top,) = trace["tree"]
+        assert (top["kind"], top["subtree_calls"]) == ("agent", 1)
+        (listed,) = store.traces(TraceQuery())["data"]
+        assert listed["root_span_name"] == "invoke_agent solo"
+        assert store.get(top["children"][0]["call_id"])["root_span_name"] == "invoke_agent solo"  # type: ignore[index]
+    finally:
+        provider.shutdown()
+        store.close()

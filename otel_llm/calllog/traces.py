@@ -270,7 +270,7 @@ def _names(
             services[span.trace_id].add(span.service)
         if span.kind == "agent":
             agents[span.trace_id].add(span.agent_name or span.name)
-        elif span.kind == "root" and span.parent_span_id is None:
+        if span.parent_span_id is None:  # the trace's root (an agent's span, maybe)
             roots[span.trace_id] = span.name
     return {
         trace_id: (
@@ -329,7 +329,7 @@ def get_trace(read: Read, trace_id: str, projects: frozenset[str] | None) -> dic
     spans = tracespans.spans_of(read, trace_id)
     tree = build_tree(calls, spans)
     summary = _totals((*sums, min(edges), max(edges)))
-    root = next((s.name for s in spans if s.kind == "root" and s.parent_span_id is None), None)
+    root = next((s.name for s in spans if s.parent_span_id is None), None)
     services = {str(c[7]) for c in calls if c[7]} | {s.service for s in spans if s.service}
     agents = {str(c[8]) for c in calls if c[8]} | {
         s.agent_name or s.name for s in spans if s.kind == "agent"

@@ -160,7 +160,7 @@ def write(read: Read, execute: Execute, spans: Iterable[TraceSpan]) -> int:
             ),
         )
     for span in kept:
-        if span.kind == "root" and span.name:
+        if span.parent_span_id is None and span.name:  # the trace's root, of any kind
             name_calls(execute, span)
     return stored
 
@@ -198,7 +198,7 @@ def name_from_roots(execute: Execute, calls: Iterable[tuple[str, int]]) -> int:
             changed += execute(
                 Statement(
                     f"UPDATE {CALLS} SET root_span_name = (SELECT s.name FROM {TRACE_SPANS} s "  # noqa: S608
-                    f"WHERE s.trace_id = {CALLS}.trace_id AND s.kind = 'root' "
+                    f"WHERE s.trace_id = {CALLS}.trace_id "
                     "AND s.parent_span_id IS NULL LIMIT 1) "
                     f"WHERE day = ? AND trace_id IN ({', '.join('?' for _ in chunk)}) "
                     "AND root_span_name IS NULL",
