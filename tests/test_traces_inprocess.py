@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -27,7 +30,7 @@ from otel_llm.calllog.traces import MAX_DEPTH, TraceQuery, build_tree
 from otel_llm.calllog.tracespans import DAY_US
 from otel_llm.cli import main
 from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
-from tests.test_calllog_api import ALL_KEY, KEYS, UNLIMITED
+from tests.test_calllog_api import ALL_KEY, ALPHA_KEY, KEYS, UNLIMITED
 
 NOW = datetime.now(UTC)
 
@@ -333,3 +336,33 @@ def test_a_trace_whose_root_is_an_agent_is_named_after_it(tmp_path: Path) -> Non
     finally:
         provider.shutdown()
         store.close()
+
+
+def test_a_key_limited_to_projects_sees_only_their_traces(
+    exported: tuple[SQLCallStore, list[ReadableSpan]],
+) -> None:
+    store, spans = exported  # the run's calls have no project
+    root = next(span for span in spans if span.name == "POST /ask")
+    trace_id = f"{root.context.trace_id:032x}"
+    with CallLogAPI(store, keys=KEYS, limits=UNLIMITED) as served:
+        base = f"http://127.0.0.1:{served.port}"
+
+        def get(path: str, key: str) -> tuple[int, Any]:
+            request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1
+                base + path, headers={"Authorization": f"Bearer {key}"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        assert get(f"/api/v1/traces/{trace_id}", ALL_KEY)[0] == 200
+        assert get(f"/api/v1/traces/{trace_id.upper()}", ALL_KEY)[0] == 200
+        assert get(f"/api/v1/traces/{trace_id}", ALPHA_KEY)[0] == 404
+        assert get("/api/v1/traces", ALPHA_KEY)[1]["data"] == []
+        assert get("/api/v1/conversations/c-9", ALPHA_KEY)[0] == 404
+        assert get("/api/v1/conversations/c-9", ALL_KEY)[1]["calls"] == 4
+        status, answer = get(f"/api/v1/traces/{trace_id}?select=cost", ALL_KEY)
+        assert status == 400
+        assert "select" in answer["error"]["message"]
