@@ -190,7 +190,15 @@ def list_traces(read: Read, query: TraceQuery) -> dict[str, Any]:
             (*grouped.params, query.limit, query.offset),
         )
     )
-    counted = sql.Statement(f"SELECT COUNT(*) FROM ({grouped.text}) AS c", grouped.params)  # noqa: S608
+    if query.min_cost is None and query.max_cost is None:
+        # Every trace with a matching call is listed: count them without the totals.
+        matching = sql.where(query.filter)
+        counted = sql.Statement(
+            f"SELECT COUNT(DISTINCT trace_id) FROM {CALLS} WHERE {matching.text}",  # noqa: S608
+            matching.params,
+        )
+    else:
+        counted = sql.Statement(f"SELECT COUNT(*) FROM ({grouped.text}) AS c", grouped.params)  # noqa: S608
     total = int(read(counted)[0][0])
     ids = [str(row[0]) for row in rows]
     days = (
