@@ -17,9 +17,9 @@ The same pricing as ``LLMSpanProcessor`` (a ``otel_llm.pricer.Pricer``) and the 
   call log fed from here stores every call once, whichever process priced it.
 
 With ``tree_spans`` (the call log is on), the spans a trace's cost tree needs besides its
-calls -- roots, agents, tools, local roots carrying a roll-up (``tracecost.span_role``) -- are
-handed on too (``EnrichResult.tree``), found with the same byte search plus a look at each
-span's parent id; they are not changed.
+calls -- roots, agents, tools (``tracecost.span_role``) -- are handed on too
+(``EnrichResult.tree``), found with the same byte search (agents and tools carry the keys
+calls do) plus a look at each span's parent id; they are not changed.
 
 Enriching never raises: a span whose derivation fails is forwarded unchanged and counted in
 ``otel_llm_processor_errors_total{stage="collector"}``.
@@ -44,7 +44,7 @@ from otel_llm.dialects import OPERATION_MARKERS
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer
 from otel_llm.pricing import Unpriced
-from otel_llm.tracecost import OPENINFERENCE_KIND, agent_of_span, span_role
+from otel_llm.tracecost import agent_of_span, span_role
 
 _logger = logging.getLogger(__name__)
 
@@ -56,12 +56,6 @@ ERROR_STAGE = "collector"
 # The keys that can make a span an LLM call (see otel_llm.call.may_be_llm_call), as they appear
 # in a protobuf encoding: a span without any of them is not one.
 _MARKERS = tuple(key.encode() for key in (sc.GEN_AI_OPERATION_NAME, *MARKER_ATTRIBUTES))
-_TREE_MARKERS = (
-    *_MARKERS,
-    *(key.encode() for key in (OPENINFERENCE_KIND, sc.OTEL_LLM_ROLLUP_CALLS)),
-)
-"""The keys that can make a span an agent, a tool or a local root with a roll-up (and the
-call markers): a span without any is in the tree only as a root."""
 _SERVICE_NAME = "service.name"
 _ALREADY_HANDLED = (
     sc.OTEL_LLM_COST_PRICE_DATA,
@@ -216,8 +210,10 @@ class Enricher:
         result.spans = sum(len(scope_spans.spans) for _, scope_spans in spans_of)
         # ``in`` on bytes is a fast substring search; a regular expression of the three keys is
         # ten times slower over a whole request.
+        # Agents and tools carry the same keys as calls (``gen_ai.operation.name``, OpenInference's
+        # span kind): the search finds them too. Roots carry none: a look at each span's parent.
         tree = _Tree(request, result) if self.tree_spans else None
-        markers = _TREE_MARKERS if tree else _MARKERS
+        markers = _MARKERS
         if raw is not None and not any(marker in raw for marker in markers):
             if tree:
                 tree.roots(spans_of)
@@ -314,10 +310,13 @@ class _Tree:
 
     def roots(self, spans_of: list[tuple[int, Any]]) -> None:
         """The request's root spans (a request without any GenAI key)."""
+        tree = self._result.tree
         for index, scope_spans in spans_of:
-            for span in scope_spans.spans:
-                if not span.parent_span_id:
-                    self.add(index, span, "root", None)
+            # Comprehensions: the loop over a request's spans is most of this path's cost.
+            roots = [span for span in scope_spans.spans if not span.parent_span_id]
+            if roots:
+                service = self._service(index)
+                tree.extend([EnrichedSpan(span, "root", service, None) for span in roots])
 
     def maybe(self, index: int, span: Span, attributes: dict[str, Any]) -> None:
         """A span with a GenAI key that is no LLM call: kept if the tree shows it."""
@@ -328,12 +327,16 @@ class _Tree:
         self.add(index, span, kind, agent[0] if agent else None)
 
     def add(self, index: int, span: Span, kind: str, agent_name: str | None) -> None:
+        self._result.tree.append(EnrichedSpan(span, kind, self._service(index), agent_name or None))
+
+    def _service(self, index: int) -> str | None:
+        """The ``service.name`` of the request's ``index``-th resource."""
         services = self._services
         if index not in services:
             resource = attributes_of(self._request.resource_spans[index].resource.attributes)
             service = resource.get(_SERVICE_NAME)
             services[index] = str(service) if service is not None else None
-        self._result.tree.append(EnrichedSpan(span, kind, services[index], agent_name or None))
+        return services[index]
 
 
 def _call(
