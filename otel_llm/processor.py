@@ -229,7 +229,8 @@ class LLMSpanProcessor(SpanProcessor):
             self._note_nested(parent, format(span.context.span_id, "016x"))
         if agent is not None or parent is not None:
             # Its agents' and its trace's totals; a call that is its own local root has none.
-            self._costs.add_call(derived, agent, parent and span.context.trace_id)
+            trace_id = span.context.trace_id if parent is not None else None
+            self._costs.add_call(derived, agent, trace_id)
         self._record(derived)
         if not self._downstream:  # metrics-only: nobody sees the priced copy
             return span
