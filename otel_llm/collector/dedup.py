@@ -12,9 +12,11 @@ key overwrites (and forgets) the oldest once the ring is full. About 110 bytes p
 
 A span redelivered after N newer priced spans has fallen out of the window and IS counted again:
 the window is sized for the retries of clients (seconds to minutes), not to deduplicate for
-ever. It lives in memory: a restarted service remembers nothing. A span without a valid id
-(missing, wrong length or all zeros, which OTLP calls invalid) is always counted: it cannot be
-told apart from another.
+ever. It lives in memory: a restarted service remembers nothing. Spans are told apart by their
+ids alone, as OTLP identifies them: two different calls a broken client sent under the same ids
+count once. A span without a valid id (missing, wrong length or all zeros, which OTLP calls
+invalid) is always counted: it cannot be told apart from another. A flood of new ids only
+pushes older ones out sooner (their redeliveries count again); memory stays bounded.
 """
 
 from __future__ import annotations
