@@ -55,6 +55,12 @@ from tests.support.rotel import ROTEL_AGENT, Rotel  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# The load sends the same few payloads again and again: with a dedup window that holds them all,
+# every GenAI span after the first pass would be a duplicate, not recorded in the metrics. A
+# window smaller than the cycle makes every span take the path of new traffic (looked up, not
+# found, remembered, the oldest forgotten). A --service-arg flag still overrides it.
+LOAD_ENV = {"OTEL_LLM_COLLECTOR_DEDUP_WINDOW": "1"}
+
 
 @dataclass
 class Target:
@@ -123,14 +129,15 @@ def otel_llm_available() -> str | None:
 
 @contextmanager
 def otel_llm_service(
-    sink: str, extra: list[str], name: str = "otel-llm", copy: str | None = None
+    sink: str,
+    extra: list[str],
+    name: str = "otel-llm",
+    copy: str | None = None,
+    environ: dict[str, str] | None = None,
 ) -> Iterator[Target]:
-    """The service of this checkout, or of the package copy in directory ``copy``."""
-    # The load sends the same few payloads again and again: with a dedup window that holds them
-    # all, every GenAI span after the first pass would be a duplicate, not recorded in the
-    # metrics. A window smaller than the cycle makes every span take the path of fresh traffic
-    # (looked up, not found, remembered, the oldest forgotten). A flag still overrides it.
-    env = {**os.environ, "OTEL_LLM_COLLECTOR_DEDUP_WINDOW": "1"}
+    """The service of this checkout, or of the package copy in directory ``copy``; ``environ``
+    is added to its environment."""
+    env = {**os.environ, **(environ or {})}
     if copy is not None:
         env["PYTHONPATH"] = str(Path(copy).resolve())
     with tempfile.TemporaryDirectory(prefix="otel-llm-bench-") as directory:
@@ -321,13 +328,15 @@ def main(argv: list[str] | None = None) -> int:
             targets.append(stack.enter_context(rotel_collector(sink.endpoint)))
         if args.only != "rotel" and not missing:
             try:
-                service = otel_llm_service(sink.endpoint, args.service_arg)
+                service = otel_llm_service(sink.endpoint, args.service_arg, environ=LOAD_ENV)
                 targets.append(stack.enter_context(service))
             except RuntimeError as error:
                 missing = f"failed to start: {error}"
                 say(f"otel-llm collector {missing}\nmeasuring Rotel only")
         if args.against and not missing:
-            other = otel_llm_service(sink.endpoint, args.against_arg, "against", args.against)
+            other = otel_llm_service(
+                sink.endpoint, args.against_arg, "against", args.against, LOAD_ENV
+            )
             targets.append(stack.enter_context(other))
         if not targets:
             say("nothing to measure")
