@@ -371,6 +371,20 @@ COLLECTOR_RETRY_AFTER: Setting[float] = Setting(
     ),
 )
 
+COLLECTOR_DEDUP_WINDOW: Setting[int] = Setting(
+    name="collector_dedup_window",
+    default=100_000,
+    parse=int,
+    check=int_at_least(0),
+    doc=(
+        "Priced spans whose (trace id, span id) the service remembers, so a span delivered "
+        "again (an export retried by a client) is forwarded but not counted twice in the GenAI "
+        "metrics; counted in ``otel_llm_collector_duplicate_spans_total`` instead. About 110 "
+        "bytes each (100,000: about 11 MB). A span redelivered after this many newer priced "
+        "spans is counted again; 0 turns the check off."
+    ),
+)
+
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_GRPC_ENDPOINT,
     COLLECTOR_HTTP_ENDPOINT,
@@ -391,6 +405,7 @@ COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_RETRY_INITIAL_BACKOFF,
     COLLECTOR_RETRY_MAX_BACKOFF,
     COLLECTOR_RETRY_AFTER,
+    COLLECTOR_DEDUP_WINDOW,
 )
 
 # --- The call log (store, query API, retention) ---------------------------------------------
