@@ -21,6 +21,8 @@ _COST_ATTRIBUTES = (
     sc.GEN_AI_USAGE_COST_SOURCE,
 )
 
+_BILLING_OVERRIDE = sc.OTEL_LLM_CONTEXT_BILLING
+
 ERROR_TYPE_OTHER = "_OTHER"
 """The conventions' error.type when a span failed without saying how."""
 
@@ -132,7 +134,8 @@ def derive(
         # reason keeps "unpriced" alerts about price data, not about provider outages.
         priced = Unpriced("failed_without_usage")
     billing = None
-    if book.bills or call.provider_cost is not None or sc.OTEL_LLM_CONTEXT_BILLING in attributes:
+    # Without discounts or gateways (``book.bills``), only a reported cost or an override needs it.
+    if book.bills or call.provider_cost is not None or _BILLING_OVERRIDE in attributes:
         priced, billing = book.bill(call, start, priced, attributes)
     # Positional, in the fields' order: keywords make this hot constructor much slower.
     return Derived(

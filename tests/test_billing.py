@@ -119,7 +119,7 @@ def test_a_decimal_cost_is_discounted_exactly() -> None:
         output=Decimal(0),
     )
     rule = Discount("12.5%")
-    result = discounted(cost, rule.keep, rule.label)
+    result = discounted(cost, rule)
     # By hand: 31 significant digits, which Decimal's default 28-digit context would round.
     assert result.amount == Decimal("0.108024690385802469038580246825")
     assert result.output == 0
@@ -471,3 +471,63 @@ def test_the_call_log_splits_credits_from_own_keys_and_sums_discounts(
 
 def _nano(amount: Decimal) -> Decimal:
     return Decimal(to_nanos(amount)).scaleb(-9)
+
+
+def test_the_gateways_setting(monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    from otel_llm import settings
+
+    env = {"OTEL_LLM_BILLING_GATEWAYS": " openrouter , llm-proxy.example.com ,"}
+    assert settings.BILLING_GATEWAYS.resolve(None, env) == ("openrouter", "llm-proxy.example.com")
+    assert settings.BILLING_GATEWAYS.resolve(None, {"OTEL_LLM_BILLING_GATEWAYS": "a b"}) == ()
+    assert "OTEL_LLM_BILLING_GATEWAYS" in caplog.text
+    monkeypatch.setenv("OTEL_LLM_BILLING_GATEWAYS", "openrouter")
+    pricer = Pricer(PricingOptions.from_settings())
+    assert pricer.book.bills
+    routed = make_call("openai/gpt-4o", "openrouter")
+    assert _bill(pricer.book, routed)[1] == Billing("credits", _list_price(routed))
+
+
+def test_the_processor_takes_the_gateways_as_a_keyword() -> None:
+    memory = InMemorySpanExporter()
+    processor = LLMSpanProcessor(
+        SimpleSpanProcessor(memory), registry=CollectorRegistry(), billing_gateways=["corp.example"]
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    try:
+        tracer = provider.get_tracer("other.instrumentation")
+        attributes = {
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_PROVIDER_NAME: "openai",
+            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+            sc.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+            sc.SERVER_ADDRESS: "llm.corp.example",
+        }
+        tracer.start_span("chat", kind=SpanKind.CLIENT, attributes=attributes).end()
+        (span,) = memory.get_finished_spans()
+        assert span.attributes is not None
+        assert span.attributes[sc.OTEL_LLM_BILLING] == "credits"
+        assert span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == 0.00021
+        assert span.attributes[sc.OTEL_LLM_COST_LIST_AMOUNT] == 0.00021
+    finally:
+        provider.shutdown()
+
+
+def test_hostile_billing_values_are_ignored() -> None:
+    book = PriceBook(gateways=["proxy.example.com"])
+    direct = make_call("gpt-4o")
+    for attributes in (
+        {sc.SERVER_ADDRESS: 42},
+        {sc.SERVER_ADDRESS: ""},
+        {sc.SERVER_ADDRESS: "." * 10},
+        {sc.OTEL_LLM_CONTEXT_BILLING: ["credits"]},
+        {sc.OTEL_LLM_CONTEXT_BILLING: 1},
+    ):
+        assert _bill(book, direct, attributes)[1] is None, attributes
+    dots = "a." * 500_000 + "proxy.example.com"  # 1 MB, half a million labels
+    billing = _bill(book, direct, {sc.SERVER_ADDRESS: dots})[1]
+    assert billing is not None
+    assert billing.mode == "credits"
+    # Only the last labels are looked at (a suffix copied per label would be quadratic).
+    assert _bill(book, direct, {sc.SERVER_ADDRESS: dots + ".evil"})[1] is None

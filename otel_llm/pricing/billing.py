@@ -12,22 +12,23 @@ Most calls need none of this: ``PriceBook.bills`` is False without discounts or 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from otel_llm import _semconv as sc
 from otel_llm.pricing.cost import Cost
+
+if TYPE_CHECKING:
+    from otel_llm.pricing.overrides import Discount
 
 # Decimal costs (tiered prices) are below 10**28 with at most ~40 digits; the product with a
 # 12-place fraction fits 100 digits, and Inexact is trapped so it could never round silently.
 _EXACT = Context(prec=100, traps=[InvalidOperation, Inexact])
 
 
-@dataclass(frozen=True, slots=True)
-class Billing:
+class Billing(NamedTuple):
     """A call's billing, when it is not the plain case (own key, no discount): ``Derived.billing``
-    is None for that one."""
+    is None for that one. A tuple: made per call, for the calls that have one."""
 
     mode: str
     """``credits`` or ``own_key`` (``_semconv.BILLING_MODES``)."""
@@ -48,10 +49,13 @@ class Gateways:
     """The ``billing_gateways`` setting: provider names (``openrouter``) and hosts
     (``llm-proxy.example.com``, which also matches its subdomains) whose calls bill credits."""
 
-    __slots__ = ("_names",)
+    __slots__ = ("_labels", "_names")
 
     def __init__(self, entries: Iterable[str] = ()):
-        self._names = frozenset(entry.strip().lower() for entry in entries if entry.strip())
+        self._names = frozenset(entry.strip().lower().rstrip(".") for entry in entries)
+        self._names -= {""}
+        self._labels = max((name.count(".") + 1 for name in self._names), default=0)
+        """Labels of the longest name: a host's suffixes longer than that cannot match."""
 
     def __bool__(self) -> bool:
         return bool(self._names)
@@ -63,35 +67,32 @@ class Gateways:
         host = attributes.get(sc.SERVER_ADDRESS)
         if not isinstance(host, str) or not host:
             return False
-        host = host.lower().rstrip(".")
-        while True:
-            if host in names:
-                return True
-            _, dot, host = host.partition(".")
-            if not dot:
-                return False
+        # Only the last few labels can match: linear in the host's length, however many dots.
+        labels = host.lower().rstrip(".").rsplit(".", self._labels)[-self._labels :]
+        return any(".".join(labels[start:]) in names for start in range(len(labels)))
 
 
-def discounted(cost: Cost, keep: tuple[int, int], label: str) -> Cost:
-    """``cost`` times ``keep`` (numerator, decimal places of the fraction paid), exactly:
-    integer units times the numerator over a divisor ``10**places`` larger, or Decimals."""
-    numerator, places = keep
+def discounted(cost: Cost, discount: Discount) -> Cost:
+    """``cost`` less ``discount``, exactly: integer units times the numerator of the fraction
+    paid over a divisor ``10**places`` larger, or Decimals."""
+    numerator, places = discount.keep
     source, price_data, provider_id, model_id = cost.identity
-    identity = (source, f"{price_data} - {label} discount", provider_id, model_id)
+    identity = (source, price_data + discount.suffix, provider_id, model_id)
     units = cost.units
     if units is not None:
-        parts, divisor = units
-        scaled = tuple(part * numerator for part in parts)
-        return Cost.join((*scaled, divisor * 10**places), identity)
+        (amount, input_, cache_read, cache_write, output, request), divisor = units
+        n = numerator
+        scaled = (amount * n, input_ * n, cache_read * n, cache_write * n, output * n, request * n)
+        return Cost.join((*scaled, divisor * discount.scale), identity)
     factor = Decimal(numerator).scaleb(-places)
 
     def times(value: Decimal | None) -> Decimal | None:
         return None if value is None else _EXACT.multiply(value, factor)
 
-    amount = times(cost.amount)
-    assert amount is not None
+    total = times(cost.amount)
+    assert total is not None
     return Cost(
-        amount,
+        total,
         *identity,
         input=times(cost.input),
         cache_read=times(cost.cache_read),

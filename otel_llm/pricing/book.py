@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -153,9 +153,10 @@ class PriceBook:
             version += f" (updated {snapshot.timestamp.isoformat(timespec='seconds')})"
         return version
 
-    def price(self, call: LLMCall, start_time_ns: int) -> Cost | Unpriced:
-        """The cost of ``call``, or why it has none."""
-        if call.provider_cost is not None:
+    def price(self, call: LLMCall, start_time_ns: int, listed: bool = False) -> Cost | Unpriced:
+        """The cost of ``call``, or why it has none; ``listed``: from the price data even when
+        the provider reported a cost (what the call costs at list price)."""
+        if call.provider_cost is not None and not listed:
             return Cost(
                 amount=call.provider_cost, source=sc.COST_SOURCE_PROVIDER, price_data="provider"
             )
@@ -223,11 +224,11 @@ class PriceBook:
         discount = None
         if reported:
             # What the gateway's call would have cost at the provider's list price.
-            list_cost = self.price(replace(call, provider_cost=None), start_time_ns)
+            list_cost = self.price(call, start_time_ns, True)
         elif isinstance(priced, Cost) and self._discounts:
             discount = self._discount_of(call, attributes)
             if discount is not None and discount.fraction:
-                priced = discounted(priced, discount.keep, discount.label)
+                priced = discounted(priced, discount)
             else:
                 discount = None
         if mode == sc.BILLING_OWN_KEY and discount is None:

@@ -119,6 +119,10 @@ class Discount:
     project: str | None = None
     """``llm_context(project_id=...)``."""
     fraction: Decimal = field(init=False)
+    suffix: str = field(init=False, repr=False)
+    """What the discounted cost's ``price_data`` gains: `` - 20% discount``."""
+    scale: int = field(init=False, repr=False)
+    """``10**places``: what the discounted cost's divisor is multiplied by."""
     keep: tuple[int, int] = field(init=False, repr=False)
     """(numerator, decimal places) of ``1 - fraction``: the discounted cost is the list cost's
     integer units times the numerator, over a divisor 10**places larger -- exact."""
@@ -126,11 +130,13 @@ class Discount:
     def __post_init__(self) -> None:
         fraction = _check_discount(self.discount)
         object.__setattr__(self, "fraction", fraction)
+        object.__setattr__(self, "suffix", f" - {(fraction * 100).normalize():f}% discount")
         _sign, digits, exponent = (1 - fraction).as_tuple()
         assert isinstance(exponent, int)
         numerator = int("".join(map(str, digits)) or "0")
         places = max(-exponent, 0)
         object.__setattr__(self, "keep", (numerator * 10 ** max(exponent, 0), places))
+        object.__setattr__(self, "scale", 10**places)
         if self.provider is not None:
             renamed = sc.PROVIDER_RENAMED.get(self.provider, self.provider)
             object.__setattr__(self, "provider", renamed)
@@ -151,11 +157,6 @@ class Discount:
             and (self.model is None or self.model in models)
             and (self.provider is None or self.provider in providers)
         )
-
-    @property
-    def label(self) -> str:
-        """``20%``: how ``price_data`` names it."""
-        return f"{(self.fraction * 100).normalize():f}%"
 
 
 def _check_discount(value: Any) -> Decimal:
