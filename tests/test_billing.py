@@ -531,3 +531,48 @@ def test_hostile_billing_values_are_ignored() -> None:
     assert billing.mode == "credits"
     # Only the last labels are looked at (a suffix copied per label would be quadratic).
     assert _bill(book, direct, {sc.SERVER_ADDRESS: dots + ".evil"})[1] is None
+
+
+def test_the_collector_bills_and_discounts_otlp_spans() -> None:
+    """The collector's enricher (OTLP protobuf spans) prices with the same book: the forwarded
+    span carries the effective cost and the billing attributes, the metric the effective cost."""
+    from otel_llm.collector.enrich import Enricher
+    from otel_llm.collector.otlp import attributes_of
+    from otel_llm.metrics.prometheus import PrometheusRecorder
+    from tests.test_collector_service import one_span_request
+
+    registry = CollectorRegistry()
+    book = PriceBook([Discount("10%", provider="openai")], gateways=["corp.example"])
+    enricher = Enricher(
+        Pricer(PricingOptions(price_book=book, max_tokens=10**8)),
+        PrometheusRecorder.for_registry(registry),
+    )
+    request = one_span_request(
+        "chat",
+        **{
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_PROVIDER_NAME: "openai",
+            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+            sc.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+            sc.SERVER_ADDRESS: "llm.corp.example",
+        },
+    )
+    result = enricher.enrich(request)
+    (call,) = result.calls
+    assert call.derived.billing == Billing(
+        "credits", _list_price(make_call("gpt-4o-mini")), discounted=True
+    )
+    forwarded = attributes_of(request.resource_spans[0].scope_spans[0].spans[0].attributes)
+    assert forwarded[sc.GEN_AI_USAGE_COST_AMOUNT] == 0.000189
+    assert forwarded[sc.OTEL_LLM_COST_LIST_AMOUNT] == 0.00021
+    assert forwarded[sc.OTEL_LLM_BILLING] == "credits"
+    assert forwarded[sc.OTEL_LLM_COST_PRICE_DATA].endswith(" - 10% discount")
+    total = sum(
+        sample.value
+        for metric in registry.collect()
+        if metric.name == sc.PROM_COST.removesuffix("_total")
+        for sample in metric.samples
+        if sample.name == sc.PROM_COST
+    )
+    assert total == pytest.approx(0.000189)
