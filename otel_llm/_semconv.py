@@ -72,6 +72,8 @@ OTEL_LLM_COST_CACHE_WRITE: Final = "otel_llm.cost.cache_write"
 OTEL_LLM_COST_OUTPUT: Final = "otel_llm.cost.output"
 OTEL_LLM_COST_REQUEST: Final = "otel_llm.cost.request"
 OTEL_LLM_COST_UNPRICED_REASON: Final = "otel_llm.cost.unpriced_reason"
+OTEL_LLM_COST_LIST_AMOUNT: Final = "otel_llm.cost.list_amount"
+OTEL_LLM_BILLING: Final = "otel_llm.billing"
 OTEL_LLM_USAGE_MISSING: Final = "otel_llm.usage.missing"
 OTEL_LLM_CALL_COUNTED_IN: Final = "otel_llm.call.counted_in"
 
@@ -99,6 +101,9 @@ USAGE_COST: Final = "usage.cost"
 COST_SOURCE_LOCAL: Final = "local"
 COST_SOURCE_PROVIDER: Final = "provider"
 CURRENCY_USD: Final = "USD"
+BILLING_CREDITS: Final = "credits"
+BILLING_OWN_KEY: Final = "own_key"
+BILLING_MODES: Final = (BILLING_CREDITS, BILLING_OWN_KEY)
 
 # --- call context -------------------------------------------------------------------------------
 CONTEXT_PREFIX: Final = "otel_llm.context."
@@ -107,6 +112,7 @@ OTEL_LLM_CONTEXT_USER_ID: Final = "otel_llm.context.user_id"
 OTEL_LLM_CONTEXT_PROJECT_ID: Final = "otel_llm.context.project_id"
 OTEL_LLM_CONTEXT_API_KEY_ID: Final = "otel_llm.context.api_key_id"
 OTEL_LLM_CONTEXT_PIPELINE_STEP: Final = "otel_llm.context.pipeline_step"
+OTEL_LLM_CONTEXT_BILLING: Final = "otel_llm.context.billing"
 
 # --- operations ---------------------------------------------------------------------------------
 # The inference and embeddings operations the processor prices; tool and agent spans are not calls.

@@ -25,6 +25,7 @@ from otel_llm._setting import (
     endpoint,
     header_map,
     int_at_least,
+    name_list,
     non_empty_text,
     optional_port,
     optional_text,
@@ -32,6 +33,7 @@ from otel_llm._setting import (
     parse_extra_labels,
     parse_extra_labels_text,
     parse_headers,
+    parse_name_list,
     parse_size,
     path_text,
     positive_seconds,
@@ -100,6 +102,18 @@ PRICE_CACHE_SIZE: Setting[int] = Setting(
     parse=int,
     check=int_at_least(1),
     doc="Number of (provider, model) price look-ups remembered; the oldest is forgotten first.",
+)
+BILLING_GATEWAYS: Setting[tuple[str, ...]] = Setting(
+    name="billing_gateways",
+    default=(),
+    parse=parse_name_list,
+    check=name_list,
+    doc=(
+        "Providers (``openrouter``) and hosts (``llm-proxy.example.com``, subdomains included, "
+        "matched against ``server.address``) that bill credits: their calls are billed "
+        "``credits``, every other call ``own_key`` unless it carries a provider-reported cost "
+        "or ``llm_context(billing=...)``. Environment form: ``openrouter,litellm.internal``."
+    ),
 )
 PROMETHEUS_PORT: Setting[int | None] = Setting(
     name="prometheus_port",
@@ -189,6 +203,7 @@ CORE: tuple[Setting[Any], ...] = (
     MAX_LABEL_VALUES,
     MAX_TOKENS,
     PRICE_CACHE_SIZE,
+    BILLING_GATEWAYS,
     PROMETHEUS_PORT,
     PROMETHEUS_HOST,
     CAPTURE_CONTENT,

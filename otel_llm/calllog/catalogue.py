@@ -106,7 +106,12 @@ class Field:
             object.__setattr__(self, "source", self.name)
 
 
-def _money(name: str, column: str, description: str) -> Field:
+def _money(
+    name: str,
+    column: str,
+    description: str,
+    daily: Literal["dimension", "sum"] | None = "sum",
+) -> Field:
     return Field(
         name,
         "number",
@@ -114,7 +119,7 @@ def _money(name: str, column: str, description: str) -> Field:
         column,
         "bigint",
         codec="money",
-        daily="sum",
+        daily=daily,
         minimum=Decimal(0),
         maximum=MAX_COST,
     )
@@ -268,6 +273,27 @@ CALL_FIELDS: tuple[Field, ...] = (
     Field("api_key_id", "string", "llm_context api_key_id."),
     Field("pipeline_step", "string", "llm_context pipeline_step."),
     Field("context", "object", "Other otel_llm.context.* values of the call.", codec="json"),
+    # v3 (appended: a migration adds columns at the end of the table).
+    Field(
+        "billing",
+        "string",
+        "credits (a gateway/router billed it: a provider-reported cost, a billing_gateways "
+        "provider or host) or own_key (a direct provider key); llm_context(billing=...) "
+        "overrides. Null for calls stored before billing was recorded.",
+    ),
+    _money(
+        "list_cost",
+        "list_cost_nusd",
+        "The call's usage at the provider's list price before any discount (for a cost a "
+        "gateway reported: what the same tokens cost at list price); null when unknown.",
+        daily=None,
+    ),
+    _money(
+        "discount",
+        "discount_nusd",
+        "USD a discount took off list_cost to give cost (0 without one); null when unpriced.",
+        daily=None,
+    ),
     Field(
         "has_content",
         "boolean",
@@ -469,9 +495,29 @@ DAILY_DIMENSIONS: tuple[str, ...] = (
 SUMMED: tuple[str, ...] = tuple(str(field.column) for field in STORED if field.daily == "sum")
 """The calls' columns the daily rows sum (same names there): token counts, costs."""
 
-DAILY_SUMS: tuple[str, ...] = ("requests", "failed", "unpriced", *SUMMED, "latency_count")
+BILLING_SUMS: tuple[str, ...] = (
+    "credits_requests",
+    "credits_unpriced",
+    "credits_cost_nusd",
+    "credits_list_nusd",
+    "credits_list_unknown",
+    "discount_nusd",
+)
+"""A daily row's billing counters (v3): the calls billed as credits, those without a cost, their
+cost, their cost at list price and those whose list price is unknown; the USD discounts took
+off (``discount``). Own-key figures are the row's totals less the credits ones."""
+
+DAILY_SUMS: tuple[str, ...] = (
+    "requests",
+    "failed",
+    "unpriced",
+    *SUMMED,
+    "latency_count",
+    *BILLING_SUMS,
+)
 """Integer counters of a daily aggregate row, added on merge: calls, failed calls, calls
-without a price, the summed columns, and the calls with a latency (the mean's divisor)."""
+without a price, the summed columns, the calls with a latency (the mean's divisor), and the
+billing counters."""
 
 DAILY_LATENCY_SUM = "latency_sum_ms"
 DAILY_SKETCHES: dict[str, str] = {"latency_ms": "latency_sketch", "ttfc_ms": "ttfc_sketch"}
@@ -498,9 +544,10 @@ TABLES: dict[str, tuple[Column, ...]] = {
     ),
     DAILY: (
         *(Column(name, "text", True) for name in DAILY_DIMENSIONS),
-        *(Column(name, "bigint", True) for name in DAILY_SUMS),
+        *(Column(name, "bigint", True) for name in DAILY_SUMS if name not in BILLING_SUMS),
         Column(DAILY_LATENCY_SUM, "real", True),
         *(Column(name, "blob", False) for name in DAILY_SKETCHES.values()),
+        *(Column(name, "bigint", True) for name in BILLING_SUMS),  # v3: added at the end
     ),
     DEAD_LETTERS: (
         Column("id", "text", True),

@@ -45,6 +45,8 @@ __all__ = [
 NANO = Decimal("0.000000001")
 """The unit money is stored in: one nano-USD."""
 
+_BILLING_KEY = sc.OTEL_LLM_CONTEXT_BILLING[len(sc.CONTEXT_PREFIX) :]
+
 ERROR_CODE_ATTRIBUTE = "error.code"
 """Not a GenAI convention; read when an instrumentation sets it (e.g. a provider error code)."""
 
@@ -103,6 +105,9 @@ class CallRecord:
     api_key_id: str | None = None
     pipeline_step: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    billing: Literal["credits", "own_key"] | None = None
+    list_cost: Decimal | None = None
+    discount: Decimal | None = None
     request_prompt: str | None = None
     response_preview: str | None = None
 
@@ -226,6 +231,8 @@ def build_record(
         key = name[len(sc.CONTEXT_PREFIX) :]
         if key in _CONTEXT_FIELDS:
             named[_CONTEXT_FIELDS[key]] = _text(value)
+        elif key == _BILLING_KEY:
+            continue  # the billing field says what it decided
         else:
             context[key] = value if isinstance(value, str | bool | int | float) else str(value)
     total_tokens = None
@@ -234,11 +241,25 @@ def build_record(
     status_code = attributes.get(sc.HTTP_RESPONSE_STATUS_CODE)
     failed = bool(derived.error_type)
     money: dict[str, Any] = {}
+    billing = derived.billing
     if isinstance(priced, Unpriced):
         money["unpriced_reason"] = priced.reason
+        if billing is not None and billing.list_cost is not None:
+            money["list_cost"] = _money(billing.list_cost.amount)
     else:
+        cost = from_nanos(to_nanos(priced.amount))
+        listed: Decimal | None = cost
+        if billing is not None:
+            listed = _money(billing.list_cost.amount) if billing.list_cost is not None else None
         money = {
-            "cost": _money(priced.amount),
+            "cost": cost,
+            "list_cost": listed,
+            # The two stored values' difference, so list_cost = cost + discount exactly.
+            "discount": (
+                listed - cost
+                if billing is not None and billing.discounted and listed is not None
+                else Decimal(0)
+            ),
             "cost_input": _money(priced.input),
             "cost_output": _money(priced.output),
             "cost_cache_read": _money(priced.cache_read),
@@ -284,6 +305,7 @@ def build_record(
         project=named.get("project"),
         api_key_id=named.get("api_key_id"),
         pipeline_step=named.get("pipeline_step"),
+        billing="credits" if billing is not None and billing.mode == "credits" else "own_key",
         **money,
     )
     return checked(record, now=now)

@@ -47,7 +47,7 @@ from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.metrics.labels import extra_metric_labels
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
-from otel_llm.pricing import PriceBook, PriceOverride
+from otel_llm.pricing import Discount, PriceBook, PriceOverride
 
 if TYPE_CHECKING:
     from otel_llm.collector.forward import Forwarder
@@ -93,7 +93,7 @@ class CollectorService(Background):
         registry: CollectorRegistry | None = None,
         call_sink: CallSink | None = None,
         price_book: PriceBook | None = None,
-        price_overrides: str | Path | Sequence[PriceOverride] | None = None,
+        price_overrides: str | Path | Sequence[PriceOverride | Discount] | None = None,
         extra_labels: Mapping[str, str] | Sequence[str] | None = None,
         max_label_values: int | None = None,
         max_tokens: int | None = None,
