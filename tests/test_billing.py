@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -432,8 +433,10 @@ def test_the_call_log_splits_credits_from_own_keys_and_sums_discounts(
             "discount_savings": _sum([call["discount"] for call in calls]),
         }
         assert expected["discount_savings"] > 0
+        # From the day before the calls' (an hour ago: yesterday, just after midnight UTC).
+        since = datetime.fromtimestamp(time.time() - 2 * 3_600, UTC)
         for group_by in (None, "hour", "day"):
-            answer = store.stats(StatsQuery(group_by=group_by))
+            answer = store.stats(StatsQuery(group_by=group_by, filter=CallFilter(start=since)))
             stats = answer["stats"]
             assert {key: stats[key] for key in expected} == expected, group_by
             assert stats["total_cost"] == expected["credits_cost"] + expected["own_key_cost"]
