@@ -195,6 +195,15 @@ CALL_FIELDS: tuple[Field, ...] = (
         maximum=MAX_MS,
     ),
     Field(
+        "time_to_first_token_ms",
+        "number",
+        "Same as time_to_first_chunk_ms (the name other call logs use).",
+        "ttfc_ms",
+        "real",
+        source="time_to_first_chunk_ms",
+        stored=False,
+    ),
+    Field(
         "service",
         "string",
         "service.name of the application that made the call.",
@@ -238,7 +247,12 @@ CALL_FIELDS: tuple[Field, ...] = (
         maximum=999,
     ),
     Field("error_type", "string", "error.type of a failed call."),
-    Field("error_code", "string", "Provider error code, when the span carries error.code."),
+    Field(
+        "error_code",
+        "string",
+        "The provider's error code of a failed call (otel_llm.error.code, else error.code): "
+        "OpenAI's code, e.g. rate_limit_exceeded; Anthropic's error type, e.g. rate_limit_error.",
+    ),
     Field(
         "error_message",
         "string",
@@ -268,6 +282,17 @@ CALL_FIELDS: tuple[Field, ...] = (
     Field("api_key_id", "string", "llm_context api_key_id."),
     Field("pipeline_step", "string", "llm_context pipeline_step."),
     Field("context", "object", "Other otel_llm.context.* values of the call.", codec="json"),
+    # v3: added at the end of the table (ALTER TABLE appends), so after context.
+    Field("request_id", "string", "The provider's id of the response (gen_ai.response.id)."),
+    Field("endpoint", "string", "The API path called (url.path), e.g. /v1/chat/completions."),
+    Field("method", "string", "The HTTP method (http.request.method), e.g. POST.", max_length=16),
+    Field(
+        "api_key_hint",
+        "string",
+        "A hint of the provider key (otel_llm.api_key.hint): its type prefix and last 4 "
+        "characters, e.g. sk-proj-...Ab3d; never the key.",
+        max_length=32,
+    ),
     Field(
         "has_content",
         "boolean",
@@ -324,6 +349,9 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "model",
     "operation",
     "status",
+    "status_code",
+    "request_id",
+    "api_key_hint",
     "latency_ms",
     "input_tokens",
     "output_tokens",
@@ -359,6 +387,8 @@ TEXT_MATCHES: tuple[Match, ...] = (
     Match("user", "only this llm_context user id"),
     Match("project", "only this llm_context project id"),
     Match("api_key_id", "only this llm_context api key id"),
+    Match("request_id", "only the call with this provider response id (gen_ai.response.id)"),
+    Match("api_key_hint", "only the calls made with keys of this hint, e.g. sk-proj-...Ab3d"),
 )
 """Filters of any text, matched exactly (the parameters' order in messages)."""
 

@@ -38,6 +38,9 @@ class CallFilter:
     user: str | None = None
     project: str | None = None
     api_key_id: str | None = None
+    request_id: str | None = None
+    """The provider's response id (no index: the rows of the time range are read)."""
+    api_key_hint: str | None = None
     start: datetime | None = None
     """Inclusive, timezone-aware: calls created at or after."""
     end: datetime | None = None

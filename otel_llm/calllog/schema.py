@@ -159,7 +159,19 @@ def _v2(t: Types) -> list[str]:
     ]
 
 
-MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2)
+def _v3(t: Types) -> list[str]:
+    # The call metadata other call logs show (the provider's response id, the API path and
+    # method, a hint of the key). No index on request_id: its values are random, so a b-tree on
+    # them would take every insert to a random page (see docs/calllog.md on the primary key).
+    return [
+        f"ALTER TABLE {CALLS} ADD COLUMN request_id TEXT",
+        f"ALTER TABLE {CALLS} ADD COLUMN endpoint TEXT",
+        f"ALTER TABLE {CALLS} ADD COLUMN method TEXT",
+        f"ALTER TABLE {CALLS} ADD COLUMN api_key_hint TEXT",
+    ]
+
+
+MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3)
 """Migration n (1-based) is ``MIGRATIONS[n - 1]``."""
 
 LATEST = len(MIGRATIONS)
