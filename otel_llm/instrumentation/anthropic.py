@@ -272,9 +272,9 @@ class AnthropicInstrumentor(SDKInstrumentor):
     """Instruments the ``anthropic`` SDK.
 
     ``instrument(tracer_provider=..., capture_content=None, content_max_length=None,
-    redact=None, configure=True)`` (None: the ``OTEL_LLM_*`` setting or its default; see
-    ``otel_llm.instrumentation.content``). Unless ``configure=False``, it also attaches
-    ``LLMSpanProcessor`` to the SDK TracerProvider in use (``otel_llm.configure``).
+    redact=None, api_key_hint=None, configure=True)`` (None: the ``OTEL_LLM_*`` setting or its
+    default; see ``otel_llm.instrumentation.content``). Unless ``configure=False``, it also
+    attaches ``LLMSpanProcessor`` to the SDK TracerProvider in use (``otel_llm.configure``).
     """
 
     _env_set = False

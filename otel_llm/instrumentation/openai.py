@@ -159,11 +159,11 @@ class OpenAIInstrumentor(SDKInstrumentor):
     """Instruments the ``openai`` SDK.
 
     ``instrument(tracer_provider=..., stream_include_usage=None, capture_content=None,
-    content_max_length=None, redact=None, configure=True)`` (None: the ``OTEL_LLM_*`` setting
-    or its default; see ``otel_llm.instrumentation.content`` for capture). Unless
-    ``configure=False``, it also attaches ``LLMSpanProcessor`` to the SDK TracerProvider in use
-    (``otel_llm.configure``, idempotent), which is what makes ``opentelemetry-instrument``
-    price calls with no code change.
+    content_max_length=None, redact=None, api_key_hint=None, configure=True)`` (None: the
+    ``OTEL_LLM_*`` setting or its default; see ``otel_llm.instrumentation.content`` for
+    capture). Unless ``configure=False``, it also attaches ``LLMSpanProcessor`` to the SDK
+    TracerProvider in use (``otel_llm.configure``, idempotent), which is what makes
+    ``opentelemetry-instrument`` price calls with no code change.
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:

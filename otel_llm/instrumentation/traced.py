@@ -14,8 +14,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from otel_llm._version import __version__
 from otel_llm import _semconv as sc
+from otel_llm._version import __version__
 from otel_llm.instrumentation.values import api_key_hint, http_status, server_attributes, url_path
 from otel_llm.instrumentation.wrapping import Other, other_instrumentation
 from otel_llm.lifecycle import CallSpan, start_attributes
