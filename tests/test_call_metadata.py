@@ -7,14 +7,17 @@ itself appears nowhere: not in the span, not in the store, not in an API answer.
 from __future__ import annotations
 
 import json
+import sqlite3
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import anthropic
 import openai
+import psycopg
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -25,17 +28,20 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor
 from otel_llm import _semconv as sc
+from otel_llm.calllog import schema, sql
 from otel_llm.calllog.api import CallLogAPI
 from otel_llm.calllog.auth import ApiKey, KeyRing
-from otel_llm.calllog.catalogue import FIELDS
+from otel_llm.calllog.catalogue import FIELDS, TABLES
 from otel_llm.calllog.exporter import CallLogExporter
 from otel_llm.calllog.query import CallFilter, CallQuery
 from otel_llm.calllog.ratelimit import RateLimits
+from otel_llm.calllog.store import open_store
 from otel_llm.instrumentation.anthropic import AnthropicInstrumentor
 from otel_llm.instrumentation.openai import OpenAIInstrumentor
 from otel_llm.redaction import as_key_hint, key_hint
 from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
 from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
+from tests.test_calllog_store import make_records
 
 SECRET = "Q7xvT2mLp9RzK4wNc8HsJ1bYd6FgA3eU5iOo0PlMnBvCxZaSdWqErTy"
 API_READ_KEY = "metadata-test-reader-key-0123456789"
@@ -149,6 +155,15 @@ def _span_text(span: ReadableSpan) -> str:
     return span.to_json(indent=None)
 
 
+def _raw_rows(url: str) -> list[Any]:
+    """Every row of every table of the store, read past the store's code."""
+    if url.startswith("postgresql://"):
+        with psycopg.connect(url) as connection:
+            return [connection.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES]  # noqa: S608
+    with sqlite3.connect(url) as connection:
+        return [connection.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES]  # noqa: S608
+
+
 def _get(url: str) -> tuple[int, str]:
     request = urllib.request.Request(  # noqa: S310 - the test's own http:// URL
         url, headers={"Authorization": f"Bearer {API_READ_KEY}"}
@@ -227,7 +242,9 @@ def test_metadata_on_the_span_in_the_store_and_api_and_the_key_nowhere(
     assert failed_call["error_code"] == sdk.server_error_code
     details = [store.details(call["id"]) for call in stored]
     gets = [store.get(call["id"]) for call in stored]
-    stored_text = json.dumps([page.calls, details, gets], default=str)
+    raw = _raw_rows(store_url)
+    assert len(raw[0]) == 4  # the calls table's rows
+    stored_text = json.dumps([page.calls, details, gets, raw], default=str)
     assert sdk.key not in stored_text
     assert leaks(sdk, stored_text) == []
     # A filter on the response id finds its call, and on the hint all of them.
@@ -350,3 +367,57 @@ def test_key_hints(key: Any, hint: str | None) -> None:
     if hint is not None:
         assert as_key_hint(key) == hint  # a key is cut to its hint
         assert key.strip()[len(hint.split("...")[0]) : -4] not in hint
+
+
+_V3_COLUMNS = ("request_id", "endpoint", "method", "api_key_hint")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_v2_database_upgrades_keeping_its_calls(
+    backend: str, tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    """A store made before the call metadata (v1 + v2) gains its columns on open: its calls
+    keep every value and have none of the new ones; new calls store them."""
+    old, new = make_records(2, now=datetime.now(UTC))
+    columns = [c for c in sql.INSERT_COLUMNS if c not in _V3_COLUMNS]
+    assert len(columns) == len(sql.INSERT_COLUMNS) - len(_V3_COLUMNS)
+    values = [v for c, v in zip(sql.INSERT_COLUMNS, sql.row_of(old), strict=True) if c in columns]
+    insert = f"INSERT INTO {schema.CALLS} ({', '.join(columns)}) VALUES ({{}})"  # noqa: S608
+    if backend == "sqlite":
+        url = str(tmp_path / "v2.db")
+        with sqlite3.connect(url) as connection:
+            for migration in schema.MIGRATIONS[:2]:
+                for statement in migration(schema.SQLITE_TYPES):
+                    connection.execute(statement)
+            connection.execute(schema.version_table_ddl())
+            connection.execute("INSERT INTO llm_calllog_schema (version) VALUES (2)")
+            connection.execute(insert.format(", ".join("?" for _ in columns)), values)
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        name = f"v2_{tmp_path.name[-20:]}".replace("-", "_").lower()
+        with psycopg.connect(cluster.url(), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        url = cluster.url(name)
+        with psycopg.connect(url, autocommit=True) as connection:
+            for migration in schema.MIGRATIONS[:2]:
+                for statement in migration(schema.POSTGRES_TYPES):
+                    connection.execute(statement)
+            connection.execute(schema.version_table_ddl())
+            connection.execute("INSERT INTO llm_calllog_schema (version) VALUES (2)")
+            connection.execute(insert.format(", ".join("%s" for _ in columns)), values)
+    store = open_store(url)
+    try:
+        assert store.schema_version() == schema.LATEST  # type: ignore[attr-defined]
+        kept = store.get(old.id)
+        assert kept is not None
+        assert (kept["model"], kept["status_code"]) == (old.model, old.status_code)
+        assert all(kept[name] is None for name in _V3_COLUMNS)
+        assert store.write([new]) == 1
+        stored = store.get(new.id)
+        assert stored is not None
+        assert [stored[name] for name in _V3_COLUMNS] == [
+            getattr(new, name) for name in _V3_COLUMNS
+        ]
+        assert stored["request_id"] is not None
+    finally:
+        store.close()
