@@ -215,6 +215,7 @@ class ResponsesStream:
                 code if isinstance(code, str) else "response.failed",
                 message if isinstance(message, str) else "response failed",
             )
+            call.set(sc.OTEL_LLM_ERROR_CODE, code if isinstance(code, str) else None)
 
 
 class Embeddings(Api):
