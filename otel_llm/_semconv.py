@@ -30,9 +30,13 @@ GEN_AI_REQUEST_FREQUENCY_PENALTY: Final = "gen_ai.request.frequency_penalty"
 GEN_AI_REQUEST_PRESENCE_PENALTY: Final = "gen_ai.request.presence_penalty"
 GEN_AI_REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+URL_PATH: Final = "url.path"
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
 ERROR_TYPE: Final = "error.type"
+ERROR_CODE: Final = "error.code"
+"""Not a convention: read (after ``OTEL_LLM_ERROR_CODE``) when another instrumentation sets it."""
 
 # --- opt-in content (JSON strings; recorded only when content capture is on) ---------------------
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
@@ -96,6 +100,8 @@ ROLLUP_TOKEN_ATTRIBUTES: Final = (
     OTEL_LLM_ROLLUP_REASONING_TOKENS,
 )
 """In the order of ``TOKEN_TYPES``."""
+OTEL_LLM_ERROR_CODE: Final = "otel_llm.error.code"
+OTEL_LLM_API_KEY_HINT: Final = "otel_llm.api_key.hint"
 USAGE_COST: Final = "usage.cost"
 
 COST_SOURCE_LOCAL: Final = "local"

@@ -196,6 +196,19 @@ AGENT_LABEL: Setting[bool] = Setting(
     ),
 )
 
+API_KEY_HINT: Setting[bool] = Setting(
+    name="api_key_hint",
+    default=True,
+    parse=parse_bool,
+    check=boolean,
+    doc=(
+        "Record a non-secret hint of the client's provider key on the instrumentors' spans "
+        "(``otel_llm.api_key.hint``): its type prefix and last 4 characters, ``sk-proj-...Ab3d``, "
+        "never more (``otel_llm.redaction.key_hint``), so calls can be told apart by key. "
+        "False: no hint."
+    ),
+)
+
 CORE: tuple[Setting[Any], ...] = (
     ENABLED,
     PRICE_OVERRIDES,
@@ -211,6 +224,7 @@ CORE: tuple[Setting[Any], ...] = (
     STREAM_INCLUDE_USAGE,
     ROLLUP_MAX_OPEN,
     AGENT_LABEL,
+    API_KEY_HINT,
 )
 
 # --- The collector service (`otel-llm collector`) -------------------------------------------

@@ -200,6 +200,15 @@ CALL_FIELDS: tuple[Field, ...] = (
         maximum=MAX_MS,
     ),
     Field(
+        "time_to_first_token_ms",
+        "number",
+        "Same as time_to_first_chunk_ms (the name other call logs use).",
+        "ttfc_ms",
+        "real",
+        source="time_to_first_chunk_ms",
+        stored=False,
+    ),
+    Field(
         "service",
         "string",
         "service.name of the application that made the call.",
@@ -243,7 +252,12 @@ CALL_FIELDS: tuple[Field, ...] = (
         maximum=999,
     ),
     Field("error_type", "string", "error.type of a failed call."),
-    Field("error_code", "string", "Provider error code, when the span carries error.code."),
+    Field(
+        "error_code",
+        "string",
+        "The provider's error code of a failed call (otel_llm.error.code, else error.code): "
+        "OpenAI's code, e.g. rate_limit_exceeded; Anthropic's error type, e.g. rate_limit_error.",
+    ),
     Field(
         "error_message",
         "string",
@@ -293,6 +307,16 @@ CALL_FIELDS: tuple[Field, ...] = (
         "discount_nusd",
         "USD a discount took off list_cost to give cost (0 without one); null when unpriced.",
         daily=None,
+    # v4: added at the end of the table (ALTER TABLE appends), after v3's.
+    Field("request_id", "string", "The provider's id of the response (gen_ai.response.id)."),
+    Field("endpoint", "string", "The API path called (url.path), e.g. /v1/chat/completions."),
+    Field("method", "string", "The HTTP method (http.request.method), e.g. POST.", max_length=16),
+    Field(
+        "api_key_hint",
+        "string",
+        "A hint of the provider key (otel_llm.api_key.hint): its type prefix and last 4 "
+        "characters, e.g. sk-proj-...Ab3d; never the key.",
+        max_length=32,
     ),
     Field(
         "has_content",
@@ -350,6 +374,9 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "model",
     "operation",
     "status",
+    "status_code",
+    "request_id",
+    "api_key_hint",
     "latency_ms",
     "input_tokens",
     "output_tokens",
@@ -394,6 +421,8 @@ TEXT_MATCHES: tuple[Match, ...] = (
     Match("pipeline_step", "only this llm_context pipeline step"),
     Match("response_model", "only this model named by the response"),
     Match("error_type", "only calls that failed with this error.type"),
+    Match("request_id", "only the call with this provider response id (gen_ai.response.id)"),
+    Match("api_key_hint", "only the calls made with keys of this hint, e.g. sk-proj-...Ab3d"),
 )
 """Filters of any text, matched exactly (the parameters' order in messages). Each takes several
 values (``model=a,b`` in the URL, ``{"$in": [...]}`` or ``{"$ne": ...}`` in a POST query)."""

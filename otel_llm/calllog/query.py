@@ -62,6 +62,9 @@ class CallFilter:
     response_model: Match = None
     error_type: Match = None
     streaming: bool | None = None
+    request_id: Match = None
+    """The provider's response id (no index: the rows of the time range are read)."""
+    api_key_hint: Match = None
     start: datetime | None = None
     """Inclusive, timezone-aware: calls created at or after."""
     end: datetime | None = None

@@ -24,6 +24,7 @@ from otel_llm.calllog.catalogue import CONTENT_FIELDS, FIELDS, SUMMARY_FIELDS
 from otel_llm.calllog.limits import checked
 from otel_llm.derive import Derived
 from otel_llm.pricing import Unpriced
+from otel_llm.redaction import as_key_hint
 
 __all__ = [
     "CONTENT_FIELDS",
@@ -47,8 +48,8 @@ NANO = Decimal("0.000000001")
 
 _BILLING_KEY = sc.OTEL_LLM_CONTEXT_BILLING[len(sc.CONTEXT_PREFIX) :]
 
-ERROR_CODE_ATTRIBUTE = "error.code"
-"""Not a GenAI convention; read when an instrumentation sets it (e.g. a provider error code)."""
+ERROR_CODE_ATTRIBUTE = sc.ERROR_CODE
+"""Not a GenAI convention; read when the span has no ``otel_llm.error.code`` (ours)."""
 
 
 _CONTEXT_FIELDS = {
@@ -108,12 +109,20 @@ class CallRecord:
     billing: Literal["credits", "own_key"] | None = None
     list_cost: Decimal | None = None
     discount: Decimal | None = None
+    request_id: str | None = None
+    endpoint: str | None = None
+    method: str | None = None
+    api_key_hint: str | None = None
     request_prompt: str | None = None
     response_preview: str | None = None
 
     @property
     def started_at(self) -> datetime:
         return self.created_at
+
+    @property
+    def time_to_first_token_ms(self) -> float | None:
+        return self.time_to_first_chunk_ms
 
     @property
     def has_content(self) -> bool:
@@ -289,7 +298,11 @@ def build_record(
             else None
         ),
         error_type=derived.error_type or None,
-        error_code=_text(attributes.get(ERROR_CODE_ATTRIBUTE)) if failed else None,
+        error_code=(
+            _text(attributes.get(sc.OTEL_LLM_ERROR_CODE) or attributes.get(ERROR_CODE_ATTRIBUTE))
+            if failed
+            else None
+        ),
         error_message=(status_message or None) if failed else None,
         input_tokens=call.input_tokens,
         output_tokens=call.output_tokens,
@@ -298,6 +311,12 @@ def build_record(
         cache_write_tokens=call.cache_creation_tokens,
         reasoning_tokens=call.reasoning_tokens,
         context=context,
+        request_id=_text(attributes.get(sc.GEN_AI_RESPONSE_ID)),
+        endpoint=_text(attributes.get(sc.URL_PATH)),
+        method=_text(attributes.get(sc.HTTP_REQUEST_METHOD)),
+        # Held to a hint's shape: a span with a whole key there (or a collector's sender that
+        # put one) has it cut to a hint before it is stored.
+        api_key_hint=as_key_hint(attributes.get(sc.OTEL_LLM_API_KEY_HINT)),
         request_prompt=_content(attributes.get(sc.GEN_AI_INPUT_MESSAGES), max_length),
         response_preview=_content(attributes.get(sc.GEN_AI_OUTPUT_MESSAGES), max_length),
         feature=named.get("feature"),

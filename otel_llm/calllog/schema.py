@@ -18,7 +18,8 @@ Representation (the same in both databases, so one SQL text serves both):
 - money is integer nano-USD (exact sums); an unpriced call has NULL cost;
 - content lives in its own table, so content retention deletes rows there only;
 - v2: calls that could not be stored wait in a dead-letter table (``deadletter.py``);
-- v3: billing mode, list cost and discount of each call; the daily rows' billing sums.
+- v3: billing mode, list cost and discount of each call; the daily rows' billing sums;
+- v4: the provider's request id, the API endpoint and method, a hint of the API key.
 """
 
 from __future__ import annotations
@@ -180,7 +181,19 @@ def _v3(t: Types) -> list[str]:
     ]
 
 
-MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3)
+def _v4(t: Types) -> list[str]:
+    # The call metadata other call logs show (the provider's response id, the API path and
+    # method, a hint of the key). No index on request_id: its values are random, so a b-tree on
+    # them would take every insert to a random page (see docs/calllog.md on the primary key).
+    return [
+        f"ALTER TABLE {CALLS} ADD COLUMN request_id TEXT",
+        f"ALTER TABLE {CALLS} ADD COLUMN endpoint TEXT",
+        f"ALTER TABLE {CALLS} ADD COLUMN method TEXT",
+        f"ALTER TABLE {CALLS} ADD COLUMN api_key_hint TEXT",
+    ]
+
+
+MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3, _v4)
 """Migration n (1-based) is ``MIGRATIONS[n - 1]``."""
 
 LATEST = len(MIGRATIONS)
