@@ -307,6 +307,7 @@ CALL_FIELDS: tuple[Field, ...] = (
         "discount_nusd",
         "USD a discount took off list_cost to give cost (0 without one); null when unpriced.",
         daily=None,
+    ),
     # v4: added at the end of the table (ALTER TABLE appends), after v3's.
     Field("request_id", "string", "The provider's id of the response (gen_ai.response.id)."),
     Field("endpoint", "string", "The API path called (url.path), e.g. /v1/chat/completions."),
