@@ -369,7 +369,9 @@ def test_key_hints(key: Any, hint: str | None) -> None:
         assert key.strip()[len(hint.split("...")[0]) : -4] not in hint
 
 
-_V3_COLUMNS = ("request_id", "endpoint", "method", "api_key_hint")
+_V4_COLUMNS = ("request_id", "endpoint", "method", "api_key_hint")
+_AFTER_V2_COLUMNS = ("billing", "list_cost_nusd", "discount_nusd", *_V4_COLUMNS)
+"""The calls' columns migrations 3 (billing) and 4 (call metadata) add."""
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -379,8 +381,8 @@ def test_a_v2_database_upgrades_keeping_its_calls(
     """A store made before the call metadata (v1 + v2) gains its columns on open: its calls
     keep every value and have none of the new ones; new calls store them."""
     old, new = make_records(2, now=datetime.now(UTC))
-    columns = [c for c in sql.INSERT_COLUMNS if c not in _V3_COLUMNS]
-    assert len(columns) == len(sql.INSERT_COLUMNS) - len(_V3_COLUMNS)
+    columns = [c for c in sql.INSERT_COLUMNS if c not in _AFTER_V2_COLUMNS]
+    assert len(columns) == len(sql.INSERT_COLUMNS) - len(_AFTER_V2_COLUMNS)
     values = [v for c, v in zip(sql.INSERT_COLUMNS, sql.row_of(old), strict=True) if c in columns]
     insert = f"INSERT INTO {schema.CALLS} ({', '.join(columns)}) VALUES ({{}})"  # noqa: S608
     if backend == "sqlite":
@@ -411,12 +413,12 @@ def test_a_v2_database_upgrades_keeping_its_calls(
         kept = store.get(old.id)
         assert kept is not None
         assert (kept["model"], kept["status_code"]) == (old.model, old.status_code)
-        assert all(kept[name] is None for name in _V3_COLUMNS)
+        assert all(kept[name] is None for name in _V4_COLUMNS)
         assert store.write([new]) == 1
         stored = store.get(new.id)
         assert stored is not None
-        assert [stored[name] for name in _V3_COLUMNS] == [
-            getattr(new, name) for name in _V3_COLUMNS
+        assert [stored[name] for name in _V4_COLUMNS] == [
+            getattr(new, name) for name in _V4_COLUMNS
         ]
         assert stored["request_id"] is not None
     finally:

@@ -385,8 +385,7 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "cost",
     "feature",
     "project",
-    # What the seeds' list items carry besides (seed 001: status_code; its error logs: error).
-    "status_code",
+    # What the seeds' list items carry besides (seed 001: its error logs' error).
     "streaming",
     "error_type",
     "error_code",
