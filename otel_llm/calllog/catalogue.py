@@ -433,6 +433,7 @@ without its prefix, as instrumented calls to the provider itself store it."""
 
 CHOICE_MATCHES: tuple[Match, ...] = (
     Match("status", "only these calls", choices=("success", "error")),
+    Match("billing", "only calls billed this way", choices=("credits", "own_key")),
 )
 """Filters of a closed set of values."""
 

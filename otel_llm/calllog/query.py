@@ -53,6 +53,7 @@ class CallFilter:
     """The request model (or the response model when the request named none)."""
     operation: Match = None
     status: Literal["success", "error"] | tuple[str, ...] | None = None
+    billing: Literal["credits", "own_key"] | tuple[str, ...] | None = None
     service: Match = None
     feature: Match = None
     user: Match = None
