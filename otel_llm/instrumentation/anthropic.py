@@ -32,7 +32,15 @@ from otel_llm.instrumentation.content import ContentCapture, text_message, text_
 from otel_llm.instrumentation.instrumentor import SDKInstrumentor
 from otel_llm.instrumentation.streams import AsyncStreamProxy, StreamState, SyncStreamProxy
 from otel_llm.instrumentation.traced import start_call, traced_call, traced_call_async
-from otel_llm.instrumentation.values import get, integer, number, strings, text_messages, text_of
+from otel_llm.instrumentation.values import (
+    get,
+    integer,
+    number,
+    server_attributes,
+    strings,
+    text_messages,
+    text_of,
+)
 from otel_llm.instrumentation.wrapping import Other, Target
 from otel_llm.lifecycle import CallSpan
 
@@ -159,7 +167,7 @@ class _Instrumented:
             others=OTHER_INSTRUMENTATIONS,
             operation="chat",
             provider="anthropic",
-            base_url=instance._client.base_url,
+            server=server_attributes(instance._client.base_url),
             kwargs=kwargs,
             streaming=streaming,
             request=_request_attributes(kwargs),
