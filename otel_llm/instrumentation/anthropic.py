@@ -33,6 +33,7 @@ from otel_llm.instrumentation.instrumentor import SDKInstrumentor
 from otel_llm.instrumentation.streams import AsyncStreamProxy, StreamState, SyncStreamProxy
 from otel_llm.instrumentation.traced import start_call, traced_call, traced_call_async
 from otel_llm.instrumentation.values import (
+    field,
     get,
     integer,
     number,
@@ -118,10 +119,10 @@ class _MessageStream:
         self.usage: dict[str, int | None] = {}
 
     def on_item(self, call: CallSpan, event: Any) -> None:
-        kind = get(event, "type")
+        kind = field(event, "type")  # every event: field, not get (see values.field)
         if kind == "content_block_delta":
             call.first_chunk()
-            text = get(event, "delta", "text")
+            text = field(field(event, "delta"), "text")
             if self.capture.enabled and isinstance(text, str):
                 self.texts.append(text)
         elif kind == "message_start":

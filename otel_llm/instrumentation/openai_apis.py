@@ -115,14 +115,14 @@ class Chat(Api):
             self.capture.record(call.span, input_messages=messages)
 
     def on_response(self, call: CallSpan, response: Any) -> None:
-        choices = get(response, "choices") or ()
-        reasons = [get(choice, "finish_reason") for choice in choices]
+        choices = field(response, "choices") or ()
+        reasons = [field(choice, "finish_reason") for choice in choices]
         call.set_response(
-            id=get(response, "id"),
-            model=get(response, "model"),
+            id=field(response, "id"),
+            model=field(response, "model"),
             finish_reasons=strings([r for r in reasons if r]),
         )
-        _set_usage(call, get(response, "usage"), _CHAT_USAGE)
+        _set_usage(call, field(response, "usage"), _CHAT_USAGE)
         if self.capture.enabled:
             output = [
                 text_message(
@@ -223,13 +223,13 @@ class ResponsesStream:
         self.texts: list[str] = []
 
     def on_item(self, call: CallSpan, event: Any) -> None:
-        kind = get(event, "type")
+        kind = field(event, "type")
         if kind in {"response.output_text.delta", "response.refusal.delta"}:
             call.first_chunk()
-            delta = get(event, "delta")
+            delta = field(event, "delta")
             if self.capture.enabled and kind == "response.output_text.delta" and delta:
                 self.texts.append(delta)
-        response = get(event, "response")
+        response = field(event, "response")
         if response is not None:  # created, in_progress, completed, incomplete, failed
             self.response = response
 
