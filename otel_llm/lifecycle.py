@@ -211,10 +211,17 @@ class CallSpan:
             values = itertools.chain(self._first_chunk, values)
             self._first_chunk = ()
         for name, value in values:
-            if value is not None:
-                attribute = attribute_value(name, value)
-                if attribute is not None:
-                    cleaned[name] = attribute
+            if value is None:
+                continue
+            kind = type(value)
+            if kind is str or kind is float or kind is bool or (kind is int and value in _INT64):
+                # What attribute_value would return for a value of exactly these types, without
+                # its calls (~0.25 µs a value, 8 values a call).
+                cleaned[name] = value
+                continue
+            attribute = attribute_value(name, value)
+            if attribute is not None:
+                cleaned[name] = attribute
         if not cleaned:
             return
         try:
