@@ -101,14 +101,18 @@ def text_value(name: str, value: object) -> str | None:
 def _finish_reasons(value: object) -> list[str] | None:
     if isinstance(value, str):
         return [str.__str__(value)]  # one reason, not its characters
-    if not isinstance(value, Iterable):
+    if type(value) is list or type(value) is tuple:
+        # What the instrumentors give, every call: sliced, sparing the ABC check (~0.3 µs).
+        items = list(value[: _MAX_FINISH_REASONS + 1])
+    elif not isinstance(value, Iterable):
         ignored("finish_reasons", value)
         return None
-    try:
-        items = list(itertools.islice(value, _MAX_FINISH_REASONS + 1))
-    except Exception:
-        _logger.debug("otel-llm: could not read finish_reasons", exc_info=True)
-        return None
+    else:
+        try:
+            items = list(itertools.islice(value, _MAX_FINISH_REASONS + 1))
+        except Exception:
+            _logger.debug("otel-llm: could not read finish_reasons", exc_info=True)
+            return None
     reasons = [str.__str__(item) for item in items[:_MAX_FINISH_REASONS] if isinstance(item, str)]
     if len(reasons) < len(items):
         _logger.debug("otel-llm: ignored %d finish reasons", len(items) - len(reasons))
@@ -160,15 +164,19 @@ def start_attributes(
 ) -> dict[str, Any]:
     """What every GenAI client span says from its start (samplers see only these): the values
     given, without the Nones; ``server.port`` only with ``server.address``."""
-    attributes = {
-        sc.GEN_AI_OPERATION_NAME: operation,
-        sc.GEN_AI_PROVIDER_NAME: provider,
-        sc.GEN_AI_REQUEST_MODEL: model,
-        sc.GEN_AI_REQUEST_STREAM: True if stream else None,
-        sc.SERVER_ADDRESS: server_address,
-        sc.SERVER_PORT: server_port if server_address is not None else None,
-    }
-    return {name: value for name, value in attributes.items() if value is not None}
+    # Built in place, not filtered out of a dict of six: every instrumented call runs this.
+    attributes: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: operation}
+    if provider is not None:
+        attributes[sc.GEN_AI_PROVIDER_NAME] = provider
+    if model is not None:
+        attributes[sc.GEN_AI_REQUEST_MODEL] = model
+    if stream:
+        attributes[sc.GEN_AI_REQUEST_STREAM] = True
+    if server_address is not None:
+        attributes[sc.SERVER_ADDRESS] = server_address
+        if server_port is not None:
+            attributes[sc.SERVER_PORT] = server_port
+    return attributes
 
 
 class CallSpan:
@@ -186,6 +194,8 @@ class CallSpan:
         """The HTTP status of the answer the SDK returned (instrumentors set it): written with
         the response (``set_response``, in the same call into the SDK) or at the end; an error's
         own status (``fail``) replaces it."""
+        self._first_chunk: tuple[tuple[str, Any], ...] = ()
+        """What ``first_chunk`` found, set with the next batch of attributes (or at the end)."""
 
     @classmethod
     def start(
@@ -224,11 +234,21 @@ class CallSpan:
         """``set`` for several attributes of ours (valid names), in one ``set_attributes``: one
         lock and one call into the SDK instead of one per attribute."""
         cleaned: dict[str, AttributeValue] = {}
+        if self._first_chunk:
+            values = itertools.chain(self._first_chunk, values)
+            self._first_chunk = ()
         for name, value in values:
-            if value is not None:
-                attribute = attribute_value(name, value)
-                if attribute is not None:
-                    cleaned[name] = attribute
+            if value is None:
+                continue
+            kind = type(value)
+            if kind is str or kind is float or kind is bool or (kind is int and value in _INT64):
+                # What attribute_value would return for a value of exactly these types, without
+                # its calls (~0.25 µs a value, 8 values a call).
+                cleaned[name] = value
+                continue
+            attribute = attribute_value(name, value)
+            if attribute is not None:
+                cleaned[name] = attribute
         if not cleaned:
             return
         try:
@@ -302,16 +322,17 @@ class CallSpan:
 
     def first_chunk(self) -> None:
         """The first chunk with content arrived: time it (later calls are ignored) and say the
-        call streamed, had the request not said so."""
+        call streamed, had the request not said so (set on the span with the next attributes,
+        at the latest when it ends)."""
         if self._first_chunk_seen:
             return
         self._first_chunk_seen = True
         elapsed = (time.time_ns() - self.start_ns) / 1e9
-        self._set_values(
-            (
-                (sc.GEN_AI_REQUEST_STREAM, None if self.streaming else True),
-                (sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, elapsed),
-            )
+        # Set with the response's attributes rather than on its own: a stream's span then costs
+        # one call into the SDK (its lock, its checks) fewer, ~1.5 µs.
+        self._first_chunk = (
+            (sc.GEN_AI_REQUEST_STREAM, None if self.streaming else True),
+            (sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, elapsed),
         )
 
     def fail(self, exc: BaseException) -> None:
@@ -351,8 +372,9 @@ class CallSpan:
                 before()
         except Exception:
             _logger.debug("otel-llm: could not complete the span", exc_info=True)
-        if self.http_status is not None:  # no response was read (e.g. it could not be)
-            self.set(sc.HTTP_RESPONSE_STATUS_CODE, self._take_http_status())
+        if self.http_status is not None or self._first_chunk:
+            # No response was read (it could not be), or nothing was set after the first chunk.
+            self._set_values(((sc.HTTP_RESPONSE_STATUS_CODE, self._take_http_status()),))
         try:
             self.span.end()
         except Exception:

@@ -33,7 +33,18 @@ from otel_llm.instrumentation.content import ContentCapture, text_message, text_
 from otel_llm.instrumentation.instrumentor import SDKInstrumentor
 from otel_llm.instrumentation.streams import AsyncStreamProxy, StreamState, SyncStreamProxy
 from otel_llm.instrumentation.traced import start_call, traced_call, traced_call_async
-from otel_llm.instrumentation.values import get, integer, number, strings, text_messages, text_of
+from otel_llm.instrumentation.values import (
+    api_key_hint,
+    field,
+    get,
+    integer,
+    number,
+    server_attributes,
+    strings,
+    text_messages,
+    text_of,
+    url_path,
+)
 from otel_llm.instrumentation.wrapping import Other, Target
 from otel_llm.lifecycle import CallSpan
 
@@ -113,10 +124,10 @@ class _MessageStream:
         self.usage: dict[str, int | None] = {}
 
     def on_item(self, call: CallSpan, event: Any) -> None:
-        kind = get(event, "type")
+        kind = field(event, "type")  # every event: field, not get (see values.field)
         if kind == "content_block_delta":
             call.first_chunk()
-            text = get(event, "delta", "text")
+            text = field(field(event, "delta"), "text")
             if self.capture.enabled and isinstance(text, str):
                 self.texts.append(text)
         elif kind == "message_start":
@@ -164,9 +175,9 @@ class _Instrumented:
             others=OTHER_INSTRUMENTATIONS,
             operation="chat",
             provider="anthropic",
-            base_url=client.base_url,
-            path=_PATH,
-            api_key=client.api_key if self.key_hint else None,
+            server=server_attributes(client.base_url),
+            endpoint=url_path(client.base_url, _PATH),
+            key_hint=api_key_hint(client.api_key) if self.key_hint else None,
             kwargs=kwargs,
             streaming=streaming,
             request=_request_attributes(kwargs),

@@ -14,14 +14,38 @@ from urllib.parse import urlsplit
 from otel_llm.instrumentation.messages import Message, text_message
 from otel_llm.redaction import key_hint
 
+# Whether a type is a Mapping, per type: ``isinstance(x, Mapping)`` goes through the ABC's
+# __instancecheck__ (~0.3 µs), and a stream's reader asked it ~5 times per chunk. A proxy's type
+# is never cached (its answer depends on what it wraps). The bound keeps a program that makes
+# classes on the fly flat.
+_MAX_TYPES = 256
+_is_mapping: dict[type, bool] = {}
+
 
 def get(obj: Any, *path: str) -> Any:
     """``obj.a.b`` (or ``obj["a"]["b"]``), None when any step is missing."""
     for name in path:
         if obj is None:
             return None
-        obj = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+        kind = type(obj)
+        mapping = _is_mapping.get(kind)
+        if mapping is None:
+            mapping = isinstance(obj, Mapping)
+            if obj.__class__ is kind:
+                if len(_is_mapping) >= _MAX_TYPES:
+                    _is_mapping.clear()
+                _is_mapping[kind] = mapping
+        obj = obj.get(name) if mapping else getattr(obj, name, None)
     return obj
+
+
+def field(obj: Any, name: str) -> Any:
+    """``get(obj, name)`` for what reads every item of a stream: an object of a type known not
+    to be a Mapping (the SDKs' models, after their first item) costs one dict look-up and one
+    getattr, a quarter of ``get``'s time."""
+    if _is_mapping.get(type(obj)) is False:
+        return getattr(obj, name, None)
+    return get(obj, name)
 
 
 def number(value: Any) -> float | int | None:
