@@ -14,6 +14,13 @@ stdout lines, from a library that prints, are not replies):
   nanoseconds they took. ``processor`` matters for ``otel-llm`` only: false takes
   ``LLMSpanProcessor`` off the provider for these calls (the A/B of the processor's share).
 
+  With ``"canned": true`` no request is made: the wrapper the variant's library put on
+  ``Completions.create`` is called directly, with a stand-in for the SDK's method that returns
+  a canned ``ChatCompletion`` (or a ``Stream`` of canned chunks: role, 8 deltas, finish, usage),
+  the figures of the fake server's answer. What is timed is then the instrumentation alone,
+  without the client's own ~1.5-3 ms of CPU and the noise that comes with it; OpenLIT's httpx
+  spans are not made (no HTTP).
+
 * ``{"check": true}``: flushes the spans and replies how many were exported, by name, and how
   many carry a cost attribute (the sanity check after the warm-up).
 
@@ -148,6 +155,92 @@ def instrument(
     return {}, None
 
 
+def canned_call(client: Any) -> Any:
+    """``call(stream)`` through the instrumentation's wrapper of ``Completions.create``, with a
+    stand-in for the SDK's method that answers at once (see the module docstring)."""
+    import openai
+    from openai.resources.chat.completions import Completions
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    usage = {
+        "prompt_tokens": 1200,
+        "completion_tokens": 300,
+        "total_tokens": 1500,
+        "prompt_tokens_details": {"cached_tokens": 400},
+    }
+    common = {"id": "chatcmpl-1", "created": 1, "model": "gpt-4o-mini-2024-07-18"}
+    completion = ChatCompletion.model_validate(
+        {
+            **common,
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "Hello! How can I help?"},
+                }
+            ],
+            "usage": usage,
+        }
+    )
+
+    def chunk(choices: list[Any], **extra: Any) -> Any:
+        body = {**common, "object": "chat.completion.chunk", "choices": choices, **extra}
+        return ChatCompletionChunk.model_validate(body)
+
+    def choice(delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "finish_reason": reason}
+
+    chunks = [
+        chunk([choice({"role": "assistant", "content": ""})]),
+        *(chunk([choice({"content": f"word{i} "})]) for i in range(8)),
+        chunk([choice({}, "stop")]),
+        chunk([], usage=usage),
+    ]
+
+    class CannedStream(openai.Stream):  # type: ignore[type-arg]
+        def __init__(self) -> None:  # the SDK's needs a response; this one has none
+            self._iterator = iter(chunks)
+
+        def __next__(self) -> Any:
+            return next(self._iterator)
+
+        def __iter__(self) -> Any:
+            yield from self._iterator
+
+        def close(self) -> None:
+            pass
+
+    def sdk(*args: Any, **kwargs: Any) -> Any:
+        return CannedStream() if kwargs.get("stream") else completion
+
+    class Resource:  # what the wrappers read of ``self``: the client (base URL, class)
+        _client = client
+
+    wrapper = getattr(vars(Completions)["create"], "_self_wrapper", None)
+    resource = Resource()
+
+    def create(**kwargs: Any) -> Any:
+        if wrapper is None:  # bare
+            return sdk(**kwargs)
+        return wrapper(sdk, resource, (), kwargs)
+
+    def call(stream: bool) -> None:
+        if stream:
+            chunks = create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            for _ in chunks:
+                pass
+        else:
+            create(model="gpt-4o-mini", messages=MESSAGES)
+
+    return call
+
+
 def main() -> None:
     variant, base_url = sys.argv[1], sys.argv[2]
     # Content off everywhere: openllmetry records prompts and completions unless told not to
@@ -177,6 +270,7 @@ def main() -> None:
         else:
             client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
 
+    canned = canned_call(client)
     reply({"versions": versions(), **extra})
     for line in sys.stdin:
         command = json.loads(line)
@@ -191,10 +285,11 @@ def main() -> None:
             # The SDK's multi-processor calls the processors in this tuple: swapping it is the
             # only way to take one out of a provider that already made the instrumentor's tracer.
             multi._span_processors = with_processor if command.get("processor", True) else without
+        make = canned if command.get("canned") else call
         gc.collect()
         wall, cpu = time.perf_counter_ns(), time.process_time_ns()
         for _ in range(command["calls"]):
-            call(stream)
+            make(stream)
         cpu, wall = time.process_time_ns() - cpu, time.perf_counter_ns() - wall
         reply({"wall_ns": wall, "cpu_ns": cpu})
     provider.shutdown()

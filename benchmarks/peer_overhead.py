@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/peer_overhead.py                       # build/reuse, run, table
     .venv/bin/python benchmarks/peer_overhead.py --otel-llm /other/checkout
+    .venv/bin/python benchmarks/peer_overhead.py --canned    # the instrumentation alone
 
 Every variant gets a virtualenv of its own with exact pins (built once under ``.venvs/peer-*``
 by tests/support/venvs.py, reused while the pins are unchanged) and ONE long-lived client process
@@ -11,6 +12,11 @@ every client makes ``--calls`` non-streaming, then ``--calls`` streaming chat ca
 are per call: the median over rounds of wall and CPU time (the client process's, all threads),
 and the overhead over the bare client of the same openai release, as the median over rounds of
 that round's difference. See benchmarks/README.md.
+
+``--canned`` times the instrumentation alone: no request is made, each library's wrapper of
+``Completions.create`` is called with a stand-in for the SDK's method that returns a canned
+response (peer_client.py). A real call's CPU is ~1.5-3 ms of the client's own, whose noise on a
+shared machine is as large as the instrumentations' differences; without it they show.
 """
 
 from __future__ import annotations
@@ -190,13 +196,14 @@ def start_client(variant: Variant, python: Path, base_url: str) -> Client:
     return Client(variant, process, read_reply(process, variant.name))
 
 
-def cells_of(client: Client) -> list[tuple[str, dict[str, Any]]]:
+def cells_of(client: Client, canned: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """(cell name, command) of one round for this client; otel-llm's also has its A/B arm."""
     cells = []
     for kind in ("chat", "stream"):
-        cells.append((f"{client.variant.name}|{kind}", {"kind": kind}))
+        command: dict[str, Any] = {"kind": kind, "canned": canned}
+        cells.append((f"{client.variant.name}|{kind}", command))
         if client.variant.name == "otel-llm":
-            cells.append((f"otel-llm, processor off|{kind}", {"kind": kind, "processor": False}))
+            cells.append((f"otel-llm, processor off|{kind}", {**command, "processor": False}))
     return cells
 
 
@@ -267,6 +274,11 @@ def main() -> int:
     )
     parser.add_argument("--only", nargs="*", help="variants to run (the bare ones always run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--canned",
+        action="store_true",
+        help="no requests: each wrapper gets a canned response (the instrumentation alone)",
+    )
     args = parser.parse_args()
     otel_llm = args.otel_llm.resolve()
 
@@ -285,7 +297,11 @@ def main() -> int:
     try:
         for variant in chosen:
             clients.append(start_client(variant, pythons[variant.name], base_url))
-        plan = [(client, cell, command) for client in clients for cell, command in cells_of(client)]
+        plan = [
+            (client, cell, command)
+            for client in clients
+            for cell, command in cells_of(client, args.canned)
+        ]
         print(f"warming up ({args.warmup} calls per cell) ...", file=sys.stderr)
         for client, _, command in plan:
             client.ask({**command, "calls": args.warmup})
@@ -372,6 +388,7 @@ def summarise(
         "calls_per_round": args.calls,
         "warmup_calls": args.warmup,
         "seconds": round(seconds, 1),
+        "canned": args.canned,
         "variants": rows,
         "processor_share_us": share,
     }
@@ -384,6 +401,8 @@ def print_table(report: dict[str, Any]) -> None:
         f"(after {report['warmup_calls']} warm-up calls), {report['seconds']} s; "
         f"otel-llm from {report['otel_llm_checkout']}"
     )
+    if report["canned"]:
+        print("canned responses, no HTTP: the instrumentation alone (--canned)")
     print("\nversions:")
     for name, row in rows.items():
         pinned = ", ".join(f"{k} {v}" for k, v in row["versions"].items())

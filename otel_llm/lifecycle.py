@@ -28,6 +28,7 @@ from otel_llm import _semconv as sc
 __all__ = [
     "CallSpan",
     "attribute_value",
+    "error_code",
     "error_type",
     "ignored",
     "start_attributes",
@@ -100,14 +101,18 @@ def text_value(name: str, value: object) -> str | None:
 def _finish_reasons(value: object) -> list[str] | None:
     if isinstance(value, str):
         return [str.__str__(value)]  # one reason, not its characters
-    if not isinstance(value, Iterable):
+    if type(value) is list or type(value) is tuple:
+        # What the instrumentors give, every call: sliced, sparing the ABC check (~0.3 µs).
+        items = list(value[: _MAX_FINISH_REASONS + 1])
+    elif not isinstance(value, Iterable):
         ignored("finish_reasons", value)
         return None
-    try:
-        items = list(itertools.islice(value, _MAX_FINISH_REASONS + 1))
-    except Exception:
-        _logger.debug("otel-llm: could not read finish_reasons", exc_info=True)
-        return None
+    else:
+        try:
+            items = list(itertools.islice(value, _MAX_FINISH_REASONS + 1))
+        except Exception:
+            _logger.debug("otel-llm: could not read finish_reasons", exc_info=True)
+            return None
     reasons = [str.__str__(item) for item in items[:_MAX_FINISH_REASONS] if isinstance(item, str)]
     if len(reasons) < len(items):
         _logger.debug("otel-llm: ignored %d finish reasons", len(items) - len(reasons))
@@ -126,6 +131,28 @@ def error_type(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+_MAX_ERROR_CODE = 128
+"""Characters of a provider's error code kept: a code is a short identifier; a server that
+sends a long one does not get it onto every span."""
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The provider's code of a failed call, from the SDK's error: OpenAI's ``code``
+    (``rate_limit_exceeded``), Anthropic's ``error.type`` (its error body ``{"type": "error",
+    "error": {"type": "rate_limit_error"}}``), else OpenAI's ``type`` (``server_error``: the
+    code of a 500 is null). None when the error says none (a connection error)."""
+    code = getattr(exc, "code", None)
+    if not isinstance(code, str) or not code:
+        body = getattr(exc, "body", None)
+        inner = body.get("error") if isinstance(body, Mapping) else None
+        code = inner.get("type") if isinstance(inner, Mapping) else None
+        if not isinstance(code, str) and isinstance(body, Mapping):
+            code = body.get("type")
+    if not isinstance(code, str) or not code:
+        return None
+    return str.__str__(code)[:_MAX_ERROR_CODE]
+
+
 def start_attributes(
     *,
     operation: str,
@@ -137,15 +164,19 @@ def start_attributes(
 ) -> dict[str, Any]:
     """What every GenAI client span says from its start (samplers see only these): the values
     given, without the Nones; ``server.port`` only with ``server.address``."""
-    attributes = {
-        sc.GEN_AI_OPERATION_NAME: operation,
-        sc.GEN_AI_PROVIDER_NAME: provider,
-        sc.GEN_AI_REQUEST_MODEL: model,
-        sc.GEN_AI_REQUEST_STREAM: True if stream else None,
-        sc.SERVER_ADDRESS: server_address,
-        sc.SERVER_PORT: server_port if server_address is not None else None,
-    }
-    return {name: value for name, value in attributes.items() if value is not None}
+    # Built in place, not filtered out of a dict of six: every instrumented call runs this.
+    attributes: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: operation}
+    if provider is not None:
+        attributes[sc.GEN_AI_PROVIDER_NAME] = provider
+    if model is not None:
+        attributes[sc.GEN_AI_REQUEST_MODEL] = model
+    if stream:
+        attributes[sc.GEN_AI_REQUEST_STREAM] = True
+    if server_address is not None:
+        attributes[sc.SERVER_ADDRESS] = server_address
+        if server_port is not None:
+            attributes[sc.SERVER_PORT] = server_port
+    return attributes
 
 
 class CallSpan:
@@ -159,6 +190,12 @@ class CallSpan:
         self._lock = threading.Lock()
         self._ended = False
         self._first_chunk_seen = False
+        self.http_status: int | None = None
+        """The HTTP status of the answer the SDK returned (instrumentors set it): written with
+        the response (``set_response``, in the same call into the SDK) or at the end; an error's
+        own status (``fail``) replaces it."""
+        self._first_chunk: tuple[tuple[str, Any], ...] = ()
+        """What ``first_chunk`` found, set with the next batch of attributes (or at the end)."""
 
     @classmethod
     def start(
@@ -197,11 +234,21 @@ class CallSpan:
         """``set`` for several attributes of ours (valid names), in one ``set_attributes``: one
         lock and one call into the SDK instead of one per attribute."""
         cleaned: dict[str, AttributeValue] = {}
+        if self._first_chunk:
+            values = itertools.chain(self._first_chunk, values)
+            self._first_chunk = ()
         for name, value in values:
-            if value is not None:
-                attribute = attribute_value(name, value)
-                if attribute is not None:
-                    cleaned[name] = attribute
+            if value is None:
+                continue
+            kind = type(value)
+            if kind is str or kind is float or kind is bool or (kind is int and value in _INT64):
+                # What attribute_value would return for a value of exactly these types, without
+                # its calls (~0.25 µs a value, 8 values a call).
+                cleaned[name] = value
+                continue
+            attribute = attribute_value(name, value)
+            if attribute is not None:
+                cleaned[name] = attribute
         if not cleaned:
             return
         try:
@@ -265,21 +312,27 @@ class CallSpan:
                     sc.GEN_AI_RESPONSE_FINISH_REASONS,
                     _finish_reasons(finish_reasons) if finish_reasons is not None else None,
                 ),
+                (sc.HTTP_RESPONSE_STATUS_CODE, self._take_http_status()),
             )
         )
 
+    def _take_http_status(self) -> int | None:
+        status, self.http_status = self.http_status, None
+        return status
+
     def first_chunk(self) -> None:
         """The first chunk with content arrived: time it (later calls are ignored) and say the
-        call streamed, had the request not said so."""
+        call streamed, had the request not said so (set on the span with the next attributes,
+        at the latest when it ends)."""
         if self._first_chunk_seen:
             return
         self._first_chunk_seen = True
         elapsed = (time.time_ns() - self.start_ns) / 1e9
-        self._set_values(
-            (
-                (sc.GEN_AI_REQUEST_STREAM, None if self.streaming else True),
-                (sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, elapsed),
-            )
+        # Set with the response's attributes rather than on its own: a stream's span then costs
+        # one call into the SDK (its lock, its checks) fewer, ~1.5 µs.
+        self._first_chunk = (
+            (sc.GEN_AI_REQUEST_STREAM, None if self.streaming else True),
+            (sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, elapsed),
         )
 
     def fail(self, exc: BaseException) -> None:
@@ -289,7 +342,11 @@ class CallSpan:
             self.span.set_attribute(sc.ERROR_TYPE, error_type(exc))
             status = getattr(exc, "status_code", None)
             if isinstance(status, int) and not isinstance(status, bool):
+                self.http_status = None
                 self.span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, status)
+            code = error_code(exc)
+            if code is not None:
+                self.span.set_attribute(sc.OTEL_LLM_ERROR_CODE, code)
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, str(exc)))
         except Exception:
@@ -315,6 +372,9 @@ class CallSpan:
                 before()
         except Exception:
             _logger.debug("otel-llm: could not complete the span", exc_info=True)
+        if self.http_status is not None or self._first_chunk:
+            # No response was read (it could not be), or nothing was set after the first chunk.
+            self._set_values(((sc.HTTP_RESPONSE_STATUS_CODE, self._take_http_status()),))
         try:
             self.span.end()
         except Exception:

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
-from wrapt import FunctionWrapper
+from wrapt import FunctionWrapper, ObjectProxy
 
 from otel_llm import LLMSpanProcessor, lifecycle
 from otel_llm import _semconv as sc
@@ -391,8 +391,9 @@ def test_provider_and_server_from_base_url(
 def test_a_response_is_set_on_the_span_in_one_call_per_part(
     traced: Pipeline, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One set_attributes for what the response said, one for its usage, and nothing else on
-    # the way: each call into the SDK takes the span's lock and checks its values again.
+    # One set_attributes for what the response said (with the HTTP status it came with), one
+    # for its usage, and nothing else on the way: each call into the SDK takes the span's lock
+    # and checks its values again.
     calls: list[tuple[str, Any]] = []
     for method in ("set_attribute", "set_attributes"):
         original = getattr(SdkSpan, method)
@@ -411,10 +412,58 @@ def test_a_response_is_set_on_the_span_in_one_call_per_part(
         sc.GEN_AI_RESPONSE_MODEL,
         sc.GEN_AI_RESPONSE_ID,
         sc.GEN_AI_RESPONSE_FINISH_REASONS,
+        sc.HTTP_RESPONSE_STATUS_CODE,
     ]
     assert sc.GEN_AI_USAGE_INPUT_TOKENS in usage
     (span,) = traced.spans()
     assert span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] > 0
+
+
+def test_a_stream_sets_its_first_chunk_with_the_response_in_two_calls(
+    traced: Pipeline, fake: FakeLLMServer, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Time to first chunk rides with the response's attributes: one call into the SDK fewer.
+    calls: list[tuple[str, Any]] = []
+    for method in ("set_attribute", "set_attributes"):
+        original = getattr(SdkSpan, method)
+
+        def counted(
+            self: SdkSpan, *args: Any, _method: str = method, _original: Any = original
+        ) -> Any:
+            calls.append((_method, args))
+            return _original(self, *args)
+
+        monkeypatch.setattr(SdkSpan, method, counted)
+    for _ in client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        pass
+    assert [name for name, _ in calls] == ["set_attributes", "set_attributes"]
+    response, usage = (args[0] for _, args in calls)
+    assert list(response)[:2] == [sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, sc.GEN_AI_RESPONSE_MODEL]
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS in usage
+    (span,) = traced.spans()
+    assert span.attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] >= 0
+    assert span.attributes[sc.GEN_AI_REQUEST_STREAM] is True
+
+
+def test_values_read_mappings_objects_and_proxies_of_either() -> None:
+    # The Mapping check is cached per type; a proxy's type answers for what it wraps, so it is
+    # never cached: the same proxy class around a dict and around an object reads both right.
+    class Box:
+        content = "from an attribute"
+
+    for _ in range(2):  # the second time from the cache
+        assert values.get({"content": "from a key"}, "content") == "from a key"
+        assert values.field(Box(), "content") == "from an attribute"
+        assert values.field(ObjectProxy({"content": "proxied key"}), "content") == "proxied key"
+        assert values.field(ObjectProxy(Box()), "content") == "from an attribute"
+        assert values.get({"a": Box()}, "a", "content") == "from an attribute"
+        assert values.field(None, "content") is None
+        assert values.field(Box(), "missing") is None
 
 
 def test_the_base_url_is_parsed_once_per_url_and_again_when_it_changes(

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from otel_llm.calllog import sql
 from otel_llm.calllog.cardinality import OTHER
-from otel_llm.calllog.catalogue import CALL_GROUPS, SUMMED, column_of
+from otel_llm.calllog.catalogue import CALL_GROUPS, DAILY_SUMS, SUMMED, column_of
 from otel_llm.calllog.query import CallFilter
 from otel_llm.calllog.rollup import Totals
 from otel_llm.calllog.schema import CALLS
@@ -29,16 +29,25 @@ Scan = Callable[[sql.Statement, Deadline, Callable[[Rows], None]], None]
 _COST = column_of("cost")
 _LATENCY = column_of("latency_ms")
 _TTFC = column_of("time_to_first_chunk_ms")
-_SUMS = ", ".join(
-    (
-        "COUNT(*)",
-        "SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END)",
-        f"SUM(CASE WHEN {_COST} IS NULL THEN 1 ELSE 0 END)",
-        *(f"SUM({name})" for name in SUMMED),
-        f"COUNT({_LATENCY})",
-        f"SUM({_LATENCY})",
-    )
-)
+_CREDITS = f"{column_of('billing')} = 'credits'"
+_LIST = column_of("list_cost")
+_SUM_OF: dict[str, str] = {
+    "requests": "COUNT(*)",
+    "failed": "SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END)",
+    "unpriced": f"SUM(CASE WHEN {_COST} IS NULL THEN 1 ELSE 0 END)",
+    **{name: f"SUM({name})" for name in SUMMED},
+    "latency_count": f"COUNT({_LATENCY})",
+    # The billing counters, as ``rollup._bill`` counts a call.
+    "credits_requests": f"SUM(CASE WHEN {_CREDITS} THEN 1 ELSE 0 END)",
+    "credits_unpriced": f"SUM(CASE WHEN {_CREDITS} AND {_COST} IS NULL THEN 1 ELSE 0 END)",
+    "credits_cost_nusd": f"SUM(CASE WHEN {_CREDITS} THEN {_COST} ELSE 0 END)",
+    "credits_list_nusd": f"SUM(CASE WHEN {_CREDITS} THEN {_LIST} ELSE 0 END)",
+    "credits_list_unknown": f"SUM(CASE WHEN {_CREDITS} AND {_LIST} IS NULL THEN 1 ELSE 0 END)",
+    "discount_nusd": f"SUM({column_of('discount')})",
+}
+"""Each daily counter as an aggregate over call records (a new counter needs its line here:
+the next statement fails at import without it)."""
+_SUMS = ", ".join((*(_SUM_OF[name] for name in DAILY_SUMS), f"SUM({_LATENCY})"))
 """A daily row's sums (``catalogue.DAILY_SUMS``, then the latency sum) over call records."""
 
 

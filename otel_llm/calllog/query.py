@@ -55,6 +55,7 @@ class CallFilter:
     """The request model (or the response model when the request named none)."""
     operation: Match = None
     status: Literal["success", "error"] | tuple[str, ...] | None = None
+    billing: Literal["credits", "own_key"] | tuple[str, ...] | None = None
     service: Match = None
     feature: Match = None
     user: Match = None
@@ -67,6 +68,9 @@ class CallFilter:
     agent_id: Match = None
     conversation_id: Match = None
     streaming: bool | None = None
+    request_id: Match = None
+    """The provider's response id (no index: the rows of the time range are read)."""
+    api_key_hint: Match = None
     start: datetime | None = None
     """Inclusive, timezone-aware: calls created at or after."""
     end: datetime | None = None

@@ -36,7 +36,7 @@ from otel_llm.instrumentation.streams import (
     end_stream_of,
 )
 from otel_llm.instrumentation.traced import start_call, traced_call, traced_call_async
-from otel_llm.instrumentation.values import server_attributes
+from otel_llm.instrumentation.values import api_key_hint, server_attributes, url_path
 from otel_llm.instrumentation.wrapping import Other, Target
 from otel_llm.lifecycle import CallSpan
 
@@ -51,9 +51,12 @@ _HELPERS = (
 
 def provider_name(client: Any) -> str:
     """``gen_ai.provider.name`` for an OpenAI SDK client (see the module docstring)."""
-    host, port = server_attributes(client.base_url)
+    return _client_server(client)[0]
+
+
+def _provider_of(client_type: type, host: str | None, port: int | None) -> str:
     host = (host or "").lower()
-    azure_client = type(client).__name__.startswith(("Azure", "AsyncAzure"))
+    azure_client = client_type.__name__.startswith(("Azure", "AsyncAzure"))
     if azure_client or host.endswith(".openai.azure.com"):
         return "azure.ai.openai"
     if host == "openrouter.ai" or host.endswith(".openrouter.ai"):
@@ -61,6 +64,29 @@ def provider_name(client: Any) -> str:
     if port == 11434:
         return "ollama"
     return "openai"
+
+
+# What a client's provider and server are, once per client: its base URL (an immutable object
+# the client keeps; replacing it gives a new one) and its class decide them, and working them
+# out on every call cost ~1.5 µs. The entry holds the URL, so its id is not reused while the
+# entry lives; the bound keeps a program that makes many clients flat.
+_MAX_CLIENTS = 64
+_clients: dict[int, tuple[Any, type, tuple[str, tuple[str | None, int | None]]]] = {}
+
+
+def _client_server(client: Any) -> tuple[str, tuple[str | None, int | None]]:
+    """The client's ``gen_ai.provider.name`` and its (``server.address``, ``server.port``)."""
+    base_url = client.base_url
+    client_type = type(client)
+    entry = _clients.get(id(base_url))
+    if entry is not None and entry[0] is base_url and entry[1] is client_type:
+        return entry[2]
+    server = server_attributes(base_url)
+    found = (_provider_of(client_type, *server), server)
+    if len(_clients) >= _MAX_CLIENTS:
+        _clients.clear()
+    _clients[id(base_url)] = (base_url, client_type, found)
+    return found
 
 
 def _include_usage(kwargs: dict[str, Any], include_usage: bool) -> dict[str, Any]:
@@ -84,22 +110,26 @@ OTHER_INSTRUMENTATIONS: tuple[Other, ...] = (
 class _Instrumented:
     """Starts and finishes the span of one call of one SDK method."""
 
-    def __init__(self, tracer: trace.Tracer, api: Api, include_usage: bool):
+    def __init__(self, tracer: trace.Tracer, api: Api, include_usage: bool, key_hint: bool):
         self.tracer = tracer
         self.api = api
         self.include_usage = include_usage
+        self.key_hint = key_hint
 
     def start(
         self, instance: Any, kwargs: dict[str, Any]
     ) -> tuple[CallSpan, dict[str, Any]] | None:
         client = instance._client
+        provider, server = _client_server(client)
         streaming = kwargs.get("stream") is True
         call = start_call(
             self.tracer,
             others=OTHER_INSTRUMENTATIONS,
             operation=self.api.operation,
-            provider=provider_name(client),
-            base_url=client.base_url,
+            provider=provider,
+            server=server,
+            endpoint=url_path(client.base_url, self.api.path),
+            key_hint=api_key_hint(client.api_key) if self.key_hint else None,
             kwargs=kwargs,
             streaming=streaming,
             request=self.api.request_attributes(kwargs),
@@ -156,11 +186,11 @@ class OpenAIInstrumentor(SDKInstrumentor):
     """Instruments the ``openai`` SDK.
 
     ``instrument(tracer_provider=..., stream_include_usage=None, capture_content=None,
-    content_max_length=None, redact=None, configure=True)`` (None: the ``OTEL_LLM_*`` setting
-    or its default; see ``otel_llm.instrumentation.content`` for capture). Unless
-    ``configure=False``, it also attaches ``LLMSpanProcessor`` to the SDK TracerProvider in use
-    (``otel_llm.configure``, idempotent), which is what makes ``opentelemetry-instrument``
-    price calls with no code change.
+    content_max_length=None, redact=None, api_key_hint=None, configure=True)`` (None: the
+    ``OTEL_LLM_*`` setting or its default; see ``otel_llm.instrumentation.content`` for
+    capture). Unless ``configure=False``, it also attaches ``LLMSpanProcessor`` to the SDK
+    TracerProvider in use (``otel_llm.configure``, idempotent), which is what makes
+    ``opentelemetry-instrument`` price calls with no code change.
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -170,13 +200,14 @@ class OpenAIInstrumentor(SDKInstrumentor):
         self, tracer: trace.Tracer, capture: ContentCapture, options: dict[str, Any]
     ) -> list[Target]:
         include_usage = settings.STREAM_INCLUDE_USAGE.resolve(options.get("stream_include_usage"))
+        key_hint = settings.API_KEY_HINT.resolve(options.get("api_key_hint"))
         targets: list[Target] = []
         for (module, sync_class, async_class), api, methods in (
             (_CHAT, Chat(capture), ("create", "parse")),
             (_RESPONSES, Responses(capture), ("create", "parse")),
             (_EMBEDDINGS, Embeddings(capture), ("create",)),
         ):
-            instrumented = _Instrumented(tracer, api, include_usage)
+            instrumented = _Instrumented(tracer, api, include_usage, key_hint)
             for method in methods:
                 targets.append((module, sync_class, method, instrumented.sync))
                 targets.append((module, async_class, method, instrumented.async_))

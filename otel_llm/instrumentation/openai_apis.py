@@ -12,6 +12,7 @@ from typing import Any
 from otel_llm import _semconv as sc
 from otel_llm.instrumentation.content import ContentCapture, text_message, text_part
 from otel_llm.instrumentation.values import (
+    field,
     get,
     integer,
     number,
@@ -54,6 +55,8 @@ class Api:
     """What one SDK method's span says, from its request and its response."""
 
     operation = "chat"
+    path = "/chat/completions"
+    """Where the SDK sends the request, under the client's base URL."""
 
     def __init__(self, capture: ContentCapture):
         self.capture = capture
@@ -71,8 +74,28 @@ class Api:
         raise NotImplementedError
 
 
+# The request parameters each API reads into attributes. Most calls give none of them (model
+# and messages only): checking that first spares ~16 look-ups and checks per call.
+_CHAT_PARAMETERS = frozenset(
+    (
+        "max_completion_tokens",
+        "max_tokens",
+        "n",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "frequency_penalty",
+        "presence_penalty",
+    )
+)
+_RESPONSES_PARAMETERS = frozenset(("temperature", "top_p", "max_output_tokens"))
+
+
 class Chat(Api):
     def request_attributes(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if _CHAT_PARAMETERS.isdisjoint(kwargs):
+            return {}
         max_tokens = kwargs.get("max_completion_tokens")
         if number(max_tokens) is None:
             max_tokens = kwargs.get("max_tokens")
@@ -94,14 +117,14 @@ class Chat(Api):
             self.capture.record(call.span, input_messages=messages)
 
     def on_response(self, call: CallSpan, response: Any) -> None:
-        choices = get(response, "choices") or ()
-        reasons = [get(choice, "finish_reason") for choice in choices]
+        choices = field(response, "choices") or ()
+        reasons = [field(choice, "finish_reason") for choice in choices]
         call.set_response(
-            id=get(response, "id"),
-            model=get(response, "model"),
+            id=field(response, "id"),
+            model=field(response, "model"),
             finish_reasons=strings([r for r in reasons if r]),
         )
-        _set_usage(call, get(response, "usage"), _CHAT_USAGE)
+        _set_usage(call, field(response, "usage"), _CHAT_USAGE)
         if self.capture.enabled:
             output = [
                 text_message(
@@ -118,29 +141,40 @@ class Chat(Api):
 
 
 class ChatStream:
+    # on_item runs for every chunk: it reads only what it needs (the choice's index only for a
+    # finish reason or captured text, the delta's other fields only until the first content).
     def __init__(self, capture: ContentCapture) -> None:
         self.capture = capture
+        self.capturing = capture.enabled
         self.id: Any = None
         self.model: Any = None
         self.finish_reasons: dict[int, str] = {}
         self.texts: dict[int, list[str]] = {}
         self.usage: Any = None
+        self.first_seen = False
 
     def on_item(self, call: CallSpan, chunk: Any) -> None:
-        self.id = self.id or get(chunk, "id")
-        self.model = self.model or get(chunk, "model")
-        for choice in get(chunk, "choices") or ():
-            delta = get(choice, "delta")
-            index = integer(get(choice, "index")) or 0
-            content = get(delta, "content")
-            if content or get(delta, "tool_calls") or get(delta, "refusal"):
+        if not self.id:
+            self.id = field(chunk, "id")
+        if not self.model:
+            self.model = field(chunk, "model")
+        for choice in field(chunk, "choices") or ():
+            delta = field(choice, "delta")
+            content = field(delta, "content")
+            if not self.first_seen and (
+                content or field(delta, "tool_calls") or field(delta, "refusal")
+            ):
+                self.first_seen = True
                 call.first_chunk()
-            if self.capture.enabled and isinstance(content, str):
-                self.texts.setdefault(index, []).append(content)
-            reason = get(choice, "finish_reason")
-            if isinstance(reason, str):
-                self.finish_reasons[index] = reason
-        usage = get(chunk, "usage")
+            reason = field(choice, "finish_reason")
+            captured = self.capturing and isinstance(content, str)
+            if captured or isinstance(reason, str):
+                index = integer(field(choice, "index")) or 0
+                if captured:
+                    self.texts.setdefault(index, []).append(content)
+                if isinstance(reason, str):
+                    self.finish_reasons[index] = reason
+        usage = field(chunk, "usage")
         if usage is not None:
             self.usage = usage
 
@@ -148,7 +182,7 @@ class ChatStream:
         reasons = [self.finish_reasons[i] for i in sorted(self.finish_reasons)]
         call.set_response(id=self.id, model=self.model, finish_reasons=reasons or None)
         _set_usage(call, self.usage, _CHAT_USAGE)
-        if self.capture.enabled and self.texts:
+        if self.capturing and self.texts:
             output = [
                 text_message("assistant", "".join(self.texts[i]), self.finish_reasons.get(i))
                 for i in sorted(self.texts)
@@ -157,7 +191,11 @@ class ChatStream:
 
 
 class Responses(Api):
+    path = "/responses"
+
     def request_attributes(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if _RESPONSES_PARAMETERS.isdisjoint(kwargs):
+            return {}
         return {
             sc.GEN_AI_REQUEST_TEMPERATURE: number(kwargs.get("temperature")),
             sc.GEN_AI_REQUEST_TOP_P: number(kwargs.get("top_p")),
@@ -189,13 +227,13 @@ class ResponsesStream:
         self.texts: list[str] = []
 
     def on_item(self, call: CallSpan, event: Any) -> None:
-        kind = get(event, "type")
+        kind = field(event, "type")
         if kind in {"response.output_text.delta", "response.refusal.delta"}:
             call.first_chunk()
-            delta = get(event, "delta")
+            delta = field(event, "delta")
             if self.capture.enabled and kind == "response.output_text.delta" and delta:
                 self.texts.append(delta)
-        response = get(event, "response")
+        response = field(event, "response")
         if response is not None:  # created, in_progress, completed, incomplete, failed
             self.response = response
 
@@ -211,10 +249,12 @@ class ResponsesStream:
                 code if isinstance(code, str) else "response.failed",
                 message if isinstance(message, str) else "response failed",
             )
+            call.set(sc.OTEL_LLM_ERROR_CODE, code if isinstance(code, str) else None)
 
 
 class Embeddings(Api):
     operation = "embeddings"
+    path = "/embeddings"
 
     def on_response(self, call: CallSpan, response: Any) -> None:
         call.set_response(model=get(response, "model"))

@@ -49,10 +49,11 @@ class StreamState:
         self.handler = handler
 
     def on_item(self, item: Any) -> None:
-        if self.call.ended:
+        call = self.call
+        if call.ended:
             return
         try:
-            self.handler.on_item(self.call, item)
+            self.handler.on_item(call, item)
         except Exception:
             _logger.debug("otel-llm: could not read a stream item", exc_info=True)
 
@@ -81,10 +82,6 @@ class _StreamProxy(wrapt.ObjectProxy[Any]):
     def otel_llm_state(self) -> StreamState:
         return self._self_state
 
-    def _self_item(self, item: Any) -> Any:
-        self._self_state.on_item(item)
-        return item
-
     def _self_done(self) -> None:
         self._self_finalizer.detach()
         self._self_state.finish()
@@ -103,9 +100,11 @@ class SyncStreamProxy(_StreamProxy):
     """The SDK's ``Stream``, seen through: its span ends when the stream is done with."""
 
     def __iter__(self) -> Iterator[Any]:
+        on_item = self._self_state.on_item  # looked up once per stream, not once per chunk
         try:
             for item in self.__wrapped__:
-                yield self._self_item(item)
+                on_item(item)
+                yield item
         except BaseException as exc:
             self._self_ended_by(exc, GeneratorExit)
             raise
@@ -117,7 +116,8 @@ class SyncStreamProxy(_StreamProxy):
         except BaseException as exc:
             self._self_ended_by(exc, StopIteration)
             raise
-        return self._self_item(item)
+        self._self_state.on_item(item)
+        return item
 
     def close(self) -> None:
         try:
@@ -145,9 +145,11 @@ class AsyncStreamProxy(_StreamProxy):
     """The SDK's ``AsyncStream``, seen through: its span ends when the stream is done with."""
 
     async def __aiter__(self) -> AsyncIterator[Any]:
+        on_item = self._self_state.on_item
         try:
             async for item in self.__wrapped__:
-                yield self._self_item(item)
+                on_item(item)
+                yield item
         except BaseException as exc:
             self._self_ended_by(exc, GeneratorExit)
             raise
@@ -159,7 +161,8 @@ class AsyncStreamProxy(_StreamProxy):
         except BaseException as exc:
             self._self_ended_by(exc, StopAsyncIteration)
             raise
-        return self._self_item(item)
+        self._self_state.on_item(item)
+        return item
 
     async def close(self) -> None:
         try:

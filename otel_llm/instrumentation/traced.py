@@ -11,11 +11,12 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.trace import Tracer
 
+from otel_llm import _semconv as sc
 from otel_llm._version import __version__
-from otel_llm.instrumentation.values import server_attributes
+from otel_llm.instrumentation.values import http_status
 from otel_llm.instrumentation.wrapping import Other, other_instrumentation
 from otel_llm.lifecycle import CallSpan, start_attributes
 
@@ -34,28 +35,36 @@ def start_call(
     others: Iterable[Other],
     operation: str,
     provider: str,
-    base_url: Any,
+    server: tuple[str | None, int | None],
+    endpoint: str,
+    key_hint: str | None,
     kwargs: Mapping[str, Any],
     streaming: bool,
     request: Mapping[str, Any],
 ) -> CallSpan | None:
-    """Start the span of an SDK call made with ``kwargs`` by a client at ``base_url``, with the
-    API's ``request`` attributes (Nones left out); None while another instrumentation of the same
-    SDK is active (``other_instrumentation``)."""
+    """Start the span of an SDK call made with ``kwargs`` by a client at ``server`` (its
+    ``server_attributes``) to the API path ``endpoint`` (``url_path``; a POST), with the API's
+    ``request`` attributes (Nones left out) and the client key's ``key_hint`` (None: none); None
+    while another instrumentation of the same SDK is active (``other_instrumentation``)."""
     if other_instrumentation(others) is not None:
         return None
     model = kwargs.get("model")
     model = model if isinstance(model, str) else ""
-    host, port = server_attributes(base_url)
     attributes = start_attributes(
         operation=operation,
         provider=provider,
         model=model or None,
         stream=streaming,
-        server_address=host,
-        server_port=port,
+        server_address=server[0],
+        server_port=server[1],
     )
-    attributes.update((name, value) for name, value in request.items() if value is not None)
+    attributes[sc.URL_PATH] = endpoint
+    attributes[sc.HTTP_REQUEST_METHOD] = "POST"
+    if key_hint is not None:
+        attributes[sc.OTEL_LLM_API_KEY_HINT] = key_hint
+    for name, value in request.items():
+        if value is not None:
+            attributes[name] = value
     return CallSpan.start(tracer, operation, model, attributes)
 
 
@@ -76,6 +85,7 @@ def _started(start: Start) -> tuple[CallSpan, dict[str, Any]] | None:
 
 def _finished(finish: Finish, call: CallSpan, result: Any) -> Any:
     try:
+        call.http_status = http_status(result)
         return finish(call, result)
     except Exception:
         _logger.debug("otel-llm: could not read the response", exc_info=True)
@@ -92,9 +102,14 @@ def traced_call(
     if started is None:
         return wrapped(*args, **kwargs)
     call, call_kwargs = started
+    # The span made current by hand: ``trace.use_span`` with its exception handling switched
+    # off does the same through a generator-based context manager, ~1.3 µs more per call.
+    token = context.attach(trace.set_span_in_context(call.span))
     try:
-        with trace.use_span(call.span, record_exception=False, set_status_on_exception=False):
+        try:
             result = wrapped(*args, **call_kwargs)
+        finally:
+            context.detach(token)
     except BaseException as exc:
         call.fail(exc)
         call.end()
@@ -110,9 +125,12 @@ async def traced_call_async(
     if started is None:
         return await wrapped(*args, **kwargs)
     call, call_kwargs = started
+    token = context.attach(trace.set_span_in_context(call.span))
     try:
-        with trace.use_span(call.span, record_exception=False, set_status_on_exception=False):
+        try:
             result = await wrapped(*args, **call_kwargs)
+        finally:
+            context.detach(token)
     except BaseException as exc:
         call.fail(exc)
         call.end()

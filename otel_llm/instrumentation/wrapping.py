@@ -56,8 +56,11 @@ def other_instrumentation(others: Iterable[Other]) -> str | None:
     (its span and ours then land in different traces). Stepping aside is the sure way to one
     span per call, and their span is priced just the same (semconv/dialects.yaml).
     """
+    modules = sys.modules
     for module_name, class_name in others:
-        module = sys.modules.get(module_name)
+        module = modules.get(module_name)
+        if module is None:  # the usual case, checked on every call: no getattr on None
+            continue
         instrumentor = getattr(getattr(module, class_name, None), "_instance", None)
         if getattr(instrumentor, "_is_instrumented_by_opentelemetry", False) is True:
             if module_name not in _stepped_aside:
