@@ -370,8 +370,9 @@ def test_key_hints(key: Any, hint: str | None) -> None:
 
 
 _V4_COLUMNS = ("request_id", "endpoint", "method", "api_key_hint")
-_AFTER_V2_COLUMNS = ("billing", "list_cost_nusd", "discount_nusd", *_V4_COLUMNS)
-"""The calls' columns migrations 3 (billing) and 4 (call metadata) add."""
+_V5_COLUMNS = ("agent_name", "agent_id", "conversation_id", "parent_span_id", "root_span_name")
+_AFTER_V2_COLUMNS = ("billing", "list_cost_nusd", "discount_nusd", *_V4_COLUMNS, *_V5_COLUMNS)
+"""The calls' columns migrations 3 (billing), 4 (call metadata) and 5 (traces) add."""
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -413,7 +414,7 @@ def test_a_v2_database_upgrades_keeping_its_calls(
         kept = store.get(old.id)
         assert kept is not None
         assert (kept["model"], kept["status_code"]) == (old.model, old.status_code)
-        assert all(kept[name] is None for name in _V4_COLUMNS)
+        assert all(kept[name] is None for name in (*_V4_COLUMNS, *_V5_COLUMNS))
         assert store.write([new]) == 1
         stored = store.get(new.id)
         assert stored is not None
