@@ -371,6 +371,19 @@ COLLECTOR_RETRY_AFTER: Setting[float] = Setting(
     ),
 )
 
+POLICIES_FILE: Setting[str | None] = Setting(
+    name="policies_file",
+    default=None,
+    parse=str,
+    check=optional_text,
+    doc=(
+        'YAML file of budgets and policies (README, "Budgets and policies") the collector '
+        "evaluates every priced call against. Validated on start (an invalid file refuses to "
+        "start), reloaded when it changes and on SIGHUP (an invalid edit is logged and the "
+        "last good policies stay in force). Unset: no policies."
+    ),
+)
+
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_GRPC_ENDPOINT,
     COLLECTOR_HTTP_ENDPOINT,

@@ -70,5 +70,6 @@ class CollectorConfig(Configured):
     )
     retry_after: float = bound(settings.COLLECTOR_RETRY_AFTER, "--retry-after", "SECONDS")
     """Seconds a refused client is told to wait (RetryInfo / Retry-After)."""
+    policies_file: str | None = bound(settings.POLICIES_FILE, "--policies", "FILE")
     grpc_workers: int = 8
     """Threads handling gRPC requests."""

@@ -9,7 +9,7 @@ integer instead: ``units / divisor`` is a correctly rounded int division, the sa
 
 from __future__ import annotations
 
-from decimal import Context, Decimal, Inexact, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation
 from typing import Any
 
 # The units are below 10**28 (Rates bounds them), so these divisions are exact; Inexact is
@@ -228,3 +228,17 @@ class Cost:
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickles (multiprocessing, caches) as the Decimal form every version can read.
         return (Cost, self._fields())
+
+
+def to_nanos(amount: Decimal) -> int:
+    """USD as whole nano-USD, rounded half to even."""
+    scaled = amount.scaleb(9)
+    nanos = int(scaled)
+    if nanos != scaled:  # a sub-nano fraction (build_record has rounded its own already)
+        nanos = int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    return nanos
+
+
+def from_nanos(nanos: int) -> Decimal:
+    """Whole nano-USD as USD (exact; 9 decimal places, or plain 0)."""
+    return Decimal(nanos).scaleb(-9) if nanos else Decimal(0)
