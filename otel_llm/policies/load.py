@@ -102,8 +102,14 @@ def parse_policies(text: str, name: str = "<policies>") -> PolicySet:
     reader = _Reader(name)
     policies = reader.document(root)
     if reader.errors:
-        raise PolicyFileError(name, reader.errors[:MAX_ERRORS])
+        ordered = sorted(reader.errors, key=lambda error: _line_of(error, name))
+        raise PolicyFileError(name, ordered[:MAX_ERRORS])
     return PolicySet(tuple(policies), name)
+
+
+def _line_of(error: str, name: str) -> int:
+    line = error[len(name) + 1 :].partition(":")[0]
+    return int(line) if line.isdigit() else 0
 
 
 @dataclass
