@@ -7,6 +7,7 @@ collector around it is tested in test_policies_collector.py.
 from __future__ import annotations
 
 import logging
+import random
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -468,3 +469,38 @@ def test_an_invalid_file_refuses_to_open(tmp_path: Path) -> None:
         PolicyFile.open(str(path))
     with pytest.raises(PolicyFileError, match="cannot be read"):
         PolicyFile.open(str(tmp_path / "missing.yaml"))
+
+
+def test_the_scope_index_finds_exactly_the_policies_a_full_scan_finds() -> None:
+    rng = random.Random(14)  # noqa: S311 - reproducible scopes, not secrets
+    values = {
+        "service": ["shop", "search", "ads"],
+        "project": ["a", "b", "c", "d"],
+        "model": ["gpt-4o", "gpt-4o-mini", "o1", "claude-3"],
+        "user": ["u1", "u2"],
+    }
+    lines = ["policies:"]
+    for index in range(300):
+        scope = {}
+        for field, choices in values.items():
+            if rng.random() < 0.4:
+                picked = rng.sample(choices, rng.randint(1, 2))
+                if rng.random() < 0.3:
+                    picked = [picked[0][:2] + "*"]
+                scope[field] = picked
+        shown = "'*'" if not scope else "{" + ", ".join(f"{k}: {v}" for k, v in scope.items()) + "}"
+        lines.append(f"  - {{name: p{index}, scope: {shown}, calls: {{max_tokens: 9}}}}")
+    engine = engine_of("\n".join(lines) + "\n", Clock("2026-12-06T12:00:00"))
+    policies = engine.policies.policies
+    for _ in range(500):
+        key = (
+            rng.choice([*values["service"], None]),
+            rng.choice([*values["project"], None]),
+            None,
+            rng.choice([*values["user"], None]),
+            None,
+            "openai",
+            rng.choice(values["model"]),
+        )
+        expected = [p.name for p in policies if p.scope.matches(key)]
+        assert [p.name for p in engine._matching(key)] == expected

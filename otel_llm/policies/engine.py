@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from otel_llm.policies.model import Action, BudgetRule, Policy, PolicySet, ScopeKey
+from otel_llm.policies.model import SCOPE_FIELDS, Action, BudgetRule, Policy, PolicySet, ScopeKey
 from otel_llm.policies.windows import bounds, iso, minute_of
 
 _logger = logging.getLogger(__name__)
@@ -201,6 +201,7 @@ class PolicyEngine:
                 budgets[key] = budget
         self._policies = policies
         self._budgets = budgets
+        self._index = _ScopeIndex(policies.policies)
         self._cache = {}
         return fresh
 
@@ -219,7 +220,7 @@ class PolicyEngine:
     def _matching(self, key: ScopeKey) -> tuple[Policy, ...]:
         found = self._cache.get(key)
         if found is None:
-            found = tuple(p for p in self._policies.policies if p.scope.matches(key))
+            found = self._index.matching(key)
             if len(self._cache) >= MAX_CACHED_SCOPES:
                 self._cache.clear()
             self._cache[key] = found
@@ -430,6 +431,39 @@ class PolicyEngine:
         """Copies of (violations, alerts, blocks), for the metrics."""
         with self._lock:
             return dict(self.violations), dict(self.alerts), dict(self.blocks)
+
+
+class _ScopeIndex:
+    """The policies a call may be in, found without trying each: a policy whose scope names a
+    field by exact values only is filed under those values (of the first such field); the
+    others are tried on every call. So a thousand per-project policies cost a call one
+    look-up per field, and only the candidates are matched in full."""
+
+    def __init__(self, policies: Sequence[Policy]):
+        self._order = {policy.name: index for index, policy in enumerate(policies)}
+        self._always: list[Policy] = []
+        self._by_value: list[dict[str, list[Policy]]] = [{} for _ in SCOPE_FIELDS]
+        for policy in policies:
+            for index, name in enumerate(SCOPE_FIELDS):
+                patterns = policy.scope.fields.get(name)
+                if patterns and not any(char in p.text for p in patterns for char in "*?["):
+                    for pattern in patterns:
+                        self._by_value[index].setdefault(pattern.text, []).append(policy)
+                    break
+            else:
+                self._always.append(policy)
+
+    def matching(self, key: ScopeKey) -> tuple[Policy, ...]:
+        candidates = list(self._always)
+        for index, value in enumerate(key):
+            if value is not None:
+                filed = self._by_value[index].get(value)
+                if filed:
+                    candidates.extend(filed)
+        if len(candidates) > 1:  # in the file's order, each once
+            unique = {p.name: p for p in candidates}.values()
+            candidates = sorted(unique, key=lambda p: self._order[p.name])
+        return tuple(p for p in candidates if p.scope.matches(key))
 
 
 def _remaining(limit: int | None, spent: int) -> int | None:
