@@ -28,6 +28,7 @@ from otel_llm._setting import (
     non_empty_text,
     optional_port,
     optional_text,
+    or_off,
     parse_bool,
     parse_extra_labels,
     parse_extra_labels_text,
@@ -375,12 +376,12 @@ POLICIES_FILE: Setting[str | None] = Setting(
     name="policies_file",
     default=None,
     parse=str,
-    check=optional_text,
+    check=or_off(path_text),
     doc=(
         'YAML file of budgets and policies (README, "Budgets and policies") the collector '
         "evaluates every priced call against. Validated on start (an invalid file refuses to "
         "start), reloaded when it changes and on SIGHUP (an invalid edit is logged and the "
-        "last good policies stay in force). Unset: no policies."
+        "last good policies stay in force). Unset or ``none``: no policies."
     ),
 )
 

@@ -18,6 +18,7 @@ from otel_llm.policies import PolicyCall, PolicyEngine, PolicyFile, PolicyFileEr
 from otel_llm.policies.load import describe, parse_policies
 from otel_llm.policies.model import Window
 from otel_llm.policies.windows import HOUR_NS, MINUTE_NS, bounds, iso
+from otel_llm.pricing.cost import Cost, to_nanos
 
 
 def ns(text: str) -> int:
@@ -504,3 +505,16 @@ def test_the_scope_index_finds_exactly_the_policies_a_full_scan_finds() -> None:
         )
         expected = [p.name for p in policies if p.scope.matches(key)]
         assert [p.name for p in engine._matching(key)] == expected
+
+
+@pytest.mark.parametrize("divisor", [10**6, 10**9, 10**12, 10**15])
+def test_a_costs_nanos_are_its_amount_rounded_as_the_call_log_rounds_it(divisor: int) -> None:
+    rng = random.Random(divisor)  # noqa: S311 - reproducible amounts
+    for _ in range(2000):
+        units = rng.randrange(0, 10**16)
+        cost = Cost.of_units((units, 0, 0, 0, 0, 0), divisor, "test", "x", None, None)
+        assert cost.nanos() == to_nanos(cost.amount)
+    half = divisor // 10**9 // 2 if divisor > 10**9 else 0
+    if half:  # exactly half a nano-USD: to even, as to_nanos
+        cost = Cost.of_units((3 * 2 * half + half, 0, 0, 0, 0, 0), divisor, "t", "x", None, None)
+        assert cost.nanos() == 4

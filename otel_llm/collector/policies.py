@@ -31,7 +31,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from otel_llm.collector.otlp import id_to_int
 from otel_llm.policies.calls import policy_call
 from otel_llm.policies.engine import LEVELS, PolicyCall, PolicyEngine, SpendHistory
 from otel_llm.policies.model import CALL_RULES
@@ -115,9 +114,9 @@ class CollectorPolicies:
 
 def _policy_call(call: EnrichedCall) -> PolicyCall:
     span = call.span
-    trace_id, span_id = id_to_int(span.trace_id), id_to_int(span.span_id)
-    call_id = f"{trace_id:032x}-{span_id:016x}" if trace_id and span_id else None
-    return policy_call(call.derived, call.attributes, span.start_time_unix_nano, call_id)
+    # The call id is formatted only if the call crosses a limit: hex on every call would cost.
+    ids = (span.trace_id, span.span_id)
+    return policy_call(call.derived, call.attributes, span.start_time_unix_nano, ids)
 
 
 class _PolicyMetrics(Collector):

@@ -15,7 +15,6 @@ from otel_llm import _semconv as sc
 from otel_llm.derive import Derived
 from otel_llm.policies.engine import PolicyCall
 from otel_llm.pricing import Unpriced
-from otel_llm.pricing.cost import to_nanos
 
 _PROJECT = sc.CONTEXT_PREFIX + "project_id"
 _FEATURE = sc.CONTEXT_PREFIX + "feature"
@@ -27,30 +26,34 @@ def policy_call(
     derived: Derived,
     attributes: Mapping[str, Any],
     start_time_ns: int | None = None,
-    call_id: str | None = None,
+    call_id: str | tuple[bytes, bytes] | None = None,
 ) -> PolicyCall:
     """The ``PolicyCall`` of one derived call and its span's attributes."""
     call = derived.call
     priced = derived.priced
+    input_tokens, output_tokens = call.input_tokens, call.output_tokens
     tokens = None
-    if call.input_tokens is not None or call.output_tokens is not None:
-        tokens = (call.input_tokens or 0) + (call.output_tokens or 0)
-    requested = attributes.get(sc.GEN_AI_REQUEST_MAX_TOKENS)
+    if input_tokens is not None or output_tokens is not None:
+        tokens = (input_tokens or 0) + (output_tokens or 0)
+    get = attributes.get
+    project, feature, user, api_key = get(_PROJECT), get(_FEATURE), get(_USER), get(_API_KEY)
+    requested = get(sc.GEN_AI_REQUEST_MAX_TOKENS)
+    # One is made per call on the collector's request path: absent values cost a test.
     key = (
         derived.service_name or None,
-        _text(attributes.get(_PROJECT)),
-        _text(attributes.get(_FEATURE)),
-        _text(attributes.get(_USER)),
-        _text(attributes.get(_API_KEY)),
+        None if project is None else _text(project),
+        None if feature is None else _text(feature),
+        None if user is None else _text(user),
+        None if api_key is None else _text(api_key),
         call.provider,
         call.request_model or call.response_model,
     )
     return PolicyCall(
         key,
         start_time_ns or derived.start_time_ns,
-        None if isinstance(priced, Unpriced) else to_nanos(priced.amount),
+        None if isinstance(priced, Unpriced) else priced.nanos(),
         tokens,
-        requested if isinstance(requested, int) and not isinstance(requested, bool) else None,
+        requested if type(requested) is int else None,  # not a bool
         call_id,
     )
 

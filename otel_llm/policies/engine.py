@@ -16,8 +16,9 @@ What is counted, per policy and rule:
   breaks a call rule, or comes while a budget of the policy is exceeded. The collector sees
   calls after they were made: it counts what enforcement refuses (or would have refused).
 
-Calls are matched to policies through a bounded cache keyed by the call's scope values, so
-with many policies a call costs a dictionary look-up plus the work of the policies it is in.
+Calls are matched to policies through an index and a bounded cache of plans (``matching.py``),
+and the spend is kept once per (scope, window) (``budgets.py``), so with many policies a call
+costs a dictionary look-up plus an addition per distinct budget window it is in.
 A call dated before its budget's current window (late data) is checked against the call rules
 but adds nothing to the current window; one dated after the clock counts as now.
 
@@ -31,25 +32,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from otel_llm.policies.model import SCOPE_FIELDS, Action, BudgetRule, Policy, PolicySet, ScopeKey
-from otel_llm.policies.windows import bounds, iso, minute_of
+from otel_llm.policies.budgets import LEVELS, Budget, Level, Spend, add_minute, signature
+from otel_llm.policies.matching import ScopeIndex, projection
+from otel_llm.policies.model import Action, Policy, PolicySet, ScopeKey
+from otel_llm.policies.windows import iso
+
+__all__ = ["LEVELS", "Level", "PolicyCall", "PolicyEngine", "SpendHistory"]
 
 _logger = logging.getLogger(__name__)
 
-Level = Literal["ok", "warning", "exceeded"]
-LEVELS: tuple[Level, ...] = ("ok", "warning", "exceeded")
 MAX_CACHED_SCOPES = 10_000
-"""Distinct scope values whose matching policies are remembered; past it the cache restarts."""
+"""Plans remembered (by the scope values policies read); past it the cache restarts."""
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyCall:
-    """What the policies read of one call (``calls.policy_call`` makes it from a span)."""
+class PolicyCall(NamedTuple):
+    """What the policies read of one call (``calls.policy_call`` makes it from a span). A
+    tuple: one is made per call on the collector's request path."""
 
     key: ScopeKey
     time_ns: int
@@ -59,11 +61,21 @@ class PolicyCall:
     tokens: int | None
     """Input + output, as the call log's ``total_tokens``."""
     requested_max_tokens: int | None = None
-    call_id: str | None = None
+    call_id: str | tuple[bytes, bytes] | None = None
+    """The call log's id, or the span's (trace id, span id) to make it from when needed."""
 
     @property
     def model(self) -> str | None:
         return self.key[6]
+
+    @property
+    def id(self) -> str | None:
+        """The call log's id of the call (``{trace id}-{span id}`` in hex)."""
+        ident = self.call_id
+        if ident is None or isinstance(ident, str):
+            return ident
+        trace_id, span_id = (int.from_bytes(raw, "big") for raw in ident)
+        return f"{trace_id:032x}-{span_id:016x}" if trace_id and span_id else None
 
 
 class SpendHistory(Protocol):
@@ -76,53 +88,16 @@ class SpendHistory(Protocol):
         [start_ns, end_ns), summed by scope values (and by minute when ``per_minute``)."""
 
 
-@dataclass(slots=True)
-class _Budget:
-    """One budget rule's current window."""
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the calls of one scope key are checked against."""
 
-    policy: Policy
-    rule: BudgetRule
-    start_ns: int = 0
-    end_ns: int = 0
-    nanos: int = 0
-    tokens: int = 0
-    calls: int = 0
-    unpriced: int = 0
-    level: Level = "ok"
-    crossed_by: dict[str, Any] | None = None
-    minutes: deque[list[int]] | None = None
-    """Rolling windows: [minute start, nano-USD, tokens], oldest first."""
-
-    def level_now(self) -> Level:
-        rule = self.rule
-        limit_nanos, limit_tokens = rule.usd_nanos, rule.tokens
-        if (limit_nanos is not None and self.nanos >= limit_nanos) or (
-            limit_tokens is not None and self.tokens >= limit_tokens
-        ):
-            return "exceeded"
-        warn_nanos, warn_tokens = rule.warn_nanos(), rule.warn_tokens()
-        if (warn_nanos is not None and self.nanos >= warn_nanos) or (
-            warn_tokens is not None and self.tokens >= warn_tokens
-        ):
-            return "warning"
-        return "ok"
-
-    def reset_ns(self) -> int:
-        """When the window's spend falls back under its limits: the calendar window's end; for
-        a rolling one, when enough old minutes have left it."""
-        if self.minutes is None or self.level != "exceeded":
-            return self.end_ns
-        rule = self.rule
-        nanos, tokens = self.nanos, self.tokens
-        hours_ns = self.end_ns - self.start_ns
-        for minute, minute_nanos, minute_tokens in self.minutes:
-            nanos -= minute_nanos
-            tokens -= minute_tokens
-            if (rule.usd_nanos is None or nanos < rule.usd_nanos) and (
-                rule.tokens is None or tokens < rule.tokens
-            ):
-                return minute + hours_ns
-        return self.end_ns
+    policies: tuple[Policy, ...]
+    spends: tuple[Spend, ...]
+    broken: tuple[tuple[Policy, str], ...]
+    """(policy, rule) of the model rules these calls break."""
+    sized: tuple[Policy, ...]
+    """Policies with a max_tokens or max_cost rule: checked call by call."""
 
 
 class PolicyEngine:
@@ -137,8 +112,10 @@ class PolicyEngine:
         self._clock = clock
         self._lock = threading.Lock()
         self._policies = policies
-        self._budgets: dict[tuple[str, str], _Budget] = {}
-        self._cache: dict[ScopeKey, tuple[Policy, ...]] = {}
+        self._spends: dict[tuple[object, ...], Spend] = {}
+        self._budgets: dict[tuple[str, str], Budget] = {}
+        self._cache: dict[object, _Plan] = {}
+        """Plans by the values of the fields some policy reads (``matching.projection``)."""
         self.violations: dict[tuple[str, str, Action], int] = {}
         """Violations by (policy, rule, action)."""
         self.alerts: dict[tuple[str, str], int] = {}
@@ -146,7 +123,7 @@ class PolicyEngine:
         self.revision = 0
         """Bumped by every change of a state (and by a reload): a poller compares it."""
         self.loaded_at_ns = clock()
-        self._install(policies, keep={})
+        self._install(policies)
 
     # --- the policies -----------------------------------------------------------------------
     @property
@@ -155,20 +132,11 @@ class PolicyEngine:
 
     def replace(self, policies: PolicySet, history: SpendHistory | None = None) -> list[str]:
         """Swap in a new set (a reload): a budget whose scope and window are unchanged keeps
-        its spend; a new or changed one is read from ``history`` (else starts at 0). The
-        counts of the policies kept are kept. Returns the budgets read again."""
+        its spend (judged against its new limits); a new or changed one is read from
+        ``history`` (else starts at 0). The counts of the policies kept are kept. Returns the
+        budgets read again."""
         with self._lock:
-            kept = {
-                key: budget
-                for key, budget in self._budgets.items()
-                if (policy := policies.named(key[0])) is not None
-                and any(
-                    rule.name == key[1]
-                    and policy.signature(rule) == budget.policy.signature(budget.rule)
-                    for rule in policy.budgets
-                )
-            }
-            fresh = self._install(policies, kept)
+            fresh = self._install(policies)
             names = {p.name for p in policies.policies}
             for counts in (self.violations, self.alerts):
                 for count_key in [k for k in counts if k[0] not in names]:
@@ -176,32 +144,48 @@ class PolicyEngine:
             for name in [n for n in self.blocks if n not in names]:
                 del self.blocks[name]
             if history is not None and fresh:
-                self._recover([self._budgets[key] for key in fresh], history)
+                self._recover(fresh, history)
             self.loaded_at_ns = self._clock()
             self.revision += 1
-            return [f"{policy}/{rule}" for policy, rule in fresh]
+            return [
+                f"{budget.policy.name}/{budget.rule.name}"
+                for spend in fresh
+                for budget in spend.budgets
+            ]
 
-    def _install(
-        self, policies: PolicySet, keep: dict[tuple[str, str], _Budget]
-    ) -> list[tuple[str, str]]:
-        budgets: dict[tuple[str, str], _Budget] = {}
-        fresh: list[tuple[str, str]] = []
+    def _install(self, policies: PolicySet) -> list[Spend]:
+        """Spends and budgets for ``policies``, keeping those of the same signature; the new
+        spends."""
         now = self._clock()
+        old_spends, old_budgets = self._spends, self._budgets
+        spends: dict[tuple[object, ...], Spend] = {}
+        budgets: dict[tuple[str, str], Budget] = {}
+        fresh: list[Spend] = []
         for policy in policies.policies:
             for rule in policy.budgets:
-                key = (policy.name, rule.name)
-                budget = keep.get(key)
-                if budget is None:
-                    budget = _Budget(policy, rule)
-                    self._open(budget, now)
-                    fresh.append(key)
-                else:
-                    budget.policy, budget.rule = policy, rule
-                    budget.level = budget.level_now()  # the limits may have changed
-                budgets[key] = budget
+                key = signature(policy.scope, rule.window)
+                spend = spends.get(key)
+                if spend is None:
+                    spend = old_spends.get(key)
+                    if spend is None:
+                        spend = Spend(policy.scope, rule.window, now)
+                        fresh.append(spend)
+                    spend.budgets = []
+                    spends[key] = spend
+                budget = Budget(policy, rule, spend)
+                old = old_budgets.get((policy.name, rule.name))
+                if old is not None and old.spend is spend:
+                    budget.crossed_by = old.crossed_by
+                spend.budgets.append(budget)
+                budgets[(policy.name, rule.name)] = budget
+        for spend in spends.values():
+            if now >= spend.end_ns:
+                spend.roll(now)
+            spend.settle()  # kept spends against their (maybe new) limits
         self._policies = policies
-        self._budgets = budgets
-        self._index = _ScopeIndex(policies.policies)
+        self._spends, self._budgets = spends, budgets
+        self._index = ScopeIndex(policies.policies)
+        self._project = projection(policies.policies)
         self._cache = {}
         return fresh
 
@@ -211,100 +195,111 @@ class PolicyEngine:
         try:
             with self._lock:
                 now = self._clock()
+                cache, project = self._cache, self._project
                 for call in calls:
-                    for policy in self._matching(call.key):
-                        self._evaluate(policy, call, now)
+                    plan = cache.get(project(call.key))
+                    if plan is None:
+                        plan = self._plan(call.key)
+                    if plan.policies:
+                        self._evaluate(plan, call, now)
         except Exception:  # a policy must never fail the request that carried the call
             _logger.exception("otel-llm policies: evaluating calls failed")
 
     def _matching(self, key: ScopeKey) -> tuple[Policy, ...]:
-        found = self._cache.get(key)
-        if found is None:
-            found = self._index.matching(key)
-            if len(self._cache) >= MAX_CACHED_SCOPES:
-                self._cache.clear()
-            self._cache[key] = found
-        return found
+        plan = self._cache.get(self._project(key))
+        return (plan if plan is not None else self._plan(key)).policies
 
-    def _evaluate(self, policy: Policy, call: PolicyCall, now: int) -> None:
-        broken = self._broken_call_rules(policy, call)
-        for broken_rule in broken:
-            self._violated(policy, broken_rule)
-        blocked = bool(broken)
-        for rule in policy.budgets:
-            budget = self._budgets[(policy.name, rule.name)]
-            self._roll(budget, now)
-            when = min(call.time_ns, now)
-            if when < budget.start_ns:
-                continue  # late data: it belongs to a window gone by
-            before = budget.level
-            self._add(budget, when, call.cost_nanos, call.tokens)
-            after = budget.level = budget.level_now()
-            if before == "exceeded":
-                self._violated(policy, rule.name, alert=False)
-                blocked = True
-            elif after == "exceeded":
-                budget.crossed_by = {"call_id": call.call_id, "time": iso(call.time_ns)}
-                self._violated(policy, rule.name)
-            elif after == "warning" and before == "ok":
-                self._alert(policy, rule.name)
-            if after != before:
+    def _plan(self, key: ScopeKey) -> _Plan:
+        """What a call of these scope values is checked against, worked out once per key: its
+        policies, their spends, and the model rules' verdicts (the key holds the model)."""
+        policies = self._index.matching(key)
+        model = key[6] or ""
+        broken: list[tuple[Policy, str]] = []
+        sized: list[Policy] = []
+        for policy in policies:
+            rules = policy.calls
+            if rules.allowed_models is not None and not any(
+                p.text == "*" or p.matches(model) for p in rules.allowed_models
+            ):
+                broken.append((policy, "allowed_models"))
+            if rules.denied_models is not None and any(
+                p.text == "*" or p.matches(model) for p in rules.denied_models
+            ):
+                broken.append((policy, "denied_models"))
+            if rules.max_tokens is not None or rules.max_cost_nanos is not None:
+                sized.append(policy)
+        spends = {
+            id(budget.spend): budget.spend
+            for policy in policies
+            for rule in policy.budgets
+            for budget in (self._budgets[(policy.name, rule.name)],)
+        }
+        plan = _Plan(policies, tuple(spends.values()), tuple(broken), tuple(sized))
+        if len(self._cache) >= MAX_CACHED_SCOPES:
+            self._cache.clear()
+        self._cache[self._project(key)] = plan
+        return plan
+
+    def _evaluate(self, plan: _Plan, call: PolicyCall, now: int) -> None:
+        blocked = self._call_rules(plan, call) if plan.broken or plan.sized else []
+        when = call.time_ns if call.time_ns < now else now
+        priced = call.cost_nanos is not None
+        nanos = call.cost_nanos or 0
+        tokens = call.tokens or 0
+        for spend in plan.spends:
+            # The hot path: a few comparisons and additions per window.
+            if now >= spend.end_ns and spend.roll(now):
                 self.revision += 1
-        if blocked and policy.action == "block":
-            self.blocks[policy.name] = self.blocks.get(policy.name, 0) + 1
+            if when < spend.start_ns:
+                continue  # late data: it belongs to a window gone by
+            spend.calls += 1
+            if not priced:
+                spend.unpriced += 1
+            spend.nanos += nanos
+            spend.tokens += tokens
+            if spend.minutes is not None:
+                add_minute(spend.minutes, when, nanos, tokens)
+            if spend.nanos >= spend.next_nanos or spend.tokens >= spend.next_tokens:
+                for budget in spend.budgets:
+                    if (
+                        spend.nanos >= budget.next_nanos or spend.tokens >= budget.next_tokens
+                    ) and self._crossed(budget, call):
+                        blocked.append(budget.policy)
+                spend.rearm()
+        if blocked:
+            for name in {policy.name for policy in blocked if policy.action == "block"}:
+                self.blocks[name] = self.blocks.get(name, 0) + 1
 
-    @staticmethod
-    def _broken_call_rules(policy: Policy, call: PolicyCall) -> list[str]:
-        rules = policy.calls
-        if rules.empty:
-            return []
-        broken: list[str] = []
-        model = call.model or ""
-        if rules.allowed_models is not None and not any(
-            p.text == "*" or p.matches(model) for p in rules.allowed_models
-        ):
-            broken.append("allowed_models")
-        if rules.denied_models is not None and any(
-            p.text == "*" or p.matches(model) for p in rules.denied_models
-        ):
-            broken.append("denied_models")
-        limit = rules.max_tokens
-        if limit is not None and (
-            (call.requested_max_tokens or 0) > limit or (call.tokens or 0) > limit
-        ):
-            broken.append("max_tokens")
-        if (
-            rules.max_cost_nanos is not None
-            and call.cost_nanos is not None
-            and call.cost_nanos > rules.max_cost_nanos
-        ):
-            broken.append("max_cost")
-        return broken
+    def _call_rules(self, plan: _Plan, call: PolicyCall) -> list[Policy]:
+        """The call rules' violations; the policies whose rules the call broke."""
+        broke: list[Policy] = []
+        for policy, rule in plan.broken:
+            self._violated(policy, rule)
+            broke.append(policy)
+        for policy in plan.sized:
+            for rule in _broken_size_rules(policy, call):
+                self._violated(policy, rule)
+                broke.append(policy)
+        return broke
 
-    def _add(self, budget: _Budget, when: int, nanos: int | None, tokens: int | None) -> None:
-        budget.calls += 1
-        if nanos is None:
-            budget.unpriced += 1
-        budget.nanos += nanos or 0
-        budget.tokens += tokens or 0
-        minutes = budget.minutes
-        if minutes is not None:
-            minute = minute_of(when)
-            # Calls arrive nearly in order: the newest minute is almost always the last.
-            if minutes and minutes[-1][0] == minute:
-                minutes[-1][1] += nanos or 0
-                minutes[-1][2] += tokens or 0
-            else:
-                minutes.append([minute, nanos or 0, tokens or 0])
-                if len(minutes) > 1 and minutes[-2][0] > minute:
-                    minutes_sorted = sorted(minutes, key=lambda entry: entry[0])
-                    minutes.clear()
-                    for entry in minutes_sorted:
-                        if minutes and minutes[-1][0] == entry[0]:
-                            minutes[-1][1] += entry[1]
-                            minutes[-1][2] += entry[2]
-                        else:
-                            minutes.append(entry)
+    def _crossed(self, budget: Budget, call: PolicyCall) -> bool:
+        """A threshold reached (or the budget was exceeded already): the level's change, the
+        violation, the alert. True when the call came while the budget was exceeded."""
+        policy, rule = budget.policy, budget.rule.name
+        before = budget.level
+        if before == "exceeded":
+            self._violated(policy, rule, alert=False)
+            return True
+        after = budget.level_now()
+        if after == "exceeded":
+            budget.crossed_by = {"call_id": call.id, "time": iso(call.time_ns)}
+            self._violated(policy, rule)
+        elif after == "warning" and before == "ok":
+            self._alert(policy, rule)
+        if after != before:
+            budget.set_level(after)
+            self.revision += 1
+        return False
 
     def _violated(self, policy: Policy, rule: str, *, alert: bool = True) -> None:
         key = (policy.name, rule, policy.action)
@@ -318,58 +313,30 @@ class PolicyEngine:
         key = (policy.name, rule)
         self.alerts[key] = self.alerts.get(key, 0) + 1
 
-    # --- windows ------------------------------------------------------------------------------
-    def _open(self, budget: _Budget, now: int) -> None:
-        budget.start_ns, budget.end_ns = bounds(budget.rule.window, now)
-        budget.nanos = budget.tokens = budget.calls = budget.unpriced = 0
-        budget.level = "ok"
-        budget.crossed_by = None
-        budget.minutes = deque() if budget.rule.window.kind == "rolling" else None
-
-    def _roll(self, budget: _Budget, now: int) -> None:
-        if now < budget.end_ns:
-            return
-        if budget.minutes is None:
-            self._open(budget, now)
-            self.revision += 1
-            return
-        budget.start_ns, budget.end_ns = bounds(budget.rule.window, now)
-        minutes = budget.minutes
-        while minutes and minutes[0][0] < budget.start_ns:
-            _, nanos, tokens = minutes.popleft()
-            budget.nanos -= nanos
-            budget.tokens -= tokens
-        level = budget.level_now()
-        if level != budget.level:
-            budget.level = level
-            self.revision += 1
-            if level != "exceeded":
-                budget.crossed_by = None
-
     # --- recovery -----------------------------------------------------------------------------
     def recover(self, history: SpendHistory) -> None:
         """Read every budget's current window back from ``history`` (at start-up, before
         calls are observed: what it reads replaces the spend kept so far)."""
         with self._lock:
-            self._recover(list(self._budgets.values()), history)
+            self._recover(list(self._spends.values()), history)
 
-    def _recover(self, budgets: list[_Budget], history: SpendHistory) -> None:
+    def _recover(self, spends: list[Spend], history: SpendHistory) -> None:
         now = self._clock()
-        reads: dict[tuple[int, bool], list[_Budget]] = {}
-        for budget in budgets:
-            self._open(budget, now)
-            reads.setdefault((budget.start_ns, budget.minutes is not None), []).append(budget)
+        reads: dict[tuple[int, bool], list[Spend]] = {}
+        for spend in spends:
+            spend.open(now)
+            reads.setdefault((spend.start_ns, spend.minutes is not None), []).append(spend)
         # One read per distinct window start: all day budgets share one, and so on.
         for (start, per_minute), group in reads.items():
             for key, minute, nanos, tokens in history.spend(start, now + 1, per_minute):
-                for budget in group:
-                    if budget.policy.scope.matches(key):
-                        self._add(budget, minute if minute is not None else start, nanos, tokens)
-                        budget.calls -= 1  # _add counts a call; a sum is not one
-            for budget in group:
-                budget.level = budget.level_now()
-                if budget.level == "exceeded":
-                    budget.crossed_by = {"call_id": None, "time": None, "recovered": True}
+                for spend in group:
+                    if spend.scope.matches(key):
+                        spend.add(start if minute is None else minute, nanos, tokens)
+            for spend in group:
+                spend.settle()
+                for budget in spend.budgets:
+                    if budget.level == "exceeded":
+                        budget.crossed_by = {"call_id": None, "time": None, "recovered": True}
         self.revision += 1
 
     # --- state --------------------------------------------------------------------------------
@@ -378,15 +345,18 @@ class PolicyEngine:
         under ``*_nanos`` keys, turned into USD by the answer's writer)."""
         with self._lock:
             now = self._clock()
-            return [self._status(policy, now) for policy in self._policies.policies]
+            for spend in self._spends.values():
+                if now >= spend.end_ns and spend.roll(now):
+                    self.revision += 1
+            return [self._status(policy) for policy in self._policies.policies]
 
-    def _status(self, policy: Policy, now: int) -> dict[str, Any]:
+    def _status(self, policy: Policy) -> dict[str, Any]:
         budgets: list[dict[str, Any]] = []
         level: Level = "ok"
         blocked_until: int | None = None
         for rule in policy.budgets:
             budget = self._budgets[(policy.name, rule.name)]
-            self._roll(budget, now)
+            spend = budget.spend
             if LEVELS.index(budget.level) > LEVELS.index(level):
                 level = budget.level
             reset = budget.reset_ns()
@@ -398,15 +368,15 @@ class PolicyEngine:
                     "window": rule.window.name,
                     "state": budget.level,
                     "limit_nanos": rule.usd_nanos,
-                    "spent_nanos": budget.nanos,
-                    "remaining_nanos": _remaining(rule.usd_nanos, budget.nanos),
+                    "spent_nanos": spend.nanos,
+                    "remaining_nanos": _remaining(rule.usd_nanos, spend.nanos),
                     "limit_tokens": rule.tokens,
-                    "spent_tokens": budget.tokens,
-                    "remaining_tokens": _remaining(rule.tokens, budget.tokens),
+                    "spent_tokens": spend.tokens,
+                    "remaining_tokens": _remaining(rule.tokens, spend.tokens),
                     "warn_at": rule.warn_percent,
-                    "calls": budget.calls,
-                    "unpriced_calls": budget.unpriced,
-                    "window_start": iso(budget.start_ns),
+                    "calls": spend.calls,
+                    "unpriced_calls": spend.unpriced,
+                    "window_start": iso(spend.start_ns),
                     "resets_at": iso(reset),
                     "crossed_by": budget.crossed_by,
                 }
@@ -433,37 +403,18 @@ class PolicyEngine:
             return dict(self.violations), dict(self.alerts), dict(self.blocks)
 
 
-class _ScopeIndex:
-    """The policies a call may be in, found without trying each: a policy whose scope names a
-    field by exact values only is filed under those values (of the first such field); the
-    others are tried on every call. So a thousand per-project policies cost a call one
-    look-up per field, and only the candidates are matched in full."""
-
-    def __init__(self, policies: Sequence[Policy]):
-        self._order = {policy.name: index for index, policy in enumerate(policies)}
-        self._always: list[Policy] = []
-        self._by_value: list[dict[str, list[Policy]]] = [{} for _ in SCOPE_FIELDS]
-        for policy in policies:
-            for index, name in enumerate(SCOPE_FIELDS):
-                patterns = policy.scope.fields.get(name)
-                if patterns and not any(char in p.text for p in patterns for char in "*?["):
-                    for pattern in patterns:
-                        self._by_value[index].setdefault(pattern.text, []).append(policy)
-                    break
-            else:
-                self._always.append(policy)
-
-    def matching(self, key: ScopeKey) -> tuple[Policy, ...]:
-        candidates = list(self._always)
-        for index, value in enumerate(key):
-            if value is not None:
-                filed = self._by_value[index].get(value)
-                if filed:
-                    candidates.extend(filed)
-        if len(candidates) > 1:  # in the file's order, each once
-            unique = {p.name: p for p in candidates}.values()
-            candidates = sorted(unique, key=lambda p: self._order[p.name])
-        return tuple(p for p in candidates if p.scope.matches(key))
+def _broken_size_rules(policy: Policy, call: PolicyCall) -> list[str]:
+    rules = policy.calls
+    broken: list[str] = []
+    limit = rules.max_tokens
+    if limit is not None and (
+        (call.requested_max_tokens or 0) > limit or (call.tokens or 0) > limit
+    ):
+        broken.append("max_tokens")
+    cost = call.cost_nanos
+    if rules.max_cost_nanos is not None and cost is not None and cost > rules.max_cost_nanos:
+        broken.append("max_cost")
+    return broken
 
 
 def _remaining(limit: int | None, spent: int) -> int | None:

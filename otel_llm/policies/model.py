@@ -40,6 +40,10 @@ class Pattern:
     text: str
     matches: Callable[[str], object] = field(compare=False, repr=False)
 
+    @property
+    def is_glob(self) -> bool:
+        return any(char in self.text for char in "*?[")
+
     @classmethod
     def of(cls, text: str) -> Pattern:
         if not any(char in text for char in "*?["):
@@ -72,14 +76,29 @@ class Scope:
 
     fields: Mapping[str, tuple[Pattern, ...]]
     """By field of ``SCOPE_FIELDS``; empty: every call."""
+    _checks: tuple[tuple[int, frozenset[str], tuple[Callable[[str], object], ...]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+    """Per field named (``*`` aside): its index in a ``ScopeKey``, its exact values, its
+    globs' matchers."""
 
-    def matches(self, key: ScopeKey) -> bool:
+    def __post_init__(self) -> None:
+        checks = []
         for index, name in enumerate(SCOPE_FIELDS):
             patterns = self.fields.get(name)
-            if patterns is None:
+            if patterns is None or any(p.text == "*" for p in patterns):
                 continue
+            exact = frozenset(p.text for p in patterns if not p.is_glob)
+            globs = tuple(p.matches for p in patterns if p.is_glob)
+            checks.append((index, exact, globs))
+        object.__setattr__(self, "_checks", tuple(checks))
+
+    def matches(self, key: ScopeKey) -> bool:
+        for index, exact, globs in self._checks:
             value = key[index]
-            if not any(p.text == "*" or (value is not None and p.matches(value)) for p in patterns):
+            if value is None:
+                return False
+            if value not in exact and not any(glob(value) for glob in globs):
                 return False
         return True
 
