@@ -518,3 +518,14 @@ def test_a_costs_nanos_are_its_amount_rounded_as_the_call_log_rounds_it(divisor:
     if half:  # exactly half a nano-USD: to even, as to_nanos
         cost = Cost.of_units((3 * 2 * half + half, 0, 0, 0, 0, 0), divisor, "t", "x", None, None)
         assert cost.nanos() == 4
+
+
+def test_the_readmes_example_file_is_valid() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Budgets and policies") :]
+    example = section[
+        section.index("```yaml\n") + 8 : section.index("```\n", section.index("```yaml"))
+    ]
+    described = describe(parse_policies(example, "README"))
+    assert [p["name"] for p in described] == ["checkout-daily", "no-premium-models"]
+    assert described[0]["budgets"][1]["window"] == "6h"
