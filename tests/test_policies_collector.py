@@ -68,7 +68,7 @@ policies:
     action: block
   - name: everyone
     scope: "*"
-    budgets: [{window: month, tokens: 1000000}]
+    budgets: [{window: month, tokens: 1000000}, {window: 2h, usd: 1}]
 """
 
 
@@ -243,6 +243,11 @@ def test_a_budget_turns_exceeded_at_the_exact_call_and_survives_a_restart(
         assert (budget["state"], budget["spent_nanos"]) == ("exceeded", 800_000)
         assert budget["policy"]["blocked"] is True
         assert budget_of(call_log, "everyone")["spent_tokens"] == 6 * 150
+        assert budget["calls"] == 4  # read back too
+        _, everyone = api(call_log, "/everyone")
+        rolling = everyone["budgets"][1]
+        # $0.0002 x 5 and the pricey call (150 tokens at $100/M = $0.015), by the minute.
+        assert (rolling["window"], rolling["spent_nanos"]) == ("2h", 5 * 200_000 + 15_000_000)
         assert (
             sample(service, "otel_llm_policy_spend_usd", policy="shop-daily", rule="day") == 0.0008
         )

@@ -33,28 +33,33 @@ class StoreSpendHistory:
 
     def spend(
         self, start_ns: int, end_ns: int, per_minute: bool
-    ) -> Iterator[tuple[ScopeKey, int | None, int, int]]:
+    ) -> Iterator[tuple[ScopeKey, int | None, int, int, int, int]]:
         # Microseconds, as stored: the start rounded down and the end up keep every call of
         # [start_ns, end_ns) (window starts are whole minutes anyway).
         window = CallFilter(start=_moment(start_ns // 1000), end=_moment(-(-end_ns // 1000)))
         condition = sql.where(window)
         scope = ", ".join(column_of(name) for name in SCOPE_FIELDS)
         time = column_of(TIME_FIELD)
-        minute = f"{time} - {time} % {_MINUTE_US}" if per_minute else "NULL"
+        # Integer division on both databases (no '%': psycopg reads it as a placeholder).
+        minute = f"{time} / {_MINUTE_US} * {_MINUTE_US}" if per_minute else "NULL"
+        cost = column_of("cost")
         statement = sql.Statement(
-            f"SELECT {scope}, {minute}, SUM({column_of('cost')}), "  # noqa: S608 - fixed names
-            f"SUM({column_of('total_tokens')}) FROM {CALLS} WHERE {condition.text} "
+            f"SELECT {scope}, {minute}, SUM({cost}), "  # noqa: S608 - fixed names
+            f"SUM({column_of('total_tokens')}), COUNT(*), COUNT(*) - COUNT({cost}) "
+            f"FROM {CALLS} WHERE {condition.text} "
             f"GROUP BY {scope}{', ' + minute if per_minute else ''}",
             condition.params,
         )
         for row in self.store._read(statement):
             key: ScopeKey = tuple(row[: len(SCOPE_FIELDS)])
-            minute_us, nanos, tokens = row[len(SCOPE_FIELDS) :]
+            minute_us, nanos, tokens, calls, unpriced = row[len(SCOPE_FIELDS) :]
             yield (
                 key,
                 int(minute_us) * 1000 if minute_us is not None else None,
                 int(nanos or 0),
                 int(tokens or 0),
+                int(calls),
+                int(unpriced),
             )
 
 

@@ -320,7 +320,7 @@ class _StartedStoreHistory:
 
     def spend(
         self, start_ns: int, end_ns: int, per_minute: bool
-    ) -> Iterator[tuple[ScopeKey, int | None, int, int]]:
+    ) -> Iterator[tuple[ScopeKey, int | None, int, int, int, int]]:
         store = self._service.store
         if not isinstance(store, SQLCallStore):
             return iter(())

@@ -83,9 +83,10 @@ class SpendHistory(Protocol):
 
     def spend(
         self, start_ns: int, end_ns: int, per_minute: bool
-    ) -> Iterable[tuple[ScopeKey, int | None, int, int]]:
-        """(scope values, minute start or None, nano-USD, tokens) of the calls created in
-        [start_ns, end_ns), summed by scope values (and by minute when ``per_minute``)."""
+    ) -> Iterable[tuple[ScopeKey, int | None, int, int, int, int]]:
+        """(scope values, minute start or None, nano-USD, tokens, calls, unpriced calls) of
+        the calls created in [start_ns, end_ns), summed by scope values (and by minute when
+        ``per_minute``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,10 +329,14 @@ class PolicyEngine:
             reads.setdefault((spend.start_ns, spend.minutes is not None), []).append(spend)
         # One read per distinct window start: all day budgets share one, and so on.
         for (start, per_minute), group in reads.items():
-            for key, minute, nanos, tokens in history.spend(start, now + 1, per_minute):
+            for key, minute, nanos, tokens, calls, unpriced in history.spend(
+                start, now + 1, per_minute
+            ):
                 for spend in group:
                     if spend.scope.matches(key):
                         spend.add(start if minute is None else minute, nanos, tokens)
+                        spend.calls += calls
+                        spend.unpriced += unpriced
             for spend in group:
                 spend.settle()
                 for budget in spend.budgets:
