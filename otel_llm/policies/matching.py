@@ -54,13 +54,14 @@ class ScopeIndex:
                 self._always.append(policy)
 
     def matching(self, key: ScopeKey) -> tuple[Policy, ...]:
-        candidates = list(self._always)
+        filed: list[Policy] = []
         for index, value in enumerate(key):
             if value is not None:
-                filed = self._by_value[index].get(value)
-                if filed:
-                    candidates.extend(filed)
-        if len(candidates) > 1:  # in the file's order, each once
-            unique = {p.name: p for p in candidates}.values()
+                found = self._by_value[index].get(value)
+                if found:
+                    filed.extend(found)
+        candidates: Sequence[Policy] = self._always
+        if filed:  # in the file's order, each once
+            unique = {p.name: p for p in (*self._always, *filed)}.values()
             candidates = sorted(unique, key=lambda p: self._order[p.name])
         return tuple(p for p in candidates if p.scope.matches(key))
