@@ -366,7 +366,9 @@ def test_a_call_at_the_last_millisecond_counts_in_its_day_and_the_next_day_start
     for _ in range(5):
         engine.observe([call(ns("2026-12-06T23:59:59.999"), 200_000)])
     assert status(engine, "daily")["state"] == "exceeded"
+    revision = engine.current_revision()
     clock.now = ns("2026-12-07T00:00:00")
+    assert engine.current_revision() > revision  # the reset is a change a poller must see
     state = status(engine, "daily")
     assert state["state"] == "ok"
     assert state["blocked"] is False

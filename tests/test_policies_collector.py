@@ -233,6 +233,25 @@ def test_a_budget_turns_exceeded_at_the_exact_call_and_survives_a_restart(
         status, shown = api(call_log, "", key=SHOP_KEY)
         assert [p["name"] for p in shown["policies"]] == ["shop-daily"]
         assert api(call_log, "/everyone", key=SHOP_KEY)[0] == 404  # all projects' spend
+        # What an enforcing application polls: the block policies, and nothing while unchanged.
+        status, enforcement = api(call_log, "?view=enforcement")
+        assert status == 200
+        assert enforcement["policies"] == [
+            {
+                "name": "shop-daily",
+                "scope": {"project": ["shop"], "model": ["budget-*"]},
+                "state": "exceeded",
+                "blocked": True,
+                "blocked_until": policy["blocked_until"],
+                "blocking": ["day"],
+                "calls": {},
+            }
+        ]
+        revision = enforcement["revision"]
+        unchanged = {"revision": revision, "unchanged": True}
+        assert api(call_log, f"?view=enforcement&since={revision}")[1] == unchanged
+        assert "policies" in api(call_log, f"?view=enforcement&since={revision - 1}")[1]
+        assert api(call_log, "?since=latest")[0] == 400
         assert api(call_log, "?colour=red")[0] == 400
         assert api(call_log, "/nope")[0] == 404
         assert api(call_log, "", key="wrong-key-0123456789")[0] == 401

@@ -1,12 +1,14 @@
 """``GET /api/v1/policies`` and ``/api/v1/policies/{name}``: the budgets' states, served by the
 call-log API (``app.py`` routes here) with its keys, rate limits and project restrictions.
 
-The answer is built to be polled (an application enforcing ``block`` policies reads it every
-few seconds, ``?action=block`` for only those): each policy's ``state``, whether it ``blocked``
-and until when (``blocked_until``: the latest reset of its exceeded budgets), its call rules,
-and ``revision``, which changes whenever any state does (a poller that sees the same revision
-has nothing to update). Money is given twice: USD numbers for people, and exact integer
-nano-USD (``*_nanos``) for programs.
+The answer is built to be polled. ``revision`` changes whenever any state does (a window's
+reset included). An application enforcing ``block`` policies polls ``?view=enforcement``:
+only the ``block`` policies, each with its name, scope, state, ``blocked``, ``blocked_until``
+(the latest reset of its exceeded budgets), ``blocking`` (those budgets) and its call rules --
+all a check before a call needs -- and, with ``&since=<revision>``, just
+``{"revision": n, "unchanged": true}`` while nothing changed. The full answer gives every
+budget's spend; money twice: USD numbers for people, exact integer nano-USD (``*_nanos``) for
+programs.
 
 A key limited to projects sees only the policies whose scope names projects, exactly, that it
 may read (a policy over other projects' calls, or over every project, would show their spend);
@@ -29,7 +31,12 @@ from otel_llm.policies.watch import PolicyFile
 from otel_llm.policies.windows import iso
 
 POLICIES_PREFIX = "/api/v1/policies"
-_PARAMS = {"state": LEVELS, "action": ACTIONS}
+_PARAMS: dict[str, tuple[str, ...] | None] = {
+    "state": LEVELS,
+    "action": ACTIONS,
+    "view": ("full", "enforcement"),
+    "since": None,  # a revision number
+}
 _NANO = Decimal(1_000_000_000)
 
 
@@ -44,7 +51,13 @@ def answer(
     for ``otel-llm policies status --store``)."""
     wanted = _filters(query, single=name is not None)
     engine = file.engine
-    revision = engine.revision
+    revision = engine.current_revision()
+    enforcement = wanted.pop("view", {"full"}) == {"enforcement"}
+    since = wanted.pop("since", None)
+    if since is not None and str(revision) in since:
+        return {"revision": revision, "unchanged": True}
+    if enforcement:
+        wanted["action"] = {"block"}
     visible = {p.name: p for p in engine.policies.policies if _may_see(key, p)}
     states = [s for s in engine.snapshot() if s["name"] in visible]
     if name is not None:
@@ -53,10 +66,12 @@ def answer(
                 return _policy(state, visible[name])
         raise NoPolicy(name)
     chosen = [
-        _policy(state, visible[state["name"]])
+        (_enforced if enforcement else _policy)(state, visible[state["name"]])
         for state in states
         if all(state[field] in values for field, values in wanted.items())
     ]
+    if enforcement:
+        return {"revision": revision, "generated_at": iso(time.time_ns()), "policies": chosen}
     return {
         "revision": revision,
         "generated_at": iso(time.time_ns()),
@@ -69,12 +84,15 @@ def _filters(query: Mapping[str, list[str]], *, single: bool) -> dict[str, set[s
     wanted: dict[str, set[str]] = {}
     for param, values in query.items():
         if single or param not in _PARAMS:
-            allowed = "none" if single else ", ".join(_PARAMS)
-            raise ParamError(f"unknown parameter '{param[:40]}'; parameters: {allowed}")
+            known = "none" if single else ", ".join(_PARAMS)
+            raise ParamError(f"unknown parameter '{param[:40]}'; parameters: {known}")
         choices = {part for value in values for part in value.split(",") if part}
-        unknown = choices - set(_PARAMS[param])
-        if unknown or not choices:
-            raise ParamError(f"{param} must be one or more of {', '.join(_PARAMS[param])}")
+        allowed = _PARAMS[param]
+        if allowed is None:  # since: one revision number
+            if len(choices) != 1 or not next(iter(choices)).isdigit():
+                raise ParamError(f"{param} must be a revision number (the answer's 'revision')")
+        elif choices - set(allowed) or not choices:
+            raise ParamError(f"{param} must be one or more of {', '.join(allowed)}")
         wanted[param] = choices
     return wanted
 
@@ -94,6 +112,19 @@ def _policy(state: dict[str, Any], policy: Policy) -> dict[str, Any]:
     shown["calls"] = describe_policy(policy)["calls"]
     shown["line"] = policy.line
     return shown
+
+
+def _enforced(state: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """What an application needs to refuse a call before it is made."""
+    return {
+        "name": state["name"],
+        "scope": state["scope"],
+        "state": state["state"],
+        "blocked": state["blocked"],
+        "blocked_until": state["blocked_until"],
+        "blocking": [b["name"] for b in state["budgets"] if b["state"] == "exceeded"],
+        "calls": describe_policy(policy)["calls"],
+    }
 
 
 def _budget(budget: dict[str, Any]) -> dict[str, Any]:

@@ -32,8 +32,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from otel_llm.policies.calls import policy_call
-from otel_llm.policies.engine import LEVELS, PolicyCall, PolicyEngine, SpendHistory
-from otel_llm.policies.model import CALL_RULES
+from otel_llm.policies.engine import LEVELS, PolicyCall, SpendHistory
+from otel_llm.policies.model import CALL_RULES, Policy
 from otel_llm.policies.watch import DEFAULT_INTERVAL, PolicyFile
 
 if TYPE_CHECKING:
@@ -170,6 +170,7 @@ class _PolicyMetrics(Collector):
             return families
         engine = policies.engine
         counted_violations, counted_alerts, counted_blocks = engine.counts()
+        named = {policy.name: policy for policy in engine.policies.policies}
         for policy in engine.snapshot():
             name = policy["name"]
             for budget in policy["budgets"]:
@@ -183,7 +184,7 @@ class _PolicyMetrics(Collector):
                 state.add_metric(labels, LEVELS.index(budget["state"]))
             action = policy["action"]
             # Every rule's series from the start, so an alert's increase() sees the first one.
-            for rule in _rules(engine, name):
+            for rule in _rules(named.get(name)):
                 count = counted_violations.get((name, rule, action), 0)
                 violations.add_metric([name, rule, action], count)
                 if action != "record":
@@ -193,8 +194,7 @@ class _PolicyMetrics(Collector):
         return families
 
 
-def _rules(engine: PolicyEngine, name: str) -> list[str]:
-    policy = engine.policies.named(name)
+def _rules(policy: Policy | None) -> list[str]:
     if policy is None:
         return []
     calls = policy.calls

@@ -345,17 +345,34 @@ class PolicyEngine:
         self.revision += 1
 
     # --- state --------------------------------------------------------------------------------
+    def current_revision(self) -> int:
+        """The revision, windows that ended since rolled over first (a reset is a change)."""
+        with self._lock:
+            self._roll_all(self._clock())
+            return self.revision
+
+    def _roll_all(self, now: int) -> None:
+        for spend in self._spends.values():
+            if now >= spend.end_ns and spend.roll(now):
+                self.revision += 1
+
     def snapshot(self) -> list[dict[str, Any]]:
         """Every policy's state, in file order (the API's ``policies``; money in nano-USD
         under ``*_nanos`` keys, turned into USD by the answer's writer)."""
         with self._lock:
-            now = self._clock()
-            for spend in self._spends.values():
-                if now >= spend.end_ns and spend.roll(now):
-                    self.revision += 1
-            return [self._status(policy) for policy in self._policies.policies]
+            self._roll_all(self._clock())
+            # The counts per policy in one pass each (not one pass per policy).
+            totals: dict[str, list[int]] = {}
+            for (name, _, _), count in self.violations.items():
+                totals.setdefault(name, [0, 0])[0] += count
+            for (name, _), count in self.alerts.items():
+                totals.setdefault(name, [0, 0])[1] += count
+            return [
+                self._status(policy, totals.get(policy.name, (0, 0)))
+                for policy in self._policies.policies
+            ]
 
-    def _status(self, policy: Policy) -> dict[str, Any]:
+    def _status(self, policy: Policy, totals: Sequence[int]) -> dict[str, Any]:
         budgets: list[dict[str, Any]] = []
         level: Level = "ok"
         blocked_until: int | None = None
@@ -395,8 +412,8 @@ class PolicyEngine:
             "blocked": blocked_until is not None,
             "blocked_until": iso(blocked_until) if blocked_until is not None else None,
             "budgets": budgets,
-            "violations": sum(n for (p, _, _), n in self.violations.items() if p == name),
-            "alerts": sum(n for (p, _), n in self.alerts.items() if p == name),
+            "violations": totals[0],
+            "alerts": totals[1],
             "blocks": self.blocks.get(name, 0),
         }
 
