@@ -171,6 +171,10 @@ def test_a_good_file_is_read_exactly() -> None:
             ],
         ),
         ("policies: [\n  {name: a\n", ["p.yaml:3: not valid YAML"]),
+        (
+            "policies:\n  - name: a\n    scope: {user: [" + ", ".join(["u"] * 1001) + "]}\n",
+            ["p.yaml:3: policies[0].scope.user: at most 1000 patterns"],
+        ),
         ("", ["p.yaml: empty file"]),
         ("rules: []\n", ["p.yaml:1: rules: unknown field", "p.yaml:1: 'policies' is required"]),
     ],

@@ -57,6 +57,8 @@ MAX_POLICIES = 10_000
 MAX_ROLLING_HOURS = 31 * 24
 """A rolling window keeps a sum per minute: at most 44,640 of them per budget."""
 MAX_ERRORS = 50
+MAX_PATTERNS = 1000
+"""Patterns of one field: a file is small, but YAML aliases can repeat a long list cheaply."""
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _ROLLING = re.compile(r"([0-9]+)h")
 _NANO = Decimal(1_000_000_000)
@@ -238,6 +240,9 @@ class _Reader:
         items = node.value if isinstance(node, SequenceNode) else [node]
         if not items:
             self.error(node, key, "an empty list matches nothing; use '*' for any value")
+            return None
+        if len(items) > MAX_PATTERNS:
+            self.error(node, key, f"at most {MAX_PATTERNS} patterns")
             return None
         patterns: list[Pattern] = []
         for item in items:
