@@ -23,6 +23,7 @@ its p50 / p95 wall time is printed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import statistics
@@ -107,7 +108,16 @@ def calls(count: int, *, days: int = 30, seed: int = 1) -> Iterator[CallRecord]:
             user=f"user-{rng.randrange(500)}",
             project=PROJECTS[rng.randrange(len(PROJECTS))],
             api_key_id=f"key-{rng.randrange(20)}",
+            request_id=request_id_of(trace),
+            endpoint="/v1/chat/completions",
+            method="POST",
+            api_key_hint=f"sk-proj-...{rng.randrange(20):04d}",
         )
+
+
+def request_id_of(trace: int) -> str:
+    """A provider response id, as random as the real ones (``chatcmpl-`` + 29 characters)."""
+    return f"chatcmpl-{trace:032x}"[:38]
 
 
 def load(store: SQLCallStore, count: int, batch: int, ingest_calls: int) -> tuple[float, float]:
@@ -144,8 +154,11 @@ def timed(query: Callable[[], Any], repeat: int) -> tuple[float, float]:
     return statistics.median(samples), samples[min(len(samples) - 1, int(0.95 * len(samples)))]
 
 
-def queries(store: SQLCallStore) -> dict[str, Callable[[], Any]]:
+def queries(store: SQLCallStore, count: int) -> dict[str, Callable[[], Any]]:
     now = datetime.now(UTC)
+    # A call from the middle of the month: a provider response id to look up (no index).
+    middle = next(itertools.islice(calls(count), count // 2, None))
+    request_id = middle.request_id
     month = CallFilter(start=now - timedelta(days=30))
     week = CallFilter(start=now - timedelta(days=7))
     slow = Comparison("latency_ms", "gt", Decimal(2000))
@@ -186,6 +199,18 @@ def queries(store: SQLCallStore) -> dict[str, Callable[[], Any]]:
             CallQuery(filter=week, sort="model", descending=False, then=(("cost", True),))
         ),
         "enhanced summary (cost, tokens), 7 d": lambda: store.summary(week),
+        "find a request_id, its day": lambda: store.list(
+            CallQuery(
+                filter=CallFilter(
+                    request_id=request_id,
+                    start=middle.created_at - timedelta(hours=12),
+                    end=middle.created_at + timedelta(hours=12),
+                )
+            )
+        ),
+        "find a request_id, all days": lambda: store.list(
+            CallQuery(filter=CallFilter(request_id=request_id))
+        ),
     }
 
 
@@ -213,7 +238,7 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
             "load_seconds": total,
             "queries": {},
         }
-        for label, query in queries(store).items():
+        for label, query in queries(store, args.calls).items():
             p50, p95 = timed(query, args.repeat)
             results["queries"][label] = (p50, p95)
         return results

@@ -30,9 +30,13 @@ GEN_AI_REQUEST_FREQUENCY_PENALTY: Final = "gen_ai.request.frequency_penalty"
 GEN_AI_REQUEST_PRESENCE_PENALTY: Final = "gen_ai.request.presence_penalty"
 GEN_AI_REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+URL_PATH: Final = "url.path"
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
 ERROR_TYPE: Final = "error.type"
+ERROR_CODE: Final = "error.code"
+"""Not a convention: read (after ``OTEL_LLM_ERROR_CODE``) when another instrumentation sets it."""
 
 # --- opt-in content (JSON strings; recorded only when content capture is on) ---------------------
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
@@ -72,6 +76,8 @@ OTEL_LLM_COST_CACHE_WRITE: Final = "otel_llm.cost.cache_write"
 OTEL_LLM_COST_OUTPUT: Final = "otel_llm.cost.output"
 OTEL_LLM_COST_REQUEST: Final = "otel_llm.cost.request"
 OTEL_LLM_COST_UNPRICED_REASON: Final = "otel_llm.cost.unpriced_reason"
+OTEL_LLM_COST_LIST_AMOUNT: Final = "otel_llm.cost.list_amount"
+OTEL_LLM_BILLING: Final = "otel_llm.billing"
 OTEL_LLM_USAGE_MISSING: Final = "otel_llm.usage.missing"
 OTEL_LLM_CALL_COUNTED_IN: Final = "otel_llm.call.counted_in"
 
@@ -94,11 +100,16 @@ ROLLUP_TOKEN_ATTRIBUTES: Final = (
     OTEL_LLM_ROLLUP_REASONING_TOKENS,
 )
 """In the order of ``TOKEN_TYPES``."""
+OTEL_LLM_ERROR_CODE: Final = "otel_llm.error.code"
+OTEL_LLM_API_KEY_HINT: Final = "otel_llm.api_key.hint"
 USAGE_COST: Final = "usage.cost"
 
 COST_SOURCE_LOCAL: Final = "local"
 COST_SOURCE_PROVIDER: Final = "provider"
 CURRENCY_USD: Final = "USD"
+BILLING_CREDITS: Final = "credits"
+BILLING_OWN_KEY: Final = "own_key"
+BILLING_MODES: Final = (BILLING_CREDITS, BILLING_OWN_KEY)
 
 # --- call context -------------------------------------------------------------------------------
 CONTEXT_PREFIX: Final = "otel_llm.context."
@@ -107,6 +118,7 @@ OTEL_LLM_CONTEXT_USER_ID: Final = "otel_llm.context.user_id"
 OTEL_LLM_CONTEXT_PROJECT_ID: Final = "otel_llm.context.project_id"
 OTEL_LLM_CONTEXT_API_KEY_ID: Final = "otel_llm.context.api_key_id"
 OTEL_LLM_CONTEXT_PIPELINE_STEP: Final = "otel_llm.context.pipeline_step"
+OTEL_LLM_CONTEXT_BILLING: Final = "otel_llm.context.billing"
 
 # --- operations ---------------------------------------------------------------------------------
 # The inference and embeddings operations the processor prices; tool and agent spans are not calls.

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from otel_llm import _semconv as sc
 
@@ -41,6 +41,7 @@ def llm_context(
     agent: str | None = None,
     agent_id: str | None = None,
     conversation: str | None = None,
+    billing: Literal["credits", "own_key"] | None = None,
     **more: Any,
 ) -> Iterator[Mapping[str, Any]]:
     """Attach call context to the GenAI spans started inside the ``with`` block.
@@ -50,6 +51,9 @@ def llm_context(
     ``invoke_agent`` span's, as a call's own values win over both); the other keys
     ``otel_llm.context.<key>``.
     Values that are not str, bool, int or float are stored as their ``str()``; None is skipped.
+    ``billing`` says how the calls are billed -- ``credits`` (through a gateway/router) or
+    ``own_key`` (a direct provider key) -- overriding what otel-llm infers (a provider-reported
+    cost, the ``billing_gateways`` setting); another value is ignored when the call is priced.
     """
     given = {
         "feature": feature,
@@ -57,6 +61,7 @@ def llm_context(
         "project_id": project_id,
         "api_key_id": api_key_id,
         "pipeline_step": pipeline_step,
+        "billing": billing,
         **more,
         _CONVENTION_KEYS["agent"]: agent,
         _CONVENTION_KEYS["agent_id"]: agent_id,

@@ -32,7 +32,7 @@ from otel_llm.metrics.labels import extra_metric_labels
 from otel_llm.metrics.otel import OTelMetricsRecorder
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions, scope_name, span_attributes
-from otel_llm.pricing import PriceBook, PriceOverride
+from otel_llm.pricing import Discount, PriceBook, PriceOverride
 from otel_llm.tracecost import (
     OPENINFERENCE_KIND,
     AgentScope,
@@ -56,9 +56,9 @@ class LLMSpanProcessor(SpanProcessor):
         registry: prometheus_client registry (default: the global ``REGISTRY``).
         meter_provider: also record the GenAI metrics through this OpenTelemetry MeterProvider.
         price_book: a ready ``PriceBook``; otherwise one is built from ``price_overrides``.
-        price_overrides: a YAML/JSON file path or a list of ``PriceOverride``.
-        extra_labels, max_label_values, max_tokens, price_cache_size, rollup_max_open,
-            agent_label: see ``otel_llm.settings``.
+        price_overrides: a YAML/JSON file path or a list of ``PriceOverride`` and ``Discount``.
+        extra_labels, max_label_values, max_tokens, price_cache_size, billing_gateways,
+            rollup_max_open, agent_label: see ``otel_llm.settings``.
     """
 
     def __init__(
@@ -67,13 +67,14 @@ class LLMSpanProcessor(SpanProcessor):
         registry: CollectorRegistry | None = None,
         meter_provider: MeterProvider | None = None,
         price_book: PriceBook | None = None,
-        price_overrides: str | Path | Sequence[PriceOverride] | None = None,
+        price_overrides: str | Path | Sequence[PriceOverride | Discount] | None = None,
         extra_labels: Mapping[str, str] | Sequence[str] | None = None,
         max_label_values: int | None = None,
         max_tokens: int | None = None,
         price_cache_size: int | None = None,
         rollup_max_open: int | None = None,
         agent_label: bool | None = None,
+        billing_gateways: Sequence[str] | None = None,
     ):
         self._downstream = tuple(downstream)
         self.prometheus = PrometheusRecorder.for_registry(
@@ -90,6 +91,7 @@ class LLMSpanProcessor(SpanProcessor):
                 price_cache_size=price_cache_size,
                 max_tokens=max_tokens,
                 extra_attributes=labels.values(),
+                billing_gateways=billing_gateways,
             )
         )
         self._recorders: list[PrometheusRecorder | OTelMetricsRecorder] = [self.prometheus]
@@ -229,7 +231,8 @@ class LLMSpanProcessor(SpanProcessor):
             self._note_nested(parent, format(span.context.span_id, "016x"))
         if agent is not None or parent is not None:
             # Its agents' and its trace's totals; a call that is its own local root has none.
-            self._costs.add_call(derived, agent, parent and span.context.trace_id)
+            trace_id = span.context.trace_id if parent is not None else None
+            self._costs.add_call(derived, agent, trace_id)
         self._record(derived)
         if not self._downstream:  # metrics-only: nobody sees the priced copy
             return span

@@ -48,7 +48,11 @@ PRICED = dataclasses.replace(
     pipeline_step=None,
 )
 RECORDS = [
-    dataclasses.replace(r, pipeline_step=None if i % 3 == 2 else ("plan", "act")[i % 2])
+    dataclasses.replace(
+        r,
+        pipeline_step=None if i % 3 == 2 else ("plan", "act")[i % 2],
+        billing=("credits", "own_key", None)[i % 3],
+    )
     for i, r in enumerate(make_records())
 ] + [PRICED]
 
@@ -86,6 +90,18 @@ def count(api: Client, query: dict[str, Any]) -> int:
 
 
 # --- several values, exclusions, gateway names ---------------------------------------------------
+
+
+def test_billing_mode_filters_list_and_count(api: Client) -> None:
+    expected = newest(lambda r: r.billing == "credits")
+    assert 0 < len(expected) < len(RECORDS)
+    assert ids(api.ok("?billing=credits&limit=100")) == expected
+    assert ids(post(api, {"billing": {"$in": ["credits"]}})) == expected
+    assert api.ok("/count?billing=own_key") == {
+        "count": len([r for r in RECORDS if r.billing == "own_key"])
+    }
+    assert "billing" in api.error(400, "?billing=free")
+    assert "billing" in api.error(400, "?billing=credits'%20OR%201=1--")
 
 
 def test_several_values_in_the_url_and_in_the_body(api: Client) -> None:

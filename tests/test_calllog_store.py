@@ -44,6 +44,8 @@ TEXT_FILTERS = (
     "user",
     "project",
     "api_key_id",
+    "request_id",
+    "api_key_hint",
 )
 INJECTIONS = (
     "x' OR '1'='1",
@@ -123,6 +125,13 @@ def make_records(
                 api_key_id=rng.choice(["k1", "k2", None]),
                 pipeline_step=rng.choice(["draft", None]),
                 context={"tenant": "t1", "tier": index % 3} if index % 4 == 0 else {},
+                # Derived, not drawn: the random sequence of the fields above stays as it was.
+                request_id=f"chatcmpl-{span:016x}" if index % 7 != 6 else None,
+                endpoint="/v1/messages"
+                if PROVIDERS[model] == "anthropic"
+                else "/v1/chat/completions",
+                method="POST",
+                api_key_hint=(None, "sk-proj-...Ab3d", "sk-ant-api03-...Zz9Q")[index % 3],
                 request_prompt='[{"role": "user"}]' if index % 5 == 0 else None,
                 response_preview="Paris" if index % 5 == 0 else None,
             )

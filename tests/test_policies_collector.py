@@ -28,7 +28,8 @@ import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 from prometheus_client import CollectorRegistry
 
@@ -428,3 +429,28 @@ def test_the_collector_cli_refuses_a_bad_file_reloads_on_sighup_and_status_reads
     assert status.returncode == 0, status.stderr
     (daily, _) = json.loads(status.stdout)["policies"]
     assert (daily["state"], daily["budgets"][0]["spent_nanos"]) == ("exceeded", 200_000)
+
+
+def test_a_request_delivered_twice_is_evaluated_once(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    with collector(tmp_path, str(tmp_path / "calls.db"), files) as (service, call_log):
+        memory = InMemorySpanExporter()
+        provider = TracerProvider(resource=Resource.create({"service.name": "shop-api"}))
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "budget-model",
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.output_tokens": 50,
+            "otel_llm.context.project_id": "shop",
+        }
+        with provider.get_tracer("shop").start_as_current_span("chat", attributes=attributes):
+            pass
+        exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{service.grpc_port}", insecure=True)
+        spans = memory.get_finished_spans()
+        for _ in range(2):  # a client retrying an export whose reply it lost
+            assert exporter.export(spans) == SpanExportResult.SUCCESS
+        exporter.shutdown()
+        assert budget_of(call_log)["spent_nanos"] == CALL_NANOS

@@ -42,7 +42,16 @@ def test_every_attribute_constant_is_in_the_model_and_back() -> None:
     model = {entry["name"] for entry in _load("attributes.yaml")["attributes"]}
     code = set(
         _constants(
-            ("GEN_AI_", "SERVER_", "HTTP_", "ERROR_TYPE", "OTEL_LLM_", "USAGE_COST")
+            (
+                "GEN_AI_",
+                "SERVER_",
+                "HTTP_",
+                "URL_",
+                "ERROR_TYPE",
+                "ERROR_CODE",
+                "OTEL_LLM_",
+                "USAGE_COST",
+            )
         ).values()
     )
     assert code == model

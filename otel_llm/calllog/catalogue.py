@@ -106,7 +106,12 @@ class Field:
             object.__setattr__(self, "source", self.name)
 
 
-def _money(name: str, column: str, description: str) -> Field:
+def _money(
+    name: str,
+    column: str,
+    description: str,
+    daily: Literal["dimension", "sum"] | None = "sum",
+) -> Field:
     return Field(
         name,
         "number",
@@ -114,7 +119,7 @@ def _money(name: str, column: str, description: str) -> Field:
         column,
         "bigint",
         codec="money",
-        daily="sum",
+        daily=daily,
         minimum=Decimal(0),
         maximum=MAX_COST,
     )
@@ -195,6 +200,15 @@ CALL_FIELDS: tuple[Field, ...] = (
         maximum=MAX_MS,
     ),
     Field(
+        "time_to_first_token_ms",
+        "number",
+        "Same as time_to_first_chunk_ms (the name other call logs use).",
+        "ttfc_ms",
+        "real",
+        source="time_to_first_chunk_ms",
+        stored=False,
+    ),
+    Field(
         "service",
         "string",
         "service.name of the application that made the call.",
@@ -238,7 +252,12 @@ CALL_FIELDS: tuple[Field, ...] = (
         maximum=999,
     ),
     Field("error_type", "string", "error.type of a failed call."),
-    Field("error_code", "string", "Provider error code, when the span carries error.code."),
+    Field(
+        "error_code",
+        "string",
+        "The provider's error code of a failed call (otel_llm.error.code, else error.code): "
+        "OpenAI's code, e.g. rate_limit_exceeded; Anthropic's error type, e.g. rate_limit_error.",
+    ),
     Field(
         "error_message",
         "string",
@@ -268,6 +287,38 @@ CALL_FIELDS: tuple[Field, ...] = (
     Field("api_key_id", "string", "llm_context api_key_id."),
     Field("pipeline_step", "string", "llm_context pipeline_step."),
     Field("context", "object", "Other otel_llm.context.* values of the call.", codec="json"),
+    # v3 (appended: a migration adds columns at the end of the table).
+    Field(
+        "billing",
+        "string",
+        "credits (a gateway/router billed it: a provider-reported cost, a billing_gateways "
+        "provider or host) or own_key (a direct provider key); llm_context(billing=...) "
+        "overrides. Null for calls stored before billing was recorded.",
+    ),
+    _money(
+        "list_cost",
+        "list_cost_nusd",
+        "The call's usage at the provider's list price before any discount (for a cost a "
+        "gateway reported: what the same tokens cost at list price); null when unknown.",
+        daily=None,
+    ),
+    _money(
+        "discount",
+        "discount_nusd",
+        "USD a discount took off list_cost to give cost (0 without one); null when unpriced.",
+        daily=None,
+    ),
+    # v4: added at the end of the table (ALTER TABLE appends), after v3's.
+    Field("request_id", "string", "The provider's id of the response (gen_ai.response.id)."),
+    Field("endpoint", "string", "The API path called (url.path), e.g. /v1/chat/completions."),
+    Field("method", "string", "The HTTP method (http.request.method), e.g. POST.", max_length=16),
+    Field(
+        "api_key_hint",
+        "string",
+        "A hint of the provider key (otel_llm.api_key.hint): its type prefix and last 4 "
+        "characters, e.g. sk-proj-...Ab3d; never the key.",
+        max_length=32,
+    ),
     Field(
         "has_content",
         "boolean",
@@ -324,6 +375,9 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "model",
     "operation",
     "status",
+    "status_code",
+    "request_id",
+    "api_key_hint",
     "latency_ms",
     "input_tokens",
     "output_tokens",
@@ -331,8 +385,7 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "cost",
     "feature",
     "project",
-    # What the seeds' list items carry besides (seed 001: status_code; its error logs: error).
-    "status_code",
+    # What the seeds' list items carry besides (seed 001: its error logs' error).
     "streaming",
     "error_type",
     "error_code",
@@ -368,6 +421,8 @@ TEXT_MATCHES: tuple[Match, ...] = (
     Match("pipeline_step", "only this llm_context pipeline step"),
     Match("response_model", "only this model named by the response"),
     Match("error_type", "only calls that failed with this error.type"),
+    Match("request_id", "only the call with this provider response id (gen_ai.response.id)"),
+    Match("api_key_hint", "only the calls made with keys of this hint, e.g. sk-proj-...Ab3d"),
 )
 """Filters of any text, matched exactly (the parameters' order in messages). Each takes several
 values (``model=a,b`` in the URL, ``{"$in": [...]}`` or ``{"$ne": ...}`` in a POST query)."""
@@ -378,6 +433,7 @@ without its prefix, as instrumented calls to the provider itself store it."""
 
 CHOICE_MATCHES: tuple[Match, ...] = (
     Match("status", "only these calls", choices=("success", "error")),
+    Match("billing", "only calls billed this way", choices=("credits", "own_key")),
 )
 """Filters of a closed set of values."""
 
@@ -469,9 +525,29 @@ DAILY_DIMENSIONS: tuple[str, ...] = (
 SUMMED: tuple[str, ...] = tuple(str(field.column) for field in STORED if field.daily == "sum")
 """The calls' columns the daily rows sum (same names there): token counts, costs."""
 
-DAILY_SUMS: tuple[str, ...] = ("requests", "failed", "unpriced", *SUMMED, "latency_count")
+BILLING_SUMS: tuple[str, ...] = (
+    "credits_requests",
+    "credits_unpriced",
+    "credits_cost_nusd",
+    "credits_list_nusd",
+    "credits_list_unknown",
+    "discount_nusd",
+)
+"""A daily row's billing counters (v3): the calls billed as credits, those without a cost, their
+cost, their cost at list price and those whose list price is unknown; the USD discounts took
+off (``discount``). Own-key figures are the row's totals less the credits ones."""
+
+DAILY_SUMS: tuple[str, ...] = (
+    "requests",
+    "failed",
+    "unpriced",
+    *SUMMED,
+    "latency_count",
+    *BILLING_SUMS,
+)
 """Integer counters of a daily aggregate row, added on merge: calls, failed calls, calls
-without a price, the summed columns, and the calls with a latency (the mean's divisor)."""
+without a price, the summed columns, the calls with a latency (the mean's divisor), and the
+billing counters."""
 
 DAILY_LATENCY_SUM = "latency_sum_ms"
 DAILY_SKETCHES: dict[str, str] = {"latency_ms": "latency_sketch", "ttfc_ms": "ttfc_sketch"}
@@ -498,9 +574,10 @@ TABLES: dict[str, tuple[Column, ...]] = {
     ),
     DAILY: (
         *(Column(name, "text", True) for name in DAILY_DIMENSIONS),
-        *(Column(name, "bigint", True) for name in DAILY_SUMS),
+        *(Column(name, "bigint", True) for name in DAILY_SUMS if name not in BILLING_SUMS),
         Column(DAILY_LATENCY_SUM, "real", True),
         *(Column(name, "blob", False) for name in DAILY_SKETCHES.values()),
+        *(Column(name, "bigint", True) for name in BILLING_SUMS),  # v3: added at the end
     ),
     DEAD_LETTERS: (
         Column("id", "text", True),

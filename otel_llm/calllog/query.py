@@ -53,6 +53,7 @@ class CallFilter:
     """The request model (or the response model when the request named none)."""
     operation: Match = None
     status: Literal["success", "error"] | tuple[str, ...] | None = None
+    billing: Literal["credits", "own_key"] | tuple[str, ...] | None = None
     service: Match = None
     feature: Match = None
     user: Match = None
@@ -62,6 +63,9 @@ class CallFilter:
     response_model: Match = None
     error_type: Match = None
     streaming: bool | None = None
+    request_id: Match = None
+    """The provider's response id (no index: the rows of the time range are read)."""
+    api_key_hint: Match = None
     start: datetime | None = None
     """Inclusive, timezone-aware: calls created at or after."""
     end: datetime | None = None

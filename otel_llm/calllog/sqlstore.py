@@ -256,7 +256,7 @@ class SQLCallStore(IsolatingStore, ABC):
     def _hourly(self, call_filter: CallFilter, deadline: Deadline) -> _Groups:
         condition = sql.where(call_filter)
         by_hour: dict[int, rollup.Totals] = {}
-        last = len(_HOURLY_COLUMNS) - 2
+        last = len(_HOURLY_COLUMNS) - 2 - len(rollup.BILLED)
 
         def add(rows: Rows) -> None:
             for count, row in enumerate(rows):
@@ -266,7 +266,9 @@ class SQLCallStore(IsolatingStore, ABC):
                 totals = by_hour.get(hour)
                 if totals is None:
                     totals = by_hour[hour] = rollup.Totals()
-                totals.add(row[1] == "error", row[2:last], row[last], row[last + 1])
+                totals.add(
+                    row[1] == "error", row[2:last], row[last], row[last + 1], row[last + 2 :]
+                )
 
         self._scan(
             sql.Statement(
@@ -338,6 +340,7 @@ _HOURLY_COLUMNS = (
     *SUMMED,
     column_of("latency_ms"),
     column_of("time_to_first_chunk_ms"),
+    *rollup.BILLED,
 )
 """What hourly stats read of each call: its time, its status, ``Totals.add``'s values."""
 

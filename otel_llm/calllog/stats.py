@@ -237,6 +237,7 @@ def _by_day(
                 "cost": totals.cost(),
                 "error_rate": totals.error_rate(),
                 "cache_hit_rate": totals.cache_hit_rate(),
+                **totals.billing(),
                 "models": entries,
             }
         )

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from otel_llm.collector.dedup import RecentSpans, span_key
 from otel_llm.policies.calls import policy_call
 from otel_llm.policies.engine import LEVELS, PolicyCall, SpendHistory
 from otel_llm.policies.model import CALL_RULES, Policy
@@ -67,6 +68,9 @@ class CollectorPolicies:
         self.file = file
         self.engine = file.engine
         self.history = history
+        self.recent = RecentSpans(0)
+        """Calls evaluated lately, by span id: a redelivered request is not evaluated twice
+        (the service sizes it as its ``dedup_window``)."""
 
     @classmethod
     def open(
@@ -105,6 +109,11 @@ class CollectorPolicies:
         if not calls:
             return
         try:
+            if self.recent.size:
+                first = self.recent.admit(
+                    [span_key(c.span.trace_id, c.span.span_id) for c in calls]
+                )
+                calls = [call for call, new in zip(calls, first, strict=True) if new]
             found = [_policy_call(call) for call in calls]
         except Exception:  # a policy must never fail the request that carried the call
             _logger.exception("otel-llm collector: reading calls for the policies failed")
