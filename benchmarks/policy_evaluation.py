@@ -157,6 +157,8 @@ def main() -> int:
         seconds: dict[str, list[float]] = {name: [] for name in targets}
         order = list(targets)
         for round_ in range(args.rounds):
+            # New span ids every round: a request sent again is (rightly) not counted again.
+            warm = requests(args.requests, args.spans, args.scopes, fresh=False)
             cold = requests(args.requests, args.spans, args.scopes, fresh=True)
             for name in order if round_ % 2 == 0 else reversed(order):
                 payloads = cold if name == "1000-cold" else warm
@@ -166,6 +168,9 @@ def main() -> int:
         evaluated = sum(p["budgets"][0]["calls"] for p in engine.engine.snapshot()[:PROJECTS])
         for target in targets.values():
             target.stop()
+    if evaluated != calls * (args.rounds + 1):  # the warm-up's and each round's
+        print(f"the project budgets counted {evaluated} calls, not {calls * (args.rounds + 1)}")
+        return 1
 
     rate = {name: calls / statistics.median(values) for name, values in seconds.items()}
     result = {
