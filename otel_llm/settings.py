@@ -29,6 +29,7 @@ from otel_llm._setting import (
     non_empty_text,
     optional_port,
     optional_text,
+    or_off,
     parse_bool,
     parse_extra_labels,
     parse_extra_labels_text,
@@ -414,6 +415,19 @@ COLLECTOR_DEDUP_WINDOW: Setting[int] = Setting(
     ),
 )
 
+POLICIES_FILE: Setting[str | None] = Setting(
+    name="policies_file",
+    default=None,
+    parse=str,
+    check=or_off(path_text),
+    doc=(
+        'YAML file of budgets and policies (README, "Budgets and policies") the collector '
+        "evaluates every priced call against. Validated on start (an invalid file refuses to "
+        "start), reloaded when it changes and on SIGHUP (an invalid edit is logged and the "
+        "last good policies stay in force). Unset or ``none``: no policies."
+    ),
+)
+
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_GRPC_ENDPOINT,
     COLLECTOR_HTTP_ENDPOINT,
@@ -435,6 +449,7 @@ COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_RETRY_MAX_BACKOFF,
     COLLECTOR_RETRY_AFTER,
     COLLECTOR_DEDUP_WINDOW,
+    POLICIES_FILE,
 )
 
 # --- The call log (store, query API, retention) ---------------------------------------------

@@ -10,6 +10,7 @@ Routes (all under ``/api/v1/calls``; every request needs an API key)::
     GET      /api/v1/calls/fields         the fields a call has (for select)
     GET      /api/v1/calls/{id}           one call, every field (or ?select=)
     GET      /api/v1/calls/{id}/details   its captured prompt and response preview
+    GET      /api/v1/policies[/{name}]    budgets and policies (``policyapi.py``)
 
 Stats are bounded, as the API runs in the collector's process beside its OTLP receivers: each
 runs within ``call_log_stats_timeout`` (then 503), and at most ``MAX_CONCURRENT_STATS`` run at
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from otel_llm import settings
-from otel_llm.calllog import enhanced, params
+from otel_llm.calllog import enhanced, params, policyapi
 from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing
 from otel_llm.calllog.query import CallQuery, QueryError, StatsTimeout
 from otel_llm.calllog.ratelimit import EndpointClass, RateLimiter, RateLimits
@@ -49,6 +50,7 @@ from otel_llm.calllog.record import FIELDS, is_call_id
 
 if TYPE_CHECKING:  # the stores' module (SQL, drivers) is only needed to type the reader
     from otel_llm.calllog.store import CallReader, Page
+    from otel_llm.policies import PolicyFile
 
 _logger = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ class _Route:
     endpoint: str
     methods: tuple[str, ...]
     call_id: str | None = None
+    policy: str | None = None
 
 
 def jsonable(value: Any) -> Any:
@@ -139,6 +142,7 @@ class CallLogApp:
         max_body_bytes: int = MAX_BODY_BYTES,
         stats_timeout: float | None = None,
         max_concurrent_stats: int = MAX_CONCURRENT_STATS,
+        policies: PolicyFile | None = None,
     ):
         if not len(keys):
             raise ValueError(
@@ -152,6 +156,8 @@ class CallLogApp:
         self.stats_timeout = settings.CALL_LOG_STATS_TIMEOUT.resolve(stats_timeout)
         self.max_concurrent_stats = max_concurrent_stats
         self._stats_places = threading.BoundedSemaphore(max_concurrent_stats)
+        self.policies = policies
+        """The collector's budgets and policies, served under /api/v1/policies."""
 
     def handle(
         self, method: str, target: str, header: Callable[[str], str | None], body: bytes
@@ -172,7 +178,11 @@ class CallLogApp:
             if method == "POST" and body.strip() and not _is_json(header("Content-Type")):
                 raise Refusal(415, "send the request body as Content-Type: application/json")
             payload = params.parse_body(body) if method == "POST" else {}
-            answer = self._answer(route, key, query, payload)
+            answer = (
+                self._policies_answer(route, key, query)
+                if route.endpoint == "policies"
+                else self._answer(route, key, query, payload)
+            )
             return Response(200, encode(answer), (*JSON_HEADERS, *extra))
         except Refusal as refusal:
             return self.error(refusal.status, refusal.message, (*refusal.headers, *extra))
@@ -213,6 +223,16 @@ class CallLogApp:
                 [*headers, ("Retry-After", str(decision.retry_after))],
             )
         return headers
+
+    def _policies_answer(
+        self, route: _Route, key: ApiKey, query: Mapping[str, list[str]]
+    ) -> dict[str, Any]:
+        if self.policies is None:
+            raise Refusal(404, "no policies are configured (otel-llm collector --policies)")
+        try:
+            return policyapi.answer(self.policies, key, route.policy, query)
+        except policyapi.NoPolicy:
+            raise Refusal(404, f"no policy named '{_shown(route.policy or '')}'") from None
 
     def _answer(
         self, route: _Route, key: ApiKey, query: Mapping[str, list[str]], body: Mapping[str, Any]
@@ -312,6 +332,7 @@ _ENDPOINT_CLASSES: dict[str, EndpointClass] = {
     "fields": "details",
     "get": "details",
     "details": "details",
+    "policies": "details",
 }
 
 
@@ -320,6 +341,11 @@ def _route(path: str) -> _Route:
         path = path[:-1]
     if path == PREFIX:
         return _Route("list", _QUERYING)
+    policies = policyapi.POLICIES_PREFIX
+    if path == policies:
+        return _Route("policies", _READING)
+    if path.startswith(policies + "/") and "/" not in path[len(policies) + 1 :]:
+        return _Route("policies", _READING, policy=unquote(path[len(policies) + 1 :]))
     if not path.startswith(PREFIX + "/"):
         raise Refusal(404, f"no such endpoint: {_shown(unquote(path))}; the API is under {PREFIX}")
     # Split before decoding: an encoded slash belongs to the id, not the path.
