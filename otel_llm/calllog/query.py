@@ -12,7 +12,9 @@ from decimal import Decimal
 from typing import Literal
 
 SortKey = Literal["created_at", "cost", "latency", "tokens"]
-StatsGroup = Literal["hour", "day", "week", "model", "provider", "feature", "service"]
+StatsGroup = Literal[
+    "hour", "day", "week", "model", "provider", "feature", "service", "api_key", "user", "status"
+]
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
@@ -84,8 +86,8 @@ class StatsQuery:
 
 class QueryError(ValueError):
     """A query the store cannot answer as asked (e.g. a stats filter on a field the daily
-    aggregates do not keep, or hourly stats beyond the records kept); the API answers 400 with
-    its message."""
+    aggregates do not keep, or on two fields no daily aggregate keeps together, or hourly
+    stats beyond the records kept); the API answers 400 with its message."""
 
 
 class StatsTimeout(Exception):

@@ -6,6 +6,11 @@ tokens by type, cost by part (integer nano-USD, so sums are exact), latency sum,
 latency / time-to-first-chunk sketches (``sketch.py``, 1% relative error). Statistics over any
 range of days and any of these dimensions are merges of rows -- fast, and still answering after
 the call records themselves expired.
+
+The same sums are kept by status, by user and by API key in tables of their own
+(``catalogue.ROLLUPS``): by status, the key above with the status; by user (or key), the day,
+the user, and only the status, provider, model and project -- a user in the first key would
+multiply its rows by the number of users.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from decimal import Decimal
 from operator import add, sub
 from typing import Any
 
-from otel_llm.calllog.catalogue import DAILY_DIMENSIONS, DAILY_SUMS, SUMMED, column_of
+from otel_llm.calllog.catalogue import DAILY_SUMS, ROLLUPS, SUMMED, column_of
 from otel_llm.calllog.record import from_nanos
-from otel_llm.calllog.sketch import Sketch
+from otel_llm.calllog.sketch import Sketch, bucket
 from otel_llm.calllog.sql import INSERT_COLUMNS
 
 _N_SUMS = len(DAILY_SUMS)
@@ -41,7 +46,7 @@ _SUMMED = tuple(_SUM[name] for name in SUMMED)
 """Positions of SUMMED, in SUMMED's order."""
 
 DailyKey = tuple[str, ...]
-"""A daily row's DAILY_DIMENSIONS."""
+"""A daily row's key (``Rollup.key``): its day, then its fields' values."""
 
 
 class Totals:
@@ -187,7 +192,6 @@ _EPOCH = date(1970, 1, 1)
 _COLUMN = {name: index for index, name in enumerate(INSERT_COLUMNS)}
 """Positions in a ``sql.row_of`` row."""
 _DAY = _COLUMN["day"]
-_DIMENSIONS = tuple(_COLUMN[name] for name in DAILY_DIMENSIONS[1:])
 _STATUS = _COLUMN[column_of("status")]
 _C_COST = _COLUMN[_COST_COLUMN]
 _C_LATENCY = _COLUMN[column_of("latency_ms")]
@@ -195,43 +199,72 @@ _C_TTFC = _COLUMN[column_of("time_to_first_chunk_ms")]
 _ADDED = tuple((_COLUMN[name], _SUM[name]) for name in SUMMED if name != _COST_COLUMN)
 """(row position, sum position) of the summed columns but the cost (which counts unpriced)."""
 
+_MAIN, _BY_STATUS, *_SIDES = ROLLUPS
+if _BY_STATUS.fields != ("status", *_MAIN.fields):  # pragma: no cover - the catalogue's
+    raise ImportError("the status table's key must be the first table's with status first")
+_FINEST = tuple(_COLUMN[name] for name in _BY_STATUS.key[1:])
+"""The status table's key: the first table's with status (second). The first table's rows are
+merged from its rows, not added call by call."""
+_SIDE_KEYS = tuple((side.table, tuple(_COLUMN[name] for name in side.key[1:])) for side in _SIDES)
 
-def rollup(rows: Iterable[Sequence[Any]]) -> dict[DailyKey, Totals]:
-    """What these (newly stored) calls add to each daily row; ``rows`` are ``sql.row_of``
-    tuples (``INSERT_COLUMNS``), so money is already integer nano-USD. The hot loop of a
-    write: plain indexing, no per-call function calls beyond the sketches'."""
-    totals: dict[DailyKey, Totals] = {}
+Added = dict[str, dict[DailyKey, "Totals"]]
+"""What a write adds to each daily table (``catalogue.ROLLUPS``): its rows by key."""
+
+
+def rollup(rows: Iterable[Sequence[Any]]) -> Added:
+    """What these (newly stored) calls add to each daily table's rows; ``rows`` are
+    ``sql.row_of`` tuples (``INSERT_COLUMNS``), so money is already integer nano-USD. The hot
+    loop of a write: plain indexing, one logarithm per sketched value, no other per-call
+    function calls."""
+    finest: dict[DailyKey, Totals] = {}
+    sides: list[tuple[dict[DailyKey, Totals], tuple[int, ...]]] = [
+        ({}, positions) for _, positions in _SIDE_KEYS
+    ]
     days: dict[int, str] = {}
     for row in rows:
         day = days.get(row[_DAY])
         if day is None:
             day = days[row[_DAY]] = (_EPOCH + timedelta(days=row[_DAY])).isoformat()
-        key = (day, *[row[index] or "" for index in _DIMENSIONS])
-        entry = totals.get(key)
-        if entry is None:
-            entry = totals[key] = Totals()
-        sums = entry.sums
-        sums[_REQUESTS] += 1
-        if row[_STATUS] == "error":
-            sums[_FAILED] += 1
+        failed = row[_STATUS] == "error"
         cost = row[_C_COST]
-        if cost is None:
-            sums[_UNPRICED] += 1
-        else:
-            sums[_COST] += cost
-        for column, index in _ADDED:
-            value = row[column]
-            if value:
-                sums[index] += value
+        added = [(index, row[column]) for column, index in _ADDED if row[column]]
         latency = row[_C_LATENCY]
-        if latency is not None:
-            sums[_LATENCY_COUNT] += 1
-            entry.latency_sum += latency
-            entry.latency.add(latency)
+        latency_bucket = None if latency is None else bucket(latency)
         ttfc = row[_C_TTFC]
-        if ttfc is not None:
-            entry.ttfc.add(ttfc)
-    return totals
+        ttfc_bucket = None if ttfc is None else bucket(ttfc)
+        for table, positions in ((finest, _FINEST), *sides):
+            key = (day, *[row[index] or "" for index in positions])
+            entry = table.get(key)
+            if entry is None:
+                entry = table[key] = Totals()
+            sums = entry.sums
+            sums[_REQUESTS] += 1
+            if failed:
+                sums[_FAILED] += 1
+            if cost is None:
+                sums[_UNPRICED] += 1
+            else:
+                sums[_COST] += cost
+            for index, value in added:
+                sums[index] += value
+            if latency_bucket is not None:
+                sums[_LATENCY_COUNT] += 1
+                entry.latency_sum += latency
+                entry.latency.add_bucket(latency_bucket)
+            if ttfc_bucket is not None:
+                entry.ttfc.add_bucket(ttfc_bucket)
+    main: dict[DailyKey, Totals] = {}
+    for key, totals in finest.items():
+        target = (key[0], *key[2:])  # without the status
+        entry = main.get(target)
+        if entry is None:
+            entry = main[target] = Totals()
+        entry.merge(totals)
+    return {
+        _MAIN.table: main,
+        _BY_STATUS.table: finest,
+        **{table: side for (table, _), (side, _) in zip(_SIDE_KEYS, sides, strict=True)},
+    }
 
 
 def week_of(day: str) -> str:

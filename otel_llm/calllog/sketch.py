@@ -48,6 +48,13 @@ _SWAP = sys.byteorder != "little"
 _NONE: list[int] = []  # the counts of a sketch without values yet (never written to)
 
 
+def bucket(value: float) -> int:
+    """The index of the bucket of ``value``; -1: it counts as 0."""
+    if not value > MIN_VALUE:  # NaN too: never stored by the record builder anyway
+        return -1
+    return min(math.ceil(math.log(value) / _LOG_GAMMA), KEY_MAX) - KEY_MIN
+
+
 class Sketch:
     """Counts of values per logarithmic bucket (index ``key - KEY_MIN``)."""
 
@@ -68,10 +75,14 @@ class Sketch:
         return self.zero_count + sum(self.counts[self.low : self.high + 1])
 
     def add(self, value: float) -> None:
-        if not value > MIN_VALUE:  # NaN too: never stored by the record builder anyway
+        self.add_bucket(bucket(value))
+
+    def add_bucket(self, index: int) -> None:
+        """Count a value by its ``bucket`` (a call's value goes to several sketches: its
+        logarithm is taken once)."""
+        if index < 0:
             self.zero_count += 1
             return
-        index = min(math.ceil(math.log(value) / _LOG_GAMMA), KEY_MAX) - KEY_MIN
         counts = self.counts
         if counts is _NONE:
             counts = self.counts = [0] * SIZE

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from time import monotonic
 from typing import Any
 
@@ -25,12 +25,13 @@ from otel_llm.calllog.catalogue import (
     DAILY_LATENCY_SUM,
     DAILY_SKETCHES,
     DAILY_SUMS,
+    ROLLUPS,
     STATS_MATCHES,
+    Rollup,
     column_of,
 )
-from otel_llm.calllog.query import CallFilter, StatsTimeout
+from otel_llm.calllog.query import CallFilter, QueryError, StatsTimeout
 from otel_llm.calllog.rollup import Totals, week_of
-from otel_llm.calllog.schema import DAILY
 
 Rows = Iterable[Sequence[Any]]
 Scan = Callable[[sql.Statement, "Deadline", Callable[[Rows], None]], None]
@@ -40,8 +41,20 @@ _SUMMED = (*DAILY_SUMS, DAILY_LATENCY_SUM)
 _SUMS = ", ".join(f"SUM({name})" for name in _SUMMED)
 _LATENCY_SKETCH, _TTFC_SKETCH = DAILY_SKETCHES.values()
 _CHECK_EVERY = 1024  # rows merged between two looks at the clock
-_GROUPED = ("model", "provider", "feature", "service")
-"""The groups that are values of a dimension (listed up to the limit, the rest ``other``)."""
+_GROUP_FIELDS = {
+    "model": "model",
+    "provider": "provider",
+    "feature": "feature",
+    "service": "service",
+    "api_key": "api_key_id",
+    "user": "user",
+    "status": "status",
+}
+"""The groups that are values of a field (listed up to the limit, the rest ``other``)."""
+_GROUPED = tuple(_GROUP_FIELDS)
+_IN_DAYS = 1000
+"""A filter on the user or the key reads its table with ``day IN (...)``: one seek per day of
+its (day, user) key instead of every user's rows of the range; up to this many days."""
 
 
 class Deadline:
@@ -70,11 +83,45 @@ class DailyStats:
     by_day: list[dict[str, Any]]
 
 
-def daily_where(call_filter: CallFilter, start: datetime, end: datetime) -> sql.Statement:
-    """The daily rows of the days [start, end) that the filter (stats' dimensions and access
-    control's projects) selects."""
-    clauses = ["day >= ?", "day < ?"]
-    params: list[Any] = [start.date().isoformat(), end.date().isoformat()]
+def choose(call_filter: CallFilter, group_by: str | None) -> Rollup:
+    """The daily table that keeps every field the query filters or groups on: the first of
+    ``ROLLUPS`` that does (the smallest), or ``QueryError`` naming the parameters."""
+    asked = {name: name for name in STATS_MATCHES if getattr(call_filter, name) is not None}
+    if group_by in _GROUP_FIELDS:
+        asked[_GROUP_FIELDS[group_by]] = f"group_by={group_by}"
+    for rollup in ROLLUPS:
+        if asked.keys() <= set(rollup.fields):
+            return rollup
+    kept = "; ".join(
+        f"{rollup.fields[0]} with {', '.join(rollup.fields[1:])}"
+        for rollup in ROLLUPS[1:]
+        if rollup.capped is not None
+    )
+    raise QueryError(
+        f"stats cannot combine {' and '.join(asked.values())}: the daily aggregates keep "
+        f"{kept}; status with every other field but user and api_key_id. Leave one out, or "
+        "list and count the calls (the records answer any combination)"
+    )
+
+
+def daily_where(
+    call_filter: CallFilter, start: datetime, end: datetime, rollup: Rollup = ROLLUPS[0]
+) -> sql.Statement:
+    """The rows of ``rollup``'s table of the days [start, end) that the filter (stats'
+    fields, which ``rollup`` keeps, and access control's projects) selects."""
+    first, last = start.date(), end.date()
+    leading = rollup.fields[0]
+    if (
+        rollup.capped == leading
+        and getattr(call_filter, leading) is not None
+        and ((last - first).days <= _IN_DAYS)
+    ):
+        days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days)]
+        clauses = [f"day IN ({', '.join('?' for _ in days)})"]
+        params: list[Any] = list(days)
+    else:
+        clauses = ["day >= ?", "day < ?"]
+        params = [first.isoformat(), last.isoformat()]
     for name in STATS_MATCHES:
         value = getattr(call_filter, name)
         if value is not None:
@@ -91,15 +138,21 @@ def daily_where(call_filter: CallFilter, start: datetime, end: datetime) -> sql.
 
 
 def daily_stats(
-    scan: Scan, where: sql.Statement, group_by: str | None, limit: int, deadline: Deadline
+    scan: Scan,
+    where: sql.Statement,
+    group_by: str | None,
+    limit: int,
+    deadline: Deadline,
+    *,
+    table: str = ROLLUPS[0].table,
 ) -> DailyStats:
-    """Totals of the selected daily rows, their groups (``group_by``: day, week, or a
-    dimension; hour and None: no groups here) and the by_day breakdown."""
-    days = _sums_by(scan, "day", where, deadline)
+    """Totals of the selected rows of ``table``, their groups (``group_by``: day, week, or a
+    field; hour and None: no groups here) and the by_day breakdown."""
+    days = _sums_by(scan, table, "day", where, deadline)
     overall = Totals()
     for totals in days.values():
         overall.merge(totals)
-    by_day = _by_day(scan, where, days, limit, deadline)
+    by_day = _by_day(scan, table, where, days, limit, deadline=deadline)
     groups: dict[str, Totals] = {}
     rest: Totals | None = None
     if group_by == "day":
@@ -107,11 +160,11 @@ def daily_stats(
     elif group_by == "week":
         for day, totals in days.items():
             _entry(groups, week_of(day)).merge(totals)
-    elif group_by in _GROUPED:
-        column = column_of(group_by)
-        groups = _top(scan, column, where, limit, deadline)
+    elif group_by in _GROUP_FIELDS:
+        column = column_of(_GROUP_FIELDS[group_by])
+        groups = _top(scan, table, column, where, limit, deadline=deadline)
         rest = _remainder(overall, groups.values())
-    key = column_of(group_by) if group_by in _GROUPED else "day"
+    key = column_of(_GROUP_FIELDS[group_by]) if group_by in _GROUP_FIELDS else "day"
     week = group_by == "week"
     # Rows of no group listed: the rest's (grouped by a dimension), or every row (ungrouped;
     # days and weeks have a group for every row).
@@ -129,7 +182,7 @@ def daily_stats(
 
     scan(
         sql.Statement(
-            f"SELECT {key}, {_LATENCY_SKETCH}, {_TTFC_SKETCH} FROM {DAILY} "  # noqa: S608
+            f"SELECT {key}, {_LATENCY_SKETCH}, {_TTFC_SKETCH} FROM {table} "  # noqa: S608
             f"WHERE {where.text} AND ({_LATENCY_SKETCH} IS NOT NULL "
             f"OR {_TTFC_SKETCH} IS NOT NULL)",
             where.params,
@@ -145,7 +198,7 @@ def daily_stats(
 
 
 def _sums_by(
-    scan: Scan, column: str, where: sql.Statement, deadline: Deadline
+    scan: Scan, table: str, column: str, where: sql.Statement, deadline: Deadline
 ) -> dict[str, Totals]:
     found: dict[str, Totals] = {}
 
@@ -155,7 +208,7 @@ def _sums_by(
 
     scan(
         sql.Statement(
-            f"SELECT {column}, {_SUMS} FROM {DAILY} WHERE {where.text} GROUP BY {column}",  # noqa: S608
+            f"SELECT {column}, {_SUMS} FROM {table} WHERE {where.text} GROUP BY {column}",  # noqa: S608
             where.params,
         ),
         deadline,
@@ -165,7 +218,7 @@ def _sums_by(
 
 
 def _top(
-    scan: Scan, column: str, where: sql.Statement, limit: int, deadline: Deadline
+    scan: Scan, table: str, column: str, where: sql.Statement, limit: int, *, deadline: Deadline
 ) -> dict[str, Totals]:
     """The ``limit`` busiest values of ``column`` and their sums (``other`` never among them:
     it is the remainder's name)."""
@@ -178,7 +231,7 @@ def _top(
 
     scan(
         sql.Statement(
-            f"SELECT {column}, {_SUMS} FROM {DAILY} WHERE {where.text} "  # noqa: S608
+            f"SELECT {column}, {_SUMS} FROM {table} WHERE {where.text} "  # noqa: S608
             f"GROUP BY {column} ORDER BY ({column} = ?), SUM(requests) DESC, ({column} = ?), "
             f"{column} LIMIT ?",
             (*where.params, OTHER, "", limit + 1),
@@ -190,7 +243,13 @@ def _top(
 
 
 def _by_day(
-    scan: Scan, where: sql.Statement, days: dict[str, Totals], limit: int, deadline: Deadline
+    scan: Scan,
+    table: str,
+    where: sql.Statement,
+    days: dict[str, Totals],
+    limit: int,
+    *,
+    deadline: Deadline,
 ) -> list[dict[str, Any]]:
     """Each day's totals and its ``limit`` busiest models (the rest as one ``other``)."""
     models: dict[str, dict[str, Totals]] = {day: {} for day in days}
@@ -206,7 +265,7 @@ def _by_day(
         sql.Statement(
             f"SELECT day, model, {names} FROM (SELECT day, model, {inner}, "  # noqa: S608
             "ROW_NUMBER() OVER (PARTITION BY day ORDER BY (model = ?), SUM(requests) DESC, "
-            f"(model = ?), model) AS place FROM {DAILY} WHERE {where.text} GROUP BY day, model"
+            f"(model = ?), model) AS place FROM {table} WHERE {where.text} GROUP BY day, model"
             ") AS ranked WHERE place <= ?",
             (OTHER, "", *where.params, limit),
         ),
