@@ -1,12 +1,14 @@
 """The call log's store: ingest rate and statistics latency, SQLite and PostgreSQL.
 
 Targets (issue 5): ingest >= 20,000 calls/s into SQLite; the stats query -- p50/p95 latency by
-model per day over 30 days -- <= 500 ms over 1,000,000 stored calls.
+model per day over 30 days -- <= 500 ms over 1,000,000 stored calls. Issue 12: the same with
+100,000 users and 1,000 API keys, and stats by key and by user <= 500 ms.
 
     .venv/bin/python benchmarks/calllog_benchmark.py                      # 1,000,000 calls
     .venv/bin/python benchmarks/calllog_benchmark.py --calls 100000       # quicker
     .venv/bin/python benchmarks/calllog_benchmark.py --backend sqlite --batch 1000
     .venv/bin/python benchmarks/calllog_benchmark.py --postgres postgresql://u@host/db
+    .venv/bin/python benchmarks/calllog_benchmark.py --users 100000 --keys 1000  # issue 12
 
 Per backend: a fresh store (a SQLite file in a temporary directory; PostgreSQL: a private
 cluster started from the machine's binaries, as the tests do, unless ``--postgres`` names a
@@ -16,8 +18,10 @@ duplicates check, aggregates, one transaction per batch) -- the ingest rate is t
 ``--ingest-calls`` calls, timed around ``write`` only (building the records is not counted);
 the rest is loaded the same way and the load time printed. Calls are spread evenly over the
 30 days before now, in time order as they would arrive, over 8 models of 3 providers,
-3 services, 5 features (one: none) and 3 projects. Then each query runs ``--repeat`` times and
-its p50 / p95 wall time is printed.
+3 services, 5 features (one: none) and 3 projects, ``--users`` users (default 500) and
+``--keys`` API keys (default 20; a key belongs to one project). Then each query runs
+``--repeat`` times and its p50 / p95 wall time is printed, and each daily aggregate table's rows
+and bytes per day (SQLite: its b-tree pages, ``dbstat``; PostgreSQL: table and indexes).
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from otel_llm.calllog.catalogue import ROLLUPS
 from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
 from otel_llm.calllog.record import NANO, CallRecord, call_id
+from otel_llm.calllog.sql import Statement
 from otel_llm.calllog.store import SQLCallStore, open_store
 
 INGEST_TARGET = 20_000
@@ -57,7 +63,9 @@ FEATURES = ("summary", "chat", "classify", "extract", None)
 PROJECTS = ("alpha", "beta", "gamma")
 
 
-def calls(count: int, *, days: int = 30, seed: int = 1) -> Iterator[CallRecord]:
+def calls(
+    count: int, *, days: int = 30, seed: int = 1, users: int = 500, keys: int = 20
+) -> Iterator[CallRecord]:
     """``count`` calls evenly over the ``days`` before now, oldest first."""
     rng = random.Random(seed)  # noqa: S311 - load data, not cryptography
     end = datetime.now(UTC)
@@ -73,6 +81,7 @@ def calls(count: int, *, days: int = 30, seed: int = 1) -> Iterator[CallRecord]:
         cost_in = Decimal(input_tokens * 150) * NANO
         cost_out = Decimal(output_tokens * 600) * NANO
         failed = rng.random() < 0.03
+        key = rng.randrange(keys)
         trace = rng.getrandbits(128) | 1
         span = rng.getrandbits(64) | 1
         yield CallRecord(
@@ -102,15 +111,17 @@ def calls(count: int, *, days: int = 30, seed: int = 1) -> Iterator[CallRecord]:
             cost_source="local",
             price_data="genai-prices 0.0.30",
             feature=FEATURES[rng.randrange(len(FEATURES))],
-            user=f"user-{rng.randrange(500)}",
-            project=PROJECTS[rng.randrange(len(PROJECTS))],
-            api_key_id=f"key-{rng.randrange(20)}",
+            user=f"user-{rng.randrange(users)}",
+            project=PROJECTS[key % len(PROJECTS)],
+            api_key_id=f"key-{key}",
         )
 
 
-def load(store: SQLCallStore, count: int, batch: int, ingest_calls: int) -> tuple[float, float]:
+def load(
+    store: SQLCallStore, count: int, batch: int, ingest_calls: int, *, users: int, keys: int
+) -> tuple[float, float]:
     """Write ``count`` calls; (calls/s over the first ``ingest_calls``, total write seconds)."""
-    generated = calls(count)
+    generated = calls(count, users=users, keys=keys)
     written = 0
     timed = 0.0
     ingest_seconds = 0.0
@@ -159,6 +170,18 @@ def queries(store: SQLCallStore) -> dict[str, Callable[[], Any]]:
             StatsQuery(filter=month, group_by="day")
         ),
         "stats by model, 30 d": lambda: store.stats(StatsQuery(filter=month, group_by="model")),
+        "stats of one API key by day, 30 d": lambda: store.stats(
+            StatsQuery(filter=CallFilter(start=month.start, api_key_id="key-7"), group_by="day")
+        ),
+        "stats of one user by model, 30 d": lambda: store.stats(
+            StatsQuery(filter=CallFilter(start=month.start, user="user-7"), group_by="model")
+        ),
+        "stats by API key, 30 d": lambda: store.stats(StatsQuery(filter=month, group_by="api_key")),
+        "stats by user, 30 d": lambda: store.stats(StatsQuery(filter=month, group_by="user")),
+        "stats by user, 7 d": lambda: store.stats(StatsQuery(filter=week, group_by="user")),
+        "stats of errors by model, 30 d": lambda: store.stats(
+            StatsQuery(filter=CallFilter(start=month.start, status="error"), group_by="model")
+        ),
         "stats by hour, 1 d (reads records)": lambda: store.stats(
             StatsQuery(filter=CallFilter(start=now - timedelta(hours=1)), group_by="hour")
         ),
@@ -179,7 +202,9 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     store = open_store(url)
     try:
         began = time.perf_counter()
-        rate, write_seconds = load(store, args.calls, args.batch, args.ingest_calls)
+        rate, write_seconds = load(
+            store, args.calls, args.batch, args.ingest_calls, users=args.users, keys=args.keys
+        )
         total = time.perf_counter() - began
         print(
             f"  loaded {args.calls:,} calls in {total:.1f} s "
@@ -190,6 +215,7 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
             "ingest_all": args.calls / write_seconds,
             "load_seconds": total,
             "queries": {},
+            "tables": table_sizes(store),
         }
         for label, query in queries(store).items():
             p50, p95 = timed(query, args.repeat)
@@ -197,6 +223,30 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
         return results
     finally:
         store.close()
+
+
+def table_sizes(store: SQLCallStore) -> dict[str, tuple[float, float]]:
+    """Each daily aggregate table's (rows, bytes) per day with calls."""
+    postgres = not hasattr(store, "path")
+    sizes = {}
+    for rollup in ROLLUPS:
+        rows, days = store._read(
+            Statement(f"SELECT COUNT(*), COUNT(DISTINCT day) FROM {rollup.table}", ())  # noqa: S608
+        )[0]
+        if postgres:
+            size = store._read(
+                Statement("SELECT pg_total_relation_size(CAST(? AS regclass))", (rollup.table,))
+            )[0][0]
+        else:
+            # The table and its primary key's index (sqlite_autoindex_<table>_1).
+            size = store._read(
+                Statement(
+                    "SELECT SUM(pgsize) FROM dbstat WHERE name IN (?, ?)",
+                    (rollup.table, f"sqlite_autoindex_{rollup.table}_1"),
+                )
+            )[0][0]
+        sizes[rollup.table] = (rows / max(days, 1), int(size or 0) / max(days, 1))
+    return sizes
 
 
 def report(all_results: dict[str, dict[str, Any]], calls_count: int) -> None:
@@ -211,10 +261,13 @@ def report(all_results: dict[str, dict[str, Any]], calls_count: int) -> None:
         print(f"  {'query':<52} {'p50 ms':>9} {'p95 ms':>9}")
         for label, (p50, p95) in results["queries"].items():
             mark = ""
-            if label.startswith("stats p50/p95 by model per day"):
+            if label.startswith(("stats p50/p95 by model per day", "stats of one", "stats by")):
                 verdict = "ok" if p95 <= STATS_TARGET_MS else "OVER"
                 mark = f"  target <= {STATS_TARGET_MS:.0f} ms: {verdict}"
             print(f"  {label:<52} {p50:>9.1f} {p95:>9.1f}{mark}")
+        print(f"  {'daily aggregate table':<52} {'rows/day':>9} {'KB/day':>9}")
+        for table, (rows, size) in results["tables"].items():
+            print(f"  {table:<52} {rows:>9,.0f} {size / 1024:>9,.0f}")
 
 
 def main() -> None:
@@ -225,6 +278,8 @@ def main() -> None:
     )
     parser.add_argument("--ingest-calls", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--users", type=int, default=500, help="distinct users (issue 12: 100000)")
+    parser.add_argument("--keys", type=int, default=20, help="distinct API keys (issue 12: 1000)")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--postgres", help="a postgresql:// URL (default: a private cluster)")
     args = parser.parse_args()

@@ -823,5 +823,12 @@ def test_sketch_quantiles_stay_within_one_percent_after_merges_and_bytes() -> No
     assert Sketch().quantile(0.5) is None
     big = Sketch()
     big.add(100.0)
+    big.add(200.0)
     big.counts[big.low] = 2**40  # more than uint32 holds: serialised wide, not wrapped
-    assert Sketch.from_bytes(big.to_bytes()).count == 2**40
+    assert Sketch.from_bytes(big.to_bytes()).count == 2**40 + 1
+    one = Sketch()  # one bucket used: no dense counts until a second bucket
+    for value in (100.0, 100.5, 0.0, 300.0):
+        one.add(value)
+        merged = Sketch.from_bytes(one.to_bytes())
+        merged.merge(one)
+        assert merged.count == 2 * one.count

@@ -15,13 +15,13 @@ multiply its rows by the number of users.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
-from operator import add, sub
+from operator import add, itemgetter, sub
 from typing import Any
 
-from otel_llm.calllog.catalogue import DAILY_SUMS, ROLLUPS, SUMMED, column_of
+from otel_llm.calllog.catalogue import DAILY_SUMS, ROLLUPS, SUMMED, Rollup, column_of
 from otel_llm.calllog.record import from_nanos
 from otel_llm.calllog.sketch import Sketch, bucket
 from otel_llm.calllog.sql import INSERT_COLUMNS
@@ -199,13 +199,19 @@ _C_TTFC = _COLUMN[column_of("time_to_first_chunk_ms")]
 _ADDED = tuple((_COLUMN[name], _SUM[name]) for name in SUMMED if name != _COST_COLUMN)
 """(row position, sum position) of the summed columns but the cost (which counts unpriced)."""
 
-_MAIN, _BY_STATUS, *_SIDES = ROLLUPS
-if _BY_STATUS.fields != ("status", *_MAIN.fields):  # pragma: no cover - the catalogue's
-    raise ImportError("the status table's key must be the first table's with status first")
-_FINEST = tuple(_COLUMN[name] for name in _BY_STATUS.key[1:])
-"""The status table's key: the first table's with status (second). The first table's rows are
-merged from its rows, not added call by call."""
-_SIDE_KEYS = tuple((side.table, tuple(_COLUMN[name] for name in side.key[1:])) for side in _SIDES)
+_KEYED = tuple(dict.fromkeys(name for daily in ROLLUPS for name in daily.key[1:]))
+"""Every column of a daily key (but the day), each once."""
+_KEYED_AT = tuple(_COLUMN[name] for name in _KEYED)
+
+
+def _picker(daily: Rollup) -> Callable[[Sequence[str]], tuple[str, ...]]:
+    """The values of ``daily``'s key (but the day) out of a call's ``_KEYED`` values."""
+    positions = [_KEYED.index(name) for name in daily.key[1:]]
+    pick = itemgetter(*positions)
+    return (lambda values: (pick(values),)) if len(positions) == 1 else pick
+
+
+_KEYS = tuple((daily.table, _picker(daily)) for daily in ROLLUPS)
 
 Added = dict[str, dict[DailyKey, "Totals"]]
 """What a write adds to each daily table (``catalogue.ROLLUPS``): its rows by key."""
@@ -216,15 +222,15 @@ def rollup(rows: Iterable[Sequence[Any]]) -> Added:
     ``sql.row_of`` tuples (``INSERT_COLUMNS``), so money is already integer nano-USD. The hot
     loop of a write: plain indexing, one logarithm per sketched value, no other per-call
     function calls."""
-    finest: dict[DailyKey, Totals] = {}
-    sides: list[tuple[dict[DailyKey, Totals], tuple[int, ...]]] = [
-        ({}, positions) for _, positions in _SIDE_KEYS
+    found: list[tuple[dict[DailyKey, Totals], Callable[[Sequence[str]], tuple[str, ...]]]] = [
+        ({}, pick) for _, pick in _KEYS
     ]
     days: dict[int, str] = {}
     for row in rows:
         day = days.get(row[_DAY])
         if day is None:
             day = days[row[_DAY]] = (_EPOCH + timedelta(days=row[_DAY])).isoformat()
+        keyed = [row[index] or "" for index in _KEYED_AT]
         failed = row[_STATUS] == "error"
         cost = row[_C_COST]
         added = [(index, row[column]) for column, index in _ADDED if row[column]]
@@ -232,8 +238,8 @@ def rollup(rows: Iterable[Sequence[Any]]) -> Added:
         latency_bucket = None if latency is None else bucket(latency)
         ttfc = row[_C_TTFC]
         ttfc_bucket = None if ttfc is None else bucket(ttfc)
-        for table, positions in ((finest, _FINEST), *sides):
-            key = (day, *[row[index] or "" for index in positions])
+        for table, pick in found:
+            key = (day, *pick(keyed))
             entry = table.get(key)
             if entry is None:
                 entry = table[key] = Totals()
@@ -253,18 +259,7 @@ def rollup(rows: Iterable[Sequence[Any]]) -> Added:
                 entry.latency.add_bucket(latency_bucket)
             if ttfc_bucket is not None:
                 entry.ttfc.add_bucket(ttfc_bucket)
-    main: dict[DailyKey, Totals] = {}
-    for key, totals in finest.items():
-        target = (key[0], *key[2:])  # without the status
-        entry = main.get(target)
-        if entry is None:
-            entry = main[target] = Totals()
-        entry.merge(totals)
-    return {
-        _MAIN.table: main,
-        _BY_STATUS.table: finest,
-        **{table: side for (table, _), (side, _) in zip(_SIDE_KEYS, sides, strict=True)},
-    }
+    return {table: rows for (table, _), (rows, _) in zip(_KEYS, found, strict=True)}
 
 
 def week_of(day: str) -> str:

@@ -34,13 +34,16 @@ class Types:
     bigint: str
     real: str
     blob: str
+    clustered: str = ""
+    """After a table's definition: its rows kept in its primary key's b-tree (aggregates are
+    read and upserted by key; a second b-tree would double their writes)."""
 
     def of(self, kind: str) -> str:
         """The name of a catalogue column type (``catalogue.SqlType``) in this database."""
         return {"bigint": self.bigint, "real": self.real, "blob": self.blob}.get(kind, kind.upper())
 
 
-SQLITE_TYPES = Types(bigint="INTEGER", real="REAL", blob="BLOB")
+SQLITE_TYPES = Types(bigint="INTEGER", real="REAL", blob="BLOB", clustered=" WITHOUT ROWID")
 POSTGRES_TYPES = Types(bigint="BIGINT", real="DOUBLE PRECISION", blob="BYTEA")
 
 CALLS = "llm_calls"
@@ -201,7 +204,7 @@ def _v3(t: Types) -> list[str]:
     project TEXT NOT NULL,
     {sums},
     PRIMARY KEY (day, status, service, provider, model, operation, feature, project)
-)"""
+){t.clustered}"""
     ]
     for table, column in ((DAILY_USER, "user_id"), (DAILY_API_KEY, "api_key_id")):
         statements.append(
@@ -214,7 +217,7 @@ def _v3(t: Types) -> list[str]:
     project TEXT NOT NULL,
     {sums},
     PRIMARY KEY (day, {column}, status, provider, model, project)
-)"""
+){t.clustered}"""
         )
     # The calls stored before these tables existed are in none of them: the last day that had
     # any (NULL: none) is incomplete there, and stats read them from the day after only.

@@ -37,7 +37,7 @@ from otel_llm.calllog.query import (
 )
 from otel_llm.calllog.record import micros_of
 from otel_llm.calllog.schema import CALLS, CONTENT, DAILY_SINCE
-from otel_llm.calllog.stats import Deadline, Rows, choose, daily_stats, daily_where
+from otel_llm.calllog.stats import Deadline, Rows, Source, choose, daily_stats, daily_where
 
 MAX_HOURLY_DAYS = 7
 """Hourly stats read call records; a longer range is refused (use day or week)."""
@@ -222,13 +222,18 @@ class SQLCallStore(IsolatingStore, ABC):
                 )
         if not 1 <= query.limit <= MAX_GROUP_LIMIT:
             raise QueryError(f"limit must be between 1 and {MAX_GROUP_LIMIT}, got {query.limit}")
-        rollup = choose(call_filter, query.group_by)
-        if rollup is not ROLLUPS[0]:
-            start = self._complete_from(rollup, start, end)
+        grouped = choose(call_filter, query.group_by)
+        base = choose(call_filter, None)  # the smallest table for the totals and by_day
+        if grouped is not ROLLUPS[0]:
+            start = self._complete_from(grouped, start, end)
         deadline = Deadline(query.timeout)
-        where = daily_where(call_filter, start, end, rollup)
         daily = daily_stats(
-            self._scan, where, query.group_by, query.limit, deadline, table=rollup.table
+            self._scan,
+            Source(base.table, daily_where(call_filter, start, end, base)),
+            Source(grouped.table, daily_where(call_filter, start, end, grouped)),
+            query.group_by,
+            query.limit,
+            deadline=deadline,
         )
         result: dict[str, Any] = {
             "start": start,

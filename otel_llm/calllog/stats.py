@@ -32,6 +32,7 @@ from otel_llm.calllog.catalogue import (
 )
 from otel_llm.calllog.query import CallFilter, QueryError, StatsTimeout
 from otel_llm.calllog.rollup import Totals, week_of
+from otel_llm.calllog.sketch import Sketch
 
 Rows = Iterable[Sequence[Any]]
 Scan = Callable[[sql.Statement, "Deadline", Callable[[Rows], None]], None]
@@ -53,8 +54,9 @@ _GROUP_FIELDS = {
 """The groups that are values of a field (listed up to the limit, the rest ``other``)."""
 _GROUPED = tuple(_GROUP_FIELDS)
 _IN_DAYS = 1000
-"""A filter on the user or the key reads its table with ``day IN (...)``: one seek per day of
-its (day, user) key instead of every user's rows of the range; up to this many days."""
+"""The tables by user and by key are read with ``day IN (...)``: with the user (or users) asked,
+one seek per day and user of their (day, user) key instead of every user's rows of the range;
+up to this many days."""
 
 
 class Deadline:
@@ -110,12 +112,7 @@ def daily_where(
     """The rows of ``rollup``'s table of the days [start, end) that the filter (stats'
     fields, which ``rollup`` keeps, and access control's projects) selects."""
     first, last = start.date(), end.date()
-    leading = rollup.fields[0]
-    if (
-        rollup.capped == leading
-        and getattr(call_filter, leading) is not None
-        and ((last - first).days <= _IN_DAYS)
-    ):
+    if rollup.capped is not None and (last - first).days <= _IN_DAYS:
         days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days)]
         clauses = [f"day IN ({', '.join('?' for _ in days)})"]
         params: list[Any] = list(days)
@@ -137,17 +134,28 @@ def daily_where(
     return sql.Statement(" AND ".join(clauses), tuple(params))
 
 
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Daily rows to read: a table and the condition that selects them."""
+
+    table: str
+    where: sql.Statement
+
+
 def daily_stats(
     scan: Scan,
-    where: sql.Statement,
+    base: Source,
+    grouped: Source,
     group_by: str | None,
     limit: int,
-    deadline: Deadline,
     *,
-    table: str = ROLLUPS[0].table,
+    deadline: Deadline,
 ) -> DailyStats:
-    """Totals of the selected rows of ``table``, their groups (``group_by``: day, week, or a
-    field; hour and None: no groups here) and the by_day breakdown."""
+    """Totals of the ``base`` rows, their groups (``group_by``: day, week, or a field; hour and
+    None: no groups here) and the by_day breakdown. Groups by a field come from ``grouped``:
+    the same calls in a table that keeps the field (by user: 100,000 users' rows a day), read
+    for the ``limit`` busiest values and their sketches only; the rest is ``base`` less them."""
+    table, where = base.table, base.where
     days = _sums_by(scan, table, "day", where, deadline)
     overall = Totals()
     for totals in days.values():
@@ -155,6 +163,7 @@ def daily_stats(
     by_day = _by_day(scan, table, where, days, limit, deadline=deadline)
     groups: dict[str, Totals] = {}
     rest: Totals | None = None
+    column = "day"
     if group_by == "day":
         groups = days
     elif group_by == "week":
@@ -162,35 +171,68 @@ def daily_stats(
             _entry(groups, week_of(day)).merge(totals)
     elif group_by in _GROUP_FIELDS:
         column = column_of(_GROUP_FIELDS[group_by])
-        groups = _top(scan, table, column, where, limit, deadline=deadline)
+        groups = _top(scan, grouped.table, column, grouped.where, limit, deadline=deadline)
         rest = _remainder(overall, groups.values())
-    key = column_of(_GROUP_FIELDS[group_by]) if group_by in _GROUP_FIELDS else "day"
+    apart = grouped.table != table
     week = group_by == "week"
-    # Rows of no group listed: the rest's (grouped by a dimension), or every row (ungrouped;
-    # days and weeks have a group for every row).
-    fallback = rest if rest is not None else overall
+    sketches = f"{_LATENCY_SKETCH}, {_TTFC_SKETCH}"
+    having = f"({_LATENCY_SKETCH} IS NOT NULL OR {_TTFC_SKETCH} IS NOT NULL)"
 
-    def merge(rows: Rows) -> None:
-        for count, (value, latency, ttfc) in enumerate(rows):
-            if not count % _CHECK_EVERY:
-                deadline.check()
-            target = groups.get(week_of(value) if week else value) or fallback
-            if latency:  # a call per sketch is the loop's cost: none for an empty one
-                target.latency.merge_bytes(latency)
-            if ttfc:
-                target.ttfc.merge_bytes(ttfc)
+    def merge_into(named: dict[str, Totals], fallback: Totals) -> Callable[[Rows], None]:
+        def merge(rows: Rows) -> None:
+            for count, (value, latency, ttfc) in enumerate(rows):
+                if not count % _CHECK_EVERY:
+                    deadline.check()
+                target = named.get(week_of(value) if week else value) or fallback
+                if latency:  # a call per sketch is the loop's cost: none for an empty one
+                    target.latency.merge_bytes(latency)
+                if ttfc:
+                    target.ttfc.merge_bytes(ttfc)
 
+        return merge
+
+    if apart and rest is not None:
+        # Every base row is the overall's; the listed groups' rows are sought by value.
+        scan(
+            sql.Statement(
+                f"SELECT day, {sketches} FROM {table} WHERE {where.text} AND {having}",  # noqa: S608
+                where.params,
+            ),
+            deadline,
+            merge_into({}, overall),
+        )
+        listed = sorted(groups)
+        if listed:
+            marks = ", ".join("?" for _ in listed)
+            scan(
+                sql.Statement(
+                    f"SELECT {column}, {sketches} FROM {grouped.table} "  # noqa: S608
+                    f"WHERE {grouped.where.text} AND {column} IN ({marks}) AND {having}",
+                    (*grouped.where.params, *listed),
+                ),
+                deadline,
+                merge_into(groups, rest),
+            )
+        # The rest's sketches: every call's less the listed groups' (bucket counts, exact).
+        rest.latency = Sketch()
+        rest.ttfc = Sketch()
+        rest.latency.merge(overall.latency)
+        rest.ttfc.merge(overall.ttfc)
+        for totals in groups.values():
+            rest.latency.subtract(totals.latency)
+            rest.ttfc.subtract(totals.ttfc)
+        return DailyStats(overall, _ordered(groups, rest, group_by), by_day)
+    # Rows of no group listed: the rest's (grouped by a field), or every row (ungrouped; days
+    # and weeks have a group for every row).
     scan(
         sql.Statement(
-            f"SELECT {key}, {_LATENCY_SKETCH}, {_TTFC_SKETCH} FROM {table} "  # noqa: S608
-            f"WHERE {where.text} AND ({_LATENCY_SKETCH} IS NOT NULL "
-            f"OR {_TTFC_SKETCH} IS NOT NULL)",
+            f"SELECT {column}, {sketches} FROM {table} WHERE {where.text} AND {having}",  # noqa: S608
             where.params,
         ),
         deadline,
-        merge,
+        merge_into(groups, rest if rest is not None else overall),
     )
-    if group_by in ("day", "week", *_GROUPED):  # the overall sketches: the merge of the groups'
+    if group_by in ("day", "week", *_GROUPED):  # the overall sketches: the groups' merged
         for totals in (*groups.values(), *([rest] if rest is not None else [])):
             overall.latency.merge(totals.latency)
             overall.ttfc.merge(totals.ttfc)
