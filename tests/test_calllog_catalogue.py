@@ -24,6 +24,7 @@ from otel_llm.calllog.catalogue import (
     DAILY_DIMENSIONS,
     FIELDS,
     RANGES,
+    ROLLUPS,
     SORTS,
     STATS_MATCHES,
     TABLES,
@@ -100,7 +101,8 @@ def test_the_migrated_tables_have_the_catalogues_columns(store_url: str) -> None
         assert columns[table] == [
             (column.name, types.of(column.sql), column.required) for column in expected
         ], table
-    assert keys[schema.DAILY] == list(DAILY_DIMENSIONS)
+    for rollup in ROLLUPS:
+        assert keys[rollup.table] == list(rollup.key)
     content_key = [str(field.column) for field in CONTENT_KEY]
     assert sorted(keys[schema.CALLS]) == sorted(keys[schema.CONTENT]) == sorted(content_key)
 
@@ -151,8 +153,10 @@ def test_sort_keys_and_stats_groups_name_catalogued_fields() -> None:
     assert tuple(SORTS) == get_args(SortKey)
     assert all(FIELDS[name].column for name in SORTS.values())
     groups = [group for group in get_args(StatsGroup) if group not in ("hour", "day", "week")]
-    assert set(groups) <= set(DAILY_DIMENSIONS)
-    assert set(STATS_MATCHES) == set(DAILY_DIMENSIONS[1:])
+    kept = {name for rollup in ROLLUPS for name in rollup.fields}
+    assert {"api_key_id" if group == "api_key" else group for group in groups} <= kept
+    assert set(STATS_MATCHES) == kept
+    assert ROLLUPS[0].key == DAILY_DIMENSIONS
 
 
 # --- the catalogue's codecs --------------------------------------------------------------------
