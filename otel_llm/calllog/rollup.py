@@ -220,8 +220,8 @@ Added = dict[str, dict[DailyKey, "Totals"]]
 def rollup(rows: Iterable[Sequence[Any]]) -> Added:
     """What these (newly stored) calls add to each daily table's rows; ``rows`` are
     ``sql.row_of`` tuples (``INSERT_COLUMNS``), so money is already integer nano-USD. The hot
-    loop of a write: plain indexing, one logarithm per sketched value, no other per-call
-    function calls."""
+    loop of a write: plain indexing, one logarithm per sketched value, each call's sums added
+    to each table's row by one ``map``."""
     found: list[tuple[dict[DailyKey, Totals], Callable[[Sequence[str]], tuple[str, ...]]]] = [
         ({}, pick) for _, pick in _KEYS
     ]
@@ -231,33 +231,38 @@ def rollup(rows: Iterable[Sequence[Any]]) -> Added:
         if day is None:
             day = days[row[_DAY]] = (_EPOCH + timedelta(days=row[_DAY])).isoformat()
         keyed = [row[index] or "" for index in _KEYED_AT]
-        failed = row[_STATUS] == "error"
+        # The call's addition to a row, made once and added to each table's row in C.
+        vector = [0] * _N_SUMS
+        vector[_REQUESTS] = 1
+        vector[_FAILED] = int(row[_STATUS] == "error")
         cost = row[_C_COST]
-        added = [(index, row[column]) for column, index in _ADDED if row[column]]
+        if cost is None:
+            vector[_UNPRICED] = 1
+        else:
+            vector[_COST] = cost
+        for column, index in _ADDED:
+            value = row[column]
+            if value:
+                vector[index] = value
         latency = row[_C_LATENCY]
-        latency_bucket = None if latency is None else bucket(latency)
+        latency_bucket = -2
+        if latency is not None:
+            vector[_LATENCY_COUNT] = 1
+            latency_bucket = bucket(latency)
         ttfc = row[_C_TTFC]
-        ttfc_bucket = None if ttfc is None else bucket(ttfc)
+        ttfc_bucket = -2 if ttfc is None else bucket(ttfc)
         for table, pick in found:
             key = (day, *pick(keyed))
             entry = table.get(key)
             if entry is None:
                 entry = table[key] = Totals()
-            sums = entry.sums
-            sums[_REQUESTS] += 1
-            if failed:
-                sums[_FAILED] += 1
-            if cost is None:
-                sums[_UNPRICED] += 1
+                entry.sums = vector.copy()
             else:
-                sums[_COST] += cost
-            for index, value in added:
-                sums[index] += value
-            if latency_bucket is not None:
-                sums[_LATENCY_COUNT] += 1
+                entry.sums = list(map(add, entry.sums, vector))
+            if latency_bucket != -2:
                 entry.latency_sum += latency
                 entry.latency.add_bucket(latency_bucket)
-            if ttfc_bucket is not None:
+            if ttfc_bucket != -2:
                 entry.ttfc.add_bucket(ttfc_bucket)
     return {table: rows for (table, _), (rows, _) in zip(_KEYS, found, strict=True)}
 
