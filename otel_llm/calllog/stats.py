@@ -263,20 +263,39 @@ def _top(
     scan: Scan, table: str, column: str, where: sql.Statement, limit: int, *, deadline: Deadline
 ) -> dict[str, Totals]:
     """The ``limit`` busiest values of ``column`` and their sums (``other`` never among them:
-    it is the remainder's name)."""
-    found: dict[str, Totals] = {}
+    it is the remainder's name). Ranked on the request count alone, then summed for the
+    values listed only: by user, the range has a row per user and day (100,000 a day), and
+    adding up every sum of every user was most of the time."""
+    ranked: list[str] = []
 
-    def add(rows: Rows) -> None:
-        for row in rows:
-            if row[0] != OTHER and len(found) < limit:
-                _entry(found, row[0]).add_sums(row[1:])
+    def rank(rows: Rows) -> None:
+        ranked.extend(row[0] for row in rows if row[0] != OTHER)
 
     scan(
         sql.Statement(
-            f"SELECT {column}, {_SUMS} FROM {table} WHERE {where.text} "  # noqa: S608
+            f"SELECT {column} FROM {table} WHERE {where.text} "  # noqa: S608
             f"GROUP BY {column} ORDER BY ({column} = ?), SUM(requests) DESC, ({column} = ?), "
             f"{column} LIMIT ?",
             (*where.params, OTHER, "", limit + 1),
+        ),
+        deadline,
+        rank,
+    )
+    listed = ranked[:limit]
+    found: dict[str, Totals] = {}
+    if not listed:
+        return found
+
+    def add(rows: Rows) -> None:
+        for row in rows:
+            _entry(found, row[0]).add_sums(row[1:])
+
+    marks = ", ".join("?" for _ in listed)
+    scan(
+        sql.Statement(
+            f"SELECT {column}, {_SUMS} FROM {table} "  # noqa: S608
+            f"WHERE {where.text} AND {column} IN ({marks}) GROUP BY {column}",
+            (*where.params, *listed),
         ),
         deadline,
         add,
