@@ -22,30 +22,49 @@ the rest is loaded the same way and the load time printed. Calls are spread even
 ``--keys`` API keys (default 20; a key belongs to one project). Then each query runs
 ``--repeat`` times and its p50 / p95 wall time is printed, and each daily aggregate table's rows
 and bytes per day (SQLite: its b-tree pages, ``dbstat``; PostgreSQL: table and indexes).
+
+``--against DIR`` measures SQLite ingest only, of this copy and of another copy of the package
+(e.g. a worktree of ``main``), in alternating rounds of one run (``--rounds``), each in a fresh
+process and store, and prints the rates and this / against; the same calls for both:
+
+    .venv/bin/python benchmarks/calllog_benchmark.py --against ../main --calls 200000 \
+        --ingest-calls 100000 --users 100000 --keys 1000
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The copy of the package measured: this one, or the one ``--against`` names (its child runs
+# this file with CALLLOG_BENCH_ROOT; only what every copy has is imported at the top).
+sys.path.insert(
+    0,
+    os.environ.get("CALLLOG_BENCH_ROOT")
+    or os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+)
 
-from otel_llm.calllog.catalogue import ROLLUPS
-from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
+from otel_llm.calllog.query import CallFilter, CallQuery, Comparison, StatsQuery
 from otel_llm.calllog.record import NANO, CallRecord, call_id
+from otel_llm.calllog.schema import DAILY
 from otel_llm.calllog.sql import Statement
+from otel_llm.calllog.stats import Deadline, _top, daily_where
 from otel_llm.calllog.store import SQLCallStore, open_store
 
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INGEST_TARGET = 20_000
 STATS_TARGET_MS = 500.0
 MODELS = {
@@ -114,19 +133,37 @@ def calls(
             user=f"user-{rng.randrange(users)}",
             project=PROJECTS[key % len(PROJECTS)],
             api_key_id=f"key-{key}",
+            request_id=request_id_of(trace),
+            endpoint="/v1/chat/completions",
+            method="POST",
+            api_key_hint=f"sk-proj-...{key:04d}",
         )
 
 
+def request_id_of(trace: int) -> str:
+    """A provider response id, as random as the real ones (``chatcmpl-`` + 29 characters)."""
+    return f"chatcmpl-{trace:032x}"[:38]
+
+
 def load(
-    store: SQLCallStore, count: int, batch: int, ingest_calls: int, *, users: int, keys: int
+    store: SQLCallStore,
+    count: int,
+    batch: int,
+    ingest_calls: int,
+    *,
+    users: int,
+    keys: int,
+    stop: int | None = None,
 ) -> tuple[float, float]:
-    """Write ``count`` calls; (calls/s over the first ``ingest_calls``, total write seconds)."""
+    """Write ``count`` calls (``stop``: only the first that many of them); (calls/s over the
+    first ``ingest_calls``, total write seconds)."""
     generated = calls(count, users=users, keys=keys)
     written = 0
     timed = 0.0
     ingest_seconds = 0.0
-    while written < count:
-        records = [next(generated) for _ in range(min(batch, count - written))]
+    last = count if stop is None else min(stop, count)
+    while written < last:
+        records = [next(generated) for _ in range(min(batch, last - written))]
         began = time.perf_counter()
         stored = store.write(records)
         elapsed = time.perf_counter() - began
@@ -137,7 +174,7 @@ def load(
             ingest_seconds = timed
         if written % 100_000 < batch:
             print(f"    {written:>9,} calls stored, {written / timed:,.0f} calls/s", flush=True)
-    ingested = min(ingest_calls, count)
+    ingested = min(ingest_calls, last)
     return ingested / ingest_seconds, timed
 
 
@@ -153,10 +190,14 @@ def timed(query: Callable[[], Any], repeat: int) -> tuple[float, float]:
     return statistics.median(samples), samples[min(len(samples) - 1, int(0.95 * len(samples)))]
 
 
-def queries(store: SQLCallStore) -> dict[str, Callable[[], Any]]:
+def queries(store: SQLCallStore, count: int) -> dict[str, Callable[[], Any]]:
     now = datetime.now(UTC)
+    # A call from the middle of the month: a provider response id to look up (no index).
+    middle = next(itertools.islice(calls(count), count // 2, None))
+    request_id = middle.request_id
     month = CallFilter(start=now - timedelta(days=30))
     week = CallFilter(start=now - timedelta(days=7))
+    slow = Comparison("latency_ms", "gt", Decimal(2000))
 
     def per_model_per_day() -> None:
         for model in MODELS:
@@ -194,7 +235,38 @@ def queries(store: SQLCallStore) -> dict[str, Callable[[], Any]]:
         "count one project, 7 d": lambda: store.count(
             CallFilter(project="alpha", start=week.start)
         ),
+        # issue 12: what stats now add (by_model), and the richer list queries
+        "  by_model alone, 30 d (part of every stats)": lambda: by_model(store, month),
+        "list 20, model IN (3 models), 7 d": lambda: store.list(
+            CallQuery(filter=replace(week, model=tuple(MODELS)[:3]), limit=20)
+        ),
+        "list 20, latency_ms > 2000 ($gt), 7 d": lambda: store.list(
+            CallQuery(filter=replace(week, comparisons=(slow,)), limit=20)
+        ),
+        "list 20 by model asc, cost desc, 7 d": lambda: store.list(
+            CallQuery(filter=week, sort="model", descending=False, then=(("cost", True),))
+        ),
+        "enhanced summary (cost, tokens), 7 d": lambda: store.summary(week),
+        "find a request_id, its day": lambda: store.list(
+            CallQuery(
+                filter=CallFilter(
+                    request_id=request_id,
+                    start=middle.created_at - timedelta(hours=12),
+                    end=middle.created_at + timedelta(hours=12),
+                )
+            )
+        ),
+        "find a request_id, all days": lambda: store.list(
+            CallQuery(filter=CallFilter(request_id=request_id))
+        ),
     }
+
+
+def by_model(store: SQLCallStore, month: CallFilter) -> None:
+    """The one statement by_model adds to a stats answer (``stats._top`` on the model)."""
+    end = datetime.now(UTC) + timedelta(days=1)
+    where = daily_where(month, month.start or end, end)
+    _top(store._scan, DAILY, "model", where, 100, deadline=Deadline(None))
 
 
 def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -217,7 +289,7 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
             "queries": {},
             "tables": table_sizes(store),
         }
-        for label, query in queries(store).items():
+        for label, query in queries(store, args.calls).items():
             p50, p95 = timed(query, args.repeat)
             results["queries"][label] = (p50, p95)
         return results
@@ -227,6 +299,8 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def table_sizes(store: SQLCallStore) -> dict[str, tuple[float, float]]:
     """Each daily aggregate table's (rows, bytes) per day with calls."""
+    from otel_llm.calllog.catalogue import ROLLUPS  # not in every copy (``--against``)
+
     postgres = not hasattr(store, "path")
     sizes = {}
     for rollup in ROLLUPS:
@@ -282,7 +356,18 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=20, help="distinct API keys (issue 12: 1000)")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--postgres", help="a postgresql:// URL (default: a private cluster)")
+    parser.add_argument(
+        "--against", metavar="DIR", help="SQLite ingest only: this copy vs the package in DIR"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--against's rounds (default 3)")
+    parser.add_argument("--ingest-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ingest_child:
+        print(json.dumps({"ingest": ingest_only(args)}))
+        return
+    if args.against:
+        against(args)
+        return
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="calllog-bench-") as directory:
         if args.backend in ("sqlite", "both"):
@@ -300,6 +385,53 @@ def main() -> None:
                         url = cluster.create_database()
                         results["postgres"] = run("postgres", url, args)
     report(results, args.calls)
+
+
+def ingest_only(args: argparse.Namespace) -> float:
+    """SQLite calls/s of the first ``--ingest-calls`` calls, in a fresh store."""
+    with tempfile.TemporaryDirectory(prefix="calllog-ingest-") as directory:
+        store = open_store(os.path.join(directory, "calls.db"))
+        try:
+            rate, _ = load(
+                store,
+                args.calls,
+                args.batch,
+                args.ingest_calls,
+                users=args.users,
+                keys=args.keys,
+                stop=args.ingest_calls,
+            )
+        finally:
+            store.close()
+    return rate
+
+
+def against(args: argparse.Namespace) -> None:
+    """This copy's and ``--against``'s SQLite ingest in alternating rounds, one process each."""
+    copies = {"this": HERE, "against": os.path.abspath(args.against)}
+    flags = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in ("calls", "batch")]
+    flags += [f"--ingest-calls={args.ingest_calls}", f"--users={args.users}", f"--keys={args.keys}"]
+    rates: dict[str, list[float]] = {name: [] for name in copies}
+    for round_ in range(args.rounds):
+        order = list(copies) if round_ % 2 == 0 else list(reversed(copies))
+        for name in order:
+            child = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--ingest-child", *flags],
+                env={**os.environ, "CALLLOG_BENCH_ROOT": copies[name]},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            rate = json.loads(child.stdout.strip().splitlines()[-1])["ingest"]
+            rates[name].append(rate)
+            print(f"  round {round_ + 1} {name:<8} {rate:>9,.0f} calls/s", flush=True)
+    mine, theirs = (statistics.median(rates[name]) for name in copies)
+    print(
+        f"\nSQLite ingest, first {args.ingest_calls:,} of {args.calls:,} calls, {args.users:,} "
+        f"users, {args.keys:,} keys, median of {args.rounds} rounds: this ({HERE}) "
+        f"{mine:,.0f} calls/s, against ({copies['against']}) {theirs:,.0f} calls/s; "
+        f"this / against {mine / theirs:.2f}x"
+    )
 
 
 if __name__ == "__main__":

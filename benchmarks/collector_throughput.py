@@ -10,6 +10,11 @@ warm-up), and the ratio otel-llm / Rotel (goal: at least 0.5).
     .venv/bin/python benchmarks/collector_throughput.py                 # both, 3 rounds
     .venv/bin/python benchmarks/collector_throughput.py --only rotel    # Rotel alone
     .venv/bin/python benchmarks/collector_throughput.py --json
+    .venv/bin/python benchmarks/collector_throughput.py --only otel-llm --against ../base
+
+``--against DIR`` also runs the service of another copy of the package (``PYTHONPATH=DIR``, e.g.
+the commit before a change) in the same alternating rounds, and prints otel-llm / against: a
+before/after comparison from one run.
 
 The otel-llm service runs as ``python -m otel_llm collector --grpc-endpoint ... --upstream
 SINK --queue-dir TMP`` in its own process; when that command is not available (yet), the run
@@ -49,6 +54,12 @@ from otlp_load import (  # noqa: E402 - after the path setup
 from tests.support.rotel import ROTEL_AGENT, Rotel  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# The load sends the same few payloads again and again: with a dedup window that holds them all,
+# every GenAI span after the first pass would be a duplicate, not recorded in the metrics. A
+# window smaller than the cycle makes every span take the path of new traffic (looked up, not
+# found, remembered, the oldest forgotten). A --service-arg flag still overrides it.
+LOAD_ENV = {"OTEL_LLM_COLLECTOR_DEDUP_WINDOW": "1"}
 
 
 @dataclass
@@ -117,7 +128,18 @@ def otel_llm_available() -> str | None:
 
 
 @contextmanager
-def otel_llm_service(sink: str, extra: list[str]) -> Iterator[Target]:
+def otel_llm_service(
+    sink: str,
+    extra: list[str],
+    name: str = "otel-llm",
+    copy: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Iterator[Target]:
+    """The service of this checkout, or of the package copy in directory ``copy``; ``environ``
+    is added to its environment."""
+    env = {**os.environ, **(environ or {})}
+    if copy is not None:
+        env["PYTHONPATH"] = str(Path(copy).resolve())
     with tempfile.TemporaryDirectory(prefix="otel-llm-bench-") as directory:
         port = free_port()
         log_path = Path(directory) / "service.log"
@@ -125,14 +147,14 @@ def otel_llm_service(sink: str, extra: list[str]) -> Iterator[Target]:
         command.append("--upstream-insecure")  # the sink speaks plaintext gRPC
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
         try:
             try:
                 wait_listening(port, timeout=60, process=process)
             except RuntimeError as error:
                 raise RuntimeError(f"{error}\n{log_path.read_text()[-3000:]}") from None
-            yield Target("otel-llm", f"{HOST}:{port}", process.pid)
+            yield Target(name, f"{HOST}:{port}", process.pid)
         finally:
             process.terminate()
             try:
@@ -214,6 +236,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="extra `otel-llm collector` flag (repeatable), e.g. --service-arg=--forward-workers=4",
     )
+    parser.add_argument(
+        "--against",
+        metavar="DIR",
+        help="also run the service of the package copy in DIR (PYTHONPATH=DIR), e.g. a checkout "
+        "of the commit before a change, and print otel-llm / against",
+    )
+    parser.add_argument(
+        "--against-arg",
+        action="append",
+        default=[],
+        help="extra `otel-llm collector` flag for the --against copy (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
 
@@ -241,12 +275,19 @@ def run_rounds(
 
 def report(rounds: list[Round], args: argparse.Namespace, missing: str | None) -> None:
     summary = summarize(rounds)
-    ratio = None
+    ratio = against = None
     if "rotel" in summary and "otel-llm" in summary:
         ratio = summary["otel-llm"]["median_spans_per_s"] / summary["rotel"]["median_spans_per_s"]
+    if "against" in summary and "otel-llm" in summary:
+        mine, theirs = summary["otel-llm"], summary["against"]
+        against = {
+            "spans_per_s": mine["median_spans_per_s"] / theirs["median_spans_per_s"],
+            "cpu_per_span": mine["median_cpu_per_100k_spans_s"]
+            / theirs["median_cpu_per_100k_spans_s"],
+        }
     if args.json:
         result = {"rounds": [asdict(r) for r in rounds], "summary": summary, "ratio": ratio}
-        print(json.dumps({**result, "otel_llm_missing": missing}))
+        print(json.dumps({**result, "against": against, "otel_llm_missing": missing}))
         return
     for name, figures in summary.items():
         print(
@@ -257,6 +298,11 @@ def report(rounds: list[Round], args: argparse.Namespace, missing: str | None) -
     if ratio is not None:
         verdict = "met" if ratio >= 0.5 else "MISSED"
         print(f"ratio otel-llm / rotel: {ratio:.2f} (goal >= 0.5: {verdict})")
+    if against is not None:
+        print(
+            f"otel-llm / against ({args.against}): spans/s {against['spans_per_s']:.3f}, "
+            f"CPU per span {against['cpu_per_span']:.3f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,11 +328,16 @@ def main(argv: list[str] | None = None) -> int:
             targets.append(stack.enter_context(rotel_collector(sink.endpoint)))
         if args.only != "rotel" and not missing:
             try:
-                service = otel_llm_service(sink.endpoint, args.service_arg)
+                service = otel_llm_service(sink.endpoint, args.service_arg, environ=LOAD_ENV)
                 targets.append(stack.enter_context(service))
             except RuntimeError as error:
                 missing = f"failed to start: {error}"
                 say(f"otel-llm collector {missing}\nmeasuring Rotel only")
+        if args.against and not missing:
+            other = otel_llm_service(
+                sink.endpoint, args.against_arg, "against", args.against, LOAD_ENV
+            )
+            targets.append(stack.enter_context(other))
         if not targets:
             say("nothing to measure")
             return 2

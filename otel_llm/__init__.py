@@ -20,11 +20,12 @@ if TYPE_CHECKING:
     from otel_llm.context import llm_context
     from otel_llm.exposition import start_metrics_server
     from otel_llm.manual import LLMCallHandle, current_llm_call, llm_call
-    from otel_llm.pricing import Cost, OverrideError, PriceBook, PriceOverride, Unpriced
+    from otel_llm.pricing import Cost, Discount, OverrideError, PriceBook, PriceOverride, Unpriced
     from otel_llm.processor import LLMSpanProcessor
 
 _HOMES = {
     "Cost": "otel_llm.pricing",
+    "Discount": "otel_llm.pricing",
     "LLMCallHandle": "otel_llm.manual",
     "LLMSpanProcessor": "otel_llm.processor",
     "OverrideError": "otel_llm.pricing",
@@ -40,6 +41,7 @@ _HOMES = {
 
 __all__ = [
     "Cost",
+    "Discount",
     "LLMCallHandle",
     "LLMSpanProcessor",
     "OverrideError",

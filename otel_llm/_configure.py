@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import settings
 from otel_llm.exposition import start_metrics_server
-from otel_llm.pricing import PriceOverride
+from otel_llm.pricing import Discount, PriceOverride
 from otel_llm.processor import LLMSpanProcessor
 
 _logger = logging.getLogger(__name__)
@@ -44,11 +44,14 @@ def configure(
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
     registry: CollectorRegistry | None = None,
-    price_overrides: str | Path | Sequence[PriceOverride] | None = None,
+    price_overrides: str | Path | Sequence[PriceOverride | Discount] | None = None,
     extra_labels: Mapping[str, str] | Sequence[str] | None = None,
     max_label_values: int | None = None,
     max_tokens: int | None = None,
     price_cache_size: int | None = None,
+    rollup_max_open: int | None = None,
+    agent_label: bool | None = None,
+    billing_gateways: Sequence[str] | None = None,
     prometheus_port: int | None = None,
     prometheus_host: str | None = None,
     enabled: bool | None = None,
@@ -75,6 +78,9 @@ def configure(
             max_label_values=max_label_values,
             max_tokens=max_tokens,
             price_cache_size=price_cache_size,
+            rollup_max_open=rollup_max_open,
+            agent_label=agent_label,
+            billing_gateways=billing_gateways,
         )
 
     with _configured_lock:

@@ -18,6 +18,8 @@ GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
 GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
 GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
+GEN_AI_AGENT_ID: Final = "gen_ai.agent.id"
 GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
 GEN_AI_REQUEST_TOP_P: Final = "gen_ai.request.top_p"
 GEN_AI_REQUEST_TOP_K: Final = "gen_ai.request.top_k"
@@ -28,9 +30,13 @@ GEN_AI_REQUEST_FREQUENCY_PENALTY: Final = "gen_ai.request.frequency_penalty"
 GEN_AI_REQUEST_PRESENCE_PENALTY: Final = "gen_ai.request.presence_penalty"
 GEN_AI_REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+URL_PATH: Final = "url.path"
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
 ERROR_TYPE: Final = "error.type"
+ERROR_CODE: Final = "error.code"
+"""Not a convention: read (after ``OTEL_LLM_ERROR_CODE``) when another instrumentation sets it."""
 
 # --- opt-in content (JSON strings; recorded only when content capture is on) ---------------------
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
@@ -70,13 +76,40 @@ OTEL_LLM_COST_CACHE_WRITE: Final = "otel_llm.cost.cache_write"
 OTEL_LLM_COST_OUTPUT: Final = "otel_llm.cost.output"
 OTEL_LLM_COST_REQUEST: Final = "otel_llm.cost.request"
 OTEL_LLM_COST_UNPRICED_REASON: Final = "otel_llm.cost.unpriced_reason"
+OTEL_LLM_COST_LIST_AMOUNT: Final = "otel_llm.cost.list_amount"
+OTEL_LLM_BILLING: Final = "otel_llm.billing"
 OTEL_LLM_USAGE_MISSING: Final = "otel_llm.usage.missing"
 OTEL_LLM_CALL_COUNTED_IN: Final = "otel_llm.call.counted_in"
+
+# --- roll-ups: on agent and local root spans, the LLM calls that ended under them ---------------
+OTEL_LLM_ROLLUP_COST_AMOUNT: Final = "otel_llm.rollup.cost.amount"
+OTEL_LLM_ROLLUP_COST_EXACT: Final = "otel_llm.rollup.cost.exact"
+OTEL_LLM_ROLLUP_CALLS: Final = "otel_llm.rollup.calls"
+OTEL_LLM_ROLLUP_UNPRICED_CALLS: Final = "otel_llm.rollup.unpriced_calls"
+OTEL_LLM_ROLLUP_FAILED_CALLS: Final = "otel_llm.rollup.failed_calls"
+OTEL_LLM_ROLLUP_INPUT_TOKENS: Final = "otel_llm.rollup.usage.input_tokens"
+OTEL_LLM_ROLLUP_OUTPUT_TOKENS: Final = "otel_llm.rollup.usage.output_tokens"
+OTEL_LLM_ROLLUP_CACHE_READ_TOKENS: Final = "otel_llm.rollup.usage.cache_read_tokens"
+OTEL_LLM_ROLLUP_CACHE_CREATION_TOKENS: Final = "otel_llm.rollup.usage.cache_creation_tokens"
+OTEL_LLM_ROLLUP_REASONING_TOKENS: Final = "otel_llm.rollup.usage.reasoning_tokens"
+ROLLUP_TOKEN_ATTRIBUTES: Final = (
+    OTEL_LLM_ROLLUP_INPUT_TOKENS,
+    OTEL_LLM_ROLLUP_OUTPUT_TOKENS,
+    OTEL_LLM_ROLLUP_CACHE_READ_TOKENS,
+    OTEL_LLM_ROLLUP_CACHE_CREATION_TOKENS,
+    OTEL_LLM_ROLLUP_REASONING_TOKENS,
+)
+"""In the order of ``TOKEN_TYPES``."""
+OTEL_LLM_ERROR_CODE: Final = "otel_llm.error.code"
+OTEL_LLM_API_KEY_HINT: Final = "otel_llm.api_key.hint"
 USAGE_COST: Final = "usage.cost"
 
 COST_SOURCE_LOCAL: Final = "local"
 COST_SOURCE_PROVIDER: Final = "provider"
 CURRENCY_USD: Final = "USD"
+BILLING_CREDITS: Final = "credits"
+BILLING_OWN_KEY: Final = "own_key"
+BILLING_MODES: Final = (BILLING_CREDITS, BILLING_OWN_KEY)
 
 # --- call context -------------------------------------------------------------------------------
 CONTEXT_PREFIX: Final = "otel_llm.context."
@@ -85,9 +118,11 @@ OTEL_LLM_CONTEXT_USER_ID: Final = "otel_llm.context.user_id"
 OTEL_LLM_CONTEXT_PROJECT_ID: Final = "otel_llm.context.project_id"
 OTEL_LLM_CONTEXT_API_KEY_ID: Final = "otel_llm.context.api_key_id"
 OTEL_LLM_CONTEXT_PIPELINE_STEP: Final = "otel_llm.context.pipeline_step"
+OTEL_LLM_CONTEXT_BILLING: Final = "otel_llm.context.billing"
 
 # --- operations ---------------------------------------------------------------------------------
 # The inference and embeddings operations the processor prices; tool and agent spans are not calls.
+OPERATION_INVOKE_AGENT: Final = "invoke_agent"
 PRICED_OPERATIONS: Final = frozenset(
     {"chat", "text_completion", "generate_content", "embeddings", "completion", "responses"}
 )
@@ -139,6 +174,7 @@ PROM_COST: Final = "gen_ai_client_cost_usd_total"
 PROM_UNPRICED: Final = "gen_ai_client_unpriced_operations_total"
 PROM_INVALID_ATTRIBUTES: Final = "otel_llm_invalid_attributes_total"
 PROM_PROCESSOR_ERRORS: Final = "otel_llm_processor_errors_total"
+PROM_ROLLUP_EVICTED: Final = "otel_llm_rollup_evicted_total"
 
 OTEL_DURATION: Final = "gen_ai.client.operation.duration"
 OTEL_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
@@ -148,5 +184,6 @@ OTEL_COST: Final = "gen_ai.client.cost"
 OTEL_UNPRICED: Final = "gen_ai.client.unpriced_operations"
 OTEL_INVALID_ATTRIBUTES: Final = "otel_llm.invalid_attributes"
 OTEL_PROCESSOR_ERRORS: Final = "otel_llm.processor.errors"
+OTEL_ROLLUP_EVICTED: Final = "otel_llm.rollup.evicted"
 
 TOKEN_TYPES: Final = ("input", "output", "cache_read", "cache_creation", "reasoning")

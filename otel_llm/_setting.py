@@ -274,6 +274,22 @@ def parse_extra_labels(value: Any) -> dict[str, str]:
     return result
 
 
+def parse_name_list(raw: str) -> tuple[str, ...]:
+    """``a,b,c`` (spaces around a name ignored)."""
+    return name_list([entry.strip() for entry in raw.split(",") if entry.strip()])
+
+
+def name_list(value: Any) -> tuple[str, ...]:
+    """A list of non-empty names without spaces."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError("expected a list of names")
+    names = tuple(value)
+    for name in names:
+        if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name.strip()):
+            raise ValueError(f"bad name {name!r}: expected a non-empty name without spaces")
+    return tuple(name.strip() for name in names)
+
+
 def parse_extra_labels_text(raw: str) -> dict[str, str]:
     entries = [entry.strip() for entry in raw.split(",") if entry.strip()]
     mapping: dict[str, str] = {}

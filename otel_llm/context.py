@@ -7,11 +7,11 @@ Contexts nest; an inner value wins.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from otel_llm import _semconv as sc
 
@@ -20,6 +20,14 @@ _current: ContextVar[Mapping[str, Any]] = ContextVar(
 )
 
 _ATTRIBUTE_TYPES = (str, bool, int, float)
+
+_CONVENTION_KEYS = {
+    "agent": sc.GEN_AI_AGENT_NAME,
+    "agent_id": sc.GEN_AI_AGENT_ID,
+    "conversation": sc.GEN_AI_CONVERSATION_ID,
+}
+"""llm_context keywords that name a conventions' attribute, not an ``otel_llm.context.*`` one."""
+_CONVENTION_NAMES = frozenset(_CONVENTION_KEYS.values())
 
 
 @contextmanager
@@ -30,11 +38,22 @@ def llm_context(
     project_id: str | None = None,
     api_key_id: str | None = None,
     pipeline_step: str | None = None,
+    agent: str | None = None,
+    agent_id: str | None = None,
+    conversation: str | None = None,
+    billing: Literal["credits", "own_key"] | None = None,
     **more: Any,
 ) -> Iterator[Mapping[str, Any]]:
     """Attach call context to the GenAI spans started inside the ``with`` block.
 
+    ``agent``, ``agent_id`` and ``conversation`` become the conventions' ``gen_ai.agent.name``,
+    ``gen_ai.agent.id`` and ``gen_ai.conversation.id`` (they win over an enclosing
+    ``invoke_agent`` span's, as a call's own values win over both); the other keys
+    ``otel_llm.context.<key>``.
     Values that are not str, bool, int or float are stored as their ``str()``; None is skipped.
+    ``billing`` says how the calls are billed -- ``credits`` (through a gateway/router) or
+    ``own_key`` (a direct provider key) -- overriding what otel-llm infers (a provider-reported
+    cost, the ``billing_gateways`` setting); another value is ignored when the call is priced.
     """
     given = {
         "feature": feature,
@@ -42,15 +61,18 @@ def llm_context(
         "project_id": project_id,
         "api_key_id": api_key_id,
         "pipeline_step": pipeline_step,
+        "billing": billing,
         **more,
+        _CONVENTION_KEYS["agent"]: agent,
+        _CONVENTION_KEYS["agent_id"]: agent_id,
+        _CONVENTION_KEYS["conversation"]: conversation,
     }
     attributes = dict(_current.get())
     for key, value in given.items():
         if value is None:
             continue
-        attributes[sc.CONTEXT_PREFIX + key] = (
-            value if isinstance(value, _ATTRIBUTE_TYPES) else str(value)
-        )
+        name = key if key in _CONVENTION_NAMES else sc.CONTEXT_PREFIX + key
+        attributes[name] = value if isinstance(value, _ATTRIBUTE_TYPES) else str(value)
     token = _current.set(attributes)
     try:
         yield attributes
@@ -58,6 +80,6 @@ def llm_context(
         _current.reset(token)
 
 
-def current_context_attributes() -> Mapping[str, Any]:
-    """The attributes of the innermost ``llm_context`` (empty outside any)."""
-    return _current.get()
+current_context_attributes: Callable[[], Mapping[str, Any]] = _current.get
+"""The attributes of the innermost ``llm_context`` (empty outside any). The context variable's
+own ``get``: the processor asks at every span's start, and a wrapping function doubled that."""

@@ -13,13 +13,15 @@ from typing import Any
 
 from otel_llm import _semconv as sc
 from otel_llm.call import LLMCall, Rejected, read_call
-from otel_llm.pricing import Cost, PriceBook, Unpriced
+from otel_llm.pricing import Billing, Cost, PriceBook, Unpriced
 
 _COST_ATTRIBUTES = (
     sc.GEN_AI_USAGE_COST_AMOUNT,
     sc.GEN_AI_USAGE_COST_CURRENCY,
     sc.GEN_AI_USAGE_COST_SOURCE,
 )
+
+_BILLING_OVERRIDE = sc.OTEL_LLM_CONTEXT_BILLING
 
 ERROR_TYPE_OTHER = "_OTHER"
 """The conventions' error.type when a span failed without saying how."""
@@ -41,6 +43,9 @@ class Derived:
     trace_id: int
     rejected: list[Rejected]
     start_time_ns: int
+    billing: Billing | None = None
+    """Credits, a billing override or a discount (``priced`` is then the discounted cost);
+    None: own key at list price, the common case."""
 
     def priced_attributes(self, original: Mapping[str, Any]) -> dict[str, Any]:
         """The attributes of the span handed on: the original's with the cost (or why there is
@@ -57,6 +62,11 @@ class Derived:
         """The attributes a span gains: its cost, or why it has none."""
         priced = self.priced
         if isinstance(priced, Unpriced):
+            if self.billing is not None:
+                return {
+                    sc.OTEL_LLM_COST_UNPRICED_REASON: priced.reason,
+                    **self.billing.attributes(),
+                }
             return {sc.OTEL_LLM_COST_UNPRICED_REASON: priced.reason}
         # The floats straight from the cost's exact form: no Decimal is made for a flat price.
         amount, input_, cache_read, cache_write, output, request = priced.floats()
@@ -81,12 +91,13 @@ class Derived:
             attributes[sc.OTEL_LLM_COST_OUTPUT] = output
         if request is not None:
             attributes[sc.OTEL_LLM_COST_REQUEST] = request
+        if self.billing is not None:
+            attributes.update(self.billing.attributes())
         return attributes
 
 
-def derive(
+def derive(  # noqa: PLR0917 - positional on the hot path, see Pricer
     attributes: Mapping[str, Any],
-    *,
     start_time_ns: int | None,
     end_time_ns: int | None,
     failed: bool,
@@ -121,9 +132,13 @@ def derive(
         # A call refused before any tokens (429, 500) is expected to have no usage: its own
         # reason keeps "unpriced" alerts about price data, not about provider outages.
         priced = Unpriced("failed_without_usage")
+    billing = None
+    # Without discounts or gateways (``book.bills``), only a reported cost or an override needs it.
+    if book.bills or call.provider_cost is not None or _BILLING_OVERRIDE in attributes:
+        priced, billing = book.bill(call, start, priced, attributes)
     # Positional, in the fields' order: keywords make this hot constructor much slower.
     return Derived(
-        call, priced, duration, error_type, service_name, extra, trace_id, rejected, start
+        call, priced, duration, error_type, service_name, extra, trace_id, rejected, start, billing
     )
 
 

@@ -28,6 +28,7 @@ from otel_llm import _semconv as sc
 __all__ = [
     "CallSpan",
     "attribute_value",
+    "error_code",
     "error_type",
     "ignored",
     "start_attributes",
@@ -126,6 +127,28 @@ def error_type(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+_MAX_ERROR_CODE = 128
+"""Characters of a provider's error code kept: a code is a short identifier; a server that
+sends a long one does not get it onto every span."""
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The provider's code of a failed call, from the SDK's error: OpenAI's ``code``
+    (``rate_limit_exceeded``), Anthropic's ``error.type`` (its error body ``{"type": "error",
+    "error": {"type": "rate_limit_error"}}``), else OpenAI's ``type`` (``server_error``: the
+    code of a 500 is null). None when the error says none (a connection error)."""
+    code = getattr(exc, "code", None)
+    if not isinstance(code, str) or not code:
+        body = getattr(exc, "body", None)
+        inner = body.get("error") if isinstance(body, Mapping) else None
+        code = inner.get("type") if isinstance(inner, Mapping) else None
+        if not isinstance(code, str) and isinstance(body, Mapping):
+            code = body.get("type")
+    if not isinstance(code, str) or not code:
+        return None
+    return str.__str__(code)[:_MAX_ERROR_CODE]
+
+
 def start_attributes(
     *,
     operation: str,
@@ -159,6 +182,10 @@ class CallSpan:
         self._lock = threading.Lock()
         self._ended = False
         self._first_chunk_seen = False
+        self.http_status: int | None = None
+        """The HTTP status of the answer the SDK returned (instrumentors set it): written with
+        the response (``set_response``, in the same call into the SDK) or at the end; an error's
+        own status (``fail``) replaces it."""
 
     @classmethod
     def start(
@@ -265,8 +292,13 @@ class CallSpan:
                     sc.GEN_AI_RESPONSE_FINISH_REASONS,
                     _finish_reasons(finish_reasons) if finish_reasons is not None else None,
                 ),
+                (sc.HTTP_RESPONSE_STATUS_CODE, self._take_http_status()),
             )
         )
+
+    def _take_http_status(self) -> int | None:
+        status, self.http_status = self.http_status, None
+        return status
 
     def first_chunk(self) -> None:
         """The first chunk with content arrived: time it (later calls are ignored) and say the
@@ -289,7 +321,11 @@ class CallSpan:
             self.span.set_attribute(sc.ERROR_TYPE, error_type(exc))
             status = getattr(exc, "status_code", None)
             if isinstance(status, int) and not isinstance(status, bool):
+                self.http_status = None
                 self.span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, status)
+            code = error_code(exc)
+            if code is not None:
+                self.span.set_attribute(sc.OTEL_LLM_ERROR_CODE, code)
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, str(exc)))
         except Exception:
@@ -315,6 +351,8 @@ class CallSpan:
                 before()
         except Exception:
             _logger.debug("otel-llm: could not complete the span", exc_info=True)
+        if self.http_status is not None:  # no response was read (e.g. it could not be)
+            self.set(sc.HTTP_RESPONSE_STATUS_CODE, self._take_http_status())
         try:
             self.span.end()
         except Exception:

@@ -20,6 +20,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanContext
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from otel_llm import _semconv as sc
@@ -27,10 +28,17 @@ from otel_llm import settings
 from otel_llm.call import is_llm_call, may_be_llm_call
 from otel_llm.context import current_context_attributes
 from otel_llm.derive import Derived
+from otel_llm.metrics.labels import extra_metric_labels
 from otel_llm.metrics.otel import OTelMetricsRecorder
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions, scope_name, span_attributes
-from otel_llm.pricing import PriceBook, PriceOverride
+from otel_llm.pricing import Discount, PriceBook, PriceOverride
+from otel_llm.tracecost import (
+    OPENINFERENCE_KIND,
+    AgentScope,
+    TraceCosts,
+    agent_of_span,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -48,8 +56,9 @@ class LLMSpanProcessor(SpanProcessor):
         registry: prometheus_client registry (default: the global ``REGISTRY``).
         meter_provider: also record the GenAI metrics through this OpenTelemetry MeterProvider.
         price_book: a ready ``PriceBook``; otherwise one is built from ``price_overrides``.
-        price_overrides: a YAML/JSON file path or a list of ``PriceOverride``.
-        extra_labels, max_label_values, max_tokens, price_cache_size: see ``otel_llm.settings``.
+        price_overrides: a YAML/JSON file path or a list of ``PriceOverride`` and ``Discount``.
+        extra_labels, max_label_values, max_tokens, price_cache_size, billing_gateways,
+            rollup_max_open, agent_label: see ``otel_llm.settings``.
     """
 
     def __init__(
@@ -58,16 +67,19 @@ class LLMSpanProcessor(SpanProcessor):
         registry: CollectorRegistry | None = None,
         meter_provider: MeterProvider | None = None,
         price_book: PriceBook | None = None,
-        price_overrides: str | Path | Sequence[PriceOverride] | None = None,
+        price_overrides: str | Path | Sequence[PriceOverride | Discount] | None = None,
         extra_labels: Mapping[str, str] | Sequence[str] | None = None,
         max_label_values: int | None = None,
         max_tokens: int | None = None,
         price_cache_size: int | None = None,
+        rollup_max_open: int | None = None,
+        agent_label: bool | None = None,
+        billing_gateways: Sequence[str] | None = None,
     ):
         self._downstream = tuple(downstream)
         self.prometheus = PrometheusRecorder.for_registry(
             registry if registry is not None else REGISTRY,
-            extra_labels=settings.EXTRA_LABELS.resolve(extra_labels),
+            extra_labels=extra_metric_labels(extra_labels, agent_label),
             max_label_values=settings.MAX_LABEL_VALUES.resolve(max_label_values),
         )
         # The registry's first processor fixed its label names; a later one follows them.
@@ -79,6 +91,7 @@ class LLMSpanProcessor(SpanProcessor):
                 price_cache_size=price_cache_size,
                 max_tokens=max_tokens,
                 extra_attributes=labels.values(),
+                billing_gateways=billing_gateways,
             )
         )
         self._recorders: list[PrometheusRecorder | OTelMetricsRecorder] = [self.prometheus]
@@ -87,6 +100,9 @@ class LLMSpanProcessor(SpanProcessor):
         self._pending: dict[int, Mapping[str, Any]] = {}
         self._pending_lock = threading.Lock()
         self._nested: dict[int, str] = {}
+        self._costs = TraceCosts(
+            settings.ROLLUP_MAX_OPEN.resolve(rollup_max_open), self.prometheus.record_evicted
+        )
 
     @property
     def downstream(self) -> tuple[SpanProcessor, ...]:
@@ -102,28 +118,49 @@ class LLMSpanProcessor(SpanProcessor):
         return self._pricer
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        context = current_context_attributes()
-        if context:
-            try:
+        try:
+            context = current_context_attributes()
+            if context:
                 self._attach_context(span, context)
-            except Exception:  # noqa: BLE001 - telemetry must never break the application
-                self._failed("on_start")
+            # Only spans under an agent, and agents, are followed; an agent is a GenAI span.
+            # Most spans stop at these three tests, so the SDK span's own dict is read in place
+            # (as span_attributes does): the call alone would double this hook's cost.
+            try:
+                attributes = span._attributes._dict  # type: ignore[union-attr]
+            except AttributeError:
+                attributes = span_attributes(span)
+            if (
+                self._costs.under
+                or sc.GEN_AI_OPERATION_NAME in attributes
+                or OPENINFERENCE_KIND in attributes
+            ):
+                self._follow(span, attributes)
+        except Exception:  # noqa: BLE001 - telemetry must never break the application
+            self._failed("on_start")
         for processor in self._downstream:
             try:
                 processor.on_start(span, parent_context=parent_context)
             except Exception:  # noqa: BLE001 - one failing processor must not stop the others
                 self._failed("downstream")
 
-    def _mark_parent(self, span: ReadableSpan, counted_in: str) -> None:
+    def _follow(self, span: Span, attributes: Mapping[str, Any]) -> None:
+        agent = agent_of_span(span.name, attributes)
+        if agent is None and not self._costs.under:
+            return  # an LLM call outside any agent run
+        parent = span.parent
+        self._costs.started(
+            span.context.span_id,
+            parent.span_id if parent is not None and not parent.is_remote else None,
+            agent,
+        )
+
+    def _note_nested(self, parent: SpanContext, counted_in: str) -> None:
         # Two instrumentations of one call (ours and another library's, a framework's and the
         # SDK's, llm_call around an instrumented client) nest one LLM span in another. The
         # innermost is priced: it is closest to the provider's response (usage, retries each
-        # billed). It ends first, so it leaves a note for its parent: should that be an LLM span
-        # too, it would count the same call twice. Decided at the end, when even libraries that
-        # set their attributes late have said what their span is.
-        parent = span.parent
-        if parent is None or parent.is_remote:
-            return
+        # billed). It ends first, so it leaves a note for its local parent: should that be an
+        # LLM span too, it would count the same call twice. Decided at the end, when even
+        # libraries that set their attributes late have said what their span is.
         with self._pending_lock:
             if len(self._nested) >= _MAX_PENDING:
                 self._nested.pop(next(iter(self._nested)))
@@ -149,24 +186,22 @@ class LLMSpanProcessor(SpanProcessor):
             attributes = span_attributes(span)
             context = self._pending_context(span) if self._pending else None
             counted_in = self._nested_child(span) if self._nested else None
+            costs = self._costs
+            agent = costs.ended(span.context.span_id) if costs.under else None
             # Most spans are not LLM calls: the first test is all they cost.
             if may_be_llm_call(attributes) and is_llm_call(attributes, scope := scope_name(span)):
                 if counted_in is not None:
                     # Priced and measured as the LLM span nested in it; exported saying so.
-                    self._mark_parent(span, counted_in)
+                    parent = _local_parent(span)
+                    if parent is not None:
+                        self._note_nested(parent, counted_in)
                     if self._downstream:
                         marked = {**attributes, sc.OTEL_LLM_CALL_COUNTED_IN: counted_in}
                         handed_on = _priced_copy(span, marked)
                 else:
-                    if context:  # from llm_context; the span's own values win
-                        attributes = {**context, **attributes}
-                    derived = self._pricer.price_sdk_span(span, attributes, scope)
-                    if derived is not None:
-                        if span.context is not None:
-                            self._mark_parent(span, format(span.context.span_id, "016x"))
-                        if self._downstream:  # metrics-only: nobody sees the priced copy
-                            handed_on = _priced_copy(span, derived.priced_attributes(attributes))
-                        self._record(derived)
+                    handed_on = self._end_call(span, attributes, scope, context, agent)
+            elif agent is not None or costs.traces:
+                handed_on = self._end_other(span, attributes, agent)
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_end")
         for processor in self._downstream:
@@ -174,6 +209,47 @@ class LLMSpanProcessor(SpanProcessor):
                 processor.on_end(handed_on)
             except Exception:  # noqa: BLE001 - one failing exporter must not stop the others
                 self._failed("downstream")
+
+    def _end_call(
+        self,
+        span: ReadableSpan,
+        attributes: Mapping[str, Any],
+        scope: str | None,
+        context: Mapping[str, Any] | None,
+        agent: AgentScope | None,
+    ) -> ReadableSpan:
+        """Prices and measures an LLM call; the span to hand on."""
+        if agent is not None:  # the span's own values win, then llm_context's, then the agent's
+            attributes = {**agent.call_attributes(), **(context or {}), **attributes}
+        elif context:
+            attributes = {**context, **attributes}
+        derived = self._pricer.price_sdk_span(span, attributes, scope)
+        if derived is None:
+            return span
+        parent = _local_parent(span)
+        if parent is not None:
+            self._note_nested(parent, format(span.context.span_id, "016x"))
+        if agent is not None or parent is not None:
+            # Its agents' and its trace's totals; a call that is its own local root has none.
+            trace_id = span.context.trace_id if parent is not None else None
+            self._costs.add_call(derived, agent, trace_id)
+        self._record(derived)
+        if not self._downstream:  # metrics-only: nobody sees the priced copy
+            return span
+        return _priced_copy(span, derived.priced_attributes(attributes))
+
+    def _end_other(
+        self, span: ReadableSpan, attributes: Mapping[str, Any], agent: AgentScope | None
+    ) -> ReadableSpan:
+        """An agent span or a local root: hands on a copy with the calls that ended under it."""
+        is_agent = agent is not None and agent.span_id == span.context.span_id
+        rollup = agent.rollup if is_agent else None  # type: ignore[union-attr]
+        if _local_parent(span) is None:
+            # The local root: every call of the trace that ended here, agents' or not.
+            rollup = self._costs.root_ended(span.context.trace_id) or rollup
+        if rollup is None or not self._downstream:
+            return span
+        return _priced_copy(span, {**attributes, **rollup.attributes()})
 
     def _nested_child(self, span: ReadableSpan) -> str | None:
         if span.context is None:
@@ -213,6 +289,12 @@ class LLMSpanProcessor(SpanProcessor):
             for processor in self._downstream
         ]
         return all(results)
+
+
+def _local_parent(span: ReadableSpan) -> SpanContext | None:
+    """The span's parent when it is in this process; None for a local root."""
+    parent = span.parent
+    return parent if parent is not None and not parent.is_remote else None
 
 
 def _is_llm_call_span(span: object) -> bool:

@@ -28,7 +28,16 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-__all__ = ["REDACTED", "SECRET_FORMATS", "SecretFormat", "is_secret_key", "redact_secrets"]
+__all__ = [
+    "KEY_HINT_PREFIXES",
+    "REDACTED",
+    "SECRET_FORMATS",
+    "SecretFormat",
+    "as_key_hint",
+    "is_secret_key",
+    "key_hint",
+    "redact_secrets",
+]
 
 REDACTED: Final = "[REDACTED]"
 
@@ -231,3 +240,56 @@ def redact_secrets(text: str) -> str:
 def is_secret_key(name: str) -> bool:
     """Whether the value under key ``name`` of a structured value is a secret (``api_key``)."""
     return _SECRET_KEY.match(name) is not None
+
+
+# --- key hints ---------------------------------------------------------------------------------
+
+KEY_HINT_PREFIXES: Final[tuple[str, ...]] = (
+    "sk-ant-api03-",
+    "sk-ant-admin01-",
+    "sk-ant-",
+    "sk-proj-",
+    "sk-svcacct-",
+    "sk-admin-",
+    "sk-or-v1-",
+    "sk-",
+    "gsk_",
+    "xai-",
+    "pplx-",
+    "AIza",
+    "hf_",
+    "nvapi-",
+)
+"""The type prefixes a key hint shows (the longest that matches): fixed text every key of its
+kind starts with, so a hint shows nothing of what is secret in a key but its last 4 characters.
+A key with none of them is hinted by its last 4 characters alone."""
+
+KEY_HINT_MIN_LENGTH: Final = 32
+"""Keys shorter than this get no hint: placeholders (``ollama``, ``EMPTY``) and short tokens,
+of which the last 4 characters would be too large a part. Provider keys are 39 (Google) to
+over 160 characters (OpenAI project keys)."""
+
+_HINT_SHAPE = re.compile(r"(?P<prefix>[A-Za-z0-9_-]{0,15}?)\.\.\.[\x21-\x7e]{4}")
+
+
+def key_hint(key: object) -> str | None:
+    """A non-secret hint of an API key: its type prefix and its last 4 characters,
+    ``sk-proj-...Ab3d`` (``...Ab3d`` for a key of an unknown kind); None for what is not a str of
+    at least ``KEY_HINT_MIN_LENGTH`` characters."""
+    if not isinstance(key, str):
+        return None
+    key = key.strip()
+    if len(key) < KEY_HINT_MIN_LENGTH:
+        return None
+    prefix = max((p for p in KEY_HINT_PREFIXES if key.startswith(p)), key=len, default="")
+    return f"{prefix}...{key[-4:]}"
+
+
+def as_key_hint(value: object) -> str | None:
+    """``value`` if it has the shape of a key hint, else ``key_hint(value)``: what a span says is
+    a key's hint is stored as one even when an instrumentation put the whole key there."""
+    if isinstance(value, str):
+        shape = _HINT_SHAPE.fullmatch(value)
+        if shape is not None and shape["prefix"] in ("", *KEY_HINT_PREFIXES):
+            return value
+    return key_hint(value)

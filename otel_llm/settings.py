@@ -25,6 +25,7 @@ from otel_llm._setting import (
     endpoint,
     header_map,
     int_at_least,
+    name_list,
     non_empty_text,
     optional_port,
     optional_text,
@@ -32,6 +33,7 @@ from otel_llm._setting import (
     parse_extra_labels,
     parse_extra_labels_text,
     parse_headers,
+    parse_name_list,
     parse_size,
     path_text,
     positive_seconds,
@@ -101,6 +103,18 @@ PRICE_CACHE_SIZE: Setting[int] = Setting(
     check=int_at_least(1),
     doc="Number of (provider, model) price look-ups remembered; the oldest is forgotten first.",
 )
+BILLING_GATEWAYS: Setting[tuple[str, ...]] = Setting(
+    name="billing_gateways",
+    default=(),
+    parse=parse_name_list,
+    check=name_list,
+    doc=(
+        "Providers (``openrouter``) and hosts (``llm-proxy.example.com``, subdomains included, "
+        "matched against ``server.address``) that bill credits: their calls are billed "
+        "``credits``, every other call ``own_key`` unless it carries a provider-reported cost "
+        "or ``llm_context(billing=...)``. Environment form: ``openrouter,litellm.internal``."
+    ),
+)
 PROMETHEUS_PORT: Setting[int | None] = Setting(
     name="prometheus_port",
     default=None,
@@ -159,6 +173,41 @@ STREAM_INCLUDE_USAGE: Setting[bool] = Setting(
         "``chunk.choices[0]`` must tolerate. Off: such streams are marked usage-missing."
     ),
 )
+ROLLUP_MAX_OPEN: Setting[int] = Setting(
+    name="rollup_max_open",
+    default=10_000,
+    parse=int,
+    check=int_at_least(1),
+    doc=(
+        "Traces with calls whose local root has not ended, and spans under a live agent, the "
+        "processor follows for cost roll-ups (each table); past it the oldest is given up and "
+        "counted in ``otel_llm_rollup_evicted_total``."
+    ),
+)
+AGENT_LABEL: Setting[bool] = Setting(
+    name="agent_label",
+    default=False,
+    parse=parse_bool,
+    check=boolean,
+    doc=(
+        "Add the ``gen_ai_agent_name`` label (from ``gen_ai.agent.name``, inherited from the "
+        "enclosing agent) to the GenAI metrics; capped by ``max_label_values`` like every "
+        "label a span fills. Off by default: one more label multiplies the series."
+    ),
+)
+
+API_KEY_HINT: Setting[bool] = Setting(
+    name="api_key_hint",
+    default=True,
+    parse=parse_bool,
+    check=boolean,
+    doc=(
+        "Record a non-secret hint of the client's provider key on the instrumentors' spans "
+        "(``otel_llm.api_key.hint``): its type prefix and last 4 characters, ``sk-proj-...Ab3d``, "
+        "never more (``otel_llm.redaction.key_hint``), so calls can be told apart by key. "
+        "False: no hint."
+    ),
+)
 
 CORE: tuple[Setting[Any], ...] = (
     ENABLED,
@@ -167,11 +216,15 @@ CORE: tuple[Setting[Any], ...] = (
     MAX_LABEL_VALUES,
     MAX_TOKENS,
     PRICE_CACHE_SIZE,
+    BILLING_GATEWAYS,
     PROMETHEUS_PORT,
     PROMETHEUS_HOST,
     CAPTURE_CONTENT,
     CONTENT_MAX_LENGTH,
     STREAM_INCLUDE_USAGE,
+    ROLLUP_MAX_OPEN,
+    AGENT_LABEL,
+    API_KEY_HINT,
 )
 
 # --- The collector service (`otel-llm collector`) -------------------------------------------
@@ -347,6 +400,20 @@ COLLECTOR_RETRY_AFTER: Setting[float] = Setting(
     ),
 )
 
+COLLECTOR_DEDUP_WINDOW: Setting[int] = Setting(
+    name="collector_dedup_window",
+    default=100_000,
+    parse=int,
+    check=int_at_least(0),
+    doc=(
+        "Priced spans whose (trace id, span id) the service remembers, so a span delivered "
+        "again (an export retried by a client) is forwarded but not counted twice in the GenAI "
+        "metrics; counted in ``otel_llm_collector_duplicate_spans_total`` instead. About 110 "
+        "bytes each (100,000: about 11 MB). A span redelivered after this many newer priced "
+        "spans is counted again; 0 turns the check off."
+    ),
+)
+
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_GRPC_ENDPOINT,
     COLLECTOR_HTTP_ENDPOINT,
@@ -367,6 +434,7 @@ COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_RETRY_INITIAL_BACKOFF,
     COLLECTOR_RETRY_MAX_BACKOFF,
     COLLECTOR_RETRY_AFTER,
+    COLLECTOR_DEDUP_WINDOW,
 )
 
 # --- The call log (store, query API, retention) ---------------------------------------------

@@ -295,8 +295,12 @@ def test_sort_by_each_key_both_ways(api: Client, key: str, descending: bool) -> 
     assert ids(api.ok("/list", method="POST", body=body)["calls"]) == expected
 
 
-def test_the_default_is_ten_newest_calls(api: Client) -> None:
+def test_the_default_is_fifty_newest_calls(api: Client) -> None:
+    # Seed 001's default page size; a page of 10 still says there are more.
     answer = api.ok()
+    assert ids(answer["calls"]) == newest_first(RECORDS)[:50]
+    assert answer["pagination"] == {"total": 24, "limit": 50, "offset": 0, "hasMore": False}
+    answer = api.ok("?limit=10")
     assert ids(answer["calls"]) == newest_first(RECORDS)[:10]
     assert answer["pagination"] == {"total": 24, "limit": 10, "offset": 0, "hasMore": True}
 
@@ -317,7 +321,7 @@ def test_paging_through_every_call_up_to_the_last_page(api: Client) -> None:
     assert ids(api.ok("", method="POST", body=body)["calls"]) == seen[14:21]
     beyond = api.ok("?offset=500")
     assert beyond["calls"] == []
-    assert beyond["pagination"] == {"total": 24, "limit": 10, "offset": 500, "hasMore": False}
+    assert beyond["pagination"] == {"total": 24, "limit": 50, "offset": 500, "hasMore": False}
 
 
 def test_limit_over_100_is_rejected_not_capped(api: Client) -> None:
@@ -581,7 +585,13 @@ def test_post_to_one_call_is_405_and_unknown_paths_404(api: Client) -> None:
         ("", {"query": {"min_tokens": "many"}}, ["query.min_tokens", "integer", "a string"]),
         ("", {"query": ["model"]}, ["query must be an object"]),
         ("", {"filter": {}}, ["unknown key 'filter' in the request body"]),
-        ("", {"sort": {"cost": -1, "latency": 1}}, ["exactly one field"]),
+        (
+            "",
+            {"sort": {"cost": -1, "latency": 1, "tokens": 1, "model": 1, "provider": 1}},
+            ["at most 4"],
+        ),
+        ("", {"sort": ["cost", "cost"]}, ["sort names a key twice"]),
+        ("?sort=model,cost&order=asc,desc,asc", None, ["order", "one of them per sort key (2)"]),
         ("", {"sort": {"cost": "down"}}, ["sort direction"]),
         ("?limit=5", {"limit": 6}, ["'limit' is given both in the URL and in the request body"]),
     ],

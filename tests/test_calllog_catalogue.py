@@ -19,18 +19,21 @@ from otel_llm.calllog import catalogue, schema, sql
 from otel_llm.calllog.catalogue import (
     CALL_FIELDS,
     CHOICE_MATCHES,
+    COMPARED,
     CONTENT_FIELDS,
     CONTENT_KEY,
     DAILY_DIMENSIONS,
     FIELDS,
+    FLAG_MATCHES,
     RANGES,
     ROLLUPS,
+    ROUTED_MATCHES,
     SORTS,
     STATS_MATCHES,
     TABLES,
     TEXT_MATCHES,
 )
-from otel_llm.calllog.query import CallFilter, SortKey, StatsGroup
+from otel_llm.calllog.query import CallFilter, StatsGroup
 from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.store import open_store
 from tests.support.postgres import pg_cluster, store_url  # noqa: F401
@@ -136,22 +139,30 @@ def test_the_record_has_every_field() -> None:
 
 def test_the_filter_object_has_every_filter() -> None:
     expected = {
-        *(match.name for match in (*TEXT_MATCHES, *CHOICE_MATCHES)),
+        *(match.name for match in (*TEXT_MATCHES, *CHOICE_MATCHES, *FLAG_MATCHES)),
         "start",
         "end",
         *(f"{bound}_{rng.attribute}" for rng in RANGES for bound in ("min", "max")),
+        "comparisons",  # a POST query's operators on COMPARED fields
+        "excluded",  # its $ne / $nin on text filters
         "projects",  # set by access control, not a filter parameter
     }
     assert {field.name for field in dataclasses.fields(CallFilter)} == expected
     for match in (*TEXT_MATCHES, *CHOICE_MATCHES):
         assert FIELDS[match.name].type == "string"
+    for match in FLAG_MATCHES:
+        assert FIELDS[match.name].type == "boolean"
+    assert {match.name for match in TEXT_MATCHES} >= ROUTED_MATCHES
+    for name in COMPARED:
+        assert FIELDS[name].type in ("integer", "number", "datetime")
     for rng in RANGES:
         assert FIELDS[rng.field].type in ("integer", "number")
 
 
 def test_sort_keys_and_stats_groups_name_catalogued_fields() -> None:
-    assert tuple(SORTS) == get_args(SortKey)
     assert all(FIELDS[name].column for name in SORTS.values())
+    assert set(COMPARED) <= set(SORTS)  # every numeric and time field sorts
+    assert {"model", "provider"} <= set(SORTS)
     groups = [group for group in get_args(StatsGroup) if group not in ("hour", "day", "week")]
     kept = {name for rollup in ROLLUPS for name in rollup.fields}
     assert {"api_key_id" if group == "api_key" else group for group in groups} <= kept

@@ -21,7 +21,14 @@ from typing import Any
 import pytest
 
 from otel_llm.calllog import schema
-from otel_llm.calllog.query import MAX_LIMIT, CallFilter, CallQuery, QueryError, StatsQuery
+from otel_llm.calllog.query import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    CallFilter,
+    CallQuery,
+    QueryError,
+    StatsQuery,
+)
 from otel_llm.calllog.record import FIELDS, NANO, SUMMARY_FIELDS, CallRecord, call_id
 from otel_llm.calllog.sketch import Sketch
 from otel_llm.calllog.store import SQLCallStore, open_store
@@ -41,6 +48,8 @@ TEXT_FILTERS = (
     "user",
     "project",
     "api_key_id",
+    "request_id",
+    "api_key_hint",
 )
 INJECTIONS = (
     "x' OR '1'='1",
@@ -120,6 +129,13 @@ def make_records(
                 api_key_id=rng.choice(["k1", "k2", None]),
                 pipeline_step=rng.choice(["draft", None]),
                 context={"tenant": "t1", "tier": index % 3} if index % 4 == 0 else {},
+                # Derived, not drawn: the random sequence of the fields above stays as it was.
+                request_id=f"chatcmpl-{span:016x}" if index % 7 != 6 else None,
+                endpoint="/v1/messages"
+                if PROVIDERS[model] == "anthropic"
+                else "/v1/chat/completions",
+                method="POST",
+                api_key_hint=(None, "sk-proj-...Ab3d", "sk-ant-api03-...Zz9Q")[index % 3],
                 request_prompt='[{"role": "user"}]' if index % 5 == 0 else None,
                 response_preview="Paris" if index % 5 == 0 else None,
             )
@@ -370,7 +386,7 @@ def test_pagination_edges(reader: SQLCallStore, records: list[CallRecord]) -> No
     assert past.total == total
     assert not past.has_more
     default = reader.list(CallQuery())
-    assert len(default.calls) == 10
+    assert len(default.calls) == DEFAULT_LIMIT
     newest = max(records, key=lambda r: r.created_at)
     assert default.calls[0]["id"] == newest.id
     for bad in (CallQuery(limit=MAX_LIMIT + 1), CallQuery(limit=0), CallQuery(offset=-1)):

@@ -217,7 +217,11 @@ def test_plain_spans_pass_through_unchanged_in_the_same_trace(otlp: Exporting) -
     assert db.parent_span_id == server.span_id
     assert db.span_id == format_span_id(query.get_span_context().span_id)
 
-    assert server.attributes == {"http.request.method": "POST", "http.route": "/checkout"}
+    # The root is the trace's local root: it gains its calls' roll-up, nothing else.
+    own = {k: v for k, v in server.attributes.items() if not k.startswith("otel_llm.rollup.")}
+    assert own == {"http.request.method": "POST", "http.route": "/checkout"}
+    assert server.attributes["otel_llm.rollup.calls"] == 1
+    assert server.attributes["otel_llm.rollup.cost.exact"] == str(EXPECTED_COST)
     assert server.kind is SpanKind.SERVER
     assert db.attributes == {
         "db.system.name": "postgresql",
@@ -227,8 +231,7 @@ def test_plain_spans_pass_through_unchanged_in_the_same_trace(otlp: Exporting) -
         "app.tags": ["a", "b"],
     }
     assert (db.status_code, db.status_message) == (StatusCode.ERROR, "deadlock")
-    for plain in (server, db):
-        assert not any(name.startswith(("gen_ai.", "otel_llm.")) for name in plain.attributes)
+    assert not any(name.startswith(("gen_ai.", "otel_llm.")) for name in db.attributes)
     assert call.attributes["gen_ai.usage.cost.amount"] == pytest.approx(float(EXPECTED_COST))
 
 

@@ -391,8 +391,9 @@ def test_provider_and_server_from_base_url(
 def test_a_response_is_set_on_the_span_in_one_call_per_part(
     traced: Pipeline, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One set_attributes for what the response said, one for its usage, and nothing else on
-    # the way: each call into the SDK takes the span's lock and checks its values again.
+    # One set_attributes for what the response said (with the HTTP status it came with), one
+    # for its usage, and nothing else on the way: each call into the SDK takes the span's lock
+    # and checks its values again.
     calls: list[tuple[str, Any]] = []
     for method in ("set_attribute", "set_attributes"):
         original = getattr(SdkSpan, method)
@@ -411,6 +412,7 @@ def test_a_response_is_set_on_the_span_in_one_call_per_part(
         sc.GEN_AI_RESPONSE_MODEL,
         sc.GEN_AI_RESPONSE_ID,
         sc.GEN_AI_RESPONSE_FINISH_REASONS,
+        sc.HTTP_RESPONSE_STATUS_CODE,
     ]
     assert sc.GEN_AI_USAGE_INPUT_TOKENS in usage
     (span,) = traced.spans()

@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "processor",
         (
             "otel_llm.processor",
+            "otel_llm.tracecost",
             "otel_llm.lifecycle",
             "otel_llm.manual",
             "otel_llm.instrumentation",

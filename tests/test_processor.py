@@ -23,6 +23,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 
 from otel_llm import LLMSpanProcessor, PriceBook, llm_call, llm_context, start_metrics_server
 from otel_llm import _semconv as sc
+from otel_llm.tracecost import Rollup
 from tests.support.pipeline import Pipeline
 
 MTOK = Decimal(1_000_000)
@@ -310,7 +311,11 @@ def test_llm_context_reaches_llm_spans_only(pipeline: Pipeline) -> None:
     assert spans["late"].attributes[sc.OTEL_LLM_CONTEXT_USER_ID] == "u-1"
     assert spans["late inner"].attributes[sc.OTEL_LLM_CONTEXT_FEATURE] == "inner"
     assert spans["late inner"].attributes[sc.OTEL_LLM_CONTEXT_PROJECT_ID] == "p-9"
-    assert not any(k.startswith("otel_llm.") for k in spans["handle request"].attributes)
+    root = spans["handle request"].attributes
+    assert not any(k.startswith(sc.CONTEXT_PREFIX) for k in root)
+    # The root carries its calls' roll-up instead (otel_llm.tracecost), nothing else of ours.
+    assert {k for k in root if k.startswith("otel_llm.")} == set(Rollup().attributes())
+    assert root[sc.OTEL_LLM_ROLLUP_CALLS] == 3
 
 
 def test_extra_labels_with_a_cardinality_cap() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -40,7 +41,16 @@ def test_every_attribute_constant_is_in_the_model_and_back() -> None:
     model = {entry["name"] for entry in _load("attributes.yaml")["attributes"]}
     code = set(
         _constants(
-            ("GEN_AI_", "SERVER_", "HTTP_", "ERROR_TYPE", "OTEL_LLM_", "USAGE_COST")
+            (
+                "GEN_AI_",
+                "SERVER_",
+                "HTTP_",
+                "URL_",
+                "ERROR_TYPE",
+                "ERROR_CODE",
+                "OTEL_LLM_",
+                "USAGE_COST",
+            )
         ).values()
     )
     assert code == model
@@ -73,12 +83,17 @@ def emitted() -> dict[str, Any]:
     """Metric families as the code really registers and fills them."""
     registry = CollectorRegistry()
     provider = TracerProvider()
-    provider.add_span_processor(LLMSpanProcessor(registry=registry))
+    provider.add_span_processor(LLMSpanProcessor(registry=registry, rollup_max_open=1))
     with llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=provider) as call:
         call.set_usage(input_tokens=10, output_tokens=5, cache_read_tokens=2, reasoning_tokens=1)
         call.first_chunk()
-    with llm_call(provider="openai", model="unknown-model-x", tracer_provider=provider) as call:
-        call.set_usage(input_tokens=10, output_tokens=5)
+    tracer = provider.get_tracer("requests")
+    for _ in range(2):  # two traces left open, past a bound of one: a roll-up is evicted
+        with (
+            trace.use_span(tracer.start_span("request"), end_on_exit=False),
+            llm_call(provider="openai", model="unknown-model-x", tracer_provider=provider) as call,
+        ):
+            call.set_usage(input_tokens=10, output_tokens=5)
     return {family.name: family for family in registry.collect()}
 
 
@@ -171,7 +186,7 @@ def test_token_types_in_code_match_the_model() -> None:
 def test_prometheus_names_are_the_otel_translation() -> None:
     units = {"s": "_seconds", "{token}": "", "USD": "_usd", "{operation}": "", "{attribute}": "",
              "{error}": "", "{span}": "", "{request}": "", "{batch}": "", "{call}": "",
-             "By": "_bytes"}  # fmt: skip
+             "{rollup}": "", "By": "_bytes"}  # fmt: skip
     for metric in _load("metrics.yaml")["metrics"]:
         expected = metric["otel"].replace(".", "_") + units[metric["unit"]]
         if metric["instrument"] == "counter":

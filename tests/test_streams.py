@@ -144,6 +144,9 @@ def test_mid_stream_error(traced: Pipeline, server: FakeLLMServer, client: opena
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes[sc.ERROR_TYPE] == "openai.APIError"
     assert span.events[0].name == "exception"
+    # The HTTP answer was a 200; the provider's error came inside the stream, with its type.
+    assert span.attributes[sc.HTTP_RESPONSE_STATUS_CODE] == 200
+    assert span.attributes[sc.OTEL_LLM_ERROR_CODE] == "server_error"
 
 
 def test_mid_stream_disconnect(
@@ -171,6 +174,8 @@ def test_responses_stream_failure_reported_as_events(
     span = only_span(traced)
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes[sc.ERROR_TYPE] == "server_error"
+    assert span.attributes[sc.OTEL_LLM_ERROR_CODE] == "server_error"
+    assert span.attributes[sc.HTTP_RESPONSE_STATUS_CODE] == 200
 
 
 def test_async_break_early(traced: Pipeline, server: FakeLLMServer) -> None:

@@ -4,6 +4,7 @@ limits and the answers. ``api.py`` serves it over HTTP.
 Routes (all under ``/api/v1/calls``; every request needs an API key)::
 
     GET|POST /api/v1/calls                list calls (also POST /api/v1/calls/list)
+    GET|POST /api/v1/calls/enhanced       the list in seed 001's shape (?view=enhanced)
     GET|POST /api/v1/calls/count          count calls
     GET|POST /api/v1/calls/stats          usage statistics
     GET      /api/v1/calls/fields         the fields a call has (for select)
@@ -40,11 +41,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from otel_llm import settings
-from otel_llm.calllog import params
+from otel_llm.calllog import enhanced, params
 from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing
 from otel_llm.calllog.query import CallQuery, QueryError, StatsTimeout
 from otel_llm.calllog.ratelimit import EndpointClass, RateLimiter, RateLimits
-from otel_llm.calllog.record import FIELDS
+from otel_llm.calllog.record import FIELDS, is_call_id
 
 if TYPE_CHECKING:  # the stores' module (SQL, drivers) is only needed to type the reader
     from otel_llm.calllog.store import CallReader, Page
@@ -219,9 +220,12 @@ class CallLogApp:
         """The JSON-able answer of one admitted request. A key limited to projects has its
         filter narrowed to them (or is refused, 403, a project it may not read)."""
         store = self.store
-        if route.endpoint == "list":
-            wanted = params.parse_list(query, body)
+        if route.endpoint in ("list", "enhanced"):
+            view = "enhanced" if route.endpoint == "enhanced" else None
+            wanted = params.parse_list(query, body, view=view)
             wanted = dataclasses.replace(wanted, filter=key.restrict(wanted.filter))
+            if wanted.view == "enhanced":
+                return enhanced_answer(wanted, store)
             return list_answer(wanted, store.list(wanted))
         if route.endpoint == "count":
             return {"count": store.count(key.restrict(params.parse_count(query, body)))}
@@ -276,6 +280,16 @@ def list_answer(query: CallQuery, page: Page) -> dict[str, Any]:
     return {"calls": page.calls, "pagination": pagination}
 
 
+def enhanced_answer(query: CallQuery, store: CallReader) -> dict[str, Any]:
+    """The enhanced view: the list's page with each call's tokens, cost and rates grouped, and
+    the summary of every call the filter selects."""
+    page = store.list(dataclasses.replace(query, select=enhanced.FIELDS))
+    answer = list_answer(query, page)
+    answer["calls"] = [enhanced.enhanced_call(call) for call in page.calls]
+    answer["summary"] = enhanced.summary(store.summary(query.filter))
+    return answer
+
+
 JSON_HEADERS = (
     ("Content-Type", "application/json; charset=utf-8"),
     ("Cache-Control", "no-store"),
@@ -283,9 +297,16 @@ JSON_HEADERS = (
 )
 _QUERYING = ("GET", "POST")
 _READING = ("GET",)
-_COLLECTIONS = {"list": "list", "count": "count", "stats": "stats", "fields": "fields"}
+_COLLECTIONS = {
+    "list": "list",
+    "enhanced": "enhanced",
+    "count": "count",
+    "stats": "stats",
+    "fields": "fields",
+}
 _ENDPOINT_CLASSES: dict[str, EndpointClass] = {
     "list": "list",
+    "enhanced": "list",
     "count": "list",
     "stats": "stats",
     "fields": "details",
@@ -306,11 +327,18 @@ def _route(path: str) -> _Route:
     if len(segments) == 1 and segments[0] in _COLLECTIONS:
         name = segments[0]
         return _Route(name, _READING if name == "fields" else _QUERYING)
-    if len(segments) == 1 and segments[0]:
+    # Only an id of the calls' form names a call: any other path is no endpoint (a client
+    # asking for /request-logs/enhanced of another product learns that, not "no call").
+    if len(segments) == 1 and is_call_id(segments[0]):
         return _Route("get", _READING, segments[0])
-    if len(segments) == 2 and segments[0] and segments[1] == "details":
+    if len(segments) == 2 and is_call_id(segments[0]) and segments[1] == "details":
         return _Route("details", _READING, segments[0])
-    raise Refusal(404, f"no such endpoint: {_shown(unquote(path))}")
+    raise Refusal(
+        404,
+        f"no such endpoint: {_shown(unquote(path))}; endpoints: {PREFIX}, "
+        + ", ".join(f"{PREFIX}/{name}" for name in _COLLECTIONS)
+        + f", {PREFIX}/{{id}}, {PREFIX}/{{id}}/details",
+    )
 
 
 def _query(text: str) -> dict[str, list[str]]:

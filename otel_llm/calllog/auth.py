@@ -76,10 +76,12 @@ class ApiKey:
         limited to projects only ever sees those projects' calls."""
         if self.projects is None:
             return wanted
-        if wanted.project is not None and not self.allows(wanted.project):
-            raise AuthError(
-                403, f"API key '{self.name}' is not allowed to read project '{wanted.project}'"
-            )
+        asked = (wanted.project,) if isinstance(wanted.project, str) else wanted.project or ()
+        for project in asked:
+            if not self.allows(project):
+                raise AuthError(
+                    403, f"API key '{self.name}' is not allowed to read project '{project}'"
+                )
         return dataclasses.replace(wanted, projects=self.projects)
 
 

@@ -115,7 +115,12 @@ class Field:
             object.__setattr__(self, "source", self.name)
 
 
-def _money(name: str, column: str, description: str) -> Field:
+def _money(
+    name: str,
+    column: str,
+    description: str,
+    daily: Literal["dimension", "sum"] | None = "sum",
+) -> Field:
     return Field(
         name,
         "number",
@@ -123,7 +128,7 @@ def _money(name: str, column: str, description: str) -> Field:
         column,
         "bigint",
         codec="money",
-        daily="sum",
+        daily=daily,
         minimum=Decimal(0),
         maximum=MAX_COST,
     )
@@ -204,6 +209,15 @@ CALL_FIELDS: tuple[Field, ...] = (
         maximum=MAX_MS,
     ),
     Field(
+        "time_to_first_token_ms",
+        "number",
+        "Same as time_to_first_chunk_ms (the name other call logs use).",
+        "ttfc_ms",
+        "real",
+        source="time_to_first_chunk_ms",
+        stored=False,
+    ),
+    Field(
         "service",
         "string",
         "service.name of the application that made the call.",
@@ -247,7 +261,12 @@ CALL_FIELDS: tuple[Field, ...] = (
         maximum=999,
     ),
     Field("error_type", "string", "error.type of a failed call."),
-    Field("error_code", "string", "Provider error code, when the span carries error.code."),
+    Field(
+        "error_code",
+        "string",
+        "The provider's error code of a failed call (otel_llm.error.code, else error.code): "
+        "OpenAI's code, e.g. rate_limit_exceeded; Anthropic's error type, e.g. rate_limit_error.",
+    ),
     Field(
         "error_message",
         "string",
@@ -277,6 +296,38 @@ CALL_FIELDS: tuple[Field, ...] = (
     Field("api_key_id", "string", "llm_context api_key_id."),
     Field("pipeline_step", "string", "llm_context pipeline_step."),
     Field("context", "object", "Other otel_llm.context.* values of the call.", codec="json"),
+    # v3 (appended: a migration adds columns at the end of the table).
+    Field(
+        "billing",
+        "string",
+        "credits (a gateway/router billed it: a provider-reported cost, a billing_gateways "
+        "provider or host) or own_key (a direct provider key); llm_context(billing=...) "
+        "overrides. Null for calls stored before billing was recorded.",
+    ),
+    _money(
+        "list_cost",
+        "list_cost_nusd",
+        "The call's usage at the provider's list price before any discount (for a cost a "
+        "gateway reported: what the same tokens cost at list price); null when unknown.",
+        daily=None,
+    ),
+    _money(
+        "discount",
+        "discount_nusd",
+        "USD a discount took off list_cost to give cost (0 without one); null when unpriced.",
+        daily=None,
+    ),
+    # v4: added at the end of the table (ALTER TABLE appends), after v3's.
+    Field("request_id", "string", "The provider's id of the response (gen_ai.response.id)."),
+    Field("endpoint", "string", "The API path called (url.path), e.g. /v1/chat/completions."),
+    Field("method", "string", "The HTTP method (http.request.method), e.g. POST.", max_length=16),
+    Field(
+        "api_key_hint",
+        "string",
+        "A hint of the provider key (otel_llm.api_key.hint): its type prefix and last 4 "
+        "characters, e.g. sk-proj-...Ab3d; never the key.",
+        max_length=32,
+    ),
     Field(
         "has_content",
         "boolean",
@@ -333,6 +384,9 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "model",
     "operation",
     "status",
+    "status_code",
+    "request_id",
+    "api_key_hint",
     "latency_ms",
     "input_tokens",
     "output_tokens",
@@ -340,6 +394,11 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "cost",
     "feature",
     "project",
+    # What the seeds' list items carry besides (seed 001: its error logs' error).
+    "streaming",
+    "error_type",
+    "error_code",
+    "error_message",
 )
 """The default ``select`` of a list."""
 
@@ -368,13 +427,37 @@ TEXT_MATCHES: tuple[Match, ...] = (
     Match("user", "only this llm_context user id"),
     Match("project", "only this llm_context project id"),
     Match("api_key_id", "only this llm_context api key id"),
+    Match("pipeline_step", "only this llm_context pipeline step"),
+    Match("response_model", "only this model named by the response"),
+    Match("error_type", "only calls that failed with this error.type"),
+    Match("request_id", "only the call with this provider response id (gen_ai.response.id)"),
+    Match("api_key_hint", "only the calls made with keys of this hint, e.g. sk-proj-...Ab3d"),
 )
-"""Filters of any text, matched exactly (the parameters' order in messages)."""
+"""Filters of any text, matched exactly (the parameters' order in messages). Each takes several
+values (``model=a,b`` in the URL, ``{"$in": [...]}`` or ``{"$ne": ...}`` in a POST query)."""
+
+ROUTED_MATCHES: frozenset[str] = frozenset({"model", "response_model"})
+"""Model filters where a gateway's prefixed name (``openai/gpt-4o``) also matches the name
+without its prefix, as instrumented calls to the provider itself store it."""
 
 CHOICE_MATCHES: tuple[Match, ...] = (
     Match("status", "only these calls", choices=("success", "error")),
+    Match("billing", "only calls billed this way", choices=("credits", "own_key")),
 )
 """Filters of a closed set of values."""
+
+FLAG_MATCHES: tuple[Match, ...] = (
+    Match("streaming", "only streamed (true) or unstreamed (false) calls", ("true", "false")),
+)
+"""Filters of a boolean field: true or false (JSON booleans in a POST query)."""
+
+TIME_ALIASES: dict[str, str] = {"from": "start_date", "to": "end_date"}
+"""The seeds' names of ``TIME_FILTERS`` (seed 004: ``from``/``to``, both inclusive dates --
+``end_date`` as a bare date is already "through that day")."""
+
+DAYS_FILTER = "days"
+"""Seed 004's ``days=N``: the last N UTC days, today included (ignored, as there, when both
+``from`` and ``to`` are given)."""
 
 TIME_FIELD = "created_at"
 TIME_FILTERS = ("start_date", "end_date")
@@ -402,19 +485,37 @@ RANGES: tuple[Range, ...] = (
 FILTERS: tuple[str, ...] = (
     *(match.name for match in TEXT_MATCHES),
     *(match.name for match in CHOICE_MATCHES),
+    *(match.name for match in FLAG_MATCHES),
     *TIME_FILTERS,
+    *TIME_ALIASES,
+    DAYS_FILTER,
     *(f"{bound}_{rng.name}" for rng in RANGES for bound in ("min", "max")),
 )
 """Every filter parameter, for list, count and stats alike."""
 
+
+COMPARED: tuple[str, ...] = tuple(
+    name
+    for name, field in FIELDS.items()
+    if field.type in ("integer", "number", "datetime") and field.column
+)
+"""The numeric and time fields a POST query compares (``{"latency_ms": {"$gt": 500}}``:
+``$gt $gte $lt $lte $ne``, or a bare value for equality); also sort keys."""
 
 SORTS: dict[str, str] = {
     "created_at": "created_at",
     "cost": "cost",
     "latency": "latency_ms",
     "tokens": "total_tokens",
+    **{name: name for name in COMPARED},
+    "model": "model",
+    "provider": "provider",
 }
-"""Sort key -> the field it orders by (``query.SortKey`` names the same keys)."""
+"""Sort key -> the field it orders by: the first four are the seeds' short names; then every
+numeric and time field by its own name, and model and provider."""
+
+MAX_SORT_KEYS = 4
+"""Sort keys one request may give (``sort=model,cost``); the id breaks the last ties."""
 
 
 # --- the daily aggregates ----------------------------------------------------------------------
@@ -429,9 +530,29 @@ DAILY_DIMENSIONS: tuple[str, ...] = (
 SUMMED: tuple[str, ...] = tuple(str(field.column) for field in STORED if field.daily == "sum")
 """The calls' columns the daily rows sum (same names there): token counts, costs."""
 
-DAILY_SUMS: tuple[str, ...] = ("requests", "failed", "unpriced", *SUMMED, "latency_count")
+BILLING_SUMS: tuple[str, ...] = (
+    "credits_requests",
+    "credits_unpriced",
+    "credits_cost_nusd",
+    "credits_list_nusd",
+    "credits_list_unknown",
+    "discount_nusd",
+)
+"""A daily row's billing counters (v3): the calls billed as credits, those without a cost, their
+cost, their cost at list price and those whose list price is unknown; the USD discounts took
+off (``discount``). Own-key figures are the row's totals less the credits ones."""
+
+DAILY_SUMS: tuple[str, ...] = (
+    "requests",
+    "failed",
+    "unpriced",
+    *SUMMED,
+    "latency_count",
+    *BILLING_SUMS,
+)
 """Integer counters of a daily aggregate row, added on merge: calls, failed calls, calls
-without a price, the summed columns, and the calls with a latency (the mean's divisor)."""
+without a price, the summed columns, the calls with a latency (the mean's divisor), and the
+billing counters."""
 
 DAILY_LATENCY_SUM = "latency_sum_ms"
 DAILY_SKETCHES: dict[str, str] = {"latency_ms": "latency_sketch", "ttfc_ms": "ttfc_sketch"}
@@ -490,27 +611,25 @@ class Column(NamedTuple):
     required: bool
 
 
+def _daily_columns(key: tuple[str, ...]) -> tuple[Column, ...]:
+    # Billing's sums last: v3 added them to the first table; the tables v5 made spell them out
+    # in the same place, so every daily table has one column order.
+    return (
+        *(Column(name, "text", True) for name in key),
+        *(Column(name, "bigint", True) for name in DAILY_SUMS if name not in BILLING_SUMS),
+        Column(DAILY_LATENCY_SUM, "real", True),
+        *(Column(name, "blob", False) for name in DAILY_SKETCHES.values()),
+        *(Column(name, "bigint", True) for name in BILLING_SUMS),
+    )
+
+
 TABLES: dict[str, tuple[Column, ...]] = {
     CALLS: tuple(Column(str(f.column), f.sql, f.required) for f in STORED),
     CONTENT: (
         *(Column(str(f.column), f.sql, f.required) for f in CONTENT_KEY),
         *(Column(str(f.column), f.sql, f.required) for f in CONTENT_FIELDS.values()),
     ),
-    DAILY: (
-        *(Column(name, "text", True) for name in DAILY_DIMENSIONS),
-        *(Column(name, "bigint", True) for name in DAILY_SUMS),
-        Column(DAILY_LATENCY_SUM, "real", True),
-        *(Column(name, "blob", False) for name in DAILY_SKETCHES.values()),
-    ),
-    **{
-        rollup.table: (
-            *(Column(name, "text", True) for name in rollup.key),
-            *(Column(name, "bigint", True) for name in DAILY_SUMS),
-            Column(DAILY_LATENCY_SUM, "real", True),
-            *(Column(name, "blob", False) for name in DAILY_SKETCHES.values()),
-        )
-        for rollup in ROLLUPS[1:]
-    },
+    **{rollup.table: _daily_columns(rollup.key) for rollup in ROLLUPS},
     DAILY_SINCE: (Column("last_partial_day", "text", False),),
     DEAD_LETTERS: (
         Column("id", "text", True),

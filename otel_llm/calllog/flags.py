@@ -14,6 +14,7 @@ from typing import Any
 
 from otel_llm.calllog.catalogue import (
     CHOICE_MATCHES,
+    FLAG_MATCHES,
     RANGES,
     STATS_MATCHES,
     TEXT_MATCHES,
@@ -42,6 +43,8 @@ def add_filter_flags(group: Any, *, stats: bool) -> None:
             group.add_argument(_flag(match.name), choices=match.choices, help=match.help)
     if stats:
         return
+    for match in FLAG_MATCHES:
+        group.add_argument(_flag(match.name), choices=match.choices, help=match.help)
     for rng in RANGES:
         group.add_argument(f"--min-{rng.name}", metavar=rng.unit, help=f"{rng.name} at least")
         group.add_argument(f"--max-{rng.name}", metavar=rng.unit, help=f"{rng.name} at most")
@@ -58,7 +61,7 @@ def filter_params(args: argparse.Namespace) -> dict[str, str]:
         if getattr(args, flag, None) is not None:
             given[name] = when(getattr(args, flag))
     names = [
-        *(match.name for match in CHOICE_MATCHES),
+        *(match.name for match in (*CHOICE_MATCHES, *FLAG_MATCHES)),
         *(f"{bound}_{rng.name}" for rng in RANGES for bound in ("min", "max")),
     ]
     for name in names:

@@ -1,14 +1,15 @@
 """The page a list request asks for, apart from its filter: ``skip``/``offset``, ``sort`` and
-``order``, and ``select`` -- in the URL's form (``sort=cost&order=desc``, ``select=model,cost``)
-or the seeds' body form (``{"sort": {"cost": -1}, "select": {"model": true}}``).
+``order`` (one or more keys), and ``select`` -- in the URL's form (``sort=cost&order=desc``,
+``select=model,cost``) or the seeds' body form (``{"sort": {"cost": -1}, "select":
+{"model": true}}``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any, cast
+from typing import Any
 
-from otel_llm.calllog.catalogue import CONTENT_FIELDS, SORTS
+from otel_llm.calllog.catalogue import CONTENT_FIELDS, MAX_SORT_KEYS, SORTS
 from otel_llm.calllog.paramvalues import (
     Given,
     ParamError,
@@ -21,6 +22,7 @@ from otel_llm.calllog.paramvalues import (
 from otel_llm.calllog.query import SortKey
 
 SORT_KEYS: tuple[str, ...] = tuple(SORTS)
+_ORDERS = ("asc", "desc")
 MAX_OFFSET = 1_000_000_000
 
 
@@ -36,26 +38,46 @@ def offset_of(given: Mapping[str, Given]) -> int:
     return values[0] if values else 0
 
 
-def sort_of(given: Mapping[str, Given]) -> tuple[SortKey, bool]:
-    """The sort key and whether it is descending (the default: newest first)."""
-    key = "created_at"
-    order: str | None = None
-    if "sort" in given:
+def sort_of(given: Mapping[str, Given]) -> list[tuple[SortKey, bool]]:
+    """The sort keys, each with whether it is descending (the default: newest first).
+
+    ``sort=model,cost&order=asc,desc`` (one order for all keys, or one per key), ``"sort":
+    "cost"``, or the seeds' body form ``{"model": 1, "cost": -1}``."""
+    if "sort" not in given:
+        keys: list[str] = ["created_at"]
+        orders: list[str | None] = [None]
+    else:
         sort = given["sort"]
         if isinstance(sort.value, dict):
             # The seeds' body form: {"cost": -1} (-1 / "desc" descending, 1 / "asc" ascending).
-            if len(sort.value) != 1:
-                raise ParamError('sort must name exactly one field, e.g. {"cost": -1}', "sort")
-            ((field, direction),) = sort.value.items()
-            key = as_choice(Given(field, "sort", sort.from_url), SORT_KEYS)
-            order = _direction(direction)
             if "order" in given:
                 raise ParamError("give the order in sort or in order, not both", "order")
+            keys = list(sort.value)
+            orders = [_direction(direction) for direction in sort.value.values()]
+        elif isinstance(sort.value, list):
+            keys, orders = sort.value, [None] * len(sort.value)
+        elif isinstance(sort.value, str):
+            keys = [key.strip() for key in sort.value.split(",")]
+            orders = [None] * len(keys)
         else:
-            key = as_choice(sort, SORT_KEYS)
+            raise wrong_type(sort, "a sort key, a list of them or an object")
+        if not keys:
+            raise ParamError("sort names no key", "sort")
+        if len(keys) > MAX_SORT_KEYS:
+            raise ParamError(f"sort names {len(keys)} keys; at most {MAX_SORT_KEYS}", "sort")
+        keys = [as_choice(Given(key, "sort", sort.from_url), SORT_KEYS) for key in keys]
+        if len(set(keys)) != len(keys):
+            raise ParamError("sort names a key twice", "sort")
     if "order" in given:
-        order = as_choice(given["order"], ("asc", "desc"))
-    return cast(SortKey, key), order != "asc"
+        order = given["order"]
+        texts = order.value.split(",") if isinstance(order.value, str) else order.value
+        if not isinstance(texts, list) or len(texts) not in (1, len(keys)):
+            raise ParamError(
+                f"order must be asc or desc, or one of them per sort key ({len(keys)})", "order"
+            )
+        chosen = [as_choice(Given(text, "order", order.from_url), _ORDERS) for text in texts]
+        orders = list(chosen * len(keys) if len(chosen) == 1 else chosen)
+    return [(key, order != "asc") for key, order in zip(keys, orders, strict=True)]
 
 
 def _direction(value: Any) -> str:

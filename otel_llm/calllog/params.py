@@ -16,26 +16,37 @@ Decisions a client can rely on:
 - ``start_date`` is inclusive, ``end_date`` exclusive; a bare date ``2025-01-10`` as
   ``end_date`` means "through that day" (exclusive at the next midnight). A date-time without
   an offset is UTC.
-- Text filters match exactly; every value is later bound as an SQL parameter.
+- Text filters match exactly; several values match any of them (``model=a,b`` in the URL,
+  ``{"model": {"$in": ["a", "b"]}}`` or ``["a", "b"]`` in a POST query; ``$ne``/``$nin``
+  exclude values). A model with a gateway prefix (``openai/gpt-4o``) also matches the name
+  without it. Numeric and time fields compare in a POST query: ``{"latency_ms": {"$gt": 500},
+  "created_at": {"$gte": "2025-01-10"}}`` (``$gt $gte $lt $lte $ne``, a bare value: equal).
+- The seeds' aliases: ``from``/``to`` are ``start_date``/``end_date``; ``days=N`` is the last
+  N UTC days, today included. Every value is later bound as an SQL parameter.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
-from functools import partial
 from typing import Any, TypeVar, cast, get_args
 
 from otel_llm.calllog import catalogue
 from otel_llm.calllog.catalogue import (
     CHOICE_MATCHES,
+    COMPARED,
+    DAYS_FILTER,
     FIELDS,
+    FLAG_MATCHES,
     RANGES,
     STATS_MATCHES,
     TEXT_MATCHES,
+    TIME_ALIASES,
     TIME_FILTERS,
 )
+from otel_llm.calllog.operators import compared, flag_value, matched
 from otel_llm.calllog.pageparams import SORT_KEYS, offset_of, select_of, sort_of
 from otel_llm.calllog.paramvalues import (
     BOUND_PARSERS,
@@ -44,7 +55,6 @@ from otel_llm.calllog.paramvalues import (
     as_choice,
     as_integer,
     as_moment,
-    as_text,
     json_type,
     shown,
 )
@@ -57,6 +67,7 @@ from otel_llm.calllog.query import (
     CallQuery,
     StatsGroup,
     StatsQuery,
+    View,
 )
 
 __all__ = [
@@ -82,10 +93,14 @@ TEXT_FILTERS: tuple[str, ...] = tuple(match.name for match in TEXT_MATCHES)
 FILTERS: tuple[str, ...] = catalogue.FILTERS
 """Every filter parameter, for list, count and stats alike."""
 
-STATS_FILTERS: tuple[str, ...] = (*STATS_MATCHES, *TIME_FILTERS)
+STATS_FILTERS: tuple[str, ...] = (*STATS_MATCHES, *TIME_FILTERS, *TIME_ALIASES, DAYS_FILTER)
 """The filters stats accept: the dimensions the daily aggregates keep, and the time range."""
 
-PAGE_PARAMETERS: tuple[str, ...] = ("limit", "skip", "offset", "sort", "order", "select")
+PAGE_PARAMETERS: tuple[str, ...] = ("limit", "skip", "offset", "sort", "order", "select", "view")
+VIEWS: tuple[str, ...] = get_args(View)
+"""A list's shapes: the fields as stored, or seed 001's ``enhanced`` (``tokens{}``, ``cost{}``,
+``pricing{}`` per call and a ``summary{}``)."""
+MAX_DAYS = 36_600
 STATS_PARAMETERS: tuple[str, ...] = ("group_by", "limit")
 GROUPS: tuple[str, ...] = get_args(StatsGroup)
 
@@ -111,40 +126,60 @@ def parse_list(
     body: Mapping[str, Any] | None = None,
     *,
     fields: Collection[str] = FIELDS,
+    now: datetime | None = None,
+    view: str | None = None,
 ) -> CallQuery:
-    """The page of calls a list request asks for (``fields``: the names ``select`` may use)."""
+    """The page of calls a list request asks for (``fields``: the names ``select`` may use;
+    ``now``: what ``days`` counts back from; ``view``: the one the path asks for)."""
     given = _gather(params, body, (*FILTERS, *PAGE_PARAMETERS))
     offset = offset_of(given)
     limit = DEFAULT_LIMIT
     if "limit" in given:
         limit = as_integer(given["limit"], low=1, high=MAX_LIMIT)
-    sort, descending = sort_of(given)
+    keys = sort_of(given)
+    if "view" in given:
+        asked = as_choice(given["view"], VIEWS)
+        if view is not None and asked != view:
+            raise ParamError(f"this path is the {view} view; view={asked} contradicts it", "view")
+        view = asked
+    view = view or "plain"
+    if view != "plain" and "select" in given:
+        raise ParamError(f"the {view} view has its own fields; leave select out", "select")
     select = select_of(given["select"], fields) if "select" in given else None
+    (sort, descending), *then = keys
     return CallQuery(
-        filter=_filter(given),
+        filter=_filter(given, now),
         sort=sort,
         descending=descending,
+        then=tuple(then),
         limit=limit,
         offset=offset,
         select=select,
+        view=cast(View, view),
     )
 
 
 def parse_count(
-    params: Mapping[str, Sequence[str]], body: Mapping[str, Any] | None = None
+    params: Mapping[str, Sequence[str]],
+    body: Mapping[str, Any] | None = None,
+    *,
+    now: datetime | None = None,
 ) -> CallFilter:
     """The filter of a count request."""
-    return _filter(_gather(params, body, FILTERS))
+    return _filter(_gather(params, body, FILTERS), now)
 
 
 def parse_stats(
-    params: Mapping[str, Sequence[str]], body: Mapping[str, Any] | None = None
+    params: Mapping[str, Sequence[str]],
+    body: Mapping[str, Any] | None = None,
+    *,
+    now: datetime | None = None,
 ) -> StatsQuery:
     """The statistics a stats request asks for. ``limit`` (1..1000, default 100): groups
     listed, the rest summed into ``other`` -- an answer's size is bounded whatever the data."""
     given = _gather(params, body, (*FILTERS, *STATS_PARAMETERS))
     for name in given:
-        if name in FILTERS and name not in STATS_FILTERS:
+        if (name in FILTERS or name in COMPARED) and name not in STATS_FILTERS:
             # Stats come from daily aggregates, which keep only these dimensions.
             raise ParamError(
                 f"stats cannot filter on {name} (list and count can); stats take "
@@ -157,7 +192,14 @@ def parse_stats(
     limit = DEFAULT_GROUP_LIMIT
     if "limit" in given:
         limit = as_integer(given["limit"], low=1, high=MAX_GROUP_LIMIT)
-    return StatsQuery(filter=_filter(given), group_by=group_by, limit=limit)
+    call_filter = _filter(given, now)
+    for name, _ in call_filter.excluded or ():
+        raise ParamError(
+            f"stats cannot exclude values of {name} ($ne, $nin: list and count can); stats "
+            "take one value or several",
+            name,
+        )
+    return StatsQuery(filter=call_filter, group_by=group_by, limit=limit)
 
 
 def parse_item(
@@ -192,6 +234,8 @@ def _gather(
     if not body:
         return given
     filters = [name for name in allowed if name in FILTERS]
+    if filters:
+        filters += COMPARED  # comparisons: only in a POST query (their values are typed)
     top_level = ["query"] if filters else []
     top_level += [name for name in allowed if name not in FILTERS]
     for key, value in body.items():
@@ -207,6 +251,17 @@ def _gather(
         else:
             _add(given, key, Given(value, key, from_url=False))
     return given
+
+
+def _canonical(given: Mapping[str, Given]) -> dict[str, Given]:
+    """The seeds' aliases (``from``, ``to``) under the names they stand for; both: 400."""
+    found = dict(given)
+    for alias, name in TIME_ALIASES.items():
+        if alias in found:
+            if name in found:
+                raise ParamError(f"{alias} and {name} are the same thing; give one of them", alias)
+            found[name] = found.pop(alias)
+    return found
 
 
 def _add(given: dict[str, Given], name: str, value: Given) -> None:
@@ -226,20 +281,39 @@ def _unknown(kind: str, name: str, known: Sequence[str]) -> str:
 # --- the filter -------------------------------------------------------------------------------
 
 
-def _filter(given: Mapping[str, Given]) -> CallFilter:
+def _filter(given: Mapping[str, Given], now: datetime | None = None) -> CallFilter:
+    given = _canonical(given)
+
     def bound(name: str, parse: Callable[[Given], _T]) -> _T | None:
         return parse(given[name]) if name in given else None
 
     start_name, end_name = TIME_FILTERS
     start = bound(start_name, lambda value: as_moment(value, end=False))
     end = bound(end_name, lambda value: as_moment(value, end=True))
+    days = bound(DAYS_FILTER, lambda value: as_integer(value, low=1, high=MAX_DAYS))
+    if days is not None and not (start is not None and end is not None):
+        # Seed 004: days is overridden when from and to are given; with one of them it is
+        # unclear which end it counts from.
+        if start is not None or end is not None:
+            raise ParamError(
+                f"{DAYS_FILTER} counts back from today: give it, or a start and an end date, "
+                "not both",
+                DAYS_FILTER,
+            )
+        today = datetime.combine((now or datetime.now(UTC)).astimezone(UTC).date(), time(), UTC)
+        start = today - timedelta(days=days - 1)
     if start is not None and end is not None and start >= end:
         raise ParamError(f"{start_name} must be before {end_name}", start_name)
     values: dict[str, Any] = {}
-    for match in CHOICE_MATCHES:
-        values[match.name] = bound(match.name, partial(as_choice, choices=match.choices))
-    for match in TEXT_MATCHES:
-        values[match.name] = bound(match.name, as_text)
+    excluded: list[tuple[str, tuple[str, ...]]] = []
+    for match in (*CHOICE_MATCHES, *TEXT_MATCHES):
+        if match.name in given:
+            wanted, unwanted = matched(given[match.name], match)
+            values[match.name] = wanted
+            if unwanted:
+                excluded.append((match.name, unwanted))
+    for match in FLAG_MATCHES:
+        values[match.name] = bound(match.name, flag_value)
     for rng in RANGES:
         parse = BOUND_PARSERS[rng.unit]
         values[f"min_{rng.attribute}"] = bound(f"min_{rng.name}", parse)
@@ -251,7 +325,16 @@ def _filter(given: Mapping[str, Given]) -> CallFilter:
                 f"min_{rng.name} ({low}) is greater than max_{rng.name} ({high})",
                 f"min_{rng.name}",
             )
-    return CallFilter(start=start, end=end, **values)
+    comparisons = tuple(
+        comparison for name in COMPARED if name in given for comparison in compared(given[name])
+    )
+    return CallFilter(
+        start=start,
+        end=end,
+        comparisons=comparisons or None,
+        excluded=tuple(excluded) or None,
+        **values,
+    )
 
 
 def _no_constant(name: str) -> Any:

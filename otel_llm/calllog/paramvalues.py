@@ -82,6 +82,41 @@ def as_text(given: Given) -> str:
     return value
 
 
+MAX_VALUES = 100
+"""Values one filter may list (``model=a,b``, ``$in``): each is a bound parameter."""
+
+
+def as_texts(given: Given, parse: Callable[[Given], str] = as_text) -> tuple[str, ...]:
+    """Several values of a text filter: comma-separated in the URL, a JSON array in a body
+    (``$in``); each checked by ``parse``, duplicates dropped, at most ``MAX_VALUES``."""
+    value = given.value
+    if given.from_url:
+        items: list[Any] = value.split(",")
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise wrong_type(given, "an array of strings")
+    if not items:
+        raise ParamError(f"{given.where} lists no value", given.parameter)
+    if len(items) > MAX_VALUES:
+        raise ParamError(
+            f"{given.where} lists {len(items)} values; at most {MAX_VALUES}", given.parameter
+        )
+    return tuple(dict.fromkeys(parse(Given(item, given.where, given.from_url)) for item in items))
+
+
+def as_flag(given: Given) -> bool:
+    """true or false: the words in the URL, JSON booleans in a body."""
+    value = given.value
+    if given.from_url and value in ("true", "false"):
+        return bool(value == "true")
+    if not given.from_url and isinstance(value, bool):
+        return value
+    raise ParamError(
+        f"{given.where} must be true or false; got {shown(str(value))!r}", given.parameter
+    )
+
+
 def as_choice(given: Given, choices: Sequence[str]) -> str:
     value = given.value
     if not isinstance(value, str):

@@ -11,12 +11,20 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-SortKey = Literal["created_at", "cost", "latency", "tokens"]
+SortKey = str
+"""A key of ``catalogue.SORTS`` (checked by the parser and the store)."""
+View = Literal["plain", "enhanced"]
+"""A list's shape: the calls' fields as stored, or seed 001's enhanced (grouped tokens, cost,
+rates and a summary: ``enhanced.py``)."""
+Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte"]
+Match = str | tuple[str, ...] | None
+"""A text filter's value: one value, any of several, or None (any)."""
 StatsGroup = Literal[
     "hour", "day", "week", "model", "provider", "feature", "service", "api_key", "user", "status"
 ]
 
-DEFAULT_LIMIT = 10
+DEFAULT_LIMIT = 50
+"""Calls a page holds unless told (seed 001's default)."""
 MAX_LIMIT = 100
 DEFAULT_GROUP_LIMIT = 100
 """Groups a stats answer lists (by model, provider, feature, service; also each day's models)
@@ -27,19 +35,39 @@ MAX_GROUP_LIMIT = 1000
 
 
 @dataclass(frozen=True, slots=True)
-class CallFilter:
-    """Conditions a call must meet; None means "any". Text filters match exactly."""
+class Comparison:
+    """``field operator value`` on a numeric or time field (``catalogue.COMPARED``); the value
+    is already of the field's type (Decimal USD, int, float ms, aware datetime). A call whose
+    value is unknown (NULL) never matches, ``ne`` included."""
 
-    provider: str | None = None
-    model: str | None = None
+    field: str
+    operator: Operator
+    value: Decimal | int | float | datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """Conditions a call must meet; None means "any". Text filters match exactly, one value or
+    any of a tuple of them."""
+
+    provider: Match = None
+    model: Match = None
     """The request model (or the response model when the request named none)."""
-    operation: str | None = None
-    status: Literal["success", "error"] | None = None
-    service: str | None = None
-    feature: str | None = None
-    user: str | None = None
-    project: str | None = None
-    api_key_id: str | None = None
+    operation: Match = None
+    status: Literal["success", "error"] | tuple[str, ...] | None = None
+    billing: Literal["credits", "own_key"] | tuple[str, ...] | None = None
+    service: Match = None
+    feature: Match = None
+    user: Match = None
+    project: Match = None
+    api_key_id: Match = None
+    pipeline_step: Match = None
+    response_model: Match = None
+    error_type: Match = None
+    streaming: bool | None = None
+    request_id: Match = None
+    """The provider's response id (no index: the rows of the time range are read)."""
+    api_key_hint: Match = None
     start: datetime | None = None
     """Inclusive, timezone-aware: calls created at or after."""
     end: datetime | None = None
@@ -52,6 +80,11 @@ class CallFilter:
     min_tokens: int | None = None
     """Total tokens; inclusive."""
     max_tokens: int | None = None
+    comparisons: tuple[Comparison, ...] | None = None
+    """A POST query's operators (``{"latency_ms": {"$gt": 500}}``), all to hold."""
+    excluded: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+    """(text filter, values) pairs a call's value must not be among (``$ne``/``$nin``); a call
+    without a value (NULL) is not excluded."""
     projects: frozenset[str] | None = None
     """Set by access control, not by the caller: only calls of these projects (None: all)."""
 
@@ -63,10 +96,14 @@ class CallQuery:
     filter: CallFilter = field(default_factory=CallFilter)
     sort: SortKey = "created_at"
     descending: bool = True
+    then: tuple[tuple[SortKey, bool], ...] = ()
+    """Further sort keys, each with whether it is descending, for ties of the ones before."""
     limit: int = DEFAULT_LIMIT
     offset: int = 0
     select: tuple[str, ...] | None = None
     """Fields of each returned call (names of ``record.FIELDS``); None: the summary fields."""
+    view: View = "plain"
+    """The answer's shape (the API's; a store answers the fields asked either way)."""
 
 
 @dataclass(frozen=True, slots=True)

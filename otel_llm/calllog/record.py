@@ -24,6 +24,7 @@ from otel_llm.calllog.catalogue import CONTENT_FIELDS, FIELDS, SUMMARY_FIELDS
 from otel_llm.calllog.limits import checked
 from otel_llm.derive import Derived
 from otel_llm.pricing import Unpriced
+from otel_llm.redaction import as_key_hint
 
 __all__ = [
     "CONTENT_FIELDS",
@@ -45,8 +46,10 @@ __all__ = [
 NANO = Decimal("0.000000001")
 """The unit money is stored in: one nano-USD."""
 
-ERROR_CODE_ATTRIBUTE = "error.code"
-"""Not a GenAI convention; read when an instrumentation sets it (e.g. a provider error code)."""
+_BILLING_KEY = sc.OTEL_LLM_CONTEXT_BILLING[len(sc.CONTEXT_PREFIX) :]
+
+ERROR_CODE_ATTRIBUTE = sc.ERROR_CODE
+"""Not a GenAI convention; read when the span has no ``otel_llm.error.code`` (ours)."""
 
 
 _CONTEXT_FIELDS = {
@@ -103,12 +106,23 @@ class CallRecord:
     api_key_id: str | None = None
     pipeline_step: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    billing: Literal["credits", "own_key"] | None = None
+    list_cost: Decimal | None = None
+    discount: Decimal | None = None
+    request_id: str | None = None
+    endpoint: str | None = None
+    method: str | None = None
+    api_key_hint: str | None = None
     request_prompt: str | None = None
     response_preview: str | None = None
 
     @property
     def started_at(self) -> datetime:
         return self.created_at
+
+    @property
+    def time_to_first_token_ms(self) -> float | None:
+        return self.time_to_first_chunk_ms
 
     @property
     def has_content(self) -> bool:
@@ -118,6 +132,18 @@ class CallRecord:
 def call_id(trace_id: int, span_id: int) -> str:
     """The id of the call a span describes."""
     return f"{trace_id:032x}-{span_id:016x}"
+
+
+def is_call_id(text: str) -> bool:
+    """Whether ``text`` has the form of a call id (32 hex, "-", 16 hex): the API tells an
+    unknown path from an unknown call by it."""
+    trace, dash, span = text.partition("-")
+    return (
+        bool(dash)
+        and len(trace) == 32
+        and len(span) == 16
+        and all(c in "0123456789abcdefABCDEF" for c in trace + span)
+    )
 
 
 def to_nanos(amount: Decimal) -> int:
@@ -214,6 +240,8 @@ def build_record(
         key = name[len(sc.CONTEXT_PREFIX) :]
         if key in _CONTEXT_FIELDS:
             named[_CONTEXT_FIELDS[key]] = _text(value)
+        elif key == _BILLING_KEY:
+            continue  # the billing field says what it decided
         else:
             context[key] = value if isinstance(value, str | bool | int | float) else str(value)
     total_tokens = None
@@ -222,11 +250,25 @@ def build_record(
     status_code = attributes.get(sc.HTTP_RESPONSE_STATUS_CODE)
     failed = bool(derived.error_type)
     money: dict[str, Any] = {}
+    billing = derived.billing
     if isinstance(priced, Unpriced):
         money["unpriced_reason"] = priced.reason
+        if billing is not None and billing.list_cost is not None:
+            money["list_cost"] = _money(billing.list_cost.amount)
     else:
+        cost = from_nanos(to_nanos(priced.amount))
+        listed: Decimal | None = cost
+        if billing is not None:
+            listed = _money(billing.list_cost.amount) if billing.list_cost is not None else None
         money = {
-            "cost": _money(priced.amount),
+            "cost": cost,
+            "list_cost": listed,
+            # The two stored values' difference, so list_cost = cost + discount exactly.
+            "discount": (
+                listed - cost
+                if billing is not None and billing.discounted and listed is not None
+                else Decimal(0)
+            ),
             "cost_input": _money(priced.input),
             "cost_output": _money(priced.output),
             "cost_cache_read": _money(priced.cache_read),
@@ -256,7 +298,11 @@ def build_record(
             else None
         ),
         error_type=derived.error_type or None,
-        error_code=_text(attributes.get(ERROR_CODE_ATTRIBUTE)) if failed else None,
+        error_code=(
+            _text(attributes.get(sc.OTEL_LLM_ERROR_CODE) or attributes.get(ERROR_CODE_ATTRIBUTE))
+            if failed
+            else None
+        ),
         error_message=(status_message or None) if failed else None,
         input_tokens=call.input_tokens,
         output_tokens=call.output_tokens,
@@ -265,6 +311,12 @@ def build_record(
         cache_write_tokens=call.cache_creation_tokens,
         reasoning_tokens=call.reasoning_tokens,
         context=context,
+        request_id=_text(attributes.get(sc.GEN_AI_RESPONSE_ID)),
+        endpoint=_text(attributes.get(sc.URL_PATH)),
+        method=_text(attributes.get(sc.HTTP_REQUEST_METHOD)),
+        # Held to a hint's shape: a span with a whole key there (or a collector's sender that
+        # put one) has it cut to a hint before it is stored.
+        api_key_hint=as_key_hint(attributes.get(sc.OTEL_LLM_API_KEY_HINT)),
         request_prompt=_content(attributes.get(sc.GEN_AI_INPUT_MESSAGES), max_length),
         response_preview=_content(attributes.get(sc.GEN_AI_OUTPUT_MESSAGES), max_length),
         feature=named.get("feature"),
@@ -272,6 +324,7 @@ def build_record(
         project=named.get("project"),
         api_key_id=named.get("api_key_id"),
         pipeline_step=named.get("pipeline_step"),
+        billing="credits" if billing is not None and billing.mode == "credits" else "own_key",
         **money,
     )
     return checked(record, now=now)

@@ -44,6 +44,9 @@ _COST_PARTS = {
 """The stats' cost_breakdown: part -> position of its sum."""
 _SUMMED = tuple(_SUM[name] for name in SUMMED)
 """Positions of SUMMED, in SUMMED's order."""
+_CREDITS, _CREDITS_UNPRICED = _SUM["credits_requests"], _SUM["credits_unpriced"]
+_CREDITS_COST, _CREDITS_LIST = _SUM["credits_cost_nusd"], _SUM["credits_list_nusd"]
+_CREDITS_LIST_UNKNOWN, _DISCOUNT = _SUM["credits_list_unknown"], _SUM["discount_nusd"]
 
 DailyKey = tuple[str, ...]
 """A daily row's key (``Rollup.key``): its day, then its fields' values."""
@@ -66,9 +69,12 @@ class Totals:
         summed: Sequence[int | None],
         latency_ms: float | None,
         ttfc_ms: float | None,
+        billed: Sequence[Any] = (None, None, None),
     ) -> None:
-        """One call: its values of ``SUMMED`` (token counts, costs in nano-USD)."""
+        """One call: its values of ``SUMMED`` (token counts, costs in nano-USD) and of
+        ``BILLED`` (billing mode, list cost, discount)."""
         sums = self.sums
+        _bill(sums, summed[_SUMMED_COST], *billed)
         sums[_REQUESTS] += 1
         if failed:
             sums[_FAILED] += 1
@@ -137,6 +143,54 @@ class Totals:
             return None
         return from_nanos(sums[_COST])
 
+    def billing(self) -> dict[str, Any]:
+        """Credits vs own keys and discounts (the API's fields; unknown is null, never 0)."""
+        sums = self.sums
+        requests = sums[_REQUESTS]
+        credits = sums[_CREDITS]
+        own = requests - credits
+        own_unpriced = sums[_UNPRICED] - sums[_CREDITS_UNPRICED]
+        credits_cost = (
+            None
+            if credits and sums[_CREDITS_UNPRICED] == credits
+            else from_nanos(sums[_CREDITS_COST])
+        )
+        list_cost = (
+            None
+            if credits and sums[_CREDITS_LIST_UNKNOWN] == credits
+            else from_nanos(sums[_CREDITS_LIST])
+        )
+        complete = not sums[_CREDITS_UNPRICED] and not sums[_CREDITS_LIST_UNKNOWN]
+        return {
+            "billing_mode": (
+                None
+                if not requests
+                else "hybrid"
+                if credits and own
+                else "credits"
+                if credits
+                else "own_key"
+            ),
+            "credits_requests": credits,
+            "own_key_requests": own,
+            "credits_cost": credits_cost,
+            "own_key_cost": (
+                None
+                if own and own_unpriced == own
+                else from_nanos(sums[_COST] - sums[_CREDITS_COST])
+            ),
+            "credits_list_cost": list_cost,
+            "credits_list_unknown_requests": sums[_CREDITS_LIST_UNKNOWN],
+            "own_key_savings": (
+                from_nanos(sums[_CREDITS_COST] - sums[_CREDITS_LIST])
+                if complete and credits
+                else None
+            ),
+            "discount_savings": (
+                None if requests and sums[_UNPRICED] == requests else from_nanos(sums[_DISCOUNT])
+            ),
+        }
+
     def error_rate(self) -> float | None:
         requests = self.sums[_REQUESTS]
         return _percent(self.sums[_FAILED], requests)
@@ -179,6 +233,7 @@ class Totals:
             "p99_latency_ms": p99,
             "p50_time_to_first_chunk_ms": t50,
             "p95_time_to_first_chunk_ms": t95,
+            **self.billing(),
         }
 
 
@@ -198,6 +253,30 @@ _C_LATENCY = _COLUMN[column_of("latency_ms")]
 _C_TTFC = _COLUMN[column_of("time_to_first_chunk_ms")]
 _ADDED = tuple((_COLUMN[name], _SUM[name]) for name in SUMMED if name != _COST_COLUMN)
 """(row position, sum position) of the summed columns but the cost (which counts unpriced)."""
+_SUMMED_COST = SUMMED.index(_COST_COLUMN)
+
+BILLED: tuple[str, ...] = (column_of("billing"), column_of("list_cost"), column_of("discount"))
+"""The calls' columns the billing counters are made of (``Totals.add``'s ``billed``)."""
+_C_BILLED = tuple(_COLUMN[name] for name in BILLED)
+
+
+def _bill(
+    sums: list[int], cost: int | None, billing: str | None, listed: int | None, discount: int | None
+) -> None:
+    """Count one call (its nano-USD cost, list cost and discount) in the billing counters."""
+    if discount:
+        sums[_DISCOUNT] += discount
+    if billing == "credits":
+        sums[_CREDITS] += 1
+        if cost is None:
+            sums[_CREDITS_UNPRICED] += 1
+        else:
+            sums[_CREDITS_COST] += cost
+        if listed is None:
+            sums[_CREDITS_LIST_UNKNOWN] += 1
+        else:
+            sums[_CREDITS_LIST] += listed
+
 
 _KEYED = tuple(dict.fromkeys(name for daily in ROLLUPS for name in daily.key[1:]))
 """Every column of a daily key (but the day), each once."""
@@ -251,6 +330,7 @@ def rollup(rows: Iterable[Sequence[Any]]) -> Added:
             latency_bucket = bucket(latency)
         ttfc = row[_C_TTFC]
         ttfc_bucket = -2 if ttfc is None else bucket(ttfc)
+        _bill(vector, cost, *[row[index] for index in _C_BILLED])
         for table, pick in found:
             key = (day, *pick(keyed))
             entry = table.get(key)

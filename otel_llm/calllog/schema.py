@@ -18,7 +18,9 @@ Representation (the same in both databases, so one SQL text serves both):
 - money is integer nano-USD (exact sums); an unpriced call has NULL cost;
 - content lives in its own table, so content retention deletes rows there only;
 - v2: calls that could not be stored wait in a dead-letter table (``deadletter.py``);
-- v3: daily aggregates by status, by user and by API key, next to the first (``rollup.py``).
+- v3: billing mode, list cost and discount of each call; the daily rows' billing sums;
+- v4: the provider's request id, the API endpoint and method, a hint of the API key;
+- v5: daily aggregates by status, by user and by API key, next to the first (``rollup.py``).
 """
 
 from __future__ import annotations
@@ -168,6 +170,38 @@ def _v2(t: Types) -> list[str]:
 
 
 def _v3(t: Types) -> list[str]:
+    # Billing (credits vs own keys) and discounts: each call's mode, list cost and discount;
+    # the daily rows' credits sums and discount savings. Calls stored before have NULLs (and
+    # count as own_key in the daily rows, whose new counters start at 0).
+    daily = [
+        "credits_requests",
+        "credits_unpriced",
+        "credits_cost_nusd",
+        "credits_list_nusd",
+        "credits_list_unknown",
+        "discount_nusd",
+    ]
+    return [
+        f"ALTER TABLE {CALLS} ADD COLUMN billing TEXT",
+        f"ALTER TABLE {CALLS} ADD COLUMN list_cost_nusd {t.bigint}",
+        f"ALTER TABLE {CALLS} ADD COLUMN discount_nusd {t.bigint}",
+        *(f"ALTER TABLE {DAILY} ADD COLUMN {name} {t.bigint} NOT NULL DEFAULT 0" for name in daily),
+    ]
+
+
+def _v4(t: Types) -> list[str]:
+    # The call metadata other call logs show (the provider's response id, the API path and
+    # method, a hint of the key). No index on request_id: its values are random, so a b-tree on
+    # them would take every insert to a random page (see docs/calllog.md on the primary key).
+    return [
+        f"ALTER TABLE {CALLS} ADD COLUMN request_id TEXT",
+        f"ALTER TABLE {CALLS} ADD COLUMN endpoint TEXT",
+        f"ALTER TABLE {CALLS} ADD COLUMN method TEXT",
+        f"ALTER TABLE {CALLS} ADD COLUMN api_key_hint TEXT",
+    ]
+
+
+def _v5(t: Types) -> list[str]:
     # Daily aggregates with the dimensions the first one leaves out. Status is two values: its
     # table is the first one's key with status. A user or an API key per row of that key would
     # multiply its rows by 100,000 users; their tables keep, next to the user (or key), only
@@ -191,7 +225,13 @@ def _v3(t: Types) -> list[str]:
     latency_count {t.bigint} NOT NULL DEFAULT 0,
     latency_sum_ms {t.real} NOT NULL DEFAULT 0,
     latency_sketch {t.blob},
-    ttfc_sketch {t.blob}"""
+    ttfc_sketch {t.blob},
+    credits_requests {t.bigint} NOT NULL DEFAULT 0,
+    credits_unpriced {t.bigint} NOT NULL DEFAULT 0,
+    credits_cost_nusd {t.bigint} NOT NULL DEFAULT 0,
+    credits_list_nusd {t.bigint} NOT NULL DEFAULT 0,
+    credits_list_unknown {t.bigint} NOT NULL DEFAULT 0,
+    discount_nusd {t.bigint} NOT NULL DEFAULT 0"""
     statements = [
         f"""CREATE TABLE {DAILY_STATUS} (
     day TEXT NOT NULL,
@@ -228,7 +268,7 @@ def _v3(t: Types) -> list[str]:
     return statements
 
 
-MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3)
+MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3, _v4, _v5)
 """Migration n (1-based) is ``MIGRATIONS[n - 1]``."""
 
 LATEST = len(MIGRATIONS)

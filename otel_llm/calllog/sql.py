@@ -20,6 +20,7 @@ from otel_llm.calllog.catalogue import (
     CONTENT_FIELDS,
     CONTENT_KEY,
     FIELDS,
+    FLAG_MATCHES,
     RANGES,
     SORTS,
     STORED,
@@ -29,8 +30,15 @@ from otel_llm.calllog.catalogue import (
     Field,
     column_of,
 )
-from otel_llm.calllog.query import CallFilter, CallQuery
-from otel_llm.calllog.record import NANO, CallRecord, from_nanos, micros_of, to_nanos
+from otel_llm.calllog.query import CallFilter, CallQuery, Comparison
+from otel_llm.calllog.record import (
+    NANO,
+    CallRecord,
+    from_nanos,
+    is_call_id,
+    micros_of,
+    to_nanos,
+)
 from otel_llm.calllog.record import utc_from_micros as _utc
 from otel_llm.calllog.schema import CALLS, CONTENT
 from otel_llm.calllog.sketch import Sketch
@@ -120,6 +128,10 @@ SORT_COLUMNS = {key: column_of(name) for key, name in SORTS.items()}
 
 _EXACT = tuple((match.name, column_of(match.name)) for match in (*TEXT_MATCHES, *CHOICE_MATCHES))
 """(CallFilter attribute, column) of each exact-match filter."""
+_FLAGS = tuple((match.name, column_of(match.name)) for match in FLAG_MATCHES)
+
+_OPERATORS = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+"""A comparison's operator as SQL: a fixed table, never text from a request."""
 
 _TIME = column_of(TIME_FIELD)
 _PROJECT = column_of("project")
@@ -150,14 +162,7 @@ def merge_sketches(old: bytes | None, new: bytes | None) -> bytes | None:
 
 def parse_call_id(call_id: str) -> int | None:
     """The span key of a well-formed call id (32 hex, "-", 16 hex); None otherwise."""
-    trace, dash, span = call_id.partition("-")
-    if not dash or len(trace) != 32 or len(span) != 16:
-        return None
-    try:
-        int(trace, 16)
-        return span_key(span)
-    except ValueError:
-        return None
+    return span_key(call_id[33:]) if is_call_id(call_id) else None
 
 
 def _encoder(
@@ -204,8 +209,10 @@ def where(call_filter: CallFilter) -> Statement:
     for attribute, column in _EXACT:
         value = getattr(call_filter, attribute)
         if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
+            text, values = match(column, value)
+            clauses.append(text)
+            params.extend(values)
+    _other_matches(call_filter, clauses, params)
     if call_filter.projects is not None:
         if not call_filter.projects:
             clauses.append("1 = 0")  # allowed no project: sees nothing
@@ -224,7 +231,62 @@ def where(call_filter: CallFilter) -> Statement:
         if bound is not None:
             clauses.append(f"{column} {operator} ?")
             params.append(_bound(bound, operator, codec))
+    for comparison in call_filter.comparisons or ():
+        text, values = _compare(comparison)
+        clauses.append(text)
+        params.extend(values)
     return Statement(" AND ".join(clauses) if clauses else "1=1", tuple(params))
+
+
+def _other_matches(call_filter: CallFilter, clauses: list[str], params: list[Any]) -> None:
+    """The excluded values and the boolean filters."""
+    for attribute, values in call_filter.excluded or ():
+        column = column_of(attribute)
+        marks = ", ".join("?" for _ in values)
+        # A call without a value is not one of those excluded.
+        clauses.append(f"({column} IS NULL OR {column} NOT IN ({marks}))")
+        params.extend(values)
+    for attribute, column in _FLAGS:
+        flag = getattr(call_filter, attribute)
+        if flag is not None:
+            clauses.append(f"{column} = ?")
+            params.append(_flag(flag))
+
+
+def match(column: str, value: str | tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The condition that ``column`` equals the value, or one of the values."""
+    if isinstance(value, str):
+        return f"{column} = ?", (value,)
+    if not value:  # no value can match (two $in lists without a common value)
+        return "1 = 0", ()
+    if len(value) == 1:
+        return f"{column} = ?", value
+    return f"{column} IN ({', '.join('?' for _ in value)})", value
+
+
+def _compare(comparison: Comparison) -> tuple[str, tuple[Any, ...]]:
+    """A comparison as SQL on the field's column, its value stored as the column stores it.
+    Integer columns (times in microseconds, money in nano-USD, tokens) compare exactly: a
+    bound between two integers is moved to the integer the comparison means (cost > 1.5
+    nano-USD is cost >= 2), and equality with a fraction matches nothing."""
+    field = FIELDS[comparison.field]
+    column = column_of(comparison.field)
+    operator = comparison.operator
+    value = comparison.value
+    if isinstance(value, datetime):
+        return f"{column} {_OPERATORS[operator]} ?", (micros_of(value),)
+    if field.sql == "real":
+        return f"{column} {_OPERATORS[operator]} ?", (float(value),)
+    exact = Decimal(value) / NANO if field.codec == "money" else Decimal(value)
+    if exact == exact.to_integral_value():
+        return f"{column} {_OPERATORS[operator]} ?", (int(exact),)
+    floor = int(exact.to_integral_value(ROUND_FLOOR))
+    if operator in ("gt", "lte"):  # > 1.5 is > 1; <= 1.5 is <= 1
+        return f"{column} {_OPERATORS[operator]} ?", (floor,)
+    if operator in ("gte", "lt"):  # >= 1.5 is >= 2; < 1.5 is < 2
+        return f"{column} {_OPERATORS[operator]} ?", (floor + 1,)
+    # No integer equals a fraction: eq matches nothing, ne every known value.
+    return (f"{column} IS NOT NULL", ()) if operator == "ne" else ("1 = 0", ())
 
 
 def _bound(value: Any, operator: str, codec: Codec) -> Any:
@@ -247,21 +309,35 @@ def decode(fields: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
 def list_statement(query: CallQuery, fields: Sequence[str]) -> Statement:
     """One page of calls. Unknown values (an unpriced call's cost) sort as the smallest, as
     both databases' indexes order NULLs by default, so either direction can use one index; the
-    id breaks ties so pages never overlap."""
+    id breaks ties (in the last key's direction) so pages never overlap."""
     condition = where(query.filter)
-    column = SORT_COLUMNS[query.sort]
-    direction = "DESC" if query.descending else "ASC"
-    if query.sort == "created_at":
-        # Never NULL: the plain order, which both databases read off the primary key.
-        order = f"created_us {direction}, id {direction}"
-    elif query.descending:
-        order = f"{column} DESC NULLS LAST, id DESC"
-    else:
-        order = f"{column} ASC NULLS FIRST, id ASC"
+    keys = ((query.sort, query.descending), *query.then)
+    order = ", ".join(_order(key, descending) for key, descending in keys)
+    order += f", id {'DESC' if keys[-1][1] else 'ASC'}"
     return Statement(
         f"SELECT {select_fields(fields)} FROM {CALLS} WHERE {condition.text} "  # noqa: S608
         f"ORDER BY {order} LIMIT ? OFFSET ?",
         (*condition.params, query.limit, query.offset),
+    )
+
+
+def _order(key: str, descending: bool) -> str:
+    column = SORT_COLUMNS[key]
+    if column == _TIME:
+        # Never NULL: the plain order, which both databases read off the primary key.
+        return f"{column} {'DESC' if descending else 'ASC'}"
+    return f"{column} DESC NULLS LAST" if descending else f"{column} ASC NULLS FIRST"
+
+
+def summary_statement(call_filter: CallFilter) -> Statement:
+    """Calls, priced calls, their cost (nano-USD) and tokens, of a filter (seed 001's
+    ``summary``)."""
+    condition = where(call_filter)
+    cost, tokens = column_of("cost"), column_of("total_tokens")
+    return Statement(
+        f"SELECT COUNT(*), COUNT({cost}), SUM({cost}), SUM({tokens}) FROM {CALLS} "  # noqa: S608
+        f"WHERE {condition.text}",
+        condition.params,
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from otel_llm import settings
@@ -35,7 +36,7 @@ from otel_llm.calllog.query import (
     QueryError,
     StatsQuery,
 )
-from otel_llm.calllog.record import micros_of
+from otel_llm.calllog.record import from_nanos, micros_of
 from otel_llm.calllog.schema import CALLS, CONTENT, DAILY_SINCE
 from otel_llm.calllog.stats import Deadline, Rows, Source, choose, daily_stats, daily_where
 
@@ -80,6 +81,18 @@ class Page:
     calls: list[dict[str, Any]]
     total: int
     has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Totals of the calls a filter selects (the enhanced list's ``summary``)."""
+
+    requests: int
+    priced: int
+    """Calls with a cost (the others' is unknown, not 0)."""
+    cost: Decimal | None
+    """USD, exact; None when no call was priced."""
+    tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +157,15 @@ class SQLCallStore(IsolatingStore, ABC):
     def count(self, filter: CallFilter) -> int:
         return int(self._read(sql.count_statement(filter))[0][0])
 
+    def summary(self, filter: CallFilter) -> Summary:
+        requests, priced, cost, tokens = self._read(sql.summary_statement(filter))[0]
+        return Summary(
+            int(requests),
+            int(priced),
+            from_nanos(int(cost)) if priced else None,
+            int(tokens or 0),
+        )
+
     def get(self, call_id: str, projects: frozenset[str] | None = None) -> dict[str, Any] | None:
         fields = tuple(FIELDS)
         row = self._lookup(call_id, fields, projects)
@@ -192,7 +214,7 @@ class SQLCallStore(IsolatingStore, ABC):
             attribute.name
             for attribute in dataclass_fields(call_filter)
             if attribute.name not in _STATS_ATTRIBUTES
-            and getattr(call_filter, attribute.name) is not None
+            and getattr(call_filter, attribute.name) not in (None, ())
         ]
         if refused:
             raise QueryError(
@@ -247,6 +269,7 @@ class SQLCallStore(IsolatingStore, ABC):
         if query.group_by is not None:
             result["groups"] = [{"group": key, **totals.stats()} for key, totals in groups]
         result["by_day"] = daily.by_day
+        result["by_model"] = daily.by_model
         return result
 
     def _complete_from(self, rollup: Rollup, start: datetime, end: datetime) -> datetime:
@@ -270,7 +293,7 @@ class SQLCallStore(IsolatingStore, ABC):
     def _hourly(self, call_filter: CallFilter, deadline: Deadline) -> _Groups:
         condition = sql.where(call_filter)
         by_hour: dict[int, rollup.Totals] = {}
-        last = len(_HOURLY_COLUMNS) - 2
+        last = len(_HOURLY_COLUMNS) - 2 - len(rollup.BILLED)
 
         def add(rows: Rows) -> None:
             for count, row in enumerate(rows):
@@ -280,7 +303,9 @@ class SQLCallStore(IsolatingStore, ABC):
                 totals = by_hour.get(hour)
                 if totals is None:
                     totals = by_hour[hour] = rollup.Totals()
-                totals.add(row[1] == "error", row[2:last], row[last], row[last + 1])
+                totals.add(
+                    row[1] == "error", row[2:last], row[last], row[last + 1], row[last + 2 :]
+                )
 
         self._scan(
             sql.Statement(
@@ -352,6 +377,7 @@ _HOURLY_COLUMNS = (
     *SUMMED,
     column_of("latency_ms"),
     column_of("time_to_first_chunk_ms"),
+    *rollup.BILLED,
 )
 """What hourly stats read of each call: its time, its status, ``Totals.add``'s values."""
 

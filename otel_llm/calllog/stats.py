@@ -83,6 +83,9 @@ class DailyStats:
     groups: list[tuple[str | None, Totals]]
     """In the answer's order; empty unless grouped by day, week or a dimension."""
     by_day: list[dict[str, Any]]
+    by_model: list[dict[str, Any]]
+    """The ``limit`` busiest models of the range (seed 001's ``by_model``), the rest as
+    ``other``."""
 
 
 def choose(call_filter: CallFilter, group_by: str | None) -> Rollup:
@@ -122,8 +125,9 @@ def daily_where(
     for name in STATS_MATCHES:
         value = getattr(call_filter, name)
         if value is not None:
-            clauses.append(f"{column_of(name)} = ?")
-            params.append(value)
+            text, values = sql.match(column_of(name), value)
+            clauses.append(text)
+            params.extend(values)
     if call_filter.projects is not None:
         if call_filter.projects:
             marks = ", ".join("?" for _ in call_filter.projects)
@@ -173,6 +177,8 @@ def daily_stats(
         column = column_of(_GROUP_FIELDS[group_by])
         groups = _top(scan, grouped.table, column, grouped.where, limit, deadline=deadline)
         rest = _remainder(overall, groups.values())
+    models = groups if group_by == "model" else None
+    by_model = _by_model(scan, base, overall, models, limit, deadline=deadline)
     apart = grouped.table != table
     week = group_by == "week"
     sketches = f"{_LATENCY_SKETCH}, {_TTFC_SKETCH}"
@@ -221,7 +227,7 @@ def daily_stats(
         for totals in groups.values():
             rest.latency.subtract(totals.latency)
             rest.ttfc.subtract(totals.ttfc)
-        return DailyStats(overall, _ordered(groups, rest, group_by), by_day)
+        return DailyStats(overall, _ordered(groups, rest, group_by), by_day, by_model)
     # Rows of no group listed: the rest's (grouped by a field), or every row (ungrouped; days
     # and weeks have a group for every row).
     scan(
@@ -236,7 +242,27 @@ def daily_stats(
         for totals in (*groups.values(), *([rest] if rest is not None else [])):
             overall.latency.merge(totals.latency)
             overall.ttfc.merge(totals.ttfc)
-    return DailyStats(overall, _ordered(groups, rest, group_by), by_day)
+    return DailyStats(overall, _ordered(groups, rest, group_by), by_day, by_model)
+
+
+def _by_model(
+    scan: Scan,
+    base: Source,
+    overall: Totals,
+    models: dict[str, Totals] | None,
+    limit: int,
+    *,
+    deadline: Deadline,
+) -> list[dict[str, Any]]:
+    """The ``limit`` busiest models (``models``: already summed) and the rest as ``other``;
+    from the base table, which keeps the model (every daily table does)."""
+    if models is None:
+        models = _top(scan, base.table, "model", base.where, limit, deadline=deadline)
+    by_model = [_model_entry(model, totals) for model, totals in _ordered(models, None, "model")]
+    others = _remainder(overall, models.values())
+    if others.requests:
+        by_model.append(_model_entry(OTHER, others))
+    return by_model
 
 
 def _sums_by(
@@ -348,6 +374,7 @@ def _by_day(
                 "cost": totals.cost(),
                 "error_rate": totals.error_rate(),
                 "cache_hit_rate": totals.cache_hit_rate(),
+                **totals.billing(),
                 "models": entries,
             }
         )

@@ -18,7 +18,7 @@ from otel_llm.calllog.isolation import WriteResult
 from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
 from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.sqlite import SQLiteCallStore
-from otel_llm.calllog.sqlstore import Page, RetentionResult, SQLCallStore
+from otel_llm.calllog.sqlstore import Page, RetentionResult, SQLCallStore, Summary
 
 __all__ = [
     "CallReader",
@@ -26,6 +26,7 @@ __all__ = [
     "Page",
     "RetentionResult",
     "SQLCallStore",
+    "Summary",
     "WriteResult",
     "open_store",
 ]
@@ -37,6 +38,8 @@ class CallReader(Protocol):
     def list(self, query: CallQuery) -> Page: ...
 
     def count(self, filter: CallFilter) -> int: ...
+
+    def summary(self, filter: CallFilter) -> Summary: ...
 
     def get(
         self, call_id: str, projects: frozenset[str] | None = None

@@ -40,6 +40,7 @@ _PRICING: tuple[Binding, ...] = (
     Binding("max_label_values", settings.MAX_LABEL_VALUES, "--max-label-values", "N"),
     Binding("max_tokens", settings.MAX_TOKENS, "--max-tokens", "N"),
     Binding("price_cache_size", settings.PRICE_CACHE_SIZE, "--price-cache-size", "N"),
+    Binding("agent_label", settings.AGENT_LABEL, "--agent-label"),
 )
 
 

@@ -70,5 +70,7 @@ class CollectorConfig(Configured):
     )
     retry_after: float = bound(settings.COLLECTOR_RETRY_AFTER, "--retry-after", "SECONDS")
     """Seconds a refused client is told to wait (RetryInfo / Retry-After)."""
+    dedup_window: int = bound(settings.COLLECTOR_DEDUP_WINDOW, "--dedup-window", "N")
+    """Priced spans remembered by id, so a redelivered one is not counted twice (0: off)."""
     grpc_workers: int = 8
     """Threads handling gRPC requests."""

@@ -15,6 +15,10 @@ The same pricing as ``LLMSpanProcessor`` (a ``otel_llm.pricer.Pricer``) and the 
   the application's own ``/metrics`` has it, and a dashboard summing both would count it twice.
   It is still derived and handed to the call sink (unless it is a ``counted_in`` marker), so a
   call log fed from here stores every call once, whichever process priced it.
+* Redelivery: a priced span whose (trace id, span id) was recorded among the last
+  ``dedup_window`` is priced and forwarded again but not recorded again (``dedup.py``);
+  ``EnrichResult.duplicates`` counts it. Checked when the metrics are recorded, not when the
+  span is priced: a request refused (queue full) was not recorded, so its retry counts once.
 
 Enriching never raises: a span whose derivation fails is forwarded unchanged and counted in
 ``otel_llm_processor_errors_total{stage="collector"}``.
@@ -33,6 +37,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel_llm import _semconv as sc
 from otel_llm.call import is_llm_call, may_be_llm_call
+from otel_llm.collector.dedup import RecentSpans, span_key
 from otel_llm.collector.otlp import UNTRUSTED_WHEN_UNPRICED, apply_attributes, attributes_of
 from otel_llm.derive import Derived
 from otel_llm.dialects import OPERATION_MARKERS
@@ -87,6 +92,8 @@ class EnrichResult:
     errors: int = 0
     """Spans passed on unchanged because deriving them failed."""
     recorded: bool = False
+    duplicates: int = 0
+    """Calls priced here that were not recorded again: their span was recorded recently."""
 
 
 @dataclass(slots=True)
@@ -106,11 +113,14 @@ class Enricher:
         pricer: prices each call; its extra attributes are those of the recorder's extra
             labels, in its label order.
         recorder: where the GenAI metrics go (``PrometheusRecorder.for_registry``).
+        dedup_window: priced spans remembered by (trace id, span id); one recorded among the
+            last ``dedup_window`` is not recorded again (0: every span is recorded).
     """
 
-    def __init__(self, pricer: Pricer, recorder: PrometheusRecorder):
+    def __init__(self, pricer: Pricer, recorder: PrometheusRecorder, *, dedup_window: int = 0):
         self._pricer = pricer
         self._recorder = recorder
+        self._recent = RecentSpans(dedup_window)
 
     @property
     def recorder(self) -> PrometheusRecorder:
@@ -150,14 +160,24 @@ class Enricher:
         return result
 
     def record(self, result: EnrichResult) -> None:
-        """Record the metrics of the calls this service priced (once per result)."""
+        """Record the metrics of the calls this service priced (once per result), but for
+        those whose span was recorded recently (``result.duplicates``)."""
         if result.recorded:
             return
         result.recorded = True
         recorder = self._recorder
-        for call in result.calls:
-            if not call.measured:
-                continue
+        measured = [call for call in result.calls if call.measured]
+        if measured and self._recent.size:
+            try:
+                new = self._recent.admit(
+                    [span_key(call.span.trace_id, call.span.span_id) for call in measured]
+                )
+            except Exception:  # noqa: BLE001 - then each is counted, as without the window
+                self._failed(result)
+            else:
+                result.duplicates = new.count(False)
+                measured = [call for call, first in zip(measured, new, strict=True) if first]
+        for call in measured:
             try:
                 recorder.record(call.derived)
                 if call.derived.rejected:

@@ -10,6 +10,9 @@ Data flow of one export request::
 A request is acknowledged only once it is on disk, so an upstream outage, a call log outage or
 a restart loses no acknowledged span; when the queue is full the client is told to retry, and
 nothing is counted (metrics) until a request is accepted, so a retried request is counted once.
+A request accepted and sent again all the same (its reply was lost, the client timed out) is
+queued and forwarded again, but its priced spans seen among the last ``dedup_window`` are not
+counted in the GenAI metrics again (``otel_llm_collector_duplicate_spans_total``).
 The batch file is the durable record for both consumers: it is deleted once the upstream has
 it and the call sink has stored its calls (``feed.py``), so after a SIGKILL at any instant the
 restarted service forwards and logs exactly what was acknowledged (at least once; the call log
@@ -41,9 +44,10 @@ from otel_llm.collector.http_receiver import HttpReceiver
 from otel_llm.collector.metrics_server import MetricsServer
 from otel_llm.collector.queue import UPSTREAM, DiskQueue, QueueClosed, QueueFull
 from otel_llm.collector.telemetry import CollectorMetrics
+from otel_llm.metrics.labels import extra_metric_labels
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
-from otel_llm.pricing import PriceBook, PriceOverride
+from otel_llm.pricing import Discount, PriceBook, PriceOverride
 
 if TYPE_CHECKING:
     from otel_llm.collector.forward import Forwarder
@@ -89,11 +93,12 @@ class CollectorService(Background):
         registry: CollectorRegistry | None = None,
         call_sink: CallSink | None = None,
         price_book: PriceBook | None = None,
-        price_overrides: str | Path | Sequence[PriceOverride] | None = None,
+        price_overrides: str | Path | Sequence[PriceOverride | Discount] | None = None,
         extra_labels: Mapping[str, str] | Sequence[str] | None = None,
         max_label_values: int | None = None,
         max_tokens: int | None = None,
         price_cache_size: int | None = None,
+        agent_label: bool | None = None,
     ):
         self.config = config if config is not None else CollectorConfig.from_settings()
         self._call_sink = call_sink
@@ -107,7 +112,7 @@ class CollectorService(Background):
         self.metrics = CollectorMetrics(registry)
         recorder = PrometheusRecorder.for_registry(
             registry,
-            extra_labels=settings.EXTRA_LABELS.resolve(extra_labels),
+            extra_labels=extra_metric_labels(extra_labels, agent_label),
             max_label_values=settings.MAX_LABEL_VALUES.resolve(max_label_values),
         )
         # At 0 from start-up, like the service's own series: an alert's increase() then sees
@@ -121,7 +126,7 @@ class CollectorService(Background):
             max_tokens=max_tokens,
             extra_attributes=recorder.extra_labels.values(),
         )
-        self.enricher = Enricher(Pricer(pricing), recorder)
+        self.enricher = Enricher(Pricer(pricing), recorder, dedup_window=self.config.dedup_window)
 
         self._state = "new"  # new -> running -> stopping -> stopped
         self._lock = threading.Lock()
@@ -330,6 +335,7 @@ class CollectorService(Background):
         # queue, so its calls are stored even if the process dies right after the reply.
         self.enricher.record(result)
         self.metrics.received(result.spans, transport)
+        self.metrics.duplicate(result.duplicates)
 
     # --- health ---------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:

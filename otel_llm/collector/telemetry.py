@@ -1,5 +1,5 @@
-"""The collector service's own Prometheus metrics: what it received, refused, forwarded, retried
-and dropped, and how full its queue is.
+"""The collector service's own Prometheus metrics: what it received (and received again),
+refused, forwarded, retried and dropped, and how full its queue is.
 
 Every known label combination is created at 0 on start-up, so a dashboard or an alert such as
 ``increase(otel_llm_collector_dropped_spans_total[5m]) > 0`` sees the series before the first
@@ -18,6 +18,7 @@ PROM_REFUSED: Final = "otel_llm_collector_refused_requests_total"
 PROM_FORWARDED: Final = "otel_llm_collector_forwarded_spans_total"
 PROM_RETRIED: Final = "otel_llm_collector_retried_spans_total"
 PROM_DROPPED: Final = "otel_llm_collector_dropped_spans_total"
+PROM_DUPLICATE: Final = "otel_llm_collector_duplicate_spans_total"
 PROM_QUEUE_BATCHES: Final = "otel_llm_collector_queue_batches"
 PROM_QUEUE_BYTES: Final = "otel_llm_collector_queue_bytes"
 PROM_QUEUE_CAPACITY: Final = "otel_llm_collector_queue_capacity_bytes"
@@ -87,6 +88,12 @@ class CollectorMetrics:
             ["reason"],
             registry=registry,
         )
+        self._duplicate = Counter(
+            _strip_total(PROM_DUPLICATE),
+            "Priced spans received again within the dedup window: forwarded, not counted "
+            "again in the GenAI metrics.",
+            registry=registry,
+        )
         self._batches = Gauge(
             PROM_QUEUE_BATCHES, "Batches in the queue (waiting and in flight).", registry=registry
         )
@@ -119,6 +126,10 @@ class CollectorMetrics:
     def dropped(self, n: int, reason: str) -> None:
         if n > 0:
             self._dropped.labels(reason).inc(n)
+
+    def duplicate(self, n: int) -> None:
+        if n > 0:
+            self._duplicate.inc(n)
 
     def watch_queue(self, queue: QueueState) -> None:
         """Makes the gauges read ``queue`` at every scrape (no stale copy to keep updated)."""

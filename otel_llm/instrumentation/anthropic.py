@@ -28,6 +28,7 @@ from typing import Any
 from opentelemetry import trace
 
 from otel_llm import _semconv as sc
+from otel_llm import settings
 from otel_llm.instrumentation.content import ContentCapture, text_message, text_part
 from otel_llm.instrumentation.instrumentor import SDKInstrumentor
 from otel_llm.instrumentation.streams import AsyncStreamProxy, StreamState, SyncStreamProxy
@@ -37,6 +38,8 @@ from otel_llm.instrumentation.wrapping import Other, Target
 from otel_llm.lifecycle import CallSpan
 
 _MESSAGES = "anthropic.resources.messages.messages"
+_PATH = "/v1/messages"
+"""Where the SDK sends a Messages request, under the client's base URL."""
 _SDK_SPANS_ENV = "ANTHROPIC_OPEN_TELEMETRY"
 
 
@@ -147,19 +150,23 @@ OTHER_INSTRUMENTATIONS: tuple[Other, ...] = (
 
 
 class _Instrumented:
-    def __init__(self, tracer: trace.Tracer, capture: ContentCapture):
+    def __init__(self, tracer: trace.Tracer, capture: ContentCapture, key_hint: bool):
         self.tracer = tracer
         self.capture = capture
+        self.key_hint = key_hint
 
     def start(
         self, instance: Any, kwargs: dict[str, Any], streaming: bool
     ) -> tuple[CallSpan, dict[str, Any]] | None:
+        client = instance._client
         call = start_call(
             self.tracer,
             others=OTHER_INSTRUMENTATIONS,
             operation="chat",
             provider="anthropic",
-            base_url=instance._client.base_url,
+            base_url=client.base_url,
+            path=_PATH,
+            api_key=client.api_key if self.key_hint else None,
             kwargs=kwargs,
             streaming=streaming,
             request=_request_attributes(kwargs),
@@ -265,9 +272,9 @@ class AnthropicInstrumentor(SDKInstrumentor):
     """Instruments the ``anthropic`` SDK.
 
     ``instrument(tracer_provider=..., capture_content=None, content_max_length=None,
-    redact=None, configure=True)`` (None: the ``OTEL_LLM_*`` setting or its default; see
-    ``otel_llm.instrumentation.content``). Unless ``configure=False``, it also attaches
-    ``LLMSpanProcessor`` to the SDK TracerProvider in use (``otel_llm.configure``).
+    redact=None, api_key_hint=None, configure=True)`` (None: the ``OTEL_LLM_*`` setting or its
+    default; see ``otel_llm.instrumentation.content``). Unless ``configure=False``, it also
+    attaches ``LLMSpanProcessor`` to the SDK TracerProvider in use (``otel_llm.configure``).
     """
 
     _env_set = False
@@ -278,7 +285,8 @@ class AnthropicInstrumentor(SDKInstrumentor):
     def targets(
         self, tracer: trace.Tracer, capture: ContentCapture, options: dict[str, Any]
     ) -> list[Target]:
-        instrumented = _Instrumented(tracer, capture)
+        key_hint = settings.API_KEY_HINT.resolve(options.get("api_key_hint"))
+        instrumented = _Instrumented(tracer, capture, key_hint)
         return [
             (_MESSAGES, "Messages", "create", instrumented.create),
             (_MESSAGES, "AsyncMessages", "create", instrumented.create_async),

@@ -84,10 +84,11 @@ OTHER_INSTRUMENTATIONS: tuple[Other, ...] = (
 class _Instrumented:
     """Starts and finishes the span of one call of one SDK method."""
 
-    def __init__(self, tracer: trace.Tracer, api: Api, include_usage: bool):
+    def __init__(self, tracer: trace.Tracer, api: Api, include_usage: bool, key_hint: bool):
         self.tracer = tracer
         self.api = api
         self.include_usage = include_usage
+        self.key_hint = key_hint
 
     def start(
         self, instance: Any, kwargs: dict[str, Any]
@@ -100,6 +101,8 @@ class _Instrumented:
             operation=self.api.operation,
             provider=provider_name(client),
             base_url=client.base_url,
+            path=self.api.path,
+            api_key=client.api_key if self.key_hint else None,
             kwargs=kwargs,
             streaming=streaming,
             request=self.api.request_attributes(kwargs),
@@ -156,11 +159,11 @@ class OpenAIInstrumentor(SDKInstrumentor):
     """Instruments the ``openai`` SDK.
 
     ``instrument(tracer_provider=..., stream_include_usage=None, capture_content=None,
-    content_max_length=None, redact=None, configure=True)`` (None: the ``OTEL_LLM_*`` setting
-    or its default; see ``otel_llm.instrumentation.content`` for capture). Unless
-    ``configure=False``, it also attaches ``LLMSpanProcessor`` to the SDK TracerProvider in use
-    (``otel_llm.configure``, idempotent), which is what makes ``opentelemetry-instrument``
-    price calls with no code change.
+    content_max_length=None, redact=None, api_key_hint=None, configure=True)`` (None: the
+    ``OTEL_LLM_*`` setting or its default; see ``otel_llm.instrumentation.content`` for
+    capture). Unless ``configure=False``, it also attaches ``LLMSpanProcessor`` to the SDK
+    TracerProvider in use (``otel_llm.configure``, idempotent), which is what makes
+    ``opentelemetry-instrument`` price calls with no code change.
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -170,13 +173,14 @@ class OpenAIInstrumentor(SDKInstrumentor):
         self, tracer: trace.Tracer, capture: ContentCapture, options: dict[str, Any]
     ) -> list[Target]:
         include_usage = settings.STREAM_INCLUDE_USAGE.resolve(options.get("stream_include_usage"))
+        key_hint = settings.API_KEY_HINT.resolve(options.get("api_key_hint"))
         targets: list[Target] = []
         for (module, sync_class, async_class), api, methods in (
             (_CHAT, Chat(capture), ("create", "parse")),
             (_RESPONSES, Responses(capture), ("create", "parse")),
             (_EMBEDDINGS, Embeddings(capture), ("create",)),
         ):
-            instrumented = _Instrumented(tracer, api, include_usage)
+            instrumented = _Instrumented(tracer, api, include_usage, key_hint)
             for method in methods:
                 targets.append((module, sync_class, method, instrumented.sync))
                 targets.append((module, async_class, method, instrumented.async_))

@@ -54,6 +54,8 @@ class Api:
     """What one SDK method's span says, from its request and its response."""
 
     operation = "chat"
+    path = "/chat/completions"
+    """Where the SDK sends the request, under the client's base URL."""
 
     def __init__(self, capture: ContentCapture):
         self.capture = capture
@@ -157,6 +159,8 @@ class ChatStream:
 
 
 class Responses(Api):
+    path = "/responses"
+
     def request_attributes(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         return {
             sc.GEN_AI_REQUEST_TEMPERATURE: number(kwargs.get("temperature")),
@@ -211,10 +215,12 @@ class ResponsesStream:
                 code if isinstance(code, str) else "response.failed",
                 message if isinstance(message, str) else "response failed",
             )
+            call.set(sc.OTEL_LLM_ERROR_CODE, code if isinstance(code, str) else None)
 
 
 class Embeddings(Api):
     operation = "embeddings"
+    path = "/embeddings"
 
     def on_response(self, call: CallSpan, response: Any) -> None:
         call.set_response(model=get(response, "model"))

@@ -14,8 +14,9 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
+from otel_llm import _semconv as sc
 from otel_llm._version import __version__
-from otel_llm.instrumentation.values import server_attributes
+from otel_llm.instrumentation.values import api_key_hint, http_status, server_attributes, url_path
 from otel_llm.instrumentation.wrapping import Other, other_instrumentation
 from otel_llm.lifecycle import CallSpan, start_attributes
 
@@ -35,13 +36,16 @@ def start_call(
     operation: str,
     provider: str,
     base_url: Any,
+    path: str,
+    api_key: Any,
     kwargs: Mapping[str, Any],
     streaming: bool,
     request: Mapping[str, Any],
 ) -> CallSpan | None:
-    """Start the span of an SDK call made with ``kwargs`` by a client at ``base_url``, with the
-    API's ``request`` attributes (Nones left out); None while another instrumentation of the same
-    SDK is active (``other_instrumentation``)."""
+    """Start the span of an SDK call made with ``kwargs`` by a client at ``base_url`` to the API
+    at ``path`` (a POST), with the API's ``request`` attributes (Nones left out) and the hint of
+    ``api_key`` (None: no hint); None while another instrumentation of the same SDK is active
+    (``other_instrumentation``)."""
     if other_instrumentation(others) is not None:
         return None
     model = kwargs.get("model")
@@ -55,6 +59,11 @@ def start_call(
         server_address=host,
         server_port=port,
     )
+    attributes[sc.URL_PATH] = url_path(base_url, path)
+    attributes[sc.HTTP_REQUEST_METHOD] = "POST"
+    hint = api_key_hint(api_key)
+    if hint is not None:
+        attributes[sc.OTEL_LLM_API_KEY_HINT] = hint
     attributes.update((name, value) for name, value in request.items() if value is not None)
     return CallSpan.start(tracer, operation, model, attributes)
 
@@ -76,6 +85,7 @@ def _started(start: Start) -> tuple[CallSpan, dict[str, Any]] | None:
 
 def _finished(finish: Finish, call: CallSpan, result: Any) -> Any:
     try:
+        call.http_status = http_status(result)
         return finish(call, result)
     except Exception:
         _logger.debug("otel-llm: could not read the response", exc_info=True)

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from otel_llm.instrumentation.messages import Message, text_message
+from otel_llm.redaction import key_hint
 
 
 def get(obj: Any, *path: str) -> Any:
@@ -49,29 +50,75 @@ def strings(value: Any) -> list[str] | None:
 # parsing it (~3 µs) is done once per URL object. The entry holds the URL, so its id is not
 # reused while the entry lives; the bound keeps a program that makes many clients flat.
 _MAX_SERVERS = 64
-_servers: dict[int, tuple[Any, str | None, int | None]] = {}
+_servers: dict[int, tuple[Any, str | None, int | None, str]] = {}
+
+
+def _server(base_url: Any) -> tuple[Any, str | None, int | None, str]:
+    entry = _servers.get(id(base_url))
+    if entry is not None and entry[0] is base_url:
+        return entry
+    entry = (base_url, *_parse_server(base_url))
+    if len(_servers) >= _MAX_SERVERS:
+        _servers.clear()
+    _servers[id(base_url)] = entry
+    return entry
 
 
 def server_attributes(base_url: Any) -> tuple[str | None, int | None]:
     """``server.address`` and ``server.port`` of a client's base URL (default ports filled in)."""
-    entry = _servers.get(id(base_url))
-    if entry is not None and entry[0] is base_url:
-        return entry[1], entry[2]
-    host, port = _parse_server(base_url)
-    if len(_servers) >= _MAX_SERVERS:
-        _servers.clear()
-    _servers[id(base_url)] = (base_url, host, port)
-    return host, port
+    entry = _server(base_url)
+    return entry[1], entry[2]
 
 
-def _parse_server(base_url: Any) -> tuple[str | None, int | None]:
+def url_path(base_url: Any, api_path: str) -> str:
+    """``url.path`` of a request to ``api_path`` (``/chat/completions``) by a client at
+    ``base_url``: the SDKs join the two (``/v1`` + ``/chat/completions``)."""
+    return _server(base_url)[3] + api_path
+
+
+def _parse_server(base_url: Any) -> tuple[str | None, int | None, str]:
     try:
         parts = urlsplit(str(base_url))
         host = parts.hostname
         port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
     except ValueError:
-        return None, None
-    return host, port
+        return None, None, ""
+    return host, port, parts.path.rstrip("/")
+
+
+# A client's key is the same str object call after call: its hint is made once per key object.
+# The entry keeps the key's hash, not the key, so no key outlives its client here; a key made
+# at the id of a forgotten one and with its hash is, for all purposes, the same key.
+_MAX_HINTS = 64
+_hints: dict[int, tuple[int, str | None]] = {}
+
+
+def api_key_hint(api_key: Any) -> str | None:
+    """``redaction.key_hint`` of a client's key (None for no key, or one that is not a str)."""
+    if not isinstance(api_key, str):
+        return None
+    digest = hash(api_key)
+    entry = _hints.get(id(api_key))
+    if entry is not None and entry[0] == digest:
+        return entry[1]
+    hint = key_hint(api_key)
+    if len(_hints) >= _MAX_HINTS:
+        _hints.clear()
+    _hints[id(api_key)] = (digest, hint)
+    return hint
+
+
+def http_status(result: Any) -> int:
+    """The HTTP status of an SDK call that returned ``result``: a raw response's or a stream's own
+    status, else 200 (the SDKs raise on any status that is not 2xx, and these APIs answer 200)."""
+    kind = type(result).__name__
+    if kind.endswith("Stream"):
+        status = get(result, "response", "status_code")
+    elif kind.endswith("APIResponse"):
+        status = get(result, "status_code")
+    else:
+        return 200
+    return status if integer(status) is not None and 200 <= status < 300 else 200
 
 
 def text_of(content: Any) -> str | None:

@@ -1,14 +1,31 @@
-"""Metric label values: the cap on distinct values per label.
+"""Metric labels: which span attributes fill the extra ones, and the cap on distinct values.
 
 Which span attributes become labels (and their names) is a setting: see
-``otel_llm.settings.parse_extra_labels``.
+``otel_llm.settings.parse_extra_labels``; ``agent_label`` adds the agent's.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 
+from otel_llm import _semconv as sc
+from otel_llm import settings
 from otel_llm.text import clean_label_value
+
+AGENT_LABEL = "gen_ai_agent_name"
+
+
+def extra_metric_labels(
+    extra_labels: Mapping[str, str] | Sequence[str] | None, agent_label: bool | None
+) -> dict[str, str]:
+    """Label name -> span attribute of the labels after the standard ones, as the settings
+    (``extra_labels``, ``agent_label``) and these arguments say."""
+    labels = dict(settings.EXTRA_LABELS.resolve(extra_labels))
+    if settings.AGENT_LABEL.resolve(agent_label):
+        labels.setdefault(AGENT_LABEL, sc.GEN_AI_AGENT_NAME)
+    return labels
+
 
 OVERFLOW = "other"
 """The value every label value past the cap is reported as."""

@@ -21,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from otel_llm import _semconv as sc
 from otel_llm.call import Rejected
@@ -274,6 +274,8 @@ class PrometheusRecorder:
             if multiprocess_mode()
             else _Accumulators(registry, families)
         )
+        self._registry = registry
+        self._evicted: Counter | None = None
         self._series: dict[tuple[str, ...], _Series | ClientSeries] = {}
         self._by_raw: dict[tuple[str | None, ...], _Series | ClientSeries] = {}
 
@@ -345,6 +347,24 @@ class PrometheusRecorder:
     def record_rejected(self, rejected: Iterable[Rejected]) -> None:
         for item in rejected:
             self._store.count_invalid(item.attribute, item.reason)
+
+    def record_evicted(self, kind: str) -> None:
+        """Counts a roll-up given up to the processor's bound (``otel_llm.tracecost``). Made on
+        the first eviction, in the registry: only processors that follow traces ever need it,
+        and the GenAI families' exposition stays as it was."""
+        counter = self._evicted
+        if counter is None:
+            with _recorders_lock:
+                counter = self._evicted
+                if counter is None:
+                    counter = self._evicted = Counter(
+                        sc.PROM_ROLLUP_EVICTED.removesuffix("_total"),
+                        "Cost roll-ups given up at the processor's bound (rollup_max_open): a "
+                        "trace whose local root never ended, or a span under an agent.",
+                        ("kind",),
+                        registry=self._registry,
+                    )
+        counter.labels(kind).inc()
 
     def record_error(self, stage: str, count: int = 1) -> None:
         """Counts ``count`` internal failures at ``stage``; 0 makes the stage's series exist at

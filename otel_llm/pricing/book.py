@@ -13,16 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from otel_llm import _semconv as sc
 from otel_llm.call import LLMCall
 from otel_llm.pricing import names
+from otel_llm.pricing.billing import Billing, Gateways, discounted
 from otel_llm.pricing.cost import Cost
-from otel_llm.pricing.overrides import PriceOverride
+from otel_llm.pricing.overrides import Discount, PriceOverride
 from otel_llm.pricing.rates import Rates
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from types import ModuleType
 
     from genai_prices import types as gp
@@ -56,6 +58,8 @@ class _Resolved:
     """The prices change only on whole seconds, so the last second's Rates can be reused."""
     _last: tuple[int, Rates] | None = None
     """(second since the epoch, the Rates in force during it)."""
+    discount: Discount | None = None
+    """The most specific discount without a project scope that applies (set by the book)."""
 
     def __post_init__(self) -> None:
         self.identity = (sc.COST_SOURCE_LOCAL, self.price_data, self.provider_id, self.model_id)
@@ -109,10 +113,32 @@ def _changes_on_whole_seconds(constraint: object) -> bool:
 
 
 class PriceBook:
-    """Prices calls from genai-prices' bundled data (no network) and the user's overrides."""
+    """Prices calls from genai-prices' bundled data (no network) and the user's overrides and
+    discounts; tells credits from own-key calls by the ``gateways`` (``billing_gateways``)."""
 
-    def __init__(self, overrides: Sequence[PriceOverride] = (), *, cache_size: int = 4096):
-        self._overrides = tuple(overrides)
+    def __init__(
+        self,
+        overrides: Sequence[PriceOverride | Discount] = (),
+        *,
+        cache_size: int = 4096,
+        gateways: Sequence[str] = (),
+    ):
+        self._overrides = tuple(rule for rule in overrides if isinstance(rule, PriceOverride))
+        # The most specific first (a stable sort: the file's order among equals).
+        self._discounts = tuple(
+            sorted(
+                (rule for rule in overrides if isinstance(rule, Discount)),
+                key=lambda rule: rule.rank,
+                reverse=True,
+            )
+        )
+        self._project_discounts = any(rule.project is not None for rule in self._discounts)
+        self._by_project: dict[tuple[str, str | None, str | None, str | None], Discount | None]
+        self._by_project = {}
+        self._gateways = Gateways(gateways)
+        self.bills = bool(self._discounts or self._gateways)
+        """Whether every call needs ``bill``; otherwise only one with a provider cost or a
+        billing override does."""
         self._cache: dict[tuple[str | None, str], _Resolved | Unpriced] = {}
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -127,9 +153,10 @@ class PriceBook:
             version += f" (updated {snapshot.timestamp.isoformat(timespec='seconds')})"
         return version
 
-    def price(self, call: LLMCall, start_time_ns: int) -> Cost | Unpriced:
-        """The cost of ``call``, or why it has none."""
-        if call.provider_cost is not None:
+    def price(self, call: LLMCall, start_time_ns: int, listed: bool = False) -> Cost | Unpriced:
+        """The cost of ``call``, or why it has none; ``listed``: from the price data even when
+        the provider reported a cost (what the call costs at list price)."""
+        if call.provider_cost is not None and not listed:
             return Cost(
                 amount=call.provider_cost, source=sc.COST_SOURCE_PROVIDER, price_data="provider"
             )
@@ -142,12 +169,7 @@ class PriceBook:
         if call.usage_missing or input_tokens is None or output_tokens is None:
             return Unpriced("missing_usage")
 
-        resolved: _Resolved | Unpriced = _MISSING_MODEL
-        for model in (call.response_model, call.request_model):
-            if model is not None:
-                resolved = self.resolve(call.provider, model)
-                if isinstance(resolved, _Resolved) or resolved.reason == "unknown_provider":
-                    break
+        resolved = self._entry_of(call)
         if isinstance(resolved, Unpriced):
             return resolved
 
@@ -171,12 +193,92 @@ class PriceBook:
             else _decimal_cost(rates, counts, resolved)
         )
 
+    def _entry_of(self, call: LLMCall) -> _Resolved | Unpriced:
+        """The price entry of the call: its response model's, else its request model's."""
+        resolved: _Resolved | Unpriced = _MISSING_MODEL
+        for model in (call.response_model, call.request_model):
+            if model is not None:
+                resolved = self.resolve(call.provider, model)
+                if isinstance(resolved, _Resolved) or resolved.reason == "unknown_provider":
+                    break
+        return resolved
+
+    def bill(
+        self,
+        call: LLMCall,
+        start_time_ns: int,
+        priced: Cost | Unpriced,
+        attributes: Mapping[str, Any],
+    ) -> tuple[Cost | Unpriced, Billing | None]:
+        """The call's cost after its discount, and its billing (None: own key, no discount);
+        ``priced`` is what ``price`` gave."""
+        override = attributes.get(sc.OTEL_LLM_CONTEXT_BILLING)
+        reported = isinstance(priced, Cost) and priced.source == sc.COST_SOURCE_PROVIDER
+        if override in sc.BILLING_MODES:
+            mode = override
+        elif reported or (self._gateways and self._gateways.match(call.provider, attributes)):
+            mode = sc.BILLING_CREDITS
+        else:
+            mode = sc.BILLING_OWN_KEY
+        list_cost: Cost | Unpriced = priced
+        discount = None
+        if reported:
+            # What the gateway's call would have cost at the provider's list price.
+            list_cost = self.price(call, start_time_ns, True)
+        elif isinstance(priced, Cost) and self._discounts:
+            discount = self._discount_of(call, attributes)
+            if discount is not None and discount.fraction:
+                priced = discounted(priced, discount)
+            else:
+                discount = None
+        if mode == sc.BILLING_OWN_KEY and discount is None:
+            return priced, None
+        known = list_cost if isinstance(list_cost, Cost) else None
+        return priced, Billing(mode, known, discount is not None)
+
+    def _discount_of(self, call: LLMCall, attributes: Mapping[str, Any]) -> Discount | None:
+        """The most specific discount of the call: resolved once per (provider, model), and
+        per (project, provider, model) only when some discount names a project."""
+        resolved = self._entry_of(call)
+        if isinstance(resolved, Unpriced):
+            return None
+        project = None
+        if self._project_discounts:
+            project = attributes.get(sc.OTEL_LLM_CONTEXT_PROJECT_ID)
+        if not isinstance(project, str):
+            return resolved.discount
+        key = (project, call.provider, call.request_model, call.response_model)
+        if key in self._by_project:
+            return self._by_project[key]
+        models = (call.response_model, call.request_model)
+        found = self._match_discount(call.provider, models, resolved, project)
+        with self._lock:
+            while len(self._by_project) >= self._cache_size:
+                self._by_project.pop(next(iter(self._by_project)))
+            self._by_project[key] = found
+        return found
+
+    def _match_discount(
+        self,
+        provider: str | None,
+        models: tuple[str | None, ...],
+        resolved: _Resolved,
+        project: str | None,
+    ) -> Discount | None:
+        providers = (provider, resolved.provider_id)
+        for rule in self._discounts:
+            if rule.applies(providers, (*models, resolved.model_id), project):
+                return rule
+        return None
+
     def resolve(self, provider: str | None, model: str) -> _Resolved | Unpriced:
         """The price entry for (provider, model), from the cache when seen before."""
         key = (provider, model)
         found = self._cache.get(key)
         if found is None:
             found = self._resolve(provider, model)
+            if self._discounts and isinstance(found, _Resolved):
+                found.discount = self._match_discount(provider, (model,), found, None)
             with self._lock:
                 # A bounded table: a flood of distinct model names (a bug, an attack) must not
                 # grow memory. Oldest-first eviction keeps this a plain dict read on the hot path.

@@ -8,9 +8,12 @@ against the implementation that recorded into prometheus_client's own metric obj
     PYTHONPATH=/old/checkout python tests/support/exposition_scenario.py tests/data/exposition
 
 so it imports nothing from ``tests`` (run as a script, only ``otel_llm`` comes from
-PYTHONPATH). Time is virtual: ``time.time`` and ``time.monotonic`` are replaced while the calls
-are made and the exposition rendered, so ``_created`` samples, exemplar timestamps and the
-exemplar throttle (one per second per series and bucket) come out the same in every run.
+PYTHONPATH). Since then the collector files gained the service's own
+``otel_llm_collector_duplicate_spans_total`` (a prometheus_client counter, written by this
+module), and nothing else. Time is virtual: ``time.time`` and ``time.monotonic`` are replaced
+while the calls are made and the exposition rendered, so ``_created`` samples, exemplar
+timestamps and the exemplar throttle (one per second per series and bucket) come out the same
+in every run.
 """
 
 from __future__ import annotations
@@ -204,7 +207,11 @@ def processor_expositions() -> tuple[bytes, bytes]:
         return generate_latest(registry), openmetrics(registry)
 
 
-def _otlp_request(service: str, spans: list[tuple[int, int, dict[str, Any]]]) -> Any:
+def _otlp_request(
+    service: str, spans: list[tuple[int, int, dict[str, Any]]], first_span_id: int = 1
+) -> Any:
+    # Distinct calls need distinct span ids: the collector counts a (trace id, span id) it has
+    # just recorded as a redelivery, not as a call.
     resource_spans = ResourceSpans(scope_spans=[ScopeSpans()])
     resource_spans.resource.attributes.append(
         KeyValue(key="service.name", value=AnyValue(string_value=service))
@@ -213,7 +220,7 @@ def _otlp_request(service: str, spans: list[tuple[int, int, dict[str, Any]]]) ->
         span = resource_spans.scope_spans[0].spans.add()
         span.name = "chat"
         span.trace_id = (0xC011EC7 + index).to_bytes(16, "big")
-        span.span_id = index.to_bytes(8, "big")
+        span.span_id = (first_span_id + index - 1).to_bytes(8, "big")
         span.start_time_unix_nano = start_ns
         span.end_time_unix_nano = end_ns
         for key, value in attributes.items():
@@ -259,6 +266,7 @@ def collector_expositions() -> tuple[bytes, bytes]:
             _otlp_request(
                 "gateway",
                 [(T0_NS, T0_NS + 1_300_000_000, {**chat, "gen_ai.request.model": "gpt-4o-mini"})],
+                first_span_id=3,
             )
         )
         return generate_latest(registry), openmetrics(registry)

@@ -37,6 +37,7 @@ SLOW: dict[str, tuple[str, ...]] = {
         "test_calls_acknowledged_just_before_a_sigkill_are_logged_after_the_restart",  # 3x 5 s
     ),
     "test_calllog_e2e": ("test_app_to_collector_to_store_to_query_api",),  # 5 s + 2 s
+    "test_rollups": ("test_memory_stays_bounded_with_many_open_traces_and_agents",),  # 9 s
     "test_collector_config": (
         "test_real_prometheus_evaluates_every_dashboard_and_rule_expression",
     ),
