@@ -23,9 +23,10 @@ the rest is loaded the same way and the load time printed. Calls are spread even
 ``--repeat`` times and its p50 / p95 wall time is printed, and each daily aggregate table's rows
 and bytes per day (SQLite: its b-tree pages, ``dbstat``; PostgreSQL: table and indexes).
 
-``--against DIR`` measures SQLite ingest only, of this copy and of another copy of the package
-(e.g. a worktree of ``main``), in alternating rounds of one run (``--rounds``), each in a fresh
-process and store, and prints the rates and this / against; the same calls for both:
+``--against DIR`` (repeatable) measures SQLite ingest only, of this copy and of other copies of
+the package (e.g. a worktree of ``main``), in rounds of one run (``--rounds``; each round in a
+rotated order), each in a fresh process and store, and prints the median rates and their
+ratios to this copy's; the same calls for all:
 
     .venv/bin/python benchmarks/calllog_benchmark.py --against ../main --calls 200000 \
         --ingest-calls 100000 --users 100000 --keys 1000
@@ -154,6 +155,7 @@ def load(
     users: int,
     keys: int,
     stop: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[float, float]:
     """Write ``count`` calls (``stop``: only the first that many of them); (calls/s over the
     first ``ingest_calls``, total write seconds)."""
@@ -164,9 +166,9 @@ def load(
     last = count if stop is None else min(stop, count)
     while written < last:
         records = [next(generated) for _ in range(min(batch, last - written))]
-        began = time.perf_counter()
+        began = clock()
         stored = store.write(records)
-        elapsed = time.perf_counter() - began
+        elapsed = clock() - began
         assert stored == len(records), "every call is new"
         timed += elapsed
         written += len(records)
@@ -357,9 +359,19 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--postgres", help="a postgresql:// URL (default: a private cluster)")
     parser.add_argument(
-        "--against", metavar="DIR", help="SQLite ingest only: this copy vs the package in DIR"
+        "--against",
+        metavar="DIR",
+        action="append",
+        help="SQLite ingest only: this copy vs the package in DIR (repeatable)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="--against's rounds (default 3)")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="--against: time writes by wall time or by the process's CPU time (steadier on a "
+        "busy machine; leaves out waiting for the disk)",
+    )
     parser.add_argument("--ingest-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ingest_child:
@@ -400,6 +412,7 @@ def ingest_only(args: argparse.Namespace) -> float:
                 users=args.users,
                 keys=args.keys,
                 stop=args.ingest_calls,
+                clock=time.process_time if args.clock == "cpu" else time.perf_counter,
             )
         finally:
             store.close()
@@ -407,14 +420,18 @@ def ingest_only(args: argparse.Namespace) -> float:
 
 
 def against(args: argparse.Namespace) -> None:
-    """This copy's and ``--against``'s SQLite ingest in alternating rounds, one process each."""
-    copies = {"this": HERE, "against": os.path.abspath(args.against)}
+    """This copy's and each ``--against`` copy's SQLite ingest in rounds (each round in a
+    rotated order), one process each; the medians and each copy / this."""
+    copies = {"this": HERE}
+    copies.update({os.path.abspath(path): os.path.abspath(path) for path in args.against})
     flags = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in ("calls", "batch")]
     flags += [f"--ingest-calls={args.ingest_calls}", f"--users={args.users}", f"--keys={args.keys}"]
+    flags.append(f"--clock={args.clock}")
     rates: dict[str, list[float]] = {name: [] for name in copies}
+    names = list(copies)
     for round_ in range(args.rounds):
-        order = list(copies) if round_ % 2 == 0 else list(reversed(copies))
-        for name in order:
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             child = subprocess.run(
                 [sys.executable, os.path.abspath(__file__), "--ingest-child", *flags],
                 env={**os.environ, "CALLLOG_BENCH_ROOT": copies[name]},
@@ -424,14 +441,17 @@ def against(args: argparse.Namespace) -> None:
             )
             rate = json.loads(child.stdout.strip().splitlines()[-1])["ingest"]
             rates[name].append(rate)
-            print(f"  round {round_ + 1} {name:<8} {rate:>9,.0f} calls/s", flush=True)
-    mine, theirs = (statistics.median(rates[name]) for name in copies)
+            print(f"  round {round_ + 1} {name:<40} {rate:>9,.0f} calls/s", flush=True)
     print(
         f"\nSQLite ingest, first {args.ingest_calls:,} of {args.calls:,} calls, {args.users:,} "
-        f"users, {args.keys:,} keys, median of {args.rounds} rounds: this ({HERE}) "
-        f"{mine:,.0f} calls/s, against ({copies['against']}) {theirs:,.0f} calls/s; "
-        f"this / against {mine / theirs:.2f}x"
+        f"users, {args.keys:,} keys, batches of {args.batch:,}, {args.clock} clock; median of "
+        f"{args.rounds} rounds:"
     )
+    mine = statistics.median(rates["this"])
+    for name in names:
+        median = statistics.median(rates[name])
+        label = f"this ({HERE})" if name == "this" else name
+        print(f"  {label:<48} {median:>9,.0f} calls/s  {median / mine:.2f}x this")
 
 
 if __name__ == "__main__":
