@@ -536,6 +536,20 @@ CALL_LOG_MAX_DAILY_VALUES: Setting[int] = Setting(
         "shared store the same value."
     ),
 )
+CALL_LOG_MAX_DAILY_USERS: Setting[int] = Setting(
+    name="call_log_max_daily_users",
+    # Stats by user and by API key have tables of their own (a row per user and day, not per
+    # user and model name and feature...), sized for 100,000 users a day: about 150 bytes a row.
+    default=100_000,
+    parse=int,
+    check=int_at_least(1),
+    doc=(
+        "Distinct users, and distinct API key ids, per day kept by the daily aggregates by "
+        "user and by API key; calls of later new ones are added to that day's ``other`` and "
+        "counted. Call records keep the real value. Give every writer of a shared store the "
+        "same value."
+    ),
+)
 CALL_LOG_RETENTION_INTERVAL: Setting[float] = Setting(
     name="call_log_retention_interval",
     default=3600.0,
@@ -628,6 +642,7 @@ CALL_LOG: tuple[Setting[Any], ...] = (
     CALL_LOG_CONTENT_DAYS,
     CALL_LOG_RECORD_DAYS,
     CALL_LOG_MAX_DAILY_VALUES,
+    CALL_LOG_MAX_DAILY_USERS,
     CALL_LOG_RETENTION_INTERVAL,
     CALL_LOG_API_ENDPOINT,
     CALL_LOG_API_KEYS_FILE,

@@ -19,7 +19,9 @@ rates and a summary: ``enhanced.py``)."""
 Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte"]
 Match = str | tuple[str, ...] | None
 """A text filter's value: one value, any of several, or None (any)."""
-StatsGroup = Literal["hour", "day", "week", "model", "provider", "feature", "service"]
+StatsGroup = Literal[
+    "hour", "day", "week", "model", "provider", "feature", "service", "api_key", "user", "status"
+]
 
 DEFAULT_LIMIT = 50
 """Calls a page holds unless told (seed 001's default)."""
@@ -121,8 +123,8 @@ class StatsQuery:
 
 class QueryError(ValueError):
     """A query the store cannot answer as asked (e.g. a stats filter on a field the daily
-    aggregates do not keep, or hourly stats beyond the records kept); the API answers 400 with
-    its message."""
+    aggregates do not keep, or on two fields no daily aggregate keeps together, or hourly
+    stats beyond the records kept); the API answers 400 with its message."""
 
 
 class StatsTimeout(Exception):

@@ -114,6 +114,7 @@ class CallLogService(Background):
                     config.store,
                     record_days=config.record_days,
                     max_daily_values=config.max_daily_values,
+                    max_daily_users=config.max_daily_users,
                 )
             except Exception as exc:
                 raise CallLogStartError(
