@@ -1,12 +1,14 @@
 """The call log's store: ingest rate and statistics latency, SQLite and PostgreSQL.
 
 Targets (issue 5): ingest >= 20,000 calls/s into SQLite; the stats query -- p50/p95 latency by
-model per day over 30 days -- <= 500 ms over 1,000,000 stored calls.
+model per day over 30 days -- <= 500 ms over 1,000,000 stored calls. Issue 12: the same with
+100,000 users and 1,000 API keys, and stats by key and by user <= 500 ms.
 
     .venv/bin/python benchmarks/calllog_benchmark.py                      # 1,000,000 calls
     .venv/bin/python benchmarks/calllog_benchmark.py --calls 100000       # quicker
     .venv/bin/python benchmarks/calllog_benchmark.py --backend sqlite --batch 1000
     .venv/bin/python benchmarks/calllog_benchmark.py --postgres postgresql://u@host/db
+    .venv/bin/python benchmarks/calllog_benchmark.py --users 100000 --keys 1000  # issue 12
 
 Per backend: a fresh store (a SQLite file in a temporary directory; PostgreSQL: a private
 cluster started from the machine's binaries, as the tests do, unless ``--postgres`` names a
@@ -16,17 +18,29 @@ duplicates check, aggregates, one transaction per batch) -- the ingest rate is t
 ``--ingest-calls`` calls, timed around ``write`` only (building the records is not counted);
 the rest is loaded the same way and the load time printed. Calls are spread evenly over the
 30 days before now, in time order as they would arrive, over 8 models of 3 providers,
-3 services, 5 features (one: none) and 3 projects. Then each query runs ``--repeat`` times and
-its p50 / p95 wall time is printed.
+3 services, 5 features (one: none) and 3 projects, ``--users`` users (default 500) and
+``--keys`` API keys (default 20; a key belongs to one project). Then each query runs
+``--repeat`` times and its p50 / p95 wall time is printed, and each daily aggregate table's rows
+and bytes per day (SQLite: its b-tree pages, ``dbstat``; PostgreSQL: table and indexes).
+
+``--against DIR`` (repeatable) measures SQLite ingest only, of this copy and of other copies of
+the package (e.g. a worktree of ``main``), in rounds of one run (``--rounds``; each round in a
+rotated order), each in a fresh process and store, and prints the median rates and their
+ratios to this copy's; the same calls for all:
+
+    .venv/bin/python benchmarks/calllog_benchmark.py --against ../main --calls 200000 \
+        --ingest-calls 100000 --users 100000 --keys 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,13 +50,22 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The copy of the package measured: this one, or the one ``--against`` names (its child runs
+# this file with CALLLOG_BENCH_ROOT; only what every copy has is imported at the top).
+sys.path.insert(
+    0,
+    os.environ.get("CALLLOG_BENCH_ROOT")
+    or os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+)
 
 from otel_llm.calllog.query import CallFilter, CallQuery, Comparison, StatsQuery
 from otel_llm.calllog.record import NANO, CallRecord, call_id
+from otel_llm.calllog.schema import DAILY
+from otel_llm.calllog.sql import Statement
 from otel_llm.calllog.stats import Deadline, _top, daily_where
 from otel_llm.calllog.store import SQLCallStore, open_store
 
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INGEST_TARGET = 20_000
 STATS_TARGET_MS = 500.0
 MODELS = {
@@ -60,7 +83,9 @@ FEATURES = ("summary", "chat", "classify", "extract", None)
 PROJECTS = ("alpha", "beta", "gamma")
 
 
-def calls(count: int, *, days: int = 30, seed: int = 1) -> Iterator[CallRecord]:
+def calls(
+    count: int, *, days: int = 30, seed: int = 1, users: int = 500, keys: int = 20
+) -> Iterator[CallRecord]:
     """``count`` calls evenly over the ``days`` before now, oldest first."""
     rng = random.Random(seed)  # noqa: S311 - load data, not cryptography
     end = datetime.now(UTC)
@@ -76,6 +101,7 @@ def calls(count: int, *, days: int = 30, seed: int = 1) -> Iterator[CallRecord]:
         cost_in = Decimal(input_tokens * 150) * NANO
         cost_out = Decimal(output_tokens * 600) * NANO
         failed = rng.random() < 0.03
+        key = rng.randrange(keys)
         trace = rng.getrandbits(128) | 1
         span = rng.getrandbits(64) | 1
         yield CallRecord(
@@ -105,13 +131,13 @@ def calls(count: int, *, days: int = 30, seed: int = 1) -> Iterator[CallRecord]:
             cost_source="local",
             price_data="genai-prices 0.0.30",
             feature=FEATURES[rng.randrange(len(FEATURES))],
-            user=f"user-{rng.randrange(500)}",
-            project=PROJECTS[rng.randrange(len(PROJECTS))],
-            api_key_id=f"key-{rng.randrange(20)}",
+            user=f"user-{rng.randrange(users)}",
+            project=PROJECTS[key % len(PROJECTS)],
+            api_key_id=f"key-{key}",
             request_id=request_id_of(trace),
             endpoint="/v1/chat/completions",
             method="POST",
-            api_key_hint=f"sk-proj-...{rng.randrange(20):04d}",
+            api_key_hint=f"sk-proj-...{key:04d}",
         )
 
 
@@ -120,17 +146,29 @@ def request_id_of(trace: int) -> str:
     return f"chatcmpl-{trace:032x}"[:38]
 
 
-def load(store: SQLCallStore, count: int, batch: int, ingest_calls: int) -> tuple[float, float]:
-    """Write ``count`` calls; (calls/s over the first ``ingest_calls``, total write seconds)."""
-    generated = calls(count)
+def load(
+    store: SQLCallStore,
+    count: int,
+    batch: int,
+    ingest_calls: int,
+    *,
+    users: int,
+    keys: int,
+    stop: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[float, float]:
+    """Write ``count`` calls (``stop``: only the first that many of them); (calls/s over the
+    first ``ingest_calls``, total write seconds)."""
+    generated = calls(count, users=users, keys=keys)
     written = 0
     timed = 0.0
     ingest_seconds = 0.0
-    while written < count:
-        records = [next(generated) for _ in range(min(batch, count - written))]
-        began = time.perf_counter()
+    last = count if stop is None else min(stop, count)
+    while written < last:
+        records = [next(generated) for _ in range(min(batch, last - written))]
+        began = clock()
         stored = store.write(records)
-        elapsed = time.perf_counter() - began
+        elapsed = clock() - began
         assert stored == len(records), "every call is new"
         timed += elapsed
         written += len(records)
@@ -138,7 +176,7 @@ def load(store: SQLCallStore, count: int, batch: int, ingest_calls: int) -> tupl
             ingest_seconds = timed
         if written % 100_000 < batch:
             print(f"    {written:>9,} calls stored, {written / timed:,.0f} calls/s", flush=True)
-    ingested = min(ingest_calls, count)
+    ingested = min(ingest_calls, last)
     return ingested / ingest_seconds, timed
 
 
@@ -175,6 +213,18 @@ def queries(store: SQLCallStore, count: int) -> dict[str, Callable[[], Any]]:
             StatsQuery(filter=month, group_by="day")
         ),
         "stats by model, 30 d": lambda: store.stats(StatsQuery(filter=month, group_by="model")),
+        "stats of one API key by day, 30 d": lambda: store.stats(
+            StatsQuery(filter=CallFilter(start=month.start, api_key_id="key-7"), group_by="day")
+        ),
+        "stats of one user by model, 30 d": lambda: store.stats(
+            StatsQuery(filter=CallFilter(start=month.start, user="user-7"), group_by="model")
+        ),
+        "stats by API key, 30 d": lambda: store.stats(StatsQuery(filter=month, group_by="api_key")),
+        "stats by user, 30 d": lambda: store.stats(StatsQuery(filter=month, group_by="user")),
+        "stats by user, 7 d": lambda: store.stats(StatsQuery(filter=week, group_by="user")),
+        "stats of errors by model, 30 d": lambda: store.stats(
+            StatsQuery(filter=CallFilter(start=month.start, status="error"), group_by="model")
+        ),
         "stats by hour, 1 d (reads records)": lambda: store.stats(
             StatsQuery(filter=CallFilter(start=now - timedelta(hours=1)), group_by="hour")
         ),
@@ -218,7 +268,7 @@ def by_model(store: SQLCallStore, month: CallFilter) -> None:
     """The one statement by_model adds to a stats answer (``stats._top`` on the model)."""
     end = datetime.now(UTC) + timedelta(days=1)
     where = daily_where(month, month.start or end, end)
-    _top(store._scan, "model", where, 100, Deadline(None))
+    _top(store._scan, DAILY, "model", where, 100, deadline=Deadline(None))
 
 
 def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -226,7 +276,9 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     store = open_store(url)
     try:
         began = time.perf_counter()
-        rate, write_seconds = load(store, args.calls, args.batch, args.ingest_calls)
+        rate, write_seconds = load(
+            store, args.calls, args.batch, args.ingest_calls, users=args.users, keys=args.keys
+        )
         total = time.perf_counter() - began
         print(
             f"  loaded {args.calls:,} calls in {total:.1f} s "
@@ -237,6 +289,7 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
             "ingest_all": args.calls / write_seconds,
             "load_seconds": total,
             "queries": {},
+            "tables": table_sizes(store),
         }
         for label, query in queries(store, args.calls).items():
             p50, p95 = timed(query, args.repeat)
@@ -244,6 +297,32 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
         return results
     finally:
         store.close()
+
+
+def table_sizes(store: SQLCallStore) -> dict[str, tuple[float, float]]:
+    """Each daily aggregate table's (rows, bytes) per day with calls."""
+    from otel_llm.calllog.catalogue import ROLLUPS  # not in every copy (``--against``)
+
+    postgres = not hasattr(store, "path")
+    sizes = {}
+    for rollup in ROLLUPS:
+        rows, days = store._read(
+            Statement(f"SELECT COUNT(*), COUNT(DISTINCT day) FROM {rollup.table}", ())  # noqa: S608
+        )[0]
+        if postgres:
+            size = store._read(
+                Statement("SELECT pg_total_relation_size(CAST(? AS regclass))", (rollup.table,))
+            )[0][0]
+        else:
+            # The table and its primary key's index (sqlite_autoindex_<table>_1).
+            size = store._read(
+                Statement(
+                    "SELECT SUM(pgsize) FROM dbstat WHERE name IN (?, ?)",
+                    (rollup.table, f"sqlite_autoindex_{rollup.table}_1"),
+                )
+            )[0][0]
+        sizes[rollup.table] = (rows / max(days, 1), int(size or 0) / max(days, 1))
+    return sizes
 
 
 def report(all_results: dict[str, dict[str, Any]], calls_count: int) -> None:
@@ -258,10 +337,13 @@ def report(all_results: dict[str, dict[str, Any]], calls_count: int) -> None:
         print(f"  {'query':<52} {'p50 ms':>9} {'p95 ms':>9}")
         for label, (p50, p95) in results["queries"].items():
             mark = ""
-            if label.startswith("stats p50/p95 by model per day"):
+            if label.startswith(("stats p50/p95 by model per day", "stats of one", "stats by")):
                 verdict = "ok" if p95 <= STATS_TARGET_MS else "OVER"
                 mark = f"  target <= {STATS_TARGET_MS:.0f} ms: {verdict}"
             print(f"  {label:<52} {p50:>9.1f} {p95:>9.1f}{mark}")
+        print(f"  {'daily aggregate table':<52} {'rows/day':>9} {'KB/day':>9}")
+        for table, (rows, size) in results["tables"].items():
+            print(f"  {table:<52} {rows:>9,.0f} {size / 1024:>9,.0f}")
 
 
 def main() -> None:
@@ -272,9 +354,32 @@ def main() -> None:
     )
     parser.add_argument("--ingest-calls", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--users", type=int, default=500, help="distinct users (issue 12: 100000)")
+    parser.add_argument("--keys", type=int, default=20, help="distinct API keys (issue 12: 1000)")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--postgres", help="a postgresql:// URL (default: a private cluster)")
+    parser.add_argument(
+        "--against",
+        metavar="DIR",
+        action="append",
+        help="SQLite ingest only: this copy vs the package in DIR (repeatable)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--against's rounds (default 3)")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="--against: time writes by wall time or by the process's CPU time (steadier on a "
+        "busy machine; leaves out waiting for the disk)",
+    )
+    parser.add_argument("--ingest-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ingest_child:
+        print(json.dumps({"ingest": ingest_only(args)}))
+        return
+    if args.against:
+        against(args)
+        return
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="calllog-bench-") as directory:
         if args.backend in ("sqlite", "both"):
@@ -292,6 +397,61 @@ def main() -> None:
                         url = cluster.create_database()
                         results["postgres"] = run("postgres", url, args)
     report(results, args.calls)
+
+
+def ingest_only(args: argparse.Namespace) -> float:
+    """SQLite calls/s of the first ``--ingest-calls`` calls, in a fresh store."""
+    with tempfile.TemporaryDirectory(prefix="calllog-ingest-") as directory:
+        store = open_store(os.path.join(directory, "calls.db"))
+        try:
+            rate, _ = load(
+                store,
+                args.calls,
+                args.batch,
+                args.ingest_calls,
+                users=args.users,
+                keys=args.keys,
+                stop=args.ingest_calls,
+                clock=time.process_time if args.clock == "cpu" else time.perf_counter,
+            )
+        finally:
+            store.close()
+    return rate
+
+
+def against(args: argparse.Namespace) -> None:
+    """This copy's and each ``--against`` copy's SQLite ingest in rounds (each round in a
+    rotated order), one process each; the medians and each copy / this."""
+    copies = {"this": HERE}
+    copies.update({os.path.abspath(path): os.path.abspath(path) for path in args.against})
+    flags = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in ("calls", "batch")]
+    flags += [f"--ingest-calls={args.ingest_calls}", f"--users={args.users}", f"--keys={args.keys}"]
+    flags.append(f"--clock={args.clock}")
+    rates: dict[str, list[float]] = {name: [] for name in copies}
+    names = list(copies)
+    for round_ in range(args.rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            child = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--ingest-child", *flags],
+                env={**os.environ, "CALLLOG_BENCH_ROOT": copies[name]},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            rate = json.loads(child.stdout.strip().splitlines()[-1])["ingest"]
+            rates[name].append(rate)
+            print(f"  round {round_ + 1} {name:<40} {rate:>9,.0f} calls/s", flush=True)
+    print(
+        f"\nSQLite ingest, first {args.ingest_calls:,} of {args.calls:,} calls, {args.users:,} "
+        f"users, {args.keys:,} keys, batches of {args.batch:,}, {args.clock} clock; median of "
+        f"{args.rounds} rounds:"
+    )
+    mine = statistics.median(rates["this"])
+    for name in names:
+        median = statistics.median(rates[name])
+        label = f"this ({HERE})" if name == "this" else name
+        print(f"  {label:<48} {median:>9,.0f} calls/s  {median / mine:.2f}x this")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from otel_llm.calllog import cli as calls_cli
 from otel_llm.calllog.config import COLLECTOR_COMPANION
 from otel_llm.collector import cli as collector_cli
 from otel_llm.demo import cli as demo_cli
+from otel_llm.policies import cli as policies_cli
 
 PROG = "otel-llm"
 
@@ -58,4 +59,5 @@ def _parser() -> argparse.ArgumentParser:
     demo_cli.add_parser(commands)
     collector_cli.add_parser(commands, COLLECTOR_COMPANION)  # the call log runs beside it
     calls_cli.add_parser(commands)
+    policies_cli.add_parser(commands)
     return parser

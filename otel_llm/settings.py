@@ -29,6 +29,7 @@ from otel_llm._setting import (
     non_empty_text,
     optional_port,
     optional_text,
+    or_off,
     parse_bool,
     parse_extra_labels,
     parse_extra_labels_text,
@@ -414,6 +415,19 @@ COLLECTOR_DEDUP_WINDOW: Setting[int] = Setting(
     ),
 )
 
+POLICIES_FILE: Setting[str | None] = Setting(
+    name="policies_file",
+    default=None,
+    parse=str,
+    check=or_off(path_text),
+    doc=(
+        'YAML file of budgets and policies (README, "Budgets and policies") the collector '
+        "evaluates every priced call against. Validated on start (an invalid file refuses to "
+        "start), reloaded when it changes and on SIGHUP (an invalid edit is logged and the "
+        "last good policies stay in force). Unset or ``none``: no policies."
+    ),
+)
+
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_GRPC_ENDPOINT,
     COLLECTOR_HTTP_ENDPOINT,
@@ -435,6 +449,7 @@ COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_RETRY_MAX_BACKOFF,
     COLLECTOR_RETRY_AFTER,
     COLLECTOR_DEDUP_WINDOW,
+    POLICIES_FILE,
 )
 
 # --- The call log (store, query API, retention) ---------------------------------------------
@@ -519,6 +534,20 @@ CALL_LOG_MAX_DAILY_VALUES: Setting[int] = Setting(
         "operation, feature, project); calls with later new values are added to that day's "
         "``other`` and counted. Call records keep the real value. Give every writer of a "
         "shared store the same value."
+    ),
+)
+CALL_LOG_MAX_DAILY_USERS: Setting[int] = Setting(
+    name="call_log_max_daily_users",
+    # Stats by user and by API key have tables of their own (a row per user and day, not per
+    # user and model name and feature...), sized for 100,000 users a day: about 150 bytes a row.
+    default=100_000,
+    parse=int,
+    check=int_at_least(1),
+    doc=(
+        "Distinct users, and distinct API key ids, per day kept by the daily aggregates by "
+        "user and by API key; calls of later new ones are added to that day's ``other`` and "
+        "counted. Call records keep the real value. Give every writer of a shared store the "
+        "same value."
     ),
 )
 CALL_LOG_RETENTION_INTERVAL: Setting[float] = Setting(
@@ -613,6 +642,7 @@ CALL_LOG: tuple[Setting[Any], ...] = (
     CALL_LOG_CONTENT_DAYS,
     CALL_LOG_RECORD_DAYS,
     CALL_LOG_MAX_DAILY_VALUES,
+    CALL_LOG_MAX_DAILY_USERS,
     CALL_LOG_RETENTION_INTERVAL,
     CALL_LOG_API_ENDPOINT,
     CALL_LOG_API_KEYS_FILE,

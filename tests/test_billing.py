@@ -440,6 +440,17 @@ def test_the_call_log_splits_credits_from_own_keys_and_sums_discounts(
             stats = answer["stats"]
             assert {key: stats[key] for key in expected} == expected, group_by
             assert stats["total_cost"] == expected["credits_cost"] + expected["own_key_cost"]
+        # The tables by status, user and API key sum billing too: their groups add up to it.
+        summed = ("credits_requests", "own_key_requests", "credits_list_unknown_requests")
+        summed += ("credits_cost", "own_key_cost", "credits_list_cost", "discount_savings")
+        for group_by in ("status", "user", "api_key"):
+            answer = store.stats(StatsQuery(group_by=group_by, filter=CallFilter(start=since)))
+            assert answer["groups"], group_by
+            for key in summed:
+                total = sum(group[key] or 0 for group in answer["groups"])
+                assert total == expected[key], (group_by, key)
+        succeeded = store.stats(StatsQuery(filter=CallFilter(start=since, status="success")))
+        assert {key: succeeded["stats"][key] for key in expected} == expected  # none failed
 
         groups = {
             group["group"]: group

@@ -461,9 +461,40 @@ def test_stats_by_post_with_filters_and_group_by(api: Client) -> None:
 
 
 def test_stats_refuse_filters_the_daily_aggregates_cannot_answer(api: Client) -> None:
-    message = api.error(400, "/stats?status=error")
-    assert "stats cannot filter on status" in message
+    message = api.error(400, "/stats?min_latency=100")
+    assert "stats cannot filter on min_latency" in message
     assert "group_by" in api.error(400, "/stats?group_by=month")
+
+
+def test_stats_by_key_user_and_status_over_get_and_post(api: Client) -> None:
+    """Issue 12: filters and groups by api_key_id, user and status, combined, exact."""
+    answer = api.ok("/stats?status=error&group_by=api_key")
+    failed = [r for r in RECORDS if r.status == "error"]
+    assert answer["stats"]["total_requests"] == len(failed) == 4
+    groups = {group["group"]: group for group in answer["groups"]}
+    assert {key: group["total_requests"] for key, group in groups.items()} == {
+        key: sum(r.api_key_id == key for r in failed) for key in {r.api_key_id for r in failed}
+    }
+    body = {"query": {"user": "user-1", "model": "gpt-4o-mini"}, "group_by": "status"}
+    answer = api.ok("/stats", method="POST", body=body)
+    mine = [r for r in RECORDS if r.user == "user-1" and r.model == "gpt-4o-mini"]
+    assert answer["stats"]["total_requests"] == len(mine) > 0
+    assert answer["stats"]["total_cost"] == json_value(sum(r.cost or 0 for r in mine))
+    assert {g["group"]: g["total_requests"] for g in answer["groups"]} == {
+        status: sum(r.status == status for r in mine) for status in {r.status for r in mine}
+    }
+    answer = api.ok("/stats?api_key_id=key-1&group_by=day")
+    assert answer["stats"]["total_requests"] == sum(r.api_key_id == "key-1" for r in RECORDS)
+
+
+def test_stats_refuse_bad_values_and_combinations_no_aggregate_keeps(api: Client) -> None:
+    message = api.error(400, "/stats?user=user-1&api_key_id=key-1")
+    assert "stats cannot combine user and api_key_id" in message
+    message = api.error(400, "/stats?feature=chat&group_by=user")
+    assert "stats cannot combine feature and group_by=user" in message
+    assert "status" in api.error(400, "/stats?status=failed")
+    assert "group_by" in api.error(400, "/stats?group_by=users")
+    assert "user" in api.error(400, "/stats", method="POST", body={"query": {"user": 7}})
 
 
 # --- access ---------------------------------------------------------------------------------------

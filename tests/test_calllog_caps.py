@@ -82,9 +82,11 @@ def store(store_url: str) -> Iterator[SQLCallStore]:  # noqa: F811 - the fixture
         opened.close()
 
 
-def daily_values(store: SQLCallStore, dimension: str, day: str = DAY) -> set[str]:
+def daily_values(
+    store: SQLCallStore, dimension: str, day: str = DAY, *, table: str = "llm_call_daily"
+) -> set[str]:
     rows = store._read(
-        Statement(f"SELECT DISTINCT {dimension} FROM llm_call_daily WHERE day = ?", (day,))  # noqa: S608
+        Statement(f"SELECT DISTINCT {dimension} FROM {table} WHERE day = ?", (day,))  # noqa: S608
     )
     return {row[0] for row in rows}
 
@@ -141,7 +143,7 @@ def test_values_past_the_cap_fold_into_other_and_the_records_keep_their_names(
 
 def test_every_dimension_is_capped(store: SQLCallStore) -> None:
     fields = {"service", "provider", "model", "operation", "feature", "project"}
-    assert set(CAPPED) == fields
+    assert set(CAPPED) == {*fields, "user", "api_key_id"}
     calls = [
         call(i, f"model-{i}", **{name: f"{name}-{i}" for name in fields - {"model"}})
         for i in range(6)
@@ -150,6 +152,58 @@ def test_every_dimension_is_capped(store: SQLCallStore) -> None:
     for name in fields:
         assert daily_values(store, name) == {f"{name}-0", f"{name}-1", f"{name}-2", OTHER}, name
         assert store.daily_caps.folded[name] == 3
+
+
+def test_users_and_keys_have_their_own_cap_and_other_fields_fold_as_in_the_first_table(
+    store_url: str,  # noqa: F811
+) -> None:
+    """Issue 12: the tables by user and by key cap users and keys at ``max_daily_users``; a
+    model folded in the first table is folded in them too, so every table sums the same calls
+    under the same names, and stats by user stay exact, ``other`` included."""
+    store = open_store(store_url, clock=lambda: NOW, max_daily_values=2, max_daily_users=3)
+    try:
+        calls = [
+            call(i, f"m{i % 4}", user=f"u{i % 5}", api_key_id=f"k{i % 6}", project="p")
+            for i in range(30)
+        ]
+        assert store.write(calls) == 30
+        # The busiest of the write first, then by name.
+        assert daily_values(store, "user_id", table="llm_call_daily_user") == {
+            "u0",
+            "u1",
+            "u2",
+            OTHER,
+        }
+        assert daily_values(store, "api_key_id", table="llm_call_daily_api_key") == {
+            "k0",
+            "k1",
+            "k2",
+            OTHER,
+        }
+        for table in ("llm_call_daily", "llm_call_daily_user", "llm_call_daily_api_key"):
+            assert daily_values(store, "model", table=table) == {"m0", "m1", OTHER}, table
+        assert store.daily_caps.folded["user"] == sum(c.user in ("u3", "u4") for c in calls)
+        assert store.daily_caps.folded["api_key_id"] == sum(
+            c.api_key_id in ("k3", "k4", "k5") for c in calls
+        )
+        assert store.daily_caps.folded["model"] == sum(c.model in ("m2", "m3") for c in calls)
+        answer = store.stats(StatsQuery(group_by="user"))
+        _check_totals(answer["stats"], calls)
+        groups = groups_of(answer)
+        assert set(groups) == {"u0", "u1", "u2", OTHER}
+        _check_totals(groups[OTHER], [c for c in calls if c.user in ("u3", "u4")])
+        for user in ("u0", "u1", "u2"):
+            _check_totals(groups[user], [c for c in calls if c.user == user])
+        folded_models = store.stats(StatsQuery(CallFilter(api_key_id="k1", model=OTHER)))
+        _check_totals(
+            folded_models["stats"],
+            [c for c in calls if c.api_key_id == "k1" and c.model in ("m2", "m3")],
+        )
+        # A later user of the day folds without changing what is kept.
+        assert store.write([call(40, "m0", user="u9", api_key_id="k0", project="p")]) == 1
+        assert store.daily_caps.folded["user"] == sum(c.user in ("u3", "u4") for c in calls) + 1
+    finally:
+        store.close()
 
 
 def test_the_cap_holds_with_several_writers_at_once(store_url: str) -> None:  # noqa: F811

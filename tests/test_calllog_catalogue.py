@@ -27,6 +27,7 @@ from otel_llm.calllog.catalogue import (
     FIELDS,
     FLAG_MATCHES,
     RANGES,
+    ROLLUPS,
     ROUTED_MATCHES,
     SORTS,
     STATS_MATCHES,
@@ -104,7 +105,8 @@ def test_the_migrated_tables_have_the_catalogues_columns(store_url: str) -> None
         assert columns[table] == [
             (column.name, types.of(column.sql), column.required) for column in expected
         ], table
-    assert keys[schema.DAILY] == list(DAILY_DIMENSIONS)
+    for rollup in ROLLUPS:
+        assert keys[rollup.table] == list(rollup.key)
     content_key = [str(field.column) for field in CONTENT_KEY]
     assert sorted(keys[schema.CALLS]) == sorted(keys[schema.CONTENT]) == sorted(content_key)
 
@@ -167,10 +169,12 @@ def test_sort_keys_and_stats_groups_name_catalogued_fields() -> None:
         for group in get_args(StatsGroup)
         if group not in ("hour", "day", "week") and group not in CALL_GROUPS
     ]
-    assert set(groups) <= set(DAILY_DIMENSIONS)
+    kept = {name for rollup in ROLLUPS for name in rollup.fields}
+    assert {"api_key_id" if group == "api_key" else group for group in groups} <= kept
+    assert set(STATS_MATCHES) == kept
+    assert ROLLUPS[0].key == DAILY_DIMENSIONS
     assert set(CALL_GROUPS) <= set(get_args(StatsGroup))
     assert all(FIELDS[name].column for name in CALL_GROUPS.values())
-    assert set(STATS_MATCHES) == set(DAILY_DIMENSIONS[1:])
 
 
 # --- the catalogue's codecs --------------------------------------------------------------------

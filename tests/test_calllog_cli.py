@@ -220,6 +220,15 @@ def test_stats_tables_and_json(
     code, out, _ = run(capsys, "stats", "--store", store_path, "--project", "alpha", "--json")
     assert code == 0
     assert json.loads(out)["stats"]["total_requests"] == sum(r.project == "alpha" for r in RECORDS)
+    store_json, api_json = both(
+        capsys, store_path, api_url, "stats", "--status", "error", "--group-by", "api_key", "--json"
+    )
+    assert json.loads(store_json) == json.loads(api_json)
+    groups = {g["group"]: g["total_requests"] for g in json.loads(store_json)["groups"]}
+    failed = [r for r in RECORDS if r.status == "error"]
+    assert groups == {
+        k: sum(r.api_key_id == k for r in failed) for k in {r.api_key_id for r in failed}
+    }
 
 
 @pytest.mark.parametrize(
@@ -231,6 +240,11 @@ def test_stats_tables_and_json(
         (["list", "--limit", "101"], 2, ["between 1 and 100"]),
         (["list", "--sort", "price"], 2, ["invalid choice"]),
         (["stats", "--group-by", "month"], 2, ["invalid choice"]),
+        (
+            ["stats", "--user", "u1", "--api-key-id", "k1"],
+            1,
+            ["cannot combine user and api_key_id"],
+        ),
         (["stats", "--since", "2025-02-01", "--until", "2025-01-01"], 1, ["before"]),
         (["stats", "--until", "9999-12-31T12:00:00Z"], 1, ["--until", "from 1900-01-01"]),
         (["count", "--until", "0001-01-02"], 1, ["--until", "from 1900-01-01"]),

@@ -7,16 +7,20 @@ sums exactly (Decimal, int), percentiles from the sorted values (within the sket
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from otel_llm.calllog import schema
 from otel_llm.calllog.query import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -261,7 +265,10 @@ def _check_totals(stats: dict[str, Any], calls: list[CallRecord]) -> None:
         assert stats[name] == sum(getattr(call, name) or 0 for call in calls), name
     input_tokens = sum(call.input_tokens or 0 for call in calls)
     cache_read = sum(call.cache_read_tokens or 0 for call in calls)
-    assert stats["cache_hit_rate"] == pytest.approx(100 * cache_read / input_tokens, abs=1e-3)
+    if input_tokens:
+        assert stats["cache_hit_rate"] == pytest.approx(100 * cache_read / input_tokens, abs=1e-3)
+    else:
+        assert stats["cache_hit_rate"] is None
     priced = [call for call in calls if call.cost is not None]
     assert stats["unpriced_requests"] == len(calls) - len(priced)
     if priced:
@@ -274,6 +281,9 @@ def _check_totals(stats: dict[str, Any], calls: list[CallRecord]) -> None:
     else:
         assert stats["total_cost"] is None  # unknown, never 0
     latencies = [call.latency_ms for call in calls if call.latency_ms is not None]
+    if not latencies:
+        assert stats["avg_latency_ms"] is stats["p50_latency_ms"] is None
+        return
     assert stats["avg_latency_ms"] == pytest.approx(sum(latencies) / len(latencies))
     for q, name in ((0.5, "p50_latency_ms"), (0.95, "p95_latency_ms"), (0.99, "p99_latency_ms")):
         exact = _exact_percentile(latencies, q)
@@ -547,12 +557,13 @@ def _group_key(record: CallRecord, group_by: str) -> str | None:
         return (day - timedelta(days=day.weekday())).isoformat()
     if group_by == "hour":
         return record.created_at.replace(minute=0, second=0, microsecond=0).isoformat()
-    value: str | None = getattr(record, group_by)
+    value: str | None = getattr(record, "api_key_id" if group_by == "api_key" else group_by)
     return value
 
 
 @pytest.mark.parametrize(
-    "group_by", [None, "day", "week", "model", "provider", "feature", "service"]
+    "group_by",
+    [None, "day", "week", "model", "provider", "feature", "service", "api_key", "user", "status"],
 )
 def test_stats_for_every_grouping(
     reader: SQLCallStore, records: list[CallRecord], group_by: str | None
@@ -673,11 +684,79 @@ def test_stats_range_is_whole_days_and_filters_dimensions(
 
 
 @pytest.mark.parametrize(
+    ("f", "group_by"),
+    [
+        (CallFilter(status="error"), None),
+        (CallFilter(status="success"), "model"),
+        (CallFilter(status="error", service="checkout", operation="chat"), "feature"),
+        (CallFilter(user="u1"), None),
+        (CallFilter(user="u2", status="error"), "model"),
+        (CallFilter(user="u3", model="gpt-4o", project="alpha"), "day"),
+        (CallFilter(api_key_id="k1"), "day"),
+        (CallFilter(api_key_id="k2", provider="openai", status="success"), "model"),
+        (CallFilter(project="beta"), "api_key"),
+        (CallFilter(status="error", model="gpt-4o-mini"), "user"),
+        (CallFilter(provider="anthropic"), "status"),
+        (CallFilter(user="u1", projects=frozenset({"alpha"})), "status"),
+        (CallFilter(start=NOW - timedelta(days=4), end=NOW - timedelta(days=1)), "user"),
+    ],
+)
+def test_stats_filter_and_group_by_key_user_and_status(
+    reader: SQLCallStore, records: list[CallRecord], f: CallFilter, group_by: str | None
+) -> None:
+    """Issue 12: every total exact and every percentile within 1% of the calls the test picks
+    from those it wrote; the groups, the per-day totals and their models alike."""
+    result = reader.stats(StatsQuery(filter=f, group_by=group_by))  # type: ignore[arg-type]
+    first, end = result["start"], result["end"]
+    calls = [r for r in records if _matches(r, replace(f, start=first, end=end))]
+    assert calls, "the case selects some calls"
+    _check_totals(result["stats"], calls)
+    days: dict[str, list[CallRecord]] = defaultdict(list)
+    for call in calls:
+        days[call.created_at.date().isoformat()].append(call)
+    assert [entry["date"] for entry in result["by_day"]] == sorted(days)
+    for entry in result["by_day"]:
+        mine = days[entry["date"]]
+        assert entry["requests"] == len(mine)
+        priced = any(call.cost is not None for call in mine)
+        assert entry["cost"] == (_money_sum(call.cost for call in mine) if priced else None)
+        models: dict[str, int] = defaultdict(int)
+        for call in mine:
+            models[call.model or ""] += 1
+        assert {m["model"]: m["requests"] for m in entry["models"]} == models
+    if group_by is None:
+        return
+    expected: dict[str | None, list[CallRecord]] = defaultdict(list)
+    for call in calls:
+        expected[_group_key(call, group_by)].append(call)
+    groups = {group["group"]: group for group in result["groups"]}
+    assert set(groups) == set(expected)
+    for key, mine in expected.items():
+        _check_totals(groups[key], mine)
+
+
+@pytest.mark.parametrize(
+    ("f", "group_by", "named"),
+    [
+        (CallFilter(user="u1", api_key_id="k1"), None, "user and api_key_id"),
+        (CallFilter(user="u1", feature="chat"), None, "feature and user"),
+        (CallFilter(service="checkout"), "user", "service and group_by=user"),
+        (CallFilter(api_key_id="k1"), "feature", "api_key_id and group_by=feature"),
+        (CallFilter(api_key_id="k1"), "user", "api_key_id and group_by=user"),
+    ],
+)
+def test_stats_refuse_combinations_no_aggregate_keeps(
+    reader: SQLCallStore, f: CallFilter, group_by: str | None, named: str
+) -> None:
+    with pytest.raises(QueryError, match="stats cannot combine") as refused:
+        reader.stats(StatsQuery(filter=f, group_by=group_by))  # type: ignore[arg-type]
+    assert named in str(refused.value)
+    assert "user with status, provider, model, project" in str(refused.value)
+
+
+@pytest.mark.parametrize(
     "f",
     [
-        CallFilter(status="error"),
-        CallFilter(user="u1"),
-        CallFilter(api_key_id="k1"),
         CallFilter(min_latency_ms=1.0),
         CallFilter(max_cost=Decimal(1)),
         CallFilter(min_tokens=1),
@@ -688,6 +767,39 @@ def test_stats_refuse_filters_the_aggregates_cannot_answer(
 ) -> None:
     with pytest.raises(QueryError, match="stats cannot filter"):
         reader.stats(StatsQuery(filter=f))
+
+
+def test_an_upgraded_store_has_stats_by_user_from_the_day_after_its_last_calls(
+    tmp_path: Path,
+) -> None:
+    """A store made before the tables by status, user and key (schema v2) keeps the earlier
+    calls in the first table only: stats by user start the day after the last of them."""
+    path = str(tmp_path / "old.db")
+    old = make_records(40, days=3, now=NOW - timedelta(days=5))
+    with sqlite3.connect(path) as connection:
+        for statement in (*schema._v1(schema.SQLITE_TYPES), *schema._v2(schema.SQLITE_TYPES)):
+            connection.execute(statement)
+        connection.execute(schema.version_table_ddl())
+        connection.execute(f"INSERT INTO {schema.VERSION_TABLE} (version) VALUES (2)")  # noqa: S608
+        connection.execute(
+            "INSERT INTO llm_call_daily (day, service, provider, model, operation, feature, "
+            "project, requests) VALUES (?, 's', 'p', 'm', 'chat', '', '', 1)",
+            ((NOW - timedelta(days=5)).date().isoformat(),),
+        )
+    store = open_store(path, clock=lambda: NOW)
+    try:
+        assert store.schema_version() == schema.LATEST  # type: ignore[attr-defined]
+        new = make_records(60, days=4, seed=9)
+        store.write([*old, *new])
+        first_day = datetime.combine((NOW - timedelta(days=4)).date(), time(), tzinfo=UTC)
+        answer = store.stats(StatsQuery(filter=CallFilter(user="u1")))
+        assert answer["start"] == first_day
+        u1 = [r for r in [*old, *new] if r.user == "u1" and r.created_at >= first_day]
+        _check_totals(answer["stats"], u1)
+        with pytest.raises(QueryError, match="count the calls stored from"):
+            store.stats(StatsQuery(CallFilter(status="error", end=NOW - timedelta(days=6))))
+    finally:
+        store.close()
 
 
 def test_unpriced_calls_have_no_cost_not_zero(store: SQLCallStore) -> None:
@@ -727,5 +839,12 @@ def test_sketch_quantiles_stay_within_one_percent_after_merges_and_bytes() -> No
     assert Sketch().quantile(0.5) is None
     big = Sketch()
     big.add(100.0)
+    big.add(200.0)
     big.counts[big.low] = 2**40  # more than uint32 holds: serialised wide, not wrapped
-    assert Sketch.from_bytes(big.to_bytes()).count == 2**40
+    assert Sketch.from_bytes(big.to_bytes()).count == 2**40 + 1
+    one = Sketch()  # one bucket used: no dense counts until a second bucket
+    for value in (100.0, 100.5, 0.0, 300.0):
+        one.add(value)
+        merged = Sketch.from_bytes(one.to_bytes())
+        merged.merge(one)
+        assert merged.count == 2 * one.count

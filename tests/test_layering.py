@@ -44,6 +44,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "otel_llm.pricer",
             "otel_llm.background",
             "otel_llm.httpserver",
+            "otel_llm.policies",
         ),
     ),
     # Recording what was derived: Prometheus and OTel instruments, the exposition server.
@@ -65,7 +66,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The log of LLM calls, fed by the processor's exporter or the collector's call sink.
     ("calllog", ("otel_llm.calllog",)),
     # Composition roots: they may wire any of the above together.
-    ("cli", ("otel_llm.cli", "otel_llm.__main__", "otel_llm.demo")),
+    ("cli", ("otel_llm.cli", "otel_llm.__main__", "otel_llm.demo", "otel_llm.policies.cli")),
 )
 """Lowest first. A module belongs to the layer of the longest prefix naming it."""
 

@@ -19,6 +19,7 @@ from otel_llm.calllog.cardinality import CAPPED
 from otel_llm.calllog.store import open_store
 from otel_llm.calllog.telemetry import register
 from otel_llm.calllog.writer import CallLogWriter
+from otel_llm.collector.policies import CollectorPolicies
 from otel_llm.collector.queue import DiskQueue
 from otel_llm.collector.telemetry import CollectorMetrics
 
@@ -162,6 +163,26 @@ def test_collector_series_exist_at_zero_from_start_up(collector_emitted: dict[st
     assert capacity == 1000  # the gauges read the live queue
 
 
+def test_policy_metrics_are_those_of_the_model(tmp_path: Path) -> None:
+    """Every family and label of the policies, with one policy of each kind of rule."""
+    path = tmp_path / "policies.yaml"
+    path.write_text(
+        "policies:\n"
+        "  - name: p\n    scope: '*'\n    action: block\n"
+        "    budgets: [{window: day, usd: 1, tokens: 100}]\n"
+        "    calls: {denied_models: ['x*']}\n"
+    )
+    registry = CollectorRegistry()
+    CollectorPolicies.open(str(path)).register(registry)
+    emitted = {f.name: f for f in registry.collect()}
+    _check_families(_of("policies"), emitted)
+    violations = emitted["otel_llm_policy_violations"].samples
+    assert {(s.labels["rule"], s.value) for s in violations if s.name.endswith("_total")} == {
+        ("day", 0),
+        ("denied_models", 0),
+    }
+
+
 def test_call_log_metrics_are_those_of_the_model(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     store = open_store(str(tmp_path / "calls.db"))
@@ -186,7 +207,7 @@ def test_token_types_in_code_match_the_model() -> None:
 def test_prometheus_names_are_the_otel_translation() -> None:
     units = {"s": "_seconds", "{token}": "", "USD": "_usd", "{operation}": "", "{attribute}": "",
              "{error}": "", "{span}": "", "{request}": "", "{batch}": "", "{call}": "",
-             "{rollup}": "", "By": "_bytes"}  # fmt: skip
+             "{rollup}": "", "By": "_bytes", "{state}": "", "{alert}": ""}  # fmt: skip
     for metric in _load("metrics.yaml")["metrics"]:
         expected = metric["otel"].replace(".", "_") + units[metric["unit"]]
         if metric["instrument"] == "counter":

@@ -26,6 +26,7 @@ from otel_llm.httpserver import BackgroundHTTPServer, RequestHandler, split_endp
 
 if TYPE_CHECKING:  # the stores' module (SQL, drivers) is only needed to type the reader
     from otel_llm.calllog.store import CallReader
+    from otel_llm.policies import PolicyFile
 
 
 class _Handler(RequestHandler):
@@ -103,8 +104,11 @@ class CallLogAPI(Background):
         keys: KeyRing,
         limits: RateLimits | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        policies: PolicyFile | None = None,
     ):
-        self.app = CallLogApp(store, keys=keys, limits=limits, max_body_bytes=max_body_bytes)
+        self.app = CallLogApp(
+            store, keys=keys, limits=limits, max_body_bytes=max_body_bytes, policies=policies
+        )
         self.host = host
         self._server = BackgroundHTTPServer(
             handler_for(self.app), host, port, name="otel-llm-calllog-api"
@@ -118,6 +122,7 @@ class CallLogAPI(Background):
         endpoint: str | None = None,
         keys_file: str | None = None,
         keys: KeyRing | None = None,
+        policies: PolicyFile | None = None,
     ) -> CallLogAPI:
         """The API as the ``call_log_api_*`` and ``call_log_rate_limit_*`` settings describe it
         (arguments override them). ValueError when the endpoint is ``none`` or no key is
@@ -127,7 +132,14 @@ class CallLogAPI(Background):
             raise ValueError("the call-log API is off (call_log_api_endpoint is 'none')")
         host, port = split_endpoint(address)
         ring = keys if keys is not None else KeyRing.from_settings(keys_file)
-        return cls(store, host=host, port=port, keys=ring, limits=RateLimits.from_settings())
+        return cls(
+            store,
+            host=host,
+            port=port,
+            keys=ring,
+            limits=RateLimits.from_settings(),
+            policies=policies,
+        )
 
     @property
     def port(self) -> int:

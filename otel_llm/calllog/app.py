@@ -13,6 +13,7 @@ Routes (all under ``/api/v1/calls``; every request needs an API key)::
     GET      /api/v1/traces               traces with LLM calls and their totals (traces.py)
     GET      /api/v1/traces/{trace_id}    one trace: its calls, agents and tools as a tree
     GET      /api/v1/conversations/{id}   the totals of a conversation's calls
+    GET      /api/v1/policies[/{name}]    budgets and policies (``policyapi.py``)
 
 Stats are bounded, as the API runs in the collector's process beside its OTLP receivers: each
 runs within ``call_log_stats_timeout`` (then 503), and at most ``MAX_CONCURRENT_STATS`` run at
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from otel_llm import settings
-from otel_llm.calllog import enhanced, params, traces
+from otel_llm.calllog import enhanced, params, policyapi, traces
 from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing
 from otel_llm.calllog.query import CallQuery, QueryError, StatsTimeout
 from otel_llm.calllog.ratelimit import EndpointClass, RateLimiter, RateLimits
@@ -52,6 +53,7 @@ from otel_llm.calllog.record import FIELDS, is_call_id
 
 if TYPE_CHECKING:  # the stores' module (SQL, drivers) is only needed to type the reader
     from otel_llm.calllog.store import CallReader, Page
+    from otel_llm.policies import PolicyFile
 
 _logger = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ class _Route:
     endpoint: str
     methods: tuple[str, ...]
     call_id: str | None = None
+    policy: str | None = None
 
 
 def jsonable(value: Any) -> Any:
@@ -144,6 +147,7 @@ class CallLogApp:
         max_body_bytes: int = MAX_BODY_BYTES,
         stats_timeout: float | None = None,
         max_concurrent_stats: int = MAX_CONCURRENT_STATS,
+        policies: PolicyFile | None = None,
     ):
         if not len(keys):
             raise ValueError(
@@ -157,6 +161,8 @@ class CallLogApp:
         self.stats_timeout = settings.CALL_LOG_STATS_TIMEOUT.resolve(stats_timeout)
         self.max_concurrent_stats = max_concurrent_stats
         self._stats_places = threading.BoundedSemaphore(max_concurrent_stats)
+        self.policies = policies
+        """The collector's budgets and policies, served under /api/v1/policies."""
 
     def handle(
         self, method: str, target: str, header: Callable[[str], str | None], body: bytes
@@ -177,7 +183,11 @@ class CallLogApp:
             if method == "POST" and body.strip() and not _is_json(header("Content-Type")):
                 raise Refusal(415, "send the request body as Content-Type: application/json")
             payload = params.parse_body(body) if method == "POST" else {}
-            answer = self._answer(route, key, query, payload)
+            answer = (
+                self._policies_answer(route, key, query)
+                if route.endpoint == "policies"
+                else self._answer(route, key, query, payload)
+            )
             return Response(200, encode(answer), (*JSON_HEADERS, *extra))
         except Refusal as refusal:
             return self.error(refusal.status, refusal.message, (*refusal.headers, *extra))
@@ -218,6 +228,16 @@ class CallLogApp:
                 [*headers, ("Retry-After", str(decision.retry_after))],
             )
         return headers
+
+    def _policies_answer(
+        self, route: _Route, key: ApiKey, query: Mapping[str, list[str]]
+    ) -> dict[str, Any]:
+        if self.policies is None:
+            raise Refusal(404, "no policies are configured (otel-llm collector --policies)")
+        try:
+            return policyapi.answer(self.policies, key, route.policy, query)
+        except policyapi.NoPolicy:
+            raise Refusal(404, f"no policy named '{_shown(route.policy or '')}'") from None
 
     def _answer(  # noqa: PLR0911 - one return per endpoint
         self, route: _Route, key: ApiKey, query: Mapping[str, list[str]], body: Mapping[str, Any]
@@ -345,14 +365,20 @@ _ENDPOINT_CLASSES: dict[str, EndpointClass] = {
     "traces": "list",
     "trace": "details",
     "conversation": "details",
+    "policies": "details",
 }
 
 
-def _route(path: str) -> _Route:
+def _route(path: str) -> _Route:  # noqa: PLR0911 - one return per kind of path
     if path != "/" and path.endswith("/"):
         path = path[:-1]
     if path == PREFIX:
         return _Route("list", _QUERYING)
+    policies = policyapi.POLICIES_PREFIX
+    if path == policies:
+        return _Route("policies", _READING)
+    if path.startswith(policies + "/") and "/" not in path[len(policies) + 1 :]:
+        return _Route("policies", _READING, policy=unquote(path[len(policies) + 1 :]))
     traced = _trace_route(path)
     if traced is not None:
         return traced

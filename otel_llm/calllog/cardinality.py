@@ -1,6 +1,7 @@
 """The daily aggregates' cardinality cap: at most ``call_log_max_daily_values`` distinct values
-per day and dimension (service, provider, model, operation, feature, project); a call whose
-value comes later is added to that day's ``other`` row instead. The call record keeps the real
+per day and dimension (service, provider, model, operation, feature, project), and
+``call_log_max_daily_users`` users and API keys; a call whose value comes later is added to
+that day's ``other`` row instead. The call record keeps the real
 value; only the aggregates fold -- as the Prometheus labels do (``max_label_values``).
 
 Without it, a client sending a new model name per call adds a daily row per call, kept for
@@ -25,15 +26,26 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from otel_llm.calllog.catalogue import DAILY_DIMENSIONS
-from otel_llm.calllog.rollup import DailyKey, Totals
-from otel_llm.calllog.schema import DAILY
+from otel_llm.calllog.catalogue import ROLLUPS, Rollup
+from otel_llm.calllog.rollup import Added, DailyKey, Totals
 
 OTHER = "other"
 """What a value past the cap becomes (the same word as ``otel_llm.metrics.labels.OVERFLOW``)."""
 
-CAPPED: tuple[str, ...] = DAILY_DIMENSIONS[1:]
-"""The capped dimensions: every daily key column but the day."""
+_MAIN = ROLLUPS[0]
+CAPPED: tuple[str, ...] = (
+    *_MAIN.fields,
+    *(rollup.capped for rollup in ROLLUPS if rollup.capped is not None),
+)
+"""The capped dimensions (API names): the first daily table's fields, each counted there, and
+the user and API key, each counted in its own table. Every other table folds a field as the
+first table does (its values are a subset of the first table's: every call is in each)."""
+
+_COUNTED: dict[str, tuple[str, ...]] = {
+    **{rollup.table: (rollup.capped,) for rollup in ROLLUPS if rollup.capped is not None},
+    _MAIN.table: _MAIN.fields,
+}
+"""Table -> the fields whose values are counted in it."""
 
 _EXEMPT = ("", OTHER)
 """Never folded, never counted: '' is "none" (a NULL dimension), ``other`` the fold itself."""
@@ -42,11 +54,15 @@ _REMEMBERED = 8 * len(CAPPED)
 """(day, dimension) entries cached: a week and a day of every dimension (writes land on today)."""
 _MAX_CACHED_VALUES = 4
 """Times the cap: a day that holds more values (written before the cap) is not cached whole."""
+_MOST_CACHED = 20_000
+"""Values cached of one day's dimension at most (100,000 users a day: not all of them)."""
 _IN_CHUNK = 500
 _LOCK_CLASS = 0x6F746C64  # pg_advisory_xact_lock(class, key): "otld", apart from the migration's
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 """Runs one statement (``?`` placeholders) in the write's transaction; its rows."""
+Place = tuple[str, str, int]
+"""(day, table, position in its key) of a counted dimension."""
 
 
 class _Known:
@@ -64,51 +80,66 @@ class _Known:
 
 
 class DailyCaps:
-    """The cap of one store, applied to what a write adds to the daily rows.
+    """The caps of one store, applied to what a write adds to the daily rows: ``limit``
+    values per day of each dimension of the first table, ``user_limit`` users (and API keys).
 
     ``folded[dimension]`` counts the calls added to ``other`` since the store opened (a call
     folded in two dimensions counts in each); a write counts once committed (``committed``).
     """
 
-    def __init__(self, limit: int):
-        if limit < 1:
+    def __init__(self, limit: int, user_limit: int | None = None):
+        if limit < 1 or (user_limit is not None and user_limit < 1):
             raise ValueError("the cap on daily values must be >= 1")
         self.limit = limit
+        self.user_limit = limit if user_limit is None else user_limit
         self.folded: dict[str, int] = dict.fromkeys(CAPPED, 0)
         self._staged: dict[str, int] = {}
-        self._known: OrderedDict[tuple[str, int], _Known] = OrderedDict()
+        self._known: OrderedDict[Place, _Known] = OrderedDict()
 
-    def fold(
-        self, added: dict[DailyKey, Totals], run: Run, *, advisory_locks: bool
-    ) -> dict[DailyKey, Totals]:
-        """``added`` (``rollup.rollup``'s result) with every value past the cap as ``other``,
+    def fold(self, added: Added, run: Run, *, advisory_locks: bool) -> Added:
+        """``added`` (``rollup.rollup``'s result) with every value past a cap as ``other``,
         rows that became one merged. Call under the write's transaction; ``advisory_locks``:
         PostgreSQL (SQLite's transaction holds the database's write lock already)."""
         self._staged = {}
-        wanted: dict[tuple[str, int], dict[str, int]] = {}
-        for key, totals in added.items():
-            for index in range(1, len(key)):
-                value = key[index]
-                if value not in _EXEMPT:
-                    calls = wanted.setdefault((key[0], index), {})
-                    calls[value] = calls.get(value, 0) + totals.requests
-        refused: dict[tuple[str, int], set[str]] = {}
+        wanted: dict[Place, dict[str, int]] = {}
+        for rollup in ROLLUPS:
+            counted = _COUNTED.get(rollup.table, ())
+            positions = [rollup.fields.index(name) + 1 for name in counted]
+            for key, totals in added[rollup.table].items():
+                for index in positions:
+                    value = key[index]
+                    if value not in _EXEMPT:
+                        calls = wanted.setdefault((key[0], rollup.table, index), {})
+                        calls[value] = calls.get(value, 0) + totals.requests
+        refused: dict[tuple[str, str], set[str]] = {}
         for place in sorted(wanted):  # sorted: advisory locks are always taken in one order
             out = self._refused(place, wanted[place], run, advisory_locks)
             if out:
-                refused[place] = out
+                day, table, index = place
+                refused[day, _field(table, index)] = out
         if not refused:
             return added
+        return {
+            rollup.table: self._folded(rollup, added[rollup.table], refused) for rollup in ROLLUPS
+        }
+
+    def _folded(
+        self,
+        rollup: Rollup,
+        rows: dict[DailyKey, Totals],
+        refused: dict[tuple[str, str], set[str]],
+    ) -> dict[DailyKey, Totals]:
+        counted = _COUNTED.get(rollup.table, ())
         folded: dict[DailyKey, Totals] = {}
-        for key, totals in added.items():
+        for key, totals in rows.items():
             day = key[0]
             new_key = list(key)
-            for index in range(1, len(key)):
-                refused_here = refused.get((day, index))
+            for index, name in enumerate(rollup.fields, 1):
+                refused_here = refused.get((day, name))
                 if refused_here is not None and key[index] in refused_here:
                     new_key[index] = OTHER
-                    name = CAPPED[index - 1]
-                    self._staged[name] = self._staged.get(name, 0) + totals.requests
+                    if name in counted:
+                        self._staged[name] = self._staged.get(name, 0) + totals.requests
             target = tuple(new_key)
             entry = folded.get(target)
             if entry is None:
@@ -124,7 +155,7 @@ class DailyCaps:
         self._staged = {}
 
     def _refused(
-        self, place: tuple[str, int], calls: dict[str, int], run: Run, advisory_locks: bool
+        self, place: Place, calls: dict[str, int], run: Run, advisory_locks: bool
     ) -> set[str]:
         """The values of ``calls`` (value -> calls in this write) that must fold."""
         known = self._entry(place)
@@ -133,8 +164,10 @@ class DailyCaps:
             return set()
         if known.full and known.complete:
             return set(unknown)
-        day, index = place
-        column = DAILY_DIMENSIONS[index]
+        day, table, index = place
+        column = _TABLES[table].key[index]
+        limit = self.limit if table == _MAIN.table else self.user_limit
+        cached = min(limit * _MAX_CACHED_VALUES, _MOST_CACHED)
         if advisory_locks and not known.full:
             # Held to the end of the transaction: the count below and the rows this write adds
             # are one step for every other writer of this day's dimension.
@@ -142,26 +175,26 @@ class DailyCaps:
                 "SELECT pg_advisory_xact_lock(CAST(? AS INTEGER), CAST(? AS INTEGER))",
                 (_LOCK_CLASS, _lock_key(day, column)),
             )
-        present = _present(run, day, column, unknown)
-        self._remember(known, present)
+        present = _present(run, table, day, column, unknown)
+        self._remember(known, present, cached)
         new = [value for value in unknown if value not in present]
         if not new:
             return set()
         if not known.full:
-            count = _count(run, day, column)
-            if count >= self.limit:
+            count = _count(run, table, day, column)
+            if count >= limit:
                 known.full = True
-                every = _values(run, day, column, self.limit * _MAX_CACHED_VALUES)
-                if len(every) < self.limit * _MAX_CACHED_VALUES:
+                every = _values(run, table, day, column, cached)
+                if len(every) < cached:
                     known.values = every
                     known.complete = True
             else:
                 # The busiest of this write first, then by name: the same input, the same rows.
                 new.sort(key=lambda value: (-calls[value], value))
-                return set(new[self.limit - count :])
+                return set(new[limit - count :])
         return set(new)
 
-    def _entry(self, place: tuple[str, int]) -> _Known:
+    def _entry(self, place: Place) -> _Known:
         known = self._known.get(place)
         if known is None:
             known = self._known[place] = _Known()
@@ -171,9 +204,16 @@ class DailyCaps:
             self._known.move_to_end(place)
         return known
 
-    def _remember(self, known: _Known, present: set[str]) -> None:
-        if len(known.values) + len(present) <= self.limit * _MAX_CACHED_VALUES:
+    def _remember(self, known: _Known, present: set[str], cached: int) -> None:
+        if len(known.values) + len(present) <= cached:
             known.values |= present
+
+
+_TABLES = {rollup.table: rollup for rollup in ROLLUPS}
+
+
+def _field(table: str, index: int) -> str:
+    return _TABLES[table].fields[index - 1]
 
 
 def _lock_key(day: str, column: str) -> int:
@@ -182,7 +222,7 @@ def _lock_key(day: str, column: str) -> int:
     return key - (1 << 32) if key >= 1 << 31 else key
 
 
-def _present(run: Run, day: str, column: str, values: Sequence[str]) -> set[str]:
+def _present(run: Run, table: str, day: str, column: str, values: Sequence[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(values), _IN_CHUNK):
         chunk = values[start : start + _IN_CHUNK]
@@ -190,7 +230,7 @@ def _present(run: Run, day: str, column: str, values: Sequence[str]) -> set[str]
         found.update(
             row[0]
             for row in run(
-                f"SELECT DISTINCT {column} FROM {DAILY} "  # noqa: S608 - catalogue names
+                f"SELECT DISTINCT {column} FROM {table} "  # noqa: S608 - catalogue names
                 f"WHERE day = ? AND {column} IN ({marks})",
                 (day, *chunk),
             )
@@ -198,18 +238,18 @@ def _present(run: Run, day: str, column: str, values: Sequence[str]) -> set[str]
     return found
 
 
-def _count(run: Run, day: str, column: str) -> int:
+def _count(run: Run, table: str, day: str, column: str) -> int:
     rows = run(
-        f"SELECT COUNT(DISTINCT {column}) FROM {DAILY} "  # noqa: S608 - catalogue names
+        f"SELECT COUNT(DISTINCT {column}) FROM {table} "  # noqa: S608 - catalogue names
         f"WHERE day = ? AND {column} NOT IN (?, ?)",
         (day, *_EXEMPT),
     )
     return int(rows[0][0])
 
 
-def _values(run: Run, day: str, column: str, at_most: int) -> set[str]:
+def _values(run: Run, table: str, day: str, column: str, at_most: int) -> set[str]:
     rows = run(
-        f"SELECT DISTINCT {column} FROM {DAILY} "  # noqa: S608 - catalogue names
+        f"SELECT DISTINCT {column} FROM {table} "  # noqa: S608 - catalogue names
         f"WHERE day = ? AND {column} NOT IN (?, ?) LIMIT ?",
         (day, *_EXEMPT, at_most),
     )

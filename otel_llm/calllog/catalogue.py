@@ -16,7 +16,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal, NamedTuple
 
-from otel_llm.calllog.schema import CALLS, CONTENT, DAILY, DEAD_LETTERS, TRACE_SPANS
+from otel_llm.calllog.schema import (
+    CALLS,
+    CONTENT,
+    DAILY,
+    DAILY_API_KEY,
+    DAILY_SINCE,
+    DAILY_STATUS,
+    DAILY_USER,
+    DEAD_LETTERS,
+    TRACE_SPANS,
+)
 
 ApiType = Literal["string", "integer", "number", "boolean", "datetime", "object"]
 SqlType = Literal["text", "integer", "smallint", "bigint", "real", "blob"]
@@ -502,10 +512,6 @@ FILTERS: tuple[str, ...] = (
 )
 """Every filter parameter, for list, count and stats alike."""
 
-STATS_MATCHES: tuple[str, ...] = tuple(
-    match.name for match in TEXT_MATCHES if FIELDS[match.name].daily == "dimension"
-)
-"""The matches stats can apply: those on a dimension the daily aggregates keep."""
 
 COMPARED: tuple[str, ...] = tuple(
     name
@@ -580,6 +586,46 @@ DAILY_VALUES: tuple[str, ...] = (*DAILY_SUMS, DAILY_LATENCY_SUM, *DAILY_SKETCHES
 """A daily row's columns after its key, in the order ``rollup.Totals`` reads and writes them."""
 
 
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """One table of daily aggregates: its key is the day and these fields (NULL as '');
+    every table has the same ``DAILY_VALUES`` and every call is added to each."""
+
+    table: str
+    fields: tuple[str, ...]
+    """The API names of its key's fields after the day."""
+    capped: str | None = None
+    """The field its own cap counts (``call_log_max_daily_users``); its other fields fold as
+    the first table's do (``cardinality.py``)."""
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """Its key's columns."""
+        return ("day", *(column_of(name) for name in self.fields))
+
+
+_MAIN_FIELDS = tuple(field.name for field in CALL_FIELDS if field.daily == "dimension")
+_NARROW = ("status", "provider", "model", "project")
+"""Next to a user or a key: the filters they are asked with (status), the per-day model
+breakdown (provider, model) and access control (project) -- few values per user each."""
+
+ROLLUPS: tuple[Rollup, ...] = (
+    Rollup(DAILY, _MAIN_FIELDS),
+    Rollup(DAILY_STATUS, ("status", *_MAIN_FIELDS)),
+    Rollup(DAILY_USER, ("user", *_NARROW), capped="user"),
+    Rollup(DAILY_API_KEY, ("api_key_id", *_NARROW), capped="api_key_id"),
+)
+"""The daily aggregates; stats read the first whose key has every field the query filters
+or groups on (none: the query is refused, naming them). The first is ``DAILY_DIMENSIONS``."""
+
+STATS_MATCHES: tuple[str, ...] = tuple(
+    match.name
+    for match in (*TEXT_MATCHES, *CHOICE_MATCHES)
+    if any(match.name in rollup.fields for rollup in ROLLUPS)
+)
+"""The matches stats can apply: those on a field some daily aggregate keeps."""
+
+
 # --- the tables, as the migrations must have made them ------------------------------------------
 
 
@@ -589,19 +635,26 @@ class Column(NamedTuple):
     required: bool
 
 
+def _daily_columns(key: tuple[str, ...]) -> tuple[Column, ...]:
+    # Billing's sums last: v3 added them to the first table; the tables v5 made spell them out
+    # in the same place, so every daily table has one column order.
+    return (
+        *(Column(name, "text", True) for name in key),
+        *(Column(name, "bigint", True) for name in DAILY_SUMS if name not in BILLING_SUMS),
+        Column(DAILY_LATENCY_SUM, "real", True),
+        *(Column(name, "blob", False) for name in DAILY_SKETCHES.values()),
+        *(Column(name, "bigint", True) for name in BILLING_SUMS),
+    )
+
+
 TABLES: dict[str, tuple[Column, ...]] = {
     CALLS: tuple(Column(str(f.column), f.sql, f.required) for f in STORED),
     CONTENT: (
         *(Column(str(f.column), f.sql, f.required) for f in CONTENT_KEY),
         *(Column(str(f.column), f.sql, f.required) for f in CONTENT_FIELDS.values()),
     ),
-    DAILY: (
-        *(Column(name, "text", True) for name in DAILY_DIMENSIONS),
-        *(Column(name, "bigint", True) for name in DAILY_SUMS if name not in BILLING_SUMS),
-        Column(DAILY_LATENCY_SUM, "real", True),
-        *(Column(name, "blob", False) for name in DAILY_SKETCHES.values()),
-        *(Column(name, "bigint", True) for name in BILLING_SUMS),  # v3: added at the end
-    ),
+    **{rollup.table: _daily_columns(rollup.key) for rollup in ROLLUPS},
+    DAILY_SINCE: (Column("last_partial_day", "text", False),),
     TRACE_SPANS: (
         Column("trace_id", "text", True),
         Column("span_id", "text", True),

@@ -38,6 +38,7 @@ class CallLogConfig(Configured):
     content_days: int = bound(settings.CALL_LOG_CONTENT_DAYS)
     record_days: int = bound(settings.CALL_LOG_RECORD_DAYS)
     max_daily_values: int = bound(settings.CALL_LOG_MAX_DAILY_VALUES)
+    max_daily_users: int = bound(settings.CALL_LOG_MAX_DAILY_USERS)
     retention_interval: float = bound(settings.CALL_LOG_RETENTION_INTERVAL)
     content_max_length: int = bound(settings.CONTENT_MAX_LENGTH)
     serve_api: bool = True

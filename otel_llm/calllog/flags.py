@@ -38,9 +38,12 @@ def add_filter_flags(group: Any, *, stats: bool) -> None:
     group.add_argument(
         "--until", metavar="WHEN", help="calls before WHEN (a bare date: through that day)"
     )
+    for match in CHOICE_MATCHES:
+        if not stats or match.name in STATS_MATCHES:
+            group.add_argument(_flag(match.name), choices=match.choices, help=match.help)
     if stats:
         return
-    for match in (*CHOICE_MATCHES, *FLAG_MATCHES):
+    for match in FLAG_MATCHES:
         group.add_argument(_flag(match.name), choices=match.choices, help=match.help)
     for rng in RANGES:
         group.add_argument(f"--min-{rng.name}", metavar=rng.unit, help=f"{rng.name} at least")

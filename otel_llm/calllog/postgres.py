@@ -24,7 +24,7 @@ from psycopg import errors
 
 from otel_llm.calllog import rollup, schema, sql
 from otel_llm.calllog.cardinality import DailyCaps
-from otel_llm.calllog.catalogue import DAILY_DIMENSIONS, DAILY_VALUES
+from otel_llm.calllog.catalogue import DAILY_VALUES, ROLLUPS
 from otel_llm.calllog.query import StatsTimeout
 from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.sqlstore import SQLCallStore
@@ -33,6 +33,7 @@ from otel_llm.calllog.stats import Deadline, Rows
 _MIGRATION_LOCK = 0x6F746C6C  # pg_advisory_xact_lock key: replicas starting together migrate once
 _INCOMING = "llm_calls_incoming"
 _RETRIES = 5
+_LOCK_CHUNK = 2000
 _TRANSIENT_CLASSES = frozenset(
     {"08", "25", "28", "3D", "3F", "40", "42", "53", "55", "57", "58", "XX"}
 )
@@ -215,7 +216,8 @@ class PostgresCallStore(SQLCallStore):
                 lambda text, params: cursor.execute(_pg(text), params).fetchall(),
                 advisory_locks=True,
             )
-            _add_to_daily(cursor, added)
+            for daily in ROLLUPS:
+                _add_to_daily(cursor, daily.table, daily.key, added[daily.table])
         return len(new)
 
     def close(self) -> None:
@@ -232,25 +234,36 @@ def _id(record: CallRecord) -> str:
     return record.id
 
 
-def _add_to_daily(cursor: psycopg.Cursor[Any], added: dict[rollup.DailyKey, rollup.Totals]) -> None:
-    """Merge into the daily rows, locking each (in key order) from read to update."""
+def _add_to_daily(
+    cursor: psycopg.Cursor[Any],
+    table: str,
+    dimensions_key: tuple[str, ...],
+    added: dict[rollup.DailyKey, rollup.Totals],
+) -> None:
+    """Merge into one table's daily rows, locking each (in key order) from read to update."""
+    if not added:
+        return
     keys = sorted(added)
-    dimensions = ", ".join(DAILY_DIMENSIONS)
-    marks = ", ".join(["%s"] * len(DAILY_DIMENSIONS))
-    key_match = " AND ".join(f"{name} = %s" for name in DAILY_DIMENSIONS)
+    dimensions = ", ".join(dimensions_key)
+    marks = ", ".join(["%s"] * len(dimensions_key))
+    key_match = " AND ".join(f"{name} = %s" for name in dimensions_key)
     cursor.executemany(
-        f"INSERT INTO {schema.DAILY} ({dimensions}) VALUES ({marks}) ON CONFLICT DO NOTHING",  # noqa: S608
+        f"INSERT INTO {table} ({dimensions}) VALUES ({marks}) ON CONFLICT DO NOTHING",  # noqa: S608
         keys,
     )
-    # One statement reads (and locks, in key order) every row the batch adds to.
-    rows_marks = ", ".join([f"({marks})"] * len(keys))
-    cursor.execute(
-        f"SELECT {dimensions}, {', '.join(DAILY_VALUES)} FROM {schema.DAILY} "  # noqa: S608
-        f"WHERE ({dimensions}) IN (VALUES {rows_marks}) ORDER BY {dimensions} FOR UPDATE",
-        [value for key in keys for value in key],
-    )
-    width = len(DAILY_DIMENSIONS)
-    found = {tuple(row[:width]): row[width:] for row in cursor.fetchall()}
+    # One statement per chunk reads (and locks, in key order) the rows the batch adds to; a
+    # chunk's parameters stay far below the protocol's 65,535 (a row per user of a batch).
+    width = len(dimensions_key)
+    found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for start in range(0, len(keys), _LOCK_CHUNK):
+        chunk = keys[start : start + _LOCK_CHUNK]
+        rows_marks = ", ".join([f"({marks})"] * len(chunk))
+        cursor.execute(
+            f"SELECT {dimensions}, {', '.join(DAILY_VALUES)} FROM {table} "  # noqa: S608
+            f"WHERE ({dimensions}) IN (VALUES {rows_marks}) ORDER BY {dimensions} FOR UPDATE",
+            [value for key in chunk for value in key],
+        )
+        found.update((tuple(row[:width]), row[width:]) for row in cursor.fetchall())
     updates = []
     for key in keys:
         stored = found.get(key)
@@ -259,6 +272,6 @@ def _add_to_daily(cursor: psycopg.Cursor[Any], added: dict[rollup.DailyKey, roll
         updates.append((*merged.row_values(), *key))
     assignments = ", ".join(f"{name} = %s" for name in DAILY_VALUES)
     cursor.executemany(
-        f"UPDATE {schema.DAILY} SET {assignments} WHERE {key_match}",  # noqa: S608
+        f"UPDATE {table} SET {assignments} WHERE {key_match}",  # noqa: S608
         updates,
     )

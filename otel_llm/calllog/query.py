@@ -20,7 +20,18 @@ Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte"]
 Match = str | tuple[str, ...] | None
 """A text filter's value: one value, any of several, or None (any)."""
 StatsGroup = Literal[
-    "hour", "day", "week", "model", "provider", "feature", "service", "agent", "conversation"
+    "hour",
+    "day",
+    "week",
+    "model",
+    "provider",
+    "feature",
+    "service",
+    "api_key",
+    "user",
+    "status",
+    "agent",
+    "conversation",
 ]
 
 DEFAULT_LIMIT = 50
@@ -126,8 +137,8 @@ class StatsQuery:
 
 class QueryError(ValueError):
     """A query the store cannot answer as asked (e.g. a stats filter on a field the daily
-    aggregates do not keep, or hourly stats beyond the records kept); the API answers 400 with
-    its message."""
+    aggregates do not keep, or on two fields no daily aggregate keeps together, or hourly
+    stats beyond the records kept); the API answers 400 with its message."""
 
 
 class StatsTimeout(Exception):

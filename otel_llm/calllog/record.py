@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any, Literal
 
 from otel_llm import _semconv as sc
@@ -24,6 +24,7 @@ from otel_llm.calllog.catalogue import CONTENT_FIELDS, FIELDS, SUMMARY_FIELDS
 from otel_llm.calllog.limits import checked
 from otel_llm.derive import Derived
 from otel_llm.pricing import Unpriced
+from otel_llm.pricing.cost import from_nanos, to_nanos
 from otel_llm.redaction import as_key_hint
 
 __all__ = [
@@ -149,20 +150,6 @@ def is_call_id(text: str) -> bool:
         and len(span) == 16
         and all(c in "0123456789abcdefABCDEF" for c in trace + span)
     )
-
-
-def to_nanos(amount: Decimal) -> int:
-    """USD as whole nano-USD, rounded half to even."""
-    scaled = amount.scaleb(9)
-    nanos = int(scaled)
-    if nanos != scaled:  # a sub-nano fraction (build_record has rounded its own already)
-        nanos = int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-    return nanos
-
-
-def from_nanos(nanos: int) -> Decimal:
-    """Whole nano-USD as USD (exact; 9 decimal places, or plain 0)."""
-    return Decimal(nanos).scaleb(-9) if nanos else Decimal(0)
 
 
 def _money(amount: Decimal | None) -> Decimal | None:

@@ -6,19 +6,24 @@ tokens by type, cost by part (integer nano-USD, so sums are exact), latency sum,
 latency / time-to-first-chunk sketches (``sketch.py``, 1% relative error). Statistics over any
 range of days and any of these dimensions are merges of rows -- fast, and still answering after
 the call records themselves expired.
+
+The same sums are kept by status, by user and by API key in tables of their own
+(``catalogue.ROLLUPS``): by status, the key above with the status; by user (or key), the day,
+the user, and only the status, provider, model and project -- a user in the first key would
+multiply its rows by the number of users.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
-from operator import add, sub
+from operator import add, itemgetter, sub
 from typing import Any
 
-from otel_llm.calllog.catalogue import DAILY_DIMENSIONS, DAILY_SUMS, SUMMED, column_of
+from otel_llm.calllog.catalogue import DAILY_SUMS, ROLLUPS, SUMMED, Rollup, column_of
 from otel_llm.calllog.record import from_nanos
-from otel_llm.calllog.sketch import Sketch
+from otel_llm.calllog.sketch import Sketch, bucket
 from otel_llm.calllog.sql import INSERT_COLUMNS
 
 _N_SUMS = len(DAILY_SUMS)
@@ -44,7 +49,7 @@ _CREDITS_COST, _CREDITS_LIST = _SUM["credits_cost_nusd"], _SUM["credits_list_nus
 _CREDITS_LIST_UNKNOWN, _DISCOUNT = _SUM["credits_list_unknown"], _SUM["discount_nusd"]
 
 DailyKey = tuple[str, ...]
-"""A daily row's DAILY_DIMENSIONS."""
+"""A daily row's key (``Rollup.key``): its day, then its fields' values."""
 
 
 class Totals:
@@ -242,7 +247,6 @@ _EPOCH = date(1970, 1, 1)
 _COLUMN = {name: index for index, name in enumerate(INSERT_COLUMNS)}
 """Positions in a ``sql.row_of`` row."""
 _DAY = _COLUMN["day"]
-_DIMENSIONS = tuple(_COLUMN[name] for name in DAILY_DIMENSIONS[1:])
 _STATUS = _COLUMN[column_of("status")]
 _C_COST = _COLUMN[_COST_COLUMN]
 _C_LATENCY = _COLUMN[column_of("latency_ms")]
@@ -274,43 +278,73 @@ def _bill(
             sums[_CREDITS_LIST] += listed
 
 
-def rollup(rows: Iterable[Sequence[Any]]) -> dict[DailyKey, Totals]:
-    """What these (newly stored) calls add to each daily row; ``rows`` are ``sql.row_of``
-    tuples (``INSERT_COLUMNS``), so money is already integer nano-USD. The hot loop of a
-    write: plain indexing, no per-call function calls beyond the sketches'."""
-    totals: dict[DailyKey, Totals] = {}
+_KEYED = tuple(dict.fromkeys(name for daily in ROLLUPS for name in daily.key[1:]))
+"""Every column of a daily key (but the day), each once."""
+_KEYED_AT = tuple(_COLUMN[name] for name in _KEYED)
+
+
+def _picker(daily: Rollup) -> Callable[[Sequence[str]], tuple[str, ...]]:
+    """The values of ``daily``'s key (but the day) out of a call's ``_KEYED`` values."""
+    positions = [_KEYED.index(name) for name in daily.key[1:]]
+    pick = itemgetter(*positions)
+    return (lambda values: (pick(values),)) if len(positions) == 1 else pick
+
+
+_KEYS = tuple((daily.table, _picker(daily)) for daily in ROLLUPS)
+
+Added = dict[str, dict[DailyKey, "Totals"]]
+"""What a write adds to each daily table (``catalogue.ROLLUPS``): its rows by key."""
+
+
+def rollup(rows: Iterable[Sequence[Any]]) -> Added:
+    """What these (newly stored) calls add to each daily table's rows; ``rows`` are
+    ``sql.row_of`` tuples (``INSERT_COLUMNS``), so money is already integer nano-USD. The hot
+    loop of a write: plain indexing, one logarithm per sketched value, each call's sums added
+    to each table's row by one ``map``."""
+    found: list[tuple[dict[DailyKey, Totals], Callable[[Sequence[str]], tuple[str, ...]]]] = [
+        ({}, pick) for _, pick in _KEYS
+    ]
     days: dict[int, str] = {}
     for row in rows:
         day = days.get(row[_DAY])
         if day is None:
             day = days[row[_DAY]] = (_EPOCH + timedelta(days=row[_DAY])).isoformat()
-        key = (day, *[row[index] or "" for index in _DIMENSIONS])
-        entry = totals.get(key)
-        if entry is None:
-            entry = totals[key] = Totals()
-        sums = entry.sums
-        sums[_REQUESTS] += 1
-        if row[_STATUS] == "error":
-            sums[_FAILED] += 1
+        keyed = [row[index] or "" for index in _KEYED_AT]
+        # The call's addition to a row, made once and added to each table's row in C.
+        vector = [0] * _N_SUMS
+        vector[_REQUESTS] = 1
+        vector[_FAILED] = int(row[_STATUS] == "error")
         cost = row[_C_COST]
         if cost is None:
-            sums[_UNPRICED] += 1
+            vector[_UNPRICED] = 1
         else:
-            sums[_COST] += cost
+            vector[_COST] = cost
         for column, index in _ADDED:
             value = row[column]
             if value:
-                sums[index] += value
+                vector[index] = value
         latency = row[_C_LATENCY]
+        latency_bucket = -2
         if latency is not None:
-            sums[_LATENCY_COUNT] += 1
-            entry.latency_sum += latency
-            entry.latency.add(latency)
+            vector[_LATENCY_COUNT] = 1
+            latency_bucket = bucket(latency)
         ttfc = row[_C_TTFC]
-        if ttfc is not None:
-            entry.ttfc.add(ttfc)
-        _bill(sums, cost, *[row[index] for index in _C_BILLED])
-    return totals
+        ttfc_bucket = -2 if ttfc is None else bucket(ttfc)
+        _bill(vector, cost, *[row[index] for index in _C_BILLED])
+        for table, pick in found:
+            key = (day, *pick(keyed))
+            entry = table.get(key)
+            if entry is None:
+                entry = table[key] = Totals()
+                entry.sums = vector.copy()
+            else:
+                entry.sums = list(map(add, entry.sums, vector))
+            if latency_bucket != -2:
+                entry.latency_sum += latency
+                entry.latency.add_bucket(latency_bucket)
+            if ttfc_bucket != -2:
+                entry.ttfc.add_bucket(ttfc_bucket)
+    return {table: rows for (table, _), (rows, _) in zip(_KEYS, found, strict=True)}
 
 
 def week_of(day: str) -> str:

@@ -19,8 +19,9 @@ Representation (the same in both databases, so one SQL text serves both):
 - content lives in its own table, so content retention deletes rows there only;
 - v2: calls that could not be stored wait in a dead-letter table (``deadletter.py``);
 - v3: billing mode, list cost and discount of each call; the daily rows' billing sums;
-- v4: the provider's request id, the API endpoint and method, a hint of the API key.
-- v5: a call's agent, conversation, parent span and root span name; the trace's root, agent
+- v4: the provider's request id, the API endpoint and method, a hint of the API key;
+- v5: daily aggregates by status, by user and by API key, next to the first (``rollup.py``);
+- v6: a call's agent, conversation, parent span and root span name; the trace's root, agent
   and tool spans (``tracespans.py``).
 """
 
@@ -37,19 +38,26 @@ class Types:
     bigint: str
     real: str
     blob: str
+    clustered: str = ""
+    """After a table's definition: its rows kept in its primary key's b-tree (aggregates are
+    read and upserted by key; a second b-tree would double their writes)."""
 
     def of(self, kind: str) -> str:
         """The name of a catalogue column type (``catalogue.SqlType``) in this database."""
         return {"bigint": self.bigint, "real": self.real, "blob": self.blob}.get(kind, kind.upper())
 
 
-SQLITE_TYPES = Types(bigint="INTEGER", real="REAL", blob="BLOB")
+SQLITE_TYPES = Types(bigint="INTEGER", real="REAL", blob="BLOB", clustered=" WITHOUT ROWID")
 POSTGRES_TYPES = Types(bigint="BIGINT", real="DOUBLE PRECISION", blob="BYTEA")
 
 CALLS = "llm_calls"
 CONTENT = "llm_call_content"
 DAILY = "llm_call_daily"
 DEAD_LETTERS = "llm_call_dead_letters"
+DAILY_STATUS = "llm_call_daily_status"
+DAILY_USER = "llm_call_daily_user"
+DAILY_API_KEY = "llm_call_daily_api_key"
+DAILY_SINCE = "llm_call_daily_since"
 TRACE_SPANS = "llm_trace_spans"
 VERSION_TABLE = "llm_calllog_schema"
 
@@ -197,6 +205,73 @@ def _v4(t: Types) -> list[str]:
 
 
 def _v5(t: Types) -> list[str]:
+    # Daily aggregates with the dimensions the first one leaves out. Status is two values: its
+    # table is the first one's key with status. A user or an API key per row of that key would
+    # multiply its rows by 100,000 users; their tables keep, next to the user (or key), only
+    # what filters and the per-day model breakdown need: status, provider, model, project
+    # (access control's). Day first in every key: a write touches today's part of each b-tree.
+    sums = f"""requests {t.bigint} NOT NULL DEFAULT 0,
+    failed {t.bigint} NOT NULL DEFAULT 0,
+    unpriced {t.bigint} NOT NULL DEFAULT 0,
+    input_tokens {t.bigint} NOT NULL DEFAULT 0,
+    output_tokens {t.bigint} NOT NULL DEFAULT 0,
+    total_tokens {t.bigint} NOT NULL DEFAULT 0,
+    cache_read_tokens {t.bigint} NOT NULL DEFAULT 0,
+    cache_write_tokens {t.bigint} NOT NULL DEFAULT 0,
+    reasoning_tokens {t.bigint} NOT NULL DEFAULT 0,
+    cost_nusd {t.bigint} NOT NULL DEFAULT 0,
+    cost_input_nusd {t.bigint} NOT NULL DEFAULT 0,
+    cost_output_nusd {t.bigint} NOT NULL DEFAULT 0,
+    cost_cache_read_nusd {t.bigint} NOT NULL DEFAULT 0,
+    cost_cache_write_nusd {t.bigint} NOT NULL DEFAULT 0,
+    cost_request_nusd {t.bigint} NOT NULL DEFAULT 0,
+    latency_count {t.bigint} NOT NULL DEFAULT 0,
+    latency_sum_ms {t.real} NOT NULL DEFAULT 0,
+    latency_sketch {t.blob},
+    ttfc_sketch {t.blob},
+    credits_requests {t.bigint} NOT NULL DEFAULT 0,
+    credits_unpriced {t.bigint} NOT NULL DEFAULT 0,
+    credits_cost_nusd {t.bigint} NOT NULL DEFAULT 0,
+    credits_list_nusd {t.bigint} NOT NULL DEFAULT 0,
+    credits_list_unknown {t.bigint} NOT NULL DEFAULT 0,
+    discount_nusd {t.bigint} NOT NULL DEFAULT 0"""
+    statements = [
+        f"""CREATE TABLE {DAILY_STATUS} (
+    day TEXT NOT NULL,
+    status TEXT NOT NULL,
+    service TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    feature TEXT NOT NULL,
+    project TEXT NOT NULL,
+    {sums},
+    PRIMARY KEY (day, status, service, provider, model, operation, feature, project)
+){t.clustered}"""
+    ]
+    for table, column in ((DAILY_USER, "user_id"), (DAILY_API_KEY, "api_key_id")):
+        statements.append(
+            f"""CREATE TABLE {table} (
+    day TEXT NOT NULL,
+    {column} TEXT NOT NULL,
+    status TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    project TEXT NOT NULL,
+    {sums},
+    PRIMARY KEY (day, {column}, status, provider, model, project)
+){t.clustered}"""
+        )
+    # The calls stored before these tables existed are in none of them: the last day that had
+    # any (NULL: none) is incomplete there, and stats read them from the day after only.
+    statements += [
+        f"CREATE TABLE {DAILY_SINCE} (last_partial_day TEXT)",
+        f"INSERT INTO {DAILY_SINCE} (last_partial_day) SELECT MAX(day) FROM {DAILY}",  # noqa: S608
+    ]
+    return statements
+
+
+def _v6(t: Types) -> list[str]:
     # Issue 13: a call's place in its trace, and the spans of a trace that are not calls but
     # belong in its cost tree (root, agents, tools: ``tracespans.py``). The trace index serves
     # a trace's tree and the root's name arriving after its calls; agent and conversation
@@ -225,7 +300,7 @@ def _v5(t: Types) -> list[str]:
     ]
 
 
-MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3, _v4, _v5)
+MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
 """Migration n (1-based) is ``MIGRATIONS[n - 1]``."""
 
 LATEST = len(MIGRATIONS)

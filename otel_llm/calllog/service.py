@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,6 +31,7 @@ from otel_llm._cli_types import CommandError
 from otel_llm.background import Background
 from otel_llm.calllog import telemetry, tracespans
 from otel_llm.calllog.config import CallLogConfig
+from otel_llm.calllog.policyspend import StoreSpendHistory
 from otel_llm.calllog.record import CallRecord, build_record
 from otel_llm.calllog.retention import RetentionJob
 from otel_llm.calllog.store import CallStore, SQLCallStore, open_store
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 
     from otel_llm.calllog.api import CallLogAPI
     from otel_llm.collector.enrich import EnrichedCall, EnrichedSpan
+    from otel_llm.policies import PolicyFile, SpendHistory
+    from otel_llm.policies.model import ScopeKey
 
 _logger = logging.getLogger(__name__)
 _DAY_NS = 86_400 * 10**9
@@ -60,10 +63,19 @@ class CallLogService(Background):
         config: the call log's settings (default: ``CallLogConfig.from_settings()``).
         store: a ready ``CallStore`` to use instead of ``config.store`` (not closed by
             ``stop``).
+        policies: the collector's budgets and policies, whose states the API serves
+            (``/api/v1/policies``).
     """
 
-    def __init__(self, config: CallLogConfig | None = None, *, store: CallStore | None = None):
+    def __init__(
+        self,
+        config: CallLogConfig | None = None,
+        *,
+        store: CallStore | None = None,
+        policies: PolicyFile | None = None,
+    ):
         self.config = config if config is not None else CallLogConfig.from_settings()
+        self.policies = policies
         if store is None and self.config.off:
             raise ValueError("the call log store is 'none': there is no call log to run")
         self._store = store
@@ -105,6 +117,7 @@ class CallLogService(Background):
                     config.store,
                     record_days=config.record_days,
                     max_daily_values=config.max_daily_values,
+                    max_daily_users=config.max_daily_users,
                 )
             except Exception as exc:
                 raise CallLogStartError(
@@ -148,7 +161,9 @@ class CallLogService(Background):
                 "`otel-llm calls keygen`)"
             )
             return
-        api = CallLogAPI.from_settings(store, endpoint=config.api_endpoint, keys=keys)
+        api = CallLogAPI.from_settings(
+            store, endpoint=config.api_endpoint, keys=keys, policies=self.policies
+        )
         try:
             api.start()
         except OSError as exc:
@@ -327,6 +342,14 @@ class CollectorCallLog:
         if self.service is not None and not self.service.stop():
             _logger.warning("otel-llm collector: some calls were not written to the call log")
 
+    def attach_policies(self, policies: PolicyFile) -> SpendHistory | None:
+        """Before ``start``: the API serves the policies' states; returns where their spend
+        is read back (the store, once opened), or None without a call log."""
+        if self.service is None:
+            return None
+        self.service.policies = policies
+        return _StartedStoreHistory(self.service)
+
     def describe(self) -> str:
         """Where the call log is, and where its query API is served or why it is not."""
         service = self.service
@@ -335,6 +358,21 @@ class CollectorCallLog:
         if service.api_url is not None:
             return f"call log in {service.store_name}; query API on {service.api_url}"
         return f"call log in {service.store_name}; query API not served: {service.api_off_reason}"
+
+
+class _StartedStoreHistory:
+    """The store's spend history, found when asked (the store opens with the service)."""
+
+    def __init__(self, service: CallLogService):
+        self._service = service
+
+    def spend(
+        self, start_ns: int, end_ns: int, per_minute: bool
+    ) -> Iterator[tuple[ScopeKey, int | None, int, int, int, int]]:
+        store = self._service.store
+        if not isinstance(store, SQLCallStore):
+            return iter(())
+        return StoreSpendHistory(store).spend(start_ns, end_ns, per_minute)
 
 
 def _without_password(url: str) -> str:

@@ -26,7 +26,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterable
 from itertools import accumulate
-from operator import add
+from operator import add, sub
 
 RELATIVE_ACCURACY = 0.01
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
@@ -41,6 +41,7 @@ KEY_MAX = math.ceil(math.log(MAX_VALUE) / _LOG_GAMMA)
 SIZE = KEY_MAX - KEY_MIN + 1
 
 _HEADER = struct.Struct("<BQHH")  # version, zero count, first index, number of counts
+_ONE = struct.Struct("<I")
 _V_UINT32 = 1
 _V_UINT64 = 2
 _UINT32_MAX = 2**32 - 1
@@ -48,33 +49,64 @@ _SWAP = sys.byteorder != "little"
 _NONE: list[int] = []  # the counts of a sketch without values yet (never written to)
 
 
+def bucket(value: float) -> int:
+    """The index of the bucket of ``value``; -1: it counts as 0."""
+    if not value > MIN_VALUE:  # NaN too: never stored by the record builder anyway
+        return -1
+    return min(math.ceil(math.log(value) / _LOG_GAMMA), KEY_MAX) - KEY_MIN
+
+
 class Sketch:
     """Counts of values per logarithmic bucket (index ``key - KEY_MIN``)."""
 
-    __slots__ = ("counts", "high", "low", "zero_count")
+    __slots__ = ("counts", "high", "low", "one", "zero_count")
 
     def __init__(self) -> None:
-        # Allocated at the first value: many sketches stay empty (time to first chunk of
-        # calls that did not stream), and a write builds hundreds per batch.
+        # Allocated at the second bucket used: many sketches stay empty (time to first chunk
+        # of calls that did not stream), and a write builds one per user and day -- most of
+        # them of one call (the dense array is 1,383 counts).
         self.counts: list[int] = _NONE
+        self.one = 0
+        """Without ``counts``: the count of the one bucket used (``low``, = ``high``)."""
         self.zero_count = 0
         self.low = SIZE  # lowest index used; SIZE when none
         self.high = -1  # highest index used
 
+    def _used(self) -> list[int]:
+        """The counts from the lowest to the highest bucket used."""
+        if self.counts is _NONE:
+            return [self.one] if self.high >= 0 else []
+        return self.counts[self.low : self.high + 1]
+
+    def _dense(self) -> list[int]:
+        counts = self.counts = [0] * SIZE
+        if self.high >= 0:
+            counts[self.low] = self.one
+        return counts
+
     @property
     def count(self) -> int:
-        if self.high < 0:
-            return self.zero_count
-        return self.zero_count + sum(self.counts[self.low : self.high + 1])
+        return self.zero_count + sum(self._used())
 
     def add(self, value: float) -> None:
-        if not value > MIN_VALUE:  # NaN too: never stored by the record builder anyway
+        self.add_bucket(bucket(value))
+
+    def add_bucket(self, index: int) -> None:
+        """Count a value by its ``bucket`` (a call's value goes to several sketches: its
+        logarithm is taken once)."""
+        if index < 0:
             self.zero_count += 1
             return
-        index = min(math.ceil(math.log(value) / _LOG_GAMMA), KEY_MAX) - KEY_MIN
         counts = self.counts
         if counts is _NONE:
-            counts = self.counts = [0] * SIZE
+            if self.high < 0:
+                self.low = self.high = index
+                self.one = 1
+                return
+            if index == self.low:
+                self.one += 1
+                return
+            counts = self._dense()
         counts[index] += 1
         if index < self.low:  # noqa: PLR1730 - the hot path: a compare, not a call
             self.low = index
@@ -88,13 +120,23 @@ class Sketch:
     def merge(self, other: Sketch) -> None:
         self.zero_count += other.zero_count
         if other.high >= 0:
-            self._add_counts(other.low, other.counts[other.low : other.high + 1])
+            self._add_counts(other.low, other._used())
+
+    def subtract(self, other: Sketch) -> None:
+        """Take away ``other``'s values, which must be among this one's (a part of the same
+        calls): the counts of the rest, exact. Its lowest and highest buckets stay where
+        they were (perhaps empty now: the quantiles skip empty buckets)."""
+        self.zero_count -= other.zero_count
+        if other.high >= 0:
+            counts = self.counts if self.counts is not _NONE else self._dense()
+            low, high = other.low, other.high
+            counts[low : high + 1] = map(sub, counts[low : high + 1], other._used())
 
     def _add_counts(self, low: int, counts: list[int] | array[int]) -> None:
         # Slice addition runs in C: the cost of a merge is a call, not a loop over buckets.
         high = low + len(counts) - 1
         if self.counts is _NONE:
-            self.counts = [0] * SIZE
+            self._dense()
         self.counts[low : high + 1] = map(add, self.counts[low : high + 1], counts)
         self.low = min(self.low, low)
         self.high = max(self.high, high)
@@ -109,7 +151,7 @@ class Sketch:
         total = self.count
         if total == 0:
             return [None] * len(qs)
-        cumulative = list(accumulate(self.counts[self.low : self.high + 1], initial=0))
+        cumulative = list(accumulate(self._used(), initial=0))
         results: list[float | None] = []
         for q in qs:
             rank = int(q * (total - 1))
@@ -127,7 +169,9 @@ class Sketch:
         lowest to the highest bucket used, little-endian uint32 (uint64 if one is larger)."""
         if self.high < 0:
             return _HEADER.pack(_V_UINT32, self.zero_count, 0, 0)
-        used = self.counts[self.low : self.high + 1]
+        if self.counts is _NONE and self.one <= _UINT32_MAX:  # one bucket: most of a write's
+            return _HEADER.pack(_V_UINT32, self.zero_count, self.low, 1) + _ONE.pack(self.one)
+        used = self._used()
         wide = max(used) > _UINT32_MAX
         packed = array("Q" if wide else "I", used)
         if _SWAP:

@@ -20,6 +20,7 @@ from otel_llm import settings
 from otel_llm._cli_types import CommandError
 from otel_llm.calllog import params, traces
 from otel_llm.calllog.app import PREFIX, TRACES_PREFIX, jsonable, list_answer
+from otel_llm.calllog.policyapi import POLICIES_PREFIX
 from otel_llm.calllog.query import QueryError
 from otel_llm.calllog.store import SQLCallStore, open_store
 
@@ -57,6 +58,13 @@ class CallSource:
         if self._api is not None:
             return _fetch(self._api, self._key, path, query)
         return self._from_store(path, query)
+
+    def policies(self, query: Mapping[str, str]) -> Any:
+        """The JSON answer of ``GET /api/v1/policies`` (a running API only: the states are
+        the collector's)."""
+        if self._api is None:
+            raise ValueError("the policies' states come from a running API")
+        return _fetch(self._api, self._key, "", query, POLICIES_PREFIX)
 
     def call(self, call_id: str, *, details: bool = False) -> Any:
         """The JSON answer of ``GET /api/v1/calls/{id}`` (or ``.../details``)."""
@@ -123,10 +131,8 @@ def open_existing(store: str | None) -> SQLCallStore:
         raise CommandError(f"cannot open the call log {url}: {exc}") from None
 
 
-def _fetch(
-    base: str, key: str, path: str, query: Mapping[str, str], *, prefix: str = PREFIX
-) -> Any:
-    root = base.rstrip("/").removesuffix(PREFIX)
+def _fetch(base: str, key: str, path: str, query: Mapping[str, str], prefix: str = PREFIX) -> Any:
+    root = base.rstrip("/").removesuffix(PREFIX).removesuffix(prefix)
     if not root.startswith(("http://", "https://")):
         raise CommandError(f"--api must be an http:// or https:// URL, got {base!r}")
     url = f"{root}{prefix}{path}"

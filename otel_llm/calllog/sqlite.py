@@ -18,10 +18,10 @@ from typing import Any
 
 from otel_llm.calllog import rollup, schema, sql
 from otel_llm.calllog.catalogue import (
-    DAILY_DIMENSIONS,
     DAILY_LATENCY_SUM,
     DAILY_SKETCHES,
     DAILY_SUMS,
+    ROLLUPS,
 )
 from otel_llm.calllog.query import StatsTimeout
 from otel_llm.calllog.record import CallRecord, micros_of
@@ -40,18 +40,23 @@ _INSERT_CONTENT = (
     "VALUES (?, ?, ?, ?)"
 )
 _ADDED = (*DAILY_SUMS, DAILY_LATENCY_SUM)
-_DAILY_COLUMNS = (*DAILY_DIMENSIONS, *_ADDED, *DAILY_SKETCHES.values())
-# One statement adds a batch to the daily rows: sums in SQL, sketches merged by a Python
-# function SQLite calls -- no read-modify-write round trips (the write lock is held anyway).
-_UPSERT_DAILY = (
-    f"INSERT INTO {schema.DAILY} ({', '.join(_DAILY_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({', '.join('?' * len(_DAILY_COLUMNS))}) "
-    f"ON CONFLICT ({', '.join(DAILY_DIMENSIONS)}) DO UPDATE SET "
-    + ", ".join(f"{n} = {schema.DAILY}.{n} + excluded.{n}" for n in _ADDED)
-    + "".join(
-        f", {n} = {_MERGE}({schema.DAILY}.{n}, excluded.{n})" for n in DAILY_SKETCHES.values()
+
+
+def _upsert(table: str, key: tuple[str, ...]) -> str:
+    # One statement adds a batch to a table's daily rows: sums in SQL, sketches merged by a
+    # Python function SQLite calls -- no read-modify-write round trips (the write lock is
+    # held anyway).
+    columns = (*key, *_ADDED, *DAILY_SKETCHES.values())
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - catalogue names
+        f"VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+        + ", ".join(f"{n} = {table}.{n} + excluded.{n}" for n in _ADDED)
+        + "".join(f", {n} = {_MERGE}({table}.{n}, excluded.{n})" for n in DAILY_SKETCHES.values())
     )
-)
+
+
+_UPSERT_DAILY = {rollup.table: _upsert(rollup.table, rollup.key) for rollup in ROLLUPS}
 
 
 class SQLiteCallStore(SQLCallStore):
@@ -197,9 +202,11 @@ class SQLiteCallStore(SQLCallStore):
             lambda text, params: connection.execute(text, params).fetchall(),
             advisory_locks=False,
         )
-        connection.executemany(
-            _UPSERT_DAILY, [(*key, *totals.row_values()) for key, totals in added.items()]
-        )
+        for table, daily in added.items():
+            connection.executemany(
+                _UPSERT_DAILY[table],
+                [(*key, *totals.row_values()) for key, totals in daily.items()],
+            )
 
     @staticmethod
     def _new_records(connection: sqlite3.Connection, records: list[CallRecord]) -> list[CallRecord]:

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,9 +22,11 @@ from otel_llm.calllog.cardinality import DailyCaps
 from otel_llm.calllog.catalogue import (
     CALL_GROUPS,
     FIELDS,
+    ROLLUPS,
     STATS_MATCHES,
     SUMMARY_FIELDS,
     SUMMED,
+    Rollup,
     column_of,
 )
 from otel_llm.calllog.isolation import IsolatingStore
@@ -37,8 +39,8 @@ from otel_llm.calllog.query import (
     StatsQuery,
 )
 from otel_llm.calllog.record import from_nanos, micros_of
-from otel_llm.calllog.schema import CALLS, CONTENT
-from otel_llm.calllog.stats import Deadline, Rows, daily_stats, daily_where
+from otel_llm.calllog.schema import CALLS, CONTENT, DAILY_SINCE
+from otel_llm.calllog.stats import Deadline, Rows, Source, choose, daily_stats, daily_where
 
 MAX_HOURLY_DAYS = 7
 """Hourly stats read call records; a longer range is refused (use day or week)."""
@@ -61,11 +63,13 @@ DETAILS_FIELDS = (
 """Summary fields ``details`` returns next to the content."""
 
 _STATS_ATTRIBUTES = frozenset({*STATS_MATCHES, "start", "end", "projects"})
-"""The ``CallFilter`` attributes stats apply: the daily aggregates' dimensions, the time range
+"""The ``CallFilter`` attributes stats apply: the daily aggregates' fields, the time range
 and access control's projects."""
 
 _Groups = list[tuple[str | None, rollup.Totals]]
 
+_UNREAD = object()
+"""The first day of the tables by status, user and key: not read yet."""
 _RETENTION_BATCH = 10_000
 _DAY_US = 86_400_000_000
 _DAYS_PER_LOOKUP = 1000  # days probed by one statement (bound parameters stay few)
@@ -118,10 +122,15 @@ class SQLCallStore(IsolatingStore, ABC):
         self.record_days = settings.CALL_LOG_RECORD_DAYS.resolve(record_days)
         """How long records are kept: hourly stats further back are refused."""
         self._clock = clock or (lambda: datetime.now(UTC))
-        self.daily_caps = DailyCaps(settings.CALL_LOG_MAX_DAILY_VALUES.resolve(None))
-        """The cap on distinct values per day and dimension of the daily aggregates
-        (``call_log_max_daily_values``); ``open_store`` sets another when told."""
+        self.daily_caps = DailyCaps(
+            settings.CALL_LOG_MAX_DAILY_VALUES.resolve(None),
+            settings.CALL_LOG_MAX_DAILY_USERS.resolve(None),
+        )
+        """The caps on distinct values per day and dimension of the daily aggregates
+        (``call_log_max_daily_values``, ``call_log_max_daily_users``); ``open_store`` sets
+        others when told."""
         self._closed = threading.Event()
+        self._last_partial_day: object = _UNREAD
 
     # --- backend primitives ----------------------------------------------------------------
 
@@ -225,21 +234,22 @@ class SQLCallStore(IsolatingStore, ABC):
         if end <= start:
             raise QueryError("stats need start before end")
         if query.group_by == "hour" or query.group_by in CALL_GROUPS:
-            if query.group_by == "hour" and end - start > timedelta(days=MAX_HOURLY_DAYS):
-                raise QueryError(
-                    f"hourly stats cover at most {MAX_HOURLY_DAYS} days; "
-                    "group by day or week for longer ranges"
-                )
-            if start < now - timedelta(days=self.record_days):
-                raise QueryError(
-                    f"{query.group_by} stats need call records, which are kept "
-                    f"{self.record_days} days; group by day or week for older ranges"
-                )
+            self._check_records_range(query.group_by, start, end, now)
         if not 1 <= query.limit <= MAX_GROUP_LIMIT:
             raise QueryError(f"limit must be between 1 and {MAX_GROUP_LIMIT}, got {query.limit}")
+        grouped = choose(call_filter, query.group_by)
+        base = choose(call_filter, None)  # the smallest table for the totals and by_day
+        if grouped is not ROLLUPS[0]:
+            start = self._complete_from(grouped, start, end)
         deadline = Deadline(query.timeout)
-        where = daily_where(call_filter, start, end)
-        daily = daily_stats(self._scan, where, query.group_by, query.limit, deadline)
+        daily = daily_stats(
+            self._scan,
+            Source(base.table, daily_where(call_filter, start, end, base)),
+            Source(grouped.table, daily_where(call_filter, start, end, grouped)),
+            query.group_by,
+            query.limit,
+            deadline=deadline,
+        )
         result: dict[str, Any] = {
             "start": start,
             "end": end,
@@ -263,6 +273,39 @@ class SQLCallStore(IsolatingStore, ABC):
         result["by_day"] = daily.by_day
         result["by_model"] = daily.by_model
         return result
+
+    def _check_records_range(
+        self, group_by: str, start: datetime, end: datetime, now: datetime
+    ) -> None:
+        """Groups read from the call records (hour, agent, conversation) need them kept."""
+        if group_by == "hour" and end - start > timedelta(days=MAX_HOURLY_DAYS):
+            raise QueryError(
+                f"hourly stats cover at most {MAX_HOURLY_DAYS} days; "
+                "group by day or week for longer ranges"
+            )
+        if start < now - timedelta(days=self.record_days):
+            raise QueryError(
+                f"{group_by} stats need call records, which are kept "
+                f"{self.record_days} days; group by day or week for older ranges"
+            )
+
+    def _complete_from(self, rollup: Rollup, start: datetime, end: datetime) -> datetime:
+        """``start``, or the first day the tables by status, user and key have every call of
+        (a store upgraded to them has the earlier calls in the first table only)."""
+        if self._last_partial_day is _UNREAD:
+            rows = self._read(sql.Statement(f"SELECT last_partial_day FROM {DAILY_SINCE}", ()))  # noqa: S608
+            self._last_partial_day = rows[0][0] if rows else None
+        last = self._last_partial_day
+        if not isinstance(last, str):
+            return start
+        first = datetime.combine(date.fromisoformat(last), time(), tzinfo=UTC) + timedelta(1)
+        if end <= first:
+            raise QueryError(
+                f"stats by {', '.join(rollup.fields[:1])} count the calls stored from "
+                f"{first.date().isoformat()} on (when this store was upgraded to keep them); "
+                "ask for a range after that day"
+            )
+        return max(start, first)
 
     def _hourly(self, call_filter: CallFilter, deadline: Deadline) -> _Groups:
         condition = sql.where(call_filter)

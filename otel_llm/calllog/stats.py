@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from time import monotonic
 from typing import Any
 
@@ -25,12 +25,14 @@ from otel_llm.calllog.catalogue import (
     DAILY_LATENCY_SUM,
     DAILY_SKETCHES,
     DAILY_SUMS,
+    ROLLUPS,
     STATS_MATCHES,
+    Rollup,
     column_of,
 )
-from otel_llm.calllog.query import CallFilter, StatsTimeout
+from otel_llm.calllog.query import CallFilter, QueryError, StatsTimeout
 from otel_llm.calllog.rollup import Totals, week_of
-from otel_llm.calllog.schema import DAILY
+from otel_llm.calllog.sketch import Sketch
 
 Rows = Iterable[Sequence[Any]]
 Scan = Callable[[sql.Statement, "Deadline", Callable[[Rows], None]], None]
@@ -40,8 +42,21 @@ _SUMMED = (*DAILY_SUMS, DAILY_LATENCY_SUM)
 _SUMS = ", ".join(f"SUM({name})" for name in _SUMMED)
 _LATENCY_SKETCH, _TTFC_SKETCH = DAILY_SKETCHES.values()
 _CHECK_EVERY = 1024  # rows merged between two looks at the clock
-_GROUPED = ("model", "provider", "feature", "service")
-"""The groups that are values of a dimension (listed up to the limit, the rest ``other``)."""
+_GROUP_FIELDS = {
+    "model": "model",
+    "provider": "provider",
+    "feature": "feature",
+    "service": "service",
+    "api_key": "api_key_id",
+    "user": "user",
+    "status": "status",
+}
+"""The groups that are values of a field (listed up to the limit, the rest ``other``)."""
+_GROUPED = tuple(_GROUP_FIELDS)
+_IN_DAYS = 1000
+"""The tables by user and by key are read with ``day IN (...)``: with the user (or users) asked,
+one seek per day and user of their (day, user) key instead of every user's rows of the range;
+up to this many days."""
 
 
 class Deadline:
@@ -73,11 +88,40 @@ class DailyStats:
     ``other``."""
 
 
-def daily_where(call_filter: CallFilter, start: datetime, end: datetime) -> sql.Statement:
-    """The daily rows of the days [start, end) that the filter (stats' dimensions and access
-    control's projects) selects."""
-    clauses = ["day >= ?", "day < ?"]
-    params: list[Any] = [start.date().isoformat(), end.date().isoformat()]
+def choose(call_filter: CallFilter, group_by: str | None) -> Rollup:
+    """The daily table that keeps every field the query filters or groups on: the first of
+    ``ROLLUPS`` that does (the smallest), or ``QueryError`` naming the parameters."""
+    asked = {name: name for name in STATS_MATCHES if getattr(call_filter, name) is not None}
+    if group_by in _GROUP_FIELDS:
+        asked[_GROUP_FIELDS[group_by]] = f"group_by={group_by}"
+    for rollup in ROLLUPS:
+        if asked.keys() <= set(rollup.fields):
+            return rollup
+    kept = "; ".join(
+        f"{rollup.fields[0]} with {', '.join(rollup.fields[1:])}"
+        for rollup in ROLLUPS[1:]
+        if rollup.capped is not None
+    )
+    raise QueryError(
+        f"stats cannot combine {' and '.join(asked.values())}: the daily aggregates keep "
+        f"{kept}; status with every other field but user and api_key_id. Leave one out, or "
+        "list and count the calls (the records answer any combination)"
+    )
+
+
+def daily_where(
+    call_filter: CallFilter, start: datetime, end: datetime, rollup: Rollup = ROLLUPS[0]
+) -> sql.Statement:
+    """The rows of ``rollup``'s table of the days [start, end) that the filter (stats'
+    fields, which ``rollup`` keeps, and access control's projects) selects."""
+    first, last = start.date(), end.date()
+    if rollup.capped is not None and (last - first).days <= _IN_DAYS:
+        days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days)]
+        clauses = [f"day IN ({', '.join('?' for _ in days)})"]
+        params: list[Any] = list(days)
+    else:
+        clauses = ["day >= ?", "day < ?"]
+        params = [first.isoformat(), last.isoformat()]
     for name in STATS_MATCHES:
         value = getattr(call_filter, name)
         if value is not None:
@@ -94,67 +138,135 @@ def daily_where(call_filter: CallFilter, start: datetime, end: datetime) -> sql.
     return sql.Statement(" AND ".join(clauses), tuple(params))
 
 
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Daily rows to read: a table and the condition that selects them."""
+
+    table: str
+    where: sql.Statement
+
+
 def daily_stats(
-    scan: Scan, where: sql.Statement, group_by: str | None, limit: int, deadline: Deadline
+    scan: Scan,
+    base: Source,
+    grouped: Source,
+    group_by: str | None,
+    limit: int,
+    *,
+    deadline: Deadline,
 ) -> DailyStats:
-    """Totals of the selected daily rows, their groups (``group_by``: day, week, or a
-    dimension; hour and None: no groups here) and the by_day breakdown."""
-    days = _sums_by(scan, "day", where, deadline)
+    """Totals of the ``base`` rows, their groups (``group_by``: day, week, or a field; hour and
+    None: no groups here) and the by_day breakdown. Groups by a field come from ``grouped``:
+    the same calls in a table that keeps the field (by user: 100,000 users' rows a day), read
+    for the ``limit`` busiest values and their sketches only; the rest is ``base`` less them."""
+    table, where = base.table, base.where
+    days = _sums_by(scan, table, "day", where, deadline)
     overall = Totals()
     for totals in days.values():
         overall.merge(totals)
-    by_day = _by_day(scan, where, days, limit, deadline)
+    by_day = _by_day(scan, table, where, days, limit, deadline=deadline)
     groups: dict[str, Totals] = {}
     rest: Totals | None = None
+    column = "day"
     if group_by == "day":
         groups = days
     elif group_by == "week":
         for day, totals in days.items():
             _entry(groups, week_of(day)).merge(totals)
-    elif group_by in _GROUPED:
-        column = column_of(group_by)
-        groups = _top(scan, column, where, limit, deadline)
+    elif group_by in _GROUP_FIELDS:
+        column = column_of(_GROUP_FIELDS[group_by])
+        groups = _top(scan, grouped.table, column, grouped.where, limit, deadline=deadline)
         rest = _remainder(overall, groups.values())
-    models = groups if group_by == "model" else _top(scan, "model", where, limit, deadline)
-    by_model = [_model_entry(model, totals) for model, totals in _ordered(models, None, "model")]
-    others = _remainder(overall, models.values())
-    if others.requests:
-        by_model.append(_model_entry(OTHER, others))
-    key = column_of(group_by) if group_by in _GROUPED else "day"
+    models = groups if group_by == "model" else None
+    by_model = _by_model(scan, base, overall, models, limit, deadline=deadline)
+    apart = grouped.table != table
     week = group_by == "week"
-    # Rows of no group listed: the rest's (grouped by a dimension), or every row (ungrouped;
-    # days and weeks have a group for every row).
-    fallback = rest if rest is not None else overall
+    sketches = f"{_LATENCY_SKETCH}, {_TTFC_SKETCH}"
+    having = f"({_LATENCY_SKETCH} IS NOT NULL OR {_TTFC_SKETCH} IS NOT NULL)"
 
-    def merge(rows: Rows) -> None:
-        for count, (value, latency, ttfc) in enumerate(rows):
-            if not count % _CHECK_EVERY:
-                deadline.check()
-            target = groups.get(week_of(value) if week else value) or fallback
-            if latency:  # a call per sketch is the loop's cost: none for an empty one
-                target.latency.merge_bytes(latency)
-            if ttfc:
-                target.ttfc.merge_bytes(ttfc)
+    def merge_into(named: dict[str, Totals], fallback: Totals) -> Callable[[Rows], None]:
+        def merge(rows: Rows) -> None:
+            for count, (value, latency, ttfc) in enumerate(rows):
+                if not count % _CHECK_EVERY:
+                    deadline.check()
+                target = named.get(week_of(value) if week else value) or fallback
+                if latency:  # a call per sketch is the loop's cost: none for an empty one
+                    target.latency.merge_bytes(latency)
+                if ttfc:
+                    target.ttfc.merge_bytes(ttfc)
 
+        return merge
+
+    if apart and rest is not None:
+        # Every base row is the overall's; the listed groups' rows are sought by value.
+        scan(
+            sql.Statement(
+                f"SELECT day, {sketches} FROM {table} WHERE {where.text} AND {having}",  # noqa: S608
+                where.params,
+            ),
+            deadline,
+            merge_into({}, overall),
+        )
+        listed = sorted(groups)
+        if listed:
+            marks = ", ".join("?" for _ in listed)
+            scan(
+                sql.Statement(
+                    f"SELECT {column}, {sketches} FROM {grouped.table} "  # noqa: S608
+                    f"WHERE {grouped.where.text} AND {column} IN ({marks}) AND {having}",
+                    (*grouped.where.params, *listed),
+                ),
+                deadline,
+                merge_into(groups, rest),
+            )
+        # The rest's sketches: every call's less the listed groups' (bucket counts, exact).
+        rest.latency = Sketch()
+        rest.ttfc = Sketch()
+        rest.latency.merge(overall.latency)
+        rest.ttfc.merge(overall.ttfc)
+        for totals in groups.values():
+            rest.latency.subtract(totals.latency)
+            rest.ttfc.subtract(totals.ttfc)
+        return DailyStats(overall, _ordered(groups, rest, group_by), by_day, by_model)
+    # Rows of no group listed: the rest's (grouped by a field), or every row (ungrouped; days
+    # and weeks have a group for every row).
     scan(
         sql.Statement(
-            f"SELECT {key}, {_LATENCY_SKETCH}, {_TTFC_SKETCH} FROM {DAILY} "  # noqa: S608
-            f"WHERE {where.text} AND ({_LATENCY_SKETCH} IS NOT NULL "
-            f"OR {_TTFC_SKETCH} IS NOT NULL)",
+            f"SELECT {column}, {sketches} FROM {table} WHERE {where.text} AND {having}",  # noqa: S608
             where.params,
         ),
         deadline,
-        merge,
+        merge_into(groups, rest if rest is not None else overall),
     )
-    if group_by in ("day", "week", *_GROUPED):  # the overall sketches: the merge of the groups'
+    if group_by in ("day", "week", *_GROUPED):  # the overall sketches: the groups' merged
         for totals in (*groups.values(), *([rest] if rest is not None else [])):
             overall.latency.merge(totals.latency)
             overall.ttfc.merge(totals.ttfc)
     return DailyStats(overall, _ordered(groups, rest, group_by), by_day, by_model)
 
 
+def _by_model(
+    scan: Scan,
+    base: Source,
+    overall: Totals,
+    models: dict[str, Totals] | None,
+    limit: int,
+    *,
+    deadline: Deadline,
+) -> list[dict[str, Any]]:
+    """The ``limit`` busiest models (``models``: already summed) and the rest as ``other``;
+    from the base table, which keeps the model (every daily table does)."""
+    if models is None:
+        models = _top(scan, base.table, "model", base.where, limit, deadline=deadline)
+    by_model = [_model_entry(model, totals) for model, totals in _ordered(models, None, "model")]
+    others = _remainder(overall, models.values())
+    if others.requests:
+        by_model.append(_model_entry(OTHER, others))
+    return by_model
+
+
 def _sums_by(
-    scan: Scan, column: str, where: sql.Statement, deadline: Deadline
+    scan: Scan, table: str, column: str, where: sql.Statement, deadline: Deadline
 ) -> dict[str, Totals]:
     found: dict[str, Totals] = {}
 
@@ -164,7 +276,7 @@ def _sums_by(
 
     scan(
         sql.Statement(
-            f"SELECT {column}, {_SUMS} FROM {DAILY} WHERE {where.text} GROUP BY {column}",  # noqa: S608
+            f"SELECT {column}, {_SUMS} FROM {table} WHERE {where.text} GROUP BY {column}",  # noqa: S608
             where.params,
         ),
         deadline,
@@ -174,23 +286,42 @@ def _sums_by(
 
 
 def _top(
-    scan: Scan, column: str, where: sql.Statement, limit: int, deadline: Deadline
+    scan: Scan, table: str, column: str, where: sql.Statement, limit: int, *, deadline: Deadline
 ) -> dict[str, Totals]:
     """The ``limit`` busiest values of ``column`` and their sums (``other`` never among them:
-    it is the remainder's name)."""
-    found: dict[str, Totals] = {}
+    it is the remainder's name). Ranked on the request count alone, then summed for the
+    values listed only: by user, the range has a row per user and day (100,000 a day), and
+    adding up every sum of every user was most of the time."""
+    ranked: list[str] = []
 
-    def add(rows: Rows) -> None:
-        for row in rows:
-            if row[0] != OTHER and len(found) < limit:
-                _entry(found, row[0]).add_sums(row[1:])
+    def rank(rows: Rows) -> None:
+        ranked.extend(row[0] for row in rows if row[0] != OTHER)
 
     scan(
         sql.Statement(
-            f"SELECT {column}, {_SUMS} FROM {DAILY} WHERE {where.text} "  # noqa: S608
+            f"SELECT {column} FROM {table} WHERE {where.text} "  # noqa: S608
             f"GROUP BY {column} ORDER BY ({column} = ?), SUM(requests) DESC, ({column} = ?), "
             f"{column} LIMIT ?",
             (*where.params, OTHER, "", limit + 1),
+        ),
+        deadline,
+        rank,
+    )
+    listed = ranked[:limit]
+    found: dict[str, Totals] = {}
+    if not listed:
+        return found
+
+    def add(rows: Rows) -> None:
+        for row in rows:
+            _entry(found, row[0]).add_sums(row[1:])
+
+    marks = ", ".join("?" for _ in listed)
+    scan(
+        sql.Statement(
+            f"SELECT {column}, {_SUMS} FROM {table} "  # noqa: S608
+            f"WHERE {where.text} AND {column} IN ({marks}) GROUP BY {column}",
+            (*where.params, *listed),
         ),
         deadline,
         add,
@@ -199,7 +330,13 @@ def _top(
 
 
 def _by_day(
-    scan: Scan, where: sql.Statement, days: dict[str, Totals], limit: int, deadline: Deadline
+    scan: Scan,
+    table: str,
+    where: sql.Statement,
+    days: dict[str, Totals],
+    limit: int,
+    *,
+    deadline: Deadline,
 ) -> list[dict[str, Any]]:
     """Each day's totals and its ``limit`` busiest models (the rest as one ``other``)."""
     models: dict[str, dict[str, Totals]] = {day: {} for day in days}
@@ -215,7 +352,7 @@ def _by_day(
         sql.Statement(
             f"SELECT day, model, {names} FROM (SELECT day, model, {inner}, "  # noqa: S608
             "ROW_NUMBER() OVER (PARTITION BY day ORDER BY (model = ?), SUM(requests) DESC, "
-            f"(model = ?), model) AS place FROM {DAILY} WHERE {where.text} GROUP BY day, model"
+            f"(model = ?), model) AS place FROM {table} WHERE {where.text} GROUP BY day, model"
             ") AS ranked WHERE place <= ?",
             (OTHER, "", *where.params, limit),
         ),

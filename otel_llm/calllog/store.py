@@ -83,11 +83,13 @@ def open_store(
     record_days: int | None = None,
     clock: Callable[[], datetime] | None = None,
     max_daily_values: int | None = None,
+    max_daily_users: int | None = None,
 ) -> SQLCallStore:
     """A store for ``url``: a file path or ``sqlite:///path`` (SQLite, created if absent), or
     ``postgresql://...`` / ``postgres://...`` (PostgreSQL; the database must exist). The
-    schema is created or migrated on open. ``max_daily_values``: the daily aggregates' cap
-    (default: the ``call_log_max_daily_values`` setting)."""
+    schema is created or migrated on open. ``max_daily_values``, ``max_daily_users``: the daily
+    aggregates' caps (default: the ``call_log_max_daily_values`` and
+    ``call_log_max_daily_users`` settings)."""
     store: SQLCallStore
     if url.startswith(("postgresql://", "postgres://")):
         # psycopg is an optional dependency (the "postgres" extra): loaded only when used.
@@ -99,6 +101,9 @@ def open_store(
         if url.startswith("sqlite://") and not url.startswith("sqlite:///"):
             raise ValueError(f"not a SQLite URL (use sqlite:///path): {url}")
         store = SQLiteCallStore(path, record_days=record_days, clock=clock)
-    if max_daily_values is not None:
-        store.daily_caps = DailyCaps(settings.CALL_LOG_MAX_DAILY_VALUES.resolve(max_daily_values))
+    if max_daily_values is not None or max_daily_users is not None:
+        store.daily_caps = DailyCaps(
+            settings.CALL_LOG_MAX_DAILY_VALUES.resolve(max_daily_values),
+            settings.CALL_LOG_MAX_DAILY_USERS.resolve(max_daily_users),
+        )
     return store

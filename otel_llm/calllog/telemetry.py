@@ -55,7 +55,8 @@ class WriterMetrics(Collector):
         folded = CounterMetricFamily(
             "otel_llm_call_log_folded_calls",
             "Calls added to a daily aggregate's 'other' value: that day already had "
-            "call_log_max_daily_values values of the dimension (the record keeps its value).",
+            "call_log_max_daily_values values of the dimension (call_log_max_daily_users "
+            "users or API keys; the record keeps its value).",
             labels=["dimension"],
         )
         for dimension in CAPPED:  # every series from the start, as alerts expect

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from otel_llm.collector.enrich import EnrichedCall
+    from otel_llm.collector.policies import CollectorPolicies
+    from otel_llm.policies import PolicyFile, SpendHistory
 
 _logger = logging.getLogger(__name__)
 
@@ -61,6 +63,10 @@ class Running(Protocol):
 
     def describe(self) -> str:
         """One line for the log, after the service's ready line."""
+
+    def attach_policies(self, policies: PolicyFile) -> SpendHistory | None:
+        """Before ``start``: the policies whose states it serves; returns where their past
+        spend is read back (None: nowhere)."""
 
 
 class Companion(Protocol):
@@ -210,18 +216,29 @@ def _run(args: argparse.Namespace) -> int:
         if companion is not None
         else None
     )
+    policies = _open_policies(config.policies_file)
+    history = part.attach_policies(policies.file) if part is not None and policies else None
     service = CollectorService(
         config,
         call_sink=part.sink if part else None,
+        policies=policies,
+        policy_history=history,
         span_sink=getattr(part, "span_sink", None) if part else None,
         **pricing,
     )
     stop = threading.Event()
+    reload = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
 
+    def on_hangup(signum: int, frame: object) -> None:
+        reload.set()
+        stop.set()  # wakes the main loop, which reloads and goes on
+
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if hasattr(signal, "SIGHUP"):
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     try:
         # The companion first: its sink must be ready before the first request arrives.
         if part is not None:
@@ -239,8 +256,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         if part is not None:
             _logger.info("otel-llm collector: %s", part.describe())
-        while not stop.wait(3600):
-            pass
+        _wait(stop, reload, policies)
         _logger.info("otel-llm collector: stopping")
         # The service first (no new calls), then the companion.
         service.stop()
@@ -253,6 +269,40 @@ def _run(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _wait(
+    stop: threading.Event, reload: threading.Event, policies: CollectorPolicies | None
+) -> None:
+    """Until SIGTERM or Ctrl-C; SIGHUP (``reload`` set, ``stop`` to wake up) reloads."""
+    while True:
+        stop.wait(3600)
+        if reload.is_set():
+            reload.clear()
+            stop.clear()
+            if policies is not None:
+                policies.file.reload()
+            else:
+                _logger.info("otel-llm collector: SIGHUP: no policy file to reload")
+        elif stop.is_set():
+            return
+
+
+def _open_policies(path: str | None) -> CollectorPolicies | None:
+    if path is None:
+        return None
+    # Only with a policy file: `otel-llm collector` without one loads none of it.
+    from otel_llm.collector.policies import CollectorPolicies  # noqa: PLC0415
+    from otel_llm.policies import PolicyFileError  # noqa: PLC0415
+
+    try:
+        policies = CollectorPolicies.open(path)
+    except PolicyFileError as exc:
+        raise CommandError(str(exc)) from None
+    _logger.info(
+        "otel-llm collector: %d policies from %s", len(policies.engine.policies.policies), path
+    )
+    return policies
 
 
 def _where(endpoint: str | None, port: int | None) -> str:

@@ -72,5 +72,6 @@ class CollectorConfig(Configured):
     """Seconds a refused client is told to wait (RetryInfo / Retry-After)."""
     dedup_window: int = bound(settings.COLLECTOR_DEDUP_WINDOW, "--dedup-window", "N")
     """Priced spans remembered by id, so a redelivered one is not counted twice (0: off)."""
+    policies_file: str | None = bound(settings.POLICIES_FILE, "--policies", "FILE")
     grpc_workers: int = 8
     """Threads handling gRPC requests."""

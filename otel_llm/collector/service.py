@@ -37,6 +37,7 @@ from otel_llm import settings
 from otel_llm.background import Background
 from otel_llm.collector.codec import Refused, Transport
 from otel_llm.collector.config import CollectorConfig
+from otel_llm.collector.dedup import RecentSpans
 from otel_llm.collector.enrich import ERROR_STAGE, Enricher
 from otel_llm.collector.feed import CALLS, CallFeeder, CallSink, SpanSink
 from otel_llm.collector.grpc_receiver import GrpcReceiver
@@ -51,12 +52,17 @@ from otel_llm.pricing import Discount, PriceBook, PriceOverride
 
 if TYPE_CHECKING:
     from otel_llm.collector.forward import Forwarder
+    from otel_llm.collector.policies import CollectorPolicies
     from otel_llm.collector.upstream import SendResult, Upstream
+    from otel_llm.policies import SpendHistory
 
 _logger = logging.getLogger(__name__)
 
 CALL_SINK_STAGE = "call_sink"
 """The ``stage`` label of ``otel_llm_processor_errors_total`` for failures of the call sink."""
+
+POLICY_RECOVERY_WAIT = 30.0
+"""Seconds start-up waits for the last run's unstored calls before reading budgets back."""
 
 __all__ = ["CALL_SINK_STAGE", "CallSink", "CollectorService", "StartError"]
 
@@ -82,6 +88,11 @@ class CollectorService(Background):
             (``otel_llm_processor_errors_total{stage="call_sink"}``) and the same calls are
             offered again after a backoff: they stay on the queue until stored. With a sink
             the service keeps a queue even without an upstream.
+        policies: the budgets and policies every accepted call is evaluated against (default:
+            those of ``config.policies_file``, if set; ``PolicyFileError`` when that file is
+            invalid). Their states go on the metrics endpoint.
+        policy_history: where the budgets' spend is read back at start-up (the call log's
+            store), once the call sink has stored what the queue held from the last run.
         span_sink: with a call sink, keeps the other spans of the traces' cost trees (roots,
             agents, tools) of the accepted requests (``feed.SpanSink``), with the same
             guarantees.
@@ -103,10 +114,21 @@ class CollectorService(Background):
         max_tokens: int | None = None,
         price_cache_size: int | None = None,
         agent_label: bool | None = None,
+        policies: CollectorPolicies | None = None,
+        policy_history: SpendHistory | None = None,
     ):
         self.config = config if config is not None else CollectorConfig.from_settings()
         self._call_sink = call_sink
         self._span_sink = span_sink if call_sink is not None else None
+        if policies is None and self.config.policies_file is not None:
+            # Only with a policy file: the policies' modules load otherwise not at all.
+            from otel_llm.collector.policies import CollectorPolicies  # noqa: PLC0415
+
+            policies = CollectorPolicies.open(self.config.policies_file)
+        self.policies = policies
+        """The budgets and policies evaluated (None: none)."""
+        if policies is not None and policy_history is not None:
+            policies.history = policy_history
 
         if registry is None:
             registry = CollectorRegistry()
@@ -137,6 +159,10 @@ class CollectorService(Background):
             dedup_window=self.config.dedup_window,
             tree_spans=self._span_sink is not None,
         )
+        if policies is not None:
+            policies.register(registry)
+            # A request delivered again is evaluated once, as its calls are counted once.
+            policies.recent = RecentSpans(self.config.dedup_window)
 
         self._state = "new"  # new -> running -> stopping -> stopped
         self._lock = threading.Lock()
@@ -212,6 +238,8 @@ class CollectorService(Background):
                 max_backoff=max(config.retry_max_backoff, config.retry_initial_backoff),
             )
             self._feeder.start()
+        if self.policies is not None:
+            self._start_policies()
         if config.metrics_endpoint is not None:
             metrics_server = MetricsServer(config.metrics_endpoint, self.registry, self.health)
             try:
@@ -240,6 +268,28 @@ class CollectorService(Background):
             except OSError as exc:
                 self._http = None
                 raise StartError(f"cannot listen on {config.http_endpoint} (HTTP): {exc}") from exc
+
+    def _start_policies(self) -> None:
+        assert self.policies is not None
+        if self.policies.history is not None and self._feeder is not None:
+            # What the last run accepted but had not stored yet is stored first, so the spend
+            # read back includes it (the store keeps one copy of a call offered twice).
+            queue = self._queue
+            deadline = time.monotonic() + POLICY_RECOVERY_WAIT
+            while queue is not None and queue.waiting(CALLS) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if queue is not None and queue.waiting(CALLS):
+                _logger.warning(
+                    "otel-llm collector: %d batch(es) of the last run are not stored yet; the "
+                    "budgets read back do not include them",
+                    queue.waiting(CALLS),
+                )
+        try:
+            self.policies.start()
+        except Exception as exc:
+            raise StartError(
+                f"cannot read the budgets' spend back from the call log: {exc}"
+            ) from exc
 
     def _open_queue(self, consumers: tuple[str, ...]) -> DiskQueue:
         config = self.config
@@ -291,6 +341,8 @@ class CollectorService(Background):
             self._feeder = None
         if self._queue is not None:
             self._queue.close()
+        if self.policies is not None:
+            self.policies.stop()
         if self._metrics_server is not None:
             self._metrics_server.stop()
             self._metrics_server = None
@@ -351,6 +403,8 @@ class CollectorService(Background):
         self.enricher.record(result)
         self.metrics.received(result.spans, transport)
         self.metrics.duplicate(result.duplicates)
+        if self.policies is not None:
+            self.policies.observe(result.calls)
 
     # --- health ---------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:

@@ -9,7 +9,7 @@ integer instead: ``units / divisor`` is a correctly rounded int division, the sa
 
 from __future__ import annotations
 
-from decimal import Context, Decimal, Inexact, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation
 from typing import Any
 
 # The units are below 10**28 (Rates bounds them), so these divisions are exact; Inexact is
@@ -17,6 +17,7 @@ from typing import Any
 _EXACT = Context(prec=60, traps=[InvalidOperation, Inexact])
 
 _new = object.__new__
+_NANOS_PER_USD = 1_000_000_000
 
 _FIELDS = (
     "amount",
@@ -117,6 +118,20 @@ class Cost:
         if divisor is None:
             return float(value)
         return value / divisor  # type: ignore[no-any-return]
+
+    def nanos(self) -> int:
+        """The amount in whole nano-USD (``to_nanos(amount)``), from the integer units without
+        a Decimal when they are whole nano-USD (the policies add it up on the hot path)."""
+        data = self._data
+        divisor = data[6]
+        if divisor is not None:
+            if _NANOS_PER_USD % divisor == 0:
+                return data[0] * (_NANOS_PER_USD // divisor)  # type: ignore[no-any-return]
+            if divisor % _NANOS_PER_USD == 0:
+                units, rest = divmod(data[0], divisor // _NANOS_PER_USD)
+                if not rest:
+                    return units  # type: ignore[no-any-return]
+        return to_nanos(self.amount)
 
     @property
     def amount(self) -> Decimal:
@@ -228,3 +243,17 @@ class Cost:
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickles (multiprocessing, caches) as the Decimal form every version can read.
         return (Cost, self._fields())
+
+
+def to_nanos(amount: Decimal) -> int:
+    """USD as whole nano-USD, rounded half to even."""
+    scaled = amount.scaleb(9)
+    nanos = int(scaled)
+    if nanos != scaled:  # a sub-nano fraction (build_record has rounded its own already)
+        nanos = int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    return nanos
+
+
+def from_nanos(nanos: int) -> Decimal:
+    """Whole nano-USD as USD (exact; 9 decimal places, or plain 0)."""
+    return Decimal(nanos).scaleb(-9) if nanos else Decimal(0)

@@ -1,0 +1,220 @@
+"""The policies in the collector: each accepted request's calls evaluated, states on ``/metrics``.
+
+``CollectorPolicies`` is what ``CollectorService`` holds when it has a policy file: the engine
+(``otel_llm.policies``), the file watcher, and a Prometheus collector that renders the engine's
+state at scrape time (nothing to keep in step). The calls of a request are evaluated once the
+request is on the queue -- where its metrics are recorded -- so a request refused and retried
+is evaluated once, and a budget's state is current when the client's export returns.
+
+The metrics (``semconv/metrics.yaml``, component ``policies``):
+
+* ``otel_llm_policy_spend_usd`` / ``otel_llm_policy_limit_usd`` {policy, rule}: a budget's spend
+  in its current window and its limit (budgets with a USD limit);
+* ``otel_llm_policy_tokens`` / ``otel_llm_policy_token_limit`` {policy, rule}: the same in
+  tokens (budgets with a token limit);
+* ``otel_llm_policy_state`` {policy, rule}: 0 ok, 1 warning, 2 exceeded;
+* ``otel_llm_policy_violations_total`` {policy, rule, action}, ``otel_llm_policy_alerts_total``
+  {policy, rule}, ``otel_llm_policy_blocks_total`` {policy}.
+
+Their series are bounded by the file: one per policy and rule, none for the calls' values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from otel_llm.collector.dedup import RecentSpans, span_key
+from otel_llm.policies.calls import policy_call
+from otel_llm.policies.engine import LEVELS, PolicyCall, SpendHistory
+from otel_llm.policies.model import CALL_RULES, Policy
+from otel_llm.policies.watch import DEFAULT_INTERVAL, PolicyFile
+
+if TYPE_CHECKING:
+    from otel_llm.collector.enrich import EnrichedCall
+
+_logger = logging.getLogger(__name__)
+
+PROM_SPEND: Final = "otel_llm_policy_spend_usd"
+PROM_LIMIT: Final = "otel_llm_policy_limit_usd"
+PROM_TOKENS: Final = "otel_llm_policy_tokens"
+PROM_TOKEN_LIMIT: Final = "otel_llm_policy_token_limit"  # noqa: S105 - not a password
+PROM_STATE: Final = "otel_llm_policy_state"
+PROM_VIOLATIONS: Final = "otel_llm_policy_violations_total"
+PROM_ALERTS: Final = "otel_llm_policy_alerts_total"
+PROM_BLOCKS: Final = "otel_llm_policy_blocks_total"
+
+_NANO = Decimal(1_000_000_000)
+
+
+class CollectorPolicies:
+    """The collector's policies: evaluation, reloading and metrics.
+
+    Args:
+        file: the engine and its file (``PolicyFile.open(path)``; raises ``PolicyFileError``
+            on an invalid file).
+        history: where spend is read back at start-up and for budgets a reload adds (the call
+            log's store; None: budgets start at 0).
+    """
+
+    def __init__(self, file: PolicyFile, history: SpendHistory | None = None):
+        self.file = file
+        self.engine = file.engine
+        self.history = history
+        self.recent = RecentSpans(0)
+        """Calls evaluated lately, by span id: a redelivered request is not evaluated twice
+        (the service sizes it as its ``dedup_window``)."""
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> CollectorPolicies:
+        """The policies of the file at ``path``; ``PolicyFileError`` when it is not valid."""
+        holder: list[CollectorPolicies] = []
+        file = PolicyFile.open(
+            path,
+            clock=clock,
+            interval=interval,
+            history=lambda: holder[0].history if holder else None,
+        )
+        policies = cls(file)
+        holder.append(policies)
+        return policies
+
+    def register(self, registry: CollectorRegistry) -> None:
+        registry.register(_PolicyMetrics(self))
+
+    def start(self) -> None:
+        """Read the budgets' windows back from the history, then watch the file."""
+        if self.history is not None:
+            self.engine.recover(self.history)
+        self.file.start()
+
+    def stop(self) -> None:
+        self.file.stop()
+
+    def observe(self, calls: Sequence[EnrichedCall]) -> None:
+        """Evaluate the calls of an accepted request; never raises."""
+        if not calls:
+            return
+        try:
+            if self.recent.size:
+                first = self.recent.admit(
+                    [span_key(c.span.trace_id, c.span.span_id) for c in calls]
+                )
+                calls = [call for call, new in zip(calls, first, strict=True) if new]
+            found = [_policy_call(call) for call in calls]
+        except Exception:  # a policy must never fail the request that carried the call
+            _logger.exception("otel-llm collector: reading calls for the policies failed")
+            return
+        self.engine.observe(found)
+
+
+def _policy_call(call: EnrichedCall) -> PolicyCall:
+    span = call.span
+    # The call id is formatted only if the call crosses a limit: hex on every call would cost.
+    ids = (span.trace_id, span.span_id)
+    return policy_call(call.derived, call.attributes, span.start_time_unix_nano, ids)
+
+
+class _PolicyMetrics(Collector):
+    """Renders the engine's state at each scrape."""
+
+    def __init__(self, policies: CollectorPolicies):
+        self._policies = policies
+
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        return iter(self._families(self._policies))
+
+    @staticmethod
+    def _families(
+        policies: CollectorPolicies | None = None,
+    ) -> list[GaugeMetricFamily | CounterMetricFamily]:
+        spend = GaugeMetricFamily(
+            PROM_SPEND, "A budget's spend in its current window (USD).", labels=["policy", "rule"]
+        )
+        limit = GaugeMetricFamily(PROM_LIMIT, "A budget's USD limit.", labels=["policy", "rule"])
+        tokens = GaugeMetricFamily(
+            PROM_TOKENS, "A budget's tokens in its current window.", labels=["policy", "rule"]
+        )
+        token_limit = GaugeMetricFamily(
+            PROM_TOKEN_LIMIT, "A budget's token limit.", labels=["policy", "rule"]
+        )
+        state = GaugeMetricFamily(
+            PROM_STATE, "A budget's state: 0 ok, 1 warning, 2 exceeded.", labels=["policy", "rule"]
+        )
+        violations = CounterMetricFamily(
+            PROM_VIOLATIONS.removesuffix("_total"),
+            "Calls that broke a rule of a policy.",
+            labels=["policy", "rule", "action"],
+        )
+        alerts = CounterMetricFamily(
+            PROM_ALERTS.removesuffix("_total"),
+            "Alerts raised by alert and block policies.",
+            labels=["policy", "rule"],
+        )
+        blocks = CounterMetricFamily(
+            PROM_BLOCKS.removesuffix("_total"),
+            "Calls a block policy refuses (or would have refused).",
+            labels=["policy"],
+        )
+        families: list[GaugeMetricFamily | CounterMetricFamily] = [
+            spend, limit, tokens, token_limit, state, violations, alerts, blocks
+        ]  # fmt: skip
+        if policies is None:
+            return families
+        engine = policies.engine
+        counted_violations, counted_alerts, counted_blocks = engine.counts()
+        named = {policy.name: policy for policy in engine.policies.policies}
+        for policy in engine.snapshot():
+            name = policy["name"]
+            for budget in policy["budgets"]:
+                labels = [name, budget["name"]]
+                if budget["limit_nanos"] is not None:
+                    spend.add_metric(labels, _usd(budget["spent_nanos"]))
+                    limit.add_metric(labels, _usd(budget["limit_nanos"]))
+                if budget["limit_tokens"] is not None:
+                    tokens.add_metric(labels, budget["spent_tokens"])
+                    token_limit.add_metric(labels, budget["limit_tokens"])
+                state.add_metric(labels, LEVELS.index(budget["state"]))
+            action = policy["action"]
+            # Every rule's series from the start, so an alert's increase() sees the first one.
+            for rule in _rules(named.get(name)):
+                count = counted_violations.get((name, rule, action), 0)
+                violations.add_metric([name, rule, action], count)
+                if action != "record":
+                    alerts.add_metric([name, rule], counted_alerts.get((name, rule), 0))
+            if action == "block":
+                blocks.add_metric([name], counted_blocks.get(name, 0))
+        return families
+
+
+def _rules(policy: Policy | None) -> list[str]:
+    if policy is None:
+        return []
+    calls = policy.calls
+    present = {
+        "allowed_models": calls.allowed_models is not None,
+        "denied_models": calls.denied_models is not None,
+        "max_tokens": calls.max_tokens is not None,
+        "max_cost": calls.max_cost_nanos is not None,
+    }
+    return [rule.name for rule in policy.budgets] + [r for r in CALL_RULES if present[r]]
+
+
+def _usd(nanos: int) -> float:
+    return float(Decimal(nanos) / _NANO)  # exact until this last step

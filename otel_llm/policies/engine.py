@@ -1,0 +1,443 @@
+"""``PolicyEngine``: each priced call matched to the policies, budgets kept exact, states known.
+
+A budget's spend is integer nano-USD (and tokens) per (policy, budget rule, window), added call
+by call in the order calls are observed, so the state flips -- ``ok`` -> ``warning`` ->
+``exceeded`` -- at the exact call that reaches the threshold or the limit; that call is
+remembered (``crossed_by``). A budget is ``exceeded`` once its spend reaches its limit (nothing
+remains); ``warning`` once it reaches ``warn_at`` percent of it.
+
+What is counted, per policy and rule:
+
+* a **violation**: each call that breaks a call rule, and each call that reaches a budget's
+  limit or comes while it is exceeded;
+* an **alert** (``alert`` and ``block`` policies): each call-rule violation, and a budget's
+  first warning and first excess of a window;
+* a **block** (``block`` policies): each call an enforcing application refuses -- one that
+  breaks a call rule, or comes while a budget of the policy is exceeded. The collector sees
+  calls after they were made: it counts what enforcement refuses (or would have refused).
+
+Calls are matched to policies through an index and a bounded cache of plans (``matching.py``),
+and the spend is kept once per (scope, window) (``budgets.py``), so with many policies a call
+costs a dictionary look-up plus an addition per distinct budget window it is in.
+A call dated before its budget's current window (late data) is checked against the call rules
+but adds nothing to the current window; one dated after the clock counts as now.
+
+After a restart, ``recover`` reads each budget's window back from a ``SpendHistory`` (the call
+log): the same calls, so the same sums. The counts of violations, alerts and blocks start at 0
+with the process, like any Prometheus counter.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+from otel_llm.policies.budgets import LEVELS, Budget, Level, Spend, add_minute, signature
+from otel_llm.policies.matching import ScopeIndex, projection
+from otel_llm.policies.model import Action, Policy, PolicySet, ScopeKey
+from otel_llm.policies.windows import iso
+
+__all__ = ["LEVELS", "Level", "PolicyCall", "PolicyEngine", "SpendHistory"]
+
+_logger = logging.getLogger(__name__)
+
+MAX_CACHED_SCOPES = 10_000
+"""Plans remembered (by the scope values policies read); past it the cache restarts."""
+
+
+class PolicyCall(NamedTuple):
+    """What the policies read of one call (``calls.policy_call`` makes it from a span). A
+    tuple: one is made per call on the collector's request path."""
+
+    key: ScopeKey
+    time_ns: int
+    """When the call started (the call log's ``created_at``)."""
+    cost_nanos: int | None
+    """None: unpriced -- it adds no money (an unknown cost is not 0) but its tokens."""
+    tokens: int | None
+    """Input + output, as the call log's ``total_tokens``."""
+    requested_max_tokens: int | None = None
+    call_id: str | tuple[bytes, bytes] | None = None
+    """The call log's id, or the span's (trace id, span id) to make it from when needed."""
+
+    @property
+    def model(self) -> str | None:
+        return self.key[6]
+
+    @property
+    def id(self) -> str | None:
+        """The call log's id of the call (``{trace id}-{span id}`` in hex)."""
+        ident = self.call_id
+        if ident is None or isinstance(ident, str):
+            return ident
+        trace_id, span_id = (int.from_bytes(raw, "big") for raw in ident)
+        return f"{trace_id:032x}-{span_id:016x}" if trace_id and span_id else None
+
+
+class SpendHistory(Protocol):
+    """Where past spend is read after a restart or a reload (the call log's store)."""
+
+    def spend(
+        self, start_ns: int, end_ns: int, per_minute: bool
+    ) -> Iterable[tuple[ScopeKey, int | None, int, int, int, int]]:
+        """(scope values, minute start or None, nano-USD, tokens, calls, unpriced calls) of
+        the calls created in [start_ns, end_ns), summed by scope values (and by minute when
+        ``per_minute``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the calls of one scope key are checked against."""
+
+    policies: tuple[Policy, ...]
+    spends: tuple[Spend, ...]
+    broken: tuple[tuple[Policy, str], ...]
+    """(policy, rule) of the model rules these calls break."""
+    sized: tuple[Policy, ...]
+    """Policies with a max_tokens or max_cost rule: checked call by call."""
+
+
+class PolicyEngine:
+    """The policies of a ``PolicySet`` evaluated against calls; thread-safe.
+
+    Args:
+        policies: what to enforce (``load_policies``); ``replace`` swaps it at a reload.
+        clock: now, in nanoseconds since the epoch (tests inject theirs).
+    """
+
+    def __init__(self, policies: PolicySet, *, clock: Callable[[], int] = time.time_ns):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._policies = policies
+        self._spends: dict[tuple[object, ...], Spend] = {}
+        self._budgets: dict[tuple[str, str], Budget] = {}
+        self._cache: dict[object, _Plan] = {}
+        """Plans by the values of the fields some policy reads (``matching.projection``)."""
+        self.violations: dict[tuple[str, str, Action], int] = {}
+        """Violations by (policy, rule, action)."""
+        self.alerts: dict[tuple[str, str], int] = {}
+        self.blocks: dict[str, int] = {}
+        self.revision = 0
+        """Bumped by every change of a state (and by a reload): a poller compares it."""
+        self.loaded_at_ns = clock()
+        self._install(policies)
+
+    # --- the policies -----------------------------------------------------------------------
+    @property
+    def policies(self) -> PolicySet:
+        return self._policies
+
+    def replace(self, policies: PolicySet, history: SpendHistory | None = None) -> list[str]:
+        """Swap in a new set (a reload): a budget whose scope and window are unchanged keeps
+        its spend (judged against its new limits); a new or changed one is read from
+        ``history`` (else starts at 0). The counts of the policies kept are kept. Returns the
+        budgets read again."""
+        with self._lock:
+            fresh = self._install(policies)
+            names = {p.name for p in policies.policies}
+            for counts in (self.violations, self.alerts):
+                for count_key in [k for k in counts if k[0] not in names]:
+                    del counts[count_key]  # type: ignore[arg-type] # both keyed by policy first
+            for name in [n for n in self.blocks if n not in names]:
+                del self.blocks[name]
+            if history is not None and fresh:
+                self._recover(fresh, history)
+            self.loaded_at_ns = self._clock()
+            self.revision += 1
+            return [
+                f"{budget.policy.name}/{budget.rule.name}"
+                for spend in fresh
+                for budget in spend.budgets
+            ]
+
+    def _install(self, policies: PolicySet) -> list[Spend]:
+        """Spends and budgets for ``policies``, keeping those of the same signature; the new
+        spends."""
+        now = self._clock()
+        old_spends, old_budgets = self._spends, self._budgets
+        spends: dict[tuple[object, ...], Spend] = {}
+        budgets: dict[tuple[str, str], Budget] = {}
+        fresh: list[Spend] = []
+        for policy in policies.policies:
+            for rule in policy.budgets:
+                key = signature(policy.scope, rule.window)
+                spend = spends.get(key)
+                if spend is None:
+                    spend = old_spends.get(key)
+                    if spend is None:
+                        spend = Spend(policy.scope, rule.window, now)
+                        fresh.append(spend)
+                    spend.budgets = []
+                    spends[key] = spend
+                budget = Budget(policy, rule, spend)
+                old = old_budgets.get((policy.name, rule.name))
+                if old is not None and old.spend is spend:
+                    budget.crossed_by = old.crossed_by
+                spend.budgets.append(budget)
+                budgets[(policy.name, rule.name)] = budget
+        for spend in spends.values():
+            if now >= spend.end_ns:
+                spend.roll(now)
+            spend.settle()  # kept spends against their (maybe new) limits
+        self._policies = policies
+        self._spends, self._budgets = spends, budgets
+        self._index = ScopeIndex(policies.policies)
+        self._project = projection(policies.policies)
+        self._cache = {}
+        return fresh
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def observe(self, calls: Sequence[PolicyCall]) -> None:
+        """Evaluate calls, in order (the collector's request path). Never raises."""
+        try:
+            with self._lock:
+                now = self._clock()
+                cache, project = self._cache, self._project
+                for call in calls:
+                    plan = cache.get(project(call.key))
+                    if plan is None:
+                        plan = self._plan(call.key)
+                    if plan.policies:
+                        self._evaluate(plan, call, now)
+        except Exception:  # a policy must never fail the request that carried the call
+            _logger.exception("otel-llm policies: evaluating calls failed")
+
+    def _matching(self, key: ScopeKey) -> tuple[Policy, ...]:
+        plan = self._cache.get(self._project(key))
+        return (plan if plan is not None else self._plan(key)).policies
+
+    def _plan(self, key: ScopeKey) -> _Plan:
+        """What a call of these scope values is checked against, worked out once per key: its
+        policies, their spends, and the model rules' verdicts (the key holds the model)."""
+        policies = self._index.matching(key)
+        model = key[6] or ""
+        broken: list[tuple[Policy, str]] = []
+        sized: list[Policy] = []
+        for policy in policies:
+            rules = policy.calls
+            if rules.allowed_models is not None and not any(
+                p.text == "*" or p.matches(model) for p in rules.allowed_models
+            ):
+                broken.append((policy, "allowed_models"))
+            if rules.denied_models is not None and any(
+                p.text == "*" or p.matches(model) for p in rules.denied_models
+            ):
+                broken.append((policy, "denied_models"))
+            if rules.max_tokens is not None or rules.max_cost_nanos is not None:
+                sized.append(policy)
+        spends = {
+            id(budget.spend): budget.spend
+            for policy in policies
+            for rule in policy.budgets
+            for budget in (self._budgets[(policy.name, rule.name)],)
+        }
+        plan = _Plan(policies, tuple(spends.values()), tuple(broken), tuple(sized))
+        if len(self._cache) >= MAX_CACHED_SCOPES:
+            self._cache.clear()
+        self._cache[self._project(key)] = plan
+        return plan
+
+    def _evaluate(self, plan: _Plan, call: PolicyCall, now: int) -> None:
+        blocked = self._call_rules(plan, call) if plan.broken or plan.sized else []
+        when = call.time_ns if call.time_ns < now else now
+        priced = call.cost_nanos is not None
+        nanos = call.cost_nanos or 0
+        tokens = call.tokens or 0
+        for spend in plan.spends:
+            # The hot path: a few comparisons and additions per window.
+            if now >= spend.end_ns and spend.roll(now):
+                self.revision += 1
+            if when < spend.start_ns:
+                continue  # late data: it belongs to a window gone by
+            spend.calls += 1
+            if not priced:
+                spend.unpriced += 1
+            spend.nanos += nanos
+            spend.tokens += tokens
+            if spend.minutes is not None:
+                add_minute(spend.minutes, when, nanos, tokens)
+            if spend.nanos >= spend.next_nanos or spend.tokens >= spend.next_tokens:
+                for budget in spend.budgets:
+                    if (
+                        spend.nanos >= budget.next_nanos or spend.tokens >= budget.next_tokens
+                    ) and self._crossed(budget, call):
+                        blocked.append(budget.policy)
+                spend.rearm()
+        if blocked:
+            for name in {policy.name for policy in blocked if policy.action == "block"}:
+                self.blocks[name] = self.blocks.get(name, 0) + 1
+
+    def _call_rules(self, plan: _Plan, call: PolicyCall) -> list[Policy]:
+        """The call rules' violations; the policies whose rules the call broke."""
+        broke: list[Policy] = []
+        for policy, rule in plan.broken:
+            self._violated(policy, rule)
+            broke.append(policy)
+        for policy in plan.sized:
+            for rule in _broken_size_rules(policy, call):
+                self._violated(policy, rule)
+                broke.append(policy)
+        return broke
+
+    def _crossed(self, budget: Budget, call: PolicyCall) -> bool:
+        """A threshold reached (or the budget was exceeded already): the level's change, the
+        violation, the alert. True when the call came while the budget was exceeded."""
+        policy, rule = budget.policy, budget.rule.name
+        before = budget.level
+        if before == "exceeded":
+            self._violated(policy, rule, alert=False)
+            return True
+        after = budget.level_now()
+        if after == "exceeded":
+            budget.crossed_by = {"call_id": call.id, "time": iso(call.time_ns)}
+            self._violated(policy, rule)
+        elif after == "warning" and before == "ok":
+            self._alert(policy, rule)
+        if after != before:
+            budget.set_level(after)
+            self.revision += 1
+        return False
+
+    def _violated(self, policy: Policy, rule: str, *, alert: bool = True) -> None:
+        key = (policy.name, rule, policy.action)
+        self.violations[key] = self.violations.get(key, 0) + 1
+        if alert:
+            self._alert(policy, rule)
+
+    def _alert(self, policy: Policy, rule: str) -> None:
+        if policy.action == "record":
+            return
+        key = (policy.name, rule)
+        self.alerts[key] = self.alerts.get(key, 0) + 1
+
+    # --- recovery -----------------------------------------------------------------------------
+    def recover(self, history: SpendHistory) -> None:
+        """Read every budget's current window back from ``history`` (at start-up, before
+        calls are observed: what it reads replaces the spend kept so far)."""
+        with self._lock:
+            self._recover(list(self._spends.values()), history)
+
+    def _recover(self, spends: list[Spend], history: SpendHistory) -> None:
+        now = self._clock()
+        reads: dict[tuple[int, bool], list[Spend]] = {}
+        for spend in spends:
+            spend.open(now)
+            reads.setdefault((spend.start_ns, spend.minutes is not None), []).append(spend)
+        # One read per distinct window start: all day budgets share one, and so on.
+        for (start, per_minute), group in reads.items():
+            for key, minute, nanos, tokens, calls, unpriced in history.spend(
+                start, now + 1, per_minute
+            ):
+                for spend in group:
+                    if spend.scope.matches(key):
+                        spend.add(start if minute is None else minute, nanos, tokens)
+                        spend.calls += calls
+                        spend.unpriced += unpriced
+            for spend in group:
+                spend.settle()
+                for budget in spend.budgets:
+                    if budget.level == "exceeded":
+                        budget.crossed_by = {"call_id": None, "time": None, "recovered": True}
+        self.revision += 1
+
+    # --- state --------------------------------------------------------------------------------
+    def current_revision(self) -> int:
+        """The revision, windows that ended since rolled over first (a reset is a change)."""
+        with self._lock:
+            self._roll_all(self._clock())
+            return self.revision
+
+    def _roll_all(self, now: int) -> None:
+        for spend in self._spends.values():
+            if now >= spend.end_ns and spend.roll(now):
+                self.revision += 1
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every policy's state, in file order (the API's ``policies``; money in nano-USD
+        under ``*_nanos`` keys, turned into USD by the answer's writer)."""
+        with self._lock:
+            self._roll_all(self._clock())
+            # The counts per policy in one pass each (not one pass per policy).
+            totals: dict[str, list[int]] = {}
+            for (name, _, _), count in self.violations.items():
+                totals.setdefault(name, [0, 0])[0] += count
+            for (name, _), count in self.alerts.items():
+                totals.setdefault(name, [0, 0])[1] += count
+            return [
+                self._status(policy, totals.get(policy.name, (0, 0)))
+                for policy in self._policies.policies
+            ]
+
+    def _status(self, policy: Policy, totals: Sequence[int]) -> dict[str, Any]:
+        budgets: list[dict[str, Any]] = []
+        level: Level = "ok"
+        blocked_until: int | None = None
+        for rule in policy.budgets:
+            budget = self._budgets[(policy.name, rule.name)]
+            spend = budget.spend
+            if LEVELS.index(budget.level) > LEVELS.index(level):
+                level = budget.level
+            reset = budget.reset_ns()
+            if budget.level == "exceeded" and policy.action == "block":
+                blocked_until = max(blocked_until or 0, reset)
+            budgets.append(
+                {
+                    "name": rule.name,
+                    "window": rule.window.name,
+                    "state": budget.level,
+                    "limit_nanos": rule.usd_nanos,
+                    "spent_nanos": spend.nanos,
+                    "remaining_nanos": _remaining(rule.usd_nanos, spend.nanos),
+                    "limit_tokens": rule.tokens,
+                    "spent_tokens": spend.tokens,
+                    "remaining_tokens": _remaining(rule.tokens, spend.tokens),
+                    "warn_at": rule.warn_percent,
+                    "calls": spend.calls,
+                    "unpriced_calls": spend.unpriced,
+                    "window_start": iso(spend.start_ns),
+                    "resets_at": iso(reset),
+                    "crossed_by": budget.crossed_by,
+                }
+            )
+        name = policy.name
+        return {
+            "name": name,
+            "scope": policy.scope.describe() or "*",
+            "action": policy.action,
+            "state": level,
+            "blocked": blocked_until is not None,
+            "blocked_until": iso(blocked_until) if blocked_until is not None else None,
+            "budgets": budgets,
+            "violations": totals[0],
+            "alerts": totals[1],
+            "blocks": self.blocks.get(name, 0),
+        }
+
+    def counts(
+        self,
+    ) -> tuple[dict[tuple[str, str, Action], int], dict[tuple[str, str], int], dict[str, int]]:
+        """Copies of (violations, alerts, blocks), for the metrics."""
+        with self._lock:
+            return dict(self.violations), dict(self.alerts), dict(self.blocks)
+
+
+def _broken_size_rules(policy: Policy, call: PolicyCall) -> list[str]:
+    rules = policy.calls
+    broken: list[str] = []
+    limit = rules.max_tokens
+    if limit is not None and (
+        (call.requested_max_tokens or 0) > limit or (call.tokens or 0) > limit
+    ):
+        broken.append("max_tokens")
+    cost = call.cost_nanos
+    if rules.max_cost_nanos is not None and cost is not None and cost > rules.max_cost_nanos:
+        broken.append("max_cost")
+    return broken
+
+
+def _remaining(limit: int | None, spent: int) -> int | None:
+    return None if limit is None else max(limit - spent, 0)
