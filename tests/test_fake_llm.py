@@ -22,7 +22,7 @@ from anthropic.types import RawMessageStreamEvent
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 
-from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
+from tests.support.fake_llm import FakeLLMServer, ScriptedResponse, ToolCall
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 TIMEOUT = 5.0
@@ -320,6 +320,41 @@ def test_openai_responses_non_stream(server: FakeLLMServer, oai: openai.OpenAI) 
     assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (200, 90, 290)
     assert usage.input_tokens_details.cached_tokens == 128
     assert usage.output_tokens_details.reasoning_tokens == 64
+
+
+def test_tool_calls_chat_and_responses(server: FakeLLMServer, oai: openai.OpenAI) -> None:
+    weather = ToolCall("get_weather", '{"city": "Lisbon"}')
+    server.script(
+        ScriptedResponse(text="", tool_calls=(weather, ToolCall("noop", call_id="call_mine"))),
+        ScriptedResponse(text="Checking.", tool_calls=(weather,)),
+        ScriptedResponse(text="", tool_calls=(weather,)),
+    )
+    chat = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    (choice,) = chat.choices
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    calls = choice.message.tool_calls or []
+    assert [(c.function.name, c.function.arguments, c.id) for c in calls] == [  # type: ignore[union-attr]
+        ("get_weather", '{"city": "Lisbon"}', "call_fake000001_0"),
+        ("noop", "{}", "call_mine"),
+    ]
+
+    response = oai.responses.create(model="gpt-4o-mini", input="Weather?")
+    kinds = [item.type for item in response.output]
+    assert kinds == ["message", "function_call"]
+    call = response.output[1]
+    assert call.type == "function_call"
+    assert (call.name, call.arguments, call.call_id) == (
+        "get_weather",
+        '{"city": "Lisbon"}',
+        "call_fake000002_0",
+    )
+    assert response.output_text == "Checking."
+
+    # Streams do not carry scripted tool calls: the request fails rather than drop them.
+    with pytest.raises(openai.BadRequestError, match="non-streamed"):
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    assert server.pending == 0
 
 
 def test_openai_responses_stream(server: FakeLLMServer, oai: openai.OpenAI) -> None:

@@ -63,6 +63,12 @@ tests a retry. ``ScriptedResponse`` fields:
   (the SDKs raise ``APIConnectionError``, after retrying unless ``max_retries=0``).
 * ``headers``: extra response headers; ``embedding_dimensions`` (default 8; the request's
   ``dimensions`` wins).
+* ``tool_calls``: ``ToolCall(name, arguments)`` the model asks for (non-streamed OpenAI
+  responses only: a stream asked for with them fails the request with a 400, so a test never
+  reads a stream silently without them). Chat completions: ``message.tool_calls`` and finish
+  reason ``tool_calls``, the message's ``content`` is ``null`` when ``text`` is empty. Responses
+  API: one ``function_call`` output item each, after the message item (left out when ``text``
+  is empty). Agent frameworks (the OpenAI Agents SDK, LangChain) run the tool, then call again.
 
 Other attributes: ``server.port``, ``server.base_url``, ``server.pending`` (scripted responses
 not yet taken).
@@ -138,6 +144,16 @@ _ANTHROPIC_ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the scripted model asks for; ``arguments`` is the JSON text."""
+
+    name: str
+    arguments: str = "{}"
+    call_id: str | None = None
+    """``None``: ``call_<n>`` numbered per response."""
+
+
 @dataclass
 class ScriptedResponse:
     """What the server answers to one request; see the module docstring for each field."""
@@ -162,6 +178,14 @@ class ScriptedResponse:
     failure: Failure = "error_event"
     headers: dict[str, str] = field(default_factory=dict)
     embedding_dimensions: int = 8
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def call_ids(self, number: int) -> list[str]:
+        """The ids of ``tool_calls`` in the ``number``-th response."""
+        return [
+            call.call_id or f"call_fake{number:06d}_{index}"
+            for index, call in enumerate(self.tool_calls)
+        ]
 
     def text_chunks(self) -> list[str]:
         """``text`` split into ``chunks`` non-empty pieces (fewer if the text is shorter)."""
@@ -332,6 +356,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_error(provider, 404, ScriptedResponse(error_message="Unknown path."))
             elif scripted.status >= 400:
                 self._send_error(provider, scripted.status, scripted)
+            elif scripted.tool_calls and isinstance(body, dict) and body.get("stream"):
+                message = "the fake scripts tool calls on non-streamed responses only"
+                self._send_error(provider, 400, ScriptedResponse(error_message=message))
             else:
                 body = body if isinstance(body, dict) else {}
                 _ROUTES[url.path](self, body, scripted, number)
@@ -468,14 +495,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {
-                            "role": "assistant",
-                            "content": scripted.text,
-                            "refusal": None,
-                            "annotations": [],
-                        },
+                        "message": _chat_message(scripted, number),
                         "logprobs": None,
-                        "finish_reason": finish,
+                        "finish_reason": "tool_calls" if scripted.tool_calls else finish,
                     }
                 ],
                 "usage": usage,
@@ -580,7 +602,21 @@ class _Handler(BaseHTTPRequestHandler):
 
         usage = _openai_responses_usage(scripted)
         if not body.get("stream"):
-            payload = response("completed", [message(scripted.text, "completed")], usage)
+            # A reply that only calls tools has no message item.
+            keep = scripted.text or not scripted.tool_calls
+            output = [message(scripted.text, "completed")] if keep else []
+            for call, call_id in zip(scripted.tool_calls, scripted.call_ids(number), strict=True):
+                output.append(
+                    {
+                        "id": f"fc_{call_id}",
+                        "type": "function_call",
+                        "status": "completed",
+                        "call_id": call_id,
+                        "name": call.name,
+                        "arguments": call.arguments,
+                    }
+                )
+            payload = response("completed", output, usage)
             payload["completed_at"] = created
             self._send_json("openai", payload, scripted)
             return
@@ -717,6 +753,25 @@ class _Handler(BaseHTTPRequestHandler):
     def _count_tokens(self, body: dict[str, Any], scripted: ScriptedResponse, number: int) -> None:
         del body, number
         self._send_json("anthropic", {"input_tokens": scripted.input_tokens}, scripted)
+
+
+def _chat_message(scripted: ScriptedResponse, number: int) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": scripted.text if scripted.text or not scripted.tool_calls else None,
+        "refusal": None,
+        "annotations": [],
+    }
+    if scripted.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call, call_id in zip(scripted.tool_calls, scripted.call_ids(number), strict=True)
+        ]
+    return message
 
 
 def _is_tokens(inputs: list[Any]) -> bool:
