@@ -67,7 +67,8 @@ def agent_of_span(name: str, attributes: Mapping[str, Any]) -> tuple[str, str, s
 def span_role(name: str, attributes: Mapping[str, Any], has_parent: bool) -> str | None:
     """What a span that is not an LLM call is in a trace's cost tree: ``agent``, ``tool``,
     ``root`` (no parent), ``span`` (a local root whose parent is in another process: it
-    carries a roll-up), or None: a span the tree does not keep (most spans).
+    carries a roll-up; or another GenAI span between an agent and its calls), or None: a span
+    the tree does not keep (most spans).
 
     The call log keeps these (bounded per trace) so a trace's calls can be shown under the
     agents and tools that made them, from any process (``calllog/tracespans.py``)."""
@@ -80,7 +81,13 @@ def span_role(name: str, attributes: Mapping[str, Any], has_parent: bool) -> str
         return "tool"
     if not has_parent:
         return "root"
-    if sc.OTEL_LLM_ROLLUP_CALLS in attributes:
+    if (
+        sc.OTEL_LLM_ROLLUP_CALLS in attributes
+        or OPENINFERENCE_KIND in attributes
+        or sc.GEN_AI_OPERATION_NAME in attributes
+    ):
+        # A framework's own step between an agent and its calls (the OpenAI Agents SDK's
+        # "turn", a LangChain chain): without it the calls under it would lose their agent.
         return "span"
     return None
 
