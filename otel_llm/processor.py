@@ -103,6 +103,9 @@ class LLMSpanProcessor(SpanProcessor):
         self._costs = TraceCosts(
             settings.ROLLUP_MAX_OPEN.resolve(rollup_max_open), self.prometheus.record_evicted
         )
+        # Its tables, tested for emptiness on every span: one attribute away, not two.
+        self._under = self._costs.under
+        self._traces = self._costs.traces
 
     @property
     def downstream(self) -> tuple[SpanProcessor, ...]:
@@ -130,7 +133,7 @@ class LLMSpanProcessor(SpanProcessor):
             except AttributeError:
                 attributes = span_attributes(span)
             if (
-                self._costs.under
+                self._under
                 or sc.GEN_AI_OPERATION_NAME in attributes
                 or OPENINFERENCE_KIND in attributes
             ):
@@ -145,7 +148,7 @@ class LLMSpanProcessor(SpanProcessor):
 
     def _follow(self, span: Span, attributes: Mapping[str, Any]) -> None:
         agent = agent_of_span(span.name, attributes)
-        if agent is None and not self._costs.under:
+        if agent is None and not self._under:
             return  # an LLM call outside any agent run
         parent = span.parent
         self._costs.started(
@@ -186,8 +189,7 @@ class LLMSpanProcessor(SpanProcessor):
             attributes = span_attributes(span)
             context = self._pending_context(span) if self._pending else None
             counted_in = self._nested_child(span) if self._nested else None
-            costs = self._costs
-            agent = costs.ended(span.context.span_id) if costs.under else None
+            agent = self._costs.ended(span.context.span_id) if self._under else None
             # Most spans are not LLM calls: the first test is all they cost.
             if may_be_llm_call(attributes) and is_llm_call(attributes, scope := scope_name(span)):
                 if counted_in is not None:
@@ -200,7 +202,7 @@ class LLMSpanProcessor(SpanProcessor):
                         handed_on = _priced_copy(span, marked)
                 else:
                     handed_on = self._end_call(span, attributes, scope, context, agent)
-            elif agent is not None or costs.traces:
+            elif agent is not None or self._traces:
                 handed_on = self._end_other(span, attributes, agent)
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_end")

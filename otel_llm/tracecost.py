@@ -178,8 +178,9 @@ class TraceCosts:
         self._max_open = max_open
         self._on_evicted = on_evicted
         self._lock = threading.Lock()
-        # Public for their truth value only, which the processor tests on every span: a
-        # property would double what a span outside any agent run costs here.
+        # Public for their truth value only, which the processor tests on every span (it keeps
+        # references: the two dicts are never replaced); a property would double what a span
+        # outside any agent run costs here.
         self.under: dict[int, AgentScope] = {}
         """span id -> the nearest agent at or above it, for spans started under an agent."""
         self.traces: dict[int, Rollup] = {}
