@@ -59,7 +59,8 @@ class PolicyBlocked(Exception):
 
     ``policy``: the policy's name (None when the states could not be read and
     ``policy_fail_mode`` is ``closed``); ``rule``: the exceeded budgets' names
-    (comma-separated), ``denied_models``, ``allowed_models`` or ``unreachable``;
+    (comma-separated), ``denied_models``, ``allowed_models``, ``max_tokens`` (the requested
+    ``max_tokens`` over the rule's) or ``unreachable``;
     ``blocked_until``: when the budget's window resets (ISO 8601 UTC; None for a call rule),
     ``reset_time_ns`` the same in nanoseconds since the epoch.
     """
@@ -84,13 +85,22 @@ PolicyBlocked.__module__ = "otel_llm"
 class Block:
     """Why a call is refused; ``until_ns`` None: until the policies change."""
 
-    __slots__ = ("label", "policy", "rule", "until", "until_ns")
+    __slots__ = ("label", "max_tokens", "policy", "rule", "until", "until_ns")
 
-    def __init__(self, policy: str | None, rule: str, until: str | None, until_ns: int | None):
+    def __init__(
+        self,
+        policy: str | None,
+        rule: str,
+        until: str | None,
+        until_ns: int | None,
+        max_tokens: int | None = None,
+    ):
         self.policy = policy
         self.rule = rule
         self.until = until
         self.until_ns = until_ns
+        self.max_tokens = max_tokens
+        """A ``max_tokens`` rule: refuses only a call requesting more."""
         self.label = (policy or "", rule)
 
     def exception(self) -> PolicyBlocked:
@@ -127,6 +137,8 @@ class EnforcementState:
             rule = _call_rule(policy.calls, model)
             if rule is not None:
                 found.append(Block(policy.name, rule, None, None))
+            if policy.calls.max_tokens is not None:
+                found.append(Block(policy.name, "max_tokens", None, None, policy.calls.max_tokens))
             budget = self._budget_blocks[policy.name]
             if budget is not None:
                 found.append(budget)
@@ -194,6 +206,7 @@ def _policy(entry: Any) -> tuple[Policy, Block | None]:
             if "denied_models" in calls
             else None
         ),
+        max_tokens=_count(calls.get("max_tokens"), f"{name}: max_tokens"),
     )
     budget = None
     if entry.get("blocked") is True:
@@ -203,6 +216,14 @@ def _policy(entry: Any) -> tuple[Policy, Block | None]:
         rule = ",".join(b for b in blocking if isinstance(b, str)) or "budget"
         budget = Block(name, rule, until if until_ns is not None else None, until_ns)
     return Policy(name, Scope(fields), (), rules, "block", 0), budget
+
+
+def _count(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{what}: expected a whole number of tokens")
+    return value
 
 
 def _instant_ns(text: str) -> int:
@@ -230,9 +251,11 @@ class Enforcer:
         """Calls refused, by (policy, rule); ``policy`` ``""`` for ``unreachable``."""
         self._lock = threading.Lock()
 
-    def check(self, provider: str | None, model: str | None) -> Block | None:
-        """Why a call of ``provider``/``model``, in the current ``llm_context``, is refused;
-        None: it may go."""
+    def check(
+        self, provider: str | None, model: str | None, max_tokens: object = None
+    ) -> Block | None:
+        """Why a call of ``provider``/``model`` requesting ``max_tokens``, in the current
+        ``llm_context``, is refused; None: it may go."""
         context = current_context_attributes()
         if context:
             get = context.get
@@ -256,7 +279,11 @@ class Enforcer:
             return None
         now = None
         for block in found:
-            if block.until_ns is not None:
+            limit = block.max_tokens
+            if limit is not None:
+                if type(max_tokens) is not int or max_tokens <= limit:
+                    continue
+            elif block.until_ns is not None:
                 now = self.clock() if now is None else now
                 if now >= block.until_ns:
                     continue  # its window reset: the collector will say so at the next poll

@@ -119,7 +119,12 @@ class llm_call:
             call = LLMCallHandle(trace.INVALID_SPAN, 0)
         enforcer = enforcement.active
         if enforcer is not None:
-            block = enforcer.check(self._attributes.get(sc.GEN_AI_PROVIDER_NAME), self._model)
+            attributes = self._attributes
+            block = enforcer.check(
+                attributes.get(sc.GEN_AI_PROVIDER_NAME),
+                self._model,
+                attributes.get(sc.GEN_AI_REQUEST_MAX_TOKENS),
+            )
             if block is not None:
                 enforcement.refuse(call, block)
         context_token = context_api.attach(trace.set_span_in_context(call.span))

@@ -217,9 +217,10 @@ POLICY_ENFORCE: Setting[str] = Setting(
     check=choice("off", "block"),
     doc=(
         "``block``: the instrumentors and ``llm_call`` refuse, before the provider is called, a "
-        "call that a ``block`` policy of the collector refuses (a denied model, an exceeded "
-        "budget), raising ``otel_llm.PolicyBlocked``; the states come from a cached poll of "
-        "``policy_api_url``, never from a request on the call's path. ``off``: no check."
+        "call that a ``block`` policy of the collector refuses (a denied model, a requested "
+        "max_tokens over the rule's, an exceeded budget), raising ``otel_llm.PolicyBlocked``; "
+        "the states come from a cached poll of ``policy_api_url``, never from a request on the "
+        "call's path. ``off``: no check."
     ),
 )
 POLICY_API_URL: Setting[str | None] = Setting(

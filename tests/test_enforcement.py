@@ -53,6 +53,10 @@ policies:
     scope: {service: "*-api"}
     calls: {denied_models: ["pricey-*"]}
     action: block
+  - name: short-answers
+    scope: {service: search-api}
+    calls: {max_tokens: 500}
+    action: block
   - name: watched
     scope: "*"
     budgets: [{window: day, usd: 0.0001}]
@@ -253,6 +257,16 @@ def test_a_denied_model_is_refused_by_the_instrumentor_and_by_llm_call(
             "denied_models"
         }
         assert len(refused) == 3
+
+        # A requested max_tokens over the rule's is refused before the call; within it, made.
+        with pytest.raises(PolicyBlocked) as too_long:
+            app.client.chat.completions.create(
+                model="budget-model", messages=[], max_completion_tokens=501
+            )
+        assert (too_long.value.policy, too_long.value.rule) == ("short-answers", "max_tokens")
+        assert len(server.requests) == 1
+        app.client.chat.completions.create(model="budget-model", messages=[], max_tokens=500)
+        assert len(server.requests) == 2
     finally:
         app.close()
 
@@ -263,7 +277,7 @@ def test_a_denied_model_is_refused_by_the_instrumentor_and_by_llm_call(
     try:
         client = openai.OpenAI(base_url=server.openai_base_url, api_key="t", max_retries=0)
         client.chat.completions.create(model="pricey-model", messages=[])
-        assert len(server.requests) == 2
+        assert len(server.requests) == 3
     finally:
         instrumentor.uninstrument()
 
@@ -326,6 +340,8 @@ def test_enforcement_state_from_an_answer_reuses_the_policies_scope_matching() -
                 },
                 {"name": "bad", "scope": {"colour": ["red"]}, "blocked": True},
                 {"name": "allow", "scope": "*", "calls": {"allowed_models": ["gpt-*"]}},
+                {"name": "short", "scope": {"user": ["u"]}, "calls": {"max_tokens": 10}},
+                {"name": "bad-limit", "scope": "*", "calls": {"max_tokens": -1}},
             ],
         }
     )
@@ -336,5 +352,7 @@ def test_enforcement_state_from_an_answer_reuses_the_policies_scope_matching() -
     assert state.blocks(("svc", "us-1", None, None, None, "openai", "gpt-4o")) == ()
     (refused,) = state.blocks(("svc", "us-1", None, None, None, "openai", "claude"))
     assert (refused.policy, refused.rule) == ("allow", "allowed_models")
+    (limit,) = state.blocks(("svc", "us-1", None, "u", None, "openai", "gpt-4o"))
+    assert (limit.policy, limit.rule, limit.max_tokens) == ("short", "max_tokens", 10)
     with pytest.raises(ValueError, match="enforcement answer"):
         enforcement.parse_state({"revision": 1})

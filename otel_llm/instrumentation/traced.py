@@ -51,7 +51,11 @@ def start_call(
     model = kwargs.get("model")
     model = model if isinstance(model, str) else ""
     enforcer = enforcement.active
-    block = None if enforcer is None else enforcer.check(provider, model or None)
+    block = (
+        None
+        if enforcer is None
+        else enforcer.check(provider, model or None, request.get(sc.GEN_AI_REQUEST_MAX_TOKENS))
+    )
     if other_instrumentation(others) is not None:
         if block is not None:
             enforcement.refuse(None, block)  # the other instrumentation's span says the rest
