@@ -10,6 +10,7 @@ exactly 200,000 nano-USD and the $0.0004 daily budget is reached by the second c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -257,6 +258,14 @@ def test_a_denied_model_is_refused_by_the_instrumentor_and_by_llm_call(
             "denied_models"
         }
         assert len(refused) == 3
+
+        async def async_call() -> None:
+            client = openai.AsyncOpenAI(base_url=server.openai_base_url, api_key="t", max_retries=0)
+            await client.chat.completions.create(model="pricey-model", messages=[], stream=True)
+
+        with pytest.raises(PolicyBlocked, match="no-pricey"):
+            asyncio.run(async_call())
+        assert len(server.requests) == 1
 
         # A requested max_tokens over the rule's is refused before the call; within it, made.
         with pytest.raises(PolicyBlocked) as too_long:
