@@ -76,6 +76,10 @@ class PolicyBlocked(Exception):
         who = f"policy {policy!r}" if policy else "policy enforcement"
         super().__init__(f"call refused by {who} (rule {rule}){until}")
 
+    def __reduce__(self) -> tuple[type[PolicyBlocked], tuple[Any, ...]]:
+        # Pickled with its attributes (to a worker process and back), not just its message.
+        return (PolicyBlocked, (self.policy, self.rule, self.blocked_until, self.reset_time_ns))
+
 
 # The SDKs' errors are named by their package (openai.RateLimitError): so is this one, and its
 # spans' error.type is "otel_llm.PolicyBlocked".
@@ -256,6 +260,14 @@ class Enforcer:
     ) -> Block | None:
         """Why a call of ``provider``/``model`` requesting ``max_tokens``, in the current
         ``llm_context``, is refused; None: it may go."""
+        try:
+            return self._check(provider, model, max_tokens)
+        except Exception:
+            # A fault of ours never stops the application's call: it goes, as when fail-open.
+            _logger.debug("otel-llm: could not check the call against the policies", exc_info=True)
+            return None
+
+    def _check(self, provider: str | None, model: str | None, max_tokens: object) -> Block | None:
         context = current_context_attributes()
         if context:
             get = context.get

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -363,5 +364,7 @@ def test_enforcement_state_from_an_answer_reuses_the_policies_scope_matching() -
     assert (refused.policy, refused.rule) == ("allow", "allowed_models")
     (limit,) = state.blocks(("svc", "us-1", None, "u", None, "openai", "gpt-4o"))
     assert (limit.policy, limit.rule, limit.max_tokens) == ("short", "max_tokens", 10)
+    copy = pickle.loads(pickle.dumps(block.exception()))  # noqa: S301 - our own bytes
+    assert (copy.policy, copy.rule, copy.reset_time_ns) == ("eu", "day,week", reset)
     with pytest.raises(ValueError, match="enforcement answer"):
         enforcement.parse_state({"revision": 1})
