@@ -34,6 +34,7 @@ from otel_llm.instrumentation.anthropic import AnthropicInstrumentor
 from otel_llm.instrumentation.openai import OpenAIInstrumentor
 from tests.support.collector_process import CollectorProcess
 from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
+from tests.support.ports import free_port
 
 ADMIN_KEY = "enforcement-admin-key-0123456789"
 PRICES = """\
@@ -73,7 +74,7 @@ def wait_until(condition: Callable[[], object], timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def start_collector(tmp_path: Path) -> CollectorProcess:
+def start_collector(tmp_path: Path, api: str = "127.0.0.1:0") -> CollectorProcess:
     (tmp_path / "prices.yaml").write_text(PRICES)
     (tmp_path / "keys.yaml").write_text(f"keys:\n  - name: admin\n    key: {ADMIN_KEY}\n")
     (tmp_path / "policies.yaml").write_text(POLICIES)
@@ -90,7 +91,7 @@ def start_collector(tmp_path: Path) -> CollectorProcess:
             "--call-log-store",
             str(tmp_path / "calls.db"),
             "--call-log-api-endpoint",
-            "127.0.0.1:0",
+            api,
             "--call-log-api-keys-file",
             str(tmp_path / "keys.yaml"),
             "--price-overrides",
@@ -333,6 +334,29 @@ def test_fail_open_and_fail_closed_with_the_collector_stopped(
     finally:
         poller.stop()
         open_app.close()
+
+
+def test_enforcement_resumes_when_the_collector_is_back(
+    tmp_path: Path, server: FakeLLMServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    endpoint = f"127.0.0.1:{free_port()}"
+    process = start_collector(tmp_path, endpoint)
+    app = App(process, server, "search-api")
+    try:
+        assert process.terminate() == 0, process.text
+        with caplog.at_level(logging.WARNING, logger="otel_llm.enforcement"):
+            wait_until(lambda: not app.enforcer.reachable)
+            app.chat("pricey-model")  # fail-open
+            assert len(server.requests) == 1
+            process = start_collector(tmp_path, endpoint)
+            wait_until(lambda: app.enforcer.reachable)
+        assert "can be read again" in caplog.text
+        with pytest.raises(PolicyBlocked):
+            app.chat("pricey-model")
+        assert len(server.requests) == 1
+    finally:
+        app.close()
+        process.kill()
 
 
 def test_enforcement_state_from_an_answer_reuses_the_policies_scope_matching() -> None:
