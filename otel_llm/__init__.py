@@ -18,6 +18,7 @@ from otel_llm._version import __version__
 if TYPE_CHECKING:
     from otel_llm._configure import configure
     from otel_llm.context import llm_context
+    from otel_llm.enforcement import PolicyBlocked
     from otel_llm.exposition import start_metrics_server
     from otel_llm.manual import LLMCallHandle, current_llm_call, llm_call
     from otel_llm.pricing import Cost, Discount, OverrideError, PriceBook, PriceOverride, Unpriced
@@ -29,6 +30,7 @@ _HOMES = {
     "LLMCallHandle": "otel_llm.manual",
     "LLMSpanProcessor": "otel_llm.processor",
     "OverrideError": "otel_llm.pricing",
+    "PolicyBlocked": "otel_llm.enforcement",
     "PriceBook": "otel_llm.pricing",
     "PriceOverride": "otel_llm.pricing",
     "Unpriced": "otel_llm.pricing",
@@ -45,6 +47,7 @@ __all__ = [
     "LLMCallHandle",
     "LLMSpanProcessor",
     "OverrideError",
+    "PolicyBlocked",
     "PriceBook",
     "PriceOverride",
     "Unpriced",

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from opentelemetry import trace
@@ -22,9 +22,11 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from otel_llm import settings
+from otel_llm import enforcement, settings
 from otel_llm.exposition import start_metrics_server
 from otel_llm.pricing import Discount, PriceOverride
 from otel_llm.processor import LLMSpanProcessor
@@ -54,6 +56,11 @@ def configure(
     billing_gateways: Sequence[str] | None = None,
     prometheus_port: int | None = None,
     prometheus_host: str | None = None,
+    policy_enforce: str | None = None,
+    policy_api_url: str | None = None,
+    policy_api_key: str | None = None,
+    policy_refresh_interval: float | None = None,
+    policy_fail_mode: str | None = None,
     enabled: bool | None = None,
 ) -> LLMSpanProcessor | None:
     """Attach an ``LLMSpanProcessor`` to the application's tracing; returns it (None if disabled).
@@ -89,6 +96,15 @@ def configure(
             return processor
         processor = _wrap_exporting_processors(provider, make)
         _configured[provider] = processor
+    if settings.POLICY_ENFORCE.resolve(policy_enforce) == "block":
+        _enforce(
+            provider,
+            registry,
+            settings.POLICY_API_URL.resolve(policy_api_url),
+            settings.POLICY_API_KEY.resolve(policy_api_key),
+            settings.POLICY_REFRESH_INTERVAL.resolve(policy_refresh_interval),
+            settings.POLICY_FAIL_MODE.resolve(policy_fail_mode) == "closed",
+        )
     port = settings.PROMETHEUS_PORT.resolve(prometheus_port)
     if port is not None:
         try:
@@ -96,6 +112,62 @@ def configure(
         except OSError as exc:
             _logger.warning("otel-llm: cannot serve /metrics on port %s: %s", port, exc)
     return processor
+
+
+def _enforce(  # noqa: PLR0917 - the settings, resolved
+    provider: TracerProvider,
+    registry: CollectorRegistry | None,
+    url: str | None,
+    api_key: str | None,
+    interval: float,
+    fail_closed: bool,
+) -> None:
+    if url is None:
+        _logger.warning(
+            "otel-llm: policy_enforce=block needs policy_api_url (the collector's call-log "
+            "API); not enforcing"
+        )
+        return
+    service = provider.resource.attributes.get("service.name")
+    try:
+        enforcer = enforcement.enforce(
+            url,
+            api_key=api_key,
+            interval=interval,
+            fail_closed=fail_closed,
+            service=service if isinstance(service, str) else None,
+        )
+    except ValueError as exc:
+        _logger.warning("otel-llm: %s; not enforcing", exc)
+        return
+    try:
+        (registry if registry is not None else REGISTRY).register(EnforcementMetrics(enforcer))
+    except ValueError:  # a second configure(): the first one's metrics are registered
+        _logger.debug("otel-llm: enforcement metrics already registered", exc_info=True)
+
+
+class EnforcementMetrics(Collector):
+    """The enforcer's counters, read at scrape time (``semconv/metrics.yaml``)."""
+
+    def __init__(self, enforcer: enforcement.Enforcer):
+        self._enforcer = enforcer
+
+    def collect(self) -> Iterator[Metric]:
+        enforcer = enforcement.active or self._enforcer
+        unreachable = CounterMetricFamily(
+            "otel_llm_policy_enforcement_unreachable",
+            "Polls of the policy states that failed (policy_fail_mode says what calls did).",
+        )
+        unreachable.add_metric([], enforcer.unreachable_polls)
+        blocked = CounterMetricFamily(
+            "otel_llm_policy_enforcement_blocks",
+            "Calls this application refused before the provider was called.",
+            labels=["policy", "rule"],
+        )
+        for (policy, rule), count in sorted(enforcer.blocked.copy().items()):
+            blocked.add_metric([policy, rule], count)
+        yield unreachable
+        yield blocked
 
 
 def _multi(provider: TracerProvider) -> SynchronousMultiSpanProcessor | None:

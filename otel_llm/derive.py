@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from otel_llm import _semconv as sc
@@ -24,6 +25,9 @@ _COST_ATTRIBUTES = (
 _BILLING_OVERRIDE = sc.OTEL_LLM_CONTEXT_BILLING
 
 ERROR_TYPE_OTHER = "_OTHER"
+ERROR_TYPE_BLOCKED = "otel_llm.PolicyBlocked"
+"""A call policy enforcement refused (``otel_llm.enforcement``): no request, so no cost."""
+_BLOCKED = Cost(Decimal(0), sc.COST_SOURCE_BLOCKED, sc.COST_SOURCE_BLOCKED)
 """The conventions' error.type when a span failed without saying how."""
 
 
@@ -131,7 +135,12 @@ def derive(  # noqa: PLR0917 - positional on the hot path, see Pricer
     if error_type and priced == Unpriced("missing_usage"):
         # A call refused before any tokens (429, 500) is expected to have no usage: its own
         # reason keeps "unpriced" alerts about price data, not about provider outages.
-        priced = Unpriced("failed_without_usage")
+        # A call refused before the provider was called costs exactly nothing, known: not
+        # unpriced, so it neither raises "unpriced" alerts nor hides the spend it prevented.
+        if error_type == ERROR_TYPE_BLOCKED and attributes.get(sc.OTEL_LLM_POLICY_BLOCKED) is True:
+            priced = _BLOCKED
+        else:
+            priced = Unpriced("failed_without_usage")
     billing = None
     # Without discounts or gateways (``book.bills``), only a reported cost or an override needs it.
     if book.bills or call.provider_cost is not None or _BILLING_OVERRIDE in attributes:

@@ -28,6 +28,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 
 from otel_llm import _semconv as sc
+from otel_llm import enforcement
 from otel_llm._version import __version__
 from otel_llm.lifecycle import CallSpan, attribute_value, ignored, start_attributes, text_value
 
@@ -116,6 +117,16 @@ class llm_call:
             # A provider of the application's that fails: the call goes on, untraced.
             _logger.debug("otel-llm: could not start the span", exc_info=True)
             call = LLMCallHandle(trace.INVALID_SPAN, 0)
+        enforcer = enforcement.active
+        if enforcer is not None:
+            attributes = self._attributes
+            block = enforcer.check(
+                attributes.get(sc.GEN_AI_PROVIDER_NAME),
+                self._model,
+                attributes.get(sc.GEN_AI_REQUEST_MAX_TOKENS),
+            )
+            if block is not None:
+                enforcement.refuse(call, block)
         context_token = context_api.attach(trace.set_span_in_context(call.span))
         self._active.append((call, context_token, _current_call.set(call)))
         return call

@@ -210,6 +210,59 @@ API_KEY_HINT: Setting[bool] = Setting(
     ),
 )
 
+POLICY_ENFORCE: Setting[str] = Setting(
+    name="policy_enforce",
+    default="off",
+    parse=str,
+    check=choice("off", "block"),
+    doc=(
+        "``block``: the instrumentors and ``llm_call`` refuse, before the provider is called, a "
+        "call that a ``block`` policy of the collector refuses (a denied model, a requested "
+        "max_tokens over the rule's, an exceeded budget), raising ``otel_llm.PolicyBlocked``; "
+        "the states come from a cached poll of ``policy_api_url``, never from a request on the "
+        "call's path. ``off``: no check."
+    ),
+)
+POLICY_API_URL: Setting[str | None] = Setting(
+    name="policy_api_url",
+    default=None,
+    parse=str,
+    check=optional_text,
+    doc=(
+        "Base URL of the collector's call-log API (``http://host:port``; the URL it logs, "
+        "ending ``/api/v1/calls``, works too) whose ``/api/v1/policies?view=enforcement`` "
+        "``policy_enforce`` polls."
+    ),
+)
+POLICY_API_KEY: Setting[str | None] = Setting(
+    name="policy_api_key",
+    default=None,
+    parse=str,
+    check=optional_text,
+    doc="The API key sent to ``policy_api_url`` (``Authorization: Bearer``).",
+)
+POLICY_REFRESH_INTERVAL: Setting[float] = Setting(
+    name="policy_refresh_interval",
+    default=5.0,
+    parse=float,
+    check=positive_seconds,
+    doc=(
+        "Seconds between two polls of the policy states: how long a budget exceeded elsewhere "
+        "may take to block calls here (a budget's reset unblocks at its time, without a poll)."
+    ),
+)
+POLICY_FAIL_MODE: Setting[str] = Setting(
+    name="policy_fail_mode",
+    default="open",
+    parse=str,
+    check=choice("open", "closed"),
+    doc=(
+        "While the policy states cannot be read: ``open`` lets every call through (counted in "
+        "``otel_llm_policy_enforcement_unreachable_total``, with a warning); ``closed`` refuses "
+        "every call with ``PolicyBlocked`` (rule ``unreachable``)."
+    ),
+)
+
 CORE: tuple[Setting[Any], ...] = (
     ENABLED,
     PRICE_OVERRIDES,
@@ -226,6 +279,11 @@ CORE: tuple[Setting[Any], ...] = (
     ROLLUP_MAX_OPEN,
     AGENT_LABEL,
     API_KEY_HINT,
+    POLICY_ENFORCE,
+    POLICY_API_URL,
+    POLICY_API_KEY,
+    POLICY_REFRESH_INTERVAL,
+    POLICY_FAIL_MODE,
 )
 
 # --- The collector service (`otel-llm collector`) -------------------------------------------

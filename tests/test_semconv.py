@@ -13,8 +13,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from otel_llm import LLMSpanProcessor, llm_call
+from otel_llm import LLMSpanProcessor, enforcement, llm_call
 from otel_llm import _semconv as sc
+from otel_llm._configure import EnforcementMetrics
 from otel_llm.calllog.cardinality import CAPPED
 from otel_llm.calllog.store import open_store
 from otel_llm.calllog.telemetry import register
@@ -213,3 +214,19 @@ def test_prometheus_names_are_the_otel_translation() -> None:
         if metric["instrument"] == "counter":
             expected += "_total"
         assert metric["prometheus"] == expected
+
+
+def test_enforcement_metrics_are_those_of_the_model() -> None:
+    enforcer = enforcement.Enforcer("svc")
+    enforcer.update({"revision": 1, "policies": [{"name": "p", "scope": "*", "blocked": True}]})
+    assert enforcer.check("openai", "m") is not None
+    registry = CollectorRegistry()
+    registry.register(EnforcementMetrics(enforcer))
+    emitted = {f.name: f for f in registry.collect()}
+    _check_families(_of("enforcement"), emitted)
+    assert (
+        registry.get_sample_value(
+            "otel_llm_policy_enforcement_blocks_total", {"policy": "p", "rule": "budget"}
+        )
+        == 1
+    )

@@ -15,6 +15,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import Tracer
 
 from otel_llm import _semconv as sc
+from otel_llm import enforcement
 from otel_llm._version import __version__
 from otel_llm.instrumentation.values import http_status
 from otel_llm.instrumentation.wrapping import Other, other_instrumentation
@@ -45,11 +46,20 @@ def start_call(
     """Start the span of an SDK call made with ``kwargs`` by a client at ``server`` (its
     ``server_attributes``) to the API path ``endpoint`` (``url_path``; a POST), with the API's
     ``request`` attributes (Nones left out) and the client key's ``key_hint`` (None: none); None
-    while another instrumentation of the same SDK is active (``other_instrumentation``)."""
-    if other_instrumentation(others) is not None:
-        return None
+    while another instrumentation of the same SDK is active (``other_instrumentation``).
+    Raises ``PolicyBlocked`` (its span ended) when policy enforcement refuses the call."""
     model = kwargs.get("model")
     model = model if isinstance(model, str) else ""
+    enforcer = enforcement.active
+    block = (
+        None
+        if enforcer is None
+        else enforcer.check(provider, model or None, request.get(sc.GEN_AI_REQUEST_MAX_TOKENS))
+    )
+    if other_instrumentation(others) is not None:
+        if block is not None:
+            enforcement.refuse(None, block)  # the other instrumentation's span says the rest
+        return None
     attributes = start_attributes(
         operation=operation,
         provider=provider,
@@ -65,6 +75,13 @@ def start_call(
     for name, value in request.items():
         if value is not None:
             attributes[name] = value
+    if block is not None:
+        try:
+            refused = CallSpan.start(tracer, operation, model, attributes)
+        except Exception:
+            _logger.debug("otel-llm: could not start the span", exc_info=True)
+            refused = None  # refused all the same, untraced
+        enforcement.refuse(refused, block)
     return CallSpan.start(tracer, operation, model, attributes)
 
 
@@ -78,6 +95,8 @@ Finish = Callable[[CallSpan, Any], Any]
 def _started(start: Start) -> tuple[CallSpan, dict[str, Any]] | None:
     try:
         return start()
+    except enforcement.PolicyBlocked:
+        raise  # the one exception on purpose: the call must not be made
     except Exception:
         _logger.debug("otel-llm: could not start the span", exc_info=True)
         return None
