@@ -32,6 +32,7 @@ StatsGroup = Literal[
     "status",
     "agent",
     "conversation",
+    "policy",
 ]
 
 DEFAULT_LIMIT = 50
