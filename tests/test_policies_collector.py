@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -26,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -547,3 +550,55 @@ def test_each_violation_is_recorded_on_its_call_and_counted_in_stats(
         assert groups["big-calls"]["policy_violations"] == 1
         assert groups["big-calls"]["alerts"] == 0
         assert groups[None]["policy_violations"] == 0
+
+
+def test_a_call_taken_before_its_evaluation_or_derived_again_gets_its_verdict(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    """The call feeder can take a batch off the queue before its request was evaluated, or
+    derive its calls again from the payload: either way the record gets the verdict."""
+    files["policies"].write_text(BUDGET + RULES)
+    policies = CollectorPolicies.open(str(files["policies"]))
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "shop-api"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    for model in ("budget-model", "pricey-model"):
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": model,
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.output_tokens": 50,
+        }
+        with provider.get_tracer("shop").start_as_current_span("chat", attributes=attributes):
+            pass
+    payload = encode_spans(memory.get_finished_spans()).SerializeToString()
+    with collector(tmp_path, str(tmp_path / "calls.db"), files) as (service, _):
+        enrich = service.enricher.enrich
+
+        def calls_of() -> list[Any]:
+            request = ExportTraceServiceRequest.FromString(payload)
+            return list(enrich(request, raw=payload, record=False).calls)
+
+        queued = calls_of()
+        policies.expect(queued)  # the request path, before the put
+        settled = threading.Event()
+
+        def feeder() -> None:
+            policies.settle(queued)  # the feeder took the batch first: it waits
+            settled.set()
+
+        thread = threading.Thread(target=feeder)
+        thread.start()
+        assert not settled.wait(0.2)
+        policies.observe(queued)  # the request path, after the put
+        thread.join(5)
+        assert settled.is_set()
+        verdict = ("no-pricey", "denied_models", "alert")
+        assert [call.policy for call in queued] == [None, verdict]
+
+        again = calls_of()  # the same batch derived again from its payload (no memo)
+        assert [call.policy for call in again] == [None, None]
+        policies.settle(again)
+        assert [call.policy for call in again] == [None, verdict]
+    policies.stop()
