@@ -537,6 +537,15 @@ def test_each_violation_is_recorded_on_its_call_and_counted_in_stats(
         shop_totals = shop["stats"]
         assert (shop_totals["policy_violations"], shop_totals["alerts"]) == (2, 2)
 
+        # The calls list filters on them.
+        status, listed = calls_api(call_log, "", policy="shop-daily,no-pricey", limit="100")
+        assert status == 200, listed
+        assert sorted(c["id"] for c in listed["calls"]) == sorted(
+            call_id for call_id, v in expected.items() if v and v[0] != "big-calls"
+        )
+        status, counted = calls_api(call_log, "/count", policy_action="record")
+        assert (status, counted["count"]) == (200, 1)
+
         status, grouped = calls_api(call_log, "/stats", group_by="policy")
         assert status == 200, grouped
         groups = {g["group"]: g for g in grouped["groups"]}

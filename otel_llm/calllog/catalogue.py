@@ -470,6 +470,8 @@ TEXT_MATCHES: tuple[Match, ...] = (
     Match("agent_name", "only calls under this agent (gen_ai.agent.name)"),
     Match("agent_id", "only calls under this agent id (gen_ai.agent.id)"),
     Match("conversation_id", "only calls of this conversation (gen_ai.conversation.id)"),
+    Match("policy", "only calls that violated this policy (the collector's --policies)"),
+    Match("policy_action", "only calls whose violation's policy has this action"),
 )
 """Filters of any text, matched exactly (the parameters' order in messages). Each takes several
 values (``model=a,b`` in the URL, ``{"$in": [...]}`` or ``{"$ne": ...}`` in a POST query)."""
