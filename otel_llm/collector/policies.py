@@ -25,7 +25,8 @@ marks a request's calls as pending before they are queued, ``observe`` sets thei
 the feeder's ``settle`` waits (a bound) for the pending ones before they are stored. A call the
 feeder derives again from the payload (no memo: a restart, or a feeder far behind) is a new
 object: ``settle`` finds its verdict among the recent violations, kept by span id within a
-bound. A call replayed after a crash, or one whose verdict fell out of that bound, is stored
+bound (such a batch had its memo dropped because the feeder was far behind -- the queue is
+read in order, so its request was evaluated long before the feeder reaches it). A call replayed after a crash, or one whose verdict fell out of that bound, is stored
 without it (its violation is still counted in the metrics).
 """
 
