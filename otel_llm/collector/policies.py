@@ -26,8 +26,9 @@ the feeder's ``settle`` waits (a bound) for the pending ones before they are sto
 feeder derives again from the payload (no memo: a restart, or a feeder far behind) is a new
 object: ``settle`` finds its verdict among the recent violations, kept by span id within a
 bound (such a batch had its memo dropped because the feeder was far behind -- the queue is
-read in order, so its request was evaluated long before the feeder reaches it). A call replayed after a crash, or one whose verdict fell out of that bound, is stored
-without it (its violation is still counted in the metrics).
+read in order, so its request was evaluated long before the feeder reaches it). A call
+replayed after a crash, or one whose verdict fell out of that bound, is stored without it (its
+violation is still counted in the metrics).
 """
 
 from __future__ import annotations
