@@ -11,8 +11,8 @@ calls, tool calls and sub-agents under it. Two things flow through the trace her
 
 Roll-ups are attributes of spans that are not LLM calls, so no metric counts them again.
 
-Only spans under a live agent are followed, so a trace without agents costs one truthiness
-test per span. Both tables are bounded (``rollup_max_open``): the oldest entry goes first and
+Only spans under a live agent are followed, so a span outside any agent run costs three
+dictionary tests. Both tables are bounded (``rollup_max_open``): the oldest entry goes first and
 is counted (``otel_llm_rollup_evicted_total``), so a trace whose root never ends, or a flood
 of agents, cannot grow memory.
 """
@@ -159,7 +159,9 @@ class AgentScope:
 
     def call_attributes(self) -> dict[str, str]:
         """What an LLM call under this agent inherits (the call's own values win)."""
-        inherited = {sc.GEN_AI_AGENT_NAME: self.name}
+        inherited = {}
+        if self.name:  # an invoke_agent span need not name its agent
+            inherited[sc.GEN_AI_AGENT_NAME] = self.name
         if self.agent_id:
             inherited[sc.GEN_AI_AGENT_ID] = self.agent_id
         if self.conversation:

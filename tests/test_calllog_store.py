@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from otel_llm.calllog import schema
+from otel_llm.calllog.catalogue import DAILY_SUMS, DAILY_VALUES, ROLLUPS
 from otel_llm.calllog.query import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -30,7 +31,8 @@ from otel_llm.calllog.query import (
     StatsQuery,
 )
 from otel_llm.calllog.record import FIELDS, NANO, SUMMARY_FIELDS, CallRecord, call_id
-from otel_llm.calllog.sketch import Sketch
+from otel_llm.calllog.sketch import Sketch, bucket, merged_bytes, one_value_bytes
+from otel_llm.calllog.sql import Statement
 from otel_llm.calllog.store import SQLCallStore, open_store
 from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster, store_url  # noqa: F401
 
@@ -490,6 +492,93 @@ def test_duplicates_are_ignored_and_never_double_counted(store: SQLCallStore) ->
     assert before["stats"]["total_requests"] == 50
 
 
+def _daily_rows(store: SQLCallStore) -> dict[str, list[tuple[Any, ...]]]:
+    """Every daily table's rows, latency sums rounded (their float additions group by batch)."""
+    at = len(DAILY_SUMS)  # DAILY_VALUES: the sums, the latency sum, the sketches
+    tables = {}
+    for daily in ROLLUPS:
+        rows = store._read(
+            Statement(
+                f"SELECT {', '.join((*daily.key, *DAILY_VALUES))} FROM {daily.table}",  # noqa: S608
+                (),
+            )
+        )
+        width = len(daily.key)
+        tables[daily.table] = sorted(
+            (
+                *row[: width + at],
+                round(row[width + at], 6),
+                *(bytes(blob) for blob in row[width + at + 1 :]),
+            )
+            for row in rows
+        )
+    return tables
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_daily_rows_do_not_depend_on_how_calls_are_batched(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A write keeps a daily row of one call apart (``rollup.OneCall``, no sketch built) and
+    merges serialised sketches without a Sketch (``sketch.merged_bytes``): rows first made of
+    one call, then given calls by later writes, end as the rows of one write of every call;
+    their stats are exact by user."""
+    calls = [  # some latencies of 0 ms: the sketches' zero count
+        replace(call, latency_ms=0.0) if index % 23 == 0 else call
+        for index, call in enumerate(make_records(300, days=3, seed=11))
+    ]
+    together = open_store(empty_store_url(backend, request, tmp_path), clock=lambda: NOW)
+    apart = open_store(empty_store_url(backend, request, tmp_path), clock=lambda: NOW)
+    try:
+        assert together.write(calls) == len(calls)
+        rng = random.Random(3)  # noqa: S311 - test data
+        written = 0
+        while written < len(calls):  # writes of 1 to 6 calls: rows of one call, then more
+            size = rng.randint(1, 6)
+            assert apart.write(calls[written : written + size]) == len(
+                calls[written : written + size]
+            )
+            written += size
+        expected = _daily_rows(together)
+        assert sum(len(rows) for rows in expected.values()) > 100
+        got = _daily_rows(apart)
+        for daily in ROLLUPS:
+            assert got[daily.table] == expected[daily.table], daily.table
+            # The sketches as a Sketch of each row's calls serialises them.
+            sketches: dict[tuple[str, ...], tuple[Sketch, Sketch]] = defaultdict(
+                lambda: (Sketch(), Sketch())
+            )
+            for call in calls:
+                key = (
+                    call.created_at.date().isoformat(),
+                    *(getattr(call, name) or "" for name in daily.fields),
+                )
+                latency, ttfc = sketches[key]
+                if call.latency_ms is not None:
+                    latency.add(call.latency_ms)
+                if call.time_to_first_chunk_ms is not None:
+                    ttfc.add(call.time_to_first_chunk_ms)
+            stored = {row[: len(daily.key)]: row[-2:] for row in got[daily.table]}
+            assert stored == {
+                key: (latency.to_bytes(), ttfc.to_bytes())
+                for key, (latency, ttfc) in sketches.items()
+            }, daily.table
+        result = apart.stats(
+            StatsQuery(filter=CallFilter(start=NOW - timedelta(days=4)), group_by="user")
+        )
+        _check_totals(result["stats"], calls)
+        by_user: dict[str | None, list[CallRecord]] = defaultdict(list)
+        for call in calls:
+            by_user[call.user].append(call)
+        groups = {group["group"]: group for group in result["groups"]}
+        assert set(groups) == set(by_user)
+        for user, mine in by_user.items():
+            _check_totals(groups[user], mine)
+    finally:
+        together.close()
+        apart.close()
+
+
 def test_money_is_exact_in_sums(store: SQLCallStore) -> None:
     # 1000 calls of 0.000000001 + 0.1 USD each: a float sum would drift, nano-USD does not.
     base = make_records(1000, seed=3, days=1)
@@ -818,6 +907,47 @@ def test_unpriced_calls_have_no_cost_not_zero(store: SQLCallStore) -> None:
 
 
 # --- the sketch ---------------------------------------------------------------------------------
+
+
+def test_merged_bytes_are_the_bytes_of_the_merged_sketch() -> None:
+    """SQLite's upsert merges serialised sketches without a Sketch (``merged_bytes``), and a
+    write serialises a one-value sketch directly (``one_value_bytes``): the same bytes as
+    the Sketch path, for any ranges, zero counts and counts past uint32."""
+    rng = random.Random(5)  # noqa: S311 - test data
+
+    def sketch() -> bytes:
+        made = Sketch()
+        for _ in range(rng.choice([0, 1, 2, 5, 50, 400])):
+            made.add(rng.choice([0.0, rng.lognormvariate(6, 2), rng.uniform(1, 3)]))
+        if made.count and rng.random() < 0.1:  # a count past uint32 (stored as uint64)
+            made.merge_bytes(made.to_bytes())
+            made._dense()[made.high] += 2**32
+        return made.to_bytes()
+
+    def slow(old: bytes, new: bytes) -> bytes:
+        merged = Sketch.from_bytes(old)
+        merged.merge_bytes(new)
+        return merged.to_bytes()
+
+    for index in range(3000):
+        old = sketch()
+        if index % 3 == 0:
+            value = rng.choice([0.0, rng.lognormvariate(6, 2)])
+            single = Sketch()
+            single.add(value)
+            assert one_value_bytes(bucket(value)) == single.to_bytes()
+            new = single.to_bytes()
+        else:
+            new = sketch()
+        assert merged_bytes(old, new) == slow(old, new)
+        assert merged_bytes(new, old) == slow(new, old)
+    full = Sketch()
+    full.add(5.0)
+    full._dense()[full.low] = 2**32 - 1  # + 1 no longer fits uint32
+    one = Sketch()
+    one.add(5.0)
+    assert merged_bytes(full.to_bytes(), one.to_bytes()) == slow(full.to_bytes(), one.to_bytes())
+    assert Sketch.from_bytes(merged_bytes(full.to_bytes(), one.to_bytes())).count == 2**32
 
 
 def test_sketch_quantiles_stay_within_one_percent_after_merges_and_bytes() -> None:

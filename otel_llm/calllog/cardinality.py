@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from otel_llm.calllog.catalogue import ROLLUPS, Rollup
-from otel_llm.calllog.rollup import Added, DailyKey, Totals
+from otel_llm.calllog.rollup import Added, DailyKey, Row, merged
 
 OTHER = "other"
 """What a value past the cap becomes (the same word as ``otel_llm.metrics.labels.OVERFLOW``)."""
@@ -126,11 +126,11 @@ class DailyCaps:
     def _folded(
         self,
         rollup: Rollup,
-        rows: dict[DailyKey, Totals],
+        rows: dict[DailyKey, Row],
         refused: dict[tuple[str, str], set[str]],
-    ) -> dict[DailyKey, Totals]:
+    ) -> dict[DailyKey, Row]:
         counted = _COUNTED.get(rollup.table, ())
-        folded: dict[DailyKey, Totals] = {}
+        folded: dict[DailyKey, Row] = {}
         for key, totals in rows.items():
             day = key[0]
             new_key = list(key)
@@ -141,11 +141,7 @@ class DailyCaps:
                     if name in counted:
                         self._staged[name] = self._staged.get(name, 0) + totals.requests
             target = tuple(new_key)
-            entry = folded.get(target)
-            if entry is None:
-                folded[target] = totals
-            else:
-                entry.merge(totals)
+            folded[target] = merged(folded.get(target), totals)
         return folded
 
     def committed(self) -> None:
@@ -188,6 +184,8 @@ class DailyCaps:
                 if len(every) < cached:
                     known.values = every
                     known.complete = True
+            elif len(new) <= limit - count:
+                return set()  # all fit: no need to rank them (a write's 5,000 new users a day)
             else:
                 # The busiest of this write first, then by name: the same input, the same rows.
                 new.sort(key=lambda value: (-calls[value], value))

@@ -238,7 +238,7 @@ def _add_to_daily(
     cursor: psycopg.Cursor[Any],
     table: str,
     dimensions_key: tuple[str, ...],
-    added: dict[rollup.DailyKey, rollup.Totals],
+    added: dict[rollup.DailyKey, rollup.Row],
 ) -> None:
     """Merge into one table's daily rows, locking each (in key order) from read to update."""
     if not added:

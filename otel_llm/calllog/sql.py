@@ -41,7 +41,7 @@ from otel_llm.calllog.record import (
 )
 from otel_llm.calllog.record import utc_from_micros as _utc
 from otel_llm.calllog.schema import CALLS, CONTENT
-from otel_llm.calllog.sketch import Sketch
+from otel_llm.calllog.sketch import merged_bytes
 
 Decoder = Callable[[Any], Any]
 Encoder = Callable[[Any], Any]
@@ -155,9 +155,7 @@ def merge_sketches(old: bytes | None, new: bytes | None) -> bytes | None:
         return new
     if not new:
         return old
-    merged = Sketch.from_bytes(old)
-    merged.merge_bytes(new)
-    return merged.to_bytes()
+    return merged_bytes(bytes(old), bytes(new))
 
 
 def parse_call_id(call_id: str) -> int | None:
