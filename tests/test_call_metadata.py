@@ -371,9 +371,17 @@ def test_key_hints(key: Any, hint: str | None) -> None:
 
 _V4_COLUMNS = ("request_id", "endpoint", "method", "api_key_hint")
 _V6_COLUMNS = ("agent_name", "agent_id", "conversation_id", "parent_span_id", "root_span_name")
-_AFTER_V2_COLUMNS = ("billing", "list_cost_nusd", "discount_nusd", *_V4_COLUMNS, *_V6_COLUMNS)
-"""The calls' columns migrations 3 (billing), 4 (call metadata) and 6 (traces) add
-(5 adds tables only)."""
+_V7_COLUMNS = ("policy", "policy_rule", "policy_action")
+_AFTER_V2_COLUMNS = (
+    "billing",
+    "list_cost_nusd",
+    "discount_nusd",
+    *_V4_COLUMNS,
+    *_V6_COLUMNS,
+    *_V7_COLUMNS,
+)
+"""The calls' columns migrations 3 (billing), 4 (call metadata), 6 (traces) and 7 (policy
+violations) add (5 adds tables only)."""
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -415,7 +423,7 @@ def test_a_v2_database_upgrades_keeping_its_calls(
         kept = store.get(old.id)
         assert kept is not None
         assert (kept["model"], kept["status_code"]) == (old.model, old.status_code)
-        assert all(kept[name] is None for name in (*_V4_COLUMNS, *_V6_COLUMNS))
+        assert all(kept[name] is None for name in (*_V4_COLUMNS, *_V6_COLUMNS, *_V7_COLUMNS))
         assert store.write([new]) == 1
         stored = store.get(new.id)
         assert stored is not None

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor, demo, start_metrics_server
 from otel_llm import _semconv as sc
+from otel_llm.collector.policies import CollectorPolicies
+from otel_llm.policies.engine import PolicyCall
 from tests.support.otlp_receiver import OTLPReceiver
 from tests.support.prometheus import (
     CONFIG_DIR,
@@ -57,6 +60,19 @@ COLLECTOR_ALERTS = {
     "OtelLLMCollectorRefusingQueueFull",
     "OtelLLMCollectorUpstreamFailing",
 }
+# The budgets' alerts (issue 14): their series come from a real CollectorPolicies (below).
+POLICY_ALERTS = {"LLMPolicyBudgetWarning", "LLMPolicyBudgetExceeded", "LLMPolicyViolations"}
+POLICIES = """\
+policies:
+  - name: shop-daily
+    scope: {project: shop}
+    budgets: [{window: day, usd: 0.0006, warn_at: 50}]
+    action: block
+  - name: no-gpt4
+    scope: "*"
+    calls: {denied_models: ["gpt-4o"]}
+    action: alert
+"""
 
 
 def _run(*args: str) -> None:
@@ -94,8 +110,8 @@ def test_every_alert_has_a_unit_test_and_the_conventions() -> None:
     }
     alerts = [rule for rule in alert_rules() if "alert" in rule]
     names = {rule["alert"] for rule in alerts}
-    assert len(names) == 11
-    assert names >= COLLECTOR_ALERTS
+    assert len(names) == 14
+    assert names >= COLLECTOR_ALERTS | POLICY_ALERTS
     assert names <= tested, names - tested
     assert names <= not_firing, names - not_firing
     for rule in alerts:
@@ -215,17 +231,39 @@ class _Traffic:
         self.provider.shutdown()
 
 
+def _policies(tmp_path: Path) -> tuple[CollectorRegistry, CollectorPolicies]:
+    """A real CollectorPolicies whose shop-daily budget is exceeded and no-gpt4 rule broken:
+    every otel_llm_policy_* series the dashboard and the rules read has data."""
+    path = tmp_path / "policies.yaml"
+    path.write_text(POLICIES)
+    policies = CollectorPolicies.open(str(path))
+    registry = CollectorRegistry()
+    policies.register(registry)
+    now = time.time_ns()
+    calls = [
+        PolicyCall(("shop", "shop", None, None, None, "openai", model), now, 200_000, 150)
+        for model in ("gpt-4o-mini", "gpt-4o-mini", "gpt-4o", "gpt-4o-mini")
+    ]
+    policies.engine.observe(calls)
+    return registry, policies
+
+
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[Prometheus, _Traffic]]:
+    registry, policies = _policies(tmp_path)
     with _Traffic() as traffic:
         server, _ = start_metrics_server(0, "127.0.0.1", traffic.registry)
+        policy_server, _ = start_metrics_server(0, "127.0.0.1", registry)
         try:
             target = f"127.0.0.1:{server.server_port}"
-            with start_prometheus(tmp_path, {"llm-apps": [target]}) as prom:
+            jobs = {"llm-apps": [target], "otel-llm": [f"127.0.0.1:{policy_server.server_port}"]}
+            with start_prometheus(tmp_path, jobs) as prom:
                 yield prom, traffic
         finally:
-            server.shutdown()
-            server.server_close()
+            for running in (server, policy_server):
+                running.shutdown()
+                running.server_close()
+            policies.stop()
 
 
 def test_real_prometheus_evaluates_every_dashboard_and_rule_expression(
@@ -233,6 +271,7 @@ def test_real_prometheus_evaluates_every_dashboard_and_rule_expression(
 ) -> None:
     prom, _ = prometheus
     prom.wait_for_scrapes("llm-apps", 5)
+    prom.wait_for_scrapes("otel-llm", 2)
 
     # The rules loaded and evaluate cleanly.
     rules = prom.wait_for_rules()
@@ -256,6 +295,10 @@ def test_real_prometheus_evaluates_every_dashboard_and_rule_expression(
     assert unknown
     assert prom.query('otel_llm_processor_errors_total{stage="downstream"}')
     assert prom.query('otel_llm_invalid_attributes_total{reason="negative"}')
+    # The policies' state: exceeded at the third call (3 x 200,000 nano-USD = the limit).
+    assert prom.query('otel_llm_policy_state{policy="shop-daily",rule="day"} == 2')
+    assert prom.query('otel_llm_policy_spend_usd{policy="shop-daily"} == 0.0008')
+    assert prom.query('otel_llm_policy_alerts_total{policy="no-gpt4",rule="denied_models"} == 1')
 
     # Exemplars: the trace ids of the calls, stored by --enable-feature=exemplar-storage.
     for metric in (

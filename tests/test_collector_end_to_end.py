@@ -139,9 +139,22 @@ def trace_ids(sent: dict[str, Sent]) -> set[str]:
     return {span["trace_id"] for span in sent.values()}
 
 
+# Every otel_llm_policy_* series the dashboard and the rules read exists from start-up: a
+# block policy with a USD budget (spend, limit, state, violations, alerts, blocks).
+POLICIES = """\
+policies:
+  - name: everything-daily
+    scope: "*"
+    budgets: [{window: day, usd: 1000}]
+    action: block
+"""
+
+
 def start_collector(
     started: list[CollectorProcess], tmp_path: Path, upstream: OTLPReceiver
 ) -> CollectorProcess:
+    policies = tmp_path / "policies.yaml"
+    policies.write_text(POLICIES)
     collector = CollectorProcess(
         [
             "--grpc-endpoint=127.0.0.1:0",
@@ -151,6 +164,7 @@ def start_collector(
             "--upstream-insecure",
             f"--queue-dir={tmp_path / 'queue'}",
             f"--call-log-store={tmp_path / 'calls.db'}",
+            f"--policies={policies}",
         ]
     )
     started.append(collector)
@@ -270,6 +284,7 @@ def test_spans_from_an_sdk_app_are_priced_forwarded_and_every_expression_has_dat
         assert prom.query('otel_llm_collector_received_spans_total{transport="http"} > 0')
         assert prom.query("otel_llm_collector_forwarded_spans_total > 0")
         assert prom.query('gen_ai_client_cost_usd_total{service_name="shop-grpc"} > 0')
+        assert prom.query('otel_llm_policy_spend_usd{policy="everything-daily"} > 0')
 
         # Exemplars link the metrics to the app's traces.
         exemplar_traces = prom.exemplar_trace_ids("gen_ai_client_cost_usd_total")

@@ -16,8 +16,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -454,3 +458,156 @@ def test_a_request_delivered_twice_is_evaluated_once(
             assert exporter.export(spans) == SpanExportResult.SUCCESS
         exporter.shutdown()
         assert budget_of(call_log)["spent_nanos"] == CALL_NANOS
+
+
+RULES = """\
+  - name: no-pricey
+    scope: "*"
+    calls: {denied_models: ["pricey-*"]}
+    action: alert
+  - name: big-calls
+    scope: "*"
+    calls: {max_tokens: 1000}
+"""
+
+
+def calls_api(call_log: CallLogService, path: str, **params: str) -> tuple[int, Any]:
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    url = f"http://127.0.0.1:{call_log.api_port}/api/v1/calls{path}{query}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - 127.0.0.1
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_violation_is_recorded_on_its_call_and_counted_in_stats(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, files: dict[str, Path]
+) -> None:
+    files["policies"].write_text(BUDGET + RULES)
+    store = empty_store_url(backend, request, tmp_path)
+    with collector(tmp_path, store, files) as (service, call_log):
+        app = App(service)
+        expected: dict[str, tuple[str, str, str] | None] = {}
+        expected[app.call()] = None  # $0.0002 of shop-daily's $0.0006
+        expected[app.call()] = None  # the warning: an alert, not a violation
+        expected[app.call()] = ("shop-daily", "day", "block")  # reaches the limit
+        expected[app.call(project="search")] = None  # outside shop-daily's scope
+        expected[app.call()] = ("shop-daily", "day", "block")  # while exceeded: refused
+        expected[app.call(model="pricey-model", project="search")] = (
+            "no-pricey",
+            "denied_models",
+            "alert",
+        )
+        expected[app.call(project="search", tokens=(2000, 10))] = (
+            "big-calls",
+            "max_tokens",
+            "record",
+        )
+        # Both call rules broken: the alert policy's is the more severe.
+        expected[app.call(model="pricey-model", project="search", tokens=(2000, 10))] = (
+            "no-pricey",
+            "denied_models",
+            "alert",
+        )
+        app.close()
+        wait_until(lambda: call_log.store.count(CallFilter()) == len(expected))
+
+        for call_id, verdict in expected.items():
+            status, call = calls_api(call_log, f"/{call_id}")
+            assert status == 200, call
+            assert (call["policy"], call["policy_rule"], call["policy_action"]) == (
+                verdict or (None, None, None)
+            ), call_id
+
+        # Seed 002's totals: the calls with a violation, of alert/block policies, of block ones.
+        status, stats = calls_api(call_log, "/stats")
+        assert status == 200, stats
+        totals = stats["stats"]
+        assert (totals["policy_violations"], totals["alerts"], totals["blocks"]) == (5, 4, 2)
+        # The same from the call records (hourly stats read them, not the daily rows).
+        status, hourly = calls_api(call_log, "/stats", group_by="hour")
+        assert status == 200, hourly
+        assert sum(g["policy_violations"] for g in hourly["groups"]) == 5
+        assert sum(g["blocks"] for g in hourly["groups"]) == 2
+        # A filter the daily rows answer: the shop project's calls only.
+        status, shop = calls_api(call_log, "/stats", project="shop")
+        shop_totals = shop["stats"]
+        assert (shop_totals["policy_violations"], shop_totals["alerts"]) == (2, 2)
+
+        # The calls list filters on them.
+        status, listed = calls_api(call_log, "", policy="shop-daily,no-pricey", limit="100")
+        assert status == 200, listed
+        assert sorted(c["id"] for c in listed["calls"]) == sorted(
+            call_id for call_id, v in expected.items() if v and v[0] != "big-calls"
+        )
+        status, counted = calls_api(call_log, "/count", policy_action="record")
+        assert (status, counted["count"]) == (200, 1)
+
+        status, grouped = calls_api(call_log, "/stats", group_by="policy")
+        assert status == 200, grouped
+        groups = {g["group"]: g for g in grouped["groups"]}
+        assert {name: g["total_requests"] for name, g in groups.items()} == {
+            "shop-daily": 2,
+            "no-pricey": 2,
+            "big-calls": 1,
+            None: 3,
+        }
+        assert (groups["shop-daily"]["blocks"], groups["no-pricey"]["alerts"]) == (2, 2)
+        assert groups["big-calls"]["policy_violations"] == 1
+        assert groups["big-calls"]["alerts"] == 0
+        assert groups[None]["policy_violations"] == 0
+
+
+def test_a_call_taken_before_its_evaluation_or_derived_again_gets_its_verdict(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    """The call feeder can take a batch off the queue before its request was evaluated, or
+    derive its calls again from the payload: either way the record gets the verdict."""
+    files["policies"].write_text(BUDGET + RULES)
+    policies = CollectorPolicies.open(str(files["policies"]))
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "shop-api"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    for model in ("budget-model", "pricey-model"):
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": model,
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.output_tokens": 50,
+        }
+        with provider.get_tracer("shop").start_as_current_span("chat", attributes=attributes):
+            pass
+    payload = encode_spans(memory.get_finished_spans()).SerializeToString()
+    with collector(tmp_path, str(tmp_path / "calls.db"), files) as (service, _):
+        enrich = service.enricher.enrich
+
+        def calls_of() -> list[Any]:
+            request = ExportTraceServiceRequest.FromString(payload)
+            return list(enrich(request, raw=payload, record=False).calls)
+
+        queued = calls_of()
+        policies.expect(queued)  # the request path, before the put
+        settled = threading.Event()
+
+        def feeder() -> None:
+            policies.settle(queued)  # the feeder took the batch first: it waits
+            settled.set()
+
+        thread = threading.Thread(target=feeder)
+        thread.start()
+        assert not settled.wait(0.2)
+        policies.observe(queued)  # the request path, after the put
+        thread.join(5)
+        assert settled.is_set()
+        verdict = ("no-pricey", "denied_models", "alert")
+        assert [call.policy for call in queued] == [None, verdict]
+
+        again = calls_of()  # the same batch derived again from its payload (no memo)
+        assert [call.policy for call in again] == [None, None]
+        policies.settle(again)
+        assert [call.policy for call in again] == [None, verdict]
+    policies.stop()

@@ -31,6 +31,7 @@ _LATENCY = column_of("latency_ms")
 _TTFC = column_of("time_to_first_chunk_ms")
 _CREDITS = f"{column_of('billing')} = 'credits'"
 _LIST = column_of("list_cost")
+_ACTION = column_of("policy_action")
 _SUM_OF: dict[str, str] = {
     "requests": "COUNT(*)",
     "failed": "SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END)",
@@ -44,6 +45,10 @@ _SUM_OF: dict[str, str] = {
     "credits_list_nusd": f"SUM(CASE WHEN {_CREDITS} THEN {_LIST} ELSE 0 END)",
     "credits_list_unknown": f"SUM(CASE WHEN {_CREDITS} AND {_LIST} IS NULL THEN 1 ELSE 0 END)",
     "discount_nusd": f"SUM({column_of('discount')})",
+    # The policy counters, as ``rollup._police`` counts a call.
+    "policy_violations": f"COUNT({_ACTION})",
+    "policy_alerts": f"SUM(CASE WHEN {_ACTION} IN ('alert', 'block') THEN 1 ELSE 0 END)",
+    "policy_blocks": f"SUM(CASE WHEN {_ACTION} = 'block' THEN 1 ELSE 0 END)",
 }
 """Each daily counter as an aggregate over call records (a new counter needs its line here:
 the next statement fails at import without it)."""

@@ -344,6 +344,25 @@ CALL_FIELDS: tuple[Field, ...] = (
         "Span id (16 hex) of the call span's parent; null for a root span.",
     ),
     Field("root_span_name", "string", "Name of the trace's root span, once it was received."),
+    # v7 (issue 14): the call's policy violation, added at the end of the table after v6's.
+    Field(
+        "policy",
+        "string",
+        "The policy the call violated (the collector's --policies file): its most severe "
+        "violation (block over alert over record), the first among equals; null: none.",
+    ),
+    Field(
+        "policy_rule",
+        "string",
+        "That violation's rule: a budget (its window, e.g. day or 2h) or a call rule "
+        "(allowed_models, denied_models, max_tokens, max_cost).",
+    ),
+    Field(
+        "policy_action",
+        "string",
+        "That policy's action: record, alert or block.",
+        max_length=16,
+    ),
     Field(
         "has_content",
         "boolean",
@@ -451,6 +470,8 @@ TEXT_MATCHES: tuple[Match, ...] = (
     Match("agent_name", "only calls under this agent (gen_ai.agent.name)"),
     Match("agent_id", "only calls under this agent id (gen_ai.agent.id)"),
     Match("conversation_id", "only calls of this conversation (gen_ai.conversation.id)"),
+    Match("policy", "only calls that violated this policy (the collector's --policies)"),
+    Match("policy_action", "only calls whose violation's policy has this action"),
 )
 """Filters of any text, matched exactly (the parameters' order in messages). Each takes several
 values (``model=a,b`` in the URL, ``{"$in": [...]}`` or ``{"$ne": ...}`` in a POST query)."""
@@ -537,9 +558,14 @@ MAX_SORT_KEYS = 4
 """Sort keys one request may give (``sort=model,cost``); the id breaks the last ties."""
 
 
-CALL_GROUPS: dict[str, str] = {"agent": "agent_name", "conversation": "conversation_id"}
+CALL_GROUPS: dict[str, str] = {
+    "agent": "agent_name",
+    "conversation": "conversation_id",
+    "policy": "policy",
+}
 """Stats groups answered from the call records, not the daily aggregates -> the field grouped
-by: conversations are too many for a daily row's key (``callgroups.py``, docs/calllog.md)."""
+by: conversations are too many for a daily row's key (``callgroups.py``, docs/calllog.md); a
+policy is a key the existing daily tables do not have, and only violating calls carry one."""
 
 
 # --- the daily aggregates ----------------------------------------------------------------------
@@ -566,6 +592,10 @@ BILLING_SUMS: tuple[str, ...] = (
 cost, their cost at list price and those whose list price is unknown; the USD discounts took
 off (``discount``). Own-key figures are the row's totals less the credits ones."""
 
+POLICY_SUMS: tuple[str, ...] = ("policy_violations", "policy_alerts", "policy_blocks")
+"""A daily row's policy counters (v7), from each call's ``policy_action``: the calls with a
+violation, those of an alert or block policy, those of a block policy."""
+
 DAILY_SUMS: tuple[str, ...] = (
     "requests",
     "failed",
@@ -573,10 +603,11 @@ DAILY_SUMS: tuple[str, ...] = (
     *SUMMED,
     "latency_count",
     *BILLING_SUMS,
+    *POLICY_SUMS,
 )
 """Integer counters of a daily aggregate row, added on merge: calls, failed calls, calls
-without a price, the summed columns, the calls with a latency (the mean's divisor), and the
-billing counters."""
+without a price, the summed columns, the calls with a latency (the mean's divisor), the
+billing counters and the policy counters."""
 
 DAILY_LATENCY_SUM = "latency_sum_ms"
 DAILY_SKETCHES: dict[str, str] = {"latency_ms": "latency_sketch", "ttfc_ms": "ttfc_sketch"}
@@ -640,10 +671,16 @@ def _daily_columns(key: tuple[str, ...]) -> tuple[Column, ...]:
     # in the same place, so every daily table has one column order.
     return (
         *(Column(name, "text", True) for name in key),
-        *(Column(name, "bigint", True) for name in DAILY_SUMS if name not in BILLING_SUMS),
+        *(
+            Column(name, "bigint", True)
+            for name in DAILY_SUMS
+            if name not in BILLING_SUMS and name not in POLICY_SUMS
+        ),
         Column(DAILY_LATENCY_SUM, "real", True),
         *(Column(name, "blob", False) for name in DAILY_SKETCHES.values()),
         *(Column(name, "bigint", True) for name in BILLING_SUMS),
+        # v7 appended the policy counters to every daily table.
+        *(Column(name, "bigint", True) for name in POLICY_SUMS),
     )
 
 

@@ -32,6 +32,7 @@ StatsGroup = Literal[
     "status",
     "agent",
     "conversation",
+    "policy",
 ]
 
 DEFAULT_LIMIT = 50
@@ -78,6 +79,9 @@ class CallFilter:
     agent_name: Match = None
     agent_id: Match = None
     conversation_id: Match = None
+    policy: Match = None
+    """The policy a call violated (``policy_action``: that policy's action)."""
+    policy_action: Match = None
     streaming: bool | None = None
     request_id: Match = None
     """The provider's response id (no index: the rows of the time range are read)."""

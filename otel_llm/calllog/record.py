@@ -119,6 +119,9 @@ class CallRecord:
     conversation_id: str | None = None
     parent_span_id: str | None = None
     root_span_name: str | None = None
+    policy: str | None = None
+    policy_rule: str | None = None
+    policy_action: str | None = None
     request_prompt: str | None = None
     response_preview: str | None = None
 
@@ -206,6 +209,7 @@ def build_record(
     now: datetime | None = None,
     parent_span_id: int | None = None,
     root_span_name: str | None = None,
+    policy: tuple[str, str, str] | None = None,
 ) -> CallRecord:
     """The record of one derived LLM call span.
 
@@ -213,7 +217,7 @@ def build_record(
     attributes (present only when content capture is on), truncated to ``content_max_length``
     characters (default: the ``content_max_length`` setting). ``parent_span_id``: the
     span's parent (None or 0: a root); ``root_span_name``: its trace's root span's name, when
-    known as the record is made.
+    known as the record is made; ``policy``: its violation (policy, rule, action), if any.
 
     Every value is held to the catalogue's limits (``limits.checked``, ``now`` the time an end
     time is judged against): a value no store could take is corrected and counted here, so it
@@ -326,6 +330,9 @@ def build_record(
         conversation_id=_text(attributes.get(sc.GEN_AI_CONVERSATION_ID)),
         parent_span_id=f"{parent_span_id:016x}" if parent_span_id else None,
         root_span_name=root_span_name or None,
+        policy=policy[0] if policy else None,
+        policy_rule=policy[1] if policy else None,
+        policy_action=policy[2] if policy else None,
         **money,
     )
     return checked(record, now=now)

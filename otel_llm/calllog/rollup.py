@@ -21,7 +21,14 @@ from decimal import Decimal
 from operator import add, itemgetter, sub
 from typing import Any
 
-from otel_llm.calllog.catalogue import DAILY_SUMS, ROLLUPS, SUMMED, Rollup, column_of
+from otel_llm.calllog.catalogue import (
+    DAILY_SUMS,
+    POLICY_SUMS,
+    ROLLUPS,
+    SUMMED,
+    Rollup,
+    column_of,
+)
 from otel_llm.calllog.record import from_nanos
 from otel_llm.calllog.sketch import EMPTY_BYTES, Sketch, bucket, one_value_bytes
 from otel_llm.calllog.sql import INSERT_COLUMNS
@@ -47,6 +54,7 @@ _SUMMED = tuple(_SUM[name] for name in SUMMED)
 _CREDITS, _CREDITS_UNPRICED = _SUM["credits_requests"], _SUM["credits_unpriced"]
 _CREDITS_COST, _CREDITS_LIST = _SUM["credits_cost_nusd"], _SUM["credits_list_nusd"]
 _CREDITS_LIST_UNKNOWN, _DISCOUNT = _SUM["credits_list_unknown"], _SUM["discount_nusd"]
+_VIOLATIONS, _ALERTS, _BLOCKS = (_SUM[name] for name in POLICY_SUMS)
 
 DailyKey = tuple[str, ...]
 """A daily row's key (``Rollup.key``): its day, then its fields' values."""
@@ -70,11 +78,14 @@ class Totals:
         latency_ms: float | None,
         ttfc_ms: float | None,
         billed: Sequence[Any] = (None, None, None),
+        *,
+        policy_action: str | None = None,
     ) -> None:
-        """One call: its values of ``SUMMED`` (token counts, costs in nano-USD) and of
-        ``BILLED`` (billing mode, list cost, discount)."""
+        """One call: its values of ``SUMMED`` (token counts, costs in nano-USD), of
+        ``BILLED`` (billing mode, list cost, discount) and its policy violation's action."""
         sums = self.sums
         _bill(sums, summed[_SUMMED_COST], *billed)
+        _police(sums, policy_action)
         sums[_REQUESTS] += 1
         if failed:
             sums[_FAILED] += 1
@@ -245,6 +256,11 @@ class Totals:
             "p50_time_to_first_chunk_ms": t50,
             "p95_time_to_first_chunk_ms": t95,
             **self.billing(),
+            # Seed 002's totals: calls with a policy violation, and those of alert and block
+            # policies (each call once, by its most severe violation).
+            "policy_violations": sums[_VIOLATIONS],
+            "alerts": sums[_ALERTS],
+            "blocks": sums[_BLOCKS],
         }
 
 
@@ -347,6 +363,20 @@ def _bill(
             sums[_CREDITS_LIST] += listed
 
 
+def _police(sums: list[int], action: str | None) -> None:
+    """Count one call's policy violation of this action (None: none) in the policy counters."""
+    if not action:
+        return
+    sums[_VIOLATIONS] += 1
+    if action in ("alert", "block"):
+        sums[_ALERTS] += 1
+        if action == "block":
+            sums[_BLOCKS] += 1
+
+
+_C_POLICY_ACTION = _COLUMN[column_of("policy_action")]
+
+
 _KEYED = tuple(dict.fromkeys(name for daily in ROLLUPS for name in daily.key[1:]))
 """Every column of a daily key (but the day), each once."""
 _KEYED_AT = tuple(_COLUMN[name] for name in _KEYED)
@@ -400,6 +430,7 @@ def rollup(rows: Iterable[Sequence[Any]]) -> Added:
         ttfc = row[_C_TTFC]
         ttfc_bucket = _NO_VALUE if ttfc is None else bucket(ttfc)
         _bill(vector, cost, *[row[index] for index in _C_BILLED])
+        _police(vector, row[_C_POLICY_ACTION])
         call = OneCall(vector, latency or 0.0, latency_bucket, ttfc_bucket)
         for table, pick in found:
             key = (day, *pick(keyed))

@@ -22,7 +22,8 @@ Representation (the same in both databases, so one SQL text serves both):
 - v4: the provider's request id, the API endpoint and method, a hint of the API key;
 - v5: daily aggregates by status, by user and by API key, next to the first (``rollup.py``);
 - v6: a call's agent, conversation, parent span and root span name; the trace's root, agent
-  and tool spans (``tracespans.py``).
+  and tool spans (``tracespans.py``);
+- v7: a call's policy violation (policy, rule, action); the daily rows' policy counters.
 """
 
 from __future__ import annotations
@@ -300,7 +301,27 @@ def _v6(t: Types) -> list[str]:
     ]
 
 
-MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
+def _v7(t: Types) -> list[str]:
+    # Issue 14: the violation the collector's policies found in a call, and per daily row the
+    # calls with one (and of alert / block policies: the seed's alerts and blocks). Calls and
+    # rows stored before have none. The policy index serves stats grouped by policy (few
+    # calls carry one) and its filter.
+    daily = ("policy_violations", "policy_alerts", "policy_blocks")
+    return [
+        *(
+            f"ALTER TABLE {CALLS} ADD COLUMN {name} TEXT"
+            for name in ("policy", "policy_rule", "policy_action")
+        ),
+        f"CREATE INDEX {CALLS}_policy ON {CALLS} (policy, created_us)",
+        *(
+            f"ALTER TABLE {table} ADD COLUMN {name} {t.bigint} NOT NULL DEFAULT 0"
+            for table in (DAILY, DAILY_STATUS, DAILY_USER, DAILY_API_KEY)
+            for name in daily
+        ),
+    ]
+
+
+MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)
 """Migration n (1-based) is ``MIGRATIONS[n - 1]``."""
 
 LATEST = len(MIGRATIONS)

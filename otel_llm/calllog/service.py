@@ -272,6 +272,7 @@ class CallLogService(Background):
             status_message=span.status.message or None,
             content_max_length=self.config.content_max_length,
             parent_span_id=id_to_int(span.parent_span_id),
+            policy=call.policy,
         )
 
     # --- what is running ------------------------------------------------------------------------

@@ -310,7 +310,7 @@ class SQLCallStore(IsolatingStore, ABC):
     def _hourly(self, call_filter: CallFilter, deadline: Deadline) -> _Groups:
         condition = sql.where(call_filter)
         by_hour: dict[int, rollup.Totals] = {}
-        last = len(_HOURLY_COLUMNS) - 2 - len(rollup.BILLED)
+        last = len(_HOURLY_COLUMNS) - 3 - len(rollup.BILLED)
 
         def add(rows: Rows) -> None:
             for count, row in enumerate(rows):
@@ -321,7 +321,12 @@ class SQLCallStore(IsolatingStore, ABC):
                 if totals is None:
                     totals = by_hour[hour] = rollup.Totals()
                 totals.add(
-                    row[1] == "error", row[2:last], row[last], row[last + 1], row[last + 2 :]
+                    row[1] == "error",
+                    row[2:last],
+                    row[last],
+                    row[last + 1],
+                    row[last + 2 : -1],
+                    policy_action=row[-1],
                 )
 
         self._scan(
@@ -430,6 +435,7 @@ _HOURLY_COLUMNS = (
     column_of("latency_ms"),
     column_of("time_to_first_chunk_ms"),
     *rollup.BILLED,
+    column_of("policy_action"),
 )
 """What hourly stats read of each call: its time, its status, ``Totals.add``'s values."""
 

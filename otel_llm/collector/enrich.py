@@ -85,6 +85,9 @@ class EnrichedCall:
     measured: bool
     """True when this service recorded its metrics; False when an in-process
     ``LLMSpanProcessor`` had already priced and measured it (the span is unchanged)."""
+    policy: tuple[str, str, str] | None = None
+    """Its most severe policy violation, (policy, rule, action), set by the collector's
+    policies after the call's request was queued (``collector/policies.py``); None: none."""
 
 
 @dataclass(slots=True)

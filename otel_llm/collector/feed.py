@@ -72,6 +72,7 @@ class CallFeeder:
         *,
         on_failure: Callable[[], None] = lambda: None,
         span_sink: SpanSink | None = None,
+        settle: Callable[[Sequence[EnrichedCall]], None] | None = None,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
         sleep: Sleep = threading.Event.wait,
@@ -82,6 +83,9 @@ class CallFeeder:
         self._enricher = enricher
         self._sink = sink
         self._span_sink = span_sink
+        self._settle = settle
+        """The policies' verdicts set on the calls before they are stored (they are evaluated
+        just after their batch is queued; ``CollectorPolicies.settle``)."""
         self._metrics = metrics
         self._on_failure = on_failure
         self._initial_backoff = initial_backoff
@@ -128,6 +132,8 @@ class CallFeeder:
                 found = [self._found(taken) for taken in items]
                 calls = [call for taken, _ in found for call in taken]
                 if calls:
+                    if self._settle is not None:
+                        self._settle(calls)
                     self._sink(calls)
                 spans = [span for _, taken in found for span in taken]
                 if self._span_sink is not None and (spans or calls):

@@ -17,12 +17,26 @@ The metrics (``semconv/metrics.yaml``, component ``policies``):
   {policy, rule}, ``otel_llm_policy_blocks_total`` {policy}.
 
 Their series are bounded by the file: one per policy and rule, none for the calls' values.
+
+Each violating call's verdict -- (policy, rule, action), its most severe violation -- goes to
+the call log with the call (fields ``policy``, ``policy_rule``, ``policy_action``). The call is
+queued before it is evaluated, so the call feeder may take it from the queue first: ``expect``
+marks a request's calls as pending before they are queued, ``observe`` sets their verdicts, and
+the feeder's ``settle`` waits (a bound) for the pending ones before they are stored. A call the
+feeder derives again from the payload (no memo: a restart, or a feeder far behind) is a new
+object: ``settle`` finds its verdict among the recent violations, kept by span id within a
+bound (such a batch had its memo dropped because the feeder was far behind -- the queue is
+read in order, so its request was evaluated long before the feeder reaches it). A call
+replayed after a crash, or one whose verdict fell out of that bound, is stored without it (its
+violation is still counted in the metrics).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
@@ -33,7 +47,7 @@ from prometheus_client.registry import Collector
 
 from otel_llm.collector.dedup import RecentSpans, span_key
 from otel_llm.policies.calls import policy_call
-from otel_llm.policies.engine import LEVELS, PolicyCall, SpendHistory
+from otel_llm.policies.engine import LEVELS, PolicyCall, SpendHistory, Verdict
 from otel_llm.policies.model import CALL_RULES, Policy
 from otel_llm.policies.watch import DEFAULT_INTERVAL, PolicyFile
 
@@ -53,6 +67,13 @@ PROM_BLOCKS: Final = "otel_llm_policy_blocks_total"
 
 _NANO = Decimal(1_000_000_000)
 
+PENDING: Final = ("", "", "")
+"""A call's ``policy`` between ``expect`` and ``observe`` (no verdict is ever empty)."""
+MAX_VERDICTS = 65_536
+"""Recent violations kept by span id for calls derived again from the queue's payload."""
+SETTLE_TIMEOUT = 5.0
+"""Seconds the call feeder waits for a request's evaluation (it follows the put at once)."""
+
 
 class CollectorPolicies:
     """The collector's policies: evaluation, reloading and metrics.
@@ -71,6 +92,8 @@ class CollectorPolicies:
         self.recent = RecentSpans(0)
         """Calls evaluated lately, by span id: a redelivered request is not evaluated twice
         (the service sizes it as its ``dedup_window``)."""
+        self._verdicts: OrderedDict[bytes, Verdict] = OrderedDict()
+        self._settled = threading.Condition()
 
     @classmethod
     def open(
@@ -104,21 +127,74 @@ class CollectorPolicies:
     def stop(self) -> None:
         self.file.stop()
 
+    @staticmethod
+    def expect(calls: Sequence[EnrichedCall]) -> None:
+        """Before the calls are queued: their verdicts are pending until ``observe``."""
+        for call in calls:
+            call.policy = PENDING
+
     def observe(self, calls: Sequence[EnrichedCall]) -> None:
-        """Evaluate the calls of an accepted request; never raises."""
+        """Evaluate the calls of an accepted request and set their verdicts; never raises."""
         if not calls:
             return
+        evaluated = calls
         try:
-            if self.recent.size:
-                first = self.recent.admit(
-                    [span_key(c.span.trace_id, c.span.span_id) for c in calls]
-                )
-                calls = [call for call, new in zip(calls, first, strict=True) if new]
-            found = [_policy_call(call) for call in calls]
-        except Exception:  # a policy must never fail the request that carried the call
-            _logger.exception("otel-llm collector: reading calls for the policies failed")
-            return
-        self.engine.observe(found)
+            try:
+                if self.recent.size:
+                    first = self.recent.admit(
+                        [span_key(c.span.trace_id, c.span.span_id) for c in calls]
+                    )
+                    evaluated = [call for call, new in zip(calls, first, strict=True) if new]
+                found = [_policy_call(call) for call in evaluated]
+            except Exception:  # a policy must never fail the request that carried the call
+                _logger.exception("otel-llm collector: reading calls for the policies failed")
+                return
+            verdicts = self.engine.observe(found)
+            if verdicts:
+                self._remember(evaluated, verdicts)
+        finally:
+            self._settle_all(calls)
+
+    def _remember(self, calls: Sequence[EnrichedCall], verdicts: dict[int, Verdict]) -> None:
+        with self._settled:
+            kept = self._verdicts
+            for index, verdict in verdicts.items():
+                call = calls[index]
+                call.policy = verdict
+                key = span_key(call.span.trace_id, call.span.span_id)
+                if key is not None:
+                    kept[key] = verdict
+            while len(kept) > MAX_VERDICTS:
+                kept.popitem(last=False)
+
+    def _settle_all(self, calls: Sequence[EnrichedCall]) -> None:
+        with self._settled:
+            for call in calls:
+                if call.policy is PENDING:
+                    # Not evaluated here (a redelivery): the verdict of its first delivery.
+                    call.policy = self._kept(call)
+            self._settled.notify_all()
+
+    def settle(self, calls: Sequence[EnrichedCall], timeout: float = SETTLE_TIMEOUT) -> None:
+        """Before the call feeder stores ``calls``: wait for their evaluation, and give those
+        derived again from the payload the verdicts remembered for them."""
+        with self._settled:
+            if not self._settled.wait_for(
+                lambda: all(call.policy is not PENDING for call in calls), timeout
+            ):
+                _logger.warning("otel-llm collector: calls stored before their policy verdicts")
+            for call in calls:
+                if call.policy is PENDING:
+                    call.policy = None
+                elif call.policy is None:
+                    call.policy = self._kept(call)
+
+    def _kept(self, call: EnrichedCall) -> Verdict | None:
+        """The verdict remembered for the call's span (held under ``_settled``)."""
+        if not self._verdicts:
+            return None
+        key = span_key(call.span.trace_id, call.span.span_id)
+        return self._verdicts.get(key) if key is not None else None
 
 
 def _policy_call(call: EnrichedCall) -> PolicyCall:

@@ -234,6 +234,7 @@ class CollectorService(Background):
                 self.metrics,
                 on_failure=lambda: self.enricher.recorder.record_error(CALL_SINK_STAGE),
                 span_sink=self._span_sink,
+                settle=self.policies.settle if self.policies is not None else None,
                 initial_backoff=config.retry_initial_backoff,
                 max_backoff=max(config.retry_max_backoff, config.retry_initial_backoff),
             )
@@ -389,6 +390,8 @@ class CollectorService(Background):
                 memo = (result.calls, result.tree)
             elif self._call_sink is not None:
                 memo = result.calls
+            if self.policies is not None and memo is not None:
+                self.policies.expect(result.calls)  # the feeder waits for their verdicts
             try:
                 self._queue.put(data, result.spans, memo)
             except QueueClosed:

@@ -41,12 +41,18 @@ from otel_llm.policies.matching import ScopeIndex, projection
 from otel_llm.policies.model import Action, Policy, PolicySet, ScopeKey
 from otel_llm.policies.windows import iso
 
-__all__ = ["LEVELS", "Level", "PolicyCall", "PolicyEngine", "SpendHistory"]
+__all__ = ["LEVELS", "Level", "PolicyCall", "PolicyEngine", "SpendHistory", "Verdict"]
 
 _logger = logging.getLogger(__name__)
 
 MAX_CACHED_SCOPES = 10_000
 """Plans remembered (by the scope values policies read); past it the cache restarts."""
+
+
+Verdict = tuple[str, str, Action]
+"""A call's violation as the call log records it: (policy, rule, the policy's action)."""
+
+_SEVERITY: dict[str, int] = {"record": 0, "alert": 1, "block": 2}
 
 
 class PolicyCall(NamedTuple):
@@ -121,6 +127,8 @@ class PolicyEngine:
         """Violations by (policy, rule, action)."""
         self.alerts: dict[tuple[str, str], int] = {}
         self.blocks: dict[str, int] = {}
+        self._found: list[Verdict] = []
+        """The violations of the call being evaluated (``observe`` makes its verdict)."""
         self.revision = 0
         """Bumped by every change of a state (and by a reload): a poller compares it."""
         self.loaded_at_ns = clock()
@@ -191,20 +199,29 @@ class PolicyEngine:
         return fresh
 
     # --- evaluation ---------------------------------------------------------------------------
-    def observe(self, calls: Sequence[PolicyCall]) -> None:
-        """Evaluate calls, in order (the collector's request path). Never raises."""
+    def observe(self, calls: Sequence[PolicyCall]) -> dict[int, Verdict]:
+        """Evaluate calls, in order (the collector's request path). Never raises. Returns the
+        violating calls' verdicts by their index in ``calls``: each call's most severe
+        violation (block over alert over record), the first one among equals."""
+        verdicts: dict[int, Verdict] = {}
         try:
             with self._lock:
                 now = self._clock()
                 cache, project = self._cache, self._project
-                for call in calls:
+                found = self._found
+                for index, call in enumerate(calls):
                     plan = cache.get(project(call.key))
                     if plan is None:
                         plan = self._plan(call.key)
                     if plan.policies:
                         self._evaluate(plan, call, now)
+                        if found:  # rare: only a violating call pays for its verdict
+                            verdicts[index] = max(found, key=lambda v: _SEVERITY[v[2]])
+                            found.clear()
         except Exception:  # a policy must never fail the request that carried the call
+            self._found.clear()
             _logger.exception("otel-llm policies: evaluating calls failed")
+        return verdicts
 
     def _matching(self, key: ScopeKey) -> tuple[Policy, ...]:
         plan = self._cache.get(self._project(key))
@@ -305,6 +322,7 @@ class PolicyEngine:
     def _violated(self, policy: Policy, rule: str, *, alert: bool = True) -> None:
         key = (policy.name, rule, policy.action)
         self.violations[key] = self.violations.get(key, 0) + 1
+        self._found.append(key)
         if alert:
             self._alert(policy, rule)
 
