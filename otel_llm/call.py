@@ -201,27 +201,16 @@ def read_call_fast(
 
 _FLOAT_MAX = sys.float_info.max
 
-_INPUT, _OUTPUT, _CACHE_READ, _CACHE_CREATION, _REASONING = (
-    names[0]
-    for names in (
-        CANONICAL.input_names,
-        CANONICAL.output_names,
-        CANONICAL.cache_read_names,
-        CANONICAL.cache_creation_names,
-        CANONICAL.reasoning_names,
-    )
+_COUNT_NAMES = (
+    CANONICAL.input_names,
+    CANONICAL.output_names,
+    CANONICAL.cache_read_names,
+    CANONICAL.cache_creation_names,
+    CANONICAL.reasoning_names,
 )
-_COUNT_ALIASES = frozenset(
-    alias
-    for names in (
-        CANONICAL.input_names,
-        CANONICAL.output_names,
-        CANONICAL.cache_read_names,
-        CANONICAL.cache_creation_names,
-        CANONICAL.reasoning_names,
-    )
-    for alias in names[1:]
-)
+"""Each token count's names: the current one first, then its deprecated aliases."""
+_INPUT, _OUTPUT, _CACHE_READ, _CACHE_CREATION, _REASONING = (names[0] for names in _COUNT_NAMES)
+_COUNT_ALIASES = frozenset(alias for names in _COUNT_NAMES for alias in names[1:])
 """The deprecated names of the token counts: a span with any of them is the full reader's."""
 
 
