@@ -52,13 +52,13 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from otel_llm.calllog import partitions, rollup, sql  # noqa: E402
-from otel_llm.calllog.catalogue import DAILY_SUMS, DAILY_VALUES, ROLLUPS  # noqa: E402
-from otel_llm.calllog.postgres import PostgresCallStore  # noqa: E402
-from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery  # noqa: E402
-from otel_llm.calllog.schema import CALLS  # noqa: E402
+from otel_llm.calllog import partitions, rollup, sql
+from otel_llm.calllog.catalogue import DAILY_SUMS, DAILY_VALUES, ROLLUPS
+from otel_llm.calllog.postgres import PostgresCallStore
+from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
+from otel_llm.calllog.schema import CALLS
 
 DAY_US = 86_400_000_000
 MODELS = (  # model, provider, nano-USD per input token, per output token
@@ -222,7 +222,8 @@ def load(url: str, calls: int, days: int, today: int) -> dict[str, float]:
             int(row[0])
             for row in connection.execute(
                 "SELECT pg_total_relation_size(i.inhrelid) FROM pg_inherits i "
-                f"WHERE i.inhparent = '{CALLS}'::regclass"
+                "WHERE i.inhparent = %s::regclass",
+                (CALLS,),
             ).fetchall()
         ) or int(size[0] if size else 0)
     return {
