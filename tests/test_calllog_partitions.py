@@ -230,6 +230,27 @@ def test_a_call_from_outside_the_partitions_is_kept_once_and_moves_in_when_its_d
         store.close()
 
 
+def test_a_partition_that_cannot_be_made_leaves_its_calls_in_the_default_one(url: str) -> None:
+    (late,) = make_records(1, days=1, now=NOW - timedelta(days=20), seed=12)
+    store = PostgresCallStore(url, clock=lambda: NOW)
+    holder = psycopg.connect(url)
+    try:
+        store.write(make_records(1, days=0.1, now=NOW, seed=13))  # today's partitions made
+        # A long read of the default partition: attaching a partition needs it exclusively.
+        holder.execute(f"LOCK TABLE {partitions.DEFAULT} IN ACCESS SHARE MODE")
+        started = time.monotonic()
+        assert store.write([late]) == 1
+        assert time.monotonic() - started < 30
+        assert partition_of(url, late.id) == partitions.DEFAULT
+        assert partitions.day_of(late.created_at) not in day_partitions(url)
+        holder.rollback()
+        assert store.write([late]) == 0  # still once (its day is retried a minute later)
+        assert store.get(late.id) is not None
+    finally:
+        holder.close()
+        store.close()
+
+
 # --- the upgrade ---------------------------------------------------------------------------
 
 

@@ -10,9 +10,11 @@ timestamps sent.
 
 A partition is made as a table of its own and then attached (ATTACH takes a lighter lock on
 the parent than CREATE ... PARTITION OF); calls of its day already in the default partition
-move into it first, in the same transaction. Replicas serialise on an advisory lock; a lock
-not granted within ``LOCK_TIMEOUT`` (a long read holding the default partition) leaves the
-day's calls in the default partition and is tried again a minute later.
+move into it first, in the same transaction; it has the parent's CHECK constraints (ATTACH
+requires them). Replicas serialise on an advisory lock. A partition that cannot be made -- a
+lock not granted within ``LOCK_TIMEOUT`` (a long read holding the default partition), a
+missing grant -- leaves the day's calls in the default partition and is tried again a minute
+later; only a broken connection fails the write (to be retried).
 
 Retention drops the partitions wholly before the cutoff; the rows of the cutoff's own day,
 and old rows in the default partition, are deleted row by row (``sqlstore.py``).
@@ -28,7 +30,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import errors
 
 from otel_llm.calllog.schema import CALLS
 
@@ -94,7 +95,9 @@ class Partitions:
                 continue
             try:
                 self._create(connection, day)
-            except (errors.LockNotAvailable, errors.QueryCanceled) as exc:
+            except psycopg.Error as exc:  # a lock not granted, a grant missing, ...
+                if connection.broken or exc.sqlstate is None or exc.sqlstate.startswith("08"):
+                    raise  # the connection's: the write fails and is retried
                 self._failed[day] = now + _RETRY_AFTER
                 _logger.warning(
                     "otel-llm: partition %s of the call log not made yet (%s); its calls go "
@@ -117,7 +120,8 @@ class Partitions:
                 return  # another replica made it
             bounds = f"created_us >= {low} AND created_us < {high}"
             connection.execute(
-                f"CREATE TABLE {name} (LIKE {CALLS} INCLUDING DEFAULTS, CHECK ({bounds}))"
+                f"CREATE TABLE {name} (LIKE {CALLS} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
+                f"CHECK ({bounds}))"
             )
             # The CHECK spares ATTACH its scan of the new table; the move empties the default
             # partition of the day, which ATTACH verifies (through its primary key's index).
