@@ -232,9 +232,13 @@ def message(driver: Any) -> str:
 
 
 def open_view(driver: Any, url: str) -> None:
-    """Load ``url`` and wait until its view has drawn (or failed)."""
+    """Load ``url`` and wait until its view has drawn (or failed); signed in with KEY first if
+    the tab holds no key (a test run on its own)."""
     driver.get("about:blank")
     driver.get(url)
+    if driver.execute_script("return sessionStorage.length") == 0:
+        driver.execute_script("sessionStorage.setItem('otel-llm-call-log-key', arguments[0])", KEY)
+        driver.refresh()
     wait(driver, lambda: state(driver) in ("ready", "failed"))
 
 
@@ -459,6 +463,8 @@ def test_budgets_show_each_policy_s_spend(site: str, browser: Any, shots: Path) 
     budget = policy["budgets"][0]
     assert budget["spent_usd"] > 0
     assert browser.find_element(By.CSS_SELECTOR, "h3").text.startswith("team-daily")
+    scope = browser.find_element(By.CSS_SELECTOR, ".scope").text
+    assert scope == "scope: project: alpha; action: alert"
     cells = texts(browser, "table td")
     assert f"${budget['spent_usd']:,.4f}".rstrip("0") in cells[3]
     assert "$0.05 of" not in cells[3]
@@ -490,6 +496,38 @@ def test_a_wrong_key_is_401_and_the_rate_limit_429_shown_as_messages(
         browser.save_screenshot(str(shots / "rate-limited.png"))
     finally:
         limited.kill()
+
+
+def test_a_narrow_window_has_no_page_wide_scrolling_and_keys_reach_every_control(
+    site: str, browser: Any, shots: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    try:
+        browser.set_window_size(400, 800)
+        for view in ("activity", "calls", "traces", "budgets"):
+            open_view(browser, f"{site}/#/{view}")
+            assert state(browser) == "ready", message(browser)
+            overflow = browser.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, (view, overflow)
+        browser.save_screenshot(str(shots / "budgets-narrow.png"))
+        # Every form control has a label; Tab walks from the navigation into the filters.
+        open_view(browser, f"{site}/#/calls")
+        unlabelled = browser.execute_script(
+            "return [...document.querySelectorAll('input, select')]"
+            ".filter(c => !c.labels || c.labels.length === 0).map(c => c.id)"
+        )
+        assert unlabelled == []
+        browser.find_element(By.CSS_SELECTOR, "#nav a[data-view=calls]").send_keys(Keys.TAB)
+        focused = browser.switch_to.active_element
+        assert focused.get_attribute("data-view") == "traces"
+        browser.find_element(By.CSS_SELECTOR, "#nav a[data-view=traces]").send_keys(Keys.ENTER)
+        wait(browser, lambda: "#/traces" in browser.current_url and state(browser) == "ready")
+    finally:
+        browser.set_window_size(1280, 800)
 
 
 def test_first_chart_within_a_second_over_many_stored_calls(

@@ -17,7 +17,7 @@ export async function render(container, params, context) {
   for (const policy of answer.policies) {
     append(container, [
       el("h3", {}, policy.name, " ", el("span", { class: `state ${policy.state}` }, policy.state), policy.blocked ? el("span", { class: "error" }, " blocking") : null),
-      el("p", {}, `scope: ${policy.scope}; action: ${policy.action}`),
+      el("p", { class: "scope" }, `scope: ${scope(policy.scope)}; action: ${policy.action}`),
       table(`Budgets of ${policy.name}`, [
         ["Budget", (b) => b.name],
         ["Window", (b) => b.window],
@@ -28,4 +28,12 @@ export async function render(container, params, context) {
       ], policy.budgets),
     ]);
   }
+}
+
+/** A policy's scope: ``*`` or its fields' patterns, e.g. ``project: alpha, beta``. */
+function scope(value) {
+  if (typeof value === "string") return value;
+  return Object.entries(value || {})
+    .map(([name, patterns]) => `${name}: ${Array.isArray(patterns) ? patterns.join(", ") : JSON.stringify(patterns)}`)
+    .join("; ");
 }
