@@ -47,7 +47,8 @@ async function showTrace(container, traceId, context) {
     el("p", { class: "links" }, el("a", { href: "#/traces" }, "All traces")),
     el("h3", {}, trace.root_span_name || "trace", " ", el("code", {}, trace.trace_id)),
     el("p", {}, `${number(trace.calls)} calls, ${number(trace.errors)} errors, ${money(trace.total_cost, 6)}`, trace.truncated ? " (tree truncated)" : ""),
-    el("ul", { class: "tree", role: "tree", "aria-label": "Spans" }, trace.tree.map(node)),
+    // Nested lists (not role=tree: its arrow-key contract is not implemented; links are tabbable).
+    el("ul", { class: "tree", "aria-label": "Spans" }, trace.tree.map(node)),
   ]);
 }
 
@@ -56,9 +57,9 @@ function node(item) {
   if (item.call_id) label[2] = el("a", { href: hashOf("calls", { call: item.call_id }) }, item.name || item.call_id);
   const entry = el(
     "li",
-    { role: "treeitem", "aria-expanded": item.children.length ? "true" : null },
+    {},
     el("span", { class: "node" }, label, item.status === "error" ? el("span", { class: "error" }, "error ") : null, moment(item.started_at), " ", money(item.subtree_cost, 6)),
   );
-  if (item.children.length) entry.append(el("ul", { role: "group" }, item.children.map(node)));
+  if (item.children.length) entry.append(el("ul", {}, item.children.map(node)));
   return entry;
 }
