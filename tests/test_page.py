@@ -41,7 +41,7 @@ XSS_MODEL = '<img src=x onerror="window.__pwned=1">'
 XSS_PROMPT = "<script>window.__pwned=2</script><img src=x onerror=alert(2)>"
 XSS_ERROR = "<img src=x onerror=alert(3)><script>alert(4)</script>"
 CALLS = 90
-LOAD_CALLS = 50_000
+LOAD_CALLS = 20_000
 """Calls of the first-chart measurement here: written in a few seconds on a busy machine; the
 1,000,000-call figure is benchmarks/page_load.py's."""
 POLICIES = """\
