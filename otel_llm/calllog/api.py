@@ -155,8 +155,13 @@ class CallLogAPI(Background):
 
     @property
     def url(self) -> str:
+        return self.page_url.removesuffix("/") + PREFIX
+
+    @property
+    def page_url(self) -> str:
+        """The page's address (``http://host:port/``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{PREFIX}"
+        return f"http://{host}:{self.port}/"
 
     def start(self) -> CallLogAPI:
         """Bind and serve in a background thread; OSError if the address is unavailable."""
