@@ -45,16 +45,28 @@ class ProviderError(Exception):
     """A simulated API error; the span records its class as ``error.type``."""
 
 
+# Each carries the HTTP status and the provider's error code as the SDKs' errors do
+# (``status_code``, ``code``), so a failed span says 429 and ``rate_limit_exceeded`` as a real
+# one would.
 class RateLimitError(ProviderError):
     """HTTP 429 from OpenAI or Gemini."""
+
+    status_code = 429
+    code = "rate_limit_exceeded"
 
 
 class OverloadedError(ProviderError):
     """HTTP 529 from Anthropic."""
 
+    status_code = 529
+    code = "overloaded_error"
+
 
 class ThrottlingException(ProviderError):
     """Bedrock's throttling error."""
+
+    status_code = 429
+    code = "ThrottlingException"
 
 
 # name -> the module (of this package) that defines it. ``_DECK`` too: the tests check that the
