@@ -34,6 +34,10 @@ _INCIDENT_DAY = 7
 """Days ago of the afternoon OpenAI rate-limits (14:00-16:00 UTC): most of its calls fail."""
 _INCIDENT_HOURS = range(14, 16)
 _INCIDENT_FAILURES = 0.6
+_LAST_CALL_AGO = 5 * 60 * _S
+"""Today's calls start this long before now at the latest (a call lasts under a minute)."""
+_ROOM = 30 * 60 * _S
+"""Room a conversation or an agent run needs before the day's end (minutes between turns)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +151,8 @@ def month(calls: int, seed: int, now_ns: int) -> Month:
     result = Month()
     for i, start in enumerate(starts):
         count = max(1, round(calls * weights[i] / total))
-        day = _Day(rng, start, min(start + DAY_NS, now_ns - 60 * _S), DAYS - 1 - i)
+        # Today's calls start minutes ago at the latest: none ends in the future.
+        day = _Day(rng, start, min(start + DAY_NS, now_ns - _LAST_CALL_AGO), DAYS - 1 - i)
         result.traces += day.traces(plan(count, seed * 1009 + i))
     result.traces.sort(key=lambda trace: trace.start_ns)
     return result
@@ -170,13 +175,13 @@ class _Day:
             for i, (call, _) in enumerate(timed)
             if not call.fails and call.model is not UNKNOWN_MODEL
         ]
-        if len(good) >= 3:
+        if len(good) >= 3 and self.end_ns - self.start_ns > _ROOM:
             taken = set(good[:3])
             traces.append(self._agent_run([timed[i][0] for i in sorted(taken)]))
             timed = [item for i, item in enumerate(timed) if i not in taken]
         # One conversation a day: a few chat calls, made one user's turns minutes apart.
         chats = [i for i, (call, _) in enumerate(timed) if call.feature == "chat"]
-        if len(chats) >= 2:
+        if len(chats) >= 2 and self.end_ns - self.start_ns > _ROOM:
             taken = set(chats[: rng.randint(2, 5)])
             traces += self._conversation([timed[i][0] for i in sorted(taken)])
             timed = [item for i, item in enumerate(timed) if i not in taken]
@@ -185,15 +190,16 @@ class _Day:
             traces.append(Trace(service, (self._timed(call, at, rng.choice(service.api_keys)),)))
         return traces
 
-    def _when(self) -> int:
-        """A time of the day, busier in the afternoon (UTC) than at night."""
-        rng = self.rng
+    def _when(self, room: int = 0) -> int:
+        """A time of the day, busier in the afternoon (UTC) than at night, ``room``
+        nanoseconds before its end at least."""
+        rng, end = self.rng, max(self.start_ns + 1, self.end_ns - room)
         for _ in range(20):
             hour = rng.choices(range(24), weights=_HOURLY)[0]
             at = self.start_ns + hour * 3600 * _S + rng.randrange(3600 * _S)
-            if at < self.end_ns:
+            if at < end:
                 return at
-        return rng.randrange(self.start_ns, self.end_ns)
+        return rng.randrange(self.start_ns, end)
 
     def _failing(self, call: SimulatedCall, at: int) -> tuple[SimulatedCall, int]:
         hour = (at - self.start_ns) // (3600 * _S)
@@ -242,7 +248,7 @@ class _Day:
         rng = self.rng
         conversation = f"conv-{rng.getrandbits(48):012x}"
         user, key = calls[0].user_id, rng.choice(CHAT.api_keys)
-        at = self._when()
+        at = self._when(_ROOM)
         first = rng.randrange(len(_QUESTIONS))
         traces = []
         for turn, call in enumerate(calls):
@@ -256,7 +262,7 @@ class _Day:
         conversation = f"conv-{rng.getrandbits(48):012x}"
         topic = rng.randrange(len(_QUESTIONS))
         key = SUPPORT.api_keys[0]
-        at = self._when()
+        at = self._when(_ROOM)
         timed: list[TimedCall] = []
         tool = (0, 0)
         for step, planned in enumerate(calls):
