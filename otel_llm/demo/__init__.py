@@ -8,8 +8,11 @@ sums are exact Decimals rather than sums of floats.
 
 The modules follow the run: ``scenario`` (what is simulated), ``pipeline`` (the spans through
 the processor), ``summary`` (what they cost), ``report`` (the text), ``command`` (the
-subcommand) and ``cli`` (its arguments). Only this module and ``cli`` load with ``otel-llm``:
-the rest is imported on first use, so ``otel-llm --version`` does not pay for the demo.
+subcommand) and ``cli`` (its arguments). ``demo --serve`` goes on from the same scenario:
+``traffic`` (a month of its calls, in traces), ``sender`` (as applications' spans over OTLP)
+and ``serve`` (the collector and call log they go to). Only this module and ``cli`` load with
+``otel-llm``: the rest is imported on first use, so ``otel-llm --version`` does not pay for the
+demo.
 """
 
 from __future__ import annotations
