@@ -8,8 +8,9 @@ left running if the demo dies. The traffic still reaches it the way an applicati
 spans over OTLP/HTTP to its receiver (``sender``), through its durable queue into the call log.
 
 Everything lives in a temporary directory (the queue, and the SQLite call log unless a store
-is given), removed on exit. The settings of the environment are not read: the demo is the same
-on every machine.
+is given), removed on exit. Its addresses, store, queue and key come from its flags only, not
+from ``OTEL_LLM_*`` variables meant for a real collector (which could, say, point the demo at
+a production store); the pricing and API options (price overrides, rate limits) still apply.
 """
 
 from __future__ import annotations
