@@ -32,6 +32,7 @@ from otel_llm.demo import UNKNOWN_MODEL
 from otel_llm.demo.scenario import OPENAI
 from otel_llm.demo.traffic import AGENT, DAY_NS, DAYS, SERVICES, TOOL, month
 
+PROD_KEY = "prod-key-from-the-environment-0123"
 CALLS = 1200
 """Fewer than the default 3,000: the same month, fed in a second or two."""
 OPEN = re.compile(r"Open:\s+(http://\S+/)$", re.MULTILINE)
@@ -62,6 +63,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     tmp = tmp_path_factory.mktemp("demo-serve-tmp")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["TMPDIR"] = str(tmp)  # where its temporary directory goes: checked empty at the end
+    # A real collector's settings in the environment must not reach the demo.
+    env["OTEL_LLM_CALL_LOG_API_KEYS"] = f"prod={PROD_KEY}"
+    env["OTEL_LLM_CALL_LOG_API_KEYS_FILE"] = str(tmp / "no-such-keys.yaml")
+    env["OTEL_LLM_CALL_LOG_STORE"] = str(tmp / "no-such-dir" / "calls.db")
     process = subprocess.Popen(
         [sys.executable, "-m", "otel_llm", "demo", "--serve", "--calls", str(CALLS)],
         stdout=subprocess.PIPE,
@@ -193,6 +198,8 @@ def test_a_conversation_spans_several_traces(served: Demo) -> None:
 
 def test_a_wrong_key_gets_401(served: Demo) -> None:
     status, answer = ask(served, "/api/v1/calls", key="ollm_not-the-demo-key")
+    assert status == 401, answer
+    status, answer = ask(served, "/api/v1/calls", key=PROD_KEY)  # the environment's
     assert status == 401, answer
 
 

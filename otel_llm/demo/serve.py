@@ -54,11 +54,16 @@ def serve(
     stop = threading.Event()
     with _stopped_by_signals(stop), tempfile.TemporaryDirectory(prefix="otel-llm-demo-") as tmp:
         key = new_key()
+        # The key ring reads OTEL_LLM_CALL_LOG_API_KEYS(_FILE) for what it is not given: an
+        # empty key file of its own keeps a real collector's keys out of the demo.
+        no_key_file = Path(tmp) / "no-keys.json"
+        no_key_file.write_text('{"keys": []}\n', encoding="utf-8")
         call_log = COLLECTOR_COMPANION.open(
             CallLogConfig.from_settings(
                 environ={},
                 store=store if store is not None else str(Path(tmp) / "calls.db"),
                 api_endpoint=_endpoint(host, port),
+                api_keys_file=str(no_key_file),
                 api_keys=f"{KEY_NAME}={key}",
             )
         )
