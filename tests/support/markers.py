@@ -67,6 +67,16 @@ SLOW: dict[str, tuple[str, ...]] = {
         "test_content_that_fits_is_recorded_unchanged",  # 2 s
     ),
     "test_demo": ("test_console_script_serves_metrics_then_exits",),  # 26 s
+    # One `demo --serve` subprocess for the module (3-6 s to start): every test that asks it.
+    "test_demo_serve": (
+        "test_the_month_is_in_the_call_log",
+        "test_errors_include_rate_limits",
+        "test_an_agent_run_is_one_trace",
+        "test_a_conversation_spans_several_traces",
+        "test_a_wrong_key_gets_401",
+        "test_the_page_is_served",
+        "test_sigint_stops_it_cleanly",
+    ),
     "test_dialects": ("test_dialect_tokens_are_read_once",),  # 41 s
     "test_instrument_openai": (
         "test_zero_code_instrumentation_can_be_switched_off",  # 10 s
