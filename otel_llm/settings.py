@@ -691,6 +691,16 @@ CALL_LOG_STATS_TIMEOUT: Setting[float] = Setting(
         "database statement too) and answered 503."
     ),
 )
+CALL_LOG_TRACE_URL: Setting[str | None] = Setting(
+    name="call_log_trace_url",
+    default=None,
+    parse=str,
+    check=optional_text,
+    doc=(
+        'Link template of the page\'s "open trace" links, ``{trace_id}`` (and ``{span_id}``) '
+        "replaced, e.g. ``http://jaeger:16686/trace/{trace_id}``; unset: no link."
+    ),
+)
 
 CALL_LOG: tuple[Setting[Any], ...] = (
     CALL_LOG_STORE,
@@ -710,6 +720,7 @@ CALL_LOG: tuple[Setting[Any], ...] = (
     CALL_LOG_RATE_LIMIT_DETAILS,
     CALL_LOG_RATE_LIMIT_STATS,
     CALL_LOG_STATS_TIMEOUT,
+    CALL_LOG_TRACE_URL,
 )
 
 ALL: tuple[Setting[Any], ...] = (*CORE, *COLLECTOR, *CALL_LOG)

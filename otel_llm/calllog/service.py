@@ -357,7 +357,9 @@ class CollectorCallLog:
         if service is None:
             return "call log off (--call-log-store none)"
         if service.api_url is not None:
-            return f"call log in {service.store_name}; query API on {service.api_url}"
+            page = service.api_url.removesuffix("/api/v1/calls") + "/"
+            api = service.api_url  # followed by a space: tests and scripts read it up to there
+            return f"call log in {service.store_name}; query API on {api} and its page on {page}"
         return f"call log in {service.store_name}; query API not served: {service.api_off_reason}"
 
 

@@ -1,12 +1,14 @@
 """Markers put on collected tests from what they use, so the test bodies carry none (the markers
 themselves are registered, with their meaning, in pyproject.toml).
 
-- ``venv`` / ``prometheus``: the test, a fixture it requests or a function of its module they call
-  names a helper of ``tests.support.venvs`` / ``tests.support.prometheus`` that builds a
-  virtualenv / runs a Prometheus binary.
+- ``venv`` / ``prometheus`` / ``browser``: the test, a fixture it requests or a function of its
+  module they call names a helper of ``tests.support.venvs`` / ``tests.support.prometheus`` /
+  ``tests.support.browser`` that builds a virtualenv / runs a Prometheus binary / a browser.
 - ``postgres``: the test requests ``pg_cluster``, or runs with the ``"postgres"`` call-store
   backend (``tests.support.postgres.BACKENDS``) as a parameter.
-- ``slow``: the tests in ``SLOW`` (measured), and every ``venv`` test.
+- ``browser``: the test or a fixture it requests starts a browser
+  (``tests.support.browser.start_browser``).
+- ``slow``: the tests in ``SLOW`` (measured), and every ``venv`` and ``browser`` test.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any
 
 import pytest
 
-from tests.support import prometheus, venvs
+from tests.support import browser, prometheus, venvs
 
 # What starts the outside thing each marker is about.
 HELPERS: dict[str, tuple[Any, ...]] = {
     "venv": (venvs.ensure_venv, venvs.run_script),
     "prometheus": (prometheus.start_prometheus, prometheus.tool),
+    "browser": (browser.start_browser,),
 }
 
 SLOW: dict[str, tuple[str, ...]] = {
@@ -139,7 +142,11 @@ def markers_for(item: pytest.Item) -> set[str]:
         callspec is not None and "postgres" in callspec.params.values()
     ):
         names.add("postgres")
-    if "venv" in names or function.__name__ in SLOW.get(module.__name__.rpartition(".")[2], ()):
+    if (
+        "venv" in names
+        or "browser" in names
+        or function.__name__ in SLOW.get(module.__name__.rpartition(".")[2], ())
+    ):
         names.add("slow")
     return names
 
