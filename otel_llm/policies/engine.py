@@ -25,6 +25,16 @@ but adds nothing to the current window; one dated after the clock counts as now.
 After a restart, ``recover`` reads each budget's window back from a ``SpendHistory`` (the call
 log): the same calls, so the same sums. The counts of violations, alerts and blocks start at 0
 with the process, like any Prometheus counter.
+
+Several collectors writing one store (replicas behind a load balancer) each see some of the
+calls. With ``follow_store``, an engine remembers the calls it evaluated until its call sink
+says they are stored (``stored``), and ``resync`` sets each spend to the store's sums plus the
+calls it evaluated that are not stored yet -- its own calls counted once, whether the store has
+them or not, and every other replica's as far as they are stored. Between two resyncs a call
+adds to the spend as always. A resync runs while this process stores nothing (the caller's
+lock), so no call of its own is half in the store's sums and half in the pending ones. A level
+a resync changes counts no violation or alert (no call of this process crossed the line: the
+calls after it do), like a restart's.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from typing import Any, NamedTuple, Protocol
 from otel_llm.policies.budgets import LEVELS, Budget, Level, Spend, add_minute, signature
 from otel_llm.policies.matching import ScopeIndex, projection
 from otel_llm.policies.model import Action, Policy, PolicySet, ScopeKey
-from otel_llm.policies.windows import iso
+from otel_llm.policies.windows import iso, minute_of
 
 __all__ = ["LEVELS", "Level", "PolicyCall", "PolicyEngine", "SpendHistory", "Verdict"]
 
@@ -47,6 +57,16 @@ _logger = logging.getLogger(__name__)
 
 MAX_CACHED_SCOPES = 10_000
 """Plans remembered (by the scope values policies read); past it the cache restarts."""
+MAX_PENDING = 262_144
+"""Calls evaluated and not yet known stored, remembered at most (oldest forgotten first)."""
+PENDING_MAX_AGE_NS = 300 * 1_000_000_000
+"""A call not known stored after this long is taken as stored: its sink was never told (a call
+stored before its evaluation, its verdict's wait timed out) or is far behind; counting it
+twice would last until its window's end, missing it only until it is stored."""
+
+_Pending = tuple[tuple[Spend, ...], int, int | None, int, int]
+"""A call evaluated and not yet stored: its spends, when it counts, nano-USD (None:
+unpriced), tokens, and when it was evaluated."""
 
 
 Verdict = tuple[str, str, Action]
@@ -132,6 +152,9 @@ class PolicyEngine:
         self.revision = 0
         """Bumped by every change of a state (and by a reload): a poller compares it."""
         self.loaded_at_ns = clock()
+        self._pending: dict[object, _Pending] | None = None
+        """By call id (``follow_store``): the calls evaluated that are not stored yet."""
+        self.resyncs = 0
         self._install(policies)
 
     # --- the policies -----------------------------------------------------------------------
@@ -208,7 +231,7 @@ class PolicyEngine:
             with self._lock:
                 now = self._clock()
                 cache, project = self._cache, self._project
-                found = self._found
+                found, pending = self._found, self._pending
                 for index, call in enumerate(calls):
                     plan = cache.get(project(call.key))
                     if plan is None:
@@ -218,6 +241,13 @@ class PolicyEngine:
                         if found:  # rare: only a violating call pays for its verdict
                             verdicts[index] = max(found, key=lambda v: _SEVERITY[v[2]])
                             found.clear()
+                        if pending is not None and plan.spends and call.call_id is not None:
+                            when = call.time_ns if call.time_ns < now else now
+                            pending[call.call_id] = (
+                                plan.spends, when, call.cost_nanos, call.tokens or 0, now
+                            )  # fmt: skip
+                            if len(pending) > MAX_PENDING:
+                                del pending[next(iter(pending))]
         except Exception:  # a policy must never fail the request that carried the call
             self._found.clear()
             _logger.exception("otel-llm policies: evaluating calls failed")
@@ -362,6 +392,86 @@ class PolicyEngine:
                         budget.crossed_by = {"call_id": None, "time": None, "recovered": True}
         self.revision += 1
 
+    # --- replicas: the store's spend -----------------------------------------------------------
+    def follow_store(self) -> None:
+        """Remember the calls evaluated until ``stored`` is told, for ``resync``."""
+        with self._lock:
+            if self._pending is None:
+                self._pending = {}
+
+    def stored(self, call_ids: Iterable[object]) -> None:
+        """The call sink has stored these calls (or found them stored already): the store's
+        sums hold them from now on."""
+        with self._lock:
+            pending = self._pending
+            if pending:
+                for ident in call_ids:
+                    pending.pop(ident, None)
+
+    def resync(self, history: SpendHistory) -> int:
+        """Every spend set to the store's sums for its window plus this engine's calls not
+        stored yet; returns the number of budgets whose level changed. The caller keeps its
+        call sink from storing meanwhile (``CollectorPolicies``)."""
+        with self._lock:
+            now = self._clock()
+            self._roll_all(now)
+            groups = {(s.start_ns, s.minutes is not None) for s in self._spends.values()}
+        # Read without the lock: the request path goes on evaluating calls meanwhile.
+        read = {group: list(history.spend(group[0], now + 1, group[1])) for group in groups}
+        with self._lock:
+            sums: dict[int, _Sums] = {}
+            for (start, per_minute), rows in read.items():
+                for key, minute, nanos, tokens, calls, unpriced in rows:
+                    for spend in self._plan_of(key).spends:
+                        if spend.start_ns == start and (spend.minutes is not None) == per_minute:
+                            sums.setdefault(id(spend), _Sums()).add(
+                                start if minute is None else minute, nanos, tokens, calls, unpriced
+                            )
+            self._add_pending(sums, now)
+            changed = 0
+            for spend in self._spends.values():
+                if (spend.start_ns, spend.minutes is not None) not in read:
+                    continue  # a window that rolled since the read: the next resync
+                found = sums.get(id(spend)) or _Sums()
+                before = [budget.level for budget in spend.budgets]
+                spend.replace(found.nanos, found.tokens, found.calls, found.unpriced, found.minutes)
+                spend.settle()
+                for budget, level in zip(spend.budgets, before, strict=True):
+                    if budget.level != level:
+                        changed += 1
+                        if budget.level == "exceeded":
+                            budget.crossed_by = {"call_id": None, "time": None, "synced": True}
+            if changed:
+                self.revision += 1
+            self.resyncs += 1
+            return changed
+
+    def _plan_of(self, key: ScopeKey) -> _Plan:
+        plan = self._cache.get(self._project(key))
+        return plan if plan is not None else self._plan(key)
+
+    def _add_pending(self, sums: dict[int, _Sums], now: int) -> None:
+        """The calls evaluated and not stored yet, into ``sums`` (forgetting those too old)."""
+        pending = self._pending
+        if not pending:
+            return
+        oldest = now - PENDING_MAX_AGE_NS
+        while pending:
+            first = next(iter(pending))
+            if pending[first][4] >= oldest:
+                break
+            del pending[first]
+        for spends, when, nanos, tokens, _ in pending.values():
+            for spend in spends:
+                if when >= spend.start_ns:  # as the request path: late data adds nothing
+                    sums.setdefault(id(spend), _Sums()).add(
+                        when if spend.minutes is not None else spend.start_ns,
+                        nanos or 0,
+                        tokens,
+                        1,
+                        int(nanos is None),
+                    )
+
     # --- state --------------------------------------------------------------------------------
     def current_revision(self) -> int:
         """The revision, windows that ended since rolled over first (a reset is a change)."""
@@ -441,6 +551,25 @@ class PolicyEngine:
         """Copies of (violations, alerts, blocks), for the metrics."""
         with self._lock:
             return dict(self.violations), dict(self.alerts), dict(self.blocks)
+
+
+class _Sums:
+    """A spend's sums as a resync adds them up: totals, and per minute for rolling windows."""
+
+    __slots__ = ("calls", "minutes", "nanos", "tokens", "unpriced")
+
+    def __init__(self) -> None:
+        self.nanos = self.tokens = self.calls = self.unpriced = 0
+        self.minutes: dict[int, list[int]] = {}
+
+    def add(self, when: int, nanos: int, tokens: int, calls: int, unpriced: int) -> None:
+        self.nanos += nanos
+        self.tokens += tokens
+        self.calls += calls
+        self.unpriced += unpriced
+        minute = self.minutes.setdefault(minute_of(when), [0, 0])
+        minute[0] += nanos
+        minute[1] += tokens
 
 
 def _broken_size_rules(policy: Policy, call: PolicyCall) -> list[str]:
