@@ -49,7 +49,7 @@ from typing import Any, NamedTuple, Protocol
 from otel_llm.policies.budgets import LEVELS, Budget, Level, Spend, add_minute, signature
 from otel_llm.policies.matching import ScopeIndex, projection
 from otel_llm.policies.model import Action, Policy, PolicySet, ScopeKey
-from otel_llm.policies.windows import iso, minute_of
+from otel_llm.policies.windows import DAY_NS, iso, minute_of
 
 __all__ = ["LEVELS", "Level", "PolicyCall", "PolicyEngine", "SpendHistory", "Verdict"]
 
@@ -64,6 +64,13 @@ PENDING_MAX_AGE_NS = 300 * 1_000_000_000
 stored before its evaluation, its verdict's wait timed out) or is far behind; counting it
 twice would last until its window's end, missing it only until it is stored."""
 
+PAST_REFRESH_NS = 60 * 1_000_000_000
+"""Earlier days' sums of a week's or a month's window are read again after this long (today's
+at every resync; at once when this process stores a call of an earlier day): another
+replica's late call of an earlier day counts everywhere within it."""
+
+_Row = tuple[ScopeKey, int | None, int, int, int, int]
+"""A ``SpendHistory`` row: scope values, minute or None, nano-USD, tokens, calls, unpriced."""
 _Pending = tuple[tuple[Spend, ...], int, int | None, int, int]
 """A call evaluated and not yet stored: its spends, when it counts, nano-USD (None:
 unpriced), tokens, and when it was evaluated."""
@@ -155,6 +162,10 @@ class PolicyEngine:
         self._pending: dict[object, _Pending] | None = None
         """By call id (``follow_store``): the calls evaluated that are not stored yet."""
         self.resyncs = 0
+        self._past: dict[tuple[int | None, bool, int], tuple[int, int, list[_Row]]] = {}
+        """Earlier days' sums by (window start or None for rolling ones, per minute, today):
+        (read at, from, rows)."""
+        self._past_stale = False
         self._install(policies)
 
     # --- the policies -----------------------------------------------------------------------
@@ -405,8 +416,12 @@ class PolicyEngine:
         with self._lock:
             pending = self._pending
             if pending:
+                now = self._clock()
+                today = now - now % DAY_NS
                 for ident in call_ids:
-                    pending.pop(ident, None)
+                    entry = pending.pop(ident, None)
+                    if entry is not None and entry[1] < today:
+                        self._past_stale = True  # late data: earlier days' sums changed
 
     def resync(self, history: SpendHistory) -> int:
         """Every spend set to the store's sums for its window plus this engine's calls not
@@ -417,7 +432,9 @@ class PolicyEngine:
             self._roll_all(now)
             groups = {(s.start_ns, s.minutes is not None) for s in self._spends.values()}
         # Read without the lock: the request path goes on evaluating calls meanwhile.
-        read = {group: list(history.spend(group[0], now + 1, group[1])) for group in groups}
+        # Rolling windows share one read of earlier days, from the earliest of them.
+        rolling = min((start for start, per_minute in groups if per_minute), default=now)
+        read = {group: self._read(history, *group, now, rolling) for group in groups}
         with self._lock:
             sums: dict[int, _Sums] = {}
             for (start, per_minute), rows in read.items():
@@ -445,6 +462,32 @@ class PolicyEngine:
                 self.revision += 1
             self.resyncs += 1
             return changed
+
+    def _read(
+        self, history: SpendHistory, start: int, per_minute: bool, now: int, rolling: int
+    ) -> list[_Row]:
+        """The store's sums of [start, now]: today's read each time, earlier days' at most
+        every ``PAST_REFRESH_NS`` (a month's budget would otherwise re-read the month)."""
+        today = now - now % DAY_NS
+        if start >= today:
+            return list(history.spend(start, now + 1, per_minute))
+        key = (None if per_minute else start, per_minute, today)
+        with self._lock:
+            if self._past_stale:
+                self._past.clear()
+                self._past_stale = False
+            past = self._past.get(key)
+        if past is None or now - past[0] >= PAST_REFRESH_NS or past[1] > start:
+            since = rolling if per_minute else start
+            past = (now, since, list(history.spend(since, today, per_minute)))
+            with self._lock:
+                for old in [k for k in self._past if k[2] != today]:
+                    del self._past[old]  # yesterday's cache
+                self._past[key] = past
+        rows = past[2]
+        if per_minute and past[1] < start:  # a rolling window moved on since the read
+            rows = [row for row in rows if row[1] is not None and row[1] >= start]
+        return [*rows, *history.spend(today, now + 1, per_minute)]
 
     def _plan_of(self, key: ScopeKey) -> _Plan:
         plan = self._cache.get(self._project(key))
