@@ -1,6 +1,7 @@
 """The call log as the policies' ``SpendHistory``: past spend read back from the store.
 
-After a restart (or a reload that adds a budget) the collector's policy engine asks, per
+After a restart (or a reload that adds a budget), and at each resync of replicas sharing the
+store (``policy_sync_interval``), the collector's policy engine asks, per
 distinct window start, for the calls created since then, summed by the scope fields (and by
 minute for rolling windows); it matches each sum to its policies itself, with the same
 patterns as live calls. One grouped statement per window start, whatever the number of
