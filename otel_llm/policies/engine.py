@@ -57,8 +57,9 @@ _logger = logging.getLogger(__name__)
 
 MAX_CACHED_SCOPES = 10_000
 """Plans remembered (by the scope values policies read); past it the cache restarts."""
-MAX_PENDING = 262_144
-"""Calls evaluated and not yet known stored, remembered at most (oldest forgotten first)."""
+MAX_PENDING = 100_000
+"""Calls evaluated and not yet known stored, remembered at most (oldest forgotten first: it
+then reads low by them until they are stored); about 280 bytes each, 28 MB in all."""
 PENDING_MAX_AGE_NS = 300 * 1_000_000_000
 """A call not known stored after this long is taken as stored: its sink was never told (a call
 stored before its evaluation, its verdict's wait timed out) or is far behind; counting it
