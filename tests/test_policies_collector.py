@@ -46,7 +46,12 @@ from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.policies import CollectorPolicies
 from otel_llm.collector.service import CollectorService
 from tests.support.collector_process import CollectorProcess
-from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401 - fixture
+from tests.support.postgres import (  # noqa: F401 - fixture
+    BACKENDS,
+    PostgresCluster,
+    empty_store_url,
+    pg_cluster,
+)
 
 ADMIN_KEY = "policies-admin-key-0123456789"
 SHOP_KEY = "policies-shop-key-0123456789"
@@ -473,9 +478,11 @@ SYNC = 0.3
 
 
 def test_two_collectors_on_one_postgresql_agree_on_the_spend_within_the_sync_interval(
-    request: pytest.FixtureRequest, tmp_path: Path, files: dict[str, Path]
+    pg_cluster: PostgresCluster,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    files: dict[str, Path],
 ) -> None:
-    store = empty_store_url("postgres", request, tmp_path)
+    store = pg_cluster.create_database()
     with (
         collector(tmp_path, store, files, sync=SYNC, queue="a") as (service_a, log_a),
         collector(tmp_path, store, files, sync=SYNC, queue="b") as (service_b, log_b),
