@@ -9,16 +9,16 @@ from __future__ import annotations
 import logging
 import random
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from otel_llm.policies import PolicyCall, PolicyEngine, PolicyFile, PolicyFileError
-from otel_llm.policies.engine import PAST_REFRESH_NS, PENDING_MAX_AGE_NS
+from otel_llm.policies.engine import PAST_REFRESH_NS, PENDING_MAX_AGE_NS, SETTLED_AFTER_NS
 from otel_llm.policies.load import describe, parse_policies
-from otel_llm.policies.model import Window
+from otel_llm.policies.model import SCOPE_FIELDS, Window
 from otel_llm.policies.windows import HOUR_NS, MINUTE_NS, bounds, iso
 from otel_llm.pricing.cost import Cost, to_nanos
 
@@ -562,13 +562,15 @@ class SharedStore:
             self.calls.setdefault(stored.call_id, stored)  # a call stored again is ignored
 
     def spend(
-        self, start_ns: int, end_ns: int, per_minute: bool
+        self, start_ns: int, end_ns: int, per_minute: bool, fields: Sequence[str] = SCOPE_FIELDS
     ) -> Iterator[tuple[tuple[str | None, ...], int | None, int, int, int, int]]:
         for stored in self.calls.values():
             if start_ns <= stored.time_ns < end_ns:
                 minute = stored.time_ns - stored.time_ns % MINUTE_NS if per_minute else None
                 nanos = stored.cost_nanos
-                yield stored.key, minute, nanos or 0, stored.tokens or 0, 1, int(nanos is None)
+                named = zip(SCOPE_FIELDS, stored.key, strict=True)
+                key = tuple(value if name in fields else None for name, value in named)
+                yield key, minute, nanos or 0, stored.tokens or 0, 1, int(nanos is None)
 
 
 def spent(engine: PolicyEngine) -> dict[str, tuple[int, int, str]]:
@@ -626,7 +628,7 @@ def test_a_resync_counts_the_store_and_the_calls_not_stored_yet_each_once() -> N
     assert spent(engine)["2h"] == (600_000, 3, "ok")
 
 
-def test_earlier_days_of_a_month_are_read_again_only_after_a_while_or_a_late_call_stored() -> None:
+def test_a_window_older_part_is_cached_until_refreshed_or_a_late_call_stored() -> None:
     clock = Clock("2026-12-06T12:00:00")
     engine = engine_of(
         'policies: [{name: daily, scope: "*", budgets: [{window: month, usd: 1}]}]', clock
@@ -636,13 +638,15 @@ def test_earlier_days_of_a_month_are_read_again_only_after_a_while_or_a_late_cal
     shared.store(call(ns("2026-12-02T10:00:00"), 100, call_id="b1"))
     engine.resync(shared)
     assert spent(engine)["month"] == (100, 1, "ok")
-    # Today's calls count at the next resync; another replica's late call of an earlier day
-    # once the earlier days are read again.
+    # Another replica's calls of the last SETTLED_AFTER_NS count at the next resync; its
+    # later-stored older ones once the older part is read again.
     shared.store(
-        call(clock.now, 20, call_id="b2"), call(ns("2026-12-03T00:00:00"), 3, call_id="b3")
+        call(clock.now - 5 * MINUTE_NS, 20, call_id="b2"),
+        call(clock.now - 20 * MINUTE_NS, 3, call_id="b3"),
     )
     engine.resync(shared)
     assert spent(engine)["month"] == (120, 2, "ok")
+    assert SETTLED_AFTER_NS == 10 * MINUTE_NS
     clock.now += PAST_REFRESH_NS
     engine.resync(shared)
     assert spent(engine)["month"] == (123, 3, "ok")

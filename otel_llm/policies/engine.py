@@ -48,8 +48,8 @@ from typing import Any, NamedTuple, Protocol
 
 from otel_llm.policies.budgets import LEVELS, Budget, Level, Spend, add_minute, signature
 from otel_llm.policies.matching import ScopeIndex, projection
-from otel_llm.policies.model import Action, Policy, PolicySet, ScopeKey
-from otel_llm.policies.windows import DAY_NS, iso, minute_of
+from otel_llm.policies.model import SCOPE_FIELDS, Action, Policy, PolicySet, ScopeKey
+from otel_llm.policies.windows import iso, minute_of
 
 __all__ = ["LEVELS", "Level", "PolicyCall", "PolicyEngine", "SpendHistory", "Verdict"]
 
@@ -65,10 +65,13 @@ PENDING_MAX_AGE_NS = 300 * 1_000_000_000
 stored before its evaluation, its verdict's wait timed out) or is far behind; counting it
 twice would last until its window's end, missing it only until it is stored."""
 
+SETTLED_AFTER_NS = 10 * 60 * 1_000_000_000
+"""A resync reads the calls that started in the last this long (and the window's current
+minute) from the store every time; the older part of a window from a cache."""
 PAST_REFRESH_NS = 60 * 1_000_000_000
-"""Earlier days' sums of a week's or a month's window are read again after this long (today's
-at every resync; at once when this process stores a call of an earlier day): another
-replica's late call of an earlier day counts everywhere within it."""
+"""The older part of a window is read again after this long (at once when this process
+stores a call that old): a call another replica stores more than ``SETTLED_AFTER_NS`` after
+it started (a long call, a queue drained after an outage) counts everywhere within it."""
 
 _Row = tuple[ScopeKey, int | None, int, int, int, int]
 """A ``SpendHistory`` row: scope values, minute or None, nano-USD, tokens, calls, unpriced."""
@@ -116,11 +119,11 @@ class SpendHistory(Protocol):
     """Where past spend is read after a restart or a reload (the call log's store)."""
 
     def spend(
-        self, start_ns: int, end_ns: int, per_minute: bool
+        self, start_ns: int, end_ns: int, per_minute: bool, fields: Sequence[str] = SCOPE_FIELDS
     ) -> Iterable[tuple[ScopeKey, int | None, int, int, int, int]]:
         """(scope values, minute start or None, nano-USD, tokens, calls, unpriced calls) of
-        the calls created in [start_ns, end_ns), summed by scope values (and by minute when
-        ``per_minute``)."""
+        the calls created in [start_ns, end_ns), summed by the scope values of ``fields``
+        (the others None: no budget reads them) and by minute when ``per_minute``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +166,9 @@ class PolicyEngine:
         self._pending: dict[object, _Pending] | None = None
         """By call id (``follow_store``): the calls evaluated that are not stored yet."""
         self.resyncs = 0
-        self._past: dict[tuple[int | None, bool, int], tuple[int, int, list[_Row]]] = {}
-        """Earlier days' sums by (window start or None for rolling ones, per minute, today):
-        (read at, from, rows)."""
+        self._past: dict[tuple[int | None, bool], tuple[int, int, int, list[_Row]]] = {}
+        """The older part of windows by (window start, or None for the rolling ones; per
+        minute): (read at, from, until, rows)."""
         self._past_stale = False
         self._install(policies)
 
@@ -228,6 +231,11 @@ class PolicyEngine:
             spend.settle()  # kept spends against their (maybe new) limits
         self._policies = policies
         self._spends, self._budgets = spends, budgets
+        named = {name for p in policies.policies if p.budgets for name in p.scope.fields}
+        self._fields = tuple(name for name in SCOPE_FIELDS if name in named)
+        """The scope fields budgets read: the store's spend is summed by these alone (a
+        user or key id no budget names would make a row per user)."""
+        self._past.clear()  # summed by other fields, maybe
         self._index = ScopeIndex(policies.policies)
         self._project = projection(policies.policies)
         self._cache = {}
@@ -390,7 +398,7 @@ class PolicyEngine:
         # One read per distinct window start: all day budgets share one, and so on.
         for (start, per_minute), group in reads.items():
             for key, minute, nanos, tokens, calls, unpriced in history.spend(
-                start, now + 1, per_minute
+                start, now + 1, per_minute, self._fields
             ):
                 for spend in group:
                     if spend.scope.matches(key):
@@ -417,12 +425,11 @@ class PolicyEngine:
         with self._lock:
             pending = self._pending
             if pending:
-                now = self._clock()
-                today = now - now % DAY_NS
+                cached = max((past[2] for past in self._past.values()), default=None)
                 for ident in call_ids:
                     entry = pending.pop(ident, None)
-                    if entry is not None and entry[1] < today:
-                        self._past_stale = True  # late data: earlier days' sums changed
+                    if entry is not None and cached is not None and entry[1] < cached:
+                        self._past_stale = True  # a cached sum lacks it: read again
 
     def resync(self, history: SpendHistory) -> int:
         """Every spend set to the store's sums for its window plus this engine's calls not
@@ -436,6 +443,10 @@ class PolicyEngine:
         # Rolling windows share one read of earlier days, from the earliest of them.
         rolling = min((start for start, per_minute in groups if per_minute), default=now)
         read = {group: self._read(history, *group, now, rolling) for group in groups}
+        with self._lock:  # the caches of windows gone (last month's)
+            kept = {(None if per_minute else start, per_minute) for start, per_minute in groups}
+            for gone in [key for key in self._past if key not in kept]:
+                del self._past[gone]
         with self._lock:
             sums: dict[int, _Sums] = {}
             for (start, per_minute), rows in read.items():
@@ -467,12 +478,14 @@ class PolicyEngine:
     def _read(
         self, history: SpendHistory, start: int, per_minute: bool, now: int, rolling: int
     ) -> list[_Row]:
-        """The store's sums of [start, now]: today's read each time, earlier days' at most
-        every ``PAST_REFRESH_NS`` (a month's budget would otherwise re-read the month)."""
-        today = now - now % DAY_NS
-        if start >= today:
-            return list(history.spend(start, now + 1, per_minute))
-        key = (None if per_minute else start, per_minute, today)
+        """The store's sums of [start, now]: its last ``SETTLED_AFTER_NS`` read each time,
+        what is older at most every ``PAST_REFRESH_NS`` (a day's or a month's budget would
+        otherwise re-read the whole window every interval)."""
+        until = minute_of(now - SETTLED_AFTER_NS)
+        fields = self._fields
+        if start >= until:
+            return list(history.spend(start, now + 1, per_minute, fields))
+        key = (None if per_minute else start, per_minute)
         with self._lock:
             if self._past_stale:
                 self._past.clear()
@@ -480,15 +493,13 @@ class PolicyEngine:
             past = self._past.get(key)
         if past is None or now - past[0] >= PAST_REFRESH_NS or past[1] > start:
             since = rolling if per_minute else start
-            past = (now, since, list(history.spend(since, today, per_minute)))
+            past = (now, since, until, list(history.spend(since, until, per_minute, fields)))
             with self._lock:
-                for old in [k for k in self._past if k[2] != today]:
-                    del self._past[old]  # yesterday's cache
                 self._past[key] = past
-        rows = past[2]
+        rows = past[3]
         if per_minute and past[1] < start:  # a rolling window moved on since the read
             rows = [row for row in rows if row[1] is not None and row[1] >= start]
-        return [*rows, *history.spend(today, now + 1, per_minute)]
+        return [*rows, *history.spend(past[2], now + 1, per_minute, fields)]
 
     def _plan_of(self, key: ScopeKey) -> _Plan:
         plan = self._cache.get(self._project(key))
