@@ -82,8 +82,6 @@ MAX_VERDICTS = 65_536
 """Recent violations kept by span id for calls derived again from the queue's payload."""
 SETTLE_TIMEOUT = 5.0
 """Seconds the call feeder waits for a request's evaluation (it follows the put at once)."""
-DEFAULT_SYNC_INTERVAL = 5.0
-"""Seconds between two resyncs from the store (``settings.POLICY_SYNC_INTERVAL``'s default)."""
 
 
 class CollectorPolicies:

@@ -165,7 +165,6 @@ class PolicyEngine:
         self.loaded_at_ns = clock()
         self._pending: dict[object, _Pending] | None = None
         """By call id (``follow_store``): the calls evaluated that are not stored yet."""
-        self.resyncs = 0
         self._past: dict[tuple[int | None, bool], tuple[int, int, int, list[_Row]]] = {}
         """The older part of windows by (window start, or None for the rolling ones; per
         minute): (read at, from, until, rows)."""
@@ -443,11 +442,10 @@ class PolicyEngine:
         # Rolling windows share one read of earlier days, from the earliest of them.
         rolling = min((start for start, per_minute in groups if per_minute), default=now)
         read = {group: self._read(history, *group, now, rolling) for group in groups}
-        with self._lock:  # the caches of windows gone (last month's)
+        with self._lock:
             kept = {(None if per_minute else start, per_minute) for start, per_minute in groups}
             for gone in [key for key in self._past if key not in kept]:
-                del self._past[gone]
-        with self._lock:
+                del self._past[gone]  # the cache of a window gone (last month's)
             sums: dict[int, _Sums] = {}
             for (start, per_minute), rows in read.items():
                 for key, minute, nanos, tokens, calls, unpriced in rows:
@@ -472,7 +470,6 @@ class PolicyEngine:
                             budget.crossed_by = {"call_id": None, "time": None, "synced": True}
             if changed:
                 self.revision += 1
-            self.resyncs += 1
             return changed
 
     def _read(
