@@ -485,6 +485,19 @@ POLICIES_FILE: Setting[str | None] = Setting(
         "last good policies stay in force). Unset or ``none``: no policies."
     ),
 )
+POLICY_SYNC_INTERVAL: Setting[float] = Setting(
+    name="policy_sync_interval",
+    default=5.0,
+    parse=float,
+    check=seconds_or_off,
+    doc=(
+        "Seconds between two resyncs of the collector's budgets from its call log's store: "
+        "replicas writing one store each set every budget's spend to the store's sums plus "
+        "their own calls not stored yet, so all agree on the spend (and on what is blocked) "
+        "within about this interval plus the time a call takes to be stored. 0: no resync "
+        "(the spend is read back at start-up only; one collector per store)."
+    ),
+)
 
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_GRPC_ENDPOINT,
@@ -508,6 +521,7 @@ COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_RETRY_AFTER,
     COLLECTOR_DEDUP_WINDOW,
     POLICIES_FILE,
+    POLICY_SYNC_INTERVAL,
 )
 
 # --- The call log (store, query API, retention) ---------------------------------------------

@@ -37,6 +37,7 @@ from otel_llm.calllog.retention import RetentionJob
 from otel_llm.calllog.store import CallStore, SQLCallStore, open_store
 from otel_llm.calllog.writer import CallLogWriter
 from otel_llm.collector.otlp import id_to_int
+from otel_llm.policies.model import SCOPE_FIELDS
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -370,12 +371,12 @@ class _StartedStoreHistory:
         self._service = service
 
     def spend(
-        self, start_ns: int, end_ns: int, per_minute: bool
+        self, start_ns: int, end_ns: int, per_minute: bool, fields: Sequence[str] = SCOPE_FIELDS
     ) -> Iterator[tuple[ScopeKey, int | None, int, int, int, int]]:
         store = self._service.store
         if not isinstance(store, SQLCallStore):
             return iter(())
-        return StoreSpendHistory(store).spend(start_ns, end_ns, per_minute)
+        return StoreSpendHistory(store).spend(start_ns, end_ns, per_minute, fields)
 
 
 def _without_password(url: str) -> str:

@@ -128,7 +128,8 @@ class CollectorService(Background):
         self.policies = policies
         """The budgets and policies evaluated (None: none)."""
         if policies is not None and policy_history is not None:
-            policies.history = policy_history
+            # Replicas on one store: each resyncs its budgets from it (``policies.py``).
+            policies.follow(policy_history, self.config.policy_sync_interval)
 
         if registry is None:
             registry = CollectorRegistry()
@@ -230,7 +231,11 @@ class CollectorService(Background):
             self._feeder = CallFeeder(
                 self._queue,
                 self.enricher,
-                self._call_sink,
+                (
+                    self._call_sink
+                    if self.policies is None
+                    else self.policies.storing(self._call_sink)
+                ),
                 self.metrics,
                 on_failure=lambda: self.enricher.recorder.record_error(CALL_SINK_STAGE),
                 span_sink=self._span_sink,

@@ -41,6 +41,12 @@ SLOW: dict[str, tuple[str, ...]] = {
     ),
     "test_calllog_e2e": ("test_app_to_collector_to_store_to_query_api",),  # 5 s + 2 s
     "test_rollups": ("test_memory_stays_bounded_with_many_open_traces_and_agents",),  # 9 s
+    "test_policies_collector": (
+        "test_two_collectors_on_one_postgresql_agree_on_the_spend_within_the_sync_interval",  # 7 s
+    ),
+    "test_replicas": (
+        "test_three_replicas_on_one_postgresql_store_each_call_once_and_agree_on_the_spend",  # 15 s
+    ),
     "test_collector_config": (
         "test_real_prometheus_evaluates_every_dashboard_and_rule_expression",
     ),
