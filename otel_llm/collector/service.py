@@ -380,9 +380,7 @@ class CollectorService(Background):
             raise Refused("shutting_down", retry_after, "the service is stopping")
         result = self.enricher.enrich(request, raw=payload, record=False)
         if self._queue is not None and result.spans:
-            data = payload if payload is not None and not result.modified else None
-            if data is None:
-                data = request.SerializeToString()
+            data = result.payload if result.payload is not None else request.SerializeToString()
             # The calls found here go with the batch, so the call feeder need not find them
             # again (it does for a batch replayed after a restart).
             memo: Any = None
