@@ -299,3 +299,56 @@ def test_splice_writes_every_length_around_a_replaced_span_again() -> None:
         spliced = wire.splice(raw, where, replaced)
         assert ExportTraceServiceRequest.FromString(spliced) == expected
         assert spliced.endswith(b"\x7a\x03abc")
+
+
+@pytest.mark.parametrize("bad", [object(), ("ok", object()), None])
+def test_a_value_that_cannot_be_encoded_leaves_the_span_as_it_was(bad: Any) -> None:
+    """The appending path encodes every value before it touches the span (it no longer checks
+    them in a pass of its own)."""
+    from otel_llm.collector.otlp import apply_attributes
+
+    target = span(1, chat())
+    before = target.SerializeToString()
+    with pytest.raises(TypeError):
+        apply_attributes(target, {"ok": 1.5, "bad": bad}, present={"other"})
+    assert target.SerializeToString() == before
+
+
+def delimited(tag: int, data: bytes) -> bytes:
+    return bytes((tag,)) + wire_length(len(data)) + data
+
+
+def scope_spans_request(*fields: bytes) -> bytes:
+    """One resource of one ``ScopeSpans`` made of ``fields`` as given (any order)."""
+    resource_spans = ResourceSpans()
+    resource_spans.resource.attributes.extend(pairs({"service.name": "checkout"}))
+    body = resource_spans.SerializeToString() + delimited(0x12, b"".join(fields))
+    return delimited(0x0A, body)
+
+
+def test_fields_in_any_order_around_the_spans_are_walked_and_kept() -> None:
+    """A scope and a schema URL after and between the spans, an unknown varint field: the walk
+    finds the spans and splicing keeps the rest, as the full path does."""
+    scope = delimited(0x0A, b"\x0a\x03lib")  # InstrumentationScope(name="lib")
+    raw = scope_spans_request(
+        delimited(0x12, plain(0).SerializeToString()),
+        delimited(0x1A, b"https://schema"),  # schema_url
+        delimited(0x12, span(1, chat(), parent=0).SerializeToString()),
+        b"\x20\x05",  # field 4, varint: unknown to the schema
+        scope,
+        delimited(0x12, span(2, chat(), parent=0).SerializeToString()),
+    )
+    where = wire.layout(raw)
+    assert where is not None
+    assert len(where.starts) == 3
+    result = assert_same_as_full_path(raw, tree=True)
+    assert [c.scope for c in result.calls] == ["lib", "lib"]
+
+
+def test_a_scope_given_twice_takes_the_full_path() -> None:
+    scope = delimited(0x0A, b"\x0a\x03lib")
+    other = delimited(0x0A, b"\x12\x011")  # InstrumentationScope(version="1"): merged
+    raw = scope_spans_request(scope, delimited(0x12, span(1, chat()).SerializeToString()), other)
+    assert wire.layout(raw) is None
+    result = assert_same_as_full_path(raw, tree=True)
+    assert [c.scope for c in result.calls] == ["lib"]

@@ -144,7 +144,7 @@ def layout(data: bytes) -> Layout | None:
 
 def _layout(data: bytes) -> Layout:
     where = Layout([], [], [], [], [], [])
-    heads, starts, ends, scope_of = where.heads, where.starts, where.ends, where.scope_of
+    scope_of = where.scope_of
     for number, head, start, end in _fields(data, 0, len(data)):
         if number != _RESOURCE_SPANS:
             continue  # an unknown field: copied by splice, as the full path keeps it
@@ -159,18 +159,57 @@ def _layout(data: bytes) -> Layout:
             elif field == _SCOPE_SPANS:
                 scope_index = len(where.scopes)
                 where.scopes.append((resource_index, scope_head, scope_start, scope_end))
-                seen_scope = False
-                for kind, span_head, span_start, span_end in _fields(data, scope_start, scope_end):
-                    if kind == _SPANS:
-                        heads.append(span_head)
-                        starts.append(span_start)
-                        ends.append(span_end)
-                        scope_of.append(scope_index)
-                    elif kind == _SCOPE:
-                        if seen_scope:
-                            raise _Unexpected("a scope given twice (protobuf merges them)")
-                        seen_scope = True
+                count = _spans(data, scope_start, scope_end, where)
+                scope_of.extend([scope_index] * count)
     return where
+
+
+def _spans(data: bytes, pos: int, end: int, where: Layout) -> int:
+    """Appends the places of the spans of the ``ScopeSpans`` in ``data[pos:end]``; returns
+    how many. The loop every span of a request goes through: a span's tag and a length of one
+    or two bytes are read inline, anything else as ``_fields`` reads it."""
+    heads, starts, ends = where.heads, where.starts, where.ends
+    count = 0
+    seen_scope = False
+    while pos < end:
+        if data[pos] == _SPANS_TAG:
+            head = pos
+            length = data[pos + 1]
+            if length < 0x80:
+                pos += 2
+            elif data[pos + 2] < 0x80:
+                length = (length & 0x7F) | data[pos + 2] << 7
+                pos += 3
+            else:
+                length, pos = _varint(data, pos + 1)
+            stop = pos + length
+            if stop > end:
+                raise _Unexpected("length past the end of its message")
+            heads.append(head)
+            starts.append(pos)
+            ends.append(stop)
+            count += 1
+            pos = stop
+            continue
+        following = _next_field(data, pos, end)
+        for number, _, _, _ in _fields(data, pos, following):
+            if number == _SCOPE:
+                if seen_scope:
+                    raise _Unexpected("a scope given twice (protobuf merges them)")
+                seen_scope = True
+        pos = following
+    return count
+
+
+def _next_field(data: bytes, pos: int, end: int) -> int:
+    """Where the field after the one whose tag is at ``pos`` begins."""
+    tag, value = _varint(data, pos)
+    if tag & 7 != _LEN:
+        return _skip(data, value, tag & 7)
+    length, value = _varint(data, value)
+    if value + length > end:
+        raise _Unexpected("length past the end of its message")
+    return value + length
 
 
 def _length_prefixed(tag: int, data: bytes) -> bytes:
