@@ -154,8 +154,10 @@ def otel_llm_service(
     """The service of this checkout, or of the package copy in directory ``copy``; ``environ``
     is added to its environment."""
     env = {**os.environ, **(environ or {})}
-    if copy is not None:
-        env["PYTHONPATH"] = str(Path(copy).resolve())
+    # `python -m` puts the working directory first on sys.path, before PYTHONPATH: the service
+    # runs in the directory of the copy it is to import, or it would import this checkout's.
+    home = Path(copy).resolve() if copy is not None else ROOT
+    env["PYTHONPATH"] = str(home)
     with tempfile.TemporaryDirectory(prefix="otel-llm-bench-") as directory:
         port = free_port()
         log_path = Path(directory) / "service.log"
@@ -163,7 +165,12 @@ def otel_llm_service(
         command.append("--upstream-insecure")  # the sink speaks plaintext gRPC
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+                cwd=home,
             )
         try:
             try:
