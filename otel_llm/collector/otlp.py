@@ -87,7 +87,7 @@ def apply_attributes(
         # Nothing to replace or remove: append the attributes' wire encoding in one C call,
         # a fraction of the cost of building the messages field by field from Python. Every
         # value is encoded (a TypeError raised) before the span is touched.
-        span.MergeFromString(b"".join([_encoded_attribute(k, v) for k, v in added.items()]))
+        span.MergeFromString(_encoded_attributes(added))
         return
     for value in added.values():
         _check_encodable(value)
@@ -158,6 +158,28 @@ _SCALARS = (str, bool, int, float, bytes)  # a tuple: isinstance of a union is s
 _encoded_cache: dict[tuple[str, Any], bytes] = {}
 _double_prefixes: dict[str, bytes] = {}
 _MAX_CACHED = 4096
+
+
+def _encoded_attributes(added: Mapping[str, Any]) -> bytes:
+    """``added`` as ``Span.attributes`` entries on the wire, in one piece. What
+    ``_encoded_attribute`` keeps is looked up inline here: the call per attribute was a third
+    of the cost of pricing a span's attributes back onto it."""
+    parts = []
+    prefixes, cache, pack = _double_prefixes, _encoded_cache, _DOUBLE.pack
+    for key, value in added.items():
+        kind = type(value)
+        if kind is float:
+            prefix = prefixes.get(key)
+            if prefix is not None:
+                parts.append(prefix + pack(value))
+                continue
+        elif kind is str:
+            encoded = cache.get((key, value))
+            if encoded is not None:
+                parts.append(encoded)
+                continue
+        parts.append(_encoded_attribute(key, value))
+    return b"".join(parts)
 
 
 def _encoded_attribute(key: str, value: Any) -> bytes:
