@@ -68,6 +68,7 @@ _ALREADY_HANDLED = (
     sc.OTEL_LLM_COST_UNPRICED_REASON,
     sc.OTEL_LLM_CALL_COUNTED_IN,
 )
+_ALREADY_HANDLED_SET = frozenset(_ALREADY_HANDLED)
 
 
 @dataclass(slots=True)
@@ -319,12 +320,16 @@ class Enricher:
             total += len(scope_spans.spans)
         scope_of = where.scope_of
         candidates: list[_Candidate] = []
+        scopes: dict[int, str | None] = {}
         for position in hits:
             scope_index = scope_of[position]
             index, scope_spans = spans_of[scope_index]
             try:
                 span = scope_spans.spans[position - firsts[scope_index]]
-                scope = scope_spans.scope.name or None
+                if scope_index in scopes:
+                    scope = scopes[scope_index]
+                else:
+                    scope = scopes[scope_index] = scope_spans.scope.name or None
                 attributes = attributes_of(span.attributes)
                 if not (may_be_llm_call(attributes) and is_llm_call(attributes, scope)):
                     if tree:
@@ -333,7 +338,7 @@ class Enricher:
             except Exception:  # noqa: BLE001 - one odd span must not stop the rest
                 self._failed(result)
                 continue
-            handled = any(name in attributes for name in _ALREADY_HANDLED)
+            handled = not _ALREADY_HANDLED_SET.isdisjoint(attributes)
             candidates.append(_Candidate(span, attributes, scope, index, handled, None, position))
         if tree:
             tree.roots_but(spans_of, firsts, set(hits))
@@ -479,11 +484,19 @@ def _payload(
     again when their places are not known."""
     if not modified:
         return raw
-    if where:
-        replaced = {c.position: c.span.SerializeToString() for c in candidates if c.changed}
+    changed = [c for c in candidates if c.changed]
+    # Writing a span back costs about three times what serializing it with the whole request
+    # does (measured: 2.9 against 1.1 us per span): past a third of the spans changed, the
+    # whole request is serialized again.
+    if where and len(changed) * _SPLICE_SHARE <= len(where[0].starts):
+        replaced = {c.position: c.span.SerializeToString() for c in changed}
         with contextlib.suppress(Exception):  # then as a whole, below
             return wire.splice(raw, where[0], replaced)
     return request.SerializeToString()
+
+
+_SPLICE_SHARE = 3
+"""The request is spliced while at most one span in this many changed."""
 
 
 def _call(
