@@ -144,7 +144,7 @@ class Pricer:
             span.start_time,
             span.end_time,
             span.status.status_code is StatusCode.ERROR,
-            self._service_name(span.resource),
+            self.service_name(span.resource),
             context.trace_id if context is not None else 0,
             self.book,
             self.max_tokens,
@@ -175,7 +175,8 @@ class Pricer:
             scope=scope,
         )
 
-    def _service_name(self, resource: Resource | None) -> str:
+    def service_name(self, resource: Resource | None) -> str:
+        """The ``service.name`` of an SDK span's resource (``""`` when it has none)."""
         # Resources are few and long-lived; reading one through its read-only proxy is not free.
         entry = self._service_names.get(id(resource))
         if entry is None or entry[0] is not resource:
