@@ -26,7 +26,10 @@ from otel_llm.dialects import (
     operation_of,
 )
 
-_OPERATION_MARKER_NAMES = tuple(attribute for attribute, _ in OPERATION_MARKERS)
+OPERATION_MARKER_NAMES = tuple(attribute for attribute, _ in OPERATION_MARKERS)
+"""The attributes by which another library's span names an operation without
+``gen_ai.operation.name`` (``may_be_llm_call``)."""
+_OPERATION_MARKER_NAMES = OPERATION_MARKER_NAMES
 _DETECT_MARKER_NAMES = tuple(attribute for attribute, _ in DETECT_MARKERS)
 
 # The bound on a provider-reported cost for one call; anything above is a unit mistake.

