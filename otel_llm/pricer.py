@@ -33,7 +33,7 @@ __all__ = ["OTLP_STATUS_CODE_ERROR", "Pricer", "PricingOptions", "scope_name", "
 _logger = logging.getLogger(__name__)
 
 _ERROR = StatusCode.ERROR
-"""Read once: an enum member's look-up is ~150 ns, on every LLM span."""
+"""Read once: an enum member's look-up is ~70 ns (timeit), on every LLM span."""
 
 OTLP_STATUS_CODE_ERROR = 2
 """``opentelemetry.proto.trace.v1.trace_pb2.Status.STATUS_CODE_ERROR``, written out so that
