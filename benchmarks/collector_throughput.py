@@ -1,12 +1,16 @@
 """Sustained OTLP throughput: the otel-llm collector service side by side with Rotel.
 
 Both collectors receive the same load -- pre-serialized ``ExportTraceServiceRequest`` batches of
-512 spans, 10 % of them GenAI spans, sent over gRPC by a load generator process with a few
-concurrent streams -- and forward to the same counting OTLP gRPC sink (its own process). Rounds
-alternate between them (A B, B A, ...) so drift on a shared machine spreads over both. The
-figure is spans per second *arriving at the sink* while the load runs (end to end, after a
-warm-up), and the ratio otel-llm / Rotel (goal: at least 0.5).
+512 spans, a share of them GenAI spans (``--genai-share``: 10 % unless told), sent over gRPC by
+a load generator process with a few concurrent streams -- and forward to the same counting OTLP
+gRPC sink (its own process). Rounds alternate between them (A B, B A, ...) so drift on a shared
+machine spreads over both. The figures are spans per second *arriving at the sink* while the
+load runs (end to end, after a warm-up), the collector's CPU seconds per 100k of them, and the
+GenAI spans it passed per CPU second ("per core": priced ones, for otel-llm), with the ratios
+otel-llm / Rotel. Goals (issue 16), on 10 % GenAI load: at least 0.6x Rotel's spans/s and at
+most 2.5x its CPU per span.
 
+    .venv/bin/python benchmarks/collector_throughput.py --genai-share 1.0,0.1  # both loads
     .venv/bin/python benchmarks/collector_throughput.py                 # both, 3 rounds
     .venv/bin/python benchmarks/collector_throughput.py --only rotel    # Rotel alone
     .venv/bin/python benchmarks/collector_throughput.py --json
@@ -47,6 +51,7 @@ from otlp_load import (  # noqa: E402 - after the path setup
     count_spans,
     cpu_count,
     free_port,
+    genai_batch,
     payloads,
     wait_listening,
 )
@@ -60,6 +65,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # window smaller than the cycle makes every span take the path of new traffic (looked up, not
 # found, remembered, the oldest forgotten). A --service-arg flag still overrides it.
 LOAD_ENV = {"OTEL_LLM_COLLECTOR_DEDUP_WINDOW": "1"}
+
+GOAL_SHARE = 0.1
+"""The load the goals are set for (issue 16): 10 % GenAI spans."""
+GOAL_SPANS_RATIO = 0.6
+"""otel-llm's spans/s at least this times Rotel's."""
+GOAL_CPU_RATIO = 2.5
+"""otel-llm's CPU per span at most this times Rotel's."""
 
 
 @dataclass
@@ -75,11 +87,15 @@ class Target:
 class Round:
     target: str
     round: int
+    genai_share: float
     sink_spans_per_s: float
     accepted_spans_per_s: float
     refused: int
     cpu_per_100k_spans_s: float
     """CPU seconds the collector process used per 100,000 spans that reached the sink."""
+    genai_spans_per_cpu_s: float
+    """GenAI spans that reached the sink per CPU second of the collector (priced, for
+    otel-llm): the GenAI throughput of one core."""
     drained: bool
     """Every accepted span reached the sink after the load stopped."""
 
@@ -138,8 +154,10 @@ def otel_llm_service(
     """The service of this checkout, or of the package copy in directory ``copy``; ``environ``
     is added to its environment."""
     env = {**os.environ, **(environ or {})}
-    if copy is not None:
-        env["PYTHONPATH"] = str(Path(copy).resolve())
+    # `python -m` puts the working directory first on sys.path, before PYTHONPATH: the service
+    # runs in the directory of the copy it is to import, or it would import this checkout's.
+    home = Path(copy).resolve() if copy is not None else ROOT
+    env["PYTHONPATH"] = str(home)
     with tempfile.TemporaryDirectory(prefix="otel-llm-bench-") as directory:
         port = free_port()
         log_path = Path(directory) / "service.log"
@@ -147,7 +165,12 @@ def otel_llm_service(
         command.append("--upstream-insecure")  # the sink speaks plaintext gRPC
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+                cwd=home,
             )
         try:
             try:
@@ -172,7 +195,13 @@ def rotel_collector(sink: str) -> Iterator[Target]:
 
 
 def measure(
-    target: Target, sink: Sink, batches: list[bytes], args: argparse.Namespace, number: int
+    target: Target,
+    sink: Sink,
+    batches: list[bytes],
+    args: argparse.Namespace,
+    number: int,
+    *,
+    share: float,
 ) -> Round:
     base = sink.spans
     load = Load(target.endpoint, batches, processes=args.generators, streams=args.streams)
@@ -199,15 +228,18 @@ def measure(
     return Round(
         target=target.name,
         round=number,
+        genai_share=share,
         sink_spans_per_s=forwarded / (t1 - t0),
         accepted_spans_per_s=(a1 - a0) / (t1 - t0),
         refused=load.refused,
         cpu_per_100k_spans_s=(c1 - c0) / forwarded * 100_000 if forwarded else float("nan"),
+        genai_spans_per_cpu_s=forwarded * share / (c1 - c0) if c1 > c0 else float("nan"),
         drained=drained,
     )
 
 
 def summarize(rounds: list[Round]) -> dict[str, dict[str, float]]:
+    """Medians per collector, of the rounds of one load."""
     summary: dict[str, dict[str, float]] = {}
     for name in dict.fromkeys(r.target for r in rounds):
         mine = [r for r in rounds if r.target == name]
@@ -216,13 +248,48 @@ def summarize(rounds: list[Round]) -> dict[str, dict[str, float]]:
             "max_spans_per_s": max(r.sink_spans_per_s for r in mine),
             "median_accepted_per_s": statistics.median(r.accepted_spans_per_s for r in mine),
             "median_cpu_per_100k_spans_s": statistics.median(r.cpu_per_100k_spans_s for r in mine),
+            "median_genai_spans_per_cpu_s": statistics.median(
+                r.genai_spans_per_cpu_s for r in mine
+            ),
         }
     return summary
 
 
+def ratios(summary: dict[str, dict[str, float]], other: str) -> dict[str, float] | None:
+    """otel-llm / ``other``: spans/s, CPU per span and GenAI spans per CPU second."""
+    if other not in summary or "otel-llm" not in summary:
+        return None
+    mine, theirs = summary["otel-llm"], summary[other]
+    return {
+        "spans_per_s": mine["median_spans_per_s"] / theirs["median_spans_per_s"],
+        "cpu_per_span": mine["median_cpu_per_100k_spans_s"] / theirs["median_cpu_per_100k_spans_s"],
+        "genai_spans_per_cpu_s": mine["median_genai_spans_per_cpu_s"]
+        / theirs["median_genai_spans_per_cpu_s"],
+    }
+
+
+def share_list(text: str) -> list[float]:
+    shares = [float(part) for part in text.split(",") if part.strip()]
+    for share in shares:
+        # The payloads make every n-th span a GenAI span: 1, 1/2, 1/3, ... 1/n.
+        if not 0 < share <= 1 or abs(1 / round(1 / share) - share) > 1e-9:
+            raise argparse.ArgumentTypeError(f"a share is 1/n (1.0, 0.5, 0.1, ...): {share}")
+    if not shares:
+        raise argparse.ArgumentTypeError("at least one share")
+    return shares
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per collector")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per collector and load")
+    parser.add_argument(
+        "--genai-share",
+        type=share_list,
+        default=[GOAL_SHARE],
+        metavar="S[,S...]",
+        help="share(s) of GenAI spans in the load, each 1/n (e.g. 1.0,0.1: both loads in one "
+        "run, the same collector processes)",
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per round")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--streams", type=int, default=4, help="concurrent calls per generator")
@@ -253,56 +320,98 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_rounds(
-    targets: list[Target], sink: Sink, batches: list[bytes], args: argparse.Namespace
+    targets: list[Target],
+    sink: Sink,
+    loads: dict[float, list[bytes]],
+    args: argparse.Namespace,
 ) -> list[Round]:
-    """Every target once per round; the order alternates so drift hits both alike."""
+    """Every target once per round and load; the order alternates so drift hits both alike."""
     rounds = []
-    for number in range(1, args.rounds + 1):
-        for target in targets if number % 2 else targets[::-1]:
-            result = measure(target, sink, batches, args, number)
-            rounds.append(result)
-            if not args.json:
-                print(
-                    f"round {number} {target.name:9} {result.sink_spans_per_s:>10,.0f} spans/s"
-                    f" at the sink  (accepted {result.accepted_spans_per_s:,.0f}/s, "
-                    f"{result.refused} refusals, collector CPU "
-                    f"{result.cpu_per_100k_spans_s:.2f} s/100k spans, "
-                    f"{'drained' if result.drained else 'NOT DRAINED'})",
-                    flush=True,
-                )
+    for share, batches in loads.items():
+        for number in range(1, args.rounds + 1):
+            for target in targets if number % 2 else targets[::-1]:
+                result = measure(target, sink, batches, args, number, share=share)
+                rounds.append(result)
+                if not args.json:
+                    print(f"{share:>4.0%} GenAI ", end="")
+                    print(
+                        f"round {number} {target.name:9} {result.sink_spans_per_s:>10,.0f} spans/s"
+                        f" at the sink  (accepted {result.accepted_spans_per_s:,.0f}/s, "
+                        f"{result.refused} refusals, collector CPU "
+                        f"{result.cpu_per_100k_spans_s:.2f} s/100k spans, "
+                        f"{'drained' if result.drained else 'NOT DRAINED'})",
+                        flush=True,
+                    )
     return rounds
 
 
 def report(rounds: list[Round], args: argparse.Namespace, missing: str | None) -> None:
-    summary = summarize(rounds)
-    ratio = against = None
-    if "rotel" in summary and "otel-llm" in summary:
-        ratio = summary["otel-llm"]["median_spans_per_s"] / summary["rotel"]["median_spans_per_s"]
-    if "against" in summary and "otel-llm" in summary:
-        mine, theirs = summary["otel-llm"], summary["against"]
-        against = {
-            "spans_per_s": mine["median_spans_per_s"] / theirs["median_spans_per_s"],
-            "cpu_per_span": mine["median_cpu_per_100k_spans_s"]
-            / theirs["median_cpu_per_100k_spans_s"],
+    loads = {}
+    for share in args.genai_share:
+        summary = summarize([r for r in rounds if r.genai_share == share])
+        loads[share] = {
+            "summary": summary,
+            "ratio": ratios(summary, "rotel"),
+            "against": ratios(summary, "against"),
         }
     if args.json:
-        result = {"rounds": [asdict(r) for r in rounds], "summary": summary, "ratio": ratio}
-        print(json.dumps({**result, "against": against, "otel_llm_missing": missing}))
+        first = loads[args.genai_share[0]]
+        ratio = first["ratio"]
+        result = {
+            "rounds": [asdict(r) for r in rounds],
+            # The first load's, as before --genai-share; every load's under "loads".
+            "summary": first["summary"],
+            "ratio": ratio["spans_per_s"] if ratio else None,
+            "against": first["against"],
+            "loads": {str(share): figures for share, figures in loads.items()},
+            "otel_llm_missing": missing,
+        }
+        print(json.dumps(result))
         return
-    for name, figures in summary.items():
-        print(
-            f"{name:9} median {figures['median_spans_per_s']:>10,.0f} spans/s "
-            f"(max {figures['max_spans_per_s']:,.0f}), collector CPU "
-            f"{figures['median_cpu_per_100k_spans_s']:.2f} s per 100k spans"
-        )
-    if ratio is not None:
-        verdict = "met" if ratio >= 0.5 else "MISSED"
-        print(f"ratio otel-llm / rotel: {ratio:.2f} (goal >= 0.5: {verdict})")
-    if against is not None:
-        print(
-            f"otel-llm / against ({args.against}): spans/s {against['spans_per_s']:.3f}, "
-            f"CPU per span {against['cpu_per_span']:.3f}"
-        )
+    print()
+    print(
+        f"{'GenAI':>5}  {'collector':9} {'spans/s':>10} {'max':>10} {'CPU s/100k':>11} "
+        f"{'GenAI spans/s per core':>23}"
+    )
+    for share, figures in loads.items():
+        for name, values in figures["summary"].items():
+            print(
+                f"{share:>5.0%}  {name:9} {values['median_spans_per_s']:>10,.0f} "
+                f"{values['max_spans_per_s']:>10,.0f} "
+                f"{values['median_cpu_per_100k_spans_s']:>11.2f} "
+                f"{values['median_genai_spans_per_cpu_s']:>23,.0f}"
+            )
+    print("(medians of the rounds; GenAI spans/s per core: GenAI spans delivered per CPU second)")
+    for share, figures in loads.items():
+        ratio, against = figures["ratio"], figures["against"]
+        if ratio is not None:
+            line = (
+                f"{share:>5.0%}  otel-llm / rotel: spans/s {ratio['spans_per_s']:.2f}x, "
+                f"CPU per span {ratio['cpu_per_span']:.2f}x, "
+                f"GenAI spans/s per core {ratio['genai_spans_per_cpu_s']:.2f}x"
+            )
+            if abs(share - GOAL_SHARE) < 1e-9:
+                spans_ok = ratio["spans_per_s"] >= GOAL_SPANS_RATIO
+                cpu_ok = ratio["cpu_per_span"] <= GOAL_CPU_RATIO
+                line += (
+                    f"  (goals >= {GOAL_SPANS_RATIO}x: {'met' if spans_ok else 'MISSED'}, "
+                    f"<= {GOAL_CPU_RATIO}x: {'met' if cpu_ok else 'MISSED'})"
+                )
+            print(line)
+        if against is not None:
+            print(
+                f"{share:>5.0%}  otel-llm / against ({args.against}): spans/s "
+                f"{against['spans_per_s']:.3f}, CPU per span {against['cpu_per_span']:.3f}"
+            )
+
+
+def load_payloads(count: int, share: float) -> list[bytes]:
+    """``count`` distinct serialized batches with ``share`` of GenAI spans (``payloads``' for
+    the 10 % load)."""
+    every = round(1 / share)
+    if every == 10:
+        return payloads(count)
+    return [genai_batch(seed, genai_every=every).SerializeToString() for seed in range(count)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,12 +421,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(text, flush=True)
 
-    batches = payloads(args.batches)
-    assert count_spans(batches[0]) == BATCH
+    loads = {share: load_payloads(args.batches, share) for share in args.genai_share}
+    for share, batches in loads.items():
+        assert count_spans(batches[0]) == BATCH
+        say(
+            f"{len(batches)} payloads of {BATCH} spans ({share:.0%} GenAI), "
+            f"{sum(map(len, batches)) // len(batches)} bytes each"
+        )
     say(
-        f"{len(batches)} payloads of {BATCH} spans (10% GenAI), "
-        f"{sum(map(len, batches)) // len(batches)} bytes each; {args.generators} generator "
-        f"process(es) x {args.streams} streams; {cpu_count()} CPUs; rotel-agent {ROTEL_AGENT}"
+        f"{args.generators} generator process(es) x {args.streams} streams; {cpu_count()} CPUs; "
+        f"rotel-agent {ROTEL_AGENT}"
     )
     missing = None if args.only == "rotel" else otel_llm_available()
     if missing:
@@ -341,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         if not targets:
             say("nothing to measure")
             return 2
-        rounds = run_rounds(targets, sink, batches, args)
+        rounds = run_rounds(targets, sink, loads, args)
     report(rounds, args, missing)
     if not all(r.drained for r in rounds):
         return 1

@@ -13,7 +13,11 @@ Variants:
   24 h, one per project of 960), 30 per model glob with call rules, 10 over every call;
 * ``1000-cold``: the same policies, but every call is of a project never seen before, so
   the policies a call is in are worked out for each call (the per-scope cache never helps):
-  the worst case.
+  the worst case;
+* ``1000-sync``: ``1000`` as replicas on one store run it (``policy_sync_interval`` > 0): each
+  evaluated call is also remembered until the call sink stores it (``follow_store``); after
+  each cell the calls are reported stored, as the call feeder does within milliseconds (its
+  side, off the request path, is not measured).
 
 Every call has a user of its own: no policy names users, so they make no plans of their own.
 
@@ -150,6 +154,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as directory:
         path = policy_file(Path(directory))
         targets = {"none": service(None), "1000": service(path), "1000-cold": service(path)}
+        targets["1000-sync"] = service(path)
+        synced = targets["1000-sync"].policies
+        assert synced is not None
+        synced.engine.follow_store()
         warm = requests(args.requests, args.spans, args.scopes, fresh=False)
         calls = args.requests * args.spans
         for name, target in targets.items():  # warm-up: prices cached, scopes seen
@@ -163,6 +171,8 @@ def main() -> int:
             for name in order if round_ % 2 == 0 else reversed(order):
                 payloads = cold if name == "1000-cold" else warm
                 seconds[name].append(run(targets[name], payloads))
+                if name == "1000-sync":  # the feeder stored them (what it reports, by id)
+                    synced.engine.stored(list(synced.engine._pending or ()))
         engine = targets["1000"].policies
         assert engine is not None
         evaluated = sum(p["budgets"][0]["calls"] for p in engine.engine.snapshot()[:PROJECTS])

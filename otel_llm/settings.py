@@ -485,6 +485,19 @@ POLICIES_FILE: Setting[str | None] = Setting(
         "last good policies stay in force). Unset or ``none``: no policies."
     ),
 )
+POLICY_SYNC_INTERVAL: Setting[float] = Setting(
+    name="policy_sync_interval",
+    default=5.0,
+    parse=float,
+    check=seconds_or_off,
+    doc=(
+        "Seconds between two resyncs of the collector's budgets from its call log's store: "
+        "replicas writing one store each set every budget's spend to the store's sums plus "
+        "their own calls not stored yet, so all agree on the spend (and on what is blocked) "
+        "within about this interval plus the time a call takes to be stored. 0: no resync "
+        "(the spend is read back at start-up only; one collector per store)."
+    ),
+)
 
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_GRPC_ENDPOINT,
@@ -508,6 +521,7 @@ COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_RETRY_AFTER,
     COLLECTOR_DEDUP_WINDOW,
     POLICIES_FILE,
+    POLICY_SYNC_INTERVAL,
 )
 
 # --- The call log (store, query API, retention) ---------------------------------------------
@@ -716,6 +730,16 @@ CALL_LOG_STATS_TIMEOUT: Setting[float] = Setting(
         "database statement too) and answered 503."
     ),
 )
+CALL_LOG_TRACE_URL: Setting[str | None] = Setting(
+    name="call_log_trace_url",
+    default=None,
+    parse=str,
+    check=optional_text,
+    doc=(
+        'Link template of the page\'s "open trace" links, ``{trace_id}`` (and ``{span_id}``) '
+        "replaced, e.g. ``http://jaeger:16686/trace/{trace_id}``; unset: no link."
+    ),
+)
 
 CALL_LOG: tuple[Setting[Any], ...] = (
     CALL_LOG_STORE,
@@ -737,6 +761,7 @@ CALL_LOG: tuple[Setting[Any], ...] = (
     CALL_LOG_RATE_LIMIT_DETAILS,
     CALL_LOG_RATE_LIMIT_STATS,
     CALL_LOG_STATS_TIMEOUT,
+    CALL_LOG_TRACE_URL,
 )
 
 ALL: tuple[Setting[Any], ...] = (*CORE, *COLLECTOR, *CALL_LOG)

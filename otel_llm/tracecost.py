@@ -32,9 +32,11 @@ __all__ = [
     "OPENINFERENCE_AGENT",
     "OPENINFERENCE_KIND",
     "AgentScope",
+    "CallParts",
     "Rollup",
     "TraceCosts",
     "agent_of_span",
+    "call_parts",
     "span_role",
 ]
 
@@ -96,6 +98,27 @@ def _text(value: Any) -> str:
     return "" if value is None else value if isinstance(value, str) else str(value)
 
 
+CallParts = tuple[int | None, int | None, int | None, int | None, int | None, Decimal | None, bool]
+"""What a roll-up adds of one call: its five token counts (``sc.TOKEN_TYPES``' order), its exact
+cost (None: unpriced) and whether it failed. A tuple: the processor's one pass has no
+``Derived`` to hand over."""
+
+
+def call_parts(derived: Derived) -> CallParts:
+    """The ``CallParts`` of a priced call."""
+    call = derived.call
+    priced = derived.priced
+    return (
+        call.input_tokens,
+        call.output_tokens,
+        call.cache_read_tokens,
+        call.cache_creation_tokens,
+        call.reasoning_tokens,
+        priced.amount if isinstance(priced, Cost) else None,
+        bool(derived.error_type),
+    )
+
+
 class Rollup:
     """The LLM calls that ended under one span: exact cost, tokens by type, counts."""
 
@@ -108,21 +131,21 @@ class Rollup:
         self.counts = [0, 0, 0]
         """calls, unpriced calls, failed calls."""
 
-    def add(self, derived: Derived) -> None:
-        call = derived.call
+    def add(self, call: CallParts) -> None:
+        input_, output, cache_read, cache_creation, reasoning, cost, failed = call
         tokens = self.tokens
-        tokens[0] += call.input_tokens or 0
-        tokens[1] += call.output_tokens or 0
-        tokens[2] += call.cache_read_tokens or 0
-        tokens[3] += call.cache_creation_tokens or 0
-        tokens[4] += call.reasoning_tokens or 0
+        tokens[0] += input_ or 0
+        tokens[1] += output or 0
+        tokens[2] += cache_read or 0
+        tokens[3] += cache_creation or 0
+        tokens[4] += reasoning or 0
         counts = self.counts
         counts[0] += 1
-        if isinstance(derived.priced, Cost):
-            self.cost += derived.priced.amount  # a Decimal: the sum stays exact
+        if cost is not None:
+            self.cost += cost  # a Decimal: the sum stays exact
         else:
             counts[1] += 1
-        if derived.error_type:
+        if failed:
             counts[2] += 1
 
     def attributes(self) -> dict[str, Any]:
@@ -204,12 +227,12 @@ class TraceCosts:
         with self._lock:
             return self.under.pop(span_id, None)
 
-    def add_call(self, derived: Derived, agent: AgentScope | None, trace_id: int | None) -> None:
+    def add_call(self, call: CallParts, agent: AgentScope | None, trace_id: int | None) -> None:
         """A priced call ended under ``agent`` (if any), in trace ``trace_id`` unless the call
         is its trace's local root (None)."""
         with self._lock:
             while agent is not None:
-                agent.rollup.add(derived)
+                agent.rollup.add(call)
                 agent = agent.outer
             if trace_id is None:
                 return
@@ -217,7 +240,7 @@ class TraceCosts:
             if rollup is None:
                 rollup = Rollup()
                 self._put(self.traces, trace_id, rollup, "trace")
-            rollup.add(derived)
+            rollup.add(call)
 
     def root_ended(self, trace_id: int) -> Rollup | None:
         """The calls of the trace that ended under the local root ending now."""

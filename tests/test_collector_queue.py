@@ -403,3 +403,36 @@ def test_a_memo_goes_to_its_consumer_once_within_its_bound_and_never_to_disk(
             (b"a" * 6, None),
             (b"c" * 6, None),
         ]
+
+
+def test_kept_payloads_are_handed_out_without_reading_their_files(tmp_path: Path) -> None:
+    """With ``keep_bytes`` a batch put is handed to every consumer from memory while the
+    memory kept stays under the bound; the file is still written (the durable record) and is
+    what a restarted queue reads."""
+    with DiskQueue(tmp_path, max_bytes=10_000, consumers=BOTH, keep_bytes=10) as queue:
+        queue.put(b"kept-1", spans=1)
+        queue.put(b"on-disk", spans=2)  # 6 + 7 bytes > 10: not kept
+        for name in _files(tmp_path, ".batch"):
+            data = bytearray((tmp_path / name).read_bytes())
+            data[-1] ^= 0xFF  # damaged on disk: a CRC mismatch when read
+            (tmp_path / name).write_bytes(bytes(data))
+        kept = queue.get(timeout=0, consumer="calls")
+        assert kept is not None
+        assert kept.payload == b"kept-1"  # from memory
+        assert queue.get(timeout=0, consumer="calls") is None  # the other one, read: damaged
+        assert queue.take_corrupt() == 2  # the one read from its file
+        again = queue.get(timeout=0)
+        assert again is not None
+        assert again.payload == b"kept-1"
+        queue.ack(kept)
+        queue.ack(again)
+        # Deleted once both consumers have it, and its memory given back: the next fits.
+        queue.put(b"kept-2", spans=1)
+        item = queue.get(timeout=0)
+        assert item is not None
+        assert item.payload == b"kept-2"
+        queue.release(item)
+    with DiskQueue(tmp_path, max_bytes=10_000, consumers=BOTH, keep_bytes=10) as queue:
+        item = queue.get(timeout=0)  # after a restart: read from its file (it was released)
+        assert item is not None
+        assert item.payload == b"kept-2"

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import random
 import textwrap
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from otel_llm.policies import PolicyCall, PolicyEngine, PolicyFile, PolicyFileError
+from otel_llm.policies.engine import PAST_REFRESH_NS, PENDING_MAX_AGE_NS, SETTLED_AFTER_NS
 from otel_llm.policies.load import describe, parse_policies
-from otel_llm.policies.model import Window
+from otel_llm.policies.model import SCOPE_FIELDS, Window
 from otel_llm.policies.windows import HOUR_NS, MINUTE_NS, bounds, iso
 from otel_llm.pricing.cost import Cost, to_nanos
 
@@ -535,3 +537,125 @@ def test_the_readmes_example_file_is_valid() -> None:
     described = describe(parse_policies(example, "README"))
     assert [p["name"] for p in described] == ["checkout-daily", "no-premium-models"]
     assert described[0]["budgets"][1]["window"] == "6h"
+
+
+# --- replicas: the spend resynced from the store -------------------------------------------------
+
+REPLICATED = """\
+policies:
+  - name: daily
+    scope: {service: shop}
+    budgets: [{window: day, usd: 0.001}, {window: 2h, usd: 1}]
+    action: block
+"""
+
+
+class SharedStore:
+    """The call log as replicas share it (a ``SpendHistory``): each call id once."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, PolicyCall] = {}
+
+    def store(self, *calls: PolicyCall) -> None:
+        for stored in calls:
+            assert isinstance(stored.call_id, str)
+            self.calls.setdefault(stored.call_id, stored)  # a call stored again is ignored
+
+    def spend(
+        self, start_ns: int, end_ns: int, per_minute: bool, fields: Sequence[str] = SCOPE_FIELDS
+    ) -> Iterator[tuple[tuple[str | None, ...], int | None, int, int, int, int]]:
+        for stored in self.calls.values():
+            if start_ns <= stored.time_ns < end_ns:
+                minute = stored.time_ns - stored.time_ns % MINUTE_NS if per_minute else None
+                nanos = stored.cost_nanos
+                named = zip(SCOPE_FIELDS, stored.key, strict=True)
+                key = tuple(value if name in fields else None for name, value in named)
+                yield key, minute, nanos or 0, stored.tokens or 0, 1, int(nanos is None)
+
+
+def spent(engine: PolicyEngine) -> dict[str, tuple[int, int, str]]:
+    return {
+        budget["name"]: (budget["spent_nanos"], budget["calls"], budget["state"])
+        for budget in status(engine, "daily")["budgets"]  # type: ignore[attr-defined]
+    }
+
+
+def test_a_resync_counts_the_store_and_the_calls_not_stored_yet_each_once() -> None:
+    clock = Clock("2026-12-06T12:00:00")
+    engine = engine_of(REPLICATED, clock)  # replica A; "b*" calls are replica B's
+    engine.follow_store()
+    shared = SharedStore()
+    a1, a2 = (call(clock.now, 200_000, call_id=f"a{n}") for n in (1, 2))
+    engine.observe([a1, a2])
+    shared.store(a1)  # a1 stored, a2 not yet
+    engine.stored(["a1"])
+    b1, b2 = (call(ns("2026-12-06T11:00:00"), 200_000, call_id=f"b{n}") for n in (1, 2))
+    shared.store(b1, b2, call(ns("2026-12-05T23:00:00"), 5_000_000, call_id="yesterday"))
+    revision = engine.current_revision()
+
+    assert engine.resync(shared) == 0
+    assert spent(engine) == {"day": (800_000, 4, "ok"), "2h": (800_000, 4, "ok")}
+    assert engine.current_revision() == revision  # no state changed
+
+    shared.store(call(clock.now, 200_000, call_id="b3"))  # B's call reaches the limit
+    assert engine.resync(shared) == 1
+    assert spent(engine)["day"] == (1_000_000, 5, "exceeded")
+    state = status(engine, "daily")
+    assert state["blocked"] is True
+    assert state["budgets"][0]["crossed_by"] == {"call_id": None, "time": None, "synced": True}  # type: ignore[index]
+    assert (state["violations"], state["alerts"], state["blocks"]) == (0, 0, 0)  # B counts it
+    assert engine.current_revision() > revision  # an enforcing application's poll sees it
+
+    # a2 stored now, and b1 delivered to A too (the ring changed): each still once.
+    engine.observe([b1])
+    assert spent(engine)["day"] == (1_200_000, 6, "exceeded")  # until the next resync
+    shared.store(a2, b1)
+    engine.stored(["a2", "b1"])
+    engine.resync(shared)
+    assert spent(engine) == {"day": (1_000_000, 5, "exceeded"), "2h": (1_000_000, 5, "ok")}
+
+    # The rolling window by the minute: at 13:30 it holds 11:31 on, so not B's 11:00 calls.
+    clock.now = ns("2026-12-06T13:30:00")
+    engine.resync(shared)
+    assert spent(engine) == {"day": (1_000_000, 5, "exceeded"), "2h": (600_000, 3, "ok")}
+
+    # A call never said stored is forgotten after PENDING_MAX_AGE_NS (its sink was not told).
+    engine.observe([call(clock.now, 200_000, call_id="lost")])
+    engine.resync(shared)
+    assert spent(engine)["2h"] == (800_000, 4, "ok")
+    clock.now += PENDING_MAX_AGE_NS + MINUTE_NS
+    engine.resync(shared)
+    assert spent(engine)["2h"] == (600_000, 3, "ok")
+
+
+def test_a_window_older_part_is_cached_until_refreshed_or_a_late_call_stored() -> None:
+    clock = Clock("2026-12-06T12:00:00")
+    engine = engine_of(
+        'policies: [{name: daily, scope: "*", budgets: [{window: month, usd: 1}]}]', clock
+    )
+    engine.follow_store()
+    shared = SharedStore()
+    shared.store(call(ns("2026-12-02T10:00:00"), 100, call_id="b1"))
+    engine.resync(shared)
+    assert spent(engine)["month"] == (100, 1, "ok")
+    # Another replica's calls of the last SETTLED_AFTER_NS count at the next resync; its
+    # later-stored older ones once the older part is read again.
+    shared.store(
+        call(clock.now - 5 * MINUTE_NS, 20, call_id="b2"),
+        call(clock.now - 20 * MINUTE_NS, 3, call_id="b3"),
+    )
+    engine.resync(shared)
+    assert spent(engine)["month"] == (120, 2, "ok")
+    assert SETTLED_AFTER_NS == 10 * MINUTE_NS
+    clock.now += PAST_REFRESH_NS
+    engine.resync(shared)
+    assert spent(engine)["month"] == (123, 3, "ok")
+    # This replica's own late call: counted while not stored, and from the store once it is.
+    late = call(ns("2026-12-04T00:00:00"), 4000, call_id="a1")
+    engine.observe([late])
+    engine.resync(shared)
+    assert spent(engine)["month"] == (4123, 4, "ok")
+    shared.store(late)
+    engine.stored(["a1"])
+    engine.resync(shared)
+    assert spent(engine)["month"] == (4123, 4, "ok")

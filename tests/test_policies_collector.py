@@ -46,7 +46,12 @@ from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.policies import CollectorPolicies
 from otel_llm.collector.service import CollectorService
 from tests.support.collector_process import CollectorProcess
-from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401 - fixture
+from tests.support.postgres import (  # noqa: F401 - fixture
+    BACKENDS,
+    PostgresCluster,
+    empty_store_url,
+    pg_cluster,
+)
 
 ADMIN_KEY = "policies-admin-key-0123456789"
 SHOP_KEY = "policies-shop-key-0123456789"
@@ -93,9 +98,16 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 @contextmanager
 def collector(
-    tmp_path: Path, store: str, files: dict[str, Path], *, interval: float = 3600.0
+    tmp_path: Path,
+    store: str,
+    files: dict[str, Path],
+    *,
+    interval: float = 3600.0,
+    sync: float = 5.0,
+    queue: str = "queue",
 ) -> Iterator[tuple[CollectorService, CallLogService]]:
-    """A collector with its call log, API and policies, as ``otel-llm collector`` wires them."""
+    """A collector with its call log, API and policies, as ``otel-llm collector`` wires them
+    (``sync``: its ``policy_sync_interval``)."""
     policies = CollectorPolicies.open(str(files["policies"]), interval=interval)
     config = CallLogConfig.from_settings(
         store=store, api_endpoint="127.0.0.1:0", api_keys_file=str(files["keys"])
@@ -107,7 +119,8 @@ def collector(
             grpc_endpoint="127.0.0.1:0",
             http_endpoint="none",
             metrics_endpoint="127.0.0.1:0",
-            queue_dir=str(tmp_path / "queue"),
+            queue_dir=str(tmp_path / queue),
+            policy_sync_interval=sync,
         ),
         registry=CollectorRegistry(),
         call_sink=call_log.sink,
@@ -458,6 +471,80 @@ def test_a_request_delivered_twice_is_evaluated_once(
             assert exporter.export(spans) == SpanExportResult.SUCCESS
         exporter.shutdown()
         assert budget_of(call_log)["spent_nanos"] == CALL_NANOS
+
+
+SYNC = 0.3
+"""The replicas' policy_sync_interval in the test below (seconds)."""
+
+
+def test_two_collectors_on_one_postgresql_agree_on_the_spend_within_the_sync_interval(
+    pg_cluster: PostgresCluster,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    files: dict[str, Path],
+) -> None:
+    store = pg_cluster.create_database()
+    with (
+        collector(tmp_path, store, files, sync=SYNC, queue="a") as (service_a, log_a),
+        collector(tmp_path, store, files, sync=SYNC, queue="b") as (service_b, log_b),
+    ):
+        app_a, app_b = App(service_a), App(service_b)
+        app_a.call()
+        app_a.call()
+        assert budget_of(log_a)["spent_nanos"] == 2 * CALL_NANOS  # its own calls at once
+        app_b.call()  # the third call: $0.0006, the limit -- reached on neither alone
+        sent = time.monotonic()
+
+        def agreed() -> bool:
+            budgets = [budget_of(log_a), budget_of(log_b)]
+            return all(
+                (b["state"], b["spent_nanos"], b["spent_tokens"], b["calls"])
+                == ("exceeded", 3 * CALL_NANOS, 3 * 150, 3)
+                for b in budgets
+            )
+
+        wait_until(agreed, timeout=10)
+        # Within the interval plus the time a call takes to be stored (well under a second).
+        assert time.monotonic() - sent < SYNC + 2.0
+        for log in (log_a, log_b):
+            status, enforcement = api(log, "?view=enforcement")
+            assert status == 200
+            assert enforcement["policies"][0]["blocked"] is True  # what enforcing apps poll
+            assert budget_of(log)["crossed_by"] is not None
+        for service in (service_a, service_b):
+            labels = {"policy": "shop-daily", "rule": "day"}
+            assert sample(service, "otel_llm_policy_spend_usd", **labels) == 0.0006
+            assert sample(service, "otel_llm_policy_state", **labels) == 2
+
+        # The same span delivered to both (a load balancer's ring changed): stored once, and
+        # once in each replica's spend after a resync, though both evaluated it.
+        memory = InMemorySpanExporter()
+        provider = TracerProvider(resource=Resource.create({"service.name": "shop-api"}))
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "budget-model",
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.output_tokens": 50,
+            "otel_llm.context.project_id": "shop",
+        }
+        with provider.get_tracer("shop").start_as_current_span("chat", attributes=attributes):
+            pass
+        for service in (service_a, service_b):
+            exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{service.grpc_port}", insecure=True)
+            assert exporter.export(memory.get_finished_spans()) == SpanExportResult.SUCCESS
+            exporter.shutdown()
+        wait_until(
+            lambda: (
+                [budget_of(log)["spent_nanos"] for log in (log_a, log_b)] == [4 * CALL_NANOS] * 2
+            ),
+            timeout=10,
+        )
+        time.sleep(2 * SYNC)  # and it stays there: nothing counted twice at a later resync
+        assert [budget_of(log)["spent_nanos"] for log in (log_a, log_b)] == [4 * CALL_NANOS] * 2
+        assert log_a.store.count(CallFilter()) == 4
+        app_a.close()
+        app_b.close()
 
 
 RULES = """\

@@ -1,7 +1,8 @@
-"""The call log's HTTP JSON query API served: ``CallLogAPI`` runs ``CallLogApp`` (``app.py``:
-routes, keys, rate limits, answers) on the package's ``BackgroundHTTPServer``, on 127.0.0.1
-unless told otherwise. This module reads the request body (bounded, ``Content-Length`` only) and
-writes the app's answer; everything the API decides is in ``app.py``.
+"""The call log's HTTP JSON query API and its page served: ``CallLogAPI`` runs ``CallLogApp``
+(``app.py``: routes, keys, rate limits, answers; the page at ``/``: ``webpage.py``) on the
+package's ``BackgroundHTTPServer``, on 127.0.0.1 unless told otherwise. This module reads the
+request body (bounded, ``Content-Length`` only) and writes the app's answer; everything the API
+decides is in ``app.py``.
 """
 
 from __future__ import annotations
@@ -105,9 +106,15 @@ class CallLogAPI(Background):
         limits: RateLimits | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         policies: PolicyFile | None = None,
+        trace_url: str | None = None,
     ):
         self.app = CallLogApp(
-            store, keys=keys, limits=limits, max_body_bytes=max_body_bytes, policies=policies
+            store,
+            keys=keys,
+            limits=limits,
+            max_body_bytes=max_body_bytes,
+            policies=policies,
+            trace_url=trace_url,
         )
         self.host = host
         self._server = BackgroundHTTPServer(
@@ -148,8 +155,13 @@ class CallLogAPI(Background):
 
     @property
     def url(self) -> str:
+        return self.page_url.removesuffix("/") + PREFIX
+
+    @property
+    def page_url(self) -> str:
+        """The page's address (``http://host:port/``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{PREFIX}"
+        return f"http://{host}:{self.port}/"
 
     def start(self) -> CallLogAPI:
         """Bind and serve in a background thread; OSError if the address is unavailable."""

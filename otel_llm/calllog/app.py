@@ -1,5 +1,6 @@
 """The call log's JSON query API, independent of any server: routes, API keys, per-key rate
-limits and the answers. ``api.py`` serves it over HTTP.
+limits and the answers. ``api.py`` serves it over HTTP. Paths outside ``/api/`` are the page's
+(``webpage.py``: the static files at ``/``, no key needed; their data comes from this API).
 
 Routes (all under ``/api/v1/calls``; every request needs an API key)::
 
@@ -50,6 +51,7 @@ from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing
 from otel_llm.calllog.query import CallQuery, QueryError, StatsTimeout
 from otel_llm.calllog.ratelimit import EndpointClass, RateLimiter, RateLimits
 from otel_llm.calllog.record import FIELDS, is_call_id
+from otel_llm.calllog.webpage import WebPage
 
 if TYPE_CHECKING:  # the stores' module (SQL, drivers) is only needed to type the reader
     from otel_llm.calllog.store import CallReader, Page
@@ -148,6 +150,7 @@ class CallLogApp:
         stats_timeout: float | None = None,
         max_concurrent_stats: int = MAX_CONCURRENT_STATS,
         policies: PolicyFile | None = None,
+        trace_url: str | None = None,
     ):
         if not len(keys):
             raise ValueError(
@@ -163,11 +166,21 @@ class CallLogApp:
         self._stats_places = threading.BoundedSemaphore(max_concurrent_stats)
         self.policies = policies
         """The collector's budgets and policies, served under /api/v1/policies."""
+        self.page = WebPage(settings.CALL_LOG_TRACE_URL.resolve(trace_url))
+        """The page at ``/`` (``webpage.py``): every path outside ``/api/``."""
 
     def handle(
         self, method: str, target: str, header: Callable[[str], str | None], body: bytes
     ) -> Response:
         """The response to one request (``header(name)`` reads a request header)."""
+        page = self.page.answer(method, target, header)
+        if page is not None:
+            return Response(page.status, page.body, page.headers)
+        return self._handle_api(method, target, header, body)
+
+    def _handle_api(
+        self, method: str, target: str, header: Callable[[str], str | None], body: bytes
+    ) -> Response:
         extra: tuple[tuple[str, str], ...] = ()
         try:
             split = urlsplit(target)

@@ -234,7 +234,8 @@ def run_serve(args: argparse.Namespace) -> int:
             # A service manager's stop (SIGTERM) ends the server as Ctrl-C does: store closed.
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
         print(
-            f"serving the call log on {api.url} ({len(keys)} API keys); Ctrl-C stops",
+            f"serving the call log on {api.url} ({len(keys)} API keys), its page on "
+            f"{api.page_url}; Ctrl-C stops",
             flush=True,
         )
         try:

@@ -1,6 +1,7 @@
 """The call log as the policies' ``SpendHistory``: past spend read back from the store.
 
-After a restart (or a reload that adds a budget) the collector's policy engine asks, per
+After a restart (or a reload that adds a budget), and at each resync of replicas sharing the
+store (``policy_sync_interval``), the collector's policy engine asks, per
 distinct window start, for the calls created since then, summed by the scope fields (and by
 minute for rolling windows); it matches each sum to its policies itself, with the same
 patterns as live calls. One grouped statement per window start, whatever the number of
@@ -11,7 +12,7 @@ stored, so the sums are the live engine's to the nano.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from otel_llm.calllog import sql
@@ -32,22 +33,30 @@ class StoreSpendHistory:
         self.store = store
 
     def spend(
-        self, start_ns: int, end_ns: int, per_minute: bool
+        self,
+        start_ns: int,
+        end_ns: int,
+        per_minute: bool,
+        fields: Sequence[str] = SCOPE_FIELDS,
     ) -> Iterator[tuple[ScopeKey, int | None, int, int, int, int]]:
         # Microseconds, as stored: the start rounded down and the end up keep every call of
         # [start_ns, end_ns) (window starts are whole minutes anyway).
         window = CallFilter(start=_moment(start_ns // 1000), end=_moment(-(-end_ns // 1000)))
         condition = sql.where(window)
-        scope = ", ".join(column_of(name) for name in SCOPE_FIELDS)
+        # Grouped by the fields budgets read only: the others come back NULL.
+        values = ", ".join(column_of(n) if n in fields else "NULL" for n in SCOPE_FIELDS)
         time = column_of(TIME_FIELD)
         # Integer division on both databases (no '%': psycopg reads it as a placeholder).
         minute = f"{time} / {_MINUTE_US} * {_MINUTE_US}" if per_minute else "NULL"
+        groups = [column_of(n) for n in SCOPE_FIELDS if n in fields]
+        if per_minute:
+            groups.append(minute)
         cost = column_of("cost")
         statement = sql.Statement(
-            f"SELECT {scope}, {minute}, SUM({cost}), "  # noqa: S608 - fixed names
+            f"SELECT {values}, {minute}, SUM({cost}), "  # noqa: S608 - fixed names
             f"SUM({column_of('total_tokens')}), COUNT(*), COUNT(*) - COUNT({cost}) "
-            f"FROM {CALLS} WHERE {condition.text} "
-            f"GROUP BY {scope}{', ' + minute if per_minute else ''}",
+            f"FROM {CALLS} WHERE {condition.text}"
+            + (f" GROUP BY {', '.join(groups)}" if groups else ""),
             condition.params,
         )
         for row in self.store._read(statement):

@@ -37,6 +37,7 @@ from otel_llm.calllog.retention import RetentionJob
 from otel_llm.calllog.store import CallStore, SQLCallStore, open_store
 from otel_llm.calllog.writer import CallLogWriter
 from otel_llm.collector.otlp import id_to_int
+from otel_llm.policies.model import SCOPE_FIELDS
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -357,7 +358,9 @@ class CollectorCallLog:
         if service is None:
             return "call log off (--call-log-store none)"
         if service.api_url is not None:
-            return f"call log in {service.store_name}; query API on {service.api_url}"
+            page = service.api_url.removesuffix("/api/v1/calls") + "/"
+            api = service.api_url  # followed by a space: tests and scripts read it up to there
+            return f"call log in {service.store_name}; query API on {api} and its page on {page}"
         return f"call log in {service.store_name}; query API not served: {service.api_off_reason}"
 
 
@@ -368,12 +371,12 @@ class _StartedStoreHistory:
         self._service = service
 
     def spend(
-        self, start_ns: int, end_ns: int, per_minute: bool
+        self, start_ns: int, end_ns: int, per_minute: bool, fields: Sequence[str] = SCOPE_FIELDS
     ) -> Iterator[tuple[ScopeKey, int | None, int, int, int, int]]:
         store = self._service.store
         if not isinstance(store, SQLCallStore):
             return iter(())
-        return StoreSpendHistory(store).spend(start_ns, end_ns, per_minute)
+        return StoreSpendHistory(store).spend(start_ns, end_ns, per_minute, fields)
 
 
 def _without_password(url: str) -> str:

@@ -73,5 +73,8 @@ class CollectorConfig(Configured):
     dedup_window: int = bound(settings.COLLECTOR_DEDUP_WINDOW, "--dedup-window", "N")
     """Priced spans remembered by id, so a redelivered one is not counted twice (0: off)."""
     policies_file: str | None = bound(settings.POLICIES_FILE, "--policies", "FILE")
+    policy_sync_interval: float = bound(
+        settings.POLICY_SYNC_INTERVAL, "--policy-sync-interval", "SECONDS"
+    )
     grpc_workers: int = 8
     """Threads handling gRPC requests."""

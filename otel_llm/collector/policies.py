@@ -29,6 +29,14 @@ bound (such a batch had its memo dropped because the feeder was far behind -- th
 read in order, so its request was evaluated long before the feeder reaches it). A call
 replayed after a crash, or one whose verdict fell out of that bound, is stored without it (its
 violation is still counted in the metrics).
+
+Replicas: several collectors writing one store each evaluate the calls they receive. Every
+``sync_interval`` seconds (setting ``policy_sync_interval``) each resyncs its budgets from the
+store (``PolicyEngine.resync``): the store's sums, plus the calls it evaluated that its call
+sink has not stored yet. ``storing`` wraps the call sink so that the engine learns which calls
+are stored, and so that no call is stored while a resync reads the store (else a call could be
+counted both in the store's sums and as not stored yet). So each replica's spend is the
+store's total within about ``sync_interval`` plus the time its calls take to be stored.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from otel_llm.policies.watch import DEFAULT_INTERVAL, PolicyFile
 
 if TYPE_CHECKING:
     from otel_llm.collector.enrich import EnrichedCall
+    from otel_llm.collector.feed import CallSink
 
 _logger = logging.getLogger(__name__)
 
@@ -94,6 +103,13 @@ class CollectorPolicies:
         (the service sizes it as its ``dedup_window``)."""
         self._verdicts: OrderedDict[bytes, Verdict] = OrderedDict()
         self._settled = threading.Condition()
+        self.sync_interval = 0.0
+        """Seconds between two resyncs from ``history`` (0: none, as a single collector)."""
+        self._storing = threading.Lock()
+        """Held while the call sink stores and while a resync reads the store."""
+        self._stopping = threading.Event()
+        self._syncer: threading.Thread | None = None
+        self._sync_failed = False
 
     @classmethod
     def open(
@@ -118,14 +134,66 @@ class CollectorPolicies:
     def register(self, registry: CollectorRegistry) -> None:
         registry.register(_PolicyMetrics(self))
 
+    def follow(self, history: SpendHistory, interval: float) -> None:
+        """Before the service starts: read the spend back from ``history`` at start-up and,
+        with an ``interval`` (seconds), resync from it that often."""
+        self.history = history
+        self.sync_interval = interval
+        if interval > 0:
+            self.engine.follow_store()  # from the first call evaluated
+
     def start(self) -> None:
-        """Read the budgets' windows back from the history, then watch the file."""
+        """Read the budgets' windows back from the history, then watch the file (and resync
+        from the history, with a ``sync_interval``)."""
         if self.history is not None:
             self.engine.recover(self.history)
         self.file.start()
+        if self.history is not None and self.sync_interval > 0 and self._syncer is None:
+            self._stopping.clear()
+            self._syncer = threading.Thread(
+                target=self._sync_loop, name="otel-llm-policy-sync", daemon=True
+            )
+            self._syncer.start()
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._syncer is not None:
+            self._syncer.join(10)
+            self._syncer = None
         self.file.stop()
+
+    def storing(self, sink: Callable[[Sequence[EnrichedCall]], None]) -> CallSink:
+        """``sink`` (the call sink), telling the engine which calls it stored, never while a
+        resync reads the store."""
+
+        def store(calls: Sequence[EnrichedCall]) -> None:
+            with self._storing:
+                sink(calls)
+                self.engine.stored([(c.span.trace_id, c.span.span_id) for c in calls])
+
+        return store
+
+    def resync(self) -> int:
+        """Resync the budgets from the history now; the number of budgets whose level
+        changed (raises when the store cannot be read)."""
+        assert self.history is not None
+        with self._storing:
+            return self.engine.resync(self.history)
+
+    def _sync_loop(self) -> None:
+        while not self._stopping.wait(self.sync_interval):
+            try:
+                changed = self.resync()
+            except Exception:  # the store is down: the local spend goes on; retried later
+                if not self._sync_failed:
+                    _logger.exception("otel-llm collector: resyncing the budgets failed")
+                self._sync_failed = True
+                continue
+            if self._sync_failed:
+                _logger.info("otel-llm collector: the budgets are resynced from the store again")
+            self._sync_failed = False
+            if changed:
+                _logger.info("otel-llm collector: %d budget state(s) changed at a resync", changed)
 
     @staticmethod
     def expect(calls: Sequence[EnrichedCall]) -> None:

@@ -96,6 +96,8 @@ class _Entry:
     done: set[str] = field(default_factory=set)
     """The consumers whose done-marker is on disk (some may not be consumers of this run)."""
     memo: Any = None
+    payload: bytes | None = None
+    """The payload as put, while it is kept in memory (``keep_bytes``)."""
 
 
 @dataclass(slots=True)
@@ -113,6 +115,11 @@ class DiskQueue:
     acknowledge). ``consumers`` names who reads every batch (see the module's docstring); a
     batch is deleted once all of them acknowledged it. On open it recovers what a previous
     process left, oldest first, each consumer getting the batches it has not acknowledged.
+
+    ``keep_bytes``: payloads put are also kept in memory while those kept stay under this
+    bound, and handed to consumers from there: reading a batch back from its file and checking
+    its CRC cost the service as much as writing it. The file stays the durable record (read
+    after a restart); 0 reads every batch from its file.
     """
 
     def __init__(
@@ -123,6 +130,7 @@ class DiskQueue:
         consumers: Sequence[str] = (UPSTREAM,),
         memo_consumer: str | None = None,
         memo_max_bytes: int = 32 << 20,
+        keep_bytes: int = 0,
     ):
         if max_bytes <= 0:
             raise ValueError("max_bytes must be > 0")
@@ -150,6 +158,8 @@ class DiskQueue:
         self._memo_consumer = memo_consumer
         self._memo_max_bytes = memo_max_bytes
         self._memo_bytes = 0  # payload bytes of the batches whose memo is kept
+        self._keep_max = keep_bytes
+        self._kept = 0  # payload bytes kept in memory
         self._closed = False
 
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -332,6 +342,9 @@ class DiskQueue:
                     ):
                         entry.memo = memo
                         self._memo_bytes += size
+                    if self._kept + size <= self._keep_max:
+                        entry.payload = builtins.bytes(payload)  # a bytes-like: its own copy
+                        self._kept += size
                     self._entries[seq] = entry
                     for lane in self._lanes.values():
                         heapq.heappush(lane.ready, (seq, entry))
@@ -364,7 +377,9 @@ class DiskQueue:
                     continue  # moved aside as damaged by another consumer meanwhile
                 lane.in_flight[seq] = entry
                 memo = self._take_memo(entry) if consumer == self._memo_consumer else None
-            payload = self._read(entry)  # file I/O outside the lock
+                payload = entry.payload
+            if payload is None:
+                payload = self._read(entry)  # file I/O outside the lock
             if payload is not None:
                 return QueueItem(entry.seq, payload, entry.spans, consumer, memo)
 
@@ -375,6 +390,13 @@ class DiskQueue:
         if memo is not None:
             self._memo_bytes -= entry.size
         return memo
+
+    def _forget(self, entry: _Entry) -> None:
+        """What the entry keeps in memory, let go (it is deleted). Under the lock."""
+        self._take_memo(entry)
+        if entry.payload is not None:
+            entry.payload = None
+            self._kept -= entry.size
 
     def _read(self, entry: _Entry) -> builtins.bytes | None:
         """The entry's payload, or None after moving a damaged file aside."""
@@ -396,7 +418,7 @@ class DiskQueue:
             if self._entries.get(entry.seq) is not entry:
                 return False
             del self._entries[entry.seq]
-            self._take_memo(entry)
+            self._forget(entry)
             for lane in self._lanes.values():
                 lane.in_flight.pop(entry.seq, None)
             self._bytes -= entry.size
@@ -425,7 +447,7 @@ class DiskQueue:
                     )
                 return
             del self._entries[entry.seq]
-            self._take_memo(entry)
+            self._forget(entry)
             self._bytes -= entry.size
             self._spans -= entry.spans
         batchfile.delete(entry.path, entry.done)

@@ -61,6 +61,11 @@ _logger = logging.getLogger(__name__)
 CALL_SINK_STAGE = "call_sink"
 """The ``stage`` label of ``otel_llm_processor_errors_total`` for failures of the call sink."""
 
+QUEUE_KEEP_BYTES = 32 << 20
+"""Payload bytes the queue keeps in memory for its consumers (``DiskQueue``'s ``keep_bytes``):
+a few seconds of traffic, so batches forwarded as they come are never read back from disk,
+while a backlog (an upstream down) does not make the memory grow with the queue."""
+
 POLICY_RECOVERY_WAIT = 30.0
 """Seconds start-up waits for the last run's unstored calls before reading budgets back."""
 
@@ -128,7 +133,8 @@ class CollectorService(Background):
         self.policies = policies
         """The budgets and policies evaluated (None: none)."""
         if policies is not None and policy_history is not None:
-            policies.history = policy_history
+            # Replicas on one store: each resyncs its budgets from it (``policies.py``).
+            policies.follow(policy_history, self.config.policy_sync_interval)
 
         if registry is None:
             registry = CollectorRegistry()
@@ -230,7 +236,11 @@ class CollectorService(Background):
             self._feeder = CallFeeder(
                 self._queue,
                 self.enricher,
-                self._call_sink,
+                (
+                    self._call_sink
+                    if self.policies is None
+                    else self.policies.storing(self._call_sink)
+                ),
                 self.metrics,
                 on_failure=lambda: self.enricher.recorder.record_error(CALL_SINK_STAGE),
                 span_sink=self._span_sink,
@@ -307,6 +317,7 @@ class CollectorService(Background):
                 max_bytes=config.queue_max_bytes,
                 consumers=consumers,
                 memo_consumer=CALLS if CALLS in consumers else None,
+                keep_bytes=QUEUE_KEEP_BYTES,
             )
         except OSError as exc:
             raise StartError(f"cannot open the queue in {config.queue_dir}: {exc}") from exc
@@ -380,9 +391,7 @@ class CollectorService(Background):
             raise Refused("shutting_down", retry_after, "the service is stopping")
         result = self.enricher.enrich(request, raw=payload, record=False)
         if self._queue is not None and result.spans:
-            data = payload if payload is not None and not result.modified else None
-            if data is None:
-                data = request.SerializeToString()
+            data = result.payload if result.payload is not None else request.SerializeToString()
             # The calls found here go with the batch, so the call feeder need not find them
             # again (it does for a batch replayed after a restart).
             memo: Any = None

@@ -8,8 +8,11 @@ sums are exact Decimals rather than sums of floats.
 
 The modules follow the run: ``scenario`` (what is simulated), ``pipeline`` (the spans through
 the processor), ``summary`` (what they cost), ``report`` (the text), ``command`` (the
-subcommand) and ``cli`` (its arguments). Only this module and ``cli`` load with ``otel-llm``:
-the rest is imported on first use, so ``otel-llm --version`` does not pay for the demo.
+subcommand) and ``cli`` (its arguments). ``demo --serve`` goes on from the same scenario:
+``traffic`` (a month of its calls, in traces), ``sender`` (as applications' spans over OTLP)
+and ``serve`` (the collector and call log they go to). Only this module and ``cli`` load with
+``otel-llm``: the rest is imported on first use, so ``otel-llm --version`` does not pay for the
+demo.
 """
 
 from __future__ import annotations
@@ -45,16 +48,28 @@ class ProviderError(Exception):
     """A simulated API error; the span records its class as ``error.type``."""
 
 
+# Each carries the HTTP status and the provider's error code as the SDKs' errors do
+# (``status_code``, ``code``), so a failed span says 429 and ``rate_limit_exceeded`` as a real
+# one would.
 class RateLimitError(ProviderError):
     """HTTP 429 from OpenAI or Gemini."""
+
+    status_code = 429
+    code = "rate_limit_exceeded"
 
 
 class OverloadedError(ProviderError):
     """HTTP 529 from Anthropic."""
 
+    status_code = 529
+    code = "overloaded_error"
+
 
 class ThrottlingException(ProviderError):
     """Bedrock's throttling error."""
+
+    status_code = 429
+    code = "ThrottlingException"
 
 
 # name -> the module (of this package) that defines it. ``_DECK`` too: the tests check that the

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
@@ -18,11 +18,24 @@ from otel_llm import _semconv as sc
 from otel_llm.context import llm_context
 from otel_llm.demo import ProviderError
 from otel_llm.demo.scenario import SimulatedCall
+from otel_llm.lifecycle import CallSpan
 from otel_llm.manual import llm_call
 from otel_llm.processor import LLMSpanProcessor
 
 SERVICE_NAME = "otel-llm-demo"
 FEATURE_LABEL = "feature"
+
+
+def tracer_provider(processor: SpanProcessor, service: str = SERVICE_NAME) -> TracerProvider:
+    """A TracerProvider of the demo's own for ``service``, every span handed to ``processor``."""
+    # Explicit sampler: an OTEL_TRACES_SAMPLER in the environment must not empty the demo.
+    provider = TracerProvider(
+        sampler=ALWAYS_ON,
+        resource=Resource.create({"service.name": service}),
+        shutdown_on_exit=False,
+    )
+    provider.add_span_processor(processor)
+    return provider
 
 
 @dataclass
@@ -43,14 +56,7 @@ class Pipeline:
             registry=registry,
             extra_labels={FEATURE_LABEL: sc.OTEL_LLM_CONTEXT_FEATURE},
         )
-        # Explicit sampler: an OTEL_TRACES_SAMPLER in the environment must not empty the demo.
-        provider = TracerProvider(
-            sampler=ALWAYS_ON,
-            resource=Resource.create({"service.name": SERVICE_NAME}),
-            shutdown_on_exit=False,
-        )
-        provider.add_span_processor(processor)
-        return cls(provider, exporter, registry, processor)
+        return cls(tracer_provider(processor), exporter, registry, processor)
 
     def run(self, calls: Sequence[SimulatedCall]) -> None:
         for call in calls:
@@ -74,25 +80,30 @@ class Pipeline:
         ) as handle:
             time.sleep(call.latency_s)
             if call.fails:
-                raise provider.error(f"{provider.name}: too many requests, retry later")
+                raise provider.error(provider.error_message)
             if call.stream:
                 handle.first_chunk()
                 time.sleep(call.latency_s / 2)  # the rest of the stream
-            handle.set_response(
-                model=model.response_model,
-                id=call.response_id,
-                finish_reasons=[provider.finish_reason],
-            )
-            handle.set_usage(
-                input_tokens=call.input_tokens,
-                output_tokens=call.output_tokens,
-                cache_read_tokens=call.cache_read_tokens or None,
-                cache_creation_tokens=call.cache_creation_tokens or None,
-                reasoning_tokens=call.reasoning_tokens or None,
-            )
+            report(handle, call)
 
     def spans(self) -> tuple[ReadableSpan, ...]:
         return self.exporter.get_finished_spans()
 
     def shutdown(self) -> None:
         self.provider.shutdown()
+
+
+def report(handle: CallSpan, call: SimulatedCall) -> None:
+    """What the response of a successful simulated call says: its model, id and usage."""
+    handle.set_response(
+        model=call.model.response_model,
+        id=call.response_id,
+        finish_reasons=[call.model.provider.finish_reason],
+    )
+    handle.set_usage(
+        input_tokens=call.input_tokens,
+        output_tokens=call.output_tokens,
+        cache_read_tokens=call.cache_read_tokens or None,
+        cache_creation_tokens=call.cache_creation_tokens or None,
+        reasoning_tokens=call.reasoning_tokens or None,
+    )

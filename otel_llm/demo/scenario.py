@@ -19,6 +19,8 @@ class Provider:
     error: type[ProviderError]
     id_prefix: str
     finish_reason: str
+    error_message: str
+    """What its API says when it refuses a call for load (the span's status message)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,33 +34,54 @@ class Model:
     """``prefix``: automatic prefix caching, reads only (OpenAI, Gemini); ``explicit``: cache
     writes and reads (Anthropic's cache_control); ``none``."""
     reasoning: bool = False
+    first_token_s: float = 0.5
+    """Typical seconds to the first token, for ``demo --serve``'s month of calls."""
+    tokens_per_s: float = 60.0
+    """Typical output speed once streaming, for ``demo --serve``'s month of calls."""
 
 
-OPENAI = Provider("openai", "api.openai.com", RateLimitError, "chatcmpl-", "stop")
-ANTHROPIC = Provider("anthropic", "api.anthropic.com", OverloadedError, "msg_", "end_turn")
+OPENAI = Provider(
+    "openai", "api.openai.com", RateLimitError, "chatcmpl-", "stop",
+    "Rate limit reached for requests per min (RPM): Limit 500, Used 500, Requested 1. "
+    "Please try again in 120ms.",
+)  # fmt: skip
+ANTHROPIC = Provider(
+    "anthropic", "api.anthropic.com", OverloadedError, "msg_", "end_turn", "Overloaded"
+)
 BEDROCK = Provider(
     "aws.bedrock", "bedrock-runtime.us-east-1.amazonaws.com", ThrottlingException, "msg_bdrk_",
-    "end_turn",
+    "end_turn", "Too many requests, please wait before trying again.",
 )  # fmt: skip
-GEMINI = Provider("gcp.gemini", "generativelanguage.googleapis.com", RateLimitError, "", "STOP")
+GEMINI = Provider(
+    "gcp.gemini", "generativelanguage.googleapis.com", RateLimitError, "", "STOP",
+    "Resource has been exhausted (e.g. check quota).",
+)  # fmt: skip
 
 GPT_4O_MINI = Model(
-    OPENAI, "gpt-4o-mini", "gpt-4o-mini-2024-07-18", (300, 6_000), (40, 700), "prefix"
-)
-GPT_4O = Model(OPENAI, "gpt-4o", "gpt-4o-2024-08-06", (800, 12_000), (100, 1_500), "prefix")
+    OPENAI, "gpt-4o-mini", "gpt-4o-mini-2024-07-18", (300, 6_000), (40, 700), "prefix",
+    first_token_s=0.35, tokens_per_s=110.0,
+)  # fmt: skip
+GPT_4O = Model(
+    OPENAI, "gpt-4o", "gpt-4o-2024-08-06", (800, 12_000), (100, 1_500), "prefix",
+    first_token_s=0.5, tokens_per_s=80.0,
+)  # fmt: skip
 CLAUDE_SONNET = Model(
     ANTHROPIC, "claude-sonnet-4-5", "claude-sonnet-4-5-20250929",
-    (2_000, 30_000), (150, 2_500), "explicit",
+    (2_000, 30_000), (150, 2_500), "explicit", first_token_s=0.9, tokens_per_s=75.0,
 )  # fmt: skip
 BEDROCK_HAIKU = Model(
     BEDROCK, "us.anthropic.claude-3-5-haiku-20241022-v1:0",
     "us.anthropic.claude-3-5-haiku-20241022-v1:0", (400, 5_000), (60, 800), "explicit",
+    first_token_s=0.6, tokens_per_s=110.0,
 )  # fmt: skip
 GEMINI_FLASH = Model(
     GEMINI, "gemini-2.5-flash", "gemini-2.5-flash", (300, 8_000), (100, 1_200), "prefix",
-    reasoning=True,
+    reasoning=True, first_token_s=0.45, tokens_per_s=200.0,
 )  # fmt: skip
-UNKNOWN_MODEL = Model(OPENAI, "gpt-imaginary-1", "gpt-imaginary-1", (500, 2_000), (50, 400), "none")
+UNKNOWN_MODEL = Model(
+    OPENAI, "gpt-imaginary-1", "gpt-imaginary-1", (500, 2_000), (50, 400), "none",
+    first_token_s=0.7, tokens_per_s=60.0,
+)  # fmt: skip
 """No price data knows it: its one call shows as unpriced (``unknown_model``), never as $0."""
 
 # The traffic mix: the cheap model most, every priced model at least once in any 9 calls.

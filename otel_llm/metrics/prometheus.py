@@ -92,9 +92,9 @@ class _Accumulators:
         self.lock = self.collector.lock
         registry.register(self.collector)
 
-    def series(self, labels: tuple[str, ...]) -> _Series:
+    def series(self, labels: tuple[str, ...]) -> Series:
         with self.lock:
-            return _Series(self, labels)
+            return Series(self, labels)
 
     def count_invalid(self, attribute: str, reason: str) -> None:
         with self.lock:
@@ -117,7 +117,7 @@ def _counter_exemplar(cell: CounterCell, amount: float, trace_id: int, now: floa
     cell.exemplar = (trace_id, amount, time.time())
 
 
-class _Series:
+class Series:
     """The cells of one label set, resolved once instead of per call. A cell is made on first
     use (so a label set that was never priced gets no cost series, not even a 0), in the order
     prometheus_client would have made its children: the exposition's order."""
@@ -152,9 +152,40 @@ class _Series:
         labels = (*self._labels, extra) if extra else self._labels
         return self._store.family[metric].counter(labels)
 
-    def observe(self, derived: Derived) -> None:  # noqa: PLR0912, PLR0915 - see the docstring
-        """Adds one call. Written out rather than through helpers: this runs for every call,
-        and a Python call per update would cost as much as the update.
+    def observe(self, derived: Derived) -> None:
+        """Adds one call."""
+        call = derived.call
+        priced = derived.priced
+        self.add(
+            derived.duration,
+            call.time_to_first_chunk,
+            call.input_tokens,
+            call.output_tokens,
+            call.cache_read_tokens,
+            call.cache_creation_tokens,
+            call.reasoning_tokens,
+            priced.amount_float if isinstance(priced, Cost) else None,
+            None if isinstance(priced, Cost) else priced.reason,
+            derived.trace_id,
+        )
+
+    def add(  # noqa: PLR0912, PLR0915, PLR0917 - see the docstring
+        self,
+        duration: float | None,
+        ttfc: float | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        cache_read: int | None,
+        cache_creation: int | None,
+        reasoning: int | None,
+        amount: float | None,
+        reason: str | None,
+        trace_id: int,
+    ) -> None:
+        """Adds one call from its values (the processor's one pass has no ``Derived``):
+        ``amount`` its cost in USD, else ``reason`` why it has none. Written out rather than
+        through helpers: this runs for every call, and a Python call per update would cost as
+        much as the update.
 
         An exemplar is stored when its bucket (a counter: its only value) has had none for
         ``_EXEMPLAR_INTERVAL_S``: Prometheus exposes only the latest, so one per call would be
@@ -164,14 +195,6 @@ class _Series:
         integer times, token counts are integers, the call reader rejects a non-finite first
         chunk.)
         """
-        call = derived.call
-        trace_id = derived.trace_id
-        duration = derived.duration
-        ttfc = call.time_to_first_chunk
-        input_tokens = call.input_tokens
-        output_tokens = call.output_tokens
-        priced = derived.priced
-        amount = priced.amount_float if isinstance(priced, Cost) else None
         interval = _EXEMPLAR_INTERVAL_S
         now = time.monotonic()
         # acquire/release rather than `with`: half the cost (80 ns a call saved).
@@ -222,17 +245,17 @@ class _Series:
                     _counter_exemplar(c, output_tokens, trace_id, now)
             # Parts of the totals: counted without exemplars, the totals' exemplars already
             # link this call.
-            if count := call.cache_read_tokens:
+            if count := cache_read:
                 c = self.cache_read or self._set(
                     "cache_read", self._counter("tokens", "cache_read")
                 )
                 c.value += count
-            if count := call.cache_creation_tokens:
+            if count := cache_creation:
                 c = self.cache_creation or self._set(
                     "cache_creation", self._counter("tokens", "cache_creation")
                 )
                 c.value += count
-            if count := call.reasoning_tokens:
+            if count := reasoning:
                 c = self.reasoning or self._set("reasoning", self._counter("tokens", "reasoning"))
                 c.value += count
             if amount is not None:
@@ -241,7 +264,7 @@ class _Series:
                 if now - c.exemplar_at >= interval:
                     _counter_exemplar(c, amount, trace_id, now)
             else:
-                reason = priced.reason  # type: ignore[union-attr]
+                assert reason is not None
                 c = self.unpriced.get(reason) or self.unpriced.setdefault(
                     reason, self._counter("unpriced", reason)
                 )
@@ -276,8 +299,8 @@ class PrometheusRecorder:
         )
         self._registry = registry
         self._evicted: Counter | None = None
-        self._series: dict[tuple[str, ...], _Series | ClientSeries] = {}
-        self._by_raw: dict[tuple[str | None, ...], _Series | ClientSeries] = {}
+        self._series: dict[tuple[str, ...], Series | ClientSeries] = {}
+        self._by_raw: dict[tuple[str | None, ...], Series | ClientSeries] = {}
 
     @classmethod
     def for_registry(
@@ -305,6 +328,11 @@ class PrometheusRecorder:
             return recorder
 
     def record(self, derived: Derived) -> None:
+        self.series(derived).observe(derived)
+
+    def series(self, derived: Derived) -> Series | ClientSeries:
+        """The series a call is recorded in; the processor's one pass keeps it (a ``Series``)
+        for the calls with the same raw label values."""
         call = derived.call
         # Concatenated: twice as fast as unpacking the extra values into the display.
         raw = (  # noqa: RUF005
@@ -322,9 +350,9 @@ class PrometheusRecorder:
             # their series; bounded, as raw values are what a flood of names would grow.
             if len(self._by_raw) < _MAX_RAW_KEYS:
                 self._by_raw[raw] = series
-        series.observe(derived)
+        return series
 
-    def _series_for(self, derived: Derived) -> _Series | ClientSeries:
+    def _series_for(self, derived: Derived) -> Series | ClientSeries:
         call = derived.call
         limit = self._limit
         key = (

@@ -146,6 +146,15 @@ class Spend:
         if self.minutes is not None:
             add_minute(self.minutes, when, nanos, tokens)
 
+    def replace(
+        self, nanos: int, tokens: int, calls: int, unpriced: int, minutes: dict[int, list[int]]
+    ) -> None:
+        """The spend as a resync found it (the store's sums plus the calls not stored yet);
+        ``minutes``: a rolling window's [nano-USD, tokens] by minute start."""
+        self.nanos, self.tokens, self.calls, self.unpriced = nanos, tokens, calls, unpriced
+        if self.minutes is not None:
+            self.minutes = deque([minute, *sums] for minute, sums in sorted(minutes.items()))
+
     def settle(self) -> None:
         """Each budget's level from the spend as it is (after a read-back or a roll), without
         counting anything: no call crossed a line."""

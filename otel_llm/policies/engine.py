@@ -25,6 +25,16 @@ but adds nothing to the current window; one dated after the clock counts as now.
 After a restart, ``recover`` reads each budget's window back from a ``SpendHistory`` (the call
 log): the same calls, so the same sums. The counts of violations, alerts and blocks start at 0
 with the process, like any Prometheus counter.
+
+Several collectors writing one store (replicas behind a load balancer) each see some of the
+calls. With ``follow_store``, an engine remembers the calls it evaluated until its call sink
+says they are stored (``stored``), and ``resync`` sets each spend to the store's sums plus the
+calls it evaluated that are not stored yet -- its own calls counted once, whether the store has
+them or not, and every other replica's as far as they are stored. Between two resyncs a call
+adds to the spend as always. A resync runs while this process stores nothing (the caller's
+lock), so no call of its own is half in the store's sums and half in the pending ones. A level
+a resync changes counts no violation or alert (no call of this process crossed the line: the
+calls after it do), like a restart's.
 """
 
 from __future__ import annotations
@@ -38,8 +48,8 @@ from typing import Any, NamedTuple, Protocol
 
 from otel_llm.policies.budgets import LEVELS, Budget, Level, Spend, add_minute, signature
 from otel_llm.policies.matching import ScopeIndex, projection
-from otel_llm.policies.model import Action, Policy, PolicySet, ScopeKey
-from otel_llm.policies.windows import iso
+from otel_llm.policies.model import SCOPE_FIELDS, Action, Policy, PolicySet, ScopeKey
+from otel_llm.policies.windows import iso, minute_of
 
 __all__ = ["LEVELS", "Level", "PolicyCall", "PolicyEngine", "SpendHistory", "Verdict"]
 
@@ -47,6 +57,27 @@ _logger = logging.getLogger(__name__)
 
 MAX_CACHED_SCOPES = 10_000
 """Plans remembered (by the scope values policies read); past it the cache restarts."""
+MAX_PENDING = 100_000
+"""Calls evaluated and not yet known stored, remembered at most (oldest forgotten first: it
+then reads low by them until they are stored); about 280 bytes each, 28 MB in all."""
+PENDING_MAX_AGE_NS = 300 * 1_000_000_000
+"""A call not known stored after this long is taken as stored: its sink was never told (a call
+stored before its evaluation, its verdict's wait timed out) or is far behind; counting it
+twice would last until its window's end, missing it only until it is stored."""
+
+SETTLED_AFTER_NS = 10 * 60 * 1_000_000_000
+"""A resync reads the calls that started in the last this long (and the window's current
+minute) from the store every time; the older part of a window from a cache."""
+PAST_REFRESH_NS = 60 * 1_000_000_000
+"""The older part of a window is read again after this long (at once when this process
+stores a call that old): a call another replica stores more than ``SETTLED_AFTER_NS`` after
+it started (a long call, a queue drained after an outage) counts everywhere within it."""
+
+_Row = tuple[ScopeKey, int | None, int, int, int, int]
+"""A ``SpendHistory`` row: scope values, minute or None, nano-USD, tokens, calls, unpriced."""
+_Pending = tuple[tuple[Spend, ...], int, int | None, int, int]
+"""A call evaluated and not yet stored: its spends, when it counts, nano-USD (None:
+unpriced), tokens, and when it was evaluated."""
 
 
 Verdict = tuple[str, str, Action]
@@ -88,11 +119,11 @@ class SpendHistory(Protocol):
     """Where past spend is read after a restart or a reload (the call log's store)."""
 
     def spend(
-        self, start_ns: int, end_ns: int, per_minute: bool
+        self, start_ns: int, end_ns: int, per_minute: bool, fields: Sequence[str] = SCOPE_FIELDS
     ) -> Iterable[tuple[ScopeKey, int | None, int, int, int, int]]:
         """(scope values, minute start or None, nano-USD, tokens, calls, unpriced calls) of
-        the calls created in [start_ns, end_ns), summed by scope values (and by minute when
-        ``per_minute``)."""
+        the calls created in [start_ns, end_ns), summed by the scope values of ``fields``
+        (the others None: no budget reads them) and by minute when ``per_minute``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +163,12 @@ class PolicyEngine:
         self.revision = 0
         """Bumped by every change of a state (and by a reload): a poller compares it."""
         self.loaded_at_ns = clock()
+        self._pending: dict[object, _Pending] | None = None
+        """By call id (``follow_store``): the calls evaluated that are not stored yet."""
+        self._past: dict[tuple[int | None, bool], tuple[int, int, int, list[_Row]]] = {}
+        """The older part of windows by (window start, or None for the rolling ones; per
+        minute): (read at, from, until, rows)."""
+        self._past_stale = False
         self._install(policies)
 
     # --- the policies -----------------------------------------------------------------------
@@ -193,6 +230,11 @@ class PolicyEngine:
             spend.settle()  # kept spends against their (maybe new) limits
         self._policies = policies
         self._spends, self._budgets = spends, budgets
+        named = {name for p in policies.policies if p.budgets for name in p.scope.fields}
+        self._fields = tuple(name for name in SCOPE_FIELDS if name in named)
+        """The scope fields budgets read: the store's spend is summed by these alone (a
+        user or key id no budget names would make a row per user)."""
+        self._past.clear()  # summed by other fields, maybe
         self._index = ScopeIndex(policies.policies)
         self._project = projection(policies.policies)
         self._cache = {}
@@ -208,7 +250,7 @@ class PolicyEngine:
             with self._lock:
                 now = self._clock()
                 cache, project = self._cache, self._project
-                found = self._found
+                found, pending = self._found, self._pending
                 for index, call in enumerate(calls):
                     plan = cache.get(project(call.key))
                     if plan is None:
@@ -218,6 +260,13 @@ class PolicyEngine:
                         if found:  # rare: only a violating call pays for its verdict
                             verdicts[index] = max(found, key=lambda v: _SEVERITY[v[2]])
                             found.clear()
+                        if pending is not None and plan.spends and call.call_id is not None:
+                            when = call.time_ns if call.time_ns < now else now
+                            pending[call.call_id] = (
+                                plan.spends, when, call.cost_nanos, call.tokens or 0, now
+                            )  # fmt: skip
+                            if len(pending) > MAX_PENDING:
+                                del pending[next(iter(pending))]
         except Exception:  # a policy must never fail the request that carried the call
             self._found.clear()
             _logger.exception("otel-llm policies: evaluating calls failed")
@@ -348,7 +397,7 @@ class PolicyEngine:
         # One read per distinct window start: all day budgets share one, and so on.
         for (start, per_minute), group in reads.items():
             for key, minute, nanos, tokens, calls, unpriced in history.spend(
-                start, now + 1, per_minute
+                start, now + 1, per_minute, self._fields
             ):
                 for spend in group:
                     if spend.scope.matches(key):
@@ -361,6 +410,119 @@ class PolicyEngine:
                     if budget.level == "exceeded":
                         budget.crossed_by = {"call_id": None, "time": None, "recovered": True}
         self.revision += 1
+
+    # --- replicas: the store's spend -----------------------------------------------------------
+    def follow_store(self) -> None:
+        """Remember the calls evaluated until ``stored`` is told, for ``resync``."""
+        with self._lock:
+            if self._pending is None:
+                self._pending = {}
+
+    def stored(self, call_ids: Iterable[object]) -> None:
+        """The call sink has stored these calls (or found them stored already): the store's
+        sums hold them from now on."""
+        with self._lock:
+            pending = self._pending
+            if pending:
+                cached = max((past[2] for past in self._past.values()), default=None)
+                for ident in call_ids:
+                    entry = pending.pop(ident, None)
+                    if entry is not None and cached is not None and entry[1] < cached:
+                        self._past_stale = True  # a cached sum lacks it: read again
+
+    def resync(self, history: SpendHistory) -> int:
+        """Every spend set to the store's sums for its window plus this engine's calls not
+        stored yet; returns the number of budgets whose level changed. The caller keeps its
+        call sink from storing meanwhile (``CollectorPolicies``)."""
+        with self._lock:
+            now = self._clock()
+            self._roll_all(now)
+            groups = {(s.start_ns, s.minutes is not None) for s in self._spends.values()}
+        # Read without the lock: the request path goes on evaluating calls meanwhile.
+        # Rolling windows share one read of earlier days, from the earliest of them.
+        rolling = min((start for start, per_minute in groups if per_minute), default=now)
+        read = {group: self._read(history, *group, now, rolling) for group in groups}
+        with self._lock:
+            kept = {(None if per_minute else start, per_minute) for start, per_minute in groups}
+            for gone in [key for key in self._past if key not in kept]:
+                del self._past[gone]  # the cache of a window gone (last month's)
+            sums: dict[int, _Sums] = {}
+            for (start, per_minute), rows in read.items():
+                for key, minute, nanos, tokens, calls, unpriced in rows:
+                    for spend in self._plan_of(key).spends:
+                        if spend.start_ns == start and (spend.minutes is not None) == per_minute:
+                            sums.setdefault(id(spend), _Sums()).add(
+                                start if minute is None else minute, nanos, tokens, calls, unpriced
+                            )
+            self._add_pending(sums, now)
+            changed = 0
+            for spend in self._spends.values():
+                if (spend.start_ns, spend.minutes is not None) not in read:
+                    continue  # a window that rolled since the read: the next resync
+                found = sums.get(id(spend)) or _Sums()
+                before = [budget.level for budget in spend.budgets]
+                spend.replace(found.nanos, found.tokens, found.calls, found.unpriced, found.minutes)
+                spend.settle()
+                for budget, level in zip(spend.budgets, before, strict=True):
+                    if budget.level != level:
+                        changed += 1
+                        if budget.level == "exceeded":
+                            budget.crossed_by = {"call_id": None, "time": None, "synced": True}
+            if changed:
+                self.revision += 1
+            return changed
+
+    def _read(
+        self, history: SpendHistory, start: int, per_minute: bool, now: int, rolling: int
+    ) -> list[_Row]:
+        """The store's sums of [start, now]: its last ``SETTLED_AFTER_NS`` read each time,
+        what is older at most every ``PAST_REFRESH_NS`` (a day's or a month's budget would
+        otherwise re-read the whole window every interval)."""
+        until = minute_of(now - SETTLED_AFTER_NS)
+        fields = self._fields
+        if start >= until:
+            return list(history.spend(start, now + 1, per_minute, fields))
+        key = (None if per_minute else start, per_minute)
+        with self._lock:
+            if self._past_stale:
+                self._past.clear()
+                self._past_stale = False
+            past = self._past.get(key)
+        if past is None or now - past[0] >= PAST_REFRESH_NS or past[1] > start:
+            since = rolling if per_minute else start
+            past = (now, since, until, list(history.spend(since, until, per_minute, fields)))
+            with self._lock:
+                self._past[key] = past
+        rows = past[3]
+        if per_minute and past[1] < start:  # a rolling window moved on since the read
+            rows = [row for row in rows if row[1] is not None and row[1] >= start]
+        return [*rows, *history.spend(past[2], now + 1, per_minute, fields)]
+
+    def _plan_of(self, key: ScopeKey) -> _Plan:
+        plan = self._cache.get(self._project(key))
+        return plan if plan is not None else self._plan(key)
+
+    def _add_pending(self, sums: dict[int, _Sums], now: int) -> None:
+        """The calls evaluated and not stored yet, into ``sums`` (forgetting those too old)."""
+        pending = self._pending
+        if not pending:
+            return
+        oldest = now - PENDING_MAX_AGE_NS
+        while pending:
+            first = next(iter(pending))
+            if pending[first][4] >= oldest:
+                break
+            del pending[first]
+        for spends, when, nanos, tokens, _ in pending.values():
+            for spend in spends:
+                if when >= spend.start_ns:  # as the request path: late data adds nothing
+                    sums.setdefault(id(spend), _Sums()).add(
+                        when if spend.minutes is not None else spend.start_ns,
+                        nanos or 0,
+                        tokens,
+                        1,
+                        int(nanos is None),
+                    )
 
     # --- state --------------------------------------------------------------------------------
     def current_revision(self) -> int:
@@ -441,6 +603,25 @@ class PolicyEngine:
         """Copies of (violations, alerts, blocks), for the metrics."""
         with self._lock:
             return dict(self.violations), dict(self.alerts), dict(self.blocks)
+
+
+class _Sums:
+    """A spend's sums as a resync adds them up: totals, and per minute for rolling windows."""
+
+    __slots__ = ("calls", "minutes", "nanos", "tokens", "unpriced")
+
+    def __init__(self) -> None:
+        self.nanos = self.tokens = self.calls = self.unpriced = 0
+        self.minutes: dict[int, list[int]] = {}
+
+    def add(self, when: int, nanos: int, tokens: int, calls: int, unpriced: int) -> None:
+        self.nanos += nanos
+        self.tokens += tokens
+        self.calls += calls
+        self.unpriced += unpriced
+        minute = self.minutes.setdefault(minute_of(when), [0, 0])
+        minute[0] += nanos
+        minute[1] += tokens
 
 
 def _broken_size_rules(policy: Policy, call: PolicyCall) -> list[str]:

@@ -193,6 +193,19 @@ class PriceBook:
             else _decimal_cost(rates, counts, resolved)
         )
 
+    def flat_rates(self, call: LLMCall) -> tuple[Rates, tuple[str, str, str, str]] | None:
+        """The compiled flat prices and the cost identity that ``price`` uses for every call of
+        the same operation, provider and models, when neither varies with the call's time or
+        needs Decimals; else None. The processor's one pass prices such calls with
+        ``Rates.units`` and makes no ``Cost`` (``price``'s own result from the same units)."""
+        resolved = self._entry_of(call)
+        if isinstance(resolved, Unpriced) or resolved._fixed is None:
+            return None
+        rates = resolved._fixed
+        if rates.compiled is None or not rates.prices_tokens:
+            return None
+        return rates, resolved.identity  # type: ignore[return-value]
+
     def _entry_of(self, call: LLMCall) -> _Resolved | Unpriced:
         """The price entry of the call: its response model's, else its request model's."""
         resolved: _Resolved | Unpriced = _MISSING_MODEL

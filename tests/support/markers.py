@@ -1,12 +1,14 @@
 """Markers put on collected tests from what they use, so the test bodies carry none (the markers
 themselves are registered, with their meaning, in pyproject.toml).
 
-- ``venv`` / ``prometheus``: the test, a fixture it requests or a function of its module they call
-  names a helper of ``tests.support.venvs`` / ``tests.support.prometheus`` that builds a
-  virtualenv / runs a Prometheus binary.
+- ``venv`` / ``prometheus`` / ``browser``: the test, a fixture it requests or a function of its
+  module they call names a helper of ``tests.support.venvs`` / ``tests.support.prometheus`` /
+  ``tests.support.browser`` that builds a virtualenv / runs a Prometheus binary / a browser.
 - ``postgres``: the test requests ``pg_cluster``, or runs with the ``"postgres"`` call-store
   backend (``tests.support.postgres.BACKENDS``) as a parameter.
-- ``slow``: the tests in ``SLOW`` (measured), and every ``venv`` test.
+- ``browser``: the test or a fixture it requests starts a browser
+  (``tests.support.browser.start_browser``).
+- ``slow``: the tests in ``SLOW`` (measured), and every ``venv`` and ``browser`` test.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any
 
 import pytest
 
-from tests.support import prometheus, venvs
+from tests.support import browser, prometheus, venvs
 
 # What starts the outside thing each marker is about.
 HELPERS: dict[str, tuple[Any, ...]] = {
     "venv": (venvs.ensure_venv, venvs.run_script),
     "prometheus": (prometheus.start_prometheus, prometheus.tool),
+    "browser": (browser.start_browser,),
 }
 
 SLOW: dict[str, tuple[str, ...]] = {
@@ -38,6 +41,12 @@ SLOW: dict[str, tuple[str, ...]] = {
     ),
     "test_calllog_e2e": ("test_app_to_collector_to_store_to_query_api",),  # 5 s + 2 s
     "test_rollups": ("test_memory_stays_bounded_with_many_open_traces_and_agents",),  # 9 s
+    "test_policies_collector": (
+        "test_two_collectors_on_one_postgresql_agree_on_the_spend_within_the_sync_interval",  # 7 s
+    ),
+    "test_replicas": (
+        "test_three_replicas_on_one_postgresql_store_each_call_once_and_agree_on_the_spend",  # 15 s
+    ),
     "test_collector_config": (
         "test_real_prometheus_evaluates_every_dashboard_and_rule_expression",
     ),
@@ -64,6 +73,16 @@ SLOW: dict[str, tuple[str, ...]] = {
         "test_content_that_fits_is_recorded_unchanged",  # 2 s
     ),
     "test_demo": ("test_console_script_serves_metrics_then_exits",),  # 26 s
+    # One `demo --serve` subprocess for the module (3-6 s to start): every test that asks it.
+    "test_demo_serve": (
+        "test_the_month_is_in_the_call_log",
+        "test_errors_include_rate_limits",
+        "test_an_agent_run_is_one_trace",
+        "test_a_conversation_spans_several_traces",
+        "test_a_wrong_key_gets_401",
+        "test_the_page_is_served",
+        "test_sigint_stops_it_cleanly",
+    ),
     "test_dialects": ("test_dialect_tokens_are_read_once",),  # 41 s
     "test_instrument_openai": (
         "test_zero_code_instrumentation_can_be_switched_off",  # 10 s
@@ -129,7 +148,11 @@ def markers_for(item: pytest.Item) -> set[str]:
         callspec is not None and "postgres" in callspec.params.values()
     ):
         names.add("postgres")
-    if "venv" in names or function.__name__ in SLOW.get(module.__name__.rpartition(".")[2], ()):
+    if (
+        "venv" in names
+        or "browser" in names
+        or function.__name__ in SLOW.get(module.__name__.rpartition(".")[2], ())
+    ):
         names.add("slow")
     return names
 
