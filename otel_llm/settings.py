@@ -622,6 +622,31 @@ CALL_LOG_MAX_DAILY_USERS: Setting[int] = Setting(
         "same value."
     ),
 )
+CALL_LOG_PG_POOL_SIZE: Setting[int] = Setting(
+    name="call_log_pg_pool_size",
+    # The query API serves requests on several threads: with one connection they queued
+    # behind each other. Eight replicas of 8 (+1 writer each) stay inside PostgreSQL's
+    # default max_connections (100).
+    default=8,
+    parse=int,
+    check=int_at_least(1),
+    doc=(
+        "Connections to a PostgreSQL call log each process keeps open at most for reads (its "
+        "pool; the writer has one more): concurrent API requests each use their own. Several "
+        "replicas: keep replicas x (size + 1) below the server's ``max_connections``."
+    ),
+)
+CALL_LOG_PG_POOL_TIMEOUT: Setting[float] = Setting(
+    name="call_log_pg_pool_timeout",
+    default=5.0,
+    parse=float,
+    check=positive_seconds,
+    doc=(
+        "Seconds a PostgreSQL call-log read waits for a connection of the pool (all busy, or "
+        "the server unreachable) before it fails with an error naming the server (the API "
+        "answers 500 and logs it)."
+    ),
+)
 CALL_LOG_RETENTION_INTERVAL: Setting[float] = Setting(
     name="call_log_retention_interval",
     default=3600.0,
@@ -726,6 +751,8 @@ CALL_LOG: tuple[Setting[Any], ...] = (
     CALL_LOG_MAX_DAILY_VALUES,
     CALL_LOG_MAX_DAILY_USERS,
     CALL_LOG_RETENTION_INTERVAL,
+    CALL_LOG_PG_POOL_SIZE,
+    CALL_LOG_PG_POOL_TIMEOUT,
     CALL_LOG_API_ENDPOINT,
     CALL_LOG_API_KEYS_FILE,
     CALL_LOG_API_KEYS,

@@ -7,22 +7,36 @@ span delivered twice (or to two replicas) counts once. Aggregate rows are merged
 under ``SELECT ... FOR UPDATE``, locked in key order, so concurrent writers serialise per row
 instead of losing each other's counts; a deadlock or serialisation failure retries the whole batch.
 
-One connection writes and one reads, each behind a lock (psycopg connections are not meant
-for concurrent use); a broken connection is replaced on the next call.
+Reads take a connection of a pool (psycopg_pool, ``call_log_pg_pool_size``): concurrent API
+requests each have their own, so a slow one does not hold the others up. A connection is
+checked as it is taken, so one broken by a restart of the server is replaced, not handed out;
+a server that is down fails a read after ``call_log_pg_pool_timeout`` with an error naming it.
+
+Writes keep one connection of their own, behind a lock: a process's writes are serialised
+anyway (its daily caps are its state), and a pool would make a write wait its timeout for a
+server that is down, where a direct connection fails at once -- the writer's transient-failure
+path then keeps the calls (``isolation.py``, the durable queue) and retries. A broken write
+connection is replaced on the next write.
+
+The calls table is partitioned by day (``partitions.py``): each write first makes sure the
+partitions of its calls' days exist.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import errors
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from otel_llm.calllog import rollup, schema, sql
+from otel_llm import settings
+from otel_llm.calllog import partitions, rollup, schema, sql
 from otel_llm.calllog.cardinality import DailyCaps
 from otel_llm.calllog.catalogue import DAILY_VALUES, ROLLUPS
 from otel_llm.calllog.query import StatsTimeout
@@ -60,14 +74,42 @@ class PostgresCallStore(SQLCallStore):
         *,
         record_days: int | None = None,
         clock: Callable[[], datetime] | None = None,
+        pool_size: int | None = None,
+        pool_timeout: float | None = None,
     ):
         super().__init__(record_days=record_days, clock=clock)
         self.url = url
+        self.pool_size = settings.CALL_LOG_PG_POOL_SIZE.resolve(pool_size)
+        self.pool_timeout = settings.CALL_LOG_PG_POOL_TIMEOUT.resolve(pool_timeout)
         self._write_lock = threading.Lock()
-        self._read_lock = threading.Lock()
         self._writer: psycopg.Connection[Any] | None = None
-        self._reader: psycopg.Connection[Any] | None = None
         self._migrate()
+        self._partitions = partitions.Partitions(self._clock, self.record_days)
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url,
+            kwargs={"autocommit": True},
+            min_size=1,
+            max_size=self.pool_size,
+            timeout=self.pool_timeout,
+            check=ConnectionPool.check_connection,
+            name="otel-llm-calllog",
+            num_workers=2,
+            open=True,
+        )
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the pool; a PoolTimeout said as what it means, naming the server."""
+        try:
+            with self._pool.connection() as connection:
+                yield connection
+        except PoolTimeout as exc:
+            raise psycopg.OperationalError(
+                f"call log PostgreSQL {_where(self.url)}: no connection within "
+                f"{self.pool_timeout:g} s (call_log_pg_pool_timeout): the server is unreachable "
+                f"or all {self.pool_size} connections of the pool (call_log_pg_pool_size) are "
+                f"busy ({exc})"
+            ) from exc
 
     def _write_connection(self) -> psycopg.Connection[Any]:
         if self._writer is None or self._writer.closed or self._writer.broken:
@@ -86,13 +128,6 @@ class PostgresCallStore(SQLCallStore):
                 raise
             self._writer = connection
         return self._writer
-
-    def _read_connection(self) -> psycopg.Connection[Any]:
-        if self._reader is None or self._reader.closed or self._reader.broken:
-            if self._reader is not None:
-                self._reader.close()
-            self._reader = psycopg.connect(self.url, autocommit=True)
-        return self._reader
 
     def _migrate(self) -> None:
         with (
@@ -126,8 +161,7 @@ class PostgresCallStore(SQLCallStore):
         )
 
     def _read(self, statement: sql.Statement) -> list[tuple[Any, ...]]:
-        with self._read_lock:
-            connection = self._read_connection()
+        with self._connection() as connection:
             return connection.execute(_pg(statement.text), statement.params).fetchall()
 
     def _scan(
@@ -138,8 +172,7 @@ class PostgresCallStore(SQLCallStore):
     ) -> None:
         # statement_timeout, local to this transaction, stops the statement in the server; a
         # server-side cursor streams the rows in chunks, so memory stays that of one chunk.
-        with self._read_lock:
-            connection = self._read_connection()
+        with self._connection() as connection:
             try:
                 with connection.transaction():
                     remaining = deadline.remaining()
@@ -157,9 +190,23 @@ class PostgresCallStore(SQLCallStore):
 
     def _execute(self, statement: sql.Statement) -> int:
         with self._write_lock:
-            connection = self._write_connection()
-            cursor = connection.execute(_pg(statement.text), statement.params)
+            cursor = self._write_connection().execute(_pg(statement.text), statement.params)
             return cursor.rowcount
+
+    def _lookup(
+        self, call_id: str, fields: Sequence[str], projects: frozenset[str] | None
+    ) -> tuple[Any, ...] | None:
+        # A partition holds one day: its look-up index is the span key alone, probed once per
+        # partition by one statement (not once per day by each partition).
+        statement = sql.get_statement(call_id, fields, projects, None)
+        if statement is None:
+            return None
+        rows = self._read(statement)
+        return rows[0] if rows else None
+
+    def _drop_days_before(self, cutoff_us: int) -> int:
+        with self._write_lock:
+            return self._partitions.drop_before(self._write_connection(), cutoff_us)
 
     def _transient(self, error: Exception) -> bool:
         if self._closed.is_set() or isinstance(error, psycopg.InterfaceError):
@@ -177,7 +224,9 @@ class PostgresCallStore(SQLCallStore):
         for attempt in range(_RETRIES):
             try:
                 with self._write_lock:
-                    written = self._write_once(self._write_connection(), unique, self.daily_caps)
+                    connection = self._write_connection()
+                    self._partitions.ensure(connection, (record.created_at for record in unique))
+                    written = self._write_once(connection, unique, self.daily_caps)
                     self.daily_caps.committed()
                     return written
             except (errors.DeadlockDetected, errors.SerializationFailure):
@@ -224,10 +273,19 @@ class PostgresCallStore(SQLCallStore):
         if self._closed.is_set():
             return
         self._closed.set()
-        with self._write_lock, self._read_lock:
-            for connection in (self._writer, self._reader):
-                if connection is not None:
-                    connection.close()
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+        self._pool.close()
+
+
+def _where(url: str) -> str:
+    """The server of a URL, without its password."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(unparsable URL)"
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
 def _id(record: CallRecord) -> str:

@@ -23,7 +23,9 @@ Representation (the same in both databases, so one SQL text serves both):
 - v5: daily aggregates by status, by user and by API key, next to the first (``rollup.py``);
 - v6: a call's agent, conversation, parent span and root span name; the trace's root, agent
   and tool spans (``tracespans.py``);
-- v7: a call's policy violation (policy, rule, action); the daily rows' policy counters.
+- v7: a call's policy violation (policy, rule, action); the daily rows' policy counters;
+- v8: PostgreSQL only -- the calls table partitioned by UTC day of ``created_us``
+  (``partitions.py``); SQLite's stays one table.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class Types:
     clustered: str = ""
     """After a table's definition: its rows kept in its primary key's b-tree (aggregates are
     read and upserted by key; a second b-tree would double their writes)."""
+    partitioned: bool = False
+    """The calls table is partitioned by day (PostgreSQL's declarative partitioning)."""
 
     def of(self, kind: str) -> str:
         """The name of a catalogue column type (``catalogue.SqlType``) in this database."""
@@ -49,7 +53,7 @@ class Types:
 
 
 SQLITE_TYPES = Types(bigint="INTEGER", real="REAL", blob="BLOB", clustered=" WITHOUT ROWID")
-POSTGRES_TYPES = Types(bigint="BIGINT", real="DOUBLE PRECISION", blob="BYTEA")
+POSTGRES_TYPES = Types(bigint="BIGINT", real="DOUBLE PRECISION", blob="BYTEA", partitioned=True)
 
 CALLS = "llm_calls"
 CONTENT = "llm_call_content"
@@ -321,7 +325,74 @@ def _v7(t: Types) -> list[str]:
     ]
 
 
-MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)
+_V7_CALL_INDEXES = {
+    "lookup": "day, span_key",
+    "project": "project, created_us",
+    "model": "model, created_us",
+    "provider": "provider, created_us",
+    "service": "service, created_us",
+    "feature": "feature, created_us",
+    "user": "user_id, created_us",
+    "api_key": "api_key_id, created_us",
+    "status": "status, created_us",
+    "trace": "day, trace_id",
+    "agent": "agent_name, created_us",
+    "conversation": "conversation_id, created_us",
+    "policy": "policy, created_us",
+}
+"""The calls table's secondary indexes as of v7 (name suffix: columns)."""
+
+PARTITION_DAYS_KEPT_BY_UPGRADE = 400
+"""v8 makes a partition for each day of the stored calls within this many days before the
+upgrade (and up to two days after); calls outside that go to the default partition."""
+
+
+def _v8(t: Types) -> list[str]:
+    # Issue 16: at 100 M calls, retention deleting row by row and indexes spanning 90 days are
+    # what grows. PostgreSQL gets the calls table partitioned by UTC day of created_us: a
+    # day's query plans against one partition, retention drops whole days. The primary key
+    # (created_us, id) already holds the partition key, so ON CONFLICT (created_us, id) still
+    # stores a redelivered span once. In a partition (one day), the look-up and trace indexes
+    # need no day in front: one probe per partition instead of one per day and partition, and
+    # inserts still land in today's (small) index only. Calls are copied into the new table;
+    # the partitions of their days are made first (the writer makes the later ones).
+    if not t.partitioned:
+        return []
+    day_us = 86_400_000_000
+    indexes = {**_V7_CALL_INDEXES, "lookup": "span_key", "trace": "trace_id"}
+    old = f"{CALLS}_v7"
+    return [
+        f"ALTER TABLE {CALLS} RENAME TO {old}",
+        *(f"DROP INDEX {CALLS}_{name}" for name in _V7_CALL_INDEXES),
+        f"ALTER TABLE {old} DROP CONSTRAINT {CALLS}_pkey",
+        f"CREATE TABLE {CALLS} (LIKE {old} INCLUDING DEFAULTS, PRIMARY KEY (created_us, id)) "
+        "PARTITION BY RANGE (created_us)",
+        *(f"CREATE INDEX {CALLS}_{name} ON {CALLS} ({cols})" for name, cols in indexes.items()),
+        f"CREATE TABLE {CALLS}_default PARTITION OF {CALLS} DEFAULT",
+        f"""DO $$
+DECLARE
+    today BIGINT := floor(extract(epoch FROM now()) / 86400)::BIGINT;
+    d BIGINT;
+BEGIN
+    FOR d IN
+        SELECT DISTINCT created_us / {day_us} FROM {old}
+        WHERE created_us >= (today - {PARTITION_DAYS_KEPT_BY_UPGRADE}) * {day_us}
+          AND created_us < (today + 3) * {day_us}
+        UNION SELECT today
+    LOOP
+        EXECUTE format(
+            'CREATE TABLE %I PARTITION OF {CALLS} FOR VALUES FROM (%s) TO (%s)',
+            '{CALLS}_' || to_char(to_timestamp(d * 86400) AT TIME ZONE 'UTC', 'YYYYMMDD'),
+            d * {day_us}, (d + 1) * {day_us});
+    END LOOP;
+END
+$$""",  # noqa: S608
+        f"INSERT INTO {CALLS} SELECT * FROM {old}",  # noqa: S608
+        f"DROP TABLE {old}",
+    ]
+
+
+MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8)
 """Migration n (1-based) is ``MIGRATIONS[n - 1]``."""
 
 LATEST = len(MIGRATIONS)

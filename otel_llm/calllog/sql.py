@@ -348,19 +348,20 @@ def get_statement(
     call_id: str,
     fields: Sequence[str],
     projects: frozenset[str] | None,
-    days: Sequence[int],
+    days: Sequence[int] | None,
 ) -> Statement | None:
     """One call by id, probing the look-up index once per day in ``days`` (the days calls are
-    stored for); None when the id is malformed (it then names no call)."""
+    stored for; None: a store whose look-up index is the span key alone, as PostgreSQL's daily
+    partitions); None when the id is malformed (it then names no call)."""
     key = parse_call_id(call_id)
-    if key is None or not days:
+    if key is None or (days is not None and not days):
         return None
     condition = where(CallFilter(projects=projects))
-    marks = ", ".join("?" for _ in days)
+    in_days = "" if days is None else f"day IN ({', '.join('?' for _ in days)}) AND "
     return Statement(
         f"SELECT {select_fields(fields)}, created_us FROM {CALLS} "  # noqa: S608
-        f"WHERE day IN ({marks}) AND span_key = ? AND id = ? AND {condition.text}",
-        (*days, key, call_id, *condition.params),
+        f"WHERE {in_days}span_key = ? AND id = ? AND {condition.text}",
+        (*(days or ()), key, call_id, *condition.params),
     )
 
 
