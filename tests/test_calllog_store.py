@@ -708,6 +708,37 @@ def test_stats_by_hour_read_the_records(reader: SQLCallStore, records: list[Call
             assert _close(group["p50_latency_ms"], _exact_percentile(latencies, 0.5))
 
 
+def test_stats_by_hour_split_each_hour_by_the_busiest_models(
+    reader: SQLCallStore, records: list[CallRecord]
+) -> None:
+    """The page stacks each hour's cost by model: the range's ``limit`` busiest models, the
+    rest of the hour as ``other``, each exact."""
+    start = NOW - timedelta(days=2)
+    result = reader.stats(StatsQuery(filter=CallFilter(start=start), group_by="hour", limit=2))
+    busiest = {entry["model"] for entry in result["by_model"]} - {"other"}
+    assert len(busiest) == 2
+    in_range = [r for r in records if result["start"] <= r.created_at < result["end"]]
+    expected: dict[str | None, list[CallRecord]] = defaultdict(list)
+    for record in in_range:
+        expected[_group_key(record, "hour")].append(record)
+    assert len({r.model for r in in_range}) > 2  # so ``other`` has something to hold
+    assert [group["group"] for group in result["groups"]] == sorted(expected)  # type: ignore[type-var]
+    for group in result["groups"]:
+        calls = expected[group["group"]]
+        by_model: dict[str, list[CallRecord]] = defaultdict(list)
+        for call in calls:
+            by_model[call.model if call.model in busiest else "other"].append(call)
+        entries = {entry["model"]: entry for entry in group["models"]}
+        assert set(entries) == set(by_model)
+        for model, model_calls in by_model.items():
+            assert entries[model]["requests"] == len(model_calls)
+            assert entries[model]["cost"] == (
+                _money_sum(call.cost for call in model_calls)
+                if any(call.cost is not None for call in model_calls)
+                else None
+            )
+
+
 def test_hourly_stats_refuse_long_or_expired_ranges(reader: SQLCallStore) -> None:
     with pytest.raises(QueryError, match="7 days"):
         reader.stats(StatsQuery(filter=CallFilter(start=NOW - timedelta(days=9)), group_by="hour"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime, time, timedelta
@@ -18,7 +18,7 @@ from typing import Any
 from otel_llm import settings
 from otel_llm.calllog import deadletter, rollup, sql, traces, tracespans
 from otel_llm.calllog.callgroups import call_groups
-from otel_llm.calllog.cardinality import DailyCaps
+from otel_llm.calllog.cardinality import OTHER, DailyCaps
 from otel_llm.calllog.catalogue import (
     CALL_GROUPS,
     FIELDS,
@@ -40,7 +40,15 @@ from otel_llm.calllog.query import (
 )
 from otel_llm.calllog.record import from_nanos, micros_of
 from otel_llm.calllog.schema import CALLS, CONTENT, DAILY_SINCE
-from otel_llm.calllog.stats import Deadline, Rows, Source, choose, daily_stats, daily_where
+from otel_llm.calllog.stats import (
+    Deadline,
+    Rows,
+    Source,
+    choose,
+    daily_stats,
+    daily_where,
+    model_entries,
+)
 
 MAX_HOURLY_DAYS = 7
 """Hourly stats read call records; a longer range is refused (use day or week)."""
@@ -257,8 +265,14 @@ class SQLCallStore(IsolatingStore, ABC):
             "stats": daily.overall.stats(),
         }
         groups = daily.groups
+        hour_models: dict[str, _ModelEntries] = {}
         if query.group_by == "hour":
-            groups = self._hourly(replace(call_filter, start=start, end=end), deadline)
+            # Each hour's cost by model (the page stacks it), for the range's busiest models
+            # only: at most ``limit`` totals an hour, whatever model names the calls carry.
+            busiest = {entry["model"] or "" for entry in daily.by_model} - {OTHER}
+            groups, hour_models = self._hourly(
+                replace(call_filter, start=start, end=end), deadline, busiest
+            )
         elif query.group_by in CALL_GROUPS:
             groups = call_groups(
                 self._scan,
@@ -270,6 +284,8 @@ class SQLCallStore(IsolatingStore, ABC):
             )
         if query.group_by is not None:
             result["groups"] = [{"group": key, **totals.stats()} for key, totals in groups]
+            for group in result["groups"] if hour_models else ():
+                group["models"] = hour_models[group["group"]]
         result["by_day"] = daily.by_day
         result["by_model"] = daily.by_model
         return result
@@ -307,10 +323,14 @@ class SQLCallStore(IsolatingStore, ABC):
             )
         return max(start, first)
 
-    def _hourly(self, call_filter: CallFilter, deadline: Deadline) -> _Groups:
+    def _hourly(
+        self, call_filter: CallFilter, deadline: Deadline, models: Collection[str]
+    ) -> tuple[_Groups, dict[str, _ModelEntries]]:
+        """The range's totals per hour, and each hour's ``models`` (the rest as ``other``)."""
         condition = sql.where(call_filter)
         by_hour: dict[int, rollup.Totals] = {}
-        last = len(_HOURLY_COLUMNS) - 3 - len(rollup.BILLED)
+        by_hour_model: dict[int, dict[str, rollup.Totals]] = {}
+        last = len(_HOURLY_COLUMNS) - 4 - len(rollup.BILLED)
 
         def add(rows: Rows) -> None:
             for count, row in enumerate(rows):
@@ -320,14 +340,21 @@ class SQLCallStore(IsolatingStore, ABC):
                 totals = by_hour.get(hour)
                 if totals is None:
                     totals = by_hour[hour] = rollup.Totals()
-                totals.add(
+                    by_hour_model[hour] = {}
+                parts = (
                     row[1] == "error",
                     row[2:last],
                     row[last],
                     row[last + 1],
-                    row[last + 2 : -1],
-                    policy_action=row[-1],
+                    row[last + 2 : -2],
                 )
+                totals.add(*parts, policy_action=row[-2])
+                model = row[-1] or ""
+                if model in models:
+                    hour_models = by_hour_model[hour]
+                    if model not in hour_models:
+                        hour_models[model] = rollup.Totals()
+                    hour_models[model].add(*parts, policy_action=row[-2])
 
         self._scan(
             sql.Statement(
@@ -337,7 +364,11 @@ class SQLCallStore(IsolatingStore, ABC):
             deadline,
             add,
         )
-        return [((_EPOCH + timedelta(hours=h)).isoformat(), by_hour[h]) for h in sorted(by_hour)]
+        keys = {h: (_EPOCH + timedelta(hours=h)).isoformat() for h in sorted(by_hour)}
+        return (
+            [(key, by_hour[h]) for h, key in keys.items()],
+            {key: model_entries(by_hour[h], by_hour_model[h]) for h, key in keys.items()},
+        )
 
     def _scan(
         self,
@@ -435,6 +466,9 @@ class SQLCallStore(IsolatingStore, ABC):
                 return deleted
 
 
+_ModelEntries = list[dict[str, Any]]
+"""A day's or an hour's cost by model, as ``stats.model_entries`` answers it."""
+
 _HOURLY_COLUMNS = (
     column_of("created_at"),
     column_of("status"),
@@ -443,8 +477,10 @@ _HOURLY_COLUMNS = (
     column_of("time_to_first_chunk_ms"),
     *rollup.BILLED,
     column_of("policy_action"),
+    column_of("model"),
 )
-"""What hourly stats read of each call: its time, its status, ``Totals.add``'s values."""
+"""What hourly stats read of each call: its time, its status, ``Totals.add``'s values, its
+model."""
 
 
 def _checked_fields(select: Sequence[str] | None) -> tuple[str, ...]:

@@ -361,11 +361,6 @@ def _by_day(
     )
     answer = []
     for day, totals in sorted(days.items()):
-        listed = sorted(models[day].items(), key=lambda item: (-item[1].requests, item[0]))
-        rest = _remainder(totals, models[day].values())
-        entries = [_model_entry(model or None, entry) for model, entry in listed]
-        if rest.requests:
-            entries.append(_model_entry(OTHER, rest))
         answer.append(
             {
                 "date": day,
@@ -375,10 +370,21 @@ def _by_day(
                 "error_rate": totals.error_rate(),
                 "cache_hit_rate": totals.cache_hit_rate(),
                 **totals.billing(),
-                "models": entries,
+                "models": model_entries(totals, models[day]),
             }
         )
     return answer
+
+
+def model_entries(whole: Totals, models: dict[str, Totals]) -> list[dict[str, Any]]:
+    """A day's or an hour's models (``models``: some of ``whole``'s calls by model), the
+    busiest first, and the rest of ``whole`` as one ``other``."""
+    listed = sorted(models.items(), key=lambda item: (-item[1].requests, item[0]))
+    entries = [_model_entry(model or None, entry) for model, entry in listed]
+    rest = _remainder(whole, models.values())
+    if rest.requests:
+        entries.append(_model_entry(OTHER, rest))
+    return entries
 
 
 def _model_entry(model: str | None, totals: Totals) -> dict[str, Any]:

@@ -33,12 +33,12 @@ export async function render(container, params, context) {
   const charts = el("div", { class: "charts" });
   append(container, [range, totals(daily.stats), charts]);
   let groups = daily.groups.map((group) => ({ ...group, at: Date.parse(`${group.group}T00:00:00Z`) / 1000 }));
-  let stacked = costByModel(daily.by_day);
+  let stacked = costByModel(daily.by_day.map((day) => ({ at: Date.parse(`${day.date}T00:00:00Z`) / 1000, models: day.models })));
   if (hourly) {
-    const perHour = await get("/api/v1/calls/stats", { ...filters, group_by: "hour" });
+    const perHour = await get("/api/v1/calls/stats", { ...filters, group_by: "hour", limit: MODELS_PER_DAY });
     if (!context.current()) return;
     groups = perHour.groups.map((group) => ({ ...group, at: Date.parse(group.group) / 1000 }));
-    stacked = { x: groups.map((g) => g.at), series: [{ label: "all models", values: groups.map((g) => g.total_cost) }] };
+    stacked = costByModel(groups);
   }
   drawCharts(charts, groups, stacked);
   append(container, [breakdown(daily.stats), models(daily.by_model, daily.stats.total_cost)]);
@@ -65,14 +65,15 @@ function totals(stats) {
   );
 }
 
-function costByModel(byDay) {
+/** Each period's (a day's or an hour's: `at`, `models`) cost by model, one series a model. */
+function costByModel(periods) {
   const names = [];
-  for (const day of byDay) for (const entry of day.models) if (!names.includes(entry.model)) names.push(entry.model);
+  for (const period of periods) for (const entry of period.models) if (!names.includes(entry.model)) names.push(entry.model);
   return {
-    x: byDay.map((day) => Date.parse(`${day.date}T00:00:00Z`) / 1000),
+    x: periods.map((period) => period.at),
     series: names.map((name) => ({
       label: name,
-      values: byDay.map((day) => (day.models.find((entry) => entry.model === name) || { cost: 0 }).cost || 0),
+      values: periods.map((period) => (period.models.find((entry) => entry.model === name) || { cost: 0 }).cost || 0),
     })),
   };
 }
