@@ -412,6 +412,17 @@ def test_a_trace_sent_out_of_order_by_two_services_is_one_tree_with_exact_costs(
     assert groups["researcher"]["total_requests"] == 2  # c2, c4 (c3 has no agent of its own)
     assert groups[None]["total_requests"] == 2  # c3 and T3's call
     assert groups["support"]["p50_latency_ms"] == pytest.approx(50, rel=0.02)
+    # Seed 003's role is the agent's name: the same groups, the same calls.
+    status, by_role = ask(api, "/api/v1/calls/stats", group_by="role")
+    assert (status, by_role["group_by"]) == (200, "role"), by_role
+    assert {**by_role, "group_by": "agent"} == stats
+    status, by_role = ask(api, "/api/v1/calls", role="researcher")
+    assert status == 200, by_role
+    assert by_role == ask(api, "/api/v1/calls", agent_name="researcher")[1]
+    assert len(by_role["calls"]) == 2  # c2, c4
+    status, both = ask(api, "/api/v1/calls", role="researcher", agent_name="planner")
+    assert status == 400, both
+    assert "role" in both["error"]["message"], both
     status, stats = ask(api, "/api/v1/calls/stats", group_by="conversation", limit="1")
     assert status == 200, stats
     groups = {g["group"]: g for g in stats["groups"]}

@@ -495,6 +495,13 @@ TIME_ALIASES: dict[str, str] = {"from": "start_date", "to": "end_date"}
 """The seeds' names of ``TIME_FILTERS`` (seed 004: ``from``/``to``, both inclusive dates --
 ``end_date`` as a bare date is already "through that day")."""
 
+FIELD_ALIASES: dict[str, str] = {"role": "agent_name"}
+"""The seeds' names of other filters and stats groups. Seed 003's ``role`` (the caller's role,
+e.g. ``indicator_agent``, ``vision``, ``execution``: which agent of a pipeline called) is our
+``agent_name`` (``gen_ai.agent.name``, set by agent frameworks or ``llm_context``'s agent); a
+call made outside any agent has none (seed 003's role is never empty). A filter here and a
+stats ``group_by`` (``CALL_GROUPS``); giving both names is a 400."""
+
 DAYS_FILTER = "days"
 """Seed 004's ``days=N``: the last N UTC days, today included (ignored, as there, when both
 ``from`` and ``to`` are given)."""
@@ -528,6 +535,7 @@ FILTERS: tuple[str, ...] = (
     *(match.name for match in FLAG_MATCHES),
     *TIME_FILTERS,
     *TIME_ALIASES,
+    *FIELD_ALIASES,
     DAYS_FILTER,
     *(f"{bound}_{rng.name}" for rng in RANGES for bound in ("min", "max")),
 )
@@ -562,6 +570,7 @@ CALL_GROUPS: dict[str, str] = {
     "agent": "agent_name",
     "conversation": "conversation_id",
     "policy": "policy",
+    **FIELD_ALIASES,
 }
 """Stats groups answered from the call records, not the daily aggregates -> the field grouped
 by: conversations are too many for a daily row's key (``callgroups.py``, docs/calllog.md); a

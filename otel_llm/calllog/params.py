@@ -38,6 +38,7 @@ from otel_llm.calllog.catalogue import (
     CHOICE_MATCHES,
     COMPARED,
     DAYS_FILTER,
+    FIELD_ALIASES,
     FIELDS,
     FLAG_MATCHES,
     RANGES,
@@ -254,9 +255,10 @@ def _gather(
 
 
 def _canonical(given: Mapping[str, Given]) -> dict[str, Given]:
-    """The seeds' aliases (``from``, ``to``) under the names they stand for; both: 400."""
+    """The seeds' aliases (``from``, ``to``, ``role``) under the names they stand for; both:
+    400."""
     found = dict(given)
-    for alias, name in TIME_ALIASES.items():
+    for alias, name in (*TIME_ALIASES.items(), *FIELD_ALIASES.items()):
         if alias in found:
             if name in found:
                 raise ParamError(f"{alias} and {name} are the same thing; give one of them", alias)

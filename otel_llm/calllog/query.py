@@ -31,6 +31,7 @@ StatsGroup = Literal[
     "user",
     "status",
     "agent",
+    "role",
     "conversation",
     "policy",
 ]
