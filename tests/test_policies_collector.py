@@ -31,7 +31,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
@@ -151,14 +151,7 @@ class App:
         tokens: tuple[int, int] = (100, 50),
     ) -> str:
         """One chat call, exported before this returns; its call id."""
-        attributes = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": "openai",
-            "gen_ai.request.model": model,
-            "gen_ai.usage.input_tokens": tokens[0],
-            "gen_ai.usage.output_tokens": tokens[1],
-            "otel_llm.context.project_id": project,
-        }
+        attributes = call_attributes(model, project, tokens)
         with self.tracer.start_as_current_span(
             f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
@@ -167,6 +160,30 @@ class App:
 
     def close(self) -> None:
         self.provider.shutdown()
+
+
+def call_attributes(
+    model: str = "budget-model", project: str = "shop", tokens: tuple[int, int] = (100, 50)
+) -> dict[str, Any]:
+    """One chat call's attributes (``budget-model`` is priced by the override file)."""
+    return {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": model,
+        "gen_ai.usage.input_tokens": tokens[0],
+        "gen_ai.usage.output_tokens": tokens[1],
+        "otel_llm.context.project_id": project,
+    }
+
+
+def recorded_call() -> list[ReadableSpan]:
+    """One chat call's span, kept to be delivered more than once."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "shop-api"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("shop").start_as_current_span("chat", attributes=call_attributes()):
+        pass
+    return list(memory.get_finished_spans())
 
 
 def api(call_log: CallLogService, path: str, key: str = ADMIN_KEY) -> tuple[int, Any]:
@@ -410,14 +427,7 @@ def test_the_collector_cli_refuses_a_bad_file_reloads_on_sighup_and_status_reads
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         with provider.get_tracer("shop").start_as_current_span(
             "chat",
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": "openai",
-                "gen_ai.request.model": "budget-model",
-                "gen_ai.usage.input_tokens": 100,
-                "gen_ai.usage.output_tokens": 50,
-                "otel_llm.context.project_id": "shop",
-            },
+            attributes=call_attributes(),
         ):
             pass
         provider.shutdown()
@@ -452,21 +462,8 @@ def test_a_request_delivered_twice_is_evaluated_once(
     tmp_path: Path, files: dict[str, Path]
 ) -> None:
     with collector(tmp_path, str(tmp_path / "calls.db"), files) as (service, call_log):
-        memory = InMemorySpanExporter()
-        provider = TracerProvider(resource=Resource.create({"service.name": "shop-api"}))
-        provider.add_span_processor(SimpleSpanProcessor(memory))
-        attributes = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": "openai",
-            "gen_ai.request.model": "budget-model",
-            "gen_ai.usage.input_tokens": 100,
-            "gen_ai.usage.output_tokens": 50,
-            "otel_llm.context.project_id": "shop",
-        }
-        with provider.get_tracer("shop").start_as_current_span("chat", attributes=attributes):
-            pass
+        spans = recorded_call()
         exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{service.grpc_port}", insecure=True)
-        spans = memory.get_finished_spans()
         for _ in range(2):  # a client retrying an export whose reply it lost
             assert exporter.export(spans) == SpanExportResult.SUCCESS
         exporter.shutdown()
@@ -517,22 +514,10 @@ def test_two_collectors_on_one_postgresql_agree_on_the_spend_within_the_sync_int
 
         # The same span delivered to both (a load balancer's ring changed): stored once, and
         # once in each replica's spend after a resync, though both evaluated it.
-        memory = InMemorySpanExporter()
-        provider = TracerProvider(resource=Resource.create({"service.name": "shop-api"}))
-        provider.add_span_processor(SimpleSpanProcessor(memory))
-        attributes = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": "openai",
-            "gen_ai.request.model": "budget-model",
-            "gen_ai.usage.input_tokens": 100,
-            "gen_ai.usage.output_tokens": 50,
-            "otel_llm.context.project_id": "shop",
-        }
-        with provider.get_tracer("shop").start_as_current_span("chat", attributes=attributes):
-            pass
+        spans = recorded_call()
         for service in (service_a, service_b):
             exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{service.grpc_port}", insecure=True)
-            assert exporter.export(memory.get_finished_spans()) == SpanExportResult.SUCCESS
+            assert exporter.export(spans) == SpanExportResult.SUCCESS
             exporter.shutdown()
         wait_until(
             lambda: (
