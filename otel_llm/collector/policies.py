@@ -4,7 +4,10 @@
 (``otel_llm.policies``), the file watcher, and a Prometheus collector that renders the engine's
 state at scrape time (nothing to keep in step). The calls of a request are evaluated once the
 request is on the queue -- where its metrics are recorded -- so a request refused and retried
-is evaluated once, and a budget's state is current when the client's export returns.
+is evaluated once, and a budget's state is current when the client's export returns. A call
+the enricher marks ``redelivered`` (its span among the last ``dedup_window`` recorded: a
+request sent again) is not evaluated again -- the enricher's dedup window is the one answer to
+"seen before?" -- and gets its first delivery's verdict.
 
 The metrics (``semconv/metrics.yaml``, component ``policies``):
 
@@ -53,7 +56,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from otel_llm.collector.dedup import RecentSpans, span_key
+from otel_llm.collector.dedup import span_key
 from otel_llm.policies.calls import policy_call
 from otel_llm.policies.engine import LEVELS, PolicyCall, SpendHistory, Verdict
 from otel_llm.policies.model import CALL_RULES, Policy
@@ -98,9 +101,6 @@ class CollectorPolicies:
         self.file = file
         self.engine = file.engine
         self.history = history
-        self.recent = RecentSpans(0)
-        """Calls evaluated lately, by span id: a redelivered request is not evaluated twice
-        (the service sizes it as its ``dedup_window``)."""
         self._verdicts: OrderedDict[bytes, Verdict] = OrderedDict()
         self._settled = threading.Condition()
         self.sync_interval = 0.0
@@ -206,14 +206,14 @@ class CollectorPolicies:
         if not calls:
             return
         evaluated = calls
+        for call in calls:
+            if call.redelivered:  # the enricher's answer (its dedup window): evaluated once
+                evaluated = [c for c in calls if not c.redelivered]
+                break
         try:
             try:
-                if self.recent.size:
-                    first = self.recent.admit(
-                        [span_key(c.span.trace_id, c.span.span_id) for c in calls]
-                    )
-                    evaluated = [call for call, new in zip(calls, first, strict=True) if new]
-                found = [_policy_call(call) for call in evaluated]
+                by_id = self.engine.follows_store
+                found = [_policy_call(call, by_id) for call in evaluated]
             except Exception:  # a policy must never fail the request that carried the call
                 _logger.exception("otel-llm collector: reading calls for the policies failed")
                 return
@@ -265,11 +265,13 @@ class CollectorPolicies:
         return self._verdicts.get(key) if key is not None else None
 
 
-def _policy_call(call: EnrichedCall) -> PolicyCall:
+def _policy_call(call: EnrichedCall, by_id: bool) -> PolicyCall:
     span = call.span
-    # The call id is formatted only if the call crosses a limit: hex on every call would cost.
-    ids = (span.trace_id, span.span_id)
-    return policy_call(call.derived, call.attributes, span.start_time_unix_nano, ids)
+    # The call id is made only if the call crosses a limit (hex, or even reading the ids
+    # from the protobuf span, on every call would cost), or to remember it until stored.
+    # Its start is the derived call's (the span's start, else its end).
+    ids = (span.trace_id, span.span_id) if by_id else span
+    return policy_call(call.derived, call.attributes, None, ids)
 
 
 class _PolicyMetrics(Collector):
