@@ -58,7 +58,7 @@ from prometheus_client.registry import Collector
 
 from otel_llm.collector.dedup import span_key
 from otel_llm.policies.calls import policy_call
-from otel_llm.policies.engine import LEVELS, PolicyCall, SpendHistory, Verdict
+from otel_llm.policies.engine import LEVELS, SpendHistory, Verdict
 from otel_llm.policies.model import CALL_RULES, Policy
 from otel_llm.policies.watch import DEFAULT_INTERVAL, PolicyFile
 
@@ -210,10 +210,22 @@ class CollectorPolicies:
             if call.redelivered:  # the enricher's answer (its dedup window): evaluated once
                 evaluated = [c for c in calls if not c.redelivered]
                 break
+        expected = calls[0].policy is PENDING  # ``expect`` marks a request's calls together
         try:
             try:
-                by_id = self.engine.follows_store
-                found = [_policy_call(call, by_id) for call in evaluated]
+                # Inline, not a function per call. The start is the derived call's (the
+                # span's, else its end). The span stands for its ids, read from the protobuf
+                # only if the call crosses a limit -- but for an engine remembering its calls
+                # by id until they are stored.
+                if self.engine.follows_store:
+                    found = [
+                        policy_call(
+                            c.derived, c.attributes, None, (c.span.trace_id, c.span.span_id)
+                        )
+                        for c in evaluated
+                    ]
+                else:
+                    found = [policy_call(c.derived, c.attributes, None, c.span) for c in evaluated]
             except Exception:  # a policy must never fail the request that carried the call
                 _logger.exception("otel-llm collector: reading calls for the policies failed")
                 return
@@ -221,7 +233,8 @@ class CollectorPolicies:
             if verdicts:
                 self._remember(evaluated, verdicts)
         finally:
-            self._settle_all(calls)
+            if expected:
+                self._settle_all(calls)
 
     def _remember(self, calls: Sequence[EnrichedCall], verdicts: dict[int, Verdict]) -> None:
         with self._settled:
@@ -239,8 +252,9 @@ class CollectorPolicies:
         with self._settled:
             for call in calls:
                 if call.policy is PENDING:
-                    # Not evaluated here (a redelivery): the verdict of its first delivery.
-                    call.policy = self._kept(call)
+                    # No violation, or not evaluated here (a redelivery): the verdict of its
+                    # first delivery.
+                    call.policy = self._kept(call) if call.redelivered else None
             self._settled.notify_all()
 
     def settle(self, calls: Sequence[EnrichedCall], timeout: float = SETTLE_TIMEOUT) -> None:
@@ -263,15 +277,6 @@ class CollectorPolicies:
             return None
         key = span_key(call.span.trace_id, call.span.span_id)
         return self._verdicts.get(key) if key is not None else None
-
-
-def _policy_call(call: EnrichedCall, by_id: bool) -> PolicyCall:
-    span = call.span
-    # The call id is made only if the call crosses a limit (hex, or even reading the ids
-    # from the protobuf span, on every call would cost), or to remember it until stored.
-    # Its start is the derived call's (the span's start, else its end).
-    ids = (span.trace_id, span.span_id) if by_id else span
-    return policy_call(call.derived, call.attributes, None, ids)
 
 
 class _PolicyMetrics(Collector):
