@@ -89,6 +89,9 @@ class EnrichedCall:
     measured: bool
     """True when this service recorded its metrics; False when an in-process
     ``LLMSpanProcessor`` had already priced and measured it (the span is unchanged)."""
+    span_key: bytes | None = None
+    """Its span's ``dedup.span_key``, once ``Enricher.record`` made it (the policies key the
+    calls they remember until stored by it: reading the ids from the protobuf again costs)."""
     redelivered: bool = False
     """Its span was among the last ``dedup_window`` calls recorded (``Enricher.record``): a
     redelivery, measured and evaluated against the policies the first time only."""
@@ -221,13 +224,13 @@ class Enricher:
         if calls and self._recent.size:
             # Every call, measured here or not: the policies read ``redelivered`` too.
             try:
-                new = self._recent.admit(
-                    [span_key(call.span.trace_id, call.span.span_id) for call in calls]
-                )
+                keys = [span_key(call.span.trace_id, call.span.span_id) for call in calls]
+                new = self._recent.admit(keys)
             except Exception:  # noqa: BLE001 - then each is counted, as without the window
                 self._failed(result)
             else:
-                for call, first in zip(calls, new, strict=True):
+                for call, key, first in zip(calls, keys, new, strict=True):
+                    call.span_key = key
                     if not first:
                         call.redelivered = True
                         result.duplicates += call.measured

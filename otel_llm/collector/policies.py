@@ -169,7 +169,7 @@ class CollectorPolicies:
         def store(calls: Sequence[EnrichedCall]) -> None:
             with self._storing:
                 sink(calls)
-                self.engine.stored([(c.span.trace_id, c.span.span_id) for c in calls])
+                self.engine.stored([_ident(c) for c in calls])
 
         return store
 
@@ -216,12 +216,10 @@ class CollectorPolicies:
                 # Inline, not a function per call. The start is the derived call's (the
                 # span's, else its end). The span stands for its ids, read from the protobuf
                 # only if the call crosses a limit -- but for an engine remembering its calls
-                # by id until they are stored.
+                # by id until they are stored: by the span key the enricher made.
                 if self.engine.follows_store:
                     found = [
-                        policy_call(
-                            c.derived, c.attributes, None, (c.span.trace_id, c.span.span_id)
-                        )
+                        policy_call(c.derived, c.attributes, None, c.span_key or _ident(c))
                         for c in evaluated
                     ]
                 else:
@@ -277,6 +275,14 @@ class CollectorPolicies:
             return None
         key = span_key(call.span.trace_id, call.span.span_id)
         return self._verdicts.get(key) if key is not None else None
+
+
+def _ident(call: EnrichedCall) -> bytes | tuple[bytes, bytes]:
+    """The id the engine remembers a call by until it is stored: its span's key, as the
+    enricher makes it (the span's ids themselves when they are not valid)."""
+    span = call.span
+    trace_id, span_id = span.trace_id, span.span_id
+    return span_key(trace_id, span_id) or (trace_id, span_id)
 
 
 class _PolicyMetrics(Collector):

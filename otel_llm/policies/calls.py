@@ -27,7 +27,7 @@ def policy_call(
     derived: Derived,
     attributes: Mapping[str, Any],
     start_time_ns: int | None = None,
-    call_id: str | tuple[bytes, bytes] | SpanIds | None = None,
+    call_id: str | bytes | tuple[bytes, bytes] | SpanIds | None = None,
 ) -> PolicyCall:
     """The ``PolicyCall`` of one derived call and its span's attributes."""
     call = derived.call

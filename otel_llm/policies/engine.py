@@ -106,10 +106,11 @@ class PolicyCall(NamedTuple):
     tokens: int | None
     """Input + output, as the call log's ``total_tokens``."""
     requested_max_tokens: int | None = None
-    call_id: str | tuple[bytes, bytes] | SpanIds | None = None
-    """The call log's id, or the span's (trace id, span id) to make it from when needed --
-    or the span itself (its ids read only if the call crosses a limit; not for an engine that
-    ``follow_store``s, which keys its pending calls by id)."""
+    call_id: str | bytes | tuple[bytes, bytes] | SpanIds | None = None
+    """The call log's id, or the span's (trace id, span id) to make it from when needed (or
+    both as one ``bytes``, the collector's span key) -- or the span itself (its ids read only
+    if the call crosses a limit; not for an engine that ``follow_store``s, which keys its
+    pending calls by id)."""
 
     @property
     def model(self) -> str | None:
@@ -121,7 +122,9 @@ class PolicyCall(NamedTuple):
         ident = self.call_id
         if ident is None or isinstance(ident, str):
             return ident
-        if not isinstance(ident, tuple):
+        if isinstance(ident, bytes):
+            ident = (ident[:16], ident[16:])
+        elif not isinstance(ident, tuple):
             ident = (ident.trace_id, ident.span_id)
         trace_id, span_id = (int.from_bytes(raw, "big") for raw in ident)
         return f"{trace_id:032x}-{span_id:016x}" if trace_id and span_id else None
