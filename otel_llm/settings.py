@@ -465,11 +465,11 @@ COLLECTOR_DEDUP_WINDOW: Setting[int] = Setting(
     parse=int,
     check=int_at_least(0),
     doc=(
-        "Priced spans whose (trace id, span id) the service remembers, so a span delivered "
+        "LLM calls whose (trace id, span id) the service remembers, so a span delivered "
         "again (an export retried by a client) is forwarded but not counted twice in the GenAI "
-        "metrics; counted in ``otel_llm_collector_duplicate_spans_total`` instead. About 110 "
-        "bytes each (100,000: about 11 MB). A span redelivered after this many newer priced "
-        "spans is counted again; 0 turns the check off."
+        "metrics (counted in ``otel_llm_collector_duplicate_spans_total`` instead) nor "
+        "evaluated twice against the policies. About 110 bytes each (100,000: about 11 MB). A "
+        "span redelivered after this many newer calls is counted again; 0 turns the check off."
     ),
 )
 

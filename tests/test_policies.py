@@ -515,6 +515,71 @@ def test_the_scope_index_finds_exactly_the_policies_a_full_scan_finds() -> None:
         assert [p.name for p in engine._matching(key)] == expected
 
 
+def test_the_index_and_its_cached_plans_match_a_full_scan_over_every_field() -> None:
+    """Every scope field, exact values and lists, globs (``*``, ``?``, ``[..]``), a field's
+    ``*`` (which a call without the value matches), scopes of several fields, ``'*'``, and model
+    rules by glob: the policies (and the model rules broken) a call's plan holds are those a
+    scan of every policy finds, whether worked out or taken from the cache of plans."""
+    rng = random.Random(1414)  # noqa: S311 - reproducible scopes, not secrets
+    values = {
+        "service": ["shop", "search", "ads", "billing"],
+        "project": ["alpha", "beta", "gamma", "delta", "p1", "p2"],
+        "feature": ["chat", "summary", "search"],
+        "user": ["u1", "u2", "u3"],
+        "api_key_id": ["k1", "k2", "k9"],
+        "provider": ["openai", "anthropic", "aws.bedrock"],
+        "model": ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "o1", "o1-pro", "claude-3-haiku"],
+    }
+    globs = ["*", "p?", "[ab]*", "gpt-4*", "*-mini", "o1*", "claude-*", "*a*", "k[12]", "u?"]
+    lines = ["policies:"]
+    for index in range(400):
+        scope: dict[str, list[str]] = {}
+        for name in rng.sample(list(values), rng.choice([0, 1, 1, 2, 2, 3, 4])):
+            picked = rng.sample(values[name], rng.randint(1, 3))
+            if rng.random() < 0.35:
+                picked = [rng.choice(globs), *picked[: rng.randint(0, 1)]]
+            scope[name] = picked
+        shown = "'*'" if not scope else "{" + ", ".join(f"{k}: {v}" for k, v in scope.items()) + "}"
+        rules = rng.choice(
+            [
+                "{max_tokens: 9}",
+                "{denied_models: ['o1-pro*', 'gpt-4.?']}",
+                "{allowed_models: ['gpt-4o*', 'claude-*']}",
+                "{allowed_models: ['*']}",
+            ]
+        )
+        lines.append(f"  - {{name: p{index}, scope: {shown}, calls: {rules}}}")
+    engine = engine_of("\n".join(lines) + "\n", Clock("2026-12-06T12:00:00"))
+    policies = engine.policies.policies
+    assert {name for p in policies for name in p.scope.fields} == set(SCOPE_FIELDS)
+    unknown = {"service": "other", "model": "mistral-large"}  # matched by globs at most
+    seen_non_empty = 0
+    for _ in range(1500):
+        key = tuple(
+            rng.choice([*values[name], unknown.get(name, "zz"), None]) for name in SCOPE_FIELDS
+        )
+        expected = [p.name for p in policies if p.scope.matches(key)]  # type: ignore[arg-type]
+        model = key[6] or ""
+        broken = [
+            (p.name, rule)
+            for p in policies
+            if p.scope.matches(key)  # type: ignore[arg-type]
+            for rule, patterns, breaks in (
+                ("allowed_models", p.calls.allowed_models, False),
+                ("denied_models", p.calls.denied_models, True),
+            )
+            if patterns is not None
+            and any(x.text == "*" or x.matches(model) for x in patterns) is breaks
+        ]
+        for _cached in (False, True):  # worked out, then from the cache of plans
+            plan = engine._plan_of(key)  # type: ignore[arg-type]
+            assert [p.name for p in plan.policies] == expected, key
+            assert [(p.name, rule) for p, rule in plan.broken] == broken, key
+        seen_non_empty += bool(expected)
+    assert seen_non_empty > 1000  # the corpus does reach policies
+    assert len(engine._cache) > 100  # and plans were cached, not one per call
+
+
 @pytest.mark.parametrize("divisor", [10**6, 10**9, 10**12, 10**15])
 def test_a_costs_nanos_are_its_amount_rounded_as_the_call_log_rounds_it(divisor: int) -> None:
     rng = random.Random(divisor)  # noqa: S311 - reproducible amounts

@@ -45,6 +45,7 @@ from otel_llm.calllog.store import SQLCallStore
 from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.policies import CollectorPolicies
 from otel_llm.collector.service import CollectorService
+from otel_llm.processor import LLMSpanProcessor
 from tests.support.collector_process import CollectorProcess
 from tests.support.postgres import (  # noqa: F401 - fixture
     BACKENDS,
@@ -468,6 +469,52 @@ def test_a_request_delivered_twice_is_evaluated_once(
             assert exporter.export(spans) == SpanExportResult.SUCCESS
         exporter.shutdown()
         assert budget_of(call_log)["spent_nanos"] == CALL_NANOS
+
+
+def test_a_redelivered_call_priced_in_the_app_is_evaluated_once_too(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    """The policies take "delivered before?" from the enricher's dedup window, which holds
+    every call -- also one an in-process ``LLMSpanProcessor`` priced (the collector does not
+    measure it again, so it is no ``duplicate`` in its metrics)."""
+    with collector(tmp_path, str(tmp_path / "calls.db"), files) as (service, call_log):
+        memory = InMemorySpanExporter()
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "budget-model",
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.output_tokens": 50,
+            "otel_llm.context.project_id": "shop",
+        }
+        resource = Resource.create({"service.name": "shop-api"})
+        priced_here = TracerProvider(resource=resource)
+        priced_here.add_span_processor(
+            LLMSpanProcessor(SimpleSpanProcessor(memory), registry=CollectorRegistry())
+        )
+        plain = TracerProvider(resource=resource)
+        plain.add_span_processor(SimpleSpanProcessor(memory))
+        for provider in (priced_here, plain):
+            with provider.get_tracer("shop").start_as_current_span("chat", attributes=attributes):
+                pass
+        spans = memory.get_finished_spans()
+        assert [otel_llm_handled(span) for span in spans] == [True, False]
+        exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{service.grpc_port}", insecure=True)
+        assert exporter.export(spans) == SpanExportResult.SUCCESS
+        first = budget_of(call_log, "everyone")
+        assert first["calls"] == 2
+        for _ in range(2):  # a client retrying an export whose reply it lost, twice
+            assert exporter.export(spans) == SpanExportResult.SUCCESS
+        exporter.shutdown()
+        again = budget_of(call_log, "everyone")
+        assert (again["calls"], again["spent_tokens"]) == (2, first["spent_tokens"]) == (2, 300)
+        assert sample(service, "otel_llm_collector_duplicate_spans_total") == 2  # measured one
+
+
+def otel_llm_handled(span: Any) -> bool:
+    return "otel_llm.cost.unpriced_reason" in span.attributes or (
+        "otel_llm.cost.price_data" in span.attributes
+    )
 
 
 SYNC = 0.3

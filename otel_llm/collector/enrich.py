@@ -15,10 +15,12 @@ The same pricing as ``LLMSpanProcessor`` (a ``otel_llm.pricer.Pricer``) and the 
   the application's own ``/metrics`` has it, and a dashboard summing both would count it twice.
   It is still derived and handed to the call sink (unless it is a ``counted_in`` marker), so a
   call log fed from here stores every call once, whichever process priced it.
-* Redelivery: a priced span whose (trace id, span id) was recorded among the last
-  ``dedup_window`` is priced and forwarded again but not recorded again (``dedup.py``);
-  ``EnrichResult.duplicates`` counts it. Checked when the metrics are recorded, not when the
-  span is priced: a request refused (queue full) was not recorded, so its retry counts once.
+* Redelivery: a call whose span's (trace id, span id) was recorded among the last
+  ``dedup_window`` calls is priced and forwarded again but not recorded again (``dedup.py``),
+  and marked ``redelivered`` (the collector's policies evaluate it once, by this same answer);
+  ``EnrichResult.duplicates`` counts those priced here. Checked when the metrics are recorded,
+  not when the span is priced: a request refused (queue full) was not recorded, so its retry
+  counts once.
 
 With ``tree_spans`` (the call log is on), the spans a trace's cost tree needs besides its
 calls -- roots, agents, tools (``tracecost.span_role``) -- are handed on too
@@ -87,6 +89,12 @@ class EnrichedCall:
     measured: bool
     """True when this service recorded its metrics; False when an in-process
     ``LLMSpanProcessor`` had already priced and measured it (the span is unchanged)."""
+    span_key: bytes | None = None
+    """Its span's ``dedup.span_key``, once ``Enricher.record`` made it (the policies key the
+    calls they remember until stored by it: reading the ids from the protobuf again costs)."""
+    redelivered: bool = False
+    """Its span was among the last ``dedup_window`` calls recorded (``Enricher.record``): a
+    redelivery, measured and evaluated against the policies the first time only."""
     policy: tuple[str, str, str] | None = None
     """Its most severe policy violation, (policy, rule, action), set by the collector's
     policies after the call's request was queued (``collector/policies.py``); None: none."""
@@ -206,22 +214,27 @@ class Enricher:
 
     def record(self, result: EnrichResult) -> None:
         """Record the metrics of the calls this service priced (once per result), but for
-        those whose span was recorded recently (``result.duplicates``)."""
+        those whose span was recorded recently (``result.duplicates``); mark each call whose
+        span was (``EnrichedCall.redelivered``)."""
         if result.recorded:
             return
         result.recorded = True
         recorder = self._recorder
-        measured = [call for call in result.calls if call.measured]
-        if measured and self._recent.size:
+        calls = result.calls
+        if calls and self._recent.size:
+            # Every call, measured here or not: the policies read ``redelivered`` too.
             try:
-                new = self._recent.admit(
-                    [span_key(call.span.trace_id, call.span.span_id) for call in measured]
-                )
+                keys = [span_key(call.span.trace_id, call.span.span_id) for call in calls]
+                new = self._recent.admit(keys)
             except Exception:  # noqa: BLE001 - then each is counted, as without the window
                 self._failed(result)
             else:
-                result.duplicates = new.count(False)
-                measured = [call for call, first in zip(measured, new, strict=True) if first]
+                for call, key, first in zip(calls, keys, new, strict=True):
+                    call.span_key = key
+                    if not first:
+                        call.redelivered = True
+                        result.duplicates += call.measured
+        measured = [call for call in calls if call.measured and not call.redelivered]
         for call in measured:
             try:
                 recorder.record(call.derived)

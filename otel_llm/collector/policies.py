@@ -4,7 +4,10 @@
 (``otel_llm.policies``), the file watcher, and a Prometheus collector that renders the engine's
 state at scrape time (nothing to keep in step). The calls of a request are evaluated once the
 request is on the queue -- where its metrics are recorded -- so a request refused and retried
-is evaluated once, and a budget's state is current when the client's export returns.
+is evaluated once, and a budget's state is current when the client's export returns. A call
+the enricher marks ``redelivered`` (its span among the last ``dedup_window`` recorded: a
+request sent again) is not evaluated again -- the enricher's dedup window is the one answer to
+"seen before?" -- and gets its first delivery's verdict.
 
 The metrics (``semconv/metrics.yaml``, component ``policies``):
 
@@ -53,9 +56,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from otel_llm.collector.dedup import RecentSpans, span_key
+from otel_llm.collector.dedup import span_key
 from otel_llm.policies.calls import policy_call
-from otel_llm.policies.engine import LEVELS, PolicyCall, SpendHistory, Verdict
+from otel_llm.policies.engine import LEVELS, SpendHistory, Verdict
 from otel_llm.policies.model import CALL_RULES, Policy
 from otel_llm.policies.watch import DEFAULT_INTERVAL, PolicyFile
 
@@ -98,9 +101,6 @@ class CollectorPolicies:
         self.file = file
         self.engine = file.engine
         self.history = history
-        self.recent = RecentSpans(0)
-        """Calls evaluated lately, by span id: a redelivered request is not evaluated twice
-        (the service sizes it as its ``dedup_window``)."""
         self._verdicts: OrderedDict[bytes, Verdict] = OrderedDict()
         self._settled = threading.Condition()
         self.sync_interval = 0.0
@@ -169,7 +169,7 @@ class CollectorPolicies:
         def store(calls: Sequence[EnrichedCall]) -> None:
             with self._storing:
                 sink(calls)
-                self.engine.stored([(c.span.trace_id, c.span.span_id) for c in calls])
+                self.engine.stored([_ident(c) for c in calls])
 
         return store
 
@@ -206,14 +206,24 @@ class CollectorPolicies:
         if not calls:
             return
         evaluated = calls
+        for call in calls:
+            if call.redelivered:  # the enricher's answer (its dedup window): evaluated once
+                evaluated = [c for c in calls if not c.redelivered]
+                break
+        expected = calls[0].policy is PENDING  # ``expect`` marks a request's calls together
         try:
             try:
-                if self.recent.size:
-                    first = self.recent.admit(
-                        [span_key(c.span.trace_id, c.span.span_id) for c in calls]
-                    )
-                    evaluated = [call for call, new in zip(calls, first, strict=True) if new]
-                found = [_policy_call(call) for call in evaluated]
+                # Inline, not a function per call. The start is the derived call's (the
+                # span's, else its end). The span stands for its ids, read from the protobuf
+                # only if the call crosses a limit -- but for an engine remembering its calls
+                # by id until they are stored: by the span key the enricher made.
+                if self.engine.follows_store:
+                    found = [
+                        policy_call(c.derived, c.attributes, None, c.span_key or _ident(c))
+                        for c in evaluated
+                    ]
+                else:
+                    found = [policy_call(c.derived, c.attributes, None, c.span) for c in evaluated]
             except Exception:  # a policy must never fail the request that carried the call
                 _logger.exception("otel-llm collector: reading calls for the policies failed")
                 return
@@ -221,7 +231,8 @@ class CollectorPolicies:
             if verdicts:
                 self._remember(evaluated, verdicts)
         finally:
-            self._settle_all(calls)
+            if expected:
+                self._settle_all(calls)
 
     def _remember(self, calls: Sequence[EnrichedCall], verdicts: dict[int, Verdict]) -> None:
         with self._settled:
@@ -239,8 +250,9 @@ class CollectorPolicies:
         with self._settled:
             for call in calls:
                 if call.policy is PENDING:
-                    # Not evaluated here (a redelivery): the verdict of its first delivery.
-                    call.policy = self._kept(call)
+                    # No violation, or not evaluated here (a redelivery): the verdict of its
+                    # first delivery.
+                    call.policy = self._kept(call) if call.redelivered else None
             self._settled.notify_all()
 
     def settle(self, calls: Sequence[EnrichedCall], timeout: float = SETTLE_TIMEOUT) -> None:
@@ -265,11 +277,12 @@ class CollectorPolicies:
         return self._verdicts.get(key) if key is not None else None
 
 
-def _policy_call(call: EnrichedCall) -> PolicyCall:
+def _ident(call: EnrichedCall) -> bytes | tuple[bytes, bytes]:
+    """The id the engine remembers a call by until it is stored: its span's key, as the
+    enricher makes it (the span's ids themselves when they are not valid)."""
     span = call.span
-    # The call id is formatted only if the call crosses a limit: hex on every call would cost.
-    ids = (span.trace_id, span.span_id)
-    return policy_call(call.derived, call.attributes, span.start_time_unix_nano, ids)
+    trace_id, span_id = span.trace_id, span.span_id
+    return span_key(trace_id, span_id) or (trace_id, span_id)
 
 
 class _PolicyMetrics(Collector):

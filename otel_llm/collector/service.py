@@ -37,7 +37,6 @@ from otel_llm import settings
 from otel_llm.background import Background
 from otel_llm.collector.codec import Refused, Transport
 from otel_llm.collector.config import CollectorConfig
-from otel_llm.collector.dedup import RecentSpans
 from otel_llm.collector.enrich import ERROR_STAGE, Enricher
 from otel_llm.collector.feed import CALLS, CallFeeder, CallSink, SpanSink
 from otel_llm.collector.grpc_receiver import GrpcReceiver
@@ -167,8 +166,6 @@ class CollectorService(Background):
         )
         if policies is not None:
             policies.register(registry)
-            # A request delivered again is evaluated once, as its calls are counted once.
-            policies.recent = RecentSpans(self.config.dedup_window)
 
         self._state = "new"  # new -> running -> stopping -> stopped
         self._lock = threading.Lock()

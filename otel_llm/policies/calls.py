@@ -13,7 +13,7 @@ from typing import Any
 
 from otel_llm import _semconv as sc
 from otel_llm.derive import Derived
-from otel_llm.policies.engine import PolicyCall
+from otel_llm.policies.engine import PolicyCall, SpanIds
 from otel_llm.pricing import Unpriced
 
 _make = PolicyCall._make  # tuple.__new__: a third of the generated __new__'s time
@@ -27,7 +27,7 @@ def policy_call(
     derived: Derived,
     attributes: Mapping[str, Any],
     start_time_ns: int | None = None,
-    call_id: str | tuple[bytes, bytes] | None = None,
+    call_id: str | bytes | tuple[bytes, bytes] | SpanIds | None = None,
 ) -> PolicyCall:
     """The ``PolicyCall`` of one derived call and its span's attributes."""
     call = derived.call
@@ -39,13 +39,14 @@ def policy_call(
     get = attributes.get
     project, feature, user, api_key = get(_PROJECT), get(_FEATURE), get(_USER), get(_API_KEY)
     requested = get(sc.GEN_AI_REQUEST_MAX_TOKENS)
-    # One is made per call on the collector's request path: absent values cost a test.
+    # One is made per call on the collector's request path: a value that is a non-empty
+    # string (nearly all) costs a type test, not a call of ``_text``.
     key = (
         derived.service_name or None,
-        None if project is None else _text(project),
-        None if feature is None else _text(feature),
-        None if user is None else _text(user),
-        None if api_key is None else _text(api_key),
+        project if type(project) is str and project else _text(project),
+        feature if type(feature) is str and feature else _text(feature),
+        user if type(user) is str and user else _text(user),
+        api_key if type(api_key) is str and api_key else _text(api_key),
         call.provider,
         call.request_model or call.response_model,
     )

@@ -46,10 +46,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from otel_llm.policies.budgets import LEVELS, Budget, Level, Spend, add_minute, signature
+from otel_llm.policies.budgets import (
+    LEVELS,
+    NEVER,
+    Budget,
+    Level,
+    Spend,
+    add_minute,
+    signature,
+)
 from otel_llm.policies.matching import ScopeIndex, projection
 from otel_llm.policies.model import SCOPE_FIELDS, Action, Policy, PolicySet, ScopeKey
-from otel_llm.policies.windows import iso, minute_of
+from otel_llm.policies.windows import MINUTE_NS, iso, minute_of
 
 __all__ = ["LEVELS", "Level", "PolicyCall", "PolicyEngine", "SpendHistory", "Verdict"]
 
@@ -98,8 +106,11 @@ class PolicyCall(NamedTuple):
     tokens: int | None
     """Input + output, as the call log's ``total_tokens``."""
     requested_max_tokens: int | None = None
-    call_id: str | tuple[bytes, bytes] | None = None
-    """The call log's id, or the span's (trace id, span id) to make it from when needed."""
+    call_id: str | bytes | tuple[bytes, bytes] | SpanIds | None = None
+    """The call log's id, or the span's (trace id, span id) to make it from when needed (or
+    both as one ``bytes``, the collector's span key) -- or the span itself (its ids read only
+    if the call crosses a limit; not for an engine that ``follow_store``s, which keys its
+    pending calls by id)."""
 
     @property
     def model(self) -> str | None:
@@ -111,8 +122,21 @@ class PolicyCall(NamedTuple):
         ident = self.call_id
         if ident is None or isinstance(ident, str):
             return ident
+        if isinstance(ident, bytes):
+            ident = (ident[:16], ident[16:])
+        elif not isinstance(ident, tuple):
+            ident = (ident.trace_id, ident.span_id)
         trace_id, span_id = (int.from_bytes(raw, "big") for raw in ident)
         return f"{trace_id:032x}-{span_id:016x}" if trace_id and span_id else None
+
+
+class SpanIds(Protocol):
+    """A span's ids (an OTLP protobuf span)."""
+
+    @property
+    def trace_id(self) -> bytes: ...
+    @property
+    def span_id(self) -> bytes: ...
 
 
 class SpendHistory(Protocol):
@@ -136,6 +160,11 @@ class _Plan:
     """(policy, rule) of the model rules these calls break."""
     sized: tuple[Policy, ...]
     """Policies with a max_tokens or max_cost rule: checked call by call."""
+    max_tokens: int
+    """The least max_tokens of ``sized`` (``NEVER``: none): a call within it and ``max_cost``
+    breaks no size rule, which is all most calls need to know (one comparison, not a call
+    per policy)."""
+    max_cost: int
 
 
 class PolicyEngine:
@@ -241,7 +270,9 @@ class PolicyEngine:
         return fresh
 
     # --- evaluation ---------------------------------------------------------------------------
-    def observe(self, calls: Sequence[PolicyCall]) -> dict[int, Verdict]:
+    def observe(  # noqa: PLR0912, PLR0915 - the hot path, written out inline
+        self, calls: Sequence[PolicyCall]
+    ) -> dict[int, Verdict]:
         """Evaluate calls, in order (the collector's request path). Never raises. Returns the
         violating calls' verdicts by their index in ``calls``: each call's most severe
         violation (block over alert over record), the first one among equals."""
@@ -252,21 +283,58 @@ class PolicyEngine:
                 cache, project = self._cache, self._project
                 found, pending = self._found, self._pending
                 for index, call in enumerate(calls):
-                    plan = cache.get(project(call.key))
+                    # The hot path: inline, a few comparisons and additions per spend.
+                    key, when, cost, tokens, requested, call_id = call
+                    plan = cache.get(project(key))
                     if plan is None:
-                        plan = self._plan(call.key)
-                    if plan.policies:
-                        self._evaluate(plan, call, now)
-                        if found:  # rare: only a violating call pays for its verdict
-                            verdicts[index] = max(found, key=lambda v: _SEVERITY[v[2]])
-                            found.clear()
-                        if pending is not None and plan.spends and call.call_id is not None:
-                            when = call.time_ns if call.time_ns < now else now
-                            pending[call.call_id] = (
-                                plan.spends, when, call.cost_nanos, call.tokens or 0, now
-                            )  # fmt: skip
-                            if len(pending) > MAX_PENDING:
-                                del pending[next(iter(pending))]
+                        plan = self._plan(key)
+                    if not plan.policies:
+                        continue
+                    tokens = tokens or 0
+                    blocked = None
+                    limit = plan.max_tokens  # NEVER without a size rule
+                    if (
+                        plan.broken
+                        or tokens > limit
+                        or (requested is not None and requested > limit)
+                        or (cost is not None and cost > plan.max_cost)
+                    ):
+                        blocked = self._call_rules(plan, call)
+                    if when > now:  # noqa: PLR1730 - min() is a call, this a comparison
+                        when = now
+                    nanos = cost or 0
+                    for spend in plan.spends:
+                        if when < spend.start_ns or now >= spend.end_ns:
+                            if now >= spend.end_ns and spend.roll(now):
+                                self.revision += 1
+                            if when < spend.start_ns:
+                                continue  # late data: it belongs to a window gone by
+                        spend.calls += 1
+                        if cost is None:
+                            spend.unpriced += 1
+                        spend.nanos = spent = spend.nanos + nanos
+                        spend.tokens = used = spend.tokens + tokens
+                        minutes = spend.minutes
+                        if minutes is not None:
+                            last = minutes[-1] if minutes else None
+                            if last is not None and last[0] == when - when % MINUTE_NS:
+                                last[1] += nanos
+                                last[2] += tokens
+                            else:
+                                add_minute(minutes, when, nanos, tokens)
+                        if spent >= spend.next_nanos or used >= spend.next_tokens:
+                            if blocked is None:
+                                blocked = []
+                            self._levels(spend, call, blocked)
+                    if blocked:
+                        self._blocked(blocked)
+                    if found:  # rare: only a violating call pays for its verdict
+                        verdicts[index] = max(found, key=lambda v: _SEVERITY[v[2]])
+                        found.clear()
+                    if pending is not None and plan.spends and call_id is not None:
+                        pending[call_id] = (plan.spends, when, cost, tokens, now)
+                        if len(pending) > MAX_PENDING:
+                            del pending[next(iter(pending))]
         except Exception:  # a policy must never fail the request that carried the call
             self._found.clear()
             _logger.exception("otel-llm policies: evaluating calls failed")
@@ -301,41 +369,37 @@ class PolicyEngine:
             for rule in policy.budgets
             for budget in (self._budgets[(policy.name, rule.name)],)
         }
-        plan = _Plan(policies, tuple(spends.values()), tuple(broken), tuple(sized))
+        plan = _Plan(
+            policies,
+            tuple(spends.values()),
+            tuple(broken),
+            tuple(sized),
+            min(
+                (p.calls.max_tokens for p in sized if p.calls.max_tokens is not None), default=NEVER
+            ),
+            min(
+                (p.calls.max_cost_nanos for p in sized if p.calls.max_cost_nanos is not None),
+                default=NEVER,
+            ),
+        )
         if len(self._cache) >= MAX_CACHED_SCOPES:
             self._cache.clear()
         self._cache[self._project(key)] = plan
         return plan
 
-    def _evaluate(self, plan: _Plan, call: PolicyCall, now: int) -> None:
-        blocked = self._call_rules(plan, call) if plan.broken or plan.sized else []
-        when = call.time_ns if call.time_ns < now else now
-        priced = call.cost_nanos is not None
-        nanos = call.cost_nanos or 0
-        tokens = call.tokens or 0
-        for spend in plan.spends:
-            # The hot path: a few comparisons and additions per window.
-            if now >= spend.end_ns and spend.roll(now):
-                self.revision += 1
-            if when < spend.start_ns:
-                continue  # late data: it belongs to a window gone by
-            spend.calls += 1
-            if not priced:
-                spend.unpriced += 1
-            spend.nanos += nanos
-            spend.tokens += tokens
-            if spend.minutes is not None:
-                add_minute(spend.minutes, when, nanos, tokens)
-            if spend.nanos >= spend.next_nanos or spend.tokens >= spend.next_tokens:
-                for budget in spend.budgets:
-                    if (
-                        spend.nanos >= budget.next_nanos or spend.tokens >= budget.next_tokens
-                    ) and self._crossed(budget, call):
-                        blocked.append(budget.policy)
-                spend.rearm()
-        if blocked:
-            for name in {policy.name for policy in blocked if policy.action == "block"}:
-                self.blocks[name] = self.blocks.get(name, 0) + 1
+    def _levels(self, spend: Spend, call: PolicyCall, blocked: list[Policy]) -> None:
+        """A threshold of ``spend`` reached by ``call``: its budgets' levels, violations and
+        alerts; the policies of those that were exceeded already into ``blocked``."""
+        for budget in spend.budgets:
+            if (
+                spend.nanos >= budget.next_nanos or spend.tokens >= budget.next_tokens
+            ) and self._crossed(budget, call):
+                blocked.append(budget.policy)
+        spend.rearm()
+
+    def _blocked(self, blocked: list[Policy]) -> None:
+        for name in {policy.name for policy in blocked if policy.action == "block"}:
+            self.blocks[name] = self.blocks.get(name, 0) + 1
 
     def _call_rules(self, plan: _Plan, call: PolicyCall) -> list[Policy]:
         """The call rules' violations; the policies whose rules the call broke."""
@@ -417,6 +481,11 @@ class PolicyEngine:
         with self._lock:
             if self._pending is None:
                 self._pending = {}
+
+    @property
+    def follows_store(self) -> bool:
+        """Whether calls evaluated are remembered by id until ``stored`` (``follow_store``)."""
+        return self._pending is not None
 
     def stored(self, call_ids: Iterable[object]) -> None:
         """The call sink has stored these calls (or found them stored already): the store's
