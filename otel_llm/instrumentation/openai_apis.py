@@ -159,13 +159,16 @@ class ChatStream:
         if not self.model:
             self.model = field(chunk, "model")
         for choice in field(chunk, "choices") or ():
-            delta = field(choice, "delta")
-            content = field(delta, "content")
-            if not self.first_seen and (
-                content or field(delta, "tool_calls") or field(delta, "refusal")
-            ):
-                self.first_seen = True
-                call.first_chunk()
+            content: Any = None
+            if self.capturing or not self.first_seen:
+                # After the first content, and unless capturing, the delta is not read at all.
+                delta = field(choice, "delta")
+                content = field(delta, "content")
+                if not self.first_seen and (
+                    content or field(delta, "tool_calls") or field(delta, "refusal")
+                ):
+                    self.first_seen = True
+                    call.first_chunk()
             reason = field(choice, "finish_reason")
             captured = self.capturing and isinstance(content, str)
             if captured or isinstance(reason, str):
