@@ -16,6 +16,7 @@ from otel_llm.instrumentation.values import (
     get,
     integer,
     number,
+    reader,
     strings,
     text_messages,
     text_of,
@@ -154,30 +155,32 @@ class ChatStream:
         self.first_seen = False
 
     def on_item(self, call: CallSpan, chunk: Any) -> None:
+        read = reader(chunk)
         if not self.id:
-            self.id = field(chunk, "id")
+            self.id = read(chunk, "id", None)
         if not self.model:
-            self.model = field(chunk, "model")
-        for choice in field(chunk, "choices") or ():
+            self.model = read(chunk, "model", None)
+        for choice in read(chunk, "choices", None) or ():
+            read_choice = reader(choice)
             content: Any = None
             if self.capturing or not self.first_seen:
                 # After the first content, and unless capturing, the delta is not read at all.
-                delta = field(choice, "delta")
+                delta = read_choice(choice, "delta", None)
                 content = field(delta, "content")
                 if not self.first_seen and (
                     content or field(delta, "tool_calls") or field(delta, "refusal")
                 ):
                     self.first_seen = True
                     call.first_chunk()
-            reason = field(choice, "finish_reason")
+            reason = read_choice(choice, "finish_reason", None)
             captured = self.capturing and isinstance(content, str)
             if captured or isinstance(reason, str):
-                index = integer(field(choice, "index")) or 0
+                index = integer(read_choice(choice, "index", None)) or 0
                 if captured:
                     self.texts.setdefault(index, []).append(content)
                 if isinstance(reason, str):
                     self.finish_reasons[index] = reason
-        usage = field(chunk, "usage")
+        usage = read(chunk, "usage", None)
         if usage is not None:
             self.usage = usage
 
