@@ -15,6 +15,7 @@ from otel_llm.instrumentation.values import (
     field,
     get,
     integer,
+    known_mapping_types,
     number,
     reader,
     strings,
@@ -164,13 +165,14 @@ class ChatStream:
         self.first_seen = False
 
     def on_item(self, call: CallSpan, chunk: Any) -> None:
-        read = reader(chunk)
+        # reader(), inlined: this runs for every chunk and every choice.
+        read = getattr if known_mapping_types.get(type(chunk)) is False else field
         if not self.id:
             self.id = read(chunk, "id", None)
         if not self.model:
             self.model = read(chunk, "model", None)
         for choice in read(chunk, "choices", None) or ():
-            read_choice = reader(choice)
+            read_choice = getattr if known_mapping_types.get(type(choice)) is False else field
             content: Any = None
             if self.capturing or not self.first_seen:
                 # After the first content, and unless capturing, the delta is not read at all.

@@ -20,6 +20,9 @@ from otel_llm.redaction import key_hint
 # classes on the fly flat.
 _MAX_TYPES = 256
 _is_mapping: dict[type, bool] = {}
+known_mapping_types = _is_mapping
+"""Types known to be (True) or not to be (False) a Mapping; for a per-chunk reader that inlines
+``reader``: ``getattr if known_mapping_types.get(type(x)) is False else field``."""
 
 
 def get(obj: Any, *path: str) -> Any:
