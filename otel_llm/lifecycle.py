@@ -198,7 +198,9 @@ class CallSpan:
         self.streaming = streaming
         """The request asked for a stream (``gen_ai.request.stream`` was set at the start)."""
         self._lock = threading.Lock()
-        self._ended = False
+        self.ended = False
+        """The span has ended (or is ending); read only. A plain attribute, not a property: a
+        stream checks it for every chunk."""
         self._first_chunk_seen = False
         self.http_status: int | None = None
         """The HTTP status of the answer the SDK returned (instrumentors set it): written with
@@ -221,10 +223,6 @@ class CallSpan:
             start_time=start_ns,
         )
         return cls(span, start_ns, streaming=attributes.get(sc.GEN_AI_REQUEST_STREAM) is True)
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
 
     def set_attribute(self, name: str, value: Any) -> None:
         """Set an attribute; a name that is not a str or a value an attribute cannot hold
@@ -378,9 +376,9 @@ class CallSpan:
         """End the span unless it already ended; ``before`` runs first (once). True if it ended
         now."""
         with self._lock:
-            if self._ended:
+            if self.ended:
                 return False
-            self._ended = True
+            self.ended = True
         try:
             if before is not None:
                 before()

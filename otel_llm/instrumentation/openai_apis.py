@@ -163,16 +163,39 @@ class ChatStream:
         self.texts: dict[int, list[str]] = {}
         self.usage: Any = None
         self.first_seen = False
+        self.settled: type | None = None
+        """The chunks' type once only finish reasons and usage are left to read (the first
+        content seen, id and model known, content not captured, chunk and choice types known not
+        to be Mappings); the choices' type in ``choice_type``."""
+        self.choice_type: type | None = None
 
     def on_item(self, call: CallSpan, chunk: Any) -> None:
+        if type(chunk) is self.settled:
+            # Most chunks of a stream: a few getattrs, no call.
+            for choice in getattr(chunk, "choices", None) or ():
+                if type(choice) is not self.choice_type:
+                    self._read(call, chunk)
+                    return
+                reason = getattr(choice, "finish_reason", None)
+                if reason is not None and isinstance(reason, str):
+                    self.finish_reasons[integer(getattr(choice, "index", None)) or 0] = reason
+            usage = getattr(chunk, "usage", None)
+            if usage is not None:
+                self.usage = usage
+            return
+        self._read(call, chunk)
+
+    def _read(self, call: CallSpan, chunk: Any) -> None:
         # reader(), inlined: this runs for every chunk and every choice.
         read = getattr if known_mapping_types.get(type(chunk)) is False else field
         if not self.id:
             self.id = read(chunk, "id", None)
         if not self.model:
             self.model = read(chunk, "model", None)
+        choice_type = None
         for choice in read(chunk, "choices", None) or ():
             read_choice = getattr if known_mapping_types.get(type(choice)) is False else field
+            choice_type = type(choice) if read_choice is getattr else None
             content: Any = None
             if self.capturing or not self.first_seen:
                 # After the first content, and unless capturing, the delta is not read at all.
@@ -194,6 +217,15 @@ class ChatStream:
         usage = read(chunk, "usage", None)
         if usage is not None:
             self.usage = usage
+        if (
+            read is getattr
+            and choice_type is not None
+            and self.first_seen
+            and not self.capturing
+            and self.id
+            and self.model
+        ):
+            self.settled, self.choice_type = type(chunk), choice_type
 
     def complete(self, call: CallSpan) -> None:
         reasons = [self.finish_reasons[i] for i in sorted(self.finish_reasons)]
