@@ -98,9 +98,19 @@ def text_value(name: str, value: object) -> str | None:
     return None
 
 
+def _all_str(items: list[Any]) -> bool:
+    for item in items:  # noqa: SIM110 - all() of a generator is ~3x slower on a short list
+        if type(item) is not str:
+            return False
+    return True
+
+
 def _finish_reasons(value: object) -> list[str] | None:
     if isinstance(value, str):
         return [str.__str__(value)]  # one reason, not its characters
+    if type(value) is list and value and len(value) <= _MAX_FINISH_REASONS and _all_str(value):
+        # What the instrumentors give, every call (a list of plain strs): ~1.2 µs less.
+        return value[:]
     if type(value) is list or type(value) is tuple:
         # What the instrumentors give, every call: sliced, sparing the ABC check (~0.3 µs).
         items = list(value[: _MAX_FINISH_REASONS + 1])
@@ -188,7 +198,9 @@ class CallSpan:
         self.streaming = streaming
         """The request asked for a stream (``gen_ai.request.stream`` was set at the start)."""
         self._lock = threading.Lock()
-        self._ended = False
+        self.ended = False
+        """The span has ended (or is ending); read only. A plain attribute, not a property: a
+        stream checks it for every chunk."""
         self._first_chunk_seen = False
         self.http_status: int | None = None
         """The HTTP status of the answer the SDK returned (instrumentors set it): written with
@@ -211,10 +223,6 @@ class CallSpan:
             start_time=start_ns,
         )
         return cls(span, start_ns, streaming=attributes.get(sc.GEN_AI_REQUEST_STREAM) is True)
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
 
     def set_attribute(self, name: str, value: Any) -> None:
         """Set an attribute; a name that is not a str or a value an attribute cannot hold
@@ -244,6 +252,10 @@ class CallSpan:
             if kind is str or kind is float or kind is bool or (kind is int and value in _INT64):
                 # What attribute_value would return for a value of exactly these types, without
                 # its calls (~0.25 µs a value, 8 values a call).
+                cleaned[name] = value
+                continue
+            if kind is list and value and _all_str(value):
+                # Finish reasons, every call: attribute_value's answer, without its ~1.5 µs.
                 cleaned[name] = value
                 continue
             attribute = attribute_value(name, value)
@@ -364,9 +376,9 @@ class CallSpan:
         """End the span unless it already ended; ``before`` runs first (once). True if it ended
         now."""
         with self._lock:
-            if self._ended:
+            if self.ended:
                 return False
-            self._ended = True
+            self.ended = True
         try:
             if before is not None:
                 before()

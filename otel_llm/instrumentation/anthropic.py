@@ -193,6 +193,11 @@ class _Instrumented:
             )
         return call, kwargs
 
+    def start_create(
+        self, instance: Any, kwargs: dict[str, Any]
+    ) -> tuple[CallSpan, dict[str, Any]] | None:
+        return self.start(instance, kwargs, kwargs.get("stream") is True)
+
     def finish(self, call: CallSpan, result: Any) -> Any:
         import anthropic  # noqa: PLC0415 - imported by the time its methods are called
 
@@ -204,17 +209,13 @@ class _Instrumented:
         return result
 
     def create(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        streaming = kwargs.get("stream") is True
-        return traced_call(
-            lambda: self.start(instance, kwargs, streaming), self.finish, wrapped, args, kwargs
-        )
+        return traced_call(self.start_create, instance, self.finish, wrapped, args, kwargs)
 
     async def create_async(
         self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
     ) -> Any:
-        streaming = kwargs.get("stream") is True
         return await traced_call_async(
-            lambda: self.start(instance, kwargs, streaming), self.finish, wrapped, args, kwargs
+            self.start_create, instance, self.finish, wrapped, args, kwargs
         )
 
     def stream(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
@@ -229,7 +230,8 @@ class _Instrumented:
 
         def traced_request() -> Any:
             return traced_call(
-                lambda: self.start(instance, kwargs, True),
+                lambda _instance, _kwargs: self.start(instance, kwargs, True),
+                None,
                 self.finish,
                 lambda **_: request(),
                 (),
@@ -271,7 +273,8 @@ class _Deferred:
     def __await__(self) -> Generator[Any, None, Any]:
         instrumented = self._instrumented
         return traced_call_async(
-            lambda: instrumented.start(self._instance, self._kwargs, True),
+            lambda _instance, _kwargs: instrumented.start(self._instance, self._kwargs, True),
+            None,
             instrumented.finish,
             self._awaited,
             (),

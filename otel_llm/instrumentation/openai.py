@@ -20,6 +20,7 @@ stream that reports no usage marks its span ``otel_llm.usage.missing``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -71,18 +72,20 @@ def _provider_of(client_type: type, host: str | None, port: int | None) -> str:
 # out on every call cost ~1.5 µs. The entry holds the URL, so its id is not reused while the
 # entry lives; the bound keeps a program that makes many clients flat.
 _MAX_CLIENTS = 64
-_clients: dict[int, tuple[Any, type, tuple[str, tuple[str | None, int | None]]]] = {}
+_Server = tuple[str, tuple[str | None, int | None], str]
+_clients: dict[int, tuple[Any, type, _Server]] = {}
 
 
-def _client_server(client: Any) -> tuple[str, tuple[str | None, int | None]]:
-    """The client's ``gen_ai.provider.name`` and its (``server.address``, ``server.port``)."""
+def _client_server(client: Any) -> _Server:
+    """The client's ``gen_ai.provider.name``, its (``server.address``, ``server.port``) and its
+    ``url.path`` prefix (``url_path`` of ""): ``base_url`` is a property, read once a call."""
     base_url = client.base_url
     client_type = type(client)
     entry = _clients.get(id(base_url))
     if entry is not None and entry[0] is base_url and entry[1] is client_type:
         return entry[2]
     server = server_attributes(base_url)
-    found = (_provider_of(client_type, *server), server)
+    found = (_provider_of(client_type, *server), server, url_path(base_url, ""))
     if len(_clients) >= _MAX_CLIENTS:
         _clients.clear()
     _clients[id(base_url)] = (base_url, client_type, found)
@@ -120,7 +123,7 @@ class _Instrumented:
         self, instance: Any, kwargs: dict[str, Any]
     ) -> tuple[CallSpan, dict[str, Any]] | None:
         client = instance._client
-        provider, server = _client_server(client)
+        provider, server, prefix = _client_server(client)
         streaming = kwargs.get("stream") is True
         call = start_call(
             self.tracer,
@@ -128,7 +131,7 @@ class _Instrumented:
             operation=self.api.operation,
             provider=provider,
             server=server,
-            endpoint=url_path(client.base_url, self.api.path),
+            endpoint=prefix + self.api.path,
             key_hint=api_key_hint(client.api_key) if self.key_hint else None,
             kwargs=kwargs,
             streaming=streaming,
@@ -142,8 +145,7 @@ class _Instrumented:
         return call, kwargs
 
     def finish(self, call: CallSpan, result: Any) -> Any:
-        import openai  # noqa: PLC0415 - imported by the time its methods are called
-
+        openai = sys.modules["openai"]  # imported by the time its methods are called
         if not call.streaming and type(result).__name__ == "LegacyAPIResponse":
             # ``with_raw_response``: parsing is cached, the caller's parse() gets the same object.
             call.end(before=lambda: self.api.on_response(call, result.parse()))
@@ -156,14 +158,12 @@ class _Instrumented:
         return result
 
     def sync(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        return traced_call(lambda: self.start(instance, kwargs), self.finish, wrapped, args, kwargs)
+        return traced_call(self.start, instance, self.finish, wrapped, args, kwargs)
 
     async def async_(
         self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
     ) -> Any:
-        return await traced_call_async(
-            lambda: self.start(instance, kwargs), self.finish, wrapped, args, kwargs
-        )
+        return await traced_call_async(self.start, instance, self.finish, wrapped, args, kwargs)
 
 
 def _helper_close_sync(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
