@@ -512,7 +512,7 @@ def test_anthropic_raw_stream(server: FakeLLMServer, claude: anthropic.Anthropic
     )
     events = list(
         claude.messages.create(
-            model="claude-opus-4-5", max_tokens=64, messages=MESSAGES, stream=True
+            model="claude-sonnet-4-5", max_tokens=64, messages=MESSAGES, stream=True
         )
     )
     assert server.last_request.body["stream"] is True
