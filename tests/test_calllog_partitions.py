@@ -197,6 +197,34 @@ def test_retention_drops_whole_days_and_cuts_the_boundary_day_to_the_microsecond
         store.close()
 
 
+def test_retention_held_off_a_drop_by_an_open_read_deletes_the_calls_row_by_row(
+    url: str,
+) -> None:
+    # Any open read of the calls (even of another day) holds off DROP's lock: retention must
+    # still delete exactly the expired calls, and drop the days on a later run.
+    records = make_records(200, days=12, now=NOW, seed=10)
+    writer = PostgresCallStore(url, clock=lambda: NOW)
+    try:
+        writer.write(records)
+    finally:
+        writer.close()
+    later = NOW + timedelta(days=3)
+    cutoff = later - timedelta(days=9)
+    expired = {r.id for r in records if r.created_at < cutoff}
+    store = PostgresCallStore(url, clock=lambda: later)
+    try:
+        with psycopg.connect(url) as reader:
+            reader.execute(f"SELECT count(*) FROM {schema.CALLS}").fetchone()  # noqa: S608
+            result = store.apply_retention(later, content_days=5, record_days=9)  # waits 2 s
+            assert result.records_deleted == len(expired) > 0
+            assert min(day_partitions(url)) < partitions.day_of(cutoff)  # not dropped yet
+        assert store.count(CallFilter()) == len(records) - len(expired)
+        assert store.apply_retention(later, content_days=5, record_days=9).records_deleted == 0
+        assert min(day_partitions(url)) == partitions.day_of(cutoff)  # dropped now
+    finally:
+        store.close()
+
+
 def test_a_call_from_outside_the_partitions_is_kept_once_and_moves_in_when_its_day_comes(
     url: str,
 ) -> None:
