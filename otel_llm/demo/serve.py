@@ -102,8 +102,10 @@ def serve(
         finally:
             # The service first (no new calls; the feeder hands over what it accepted), then
             # the call log (its writer flushes before the API goes).
-            service.stop()
-            call_log.stop()
+            try:
+                service.stop()
+            finally:
+                call_log.stop()
     return 0
 
 
