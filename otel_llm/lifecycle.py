@@ -131,6 +131,22 @@ def _finish_reasons(value: object) -> list[str] | None:
     return reasons
 
 
+def _usage_values(
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cache_read_tokens: int | None,
+    cache_creation_tokens: int | None,
+    reasoning_tokens: int | None,
+) -> tuple[tuple[str, Any], ...]:
+    return (
+        (sc.GEN_AI_USAGE_INPUT_TOKENS, input_tokens),
+        (sc.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens),
+        (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens),
+        (sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_tokens),
+        (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning_tokens),
+    )
+
+
 def error_type(exc: BaseException) -> str:
     """A failed call's ``error.type``: the exception's class qualified by its module (builtins
     unqualified). The provider SDKs define their errors at the package's top level, so an
@@ -294,12 +310,12 @@ class CallSpan:
         """Token counts as the conventions count them: ``input_tokens`` includes cached input,
         ``output_tokens`` includes reasoning. None leaves a count unset."""
         self._set_values(
-            (
-                (sc.GEN_AI_USAGE_INPUT_TOKENS, input_tokens),
-                (sc.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens),
-                (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens),
-                (sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_tokens),
-                (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning_tokens),
+            _usage_values(
+                input_tokens,
+                output_tokens,
+                cache_read_tokens,
+                cache_creation_tokens,
+                reasoning_tokens,
             )
         )
 
@@ -316,16 +332,42 @@ class CallSpan:
     ) -> None:
         """What the response said about itself; None leaves a value unset. ``finish_reasons``:
         a str is one reason; of any other iterable the strs are kept (at most 64)."""
-        self._set_values(
-            (
-                (sc.GEN_AI_RESPONSE_MODEL, text_value("the response model", model)),
-                (sc.GEN_AI_RESPONSE_ID, text_value("the response id", id)),
-                (
-                    sc.GEN_AI_RESPONSE_FINISH_REASONS,
-                    _finish_reasons(finish_reasons) if finish_reasons is not None else None,
-                ),
-                (sc.HTTP_RESPONSE_STATUS_CODE, self._take_http_status()),
+        self._set_values(self._response_values(model, id, finish_reasons))
+
+    def set_response_and_usage(
+        self,
+        *,
+        model: str | None = None,
+        id: str | None = None,
+        finish_reasons: Iterable[str] | str | None = None,
+        usage: Mapping[str, int | None] | None,
+    ) -> None:
+        """``set_response`` and ``set_usage(**usage)`` in one call into the SDK (its lock and
+        checks once, ~1.5 µs less than two); ``usage`` None: ``usage_missing``."""
+        counts = (
+            ((sc.OTEL_LLM_USAGE_MISSING, True),)
+            if usage is None
+            else _usage_values(
+                usage.get("input_tokens"),
+                usage.get("output_tokens"),
+                usage.get("cache_read_tokens"),
+                usage.get("cache_creation_tokens"),
+                usage.get("reasoning_tokens"),
             )
+        )
+        self._set_values(self._response_values(model, id, finish_reasons) + counts)
+
+    def _response_values(
+        self, model: Any, id: Any, finish_reasons: Any
+    ) -> tuple[tuple[str, Any], ...]:
+        return (
+            (sc.GEN_AI_RESPONSE_MODEL, text_value("the response model", model)),
+            (sc.GEN_AI_RESPONSE_ID, text_value("the response id", id)),
+            (
+                sc.GEN_AI_RESPONSE_FINISH_REASONS,
+                _finish_reasons(finish_reasons) if finish_reasons is not None else None,
+            ),
+            (sc.HTTP_RESPONSE_STATUS_CODE, self._take_http_status()),
         )
 
     def _take_http_status(self) -> int | None:

@@ -41,10 +41,10 @@ _RESPONSES_USAGE = {
 }
 
 
-def _set_usage(call: CallSpan, usage: Any, fields: dict[str, tuple[str, ...]]) -> None:
+def _usage_counts(usage: Any, fields: dict[str, tuple[str, ...]]) -> dict[str, int | None] | None:
+    """``usage``'s counts as ``CallSpan.set_usage``'s keywords; None when there is no usage."""
     if usage is None:
-        call.usage_missing()
-        return
+        return None
     # Every call reads these: the usage's fields with one reader, the details' with field(),
     # not get(usage, *path) per count (~1.5 µs a call less).
     read = reader(usage)
@@ -54,7 +54,15 @@ def _set_usage(call: CallSpan, usage: Any, fields: dict[str, tuple[str, ...]]) -
         for step in path[1:]:
             value = field(value, step) if value is not None else None
         counts[name] = value if type(value) is int else integer(value)
-    call.set_usage(**counts)
+    return counts
+
+
+def _set_usage(call: CallSpan, usage: Any, fields: dict[str, tuple[str, ...]]) -> None:
+    counts = _usage_counts(usage, fields)
+    if counts is None:
+        call.usage_missing()
+    else:
+        call.set_usage(**counts)
 
 
 def _record_output_text(capture: ContentCapture, call: CallSpan, text: Any) -> None:
@@ -130,12 +138,12 @@ class Chat(Api):
     def on_response(self, call: CallSpan, response: Any) -> None:
         choices = field(response, "choices") or ()
         reasons = [field(choice, "finish_reason") for choice in choices]
-        call.set_response(
+        call.set_response_and_usage(
             id=field(response, "id"),
             model=field(response, "model"),
             finish_reasons=strings([r for r in reasons if r]),
+            usage=_usage_counts(field(response, "usage"), _CHAT_USAGE),
         )
-        _set_usage(call, field(response, "usage"), _CHAT_USAGE)
         if self.capture.enabled:
             output = [
                 text_message(
@@ -229,8 +237,12 @@ class ChatStream:
 
     def complete(self, call: CallSpan) -> None:
         reasons = [self.finish_reasons[i] for i in sorted(self.finish_reasons)]
-        call.set_response(id=self.id, model=self.model, finish_reasons=reasons or None)
-        _set_usage(call, self.usage, _CHAT_USAGE)
+        call.set_response_and_usage(
+            id=self.id,
+            model=self.model,
+            finish_reasons=reasons or None,
+            usage=_usage_counts(self.usage, _CHAT_USAGE),
+        )
         if self.capturing and self.texts:
             output = [
                 text_message("assistant", "".join(self.texts[i]), self.finish_reasons.get(i))
