@@ -41,6 +41,16 @@ def store(url: str) -> Iterator[PostgresCallStore]:
         opened.close()
 
 
+def written(url: str, records: list[Any]) -> list[Any]:
+    """``records``, written to the store at ``url`` by a writer of their day (then closed)."""
+    writer = PostgresCallStore(url, clock=lambda: NOW)
+    try:
+        writer.write(records)
+    finally:
+        writer.close()
+    return records
+
+
 def partition_of(url: str, call_id: str) -> str:
     with psycopg.connect(url) as connection:
         row = connection.execute(
@@ -167,12 +177,7 @@ def test_a_days_queries_read_one_partition(store: PostgresCallStore, url: str) -
 def test_retention_drops_whole_days_and_cuts_the_boundary_day_to_the_microsecond(
     url: str,
 ) -> None:
-    records = make_records(400, days=12, now=NOW, seed=8)
-    writer = PostgresCallStore(url, clock=lambda: NOW)
-    try:
-        writer.write(records)
-    finally:
-        writer.close()
+    records = written(url, make_records(400, days=12, now=NOW, seed=8))
     later = NOW + timedelta(days=3)  # 06:30, not midnight: the boundary day is cut in two
     store = PostgresCallStore(url, clock=lambda: later)
     try:
@@ -202,12 +207,7 @@ def test_retention_held_off_a_drop_by_an_open_read_deletes_the_calls_row_by_row(
 ) -> None:
     # Any open read of the calls (even of another day) holds off DROP's lock: retention must
     # still delete exactly the expired calls, and drop the days on a later run.
-    records = make_records(200, days=12, now=NOW, seed=10)
-    writer = PostgresCallStore(url, clock=lambda: NOW)
-    try:
-        writer.write(records)
-    finally:
-        writer.close()
+    records = written(url, make_records(200, days=12, now=NOW, seed=10))
     later = NOW + timedelta(days=3)
     cutoff = later - timedelta(days=9)
     expired = {r.id for r in records if r.created_at < cutoff}
