@@ -28,6 +28,8 @@ from prometheus_client.registry import Collector
 
 from otel_llm import enforcement, settings
 from otel_llm.exposition import start_metrics_server
+from otel_llm.localpolicies import LocalPolicies, enforce_locally
+from otel_llm.policies.load import PolicyFileError
 from otel_llm.pricing import Discount, PriceOverride
 from otel_llm.processor import LLMSpanProcessor
 
@@ -57,6 +59,7 @@ def configure(
     prometheus_port: int | None = None,
     prometheus_host: str | None = None,
     policy_enforce: str | None = None,
+    policies: str | Path | None = None,
     policy_api_url: str | None = None,
     policy_api_key: str | None = None,
     policy_refresh_interval: float | None = None,
@@ -75,9 +78,12 @@ def configure(
         provider = _new_provider()
         trace.set_tracer_provider(provider)
 
+    extra: list[SpanProcessor] = []
+
     def make(*downstream: SpanProcessor) -> LLMSpanProcessor:
         return LLMSpanProcessor(
             *downstream,
+            *extra,
             registry=registry,
             meter_provider=meter_provider,
             price_overrides=price_overrides,
@@ -90,20 +96,38 @@ def configure(
             billing_gateways=billing_gateways,
         )
 
+    blocking = settings.POLICY_ENFORCE.resolve(policy_enforce) == "block"
+    policy_file = settings.POLICIES.resolve(policies)
+    interval = settings.POLICY_REFRESH_INTERVAL.resolve(policy_refresh_interval)
     with _configured_lock:
         processor = _configured.get(provider)
         if processor is not None:
             return processor
+        local = None
+        if blocking and policy_file is not None:
+            local = _local_policies(provider, policy_file, interval, policy_api_url)
+            if local is not None:
+                extra.append(local)  # behind the processor: it sees each call priced
         processor = _wrap_exporting_processors(provider, make)
         _configured[provider] = processor
-    if settings.POLICY_ENFORCE.resolve(policy_enforce) == "block":
+    if local is not None:
+        local.pricer = processor.pricer
+        if local not in processor.downstream:  # the app's own processor: after it, then
+            provider.add_span_processor(local)
+        _register(registry, local.enforcer)
+    elif blocking:
         _enforce(
             provider,
             registry,
             settings.POLICY_API_URL.resolve(policy_api_url),
             settings.POLICY_API_KEY.resolve(policy_api_key),
-            settings.POLICY_REFRESH_INTERVAL.resolve(policy_refresh_interval),
+            interval,
             settings.POLICY_FAIL_MODE.resolve(policy_fail_mode) == "closed",
+        )
+    elif policy_file is not None:
+        _logger.warning(
+            "otel-llm: policies=%s is enforced with policy_enforce=block only; not evaluated",
+            policy_file,
         )
     port = settings.PROMETHEUS_PORT.resolve(prometheus_port)
     if port is not None:
@@ -128,18 +152,40 @@ def _enforce(  # noqa: PLR0917 - the settings, resolved
             "API); not enforcing"
         )
         return
-    service = provider.resource.attributes.get("service.name")
     try:
         enforcer = enforcement.enforce(
             url,
             api_key=api_key,
             interval=interval,
             fail_closed=fail_closed,
-            service=service if isinstance(service, str) else None,
+            service=_service(provider),
         )
     except ValueError as exc:
         _logger.warning("otel-llm: %s; not enforcing", exc)
         return
+    _register(registry, enforcer)
+
+
+def _local_policies(
+    provider: TracerProvider, path: str, interval: float, url: str | None
+) -> LocalPolicies | None:
+    """Enforcement from this process's spend (``localpolicies``); None when the file is not
+    valid (the application starts all the same, not enforcing, and says why)."""
+    if settings.POLICY_API_URL.resolve(url) is not None:
+        _logger.warning("otel-llm: policies is set: enforcing it in process, not policy_api_url")
+    try:
+        return enforce_locally(path, interval=interval, service=_service(provider))
+    except PolicyFileError as exc:
+        _logger.error("otel-llm: %s; not enforcing", exc)
+        return None
+
+
+def _service(provider: TracerProvider) -> str | None:
+    service = provider.resource.attributes.get("service.name")
+    return service if isinstance(service, str) else None
+
+
+def _register(registry: CollectorRegistry | None, enforcer: enforcement.Enforcer) -> None:
     try:
         (registry if registry is not None else REGISTRY).register(EnforcementMetrics(enforcer))
     except ValueError:  # a second configure(): the first one's metrics are registered

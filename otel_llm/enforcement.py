@@ -11,6 +11,9 @@ outcome is kept until the next state.
 A budget's block ends at its reset time (``blocked_until``) without waiting for a poll. While
 the API cannot be read, ``policy_fail_mode`` decides: ``open`` (the default) lets calls through,
 counting each failed poll and warning once per outage; ``closed`` refuses every call.
+
+Without a collector, ``localpolicies`` keeps the same state from this process's own spend
+(``engine_state``); ``install`` makes either source's enforcer the one checked.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NoReturn, Self
+from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 from otel_llm import _semconv as sc
 from otel_llm.background import Background
@@ -38,6 +41,9 @@ from otel_llm.policies.model import (
     ScopeKey,
     check_glob,
 )
+
+if TYPE_CHECKING:
+    from otel_llm.policies.engine import PolicyEngine
 
 __all__ = ["EnforcementState", "Enforcer", "PolicyBlocked", "PolicyPoller", "refuse"]
 
@@ -212,14 +218,36 @@ def _policy(entry: Any) -> tuple[Policy, Block | None]:
         ),
         max_tokens=_count(calls.get("max_tokens"), f"{name}: max_tokens"),
     )
-    budget = None
-    if entry.get("blocked") is True:
-        until = entry.get("blocked_until")
-        until_ns = _instant_ns(until) if isinstance(until, str) else None
-        blocking = entry.get("blocking") or []
-        rule = ",".join(b for b in blocking if isinstance(b, str)) or "budget"
-        budget = Block(name, rule, until if until_ns is not None else None, until_ns)
+    budget = _budget_block(
+        name, entry.get("blocked"), entry.get("blocked_until"), entry.get("blocking")
+    )
     return Policy(name, Scope(fields), (), rules, "block", 0), budget
+
+
+def _budget_block(name: str, blocked: Any, until: Any, blocking: Any) -> Block | None:
+    """The block of a policy whose budgets are exceeded (``blocked``), from its state as the
+    engine's snapshot and the enforcement answer give it; None when it is not blocked."""
+    if blocked is not True:
+        return None
+    until_ns = _instant_ns(until) if isinstance(until, str) else None
+    rule = ",".join(b for b in blocking or () if isinstance(b, str)) or "budget"
+    return Block(name, rule, until if until_ns is not None else None, until_ns)
+
+
+def engine_state(engine: PolicyEngine) -> EnforcementState:
+    """The state of an engine in this process (``localpolicies``): its ``block`` policies as
+    they are, what ``parse_state`` makes of the collector's enforcement answer."""
+    named = {policy.name: policy for policy in engine.policies.policies}
+    policies: list[tuple[Policy, Block | None]] = []
+    for state in engine.snapshot():
+        policy = named.get(state["name"])
+        if policy is None or policy.action != "block":
+            continue
+        exceeded = [b["name"] for b in state["budgets"] if b["state"] == "exceeded"]
+        policies.append(
+            (policy, _budget_block(policy.name, state["blocked"], state["blocked_until"], exceeded))
+        )
+    return EnforcementState(policies)
 
 
 def _count(value: Any, what: str) -> int | None:
@@ -432,7 +460,8 @@ def refuse(call: CallSpan | None, block: Block) -> NoReturn:
 active: Enforcer | None = None
 """The enforcer ``configure(policy_enforce="block")`` installed; None: no check (the default).
 Read by the instrumentors and ``llm_call`` before each call: off, it costs one attribute read."""
-_poller: PolicyPoller | None = None
+_poller: Background | None = None
+"""What keeps ``active``'s state: the collector's poller, or the in-process policies."""
 _install_lock = threading.Lock()
 
 
@@ -447,14 +476,19 @@ def enforce(
 ) -> Enforcer:
     """Start enforcing the block policies served at ``url`` (replacing any enforcement before);
     the first poll is done when this returns."""
-    global active, _poller
     enforcer = Enforcer(service, fail_closed=fail_closed, clock=clock)
-    poller = PolicyPoller(enforcer, url, api_key, interval).start()
+    install(enforcer, PolicyPoller(enforcer, url, api_key, interval).start())
+    return enforcer
+
+
+def install(enforcer: Enforcer, source: Background) -> None:
+    """Make ``enforcer`` the one checked before each call, its state kept by ``source`` (a
+    started poller, or ``localpolicies.LocalPolicies``), replacing any enforcement before."""
+    global active, _poller
     with _install_lock:
-        previous, _poller, active = _poller, poller, enforcer
+        previous, _poller, active = _poller, source, enforcer
     if previous is not None:
         previous.stop()
-    return enforcer
 
 
 def stop_enforcing() -> None:

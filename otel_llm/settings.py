@@ -223,6 +223,21 @@ POLICY_ENFORCE: Setting[str] = Setting(
         "call's path. ``off``: no check."
     ),
 )
+POLICIES: Setting[str | None] = Setting(
+    name="policies",
+    default=None,
+    parse=str,
+    check=or_off(path_text),
+    doc=(
+        "A policy file (the collector's format: README, Budgets and policies) this "
+        "application enforces from its own spend, without a collector: with "
+        "``policy_enforce=block``, each budget's spend is kept from the calls this process "
+        "prices -- per process: other processes' calls, and this one's before it started, are "
+        "not counted -- and a call a ``block`` policy refuses raises ``PolicyBlocked``. The file "
+        "is looked at every ``policy_refresh_interval`` seconds and reloaded when it changed (an "
+        "invalid edit keeps the last good policies). Set, ``policy_api_url`` is not polled."
+    ),
+)
 POLICY_API_URL: Setting[str | None] = Setting(
     name="policy_api_url",
     default=None,
@@ -248,7 +263,8 @@ POLICY_REFRESH_INTERVAL: Setting[float] = Setting(
     check=positive_seconds,
     doc=(
         "Seconds between two polls of the policy states: how long a budget exceeded elsewhere "
-        "may take to block calls here (a budget's reset unblocks at its time, without a poll)."
+        "may take to block calls here (a budget's reset unblocks at its time, without a poll). "
+        "With ``policies``: seconds between two looks at the file."
     ),
 )
 POLICY_FAIL_MODE: Setting[str] = Setting(
@@ -280,6 +296,7 @@ CORE: tuple[Setting[Any], ...] = (
     AGENT_LABEL,
     API_KEY_HINT,
     POLICY_ENFORCE,
+    POLICIES,
     POLICY_API_URL,
     POLICY_API_KEY,
     POLICY_REFRESH_INTERVAL,

@@ -58,6 +58,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "otel_llm.lifecycle",
             "otel_llm.manual",
             "otel_llm.enforcement",
+            "otel_llm.localpolicies",
             "otel_llm.instrumentation",
             "otel_llm._configure",
         ),
