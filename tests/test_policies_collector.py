@@ -709,7 +709,7 @@ def test_a_call_taken_before_its_evaluation_or_derived_again_gets_its_verdict(
             return list(enrich(request, raw=payload, record=False).calls)
 
         queued = calls_of()
-        policies.expect(queued)  # the request path, before the put
+        ticket = policies.expect(queued)  # the request path, before the put
         settled = threading.Event()
 
         def feeder() -> None:
@@ -719,7 +719,7 @@ def test_a_call_taken_before_its_evaluation_or_derived_again_gets_its_verdict(
         thread = threading.Thread(target=feeder)
         thread.start()
         assert not settled.wait(0.2)
-        policies.observe(queued)  # the request path, after the put
+        policies.observe(queued, ticket)  # the request path, after the put
         thread.join(5)
         assert settled.is_set()
         verdict = ("no-pricey", "denied_models", "alert")
@@ -727,6 +727,50 @@ def test_a_call_taken_before_its_evaluation_or_derived_again_gets_its_verdict(
 
         again = calls_of()  # the same batch derived again from its payload (no memo)
         assert [call.policy for call in again] == [None, None]
-        policies.settle(again)
+        policies.settle(again, True)
         assert [call.policy for call in again] == [None, verdict]
+
+        # A request the queue refused is never evaluated: it holds no feeder back.
+        policies.abandon(policies.expect(calls_of()))
+        started = time.monotonic()
+        policies.settle(calls_of(), True)
+        assert time.monotonic() - started < 1.0
     policies.stop()
+
+
+def test_a_batch_whose_memo_was_refused_is_stored_after_its_evaluation(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    """The queue keeps a batch's calls in memory for the call feeder (its memo) within a bound
+    (32 MiB of payload); past it, the feeder derives the calls again from the payload, and may
+    take the batch before the request path has evaluated it. Stored before its evaluation, the
+    call would lack its verdict, and a replica's resync would count it twice (in the store's
+    sums and among the calls evaluated and not known stored) until it aged out."""
+    files["policies"].write_text(BUDGET + RULES)
+    with collector(tmp_path, str(tmp_path / "calls.db"), files, sync=3600.0) as (service, log):
+        assert service.queue is not None
+        assert service.policies is not None
+        policies = service.policies
+        service.queue._memo_max_bytes = 0  # every memo refused: as with 32 MiB of them waiting
+        observe = policies.observe
+
+        def late(*args: Any) -> None:
+            # The request path, slower than the feeder: it evaluates the calls after the
+            # feeder had the time to store them (or a second at most, if the feeder waits).
+            deadline = time.monotonic() + 1.0
+            while log.store.count(CallFilter()) == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            observe(*args)
+
+        policies.observe = late  # type: ignore[method-assign]
+        app = App(service)
+        call_id = app.call(model="pricey-model")  # denied by no-pricey: a verdict to store
+        app.close()
+        wait_until(lambda: log.store.count(CallFilter()) == 1)
+        status, call = calls_api(log, f"/{call_id}")
+        assert status == 200, call
+        assert (call["policy"], call["policy_rule"]) == ("no-pricey", "denied_models")
+        pricey = 100 * 100_000 + 50 * 100_000  # $100 per million tokens, in nano-USD
+        assert budget_of(log, "everyone")["policy"]["budgets"][1]["spent_nanos"] == pricey
+        policies.resync()
+        assert budget_of(log, "everyone")["policy"]["budgets"][1]["spent_nanos"] == pricey

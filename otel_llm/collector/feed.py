@@ -72,7 +72,7 @@ class CallFeeder:
         *,
         on_failure: Callable[[], None] = lambda: None,
         span_sink: SpanSink | None = None,
-        settle: Callable[[Sequence[EnrichedCall]], None] | None = None,
+        settle: Callable[[Sequence[EnrichedCall], bool], None] | None = None,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
         sleep: Sleep = threading.Event.wait,
@@ -133,7 +133,9 @@ class CallFeeder:
                 calls = [call for taken, _ in found for call in taken]
                 if calls:
                     if self._settle is not None:
-                        self._settle(calls)
+                        # A batch without its memo had its calls derived again: new objects,
+                        # maybe read before their request was evaluated.
+                        self._settle(calls, any(taken.memo is None for taken in items))
                     self._sink(calls)
                 spans = [span for _, taken in found for span in taken]
                 if self._span_sink is not None and (spans or calls):

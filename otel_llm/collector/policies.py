@@ -24,14 +24,14 @@ Their series are bounded by the file: one per policy and rule, none for the call
 Each violating call's verdict -- (policy, rule, action), its most severe violation -- goes to
 the call log with the call (fields ``policy``, ``policy_rule``, ``policy_action``). The call is
 queued before it is evaluated, so the call feeder may take it from the queue first: ``expect``
-marks a request's calls as pending before they are queued, ``observe`` sets their verdicts, and
-the feeder's ``settle`` waits (a bound) for the pending ones before they are stored. A call the
-feeder derives again from the payload (no memo: a restart, or a feeder far behind) is a new
-object: ``settle`` finds its verdict among the recent violations, kept by span id within a
-bound (such a batch had its memo dropped because the feeder was far behind -- the queue is
-read in order, so its request was evaluated long before the feeder reaches it). A call
-replayed after a crash, or one whose verdict fell out of that bound, is stored without it (its
-violation is still counted in the metrics).
+marks a request's calls as pending before they are queued and gives the request a ticket,
+``observe`` sets their verdicts and closes the ticket, and the feeder's ``settle`` waits (a
+bound) for the pending ones before they are stored. A call the feeder derives again from the
+payload (no memo: a restart, or the queue's in-memory hand-off full) is a new object that
+``expect`` never marked: ``settle`` then waits for every request queued before it to be
+evaluated (the tickets up to now), and finds its verdict among the recent violations, kept by
+span id within a bound. A call replayed after a crash, or one whose verdict fell out of that
+bound, is stored without it (its violation is still counted in the metrics).
 
 Replicas: several collectors writing one store each evaluate the calls they receive. Every
 ``sync_interval`` seconds (setting ``policy_sync_interval``) each resyncs its budgets from the
@@ -103,6 +103,10 @@ class CollectorPolicies:
         self.history = history
         self._verdicts: OrderedDict[bytes, Verdict] = OrderedDict()
         self._settled = threading.Condition()
+        self._tickets = 0
+        """The last request ticket ``expect`` gave."""
+        self._open: set[int] = set()
+        """The tickets of requests queued and not evaluated yet (``expect`` -> ``observe``)."""
         self.sync_interval = 0.0
         """Seconds between two resyncs from ``history`` (0: none, as a single collector)."""
         self._storing = threading.Lock()
@@ -195,22 +199,34 @@ class CollectorPolicies:
             if changed:
                 _logger.info("otel-llm collector: %d budget state(s) changed at a resync", changed)
 
-    @staticmethod
-    def expect(calls: Sequence[EnrichedCall]) -> None:
-        """Before the calls are queued: their verdicts are pending until ``observe``."""
+    def expect(self, calls: Sequence[EnrichedCall]) -> int:
+        """Before the calls are queued: their verdicts are pending until ``observe`` is given
+        the ticket returned (or ``abandon``, if the request is not queued after all)."""
         for call in calls:
             call.policy = PENDING
+        with self._settled:
+            self._tickets += 1
+            self._open.add(self._tickets)
+            return self._tickets
 
-    def observe(self, calls: Sequence[EnrichedCall]) -> None:
-        """Evaluate the calls of an accepted request and set their verdicts; never raises."""
+    def abandon(self, ticket: int) -> None:
+        """The request of ``ticket`` was not queued: it will not be evaluated."""
+        with self._settled:
+            self._open.discard(ticket)
+            self._settled.notify_all()
+
+    def observe(self, calls: Sequence[EnrichedCall], ticket: int | None = None) -> None:
+        """Evaluate the calls of an accepted request and set their verdicts; never raises.
+        ``ticket``: ``expect``'s, when the calls were marked pending."""
         if not calls:
+            if ticket is not None:
+                self.abandon(ticket)
             return
         evaluated = calls
         for call in calls:
             if call.redelivered:  # the enricher's answer (its dedup window): evaluated once
                 evaluated = [c for c in calls if not c.redelivered]
                 break
-        expected = calls[0].policy is PENDING  # ``expect`` marks a request's calls together
         try:
             try:
                 # Inline, not a function per call. The start is the derived call's (the
@@ -231,8 +247,8 @@ class CollectorPolicies:
             if verdicts:
                 self._remember(evaluated, verdicts)
         finally:
-            if expected:
-                self._settle_all(calls)
+            if ticket is not None:
+                self._settle_all(calls, ticket)
 
     def _remember(self, calls: Sequence[EnrichedCall], verdicts: dict[int, Verdict]) -> None:
         with self._settled:
@@ -246,22 +262,36 @@ class CollectorPolicies:
             while len(kept) > MAX_VERDICTS:
                 kept.popitem(last=False)
 
-    def _settle_all(self, calls: Sequence[EnrichedCall]) -> None:
+    def _settle_all(self, calls: Sequence[EnrichedCall], ticket: int) -> None:
         with self._settled:
             for call in calls:
                 if call.policy is PENDING:
                     # No violation, or not evaluated here (a redelivery): the verdict of its
                     # first delivery.
                     call.policy = self._kept(call) if call.redelivered else None
+            self._open.discard(ticket)
             self._settled.notify_all()
 
-    def settle(self, calls: Sequence[EnrichedCall], timeout: float = SETTLE_TIMEOUT) -> None:
+    def settle(
+        self, calls: Sequence[EnrichedCall], derived: bool = False, timeout: float = SETTLE_TIMEOUT
+    ) -> None:
         """Before the call feeder stores ``calls``: wait for their evaluation, and give those
-        derived again from the payload the verdicts remembered for them."""
+        derived again from the payload the verdicts remembered for them. ``derived``: some
+        were (their batch's memo was refused or dropped): new objects ``expect`` never marked,
+        so the wait is for every request queued before now to be evaluated (their requests
+        among them) -- else such a call could be stored before its request's evaluation,
+        without its verdict, and told ``stored`` to the engine before it was evaluated (a
+        resync would then count it twice until it aged out)."""
         with self._settled:
-            if not self._settled.wait_for(
-                lambda: all(call.policy is not PENDING for call in calls), timeout
-            ):
+            horizon = self._tickets  # the batches read were queued before now: tickets <= it
+            open_ = self._open
+
+            def evaluated() -> bool:
+                if derived and open_ and min(open_) <= horizon:
+                    return False
+                return all(call.policy is not PENDING for call in calls)
+
+            if not self._settled.wait_for(evaluated, timeout):
                 _logger.warning("otel-llm collector: calls stored before their policy verdicts")
             for call in calls:
                 if call.policy is PENDING:

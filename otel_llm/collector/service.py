@@ -387,6 +387,7 @@ class CollectorService(Background):
         if self._state != "running":
             raise Refused("shutting_down", retry_after, "the service is stopping")
         result = self.enricher.enrich(request, raw=payload, record=False)
+        ticket: int | None = None
         if self._queue is not None and result.spans:
             data = result.payload if result.payload is not None else request.SerializeToString()
             # The calls found here go with the batch, so the call feeder need not find them
@@ -397,23 +398,36 @@ class CollectorService(Background):
             elif self._call_sink is not None:
                 memo = result.calls
             if self.policies is not None and memo is not None:
-                self.policies.expect(result.calls)  # the feeder waits for their verdicts
+                # The feeder waits for their verdicts (for the request's, if it derives them).
+                ticket = self.policies.expect(result.calls)
             try:
-                self._queue.put(data, result.spans, memo)
-            except QueueClosed:
-                raise Refused("shutting_down", retry_after, "the service is stopping") from None
-            except QueueFull:
-                raise Refused("queue_full", retry_after, "the queue is full; retry later") from None
-            except OSError as exc:  # a full or failing disk: the client keeps the spans
-                _logger.error("otel-llm collector: cannot queue a request: %s", exc)
-                raise Refused("queue_full", retry_after, "cannot queue now") from None
+                self._put(data, result.spans, memo)
+            except BaseException:
+                if ticket is not None and self.policies is not None:
+                    self.policies.abandon(ticket)  # not queued: never evaluated
+                raise
         # The call sink is not called here: the call feeder reads this batch back from the
         # queue, so its calls are stored even if the process dies right after the reply.
-        self.enricher.record(result)
-        self.metrics.received(result.spans, transport)
-        self.metrics.duplicate(result.duplicates)
-        if self.policies is not None:
-            self.policies.observe(result.calls)
+        try:
+            self.enricher.record(result)
+            self.metrics.received(result.spans, transport)
+            self.metrics.duplicate(result.duplicates)
+        finally:  # queued: evaluated whatever happens here (the feeder waits for it)
+            if self.policies is not None:
+                self.policies.observe(result.calls, ticket)
+
+    def _put(self, data: bytes, spans: int, memo: Any) -> None:
+        assert self._queue is not None
+        retry_after = self.config.retry_after
+        try:
+            self._queue.put(data, spans, memo)
+        except QueueClosed:
+            raise Refused("shutting_down", retry_after, "the service is stopping") from None
+        except QueueFull:
+            raise Refused("queue_full", retry_after, "the queue is full; retry later") from None
+        except OSError as exc:  # a full or failing disk: the client keeps the spans
+            _logger.error("otel-llm collector: cannot queue a request: %s", exc)
+            raise Refused("queue_full", retry_after, "cannot queue now") from None
 
     # --- health ---------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
