@@ -724,3 +724,85 @@ def test_a_window_older_part_is_cached_until_refreshed_or_a_late_call_stored() -
     engine.stored(["a1"])
     engine.resync(shared)
     assert spent(engine)["month"] == (4123, 4, "ok")
+
+
+DEFERRED = """\
+policies:
+  - name: per-project
+    scope: {project: "p*"}
+    budgets:
+      - {name: day, window: day, usd: 1.0, warn_at: 50}
+      - {name: rolling, window: 1h, tokens: 2800000, warn_at: 80}
+    action: block
+  - name: p1-tight
+    scope: {project: p1}
+    budgets: [{name: day, window: day, usd: 0.08}]
+    action: alert
+  - name: everyone
+    scope: "*"
+    budgets: [{name: month, window: month, usd: 0.8, warn_at: 70}]
+    calls: {max_tokens: 1500}
+  - name: gpt
+    scope: {model: "gpt-*"}
+    budgets: [{name: day, window: day, tokens: 2000000}]
+    action: record
+"""
+
+
+def test_calls_summed_in_their_plans_tabs_judge_every_call_as_adding_it_at_once() -> None:
+    """``observe`` adds most calls to their plan's tab and the tabs to the spends later; the
+    same random traffic through an engine that adds each call at once (no plan ever armed)
+    gives the same verdicts, counts and states -- each threshold crossed by the same call --
+    after every batch: the clock moving on through minutes, days and a month's end, late calls,
+    unpriced ones, scopes of a shared spend interleaved, thresholds near and crossed."""
+    rng = random.Random(14)  # noqa: S311 - traffic, not secrets
+    clock = Clock("2026-01-31T22:30:00")
+    deferred = engine_of(DEFERRED, clock)
+    exact = engine_of(DEFERRED, clock)
+    exact._arm = lambda *args: None  # type: ignore[method-assign] # every call added at once
+    added = deferred._add
+    at_once = [0]
+
+    def counted(*args: object) -> object:
+        at_once[0] += 1
+        return added(*args)  # type: ignore[arg-type]
+
+    deferred._add = counted  # type: ignore[method-assign]
+    ids = iter(range(10**9))
+    calls = 0
+    for _ in range(600):
+        batch = []
+        for _ in range(rng.randint(1, 40)):
+            late = rng.random() < 0.05
+            when = clock.now - (rng.randint(1, 3 * HOUR_NS) if late else rng.randint(0, 10**9))
+            batch.append(
+                call(
+                    when,
+                    None if rng.random() < 0.1 else rng.choice((1_000, 20_000, 90_000, 400_000)),
+                    model=rng.choice(("gpt-4o", "gpt-4o-mini", "claude")),
+                    tokens=rng.choice((None, 10, 150, 1200, 1600)),
+                    project=f"p{rng.randint(1, 6)}",
+                    call_id=f"c{next(ids)}",
+                )
+            )
+        calls += len(batch)
+        assert deferred.observe(batch) == exact.observe(batch)
+        if rng.random() < 0.3:
+            assert deferred.snapshot() == exact.snapshot()
+            assert deferred.counts() == exact.counts()
+            assert deferred.current_revision() == exact.current_revision()
+        clock.now += rng.choice((10**8, 10**9, 5 * 10**9, 20 * 10**9, MINUTE_NS))
+    assert deferred.snapshot() == exact.snapshot()
+    assert deferred.counts() == exact.counts()
+    assert clock.now > ns("2026-02-01T00:00:00")  # the day and month windows rolled
+    violations, alerts, _ = exact.counts()
+    crossed = {(name, rule) for name, rule in alerts} | {(n, r) for n, r, _ in violations}
+    assert crossed >= {
+        ("per-project", "day"),
+        ("per-project", "rolling"),
+        ("p1-tight", "day"),
+        ("gpt", "day"),
+    }, crossed
+    # Many went to a tab, though a snapshot every third batch empties them all (the next call
+    # of each plan is added at once) and two budgets are exceeded for hours.
+    assert at_once[0] < 0.7 * calls, (at_once[0], calls)

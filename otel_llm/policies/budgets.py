@@ -91,10 +91,14 @@ class Spend:
         "budgets",
         "calls",
         "end_ns",
+        "live_nanos",
+        "live_tokens",
         "minutes",
         "nanos",
         "next_nanos",
         "next_tokens",
+        "reserved_nanos",
+        "reserved_tokens",
         "scope",
         "start_ns",
         "tokens",
@@ -111,6 +115,10 @@ class Spend:
         self.start_ns = self.end_ns = 0
         self.nanos = self.tokens = self.calls = self.unpriced = 0
         self.next_nanos = self.next_tokens = NEVER
+        self.live_nanos = self.live_tokens = NEVER
+        """``next_*`` of the budgets not exceeded yet: where a level may still change."""
+        self.reserved_nanos = self.reserved_tokens = 0
+        """Room the engine's plans hold on this spend for calls not added yet (``engine``)."""
         self.open(now)
 
     def open(self, now: int) -> None:
@@ -168,6 +176,9 @@ class Spend:
     def rearm(self) -> None:
         self.next_nanos = min((budget.next_nanos for budget in self.budgets), default=NEVER)
         self.next_tokens = min((budget.next_tokens for budget in self.budgets), default=NEVER)
+        live = [budget for budget in self.budgets if budget.level != "exceeded"]
+        self.live_nanos = min((budget.next_nanos for budget in live), default=NEVER)
+        self.live_tokens = min((budget.next_tokens for budget in live), default=NEVER)
 
 
 def add_minute(minutes: deque[list[int]], when: int, nanos: int, tokens: int) -> None:

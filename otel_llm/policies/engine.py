@@ -18,7 +18,9 @@ What is counted, per policy and rule:
 
 Calls are matched to policies through an index and a bounded cache of plans (``matching.py``),
 and the spend is kept once per (scope, window) (``budgets.py``), so with many policies a call
-costs a dictionary look-up plus an addition per distinct budget window it is in.
+costs a dictionary look-up plus an addition per distinct budget window it is in -- or, for most
+calls, a few additions to its plan's tab, added to the windows later (``_add``: the state
+still flips at the exact call).
 A call dated before its budget's current window (late data) is checked against the call rules
 but adds nothing to the current window; one dated after the clock counts as now.
 
@@ -165,6 +167,37 @@ class _Plan:
     breaks no size rule, which is all most calls need to know (one comparison, not a call
     per policy)."""
     max_cost: int
+    tab: _Tab
+
+
+class _Tab:
+    """A plan's calls not yet added to its spends (``observe``'s deferred sums), and the room
+    its spends reserved for them."""
+
+    __slots__ = (
+        "big_nanos",
+        "big_tokens",
+        "calls",
+        "hi",
+        "lo",
+        "minute",
+        "nanos",
+        "room_nanos",
+        "room_tokens",
+        "tokens",
+        "unpriced",
+        "until",
+    )
+
+    def __init__(self) -> None:
+        self.calls = self.unpriced = self.nanos = self.tokens = 0
+        self.room_nanos = self.room_tokens = 0
+        """Deferred sums stay strictly under these (0: not armed, every call added at once)."""
+        self.big_nanos = self.big_tokens = 1
+        """The largest call seen, plus one: the room asked for is 64 of them."""
+        self.lo = self.hi = self.until = self.minute = 0
+        """Calls started in [lo, hi) are deferred while now < until (the spends' windows, and
+        for a rolling one the minute ``minute`` its deferred sums go to)."""
 
 
 class PolicyEngine:
@@ -183,6 +216,8 @@ class PolicyEngine:
         self._budgets: dict[tuple[str, str], Budget] = {}
         self._cache: dict[object, _Plan] = {}
         """Plans by the values of the fields some policy reads (``matching.projection``)."""
+        self._armed: dict[int, _Plan] = {}
+        """The plans holding room on their spends (``_arm``), by id."""
         self.violations: dict[tuple[str, str, Action], int] = {}
         """Violations by (policy, rule, action)."""
         self.alerts: dict[tuple[str, str], int] = {}
@@ -231,6 +266,7 @@ class PolicyEngine:
     def _install(self, policies: PolicySet) -> list[Spend]:
         """Spends and budgets for ``policies``, keeping those of the same signature; the new
         spends."""
+        self._settle_tabs()  # the old plans' sums into the spends kept
         now = self._clock()
         old_spends, old_budgets = self._spends, self._budgets
         spends: dict[tuple[object, ...], Spend] = {}
@@ -270,7 +306,7 @@ class PolicyEngine:
         return fresh
 
     # --- evaluation ---------------------------------------------------------------------------
-    def observe(  # noqa: PLR0912, PLR0915 - the hot path, written out inline
+    def observe(  # noqa: PLR0912 - the hot path, written out inline
         self, calls: Sequence[PolicyCall]
     ) -> dict[int, Verdict]:
         """Evaluate calls, in order (the collector's request path). Never raises. Returns the
@@ -303,29 +339,24 @@ class PolicyEngine:
                     if when > now:  # noqa: PLR1730 - min() is a call, this a comparison
                         when = now
                     nanos = cost or 0
-                    for spend in plan.spends:
-                        if when < spend.start_ns or now >= spend.end_ns:
-                            if now >= spend.end_ns and spend.roll(now):
-                                self.revision += 1
-                            if when < spend.start_ns:
-                                continue  # late data: it belongs to a window gone by
-                        spend.calls += 1
+                    tab = plan.tab
+                    spent = tab.nanos + nanos
+                    used = tab.tokens + tokens
+                    if (
+                        spent < tab.room_nanos
+                        and used < tab.room_tokens
+                        and tab.lo <= when < tab.hi
+                        and now < tab.until
+                    ):
+                        # Deferred: within the room its spends reserved, so no level can
+                        # change (``_add``).
+                        tab.nanos = spent
+                        tab.tokens = used
+                        tab.calls += 1
                         if cost is None:
-                            spend.unpriced += 1
-                        spend.nanos = spent = spend.nanos + nanos
-                        spend.tokens = used = spend.tokens + tokens
-                        minutes = spend.minutes
-                        if minutes is not None:
-                            last = minutes[-1] if minutes else None
-                            if last is not None and last[0] == when - when % MINUTE_NS:
-                                last[1] += nanos
-                                last[2] += tokens
-                            else:
-                                add_minute(minutes, when, nanos, tokens)
-                        if spent >= spend.next_nanos or used >= spend.next_tokens:
-                            if blocked is None:
-                                blocked = []
-                            self._levels(spend, call, blocked)
+                            tab.unpriced += 1
+                    elif plan.spends:
+                        blocked = self._add(plan, call, when, now, nanos, tokens, blocked)
                     if blocked:
                         self._blocked(blocked)
                     if found:  # rare: only a violating call pays for its verdict
@@ -339,6 +370,119 @@ class PolicyEngine:
             self._found.clear()
             _logger.exception("otel-llm policies: evaluating calls failed")
         return verdicts
+
+    # --- deferred sums -------------------------------------------------------------------------
+    # A call adds to each spend of its plan (3 in a typical plan). Most calls change no level:
+    # those are added to their plan's tab instead (a few additions), and the tab to the spends
+    # when anything reads or judges them. So that no level change hides in a tab, each armed
+    # plan holds a room on each of its spends, reserved so that a spend's sum, its rooms and
+    # the next call of a plan that must be judged stay under its next threshold: for every
+    # spend, nanos + reserved < next_nanos (tokens alike), and a tab's sums < its room. A call
+    # that would not fit, a late one, one of another minute (rolling windows) or after a
+    # window's end is added at once (``_add``), after all tabs when it might cross a threshold:
+    # the state flips at the exact call, as when every call was added at once.
+
+    def _add(  # noqa: PLR0917 - the hot path's values
+        self,
+        plan: _Plan,
+        call: PolicyCall,
+        when: int,
+        now: int,
+        nanos: int,
+        tokens: int,
+        blocked: list[Policy] | None,
+    ) -> list[Policy] | None:
+        """Add a call to its plan's spends at once, judging its levels; then arm the plan."""
+        self._flush(plan)
+        spends = plan.spends
+        for spend in spends:
+            if now >= spend.end_ns:
+                self._roll_all(now)  # every window at once: a tab's sums belong to one
+                break
+        for spend in spends:
+            if (
+                spend.nanos + spend.reserved_nanos + nanos >= spend.live_nanos
+                or spend.tokens + spend.reserved_tokens + tokens >= spend.live_tokens
+            ):
+                self._settle_tabs()  # it may change a level: every earlier call in first
+                break
+        cost = call.cost_nanos
+        for spend in spends:
+            if when < spend.start_ns:
+                continue  # late data: it belongs to a window gone by
+            spend.calls += 1
+            if cost is None:
+                spend.unpriced += 1
+            spend.nanos = spent = spend.nanos + nanos
+            spend.tokens = used = spend.tokens + tokens
+            minutes = spend.minutes
+            if minutes is not None:
+                add_minute(minutes, when, nanos, tokens)
+            if spent >= spend.next_nanos or used >= spend.next_tokens:
+                if blocked is None:
+                    blocked = []
+                self._levels(spend, call, blocked)
+        self._arm(plan, when, nanos, tokens)
+        return blocked
+
+    def _arm(self, plan: _Plan, when: int, nanos: int, tokens: int) -> None:
+        """Reserve room on the plan's spends for up to 64 calls as large as its largest, at most
+        an eighth of what is left under each spend's next threshold (many plans may share a
+        spend); none when that is less than four such calls (near a threshold: its calls are
+        added at once)."""
+        tab = plan.tab
+        # Sized by the largest call seen (the calls that did not fit are added here).
+        tab.big_nanos = big_nanos = max(tab.big_nanos, nanos + 1)
+        tab.big_tokens = big_tokens = max(tab.big_tokens, tokens + 1)
+        room_nanos = big_nanos << 6
+        room_tokens = big_tokens << 6
+        start, until, rolling = 0, NEVER, False
+        spends = plan.spends
+        for spend in spends:
+            free = (spend.next_nanos - spend.nanos - spend.reserved_nanos) >> 3
+            room_nanos = min(room_nanos, free)
+            free = (spend.next_tokens - spend.tokens - spend.reserved_tokens) >> 3
+            room_tokens = min(room_tokens, free)
+            start = max(start, spend.start_ns)
+            until = min(until, spend.end_ns)
+            rolling = rolling or spend.minutes is not None
+        if room_nanos < big_nanos << 2 or room_tokens < big_tokens << 2:
+            return
+        for spend in spends:
+            spend.reserved_nanos += room_nanos
+            spend.reserved_tokens += room_tokens
+        tab.room_nanos, tab.room_tokens, tab.until = room_nanos, room_tokens, until
+        if rolling:  # its deferred calls go to one minute of the rolling windows
+            tab.minute = minute_of(when)
+            tab.lo, tab.hi = max(start, tab.minute), tab.minute + MINUTE_NS
+        else:
+            tab.lo, tab.hi = start, NEVER
+        self._armed[id(plan)] = plan
+
+    def _flush(self, plan: _Plan) -> None:
+        """The plan's tab into its spends, and its room given back."""
+        tab = plan.tab
+        if not tab.room_nanos:
+            return
+        calls, nanos, tokens = tab.calls, tab.nanos, tab.tokens
+        for spend in plan.spends:
+            if calls:
+                spend.calls += calls
+                spend.unpriced += tab.unpriced
+                spend.nanos += nanos
+                spend.tokens += tokens
+                if spend.minutes is not None:
+                    add_minute(spend.minutes, tab.minute, nanos, tokens)
+            spend.reserved_nanos -= tab.room_nanos
+            spend.reserved_tokens -= tab.room_tokens
+        tab.calls = tab.unpriced = tab.nanos = tab.tokens = 0
+        tab.room_nanos = tab.room_tokens = 0
+        del self._armed[id(plan)]
+
+    def _settle_tabs(self) -> None:
+        """Every tab into its spends (before the spends are read, judged, rolled or replaced)."""
+        for plan in list(self._armed.values()):
+            self._flush(plan)
 
     def _matching(self, key: ScopeKey) -> tuple[Policy, ...]:
         plan = self._cache.get(self._project(key))
@@ -381,8 +525,10 @@ class PolicyEngine:
                 (p.calls.max_cost_nanos for p in sized if p.calls.max_cost_nanos is not None),
                 default=NEVER,
             ),
+            _Tab(),
         )
         if len(self._cache) >= MAX_CACHED_SCOPES:
+            self._settle_tabs()
             self._cache.clear()
         self._cache[self._project(key)] = plan
         return plan
@@ -453,6 +599,7 @@ class PolicyEngine:
             self._recover(list(self._spends.values()), history)
 
     def _recover(self, spends: list[Spend], history: SpendHistory) -> None:
+        self._settle_tabs()
         now = self._clock()
         reads: dict[tuple[int, bool], list[Spend]] = {}
         for spend in spends:
@@ -512,6 +659,9 @@ class PolicyEngine:
         rolling = min((start for start, per_minute in groups if per_minute), default=now)
         read = {group: self._read(history, *group, now, rolling) for group in groups}
         with self._lock:
+            # The calls evaluated since the read are among the pending ones: their tabs'
+            # sums go into the spends replaced below.
+            self._settle_tabs()
             kept = {(None if per_minute else start, per_minute) for start, per_minute in groups}
             for gone in [key for key in self._past if key not in kept]:
                 del self._past[gone]  # the cache of a window gone (last month's)
@@ -601,6 +751,8 @@ class PolicyEngine:
             return self.revision
 
     def _roll_all(self, now: int) -> None:
+        """Windows that ended rolled over (the tabs in first: also before any spend is read)."""
+        self._settle_tabs()
         for spend in self._spends.values():
             if now >= spend.end_ns and spend.roll(now):
                 self.revision += 1
