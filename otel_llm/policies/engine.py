@@ -751,10 +751,15 @@ class PolicyEngine:
             return self.revision
 
     def _roll_all(self, now: int) -> None:
-        """Windows that ended rolled over (the tabs in first: also before any spend is read)."""
+        """Windows that ended rolled over (the tabs in first, when one did: a tab's sums
+        belong to the windows they were deferred in). A tab changes no level: the revision
+        needs no tab added (an enforcing application's poll asks it every few seconds)."""
+        ended = [spend for spend in self._spends.values() if now >= spend.end_ns]
+        if not ended:
+            return
         self._settle_tabs()
-        for spend in self._spends.values():
-            if now >= spend.end_ns and spend.roll(now):
+        for spend in ended:
+            if spend.roll(now):
                 self.revision += 1
 
     def snapshot(self) -> list[dict[str, Any]]:
@@ -762,6 +767,7 @@ class PolicyEngine:
         under ``*_nanos`` keys, turned into USD by the answer's writer)."""
         with self._lock:
             self._roll_all(self._clock())
+            self._settle_tabs()
             # The counts per policy in one pass each (not one pass per policy).
             totals: dict[str, list[int]] = {}
             for (name, _, _), count in self.violations.items():
