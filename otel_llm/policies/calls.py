@@ -39,14 +39,22 @@ def policy_call(
     get = attributes.get
     project, feature, user, api_key = get(_PROJECT), get(_FEATURE), get(_USER), get(_API_KEY)
     requested = get(sc.GEN_AI_REQUEST_MAX_TOKENS)
-    # One is made per call on the collector's request path: a value that is a non-empty
-    # string (nearly all) costs a type test, not a call of ``_text``.
+    # One is made per call on the collector's request path: a value that is absent or a
+    # non-empty string (nearly all) costs a test or two, not a call of ``_text``.
+    if project is not None and (type(project) is not str or not project):
+        project = _text(project)
+    if feature is not None and (type(feature) is not str or not feature):
+        feature = _text(feature)
+    if user is not None and (type(user) is not str or not user):
+        user = _text(user)
+    if api_key is not None and (type(api_key) is not str or not api_key):
+        api_key = _text(api_key)
     key = (
         derived.service_name or None,
-        project if type(project) is str and project else _text(project),
-        feature if type(feature) is str and feature else _text(feature),
-        user if type(user) is str and user else _text(user),
-        api_key if type(api_key) is str and api_key else _text(api_key),
+        project,
+        feature,
+        user,
+        api_key,
         call.provider,
         call.request_model or call.response_model,
     )
