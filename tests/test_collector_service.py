@@ -963,3 +963,26 @@ def test_nesting_costs_linear_time_in_the_chain_length() -> None:
     print(f"enrich: 8,000 chained spans {short:.3f} s, 16,000 {long:.3f} s, ratio {ratio:.2f}")
     assert long < 1.0
     assert ratio < 3.0
+
+
+@pytest.mark.parametrize("loop", [1, 2, 5])
+def test_llm_spans_whose_parents_form_a_loop_count_one_call(loop: int) -> None:
+    """Found in review: a span that is its own parent (or spans whose parents form a loop) was
+    marked counted in a span of the loop, every one of them: the call was priced nowhere,
+    measured nowhere and never reached the call log. One of the loop is the call now."""
+    recorder = PrometheusRecorder.for_registry(CollectorRegistry())
+    enricher = Enricher(Pricer(PricingOptions(price_book=PriceBook(), max_tokens=10**8)), recorder)
+    request = chained_request(loop)
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[0].trace_id = spans[-1].trace_id
+    spans[0].parent_span_id = spans[-1].span_id  # the first's parent is the last: a loop
+    result = enricher.enrich(request)
+    assert len(result.calls) == 1
+    (counted,) = result.calls
+    marked = [
+        span.span_id.hex()
+        for span in spans
+        if any(pair.key == sc.OTEL_LLM_CALL_COUNTED_IN for pair in span.attributes)
+    ]
+    assert len(marked) == loop - 1
+    assert counted.span.span_id.hex() not in marked

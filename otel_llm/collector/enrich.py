@@ -539,7 +539,11 @@ def _mark_nested(candidates: list[_Candidate]) -> None:
     for key, candidate in by_id.items():
         child = child_of.get(key)
         if child is not None:
-            candidate.counted_in = _innermost(child, child_of, innermost).span.span_id.hex()
+            found = _innermost(child, child_of, innermost)
+            # On a loop of parents (hostile, or a span its own parent) the walk ends back at a
+            # span of the loop: that one is the call, not counted in itself.
+            if found is not candidate:
+                candidate.counted_in = found.span.span_id.hex()
 
 
 def _innermost(
