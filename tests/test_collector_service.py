@@ -986,3 +986,54 @@ def test_llm_spans_whose_parents_form_a_loop_count_one_call(loop: int) -> None:
     ]
     assert len(marked) == loop - 1
     assert counted.span.span_id.hex() not in marked
+
+
+def test_the_bytes_an_http_receiver_decodes_at_once_are_bounded() -> None:
+    """Found in review: a protobuf request grows ~86 times once parsed (a 3.9 MB request of
+    empty spans: 333 MB), and the HTTP receiver decoded 64 requests at once -- 8 such requests
+    took a collector to 2.9 GB, 64 would take it past 20 GB. Past ``max_decoding_bytes``
+    being decoded, a request is answered 503 with Retry-After, as when the queue is full."""
+    from otel_llm.collector.http_receiver import HttpReceiver  # noqa: PLC0415
+    from otel_llm.collector.telemetry import CollectorMetrics  # noqa: PLC0415
+
+    holding = threading.Semaphore(0)
+    release = threading.Event()
+
+    def accept(request: ExportTraceServiceRequest, payload: bytes | None, transport: str) -> None:
+        if request.resource_spans[0].scope_spans[0].spans[0].name == "big":
+            holding.release()
+            release.wait(10)
+
+    metrics = CollectorMetrics(CollectorRegistry())
+    receiver = HttpReceiver(
+        accept,
+        metrics,
+        endpoint="127.0.0.1:0",
+        max_request_bytes=1 << 20,
+        max_decoding_bytes=2 << 20,
+    )
+    url = f"http://127.0.0.1:{receiver.start()}/v1/traces"
+    protobuf = {"Content-Type": "application/x-protobuf"}
+    big = one_span_request("big", padding="x" * 900_000).SerializeToString()
+    answers: list[int] = []
+    try:
+        held = [
+            threading.Thread(target=lambda: answers.append(post(url, big, protobuf)[0]))
+            for _ in range(2)
+        ]
+        for thread in held:
+            thread.start()
+        assert holding.acquire(timeout=10)
+        assert holding.acquire(timeout=10)  # 1.8 MB being decoded
+        status, headers, _ = post(url, big, protobuf)
+        assert (status, headers["Retry-After"]) == (503, "1")
+        # A small request still fits.
+        assert post(url, one_span_request().SerializeToString(), protobuf)[0] == 200
+        release.set()
+        for thread in held:
+            thread.join(10)
+        assert answers == [200, 200]
+        assert post(url, big, protobuf)[0] == 200  # the bytes were given back
+    finally:
+        release.set()
+        receiver.stop()

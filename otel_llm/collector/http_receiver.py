@@ -94,8 +94,9 @@ class HttpReceiver:
 
     Answers in the request's content type: 200 with an ``ExportTraceServiceResponse``; 400
     malformed, 413 too large, 415 unsupported content type or encoding, 404 other paths, 405
-    other methods, 503 with ``Retry-After`` when ``accept`` refuses -- each with a
-    ``google.rpc.Status`` body.
+    other methods, 503 with ``Retry-After`` when ``accept`` refuses or ``max_decoding_bytes``
+    (default: ``DECODING_REQUESTS`` requests of the largest size) are being decoded already --
+    each with a ``google.rpc.Status`` body.
     """
 
     def __init__(
@@ -106,6 +107,7 @@ class HttpReceiver:
         endpoint: str,
         max_request_bytes: int,
         max_concurrent: int = 64,
+        max_decoding_bytes: int | None = None,
     ):
         self._accept = accept
         self.metrics = metrics
@@ -114,6 +116,11 @@ class HttpReceiver:
         # Requests being handled at once are bounded so a flood gets 503s instead of exhausting
         # memory; the server has twice as many threads, so the excess is answered, not queued.
         self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._decoding = _Budget(
+            DECODING_REQUESTS * max_request_bytes
+            if max_decoding_bytes is None
+            else max_decoding_bytes
+        )
         self._threads = 2 * max_concurrent
         self._server: BackgroundHTTPServer | None = None
         self.port = 0
@@ -146,8 +153,13 @@ class HttpReceiver:
         if not self._slots.acquire(blocking=False):
             self._busy(handler, "queue_full", "too many requests at once", 1.0, as_json)
             return
+        taken = 0
         try:
-            request, payload = self._decode(handler, body, as_json)
+            body = self._decompress(handler, body)
+            taken = self._decoding.take(len(body))
+            if not taken:
+                raise Refused("queue_full", 1.0, "too many bytes being decoded at once")
+            request, payload = self._decode(body, as_json)
             self._accept(request, payload, "http")
         except _HttpRefusal as refusal:
             self._refuse(handler, refusal, as_json)
@@ -156,6 +168,7 @@ class HttpReceiver:
             self._busy(handler, refused.reason, refused.message, refused.retry_after, as_json)
             return
         finally:
+            self._decoding.give(taken)
             self._slots.release()
         handler.reply(200, ExportTraceServiceResponse(), as_json)
 
@@ -193,15 +206,10 @@ class HttpReceiver:
             raise _HttpRefusal(0, "malformed", "truncated body")
         return body
 
-    def _decode(
-        self, handler: _HttpHandler, body: bytes, as_json: bool
-    ) -> tuple[ExportTraceServiceRequest, bytes | None]:
+    def _decompress(self, handler: _HttpHandler, body: bytes) -> bytes:
         encoding = handler.headers.get("Content-Encoding", "identity").strip().lower()
         try:
-            body = decompress(body, encoding, self._max_request_bytes)
-            if as_json:
-                return parse_json(body), None
-            return ExportTraceServiceRequest.FromString(body), body
+            return decompress(body, encoding, self._max_request_bytes)
         except TooLarge as exc:
             raise _HttpRefusal(413, "too_large", str(exc), keep_alive=True) from None
         except zlib.error as exc:
@@ -209,6 +217,13 @@ class HttpReceiver:
             raise _HttpRefusal(400, "malformed", message, keep_alive=True) from None
         except UnsupportedEncoding as exc:
             raise _HttpRefusal(415, "unsupported_media_type", str(exc), keep_alive=True) from None
+
+    @staticmethod
+    def _decode(body: bytes, as_json: bool) -> tuple[ExportTraceServiceRequest, bytes | None]:
+        try:
+            if as_json:
+                return parse_json(body), None
+            return ExportTraceServiceRequest.FromString(body), body
         except (DecodeError, json_format.ParseError, ValueError, TypeError) as exc:
             message = f"malformed request: {exc}"
             raise _HttpRefusal(400, "malformed", message, keep_alive=True) from None
@@ -219,6 +234,36 @@ class HttpReceiver:
         self.metrics.refused("http", reason)
         status = status_message(code_pb2.UNAVAILABLE, message, retry_after)
         handler.reply(503, status, as_json, {"Retry-After": retry_after_header(retry_after)})
+
+
+DECODING_REQUESTS = 4
+"""Requests of the largest size that may be decoded at once (``max_decoding_bytes``, by their
+decompressed size): a protobuf request grows up to ~86 times once parsed (empty spans), so
+this bounds what decoding may hold to a few hundred MB per MiB of ``max_request_bytes``. Any
+number of small requests fit beside each other."""
+
+
+class _Budget:
+    """Bytes that may be taken at once; a request larger than the whole budget takes all of
+    it (it is decoded alone rather than never)."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._left = limit
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> int:
+        """The bytes taken (at least 1), or 0 when they are not there now."""
+        size = max(1, min(size, self._limit))
+        with self._lock:
+            if size > self._left:
+                return 0
+            self._left -= size
+        return size
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self._left += size
 
 
 class _HttpRefusal(Exception):
