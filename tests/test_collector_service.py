@@ -48,6 +48,8 @@ from otel_llm.call import LLMCall
 from otel_llm.collector import CollectorService
 from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import EnrichedCall, Enricher
+from otel_llm.collector.http_receiver import HttpReceiver
+from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import Cost, Unpriced
@@ -993,8 +995,6 @@ def test_the_bytes_an_http_receiver_decodes_at_once_are_bounded() -> None:
     empty spans: 333 MB), and the HTTP receiver decoded 64 requests at once -- 8 such requests
     took a collector to 2.9 GB, 64 would take it past 20 GB. Past ``max_decoding_bytes``
     being decoded, a request is answered 503 with Retry-After, as when the queue is full."""
-    from otel_llm.collector.http_receiver import HttpReceiver  # noqa: PLC0415
-    from otel_llm.collector.telemetry import CollectorMetrics  # noqa: PLC0415
 
     holding = threading.Semaphore(0)
     release = threading.Event()
