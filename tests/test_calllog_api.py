@@ -970,3 +970,11 @@ def test_dates_at_the_ends_of_the_range_are_answered(api: Client) -> None:
     assert api.ok("/count?start_date=9999-01-01T00:00:00Z") == {"count": 0}
     far = api.ok("/stats?start_date=9998-12-31&end_date=9998-12-31")
     assert far["stats"]["total_requests"] == 0
+
+
+def test_a_conversation_id_with_a_nul_is_a_400(api: Client) -> None:
+    # Found in review: PostgreSQL text cannot hold NUL, and the id went to it as it came (500).
+    v1 = Client(api.url.removesuffix("/calls"))
+    message = v1.error(400, "/conversations/a%00b")
+    assert "conversation_id" in message
+    assert "NUL" in message

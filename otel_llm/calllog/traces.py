@@ -541,4 +541,6 @@ def check_conversation_id(text: str) -> str:
         raise ParamError(
             f"a conversation id is 1 to {MAX_CONVERSATION_ID} characters", "conversation_id"
         )
+    if "\x00" in text:  # PostgreSQL text cannot hold one; no stored id has one
+        raise ParamError("conversation_id contains a NUL character", "conversation_id")
     return text
