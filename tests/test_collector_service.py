@@ -1037,3 +1037,39 @@ def test_the_bytes_an_http_receiver_decodes_at_once_are_bounded() -> None:
     finally:
         release.set()
         receiver.stop()
+
+
+def test_an_http_request_with_a_transfer_encoding_is_refused_and_its_connection_closed() -> None:
+    """Found in review: with both headers the receiver read Content-Length bytes and kept the
+    connection, so the rest of a chunked body was read as the next request -- the disagreement
+    a proxy in front (reading the chunks) and a server behind (reading the length) is request
+    smuggling made of. RFC 9112: Transfer-Encoding wins; the receiver reads no chunked body."""
+    accepted: list[ExportTraceServiceRequest] = []
+    receiver = HttpReceiver(
+        lambda request, payload, transport: accepted.append(request),
+        CollectorMetrics(CollectorRegistry()),
+        endpoint="127.0.0.1:0",
+        max_request_bytes=1 << 20,
+    )
+    port = receiver.start()
+    inner = one_span_request("smuggled").SerializeToString()
+    smuggled = (
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(inner) + inner
+    )
+    chunk = b"0\r\n\r\n" + smuggled
+    head = (
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n" % len(chunk)
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(head + chunk)
+            answer = b""
+            while chunk_read := client.recv(65536):
+                answer += chunk_read
+        assert answer.startswith(b"HTTP/1.1 411 ")
+        assert answer.count(b"HTTP/1.1 ") == 1
+        assert accepted == []
+    finally:
+        receiver.stop()

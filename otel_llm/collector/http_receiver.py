@@ -188,9 +188,11 @@ class HttpReceiver:
             message = f"unsupported content type {content_type!r}"
             raise _HttpRefusal(415, "unsupported_media_type", message)
         length_header = handler.headers.get("Content-Length")
-        if length_header is None:
-            # Chunked bodies are not read: OTLP exporters send the length.
-            raise _HttpRefusal(411, "malformed", "Content-Length required")
+        if length_header is None or "Transfer-Encoding" in handler.headers:
+            # Chunked bodies are not read: OTLP exporters send the length. With both headers
+            # the chunks are the body (RFC 9112): reading the length instead would take the
+            # rest for another request, as a proxy in front would not (request smuggling).
+            raise _HttpRefusal(411, "malformed", "send the body with a Content-Length only")
         try:
             length = int(length_header)
         except ValueError:
