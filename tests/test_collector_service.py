@@ -46,8 +46,10 @@ from otel_llm import LLMSpanProcessor, PriceBook
 from otel_llm import _semconv as sc
 from otel_llm.call import LLMCall
 from otel_llm.collector import CollectorService
+from otel_llm.collector.codec import DecodingBudget
 from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import EnrichedCall, Enricher
+from otel_llm.collector.grpc_receiver import GrpcReceiver
 from otel_llm.collector.http_receiver import HttpReceiver
 from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.metrics.prometheus import PrometheusRecorder
@@ -990,11 +992,12 @@ def test_llm_spans_whose_parents_form_a_loop_count_one_call(loop: int) -> None:
     assert counted.span.span_id.hex() not in marked
 
 
-def test_the_bytes_an_http_receiver_decodes_at_once_are_bounded() -> None:
+def test_the_bytes_the_receivers_decode_at_once_are_bounded() -> None:
     """Found in review: a protobuf request grows ~86 times once parsed (a 3.9 MB request of
     empty spans: 333 MB), and the HTTP receiver decoded 64 requests at once -- 8 such requests
-    took a collector to 2.9 GB, 64 would take it past 20 GB. Past ``max_decoding_bytes``
-    being decoded, a request is answered 503 with Retry-After, as when the queue is full."""
+    took a collector to 2.9 GB, 64 would take it past 20 GB. Past a ``DecodingBudget`` (one
+    for both receivers) a request is refused as when the queue is full: HTTP 503 with
+    Retry-After, gRPC RESOURCE_EXHAUSTED with a RetryInfo."""
 
     holding = threading.Semaphore(0)
     release = threading.Event()
@@ -1010,9 +1013,22 @@ def test_the_bytes_an_http_receiver_decodes_at_once_are_bounded() -> None:
         metrics,
         endpoint="127.0.0.1:0",
         max_request_bytes=1 << 20,
-        max_decoding_bytes=2 << 20,
+        decoding=DecodingBudget(2 << 20),
     )
     url = f"http://127.0.0.1:{receiver.start()}/v1/traces"
+    grpc_receiver = GrpcReceiver(
+        accept,
+        metrics,
+        endpoint="127.0.0.1:0",
+        max_request_bytes=1 << 20,
+        decoding=receiver._decoding,
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_receiver.start()}")
+    export = channel.unary_unary(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request_serializer=None,
+        response_deserializer=None,
+    )
     protobuf = {"Content-Type": "application/x-protobuf"}
     big = one_span_request("big", padding="x" * 900_000).SerializeToString()
     answers: list[int] = []
@@ -1027,6 +1043,9 @@ def test_the_bytes_an_http_receiver_decodes_at_once_are_bounded() -> None:
         assert holding.acquire(timeout=10)  # 1.8 MB being decoded
         status, headers, _ = post(url, big, protobuf)
         assert (status, headers["Retry-After"]) == (503, "1")
+        with pytest.raises(grpc.RpcError) as refused_grpc:
+            export(big, timeout=10)
+        assert refused_grpc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # A small request still fits.
         assert post(url, one_span_request().SerializeToString(), protobuf)[0] == 200
         release.set()
@@ -1034,8 +1053,11 @@ def test_the_bytes_an_http_receiver_decodes_at_once_are_bounded() -> None:
             thread.join(10)
         assert answers == [200, 200]
         assert post(url, big, protobuf)[0] == 200  # the bytes were given back
+        assert export(big, timeout=10) == ExportTraceServiceResponse().SerializeToString()
     finally:
         release.set()
+        channel.close()
+        grpc_receiver.stop(1.0)
         receiver.stop()
 
 

@@ -22,10 +22,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from otel_llm.collector.codec import (
+    BUSY_DECODING,
     JSON,
     PROTOBUF,
     TRACES_PATH,
     Accept,
+    DecodingBudget,
     Refused,
     TooLarge,
     UnsupportedEncoding,
@@ -94,9 +96,9 @@ class HttpReceiver:
 
     Answers in the request's content type: 200 with an ``ExportTraceServiceResponse``; 400
     malformed, 413 too large, 415 unsupported content type or encoding, 404 other paths, 405
-    other methods, 503 with ``Retry-After`` when ``accept`` refuses or ``max_decoding_bytes``
-    (default: ``DECODING_REQUESTS`` requests of the largest size) are being decoded already --
-    each with a ``google.rpc.Status`` body.
+    other methods, 503 with ``Retry-After`` when ``accept`` refuses or the ``decoding`` budget
+    (``codec.DecodingBudget``, shared with the gRPC receiver) is taken -- each with a
+    ``google.rpc.Status`` body.
     """
 
     def __init__(
@@ -107,7 +109,7 @@ class HttpReceiver:
         endpoint: str,
         max_request_bytes: int,
         max_concurrent: int = 64,
-        max_decoding_bytes: int | None = None,
+        decoding: DecodingBudget | None = None,
     ):
         self._accept = accept
         self.metrics = metrics
@@ -116,11 +118,7 @@ class HttpReceiver:
         # Requests being handled at once are bounded so a flood gets 503s instead of exhausting
         # memory; the server has twice as many threads, so the excess is answered, not queued.
         self._slots = threading.BoundedSemaphore(max_concurrent)
-        self._decoding = _Budget(
-            DECODING_REQUESTS * max_request_bytes
-            if max_decoding_bytes is None
-            else max_decoding_bytes
-        )
+        self._decoding = decoding or DecodingBudget.for_requests(max_request_bytes)
         self._threads = 2 * max_concurrent
         self._server: BackgroundHTTPServer | None = None
         self.port = 0
@@ -158,7 +156,7 @@ class HttpReceiver:
             body = self._decompress(handler, body)
             taken = self._decoding.take(len(body))
             if not taken:
-                raise Refused("queue_full", 1.0, "too many bytes being decoded at once")
+                raise Refused("queue_full", 1.0, BUSY_DECODING)
             request, payload = self._decode(body, as_json)
             self._accept(request, payload, "http")
         except _HttpRefusal as refusal:
@@ -236,36 +234,6 @@ class HttpReceiver:
         self.metrics.refused("http", reason)
         status = status_message(code_pb2.UNAVAILABLE, message, retry_after)
         handler.reply(503, status, as_json, {"Retry-After": retry_after_header(retry_after)})
-
-
-DECODING_REQUESTS = 4
-"""Requests of the largest size that may be decoded at once (``max_decoding_bytes``, by their
-decompressed size): a protobuf request grows up to ~86 times once parsed (empty spans), so
-this bounds what decoding may hold to a few hundred MB per MiB of ``max_request_bytes``. Any
-number of small requests fit beside each other."""
-
-
-class _Budget:
-    """Bytes that may be taken at once; a request larger than the whole budget takes all of
-    it (it is decoded alone rather than never)."""
-
-    def __init__(self, limit: int):
-        self._limit = limit
-        self._left = limit
-        self._lock = threading.Lock()
-
-    def take(self, size: int) -> int:
-        """The bytes taken (at least 1), or 0 when they are not there now."""
-        size = max(1, min(size, self._limit))
-        with self._lock:
-            if size > self._left:
-                return 0
-            self._left -= size
-        return size
-
-    def give(self, size: int) -> None:
-        with self._lock:
-            self._left += size
 
 
 class _HttpRefusal(Exception):
