@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from otel_llm.collector.queue import DiskQueue, QueueClosed, QueueFull, QueueInUse
+from otel_llm.collector.queue import (
+    MEMO_BYTES_PER_SPAN,
+    DiskQueue,
+    QueueClosed,
+    QueueFull,
+    QueueInUse,
+)
 from otel_llm.collector.telemetry import CollectorMetrics
 
 ROOT = Path(__file__).parent.parent
@@ -375,7 +381,11 @@ def test_a_memo_goes_to_its_consumer_once_within_its_bound_and_never_to_disk(
     tmp_path: Path,
 ) -> None:
     with DiskQueue(
-        tmp_path, max_bytes=10_000, consumers=BOTH, memo_consumer="calls", memo_max_bytes=10
+        tmp_path,
+        max_bytes=10_000,
+        consumers=BOTH,
+        memo_consumer="calls",
+        memo_max_bytes=MEMO_BYTES_PER_SPAN + 10,  # one memo of one span
     ) as queue:
         queue.put(b"a" * 6, spans=1, memo=["calls of a"])
         queue.put(b"b" * 6, spans=1, memo=["calls of b"])  # over the bound: not kept
@@ -403,6 +413,23 @@ def test_a_memo_goes_to_its_consumer_once_within_its_bound_and_never_to_disk(
             (b"a" * 6, None),
             (b"c" * 6, None),
         ]
+
+
+def test_a_memo_is_weighed_by_its_spans_too(tmp_path: Path) -> None:
+    """Found in review: a memo holds spans of the parsed request, which keep the whole request
+    alive (~170 bytes a span however small its encoding), but was weighed by its payload: 3.9 MB
+    of 2,000,000 empty spans kept 333 MB, and 32 MB of them 2.7 GB."""
+    with DiskQueue(
+        tmp_path,
+        max_bytes=10_000,
+        consumers=BOTH,
+        memo_consumer="calls",
+        memo_max_bytes=MEMO_BYTES_PER_SPAN * 10,
+    ) as queue:
+        queue.put(b"tiny", spans=11, memo=["calls of many spans"])  # over the bound: not kept
+        queue.put(b"tiny", spans=10, memo=["calls of ten"])
+        items = [queue.get(timeout=0, consumer="calls") for _ in range(2)]
+        assert [item.memo for item in items if item] == [None, ["calls of ten"]]
 
 
 def test_kept_payloads_are_handed_out_without_reading_their_files(tmp_path: Path) -> None:

@@ -46,8 +46,12 @@ from otel_llm import LLMSpanProcessor, PriceBook
 from otel_llm import _semconv as sc
 from otel_llm.call import LLMCall
 from otel_llm.collector import CollectorService
+from otel_llm.collector.codec import DecodingBudget
 from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import EnrichedCall, Enricher
+from otel_llm.collector.grpc_receiver import GrpcReceiver
+from otel_llm.collector.http_receiver import HttpReceiver
+from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import Cost, Unpriced
@@ -963,3 +967,131 @@ def test_nesting_costs_linear_time_in_the_chain_length() -> None:
     print(f"enrich: 8,000 chained spans {short:.3f} s, 16,000 {long:.3f} s, ratio {ratio:.2f}")
     assert long < 1.0
     assert ratio < 3.0
+
+
+@pytest.mark.parametrize("loop", [1, 2, 5])
+def test_llm_spans_whose_parents_form_a_loop_count_one_call(loop: int) -> None:
+    """Found in review: a span that is its own parent (or spans whose parents form a loop) was
+    marked counted in a span of the loop, every one of them: the call was priced nowhere,
+    measured nowhere and never reached the call log. One of the loop is the call now."""
+    recorder = PrometheusRecorder.for_registry(CollectorRegistry())
+    enricher = Enricher(Pricer(PricingOptions(price_book=PriceBook(), max_tokens=10**8)), recorder)
+    request = chained_request(loop)
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[0].trace_id = spans[-1].trace_id
+    spans[0].parent_span_id = spans[-1].span_id  # the first's parent is the last: a loop
+    result = enricher.enrich(request)
+    assert len(result.calls) == 1
+    (counted,) = result.calls
+    marked = [
+        span.span_id.hex()
+        for span in spans
+        if any(pair.key == sc.OTEL_LLM_CALL_COUNTED_IN for pair in span.attributes)
+    ]
+    assert len(marked) == loop - 1
+    assert counted.span.span_id.hex() not in marked
+
+
+def test_the_bytes_the_receivers_decode_at_once_are_bounded() -> None:
+    """Found in review: a protobuf request grows ~86 times once parsed (a 3.9 MB request of
+    empty spans: 333 MB), and the HTTP receiver decoded 64 requests at once -- 8 such requests
+    took a collector to 2.9 GB, 64 would take it past 20 GB. Past a ``DecodingBudget`` (one
+    for both receivers) a request is refused as when the queue is full: HTTP 503 with
+    Retry-After, gRPC RESOURCE_EXHAUSTED with a RetryInfo."""
+
+    holding = threading.Semaphore(0)
+    release = threading.Event()
+
+    def accept(request: ExportTraceServiceRequest, payload: bytes | None, transport: str) -> None:
+        if request.resource_spans[0].scope_spans[0].spans[0].name == "big":
+            holding.release()
+            release.wait(10)
+
+    metrics = CollectorMetrics(CollectorRegistry())
+    receiver = HttpReceiver(
+        accept,
+        metrics,
+        endpoint="127.0.0.1:0",
+        max_request_bytes=1 << 20,
+        decoding=DecodingBudget(2 << 20),
+    )
+    url = f"http://127.0.0.1:{receiver.start()}/v1/traces"
+    grpc_receiver = GrpcReceiver(
+        accept,
+        metrics,
+        endpoint="127.0.0.1:0",
+        max_request_bytes=1 << 20,
+        decoding=receiver._decoding,
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_receiver.start()}")
+    export = channel.unary_unary(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    protobuf = {"Content-Type": "application/x-protobuf"}
+    big = one_span_request("big", padding="x" * 900_000).SerializeToString()
+    answers: list[int] = []
+    try:
+        held = [
+            threading.Thread(target=lambda: answers.append(post(url, big, protobuf)[0]))
+            for _ in range(2)
+        ]
+        for thread in held:
+            thread.start()
+        assert holding.acquire(timeout=10)
+        assert holding.acquire(timeout=10)  # 1.8 MB being decoded
+        status, headers, _ = post(url, big, protobuf)
+        assert (status, headers["Retry-After"]) == (503, "1")
+        with pytest.raises(grpc.RpcError) as refused_grpc:
+            export(big, timeout=10)
+        assert refused_grpc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # A small request still fits.
+        assert post(url, one_span_request().SerializeToString(), protobuf)[0] == 200
+        release.set()
+        for thread in held:
+            thread.join(10)
+        assert answers == [200, 200]
+        assert post(url, big, protobuf)[0] == 200  # the bytes were given back
+        assert export(big, timeout=10) == ExportTraceServiceResponse().SerializeToString()
+    finally:
+        release.set()
+        channel.close()
+        grpc_receiver.stop(1.0)
+        receiver.stop()
+
+
+def test_an_http_request_with_a_transfer_encoding_is_refused_and_its_connection_closed() -> None:
+    """Found in review: with both headers the receiver read Content-Length bytes and kept the
+    connection, so the rest of a chunked body was read as the next request -- the disagreement
+    a proxy in front (reading the chunks) and a server behind (reading the length) is request
+    smuggling made of. RFC 9112: Transfer-Encoding wins; the receiver reads no chunked body."""
+    accepted: list[ExportTraceServiceRequest] = []
+    receiver = HttpReceiver(
+        lambda request, payload, transport: accepted.append(request),
+        CollectorMetrics(CollectorRegistry()),
+        endpoint="127.0.0.1:0",
+        max_request_bytes=1 << 20,
+    )
+    port = receiver.start()
+    inner = one_span_request("smuggled").SerializeToString()
+    smuggled = (
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(inner) + inner
+    )
+    chunk = b"0\r\n\r\n" + smuggled
+    head = (
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n" % len(chunk)
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(head + chunk)
+            answer = b""
+            while chunk_read := client.recv(65536):
+                answer += chunk_read
+        assert answer.startswith(b"HTTP/1.1 411 ")
+        assert answer.count(b"HTTP/1.1 ") == 1
+        assert accepted == []
+    finally:
+        receiver.stop()

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import _semconv as sc
 from otel_llm.collector import wire
-from otel_llm.collector.enrich import Enricher, EnrichResult
+from otel_llm.collector.enrich import MAX_TREE_ROOTS, Enricher, EnrichResult
 from otel_llm.collector.otlp import set_value
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
@@ -352,3 +352,18 @@ def test_a_scope_given_twice_takes_the_full_path() -> None:
     assert wire.layout(raw) is None
     result = assert_same_as_full_path(raw, tree=True)
     assert [c.scope for c in result.calls] == ["lib"]
+
+
+@pytest.mark.parametrize("with_call", [False, True], ids=["roots-only", "roots-and-a-call"])
+def test_the_roots_handed_on_per_request_are_bounded(with_call: bool) -> None:
+    """Found in review: every span without a parent was handed on as a root of a trace's
+    tree, 2,000,000 of them from one 3.9 MB request of empty spans -- 545 MB on top of the
+    parse (the call log keeps at most 10,000 roots waiting for a call anyway)."""
+    roots = [Span(trace_id=n.to_bytes(16, "big"), span_id=b"\x01" * 8) for n in range(1, 12_001)]
+    spans = [*roots, span(50_000, chat(), trace=12_000)] if with_call else roots
+    raw = request(({"service.name": "flood"}, [("a", spans[:6000]), ("b", spans[6000:])]))
+    result = assert_same_as_full_path(raw, tree=True)
+    kept = [t for t in result.tree if t.kind == "root"]
+    assert len(kept) == MAX_TREE_ROOTS
+    assert [t.span.trace_id for t in kept] == [r.trace_id for r in roots[:MAX_TREE_ROOTS]]
+    assert len(result.calls) == int(with_call)

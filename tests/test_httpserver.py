@@ -158,6 +158,49 @@ def test_slow_clients_are_cut_off_and_cost_no_more_threads() -> None:
             assert connection.recv(64) == b""
 
 
+class Echo(RequestHandler):
+    """POST /: the body's length; a body may stall 1 s per read and must average 100 B/s."""
+
+    server_version = "echo-test"
+    timeout = 1.0
+    min_body_rate = 100.0
+
+    def do_POST(self) -> None:  # http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send(200, str(len(body)).encode(), [("Content-Type", "text/plain")])
+
+
+def test_a_body_trickled_in_is_cut_off_however_quick_each_read() -> None:
+    # Found in review: each read of a body waited up to `timeout`, the body as a whole without
+    # end -- 135 connections sending a byte every 10 s held every thread of the OTLP/HTTP
+    # receiver (and 70 those of the call-log API), and ingestion stopped.
+    with BackgroundHTTPServer(Echo, HOST, 0, name="echo-test", threads=2) as server:
+        trickler = socket.create_connection((HOST, server.port))
+        trickler.settimeout(10)
+        trickler.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        started = time.monotonic()
+        cut_off = None
+        for _ in range(1000):  # 20 bytes a second, each read well within its 1 s
+            try:
+                trickler.sendall(b"x")
+            except OSError:
+                cut_off = time.monotonic() - started
+                break
+            time.sleep(0.05)
+        if cut_off is None:  # the kernel took every byte: the close shows on reading
+            trickler.recv(64)
+            cut_off = time.monotonic() - started
+        trickler.close()
+        # 1 s, plus a second for every 100 bytes received, plus the read under way.
+        assert cut_off < 6
+        # A body that comes at a decent pace is read whole, however large.
+        connection = http.client.HTTPConnection(HOST, server.port, timeout=10)
+        connection.request("POST", "/", body=b"y" * 2_000_000)
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"2000000")
+        connection.close()
+
+
 def test_an_idle_keep_alive_connection_gives_its_thread_up() -> None:
     with hello_server(threads=1) as server:
         kept = http.client.HTTPConnection(HOST, server.port, timeout=10)

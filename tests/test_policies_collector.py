@@ -37,6 +37,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 from prometheus_client import CollectorRegistry
 
+from otel_llm.calllog import policyapi
+from otel_llm.calllog.auth import ApiKey
 from otel_llm.calllog.config import CallLogConfig
 from otel_llm.calllog.policyspend import StoreSpendHistory
 from otel_llm.calllog.query import CallFilter
@@ -45,6 +47,7 @@ from otel_llm.calllog.store import SQLCallStore
 from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.policies import CollectorPolicies
 from otel_llm.collector.service import CollectorService
+from otel_llm.policies import PolicyFile
 from otel_llm.processor import LLMSpanProcessor
 from tests.support.collector_process import CollectorProcess
 from tests.support.postgres import (  # noqa: F401 - fixture
@@ -774,3 +777,25 @@ def test_a_batch_whose_memo_was_refused_is_stored_after_its_evaluation(
         assert budget_of(log, "everyone")["policy"]["budgets"][1]["spent_nanos"] == pricey
         policies.resync()
         assert budget_of(log, "everyone")["policy"]["budgets"][1]["spent_nanos"] == pricey
+
+
+def test_a_key_limited_to_projects_is_not_shown_the_file_path_or_its_errors(
+    files: dict[str, Path],
+) -> None:
+    """Found in review: every key was shown the policy file's path on the server and the error
+    of a bad edit, which quotes the values of the line it refuses -- any project's policy."""
+
+    policy_file = PolicyFile.open(str(files["policies"]))
+    files["policies"].write_text(
+        BUDGET + "  - name: other-launch\n    scope: {project: other}\n"
+        "    budgets: [{window: secret-fortnight, usd: 1}]\n"
+    )
+    assert not policy_file.reload()
+    admin = policyapi.answer(policy_file, ApiKey.plain("admin", ADMIN_KEY), None, {})
+    assert "secret-fortnight" in admin["file"]["last_error"]
+    assert admin["file"]["path"] == str(files["policies"])
+    shop = policyapi.answer(policy_file, ApiKey.plain("shop", SHOP_KEY, ["shop"]), None, {})
+    assert str(files["policies"]) not in json.dumps(shop, default=str)
+    assert "secret" not in json.dumps(shop, default=str)
+    assert shop["file"]["failed_reloads"] == 1  # that the file in force is not the one on disk
+    assert [p["name"] for p in shop["policies"]] == ["shop-daily"]

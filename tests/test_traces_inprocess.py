@@ -366,3 +366,71 @@ def test_a_key_limited_to_projects_sees_only_their_traces(
         status, answer = get(f"/api/v1/traces/{trace_id}?select=cost", ALL_KEY)
         assert status == 400
         assert "select" in answer["error"]["message"]
+
+
+def test_a_key_limited_to_projects_sees_only_the_spans_above_its_calls(tmp_path: Path) -> None:
+    # Found in review: kept spans have no project, and a trace visible through one of a key's
+    # calls showed all of them -- the agents, tools and root name of another project's calls
+    # in the same trace, in the tree and in the list's agents.
+    store = open_store(str(tmp_path / "calls.db"))
+    exporter = CallLogExporter(store, flush_interval=0.05)
+    provider = TracerProvider(resource=Resource.create({"service.name": "shared"}))
+    provider.add_span_processor(
+        LLMSpanProcessor(SimpleSpanProcessor(exporter), registry=CollectorRegistry())
+    )
+
+    def agent(name: str) -> Any:
+        attributes = {sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: name}
+        return tracer.start_as_current_span(f"invoke_agent {name}", attributes=attributes)
+
+    def call(project: str) -> None:
+        with (
+            llm_context(project_id=project),
+            llm_call(provider="openai", model="gpt-4o", tracer_provider=provider) as handle,
+        ):
+            handle.set_usage(input_tokens=10, output_tokens=2)
+
+    try:
+        tracer = provider.get_tracer("agents")
+        with tracer.start_as_current_span("POST /ask") as root:
+            with agent("planner"):
+                call("alpha")
+            with agent("beta-secret-agent"):
+                with tracer.start_as_current_span(
+                    "execute_tool beta-secret-tool",
+                    attributes={sc.GEN_AI_OPERATION_NAME: "execute_tool"},
+                ):
+                    call("beta")
+        assert exporter.force_flush()
+        trace_id = f"{root.get_span_context().trace_id:032x}"
+        with CallLogAPI(store, keys=KEYS, limits=UNLIMITED) as served:
+            base = f"http://127.0.0.1:{served.port}"
+
+            def get(path: str, key: str) -> Any:
+                request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1
+                    base + path, headers={"Authorization": f"Bearer {key}"}
+                )
+                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                    return json.loads(response.read())
+
+            everything = json.dumps(get(f"/api/v1/traces/{trace_id}", ALL_KEY))
+            assert "beta-secret-agent" in everything
+            assert "beta-secret-tool" in everything
+            trace = get(f"/api/v1/traces/{trace_id}", ALPHA_KEY)
+            assert "beta-secret" not in json.dumps(trace)
+            assert trace["calls"] == 1
+            assert trace["agents"] == ["planner"]
+            assert trace["root_span_name"] == "POST /ask"
+            (top,) = trace["tree"]
+            (planner,) = top["children"]
+            assert (top["kind"], planner["agent_name"]) == ("root", "planner")
+            assert [child["kind"] for child in planner["children"]] == ["llm_call"]
+            assert get("/api/v1/traces", ALL_KEY)["data"][0]["agents"] == [
+                "beta-secret-agent",
+                "planner",
+            ]
+            (listed,) = get("/api/v1/traces", ALPHA_KEY)["data"]
+            assert (listed["agents"], listed["root_span_name"]) == (["planner"], "POST /ask")
+    finally:
+        provider.shutdown()
+        store.close()

@@ -28,6 +28,7 @@ Decisions a client can rely on:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -119,7 +120,25 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise ParamError(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ParamError(f"the request body must be a JSON object, got {json_type(data)}")
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_encodable(data)
     return data
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""JSON's escape of a UTF-16 surrogate: alone (not in a pair), it decodes to a string UTF-8
+cannot encode -- no store can bind it, no answer can quote it. Only a body holding one is
+checked."""
+
+
+def _check_encodable(data: dict[str, Any]) -> None:
+    try:
+        json.dumps(data, ensure_ascii=False, default=str).encode()
+    except UnicodeEncodeError:
+        raise ParamError(
+            "the request body is not valid JSON: a string holds a lone UTF-16 surrogate "
+            "(\\ud800-\\udfff not in a pair)"
+        ) from None
 
 
 def parse_list(

@@ -12,7 +12,8 @@ programs.
 
 A key limited to projects sees only the policies whose scope names projects, exactly, that it
 may read (a policy over other projects' calls, or over every project, would show their spend);
-another policy is "not found", as a call of another project is.
+another policy is "not found", as a call of another project is. Nor is it shown the file's
+path or the error of a bad edit (``_OPERATOR_ONLY``).
 """
 
 from __future__ import annotations
@@ -75,9 +76,21 @@ def answer(
     return {
         "revision": revision,
         "generated_at": iso(time.time_ns()),
-        "file": file.state(),
+        "file": _file_state(file, key),
         "policies": chosen,
     }
+
+
+_OPERATOR_ONLY = ("path", "last_error")
+"""The file's state a key limited to projects is not shown: where it lies on the server, and
+the error of a bad edit, which quotes the line it refuses (any project's policy)."""
+
+
+def _file_state(file: PolicyFile, key: ApiKey | None) -> dict[str, Any]:
+    state = file.state()
+    if key is None or key.projects is None:
+        return state
+    return {name: value for name, value in state.items() if name not in _OPERATOR_ONLY}
 
 
 def _filters(query: Mapping[str, list[str]], *, single: bool) -> dict[str, set[str]]:

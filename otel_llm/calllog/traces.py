@@ -9,6 +9,9 @@
   hangs at the top level. Each node carries the exact cost of the calls in its subtree.
 - ``get_conversation``: the totals of a conversation's calls.
 
+A key limited to projects sees a trace only through its calls of those projects: their totals,
+and of the kept spans (which have no project) only those above its calls (``above_calls``).
+
 Everything reads the calls table by its trace (or conversation) index and the kept spans by
 their key: a trace's answer costs its own calls, whatever the store holds. A tree holds at
 most ``MAX_TREE_CALLS`` calls (its totals still count every call) and is at most
@@ -18,7 +21,7 @@ answer stays bounded and encodable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -260,10 +263,13 @@ def _names(
     roots: dict[str, str] = {}
     visible = _visible(projects)
     marks = ", ".join("?" for _ in trace_ids)
+    # A key limited to projects sees only the spans above its calls: their parents are read.
+    parent = ", parent_span_id" if projects is not None else ""
+    parents: dict[str, set[str]] = {trace_id: set() for trace_id in trace_ids}
     for part in _chunks(days):
-        for trace_id, service, agent in read(
+        for trace_id, service, agent, *above in read(
             sql.Statement(
-                f"SELECT DISTINCT trace_id, service, agent_name FROM {CALLS} "  # noqa: S608
+                f"SELECT DISTINCT trace_id, service, agent_name{parent} FROM {CALLS} "  # noqa: S608
                 f"WHERE day IN ({', '.join('?' for _ in part)}) AND trace_id IN ({marks}) "
                 f"AND {visible.text}",
                 (*part, *trace_ids, *visible.params),
@@ -273,7 +279,17 @@ def _names(
                 services[trace_id].add(service)
             if agent:
                 agents[trace_id].add(agent)
-    for span in tracespans.of_traces(read, trace_ids):
+            if above and above[0]:
+                parents[trace_id].add(above[0])
+    if projects is None:
+        kept = tracespans.of_traces(read, trace_ids)
+    else:
+        kept = [
+            span
+            for trace_id in trace_ids
+            for span in above_calls(tracespans.spans_of(read, trace_id), parents[trace_id])
+        ]
+    for span in kept:
         if span.service:
             services[span.trace_id].add(span.service)
         if span.kind == "agent":
@@ -335,6 +351,8 @@ def get_trace(read: Read, trace_id: str, projects: frozenset[str] | None) -> dic
     if not sums[0]:
         return None
     spans = tracespans.spans_of(read, trace_id)
+    if projects is not None:
+        spans = above_calls(spans, {str(call[2]) for call in calls if call[2]})
     tree = build_tree(calls, spans)
     summary = _totals((*sums, min(edges), max(edges)))
     root = next((s.name for s in spans if s.parent_span_id is None), None)
@@ -358,6 +376,21 @@ def _chunks(days: Sequence[int]) -> list[Sequence[int]]:
         days[start : start + _DAYS_PER_STATEMENT]
         for start in range(0, len(days), _DAYS_PER_STATEMENT)
     ]
+
+
+def above_calls(spans: Sequence[TraceSpan], parents: Collection[str]) -> list[TraceSpan]:
+    """The kept spans on the way up from calls whose parents are ``parents``: what a key
+    limited to projects sees of a trace. Its other spans (an agent or tool beside the key's
+    calls) may have run for another project's calls, and a kept span has no project of its
+    own. Linear in the spans; a loop of parents ends where it comes back."""
+    by_id = {span.span_id: span for span in spans}
+    shown: set[str] = set()
+    for first in parents:
+        parent: str | None = first
+        while parent is not None and parent in by_id and parent not in shown:
+            shown.add(parent)
+            parent = by_id[parent].parent_span_id
+    return [span for span in spans if span.span_id in shown]
 
 
 def build_tree(calls: Sequence[Sequence[Any]], spans: Sequence[TraceSpan]) -> list[dict[str, Any]]:
@@ -508,4 +541,6 @@ def check_conversation_id(text: str) -> str:
         raise ParamError(
             f"a conversation id is 1 to {MAX_CONVERSATION_ID} characters", "conversation_id"
         )
+    if "\x00" in text:  # PostgreSQL text cannot hold one; no stored id has one
+        raise ParamError("conversation_id contains a NUL character", "conversation_id")
     return text

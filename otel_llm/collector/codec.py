@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import threading
 import zlib
 from collections.abc import Callable
 from typing import Any, Literal
@@ -26,11 +27,14 @@ from google.rpc import (  # type: ignore[import-untyped,unused-ignore]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 __all__ = [
+    "BUSY_DECODING",
+    "DECODING_REQUESTS",
     "JSON",
     "MAX_JSON_DEPTH",
     "PROTOBUF",
     "TRACES_PATH",
     "Accept",
+    "DecodingBudget",
     "Refused",
     "TooLarge",
     "Transport",
@@ -71,6 +75,42 @@ class UnsupportedEncoding(ValueError):
 Accept = Callable[[ExportTraceServiceRequest, bytes | None, Transport], None]
 """Takes a decoded request, its protobuf bytes as received (None for JSON: the caller
 serializes) and the transport; returns once the request is accepted, or raises ``Refused``."""
+
+
+DECODING_REQUESTS = 4
+"""Requests of the largest size that the receivers may decode at once (``DecodingBudget``, by
+their decompressed size): a protobuf request grows up to ~86 times once parsed (3.9 MB of empty
+spans: 333 MB), so this bounds what decoding holds to ~350 MB per MiB of the largest request.
+Any number of small requests fit beside each other."""
+BUSY_DECODING = "too many bytes being decoded at once"
+
+
+class DecodingBudget:
+    """Bytes of requests the receivers may be decoding (and handing to ``accept``) at once; a
+    request larger than the whole budget takes all of it (decoded alone rather than never).
+    Past it a request is refused as when the queue is full: the client retries."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._left = limit
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_requests(cls, max_request_bytes: int) -> DecodingBudget:
+        return cls(DECODING_REQUESTS * max_request_bytes)
+
+    def take(self, size: int) -> int:
+        """The bytes taken (at least 1), or 0 when they are not there now."""
+        size = max(1, min(size, self._limit))
+        with self._lock:
+            if size > self._left:
+                return 0
+            self._left -= size
+        return size
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self._left += size
 
 
 # --- decoding -----------------------------------------------------------------------------------

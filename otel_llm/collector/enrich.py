@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -71,6 +72,11 @@ _ALREADY_HANDLED = (
     sc.OTEL_LLM_CALL_COUNTED_IN,
 )
 _ALREADY_HANDLED_SET = frozenset(_ALREADY_HANDLED)
+MAX_TREE_ROOTS = 10_000
+"""Root spans one request hands on for the trees (``EnrichResult.tree``), the first ones. Every
+span without a parent is a root: a 3.9 MB request of 2,000,000 empty spans made as many (545 MB),
+and the call log keeps at most 10,000 roots waiting for a call of their trace anyway."""
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -424,13 +430,14 @@ class _Tree:
         self._services: dict[int, str | None] = {}
         self._positions: list[int] = []
         """Each tree span's index in the request, when found out of order (``roots_but``)."""
+        self._roots = 0
+        """Roots handed on so far."""
 
     def roots(self, spans_of: list[tuple[int, Any]]) -> None:
         """The request's root spans (a request without any GenAI key)."""
         tree = self._result.tree
         for index, scope_spans in spans_of:
-            # Comprehensions: the loop over a request's spans is most of this path's cost.
-            roots = [span for span in scope_spans.spans if not span.parent_span_id]
+            roots = self._first_roots(span for span in scope_spans.spans if not span.parent_span_id)
             if roots:
                 service = self._service(index)
                 tree.extend([EnrichedSpan(span, "root", service, None) for span in roots])
@@ -442,11 +449,11 @@ class _Tree:
         the request, ``firsts`` each scope's first), then the tree in the request's order."""
         positions, tree = self._positions, self._result.tree
         for (index, scope_spans), first in zip(spans_of, firsts, strict=True):
-            roots = [
+            roots = self._first_roots(
                 (first + offset, span)
                 for offset, span in enumerate(scope_spans.spans)
                 if not span.parent_span_id and first + offset not in looked_at
-            ]
+            )
             if roots:
                 service = self._service(index)
                 positions.extend(position for position, _ in roots)
@@ -465,7 +472,18 @@ class _Tree:
         self._positions.append(position)
 
     def add(self, index: int, span: Span, kind: str, agent_name: str | None) -> None:
+        if kind == "root":
+            if self._roots >= MAX_TREE_ROOTS:
+                return
+            self._roots += 1
         self._result.tree.append(EnrichedSpan(span, kind, self._service(index), agent_name or None))
+
+    def _first_roots(self, roots: Iterator[_T]) -> list[_T]:
+        """Of ``roots``, as many as the request may still hand on (``MAX_TREE_ROOTS``); the
+        rest are not even looked at."""
+        taken = list(islice(roots, MAX_TREE_ROOTS - self._roots))
+        self._roots += len(taken)
+        return taken
 
     def _service(self, index: int) -> str | None:
         """The ``service.name`` of the request's ``index``-th resource."""
@@ -539,7 +557,11 @@ def _mark_nested(candidates: list[_Candidate]) -> None:
     for key, candidate in by_id.items():
         child = child_of.get(key)
         if child is not None:
-            candidate.counted_in = _innermost(child, child_of, innermost).span.span_id.hex()
+            found = _innermost(child, child_of, innermost)
+            # On a loop of parents (hostile, or a span its own parent) the walk ends back at a
+            # span of the loop: that one is the call, not counted in itself.
+            if found is not candidate:
+                candidate.counted_in = found.span.span_id.hex()
 
 
 def _innermost(

@@ -30,7 +30,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from otel_llm.collector.codec import Accept, Refused, retry_info, status_message
+from otel_llm.collector.codec import (
+    BUSY_DECODING,
+    Accept,
+    DecodingBudget,
+    Refused,
+    retry_info,
+    status_message,
+)
 from otel_llm.collector.telemetry import CollectorMetrics
 
 __all__ = ["GrpcReceiver"]
@@ -78,8 +85,10 @@ class GrpcReceiver:
         max_request_bytes: int,
         workers: int = 8,
         retry_after: float = 1.0,
+        decoding: DecodingBudget | None = None,
     ):
         self._accept = accept
+        self._decoding = decoding or DecodingBudget.for_requests(max_request_bytes)
         self._metrics = metrics
         self._endpoint = endpoint
         self._max_request_bytes = max_request_bytes
@@ -157,15 +166,22 @@ class GrpcReceiver:
             message = f"request of {len(payload)} bytes exceeds the limit of "
             message += str(self._max_request_bytes)
             return _fail(context, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+        taken = self._decoding.take(len(payload))
+        if not taken:
+            return self.refuse(context, "queue_full", BUSY_DECODING, self._retry_after)
         try:
-            request = ExportTraceServiceRequest.FromString(payload)
-        except DecodeError as exc:
-            self._metrics.refused("grpc", "malformed")
-            return _fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {exc}")
-        try:
-            self._accept(request, payload, "grpc")
-        except Refused as refused:
-            return self.refuse(context, refused.reason, refused.message, refused.retry_after)
+            try:
+                request = ExportTraceServiceRequest.FromString(payload)
+            except DecodeError as exc:
+                self._metrics.refused("grpc", "malformed")
+                message = f"malformed request: {exc}"
+                return _fail(context, grpc.StatusCode.INVALID_ARGUMENT, message)
+            try:
+                self._accept(request, payload, "grpc")
+            except Refused as refused:
+                return self.refuse(context, refused.reason, refused.message, refused.retry_after)
+        finally:
+            self._decoding.give(taken)
         return ExportTraceServiceResponse().SerializeToString()
 
     def refuse(

@@ -22,10 +22,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from otel_llm.collector.codec import (
+    BUSY_DECODING,
     JSON,
     PROTOBUF,
     TRACES_PATH,
     Accept,
+    DecodingBudget,
     Refused,
     TooLarge,
     UnsupportedEncoding,
@@ -94,7 +96,8 @@ class HttpReceiver:
 
     Answers in the request's content type: 200 with an ``ExportTraceServiceResponse``; 400
     malformed, 413 too large, 415 unsupported content type or encoding, 404 other paths, 405
-    other methods, 503 with ``Retry-After`` when ``accept`` refuses -- each with a
+    other methods, 503 with ``Retry-After`` when ``accept`` refuses or the ``decoding`` budget
+    (``codec.DecodingBudget``, shared with the gRPC receiver) is taken -- each with a
     ``google.rpc.Status`` body.
     """
 
@@ -106,6 +109,7 @@ class HttpReceiver:
         endpoint: str,
         max_request_bytes: int,
         max_concurrent: int = 64,
+        decoding: DecodingBudget | None = None,
     ):
         self._accept = accept
         self.metrics = metrics
@@ -114,6 +118,7 @@ class HttpReceiver:
         # Requests being handled at once are bounded so a flood gets 503s instead of exhausting
         # memory; the server has twice as many threads, so the excess is answered, not queued.
         self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._decoding = decoding or DecodingBudget.for_requests(max_request_bytes)
         self._threads = 2 * max_concurrent
         self._server: BackgroundHTTPServer | None = None
         self.port = 0
@@ -146,8 +151,13 @@ class HttpReceiver:
         if not self._slots.acquire(blocking=False):
             self._busy(handler, "queue_full", "too many requests at once", 1.0, as_json)
             return
+        taken = 0
         try:
-            request, payload = self._decode(handler, body, as_json)
+            body = self._decompress(handler, body)
+            taken = self._decoding.take(len(body))
+            if not taken:
+                raise Refused("queue_full", 1.0, BUSY_DECODING)
+            request, payload = self._decode(body, as_json)
             self._accept(request, payload, "http")
         except _HttpRefusal as refusal:
             self._refuse(handler, refusal, as_json)
@@ -156,6 +166,7 @@ class HttpReceiver:
             self._busy(handler, refused.reason, refused.message, refused.retry_after, as_json)
             return
         finally:
+            self._decoding.give(taken)
             self._slots.release()
         handler.reply(200, ExportTraceServiceResponse(), as_json)
 
@@ -175,9 +186,11 @@ class HttpReceiver:
             message = f"unsupported content type {content_type!r}"
             raise _HttpRefusal(415, "unsupported_media_type", message)
         length_header = handler.headers.get("Content-Length")
-        if length_header is None:
-            # Chunked bodies are not read: OTLP exporters send the length.
-            raise _HttpRefusal(411, "malformed", "Content-Length required")
+        if length_header is None or "Transfer-Encoding" in handler.headers:
+            # Chunked bodies are not read: OTLP exporters send the length. With both headers
+            # the chunks are the body (RFC 9112): reading the length instead would take the
+            # rest for another request, as a proxy in front would not (request smuggling).
+            raise _HttpRefusal(411, "malformed", "send the body with a Content-Length only")
         try:
             length = int(length_header)
         except ValueError:
@@ -193,15 +206,10 @@ class HttpReceiver:
             raise _HttpRefusal(0, "malformed", "truncated body")
         return body
 
-    def _decode(
-        self, handler: _HttpHandler, body: bytes, as_json: bool
-    ) -> tuple[ExportTraceServiceRequest, bytes | None]:
+    def _decompress(self, handler: _HttpHandler, body: bytes) -> bytes:
         encoding = handler.headers.get("Content-Encoding", "identity").strip().lower()
         try:
-            body = decompress(body, encoding, self._max_request_bytes)
-            if as_json:
-                return parse_json(body), None
-            return ExportTraceServiceRequest.FromString(body), body
+            return decompress(body, encoding, self._max_request_bytes)
         except TooLarge as exc:
             raise _HttpRefusal(413, "too_large", str(exc), keep_alive=True) from None
         except zlib.error as exc:
@@ -209,6 +217,13 @@ class HttpReceiver:
             raise _HttpRefusal(400, "malformed", message, keep_alive=True) from None
         except UnsupportedEncoding as exc:
             raise _HttpRefusal(415, "unsupported_media_type", str(exc), keep_alive=True) from None
+
+    @staticmethod
+    def _decode(body: bytes, as_json: bool) -> tuple[ExportTraceServiceRequest, bytes | None]:
+        try:
+            if as_json:
+                return parse_json(body), None
+            return ExportTraceServiceRequest.FromString(body), body
         except (DecodeError, json_format.ParseError, ValueError, TypeError) as exc:
             message = f"malformed request: {exc}"
             raise _HttpRefusal(400, "malformed", message, keep_alive=True) from None

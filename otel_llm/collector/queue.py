@@ -55,6 +55,12 @@ UPSTREAM = "upstream"
 """The consumer name of the forwarder (the default, and only, consumer of a plain queue)."""
 
 
+MEMO_BYTES_PER_SPAN = 256
+"""What a memo weighs a span, at least: its calls and spans keep the whole parsed request alive,
+~170 bytes a span however small the span's encoding (3.9 MB of 2,000,000 empty spans parse to
+333 MB), so a payload's size alone let a few hostile requests keep gigabytes."""
+
+
 class QueueFull(Exception):
     """The batch was not stored: the queue is at its size bound (or the disk is full).
     Nothing was lost; the client should send it again later."""
@@ -96,6 +102,8 @@ class _Entry:
     done: set[str] = field(default_factory=set)
     """The consumers whose done-marker is on disk (some may not be consumers of this run)."""
     memo: Any = None
+    memo_weight: int = 0
+    """What the memo counts against ``memo_max_bytes``."""
     payload: bytes | None = None
     """The payload as put, while it is kept in memory (``keep_bytes``)."""
 
@@ -157,7 +165,7 @@ class DiskQueue:
         self._writers = 0  # puts under way: close() waits for them before closing the fds
         self._memo_consumer = memo_consumer
         self._memo_max_bytes = memo_max_bytes
-        self._memo_bytes = 0  # payload bytes of the batches whose memo is kept
+        self._memo_bytes = 0  # the weights of the memos kept
         self._keep_max = keep_bytes
         self._kept = 0  # payload bytes kept in memory
         self._closed = False
@@ -294,8 +302,9 @@ class DiskQueue:
 
         ``memo``: what the caller already derived from ``payload``, kept in memory for the
         memo consumer's ``get`` (it need not derive it again) while the memos kept stay under
-        ``memo_max_bytes`` of payload -- a consumer behind does not make memory grow with the
-        queue. Never stored on disk: the payload is the durable record.
+        ``memo_max_bytes`` of payload (each weighing at least ``MEMO_BYTES_PER_SPAN`` a span) --
+        a consumer behind does not make memory grow with the queue. Never stored on disk: the
+        payload is the durable record.
 
         Raises ``QueueFull`` when it would take the queue over ``max_bytes`` or the disk is
         full, ``QueueClosed`` after ``close()``, and ``OSError`` on other write failures --
@@ -335,13 +344,15 @@ class DiskQueue:
                     self._bytes += size
                     self._spans += spans
                     entry = _Entry(seq, spans, size, path, set(self._consumers))
+                    weight = max(size, spans * MEMO_BYTES_PER_SPAN)
                     if (
                         memo is not None
                         and self._memo_consumer is not None
-                        and self._memo_bytes + size <= self._memo_max_bytes
+                        and self._memo_bytes + weight <= self._memo_max_bytes
                     ):
                         entry.memo = memo
-                        self._memo_bytes += size
+                        entry.memo_weight = weight
+                        self._memo_bytes += weight
                     if self._kept + size <= self._keep_max:
                         entry.payload = builtins.bytes(payload)  # a bytes-like: its own copy
                         self._kept += size
@@ -388,7 +399,7 @@ class DiskQueue:
         Under the lock."""
         memo, entry.memo = entry.memo, None
         if memo is not None:
-            self._memo_bytes -= entry.size
+            self._memo_bytes -= entry.memo_weight
         return memo
 
     def _forget(self, entry: _Entry) -> None:

@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from otel_llm import settings
 from otel_llm.background import Background
-from otel_llm.collector.codec import Refused, Transport
+from otel_llm.collector.codec import DecodingBudget, Refused, Transport
 from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import ERROR_STAGE, Enricher
 from otel_llm.collector.feed import CALLS, CallFeeder, CallSink, SpanSink
@@ -255,6 +255,8 @@ class CollectorService(Background):
             except OSError as exc:
                 message = f"cannot listen on {config.metrics_endpoint} (metrics): {exc}"
                 raise StartError(message) from exc
+        # One budget for both receivers: what they decode at once is bounded together.
+        decoding = DecodingBudget.for_requests(config.max_request_bytes)
         if config.grpc_endpoint is not None:
             self._grpc = GrpcReceiver(
                 self._accept,
@@ -262,6 +264,7 @@ class CollectorService(Background):
                 endpoint=config.grpc_endpoint,
                 max_request_bytes=config.max_request_bytes,
                 workers=config.grpc_workers,
+                decoding=decoding,
             )
             self._grpc.start()
         if config.http_endpoint is not None:
@@ -270,6 +273,7 @@ class CollectorService(Background):
                 self.metrics,
                 endpoint=config.http_endpoint,
                 max_request_bytes=config.max_request_bytes,
+                decoding=decoding,
             )
             try:
                 self._http.start()

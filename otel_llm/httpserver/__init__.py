@@ -17,7 +17,8 @@ and 2,000 slow connections made 1,744 threads):
   connection waits for one, and on ``stop()``;
 - a request's line and headers must arrive within ``header_timeout`` seconds in all (a client
   sending one byte at a time cannot hold a thread for long), and a body may not pause for
-  longer than ``timeout`` seconds.
+  longer than ``timeout`` seconds nor arrive slower than ``min_body_rate`` bytes a second on
+  the whole (past its first ``timeout`` seconds).
 
 The package is foundation-level: it imports nothing else from otel_llm. ``handler.py`` holds
 ``RequestHandler`` and its time limits, ``pool.py`` the bounded pool of threads; this module

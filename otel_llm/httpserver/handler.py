@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import socket
 import time
 from collections.abc import Iterable
@@ -36,6 +37,10 @@ class RequestHandler(BaseHTTPRequestHandler):
     """Seconds for a request's line and headers to arrive, from their first byte."""
     timeout: ClassVar[float | None] = 30.0
     """Seconds a body (or the client reading the answer) may stall; http.server's name."""
+    min_body_rate: float = 16 * 1024
+    """Bytes a second a body must average once its first ``timeout`` seconds are spent: each
+    read waiting ``timeout`` at most did not bound the whole, and a byte every few seconds held
+    a thread for good (enough such connections held them all)."""
     keep_alive_timeout: float = 120.0
     """Seconds an idle HTTP/1.1 connection waits for its next request."""
 
@@ -104,7 +109,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         if not super().parse_request():
             return False
-        self._reader.body(self.timeout)  # the head is in: the body's limit applies now
+        self._reader.body(self.timeout, self.min_body_rate)  # the head is in: the body's limits
         return True
 
     def handle_one_request(self) -> None:
@@ -120,7 +125,8 @@ class _TimedReader(io.RawIOBase):
     ``wait``: nothing of the next request has arrived; give up at the limit, at a stop, or
     (after the first request) when another connection waits for a thread. ``head``: its first
     byte arrived; the line and headers must be complete by a deadline. ``body``: each read may
-    wait ``timeout`` seconds.
+    wait ``timeout`` seconds, and the body must be in by a deadline: ``timeout`` seconds, plus
+    one for every ``min_body_rate`` bytes received.
     """
 
     def __init__(self, connection: socket.socket, handler: RequestHandler):
@@ -128,6 +134,7 @@ class _TimedReader(io.RawIOBase):
         self._handler = handler
         self._phase: Literal["wait", "head", "body"] = "wait"
         self._until = 0.0
+        self._rate = 1.0
         self._timeout: float | None = connection.gettimeout()
         self._served = 0  # requests begun on this connection
 
@@ -135,16 +142,22 @@ class _TimedReader(io.RawIOBase):
         self._phase = "wait"
         self._until = time.monotonic() + limit
 
-    def body(self, timeout: float | None) -> None:
+    def body(self, timeout: float | None, rate: float) -> None:
         self._phase = "body"
         self._set_timeout(timeout)  # also bounds writing the answer
+        self._until = math.inf if timeout is None else time.monotonic() + timeout
+        self._rate = rate
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         if self._phase == "body":
-            return self._connection.recv_into(buffer)
+            if time.monotonic() > self._until:
+                raise TimeoutError("the request's body arrives too slowly")
+            count = self._connection.recv_into(buffer)
+            self._until += count / self._rate
+            return count
         if self._phase == "wait":
             return self._first_read(buffer)
         left = self._until - time.monotonic()
