@@ -389,59 +389,130 @@ def _picker(daily: Rollup) -> Callable[[Sequence[str]], tuple[str, ...]]:
     return (lambda values: (pick(values),)) if len(positions) == 1 else pick
 
 
-_KEYS = tuple((daily.table, _picker(daily)) for daily in ROLLUPS)
+def _parent(daily: Rollup) -> tuple[str, Callable[[DailyKey], DailyKey]] | None:
+    """A table whose key holds every column of ``daily``'s and more, and how to make
+    ``daily``'s key of its key: ``daily``'s rows are then sums of that table's rows (the
+    first table's of the table by status: each of its rows is at most two of those)."""
+    for other in ROLLUPS:
+        if other is not daily and set(daily.key) < set(other.key):
+            pick = itemgetter(*(other.key.index(name) for name in daily.key))
+            return other.table, pick
+    return None
+
+
+_DERIVED = {daily.table: _parent(daily) for daily in ROLLUPS}
+_KEYS = tuple((daily.table, _picker(daily)) for daily in ROLLUPS if _DERIVED[daily.table] is None)
+"""The tables each call is grouped into; the others are made of their rows (``_parent``)."""
 
 Added = dict[str, dict[DailyKey, Row]]
 """What a write adds to each daily table (``catalogue.ROLLUPS``): its rows by key."""
 
 
+def _row_of(calls: list[OneCall]) -> Row:
+    """One daily row of these calls: a row of one call is that call's ``OneCall``."""
+    if len(calls) == 1:
+        return calls[0]
+    totals = Totals()
+    # Column-wise sums in C (zip, sum), one pass over the calls for the values sketched.
+    totals.sums = [sum(column) for column in zip(*[call.sums for call in calls], strict=True)]
+    latency_sum = 0.0
+    latency, ttfc = totals.latency, totals.ttfc
+    for call in calls:
+        if call.latency_bucket != _NO_VALUE:
+            latency_sum += call.latency
+            latency.add_bucket(call.latency_bucket)
+        if call.ttfc_bucket != _NO_VALUE:
+            ttfc.add_bucket(call.ttfc_bucket)
+    totals.latency_sum = latency_sum
+    return totals
+
+
 def rollup(rows: Iterable[Sequence[Any]]) -> Added:
     """What these (newly stored) calls add to each daily table's rows; ``rows`` are
-    ``sql.row_of`` tuples (``INSERT_COLUMNS``), so money is already integer nano-USD. The hot
-    loop of a write: plain indexing, one logarithm per sketched value, each call's sums added
-    to each table's row by one ``map``; a row of one call is that call's ``OneCall``."""
-    found: list[tuple[dict[DailyKey, Row], Callable[[Sequence[str]], tuple[str, ...]]]] = [
-        ({}, pick) for _, pick in _KEYS
-    ]
+    ``sql.row_of`` tuples (``INSERT_COLUMNS``), so money is already integer nano-USD.
+
+    The hot loop of a write, in one pass: each call's addition to a row is made once (a
+    ``OneCall``, shared by its row in every table) and appended to its row's list of calls
+    in the tables by status, user and key; a row's sums are then added column-wise in C
+    (``_row_of``), and the first table's rows are made of the rows by status (``_parent``)
+    -- no per-call addition to each table's row (two thirds of the roll-up's time at
+    100,000 users: 2.3 additions of 36 sums a call)."""
+    return _rows(_grouped(rows))
+
+
+_Grouped = dict[str, dict[DailyKey, list[OneCall]]]
+"""A write's calls by daily row, in the tables each call is grouped into (``_KEYS``)."""
+
+
+def _one_call(row: Sequence[Any]) -> OneCall:
+    """A call's addition to a daily row (shared by its row in every table)."""
+    vector = [0] * _N_SUMS
+    vector[_REQUESTS] = 1
+    if row[_STATUS] == "error":
+        vector[_FAILED] = 1
+    cost = row[_C_COST]
+    if cost is None:
+        vector[_UNPRICED] = 1
+    else:
+        vector[_COST] = cost
+    for column, index in _ADDED:
+        value = row[column]
+        if value:
+            vector[index] = value
+    latency = row[_C_LATENCY]
+    latency_bucket = _NO_VALUE
+    if latency is not None:
+        vector[_LATENCY_COUNT] = 1
+        latency_bucket = bucket(latency)
+    ttfc = row[_C_TTFC]
+    ttfc_bucket = _NO_VALUE if ttfc is None else bucket(ttfc)
+    billing, listed, discount = [row[index] for index in _C_BILLED]
+    if billing == "credits" or discount:
+        _bill(vector, cost, billing, listed, discount)
+    action = row[_C_POLICY_ACTION]
+    if action:
+        _police(vector, action)
+    return OneCall(vector, latency or 0.0, latency_bucket, ttfc_bucket)
+
+
+def _grouped(rows: Iterable[Sequence[Any]]) -> _Grouped:
+    found: list[tuple[dict[DailyKey, list[OneCall]], Callable[[Sequence[str]], tuple[str, ...]]]]
+    found = [({}, pick) for _, pick in _KEYS]
     days: dict[int, str] = {}
     for row in rows:
         day = days.get(row[_DAY])
         if day is None:
             day = days[row[_DAY]] = (_EPOCH + timedelta(days=row[_DAY])).isoformat()
         keyed = [row[index] or "" for index in _KEYED_AT]
-        # The call's addition to a row, made once and added to each table's row in C.
-        vector = [0] * _N_SUMS
-        vector[_REQUESTS] = 1
-        vector[_FAILED] = int(row[_STATUS] == "error")
-        cost = row[_C_COST]
-        if cost is None:
-            vector[_UNPRICED] = 1
-        else:
-            vector[_COST] = cost
-        for column, index in _ADDED:
-            value = row[column]
-            if value:
-                vector[index] = value
-        latency = row[_C_LATENCY]
-        latency_bucket = _NO_VALUE
-        if latency is not None:
-            vector[_LATENCY_COUNT] = 1
-            latency_bucket = bucket(latency)
-        ttfc = row[_C_TTFC]
-        ttfc_bucket = _NO_VALUE if ttfc is None else bucket(ttfc)
-        _bill(vector, cost, *[row[index] for index in _C_BILLED])
-        _police(vector, row[_C_POLICY_ACTION])
-        call = OneCall(vector, latency or 0.0, latency_bucket, ttfc_bucket)
+        call = _one_call(row)
         for table, pick in found:
             key = (day, *pick(keyed))
-            entry = table.get(key)
-            if entry is None:
-                table[key] = call
+            calls = table.get(key)
+            if calls is None:
+                table[key] = [call]
             else:
-                if isinstance(entry, OneCall):  # the row's second call
-                    entry = table[key] = entry.totals()
-                entry.add_one(call)
-    return {table: rows for (table, _), (rows, _) in zip(_KEYS, found, strict=True)}
+                calls.append(call)
+    return {table: calls for (table, _), (calls, _) in zip(_KEYS, found, strict=True)}
+
+
+def _rows(grouped: _Grouped) -> Added:
+    """Each table's rows of the calls grouped (the derived tables' of their parent's)."""
+    added: Added = {}
+    for daily in ROLLUPS:
+        derived = _DERIVED[daily.table]
+        if derived is None:
+            rows = grouped[daily.table]
+        else:
+            parent, own_key = derived
+            rows = {}
+            for key, calls in grouped[parent].items():
+                own = own_key(key)
+                if own in rows:
+                    rows[own].extend(calls)
+                else:
+                    rows[own] = list(calls)
+        added[daily.table] = {key: _row_of(calls) for key, calls in rows.items()}
+    return added
 
 
 def week_of(day: str) -> str:
