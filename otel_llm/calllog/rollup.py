@@ -278,8 +278,8 @@ _NO_VALUE = -2
 
 
 class OneCall:
-    """A daily row holding one call, as ``rollup`` keeps it until a second call comes to the
-    row (then it becomes a Totals). At 100,000 users nearly every row by user or key -- and
+    """A call's addition to a daily row, and the row of a write holding that call alone (rows
+    of several calls are ``Calls``). At 100,000 users nearly every row by user or key -- and
     most of the others -- holds one call per write, and the roll-up (a Totals and two Sketches
     per row, then their bytes) was 22 of a write's 83 us a call. One object serves the call's row in
     every daily table, so it is never changed, and its values are made once for them all."""
