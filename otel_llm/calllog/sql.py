@@ -384,7 +384,12 @@ def get_statement(
 
 
 def day_range_statement() -> Statement:
-    return Statement(f"SELECT MIN(created_us), MAX(created_us) FROM {CALLS}", ())  # noqa: S608
+    """The first and last stored call's time. Two sub-selects: SQLite reads a lone MIN or MAX
+    off the primary key's end, but both in one select scanned an index (200 ms at 1 M)."""
+    return Statement(
+        f"SELECT (SELECT MIN(created_us) FROM {CALLS}), (SELECT MAX(created_us) FROM {CALLS})",  # noqa: S608
+        (),
+    )
 
 
 def content_statement(created_us: int, call_id: str) -> Statement:
