@@ -19,6 +19,7 @@ from otel_llm.calllog import rollup, schema, sql
 from otel_llm.calllog.catalogue import ROLLUPS
 from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
 from otel_llm.calllog.record import CallRecord, micros_of
+from otel_llm.calllog.sketch import Sketch, bucket, buckets_bytes
 from otel_llm.calllog.sqlite import SQLiteCallStore
 from otel_llm.calllog.store import SQLCallStore, open_store
 from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
@@ -246,5 +247,29 @@ def test_a_sqlite_store_before_v9_upgrades_to_the_day_indexes_answering_the_same
             min(50, len(selected(records, {"user": "user-2"}))),
             min(50, len(selected(records, {"api_key_id": ("key-1", "key-4")}))),
         ]
+    finally:
+        store.close()
+
+
+def test_sketch_bytes_of_buckets_are_those_of_a_sketch_of_them() -> None:
+    rng = random.Random(4)  # noqa: S311 - test data
+    for size in (0, 1, 2, 3, 7, 40):
+        values = [rng.choice([0.0, rng.lognormvariate(6.5, 1.5)]) for _ in range(size)]
+        sketch = Sketch()
+        sketch.add_all(values)
+        assert buckets_bytes([bucket(value) for value in values]) == sketch.to_bytes()
+
+
+def test_the_stored_time_range_is_read_off_the_primary_key(tmp_path: Path) -> None:
+    path = tmp_path / "calls.db"
+    store = SQLiteCallStore(str(path), clock=lambda: NOW)
+    try:
+        records = varied(50, seed=2)
+        store.write(records)
+        first, last = store._read(sql.day_range_statement())[0]
+        assert first == min(micros_of(r.created_at) for r in records)
+        assert last == max(micros_of(r.created_at) for r in records)
+        # Two seeks, no scan (a MIN and a MAX in one select scanned an index).
+        assert "SCAN llm_calls" not in plan(path, sql.day_range_statement())
     finally:
         store.close()
