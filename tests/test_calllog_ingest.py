@@ -22,6 +22,7 @@ from otel_llm.calllog.record import CallRecord, micros_of
 from otel_llm.calllog.sketch import Sketch, bucket, buckets_bytes
 from otel_llm.calllog.sqlite import SQLiteCallStore
 from otel_llm.calllog.store import SQLCallStore, open_store
+from otel_llm.calllog.traces import TraceQuery
 from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
 from tests.test_calllog_store import NOW, make_records
 
@@ -174,6 +175,19 @@ def test_stats_by_agent_of_one_user_read_the_users_calls(
     )
     assert answer["stats"]["total_requests"] == len(mine)
     assert sum(group["total_requests"] for group in answer["groups"]) == len(mine)
+
+
+def test_traces_of_one_user_or_key_are_those_of_their_calls(
+    filled: tuple[SQLCallStore, list[CallRecord]],
+) -> None:
+    store, records = filled
+    for conditions in ({"user": "user-6"}, {"api_key_id": ("key-0", "key-2")}):
+        mine = selected(records, conditions)
+        answer = store.traces(TraceQuery(filter=CallFilter(**conditions), limit=100))
+        assert answer["pagination"]["total"] == len({r.trace_id for r in mine})
+        listed = {t["trace_id"] for t in answer["data"]}
+        assert listed <= {r.trace_id for r in mine}
+        assert len(listed) == min(100, len({r.trace_id for r in mine}))
 
 
 def plan(path: Path, statement: sql.Statement) -> str:
