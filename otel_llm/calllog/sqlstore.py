@@ -121,6 +121,9 @@ class SQLCallStore(IsolatingStore, ABC):
     """The queries, shared by both backends; subclasses connect, migrate and write (writes
     isolate each record: ``isolation.py``)."""
 
+    _day_indexes = False
+    """The user and API key indexes are (day, column, created_us) (SQLite, ``schema._v9``)."""
+
     def __init__(
         self,
         *,
@@ -159,22 +162,45 @@ class SQLCallStore(IsolatingStore, ABC):
         if query.sort not in sql.SORT_COLUMNS:
             raise QueryError(f"unknown sort key {query.sort!r}")
         fields = _checked_fields(query.select)
-        rows = self._read(sql.list_statement(query, fields))
+        days = self._days(query.filter)
+        rows = self._read(sql.list_statement(query, fields, days))
         calls = [sql.decode(fields, row) for row in rows]
-        total = self.count(query.filter)
+        total = self._count(query.filter, days)
         return Page(calls=calls, total=total, has_more=query.offset + len(calls) < total)
 
     def count(self, filter: CallFilter) -> int:
-        return int(self._read(sql.count_statement(filter))[0][0])
+        return self._count(filter, self._days(filter))
+
+    def _count(self, filter: CallFilter, days: Sequence[int] | None) -> int:
+        return int(self._read(sql.count_statement(filter, days))[0][0])
 
     def summary(self, filter: CallFilter) -> Summary:
-        requests, priced, cost, tokens = self._read(sql.summary_statement(filter))[0]
+        statement = sql.summary_statement(filter, self._days(filter))
+        requests, priced, cost, tokens = self._read(statement)[0]
         return Summary(
             int(requests),
             int(priced),
             from_nanos(int(cost)) if priced else None,
             int(tokens or 0),
         )
+
+    def _days(self, filter: CallFilter) -> Sequence[int] | None:
+        """The days a query on a day-indexed filter names (``sql.where``): those of its range
+        within the stored calls' (None: this backend has no such index, the filter none of
+        those fields, or the range more days than one statement binds -- then it scans)."""
+        if not self._day_indexes or not sql.day_indexed(filter):
+            return None
+        first, last = self._read(sql.day_range_statement())[0]
+        if first is None:
+            return ()
+        low, high = int(first) // _DAY_US, int(last) // _DAY_US
+        if filter.start is not None:
+            low = max(low, micros_of(filter.start) // _DAY_US)
+        if filter.end is not None:
+            high = min(high, (micros_of(filter.end) - 1) // _DAY_US)
+        if high - low >= _DAYS_PER_LOOKUP:
+            return None
+        return range(low, high + 1)
 
     def get(self, call_id: str, projects: frozenset[str] | None = None) -> dict[str, Any] | None:
         fields = tuple(FIELDS)
@@ -274,13 +300,15 @@ class SQLCallStore(IsolatingStore, ABC):
                 replace(call_filter, start=start, end=end), deadline, busiest
             )
         elif query.group_by in CALL_GROUPS:
+            ranged = replace(call_filter, start=start, end=end)
             groups = call_groups(
                 self._scan,
-                replace(call_filter, start=start, end=end),
+                ranged,
                 query.group_by,
                 query.limit,
                 deadline=deadline,
                 overall=daily.overall,
+                days=self._days(ranged),
             )
         if query.group_by is not None:
             result["groups"] = [{"group": key, **totals.stats()} for key, totals in groups]
@@ -387,7 +415,7 @@ class SQLCallStore(IsolatingStore, ABC):
 
     def traces(self, query: traces.TraceQuery) -> dict[str, Any]:
         """A page of traces with LLM calls and their totals."""
-        return traces.list_traces(self._read, query)
+        return traces.list_traces(self._read, query, self._days(query.filter))
 
     def trace(self, trace_id: str, projects: frozenset[str] | None = None) -> dict[str, Any] | None:
         """One trace's totals and tree of calls, agents and tools; None: no call of it."""
