@@ -430,7 +430,25 @@ class CallSpan:
             # No response was read (it could not be), or nothing was set after the first chunk.
             self._set_values(((sc.HTTP_RESPONSE_STATUS_CODE, self._take_http_status()),))
         try:
-            self.span.end()
+            price = _price_ending(self.span)
+            if price is None:
+                self.span.end()
+            else:
+                end_ns = time.time_ns()
+                price(self.span, end_ns)
+                self.span.end(end_ns)
         except Exception:
             _logger.debug("otel-llm: could not end the span", exc_info=True)
         return True
+
+
+def _price_ending(span: Span) -> Callable[[Any, int], bool] | None:
+    """``LLMSpanProcessor.price_ending`` when that processor is the only one of the SDK provider
+    that made ``span``: the call is then priced on its live span and handed on with no copy.
+    With other processors beside it, none is used: they would see a cost on the span they never
+    saw before. Found by name, so that this module imports no processor."""
+    # The SDK span's processor: the provider's SynchronousMultiSpanProcessor (or Concurrent).
+    processors = getattr(getattr(span, "_span_processor", None), "_span_processors", None)
+    if type(processors) is not tuple or len(processors) != 1:
+        return None
+    return getattr(processors[0], "price_ending", None)

@@ -126,6 +126,8 @@ class LLMSpanProcessor(SpanProcessor):
         self._pending: dict[int, Mapping[str, Any]] = {}
         self._pending_lock = threading.Lock()
         self._nested: dict[int, str] = {}
+        # Spans of ours priced on the live span (``price_ending``) whose on_end has not come yet.
+        self._live: dict[int, None] = {}
         self._costs = TraceCosts(
             settings.ROLLUP_MAX_OPEN.resolve(rollup_max_open), self.prometheus.record_evicted
         )
@@ -230,7 +232,9 @@ class LLMSpanProcessor(SpanProcessor):
             # With nothing followed (no llm_context pending, no nested call, no agent, no open
             # trace), a span that names no GenAI operation and carries no other library's
             # marker is all most spans are: these tests are all they cost.
-            if self._pending or self._nested or self._under or self._traces:
+            if self._live and self._live.pop(span.context.span_id, 0) is None:
+                pass  # priced, measured and given its cost before it ended: price_ending
+            elif self._pending or self._nested or self._under or self._traces:
                 handed_on = self._end_followed(span, attributes)
             elif _OPERATION in attributes:
                 handed_on = self._end_common(span, attributes, scope_name(span))
@@ -271,7 +275,11 @@ class LLMSpanProcessor(SpanProcessor):
         return span
 
     def _end_common(  # noqa: PLR0911 - one pass, written out: each way out is a fallback
-        self, span: ReadableSpan, attributes: Mapping[str, Any], scope: str | None
+        self,
+        span: ReadableSpan,
+        attributes: Mapping[str, Any],
+        scope: str | None,
+        live_end: int = 0,
     ) -> ReadableSpan:
         """``_end_call`` of a call without llm_context or agent to merge, in one pass from the
         span's attributes to the metric cells and the priced copy's cost attributes, when the
@@ -287,15 +295,19 @@ class LLMSpanProcessor(SpanProcessor):
         (as the recorder's own raw-value table) and the flat prices (which depend on the
         provider and models alone). tests/test_onepass.py feeds a corpus of spans through both
         paths and compares the exported attributes and the exposition byte for byte.
+
+        ``live_end``: the span is still live and ends then (``price_ending``); its cost is set
+        in its own attributes (``attributes`` is its dict) instead of a copy's, on the full
+        path too; a span that is no LLM call raises ``_NotLive``, before anything is recorded.
         """
         fields = read_common(attributes, self._max_tokens, scope)
         if fields is None:
             # Not in the common form, or no LLM call at all (an agent's or a tool's span).
-            if is_llm_call(attributes, scope):
-                return self._end_call(span, attributes, scope, None, None)
+            if live_end or is_llm_call(attributes, scope):
+                return self._end_call(span, attributes, scope, None, None, None, live_end)
             return span
         if _BILLING_OVERRIDE in attributes:
-            return self._end_call(span, attributes, scope, None, None)
+            return self._end_call(span, attributes, scope, None, None, None, live_end)
         (
             operation, provider, request_model, response_model, input_tokens, output_tokens,
             cache_read, cache_creation, reasoning, error, _, ttfc, _, usage_missing, _,
@@ -304,7 +316,7 @@ class LLMSpanProcessor(SpanProcessor):
         if priced_output is None and operation == "embeddings":
             priced_output = 0  # as the book prices it: an embedding has no output
         if usage_missing or input_tokens is None or priced_output is None:
-            return self._end_call(span, attributes, scope, None, None)
+            return self._end_call(span, attributes, scope, None, None, None, live_end)
         failed = span.status.status_code is _ERROR
         key: tuple[str | None, ...] = (
             operation,
@@ -318,15 +330,15 @@ class LLMSpanProcessor(SpanProcessor):
             key += tuple(label_value(attributes.get(name)) for name in self._extra)
         entry = self._entries.get(key)
         if entry is None:
-            return self._end_call(span, attributes, scope, None, None, key)
+            return self._end_call(span, attributes, scope, None, None, key, live_end)
         series, rates, identity = entry
         units = rates.units(
             input_tokens, priced_output, cache_read or 0, cache_creation or 0, reasoning or 0
         )
         if units is None:  # counts too large for the integer path: the Decimal one prices it
-            return self._end_call(span, attributes, scope, None, None)
+            return self._end_call(span, attributes, scope, None, None, None, live_end)
         start = span.start_time
-        end = span.end_time
+        end = live_end or span.end_time
         context = span.context
         trace_id = context.trace_id
         divisor = units[6]
@@ -370,7 +382,51 @@ class LLMSpanProcessor(SpanProcessor):
             units[4] / divisor,
             units[5] / divisor,
         )
+        if live_end:
+            # The live span's own dict, changed as the copy's would be (same keys, same order).
+            add_cost_attributes(attributes, floats, identity)  # type: ignore[arg-type]
+            return span
         return _priced_copy(span, add_cost_attributes(dict(attributes), floats, identity))
+
+    def price_ending(self, span: Span, end_time: int) -> bool:
+        """Prices an LLM call of otel-llm's own on its live span, just before ``CallSpan`` ends
+        it at ``end_time``: True when done, and the span then carries its cost when it ends, so
+        on_end hands that span on as it is, with no copy. False, with nothing done: on_end
+        prices the span as any other.
+
+        Only for a call with no llm_context or agent to merge and no nested call counted in it
+        (those keep the copy), and only with a downstream to hand the span to (metrics-only:
+        nobody would see the cost). ``CallSpan`` calls it only when
+        this processor is its provider's only one, so no other processor sees a span it would
+        not have seen before. tests/test_live_pricing.py compares the spans and metrics of the
+        same calls on both paths.
+        """
+        if not self._downstream:
+            return False
+        try:
+            attributes = span._attributes._dict  # type: ignore[union-attr]
+            span_id = span.context.span_id
+            if (
+                type(attributes) is not dict
+                or span.end_time is not None  # ended by someone else: exported already
+                or _OPERATION not in attributes
+                or span_id in self._pending
+                or span_id in self._nested
+                or span_id in self._under
+            ):
+                return False
+            self._end_common(span, attributes, scope_name(span), end_time)
+        except _NotLive:
+            return False
+        except Exception:  # noqa: BLE001 - telemetry must never break the application
+            # on_end then prices the span as any other.
+            self._failed("price_ending")
+            return False
+        with self._pending_lock:
+            if len(self._live) >= _MAX_PENDING:
+                self._live.pop(next(iter(self._live)))  # an end that never came to on_end
+            self._live[span_id] = None
+        return True
 
     def _end_call(  # noqa: PLR0917 - the hot path: positional
         self,
@@ -380,15 +436,19 @@ class LLMSpanProcessor(SpanProcessor):
         context: Mapping[str, Any] | None,
         agent: AgentScope | None,
         key: tuple[str | None, ...] | None = None,
+        live_end: int = 0,
     ) -> ReadableSpan:
         """Prices and measures an LLM call; the span to hand on. ``key``: the call's raw label
-        values when ``_end_common`` has no entry for them yet."""
+        values when ``_end_common`` has no entry for them yet; ``live_end``: as
+        ``_end_common``'s (never with a context or an agent to merge)."""
         if agent is not None:  # the span's own values win, then llm_context's, then the agent's
             attributes = {**agent.call_attributes(), **(context or {}), **attributes}
         elif context:
             attributes = {**context, **attributes}
-        derived = self._pricer.price_sdk_span(span, attributes, scope)
+        derived = self._pricer.price_sdk_span(span, attributes, scope, live_end or None)
         if derived is None:
+            if live_end:
+                raise _NotLive
             return span
         if key is not None and self._learns:
             self._learn(key, derived)
@@ -401,6 +461,9 @@ class LLMSpanProcessor(SpanProcessor):
             self._costs.add_call(call_parts(derived), agent, trace_id)
         self._record(derived)
         if not self._downstream:  # metrics-only: nobody sees the priced copy
+            return span
+        if live_end:
+            derived.price_attributes(attributes)  # type: ignore[arg-type]  # the live span's
             return span
         return _priced_copy(span, derived.priced_attributes(attributes))
 
@@ -475,6 +538,10 @@ class LLMSpanProcessor(SpanProcessor):
             for processor in self._downstream
         ]
         return all(results)
+
+
+class _NotLive(Exception):
+    """The call is not priced on its live span: on_end prices it."""
 
 
 def _ignore(span: Span) -> None:
