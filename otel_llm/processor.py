@@ -5,6 +5,10 @@ because the Python SDK freezes a span's attributes before any processor's ``_on_
 ``on_end`` runs (opentelemetry-python #5614): the only way for exported spans to carry their cost
 is to give the downstream processors a copy that has it. Spans that are not LLM calls are
 passed through as they are.
+
+otel-llm's own calls (``lifecycle.CallSpan``: ``llm_call`` and the instrumentors) need no copy:
+when this processor is its provider's only one, ``CallSpan`` has it price the call on the live
+span just before it ends (``price_ending``), and the span itself is handed on.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanContext, StatusCode
@@ -453,11 +458,13 @@ class LLMSpanProcessor(SpanProcessor):
         if not self._downstream:
             return False
         try:
+            # A span of the SDK's (CallSpan found this processor through it): read from its
+            # fields, as _span_fields does.
             attributes = span._attributes._dict  # type: ignore[union-attr]
-            span_id = span.context.span_id
+            span_id = span._context.span_id  # type: ignore[union-attr]
             if (
                 type(attributes) is not dict
-                or span.end_time is not None  # ended by someone else: exported already
+                or span._end_time is not None  # ended by someone else: exported already
                 or _OPERATION not in attributes
                 or span_id in self._pending
                 or span_id in self._nested
@@ -471,10 +478,11 @@ class LLMSpanProcessor(SpanProcessor):
             # on_end then prices the span as any other.
             self._failed("price_ending")
             return False
-        with self._pending_lock:
-            if len(self._live) >= _MAX_PENDING:
-                self._live.pop(next(iter(self._live)))  # an end that never came to on_end
-            self._live[span_id] = None
+        live = self._live
+        if len(live) >= _MAX_PENDING:
+            with self._pending_lock:  # an end that never came to on_end: the oldest goes
+                live.pop(next(iter(live)), None)
+        live[span_id] = None  # one dict operation: atomic, no lock needed
         return True
 
     def _end_call(  # noqa: PLR0917 - the hot path: positional
@@ -597,8 +605,9 @@ def _ignore(span: Span) -> None:
     pass
 
 
-_SDK_SPANS = frozenset({ReadableSpan, Span})
-"""The SDK's own span classes, whose fields ``_span_fields`` reads directly."""
+_SDK_SPANS = frozenset({ReadableSpan, Span, getattr(sdk_trace, "_Span", Span)})
+"""The SDK's own span classes (``_Span``: what its tracers make, a subclass that adds
+nothing), whose fields ``_span_fields`` reads directly."""
 
 
 def _span_fields(
