@@ -37,7 +37,7 @@ written by this generator with ``--calls``, e.g. 1,000,000 calls, 100,000 users,
 after a warm-up run of every query, each query runs ``--repeat`` times in each process in
 turn (this, DIR, this, ...), and the p50 / p95 of each and their ratios are printed. Stats
 grouped by user, key or status also run "cold" in this copy (what it keeps of past days
-dropped first: the first answer after a day's calls changed):
+dropped for that answer: the first answer after a past day's calls changed):
 
     .venv/bin/python benchmarks/calllog_benchmark.py --queries-against /tmp/base \
         --store /tmp/calls-1m.sqlite --calls 1000000 --repeat 10
@@ -436,13 +436,16 @@ def query_child(path: str, count: int) -> None:
     print(json.dumps(list(table)), flush=True)
     for line in sys.stdin:
         label = line.rstrip("\n")
+        kept = getattr(store, "_past_days", None)
         if label.startswith(_COLD):
             label = label[len(_COLD) :]
-            if hasattr(store, "_past_days"):
-                store._past_days = type(store._past_days)()
+            if kept is not None:  # this answer only: the others' entries stay
+                store._past_days = type(kept)()
         began = time.perf_counter()
         table[label]()
         print(json.dumps((time.perf_counter() - began) * 1000), flush=True)
+        if kept is not None:
+            store._past_days = kept
     store.close()
 
 
