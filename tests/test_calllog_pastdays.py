@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from otel_llm.calllog import stats
 from otel_llm.calllog.cardinality import OTHER
-from otel_llm.calllog.pastdays import Kept, PastDays
+from otel_llm.calllog.pastdays import Kept, PastDays, Signature
 from otel_llm.calllog.query import CallFilter, StatsQuery
 from otel_llm.calllog.record import CallRecord, call_id
 from otel_llm.calllog.rollup import Totals
@@ -136,9 +137,19 @@ FILTERS = {
         if not (group_by == "status" and f.status)  # one group: nothing to rank
     ],
 )
+@pytest.mark.parametrize("kept_ranked", [None, 2], ids=["kept-1000", "kept-few"])
 def test_kept_answers_equal_the_database_ranking(
-    store: SQLCallStore, group_by: str, limit: int, f: CallFilter
+    store: SQLCallStore,
+    *,
+    group_by: str,
+    limit: int,
+    f: CallFilter,
+    kept_ranked: int | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if kept_ranked is not None:
+        monkeypatch.setattr(stats, "_KEPT_RANKED", kept_ranked)
+        monkeypatch.setattr(stats, "_KEPT_PER_LISTED", 1)
     records = calls()
     store.write(records)
     query = StatsQuery(filter=f, group_by=group_by, limit=limit)  # type: ignore[arg-type]
@@ -220,23 +231,27 @@ def test_the_next_day_keeps_anew() -> None:
         opened.close()
 
 
-def kept(groups: int, signature: tuple[tuple[str, tuple[int, ...]], ...] = ()) -> Kept:
-    requests = {f"g{n}": n for n in range(groups)}
-    return Kept(signature, requests, sorted(requests), Totals())
+def kept(groups: int, signature: Signature = ()) -> Kept:
+    return Kept(signature, {f"g{n}": groups - n for n in range(groups)}, True, Totals())
 
 
-def test_past_days_keep_a_bounded_number_of_groups() -> None:
-    past = PastDays(max_groups=100)
-    past.put("a", kept(60))
-    past.put("b", kept(30))
-    assert past.get("a", ()) is not None
-    past.put("c", kept(40))  # over 100: the least recently used goes (b)
+def test_past_days_keep_a_bounded_number_of_entries_and_listed_groups() -> None:
+    past = PastDays(max_entries=2, max_listed=3)
+    a, b, c = kept(5), kept(5), kept(5)
+    past.put("a", a)
+    past.put("b", b)
+    assert past.get("a", ()) is a
+    past.put("c", c)  # over 2: the least recently used goes (b)
     assert past.get("b", ()) is None
-    assert past.get("a", ()) is not None
-    assert past.get("c", ()) is not None
-    past.put("d", kept(101))  # larger than the bound: not kept at all
-    assert past.get("d", ()) is None
-    assert past.get("a", ()) is not None
+    assert past.get("a", ()) is a
+    assert past.get("c", ()) is c
+    past.keep_listed(a, {"g0": Totals(), "g1": Totals()})
+    past.keep_listed(c, {"g0": Totals(), "g1": Totals()})  # 4 > 3: not kept
+    assert set(a.listed) == {"g0", "g1"}
+    assert c.listed == {}
+    past.put("d", kept(5))  # a goes, and its listed groups with it
+    past.keep_listed(c, {"g0": Totals(), "g1": Totals()})
+    assert set(c.listed) == {"g0", "g1"}
 
 
 def test_an_entry_of_other_sums_is_dropped() -> None:
@@ -245,3 +260,76 @@ def test_an_entry_of_other_sums_is_dropped() -> None:
     past.put("a", kept(3, signature))
     assert past.get("a", (("2026-03-14", (6, 1)),)) is None
     assert past.get("a", signature) is None  # dropped, not kept for a later match
+
+
+def test_refused_keys_are_remembered() -> None:
+    past = PastDays()
+    past.refuse("a")
+    assert past.refused("a")
+    assert not past.refused("b")
+
+
+@pytest.fixture
+def few_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the 3 busiest groups (or ``limit``; 1,000 at least otherwise)."""
+    monkeypatch.setattr(stats, "_KEPT_RANKED", 3)
+    monkeypatch.setattr(stats, "_KEPT_PER_LISTED", 1)
+
+
+def on_day(record: CallRecord, index: int, days_ago: int, user: str) -> CallRecord:
+    return late(record, index, created_at=NOW - timedelta(days=days_ago, hours=1), user=user)
+
+
+@pytest.mark.usefixtures("few_kept")
+def test_a_group_not_kept_is_looked_up_when_today_could_lift_it(store: SQLCallStore) -> None:
+    """Kept: a, b, c (10, 9, 8 calls three days ago); d..f had 7, 6, 5. Today f gets 5 (15
+    at most, 10 in fact) and d 1 (9 at most, 8): both are looked up, and f ties a."""
+    model = make_records(1)[0]
+    records = [
+        on_day(model, 100 * n + i, 3, user)
+        for n, (user, count) in enumerate(zip("abcdef", (10, 9, 8, 7, 6, 5), strict=True))
+        for i in range(count)
+    ]
+    store.write(records)
+    query = StatsQuery(group_by="user", limit=2)
+    assert [g["group"] for g in store.stats(query)["groups"]] == ["a", "b", OTHER]
+    today = [on_day(model, 1000 + i, 0, "f") for i in range(5)]
+    today.append(on_day(model, 2000, 0, "d"))
+    store.write(today)
+    read = spy_on(store)
+    answer = store.stats(query)
+    assert [g["group"] for g in answer["groups"]] == ["a", "f", OTHER]
+    check_groups(answer, records + today, "user")
+    assert_same(answer, uncached(store, query))
+    looked_up = [text for text in read if "user_id IN" in text and "SUM(requests)" in text]
+    assert looked_up, "d and f's requests of the days before were looked up"
+
+
+@pytest.mark.usefixtures("few_kept")
+def test_ties_past_the_kept_groups_are_ranked_by_the_database(store: SQLCallStore) -> None:
+    """Every user has 2 calls: which of them are the busiest is a tie the kept groups cannot
+    break; the database ranks them, as if nothing were kept."""
+    model = make_records(1)[0]
+    records = [on_day(model, 10 * n + i, 2, f"u{n:02d}") for n in range(12) for i in range(2)]
+    store.write(records)
+    query = StatsQuery(group_by="user", limit=3)
+    first = store.stats(query)
+    assert_same(first, uncached(store, query))
+    check_groups(first, records, "user")
+    read = spy_on(store)
+    assert_same(store.stats(query), first)
+    ranked = [text for text in read if f"FROM {DAILY_USER}" in text and "LIMIT" in text]
+    assert len(ranked) == 1, "ranked once, by the database, with nothing kept to read first"
+
+
+def spy_on(store: SQLCallStore) -> list[str]:
+    """The statements ``store``'s stats read from now on."""
+    read: list[str] = []
+    scan = store._scan
+
+    def spy(statement: Any, deadline: Any, consume: Any) -> None:
+        read.append(statement.text)
+        scan(statement, deadline, consume)
+
+    store._scan = spy  # type: ignore[method-assign]
+    return read

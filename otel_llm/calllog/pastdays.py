@@ -3,17 +3,19 @@
 Ranking 100,000 users over 30 days reads ~1,000,000 daily rows of the table by user and sorts
 them by user (400-800 ms on SQLite at 1,000,000 calls); a day's rows only change when a call of
 that day is stored. So a stats answer grouped by a field its base table does not keep (user,
-API key, status) keeps, per filter and range of complete days: every group's request count
-(the ranking), the sums and sketches of the groups it listed, and the sketches of every call.
-The next answer reads today's rows only, and what it kept of the days before.
+API key, status) keeps, per filter and range of complete days: the busiest groups of those days
+and their request counts (a few times ``limit`` of them: everyone else had at most as many as
+the last of them), the sums and sketches of the groups it listed, and every call's sketches.
+The next answer reads today's rows only, and ranks on what was kept plus today's
+(``stats._kept_groups``).
 
 Kept only while exact: an entry holds the per-day sums of those days (from the base table,
 under the same filter) it was made from; every stored call adds 1 to its day's ``requests``
 in every daily table in one transaction, and daily rows are never taken from, so equal sums of
 every day mean the same rows. The sums are read before what they vouch for: a call stored in
 between makes the entry look older than it is, never newer (it is made again next time).
-Bounded: at most ``max_groups`` group counts over all entries (the oldest entries go first),
-and an entry keeps the sums of at most ``MAX_LISTED`` listed groups.
+Bounded: ``MAX_ENTRIES`` entries (the least recently used go first), ``MAX_LISTED`` listed
+groups' sums and sketches over all of them.
 """
 
 from __future__ import annotations
@@ -25,40 +27,53 @@ from dataclasses import dataclass, field
 
 from otel_llm.calllog.rollup import Totals
 
-MAX_GROUPS = 400_000
-"""Group counts kept over all entries (about 100 bytes each: ~40 MB); a range with more
-distinct values than this is ranked by the database every time."""
+MAX_ENTRIES = 32
+"""Filters and ranges kept (each: ~1,000 request counts and its sketches, ~50 KB)."""
 
-MAX_LISTED = 4000
-"""Listed groups' sums and sketches an entry keeps (each up to ~25 KB with its sketches)."""
+MAX_LISTED = 2000
+"""Listed groups' sums and sketches kept over all entries (each up to ~25 KB)."""
+
+_REFUSED = 64
+"""Keys remembered as not worth keeping (the database ranks them)."""
+
+Signature = tuple[tuple[str, tuple[int, ...]], ...]
+"""Each day's sums (``Totals.sums``), by day."""
 
 
 @dataclass(slots=True)
 class Kept:
     """What one answer kept of the complete days of its range, for one filter and grouping."""
 
-    signature: tuple[tuple[str, tuple[int, ...]], ...]
+    signature: Signature
     """The days' sums it was made from (base table, same filter)."""
-    requests: dict[str, int]
-    """Every group's requests over those days."""
-    order: list[str]
-    """The groups but ``other``, busiest first (ties: the unnamed last, then by name)."""
+    busiest: dict[str, int]
+    """The busiest groups but ``other`` and their requests over those days, busiest first."""
+    complete: bool
+    """``busiest`` has every group with calls on those days; if not, the others had at most
+    as many requests as its last."""
     everything: Totals
     """The sketches of every call of those days (its sums unused)."""
     listed: dict[str, Totals] = field(default_factory=dict)
     """Groups listed by an answer: their sums and sketches over those days."""
 
+    @property
+    def floor(self) -> int:
+        """The most requests a group not in ``busiest`` can have had on those days."""
+        return 0 if self.complete or not self.busiest else next(reversed(self.busiest.values()))
+
 
 class PastDays:
     """The kept entries of one store, shared by its readers' threads."""
 
-    def __init__(self, max_groups: int = MAX_GROUPS):
-        self.max_groups = max_groups
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_listed: int = MAX_LISTED):
+        self.max_entries = max_entries
+        self.max_listed = max_listed
         self._lock = threading.Lock()
         self._entries: OrderedDict[Hashable, Kept] = OrderedDict()
-        self._groups = 0
+        self._listed = 0
+        self._refused: OrderedDict[Hashable, None] = OrderedDict()
 
-    def get(self, key: Hashable, signature: tuple[tuple[str, tuple[int, ...]], ...]) -> Kept | None:
+    def get(self, key: Hashable, signature: Signature) -> Kept | None:
         """The entry made from these days' sums, or None (a stale one is dropped)."""
         with self._lock:
             entry = self._entries.get(key)
@@ -71,16 +86,34 @@ class PastDays:
             return entry
 
     def put(self, key: Hashable, entry: Kept) -> None:
-        size = len(entry.requests)
-        if size > self.max_groups:
-            return
         with self._lock:
             if key in self._entries:
                 self._drop(key)
-            while self._entries and self._groups + size > self.max_groups:
+            while len(self._entries) >= self.max_entries:
                 self._drop(next(iter(self._entries)))
             self._entries[key] = entry
-            self._groups += size
+            self._listed += len(entry.listed)
+
+    def keep_listed(self, entry: Kept, groups: dict[str, Totals]) -> None:
+        """Keep ``groups`` as listed groups of ``entry``, within ``max_listed`` over all."""
+        with self._lock:
+            if self._listed + len(groups) > self.max_listed:
+                return
+            added = len(groups.keys() - entry.listed.keys())
+            entry.listed.update(groups)
+            if any(kept is entry for kept in self._entries.values()):
+                self._listed += added
+
+    def refuse(self, key: Hashable) -> None:
+        """Remember that ``key``'s ranking is not worth keeping (the database ranks it)."""
+        with self._lock:
+            self._refused[key] = None
+            if len(self._refused) > _REFUSED:
+                self._refused.popitem(last=False)
+
+    def refused(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._refused
 
     def _drop(self, key: Hashable) -> None:
-        self._groups -= len(self._entries.pop(key).requests)
+        self._listed -= len(self._entries.pop(key).listed)

@@ -13,7 +13,6 @@ took 30 s and 3 GB for a 146 MB answer. Every read runs within the stats' time b
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -32,7 +31,7 @@ from otel_llm.calllog.catalogue import (
     Rollup,
     column_of,
 )
-from otel_llm.calllog.pastdays import MAX_LISTED, Kept, PastDays
+from otel_llm.calllog.pastdays import Kept, PastDays
 from otel_llm.calllog.query import CallFilter, QueryError, StatsTimeout
 from otel_llm.calllog.rollup import Totals, week_of
 
@@ -58,6 +57,13 @@ _GROUP_FIELDS = {
 }
 """The groups that are values of a field (listed up to the limit, the rest ``other``)."""
 _GROUPED = tuple(_GROUP_FIELDS)
+_KEPT_RANKED = 1000
+_KEPT_PER_LISTED = 4
+"""What stats keep of past days ranks the busiest ``max(1000, 4 * limit)`` groups: every other
+group's requests are at most the last one's, which decides without them unless they tie
+with the ``limit``-th (``_rank``)."""
+_IN_CHUNK = 1000
+"""Values per ``IN (...)`` of a look-up by value."""
 _IN_DAYS = 1000
 """The tables by user and by key are read with ``day IN (...)``: with the user (or users) asked,
 one seek per day and user of their (day, user) key instead of every user's rows of the range;
@@ -320,8 +326,8 @@ def _kept_groups(
 ) -> tuple[dict[str, Totals], Totals] | None:
     """The ``limit`` busiest groups (sums and sketches) and every call's sketches, from what
     ``kept`` has of the range's days before ``today`` (made now if it has none that is still
-    exact) and today's rows; None: the range has no day before today, or nothing is kept of
-    these sources."""
+    exact) and today's rows; None: the database is to rank them (the range has no day before
+    today, or too many groups tie with the last kept)."""
     if base.first is None or base.last is None or grouped.matches is None:
         return None
     first, last = base.first, base.last
@@ -330,30 +336,43 @@ def _kept_groups(
         return None
     cut = split.isoformat()
     signature = tuple(sorted((day, tuple(sums.sums)) for day, sums in days.items() if day < cut))
-    key = (base.table, grouped.table, column, grouped.matches, first, split)
+    ranked = max(_KEPT_RANKED, _KEPT_PER_LISTED * limit)
+    key = (base.table, grouped.table, column, grouped.matches, first, split, ranked)
+    if kept.refused(key):
+        return None
+    before = grouped.between(first, split)
     entry = kept.get(key, signature)
     if entry is None:
-        before = grouped.between(first, split)
-        requests = _requests_by(scan, grouped.table, column, before, deadline)
+        busiest = _busiest(scan, grouped.table, column, before, ranked + 1, deadline=deadline)
+        complete = len(busiest) <= ranked
+        if not complete:
+            busiest.popitem()
         everything = Totals()
         _sketches(scan, base.table, base.between(first, split), everything, deadline)
-        entry = Kept(signature, requests, _busiest(requests), everything)
+        entry = Kept(signature, busiest, complete, everything)
         kept.put(key, entry)
     now = grouped.between(split, last)
     current = _requests_by(scan, grouped.table, column, now, deadline) if split < last else {}
-    groups = {group: Totals() for group in _rank(entry, current, limit)}
-    missing = [group for group in groups if group not in entry.listed]
-    fetched = _rows_of(
-        scan, grouped, column, missing, grouped.between(first, split), deadline=deadline
+    current.pop(OTHER, None)
+    listed = _rank(
+        entry,
+        current,
+        limit,
+        lambda values: _requests_of(scan, grouped, column, values, before, deadline=deadline),
     )
+    if listed is None:
+        kept.refuse(key)
+        return None
+    groups = {group: Totals() for group in listed}
+    missing = [group for group in groups if group not in entry.listed]
+    fetched = _rows_of(scan, grouped, column, missing, before, deadline=deadline)
     fetched.update((group, Totals()) for group in missing if group not in fetched)
-    if len(entry.listed) + len(missing) <= MAX_LISTED:
-        entry.listed.update(fetched)
+    kept.keep_listed(entry, fetched)
+    for group, totals in groups.items():
+        totals.merge(entry.listed[group] if group in entry.listed else fetched[group])
     everything = Totals()
     everything.latency.merge(entry.everything.latency)
     everything.ttfc.merge(entry.everything.ttfc)
-    for group, totals in groups.items():
-        totals.merge(entry.listed[group] if group in entry.listed else fetched[group])
     if split < last:
         for group, totals in _rows_of(
             scan, grouped, column, groups, now, deadline=deadline
@@ -363,36 +382,84 @@ def _kept_groups(
     return groups, everything
 
 
-def _busiest(requests: dict[str, int]) -> list[str]:
-    """The groups of ``requests`` but ``other``, busiest first, ties by name (code points, as
-    SQLite's ``ORDER BY``), the unnamed last of its tie."""
-    # Two stable sorts in C (by name, then by count) instead of a key function per group.
-    named = sorted(group for group in requests if group not in (OTHER, ""))
-    named.sort(key=requests.__getitem__, reverse=True)
-    if "" in requests:
-        # After every group with as many requests or more.
-        count = requests[""]
-        place = bisect_right(named, -count, key=lambda group: -requests[group])
-        named.insert(place, "")
-    return named
+def _rank(
+    entry: Kept,
+    current: dict[str, int],
+    limit: int,
+    requests_of: Callable[[list[str]], dict[str, int]],
+) -> list[str] | None:
+    """The ``limit`` busiest groups of the days kept and today (``current``: today's requests
+    by group), the unnamed last of a tie, then by name (code points, as SQLite's ``ORDER BY``);
+    None: too many groups tie with the last kept for it to say which.
 
-
-def _rank(entry: Kept, current: dict[str, int], limit: int) -> list[str]:
-    """The ``limit`` busiest groups (but ``other``) of the days kept and today's requests."""
-    requests = entry.requests
-    candidates = {group: requests.get(group, 0) + count for group, count in current.items()}
-    candidates.pop(OTHER, None)
-    # A group without calls today ranks by its kept requests: the first ``limit`` of those
-    # in the kept order are the only ones that can be listed.
-    taken = 0
-    for group in entry.order:
-        if taken == limit:
-            break
-        if group not in current:
-            candidates[group] = requests[group]
-            taken += 1
-    ranked = sorted(candidates, key=lambda group: (-candidates[group], group == "", group))
+    A group not kept had at most ``entry.floor`` requests on those days: it is asked for
+    (``requests_of``, a seek per day) only if that and today's could reach the ``limit``-th."""
+    floor = entry.floor
+    total = {group: count + current.get(group, 0) for group, count in entry.busiest.items()}
+    unsure = {group: count for group, count in current.items() if group not in total}
+    if entry.complete:  # no other group had calls then
+        total.update(unsure)
+        unsure = {}
+    ranked = sorted(total, key=lambda group: (-total[group], group == "", group))
+    # The limit-th's requests: a group neither kept nor of today can have as many only if
+    # the floor is that high (then which of them rank first is unknown here).
+    edge = total[ranked[limit - 1]] if len(ranked) >= limit else 0
+    if not entry.complete and floor >= edge:
+        return None
+    maybe = sorted(group for group, count in unsure.items() if floor + count >= edge)
+    if maybe:
+        before = requests_of(maybe)
+        total.update((group, before.get(group, 0) + unsure[group]) for group in maybe)
+        ranked = sorted(total, key=lambda group: (-total[group], group == "", group))
     return ranked[:limit]
+
+
+def _busiest(
+    scan: Scan, table: str, column: str, where: sql.Statement, count: int, *, deadline: Deadline
+) -> dict[str, int]:
+    """The ``count`` busiest values of ``column`` but ``other`` and their requests, busiest
+    first (ties in the database's order)."""
+    found: dict[str, int] = {}
+
+    def add(rows: Rows) -> None:
+        found.update((row[0], int(row[1])) for row in rows)
+
+    scan(
+        sql.Statement(
+            f"SELECT {column}, SUM(requests) FROM {table} WHERE {where.text} "  # noqa: S608
+            f"AND {column} <> ? GROUP BY {column} ORDER BY SUM(requests) DESC LIMIT ?",
+            (*where.params, OTHER, count),
+        ),
+        deadline,
+        add,
+    )
+    return found
+
+
+def _requests_of(
+    scan: Scan,
+    source: Source,
+    column: str,
+    values: list[str],
+    where: sql.Statement,
+    *,
+    deadline: Deadline,
+) -> dict[str, int]:
+    """The requests of each of ``values`` in the rows ``where`` selects (seeks by value)."""
+    found: dict[str, int] = {}
+    for start in range(0, len(values), _IN_CHUNK):
+        chunk = values[start : start + _IN_CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        found.update(
+            _requests_by(
+                scan,
+                source.table,
+                column,
+                sql.Statement(f"{where.text} AND {column} IN ({marks})", (*where.params, *chunk)),
+                deadline,
+            )
+        )
+    return found
 
 
 def _requests_by(
