@@ -4,7 +4,7 @@ Ranking 100,000 users over 30 days reads ~1,000,000 daily rows of the table by u
 them by user (400-800 ms on SQLite at 1,000,000 calls); a day's rows only change when a call of
 that day is stored. So a stats answer grouped by a field its base table does not keep (user,
 API key, status) keeps, per filter and range of complete days: the busiest groups of those days
-and their request counts (a few times ``limit`` of them: everyone else had at most as many as
+and their request counts (10,000 or 10 times ``limit`` of them: everyone else had at most as many as
 the last of them), the sums and sketches of the groups it listed, and every call's sketches.
 The next answer reads today's rows only, and ranks on what was kept plus today's
 (``stats._kept_groups``).
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 from otel_llm.calllog.rollup import Totals
 
-MAX_ENTRIES = 32
-"""Filters and ranges kept (each: ~1,000 request counts and its sketches, ~50 KB)."""
+MAX_ENTRIES = 16
+"""Filters and ranges kept (each: up to ~10,000 request counts and its sketches, ~1 MB)."""
 
 MAX_LISTED = 2000
 """Listed groups' sums and sketches kept over all entries (each up to ~25 KB)."""

@@ -13,6 +13,7 @@ took 30 s and 3 GB for a 146 MB answer. Every read runs within the stats' time b
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -57,11 +58,13 @@ _GROUP_FIELDS = {
 }
 """The groups that are values of a field (listed up to the limit, the rest ``other``)."""
 _GROUPED = tuple(_GROUP_FIELDS)
-_KEPT_RANKED = 1000
-_KEPT_PER_LISTED = 4
-"""What stats keep of past days ranks the busiest ``max(1000, 4 * limit)`` groups: every other
-group's requests are at most the last one's, which decides without them unless they tie
-with the ``limit``-th (``_rank``)."""
+_KEPT_RANKED = 10_000
+_KEPT_PER_LISTED = 10
+"""What stats keep of past days ranks the busiest ``max(10,000, 10 * limit)`` groups (~1 MB):
+every other group's requests are at most the last one's, which decides without them unless
+today's calls could lift them to the ``limit``-th (then they are looked up) or they tie with it
+(``_rank``). At 100,000 users over 7 days (2-3 calls each), keeping 1,000 had every user of
+today looked up."""
 _IN_CHUNK = 1000
 """Values per ``IN (...)`` of a look-up by value."""
 _IN_DAYS = 1000
@@ -395,8 +398,21 @@ def _rank(
     A group not kept had at most ``entry.floor`` requests on those days: it is asked for
     (``requests_of``, a seek per day) only if that and today's could reach the ``limit``-th."""
     floor = entry.floor
-    total = {group: count + current.get(group, 0) for group, count in entry.busiest.items()}
-    unsure = {group: count for group, count in current.items() if group not in total}
+    busiest = entry.busiest
+    # Kept groups without calls today after the limit-th kept (and its ties) cannot pass it.
+    counts = list(busiest.values())
+    end = len(counts)
+    if end > limit:
+        end = limit
+        while end < len(counts) and counts[end] == counts[limit - 1]:
+            end += 1
+    total = {group: busiest[group] for group in itertools.islice(busiest, end)}
+    unsure: dict[str, int] = {}
+    for group, count in current.items():
+        if group in busiest:
+            total[group] = busiest[group] + count
+        else:
+            unsure[group] = count
     if entry.complete:  # no other group had calls then
         total.update(unsure)
         unsure = {}
