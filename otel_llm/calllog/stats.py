@@ -9,6 +9,10 @@ once and merged into the group they belong to (``other`` included), never all he
 Before, every daily row became a Python object per group and per day: 200,000 distinct models
 took 30 s and 3 GB for a 146 MB answer. Every read runs within the stats' time budget
 (``Deadline``): the backends stop the statement itself, and the merging loops check it too.
+
+Grouped by user, key or status, what the days before today add up to is kept between answers
+while it is exact (``pastdays.py``, ``_kept_groups``): ranking 100,000 users over 30 days is
+a ``GROUP BY`` over ~1,000,000 rows, done once a day instead of per answer.
 """
 
 from __future__ import annotations
@@ -132,7 +136,7 @@ def daily_where(
 
 
 def matches(call_filter: CallFilter) -> sql.Statement:
-    """The filter's condition on a daily table, days aside (``1 = 1``: none)."""
+    """The filter's condition on a daily table, days aside (empty: none)."""
     clauses: list[str] = []
     params: list[Any] = []
     for name in STATS_MATCHES:
@@ -148,7 +152,7 @@ def matches(call_filter: CallFilter) -> sql.Statement:
             params.extend(sorted(call_filter.projects))
         else:
             clauses.append("1 = 0")
-    return sql.Statement(" AND ".join(clauses) or "1 = 1", tuple(params))
+    return sql.Statement(" AND ".join(clauses), tuple(params))
 
 
 def _days_and(capped: bool, first: date, last: date, condition: sql.Statement) -> sql.Statement:
@@ -160,7 +164,9 @@ def _days_and(capped: bool, first: date, last: date, condition: sql.Statement) -
     else:
         text = "day >= ? AND day < ?"
         params = (first.isoformat(), last.isoformat())
-    return sql.Statement(f"{text} AND {condition.text}", (*params, *condition.params))
+    if condition.text:
+        text = f"{text} AND {condition.text}"
+    return sql.Statement(text, (*params, *condition.params))
 
 
 @dataclass(frozen=True, slots=True)
