@@ -30,7 +30,6 @@ from otel_llm.calllog.catalogue import (
     DAILY_LATENCY_SUM,
     DAILY_SKETCHES,
     DAILY_SUMS,
-    DAILY_VALUES,
     ROLLUPS,
     STATS_MATCHES,
     Rollup,
@@ -46,7 +45,6 @@ Scan = Callable[[sql.Statement, "Deadline", Callable[[Rows], None]], None]
 
 _SUMMED = (*DAILY_SUMS, DAILY_LATENCY_SUM)
 _SUMS = ", ".join(f"SUM({name})" for name in _SUMMED)
-_VALUES = ", ".join(DAILY_VALUES)
 _LATENCY_SKETCH, _TTFC_SKETCH = DAILY_SKETCHES.values()
 _SKETCHES = f"{_LATENCY_SKETCH}, {_TTFC_SKETCH}"
 _HAVING = f"({_LATENCY_SKETCH} IS NOT NULL OR {_TTFC_SKETCH} IS NOT NULL)"
@@ -303,7 +301,6 @@ def _apart(
     them; the overall's sketches merged from every base row."""
     if found is None:
         ranked = _ranked(scan, grouped.table, column, grouped.where, limit, deadline=deadline)
-        # Their rows, sums and sketches, in one read.
         listed = _rows_of(scan, grouped, column, ranked, grouped.where, deadline=deadline)
         everything = Totals()
         _sketches(scan, base.table, base.where, everything, deadline)
@@ -518,27 +515,45 @@ def _rows_of(
     deadline: Deadline,
 ) -> dict[str, Totals]:
     """The sums and sketches of each of ``values`` in the rows ``where`` selects (a seek per
-    day and value: the table's key starts with the day and the value)."""
+    day and value: the table's key starts with the day and the value). The sums are added up
+    by the database: a key's 30 days are ~250 rows of ~30 columns."""
     found: dict[str, Totals] = {}
     values = sorted(values)
     if not values:
         return found
 
     def add(rows: Rows) -> None:
-        for count, row in enumerate(rows):
+        for row in rows:
+            _entry(found, row[0]).add_sums(row[1:])
+
+    def merge(rows: Rows) -> None:
+        for count, (value, latency, ttfc) in enumerate(rows):
             if not count % _CHECK_EVERY:
                 deadline.check()
-            _entry(found, row[0]).add_row(row[1:])
+            totals = found[value]
+            if latency:
+                totals.latency.merge_bytes(latency)
+            if ttfc:
+                totals.ttfc.merge_bytes(ttfc)
 
-    marks = ", ".join("?" for _ in values)
+    condition = f"{where.text} AND {column} IN ({', '.join('?' for _ in values)})"
+    params = (*where.params, *values)
+    table = source.table
     scan(
         sql.Statement(
-            f"SELECT {column}, {_VALUES} FROM {source.table} "  # noqa: S608
-            f"WHERE {where.text} AND {column} IN ({marks})",
-            (*where.params, *values),
+            f"SELECT {column}, {_SUMS} FROM {table} WHERE {condition} GROUP BY {column}",  # noqa: S608
+            params,
         ),
         deadline,
         add,
+    )
+    scan(
+        sql.Statement(
+            f"SELECT {column}, {_SKETCHES} FROM {table} WHERE {condition} AND {_HAVING}",  # noqa: S608
+            params,
+        ),
+        deadline,
+        merge,
     )
     return found
 
