@@ -262,10 +262,12 @@ def test_an_entry_of_other_sums_is_dropped() -> None:
     assert past.get("a", signature) is None  # dropped, not kept for a later match
 
 
-def test_refused_keys_are_remembered() -> None:
+def test_refused_keys_are_remembered_and_their_entries_dropped() -> None:
     past = PastDays()
+    past.put("a", kept(3))
     past.refuse("a")
     assert past.refused("a")
+    assert past.get("a", ()) is None
     assert not past.refused("b")
 
 

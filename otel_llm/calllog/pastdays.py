@@ -107,6 +107,8 @@ class PastDays:
     def refuse(self, key: Hashable) -> None:
         """Remember that ``key``'s ranking is not worth keeping (the database ranks it)."""
         with self._lock:
+            if key in self._entries:
+                self._drop(key)
             self._refused[key] = None
             if len(self._refused) > _REFUSED:
                 self._refused.popitem(last=False)
