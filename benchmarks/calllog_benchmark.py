@@ -30,6 +30,17 @@ ratios to this copy's; the same calls for all:
 
     .venv/bin/python benchmarks/calllog_benchmark.py --against ../main --calls 200000 \
         --ingest-calls 100000 --users 100000 --keys 1000
+
+``--queries-against DIR --store FILE`` measures the queries only, of this copy and of the
+package in DIR, each in its own process on its own copy of the stored calls in FILE (SQLite;
+written by this generator with ``--calls``, e.g. 1,000,000 calls, 100,000 users, 1,000 keys):
+after a warm-up run of every query, each query runs ``--repeat`` times in each process in
+turn (this, DIR, this, ...), and the p50 / p95 of each and their ratios are printed. Stats
+grouped by user, key or status also run "cold" in this copy (what it keeps of past days
+dropped for that answer: the first answer after a past day's calls changed):
+
+    .venv/bin/python benchmarks/calllog_benchmark.py --queries-against /tmp/base \
+        --store /tmp/calls-1m.sqlite --calls 1000000 --repeat 10
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -380,10 +392,21 @@ def main() -> None:
         help="--against: time writes by wall time or by the process's CPU time (steadier on a "
         "busy machine; leaves out waiting for the disk)",
     )
+    parser.add_argument(
+        "--queries-against", metavar="DIR", help="queries only: this copy vs the package in DIR"
+    )
+    parser.add_argument("--store", help="--queries-against: a SQLite store of --calls calls")
     parser.add_argument("--ingest-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--query-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ingest_child:
         print(json.dumps({"ingest": ingest_only(args)}))
+        return
+    if args.query_child:
+        query_child(args.query_child, args.calls)
+        return
+    if args.queries_against:
+        queries_against(args)
         return
     if args.against:
         against(args)
@@ -405,6 +428,98 @@ def main() -> None:
                         url = cluster.create_database()
                         results["postgres"] = run("postgres", url, args)
     report(results, args.calls)
+
+
+_COLD = "cold: "
+"""A query label so prefixed: run after dropping what stats keep of past days."""
+
+
+def query_child(path: str, count: int) -> None:
+    """Serve ``queries`` on the store at ``path``: a label read from stdin, its wall
+    milliseconds written to stdout (``--queries-against``'s child)."""
+    store = open_store(path)
+    table = queries(store, count)
+    for query in table.values():  # warm-up: the file's pages, and what stats keep
+        query()
+    print(json.dumps(list(table)), flush=True)
+    for line in sys.stdin:
+        label = line.rstrip("\n")
+        kept = getattr(store, "_past_days", None)
+        if label.startswith(_COLD):
+            label = label[len(_COLD) :]
+            if kept is not None:  # this answer only: the others' entries stay
+                store._past_days = type(kept)()
+        began = time.perf_counter()
+        table[label]()
+        print(json.dumps((time.perf_counter() - began) * 1000), flush=True)
+        if kept is not None:
+            store._past_days = kept
+    store.close()
+
+
+def queries_against(args: argparse.Namespace) -> None:
+    """This copy's and ``--queries-against``'s query latencies, alternating, one process and
+    one copy of ``--store`` each."""
+    copies = {"this": HERE, "other": os.path.abspath(args.queries_against)}
+    with tempfile.TemporaryDirectory(prefix="calllog-queries-") as directory:
+        children = {}
+        for name, root in copies.items():
+            path = os.path.join(directory, f"{name}.sqlite")
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(args.store + suffix):
+                    shutil.copyfile(args.store + suffix, path + suffix)
+            children[name] = subprocess.Popen(
+                [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    f"--query-child={path}",
+                    f"--calls={args.calls}",
+                ],
+                env={**os.environ, "CALLLOG_BENCH_ROOT": root},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        try:
+            labels, _ = (json.loads(child.stdout.readline()) for child in children.values())
+            grouped = [label for label in labels if label.startswith("stats by")]
+            grouped = [label for label in grouped if any(g in label for g in _APART)]
+            runs = [(name, label) for label in labels for name in children]
+            runs += [("this", _COLD + label) for label in grouped]
+            samples: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+            for round_ in range(args.repeat):
+                for name, label in runs if round_ % 2 == 0 else runs[::-1]:
+                    child = children[name]
+                    child.stdin.write(label + "\n")
+                    child.stdin.flush()
+                    samples[(name, label)].append(json.loads(child.stdout.readline()))
+        finally:
+            for child in children.values():
+                child.stdin.close()
+                child.wait()
+    print(
+        f"\nQueries over {args.store} ({args.calls:,} calls), {args.repeat} runs each, "
+        f"alternating; this = {HERE}, other = {copies['other']}"
+    )
+    print(f"  {'query':<52} {'this p50/p95 ms':>17} {'other p50/p95 ms':>17} {'p50 ratio':>9}")
+    for label in labels:
+        mine, theirs = (_p50_p95(samples[(name, label)]) for name in ("this", "other"))
+        print(
+            f"  {label:<52} {mine[0]:>8.1f}/{mine[1]:>8.1f} {theirs[0]:>8.1f}/{theirs[1]:>8.1f}"
+            f" {mine[0] / theirs[0]:>8.2f}x"
+        )
+        if ("this", _COLD + label) in samples:
+            cold = _p50_p95(samples[("this", _COLD + label)])
+            print(f"  {'  (this, cold: nothing kept)':<52} {cold[0]:>8.1f}/{cold[1]:>8.1f}")
+
+
+_APART = ("API key", "user", "status")
+"""The stats groupings read from a table of their own (what stats keep of past days)."""
+
+
+def _p50_p95(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
 def ingest_only(args: argparse.Namespace) -> float:

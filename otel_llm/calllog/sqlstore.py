@@ -30,6 +30,7 @@ from otel_llm.calllog.catalogue import (
     column_of,
 )
 from otel_llm.calllog.isolation import IsolatingStore
+from otel_llm.calllog.pastdays import PastDays
 from otel_llm.calllog.query import (
     MAX_GROUP_LIMIT,
     MAX_LIMIT,
@@ -46,7 +47,6 @@ from otel_llm.calllog.stats import (
     Source,
     choose,
     daily_stats,
-    daily_where,
     model_entries,
 )
 
@@ -142,6 +142,8 @@ class SQLCallStore(IsolatingStore, ABC):
         others when told."""
         self._closed = threading.Event()
         self._last_partial_day: object = _UNREAD
+        self._past_days: PastDays | None = PastDays()
+        """What stats keep of the days before today (``pastdays.py``); None: nothing."""
 
     # --- backend primitives ----------------------------------------------------------------
 
@@ -278,11 +280,13 @@ class SQLCallStore(IsolatingStore, ABC):
         deadline = Deadline(query.timeout)
         daily = daily_stats(
             self._scan,
-            Source(base.table, daily_where(call_filter, start, end, base)),
-            Source(grouped.table, daily_where(call_filter, start, end, grouped)),
+            Source.of(base, call_filter, start, end),
+            Source.of(grouped, call_filter, start, end),
             query.group_by,
             query.limit,
             deadline=deadline,
+            kept=self._past_days,
+            today=_floor_day(now).date(),
         )
         result: dict[str, Any] = {
             "start": start,

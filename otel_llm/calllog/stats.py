@@ -9,13 +9,18 @@ once and merged into the group they belong to (``other`` included), never all he
 Before, every daily row became a Python object per group and per day: 200,000 distinct models
 took 30 s and 3 GB for a 146 MB answer. Every read runs within the stats' time budget
 (``Deadline``): the backends stop the statement itself, and the merging loops check it too.
+
+Grouped by user, key or status, what the days before today add up to is kept between answers
+while it is exact (``pastdays.py``, ``_kept_groups``): ranking 100,000 users over 30 days is
+a ``GROUP BY`` over ~1,000,000 rows, done once a day instead of per answer.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from time import monotonic
 from typing import Any
 
@@ -30,9 +35,9 @@ from otel_llm.calllog.catalogue import (
     Rollup,
     column_of,
 )
+from otel_llm.calllog.pastdays import Kept, PastDays
 from otel_llm.calllog.query import CallFilter, QueryError, StatsTimeout
 from otel_llm.calllog.rollup import Totals, week_of
-from otel_llm.calllog.sketch import Sketch
 
 Rows = Iterable[Sequence[Any]]
 Scan = Callable[[sql.Statement, "Deadline", Callable[[Rows], None]], None]
@@ -41,6 +46,8 @@ Scan = Callable[[sql.Statement, "Deadline", Callable[[Rows], None]], None]
 _SUMMED = (*DAILY_SUMS, DAILY_LATENCY_SUM)
 _SUMS = ", ".join(f"SUM({name})" for name in _SUMMED)
 _LATENCY_SKETCH, _TTFC_SKETCH = DAILY_SKETCHES.values()
+_SKETCHES = f"{_LATENCY_SKETCH}, {_TTFC_SKETCH}"
+_HAVING = f"({_LATENCY_SKETCH} IS NOT NULL OR {_TTFC_SKETCH} IS NOT NULL)"
 _CHECK_EVERY = 1024  # rows merged between two looks at the clock
 _GROUP_FIELDS = {
     "model": "model",
@@ -53,6 +60,15 @@ _GROUP_FIELDS = {
 }
 """The groups that are values of a field (listed up to the limit, the rest ``other``)."""
 _GROUPED = tuple(_GROUP_FIELDS)
+_KEPT_RANKED = 10_000
+_KEPT_PER_LISTED = 10
+"""What stats keep of past days ranks the busiest ``max(10,000, 10 * limit)`` groups (~1 MB):
+every other group's requests are at most the last one's, which decides without them unless
+today's calls could lift them to the ``limit``-th (then they are looked up) or they tie with it
+(``_rank``). At 100,000 users over 7 days (2-3 calls each), keeping 1,000 had every user of
+today looked up."""
+_IN_CHUNK = 1000
+"""Values per ``IN (...)`` of a look-up by value."""
 _IN_DAYS = 1000
 """The tables by user and by key are read with ``day IN (...)``: with the user (or users) asked,
 one seek per day and user of their (day, user) key instead of every user's rows of the range;
@@ -114,14 +130,13 @@ def daily_where(
 ) -> sql.Statement:
     """The rows of ``rollup``'s table of the days [start, end) that the filter (stats'
     fields, which ``rollup`` keeps, and access control's projects) selects."""
-    first, last = start.date(), end.date()
-    if rollup.capped is not None and (last - first).days <= _IN_DAYS:
-        days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days)]
-        clauses = [f"day IN ({', '.join('?' for _ in days)})"]
-        params: list[Any] = list(days)
-    else:
-        clauses = ["day >= ?", "day < ?"]
-        params = [first.isoformat(), last.isoformat()]
+    return _days_and(rollup.capped is not None, start.date(), end.date(), matches(call_filter))
+
+
+def matches(call_filter: CallFilter) -> sql.Statement:
+    """The filter's condition on a daily table, days aside (empty: none)."""
+    clauses: list[str] = []
+    params: list[Any] = []
     for name in STATS_MATCHES:
         value = getattr(call_filter, name)
         if value is not None:
@@ -138,12 +153,48 @@ def daily_where(
     return sql.Statement(" AND ".join(clauses), tuple(params))
 
 
+def _days_and(capped: bool, first: date, last: date, condition: sql.Statement) -> sql.Statement:
+    """``condition`` on the days [first, last)."""
+    if capped and (last - first).days <= _IN_DAYS:
+        days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days)]
+        text = f"day IN ({', '.join('?' for _ in days)})"
+        params: tuple[Any, ...] = tuple(days)
+    else:
+        text = "day >= ? AND day < ?"
+        params = (first.isoformat(), last.isoformat())
+    if condition.text:
+        text = f"{text} AND {condition.text}"
+    return sql.Statement(text, (*params, *condition.params))
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """Daily rows to read: a table and the condition that selects them."""
 
     table: str
     where: sql.Statement
+    matches: sql.Statement | None = None
+    """The condition without the days (``matches``): what ``PastDays`` keys its entries on
+    and reads some days of; None: nothing is kept of this source."""
+    capped: bool = False
+    """Its table is by user or key (``day IN`` seeks: ``daily_where``)."""
+    first: date | None = None
+    last: date | None = None
+    """Its days: [first, last)."""
+
+    @classmethod
+    def of(cls, rollup: Rollup, call_filter: CallFilter, start: datetime, end: datetime) -> Source:
+        condition = matches(call_filter)
+        capped = rollup.capped is not None
+        first, last = start.date(), end.date()
+        return cls(
+            rollup.table, _days_and(capped, first, last, condition), condition, capped, first, last
+        )
+
+    def between(self, first: date, last: date) -> sql.Statement:
+        """Its rows of the days [first, last) only."""
+        assert self.matches is not None
+        return _days_and(self.capped, first, last, self.matches)
 
 
 def daily_stats(
@@ -154,17 +205,41 @@ def daily_stats(
     limit: int,
     *,
     deadline: Deadline,
+    kept: PastDays | None = None,
+    today: date | None = None,
 ) -> DailyStats:
     """Totals of the ``base`` rows, their groups (``group_by``: day, week, or a field; hour and
     None: no groups here) and the by_day breakdown. Groups by a field come from ``grouped``:
     the same calls in a table that keeps the field (by user: 100,000 users' rows a day), read
-    for the ``limit`` busiest values and their sketches only; the rest is ``base`` less them."""
+    for the ``limit`` busiest values and their sketches only; the rest is ``base`` less them.
+    With ``kept``, those of the days before ``today`` come from what earlier answers kept of
+    them while still exact (``pastdays.py``), and only today's rows are read."""
     table, where = base.table, base.where
     days = _sums_by(scan, table, "day", where, deadline)
     overall = Totals()
     for totals in days.values():
         overall.merge(totals)
     by_day = _by_day(scan, table, where, days, limit, deadline=deadline)
+    if group_by in _GROUP_FIELDS and grouped.table != table:
+        column = column_of(_GROUP_FIELDS[group_by])
+        found = None
+        if kept is not None and today is not None:
+            found = _kept_groups(
+                scan,
+                base,
+                grouped,
+                column=column,
+                days=days,
+                limit=limit,
+                kept=kept,
+                today=today,
+                deadline=deadline,
+            )
+        listed, others = _apart(
+            scan, base, grouped, column, overall, limit=limit, found=found, deadline=deadline
+        )
+        by_model = _by_model(scan, base, overall, None, limit, deadline=deadline)
+        return DailyStats(overall, _ordered(listed, others, group_by), by_day, by_model)
     groups: dict[str, Totals] = {}
     rest: Totals | None = None
     column = "day"
@@ -179,70 +254,332 @@ def daily_stats(
         rest = _remainder(overall, groups.values())
     models = groups if group_by == "model" else None
     by_model = _by_model(scan, base, overall, models, limit, deadline=deadline)
-    apart = grouped.table != table
     week = group_by == "week"
-    sketches = f"{_LATENCY_SKETCH}, {_TTFC_SKETCH}"
-    having = f"({_LATENCY_SKETCH} IS NOT NULL OR {_TTFC_SKETCH} IS NOT NULL)"
 
-    def merge_into(named: dict[str, Totals], fallback: Totals) -> Callable[[Rows], None]:
-        def merge(rows: Rows) -> None:
-            for count, (value, latency, ttfc) in enumerate(rows):
-                if not count % _CHECK_EVERY:
-                    deadline.check()
-                target = named.get(week_of(value) if week else value) or fallback
-                if latency:  # a call per sketch is the loop's cost: none for an empty one
-                    target.latency.merge_bytes(latency)
-                if ttfc:
-                    target.ttfc.merge_bytes(ttfc)
+    def merge(rows: Rows) -> None:
+        named = groups
+        fallback = rest if rest is not None else overall
+        for count, (value, latency, ttfc) in enumerate(rows):
+            if not count % _CHECK_EVERY:
+                deadline.check()
+            target = named.get(week_of(value) if week else value) or fallback
+            if latency:  # a call per sketch is the loop's cost: none for an empty one
+                target.latency.merge_bytes(latency)
+            if ttfc:
+                target.ttfc.merge_bytes(ttfc)
 
-        return merge
-
-    if apart and rest is not None:
-        # Every base row is the overall's; the listed groups' rows are sought by value.
-        scan(
-            sql.Statement(
-                f"SELECT day, {sketches} FROM {table} WHERE {where.text} AND {having}",  # noqa: S608
-                where.params,
-            ),
-            deadline,
-            merge_into({}, overall),
-        )
-        listed = sorted(groups)
-        if listed:
-            marks = ", ".join("?" for _ in listed)
-            scan(
-                sql.Statement(
-                    f"SELECT {column}, {sketches} FROM {grouped.table} "  # noqa: S608
-                    f"WHERE {grouped.where.text} AND {column} IN ({marks}) AND {having}",
-                    (*grouped.where.params, *listed),
-                ),
-                deadline,
-                merge_into(groups, rest),
-            )
-        # The rest's sketches: every call's less the listed groups' (bucket counts, exact).
-        rest.latency = Sketch()
-        rest.ttfc = Sketch()
-        rest.latency.merge(overall.latency)
-        rest.ttfc.merge(overall.ttfc)
-        for totals in groups.values():
-            rest.latency.subtract(totals.latency)
-            rest.ttfc.subtract(totals.ttfc)
-        return DailyStats(overall, _ordered(groups, rest, group_by), by_day, by_model)
     # Rows of no group listed: the rest's (grouped by a field), or every row (ungrouped; days
     # and weeks have a group for every row).
     scan(
         sql.Statement(
-            f"SELECT {column}, {sketches} FROM {table} WHERE {where.text} AND {having}",  # noqa: S608
+            f"SELECT {column}, {_SKETCHES} FROM {table} WHERE {where.text} AND {_HAVING}",  # noqa: S608
             where.params,
         ),
         deadline,
-        merge_into(groups, rest if rest is not None else overall),
+        merge,
     )
     if group_by in ("day", "week", *_GROUPED):  # the overall sketches: the groups' merged
         for totals in (*groups.values(), *([rest] if rest is not None else [])):
             overall.latency.merge(totals.latency)
             overall.ttfc.merge(totals.ttfc)
     return DailyStats(overall, _ordered(groups, rest, group_by), by_day, by_model)
+
+
+def _apart(
+    scan: Scan,
+    base: Source,
+    grouped: Source,
+    column: str,
+    overall: Totals,
+    *,
+    limit: int,
+    found: tuple[dict[str, Totals], Totals] | None,
+    deadline: Deadline,
+) -> tuple[dict[str, Totals], Totals]:
+    """Groups by a field ``base``'s table does not keep (user, key, status): the ``limit``
+    busiest from ``grouped`` (or ``found``: from what was kept), the rest ``overall`` less
+    them; the overall's sketches merged from every base row."""
+    if found is None:
+        ranked = _ranked(scan, grouped.table, column, grouped.where, limit, deadline=deadline)
+        listed = _rows_of(scan, grouped, column, ranked, grouped.where, deadline=deadline)
+        everything = Totals()
+        _sketches(scan, base.table, base.where, everything, deadline)
+    else:
+        listed, everything = found
+    overall.latency.merge(everything.latency)
+    overall.ttfc.merge(everything.ttfc)
+    rest = _remainder(overall, listed.values())
+    # The rest's sketches: every call's less the listed groups' (bucket counts, exact).
+    rest.latency.merge(overall.latency)
+    rest.ttfc.merge(overall.ttfc)
+    for totals in listed.values():
+        rest.latency.subtract(totals.latency)
+        rest.ttfc.subtract(totals.ttfc)
+    return listed, rest
+
+
+def _kept_groups(
+    scan: Scan,
+    base: Source,
+    grouped: Source,
+    *,
+    column: str,
+    days: dict[str, Totals],
+    limit: int,
+    kept: PastDays,
+    today: date,
+    deadline: Deadline,
+) -> tuple[dict[str, Totals], Totals] | None:
+    """The ``limit`` busiest groups (sums and sketches) and every call's sketches, from what
+    ``kept`` has of the range's days before ``today`` (made now if it has none that is still
+    exact) and today's rows; None: the database is to rank them (the range has no day before
+    today, or too many groups tie with the last kept)."""
+    if base.first is None or base.last is None or grouped.matches is None:
+        return None
+    first, last = base.first, base.last
+    split = min(max(today, first), last)
+    if split == first:
+        return None
+    cut = split.isoformat()
+    signature = tuple(sorted((day, tuple(sums.sums)) for day, sums in days.items() if day < cut))
+    ranked = max(_KEPT_RANKED, _KEPT_PER_LISTED * limit)
+    key = (base.table, grouped.table, column, grouped.matches, first, split, ranked)
+    if kept.refused(key):
+        return None
+    before = grouped.between(first, split)
+    entry = kept.get(key, signature)
+    if entry is None:
+        busiest = _busiest(scan, grouped.table, column, before, ranked + 1, deadline=deadline)
+        complete = len(busiest) <= ranked
+        if not complete:
+            busiest.popitem()
+        everything = Totals()
+        _sketches(scan, base.table, base.between(first, split), everything, deadline)
+        entry = Kept(signature, busiest, complete, everything)
+        kept.put(key, entry)
+    now = grouped.between(split, last)
+    current = _requests_by(scan, grouped.table, column, now, deadline) if split < last else {}
+    current.pop(OTHER, None)
+    listed = _rank(
+        entry,
+        current,
+        limit,
+        lambda values: _requests_of(scan, grouped, column, values, before, deadline=deadline),
+    )
+    if listed is None:
+        kept.refuse(key)
+        return None
+    groups = {group: Totals() for group in listed}
+    missing = [group for group in groups if group not in entry.listed]
+    fetched = _rows_of(scan, grouped, column, missing, before, deadline=deadline)
+    fetched.update((group, Totals()) for group in missing if group not in fetched)
+    kept.keep_listed(entry, fetched)
+    for group, totals in groups.items():
+        totals.merge(entry.listed[group] if group in entry.listed else fetched[group])
+    everything = Totals()
+    everything.latency.merge(entry.everything.latency)
+    everything.ttfc.merge(entry.everything.ttfc)
+    if split < last:
+        for group, totals in _rows_of(
+            scan, grouped, column, groups, now, deadline=deadline
+        ).items():
+            groups[group].merge(totals)
+        _sketches(scan, base.table, base.between(split, last), everything, deadline)
+    return groups, everything
+
+
+def _rank(
+    entry: Kept,
+    current: dict[str, int],
+    limit: int,
+    requests_of: Callable[[list[str]], dict[str, int]],
+) -> list[str] | None:
+    """The ``limit`` busiest groups of the days kept and today (``current``: today's requests
+    by group), the unnamed last of a tie, then by name (code points, as SQLite's ``ORDER BY``);
+    None: too many groups tie with the last kept for it to say which.
+
+    A group not kept had at most ``entry.floor`` requests on those days: it is asked for
+    (``requests_of``, a seek per day) only if that and today's could reach the ``limit``-th."""
+    floor = entry.floor
+    busiest = entry.busiest
+    # Kept groups without calls today after the limit-th kept (and its ties) cannot pass it.
+    counts = list(busiest.values())
+    end = len(counts)
+    if end > limit:
+        end = limit
+        while end < len(counts) and counts[end] == counts[limit - 1]:
+            end += 1
+    total = {group: busiest[group] for group in itertools.islice(busiest, end)}
+    unsure: dict[str, int] = {}
+    for group, count in current.items():
+        if group in busiest:
+            total[group] = busiest[group] + count
+        else:
+            unsure[group] = count
+    if entry.complete:  # no other group had calls then
+        total.update(unsure)
+        unsure = {}
+    ranked = sorted(total, key=lambda group: (-total[group], group == "", group))
+    # The limit-th's requests: a group neither kept nor of today can have as many only if
+    # the floor is that high (then which of them rank first is unknown here).
+    edge = total[ranked[limit - 1]] if len(ranked) >= limit else 0
+    if not entry.complete and floor >= edge:
+        return None
+    maybe = sorted(group for group, count in unsure.items() if floor + count >= edge)
+    if maybe:
+        before = requests_of(maybe)
+        total.update((group, before.get(group, 0) + unsure[group]) for group in maybe)
+        ranked = sorted(total, key=lambda group: (-total[group], group == "", group))
+    return ranked[:limit]
+
+
+def _busiest(
+    scan: Scan, table: str, column: str, where: sql.Statement, count: int, *, deadline: Deadline
+) -> dict[str, int]:
+    """The ``count`` busiest values of ``column`` but ``other`` and their requests, busiest
+    first (ties in the database's order)."""
+    found: dict[str, int] = {}
+
+    def add(rows: Rows) -> None:
+        found.update((row[0], int(row[1])) for row in rows)
+
+    scan(
+        sql.Statement(
+            f"SELECT {column}, SUM(requests) FROM {table} WHERE {where.text} "  # noqa: S608
+            f"AND {column} <> ? GROUP BY {column} ORDER BY SUM(requests) DESC LIMIT ?",
+            (*where.params, OTHER, count),
+        ),
+        deadline,
+        add,
+    )
+    return found
+
+
+def _requests_of(
+    scan: Scan,
+    source: Source,
+    column: str,
+    values: list[str],
+    where: sql.Statement,
+    *,
+    deadline: Deadline,
+) -> dict[str, int]:
+    """The requests of each of ``values`` in the rows ``where`` selects (seeks by value)."""
+    found: dict[str, int] = {}
+    for start in range(0, len(values), _IN_CHUNK):
+        chunk = values[start : start + _IN_CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        found.update(
+            _requests_by(
+                scan,
+                source.table,
+                column,
+                sql.Statement(f"{where.text} AND {column} IN ({marks})", (*where.params, *chunk)),
+                deadline,
+            )
+        )
+    return found
+
+
+def _requests_by(
+    scan: Scan, table: str, column: str, where: sql.Statement, deadline: Deadline
+) -> dict[str, int]:
+    """Each value of ``column``'s requests in the rows ``where`` selects."""
+    found: dict[str, int] = {}
+
+    def add(rows: Rows) -> None:
+        for count, row in enumerate(rows):
+            if not count % _CHECK_EVERY:
+                deadline.check()
+            found[row[0]] = int(row[1])
+
+    scan(
+        sql.Statement(
+            f"SELECT {column}, SUM(requests) FROM {table} "  # noqa: S608
+            f"WHERE {where.text} GROUP BY {column}",
+            where.params,
+        ),
+        deadline,
+        add,
+    )
+    return found
+
+
+def _rows_of(
+    scan: Scan,
+    source: Source,
+    column: str,
+    values: Iterable[str],
+    where: sql.Statement,
+    *,
+    deadline: Deadline,
+) -> dict[str, Totals]:
+    """The sums and sketches of each of ``values`` in the rows ``where`` selects (a seek per
+    day and value: the table's key starts with the day and the value). The sums are added up
+    by the database: a key's 30 days are ~250 rows of ~30 columns."""
+    found: dict[str, Totals] = {}
+    values = sorted(values)
+    if not values:
+        return found
+
+    def add(rows: Rows) -> None:
+        for row in rows:
+            _entry(found, row[0]).add_sums(row[1:])
+
+    def merge(rows: Rows) -> None:
+        for count, (value, latency, ttfc) in enumerate(rows):
+            if not count % _CHECK_EVERY:
+                deadline.check()
+            totals = found[value]
+            if latency:
+                totals.latency.merge_bytes(latency)
+            if ttfc:
+                totals.ttfc.merge_bytes(ttfc)
+
+    condition = f"{where.text} AND {column} IN ({', '.join('?' for _ in values)})"
+    params = (*where.params, *values)
+    table = source.table
+    scan(
+        sql.Statement(
+            f"SELECT {column}, {_SUMS} FROM {table} WHERE {condition} GROUP BY {column}",  # noqa: S608
+            params,
+        ),
+        deadline,
+        add,
+    )
+    scan(
+        sql.Statement(
+            f"SELECT {column}, {_SKETCHES} FROM {table} WHERE {condition} AND {_HAVING}",  # noqa: S608
+            params,
+        ),
+        deadline,
+        merge,
+    )
+    return found
+
+
+def _sketches(
+    scan: Scan, table: str, where: sql.Statement, into: Totals, deadline: Deadline
+) -> None:
+    """Merge the sketches of the rows ``where`` selects into ``into``."""
+
+    def merge(rows: Rows) -> None:
+        for count, (latency, ttfc) in enumerate(rows):
+            if not count % _CHECK_EVERY:
+                deadline.check()
+            if latency:
+                into.latency.merge_bytes(latency)
+            if ttfc:
+                into.ttfc.merge_bytes(ttfc)
+
+    scan(
+        sql.Statement(
+            f"SELECT {_SKETCHES} FROM {table} WHERE {where.text} AND {_HAVING}",  # noqa: S608
+            where.params,
+        ),
+        deadline,
+        merge,
+    )
 
 
 def _by_model(
@@ -289,25 +626,8 @@ def _top(
     scan: Scan, table: str, column: str, where: sql.Statement, limit: int, *, deadline: Deadline
 ) -> dict[str, Totals]:
     """The ``limit`` busiest values of ``column`` and their sums (``other`` never among them:
-    it is the remainder's name). Ranked on the request count alone, then summed for the
-    values listed only: by user, the range has a row per user and day (100,000 a day), and
-    adding up every sum of every user was most of the time."""
-    ranked: list[str] = []
-
-    def rank(rows: Rows) -> None:
-        ranked.extend(row[0] for row in rows if row[0] != OTHER)
-
-    scan(
-        sql.Statement(
-            f"SELECT {column} FROM {table} WHERE {where.text} "  # noqa: S608
-            f"GROUP BY {column} ORDER BY ({column} = ?), SUM(requests) DESC, ({column} = ?), "
-            f"{column} LIMIT ?",
-            (*where.params, OTHER, "", limit + 1),
-        ),
-        deadline,
-        rank,
-    )
-    listed = ranked[:limit]
+    it is the remainder's name)."""
+    listed = _ranked(scan, table, column, where, limit, deadline=deadline)
     found: dict[str, Totals] = {}
     if not listed:
         return found
@@ -327,6 +647,30 @@ def _top(
         add,
     )
     return found
+
+
+def _ranked(
+    scan: Scan, table: str, column: str, where: sql.Statement, limit: int, *, deadline: Deadline
+) -> list[str]:
+    """The ``limit`` busiest values of ``column`` but ``other``. Ranked on the request count
+    alone, then summed for the values listed only: by user, the range has a row per user and
+    day (100,000 a day), and adding up every sum of every user was most of the time."""
+    ranked: list[str] = []
+
+    def rank(rows: Rows) -> None:
+        ranked.extend(row[0] for row in rows if row[0] != OTHER)
+
+    scan(
+        sql.Statement(
+            f"SELECT {column} FROM {table} WHERE {where.text} "  # noqa: S608
+            f"GROUP BY {column} ORDER BY ({column} = ?), SUM(requests) DESC, ({column} = ?), "
+            f"{column} LIMIT ?",
+            (*where.params, OTHER, "", limit + 1),
+        ),
+        deadline,
+        rank,
+    )
+    return ranked[:limit]
 
 
 def _by_day(
