@@ -194,14 +194,18 @@ class PostgresCallStore(SQLCallStore):
             return cursor.rowcount
 
     def _lookup(
-        self, call_id: str, fields: Sequence[str], projects: frozenset[str] | None
+        self,
+        read: Callable[[sql.Statement], list[tuple[Any, ...]]],
+        call_id: str,
+        fields: Sequence[str],
+        projects: frozenset[str] | None,
     ) -> tuple[Any, ...] | None:
         # A partition holds one day: its look-up index is the span key alone, probed once per
         # partition by one statement (not once per day by each partition).
         statement = sql.get_statement(call_id, fields, projects, None)
         if statement is None:
             return None
-        rows = self._read(statement)
+        rows = read(statement)
         return rows[0] if rows else None
 
     def _drop_days_before(self, cutoff_us: int) -> int:

@@ -151,7 +151,9 @@ class SQLCallStore(IsolatingStore, ABC):
 
     # --- queries ---------------------------------------------------------------------------
 
-    def list(self, query: CallQuery) -> Page:
+    def list(self, query: CallQuery, *, timeout: float | None = None) -> Page:
+        """A page of calls and how many match; within ``timeout`` seconds (``QueryTimeout``
+        past them; None: no limit), the count included."""
         if not 1 <= query.limit <= MAX_LIMIT:
             raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {query.limit}")
         if query.offset < 0:
@@ -159,16 +161,17 @@ class SQLCallStore(IsolatingStore, ABC):
         if query.sort not in sql.SORT_COLUMNS:
             raise QueryError(f"unknown sort key {query.sort!r}")
         fields = _checked_fields(query.select)
-        rows = self._read(sql.list_statement(query, fields))
+        read = self._within(timeout)
+        rows = read(sql.list_statement(query, fields))
         calls = [sql.decode(fields, row) for row in rows]
-        total = self.count(query.filter)
+        total = int(read(sql.count_statement(query.filter))[0][0])
         return Page(calls=calls, total=total, has_more=query.offset + len(calls) < total)
 
-    def count(self, filter: CallFilter) -> int:
-        return int(self._read(sql.count_statement(filter))[0][0])
+    def count(self, filter: CallFilter, *, timeout: float | None = None) -> int:
+        return int(self._within(timeout)(sql.count_statement(filter))[0][0])
 
-    def summary(self, filter: CallFilter) -> Summary:
-        requests, priced, cost, tokens = self._read(sql.summary_statement(filter))[0]
+    def summary(self, filter: CallFilter, *, timeout: float | None = None) -> Summary:
+        requests, priced, cost, tokens = self._within(timeout)(sql.summary_statement(filter))[0]
         return Summary(
             int(requests),
             int(priced),
@@ -176,19 +179,30 @@ class SQLCallStore(IsolatingStore, ABC):
             int(tokens or 0),
         )
 
-    def get(self, call_id: str, projects: frozenset[str] | None = None) -> dict[str, Any] | None:
+    def get(
+        self,
+        call_id: str,
+        projects: frozenset[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any] | None:
         fields = tuple(FIELDS)
-        row = self._lookup(call_id, fields, projects)
+        row = self._lookup(self._within(timeout), call_id, fields, projects)
         return sql.decode(fields, row[:-1]) if row is not None else None
 
     def details(
-        self, call_id: str, projects: frozenset[str] | None = None
+        self,
+        call_id: str,
+        projects: frozenset[str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> dict[str, Any] | None:
-        row = self._lookup(call_id, DETAILS_FIELDS, projects)
+        read = self._within(timeout)
+        row = self._lookup(read, call_id, DETAILS_FIELDS, projects)
         if row is None:
             return None
         result = sql.decode(DETAILS_FIELDS, row[:-1])
-        content = self._read(sql.content_statement(int(row[-1]), call_id))
+        content = read(sql.content_statement(int(row[-1]), call_id))
         prompt, preview = content[0] if content else (None, None)
         result["request_prompt"] = prompt
         result["response_preview"] = preview
@@ -196,10 +210,14 @@ class SQLCallStore(IsolatingStore, ABC):
         return result
 
     def _lookup(
-        self, call_id: str, fields: Sequence[str], projects: frozenset[str] | None
+        self,
+        read: tracespans.Read,
+        call_id: str,
+        fields: Sequence[str],
+        projects: frozenset[str] | None,
     ) -> tuple[Any, ...] | None:
         """The row of the fields (then created_us) of one call, or None."""
-        first, last = self._read(sql.day_range_statement())[0]
+        first, last = read(sql.day_range_statement())[0]
         if first is None:
             return None
         days = range(int(first) // _DAY_US, int(last) // _DAY_US + 1)
@@ -209,10 +227,31 @@ class SQLCallStore(IsolatingStore, ABC):
             )
             if statement is None:
                 return None
-            rows = self._read(statement)
+            rows = read(statement)
             if rows:
                 return rows[0]
         return None
+
+    def _within(self, timeout: float | None) -> tracespans.Read:
+        """``_read`` for the statements of one answer, all within ``timeout`` seconds from
+        now (None: ``_read`` itself): each runs through ``_scan``, the stats' way, which has the
+        database stop the statement at the deadline (``QueryTimeout``) and lets the
+        connection go at once."""
+        if timeout is None:
+            return self._read
+        deadline = Deadline(timeout)
+
+        def read(statement: sql.Statement) -> list[tuple[Any, ...]]:
+            deadline.check()  # spent between two statements (or waiting for the reader)
+            rows: list[tuple[Any, ...]] = []
+
+            def keep(scanned: Rows) -> None:
+                rows.extend(tuple(row) for row in scanned)
+
+            self._scan(statement, deadline, keep)
+            return rows
+
+        return read
 
     # --- statistics ------------------------------------------------------------------------
 
@@ -385,19 +424,29 @@ class SQLCallStore(IsolatingStore, ABC):
 
     # --- traces (``traces.py``, ``tracespans.py``) ----------------------------------------
 
-    def traces(self, query: traces.TraceQuery) -> dict[str, Any]:
+    def traces(self, query: traces.TraceQuery, *, timeout: float | None = None) -> dict[str, Any]:
         """A page of traces with LLM calls and their totals."""
-        return traces.list_traces(self._read, query)
+        return traces.list_traces(self._within(timeout), query)
 
-    def trace(self, trace_id: str, projects: frozenset[str] | None = None) -> dict[str, Any] | None:
+    def trace(
+        self,
+        trace_id: str,
+        projects: frozenset[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any] | None:
         """One trace's totals and tree of calls, agents and tools; None: no call of it."""
-        return traces.get_trace(self._read, trace_id, projects)
+        return traces.get_trace(self._within(timeout), trace_id, projects)
 
     def conversation(
-        self, conversation_id: str, projects: frozenset[str] | None = None
+        self,
+        conversation_id: str,
+        projects: frozenset[str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> dict[str, Any] | None:
         """The totals of a conversation's calls; None: no call of it."""
-        return traces.get_conversation(self._read, conversation_id, projects)
+        return traces.get_conversation(self._within(timeout), conversation_id, projects)
 
     def write_trace_spans(self, spans: Sequence[tracespans.TraceSpan]) -> int:
         """Keep a trace's root, agent and tool spans (bounded per trace); the number new."""
