@@ -261,13 +261,13 @@ class CallLogApp:
     def _answer(
         self, route: _Route, key: ApiKey, query: Mapping[str, list[str]], body: Mapping[str, Any]
     ) -> Any:
-        """``_read``'s answer, or 503 past the time budget (stats say theirs themselves)."""
+        """``_endpoint_answer``, or 503 past the time budget (stats say theirs themselves)."""
         try:
-            return self._read(route, key, query, body)
+            return self._endpoint_answer(route, key, query, body)
         except QueryTimeout as timeout:
             raise Refusal(503, timeout.explained(*_QUERY_BUDGET)) from None
 
-    def _read(  # noqa: PLR0911 - one return per endpoint
+    def _endpoint_answer(  # noqa: PLR0911 - one return per endpoint
         self, route: _Route, key: ApiKey, query: Mapping[str, list[str]], body: Mapping[str, Any]
     ) -> Any:
         """The JSON-able answer of one admitted request. A key limited to projects has its
