@@ -75,6 +75,8 @@ _STATS_ATTRIBUTES = frozenset({*STATS_MATCHES, "start", "end", "projects"})
 and access control's projects."""
 
 _Groups = list[tuple[str | None, rollup.Totals]]
+_Fetched = list[tuple[Any, ...]]
+"""The rows of one read (``_read``)."""
 
 _UNREAD = object()
 """The first day of the tables by status, user and key: not read yet."""
@@ -234,24 +236,28 @@ class SQLCallStore(IsolatingStore, ABC):
 
     def _within(self, timeout: float | None) -> tracespans.Read:
         """``_read`` for the statements of one answer, all within ``timeout`` seconds from
-        now (None: ``_read`` itself): each runs through ``_scan``, the stats' way, which has the
-        database stop the statement at the deadline (``QueryTimeout``) and lets the
-        connection go at once."""
+        now (None: ``_read`` itself): each runs through ``_read_by``, the stats' ``_scan`` (or
+        its transaction on PostgreSQL), which has the database stop the statement at the
+        deadline (``QueryTimeout``) and lets the connection go at once."""
         if timeout is None:
             return self._read
         deadline = Deadline(timeout)
 
         def read(statement: sql.Statement) -> list[tuple[Any, ...]]:
             deadline.check()  # spent between two statements (or waiting for the reader)
-            rows: list[tuple[Any, ...]] = []
-
-            def keep(scanned: Rows) -> None:
-                rows.extend(tuple(row) for row in scanned)
-
-            self._scan(statement, deadline, keep)
-            return rows
+            return self._read_by(statement, deadline)
 
         return read
+
+    def _read_by(self, statement: sql.Statement, deadline: Deadline) -> _Fetched:
+        """The rows of one statement, stopped at ``deadline``: ``_scan``'s, kept."""
+        rows: _Fetched = []
+
+        def keep(scanned: Rows) -> None:
+            rows.extend(tuple(row) for row in scanned)
+
+        self._scan(statement, deadline, keep)
+        return rows
 
     # --- statistics ------------------------------------------------------------------------
 
