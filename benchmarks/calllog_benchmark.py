@@ -237,6 +237,14 @@ def queries(store: SQLCallStore, count: int) -> dict[str, Callable[[], Any]]:
         "count one project, 7 d": lambda: store.count(
             CallFilter(project="alpha", start=week.start)
         ),
+        # SQLite's user and key indexes are (day, column, created_us) since v9: seeks per day
+        "list 20 newest of one user, all days": lambda: store.list(
+            CallQuery(filter=CallFilter(user="user-7"))
+        ),
+        "list 20 newest of one API key, 7 d": lambda: store.list(
+            CallQuery(filter=replace(week, api_key_id="key-7"))
+        ),
+        "count one API key, all days": lambda: store.count(CallFilter(api_key_id="key-7")),
         # issue 12: what stats now add (by_model), and the richer list queries
         "  by_model alone, 30 d (part of every stats)": lambda: by_model(store, month),
         "list 20, model IN (3 models), 7 d": lambda: store.list(

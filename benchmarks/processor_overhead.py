@@ -8,7 +8,12 @@ Variants, each its own ``TracerProvider``:
   c  llm+noop   + ``LLMSpanProcessor(NoopProcessor(), registry=...)`` (the priced copy is built)
 
 each timed for a GenAI chat span and for a plain (HTTP-like) span as
-``tracer.start_span(name, attributes=...)`` then ``span.end()``.
+``tracer.start_span(name, attributes=...)`` then ``span.end()`` -- the GenAI span is a foreign
+one, as another library makes it -- and for an ``own`` span: the same call made by otel-llm's
+``CallSpan`` (as ``llm_call`` and the instrumentors make it: started, response and usage set in
+one call, ended), which ``LLMSpanProcessor`` prices on the live span before it ends when it is
+its provider's only processor (variant c; no copy), and which variant a measures without any
+processor (so CallSpan's own cost is in the base).
 
 Shared machines are noisy, so the variants are interleaved: every round times every
 (variant, span) cell once, in an order rotated from round to round, and each cell is summarised
@@ -17,6 +22,8 @@ by its median and minimum over the rounds. The overheads the targets are about:
   GenAI overhead = (b_genai - a_genai) / a_genai     target <= 30 %
   plain overhead = (b_plain - a_plain) / a_plain     target <= 3 %
   floor          = (e - a) / a, printed beside them
+  own spans      = (b - a) / a and (c - a) / a of the ``own`` kind, printed (no target of
+                   their own: the GenAI target is about the foreign span)
 
 Run from the repository root: ``.venv/bin/python benchmarks/processor_overhead.py``
 (``--help`` for the options). ``PYTHONPATH=/some/copy`` measures another copy of ``otel_llm``.
@@ -45,6 +52,7 @@ from prometheus_client import CollectorRegistry
 
 import otel_llm
 from otel_llm import LLMSpanProcessor
+from otel_llm.lifecycle import CallSpan
 
 SpanShape = tuple[str, dict[str, Any]]
 
@@ -61,7 +69,12 @@ GENAI_SPAN: SpanShape = (
     },
 )
 PLAIN_SPAN: SpanShape = ("GET /v1/items", {"http.request.method": "GET", "url.path": "/v1/items"})
-SPANS: dict[str, SpanShape] = {"genai": GENAI_SPAN, "plain": PLAIN_SPAN}
+OWN = "own"
+"""The name of the ``own`` kind: ``run_spans`` makes it with ``CallSpan``."""
+OWN_SPAN: SpanShape = (OWN, {})
+SPANS: dict[str, SpanShape] = {"genai": GENAI_SPAN, "plain": PLAIN_SPAN, OWN: OWN_SPAN}
+_OWN_START = {name: GENAI_SPAN[1][name] for name in list(GENAI_SPAN[1])[:3]}
+_OWN_USAGE = {"input_tokens": 1200, "output_tokens": 300, "cache_read_tokens": 400}
 
 TARGETS = {"genai": 0.30, "plain": 0.03}
 WARMUP_SPANS = 2_000
@@ -125,8 +138,17 @@ CLOCK = [time.perf_counter_ns]
 
 def run_spans(tracer: Tracer, name: str, attributes: Mapping[str, Any], count: int) -> int:
     """Nanoseconds for ``count`` span lifecycles."""
-    start_span = tracer.start_span
     clock = CLOCK[0]
+    if name == OWN:
+        start = CallSpan.start
+        model = _OWN_START["gen_ai.request.model"]
+        begin = clock()
+        for _ in range(count):
+            call = start(tracer, "chat", model, _OWN_START)
+            call.set_response_and_usage(model="gpt-4o-mini-2024-07-18", usage=_OWN_USAGE)
+            call.end()
+        return clock() - begin
+    start_span = tracer.start_span
     begin = clock()
     for _ in range(count):
         start_span(name, attributes=attributes).end()
@@ -245,6 +267,14 @@ def summary(
             "met": ratios["median"] <= target,
         }
     report["floor"] = {kind: overhead(results, kind, other="e")["median"] for kind in SPANS}
+    report["own"] = {
+        "a_us": statistics.median(results[("a", OWN)]),
+        **{
+            v.key: overhead(results, OWN, other=v.key)["median"]
+            for v in variants
+            if v.key in ("b", "c")
+        },
+    }
     if any(v.key == "c" for v in variants):
         report["priced_copy_and_downstream_us"] = {
             kind: statistics.median(results[("c", kind)]) - statistics.median(results[("b", kind)])
@@ -278,6 +308,13 @@ def print_report(report: dict[str, Any]) -> None:
             f"({o['min'] * 100:+.1f}% min, {o['paired_median'] * 100:+.1f}% paired), "
             f"+{o['added_us_median']:.2f} µs/span; target <= {o['target'] * 100:.0f}%: "
             f"{verdict(o['median'], o['target'])}"
+        )
+    own = report.get("own")
+    if own:
+        print(
+            f"own spans (CallSpan): b {own['b'] * 100:+.1f}%, "
+            + (f"c {own['c'] * 100:+.1f}% " if "c" in own else "")
+            + f"median over a) {own['a_us']:.2f} µs"
         )
     floor = report["floor"]
     print(

@@ -141,7 +141,7 @@ CommonFields = tuple[
 """``LLMCall``'s fields, positionally, as ``read_common`` reads them."""
 
 
-def read_common(  # noqa: PLR0911 - written flat, see below
+def read_common(
     attributes: Mapping[str, Any], max_tokens: int, scope: str | None
 ) -> CommonFields | None:
     """The fields of the call of a span in the common form, in ``LLMCall``'s order, or None:
@@ -163,13 +163,7 @@ def read_common(  # noqa: PLR0911 - written flat, see below
     # 1.3 -> 0.9 µs on processor_overhead.py's GenAI span, timeit).
     get = attributes.get
     operation = get(_OPERATION)
-    if (
-        type(operation) is not str
-        or operation not in _PRICED_OPERATIONS
-        or (scope is not None and scope in BY_SCOPE)
-        # A dialect's marker, a deprecated count name, another library's cost.
-        or not _NOT_COMMON.isdisjoint(attributes)
-    ):
+    if type(operation) is not str or operation not in _PRICED_OPERATIONS:
         return None
     provider = get(_PROVIDER)
     request_model = get(_REQUEST_MODEL)
@@ -180,8 +174,6 @@ def read_common(  # noqa: PLR0911 - written flat, see below
         or type(request_model) not in _TEXT
         or type(response_model) not in _TEXT
         or type(error) not in _TEXT
-        # A provider's own cost is the full reader's to check; our estimate is not read.
-        or (get(_COST_AMOUNT) is not None and get(_COST_SOURCE) == _SOURCE_PROVIDER)
     ):
         return None
     if not provider:
@@ -190,6 +182,50 @@ def read_common(  # noqa: PLR0911 - written flat, see below
         provider = None
     else:
         provider = _PROVIDER_RENAMED.get(provider, provider)
+    counts = read_common_counts(attributes, max_tokens, scope)
+    if counts is None:
+        return None
+    input_tokens, output_tokens, cache_read, cache_creation, reasoning, ttfc, missing = counts
+    # In LLMCall's order (positional: with 15 keywords its constructor takes twice as long);
+    # the test comparing this reader with the full one catches any slip.
+    return (
+        operation,
+        provider,
+        request_model or None,
+        response_model or None,
+        input_tokens,
+        output_tokens,
+        cache_read,
+        cache_creation,
+        reasoning,
+        error or None,
+        get(_STREAM) is True or ttfc is not None,
+        ttfc,
+        None,  # provider_cost
+        missing,
+        False,  # usage_rejected
+    )
+
+
+CommonCounts = tuple[int | None, int | None, int | None, int | None, int | None, float | None, bool]
+"""Input, output, cache read, cache creation and reasoning tokens (as ``LLMCall``'s), the time
+to first chunk, whether the usage is said to be missing."""
+
+
+def read_common_counts(
+    attributes: Mapping[str, Any], max_tokens: int, scope: str | None
+) -> CommonCounts | None:
+    """What ``read_common`` reads besides the operation, provider, models and error: the counts
+    and the checks that do not depend on those values (no dialect by scope or marker, no
+    deprecated count name, no provider's cost), or None. The processor's one pass calls it
+    alone when those values are the ones of a call it priced before (they were checked then)."""
+    if (scope is not None and scope in BY_SCOPE) or not _NOT_COMMON.isdisjoint(attributes):
+        # A dialect, a dialect's marker, a deprecated count name, another library's cost.
+        return None
+    get = attributes.get
+    # A provider's own cost is the full reader's to check; our estimate is not read.
+    if get(_COST_AMOUNT) is not None and get(_COST_SOURCE) == _SOURCE_PROVIDER:
+        return None
     input_tokens = get(_INPUT)
     output_tokens = get(_OUTPUT)
     cache_read = get(_CACHE_READ)
@@ -228,24 +264,14 @@ def read_common(  # noqa: PLR0911 - written flat, see below
         or (ttfc is not None and (type(ttfc) is not float or not 0.0 <= ttfc <= _FLOAT_MAX))
     ):
         return None
-    # In LLMCall's order (positional: with 15 keywords its constructor takes twice as long);
-    # the test comparing this reader with the full one catches any slip.
     return (
-        operation,
-        provider,
-        request_model or None,
-        response_model or None,
         input_tokens,
         output_tokens,
         cache_read,
         cache_creation,
         reasoning,
-        error or None,
-        get(_STREAM) is True or ttfc is not None,
         ttfc,
-        None,  # provider_cost
         get(_USAGE_MISSING) is True,
-        False,  # usage_rejected
     )
 
 

@@ -55,7 +55,12 @@ class Derived:
         """The attributes of the span handed on: the original's with the cost (or why there is
         none). A cost attribute that came with the span and was not trusted is left out, so an
         exported span never carries a cost this processor did not vouch for."""
-        attributes = dict(original)
+        return self.price_attributes(dict(original))
+
+    def price_attributes(self, attributes: dict[str, Any]) -> dict[str, Any]:
+        """``priced_attributes`` in place: ``attributes`` changed (and returned) as the copy
+        would be, keys kept where they were (the processor's ``price_ending`` changes the live
+        span's own)."""
         if isinstance(self.priced, Unpriced):
             for name in _COST_ATTRIBUTES:
                 attributes.pop(name, None)

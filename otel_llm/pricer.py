@@ -135,17 +135,22 @@ class Pricer:
         self._service_names: dict[int, tuple[Resource | None, str]] = {}
 
     def price_sdk_span(
-        self, span: ReadableSpan, attributes: Mapping[str, Any], scope: str | None
+        self,
+        span: ReadableSpan,
+        attributes: Mapping[str, Any],
+        scope: str | None,
+        end_time: int | None = None,
     ) -> Derived | None:
         """The call of an ended SDK span; ``attributes`` are the ones to read it from (the
         span's own, ``span_attributes(span)``, perhaps with context added), ``scope`` its
-        ``scope_name(span)``."""
+        ``scope_name(span)``; ``end_time`` that of a span about to end (the processor's
+        ``price_ending``)."""
         context = span.context
         # Positional: ten keywords made this call a tenth of the priced path.
         return derive(
             attributes,
             span.start_time,
-            span.end_time,
+            end_time or span.end_time,
             span.status.status_code is _ERROR,
             self.service_name(span.resource),
             context.trace_id if context is not None else 0,

@@ -5,6 +5,10 @@ because the Python SDK freezes a span's attributes before any processor's ``_on_
 ``on_end`` runs (opentelemetry-python #5614): the only way for exported spans to carry their cost
 is to give the downstream processors a copy that has it. Spans that are not LLM calls are
 passed through as they are.
+
+otel-llm's own calls (``lifecycle.CallSpan``: ``llm_call`` and the instrumentors) need no copy:
+when this processor is its provider's only one, ``CallSpan`` has it price the call on the live
+span just before it ends (``price_ending``), and the span itself is handed on.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanContext, StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -26,9 +32,9 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from otel_llm import _semconv as sc
 from otel_llm import settings
 from otel_llm.call import OPERATION_MARKER_NAMES as _OPERATION_MARKER_NAMES
-from otel_llm.call import is_llm_call, may_be_llm_call, read_common
+from otel_llm.call import is_llm_call, may_be_llm_call, read_common, read_common_counts
 from otel_llm.context import current_context_attributes
-from otel_llm.derive import ERROR_TYPE_OTHER, Derived, add_cost_attributes, label_value
+from otel_llm.derive import Derived, add_cost_attributes, label_value
 from otel_llm.metrics.labels import extra_metric_labels
 from otel_llm.metrics.otel import OTelMetricsRecorder
 from otel_llm.metrics.prometheus import PrometheusRecorder, Series
@@ -52,6 +58,11 @@ _MAX_PENDING = 10_000
 _MAX_ENTRIES = 10_000
 _BILLING_OVERRIDE = sc.OTEL_LLM_CONTEXT_BILLING
 _OPERATION = sc.GEN_AI_OPERATION_NAME
+_PROVIDER = sc.GEN_AI_PROVIDER_NAME
+_REQUEST_MODEL = sc.GEN_AI_REQUEST_MODEL
+_RESPONSE_MODEL = sc.GEN_AI_RESPONSE_MODEL
+_ERROR_TYPE = sc.ERROR_TYPE
+_SYSTEM = sc.GEN_AI_SYSTEM
 _ERROR = StatusCode.ERROR  # read once: an enum member look-up is ~70 ns (timeit), per LLM span
 _INVOKE_AGENT = sc.OPERATION_INVOKE_AGENT
 
@@ -126,6 +137,8 @@ class LLMSpanProcessor(SpanProcessor):
         self._pending: dict[int, Mapping[str, Any]] = {}
         self._pending_lock = threading.Lock()
         self._nested: dict[int, str] = {}
+        # Spans of ours priced on the live span (``price_ending``) whose on_end has not come yet.
+        self._live: dict[int, None] = {}
         self._costs = TraceCosts(
             settings.ROLLUP_MAX_OPEN.resolve(rollup_max_open), self.prometheus.record_evicted
         )
@@ -135,11 +148,12 @@ class LLMSpanProcessor(SpanProcessor):
         # The one pass (``_end_common``): raw label values -> what they decide, learnt from the
         # full path. Only when the call is recorded by this process's accumulators alone: the
         # OTel meter and prometheus_client's multiprocess mode take the full path.
-        self._entries: dict[tuple[str | None, ...], _Entry] = {}
+        self._entries: dict[tuple[Any, ...], _Entry] = {}
         self._learns = meter_provider is None and not self._pricer.book.bills
         self._max_tokens = self._pricer.max_tokens
         self._extra = self._pricer.extra_attributes
         self._service_name = self._pricer.service_name
+        self._last_service: tuple[Resource | None, str] = (None, self._service_name(None))
 
     @property
     def downstream(self) -> tuple[SpanProcessor, ...]:
@@ -233,7 +247,9 @@ class LLMSpanProcessor(SpanProcessor):
             if self._pending or self._nested or self._under or self._traces:
                 handed_on = self._end_followed(span, attributes)
             elif _OPERATION in attributes:
-                handed_on = self._end_common(span, attributes, scope_name(span))
+                if not self._live or self._live.pop(span.context.span_id, 0) is not None:
+                    handed_on = self._end_common(span, attributes, _scope_name(span))
+                # else: priced, measured and given its cost before it ended (price_ending)
             else:
                 # may_be_llm_call's other markers, inline: a call less on every plain span.
                 for marker in _OPERATION_MARKER_NAMES:
@@ -248,8 +264,12 @@ class LLMSpanProcessor(SpanProcessor):
             except Exception:  # noqa: BLE001 - one failing exporter must not stop the others
                 self._failed("downstream")
 
-    def _end_followed(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> ReadableSpan:
+    def _end_followed(  # noqa: PLR0911 - each way out is a kind of span
+        self, span: ReadableSpan, attributes: Mapping[str, Any]
+    ) -> ReadableSpan:
         """The span to hand on, with what the processor follows of it looked up."""
+        if self._live and self._live.pop(span.context.span_id, 0) is None:
+            return span  # priced, measured and given its cost before it ended: price_ending
         context = self._pending_context(span) if self._pending else None
         counted_in = self._nested_child(span) if self._nested else None
         agent = self._costs.ended(span.context.span_id) if self._under else None
@@ -271,7 +291,11 @@ class LLMSpanProcessor(SpanProcessor):
         return span
 
     def _end_common(  # noqa: PLR0911 - one pass, written out: each way out is a fallback
-        self, span: ReadableSpan, attributes: Mapping[str, Any], scope: str | None
+        self,
+        span: ReadableSpan,
+        attributes: Mapping[str, Any],
+        scope: str | None,
+        live_end: int = 0,
     ) -> ReadableSpan:
         """``_end_call`` of a call without llm_context or agent to merge, in one pass from the
         span's attributes to the metric cells and the priced copy's cost attributes, when the
@@ -287,47 +311,59 @@ class LLMSpanProcessor(SpanProcessor):
         (as the recorder's own raw-value table) and the flat prices (which depend on the
         provider and models alone). tests/test_onepass.py feeds a corpus of spans through both
         paths and compares the exported attributes and the exposition byte for byte.
+
+        ``live_end``: the span is still live and ends then (``price_ending``); its cost is set
+        in its own attributes (``attributes`` is its dict) instead of a copy's, on the full
+        path too; a span that is no LLM call raises ``_NotLive``, before anything is recorded.
         """
-        fields = read_common(attributes, self._max_tokens, scope)
-        if fields is None:
-            # Not in the common form, or no LLM call at all (an agent's or a tool's span).
-            if is_llm_call(attributes, scope):
-                return self._end_call(span, attributes, scope, None, None)
-            return span
-        if _BILLING_OVERRIDE in attributes:
-            return self._end_call(span, attributes, scope, None, None)
-        (
-            operation, provider, request_model, response_model, input_tokens, output_tokens,
-            cache_read, cache_creation, reasoning, error, _, ttfc, _, usage_missing, _,
-        ) = fields  # fmt: skip
+        get = attributes.get
+        operation = get(_OPERATION)
+        provider = get(_PROVIDER)
+        error = get(_ERROR_TYPE)
+        status, resource, start, end, context, parent = _span_fields(span)
+        failed = status is _ERROR
+        # The raw label values first: a call with the same ones was read and priced before
+        # (its entry), so only what varies from call to call is read and checked here.
+        key: tuple[Any, ...] = (
+            operation,
+            provider,
+            get(_REQUEST_MODEL),
+            get(_RESPONSE_MODEL),
+            error,
+            failed,
+            # The last resource's name, kept: an application has one resource, most often.
+            self._last_service[1]
+            if resource is self._last_service[0]
+            else self._service_of(resource),
+        )
+        if self._extra:
+            key += tuple(label_value(get(name)) for name in self._extra)
+        try:
+            entry = self._entries.get(key)
+        except TypeError:  # a value that cannot be a key (a list): not in the common form
+            entry = None
+        if entry is None:
+            return self._end_first(span, attributes, scope, key, live_end)
+        counts = read_common_counts(attributes, self._max_tokens, scope)
+        if (
+            counts is None
+            or _BILLING_OVERRIDE in attributes
+            or (not provider and get(_SYSTEM) is not None)  # read_common's check of the name
+        ):
+            return self._end_call(span, attributes, scope, None, None, None, live_end)
+        input_tokens, output_tokens, cache_read, cache_creation, reasoning, ttfc, missing = counts
         priced_output = output_tokens
         if priced_output is None and operation == "embeddings":
             priced_output = 0  # as the book prices it: an embedding has no output
-        if usage_missing or input_tokens is None or priced_output is None:
-            return self._end_call(span, attributes, scope, None, None)
-        failed = span.status.status_code is _ERROR
-        key: tuple[str | None, ...] = (
-            operation,
-            provider,
-            request_model,
-            response_model,
-            error or (ERROR_TYPE_OTHER if failed else ""),
-            self._service_name(span.resource),
-        )
-        if self._extra:
-            key += tuple(label_value(attributes.get(name)) for name in self._extra)
-        entry = self._entries.get(key)
-        if entry is None:
-            return self._end_call(span, attributes, scope, None, None, key)
+        if missing or input_tokens is None or priced_output is None:
+            return self._end_call(span, attributes, scope, None, None, None, live_end)
         series, rates, identity = entry
         units = rates.units(
             input_tokens, priced_output, cache_read or 0, cache_creation or 0, reasoning or 0
         )
         if units is None:  # counts too large for the integer path: the Decimal one prices it
-            return self._end_call(span, attributes, scope, None, None)
-        start = span.start_time
-        end = span.end_time
-        context = span.context
+            return self._end_call(span, attributes, scope, None, None, None, live_end)
+        end = live_end or end
         trace_id = context.trace_id
         divisor = units[6]
         amount = units[0] / divisor
@@ -343,8 +379,7 @@ class LLMSpanProcessor(SpanProcessor):
             None,
             trace_id,
         )
-        parent = _local_parent(span)
-        if parent is not None:
+        if parent is not None and not parent.is_remote:
             self._note_nested(parent, format(context.span_id, "016x"))
             cost = Cost.join(units, identity).amount
             self._costs.add_call(
@@ -370,7 +405,85 @@ class LLMSpanProcessor(SpanProcessor):
             units[4] / divisor,
             units[5] / divisor,
         )
+        if live_end:
+            # The live span's own dict, changed as the copy's would be (same keys, same order).
+            add_cost_attributes(attributes, floats, identity)  # type: ignore[arg-type]
+            return span
         return _priced_copy(span, add_cost_attributes(dict(attributes), floats, identity))
+
+    def _service_of(self, resource: Resource | None) -> str:
+        name = self._service_name(resource)
+        self._last_service = (resource, name)
+        return name
+
+    def _end_first(
+        self,
+        span: ReadableSpan,
+        attributes: Mapping[str, Any],
+        scope: str | None,
+        key: tuple[Any, ...],
+        live_end: int,
+    ) -> ReadableSpan:
+        """``_end_common`` with no entry for the call's label values: the full path, which
+        makes the entry when the call is in the common form, has usage and no billing."""
+        fields = read_common(attributes, self._max_tokens, scope)
+        if fields is None:
+            # Not in the common form, or no LLM call at all (an agent's or a tool's span).
+            if live_end or is_llm_call(attributes, scope):
+                return self._end_call(span, attributes, scope, None, None, None, live_end)
+            return span
+        output_tokens = fields[5]
+        if (
+            _BILLING_OVERRIDE in attributes
+            or fields[13]  # usage missing
+            or fields[4] is None  # no input count
+            or (output_tokens is None and fields[0] != "embeddings")
+        ):
+            return self._end_call(span, attributes, scope, None, None, None, live_end)
+        return self._end_call(span, attributes, scope, None, None, key, live_end)
+
+    def price_ending(self, span: Span, end_time: int) -> bool:
+        """Prices an LLM call of otel-llm's own on its live span, just before ``CallSpan`` ends
+        it at ``end_time``: True when done, and the span then carries its cost when it ends, so
+        on_end hands that span on as it is, with no copy. False, with nothing done: on_end
+        prices the span as any other.
+
+        Only for a call with no llm_context or agent to merge and no nested call counted in it
+        (those keep the copy), and only with a downstream to hand the span to (metrics-only:
+        nobody would see the cost). ``CallSpan`` calls it only when
+        this processor is its provider's only one, so no other processor sees a span it would
+        not have seen before. tests/test_live_pricing.py compares the spans and metrics of the
+        same calls on both paths.
+        """
+        if not self._downstream:
+            return False
+        try:
+            # A span of the SDK's (CallSpan found this processor through it): read from its
+            # fields, as _span_fields does.
+            attributes = span._attributes._dict  # type: ignore[union-attr]
+            span_id = span._context.span_id  # type: ignore[union-attr]
+            if (
+                type(attributes) is not dict
+                or span._end_time is not None  # ended by someone else: exported already
+                or _OPERATION not in attributes
+                or span_id in self._pending
+                or span_id in self._nested
+                or span_id in self._under
+            ):
+                return False
+            self._end_common(span, attributes, _scope_name(span), end_time)
+        except _NotLive:
+            return False
+        except Exception:  # noqa: BLE001 - telemetry must never break the application
+            # on_end then prices the span as any other.
+            self._failed("price_ending")
+            return False
+        live = self._live
+        if len(live) >= _MAX_PENDING:
+            with self._pending_lock:  # an end that never came to on_end: the oldest goes
+                live.pop(next(iter(live)), None)
+        live[span_id] = None  # one dict operation: atomic, no lock needed
+        return True
 
     def _end_call(  # noqa: PLR0917 - the hot path: positional
         self,
@@ -379,16 +492,20 @@ class LLMSpanProcessor(SpanProcessor):
         scope: str | None,
         context: Mapping[str, Any] | None,
         agent: AgentScope | None,
-        key: tuple[str | None, ...] | None = None,
+        key: tuple[Any, ...] | None = None,
+        live_end: int = 0,
     ) -> ReadableSpan:
         """Prices and measures an LLM call; the span to hand on. ``key``: the call's raw label
-        values when ``_end_common`` has no entry for them yet."""
+        values when ``_end_common`` has no entry for them yet; ``live_end``: as
+        ``_end_common``'s (never with a context or an agent to merge)."""
         if agent is not None:  # the span's own values win, then llm_context's, then the agent's
             attributes = {**agent.call_attributes(), **(context or {}), **attributes}
         elif context:
             attributes = {**context, **attributes}
-        derived = self._pricer.price_sdk_span(span, attributes, scope)
+        derived = self._pricer.price_sdk_span(span, attributes, scope, live_end or None)
         if derived is None:
+            if live_end:
+                raise _NotLive
             return span
         if key is not None and self._learns:
             self._learn(key, derived)
@@ -402,9 +519,12 @@ class LLMSpanProcessor(SpanProcessor):
         self._record(derived)
         if not self._downstream:  # metrics-only: nobody sees the priced copy
             return span
+        if live_end:
+            derived.price_attributes(attributes)  # type: ignore[arg-type]  # the live span's
+            return span
         return _priced_copy(span, derived.priced_attributes(attributes))
 
-    def _learn(self, key: tuple[str | None, ...], derived: Derived) -> None:
+    def _learn(self, key: tuple[Any, ...], derived: Derived) -> None:
         """Makes the one pass's entry for ``key`` when its call was priced from flat prices
         that do not vary with time, with nothing rejected and no billing."""
         priced = derived.priced
@@ -477,8 +597,56 @@ class LLMSpanProcessor(SpanProcessor):
         return all(results)
 
 
+class _NotLive(Exception):
+    """The call is not priced on its live span: on_end prices it."""
+
+
 def _ignore(span: Span) -> None:
     pass
+
+
+_SDK_SPANS = frozenset({ReadableSpan, Span, getattr(sdk_trace, "_Span", Span)})
+"""The SDK's own span classes (``_Span``: what its tracers make, a subclass that adds
+nothing), whose fields ``_span_fields`` reads directly."""
+
+
+def _span_fields(
+    span: ReadableSpan,
+) -> tuple[StatusCode, Resource | None, int | None, int | None, SpanContext, SpanContext | None]:
+    """The span's status code, resource, start and end times, context and parent. Each public
+    property is a Python call (0.1-0.2 µs each on a busy machine, timeit), and the one pass
+    reads seven: the SDK's own classes are read from their fields."""
+    if type(span) in _SDK_SPANS:
+        try:
+            return (
+                span._status._status_code,
+                span._resource,
+                span._start_time,
+                span._end_time,
+                span._context,  # type: ignore[return-value]
+                span._parent,
+            )
+        except AttributeError:  # another release of the SDK
+            pass
+    return (
+        span.status.status_code,
+        span.resource,
+        span.start_time,
+        span.end_time,
+        span.context,
+        span.parent,
+    )
+
+
+def _scope_name(span: ReadableSpan) -> str | None:
+    """``scope_name``, the SDK's own classes read from their fields (two properties less)."""
+    if type(span) in _SDK_SPANS:
+        try:
+            scope = span._instrumentation_scope
+            return scope._name if scope is not None else None
+        except AttributeError:  # another release of the SDK
+            pass
+    return scope_name(span)
 
 
 def _local_parent(span: ReadableSpan) -> SpanContext | None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_llm import _semconv as sc
+from otel_llm import lifecycle
 from otel_llm.lifecycle import CallSpan, error_type, start_attributes
 
 
@@ -141,3 +144,74 @@ def test_nothing_raises_into_the_caller(
     assert span.attributes["gen_ai.request.top_p"] == 0.5
     assert "gen_ai.request.top_k" not in span.attributes
     assert span.status.status_code is StatusCode.UNSET
+
+
+# What CallSpan sets after the start, in the batches it sets them: values set again, a list.
+BATCHES: list[dict[str, Any]] = [
+    {sc.GEN_AI_REQUEST_STREAM: True, sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: 0.25},
+    {
+        sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18",
+        sc.GEN_AI_RESPONSE_ID: "chatcmpl-1",
+        sc.GEN_AI_RESPONSE_FINISH_REASONS: ["stop", "length"],
+        sc.HTTP_RESPONSE_STATUS_CODE: 200,
+        sc.GEN_AI_USAGE_INPUT_TOKENS: 1200,
+        sc.GEN_AI_USAGE_OUTPUT_TOKENS: 300,
+    },
+    {sc.GEN_AI_REQUEST_MODEL: "gpt-4o", sc.GEN_AI_USAGE_INPUT_TOKENS: 1300},
+]
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        (SpanLimits(), [True, True, True]),
+        # The SDK would drop the oldest: left to it from the batch that would not fit.
+        (SpanLimits(max_span_attributes=9), [True, False, False]),
+        (SpanLimits(max_attribute_length=5), [False, False, False]),  # it cuts strings
+    ],
+    ids=["default", "few attributes", "short values"],
+)
+def test_attributes_are_stored_as_the_sdk_stores_them(
+    limits: SpanLimits, expected: list[bool]
+) -> None:
+    tracer = TracerProvider(span_limits=limits).get_tracer("t")
+    start = {sc.GEN_AI_OPERATION_NAME: "chat", sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini"}
+    ours, sdks = tracer.start_span("a", attributes=start), tracer.start_span("b", attributes=start)
+    stored = []
+    for batch in BATCHES:  # as CallSpan sets them: the SDK sets what _store leaves
+        stored.append(lifecycle._store(ours, dict(batch)))
+        if not stored[-1]:
+            ours.set_attributes(dict(batch))
+        sdks.set_attributes(dict(batch))
+    assert stored == expected
+    for span in (ours, sdks):
+        span.end()
+    assert list(ours.attributes.items()) == list(sdks.attributes.items())  # type: ignore[union-attr]
+    assert [type(value) for value in ours.attributes.values()] == [  # type: ignore[union-attr]
+        type(value)
+        for value in sdks.attributes.values()  # type: ignore[union-attr]
+    ]
+    assert ours.dropped_attributes == sdks.dropped_attributes
+    # Ended: left to the SDK (which warns and keeps nothing).
+    assert lifecycle._store(ours, {"late": 1}) is False
+    assert "late" not in ours.attributes  # type: ignore[operator]
+
+
+def test_a_wrapped_set_attributes_is_called_not_bypassed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Someone's wrapper of the SDK's method (a test's counter, another library's hook) runs.
+    span = TracerProvider().get_tracer("t").start_span("a")
+    assert lifecycle._store(span, {"a": 1}) is True
+    seen: list[dict[str, Any]] = []
+    original = SdkSpan.set_attributes
+
+    def wrapped(self: SdkSpan, attributes: Any) -> None:
+        seen.append(dict(attributes))
+        original(self, attributes)
+
+    monkeypatch.setattr(SdkSpan, "set_attributes", wrapped)
+    assert lifecycle._store(span, {"b": 2}) is False
+    call = CallSpan(span, 0)
+    call.set_usage(input_tokens=5)
+    assert seen == [{sc.GEN_AI_USAGE_INPUT_TOKENS: 5}]
+    span.end()
+    assert dict(span.attributes or {}) == {"a": 1, sc.GEN_AI_USAGE_INPUT_TOKENS: 5}

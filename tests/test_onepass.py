@@ -312,3 +312,63 @@ def test_a_second_processor_on_one_registry_shares_series_and_one_pass() -> None
         if sample.name == "gen_ai_client_cost_usd_total"
     ]
     assert value == pytest.approx(costs[0] * 6)
+
+
+class _Text(str):
+    """A str subclass: equal to the str it was made from, so it finds that one's entry."""
+
+
+# (what teaches the one pass, what follows with the same label values): the one pass looks its
+# entry up by the raw label values before it reads the rest, so what the entry does not vouch
+# for must still be checked.
+KNOWN_KEYS: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    # No provider, then the deprecated name of one: the full reader decides which is meant.
+    (_with(gen_ai__provider__name=""), _with(gen_ai__provider__name="", gen_ai__system="openai")),
+    # A value no key can hold (the SDK keeps lists): never the one pass.
+    (dict(COMMON), _with(gen_ai__request__model=["gpt-4o-mini"])),
+    (dict(COMMON), _with(error__type=["x"])),
+    # A str subclass equal to the learnt value.
+    (dict(COMMON), _with(gen_ai__request__model=_Text("gpt-4o-mini"))),
+    # Counts the entry says nothing of.
+    (dict(COMMON), _with(gen_ai__usage__input_tokens=-1)),
+    (dict(COMMON), _with(gen_ai__usage__output_tokens=None)),
+]
+
+
+def _known_keys(one_pass: bool) -> tuple[list[Any], bytes]:
+    with _virtual_time():
+        registry = CollectorRegistry()
+        exporter = InMemorySpanExporter()
+        processor = LLMSpanProcessor(SimpleSpanProcessor(exporter), registry=registry)
+        if not one_pass:
+            processor._learns = False
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": "checkout"}), id_generator=_CountingIds()
+        )
+        provider.add_span_processor(processor)
+        tracer = provider.get_tracer(SCOPE)
+        for learnt, then in KNOWN_KEYS:
+            for attributes in (learnt, learnt, then, learnt):
+                span = tracer.start_span("chat", start_time=T0_NS)
+                # Set one by one, as the SDK keeps them (a list as a tuple, a str subclass as is).
+                for name, value in attributes.items():
+                    span._attributes._dict[name] = value  # type: ignore[attr-defined]
+                span.end(end_time=T0_NS + 10**8)
+        spans = [
+            (s.name, list((s.attributes or {}).items())) for s in exporter.get_finished_spans()
+        ]
+        return spans, generate_latest(registry)
+
+
+def test_a_call_with_known_label_values_is_still_read_in_full() -> None:
+    fast_spans, fast_text = _known_keys(one_pass=True)
+    full_spans, full_text = _known_keys(one_pass=False)
+    assert len(fast_spans) == len(full_spans) == 4 * len(KNOWN_KEYS)
+    for fast, full in zip(fast_spans, full_spans, strict=True):
+        assert fast == full
+    assert fast_text == full_text
+    # Each was priced or said why not (a failure would have handed it on as it came).
+    for _, attributes in fast_spans:
+        assert {sc.GEN_AI_USAGE_COST_AMOUNT, sc.OTEL_LLM_COST_UNPRICED_REASON} & dict(
+            attributes
+        ).keys()

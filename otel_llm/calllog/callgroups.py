@@ -14,7 +14,7 @@ docs/calllog.md has the figures.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from otel_llm.calllog import sql
 from otel_llm.calllog.cardinality import OTHER
@@ -64,6 +64,7 @@ def call_groups(
     *,
     deadline: Deadline,
     overall: Totals,
+    days: Sequence[int] | None = None,
 ) -> list[tuple[str | None, Totals]]:
     """The ``limit`` busiest groups of ``group_by`` (a key of ``CALL_GROUPS``) among the calls
     the filter selects, busiest first (calls without a value: the group None), then ``other``:
@@ -71,7 +72,7 @@ def call_groups(
     The rest's percentiles are computed only when the groups listed hold at least half of the
     calls (then every call of the range is read anyway)."""
     column = column_of(CALL_GROUPS[group_by])
-    condition = sql.where(call_filter)
+    condition = sql.where(call_filter, days)  # days: a user's or key's (``sql.where``)
     groups: dict[str | None, Totals] = {}
 
     def add_groups(rows: Rows) -> None:

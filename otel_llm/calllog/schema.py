@@ -25,7 +25,8 @@ Representation (the same in both databases, so one SQL text serves both):
   and tool spans (``tracespans.py``);
 - v7: a call's policy violation (policy, rule, action); the daily rows' policy counters;
 - v8: PostgreSQL only -- the calls table partitioned by UTC day of ``created_us``
-  (``partitions.py``); SQLite's stays one table.
+  (``partitions.py``); SQLite's stays one table;
+- v9: SQLite only -- the user and API key indexes keyed by day first (``DAY_INDEXED``).
 """
 
 from __future__ import annotations
@@ -392,7 +393,52 @@ $$""",  # noqa: S608
     ]
 
 
-MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8)
+DAY_INDEXED: dict[str, str] = {"user": "user_id", "api_key_id": "api_key_id"}
+"""The filters (``CallFilter`` attribute: column) whose SQLite index is (day, column,
+created_us) from v9 on: a query on them names the days (``sql.where``'s ``days``)."""
+
+
+def _v9(t: Types) -> list[str]:
+    # Issue 12: at 100,000 users a (user_id, created_us) index took each insert to a random
+    # leaf page of the whole index (every call of a 5,000-call batch dirtied its own page,
+    # written to the WAL at commit), and (api_key_id, created_us) to one of 1,000 pages. Day
+    # first, an insert lands in today's part of the index, as the look-up and trace indexes
+    # do; a query names the days of its range (``day IN (...)``, one seek each) and, newest
+    # first, reads the order off the index by (day, created_us). Those two and the indexes
+    # of fields most calls lack (agent, conversation, policy) are partial: a call without
+    # the value costs no insert into them, and "column = ?" implies "IS NOT NULL", so their
+    # filters still use them. PostgreSQL's indexes are per daily partition already (v8):
+    # unchanged.
+    if t.partitioned:
+        return []
+    day_first = (("user", "user_id"), ("api_key", "api_key_id"))
+    sparse = (("agent", "agent_name"), ("conversation", "conversation_id"), ("policy", "policy"))
+    return [
+        *(f"DROP INDEX {CALLS}_{name}" for name, _ in (*day_first, *sparse)),
+        *(
+            f"CREATE INDEX {CALLS}_{name}_day ON {CALLS} (day, {column}, created_us) "
+            f"WHERE {column} IS NOT NULL"
+            for name, column in day_first
+        ),
+        *(
+            f"CREATE INDEX {CALLS}_{name} ON {CALLS} ({column}, created_us) "
+            f"WHERE {column} IS NOT NULL"
+            for name, column in sparse
+        ),
+    ]
+
+
+MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _v8,
+    _v9,
+)
 """Migration n (1-based) is ``MIGRATIONS[n - 1]``."""
 
 LATEST = len(MIGRATIONS)

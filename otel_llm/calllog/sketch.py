@@ -322,3 +322,26 @@ def merged(blobs: Iterable[bytes | None]) -> Sketch:
     for blob in blobs:
         result.merge_bytes(blob)
     return result
+
+
+def buckets_bytes(buckets: Iterable[int]) -> bytes:
+    """A sketch of values of these buckets (``bucket``'s results), serialised as ``to_bytes``
+    would, without a Sketch: a write's daily row of a few calls would allocate the dense array
+    of SIZE counts at its second bucket (9 us of a row's 10, measured) to serialise a handful."""
+    zeros = 0
+    counts: dict[int, int] = {}
+    for index in buckets:
+        if index < 0:
+            zeros += 1
+        else:
+            counts[index] = counts.get(index, 0) + 1
+    if not counts:
+        return _HEADER.pack(_V_UINT32, zeros, 0, 0)
+    low = min(counts)
+    used = [0] * (max(counts) - low + 1)
+    for index, count in counts.items():
+        used[index - low] = count
+    packed = array("I", used)  # a write's counts: far below 2**32
+    if _SWAP:
+        packed.byteswap()
+    return _HEADER.pack(_V_UINT32, zeros, low, len(used)) + packed.tobytes()

@@ -40,7 +40,7 @@ from otel_llm.calllog.record import (
     to_nanos,
 )
 from otel_llm.calllog.record import utc_from_micros as _utc
-from otel_llm.calllog.schema import CALLS, CONTENT
+from otel_llm.calllog.schema import CALLS, CONTENT, DAY_INDEXED
 from otel_llm.calllog.sketch import merged_bytes
 
 Decoder = Callable[[Any], Any]
@@ -200,10 +200,21 @@ class Statement:
     params: tuple[Any, ...]
 
 
-def where(call_filter: CallFilter) -> Statement:
-    """The WHERE clause (``"1=1"`` when empty) of a filter on the calls table."""
+def day_indexed(call_filter: CallFilter) -> bool:
+    """Whether the filter matches a column SQLite indexes by (day, column, created_us)
+    (``schema.DAY_INDEXED``): its query must name the days to use that index."""
+    return any(getattr(call_filter, name) is not None for name in DAY_INDEXED)
+
+
+def where(call_filter: CallFilter, days: Sequence[int] | None = None) -> Statement:
+    """The WHERE clause (``"1=1"`` when empty) of a filter on the calls table. ``days``: the
+    UTC days (since the epoch) the filter's range covers, given when ``day_indexed``: one seek
+    per day in the (day, user_id) or (day, api_key_id) index instead of a scan."""
     clauses: list[str] = []
     params: list[Any] = []
+    if days is not None:
+        clauses.append(f"day IN ({', '.join('?' for _ in days)})" if days else "1 = 0")
+        params.extend(days)
     for attribute, column in _EXACT:
         value = getattr(call_filter, attribute)
         if value is not None:
@@ -304,13 +315,20 @@ def decode(fields: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
     return {name: COLUMNS[name][1](value) for name, value in zip(fields, row, strict=True)}
 
 
-def list_statement(query: CallQuery, fields: Sequence[str]) -> Statement:
+def list_statement(
+    query: CallQuery, fields: Sequence[str], days: Sequence[int] | None = None
+) -> Statement:
     """One page of calls. Unknown values (an unpriced call's cost) sort as the smallest, as
     both databases' indexes order NULLs by default, so either direction can use one index; the
-    id breaks ties (in the last key's direction) so pages never overlap."""
-    condition = where(query.filter)
+    id breaks ties (in the last key's direction) so pages never overlap. With ``days``
+    (``where``), time order is (day, created_us) -- the same order, since the day is the
+    time's -- which the (day, user_id, created_us) index gives a day at a time: a page of
+    the newest calls stops after its rows instead of sorting every call of the range."""
+    condition = where(query.filter, days)
     keys = ((query.sort, query.descending), *query.then)
     order = ", ".join(_order(key, descending) for key, descending in keys)
+    if days is not None and SORT_COLUMNS[query.sort] == _TIME:
+        order = f"day {'DESC' if query.descending else 'ASC'}, {order}"
     order += f", id {'DESC' if keys[-1][1] else 'ASC'}"
     return Statement(
         f"SELECT {select_fields(fields)} FROM {CALLS} WHERE {condition.text} "  # noqa: S608
@@ -327,10 +345,10 @@ def _order(key: str, descending: bool) -> str:
     return f"{column} DESC NULLS LAST" if descending else f"{column} ASC NULLS FIRST"
 
 
-def summary_statement(call_filter: CallFilter) -> Statement:
+def summary_statement(call_filter: CallFilter, days: Sequence[int] | None = None) -> Statement:
     """Calls, priced calls, their cost (nano-USD) and tokens, of a filter (seed 001's
     ``summary``)."""
-    condition = where(call_filter)
+    condition = where(call_filter, days)
     cost, tokens = column_of("cost"), column_of("total_tokens")
     return Statement(
         f"SELECT COUNT(*), COUNT({cost}), SUM({cost}), SUM({tokens}) FROM {CALLS} "  # noqa: S608
@@ -339,8 +357,8 @@ def summary_statement(call_filter: CallFilter) -> Statement:
     )
 
 
-def count_statement(call_filter: CallFilter) -> Statement:
-    condition = where(call_filter)
+def count_statement(call_filter: CallFilter, days: Sequence[int] | None = None) -> Statement:
+    condition = where(call_filter, days)
     return Statement(f"SELECT COUNT(*) FROM {CALLS} WHERE {condition.text}", condition.params)  # noqa: S608
 
 
@@ -366,7 +384,12 @@ def get_statement(
 
 
 def day_range_statement() -> Statement:
-    return Statement(f"SELECT MIN(created_us), MAX(created_us) FROM {CALLS}", ())  # noqa: S608
+    """The first and last stored call's time. Two sub-selects: SQLite reads a lone MIN or MAX
+    off the primary key's end, but both in one select scanned an index (200 ms at 1 M)."""
+    return Statement(
+        f"SELECT (SELECT MIN(created_us) FROM {CALLS}), (SELECT MAX(created_us) FROM {CALLS})",  # noqa: S608
+        (),
+    )
 
 
 def content_statement(created_us: int, call_id: str) -> Statement:

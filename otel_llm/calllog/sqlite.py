@@ -62,6 +62,8 @@ _UPSERT_DAILY = {rollup.table: _upsert(rollup.table, rollup.key) for rollup in R
 class SQLiteCallStore(SQLCallStore):
     """Call store in a SQLite file (created, with its directory, if absent)."""
 
+    _day_indexes = True
+
     def __init__(
         self,
         path: str,

@@ -123,6 +123,9 @@ class SQLCallStore(IsolatingStore, ABC):
     """The queries, shared by both backends; subclasses connect, migrate and write (writes
     isolate each record: ``isolation.py``)."""
 
+    _day_indexes = False
+    """The user and API key indexes are (day, column, created_us) (SQLite, ``schema._v9``)."""
+
     def __init__(
         self,
         *,
@@ -164,22 +167,50 @@ class SQLCallStore(IsolatingStore, ABC):
             raise QueryError(f"unknown sort key {query.sort!r}")
         fields = _checked_fields(query.select)
         read = self._within(timeout)
-        rows = read(sql.list_statement(query, fields))
+        days = self._days(query.filter, read)
+        rows = read(sql.list_statement(query, fields, days))
         calls = [sql.decode(fields, row) for row in rows]
-        total = int(read(sql.count_statement(query.filter))[0][0])
+        total = self._count(query.filter, days, read)
         return Page(calls=calls, total=total, has_more=query.offset + len(calls) < total)
 
     def count(self, filter: CallFilter, *, timeout: float | None = None) -> int:
-        return int(self._within(timeout)(sql.count_statement(filter))[0][0])
+        read = self._within(timeout)
+        return self._count(filter, self._days(filter, read), read)
+
+    def _count(self, filter: CallFilter, days: Sequence[int] | None, read: tracespans.Read) -> int:
+        return int(read(sql.count_statement(filter, days))[0][0])
 
     def summary(self, filter: CallFilter, *, timeout: float | None = None) -> Summary:
-        requests, priced, cost, tokens = self._within(timeout)(sql.summary_statement(filter))[0]
+        read = self._within(timeout)
+        statement = sql.summary_statement(filter, self._days(filter, read))
+        requests, priced, cost, tokens = read(statement)[0]
         return Summary(
             int(requests),
             int(priced),
             from_nanos(int(cost)) if priced else None,
             int(tokens or 0),
         )
+
+    def _days(
+        self, filter: CallFilter, read: tracespans.Read | None = None
+    ) -> Sequence[int] | None:
+        """The days a query on a day-indexed filter names (``sql.where``): those of its range
+        within the stored calls' (None: this backend has no such index, the filter none of
+        those fields, or the range more days than one statement binds -- then it scans).
+        ``read``: the answer's (``_within``), else ``_read``."""
+        if not self._day_indexes or not sql.day_indexed(filter):
+            return None
+        first, last = (read or self._read)(sql.day_range_statement())[0]
+        if first is None:
+            return ()
+        low, high = int(first) // _DAY_US, int(last) // _DAY_US
+        if filter.start is not None:
+            low = max(low, micros_of(filter.start) // _DAY_US)
+        if filter.end is not None:
+            high = min(high, (micros_of(filter.end) - 1) // _DAY_US)
+        if high - low >= _DAYS_PER_LOOKUP:
+            return None
+        return range(low, high + 1)
 
     def get(
         self,
@@ -319,13 +350,15 @@ class SQLCallStore(IsolatingStore, ABC):
                 replace(call_filter, start=start, end=end), deadline, busiest
             )
         elif query.group_by in CALL_GROUPS:
+            ranged = replace(call_filter, start=start, end=end)
             groups = call_groups(
                 self._scan,
-                replace(call_filter, start=start, end=end),
+                ranged,
                 query.group_by,
                 query.limit,
                 deadline=deadline,
                 overall=daily.overall,
+                days=self._days(ranged),
             )
         if query.group_by is not None:
             result["groups"] = [{"group": key, **totals.stats()} for key, totals in groups]
@@ -432,7 +465,8 @@ class SQLCallStore(IsolatingStore, ABC):
 
     def traces(self, query: traces.TraceQuery, *, timeout: float | None = None) -> dict[str, Any]:
         """A page of traces with LLM calls and their totals."""
-        return traces.list_traces(self._within(timeout), query)
+        read = self._within(timeout)
+        return traces.list_traces(read, query, self._days(query.filter, read))
 
     def trace(
         self,

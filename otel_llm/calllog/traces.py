@@ -157,11 +157,11 @@ def _visible(projects: frozenset[str] | None) -> sql.Statement:
     return sql.where(CallFilter(projects=projects))
 
 
-def _grouped(query: TraceQuery) -> sql.Statement:
+def _grouped(query: TraceQuery, days: Sequence[int] | None) -> sql.Statement:
     """The matching traces' totals, one row each, as a sub-select ``t``. A trace's calls are
     counted from a day before the filter's start to a day after its end: a trace is a run of
-    minutes, and the range bounds the rows read."""
-    matching = sql.where(query.filter)
+    minutes, and the range bounds the rows read. ``days``: ``sql.where``'s."""
+    matching = sql.where(query.filter, days)
     near = replace(
         CallFilter(projects=query.filter.projects),
         start=query.filter.start - SLACK if query.filter.start else None,
@@ -185,9 +185,10 @@ def _grouped(query: TraceQuery) -> sql.Statement:
     return sql.Statement(f"SELECT * FROM ({text}) AS t{where}", tuple(values))  # noqa: S608
 
 
-def list_traces(read: Read, query: TraceQuery) -> dict[str, Any]:
-    """One page of traces (``data``), whether more follow and the calls list's pagination."""
-    grouped = _grouped(query)
+def list_traces(read: Read, query: TraceQuery, days: Sequence[int] | None = None) -> dict[str, Any]:
+    """One page of traces (``data``), whether more follow and the calls list's pagination;
+    ``days``: those a user or API key filter probes (``sql.where``)."""
+    grouped = _grouped(query, days)
     rows = read(
         sql.Statement(
             f"{grouped.text} ORDER BY {_ORDER[(query.sort, query.descending)]} LIMIT ? OFFSET ?",
@@ -196,7 +197,7 @@ def list_traces(read: Read, query: TraceQuery) -> dict[str, Any]:
     )
     if query.min_cost is None and query.max_cost is None:
         # Every trace with a matching call is listed: count them without the totals.
-        matching = sql.where(query.filter)
+        matching = sql.where(query.filter, days)
         counted = sql.Statement(
             f"SELECT COUNT(DISTINCT trace_id) FROM {CALLS} WHERE {matching.text}",  # noqa: S608
             matching.params,

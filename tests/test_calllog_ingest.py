@@ -1,0 +1,289 @@
+"""The write path made faster for issue 12 (100,000 users, 1,000 keys): the roll-up that groups
+a write's calls per daily row, and SQLite's day-first user and API key indexes (migration v9)
+-- the same answers as before, exactly, on both backends."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otel_llm.calllog import rollup, schema, sql
+from otel_llm.calllog.catalogue import ROLLUPS
+from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
+from otel_llm.calllog.record import CallRecord, micros_of
+from otel_llm.calllog.sketch import Sketch, bucket, buckets_bytes
+from otel_llm.calllog.sqlite import SQLiteCallStore
+from otel_llm.calllog.store import SQLCallStore, open_store
+from otel_llm.calllog.traces import TraceQuery
+from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
+from tests.test_calllog_store import NOW, make_records
+
+
+def varied(count: int, seed: int) -> list[CallRecord]:
+    """``make_records``' calls with more users and keys (some absent), some on credits with a
+    discount and some with a policy violation (every counter of a daily row moves)."""
+    rng = random.Random(seed)  # noqa: S311 - test data
+    return [
+        dataclasses.replace(
+            record,
+            user=rng.choice([*(f"user-{n}" for n in range(30)), None]),
+            api_key_id=rng.choice([*(f"key-{n}" for n in range(6)), None]),
+            billing=rng.choice(["credits", "own_key", None]),
+            list_cost=record.cost * 2 if record.cost is not None and index % 3 else None,
+            discount=record.cost / 4 if record.cost is not None and index % 4 == 0 else None,
+            policy="p" if index % 9 == 0 else None,
+            policy_rule="r" if index % 9 == 0 else None,
+            policy_action=("alert", "block", "log")[index % 3] if index % 9 == 0 else None,
+        )
+        for index, record in enumerate(make_records(count, days=6, seed=seed))
+    ]
+
+
+def one_by_one(rows: list[tuple[Any, ...]]) -> dict[str, dict[rollup.DailyKey, tuple[Any, ...]]]:
+    """Each table's rows as ``Totals.add`` makes them, call after call (the reference)."""
+    column = {name: index for index, name in enumerate(sql.INSERT_COLUMNS)}
+    summed = [column[name] for name in rollup.SUMMED]
+    billed = [column[name] for name in rollup.BILLED]
+    tables: dict[str, dict[rollup.DailyKey, rollup.Totals]] = {}
+    for daily in ROLLUPS:
+        rows_of: dict[rollup.DailyKey, rollup.Totals] = defaultdict(rollup.Totals)
+        for row in rows:
+            day = (rollup._EPOCH + timedelta(days=row[column["day"]])).isoformat()
+            key = (day, *(row[column[name]] or "" for name in daily.key[1:]))
+            rows_of[key].add(
+                row[column["status"]] == "error",
+                [row[index] for index in summed],
+                row[column["latency_ms"]],
+                row[column["ttfc_ms"]],
+                [row[index] for index in billed],
+                policy_action=row[column["policy_action"]],
+            )
+        tables[daily.table] = dict(rows_of)
+    return {
+        table: {key: totals.row_values() for key, totals in rows_of.items()}
+        for table, rows_of in tables.items()
+    }
+
+
+def test_the_roll_up_of_a_write_is_the_sum_of_its_calls_one_by_one() -> None:
+    rows = [sql.row_of(record) for record in varied(600, seed=3)]
+    added = rollup.rollup(rows)
+    expected = one_by_one(rows)
+    assert added.keys() == expected.keys()
+    for table, rows_of in expected.items():
+        got = {key: row.row_values() for key, row in added[table].items()}
+        assert got.keys() == rows_of.keys(), table
+        for key, values in rows_of.items():
+            # Integer sums and sketches exact; the latency sum (a float) up to its rounding.
+            assert got[key][:-3] == values[:-3], (table, key)
+            assert got[key][-3] == pytest.approx(values[-3], rel=1e-12)
+            assert got[key][-2:] == values[-2:], (table, key)
+    # The first table's rows are made of the rows by status: every call is in one of each.
+    for daily in ROLLUPS:
+        assert sum(row.requests for row in added[daily.table].values()) == len(rows)
+
+
+@pytest.fixture
+def filled(store_url: str) -> Iterator[tuple[SQLCallStore, list[CallRecord]]]:  # noqa: F811
+    store = open_store(store_url, clock=lambda: NOW)
+    records = varied(500, seed=11)
+    try:
+        # In several writes, one of them redelivering calls: stored and counted once.
+        assert store.write(records[:200]) == 200
+        assert store.write(records[150:]) == 300
+        yield store, records
+    finally:
+        store.close()
+
+
+def newest_first(records: list[CallRecord]) -> list[str]:
+    ordered = sorted(records, key=lambda r: (micros_of(r.created_at), r.id), reverse=True)
+    return [r.id for r in ordered]
+
+
+FILTERS = [
+    {"user": "user-3"},
+    {"user": ("user-1", "user-2", "user-29")},
+    {"api_key_id": "key-2"},
+    {"api_key_id": ("key-0", "key-5"), "user": ("user-4", "user-7", "user-8")},
+    {"user": "user-9", "start": NOW - timedelta(days=3), "end": NOW - timedelta(days=1)},
+    {"api_key_id": "key-1", "start": NOW - timedelta(days=2)},
+    {"api_key_id": "key-1", "end": NOW - timedelta(days=4, hours=5)},
+    {"user": "nobody"},
+    {"api_key_id": "key-3", "start": NOW + timedelta(days=2)},
+]
+
+
+def selected(records: list[CallRecord], conditions: dict[str, Any]) -> list[CallRecord]:
+    def matches(record: CallRecord) -> bool:
+        for name, wanted in conditions.items():
+            if name == "start" and record.created_at < wanted:
+                return False
+            if name == "end" and record.created_at >= wanted:
+                return False
+            if name in ("user", "api_key_id"):
+                value = getattr(record, name)
+                if value not in ((wanted,) if isinstance(wanted, str) else wanted):
+                    return False
+        return True
+
+    return [record for record in records if matches(record)]
+
+
+@pytest.mark.parametrize("conditions", FILTERS, ids=[",".join(c) for c in FILTERS])
+def test_user_and_key_filters_list_count_and_sum_every_matching_call(
+    filled: tuple[SQLCallStore, list[CallRecord]], conditions: dict[str, Any]
+) -> None:
+    store, records = filled
+    mine = selected(records, conditions)
+    call_filter = CallFilter(**conditions)
+    assert store.count(call_filter) == len(mine)
+    expected = newest_first(mine)
+    for offset in (0, 7):
+        page = store.list(CallQuery(filter=call_filter, limit=10, offset=offset))
+        assert [call["id"] for call in page.calls] == expected[offset : offset + 10]
+        assert page.total == len(mine)
+    oldest = store.list(CallQuery(filter=call_filter, limit=100, descending=False))
+    assert [call["id"] for call in oldest.calls] == expected[::-1][:100]
+    by_cost = store.list(CallQuery(filter=call_filter, sort="cost", limit=100))
+    costs = [call["cost"] for call in by_cost.calls]
+    priced = sorted((r.cost for r in mine if r.cost is not None), reverse=True)
+    assert costs[: len(priced)] == priced
+    summary = store.summary(call_filter)
+    assert summary.requests == len(mine)
+    assert summary.priced == len([r for r in mine if r.cost is not None])
+    assert summary.cost == (sum(priced) if priced else None)
+
+
+def test_stats_by_agent_of_one_user_read_the_users_calls(
+    filled: tuple[SQLCallStore, list[CallRecord]],
+) -> None:
+    store, records = filled
+    mine = [r for r in records if r.user == "user-5"]
+    answer = store.stats(
+        StatsQuery(
+            filter=CallFilter(user="user-5", start=NOW - timedelta(days=7)), group_by="agent"
+        )
+    )
+    assert answer["stats"]["total_requests"] == len(mine)
+    assert sum(group["total_requests"] for group in answer["groups"]) == len(mine)
+
+
+def test_traces_of_one_user_or_key_are_those_of_their_calls(
+    filled: tuple[SQLCallStore, list[CallRecord]],
+) -> None:
+    store, records = filled
+    for conditions in ({"user": "user-6"}, {"api_key_id": ("key-0", "key-2")}):
+        mine = selected(records, conditions)
+        answer = store.traces(TraceQuery(filter=CallFilter(**conditions), limit=100))
+        assert answer["pagination"]["total"] == len({r.trace_id for r in mine})
+        listed = {t["trace_id"] for t in answer["data"]}
+        assert listed <= {r.trace_id for r in mine}
+        assert len(listed) == min(100, len({r.trace_id for r in mine}))
+
+
+def plan(path: Path, statement: sql.Statement) -> str:
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute(f"EXPLAIN QUERY PLAN {statement.text}", statement.params)
+        return " / ".join(str(row[-1]) for row in rows)
+
+
+def test_sqlite_seeks_a_user_or_key_day_by_day_and_reads_newest_first_off_the_index(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "calls.db"
+    store = SQLiteCallStore(str(path), clock=lambda: NOW)
+    try:
+        store.write(varied(300, seed=5))
+        days = store._days(CallFilter(user="user-1"))
+        assert days is not None
+        # The stored calls' days (within the six before NOW), one statement parameter each.
+        day_us = 86_400_000_000
+        assert days[0] >= micros_of(NOW - timedelta(days=6)) // day_us
+        assert days[-1] <= micros_of(NOW) // day_us
+        assert len(days) >= 6
+        for name, index in (
+            ("user", "llm_calls_user_day"),
+            ("api_key_id", "llm_calls_api_key_day"),
+        ):
+            query = CallQuery(filter=CallFilter(**{name: "x"}), limit=20)
+            listed = plan(path, sql.list_statement(query, ("id",), days))
+            assert f"USING INDEX {index}" in listed
+            # The page's order comes off the index (only ties of one time are sorted).
+            assert "RIGHT PART OF ORDER BY" in listed
+            counted = plan(path, sql.count_statement(query.filter, days))
+            assert f"USING COVERING INDEX {index}" in counted
+        # A filter on neither names no days (its indexes are keyed by the dimension).
+        assert store._days(CallFilter(model="gpt-4o")) is None
+    finally:
+        store.close()
+
+
+def test_a_sqlite_store_before_v9_upgrades_to_the_day_indexes_answering_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "calls.db")
+    records = varied(300, seed=9)
+    before_v9 = schema.MIGRATIONS.index(schema._v9)
+    queries = [CallFilter(user="user-2"), CallFilter(api_key_id=("key-1", "key-4"))]
+    with monkeypatch.context() as old:
+        old.setattr(schema, "LATEST", before_v9)
+        old.setattr(SQLiteCallStore, "_day_indexes", False)
+        old_store = SQLiteCallStore(path, clock=lambda: NOW)
+        try:
+            assert old_store.schema_version() == before_v9
+            old_store.write(records)
+            before = [old_store.list(CallQuery(filter=f, limit=50)).calls for f in queries]
+        finally:
+            old_store.close()
+    store = SQLiteCallStore(path, clock=lambda: NOW)
+    try:
+        assert store.schema_version() == schema.LATEST
+        indexes = {
+            row[0]
+            for row in store._read(
+                sql.Statement("SELECT name FROM sqlite_master WHERE type = 'index'", ())
+            )
+        }
+        assert {"llm_calls_user_day", "llm_calls_api_key_day"} <= indexes
+        assert not {"llm_calls_user", "llm_calls_api_key"} & indexes
+        after = [store.list(CallQuery(filter=f, limit=50)).calls for f in queries]
+        assert after == before
+        assert [len(page) for page in after] == [
+            min(50, len(selected(records, {"user": "user-2"}))),
+            min(50, len(selected(records, {"api_key_id": ("key-1", "key-4")}))),
+        ]
+    finally:
+        store.close()
+
+
+def test_sketch_bytes_of_buckets_are_those_of_a_sketch_of_them() -> None:
+    rng = random.Random(4)  # noqa: S311 - test data
+    for size in (0, 1, 2, 3, 7, 40):
+        values = [rng.choice([0.0, rng.lognormvariate(6.5, 1.5)]) for _ in range(size)]
+        sketch = Sketch()
+        sketch.add_all(values)
+        assert buckets_bytes([bucket(value) for value in values]) == sketch.to_bytes()
+
+
+def test_the_stored_time_range_is_read_off_the_primary_key(tmp_path: Path) -> None:
+    path = tmp_path / "calls.db"
+    store = SQLiteCallStore(str(path), clock=lambda: NOW)
+    try:
+        records = varied(50, seed=2)
+        store.write(records)
+        first, last = store._read(sql.day_range_statement())[0]
+        assert first == min(micros_of(r.created_at) for r in records)
+        assert last == max(micros_of(r.created_at) for r in records)
+        # Two seeks, no scan (a MIN and a MAX in one select scanned an index).
+        assert "SCAN llm_calls" not in plan(path, sql.day_range_statement())
+    finally:
+        store.close()
