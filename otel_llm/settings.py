@@ -747,6 +747,20 @@ CALL_LOG_STATS_TIMEOUT: Setting[float] = Setting(
         "database statement too) and answered 503."
     ),
 )
+CALL_LOG_QUERY_TIMEOUT: Setting[float] = Setting(
+    name="call_log_query_timeout",
+    # An indexed page or count answers in milliseconds; the budget is for what no index
+    # serves (a deep offset sorted by cost, traces over a month of calls) and bounds how long
+    # one request holds SQLite's one reader connection (or a pool connection) from the others.
+    default=10.0,
+    parse=float,
+    check=positive_seconds,
+    doc=(
+        "Seconds any other read of the query API (list, count, enhanced list, one call, its "
+        "details, traces, a trace, a conversation) may take; past them it is stopped (the "
+        "database statement too) and answered 503."
+    ),
+)
 CALL_LOG_TRACE_URL: Setting[str | None] = Setting(
     name="call_log_trace_url",
     default=None,
@@ -778,6 +792,7 @@ CALL_LOG: tuple[Setting[Any], ...] = (
     CALL_LOG_RATE_LIMIT_DETAILS,
     CALL_LOG_RATE_LIMIT_STATS,
     CALL_LOG_STATS_TIMEOUT,
+    CALL_LOG_QUERY_TIMEOUT,
     CALL_LOG_TRACE_URL,
 )
 

@@ -16,11 +16,14 @@ Routes (all under ``/api/v1/calls``; every request needs an API key)::
     GET      /api/v1/conversations/{id}   the totals of a conversation's calls
     GET      /api/v1/policies[/{name}]    budgets and policies (``policyapi.py``)
 
-Stats are bounded, as the API runs in the collector's process beside its OTLP receivers: each
-runs within ``call_log_stats_timeout`` (then 503), and at most ``MAX_CONCURRENT_STATS`` run at
-once -- another waits up to ``STATS_QUEUE_SECONDS`` for its turn, then gets 503 with
-``Retry-After``. So stats can hold at most that many threads (and of the GIL) for at most that
-long, however large the store.
+Every read is bounded in time, as the API runs in the collector's process beside its OTLP
+receivers and SQLite has one reader connection: a list, count, call, trace or conversation
+within ``call_log_query_timeout``, stats within ``call_log_stats_timeout``; past it the database
+statement is stopped (which lets the connection go to the next request at once) and the answer
+is 503 saying which budget and what to ask instead. Stats are bounded in number too: at most
+``MAX_CONCURRENT_STATS`` run at once -- another waits up to ``STATS_QUEUE_SECONDS`` for its
+turn, then gets 503 with ``Retry-After``. So stats can hold at most that many threads (and of
+the GIL) for at most that long, however large the store.
 
 Nothing creates, changes or deletes a call: other methods get 405 with ``Allow``. Errors are
 ``{"error": {"code": ..., "message": ...}}``; a failure of the store is logged and answered with
@@ -37,6 +40,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -48,7 +52,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from otel_llm import settings
 from otel_llm.calllog import enhanced, params, policyapi, traces
 from otel_llm.calllog.auth import ApiKey, AuthError, KeyRing
-from otel_llm.calllog.query import CallQuery, QueryError, StatsTimeout
+from otel_llm.calllog.query import CallQuery, QueryError, QueryTimeout
 from otel_llm.calllog.ratelimit import EndpointClass, RateLimiter, RateLimits
 from otel_llm.calllog.record import FIELDS, is_call_id
 from otel_llm.calllog.webpage import WebPage
@@ -148,6 +152,7 @@ class CallLogApp:
         limiter: RateLimiter | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         stats_timeout: float | None = None,
+        query_timeout: float | None = None,
         max_concurrent_stats: int = MAX_CONCURRENT_STATS,
         policies: PolicyFile | None = None,
         trace_url: str | None = None,
@@ -162,6 +167,7 @@ class CallLogApp:
         self.limiter = limiter if limiter is not None else RateLimiter(limits)
         self.max_body_bytes = max_body_bytes
         self.stats_timeout = settings.CALL_LOG_STATS_TIMEOUT.resolve(stats_timeout)
+        self.query_timeout = settings.CALL_LOG_QUERY_TIMEOUT.resolve(query_timeout)
         self.max_concurrent_stats = max_concurrent_stats
         self._stats_places = threading.BoundedSemaphore(max_concurrent_stats)
         self.policies = policies
@@ -252,7 +258,16 @@ class CallLogApp:
         except policyapi.NoPolicy:
             raise Refusal(404, f"no policy named '{_shown(route.policy or '')}'") from None
 
-    def _answer(  # noqa: PLR0911 - one return per endpoint
+    def _answer(
+        self, route: _Route, key: ApiKey, query: Mapping[str, list[str]], body: Mapping[str, Any]
+    ) -> Any:
+        """``_endpoint_answer``, or 503 past the time budget (stats say theirs themselves)."""
+        try:
+            return self._endpoint_answer(route, key, query, body)
+        except QueryTimeout as timeout:
+            raise Refusal(503, timeout.explained(*_QUERY_BUDGET)) from None
+
+    def _endpoint_answer(  # noqa: PLR0911 - one return per endpoint
         self, route: _Route, key: ApiKey, query: Mapping[str, list[str]], body: Mapping[str, Any]
     ) -> Any:
         """The JSON-able answer of one admitted request. A key limited to projects has its
@@ -263,10 +278,11 @@ class CallLogApp:
             wanted = params.parse_list(query, body, view=view)
             wanted = dataclasses.replace(wanted, filter=key.restrict(wanted.filter))
             if wanted.view == "enhanced":
-                return enhanced_answer(wanted, store)
-            return list_answer(wanted, store.list(wanted))
+                return enhanced_answer(wanted, store, self.query_timeout)
+            return list_answer(wanted, store.list(wanted, timeout=self.query_timeout))
         if route.endpoint == "count":
-            return {"count": store.count(key.restrict(params.parse_count(query, body)))}
+            wanted_filter = key.restrict(params.parse_count(query, body))
+            return {"count": store.count(wanted_filter, timeout=self.query_timeout)}
         if route.endpoint == "stats":
             stats = params.parse_stats(query, body)
             stats = dataclasses.replace(
@@ -281,12 +297,12 @@ class CallLogApp:
                 )
             try:
                 return store.stats(stats)
-            except StatsTimeout as timeout:
-                raise Refusal(503, str(timeout)) from None
+            except QueryTimeout as timeout:
+                raise Refusal(503, timeout.explained(*_STATS_BUDGET)) from None
             finally:
                 self._stats_places.release()
         if route.endpoint in _TRACE_ENDPOINTS:
-            return _trace_answer(store, route, key, query)
+            return _trace_answer(store, route, key, query, self.query_timeout)
         if route.endpoint == "fields":
             params.parse_none(query)
             return {
@@ -298,11 +314,11 @@ class CallLogApp:
         call_id = route.call_id or ""
         if route.endpoint == "get":
             select = params.parse_item(query)
-            call = store.get(call_id, key.projects)
+            call = store.get(call_id, key.projects, timeout=self.query_timeout)
         else:
             params.parse_none(query)
             select = None
-            call = store.details(call_id, key.projects)
+            call = store.details(call_id, key.projects, timeout=self.query_timeout)
         if call is None:
             # Also for a call of a project the key may not read: its existence is not revealed.
             raise Refusal(404, f"no call with id '{_shown(call_id)}'")
@@ -310,23 +326,41 @@ class CallLogApp:
 
 
 _TRACE_ENDPOINTS = ("traces", "trace", "conversation")
+_STATS_BUDGET = (
+    "the statistics",
+    "call_log_stats_timeout",
+    "ask for a shorter range or fewer dimensions",
+)
+_QUERY_BUDGET = (
+    "the query",
+    "call_log_query_timeout",
+    "narrow the time range (start_date, end_date) or add filters; to go deeper than a few "
+    "pages, page by time (end_date: the created_at of the last call seen) instead of offset",
+)
+"""What a 503 past a time budget says: what did not finish, its setting, what to ask instead."""
 
 
 def _trace_answer(
-    store: CallReader, route: _Route, key: ApiKey, query: Mapping[str, list[str]]
+    store: CallReader,
+    route: _Route,
+    key: ApiKey,
+    query: Mapping[str, list[str]],
+    timeout: float,
 ) -> Any:
     """The answers of the trace endpoints (``traces.py``)."""
     if route.endpoint == "traces":
         wanted = traces.parse_traces(query)
-        return store.traces(dataclasses.replace(wanted, filter=key.restrict(wanted.filter)))
+        restricted = dataclasses.replace(wanted, filter=key.restrict(wanted.filter))
+        return store.traces(restricted, timeout=timeout)
     params.parse_none(query)
     ident = route.call_id or ""
     if route.endpoint == "trace":
-        found = store.trace(ident, key.projects)
+        found = store.trace(ident, key.projects, timeout=timeout)
         if found is None:
             raise Refusal(404, f"no trace with id '{ident}' has LLM calls in the call log")
         return found
-    found = store.conversation(traces.check_conversation_id(ident), key.projects)
+    conversation_id = traces.check_conversation_id(ident)
+    found = store.conversation(conversation_id, key.projects, timeout=timeout)
     if found is None:
         raise Refusal(404, f"no conversation with id '{_shown(ident)}' has LLM calls")
     return found
@@ -343,13 +377,17 @@ def list_answer(query: CallQuery, page: Page) -> dict[str, Any]:
     return {"calls": page.calls, "pagination": pagination}
 
 
-def enhanced_answer(query: CallQuery, store: CallReader) -> dict[str, Any]:
+def enhanced_answer(
+    query: CallQuery, store: CallReader, timeout: float | None = None
+) -> dict[str, Any]:
     """The enhanced view: the list's page with each call's tokens, cost and rates grouped, and
-    the summary of every call the filter selects."""
-    page = store.list(dataclasses.replace(query, select=enhanced.FIELDS))
+    the summary of every call the filter selects; both within ``timeout`` seconds."""
+    started = time.monotonic()
+    page = store.list(dataclasses.replace(query, select=enhanced.FIELDS), timeout=timeout)
     answer = list_answer(query, page)
     answer["calls"] = [enhanced.enhanced_call(call) for call in page.calls]
-    answer["summary"] = enhanced.summary(store.summary(query.filter))
+    left = None if timeout is None else max(timeout - (time.monotonic() - started), 1e-6)
+    answer["summary"] = enhanced.summary(store.summary(query.filter, timeout=left))
     return answer
 
 

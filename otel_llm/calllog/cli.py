@@ -29,7 +29,7 @@ from typing import Any, get_args
 from otel_llm._cli_types import int_between
 from otel_llm.calllog.catalogue import SORTS
 from otel_llm.calllog.flags import add_filter_flags
-from otel_llm.calllog.query import MAX_LIMIT, StatsGroup
+from otel_llm.calllog.query import MAX_LIMIT, MAX_OFFSET, StatsGroup
 
 Argument = tuple[tuple[str, ...], dict[str, Any]]
 
@@ -90,7 +90,7 @@ _COMMANDS = (
                 metavar="N",
                 help=f"calls per page, 1-{MAX_LIMIT} (default 10)",
             ),
-            _arg("--offset", type=int_between(0, 10**9), metavar="N", help="skip N calls"),
+            _arg("--offset", type=int_between(0, MAX_OFFSET), metavar="N", help="skip N calls"),
             _arg("--select", metavar="FIELDS", help="comma-separated fields to show"),
         ),
     ),
@@ -123,7 +123,7 @@ _COMMANDS = (
                 )
             ),
             _arg("--limit", type=int_between(1, MAX_LIMIT), metavar="N", help="traces per page"),
-            _arg("--offset", type=int_between(0, 10**9), metavar="N", help="skip N traces"),
+            _arg("--offset", type=int_between(0, MAX_OFFSET), metavar="N", help="skip N traces"),
         ),
         description=(
             "A trace is listed when one of its calls matches the filters; its totals are those "

@@ -19,23 +19,31 @@ from otel_llm.calllog.paramvalues import (
     shown,
     wrong_type,
 )
-from otel_llm.calllog.query import SortKey
+from otel_llm.calllog.query import MAX_OFFSET, SortKey
 
 SORT_KEYS: tuple[str, ...] = tuple(SORTS)
 _ORDERS = ("asc", "desc")
-MAX_OFFSET = 1_000_000_000
 
 
 def offset_of(given: Mapping[str, Given]) -> int:
     """The offset, from ``skip`` or ``offset`` (synonyms; both given: they must agree)."""
-    values = [
-        as_integer(given[name], low=0, high=MAX_OFFSET)
-        for name in ("skip", "offset")
-        if name in given
-    ]
+    values = [as_offset(given[name]) for name in ("skip", "offset") if name in given]
     if len(values) == 2 and values[0] != values[1]:
         raise ParamError("skip and offset are the same thing; give one of them", "offset")
     return values[0] if values else 0
+
+
+def as_offset(given: Given) -> int:
+    """An offset, at most ``MAX_OFFSET`` (past it: how to page deeper)."""
+    offset = as_integer(given, low=0, high=10**9)
+    if offset > MAX_OFFSET:
+        raise ParamError(
+            f"{given.where} may be at most {MAX_OFFSET}, got {offset}: a page that deep reads "
+            "every call before it; page by time instead (end_date: the created_at of the last "
+            "call seen, newest first) or narrow the filters",
+            given.parameter,
+        )
+    return offset
 
 
 def sort_of(given: Mapping[str, Given]) -> list[tuple[SortKey, bool]]:

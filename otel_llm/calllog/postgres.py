@@ -164,14 +164,10 @@ class PostgresCallStore(SQLCallStore):
         with self._connection() as connection:
             return connection.execute(_pg(statement.text), statement.params).fetchall()
 
-    def _scan(
-        self,
-        statement: sql.Statement,
-        deadline: Deadline,
-        consume: Callable[[Rows], None],
-    ) -> None:
-        # statement_timeout, local to this transaction, stops the statement in the server; a
-        # server-side cursor streams the rows in chunks, so memory stays that of one chunk.
+    @contextmanager
+    def _bounded(self, deadline: Deadline) -> Iterator[psycopg.Connection[Any]]:
+        """A pool connection in a transaction whose statements the server stops at
+        ``deadline`` (statement_timeout, local to the transaction): ``StatsTimeout`` then."""
         with self._connection() as connection:
             try:
                 with connection.transaction():
@@ -181,12 +177,30 @@ class PostgresCallStore(SQLCallStore):
                             "SELECT set_config('statement_timeout', %s, true)",
                             (str(max(1, int(remaining * 1000))),),
                         )
-                    with connection.cursor(name="otel_llm_stats") as cursor:
-                        cursor.itersize = 2000
-                        cursor.execute(_pg(statement.text), statement.params)
-                        consume(cursor)
+                    yield connection
             except errors.QueryCanceled as exc:
                 raise StatsTimeout(deadline.seconds) from exc
+
+    def _scan(
+        self,
+        statement: sql.Statement,
+        deadline: Deadline,
+        consume: Callable[[Rows], None],
+    ) -> None:
+        # A server-side cursor streams the rows in chunks, so memory stays that of one chunk.
+        with (
+            self._bounded(deadline) as connection,
+            connection.cursor(name="otel_llm_stats") as cursor,
+        ):
+            cursor.itersize = 2000
+            cursor.execute(_pg(statement.text), statement.params)
+            consume(cursor)
+
+    def _read_by(self, statement: sql.Statement, deadline: Deadline) -> list[tuple[Any, ...]]:
+        # An answer's rows are a page: a plain cursor, planned as ``_read``'s (a server-side
+        # cursor is planned for its first rows, and costs round trips: a look-up took 9x).
+        with self._bounded(deadline) as connection:
+            return connection.execute(_pg(statement.text), statement.params).fetchall()
 
     def _execute(self, statement: sql.Statement) -> int:
         with self._write_lock:
@@ -194,14 +208,18 @@ class PostgresCallStore(SQLCallStore):
             return cursor.rowcount
 
     def _lookup(
-        self, call_id: str, fields: Sequence[str], projects: frozenset[str] | None
+        self,
+        read: Callable[[sql.Statement], list[tuple[Any, ...]]],
+        call_id: str,
+        fields: Sequence[str],
+        projects: frozenset[str] | None,
     ) -> tuple[Any, ...] | None:
         # A partition holds one day: its look-up index is the span key alone, probed once per
         # partition by one statement (not once per day by each partition).
         statement = sql.get_statement(call_id, fields, projects, None)
         if statement is None:
             return None
-        rows = self._read(statement)
+        rows = read(statement)
         return rows[0] if rows else None
 
     def _drop_days_before(self, cutoff_us: int) -> int:

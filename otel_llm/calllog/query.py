@@ -39,6 +39,10 @@ StatsGroup = Literal[
 DEFAULT_LIMIT = 50
 """Calls a page holds unless told (seed 001's default)."""
 MAX_LIMIT = 100
+MAX_OFFSET = 10_000
+"""The deepest page a list (of calls or of traces) serves: a page at offset N reads and sorts
+the N calls before it (sorted by cost, offset 100,000 took 8 s of 1,000,000 calls, 10,000 took
+1.2 s). Deeper, a client pages by time: ``end_date`` the ``created_at`` of the last call seen."""
 DEFAULT_GROUP_LIMIT = 100
 """Groups a stats answer lists (by model, provider, feature, service; also each day's models)
 unless told otherwise; the rest are summed into one ``other`` group. A hundred covers the
@@ -146,13 +150,24 @@ class QueryError(ValueError):
     stats beyond the records kept); the API answers 400 with its message."""
 
 
-class StatsTimeout(Exception):
-    """Statistics took longer than their time budget and were stopped; the API answers 503."""
+class QueryTimeout(Exception):
+    """A read took longer than its time budget (``stats.Deadline``) and was stopped, the
+    database statement too; the API answers 503 with ``explained``."""
 
     def __init__(self, seconds: float | None):
-        budget = f"{seconds:g} s" if seconds is not None else "its"
-        super().__init__(
-            f"the statistics did not finish within {budget} time budget "
-            "(call_log_stats_timeout); ask for a shorter range or fewer dimensions"
-        )
+        super().__init__(f"stopped: it did not finish within {_budget(seconds)} time budget")
         self.seconds = seconds
+
+    def explained(self, what: str, setting: str, hint: str) -> str:
+        """The 503's message: what did not finish, the setting that gave its budget, what
+        to ask instead."""
+        budget = _budget(self.seconds)
+        return f"{what} did not finish within {budget} time budget ({setting}); {hint}"
+
+
+StatsTimeout = QueryTimeout
+"""Its name from when only statistics had a budget (``stats.Deadline`` raises it)."""
+
+
+def _budget(seconds: float | None) -> str:
+    return f"{seconds:g} s" if seconds is not None else "its"

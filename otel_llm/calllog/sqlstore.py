@@ -75,6 +75,8 @@ _STATS_ATTRIBUTES = frozenset({*STATS_MATCHES, "start", "end", "projects"})
 and access control's projects."""
 
 _Groups = list[tuple[str | None, rollup.Totals]]
+_Fetched = list[tuple[Any, ...]]
+"""The rows of one read (``_read``)."""
 
 _UNREAD = object()
 """The first day of the tables by status, user and key: not read yet."""
@@ -156,7 +158,9 @@ class SQLCallStore(IsolatingStore, ABC):
 
     # --- queries ---------------------------------------------------------------------------
 
-    def list(self, query: CallQuery) -> Page:
+    def list(self, query: CallQuery, *, timeout: float | None = None) -> Page:
+        """A page of calls and how many match; within ``timeout`` seconds (``QueryTimeout``
+        past them; None: no limit), the count included."""
         if not 1 <= query.limit <= MAX_LIMIT:
             raise QueryError(f"limit must be between 1 and {MAX_LIMIT}, got {query.limit}")
         if query.offset < 0:
@@ -164,21 +168,24 @@ class SQLCallStore(IsolatingStore, ABC):
         if query.sort not in sql.SORT_COLUMNS:
             raise QueryError(f"unknown sort key {query.sort!r}")
         fields = _checked_fields(query.select)
-        days = self._days(query.filter)
-        rows = self._read(sql.list_statement(query, fields, days))
+        read = self._within(timeout)
+        days = self._days(query.filter, read)
+        rows = read(sql.list_statement(query, fields, days))
         calls = [sql.decode(fields, row) for row in rows]
-        total = self._count(query.filter, days)
+        total = self._count(query.filter, days, read)
         return Page(calls=calls, total=total, has_more=query.offset + len(calls) < total)
 
-    def count(self, filter: CallFilter) -> int:
-        return self._count(filter, self._days(filter))
+    def count(self, filter: CallFilter, *, timeout: float | None = None) -> int:
+        read = self._within(timeout)
+        return self._count(filter, self._days(filter, read), read)
 
-    def _count(self, filter: CallFilter, days: Sequence[int] | None) -> int:
-        return int(self._read(sql.count_statement(filter, days))[0][0])
+    def _count(self, filter: CallFilter, days: Sequence[int] | None, read: tracespans.Read) -> int:
+        return int(read(sql.count_statement(filter, days))[0][0])
 
-    def summary(self, filter: CallFilter) -> Summary:
-        statement = sql.summary_statement(filter, self._days(filter))
-        requests, priced, cost, tokens = self._read(statement)[0]
+    def summary(self, filter: CallFilter, *, timeout: float | None = None) -> Summary:
+        read = self._within(timeout)
+        statement = sql.summary_statement(filter, self._days(filter, read))
+        requests, priced, cost, tokens = read(statement)[0]
         return Summary(
             int(requests),
             int(priced),
@@ -186,13 +193,16 @@ class SQLCallStore(IsolatingStore, ABC):
             int(tokens or 0),
         )
 
-    def _days(self, filter: CallFilter) -> Sequence[int] | None:
+    def _days(
+        self, filter: CallFilter, read: tracespans.Read | None = None
+    ) -> Sequence[int] | None:
         """The days a query on a day-indexed filter names (``sql.where``): those of its range
         within the stored calls' (None: this backend has no such index, the filter none of
-        those fields, or the range more days than one statement binds -- then it scans)."""
+        those fields, or the range more days than one statement binds -- then it scans).
+        ``read``: the answer's (``_within``), else ``_read``."""
         if not self._day_indexes or not sql.day_indexed(filter):
             return None
-        first, last = self._read(sql.day_range_statement())[0]
+        first, last = (read or self._read)(sql.day_range_statement())[0]
         if first is None:
             return ()
         low, high = int(first) // _DAY_US, int(last) // _DAY_US
@@ -204,19 +214,30 @@ class SQLCallStore(IsolatingStore, ABC):
             return None
         return range(low, high + 1)
 
-    def get(self, call_id: str, projects: frozenset[str] | None = None) -> dict[str, Any] | None:
+    def get(
+        self,
+        call_id: str,
+        projects: frozenset[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any] | None:
         fields = tuple(FIELDS)
-        row = self._lookup(call_id, fields, projects)
+        row = self._lookup(self._within(timeout), call_id, fields, projects)
         return sql.decode(fields, row[:-1]) if row is not None else None
 
     def details(
-        self, call_id: str, projects: frozenset[str] | None = None
+        self,
+        call_id: str,
+        projects: frozenset[str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> dict[str, Any] | None:
-        row = self._lookup(call_id, DETAILS_FIELDS, projects)
+        read = self._within(timeout)
+        row = self._lookup(read, call_id, DETAILS_FIELDS, projects)
         if row is None:
             return None
         result = sql.decode(DETAILS_FIELDS, row[:-1])
-        content = self._read(sql.content_statement(int(row[-1]), call_id))
+        content = read(sql.content_statement(int(row[-1]), call_id))
         prompt, preview = content[0] if content else (None, None)
         result["request_prompt"] = prompt
         result["response_preview"] = preview
@@ -224,10 +245,14 @@ class SQLCallStore(IsolatingStore, ABC):
         return result
 
     def _lookup(
-        self, call_id: str, fields: Sequence[str], projects: frozenset[str] | None
+        self,
+        read: tracespans.Read,
+        call_id: str,
+        fields: Sequence[str],
+        projects: frozenset[str] | None,
     ) -> tuple[Any, ...] | None:
         """The row of the fields (then created_us) of one call, or None."""
-        first, last = self._read(sql.day_range_statement())[0]
+        first, last = read(sql.day_range_statement())[0]
         if first is None:
             return None
         days = range(int(first) // _DAY_US, int(last) // _DAY_US + 1)
@@ -237,10 +262,35 @@ class SQLCallStore(IsolatingStore, ABC):
             )
             if statement is None:
                 return None
-            rows = self._read(statement)
+            rows = read(statement)
             if rows:
                 return rows[0]
         return None
+
+    def _within(self, timeout: float | None) -> tracespans.Read:
+        """``_read`` for the statements of one answer, all within ``timeout`` seconds from
+        now (None: ``_read`` itself): each runs through ``_read_by``, the stats' ``_scan`` (or
+        its transaction on PostgreSQL), which has the database stop the statement at the
+        deadline (``QueryTimeout``) and lets the connection go at once."""
+        if timeout is None:
+            return self._read
+        deadline = Deadline(timeout)
+
+        def read(statement: sql.Statement) -> list[tuple[Any, ...]]:
+            deadline.check()  # spent between two statements (or waiting for the reader)
+            return self._read_by(statement, deadline)
+
+        return read
+
+    def _read_by(self, statement: sql.Statement, deadline: Deadline) -> _Fetched:
+        """The rows of one statement, stopped at ``deadline``: ``_scan``'s, kept."""
+        rows: _Fetched = []
+
+        def keep(scanned: Rows) -> None:
+            rows.extend(tuple(row) for row in scanned)
+
+        self._scan(statement, deadline, keep)
+        return rows
 
     # --- statistics ------------------------------------------------------------------------
 
@@ -417,19 +467,30 @@ class SQLCallStore(IsolatingStore, ABC):
 
     # --- traces (``traces.py``, ``tracespans.py``) ----------------------------------------
 
-    def traces(self, query: traces.TraceQuery) -> dict[str, Any]:
+    def traces(self, query: traces.TraceQuery, *, timeout: float | None = None) -> dict[str, Any]:
         """A page of traces with LLM calls and their totals."""
-        return traces.list_traces(self._read, query, self._days(query.filter))
+        read = self._within(timeout)
+        return traces.list_traces(read, query, self._days(query.filter, read))
 
-    def trace(self, trace_id: str, projects: frozenset[str] | None = None) -> dict[str, Any] | None:
+    def trace(
+        self,
+        trace_id: str,
+        projects: frozenset[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any] | None:
         """One trace's totals and tree of calls, agents and tools; None: no call of it."""
-        return traces.get_trace(self._read, trace_id, projects)
+        return traces.get_trace(self._within(timeout), trace_id, projects)
 
     def conversation(
-        self, conversation_id: str, projects: frozenset[str] | None = None
+        self,
+        conversation_id: str,
+        projects: frozenset[str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> dict[str, Any] | None:
         """The totals of a conversation's calls; None: no call of it."""
-        return traces.get_conversation(self._read, conversation_id, projects)
+        return traces.get_conversation(self._within(timeout), conversation_id, projects)
 
     def write_trace_spans(self, spans: Sequence[tracespans.TraceSpan]) -> int:
         """Keep a trace's root, agent and tool spans (bounded per trace); the number new."""

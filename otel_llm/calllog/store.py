@@ -34,32 +34,50 @@ __all__ = [
 
 
 class CallReader(Protocol):
-    """The read side of a store: all the query API needs."""
+    """The read side of a store: all the query API needs. ``timeout``: seconds the answer may
+    take, past them the statement is stopped and ``QueryTimeout`` raised (None: no limit);
+    stats carry theirs in the query."""
 
-    def list(self, query: CallQuery) -> Page: ...
+    def list(self, query: CallQuery, *, timeout: float | None = None) -> Page: ...
 
-    def count(self, filter: CallFilter) -> int: ...
+    def count(self, filter: CallFilter, *, timeout: float | None = None) -> int: ...
 
-    def summary(self, filter: CallFilter) -> Summary: ...
+    def summary(self, filter: CallFilter, *, timeout: float | None = None) -> Summary: ...
 
     def get(
-        self, call_id: str, projects: frozenset[str] | None = None
+        self,
+        call_id: str,
+        projects: frozenset[str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> dict[str, Any] | None: ...
 
     def details(
-        self, call_id: str, projects: frozenset[str] | None = None
+        self,
+        call_id: str,
+        projects: frozenset[str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> dict[str, Any] | None: ...
 
     def stats(self, query: StatsQuery) -> dict[str, Any]: ...
 
-    def traces(self, query: TraceQuery) -> dict[str, Any]: ...
+    def traces(self, query: TraceQuery, *, timeout: float | None = None) -> dict[str, Any]: ...
 
     def trace(
-        self, trace_id: str, projects: frozenset[str] | None = None
+        self,
+        trace_id: str,
+        projects: frozenset[str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> dict[str, Any] | None: ...
 
     def conversation(
-        self, conversation_id: str, projects: frozenset[str] | None = None
+        self,
+        conversation_id: str,
+        projects: frozenset[str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> dict[str, Any] | None: ...
 
 

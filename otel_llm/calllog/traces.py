@@ -29,6 +29,7 @@ from typing import Any
 
 from otel_llm.calllog import params, sql, tracespans
 from otel_llm.calllog.catalogue import FILTERS
+from otel_llm.calllog.pageparams import as_offset
 from otel_llm.calllog.paramvalues import (
     Given,
     ParamError,
@@ -121,7 +122,7 @@ def parse_traces(query: Mapping[str, Sequence[str]]) -> TraceQuery:
         limit=(
             as_integer(given["limit"], low=1, high=MAX_LIMIT) if "limit" in given else DEFAULT_LIMIT
         ),
-        offset=as_integer(offset_given, low=0, high=10**9) if offset_given else 0,
+        offset=as_offset(offset_given) if offset_given else 0,
     )
 
 
