@@ -163,6 +163,10 @@ def otel_llm_service(
         log_path = Path(directory) / "service.log"
         command = otel_llm_command(port, sink, str(Path(directory) / "queue"), extra)
         command.append("--upstream-insecure")  # the sink speaks plaintext gRPC
+        if "--call-log-store" not in command:
+            # A fresh store per run: the default one, in the user's state directory, would be
+            # shared by every run (and copy) and grow between them.
+            command += ["--call-log-store", str(Path(directory) / "calls.db")]
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 command,
