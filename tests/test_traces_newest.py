@@ -151,7 +151,12 @@ def test_the_newest_page_reads_a_bounded_part_of_50000_calls(tmp_path: Path) -> 
     path = tmp_path / "calls.db"
     store = open_store(str(path), clock=lambda: NOW)
     try:
-        store.write([call(i, f"m{i % 3}", at=NOW - timedelta(seconds=i)) for i in range(500)])
+        store.write(
+            [
+                call(i, f"m{i % 3}", at=NOW - timedelta(seconds=i), project="ab"[i % 2])
+                for i in range(500)
+            ]
+        )
         columns = ", ".join(sql.INSERT_COLUMNS)
         changed = {
             "id": "id || '-' || CAST(n AS TEXT)",
@@ -172,7 +177,13 @@ def test_the_newest_page_reads_a_bounded_part_of_50000_calls(tmp_path: Path) -> 
         assert store.count(CallFilter()) == 50_000
     finally:
         store.close()
-    for query in (TraceQuery(), TraceQuery(offset=450), TraceQuery(filter=CallFilter(model="m1"))):
+    for query in (
+        TraceQuery(),
+        TraceQuery(offset=450),
+        TraceQuery(filter=CallFilter(model="m1")),
+        # A key limited to a project: its traces' totals by the trace index, not the project's.
+        TraceQuery(filter=CallFilter(projects=frozenset({"a"}))),
+    ):
         new, rows = _instructions(path, lambda read, q=query: traces._newest(read, q, None))
         old, oracle = _instructions(path, lambda read, q=query: read(aggregated(q)))
         assert new * 20 < old, (query, new, old)

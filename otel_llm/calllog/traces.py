@@ -28,7 +28,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from otel_llm.calllog import params, sql, tracespans
-from otel_llm.calllog.catalogue import FILTERS
+from otel_llm.calllog.catalogue import FILTERS, column_of
 from otel_llm.calllog.pageparams import as_offset
 from otel_llm.calllog.paramvalues import (
     Given,
@@ -164,6 +164,23 @@ def _visible(projects: frozenset[str] | None) -> sql.Statement:
     return sql.where(CallFilter(projects=projects))
 
 
+def _by_trace(call_filter: CallFilter) -> sql.Statement:
+    """``sql.where`` of a filter for statements that read by the trace index: its projects'
+    condition is an expression, which SQLite does not look up in the project index (it took
+    that one, and read every call of the projects: 0.9 s of 1,000,000 calls for one page)."""
+    where = sql.where(replace(call_filter, projects=None))
+    projects = call_filter.projects
+    if projects is None:
+        return where
+    if not projects:  # allowed no project: sees nothing
+        return sql.Statement(f"{where.text} AND 1 = 0", where.params)
+    marks = ", ".join("?" for _ in projects)
+    return sql.Statement(
+        f"{where.text} AND {column_of('project')} || '' IN ({marks})",
+        (*where.params, *sorted(projects)),
+    )
+
+
 def _near(call_filter: CallFilter) -> CallFilter:
     """The calls a listed trace's totals count: its calls the key may read, from a day before
     the filter's range to a day after it."""
@@ -246,7 +263,7 @@ def _newest(
     candidates = sorted(trace_id for trace_id, start in starts.items() if start >= cut)
     if len(candidates) > _MAX_CANDIDATES:
         return None
-    visible = sql.where(near)
+    visible = _by_trace(near)
     return read(
         sql.Statement(
             f"SELECT trace_id, {_TOTALS}, MAX(root_span_name) AS root_span_name "  # noqa: S608
@@ -309,7 +326,7 @@ def _starts(
     read: Read, trace_ids: Sequence[str], days: Sequence[int], near: CallFilter
 ) -> dict[str, int]:
     """Each trace's first call (``first_us`` of its totals), by the (day, trace_id) index."""
-    visible = sql.where(near)
+    visible = _by_trace(near)
     starts: dict[str, int] = {}
     for start in range(0, len(trace_ids), _IDS_PER_STATEMENT):
         part = trace_ids[start : start + _IDS_PER_STATEMENT]
@@ -407,7 +424,7 @@ def _names(
     services: dict[str, set[str]] = {trace_id: set() for trace_id in trace_ids}
     agents: dict[str, set[str]] = {trace_id: set() for trace_id in trace_ids}
     roots: dict[str, str] = {}
-    visible = _visible(projects)
+    visible = _by_trace(CallFilter(projects=projects))
     marks = ", ".join("?" for _ in trace_ids)
     # A key limited to projects sees only the spans above its calls: their parents are read.
     parent = ", parent_span_id" if projects is not None else ""
