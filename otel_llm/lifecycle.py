@@ -437,8 +437,10 @@ class CallSpan:
                 self.span.end()
             else:
                 end_ns = time.time_ns()
-                price(self.span, end_ns)
-                self.span.end(end_ns)
+                try:
+                    price(self.span, end_ns)
+                finally:  # ended whatever pricing did: an unended span is never exported
+                    self.span.end(end_ns)
         except Exception:
             _logger.debug("otel-llm: could not end the span", exc_info=True)
         return True

@@ -480,7 +480,9 @@ class LLMSpanProcessor(SpanProcessor):
             return False
         live = self._live
         if len(live) >= _MAX_PENDING:
-            with self._pending_lock:  # an end that never came to on_end: the oldest goes
+            # An end that never came to on_end: the oldest goes (unless another on_end emptied
+            # or changed the dict meanwhile: nothing may escape into the application's end).
+            with self._pending_lock, contextlib.suppress(StopIteration, RuntimeError):
                 live.pop(next(iter(live)), None)
         live[span_id] = None  # one dict operation: atomic, no lock needed
         return True

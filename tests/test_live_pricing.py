@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from otel_llm import LLMSpanProcessor, llm_call
 from otel_llm import _semconv as sc
+from otel_llm import processor as processor_module
 from otel_llm.processor import _PricedSpan
 from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
 from tests.support.instrumentors import ANTHROPIC, OPENAI, SDK
@@ -276,6 +277,24 @@ def test_a_failure_on_the_live_path_falls_back_to_the_copy(
     ]
     assert "price_ending failed" in caplog.text
     failing.provider.shutdown()
+
+
+def test_a_full_list_of_live_spans_still_ends_and_exports_each_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: trimming the full list of spans priced live (ends that never reached
+    on_end) raised when the list was empty by then (another thread's on_end), and the call's
+    span was then never ended nor exported, its metrics already recorded. A bound of 0 makes
+    every call trim an empty list."""
+    monkeypatch.setattr(processor_module, "_MAX_PENDING", 0)
+    pipeline = make_pipeline(live=True)
+    for _ in range(3):
+        manual_call(pipeline, stream=False)
+    spans = pipeline.spans()
+    assert len(spans) == 3
+    assert all(span.attributes and sc.GEN_AI_USAGE_COST_AMOUNT in span.attributes for span in spans)
+    assert pipeline.sample("otel_llm_processor_errors_total", stage="price_ending") is None
+    pipeline.provider.shutdown()
 
 
 def test_a_span_the_application_ended_first_is_priced_as_before_and_left_alone(
