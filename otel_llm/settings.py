@@ -448,6 +448,17 @@ COLLECTOR_FORWARD_WORKERS: Setting[int] = Setting(
     check=int_at_least(1),
     doc="Export requests sent to the upstream at once.",
 )
+COLLECTOR_GRPC_WORKERS: Setting[int] = Setting(
+    name="collector_grpc_workers",
+    default=8,
+    parse=int,
+    check=int_at_least(1),
+    doc=(
+        "Threads handling OTLP/gRPC Export calls. Four times as many calls are admitted at "
+        "once (running or waiting for a thread); past that a call is refused with "
+        "RESOURCE_EXHAUSTED and a RetryInfo, which OTLP exporters retry."
+    ),
+)
 COLLECTOR_RETRY_INITIAL_BACKOFF: Setting[float] = Setting(
     name="collector_retry_initial_backoff",
     default=0.5,
@@ -533,6 +544,7 @@ COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_QUEUE_MAX_BYTES,
     COLLECTOR_MAX_REQUEST_BYTES,
     COLLECTOR_FORWARD_WORKERS,
+    COLLECTOR_GRPC_WORKERS,
     COLLECTOR_RETRY_INITIAL_BACKOFF,
     COLLECTOR_RETRY_MAX_BACKOFF,
     COLLECTOR_RETRY_AFTER,

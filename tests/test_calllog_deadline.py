@@ -93,11 +93,12 @@ def test_the_store_is_as_big_as_the_tests_need(big: SQLCallStore) -> None:
 
 @pytest.mark.parametrize("target", SLOW_READS)
 def test_a_read_past_its_budget_is_stopped_and_answered_503(big: SQLCallStore, target: str) -> None:
-    status, answer, seconds = get(app_of(big, 0.05), target)
+    # A small budget: PostgreSQL sorted the 200,000 calls by cost in 0.13 s on a fast machine.
+    status, answer, seconds = get(app_of(big, 0.02), target)
     assert status == 503, answer
     message = answer["error"]["message"]
     assert answer["error"]["code"] == "unavailable"
-    assert "0.05 s time budget (call_log_query_timeout)" in message
+    assert "0.02 s time budget (call_log_query_timeout)" in message
     assert "narrow the time range" in message
     assert seconds < 1
     # Without the budget the same read answers: it was the budget, not the read, that failed.
@@ -105,7 +106,7 @@ def test_a_read_past_its_budget_is_stopped_and_answered_503(big: SQLCallStore, t
     query = TraceQuery(min_cost=0) if "traces" in target else CallQuery(sort="cost", offset=10000)
     started = time.monotonic()
     unbounded(query)  # type: ignore[arg-type]
-    assert time.monotonic() - started > 0.1  # over twice the budget: a fair test of it
+    assert time.monotonic() - started > 0.04  # over twice the budget: a fair test of it
 
 
 @pytest.fixture
@@ -141,11 +142,11 @@ def test_the_store_raises_past_the_budget_for_every_read(small: SQLCallStore) ->
 
 def test_another_keys_read_is_not_held_up_by_a_read_past_its_budget(big: SQLCallStore) -> None:
     for target in SLOW_READS:
-        # The budget a third of what this read takes unbounded here: PostgreSQL may answer one
-        # of them within 0.3 s on a warm cache, and the read must be one the budget stops.
-        unbounded = _unbounded_seconds(big, target)
-        assert unbounded > 0.15, (target, unbounded)
-        budget = min(0.3, unbounded / 3)
+        # The budget a quarter of what this read takes unbounded here, warm: PostgreSQL answered
+        # one of them in 0.13 s on a fast machine, and the read must be one the budget stops.
+        unbounded = min(_unbounded_seconds(big, target) for _ in range(2))
+        assert unbounded > 0.04, (target, unbounded)
+        budget = min(0.3, unbounded / 4)
         app = app_of(big, budget)
         slow: list[tuple[int, Any, float]] = []
         thread = threading.Thread(

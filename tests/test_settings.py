@@ -114,7 +114,7 @@ def test_config_objects_resolve_argument_environment_file_default() -> None:
     assert config.retry_after == 5.0  # default
     assert config.queue_dir == "/q"  # argument
     assert config.http_endpoint is None
-    assert config.grpc_workers == 8  # not a setting: its own default
+    assert config.grpc_workers == 8  # default
     assert CollectorConfig.from_settings(environ=env, forward_workers=7).forward_workers == 7
     assert CallLogConfig.from_settings(environ={}, store="none").off
     assert not CallLogConfig.from_settings(environ={}, store="calls.db").off

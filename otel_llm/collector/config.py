@@ -1,8 +1,8 @@
 """``CollectorConfig``: what the collector service listens on, forwards to and queues in.
 
-Every field but ``grpc_workers`` is an ``OTEL_LLM_COLLECTOR_*`` setting (``otel_llm.settings``),
-resolved once by ``CollectorConfig.from_settings``; each field also names the ``otel-llm
-collector`` flag that sets it. The pricing options are the service's own keyword arguments.
+Every field is an ``OTEL_LLM_COLLECTOR_*`` setting (``otel_llm.settings``), resolved once by
+``CollectorConfig.from_settings``; each field also names the ``otel-llm collector`` flag that
+sets it. The pricing options are the service's own keyword arguments.
 """
 
 from __future__ import annotations
@@ -76,5 +76,5 @@ class CollectorConfig(Configured):
     policy_sync_interval: float = bound(
         settings.POLICY_SYNC_INTERVAL, "--policy-sync-interval", "SECONDS"
     )
-    grpc_workers: int = 8
-    """Threads handling gRPC requests."""
+    grpc_workers: int = bound(settings.COLLECTOR_GRPC_WORKERS, "--grpc-workers", "N")
+    """Threads handling gRPC Export calls; four times as many are admitted at once."""
