@@ -207,6 +207,11 @@ class GrpcReceiver:
     def retry_after(self) -> float:
         return self._retry_after
 
+    @property
+    def pending(self) -> int:
+        """Calls admitted and not yet done (queued for a worker or running)."""
+        return 0 if self._executor is None else self._executor.pending
+
 
 def _fail(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> bytes:
     context.set_code(code)
