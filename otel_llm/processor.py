@@ -250,7 +250,7 @@ class LLMSpanProcessor(SpanProcessor):
                 handed_on = self._end_followed(span, attributes)
             elif _OPERATION in attributes:
                 if not self._live or self._live.pop(span.context.span_id, 0) is not None:
-                    handed_on = self._end_common(span, attributes)
+                    handed_on = self._end_common(span, attributes, None)
                 # else: priced, measured and given its cost before it ended (price_ending)
             elif _MARKER in attributes or _OTHER_MARKER in attributes:
                 # may_be_llm_call's other markers, written out: no call, no loop (17 ns a
@@ -284,7 +284,7 @@ class LLMSpanProcessor(SpanProcessor):
                     return _priced_copy(span, marked)
                 return span
             if context is None and agent is None:
-                return self._end_common(span, attributes)
+                return self._end_common(span, attributes, scope)
             return self._end_call(span, attributes, scope, context, agent)
         if agent is not None or self._traces:
             return self._end_other(span, attributes, agent)
@@ -294,6 +294,7 @@ class LLMSpanProcessor(SpanProcessor):
         self,
         span: ReadableSpan,
         attributes: Mapping[str, Any],
+        scope: str | None,
         live_end: int = 0,
     ) -> ReadableSpan:
         """``_end_call`` of a call without llm_context or agent to merge, in one pass from the
@@ -311,6 +312,9 @@ class LLMSpanProcessor(SpanProcessor):
         provider and models alone). tests/test_onepass.py feeds a corpus of spans through both
         paths and compares the exported attributes and the exposition byte for byte.
 
+        ``scope``: the span's scope name when the caller read it already; None: read here,
+        with the span's other fields.
+
         ``live_end``: the span is still live and ends then (``price_ending``); its cost is set
         in its own attributes (``attributes`` is its dict) instead of a copy's, on the full
         path too; a span that is no LLM call raises ``_NotLive``, before anything is recorded.
@@ -319,7 +323,9 @@ class LLMSpanProcessor(SpanProcessor):
         operation = get(_OPERATION)
         provider = get(_PROVIDER)
         error = get(_ERROR_TYPE)
-        status, resource, start, end, context, parent, scope = _span_fields(span)
+        status, resource, start, end, context, parent, own_scope = _span_fields(span)
+        if scope is None:  # the caller did not read it (a call less): the span's fields have it
+            scope = own_scope
         failed = status is _ERROR
         # The raw label values first: a call with the same ones was read and priced before
         # (its entry), so only what varies from call to call is read and checked here.
@@ -508,7 +514,7 @@ class LLMSpanProcessor(SpanProcessor):
                 or span_id in self._under
             ):
                 return False
-            self._end_common(span, attributes, end_time)
+            self._end_common(span, attributes, None, end_time)
         except _NotLive:
             return False
         except Exception:  # noqa: BLE001 - telemetry must never break the application
