@@ -323,7 +323,20 @@ class LLMSpanProcessor(SpanProcessor):
         operation = get(_OPERATION)
         provider = get(_PROVIDER)
         error = get(_ERROR_TYPE)
-        status, resource, start, end, context, parent, own_scope = _span_fields(span)
+        # _span_fields, written out for the SDK's own classes (a call and a tuple less, ~0.1 µs).
+        try:
+            if type(span) not in _SDK_SPANS:
+                raise AttributeError  # the same way out as another SDK release's
+            status = span._status._status_code
+            resource: Resource | None = span._resource
+            start = span._start_time
+            end = span._end_time
+            context: SpanContext = span._context  # type: ignore[assignment]
+            parent = span._parent
+            instrumentation = span._instrumentation_scope
+            own_scope = instrumentation._name if instrumentation is not None else None
+        except AttributeError:
+            status, resource, start, end, context, parent, own_scope = _span_fields(span)
         if scope is None:  # the caller did not read it (a call less): the span's fields have it
             scope = own_scope
         failed = status is _ERROR
