@@ -40,6 +40,7 @@ from otel_llm.metrics.otel import OTelMetricsRecorder
 from otel_llm.metrics.prometheus import PrometheusRecorder, Series
 from otel_llm.pricer import Pricer, PricingOptions, scope_name, span_attributes
 from otel_llm.pricing import Cost, Discount, PriceBook, PriceOverride
+from otel_llm.pricing.rates import Rates
 from otel_llm.tracecost import (
     OPENINFERENCE_KIND,
     AgentScope,
@@ -68,9 +69,9 @@ _INVOKE_AGENT = sc.OPERATION_INVOKE_AGENT
 # one by one).
 _MARKER, _OTHER_MARKER = _OPERATION_MARKER_NAMES
 
-_Entry = tuple[Series, Any, tuple[str, str, str, str]]
+_Entry = tuple[Series, Rates, tuple[str, str, str, str]]
 """What a call's raw label values decide: its metric series, the flat prices it is priced at
-(``Rates.compiled``) and its cost's identity (source, price data, provider and model ids)."""
+and its cost's identity (source, price data, provider and model ids)."""
 
 
 class LLMSpanProcessor(SpanProcessor):
@@ -290,7 +291,7 @@ class LLMSpanProcessor(SpanProcessor):
             return self._end_other(span, attributes, agent)
         return span
 
-    def _end_common(  # noqa: PLR0911, PLR0912, PLR0915 - one pass, written out: each way out is a fallback
+    def _end_common(  # noqa: PLR0911 - one pass, written out: each way out is a fallback
         self,
         span: ReadableSpan,
         attributes: Mapping[str, Any],
@@ -323,20 +324,7 @@ class LLMSpanProcessor(SpanProcessor):
         operation = get(_OPERATION)
         provider = get(_PROVIDER)
         error = get(_ERROR_TYPE)
-        # _span_fields, written out for the SDK's own classes (a call and a tuple less, ~0.1 µs).
-        try:
-            if type(span) not in _SDK_SPANS:
-                raise AttributeError  # the same way out as another SDK release's
-            status = span._status._status_code
-            resource: Resource | None = span._resource
-            start = span._start_time
-            end = span._end_time
-            context: SpanContext = span._context  # type: ignore[assignment]
-            parent = span._parent
-            instrumentation = span._instrumentation_scope
-            own_scope = instrumentation._name if instrumentation is not None else None
-        except AttributeError:
-            status, resource, start, end, context, parent, own_scope = _span_fields(span)
+        status, resource, start, end, context, parent, own_scope = _span_fields(span)
         if scope is None:  # the caller did not read it (a call less): the span's fields have it
             scope = own_scope
         failed = status is _ERROR
@@ -375,53 +363,16 @@ class LLMSpanProcessor(SpanProcessor):
             priced_output = 0  # as the book prices it: an embedding has no output
         if missing or input_tokens is None or priced_output is None:
             return self._end_call(span, attributes, scope, None, None, None, live_end)
-        series, compiled, identity = entry
-        # Rates.units, written out (a call, its arguments and its tuple were ~0.15 µs of the
-        # ~0.35 it cost here): the same arithmetic on the same compiled prices, so the same ints.
-        (
-            input_price,
-            cache_read_price,
-            cache_write_price,
-            output_price,
-            reasoning_price,
-            request,
-            divisor,
-            bound,
-        ) = compiled
-        cache_read_tokens = cache_read or 0
-        cache_write_tokens = cache_creation or 0
-        reasoning_tokens = reasoning or 0
-        if not (
-            0
-            <= (
-                input_tokens
-                | priced_output
-                | cache_read_tokens
-                | cache_write_tokens
-                | reasoning_tokens
-            )
-            < bound
-        ):  # counts too large for the integer path: the Decimal one prices it
+        series, rates, identity = entry
+        units = rates.units(
+            input_tokens, priced_output, cache_read or 0, cache_creation or 0, reasoning or 0
+        )
+        if units is None:  # counts too large for the integer path: the Decimal one prices it
             return self._end_call(span, attributes, scope, None, None, None, live_end)
-        read_units = write_units = 0
-        if cache_read_price is not None and cache_read_tokens:
-            read_units = cache_read_tokens * cache_read_price
-        else:
-            cache_read_tokens = 0
-        if cache_write_price is not None and cache_write_tokens:
-            write_units = cache_write_tokens * cache_write_price
-        else:
-            cache_write_tokens = 0
-        uncached = (input_tokens - cache_read_tokens - cache_write_tokens) * input_price
-        if reasoning_price is not None and reasoning_tokens:
-            output_units = (priced_output - reasoning_tokens) * output_price
-            output_units += reasoning_tokens * reasoning_price
-        else:
-            output_units = priced_output * output_price
-        total = uncached + read_units + write_units + output_units + request
         end = live_end or end
         trace_id = context.trace_id
-        amount = total / divisor
+        divisor = units[6]
+        amount = units[0] / divisor
         series.add(
             (end - start) / 1e9 if start and end and end >= start else None,
             ttfc,
@@ -436,7 +387,6 @@ class LLMSpanProcessor(SpanProcessor):
         )
         if parent is not None and not parent.is_remote:
             self._note_nested(parent, format(context.span_id, "016x"))
-            units = (total, uncached, read_units, write_units, output_units, request, divisor)
             cost = Cost.join(units, identity).amount
             self._costs.add_call(
                 (
@@ -455,11 +405,11 @@ class LLMSpanProcessor(SpanProcessor):
             return span
         floats = (
             amount,
-            uncached / divisor,
-            read_units / divisor,
-            write_units / divisor,
-            output_units / divisor,
-            request / divisor,
+            units[1] / divisor,
+            units[2] / divisor,
+            units[3] / divisor,
+            units[4] / divisor,
+            units[5] / divisor,
         )
         if live_end:
             # The live span's own dict, changed as the copy's would be (same keys, same order).
@@ -600,7 +550,7 @@ class LLMSpanProcessor(SpanProcessor):
         with self._pending_lock:
             if len(self._entries) >= _MAX_ENTRIES:
                 self._entries.pop(next(iter(self._entries)))
-            self._entries[key] = (series, flat[0].compiled, flat[1])
+            self._entries[key] = (series, *flat)
 
     def _end_other(
         self, span: ReadableSpan, attributes: Mapping[str, Any], agent: AgentScope | None
