@@ -219,7 +219,7 @@ def read_common_counts(
     and the checks that do not depend on those values (no dialect by scope or marker, no
     deprecated count name, no provider's cost), or None. The processor's one pass calls it
     alone when those values are the ones of a call it priced before (they were checked then)."""
-    if (scope is not None and scope in BY_SCOPE) or not _NOT_COMMON.isdisjoint(attributes):
+    if scope in BY_SCOPE or not _NOT_COMMON.isdisjoint(attributes):  # None is in no dict
         # A dialect, a dialect's marker, a deprecated count name, another library's cost.
         return None
     get = attributes.get
@@ -240,7 +240,19 @@ def read_common_counts(
         or type(reasoning) not in _COUNT
     ):
         return None
-    if (
+    # One test for the common case (~40 ns less, on every call): the OR of non-negative ints is
+    # at least the largest of them, and negative when any of them is.
+    if not (
+        0
+        <= (
+            (input_tokens or 0)
+            | (output_tokens or 0)
+            | (cache_read or 0)
+            | (cache_creation or 0)
+            | (reasoning or 0)
+        )
+        <= max_tokens
+    ) and (
         not 0 <= (input_tokens or 0) <= max_tokens
         or not 0 <= (output_tokens or 0) <= max_tokens
         or (cache_read is not None and not 0 <= cache_read <= max_tokens)

@@ -65,6 +65,9 @@ _ERROR_TYPE = sc.ERROR_TYPE
 _SYSTEM = sc.GEN_AI_SYSTEM
 _ERROR = StatusCode.ERROR  # read once: an enum member look-up is ~70 ns (timeit), per LLM span
 _INVOKE_AGENT = sc.OPERATION_INVOKE_AGENT
+# The two other markers (an import error, should there ever be more or fewer: on_end tests them
+# one by one).
+_MARKER, _OTHER_MARKER = _OPERATION_MARKER_NAMES
 
 _Entry = tuple[Series, Rates, tuple[str, str, str, str]]
 """What a call's raw label values decide: its metric series, the flat prices it is priced at
@@ -248,14 +251,12 @@ class LLMSpanProcessor(SpanProcessor):
                 handed_on = self._end_followed(span, attributes)
             elif _OPERATION in attributes:
                 if not self._live or self._live.pop(span.context.span_id, 0) is not None:
-                    handed_on = self._end_common(span, attributes, _scope_name(span))
+                    handed_on = self._end_common(span, attributes, None)
                 # else: priced, measured and given its cost before it ended (price_ending)
-            else:
-                # may_be_llm_call's other markers, inline: a call less on every plain span.
-                for marker in _OPERATION_MARKER_NAMES:
-                    if marker in attributes:
-                        handed_on = self._end_followed(span, attributes)
-                        break
+            elif _MARKER in attributes or _OTHER_MARKER in attributes:
+                # may_be_llm_call's other markers, written out: no call, no loop (17 ns a
+                # plain span, timeit), on every plain span.
+                handed_on = self._end_followed(span, attributes)
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_end")
         for processor in self._downstream:
@@ -312,6 +313,9 @@ class LLMSpanProcessor(SpanProcessor):
         provider and models alone). tests/test_onepass.py feeds a corpus of spans through both
         paths and compares the exported attributes and the exposition byte for byte.
 
+        ``scope``: the span's scope name when the caller read it already; None: read here,
+        with the span's other fields.
+
         ``live_end``: the span is still live and ends then (``price_ending``); its cost is set
         in its own attributes (``attributes`` is its dict) instead of a copy's, on the full
         path too; a span that is no LLM call raises ``_NotLive``, before anything is recorded.
@@ -320,7 +324,9 @@ class LLMSpanProcessor(SpanProcessor):
         operation = get(_OPERATION)
         provider = get(_PROVIDER)
         error = get(_ERROR_TYPE)
-        status, resource, start, end, context, parent = _span_fields(span)
+        status, resource, start, end, context, parent, own_scope = _span_fields(span)
+        if scope is None:  # the caller did not read it (a call less): the span's fields have it
+            scope = own_scope
         failed = status is _ERROR
         # The raw label values first: a call with the same ones was read and priced before
         # (its entry), so only what varies from call to call is read and checked here.
@@ -471,7 +477,7 @@ class LLMSpanProcessor(SpanProcessor):
                 or span_id in self._under
             ):
                 return False
-            self._end_common(span, attributes, _scope_name(span), end_time)
+            self._end_common(span, attributes, None, end_time)
         except _NotLive:
             return False
         except Exception:  # noqa: BLE001 - telemetry must never break the application
@@ -614,12 +620,22 @@ nothing), whose fields ``_span_fields`` reads directly."""
 
 def _span_fields(
     span: ReadableSpan,
-) -> tuple[StatusCode, Resource | None, int | None, int | None, SpanContext, SpanContext | None]:
-    """The span's status code, resource, start and end times, context and parent. Each public
-    property is a Python call (0.1-0.2 µs each on a busy machine, timeit), and the one pass
-    reads seven: the SDK's own classes are read from their fields."""
+) -> tuple[
+    StatusCode,
+    Resource | None,
+    int | None,
+    int | None,
+    SpanContext,
+    SpanContext | None,
+    str | None,
+]:
+    """The span's status code, resource, start and end times, context, parent and scope name
+    (``scope_name``'s). Each public property is a Python call (0.1-0.2 µs each on a busy
+    machine, timeit), and the one pass reads eight: the SDK's own classes are read from their
+    fields."""
     if type(span) in _SDK_SPANS:
         try:
+            scope = span._instrumentation_scope
             return (
                 span._status._status_code,
                 span._resource,
@@ -627,6 +643,7 @@ def _span_fields(
                 span._end_time,
                 span._context,  # type: ignore[return-value]
                 span._parent,
+                scope._name if scope is not None else None,
             )
         except AttributeError:  # another release of the SDK
             pass
@@ -637,18 +654,8 @@ def _span_fields(
         span.end_time,
         span.context,
         span.parent,
+        scope_name(span),
     )
-
-
-def _scope_name(span: ReadableSpan) -> str | None:
-    """``scope_name``, the SDK's own classes read from their fields (two properties less)."""
-    if type(span) in _SDK_SPANS:
-        try:
-            scope = span._instrumentation_scope
-            return scope._name if scope is not None else None
-        except AttributeError:  # another release of the SDK
-            pass
-    return scope_name(span)
 
 
 def _local_parent(span: ReadableSpan) -> SpanContext | None:

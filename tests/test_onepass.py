@@ -372,3 +372,72 @@ def test_a_call_with_known_label_values_is_still_read_in_full() -> None:
         assert {sc.GEN_AI_USAGE_COST_AMOUNT, sc.OTEL_LLM_COST_UNPRICED_REASON} & dict(
             attributes
         ).keys()
+
+
+_COUNTS = [  # input, output, cache read, cache write, reasoning
+    (1_000, 200, 0, 0, 0),
+    (1_000, 200, 300, 0, 0),
+    (1_000, 200, 300, 100, 0),
+    (1_000, 200, 0, 0, 150),
+    (1_000, 200, 300, 100, 150),
+    (100, 50, 300, 400, 900),  # parts larger than their wholes
+    (0, 0, 0, 0, 0),
+    (99_999_999, 99_999_999, 0, 0, 0),
+]
+
+
+@pytest.mark.parametrize(
+    "prices",
+    [
+        {"input_mtok": 3, "output_mtok": 15},
+        {"input_mtok": "1.1", "output_mtok": "4.4", "cache_read_mtok": "0.275"},
+        {
+            "input_mtok": "1.1",
+            "output_mtok": "4.4",
+            "cache_read_mtok": "0.275",
+            "cache_write_mtok": "1.375",
+            "output_reasoning_mtok": "8.8",
+            "requests_kcount": "0.5",
+        },
+    ],
+    ids=["input and output", "cache read", "every price"],
+)
+def test_the_one_pass_integer_price_is_the_full_paths(prices: dict[str, str]) -> None:
+    """The one pass prices with ``Rates.units``' arithmetic written out: every branch of it
+    (a cache part priced or charged as input, reasoning priced apart or as output, a price per
+    request) gives the cost attributes the full path gives, for the same counts."""
+    exported = {}
+    for one_pass in (True, False):
+        exporter = InMemorySpanExporter()
+        processor = LLMSpanProcessor(
+            SimpleSpanProcessor(exporter),
+            registry=CollectorRegistry(),
+            price_overrides=[PriceOverride(match="all-flat", provider="openai", prices=prices)],
+        )
+        processor._learns = one_pass
+        provider = TracerProvider()
+        provider.add_span_processor(processor)
+        tracer = provider.get_tracer(SCOPE)
+        for _ in range(2):
+            for counts in _COUNTS:
+                attributes = _with(gen_ai__request__model="all-flat", gen_ai__response__model=None)
+                for name, count in zip(
+                    (
+                        sc.GEN_AI_USAGE_INPUT_TOKENS,
+                        sc.GEN_AI_USAGE_OUTPUT_TOKENS,
+                        sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+                        sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+                        sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+                    ),
+                    counts,
+                    strict=True,
+                ):
+                    attributes[name] = count
+                tracer.start_span("chat all-flat", attributes=attributes).end()
+        assert bool(processor._entries) is one_pass
+        exported[one_pass] = [
+            [(k, v) for k, v in (span.attributes or {}).items() if "cost" in k]
+            for span in exporter.get_finished_spans()
+        ]
+    assert exported[True] == exported[False]
+    assert all(attributes for attributes in exported[True])

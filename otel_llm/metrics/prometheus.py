@@ -195,8 +195,9 @@ class Series:
         integer times, token counts are integers, the call reader rejects a non-finite first
         chunk.)
         """
-        interval = _EXEMPLAR_INTERVAL_S
         now = time.monotonic()
+        # Stored longer ago than the interval: one comparison a check, not a subtraction too.
+        stale = now - _EXEMPLAR_INTERVAL_S
         # acquire/release rather than `with`: half the cost (80 ns a call saved).
         lock = self._lock
         lock.acquire()
@@ -206,14 +207,14 @@ class Series:
                 slot = bisect_left(_DURATION_BOUNDS, duration)
                 h.counts[slot] += 1.0
                 h.sum += duration
-                if now - h.exemplar_at[slot] >= interval:
+                if h.exemplar_at[slot] <= stale:
                     _bucket_exemplar(h, slot, duration, trace_id, now)
             if ttfc is not None:
                 h = self.ttfc or self._set("ttfc", self._histogram("ttfc"))
                 slot = bisect_left(_DURATION_BOUNDS, ttfc)
                 h.counts[slot] += 1.0
                 h.sum += ttfc
-                if now - h.exemplar_at[slot] >= interval:
+                if h.exemplar_at[slot] <= stale:
                     _bucket_exemplar(h, slot, ttfc, trace_id, now)
             if input_tokens is not None:
                 h = self.usage_input or self._set(
@@ -222,11 +223,11 @@ class Series:
                 slot = bisect_left(_TOKEN_BOUNDS, input_tokens)
                 h.counts[slot] += 1.0
                 h.sum += input_tokens
-                if now - h.exemplar_at[slot] >= interval:
+                if h.exemplar_at[slot] <= stale:
                     _bucket_exemplar(h, slot, input_tokens, trace_id, now)
                 c = self.tokens_input or self._set("tokens_input", self._counter("tokens", "input"))
                 c.value += input_tokens
-                if now - c.exemplar_at >= interval:
+                if c.exemplar_at <= stale:
                     _counter_exemplar(c, input_tokens, trace_id, now)
             if output_tokens is not None:
                 h = self.usage_output or self._set(
@@ -235,13 +236,13 @@ class Series:
                 slot = bisect_left(_TOKEN_BOUNDS, output_tokens)
                 h.counts[slot] += 1.0
                 h.sum += output_tokens
-                if now - h.exemplar_at[slot] >= interval:
+                if h.exemplar_at[slot] <= stale:
                     _bucket_exemplar(h, slot, output_tokens, trace_id, now)
                 c = self.tokens_output or self._set(
                     "tokens_output", self._counter("tokens", "output")
                 )
                 c.value += output_tokens
-                if now - c.exemplar_at >= interval:
+                if c.exemplar_at <= stale:
                     _counter_exemplar(c, output_tokens, trace_id, now)
             # Parts of the totals: counted without exemplars, the totals' exemplars already
             # link this call.
@@ -261,7 +262,7 @@ class Series:
             if amount is not None:
                 c = self.cost or self._set("cost", self._counter("cost"))
                 c.value += amount
-                if now - c.exemplar_at >= interval:
+                if c.exemplar_at <= stale:
                     _counter_exemplar(c, amount, trace_id, now)
             else:
                 assert reason is not None
@@ -269,7 +270,7 @@ class Series:
                     reason, self._counter("unpriced", reason)
                 )
                 c.value += 1
-                if now - c.exemplar_at >= interval:
+                if c.exemplar_at <= stale:
                     _counter_exemplar(c, 1, trace_id, now)
         finally:
             lock.release()
