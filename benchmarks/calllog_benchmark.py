@@ -36,10 +36,10 @@ package in DIR, each in its own process on its own copy of the stored calls in F
 written by this generator with ``--calls``, e.g. 1,000,000 calls, 100,000 users, 1,000 keys):
 after a warm-up run of every query, each query runs ``--repeat`` times in each process in
 turn (this, DIR, this, ...), and the p50 / p95 of each and their ratios are printed. Stats
-grouped by user, key or status also run "cold" in this copy (what it keeps of past days
-dropped for that answer: the first answer after a past day's calls changed), and those by user
-and key "after the day turned" in both (``_TURN``: yesterday's answer made, then the first of
-today, its range a day later):
+grouped by user, key or status also run "cold" (what each keeps of past days dropped for that
+answer: the first answer after a past day's calls changed), and those by user and key "after
+the day turned" (``_TURN``: yesterday's answer made, then the first of today, its range a day
+later):
 
     .venv/bin/python benchmarks/calllog_benchmark.py --queries-against /tmp/base \
         --store /tmp/calls-1m.sqlite --calls 1000000 --repeat 10
@@ -525,7 +525,7 @@ def queries_against(args: argparse.Namespace) -> None:
             grouped = [label for label in labels if label.startswith("stats by")]
             grouped = [label for label in grouped if any(g in label for g in _APART)]
             runs = [(name, label) for label in labels for name in children]
-            runs += [("this", _COLD + label) for label in grouped]
+            runs += [(name, _COLD + label) for label in grouped for name in children]
             runs += [(name, _TURN + label) for label in _TURNS for name in children]
             samples: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
             for round_ in range(args.repeat):
@@ -549,15 +549,13 @@ def queries_against(args: argparse.Namespace) -> None:
             f"  {label:<52} {mine[0]:>8.1f}/{mine[1]:>8.1f} {theirs[0]:>8.1f}/{theirs[1]:>8.1f}"
             f" {mine[0] / theirs[0]:>8.2f}x"
         )
-        if ("this", _COLD + label) in samples:
-            cold = _p50_p95(samples[("this", _COLD + label)])
-            print(f"  {'  (this, cold: nothing kept)':<52} {cold[0]:>8.1f}/{cold[1]:>8.1f}")
-        if ("this", _TURN + label) in samples:
-            mine, theirs = (_p50_p95(samples[(name, _TURN + label)]) for name in ("this", "other"))
-            print(
-                f"  {'  (first answer after the day turned)':<52} {mine[0]:>8.1f}/{mine[1]:>8.1f}"
-                f" {theirs[0]:>8.1f}/{theirs[1]:>8.1f} {mine[0] / theirs[0]:>8.2f}x"
-            )
+        for prefix, what in ((_COLD, "cold: nothing kept"), (_TURN, "first after the day turned")):
+            if ("this", prefix + label) in samples:
+                mine, theirs = (_p50_p95(samples[(name, prefix + label)]) for name in copies)
+                print(
+                    f"  {f'  ({what})':<52} {mine[0]:>8.1f}/{mine[1]:>8.1f}"
+                    f" {theirs[0]:>8.1f}/{theirs[1]:>8.1f} {mine[0] / theirs[0]:>8.2f}x"
+                )
     print("  per run, ms (this | other):")
     for run in sorted(samples):
         plain = run[1].removeprefix(_COLD).removeprefix(_TURN)
