@@ -237,3 +237,25 @@ def test_the_nearest_entry_is_of_the_same_filter_and_overlaps() -> None:
     assert past.nearest(("b",), day + timedelta(2), day + timedelta(6)) is None  # itself
     assert past.nearest(("c",), day + timedelta(2), day + timedelta(6)) is None
     assert past.nearest(("a",), day + timedelta(7), day + timedelta(9)) is None  # none overlaps
+
+
+def test_a_late_call_of_yesterday_after_midnight_is_made_from_yesterdays_entry_again(
+    store: SQLCallStore, clock: Clock
+) -> None:
+    """Yesterday's entry ends the day before yesterday: a call of yesterday stored after
+    midnight changes today's entry only, which is made from yesterday's again."""
+    records = calls()
+    store.write(records)
+    store.stats(last_days(clock, 5, "api_key", 2))
+    clock.now = NOW + timedelta(days=1)
+    query = last_days(clock, 5, "api_key", 2)
+    store.stats(query)
+    yesterday = next(r for r in records if r.created_at.date() == NOW.date())
+    added = [late(yesterday, n, api_key_id="kz") for n in range(40)]
+    store.write(added)
+    read = spy_on(store)
+    answer = store.stats(query)
+    assert not ranked_again(read, "api_key")
+    assert answer["groups"][0]["group"] == "kz"
+    check_groups(answer, records + added, "api_key")
+    assert_same(answer, uncached(store, query))
