@@ -36,8 +36,10 @@ package in DIR, each in its own process on its own copy of the stored calls in F
 written by this generator with ``--calls``, e.g. 1,000,000 calls, 100,000 users, 1,000 keys):
 after a warm-up run of every query, each query runs ``--repeat`` times in each process in
 turn (this, DIR, this, ...), and the p50 / p95 of each and their ratios are printed. Stats
-grouped by user, key or status also run "cold" in this copy (what it keeps of past days
-dropped for that answer: the first answer after a past day's calls changed):
+grouped by user, key or status also run "cold" (what each keeps of past days dropped for that
+answer: the first answer after a past day's calls changed), and those by user and key "after
+the day turned" (``_TURN``: yesterday's answer made, then the first of today, its range a day
+later):
 
     .venv/bin/python benchmarks/calllog_benchmark.py --queries-against /tmp/base \
         --store /tmp/calls-1m.sqlite --calls 1000000 --repeat 10
@@ -432,6 +434,16 @@ def main() -> None:
 
 _COLD = "cold: "
 """A query label so prefixed: run after dropping what stats keep of past days."""
+_TURN = "turn: "
+"""A query label so prefixed (stats grouped by user or key): its first answer after the day
+turned. What stats keep is dropped, the store's clock set a day back and the query (over the
+last N days of that clock) answered once; then the clock is set to now again and the same
+query (its range a day later) timed."""
+_TURNS = {
+    "stats by API key, 30 d": ("api_key", 30),
+    "stats by user, 30 d": ("user", 30),
+    "stats by user, 7 d": ("user", 7),
+}
 
 
 def query_child(path: str, count: int) -> None:
@@ -445,6 +457,10 @@ def query_child(path: str, count: int) -> None:
     for line in sys.stdin:
         label = line.rstrip("\n")
         kept = getattr(store, "_past_days", None)
+        if label.startswith(_TURN):
+            print(json.dumps(_turn(store, label[len(_TURN) :])), flush=True)
+            store._past_days = kept
+            continue
         if label.startswith(_COLD):
             label = label[len(_COLD) :]
             if kept is not None:  # this answer only: the others' entries stay
@@ -455,6 +471,30 @@ def query_child(path: str, count: int) -> None:
         if kept is not None:
             store._past_days = kept
     store.close()
+
+
+def _turn(store: SQLCallStore, label: str) -> float:
+    """``_TURN``: the wall milliseconds of the first answer of a day (``label``'s query)."""
+    group_by, days = _TURNS[label]
+    clock = store._clock
+    now = clock()
+    kept = getattr(store, "_past_days", None)
+    if kept is not None:
+        store._past_days = type(kept)()
+
+    def query() -> None:
+        start = store._clock() - timedelta(days=days)
+        store.stats(StatsQuery(filter=CallFilter(start=start), group_by=group_by))  # type: ignore[arg-type]
+
+    try:
+        store._clock = lambda: now - timedelta(days=1)
+        query()  # yesterday's answer
+        store._clock = lambda: now
+        began = time.perf_counter()
+        query()
+        return (time.perf_counter() - began) * 1000
+    finally:
+        store._clock = clock
 
 
 def queries_against(args: argparse.Namespace) -> None:
@@ -485,7 +525,8 @@ def queries_against(args: argparse.Namespace) -> None:
             grouped = [label for label in labels if label.startswith("stats by")]
             grouped = [label for label in grouped if any(g in label for g in _APART)]
             runs = [(name, label) for label in labels for name in children]
-            runs += [("this", _COLD + label) for label in grouped]
+            runs += [(name, _COLD + label) for label in grouped for name in children]
+            runs += [(name, _TURN + label) for label in _TURNS for name in children]
             samples: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
             for round_ in range(args.repeat):
                 for name, label in runs if round_ % 2 == 0 else runs[::-1]:
@@ -508,9 +549,20 @@ def queries_against(args: argparse.Namespace) -> None:
             f"  {label:<52} {mine[0]:>8.1f}/{mine[1]:>8.1f} {theirs[0]:>8.1f}/{theirs[1]:>8.1f}"
             f" {mine[0] / theirs[0]:>8.2f}x"
         )
-        if ("this", _COLD + label) in samples:
-            cold = _p50_p95(samples[("this", _COLD + label)])
-            print(f"  {'  (this, cold: nothing kept)':<52} {cold[0]:>8.1f}/{cold[1]:>8.1f}")
+        for prefix, what in ((_COLD, "cold: nothing kept"), (_TURN, "first after the day turned")):
+            if ("this", prefix + label) in samples:
+                mine, theirs = (_p50_p95(samples[(name, prefix + label)]) for name in copies)
+                print(
+                    f"  {f'  ({what})':<52} {mine[0]:>8.1f}/{mine[1]:>8.1f}"
+                    f" {theirs[0]:>8.1f}/{theirs[1]:>8.1f} {mine[0] / theirs[0]:>8.2f}x"
+                )
+    print("  per run, ms (this | other):")
+    for run in sorted(samples):
+        plain = run[1].removeprefix(_COLD).removeprefix(_TURN)
+        if plain in _TURNS and run[0] == "this":
+            theirs = samples.get(("other", run[1]), [])
+            mine = " ".join(f"{ms:.0f}" for ms in samples[run])
+            print(f"    {run[1]:<48} {mine} | {' '.join(f'{ms:.0f}' for ms in theirs)}")
 
 
 _APART = ("API key", "user", "status")

@@ -7,7 +7,8 @@ API key, status) keeps, per filter and range of complete days: the busiest group
 and their request counts (10,000 or 10 times ``limit`` of them: everyone else had at most as many as
 the last of them), the sums and sketches of the groups it listed, and every call's sketches.
 The next answer reads today's rows only, and ranks on what was kept plus today's
-(``stats._kept_groups``).
+(``stats._kept_groups``). When the day turns, the new range's entry is made from yesterday's
+(``nearest``, ``stats._derived``): its days before the range taken away, yesterday added.
 
 Kept only while exact: an entry holds the per-day sums of those days (from the base table,
 under the same filter) it was made from; every stored call adds 1 to its day's ``requests``
@@ -24,6 +25,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from datetime import date
 
 from otel_llm.calllog.rollup import Totals
 
@@ -55,11 +57,18 @@ class Kept:
     """The sketches of every call of those days (its sums unused)."""
     listed: dict[str, Totals] = field(default_factory=dict)
     """Groups listed by an answer: their sums and sketches over those days."""
+    bound: int | None = None
+    """The most requests a group not in ``busiest`` can have had on those days (an entry
+    made from another's: ``stats._derived``); None: the last of ``busiest``'s."""
 
     @property
     def floor(self) -> int:
         """The most requests a group not in ``busiest`` can have had on those days."""
-        return 0 if self.complete or not self.busiest else next(reversed(self.busiest.values()))
+        if self.complete:
+            return 0
+        if self.bound is not None:
+            return self.bound
+        return next(reversed(self.busiest.values())) if self.busiest else 0
 
 
 class PastDays:
@@ -103,6 +112,27 @@ class PastDays:
             entry.listed.update(groups)
             if any(kept is entry for kept in self._entries.values()):
                 self._listed += added
+
+    def nearest(
+        self, family: tuple[Hashable, ...], first: date, split: date
+    ) -> tuple[date, date] | None:
+        """The days ``(first, split)`` of the kept entry keyed ``(*family, first, split)`` that
+        covers the most of [first, split) and the least outside it, or None; an entry of the
+        same filter and grouping whose days start at or before ``first`` and end after it and
+        at or before ``split`` (the range of yesterday's answer, or of one made before late
+        calls)."""
+        best: tuple[int, date, date] | None = None
+        with self._lock:
+            for key in self._entries:
+                if not isinstance(key, tuple) or key[:-2] != family:
+                    continue
+                start, end = key[-2:]
+                if not start <= first < end <= split or (start, end) == (first, split):
+                    continue
+                apart = (first - start).days + (split - end).days
+                if best is None or apart < best[0]:
+                    best = (apart, start, end)
+        return None if best is None else best[1:]
 
     def refuse(self, key: Hashable) -> None:
         """Remember that ``key``'s ranking is not worth keeping (the database ranks it)."""

@@ -345,3 +345,58 @@ def buckets_bytes(buckets: Iterable[int]) -> bytes:
     if _SWAP:
         packed.byteswap()
     return _HEADER.pack(_V_UINT32, zeros, low, len(used)) + packed.tobytes()
+
+
+class BytesSum:
+    """Serialised sketches added into a Sketch in bulk (stats merge thousands of daily rows'):
+    each one's uint32 counts read as one integer (count i in bits 32i to 32i+31) and added to
+    those of the sketches starting at the same bucket -- an addition in C a sketch, where
+    ``merge_bytes`` makes an array and a list of its slice (2-4x the time, measured on 10,800
+    daily rows); ``done`` adds the sums into the sketch. Exact: no field carries into the next,
+    as ``most`` bounds each sketch's counts (its row's requests) and the sums are added into
+    the sketch before their bound passes 2**32 - 1. Anything else (uint64 counts, a sketch cut
+    short) goes through ``merge_bytes``."""
+
+    __slots__ = ("_into", "_lengths", "_most", "_sums")
+
+    def __init__(self, into: Sketch) -> None:
+        self._into = into
+        self._sums: dict[int, int] = {}
+        self._lengths: dict[int, int] = {}
+        self._most = 0
+
+    def add(self, data: bytes | memoryview | None, most: int) -> None:
+        if not data:
+            return
+        version, zero_count, low, length = _HEADER.unpack_from(data)
+        end = _HEADER.size + 4 * length
+        if version != _V_UINT32 or len(data) < end or low + length > SIZE or most > _UINT32_MAX:
+            self._into.merge_bytes(data)
+            return
+        self._into.zero_count += zero_count
+        if not length:
+            return
+        if self._most + most > _UINT32_MAX:
+            self.done()
+        self._most += most
+        value = int.from_bytes(memoryview(data)[_HEADER.size : end], "little")
+        sums = self._sums
+        if low in sums:
+            sums[low] += value
+            self._lengths[low] = max(self._lengths[low], length)
+        else:
+            sums[low] = value
+            self._lengths[low] = length
+
+    def done(self) -> None:
+        """Add what was summed into the sketch (and start again from nothing)."""
+        for low, value in self._sums.items():
+            length = self._lengths[low]
+            counts = array("I")
+            counts.frombytes(value.to_bytes(4 * length, "little"))
+            if _SWAP:
+                counts.byteswap()
+            self._into._add_counts(low, counts)
+        self._sums = {}
+        self._lengths = {}
+        self._most = 0
