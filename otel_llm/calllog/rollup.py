@@ -558,22 +558,35 @@ def _grouped(rows: Iterable[Sequence[Any]]) -> _Grouped:
 
 
 def _rows(grouped: _Grouped) -> Added:
-    """Each table's rows of the calls grouped (the derived tables' of their parent's)."""
+    """Each table's rows of the calls grouped; a derived table's are its parent's rows added
+    up (a derived row of one parent row is that row itself: a day's calls of one service,
+    model and feature mostly share a status)."""
+    made = {
+        table: {key: calls[0] if len(calls) == 1 else Calls(calls) for key, calls in rows.items()}
+        for table, rows in grouped.items()
+    }
     added: Added = {}
     for daily in ROLLUPS:
         derived = _DERIVED[daily.table]
         if derived is None:
-            rows = grouped[daily.table]
-        else:
-            parent, own_key = derived
-            rows = {}
-            for key, calls in grouped[parent].items():
-                own = own_key(key)
-                if own in rows:
-                    rows[own].extend(calls)
-                else:
-                    rows[own] = list(calls)
-        added[daily.table] = {key: _row_of(calls) for key, calls in rows.items()}
+            added[daily.table] = made[daily.table]
+            continue
+        parent, own_key = derived
+        parts: dict[DailyKey, list[DailyKey]] = {}
+        for key in grouped[parent]:
+            own = own_key(key)
+            keys = parts.get(own)
+            if keys is None:
+                parts[own] = [key]
+            else:
+                keys.append(key)
+        of_parent, calls_of = made[parent], grouped[parent]
+        added[daily.table] = {
+            own: of_parent[keys[0]]
+            if len(keys) == 1
+            else _row_of([call for key in keys for call in calls_of[key]])
+            for own, keys in parts.items()
+        }
     return added
 
 
