@@ -561,7 +561,7 @@ def _rows(grouped: _Grouped) -> Added:
     """Each table's rows of the calls grouped; a derived table's are its parent's rows added
     up (a derived row of one parent row is that row itself: a day's calls of one service,
     model and feature mostly share a status)."""
-    made = {
+    made: Added = {
         table: {key: calls[0] if len(calls) == 1 else Calls(calls) for key, calls in rows.items()}
         for table, rows in grouped.items()
     }
