@@ -429,6 +429,51 @@ def test_get_returns_every_field_as_written(
     assert reader.get("0" * 32 + "-" + "0" * 16) is None
 
 
+def test_sqlite_stores_absent_values_as_null(tmp_path: Path) -> None:
+    # SQLite's writer binds None as a NaN (Python's sqlite3 binds a float faster), which SQLite
+    # stores as NULL: every absent value must read back as SQL NULL, never as a real.
+    bare = CallRecord(
+        id=call_id(7, 9),
+        trace_id=f"{7:032x}",
+        span_id=f"{9:016x}",
+        created_at=NOW,
+        completed_at=None,
+        latency_ms=None,
+        time_to_first_chunk_ms=None,
+        service=None,
+        provider=None,
+        model=None,
+        response_model=None,
+        operation="chat",
+        streaming=False,
+        status="success",
+        request_prompt="hi",  # the content row too (its other value is None)
+    )
+    store = open_store(str(tmp_path / "calls.db"), clock=lambda: NOW)
+    try:
+        assert store.write([bare]) == 1
+        got = store.get(bare.id)
+        assert got is not None
+        assert (got["latency_ms"], got["model"], got["cost"], got["user"]) == (None,) * 4
+        columns = [row[1] for row in store._read(Statement("PRAGMA table_info(llm_calls)", ()))]
+        types = store._read(
+            Statement(
+                f"SELECT {', '.join(f'typeof({c})' for c in columns)} FROM llm_calls",  # noqa: S608
+                (),
+            )
+        )[0]
+        stored = dict(zip(columns, types, strict=True))
+        absent = {c for c, kind in stored.items() if kind == "null"}
+        assert {"latency_ms", "ttfc_ms", "completed_us", "cost_nusd", "model", "user_id"} <= absent
+        assert set(stored.values()) <= {"null", "text", "integer"}  # no NaN real anywhere
+        preview = store._read(
+            Statement("SELECT typeof(response_preview) FROM llm_call_content", ())
+        )
+        assert preview == [("null",)]
+    finally:
+        store.close()
+
+
 def test_project_scope_hides_other_projects(
     reader: SQLCallStore, records: list[CallRecord]
 ) -> None:

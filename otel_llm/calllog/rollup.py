@@ -431,11 +431,6 @@ _KEYED = tuple(dict.fromkeys(name for daily in ROLLUPS for name in daily.key[1:]
 _KEYED_AT = tuple(_COLUMN[name] for name in _KEYED)
 
 
-def _picker(daily: Rollup) -> Callable[[Sequence[str]], DailyKey]:
-    """``daily``'s key out of a call's day then ``_KEYED`` values."""
-    return itemgetter(0, *(_KEYED.index(name) + 1 for name in daily.key[1:]))
-
-
 def _parent(daily: Rollup) -> tuple[str, Callable[[DailyKey], DailyKey]] | None:
     """A table whose key holds every column of ``daily``'s and more, and how to make
     ``daily``'s key of its key: ``daily``'s rows are then sums of that table's rows (the
@@ -448,7 +443,7 @@ def _parent(daily: Rollup) -> tuple[str, Callable[[DailyKey], DailyKey]] | None:
 
 
 _DERIVED = {daily.table: _parent(daily) for daily in ROLLUPS}
-_KEYS = tuple((daily.table, _picker(daily)) for daily in ROLLUPS if _DERIVED[daily.table] is None)
+_KEYS = tuple((daily.table, daily) for daily in ROLLUPS if _DERIVED[daily.table] is None)
 """The tables each call is grouped into; the others are made of their rows (``_parent``)."""
 
 Added = dict[str, dict[DailyKey, Row]]
@@ -477,74 +472,121 @@ _Grouped = dict[str, dict[DailyKey, list[OneCall]]]
 """A write's calls by daily row, in the tables each call is grouped into (``_KEYS``)."""
 
 
-def _one_call(row: Sequence[Any]) -> OneCall:
-    """A call's addition to a daily row (shared by its row in every table)."""
-    vector = [0] * _N_SUMS
-    vector[_REQUESTS] = 1
-    if row[_STATUS] == "error":
-        vector[_FAILED] = 1
-    cost = row[_C_COST]
-    if cost is None:
-        vector[_UNPRICED] = 1
-    else:
-        vector[_COST] = cost
+def _one_call_source() -> str:
+    """The text of ``_one_call``: each sum's value of a row in one list display (a loop over
+    the summed columns filling a list of zeros took twice as long), made from the catalogue."""
+    values = ["0"] * _N_SUMS
+    values[_REQUESTS] = "1"
+    values[_FAILED] = f"1 if row[{_STATUS}] == 'error' else 0"
+    values[_UNPRICED] = "1 if cost is None else 0"
+    values[_COST] = "cost or 0"
+    values[_LATENCY_COUNT] = "0 if latency is None else 1"
     for column, index in _ADDED:
-        value = row[column]
-        if value:
-            vector[index] = value
-    latency = row[_C_LATENCY]
-    latency_bucket = _NO_VALUE
-    if latency is not None:
-        vector[_LATENCY_COUNT] = 1
-        latency_bucket = bucket(latency)
-    ttfc = row[_C_TTFC]
-    ttfc_bucket = _NO_VALUE if ttfc is None else bucket(ttfc)
-    billing, listed, discount = [row[index] for index in _C_BILLED]
+        values[index] = f"row[{column}] or 0"  # None and 0 both add nothing
+    billing, listed, discount = _C_BILLED
+    return f"""def _one_call(row):
+    cost = row[{_C_COST}]
+    latency = row[{_C_LATENCY}]
+    ttfc = row[{_C_TTFC}]
+    vector = [{", ".join(values)}]
+    billing = row[{billing}]
+    discount = row[{discount}]
     if billing == "credits" or discount:
-        _bill(vector, cost, billing, listed, discount)
-    action = row[_C_POLICY_ACTION]
+        _bill(vector, cost, billing, row[{listed}], discount)
+    action = row[{_C_POLICY_ACTION}]
     if action:
         _police(vector, action)
-    return OneCall(vector, latency or 0.0, latency_bucket, ttfc_bucket)
+    return OneCall(
+        vector,
+        latency or 0.0,
+        _NO_VALUE if latency is None else bucket(latency),
+        _NO_VALUE if ttfc is None else bucket(ttfc),
+    )
+"""
+
+
+def _keys_source() -> str:
+    """The text of ``_keys_of``: a row's key in each table of ``_KEYS``, in that order."""
+    names = {name: f"k{index}" for index, name in enumerate(_KEYED)}
+    read = "".join(
+        f"    {names[name]} = row[{at}] or ''\n" for name, at in zip(_KEYED, _KEYED_AT, strict=True)
+    )
+    keys = ", ".join(
+        f"(day, {', '.join(names[name] for name in daily.key[1:])})"
+        for daily in ROLLUPS
+        if _DERIVED[daily.table] is None
+    )
+    return f"def _keys_of(row, day):\n{read}    return ({keys},)\n"
+
+
+def _compiled() -> tuple[
+    Callable[[Sequence[Any]], OneCall], Callable[[Sequence[Any], str], tuple[DailyKey, ...]]
+]:
+    # Only catalogue positions and fixed names are in the texts; nothing from input.
+    namespace: dict[str, Any] = {
+        "_bill": _bill,
+        "_police": _police,
+        "OneCall": OneCall,
+        "bucket": bucket,
+        "_NO_VALUE": _NO_VALUE,
+    }
+    exec(_one_call_source() + "\n" + _keys_source(), namespace)  # noqa: S102
+    return namespace["_one_call"], namespace["_keys_of"]
+
+
+_one_call, _keys_of = _compiled()
+"""``_one_call(row)``: a call's addition to a daily row (shared by its row in every table);
+``_keys_of(row, day)``: its row's key in each table it is grouped into (``_KEYS``'s order,
+a NULL dimension as ''). Made once from the catalogue, as ``sql.row_of`` is."""
 
 
 def _grouped(rows: Iterable[Sequence[Any]]) -> _Grouped:
-    found: list[tuple[dict[DailyKey, list[OneCall]], Callable[[Sequence[str]], DailyKey]]]
-    found = [({}, pick) for _, pick in _KEYS]
+    found: list[dict[DailyKey, list[OneCall]]] = [{} for _ in _KEYS]
     days: dict[int, str] = {}
     for row in rows:
         day = days.get(row[_DAY])
         if day is None:
             day = days[row[_DAY]] = (_EPOCH + timedelta(days=row[_DAY])).isoformat()
-        keyed = [day, *[row[index] or "" for index in _KEYED_AT]]
         call = _one_call(row)
-        for table, pick in found:
-            key = pick(keyed)
+        for table, key in zip(found, _keys_of(row, day)):  # noqa: B905 - one key per table
             calls = table.get(key)
             if calls is None:
                 table[key] = [call]
             else:
                 calls.append(call)
-    return {table: calls for (table, _), (calls, _) in zip(_KEYS, found, strict=True)}
+    return {table: calls for (table, _), calls in zip(_KEYS, found, strict=True)}
 
 
 def _rows(grouped: _Grouped) -> Added:
-    """Each table's rows of the calls grouped (the derived tables' of their parent's)."""
+    """Each table's rows of the calls grouped; a derived table's are its parent's rows added
+    up (a derived row of one parent row is that row itself: a day's calls of one service,
+    model and feature mostly share a status)."""
+    made: Added = {
+        table: {key: calls[0] if len(calls) == 1 else Calls(calls) for key, calls in rows.items()}
+        for table, rows in grouped.items()
+    }
     added: Added = {}
     for daily in ROLLUPS:
         derived = _DERIVED[daily.table]
         if derived is None:
-            rows = grouped[daily.table]
-        else:
-            parent, own_key = derived
-            rows = {}
-            for key, calls in grouped[parent].items():
-                own = own_key(key)
-                if own in rows:
-                    rows[own].extend(calls)
-                else:
-                    rows[own] = list(calls)
-        added[daily.table] = {key: _row_of(calls) for key, calls in rows.items()}
+            added[daily.table] = made[daily.table]
+            continue
+        parent, own_key = derived
+        parts: dict[DailyKey, list[DailyKey]] = {}
+        for key in grouped[parent]:
+            own = own_key(key)
+            keys = parts.get(own)
+            if keys is None:
+                parts[own] = [key]
+            else:
+                keys.append(key)
+        of_parent, calls_of = made[parent], grouped[parent]
+        added[daily.table] = {
+            own: of_parent[keys[0]]
+            if len(keys) == 1
+            else _row_of([call for key in keys for call in calls_of[key]])
+            for own, keys in parts.items()
+        }
     return added
 
 
