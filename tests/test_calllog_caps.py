@@ -29,12 +29,12 @@ from otel_llm.calllog.app import CallLogApp
 from otel_llm.calllog.auth import ApiKey, KeyRing
 from otel_llm.calllog.cardinality import CAPPED, OTHER
 from otel_llm.calllog.catalogue import DAILY_DIMENSIONS, DAILY_VALUES
+from otel_llm.calllog.dailyrows import Deadline
 from otel_llm.calllog.query import CallFilter, QueryError, StatsQuery, StatsTimeout
 from otel_llm.calllog.ratelimit import RateLimits
 from otel_llm.calllog.record import NANO, CallRecord
 from otel_llm.calllog.sketch import Sketch
 from otel_llm.calllog.sql import Statement
-from otel_llm.calllog.stats import Deadline
 from otel_llm.calllog.store import SQLCallStore, open_store
 from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster, store_url  # noqa: F401
 from tests.test_calllog_store import _check_totals

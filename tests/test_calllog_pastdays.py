@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from otel_llm.calllog import stats
+from otel_llm.calllog import pastranking
 from otel_llm.calllog.cardinality import OTHER
 from otel_llm.calllog.pastdays import Kept, PastDays, Signature
 from otel_llm.calllog.query import CallFilter, StatsQuery
@@ -148,8 +148,8 @@ def test_kept_answers_equal_the_database_ranking(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if kept_ranked is not None:
-        monkeypatch.setattr(stats, "_KEPT_RANKED", kept_ranked)
-        monkeypatch.setattr(stats, "_KEPT_PER_LISTED", 1)
+        monkeypatch.setattr(pastranking, "_KEPT_RANKED", kept_ranked)
+        monkeypatch.setattr(pastranking, "_KEPT_PER_LISTED", 1)
     records = calls()
     store.write(records)
     query = StatsQuery(filter=f, group_by=group_by, limit=limit)  # type: ignore[arg-type]
@@ -274,8 +274,8 @@ def test_refused_keys_are_remembered_and_their_entries_dropped() -> None:
 @pytest.fixture
 def few_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the 3 busiest groups (or ``limit``; 1,000 at least otherwise)."""
-    monkeypatch.setattr(stats, "_KEPT_RANKED", 3)
-    monkeypatch.setattr(stats, "_KEPT_PER_LISTED", 1)
+    monkeypatch.setattr(pastranking, "_KEPT_RANKED", 3)
+    monkeypatch.setattr(pastranking, "_KEPT_PER_LISTED", 1)
 
 
 def on_day(record: CallRecord, index: int, days_ago: int, user: str) -> CallRecord:

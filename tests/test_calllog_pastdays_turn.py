@@ -1,4 +1,4 @@
-"""The first answer of a day, made from what yesterday's answer kept (``stats._derived``).
+"""The first answer of a day, made from what yesterday's answer kept (``pastranking._derived``).
 
 When the day turns, an answer over the last N days has a range a day later: instead of
 ranking every group of it again, the entry of yesterday's range has its first day taken away
@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from otel_llm.calllog import stats
+from otel_llm.calllog import pastranking
 from otel_llm.calllog.cardinality import OTHER
 from otel_llm.calllog.pastdays import Kept, PastDays
 from otel_llm.calllog.query import CallFilter, StatsQuery
@@ -70,15 +70,15 @@ def last_days(clock: Clock, days: int, group_by: str, limit: int) -> StatsQuery:
 
 
 def ranked_again(read: list[str], group_by: str) -> bool:
-    """Whether the database ranked the range's groups (``_busiest``, ``_ranked``)."""
+    """Whether the database ranked the range's groups (``busiest_groups``, ``_ranked``)."""
     return any(f"FROM {TABLE[group_by]}" in text and "LIMIT" in text for text in read)
 
 
 @pytest.fixture(params=["kept-1000", "kept-few"])
 def kept_ranked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "kept-few":  # a floor: the groups not kept are bounded, not known
-        monkeypatch.setattr(stats, "_KEPT_RANKED", 4)
-        monkeypatch.setattr(stats, "_KEPT_PER_LISTED", 1)
+        monkeypatch.setattr(pastranking, "_KEPT_RANKED", 4)
+        monkeypatch.setattr(pastranking, "_KEPT_PER_LISTED", 1)
     return str(request.param)
 
 
@@ -136,8 +136,8 @@ def on_day(record: CallRecord, index: int, day: date, user: str) -> CallRecord:
 
 @pytest.fixture
 def four_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stats, "_KEPT_RANKED", 4)
-    monkeypatch.setattr(stats, "_KEPT_PER_LISTED", 1)
+    monkeypatch.setattr(pastranking, "_KEPT_RANKED", 4)
+    monkeypatch.setattr(pastranking, "_KEPT_PER_LISTED", 1)
 
 
 def users(counts: dict[str, int], day: date, first: int) -> list[CallRecord]:

@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from otel_llm.calllog import sql
 from otel_llm.calllog.cardinality import OTHER
 from otel_llm.calllog.catalogue import CALL_GROUPS, DAILY_SUMS, SUMMED, column_of
+from otel_llm.calllog.dailyrows import Deadline, Rows
 from otel_llm.calllog.query import CallFilter
 from otel_llm.calllog.rollup import Totals
 from otel_llm.calllog.schema import CALLS
-from otel_llm.calllog.stats import Deadline, Rows
 
 Scan = Callable[[sql.Statement, Deadline, Callable[[Rows], None]], None]
 

@@ -7,8 +7,8 @@ API key, status) keeps, per filter and range of complete days: the busiest group
 and their request counts (10,000 or 10 times ``limit`` of them: everyone else had at most as many as
 the last of them), the sums and sketches of the groups it listed, and every call's sketches.
 The next answer reads today's rows only, and ranks on what was kept plus today's
-(``stats._kept_groups``). When the day turns, the new range's entry is made from yesterday's
-(``nearest``, ``stats._derived``): its days before the range taken away, yesterday added.
+(``pastranking.kept_groups``). When the day turns, the new range's entry is made from yesterday's
+(``nearest``, ``pastranking._derived``): its days before the range taken away, yesterday added.
 
 Kept only while exact: an entry holds the per-day sums of those days (from the base table,
 under the same filter) it was made from; every stored call adds 1 to its day's ``requests``
@@ -59,7 +59,7 @@ class Kept:
     """Groups listed by an answer: their sums and sketches over those days."""
     bound: int | None = None
     """The most requests a group not in ``busiest`` can have had on those days (an entry
-    made from another's: ``stats._derived``); None: the last of ``busiest``'s."""
+    made from another's: ``pastranking._derived``); None: the last of ``busiest``'s."""
 
     @property
     def floor(self) -> int:

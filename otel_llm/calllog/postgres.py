@@ -39,10 +39,10 @@ from otel_llm import settings
 from otel_llm.calllog import partitions, rollup, schema, sql
 from otel_llm.calllog.cardinality import DailyCaps
 from otel_llm.calllog.catalogue import DAILY_VALUES, ROLLUPS
+from otel_llm.calllog.dailyrows import Deadline, Rows
 from otel_llm.calllog.query import StatsTimeout
 from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.sqlstore import SQLCallStore
-from otel_llm.calllog.stats import Deadline, Rows
 
 _MIGRATION_LOCK = 0x6F746C6C  # pg_advisory_xact_lock key: replicas starting together migrate once
 _INCOMING = "llm_calls_incoming"

@@ -151,7 +151,7 @@ class QueryError(ValueError):
 
 
 class QueryTimeout(Exception):
-    """A read took longer than its time budget (``stats.Deadline``) and was stopped, the
+    """A read took longer than its time budget (``dailyrows.Deadline``) and was stopped, the
     database statement too; the API answers 503 with ``explained``."""
 
     def __init__(self, seconds: float | None):
@@ -166,7 +166,7 @@ class QueryTimeout(Exception):
 
 
 StatsTimeout = QueryTimeout
-"""Its name from when only statistics had a budget (``stats.Deadline`` raises it)."""
+"""Its name from when only statistics had a budget (``dailyrows.Deadline`` raises it)."""
 
 
 def _budget(seconds: float | None) -> str:

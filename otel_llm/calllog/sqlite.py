@@ -23,10 +23,10 @@ from otel_llm.calllog.catalogue import (
     DAILY_SUMS,
     ROLLUPS,
 )
+from otel_llm.calllog.dailyrows import Deadline, Rows
 from otel_llm.calllog.query import StatsTimeout
 from otel_llm.calllog.record import CallRecord, micros_of
 from otel_llm.calllog.sqlstore import SQLCallStore
-from otel_llm.calllog.stats import Deadline, Rows
 
 _IN_CHUNK = 500  # ids per "IN (...)" look-up, well within SQLite's parameter limit
 _MERGE = "calllog_merge_sketches"

@@ -29,6 +29,7 @@ from otel_llm.calllog.catalogue import (
     Rollup,
     column_of,
 )
+from otel_llm.calllog.dailyrows import Deadline, Rows, Source
 from otel_llm.calllog.isolation import IsolatingStore
 from otel_llm.calllog.pastdays import PastDays
 from otel_llm.calllog.query import (
@@ -41,14 +42,7 @@ from otel_llm.calllog.query import (
 )
 from otel_llm.calllog.record import from_nanos, micros_of
 from otel_llm.calllog.schema import CALLS, CONTENT, DAILY_SINCE
-from otel_llm.calllog.stats import (
-    Deadline,
-    Rows,
-    Source,
-    choose,
-    daily_stats,
-    model_entries,
-)
+from otel_llm.calllog.stats import choose, daily_stats, model_entries
 
 MAX_HOURLY_DAYS = 7
 """Hourly stats read call records; a longer range is refused (use day or week)."""
