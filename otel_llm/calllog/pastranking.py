@@ -73,6 +73,23 @@ def kept_groups(
     if kept.refused(key):
         return None
     before = grouped.between(first, split)
+
+    def built() -> Kept:
+        """The days [first, split) ranked by the database, kept."""
+        made = _build(
+            scan,
+            base,
+            grouped,
+            column,
+            first=first,
+            split=split,
+            signature=signature,
+            ranked=ranked,
+            deadline=deadline,
+        )
+        kept.put(key, made)
+        return made
+
     entry = kept.get(key, signature)
     derived = False
     if entry is None:
@@ -91,18 +108,7 @@ def kept_groups(
         )
         derived = entry is not None
     if entry is None:
-        entry = _build(
-            scan,
-            base,
-            grouped,
-            column,
-            first=first,
-            split=split,
-            signature=signature,
-            ranked=ranked,
-            deadline=deadline,
-        )
-        kept.put(key, entry)
+        entry = built()
     now = grouped.between(split, last)
     current = requests_by_group(scan, grouped.table, column, now, deadline) if split < last else {}
     current.pop(OTHER, None)
@@ -112,18 +118,7 @@ def kept_groups(
 
     listed = _rank(entry, current, limit, requests_of)
     if listed is None and derived:  # its bound is too loose to rank: the database ranks
-        entry = _build(
-            scan,
-            base,
-            grouped,
-            column,
-            first=first,
-            split=split,
-            signature=signature,
-            ranked=ranked,
-            deadline=deadline,
-        )
-        kept.put(key, entry)
+        entry = built()
         listed = _rank(entry, current, limit, requests_of)
     if listed is None:
         kept.refuse(key)
