@@ -72,13 +72,17 @@ sys.path.insert(
     or os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 )
 
-from otel_llm.calllog.dailyrows import Deadline
 from otel_llm.calllog.query import CallFilter, CallQuery, Comparison, StatsQuery
 from otel_llm.calllog.record import NANO, CallRecord, call_id
 from otel_llm.calllog.schema import DAILY
 from otel_llm.calllog.sql import Statement
 from otel_llm.calllog.stats import _top, daily_where
 from otel_llm.calllog.store import SQLCallStore, open_store
+
+try:
+    from otel_llm.calllog.dailyrows import Deadline
+except ImportError:  # a copy from before stats.py was split (--against, --queries-against)
+    from otel_llm.calllog.stats import Deadline  # type: ignore[attr-defined,no-redef,unused-ignore]
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INGEST_TARGET = 20_000
