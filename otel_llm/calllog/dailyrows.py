@@ -213,15 +213,9 @@ def rows_of_groups(
     """The sums and sketches of each of ``values`` in the rows ``where`` selects (a seek per
     day and value: the table's key starts with the day and the value). The sums are added up
     by the database: a key's 30 days are ~250 rows of ~30 columns."""
-    found: dict[str, Totals] = {}
     values = sorted(values)
     if not values:
-        return found
-
-    def add(rows: Rows) -> None:
-        for row in rows:
-            group_totals(found, row[0]).add_sums(row[1:])
-
+        return {}
     sketches = SketchSums()
 
     def merge(rows: Rows) -> None:
@@ -233,14 +227,7 @@ def rows_of_groups(
     condition = f"{where.text} AND {column} IN ({', '.join('?' for _ in values)})"
     params = (*where.params, *values)
     table = source.table
-    scan(
-        sql.Statement(
-            f"SELECT {column}, {SUMS} FROM {table} WHERE {condition} GROUP BY {column}",  # noqa: S608
-            params,
-        ),
-        deadline,
-        add,
-    )
+    found = sums_by(scan, table, column, sql.Statement(condition, params), deadline)
     scan(
         sql.Statement(
             f"SELECT {column}, requests, {SKETCHES} FROM {table} "  # noqa: S608
@@ -258,14 +245,13 @@ def add_sketches(
     scan: Scan, table: str, where: sql.Statement, into: Totals, deadline: Deadline
 ) -> None:
     """Merge the sketches of the rows ``where`` selects into ``into``."""
-    latency, ttfc = BytesSum(into.latency), BytesSum(into.ttfc)
+    sketches = SketchSums()
 
     def merge(rows: Rows) -> None:
-        for count, (requests, latency_bytes, ttfc_bytes) in enumerate(rows):
+        for count, (requests, latency, ttfc) in enumerate(rows):
             if not count % CHECK_EVERY:
                 deadline.check()
-            latency.add(latency_bytes, requests)
-            ttfc.add(ttfc_bytes, requests)
+            sketches.add(into, requests, latency, ttfc)
 
     scan(
         sql.Statement(
@@ -275,8 +261,7 @@ def add_sketches(
         deadline,
         merge,
     )
-    latency.done()
-    ttfc.done()
+    sketches.done()
 
 
 class SketchSums:
@@ -302,6 +287,8 @@ class SketchSums:
 def sums_by(
     scan: Scan, table: str, column: str, where: sql.Statement, deadline: Deadline
 ) -> dict[str, Totals]:
+    """Each value of ``column``'s sums in the rows ``where`` selects, added up by the database
+    (no sketches)."""
     found: dict[str, Totals] = {}
 
     def add(rows: Rows) -> None:
