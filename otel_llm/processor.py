@@ -40,7 +40,7 @@ from otel_llm.metrics.otel import OTelMetricsRecorder
 from otel_llm.metrics.prometheus import PrometheusRecorder, Series
 from otel_llm.pricer import Pricer, PricingOptions, scope_name, span_attributes
 from otel_llm.pricing import Cost, Discount, PriceBook, PriceOverride
-from otel_llm.pricing.rates import Rates
+from otel_llm.pricing.rates import FlatPrices, flat_units
 from otel_llm.tracecost import (
     OPENINFERENCE_KIND,
     AgentScope,
@@ -69,9 +69,9 @@ _INVOKE_AGENT = sc.OPERATION_INVOKE_AGENT
 # one by one).
 _MARKER, _OTHER_MARKER = _OPERATION_MARKER_NAMES
 
-_Entry = tuple[Series, Rates, tuple[str, str, str, str]]
+_Entry = tuple[Series, FlatPrices, tuple[str, str, str, str]]
 """What a call's raw label values decide: its metric series, the flat prices it is priced at
-and its cost's identity (source, price data, provider and model ids)."""
+(``flat_units``') and its cost's identity (source, price data, provider and model ids)."""
 
 
 class LLMSpanProcessor(SpanProcessor):
@@ -291,7 +291,7 @@ class LLMSpanProcessor(SpanProcessor):
             return self._end_other(span, attributes, agent)
         return span
 
-    def _end_common(  # noqa: PLR0911 - one pass, written out: each way out is a fallback
+    def _end_common(
         self,
         span: ReadableSpan,
         attributes: Mapping[str, Any],
@@ -363,14 +363,17 @@ class LLMSpanProcessor(SpanProcessor):
             priced_output = 0  # as the book prices it: an embedding has no output
         if missing or input_tokens is None or priced_output is None:
             return self._end_call(span, attributes, scope, None, None, None, live_end)
-        series, rates, identity = entry
-        units = rates.units(
-            input_tokens, priced_output, cache_read or 0, cache_creation or 0, reasoning or 0
+        series, prices, identity = entry
+        # Counts up to max_tokens: below the prices' bound (flat_rates), no test needed here.
+        units = flat_units(
+            prices,
+            input_tokens,
+            priced_output,
+            cache_read or 0,
+            cache_creation or 0,
+            reasoning or 0,
         )
-        if units is None:  # counts too large for the integer path: the Decimal one prices it
-            return self._end_call(span, attributes, scope, None, None, None, live_end)
         end = live_end or end
-        trace_id = context.trace_id
         divisor = units[6]
         amount = units[0] / divisor
         series.add(
@@ -383,7 +386,7 @@ class LLMSpanProcessor(SpanProcessor):
             reasoning,
             amount,
             None,
-            trace_id,
+            context,
         )
         if parent is not None and not parent.is_remote:
             self._note_nested(parent, format(context.span_id, "016x"))
@@ -399,7 +402,7 @@ class LLMSpanProcessor(SpanProcessor):
                     failed or bool(error),
                 ),
                 None,
-                trace_id,
+                context.trace_id,
             )
         if not self._downstream:
             return span
@@ -543,7 +546,7 @@ class LLMSpanProcessor(SpanProcessor):
             or priced.units is None
         ):
             return
-        flat = self._pricer.book.flat_rates(derived.call)
+        flat = self._pricer.book.flat_rates(derived.call, self._max_tokens)
         series = self.prometheus.series(derived)
         if flat is None or not isinstance(series, Series):
             return
