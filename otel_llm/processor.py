@@ -291,7 +291,7 @@ class LLMSpanProcessor(SpanProcessor):
             return self._end_other(span, attributes, agent)
         return span
 
-    def _end_common(
+    def _end_common(  # noqa: PLR0912 - one pass, written out: each branch is a fallback
         self,
         span: ReadableSpan,
         attributes: Mapping[str, Any],
@@ -324,9 +324,23 @@ class LLMSpanProcessor(SpanProcessor):
         operation = get(_OPERATION)
         provider = get(_PROVIDER)
         error = get(_ERROR_TYPE)
-        status, resource, start, end, context, parent, own_scope = _span_fields(span)
-        if scope is None:  # the caller did not read it (a call less): the span's fields have it
-            scope = own_scope
+        if type(span) in _SDK_SPANS:
+            # The SDK's own classes, read from their fields: each public property is a Python
+            # call (0.1-0.2 µs each on a busy machine, timeit), and eight are read here.
+            try:
+                status = span._status._status_code
+                resource: Resource | None = span._resource
+                start = span._start_time
+                end = span._end_time
+                context: SpanContext = span._context  # type: ignore[assignment]  # ended: set
+                parent = span._parent
+                if scope is None:  # the caller did not read it: the span's fields have it
+                    own = span._instrumentation_scope
+                    scope = own._name if own is not None else None
+            except AttributeError:  # another release of the SDK
+                status, resource, start, end, context, parent, scope = _span_fields(span, scope)
+        else:
+            status, resource, start, end, context, parent, scope = _span_fields(span, scope)
         failed = status is _ERROR
         # The raw label values first: a call with the same ones was read and priced before
         # (its entry), so only what varies from call to call is read and checked here.
@@ -468,7 +482,7 @@ class LLMSpanProcessor(SpanProcessor):
             return False
         try:
             # A span of the SDK's (CallSpan found this processor through it): read from its
-            # fields, as _span_fields does.
+            # fields, as _end_common does.
             attributes = span._attributes._dict  # type: ignore[union-attr]
             span_id = span._context.span_id  # type: ignore[union-attr]
             if (
@@ -618,11 +632,11 @@ def _ignore(span: Span) -> None:
 
 _SDK_SPANS = frozenset({ReadableSpan, Span, getattr(sdk_trace, "_Span", Span)})
 """The SDK's own span classes (``_Span``: what its tracers make, a subclass that adds
-nothing), whose fields ``_span_fields`` reads directly."""
+nothing), whose fields ``_end_common`` reads directly."""
 
 
 def _span_fields(
-    span: ReadableSpan,
+    span: ReadableSpan, scope: str | None
 ) -> tuple[
     StatusCode,
     Resource | None,
@@ -633,23 +647,8 @@ def _span_fields(
     str | None,
 ]:
     """The span's status code, resource, start and end times, context, parent and scope name
-    (``scope_name``'s). Each public property is a Python call (0.1-0.2 µs each on a busy
-    machine, timeit), and the one pass reads eight: the SDK's own classes are read from their
-    fields."""
-    if type(span) in _SDK_SPANS:
-        try:
-            scope = span._instrumentation_scope
-            return (
-                span._status._status_code,
-                span._resource,
-                span._start_time,
-                span._end_time,
-                span._context,  # type: ignore[return-value]
-                span._parent,
-                scope._name if scope is not None else None,
-            )
-        except AttributeError:  # another release of the SDK
-            pass
+    (``scope`` when given) through its public properties: ``_end_common`` reads the SDK's
+    own classes from their fields."""
     return (
         span.status.status_code,
         span.resource,
@@ -657,7 +656,7 @@ def _span_fields(
         span.end_time,
         span.context,
         span.parent,
-        scope_name(span),
+        scope if scope is not None else scope_name(span),
     )
 
 
