@@ -238,11 +238,11 @@ class LLMSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         handed_on = span
         try:
-            try:  # span_attributes, inline: this runs on every span
+            # span_attributes, inline: this runs on every span. As in on_start, the SDK's inner
+            # mapping is read as it is (only price_ending, which writes to it, needs a dict).
+            try:
                 attributes = span._attributes._dict  # type: ignore[union-attr]
             except AttributeError:
-                attributes = None
-            if type(attributes) is not dict:
                 attributes = span_attributes(span)
             # With nothing followed (no llm_context pending, no nested call, no agent, no open
             # trace), a span that names no GenAI operation and carries no other library's
