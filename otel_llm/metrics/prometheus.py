@@ -181,9 +181,11 @@ class Series:
         labels = (*self._labels, extra) if extra else self._labels
         return self._store.family[metric].histogram(labels)
 
-    def _counter(self, metric: str, extra: str = "") -> CounterCell:
+    def _counter(
+        self, metric: str, extra: str = "", of: HistogramCell | None = None
+    ) -> CounterCell:
         labels = (*self._labels, extra) if extra else self._labels
-        return self._store.family[metric].counter(labels)
+        return self._store.family[metric].counter(labels, of)
 
     def observe(self, derived: Derived) -> None:
         """Adds one call."""
@@ -258,8 +260,10 @@ class Series:
                 h.sum += input_tokens
                 if h.exemplar_at[slot] <= stale:
                     _bucket_exemplar(h, slot, input_tokens, traced, now)
-                c = self.tokens_input or self._set("tokens_input", self._counter("tokens", "input"))
-                c.value += input_tokens
+                # The input tokens' total is this histogram's sum (CounterCell.of).
+                c = self.tokens_input or self._set(
+                    "tokens_input", self._counter("tokens", "input", h)
+                )
                 if c.exemplar_at <= stale:
                     _counter_exemplar(c, input_tokens, traced, now)
             if output_tokens is not None:
@@ -272,9 +276,8 @@ class Series:
                 if h.exemplar_at[slot] <= stale:
                     _bucket_exemplar(h, slot, output_tokens, traced, now)
                 c = self.tokens_output or self._set(
-                    "tokens_output", self._counter("tokens", "output")
+                    "tokens_output", self._counter("tokens", "output", h)
                 )
-                c.value += output_tokens
                 if c.exemplar_at <= stale:
                     _counter_exemplar(c, output_tokens, traced, now)
             # Parts of the totals: counted without exemplars, the totals' exemplars already
