@@ -49,8 +49,9 @@ def _count_slots(bounds: Sequence[float]) -> tuple[int, ...]:
     the bit length of ``n - 1`` groups the counts between two powers of two, each group falls
     in one bucket when every finite bound is a power of two (the token buckets are powers of
     four; checked here), and a list index is ~35 ns against bisect_left's ~100 (timeit), for
-    two token histograms a call. 1,025 groups: past 2**1024 a count is no float, and the
-    histogram's sum fails on it before (as it would with bisect_left)."""
+    two token histograms a call. 1,025 groups, up to 2**1024: a larger count is no float, so
+    the histogram's sum could not take it either (an OverflowError after bisect_left, here an
+    IndexError before anything is changed)."""
     slots: list[int] = []
     last = len(bounds) - 1  # +Inf's
     for bits in range(1025):
@@ -131,8 +132,8 @@ class _Accumulators:
 
 class Traced(Protocol):
     """What a call's exemplar links to: its span's context (the processor's one pass) or its
-    ``Derived``. Its trace id is read only when an exemplar is stored (a property of the span
-    context: ~50 ns a call, timeit, for about one call a second)."""
+    ``Derived``. Its trace id is read only when an exemplar is stored, about once a second a
+    bucket (the span context's is a property: ~50 ns, timeit, on every call otherwise)."""
 
     @property
     def trace_id(self) -> int: ...
