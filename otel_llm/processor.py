@@ -40,7 +40,7 @@ from otel_llm.metrics.otel import OTelMetricsRecorder
 from otel_llm.metrics.prometheus import PrometheusRecorder, Series
 from otel_llm.pricer import Pricer, PricingOptions, scope_name, span_attributes
 from otel_llm.pricing import Cost, Discount, PriceBook, PriceOverride
-from otel_llm.pricing.rates import Rates
+from otel_llm.pricing.rates import FlatPrices, flat_units
 from otel_llm.tracecost import (
     OPENINFERENCE_KIND,
     AgentScope,
@@ -69,9 +69,9 @@ _INVOKE_AGENT = sc.OPERATION_INVOKE_AGENT
 # one by one).
 _MARKER, _OTHER_MARKER = _OPERATION_MARKER_NAMES
 
-_Entry = tuple[Series, Rates, tuple[str, str, str, str]]
+_Entry = tuple[Series, FlatPrices, tuple[str, str, str, str]]
 """What a call's raw label values decide: its metric series, the flat prices it is priced at
-and its cost's identity (source, price data, provider and model ids)."""
+(``flat_units``') and its cost's identity (source, price data, provider and model ids)."""
 
 
 class LLMSpanProcessor(SpanProcessor):
@@ -238,11 +238,11 @@ class LLMSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         handed_on = span
         try:
-            try:  # span_attributes, inline: this runs on every span
+            # span_attributes, inline: this runs on every span. As in on_start, the SDK's inner
+            # mapping is read as it is (only price_ending, which writes to it, needs a dict).
+            try:
                 attributes = span._attributes._dict  # type: ignore[union-attr]
             except AttributeError:
-                attributes = None
-            if type(attributes) is not dict:
                 attributes = span_attributes(span)
             # With nothing followed (no llm_context pending, no nested call, no agent, no open
             # trace), a span that names no GenAI operation and carries no other library's
@@ -291,7 +291,7 @@ class LLMSpanProcessor(SpanProcessor):
             return self._end_other(span, attributes, agent)
         return span
 
-    def _end_common(  # noqa: PLR0911 - one pass, written out: each way out is a fallback
+    def _end_common(  # noqa: PLR0912 - one pass, written out: each branch is a fallback
         self,
         span: ReadableSpan,
         attributes: Mapping[str, Any],
@@ -324,9 +324,23 @@ class LLMSpanProcessor(SpanProcessor):
         operation = get(_OPERATION)
         provider = get(_PROVIDER)
         error = get(_ERROR_TYPE)
-        status, resource, start, end, context, parent, own_scope = _span_fields(span)
-        if scope is None:  # the caller did not read it (a call less): the span's fields have it
-            scope = own_scope
+        if type(span) in _SDK_SPANS:
+            # The SDK's own classes, read from their fields: each public property is a Python
+            # call (0.1-0.2 µs each on a busy machine, timeit), and eight are read here.
+            try:
+                status = span._status._status_code
+                resource: Resource | None = span._resource
+                start = span._start_time
+                end = span._end_time
+                context: SpanContext = span._context  # type: ignore[assignment]  # ended: set
+                parent = span._parent
+                if scope is None:  # the caller did not read it: the span's fields have it
+                    own = span._instrumentation_scope
+                    scope = own._name if own is not None else None
+            except AttributeError:  # another release of the SDK
+                status, resource, start, end, context, parent, scope = _span_fields(span, scope)
+        else:
+            status, resource, start, end, context, parent, scope = _span_fields(span, scope)
         failed = status is _ERROR
         # The raw label values first: a call with the same ones was read and priced before
         # (its entry), so only what varies from call to call is read and checked here.
@@ -363,14 +377,17 @@ class LLMSpanProcessor(SpanProcessor):
             priced_output = 0  # as the book prices it: an embedding has no output
         if missing or input_tokens is None or priced_output is None:
             return self._end_call(span, attributes, scope, None, None, None, live_end)
-        series, rates, identity = entry
-        units = rates.units(
-            input_tokens, priced_output, cache_read or 0, cache_creation or 0, reasoning or 0
+        series, prices, identity = entry
+        # Counts up to max_tokens: below the prices' bound (flat_rates), no test needed here.
+        units = flat_units(
+            prices,
+            input_tokens,
+            priced_output,
+            cache_read or 0,
+            cache_creation or 0,
+            reasoning or 0,
         )
-        if units is None:  # counts too large for the integer path: the Decimal one prices it
-            return self._end_call(span, attributes, scope, None, None, None, live_end)
         end = live_end or end
-        trace_id = context.trace_id
         divisor = units[6]
         amount = units[0] / divisor
         series.add(
@@ -383,7 +400,7 @@ class LLMSpanProcessor(SpanProcessor):
             reasoning,
             amount,
             None,
-            trace_id,
+            context,
         )
         if parent is not None and not parent.is_remote:
             self._note_nested(parent, format(context.span_id, "016x"))
@@ -399,7 +416,7 @@ class LLMSpanProcessor(SpanProcessor):
                     failed or bool(error),
                 ),
                 None,
-                trace_id,
+                context.trace_id,
             )
         if not self._downstream:
             return span
@@ -465,7 +482,7 @@ class LLMSpanProcessor(SpanProcessor):
             return False
         try:
             # A span of the SDK's (CallSpan found this processor through it): read from its
-            # fields, as _span_fields does.
+            # fields, as _end_common does.
             attributes = span._attributes._dict  # type: ignore[union-attr]
             span_id = span._context.span_id  # type: ignore[union-attr]
             if (
@@ -543,7 +560,7 @@ class LLMSpanProcessor(SpanProcessor):
             or priced.units is None
         ):
             return
-        flat = self._pricer.book.flat_rates(derived.call)
+        flat = self._pricer.book.flat_rates(derived.call, self._max_tokens)
         series = self.prometheus.series(derived)
         if flat is None or not isinstance(series, Series):
             return
@@ -615,11 +632,11 @@ def _ignore(span: Span) -> None:
 
 _SDK_SPANS = frozenset({ReadableSpan, Span, getattr(sdk_trace, "_Span", Span)})
 """The SDK's own span classes (``_Span``: what its tracers make, a subclass that adds
-nothing), whose fields ``_span_fields`` reads directly."""
+nothing), whose fields ``_end_common`` reads directly."""
 
 
 def _span_fields(
-    span: ReadableSpan,
+    span: ReadableSpan, scope: str | None
 ) -> tuple[
     StatusCode,
     Resource | None,
@@ -630,23 +647,8 @@ def _span_fields(
     str | None,
 ]:
     """The span's status code, resource, start and end times, context, parent and scope name
-    (``scope_name``'s). Each public property is a Python call (0.1-0.2 µs each on a busy
-    machine, timeit), and the one pass reads eight: the SDK's own classes are read from their
-    fields."""
-    if type(span) in _SDK_SPANS:
-        try:
-            scope = span._instrumentation_scope
-            return (
-                span._status._status_code,
-                span._resource,
-                span._start_time,
-                span._end_time,
-                span._context,  # type: ignore[return-value]
-                span._parent,
-                scope._name if scope is not None else None,
-            )
-        except AttributeError:  # another release of the SDK
-            pass
+    (``scope`` when given) through its public properties: ``_end_common`` reads the SDK's
+    own classes from their fields."""
     return (
         span.status.status_code,
         span.resource,
@@ -654,7 +656,7 @@ def _span_fields(
         span.end_time,
         span.context,
         span.parent,
-        scope_name(span),
+        scope if scope is not None else scope_name(span),
     )
 
 

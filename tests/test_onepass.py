@@ -441,3 +441,37 @@ def test_the_one_pass_integer_price_is_the_full_paths(prices: dict[str, str]) ->
         ]
     assert exported[True] == exported[False]
     assert all(attributes for attributes in exported[True])
+
+
+def test_with_max_tokens_past_the_prices_bound_calls_take_the_full_path() -> None:
+    """The one pass prices with ``flat_units`` without testing the counts against the prices'
+    bound: it keeps an entry only when every count up to ``max_tokens`` is below it. Past it
+    (a ``max_tokens`` of 10**25 against gpt-4o-mini's bound of ~10**22) no entry is made, and
+    counts too large for the integer path are still priced, by the Decimal one, as the full
+    path alone prices them."""
+    huge = {sc.GEN_AI_USAGE_INPUT_TOKENS: 10**23, sc.GEN_AI_USAGE_OUTPUT_TOKENS: 10**22}
+    exported = {}
+    for one_pass in (True, False):
+        exporter = InMemorySpanExporter()
+        processor = LLMSpanProcessor(
+            SimpleSpanProcessor(exporter), registry=CollectorRegistry(), max_tokens=10**25
+        )
+        processor._learns = one_pass
+        provider = TracerProvider()
+        provider.add_span_processor(processor)
+        tracer = provider.get_tracer(SCOPE)
+        for attributes in (COMMON, COMMON, {**COMMON, **huge}, COMMON):
+            tracer.start_span("chat", attributes=attributes).end()
+        assert not processor._entries
+        exported[one_pass] = [
+            [(k, v) for k, v in (span.attributes or {}).items() if "cost" in k]
+            for span in exporter.get_finished_spans()
+        ]
+    assert exported[True] == exported[False]
+    assert all(attributes for attributes in exported[True])
+    # The one pass does keep an entry under the default max_tokens.
+    processor = LLMSpanProcessor(registry=CollectorRegistry())
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    provider.get_tracer(SCOPE).start_span("chat", attributes=COMMON).end()
+    assert processor._entries

@@ -4,8 +4,10 @@ concurrent calls and scrapes, and the registry behaviour its metric objects used
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
+from bisect import bisect_left
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +15,12 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from otel_llm import _semconv as sc
 from otel_llm.derive import Derived, derive
-from otel_llm.metrics.prometheus import PrometheusRecorder
+from otel_llm.metrics.prometheus import (
+    _TOKEN_BOUNDS,
+    _TOKEN_SLOTS,
+    PrometheusRecorder,
+    _count_slots,
+)
 from otel_llm.pricing import PriceBook
 
 T0 = 1_760_000_000_000_000_000
@@ -161,3 +168,19 @@ def test_a_stage_can_exist_at_zero() -> None:
     assert registry.get_sample_value(sc.PROM_PROCESSOR_ERRORS, {"stage": "collector"}) == 0
     recorder.record_error("collector")
     assert registry.get_sample_value(sc.PROM_PROCESSOR_ERRORS, {"stage": "collector"}) == 1
+
+
+def test_a_token_count_falls_in_the_bucket_bisect_left_picks() -> None:
+    """Token counts are bucketed by the bit length of ``n - 1`` (``_count_slots``): the same
+    bucket as prometheus_client's bisect over the bounds, at and around every bound."""
+    counts = {*range(5_000), 2**1023, 2**1024}
+    for bound in sc.TOKEN_BUCKETS:
+        counts.update((bound - 1, bound, bound + 1, 2 * bound, 3 * bound))
+    for n in sorted(counts):
+        assert _TOKEN_SLOTS[((n or 1) - 1).bit_length()] == bisect_left(_TOKEN_BOUNDS, n), n
+
+
+def test_bucket_bounds_that_are_not_powers_of_two_are_refused() -> None:
+    assert _count_slots((1.0, 2.0, 8.0, math.inf))[:5] == (0, 1, 2, 2, 3)
+    with pytest.raises(ValueError, match="power of two"):
+        _count_slots((1.0, 3.0, math.inf))

@@ -45,10 +45,15 @@ def _exemplar(stored: StoredExemplar | None) -> Exemplar | None:
 class CounterCell:
     """One counter series: its value, creation time and latest exemplar."""
 
-    __slots__ = ("created", "exemplar", "exemplar_at", "value")
+    __slots__ = ("created", "exemplar", "exemplar_at", "of", "value")
 
-    def __init__(self) -> None:
+    def __init__(self, of: HistogramCell | None = None) -> None:
         self.value = 0.0
+        self.of = of
+        """A histogram whose sum this counter is (the tokens of a type count what the token
+        usage histogram of the same labels sums, the same values added in the same order): read
+        from there when scraped, ``value`` is then not added to (a float addition less a call,
+        for input and output)."""
         self.created = time.time()
         self.exemplar: StoredExemplar | None = None
         self.exemplar_at = -math.inf
@@ -103,11 +108,12 @@ class Family:
             self._le = tuple(floatToGoString(b) for b in bounds)  # type: ignore[no-untyped-call]
         self.cells: dict[tuple[str, ...], Any] = {}
 
-    def counter(self, labelvalues: tuple[str, ...]) -> CounterCell:
-        """The counter series of these label values, made on first use (under the lock)."""
+    def counter(self, labelvalues: tuple[str, ...], of: HistogramCell | None = None) -> CounterCell:
+        """The counter series of these label values, made on first use (under the lock); ``of``:
+        the histogram whose sum it is (``CounterCell.of``)."""
         cell = self.cells.get(labelvalues)
         if cell is None:
-            cell = self.cells[labelvalues] = CounterCell()
+            cell = self.cells[labelvalues] = CounterCell(of)
         return cell
 
     def histogram(self, labelvalues: tuple[str, ...]) -> HistogramCell:
@@ -124,7 +130,14 @@ class Family:
         """Every series' values, copied (taken under the lock, rendered after it)."""
         if self.type == "counter":
             return [
-                (labels, (cell.value, cell.created, cell.exemplar))
+                (
+                    labels,
+                    (
+                        cell.value if cell.of is None else cell.of.sum,
+                        cell.created,
+                        cell.exemplar,
+                    ),
+                )
                 for labels, cell in self.cells.items()
             ]
         return [

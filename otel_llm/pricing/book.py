@@ -21,7 +21,7 @@ from otel_llm.pricing import names
 from otel_llm.pricing.billing import Billing, Gateways, discounted
 from otel_llm.pricing.cost import Cost
 from otel_llm.pricing.overrides import Discount, PriceOverride
-from otel_llm.pricing.rates import Rates
+from otel_llm.pricing.rates import FlatPrices, Rates
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -193,18 +193,22 @@ class PriceBook:
             else _decimal_cost(rates, counts, resolved)
         )
 
-    def flat_rates(self, call: LLMCall) -> tuple[Rates, tuple[str, str, str, str]] | None:
-        """The compiled flat prices and the cost identity that ``price`` uses for every call of
-        the same operation, provider and models, when neither varies with the call's time or
-        needs Decimals; else None. The processor's one pass prices such calls with
-        ``Rates.units`` and makes no ``Cost`` (``price``'s own result from the same units)."""
+    def flat_rates(
+        self, call: LLMCall, max_tokens: int
+    ) -> tuple[FlatPrices, tuple[str, str, str, str]] | None:
+        """The compiled flat prices (``Rates.flat``) and the cost identity that ``price`` uses
+        for every call of the same operation, provider and models, when neither varies with the
+        call's time or needs Decimals and every count up to ``max_tokens`` is below the prices'
+        bound; else None. The processor's one pass prices such calls with ``flat_units``, as
+        ``price`` does, and makes no ``Cost`` (``price``'s own result from the same units)."""
         resolved = self._entry_of(call)
         if isinstance(resolved, Unpriced) or resolved._fixed is None:
             return None
         rates = resolved._fixed
-        if rates.compiled is None or not rates.prices_tokens:
+        compiled = rates.compiled
+        if compiled is None or compiled.bound <= max_tokens or not rates.prices_tokens:
             return None
-        return rates, resolved.identity  # type: ignore[return-value]
+        return rates.flat, resolved.identity  # type: ignore[return-value]
 
     def _entry_of(self, call: LLMCall) -> _Resolved | Unpriced:
         """The price entry of the call: its response model's, else its request model's."""

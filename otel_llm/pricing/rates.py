@@ -48,6 +48,10 @@ if TYPE_CHECKING:
     """(amount, uncached input, cache read, cache write, output, request, divisor): the first six
     in int units, the divisor (a power of ten) making them USD."""
 
+FlatPrices = tuple[int, int | None, int | None, int, int | None, int, int]
+"""(input, cache read, cache write, output, reasoning, request, divisor): the flat prices in int
+units of ``1/divisor`` USD per token (per request), None where a part has no price of its own."""
+
 _PICO_PLACES = 12
 """Decimal places of the default unit: 10**-12 USD."""
 
@@ -85,11 +89,15 @@ class Rates:
     requests_kcount: Price | None
     compiled: _Compiled | None = field(default=None, init=False, repr=False, compare=False)
     """The integer form, when every price is flat (compiled once, with the Rates)."""
+    flat: FlatPrices | None = field(default=None, init=False, repr=False, compare=False)
+    """``compiled`` without its bound, as ``flat_units`` takes it (None with it)."""
     prices_tokens: bool = field(default=False, init=False, repr=False, compare=False)
     """The entry sets at least one token price (a free model sets them to 0)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "compiled", _compile(self))
+        compiled = _compile(self)
+        object.__setattr__(self, "compiled", compiled)
+        object.__setattr__(self, "flat", None if compiled is None else tuple(compiled[:7]))
         object.__setattr__(
             self, "prices_tokens", self.input_mtok is not None or self.output_mtok is not None
         )
@@ -120,16 +128,6 @@ class Rates:
         compiled = self.compiled
         if compiled is None:
             return None
-        (
-            input_price,
-            cache_read_price,
-            cache_write_price,
-            output_price,
-            reasoning_price,
-            request,
-            divisor,
-            bound,
-        ) = compiled
         # One test for all five: the OR of non-negative ints is below a power of two exactly
         # when each of them is, and negative when any is negative.
         if not (
@@ -141,33 +139,16 @@ class Rates:
                 | cache_write_tokens
                 | reasoning_tokens
             )
-            < bound
+            < compiled.bound
         ):
             return None
-        # The same conventions as price(): a part without its own price stays in its whole.
-        cache_read = cache_write = 0
-        if cache_read_price is not None and cache_read_tokens:
-            cache_read = cache_read_tokens * cache_read_price
-        else:
-            cache_read_tokens = 0
-        if cache_write_price is not None and cache_write_tokens:
-            cache_write = cache_write_tokens * cache_write_price
-        else:
-            cache_write_tokens = 0
-        uncached = (input_tokens - cache_read_tokens - cache_write_tokens) * input_price
-        if reasoning_price is not None and reasoning_tokens:
-            output = (output_tokens - reasoning_tokens) * output_price
-            output += reasoning_tokens * reasoning_price
-        else:
-            output = output_tokens * output_price
-        return (
-            uncached + cache_read + cache_write + output + request,
-            uncached,
-            cache_read,
-            cache_write,
-            output,
-            request,
-            divisor,
+        return flat_units(
+            self.flat,  # type: ignore[arg-type]  # compiled: so is flat
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
         )
 
     def price(
@@ -219,6 +200,58 @@ class Rates:
             / _MILLION,
             _cost(self.requests_kcount, 1, input_tokens) / _THOUSAND,
         )
+
+
+def flat_units(  # noqa: PLR0917 - the hot path: positional
+    prices: FlatPrices,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int,
+    cache_write_tokens: int,
+    reasoning_tokens: int,
+) -> Units:
+    """The cost of a call at flat ``prices`` (``Rates.flat``) in int units (see ``Units``), for
+    counts that ``Rates.units`` takes: each non-negative and below its ``compiled.bound``.
+
+    The one integer pricing: ``Rates.units`` checks the counts and calls it; the processor's
+    one pass calls it directly with the prices it keeps per call shape (``PriceBook.flat_rates``),
+    whose counts were checked against ``max_tokens``, below every bound it keeps. ``prices`` is
+    an exact tuple, not ``_Compiled``: the interpreter unpacks a tuple in one specialised step,
+    a NamedTuple through the generic iteration (~70 ns a call)."""
+    (
+        input_price,
+        cache_read_price,
+        cache_write_price,
+        output_price,
+        reasoning_price,
+        request,
+        divisor,
+    ) = prices
+    # The same conventions as price(): a part without its own price stays in its whole.
+    cache_read = cache_write = 0
+    if cache_read_price is not None and cache_read_tokens:
+        cache_read = cache_read_tokens * cache_read_price
+    else:
+        cache_read_tokens = 0
+    if cache_write_price is not None and cache_write_tokens:
+        cache_write = cache_write_tokens * cache_write_price
+    else:
+        cache_write_tokens = 0
+    uncached = (input_tokens - cache_read_tokens - cache_write_tokens) * input_price
+    if reasoning_price is not None and reasoning_tokens:
+        output = (output_tokens - reasoning_tokens) * output_price
+        output += reasoning_tokens * reasoning_price
+    else:
+        output = output_tokens * output_price
+    return (
+        uncached + cache_read + cache_write + output + request,
+        uncached,
+        cache_read,
+        cache_write,
+        output,
+        request,
+        divisor,
+    )
 
 
 def _cost(price: Price | None, count: int, total_input_tokens: int) -> Decimal:
