@@ -45,8 +45,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol, TypeVar
 
 from otel_llm.policies.budgets import (
     LEVELS,
@@ -57,11 +56,28 @@ from otel_llm.policies.budgets import (
     add_minute,
     signature,
 )
-from otel_llm.policies.matching import ScopeIndex, projection
+from otel_llm.policies.calls import (
+    CallFields,
+    CallId,
+    PolicyCall,
+    SpanCall,
+    SpanIds,
+    policy_call,
+    reader,
+)
+from otel_llm.policies.matching import ScopeIndex, projected, projection
 from otel_llm.policies.model import SCOPE_FIELDS, Action, Policy, PolicySet, ScopeKey
 from otel_llm.policies.windows import MINUTE_NS, iso, minute_of
 
-__all__ = ["LEVELS", "Level", "PolicyCall", "PolicyEngine", "SpendHistory", "Verdict"]
+__all__ = [
+    "LEVELS",
+    "Level",
+    "PolicyCall",
+    "PolicyEngine",
+    "SpanIds",
+    "SpendHistory",
+    "Verdict",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -96,51 +112,6 @@ Verdict = tuple[str, str, Action]
 _SEVERITY: dict[str, int] = {"record": 0, "alert": 1, "block": 2}
 
 
-class PolicyCall(NamedTuple):
-    """What the policies read of one call (``calls.policy_call`` makes it from a span). A
-    tuple: one is made per call on the collector's request path."""
-
-    key: ScopeKey
-    time_ns: int
-    """When the call started (the call log's ``created_at``)."""
-    cost_nanos: int | None
-    """None: unpriced -- it adds no money (an unknown cost is not 0) but its tokens."""
-    tokens: int | None
-    """Input + output, as the call log's ``total_tokens``."""
-    requested_max_tokens: int | None = None
-    call_id: str | bytes | tuple[bytes, bytes] | SpanIds | None = None
-    """The call log's id, or the span's (trace id, span id) to make it from when needed (or
-    both as one ``bytes``, the collector's span key) -- or the span itself (its ids read only
-    if the call crosses a limit; not for an engine that ``follow_store``s, which keys its
-    pending calls by id)."""
-
-    @property
-    def model(self) -> str | None:
-        return self.key[6]
-
-    @property
-    def id(self) -> str | None:
-        """The call log's id of the call (``{trace id}-{span id}`` in hex)."""
-        ident = self.call_id
-        if ident is None or isinstance(ident, str):
-            return ident
-        if isinstance(ident, bytes):
-            ident = (ident[:16], ident[16:])
-        elif not isinstance(ident, tuple):
-            ident = (ident.trace_id, ident.span_id)
-        trace_id, span_id = (int.from_bytes(raw, "big") for raw in ident)
-        return f"{trace_id:032x}-{span_id:016x}" if trace_id and span_id else None
-
-
-class SpanIds(Protocol):
-    """A span's ids (an OTLP protobuf span)."""
-
-    @property
-    def trace_id(self) -> bytes: ...
-    @property
-    def span_id(self) -> bytes: ...
-
-
 class SpendHistory(Protocol):
     """Where past spend is read after a restart or a reload (the call log's store)."""
 
@@ -152,52 +123,80 @@ class SpendHistory(Protocol):
         (the others None: no budget reads them) and by minute when ``per_minute``."""
 
 
-@dataclass(frozen=True, slots=True)
 class _Plan:
-    """What the calls of one scope key are checked against."""
-
-    policies: tuple[Policy, ...]
-    spends: tuple[Spend, ...]
-    broken: tuple[tuple[Policy, str], ...]
-    """(policy, rule) of the model rules these calls break."""
-    sized: tuple[Policy, ...]
-    """Policies with a max_tokens or max_cost rule: checked call by call."""
-    max_tokens: int
-    """The least max_tokens of ``sized`` (``NEVER``: none): a call within it and ``max_cost``
-    breaks no size rule, which is all most calls need to know (one comparison, not a call
-    per policy)."""
-    max_cost: int
-    tab: _Tab
-
-
-class _Tab:
-    """A plan's calls not yet added to its spends (``observe``'s deferred sums), and the room
-    its spends reserved for them."""
+    """What the calls of one scope key are checked against, and its tab: its calls not yet
+    added to its spends (``observe``'s deferred sums) within the room its spends reserved for
+    them. One object, so that a deferred call reads one (with 1,000 policies the plans outgrow
+    the CPU's caches: each object a call reads is a likely miss)."""
 
     __slots__ = (
         "big_nanos",
         "big_tokens",
+        "broken",
         "calls",
         "hi",
+        "left_nanos",
+        "left_tokens",
         "lo",
+        "max_cost",
+        "max_tokens",
         "minute",
-        "nanos",
+        "policies",
         "room_nanos",
         "room_tokens",
-        "tokens",
+        "sized",
+        "spends",
         "unpriced",
         "until",
     )
 
-    def __init__(self) -> None:
-        self.calls = self.unpriced = self.nanos = self.tokens = 0
+    def __init__(
+        self,
+        policies: tuple[Policy, ...],
+        spends: tuple[Spend, ...],
+        broken: tuple[tuple[Policy, str], ...],
+        sized: tuple[Policy, ...],
+    ) -> None:
+        self.policies = policies
+        self.spends = spends
+        self.broken = broken
+        """(policy, rule) of the model rules these calls break."""
+        self.sized = sized
+        """Policies with a max_tokens or max_cost rule: checked call by call."""
+        self.max_tokens = min(
+            (p.calls.max_tokens for p in sized if p.calls.max_tokens is not None), default=NEVER
+        )
+        """The least max_tokens of ``sized`` (``NEVER``: none; ``-NEVER`` when the calls
+        break a model rule): a call within it and ``max_cost`` breaks no call rule, which is
+        all most calls need to know (a comparison or two, not a call per policy)."""
+        if broken:
+            self.max_tokens = -NEVER
+        self.max_cost = min(
+            (p.calls.max_cost_nanos for p in sized if p.calls.max_cost_nanos is not None),
+            default=NEVER,
+        )
+        self.calls = self.unpriced = 0
         self.room_nanos = self.room_tokens = 0
-        """Deferred sums stay strictly under these (0: not armed, every call added at once)."""
+        """The room reserved on the spends (0: not armed, every call added at once)."""
+        self.left_nanos = self.left_tokens = 0
+        """What is left of it: a call is deferred while its sums stay strictly under these
+        (the deferred sums are the room less what is left)."""
         self.big_nanos = self.big_tokens = 1
         """The largest call seen, plus one: the room asked for is 64 of them."""
         self.lo = self.hi = self.until = self.minute = 0
         """Calls started in [lo, hi) are deferred while now < until (the spends' windows, and
         for a rolling one the minute ``minute`` its deferred sums go to)."""
+
+
+_T = TypeVar("_T")
+
+
+def _same(call: PolicyCall) -> PolicyCall:
+    return call
+
+
+def _call_id(call: PolicyCall) -> CallId:
+    return call.call_id
 
 
 class PolicyEngine:
@@ -301,71 +300,104 @@ class PolicyEngine:
         user or key id no budget names would make a row per user)."""
         self._past.clear()  # summed by other fields, maybe
         self._index = ScopeIndex(policies.policies)
-        self._project = projection(policies.policies)
+        fields = projected(policies.policies)
+        self._project = project = projection(fields)
+        self._read_span = reader(fields)
+        """A span's call read for its plan's look-up (``observe_spans``)."""
+        self._read_call: Callable[[PolicyCall], CallFields] = lambda call: (
+            project(call.key),
+            call.time_ns,
+            call.cost_nanos,
+            call.tokens,
+            call.requested_max_tokens,
+        )
+        """A ``PolicyCall``'s fields, as ``_read_span`` gives a span's (``observe``)."""
         self._cache = {}
         return fresh
 
     # --- evaluation ---------------------------------------------------------------------------
-    def observe(  # noqa: PLR0912 - the hot path, written out inline
-        self, calls: Sequence[PolicyCall]
+    def observe(self, calls: Sequence[PolicyCall]) -> dict[int, Verdict]:
+        """Evaluate calls, in order. Never raises. Returns the violating calls' verdicts by
+        their index in ``calls``: each call's most severe violation (block over alert over
+        record), the first one among equals."""
+        return self._observe(calls, None)
+
+    def observe_spans(
+        self, calls: Sequence[_T], ident: Callable[[_T], CallId]
     ) -> dict[int, Verdict]:
-        """Evaluate calls, in order (the collector's request path). Never raises. Returns the
-        violating calls' verdicts by their index in ``calls``: each call's most severe
-        violation (block over alert over record), the first one among equals."""
+        """``observe`` of spans' calls (``SpanCall``s: the collector's request path), read
+        here (``calls.reader``): of most calls only what their plan's look-up and the test
+        for a deferred call need. ``ident``: a call's id (``CallId``), asked for when it is
+        needed (a call crossing a limit, remembered until stored)."""
+        return self._observe(calls, ident)
+
+    def _observe(  # noqa: PLR0912, PLR0915 - the hot path, written out inline
+        self, calls: Sequence[Any], ident: Callable[[Any], CallId] | None
+    ) -> dict[int, Verdict]:
+        """Both ``observe``s: ``ident`` None for ``PolicyCall``s, else for ``SpanCall``s."""
         verdicts: dict[int, Verdict] = {}
         try:
             with self._lock:
                 now = self._clock()
-                cache, project = self._cache, self._project
+                cache = self._cache
                 found, pending = self._found, self._pending
-                for index, call in enumerate(calls):
-                    # The hot path: inline, a few comparisons and additions per spend.
-                    key, when, cost, tokens, requested, call_id = call
-                    plan = cache.get(project(key))
+                read: Callable[[Any], CallFields]
+                whole: Callable[[Any], PolicyCall]
+                if ident is None:
+                    read, whole, ident = self._read_call, _same, _call_id
+                else:
+                    read = self._read_span
+                    whole = _whole_of(ident)
+                for index, item in enumerate(calls):
+                    # The hot path: inline, a few comparisons and additions per call.
+                    scope, when, cost, tokens, requested = read(item)
+                    call = None  # the whole ``PolicyCall``: read only when needed
+                    plan = cache.get(scope)
                     if plan is None:
-                        plan = self._plan(key)
-                    if not plan.policies:
-                        continue
+                        call = whole(item)
+                        plan = self._plan(call.key)
                     tokens = tokens or 0
+                    nanos = cost or 0
                     blocked = None
-                    limit = plan.max_tokens  # NEVER without a size rule
+                    limit = plan.max_tokens  # NEVER without a size rule, -NEVER: a model's
                     if (
-                        plan.broken
-                        or tokens > limit
+                        tokens > limit
+                        or nanos > plan.max_cost
                         or (requested is not None and requested > limit)
-                        or (cost is not None and cost > plan.max_cost)
                     ):
+                        if call is None:
+                            call = whole(item)
                         blocked = self._call_rules(plan, call)
                     if when > now:  # noqa: PLR1730 - min() is a call, this a comparison
                         when = now
-                    nanos = cost or 0
-                    tab = plan.tab
-                    spent = tab.nanos + nanos
-                    used = tab.tokens + tokens
                     if (
-                        spent < tab.room_nanos
-                        and used < tab.room_tokens
-                        and tab.lo <= when < tab.hi
-                        and now < tab.until
+                        nanos < plan.left_nanos
+                        and tokens < plan.left_tokens
+                        and plan.lo <= when < plan.hi
+                        and now < plan.until
                     ):
                         # Deferred: within the room its spends reserved, so no level can
                         # change (``_add``).
-                        tab.nanos = spent
-                        tab.tokens = used
-                        tab.calls += 1
+                        plan.left_nanos -= nanos
+                        plan.left_tokens -= tokens
+                        plan.calls += 1
                         if cost is None:
-                            tab.unpriced += 1
+                            plan.unpriced += 1
                     elif plan.spends:
+                        if call is None:
+                            call = whole(item)
                         blocked = self._add(plan, call, when, now, nanos, tokens, blocked)
                     if blocked:
                         self._blocked(blocked)
                     if found:  # rare: only a violating call pays for its verdict
                         verdicts[index] = max(found, key=lambda v: _SEVERITY[v[2]])
                         found.clear()
-                    if pending is not None and plan.spends and call_id is not None:
-                        pending[call_id] = (plan.spends, when, cost, tokens, now)
-                        if len(pending) > MAX_PENDING:
-                            del pending[next(iter(pending))]
+                    if pending is not None and plan.spends:
+                        call_id = ident(item)
+                        if call_id is not None:
+                            pending[call_id] = (plan.spends, when, cost, tokens, now)
+                            if len(pending) > MAX_PENDING:
+                                del pending[next(iter(pending))]
         except Exception:  # a policy must never fail the request that carried the call
             self._found.clear()
             _logger.exception("otel-llm policies: evaluating calls failed")
@@ -430,7 +462,7 @@ class PolicyEngine:
         an eighth of what is left under each spend's next threshold (many plans may share a
         spend); none when that is less than four such calls (near a threshold: its calls are
         added at once)."""
-        tab = plan.tab
+        tab = plan
         # Sized by the largest call seen (the calls that did not fit are added here).
         tab.big_nanos = big_nanos = max(tab.big_nanos, nanos + 1)
         tab.big_tokens = big_tokens = max(tab.big_tokens, tokens + 1)
@@ -452,6 +484,7 @@ class PolicyEngine:
             spend.reserved_nanos += room_nanos
             spend.reserved_tokens += room_tokens
         tab.room_nanos, tab.room_tokens, tab.until = room_nanos, room_tokens, until
+        tab.left_nanos, tab.left_tokens = room_nanos, room_tokens
         if rolling:  # its deferred calls go to one minute of the rolling windows
             tab.minute = minute_of(when)
             tab.lo, tab.hi = max(start, tab.minute), tab.minute + MINUTE_NS
@@ -461,10 +494,11 @@ class PolicyEngine:
 
     def _flush(self, plan: _Plan) -> None:
         """The plan's tab into its spends, and its room given back."""
-        tab = plan.tab
+        tab = plan
         if not tab.room_nanos:
             return
-        calls, nanos, tokens = tab.calls, tab.nanos, tab.tokens
+        calls = tab.calls
+        nanos, tokens = tab.room_nanos - tab.left_nanos, tab.room_tokens - tab.left_tokens
         for spend in plan.spends:
             if calls:
                 spend.calls += calls
@@ -475,8 +509,8 @@ class PolicyEngine:
                     add_minute(spend.minutes, tab.minute, nanos, tokens)
             spend.reserved_nanos -= tab.room_nanos
             spend.reserved_tokens -= tab.room_tokens
-        tab.calls = tab.unpriced = tab.nanos = tab.tokens = 0
-        tab.room_nanos = tab.room_tokens = 0
+        tab.calls = tab.unpriced = 0
+        tab.room_nanos = tab.room_tokens = tab.left_nanos = tab.left_tokens = 0
         del self._armed[id(plan)]
 
     def _settle_tabs(self) -> None:
@@ -513,20 +547,7 @@ class PolicyEngine:
             for rule in policy.budgets
             for budget in (self._budgets[(policy.name, rule.name)],)
         }
-        plan = _Plan(
-            policies,
-            tuple(spends.values()),
-            tuple(broken),
-            tuple(sized),
-            min(
-                (p.calls.max_tokens for p in sized if p.calls.max_tokens is not None), default=NEVER
-            ),
-            min(
-                (p.calls.max_cost_nanos for p in sized if p.calls.max_cost_nanos is not None),
-                default=NEVER,
-            ),
-            _Tab(),
-        )
+        plan = _Plan(policies, tuple(spends.values()), tuple(broken), tuple(sized))
         if len(self._cache) >= MAX_CACHED_SCOPES:
             self._settle_tabs()
             self._cache.clear()
@@ -849,6 +870,11 @@ class _Sums:
         minute = self.minutes.setdefault(minute_of(when), [0, 0])
         minute[0] += nanos
         minute[1] += tokens
+
+
+def _whole_of(ident: Callable[[Any], CallId]) -> Callable[[SpanCall], PolicyCall]:
+    """A span's call read whole, with its id."""
+    return lambda call: policy_call(call, ident(call))
 
 
 def _broken_size_rules(policy: Policy, call: PolicyCall) -> list[str]:
