@@ -16,11 +16,13 @@ What is counted, per policy and rule:
   breaks a call rule, or comes while a budget of the policy is exceeded. The collector sees
   calls after they were made: it counts what enforcement refuses (or would have refused).
 
-Calls are matched to policies through an index and a bounded cache of plans (``matching.py``),
-and the spend is kept once per (scope, window) (``budgets.py``), so with many policies a call
-costs a dictionary look-up plus an addition per distinct budget window it is in -- or, for most
-calls, a few additions to its plan's tab, added to the windows later (``_add``: the state
-still flips at the exact call).
+Calls are matched to policies through an index and a bounded cache of plans (``matching.py``,
+``plans.py``), and the spend is kept once per (scope, window) (``budgets.py``), so with many
+policies a call costs a dictionary look-up plus an addition per distinct budget window it is in
+-- or, for most calls, a few additions to its plan's tab, added to the windows later
+(``plans.py``: the state still flips at the exact call). The collector's calls are read here
+(``observe_spans``, with ``calls.py``'s one reading of a span): of most calls only the scope
+values some policy reads, and their time, cost and size.
 A call dated before its budget's current window (late data) is checked against the call rules
 but adds nothing to the current window; one dated after the clock counts as now.
 
@@ -49,7 +51,6 @@ from typing import Any, Protocol, TypeVar
 
 from otel_llm.policies.budgets import (
     LEVELS,
-    NEVER,
     Budget,
     Level,
     Spend,
@@ -67,7 +68,8 @@ from otel_llm.policies.calls import (
 )
 from otel_llm.policies.matching import ScopeIndex, projected, projection
 from otel_llm.policies.model import SCOPE_FIELDS, Action, Policy, PolicySet, ScopeKey
-from otel_llm.policies.windows import MINUTE_NS, iso, minute_of
+from otel_llm.policies.plans import Plan, arm, flush, plan_for
+from otel_llm.policies.windows import iso, minute_of
 
 __all__ = [
     "LEVELS",
@@ -123,71 +125,6 @@ class SpendHistory(Protocol):
         (the others None: no budget reads them) and by minute when ``per_minute``."""
 
 
-class _Plan:
-    """What the calls of one scope key are checked against, and its tab: its calls not yet
-    added to its spends (``observe``'s deferred sums) within the room its spends reserved for
-    them. One object, so that a deferred call reads one (with 1,000 policies the plans outgrow
-    the CPU's caches: each object a call reads is a likely miss)."""
-
-    __slots__ = (
-        "big_nanos",
-        "big_tokens",
-        "broken",
-        "calls",
-        "hi",
-        "left_nanos",
-        "left_tokens",
-        "lo",
-        "max_cost",
-        "max_tokens",
-        "minute",
-        "policies",
-        "room_nanos",
-        "room_tokens",
-        "sized",
-        "spends",
-        "unpriced",
-        "until",
-    )
-
-    def __init__(
-        self,
-        policies: tuple[Policy, ...],
-        spends: tuple[Spend, ...],
-        broken: tuple[tuple[Policy, str], ...],
-        sized: tuple[Policy, ...],
-    ) -> None:
-        self.policies = policies
-        self.spends = spends
-        self.broken = broken
-        """(policy, rule) of the model rules these calls break."""
-        self.sized = sized
-        """Policies with a max_tokens or max_cost rule: checked call by call."""
-        self.max_tokens = min(
-            (p.calls.max_tokens for p in sized if p.calls.max_tokens is not None), default=NEVER
-        )
-        """The least max_tokens of ``sized`` (``NEVER``: none; ``-NEVER`` when the calls
-        break a model rule): a call within it and ``max_cost`` breaks no call rule, which is
-        all most calls need to know (a comparison or two, not a call per policy)."""
-        if broken:
-            self.max_tokens = -NEVER
-        self.max_cost = min(
-            (p.calls.max_cost_nanos for p in sized if p.calls.max_cost_nanos is not None),
-            default=NEVER,
-        )
-        self.calls = self.unpriced = 0
-        self.room_nanos = self.room_tokens = 0
-        """The room reserved on the spends (0: not armed, every call added at once)."""
-        self.left_nanos = self.left_tokens = 0
-        """What is left of it: a call is deferred while its sums stay strictly under these
-        (the deferred sums are the room less what is left)."""
-        self.big_nanos = self.big_tokens = 1
-        """The largest call seen, plus one: the room asked for is 64 of them."""
-        self.lo = self.hi = self.until = self.minute = 0
-        """Calls started in [lo, hi) are deferred while now < until (the spends' windows, and
-        for a rolling one the minute ``minute`` its deferred sums go to)."""
-
-
 _T = TypeVar("_T")
 
 
@@ -213,9 +150,9 @@ class PolicyEngine:
         self._policies = policies
         self._spends: dict[tuple[object, ...], Spend] = {}
         self._budgets: dict[tuple[str, str], Budget] = {}
-        self._cache: dict[object, _Plan] = {}
+        self._cache: dict[object, Plan] = {}
         """Plans by the values of the fields some policy reads (``matching.projection``)."""
-        self._armed: dict[int, _Plan] = {}
+        self._armed: dict[int, Plan] = {}
         """The plans holding room on their spends (``_arm``), by id."""
         self.violations: dict[tuple[str, str, Action], int] = {}
         """Violations by (policy, rule, action)."""
@@ -403,20 +340,10 @@ class PolicyEngine:
             _logger.exception("otel-llm policies: evaluating calls failed")
         return verdicts
 
-    # --- deferred sums -------------------------------------------------------------------------
-    # A call adds to each spend of its plan (3 in a typical plan). Most calls change no level:
-    # those are added to their plan's tab instead (a few additions), and the tab to the spends
-    # when anything reads or judges them. So that no level change hides in a tab, each armed
-    # plan holds a room on each of its spends, reserved so that a spend's sum, its rooms and
-    # the next call of a plan that must be judged stay under its next threshold: for every
-    # spend, nanos + reserved < next_nanos (tokens alike), and a tab's sums < its room. A call
-    # that would not fit, a late one, one of another minute (rolling windows) or after a
-    # window's end is added at once (``_add``), after all tabs when it might cross a threshold:
-    # the state flips at the exact call, as when every call was added at once.
-
+    # --- deferred sums (``plans.py``) ----------------------------------------------------------
     def _add(  # noqa: PLR0917 - the hot path's values
         self,
-        plan: _Plan,
+        plan: Plan,
         call: PolicyCall,
         when: int,
         now: int,
@@ -457,61 +384,13 @@ class PolicyEngine:
         self._arm(plan, when, nanos, tokens)
         return blocked
 
-    def _arm(self, plan: _Plan, when: int, nanos: int, tokens: int) -> None:
-        """Reserve room on the plan's spends for up to 64 calls as large as its largest, at most
-        an eighth of what is left under each spend's next threshold (many plans may share a
-        spend); none when that is less than four such calls (near a threshold: its calls are
-        added at once)."""
-        tab = plan
-        # Sized by the largest call seen (the calls that did not fit are added here).
-        tab.big_nanos = big_nanos = max(tab.big_nanos, nanos + 1)
-        tab.big_tokens = big_tokens = max(tab.big_tokens, tokens + 1)
-        room_nanos = big_nanos << 6
-        room_tokens = big_tokens << 6
-        start, until, rolling = 0, NEVER, False
-        spends = plan.spends
-        for spend in spends:
-            free = (spend.next_nanos - spend.nanos - spend.reserved_nanos) >> 3
-            room_nanos = min(room_nanos, free)
-            free = (spend.next_tokens - spend.tokens - spend.reserved_tokens) >> 3
-            room_tokens = min(room_tokens, free)
-            start = max(start, spend.start_ns)
-            until = min(until, spend.end_ns)
-            rolling = rolling or spend.minutes is not None
-        if room_nanos < big_nanos << 2 or room_tokens < big_tokens << 2:
-            return
-        for spend in spends:
-            spend.reserved_nanos += room_nanos
-            spend.reserved_tokens += room_tokens
-        tab.room_nanos, tab.room_tokens, tab.until = room_nanos, room_tokens, until
-        tab.left_nanos, tab.left_tokens = room_nanos, room_tokens
-        if rolling:  # its deferred calls go to one minute of the rolling windows
-            tab.minute = minute_of(when)
-            tab.lo, tab.hi = max(start, tab.minute), tab.minute + MINUTE_NS
-        else:
-            tab.lo, tab.hi = start, NEVER
-        self._armed[id(plan)] = plan
+    def _arm(self, plan: Plan, when: int, nanos: int, tokens: int) -> None:
+        if arm(plan, when, nanos, tokens):
+            self._armed[id(plan)] = plan
 
-    def _flush(self, plan: _Plan) -> None:
-        """The plan's tab into its spends, and its room given back."""
-        tab = plan
-        if not tab.room_nanos:
-            return
-        calls = tab.calls
-        nanos, tokens = tab.room_nanos - tab.left_nanos, tab.room_tokens - tab.left_tokens
-        for spend in plan.spends:
-            if calls:
-                spend.calls += calls
-                spend.unpriced += tab.unpriced
-                spend.nanos += nanos
-                spend.tokens += tokens
-                if spend.minutes is not None:
-                    add_minute(spend.minutes, tab.minute, nanos, tokens)
-            spend.reserved_nanos -= tab.room_nanos
-            spend.reserved_tokens -= tab.room_tokens
-        tab.calls = tab.unpriced = 0
-        tab.room_nanos = tab.room_tokens = tab.left_nanos = tab.left_tokens = 0
-        del self._armed[id(plan)]
+    def _flush(self, plan: Plan) -> None:
+        if flush(plan):
+            del self._armed[id(plan)]
 
     def _settle_tabs(self) -> None:
         """Every tab into its spends (before the spends are read, judged, rolled or replaced)."""
@@ -522,32 +401,10 @@ class PolicyEngine:
         plan = self._cache.get(self._project(key))
         return (plan if plan is not None else self._plan(key)).policies
 
-    def _plan(self, key: ScopeKey) -> _Plan:
+    def _plan(self, key: ScopeKey) -> Plan:
         """What a call of these scope values is checked against, worked out once per key: its
         policies, their spends, and the model rules' verdicts (the key holds the model)."""
-        policies = self._index.matching(key)
-        model = key[6] or ""
-        broken: list[tuple[Policy, str]] = []
-        sized: list[Policy] = []
-        for policy in policies:
-            rules = policy.calls
-            if rules.allowed_models is not None and not any(
-                p.text == "*" or p.matches(model) for p in rules.allowed_models
-            ):
-                broken.append((policy, "allowed_models"))
-            if rules.denied_models is not None and any(
-                p.text == "*" or p.matches(model) for p in rules.denied_models
-            ):
-                broken.append((policy, "denied_models"))
-            if rules.max_tokens is not None or rules.max_cost_nanos is not None:
-                sized.append(policy)
-        spends = {
-            id(budget.spend): budget.spend
-            for policy in policies
-            for rule in policy.budgets
-            for budget in (self._budgets[(policy.name, rule.name)],)
-        }
-        plan = _Plan(policies, tuple(spends.values()), tuple(broken), tuple(sized))
+        plan = plan_for(self._index.matching(key), key[6], self._budgets)
         if len(self._cache) >= MAX_CACHED_SCOPES:
             self._settle_tabs()
             self._cache.clear()
@@ -568,7 +425,7 @@ class PolicyEngine:
         for name in {policy.name for policy in blocked if policy.action == "block"}:
             self.blocks[name] = self.blocks.get(name, 0) + 1
 
-    def _call_rules(self, plan: _Plan, call: PolicyCall) -> list[Policy]:
+    def _call_rules(self, plan: Plan, call: PolicyCall) -> list[Policy]:
         """The call rules' violations; the policies whose rules the call broke."""
         broke: list[Policy] = []
         for policy, rule in plan.broken:
@@ -738,7 +595,7 @@ class PolicyEngine:
             rows = [row for row in rows if row[1] is not None and row[1] >= start]
         return [*rows, *history.spend(past[2], now + 1, per_minute, fields)]
 
-    def _plan_of(self, key: ScopeKey) -> _Plan:
+    def _plan_of(self, key: ScopeKey) -> Plan:
         plan = self._cache.get(self._project(key))
         return plan if plan is not None else self._plan(key)
 
