@@ -109,10 +109,13 @@ def _text(value: Any) -> str | None:
 
 def _attribute(name: str) -> str:
     # Absent or a non-empty string (nearly all): a test or two, not a call of ``_text``.
-    return f"(_v if (_v := get({name!r})) is None or (type(_v) is str and _v) else _text(_v))"
+    return (
+        f"(_v if (_v := attributes.get({name!r})) is None or (type(_v) is str and _v) "
+        "else _text(_v))"
+    )
 
 
-_SCOPE = (  # each of SCOPE_FIELDS, read from ``derived``, its ``call`` and the attributes
+_SCOPE = (  # each of SCOPE_FIELDS, read from ``derived``, its ``call`` and ``attributes``
     "(derived.service_name or None)",
     _attribute(sc.CONTEXT_PREFIX + "project_id"),
     _attribute(sc.CONTEXT_PREFIX + "feature"),
@@ -127,13 +130,13 @@ _READ = """
 def read(item):
     derived = item.derived
     call = derived.call
-    get = item.attributes.get
+    attributes = item.attributes
     priced = derived.priced
     tokens = call.input_tokens
     output = call.output_tokens
     if output is not None:
         tokens = output if tokens is None else tokens + output
-    requested = get({requested!r})
+    requested = attributes.get({requested!r})
     return (
         {scope},
         derived.start_time_ns,
