@@ -296,7 +296,7 @@ class PolicyEngine:
                     tokens = tokens or 0
                     nanos = cost or 0
                     blocked = None
-                    limit = plan.max_tokens  # NEVER without a size rule, -NEVER: a model's
+                    limit = plan.max_tokens  # NEVER: no size rule; -NEVER: a model rule broken
                     if (
                         tokens > limit
                         or nanos > plan.max_cost
@@ -314,7 +314,7 @@ class PolicyEngine:
                         and now < plan.until
                     ):
                         # Deferred: within the room its spends reserved, so no level can
-                        # change (``_add``).
+                        # change (``plans.py``).
                         plan.left_nanos -= nanos
                         plan.left_tokens -= tokens
                         plan.calls += 1
