@@ -34,7 +34,7 @@ from otel_llm import _semconv as sc
 from otel_llm import enforcement
 from otel_llm.background import Background
 from otel_llm.call import is_llm_call, may_be_llm_call
-from otel_llm.policies.calls import policy_call
+from otel_llm.policies.calls import CallId, DerivedCall
 from otel_llm.policies.watch import PolicyFile
 from otel_llm.pricer import Pricer, scope_name, span_attributes
 
@@ -93,7 +93,7 @@ class LocalPolicies(SpanProcessor, Background):
                 return
             context = span.context
             ident = f"{context.trace_id:032x}-{context.span_id:016x}" if context else None
-            self.engine.observe([policy_call(derived, attributes, None, ident)])
+            self.engine.observe_spans([DerivedCall(derived, attributes, ident)], _call_id)
             if self.engine.revision != self._revision:
                 self.refresh()
         except Exception:
@@ -163,3 +163,7 @@ def enforce_locally(
     local = LocalPolicies.open(path, enforcer, interval, clock=clock).start()
     enforcement.install(enforcer, local)
     return local
+
+
+def _call_id(call: DerivedCall) -> CallId:
+    return call.call_id

@@ -57,12 +57,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from otel_llm.collector.dedup import span_key
-from otel_llm.policies.calls import policy_call
 from otel_llm.policies.engine import LEVELS, SpendHistory, Verdict
 from otel_llm.policies.model import CALL_RULES, Policy
 from otel_llm.policies.watch import DEFAULT_INTERVAL, PolicyFile
 
 if TYPE_CHECKING:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
     from otel_llm.collector.enrich import EnrichedCall
     from otel_llm.collector.feed import CallSink
 
@@ -228,22 +229,12 @@ class CollectorPolicies:
                 evaluated = [c for c in calls if not c.redelivered]
                 break
         try:
-            try:
-                # Inline, not a function per call. The start is the derived call's (the
-                # span's, else its end). The span stands for its ids, read from the protobuf
-                # only if the call crosses a limit -- but for an engine remembering its calls
-                # by id until they are stored: by the span key the enricher made.
-                if self.engine.follows_store:
-                    found = [
-                        policy_call(c.derived, c.attributes, None, c.span_key or _ident(c))
-                        for c in evaluated
-                    ]
-                else:
-                    found = [policy_call(c.derived, c.attributes, None, c.span) for c in evaluated]
-            except Exception:  # a policy must never fail the request that carried the call
-                _logger.exception("otel-llm collector: reading calls for the policies failed")
-                return
-            verdicts = self.engine.observe(found)
+            # The span stands for its ids, read from the protobuf only if the call crosses a
+            # limit -- but for an engine remembering its calls by id until they are stored:
+            # the span key the enricher made.
+            verdicts = self.engine.observe_spans(
+                evaluated, _stored_id if self.engine.follows_store else _span
+            )
             if verdicts:
                 self._remember(evaluated, verdicts)
         finally:
@@ -305,6 +296,14 @@ class CollectorPolicies:
             return None
         key = span_key(call.span.trace_id, call.span.span_id)
         return self._verdicts.get(key) if key is not None else None
+
+
+def _span(call: EnrichedCall) -> Span:
+    return call.span
+
+
+def _stored_id(call: EnrichedCall) -> bytes | tuple[bytes, bytes]:
+    return call.span_key or _ident(call)
 
 
 def _ident(call: EnrichedCall) -> bytes | tuple[bytes, bytes]:

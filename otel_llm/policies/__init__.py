@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from otel_llm._lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from otel_llm.policies.engine import PolicyCall, PolicyEngine, SpendHistory
+    from otel_llm.policies.calls import PolicyCall
+    from otel_llm.policies.engine import PolicyEngine, SpendHistory
     from otel_llm.policies.load import PolicyFileError, load_policies, parse_policies
     from otel_llm.policies.model import PolicySet
     from otel_llm.policies.watch import PolicyFile
@@ -35,7 +36,7 @@ __all__ = [
 __getattr__ = lazy_attributes(
     __name__,
     {
-        "PolicyCall": "otel_llm.policies.engine",
+        "PolicyCall": "otel_llm.policies.calls",
         "PolicyEngine": "otel_llm.policies.engine",
         "SpendHistory": "otel_llm.policies.engine",
         "PolicyFileError": "otel_llm.policies.load",

@@ -16,11 +16,13 @@ What is counted, per policy and rule:
   breaks a call rule, or comes while a budget of the policy is exceeded. The collector sees
   calls after they were made: it counts what enforcement refuses (or would have refused).
 
-Calls are matched to policies through an index and a bounded cache of plans (``matching.py``),
-and the spend is kept once per (scope, window) (``budgets.py``), so with many policies a call
-costs a dictionary look-up plus an addition per distinct budget window it is in -- or, for most
-calls, a few additions to its plan's tab, added to the windows later (``_add``: the state
-still flips at the exact call).
+Calls are matched to policies through an index and a bounded cache of plans (``matching.py``,
+``plans.py``), and the spend is kept once per (scope, window) (``budgets.py``), so with many
+policies a call costs a dictionary look-up plus an addition per distinct budget window it is in
+-- or, for most calls, a few additions to its plan's tab, added to the windows later
+(``plans.py``: the state still flips at the exact call). The collector's calls are read here
+(``observe_spans``, with ``calls.py``'s one reading of a span): of most calls only the scope
+values some policy reads, and their time, cost and size.
 A call dated before its budget's current window (late data) is checked against the call rules
 but adds nothing to the current window; one dated after the clock counts as now.
 
@@ -45,23 +47,39 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol, TypeVar
 
 from otel_llm.policies.budgets import (
     LEVELS,
-    NEVER,
     Budget,
     Level,
     Spend,
     add_minute,
     signature,
 )
-from otel_llm.policies.matching import ScopeIndex, projection
+from otel_llm.policies.calls import (
+    CallFields,
+    CallId,
+    PolicyCall,
+    SpanCall,
+    SpanIds,
+    policy_call,
+    reader,
+)
+from otel_llm.policies.matching import ScopeIndex, projected, projection
 from otel_llm.policies.model import SCOPE_FIELDS, Action, Policy, PolicySet, ScopeKey
-from otel_llm.policies.windows import MINUTE_NS, iso, minute_of
+from otel_llm.policies.plans import Plan, arm, flush, plan_for
+from otel_llm.policies.windows import iso, minute_of
 
-__all__ = ["LEVELS", "Level", "PolicyCall", "PolicyEngine", "SpendHistory", "Verdict"]
+__all__ = [
+    "LEVELS",
+    "Level",
+    "PolicyCall",
+    "PolicyEngine",
+    "SpanIds",
+    "SpendHistory",
+    "Verdict",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -96,51 +114,6 @@ Verdict = tuple[str, str, Action]
 _SEVERITY: dict[str, int] = {"record": 0, "alert": 1, "block": 2}
 
 
-class PolicyCall(NamedTuple):
-    """What the policies read of one call (``calls.policy_call`` makes it from a span). A
-    tuple: one is made per call on the collector's request path."""
-
-    key: ScopeKey
-    time_ns: int
-    """When the call started (the call log's ``created_at``)."""
-    cost_nanos: int | None
-    """None: unpriced -- it adds no money (an unknown cost is not 0) but its tokens."""
-    tokens: int | None
-    """Input + output, as the call log's ``total_tokens``."""
-    requested_max_tokens: int | None = None
-    call_id: str | bytes | tuple[bytes, bytes] | SpanIds | None = None
-    """The call log's id, or the span's (trace id, span id) to make it from when needed (or
-    both as one ``bytes``, the collector's span key) -- or the span itself (its ids read only
-    if the call crosses a limit; not for an engine that ``follow_store``s, which keys its
-    pending calls by id)."""
-
-    @property
-    def model(self) -> str | None:
-        return self.key[6]
-
-    @property
-    def id(self) -> str | None:
-        """The call log's id of the call (``{trace id}-{span id}`` in hex)."""
-        ident = self.call_id
-        if ident is None or isinstance(ident, str):
-            return ident
-        if isinstance(ident, bytes):
-            ident = (ident[:16], ident[16:])
-        elif not isinstance(ident, tuple):
-            ident = (ident.trace_id, ident.span_id)
-        trace_id, span_id = (int.from_bytes(raw, "big") for raw in ident)
-        return f"{trace_id:032x}-{span_id:016x}" if trace_id and span_id else None
-
-
-class SpanIds(Protocol):
-    """A span's ids (an OTLP protobuf span)."""
-
-    @property
-    def trace_id(self) -> bytes: ...
-    @property
-    def span_id(self) -> bytes: ...
-
-
 class SpendHistory(Protocol):
     """Where past spend is read after a restart or a reload (the call log's store)."""
 
@@ -152,52 +125,15 @@ class SpendHistory(Protocol):
         (the others None: no budget reads them) and by minute when ``per_minute``."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What the calls of one scope key are checked against."""
-
-    policies: tuple[Policy, ...]
-    spends: tuple[Spend, ...]
-    broken: tuple[tuple[Policy, str], ...]
-    """(policy, rule) of the model rules these calls break."""
-    sized: tuple[Policy, ...]
-    """Policies with a max_tokens or max_cost rule: checked call by call."""
-    max_tokens: int
-    """The least max_tokens of ``sized`` (``NEVER``: none): a call within it and ``max_cost``
-    breaks no size rule, which is all most calls need to know (one comparison, not a call
-    per policy)."""
-    max_cost: int
-    tab: _Tab
+_T = TypeVar("_T")
 
 
-class _Tab:
-    """A plan's calls not yet added to its spends (``observe``'s deferred sums), and the room
-    its spends reserved for them."""
+def _same(call: PolicyCall) -> PolicyCall:
+    return call
 
-    __slots__ = (
-        "big_nanos",
-        "big_tokens",
-        "calls",
-        "hi",
-        "lo",
-        "minute",
-        "nanos",
-        "room_nanos",
-        "room_tokens",
-        "tokens",
-        "unpriced",
-        "until",
-    )
 
-    def __init__(self) -> None:
-        self.calls = self.unpriced = self.nanos = self.tokens = 0
-        self.room_nanos = self.room_tokens = 0
-        """Deferred sums stay strictly under these (0: not armed, every call added at once)."""
-        self.big_nanos = self.big_tokens = 1
-        """The largest call seen, plus one: the room asked for is 64 of them."""
-        self.lo = self.hi = self.until = self.minute = 0
-        """Calls started in [lo, hi) are deferred while now < until (the spends' windows, and
-        for a rolling one the minute ``minute`` its deferred sums go to)."""
+def _call_id(call: PolicyCall) -> CallId:
+    return call.call_id
 
 
 class PolicyEngine:
@@ -214,9 +150,9 @@ class PolicyEngine:
         self._policies = policies
         self._spends: dict[tuple[object, ...], Spend] = {}
         self._budgets: dict[tuple[str, str], Budget] = {}
-        self._cache: dict[object, _Plan] = {}
+        self._cache: dict[object, Plan] = {}
         """Plans by the values of the fields some policy reads (``matching.projection``)."""
-        self._armed: dict[int, _Plan] = {}
+        self._armed: dict[int, Plan] = {}
         """The plans holding room on their spends (``_arm``), by id."""
         self.violations: dict[tuple[str, str, Action], int] = {}
         """Violations by (policy, rule, action)."""
@@ -301,90 +237,113 @@ class PolicyEngine:
         user or key id no budget names would make a row per user)."""
         self._past.clear()  # summed by other fields, maybe
         self._index = ScopeIndex(policies.policies)
-        self._project = projection(policies.policies)
+        fields = projected(policies.policies)
+        self._project = project = projection(fields)
+        self._read_span = reader(fields)
+        """A span's call read for its plan's look-up (``observe_spans``)."""
+        self._read_call: Callable[[PolicyCall], CallFields] = lambda call: (
+            project(call.key),
+            call.time_ns,
+            call.cost_nanos,
+            call.tokens,
+            call.requested_max_tokens,
+        )
+        """A ``PolicyCall``'s fields, as ``_read_span`` gives a span's (``observe``)."""
         self._cache = {}
         return fresh
 
     # --- evaluation ---------------------------------------------------------------------------
-    def observe(  # noqa: PLR0912 - the hot path, written out inline
-        self, calls: Sequence[PolicyCall]
+    def observe(self, calls: Sequence[PolicyCall]) -> dict[int, Verdict]:
+        """Evaluate calls, in order. Never raises. Returns the violating calls' verdicts by
+        their index in ``calls``: each call's most severe violation (block over alert over
+        record), the first one among equals."""
+        return self._observe(calls, None)
+
+    def observe_spans(
+        self, calls: Sequence[_T], ident: Callable[[_T], CallId]
     ) -> dict[int, Verdict]:
-        """Evaluate calls, in order (the collector's request path). Never raises. Returns the
-        violating calls' verdicts by their index in ``calls``: each call's most severe
-        violation (block over alert over record), the first one among equals."""
+        """``observe`` of spans' calls (``SpanCall``s: the collector's request path), read
+        here (``calls.reader``): of most calls only what their plan's look-up and the test
+        for a deferred call need. ``ident``: a call's id (``CallId``), asked for when it is
+        needed (a call crossing a limit, remembered until stored)."""
+        return self._observe(calls, ident)
+
+    def _observe(  # noqa: PLR0912, PLR0915 - the hot path, written out inline
+        self, calls: Sequence[Any], ident: Callable[[Any], CallId] | None
+    ) -> dict[int, Verdict]:
+        """Both ``observe``s: ``ident`` None for ``PolicyCall``s, else for ``SpanCall``s."""
         verdicts: dict[int, Verdict] = {}
         try:
             with self._lock:
                 now = self._clock()
-                cache, project = self._cache, self._project
+                cache = self._cache
                 found, pending = self._found, self._pending
-                for index, call in enumerate(calls):
-                    # The hot path: inline, a few comparisons and additions per spend.
-                    key, when, cost, tokens, requested, call_id = call
-                    plan = cache.get(project(key))
+                read: Callable[[Any], CallFields]
+                whole: Callable[[Any], PolicyCall]
+                if ident is None:
+                    read, whole, ident = self._read_call, _same, _call_id
+                else:
+                    read = self._read_span
+                    whole = _whole_of(ident)
+                for index, item in enumerate(calls):
+                    # The hot path: inline, a few comparisons and additions per call.
+                    scope, when, cost, tokens, requested = read(item)
+                    call = None  # the whole ``PolicyCall``: read only when needed
+                    plan = cache.get(scope)
                     if plan is None:
-                        plan = self._plan(key)
-                    if not plan.policies:
-                        continue
+                        call = whole(item)
+                        plan = self._plan(call.key)
                     tokens = tokens or 0
+                    nanos = cost or 0
                     blocked = None
-                    limit = plan.max_tokens  # NEVER without a size rule
+                    limit = plan.max_tokens  # NEVER: no size rule; -NEVER: a model rule broken
                     if (
-                        plan.broken
-                        or tokens > limit
+                        tokens > limit
+                        or nanos > plan.max_cost
                         or (requested is not None and requested > limit)
-                        or (cost is not None and cost > plan.max_cost)
                     ):
+                        if call is None:
+                            call = whole(item)
                         blocked = self._call_rules(plan, call)
                     if when > now:  # noqa: PLR1730 - min() is a call, this a comparison
                         when = now
-                    nanos = cost or 0
-                    tab = plan.tab
-                    spent = tab.nanos + nanos
-                    used = tab.tokens + tokens
                     if (
-                        spent < tab.room_nanos
-                        and used < tab.room_tokens
-                        and tab.lo <= when < tab.hi
-                        and now < tab.until
+                        nanos < plan.left_nanos
+                        and tokens < plan.left_tokens
+                        and plan.lo <= when < plan.hi
+                        and now < plan.until
                     ):
                         # Deferred: within the room its spends reserved, so no level can
-                        # change (``_add``).
-                        tab.nanos = spent
-                        tab.tokens = used
-                        tab.calls += 1
+                        # change (``plans.py``).
+                        plan.left_nanos -= nanos
+                        plan.left_tokens -= tokens
+                        plan.calls += 1
                         if cost is None:
-                            tab.unpriced += 1
+                            plan.unpriced += 1
                     elif plan.spends:
+                        if call is None:
+                            call = whole(item)
                         blocked = self._add(plan, call, when, now, nanos, tokens, blocked)
                     if blocked:
                         self._blocked(blocked)
                     if found:  # rare: only a violating call pays for its verdict
                         verdicts[index] = max(found, key=lambda v: _SEVERITY[v[2]])
                         found.clear()
-                    if pending is not None and plan.spends and call_id is not None:
-                        pending[call_id] = (plan.spends, when, cost, tokens, now)
-                        if len(pending) > MAX_PENDING:
-                            del pending[next(iter(pending))]
+                    if pending is not None and plan.spends:
+                        call_id = ident(item)
+                        if call_id is not None:
+                            pending[call_id] = (plan.spends, when, cost, tokens, now)
+                            if len(pending) > MAX_PENDING:
+                                del pending[next(iter(pending))]
         except Exception:  # a policy must never fail the request that carried the call
             self._found.clear()
             _logger.exception("otel-llm policies: evaluating calls failed")
         return verdicts
 
-    # --- deferred sums -------------------------------------------------------------------------
-    # A call adds to each spend of its plan (3 in a typical plan). Most calls change no level:
-    # those are added to their plan's tab instead (a few additions), and the tab to the spends
-    # when anything reads or judges them. So that no level change hides in a tab, each armed
-    # plan holds a room on each of its spends, reserved so that a spend's sum, its rooms and
-    # the next call of a plan that must be judged stay under its next threshold: for every
-    # spend, nanos + reserved < next_nanos (tokens alike), and a tab's sums < its room. A call
-    # that would not fit, a late one, one of another minute (rolling windows) or after a
-    # window's end is added at once (``_add``), after all tabs when it might cross a threshold:
-    # the state flips at the exact call, as when every call was added at once.
-
+    # --- deferred sums (``plans.py``) ----------------------------------------------------------
     def _add(  # noqa: PLR0917 - the hot path's values
         self,
-        plan: _Plan,
+        plan: Plan,
         call: PolicyCall,
         when: int,
         now: int,
@@ -425,59 +384,13 @@ class PolicyEngine:
         self._arm(plan, when, nanos, tokens)
         return blocked
 
-    def _arm(self, plan: _Plan, when: int, nanos: int, tokens: int) -> None:
-        """Reserve room on the plan's spends for up to 64 calls as large as its largest, at most
-        an eighth of what is left under each spend's next threshold (many plans may share a
-        spend); none when that is less than four such calls (near a threshold: its calls are
-        added at once)."""
-        tab = plan.tab
-        # Sized by the largest call seen (the calls that did not fit are added here).
-        tab.big_nanos = big_nanos = max(tab.big_nanos, nanos + 1)
-        tab.big_tokens = big_tokens = max(tab.big_tokens, tokens + 1)
-        room_nanos = big_nanos << 6
-        room_tokens = big_tokens << 6
-        start, until, rolling = 0, NEVER, False
-        spends = plan.spends
-        for spend in spends:
-            free = (spend.next_nanos - spend.nanos - spend.reserved_nanos) >> 3
-            room_nanos = min(room_nanos, free)
-            free = (spend.next_tokens - spend.tokens - spend.reserved_tokens) >> 3
-            room_tokens = min(room_tokens, free)
-            start = max(start, spend.start_ns)
-            until = min(until, spend.end_ns)
-            rolling = rolling or spend.minutes is not None
-        if room_nanos < big_nanos << 2 or room_tokens < big_tokens << 2:
-            return
-        for spend in spends:
-            spend.reserved_nanos += room_nanos
-            spend.reserved_tokens += room_tokens
-        tab.room_nanos, tab.room_tokens, tab.until = room_nanos, room_tokens, until
-        if rolling:  # its deferred calls go to one minute of the rolling windows
-            tab.minute = minute_of(when)
-            tab.lo, tab.hi = max(start, tab.minute), tab.minute + MINUTE_NS
-        else:
-            tab.lo, tab.hi = start, NEVER
-        self._armed[id(plan)] = plan
+    def _arm(self, plan: Plan, when: int, nanos: int, tokens: int) -> None:
+        if arm(plan, when, nanos, tokens):
+            self._armed[id(plan)] = plan
 
-    def _flush(self, plan: _Plan) -> None:
-        """The plan's tab into its spends, and its room given back."""
-        tab = plan.tab
-        if not tab.room_nanos:
-            return
-        calls, nanos, tokens = tab.calls, tab.nanos, tab.tokens
-        for spend in plan.spends:
-            if calls:
-                spend.calls += calls
-                spend.unpriced += tab.unpriced
-                spend.nanos += nanos
-                spend.tokens += tokens
-                if spend.minutes is not None:
-                    add_minute(spend.minutes, tab.minute, nanos, tokens)
-            spend.reserved_nanos -= tab.room_nanos
-            spend.reserved_tokens -= tab.room_tokens
-        tab.calls = tab.unpriced = tab.nanos = tab.tokens = 0
-        tab.room_nanos = tab.room_tokens = 0
-        del self._armed[id(plan)]
+    def _flush(self, plan: Plan) -> None:
+        if flush(plan):
+            del self._armed[id(plan)]
 
     def _settle_tabs(self) -> None:
         """Every tab into its spends (before the spends are read, judged, rolled or replaced)."""
@@ -488,45 +401,10 @@ class PolicyEngine:
         plan = self._cache.get(self._project(key))
         return (plan if plan is not None else self._plan(key)).policies
 
-    def _plan(self, key: ScopeKey) -> _Plan:
+    def _plan(self, key: ScopeKey) -> Plan:
         """What a call of these scope values is checked against, worked out once per key: its
         policies, their spends, and the model rules' verdicts (the key holds the model)."""
-        policies = self._index.matching(key)
-        model = key[6] or ""
-        broken: list[tuple[Policy, str]] = []
-        sized: list[Policy] = []
-        for policy in policies:
-            rules = policy.calls
-            if rules.allowed_models is not None and not any(
-                p.text == "*" or p.matches(model) for p in rules.allowed_models
-            ):
-                broken.append((policy, "allowed_models"))
-            if rules.denied_models is not None and any(
-                p.text == "*" or p.matches(model) for p in rules.denied_models
-            ):
-                broken.append((policy, "denied_models"))
-            if rules.max_tokens is not None or rules.max_cost_nanos is not None:
-                sized.append(policy)
-        spends = {
-            id(budget.spend): budget.spend
-            for policy in policies
-            for rule in policy.budgets
-            for budget in (self._budgets[(policy.name, rule.name)],)
-        }
-        plan = _Plan(
-            policies,
-            tuple(spends.values()),
-            tuple(broken),
-            tuple(sized),
-            min(
-                (p.calls.max_tokens for p in sized if p.calls.max_tokens is not None), default=NEVER
-            ),
-            min(
-                (p.calls.max_cost_nanos for p in sized if p.calls.max_cost_nanos is not None),
-                default=NEVER,
-            ),
-            _Tab(),
-        )
+        plan = plan_for(self._index.matching(key), key[6], self._budgets)
         if len(self._cache) >= MAX_CACHED_SCOPES:
             self._settle_tabs()
             self._cache.clear()
@@ -547,7 +425,7 @@ class PolicyEngine:
         for name in {policy.name for policy in blocked if policy.action == "block"}:
             self.blocks[name] = self.blocks.get(name, 0) + 1
 
-    def _call_rules(self, plan: _Plan, call: PolicyCall) -> list[Policy]:
+    def _call_rules(self, plan: Plan, call: PolicyCall) -> list[Policy]:
         """The call rules' violations; the policies whose rules the call broke."""
         broke: list[Policy] = []
         for policy, rule in plan.broken:
@@ -717,7 +595,7 @@ class PolicyEngine:
             rows = [row for row in rows if row[1] is not None and row[1] >= start]
         return [*rows, *history.spend(past[2], now + 1, per_minute, fields)]
 
-    def _plan_of(self, key: ScopeKey) -> _Plan:
+    def _plan_of(self, key: ScopeKey) -> Plan:
         plan = self._cache.get(self._project(key))
         return plan if plan is not None else self._plan(key)
 
@@ -849,6 +727,11 @@ class _Sums:
         minute = self.minutes.setdefault(minute_of(when), [0, 0])
         minute[0] += nanos
         minute[1] += tokens
+
+
+def _whole_of(ident: Callable[[Any], CallId]) -> Callable[[SpanCall], PolicyCall]:
+    """A span's call read whole, with its id."""
+    return lambda call: policy_call(call, ident(call))
 
 
 def _broken_size_rules(policy: Policy, call: PolicyCall) -> list[str]:

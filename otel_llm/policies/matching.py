@@ -16,8 +16,9 @@ from operator import itemgetter
 from otel_llm.policies.model import SCOPE_FIELDS, Policy, ScopeKey
 
 
-def projection(policies: Sequence[Policy]) -> Callable[[ScopeKey], object]:
-    """The part of a scope key that decides a call's plan."""
+def projected(policies: Sequence[Policy]) -> tuple[int, ...]:
+    """The indexes of ``ScopeKey`` that decide a call's plan: the fields some scope names, and
+    the model when a policy has model rules; in key order."""
     used = {
         index
         for policy in policies
@@ -28,12 +29,19 @@ def projection(policies: Sequence[Policy]) -> Callable[[ScopeKey], object]:
         p.calls.allowed_models is not None or p.calls.denied_models is not None for p in policies
     ):
         used.add(SCOPE_FIELDS.index("model"))
+    return tuple(sorted(used))
+
+
+def projection(used: tuple[int, ...]) -> Callable[[ScopeKey], object]:
+    """The part of a scope key that decides a call's plan (``projected``'s fields): ``()``
+    for none, a lone field's value, else a tuple -- what ``calls.reader(used)`` reads of a
+    span."""
     if not used:
         return lambda key: ()
     if len(used) == 1:
         (only,) = used
         return lambda key: key[only]
-    return itemgetter(*sorted(used))
+    return itemgetter(*used)
 
 
 class ScopeIndex:
