@@ -403,7 +403,7 @@ _COUNTS = [  # input, output, cache read, cache write, reasoning
     ids=["input and output", "cache read", "every price"],
 )
 def test_the_one_pass_integer_price_is_the_full_paths(prices: dict[str, str]) -> None:
-    """The one pass prices with ``Rates.units``' arithmetic written out: every branch of it
+    """The one pass prices with ``flat_units`` (``Rates.units``' arithmetic): every branch of it
     (a cache part priced or charged as input, reasoning priced apart or as output, a price per
     request) gives the cost attributes the full path gives, for the same counts."""
     exported = {}
