@@ -5,8 +5,11 @@ a write's calls per daily row, and SQLite's day-first user and API key indexes (
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
 import sqlite3
+import sys
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
@@ -287,3 +290,96 @@ def test_the_stored_time_range_is_read_off_the_primary_key(tmp_path: Path) -> No
         assert "SCAN llm_calls" not in plan(path, sql.day_range_statement())
     finally:
         store.close()
+
+
+@pytest.fixture
+def cycles_collected() -> Iterator[None]:
+    """Python's cycle collector as the tests found it, whatever a test did to it."""
+    enabled, threshold = gc.isenabled(), gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        (gc.enable if enabled else gc.disable)()
+
+
+def test_a_write_makes_no_reference_cycles(tmp_path: Path, cycles_collected: None) -> None:
+    """Why SQLite's writer may hold the cycle collector off: nothing it leaves needs it."""
+    store = SQLiteCallStore(str(tmp_path / "calls.db"), clock=lambda: NOW)
+    try:
+        records = varied(2000, seed=5)
+        store.write(records[:100])
+        gc.collect()
+        gc.disable()
+        assert store.write(records[100:]) == 1900
+        assert gc.collect() == 0
+    finally:
+        store.close()
+
+
+def test_no_cycle_collection_runs_inside_a_sqlite_write_and_it_resumes_after(
+    tmp_path: Path, cycles_collected: None
+) -> None:
+    path = tmp_path / "calls.db"
+    store = SQLiteCallStore(str(path), clock=lambda: NOW)
+    inside: list[bool] = []
+
+    def collecting(phase: str, info: dict[str, int]) -> None:
+        # Whether the write is finding its new calls or building and inserting their rows.
+        if phase == "start":
+            frame = sys._getframe(1)
+            names = set()
+            while frame is not None:
+                names.add(frame.f_code.co_name)
+                frame = frame.f_back
+            inside.append(bool(names & {"_insert", "_new_records"}))
+
+    records = varied(600, seed=6)
+    gc.set_threshold(1)  # a collection at nearly every allocation, were it enabled
+    gc.callbacks.append(collecting)
+    try:
+        assert store.write(records[:200]) == 200
+        assert gc.isenabled()
+        # A batch the database refuses (a call it will not take) is rolled back inside the
+        # hold, then written call by call: the collector resumes all the same.
+        with sqlite3.connect(path) as connection:
+            connection.execute(
+                "CREATE TRIGGER refuse_model BEFORE INSERT ON llm_calls "
+                "WHEN NEW.model = 'refused-model' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        refused = dataclasses.replace(records[200], model="refused-model")
+        result = store.write_batch([refused, *records[201:400]])
+        assert (result.stored, result.quarantined) == (199, (refused.id,))
+        assert gc.isenabled()
+        # Off before a write, off after it.
+        gc.disable()
+        assert store.write(records[400:]) == 200
+        assert not gc.isenabled()
+    finally:
+        gc.callbacks.remove(collecting)
+        store.close()
+    assert inside.count(False) > 0  # collections ran around the writes
+    assert inside.count(True) == 0  # and none inside one
+
+
+def test_writes_of_several_threads_leave_the_cycle_collector_running(
+    tmp_path: Path, cycles_collected: None
+) -> None:
+    stores = [SQLiteCallStore(str(tmp_path / f"{n}.db"), clock=lambda: NOW) for n in range(3)]
+    records = varied(900, seed=8)
+
+    def write(store: SQLiteCallStore) -> None:
+        for start in range(0, 900, 50):
+            store.write(records[start : start + 50])
+
+    try:
+        threads = [threading.Thread(target=write, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [store.count(CallFilter()) for store in stores] == [900] * 3
+        assert gc.isenabled()
+    finally:
+        for store in stores:
+            store.close()
