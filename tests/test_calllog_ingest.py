@@ -22,7 +22,7 @@ from otel_llm.calllog import rollup, schema, sql
 from otel_llm.calllog.catalogue import ROLLUPS
 from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
 from otel_llm.calllog.record import CallRecord, micros_of
-from otel_llm.calllog.sketch import Sketch, bucket, buckets_bytes
+from otel_llm.calllog.sketch import EMPTY_BYTES, Sketch, bucket, buckets_bytes, merged_bytes
 from otel_llm.calllog.sqlite import SQLiteCallStore
 from otel_llm.calllog.store import SQLCallStore, open_store
 from otel_llm.calllog.traces import TraceQuery
@@ -383,3 +383,22 @@ def test_writes_of_several_threads_leave_the_cycle_collector_running(
     finally:
         for store in stores:
             store.close()
+
+
+def test_merging_a_sketch_of_no_values_gives_the_others_bytes() -> None:
+    """SQLite's upsert skips the merge when one side has no values: the bytes it keeps are
+    those the merge makes, for every kind of sketch the writer stores."""
+    rng = random.Random(9)  # noqa: S311 - test data
+    sketches = [EMPTY_BYTES, Sketch().to_bytes(), buckets_bytes([-1, -1])]
+    for size in (1, 2, 5, 40, 300):
+        values = [rng.choice([0.0, rng.lognormvariate(6.5, 2.5)]) for _ in range(size)]
+        sketch = Sketch()
+        sketch.add_all(values)
+        sketches += [sketch.to_bytes(), buckets_bytes([bucket(value) for value in values])]
+    grown = Sketch()
+    grown.add_all([5.0, 7.0])
+    grown.merge_bytes(buckets_bytes([bucket(5.0)]))
+    sketches.append(grown.to_bytes())
+    for data in sketches:
+        assert sql.merge_sketches(data, EMPTY_BYTES) == merged_bytes(data, EMPTY_BYTES) == data
+        assert sql.merge_sketches(EMPTY_BYTES, data) == merged_bytes(EMPTY_BYTES, data) == data
