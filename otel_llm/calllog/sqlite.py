@@ -245,6 +245,7 @@ class SQLiteCallStore(SQLCallStore):
                         self._insert(connection, new)
                 connection.execute("COMMIT")
             except BaseException:
+                self.daily_caps.rolled_back()
                 connection.execute("ROLLBACK")
                 raise
             self.daily_caps.committed()
