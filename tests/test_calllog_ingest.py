@@ -76,6 +76,46 @@ def one_by_one(rows: list[tuple[Any, ...]]) -> dict[str, dict[rollup.DailyKey, t
     }
 
 
+def test_sqlite_rows_hold_the_nan_stand_in_where_values_are_absent_and_roll_up_the_same() -> None:
+    """SQLite's writer binds and rolls up one row per call, an absent value as the NaN
+    ``SQLITE_NULL`` (stored as NULL): the row is ``row_of``'s with each None so, and its roll-up
+    is ``row_of``'s to the byte -- sparse calls (no tokens, cost, latency, user...) included."""
+    records = varied(600, seed=12)
+    sparse = [
+        dataclasses.replace(
+            record,
+            input_tokens=None,
+            output_tokens=None,
+            total_tokens=None,
+            cost=None,
+            cost_input=None,
+            cost_output=None,
+            latency_ms=None,
+            time_to_first_chunk_ms=None,
+            service=None,
+            feature=None,
+            user=None,
+            api_key_id=None,
+            project=None,
+        )
+        for record in records[:100]
+    ]
+    records += sparse
+    plain = [sql.row_of(record) for record in records]
+    bound = [sql.sqlite_row_of(record) for record in records]
+    for row, nan_row in zip(plain, bound, strict=True):
+        assert [value is None for value in row] == [v is sql.SQLITE_NULL for v in nan_row]
+        assert [v for v in row if v is not None] == [v for v in nan_row if v is not sql.SQLITE_NULL]
+    expected = rollup.rollup(plain)
+    got = rollup.rollup(bound, sqlite=True)
+    assert got.keys() == expected.keys()
+    for table, rows_of in expected.items():
+        assert {key: row.row_values() for key, row in got[table].items()} == {
+            key: row.row_values() for key, row in rows_of.items()
+        }, table
+    assert "" in {key[1] for key in got["llm_call_daily_user"]}  # absent users rolled up as ''
+
+
 def test_the_roll_up_of_a_write_is_the_sum_of_its_calls_one_by_one() -> None:
     rows = [sql.row_of(record) for record in varied(600, seed=3)]
     added = rollup.rollup(rows)

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from otel_llm.calllog import rollup, schema, sql
 from otel_llm.calllog.catalogue import (
@@ -41,28 +41,6 @@ _INSERT_CONTENT = (
     "VALUES (?, ?, ?, ?)"
 )
 _ADDED = (*DAILY_SUMS, DAILY_LATENCY_SUM)
-
-_NULL = float("nan")
-"""Bound where a value is None: SQLite stores a NaN as NULL (``sqlite3_bind_double``), and
-Python's sqlite3 binds a float at once while a None goes through its adapter look-up first --
-0.25 us a value, 7 of the 11 us binding a call's row cost (about 20 of its 56 values are None
-for a typical call), measured."""
-
-
-def _nulls_bound(width: int) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    """A function: a row of ``width`` values with each None as ``_NULL`` (the same values
-    stored). Made once, as ``sql.row_of`` is: unpacked into locals, 2 us a call's row against
-    2.7 for ``map`` and a dict look-up and 2.4 for a comprehension."""
-    names = [f"v{index}" for index in range(width)]
-    values = ", ".join(f"_NULL if {name} is None else {name}" for name in names)
-    namespace: dict[str, Any] = {"_NULL": _NULL}
-    # Only generated local names are in the text.
-    exec(f"def bound(row):\n    {', '.join(names)}, = row\n    return ({values},)", namespace)  # noqa: S102
-    return cast(Callable[[Sequence[Any]], tuple[Any, ...]], namespace["bound"])
-
-
-_calls_bound = _nulls_bound(len(sql.INSERT_COLUMNS))
-_content_bound = _nulls_bound(len(sql.CONTENT_COLUMNS))
 
 
 def _upsert(table: str, key: tuple[str, ...]) -> str:
@@ -252,16 +230,15 @@ class SQLiteCallStore(SQLCallStore):
         return len(new)
 
     def _insert(self, connection: sqlite3.Connection, new: list[CallRecord]) -> None:
-        rows = [sql.row_of(record) for record in new]
-        connection.executemany(_INSERT_CALLS, map(_calls_bound, rows))
-        with_content = [
-            _content_bound(sql.content_row_of(record)) for record in new if record.has_content
-        ]
+        # None bound as a NaN (``sql.SQLITE_NULL``), which SQLite stores as NULL.
+        rows = [sql.sqlite_row_of(record) for record in new]
+        connection.executemany(_INSERT_CALLS, rows)
+        with_content = [sql.sqlite_content_row_of(record) for record in new if record.has_content]
         if with_content:
             connection.executemany(_INSERT_CONTENT, with_content)
         # The write lock is held (BEGIN IMMEDIATE): the cap's count cannot race another writer.
         added = self.daily_caps.fold(
-            rollup.rollup(rows),
+            rollup.rollup(rows, sqlite=True),
             lambda text, params: connection.execute(text, params).fetchall(),
             advisory_locks=False,
         )
