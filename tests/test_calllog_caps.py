@@ -13,6 +13,7 @@ Real SQLite files and the real PostgreSQL cluster; expectations computed here fr
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 import urllib.request
@@ -22,8 +23,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from otel_llm.calllog import cardinality
 from otel_llm.calllog.api import CallLogAPI
 from otel_llm.calllog.app import CallLogApp
 from otel_llm.calllog.auth import ApiKey, KeyRing
@@ -37,6 +40,7 @@ from otel_llm.calllog.sketch import Sketch
 from otel_llm.calllog.sql import Statement
 from otel_llm.calllog.store import SQLCallStore, open_store
 from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster, store_url  # noqa: F401
+from tests.test_calllog_isolation import _postgres
 from tests.test_calllog_store import _check_totals
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
@@ -522,3 +526,71 @@ def test_busiest_values_are_admitted_first(store: SQLCallStore) -> None:
     store.write([call(50, "c")])
     assert store.daily_caps.folded["model"] == 2
     assert daily_values(store, "model") == {"z", "y", "a", OTHER}
+
+
+def test_values_with_room_are_admitted_unlooked_up_and_known_once_committed(
+    store_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write whose new values all fit under the cap does not ask which are present (a write
+    of 5,000 users a day); they are known, with no query, once it committed -- not before,
+    and not if it rolled back -- and a write that could pass the cap looks them up as before."""
+    asked: list[str] = []
+    for name in ("_present", "_count"):
+        original = getattr(cardinality, name)
+
+        def counted(*args: Any, _name: str = name, _original: Any = original) -> Any:
+            asked.append(f"{_name} {args[1]}")
+            return _original(*args)
+
+        monkeypatch.setattr(cardinality, name, counted)
+    store = open_store(store_url, clock=lambda: NOW, max_daily_values=3, max_daily_users=4)
+    users = "llm_call_daily_user"
+    try:
+        assert store.write([call(i, "m", user=f"u{i % 3}") for i in range(6)]) == 6
+        assert f"_count {users}" in asked
+        assert not [query for query in asked if query.startswith("_present")]
+        asked.clear()
+        assert store.write([call(i, "m", user=f"u{i % 3}") for i in range(10, 16)]) == 6
+        assert asked == []  # every value known since the first write committed
+        # A write the database refuses is rolled back: its new user is not known after it,
+        # nor after a write that commits without folding (all duplicates).
+        _refuse_daily_user(store_url, "u7")
+        refused = call(20, "m", user="u7")
+        assert store.write_batch([refused]).quarantined == (refused.id,)
+        _refuse_daily_user(store_url, None)
+        assert store.write([call(0, "m", user="u0")]) == 0  # commits, folding nothing
+        assert not any("u7" in known.values for known in store.daily_caps._known.values())
+        asked.clear()
+        # Three known, two new for one place left: both looked up, the busier admitted.
+        more = [call(30 + i, "m", user=user) for i, user in enumerate(["u3", "u3", "u4", "u1"])]
+        assert store.write(more) == 4
+        assert f"_present {users}" in asked
+        assert daily_values(store, "user_id", table=users) == {"u0", "u1", "u2", "u3", OTHER}
+        assert store.daily_caps.folded["user"] == 1
+        answer = store.stats(StatsQuery(group_by="user"))
+        assert groups_of(answer)[OTHER]["total_requests"] == 1
+        assert answer["stats"]["total_requests"] == 16
+    finally:
+        store.close()
+
+
+def _refuse_daily_user(url: str, user: str | None) -> None:
+    """A real failure after the caps ran: the daily rows by user refuse ``user`` (None: the
+    refusal removed)."""
+    if _postgres(url):
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("ALTER TABLE llm_call_daily_user DROP CONSTRAINT IF EXISTS refuse")
+            if user is not None:
+                connection.execute(
+                    "ALTER TABLE llm_call_daily_user ADD CONSTRAINT refuse "
+                    f"CHECK (user_id <> '{user}')"
+                )
+    else:
+        with sqlite3.connect(url) as connection:
+            connection.execute("DROP TRIGGER IF EXISTS refuse")
+            if user is not None:
+                connection.execute(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON llm_call_daily_user "
+                    f"WHEN NEW.user_id = '{user}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                )

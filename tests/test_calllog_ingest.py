@@ -5,8 +5,11 @@ a write's calls per daily row, and SQLite's day-first user and API key indexes (
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
 import sqlite3
+import sys
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,7 +22,7 @@ from otel_llm.calllog import rollup, schema, sql
 from otel_llm.calllog.catalogue import ROLLUPS
 from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
 from otel_llm.calllog.record import CallRecord, micros_of
-from otel_llm.calllog.sketch import Sketch, bucket, buckets_bytes
+from otel_llm.calllog.sketch import EMPTY_BYTES, Sketch, bucket, buckets_bytes, merged_bytes
 from otel_llm.calllog.sqlite import SQLiteCallStore
 from otel_llm.calllog.store import SQLCallStore, open_store
 from otel_llm.calllog.traces import TraceQuery
@@ -71,6 +74,46 @@ def one_by_one(rows: list[tuple[Any, ...]]) -> dict[str, dict[rollup.DailyKey, t
         table: {key: totals.row_values() for key, totals in rows_of.items()}
         for table, rows_of in tables.items()
     }
+
+
+def test_sqlite_rows_hold_the_nan_stand_in_where_values_are_absent_and_roll_up_the_same() -> None:
+    """SQLite's writer binds and rolls up one row per call, an absent value as the NaN
+    ``SQLITE_NULL`` (stored as NULL): the row is ``row_of``'s with each None so, and its roll-up
+    is ``row_of``'s to the byte -- sparse calls (no tokens, cost, latency, user...) included."""
+    records = varied(600, seed=12)
+    sparse = [
+        dataclasses.replace(
+            record,
+            input_tokens=None,
+            output_tokens=None,
+            total_tokens=None,
+            cost=None,
+            cost_input=None,
+            cost_output=None,
+            latency_ms=None,
+            time_to_first_chunk_ms=None,
+            service=None,
+            feature=None,
+            user=None,
+            api_key_id=None,
+            project=None,
+        )
+        for record in records[:100]
+    ]
+    records += sparse
+    plain = [sql.row_of(record) for record in records]
+    bound = [sql.sqlite_row_of(record) for record in records]
+    for row, nan_row in zip(plain, bound, strict=True):
+        assert [value is None for value in row] == [v is sql.SQLITE_NULL for v in nan_row]
+        assert [v for v in row if v is not None] == [v for v in nan_row if v is not sql.SQLITE_NULL]
+    expected = rollup.rollup(plain)
+    got = rollup.rollup(bound, sqlite=True)
+    assert got.keys() == expected.keys()
+    for table, rows_of in expected.items():
+        assert {key: row.row_values() for key, row in got[table].items()} == {
+            key: row.row_values() for key, row in rows_of.items()
+        }, table
+    assert "" in {key[1] for key in got["llm_call_daily_user"]}  # absent users rolled up as ''
 
 
 def test_the_roll_up_of_a_write_is_the_sum_of_its_calls_one_by_one() -> None:
@@ -287,3 +330,115 @@ def test_the_stored_time_range_is_read_off_the_primary_key(tmp_path: Path) -> No
         assert "SCAN llm_calls" not in plan(path, sql.day_range_statement())
     finally:
         store.close()
+
+
+@pytest.fixture
+def cycles_collected() -> Iterator[None]:
+    """Python's cycle collector as the tests found it, whatever a test did to it."""
+    enabled, threshold = gc.isenabled(), gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        (gc.enable if enabled else gc.disable)()
+
+
+def test_a_write_makes_no_reference_cycles(tmp_path: Path, cycles_collected: None) -> None:
+    """Why SQLite's writer may hold the cycle collector off: nothing it leaves needs it."""
+    store = SQLiteCallStore(str(tmp_path / "calls.db"), clock=lambda: NOW)
+    try:
+        records = varied(2000, seed=5)
+        store.write(records[:100])
+        gc.collect()
+        gc.disable()
+        assert store.write(records[100:]) == 1900
+        assert gc.collect() == 0
+    finally:
+        store.close()
+
+
+def test_no_cycle_collection_runs_inside_a_sqlite_write_and_it_resumes_after(
+    tmp_path: Path, cycles_collected: None
+) -> None:
+    path = tmp_path / "calls.db"
+    store = SQLiteCallStore(str(path), clock=lambda: NOW)
+    inside: list[bool] = []
+
+    def collecting(phase: str, info: dict[str, int]) -> None:
+        # Whether the write is finding its new calls or building and inserting their rows.
+        if phase == "start":
+            frame = sys._getframe(1)
+            names = set()
+            while frame is not None:
+                names.add(frame.f_code.co_name)
+                frame = frame.f_back
+            inside.append(bool(names & {"_insert", "_new_records"}))
+
+    records = varied(600, seed=6)
+    gc.set_threshold(1)  # a collection at nearly every allocation, were it enabled
+    gc.callbacks.append(collecting)
+    try:
+        assert store.write(records[:200]) == 200
+        assert gc.isenabled()
+        # A batch the database refuses (a call it will not take) is rolled back inside the
+        # hold, then written call by call: the collector resumes all the same.
+        with sqlite3.connect(path) as connection:
+            connection.execute(
+                "CREATE TRIGGER refuse_model BEFORE INSERT ON llm_calls "
+                "WHEN NEW.model = 'refused-model' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        refused = dataclasses.replace(records[200], model="refused-model")
+        result = store.write_batch([refused, *records[201:400]])
+        assert (result.stored, result.quarantined) == (199, (refused.id,))
+        assert gc.isenabled()
+        # Off before a write, off after it.
+        gc.disable()
+        assert store.write(records[400:]) == 200
+        assert not gc.isenabled()
+    finally:
+        gc.callbacks.remove(collecting)
+        store.close()
+    assert inside.count(False) > 0  # collections ran around the writes
+    assert inside.count(True) == 0  # and none inside one
+
+
+def test_writes_of_several_threads_leave_the_cycle_collector_running(
+    tmp_path: Path, cycles_collected: None
+) -> None:
+    stores = [SQLiteCallStore(str(tmp_path / f"{n}.db"), clock=lambda: NOW) for n in range(3)]
+    records = varied(900, seed=8)
+
+    def write(store: SQLiteCallStore) -> None:
+        for start in range(0, 900, 50):
+            store.write(records[start : start + 50])
+
+    try:
+        threads = [threading.Thread(target=write, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [store.count(CallFilter()) for store in stores] == [900] * 3
+        assert gc.isenabled()
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_merging_a_sketch_of_no_values_gives_the_others_bytes() -> None:
+    """SQLite's upsert skips the merge when one side has no values: the bytes it keeps are
+    those the merge makes, for every kind of sketch the writer stores."""
+    rng = random.Random(9)  # noqa: S311 - test data
+    sketches = [EMPTY_BYTES, Sketch().to_bytes(), buckets_bytes([-1, -1])]
+    for size in (1, 2, 5, 40, 300):
+        values = [rng.choice([0.0, rng.lognormvariate(6.5, 2.5)]) for _ in range(size)]
+        sketch = Sketch()
+        sketch.add_all(values)
+        sketches += [sketch.to_bytes(), buckets_bytes([bucket(value) for value in values])]
+    grown = Sketch()
+    grown.add_all([5.0, 7.0])
+    grown.merge_bytes(buckets_bytes([bucket(5.0)]))
+    sketches.append(grown.to_bytes())
+    for data in sketches:
+        assert sql.merge_sketches(data, EMPTY_BYTES) == merged_bytes(data, EMPTY_BYTES) == data
+        assert sql.merge_sketches(EMPTY_BYTES, data) == merged_bytes(EMPTY_BYTES, data) == data

@@ -15,8 +15,9 @@ dimension) before counting, so two replicas cannot both take the last place. Dai
 never deleted, so what a query found stays true: the values seen present, and "full" once the
 count reached the cap. A bounded cache of those facts makes the usual batch (known values
 only) cost no query at all; once a day's dimension is full and every value of it is cached, a
-new value folds without a query either. Nothing this transaction adds is cached (it might roll
-back): the next batch finds it with one query.
+new value folds without a query either. When a day's dimension has room for all of a write's
+unknown values, which of them are present is not asked (one count, not a look-up per value).
+What a transaction adds is cached once it committed, never before (it might roll back).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class DailyCaps:
         self.user_limit = limit if user_limit is None else user_limit
         self.folded: dict[str, int] = dict.fromkeys(CAPPED, 0)
         self._staged: dict[str, int] = {}
+        self._admitted: list[tuple[_Known, list[str], int]] = []
+        """Values a write added unlooked-up (``_refused``), remembered once it commits."""
         self._known: OrderedDict[Place, _Known] = OrderedDict()
 
     def fold(self, added: Added, run: Run, *, advisory_locks: bool) -> Added:
@@ -101,6 +104,7 @@ class DailyCaps:
         rows that became one merged. Call under the write's transaction; ``advisory_locks``:
         PostgreSQL (SQLite's transaction holds the database's write lock already)."""
         self._staged = {}
+        self._admitted = []
         wanted: dict[Place, dict[str, int]] = {}
         for rollup in ROLLUPS:
             counted = _COUNTED.get(rollup.table, ())
@@ -145,10 +149,20 @@ class DailyCaps:
         return folded
 
     def committed(self) -> None:
-        """The write whose ``fold`` ran last committed: count its folded calls."""
+        """The write whose ``fold`` ran last committed: count its folded calls; the values it
+        added are in the daily rows now, for ever."""
         for name, calls in self._staged.items():
             self.folded[name] += calls
         self._staged = {}
+        for known, values, cached in self._admitted:
+            self._remember(known, set(values), cached)
+        self._admitted = []
+
+    def rolled_back(self) -> None:
+        """The write whose ``fold`` ran last rolled back: nothing it staged happened (a write
+        that commits later without folding -- all duplicates -- must not count it)."""
+        self._staged = {}
+        self._admitted = []
 
     def _refused(
         self, place: Place, calls: dict[str, int], run: Run, advisory_locks: bool
@@ -171,13 +185,18 @@ class DailyCaps:
                 "SELECT pg_advisory_xact_lock(CAST(? AS INTEGER), CAST(? AS INTEGER))",
                 (_LOCK_CLASS, _lock_key(day, column)),
             )
+        count = 0
+        if not known.full:
+            count = _count(run, table, day, column)
+            if count + len(unknown) <= limit:
+                # Room for them all, present or not: which are present is not asked (a write's
+                # 5,000 users a day: 10 look-ups of 500, 1.3 us a call).
+                self._admitted.append((known, unknown, cached))
+                return set()
         present = _present(run, table, day, column, unknown)
         self._remember(known, present, cached)
         new = [value for value in unknown if value not in present]
-        if not new:
-            return set()
-        if not known.full:
-            count = _count(run, table, day, column)
+        if new and not known.full:
             if count >= limit:
                 known.full = True
                 every = _values(run, table, day, column, cached)
@@ -185,11 +204,11 @@ class DailyCaps:
                     known.values = every
                     known.complete = True
             elif len(new) <= limit - count:
-                return set()  # all fit: no need to rank them (a write's 5,000 new users a day)
+                new = []  # all fit: no need to rank them
             else:
                 # The busiest of this write first, then by name: the same input, the same rows.
                 new.sort(key=lambda value: (-calls[value], value))
-                return set(new[limit - count :])
+                new = new[limit - count :]
         return set(new)
 
     def _entry(self, place: Place) -> _Known:

@@ -244,7 +244,11 @@ class PostgresCallStore(SQLCallStore):
                 with self._write_lock:
                     connection = self._write_connection()
                     self._partitions.ensure(connection, (record.created_at for record in unique))
-                    written = self._write_once(connection, unique, self.daily_caps)
+                    try:
+                        written = self._write_once(connection, unique, self.daily_caps)
+                    except BaseException:
+                        self.daily_caps.rolled_back()
+                        raise
                     self.daily_caps.committed()
                     return written
             except (errors.DeadlockDetected, errors.SerializationFailure):

@@ -41,7 +41,7 @@ from otel_llm.calllog.record import (
 )
 from otel_llm.calllog.record import utc_from_micros as _utc
 from otel_llm.calllog.schema import CALLS, CONTENT, DAY_INDEXED
-from otel_llm.calllog.sketch import merged_bytes
+from otel_llm.calllog.sketch import EMPTY_BYTES, merged_bytes
 
 Decoder = Callable[[Any], Any]
 Encoder = Callable[[Any], Any]
@@ -150,11 +150,16 @@ CONTENT_COLUMNS: tuple[str, ...] = tuple(str(field.column) for field in _CONTENT
 
 
 def merge_sketches(old: bytes | None, new: bytes | None) -> bytes | None:
-    """Two serialised sketches as one (SQLite calls it inside its upsert)."""
+    """Two serialised sketches as one (SQLite calls it inside its upsert). A sketch of no values
+    adds nothing: the other's bytes are the merge's (the writer's sketches are as ``to_bytes``
+    makes them) -- 38 % of a write's merges at 100,000 users, mostly the time to first chunk of
+    calls that did not stream."""
     if not old:
         return new
-    if not new:
+    if not new or new == EMPTY_BYTES:
         return old
+    if old == EMPTY_BYTES:
+        return new
     return merged_bytes(bytes(old), bytes(new))
 
 
@@ -163,24 +168,36 @@ def parse_call_id(call_id: str) -> int | None:
     return span_key(call_id[33:]) if is_call_id(call_id) else None
 
 
+SQLITE_NULL = float("nan")
+"""SQLite's writer's stand-in for an absent value (``sqlite_row_of``): SQLite stores a bound NaN
+as NULL (``sqlite3_bind_double``), and Python's sqlite3 binds a float at once while a None goes
+through its adapter look-up first -- 0.25 us a value, 7 of the 11 us binding a call's row cost
+(about 20 of its 56 values are None for a typical call), measured. The roll-up knows it by
+identity (``rollup.rollup``'s ``sqlite``): no value a call has is this object."""
+
+
 def _encoder(
-    name: str, fields: Sequence[Field], doc: str
+    name: str, fields: Sequence[Field], doc: str, *, sqlite: bool = False
 ) -> Callable[[CallRecord], tuple[Any, ...]]:
-    """A function ``name(record)``: the stored values of ``fields`` of a record, in order.
+    """A function ``name(record)``: the stored values of ``fields`` of a record, in order;
+    ``sqlite``: each None as ``SQLITE_NULL``.
 
     Its text is made from the catalogue once, as ``dataclasses`` makes ``__init__``, so it runs
     as fast as the hand-written tuple it replaced (3.9 against 3.6 us a call, measured); a loop
     over the columns took 5.3 us. The writer calls it for every call, and SQLite's ingest is
     just short of its 20,000 calls/s target (docs/calllog.md)."""
     namespace: dict[str, Any] = {f"_{codec}": encode for codec, encode in _ENCODERS.items()}
-    values = ", ".join(
+    namespace["_NULL"] = SQLITE_NULL
+    encoded = [
         f"record.{field.source}"
         if field.codec == "plain"
         else f"_{field.codec}(record.{field.source})"
         for field in fields
-    )
+    ]
+    if sqlite:  # in the same pass: 0.5 us a call, a second pass over the row 0.95 (measured)
+        encoded = [f"_NULL if (v := {value}) is None else v" for value in encoded]
     # Only the catalogue's own names (identifiers) are in the text; nothing from input.
-    exec(f"def {name}(record):\n    return ({values},)", namespace)  # noqa: S102
+    exec(f"def {name}(record):\n    return ({', '.join(encoded)},)", namespace)  # noqa: S102
     function = namespace[name]
     function.__doc__ = doc
     return cast(Callable[[CallRecord], tuple[Any, ...]], function)
@@ -189,6 +206,15 @@ def _encoder(
 row_of = _encoder("row_of", STORED, "The values of ``INSERT_COLUMNS`` for one record.")
 content_row_of = _encoder(
     "content_row_of", _CONTENT, "The values of ``CONTENT_COLUMNS`` for one record."
+)
+sqlite_row_of = _encoder(
+    "sqlite_row_of", STORED, "``row_of`` with each None as ``SQLITE_NULL``.", sqlite=True
+)
+sqlite_content_row_of = _encoder(
+    "sqlite_content_row_of",
+    _CONTENT,
+    "``content_row_of`` with each None as ``SQLITE_NULL``.",
+    sqlite=True,
 )
 
 
