@@ -13,7 +13,7 @@ model per day over 30 days -- <= 500 ms over 1,000,000 stored calls. Issue 12: t
 Per backend: a fresh store (a SQLite file in a temporary directory; PostgreSQL: a private
 cluster started from the machine's binaries, as the tests do, unless ``--postgres`` names a
 database); the calls are written through ``store.write`` in batches of ``--batch`` (default
-5,000, the writer's ``call_log_batch_size``; the writer's path:
+the writer's ``call_log_batch_size``, 10,000; the writer's path:
 duplicates check, aggregates, one transaction per batch) -- the ingest rate is the first
 ``--ingest-calls`` calls, timed around ``write`` only (building the records is not counted);
 the rest is loaded the same way and the load time printed. Calls are spread evenly over the
@@ -72,6 +72,7 @@ sys.path.insert(
     or os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 )
 
+from otel_llm import settings
 from otel_llm.calllog.query import CallFilter, CallQuery, Comparison, StatsQuery
 from otel_llm.calllog.record import NANO, CallRecord, call_id
 from otel_llm.calllog.schema import DAILY
@@ -377,7 +378,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument(
-        "--batch", type=int, default=5000, help="calls per write (default: the writer's)"
+        "--batch",
+        type=int,
+        default=settings.CALL_LOG_BATCH_SIZE.default,
+        help="calls per write (default: the writer's)",
     )
     parser.add_argument("--ingest-calls", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=20)
