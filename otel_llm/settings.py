@@ -586,7 +586,7 @@ CALL_LOG_BATCH_SIZE: Setting[int] = Setting(
 """No call waits longer for it: a batch is written when full or a flush interval after its
 oldest call, whichever is first, so the size only matters above ``size / interval`` calls a
 second, where a larger transaction spends less a call (SQLite, 100,000 users: 10,000 against
-5,000 is +10-13 %, a call's daily rows shared by more calls; ``benchmarks/calllog_benchmark.py
+5,000 is +6-11 %, a call's daily rows shared by more calls; ``benchmarks/calllog_benchmark.py
 --batch``). What it costs: the write lock held ~0.5 s instead of ~0.25 s (readers do not wait
 for it), and nothing in memory (``call_log_max_pending`` bounds the queue)."""
 CALL_LOG_FLUSH_INTERVAL: Setting[float] = Setting(
