@@ -299,9 +299,18 @@ def by_model(store: SQLCallStore, month: CallFilter) -> None:
     _top(store._scan, DAILY, "model", where, 100, deadline=Deadline(None))
 
 
+def collectors_store(url: str) -> SQLCallStore:
+    """The store as the collector opens it (its writes hold Python's cycle collector off), or as
+    a copy from before that option opens it (``--against``)."""
+    try:
+        return open_store(url, hold_cycle_collector=True)
+    except TypeError:
+        return open_store(url)
+
+
 def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     print(f"\n== {name}: {url}", flush=True)
-    store = open_store(url)
+    store = collectors_store(url)
     try:
         began = time.perf_counter()
         rate, write_seconds = load(
@@ -586,7 +595,7 @@ def _p50_p95(samples: list[float]) -> tuple[float, float]:
 def ingest_only(args: argparse.Namespace) -> float:
     """SQLite calls/s of the first ``--ingest-calls`` calls, in a fresh store."""
     with tempfile.TemporaryDirectory(prefix="calllog-ingest-") as directory:
-        store = open_store(os.path.join(directory, "calls.db"))
+        store = collectors_store(os.path.join(directory, "calls.db"))
         try:
             rate, _ = load(
                 store,

@@ -20,8 +20,10 @@ import pytest
 
 from otel_llm.calllog import rollup, schema, sql
 from otel_llm.calllog.catalogue import ROLLUPS
+from otel_llm.calllog.config import CallLogConfig
 from otel_llm.calllog.query import CallFilter, CallQuery, StatsQuery
 from otel_llm.calllog.record import CallRecord, micros_of
+from otel_llm.calllog.service import CollectorCallLog
 from otel_llm.calllog.sketch import EMPTY_BYTES, Sketch, bucket, buckets_bytes, merged_bytes
 from otel_llm.calllog.sqlite import SQLiteCallStore
 from otel_llm.calllog.store import SQLCallStore, open_store
@@ -332,6 +334,22 @@ def test_the_stored_time_range_is_read_off_the_primary_key(tmp_path: Path) -> No
         store.close()
 
 
+def _noting_collections(inside: list[bool]) -> Any:
+    """A ``gc.callbacks`` entry noting, for each collection, whether it ran inside a write's
+    finding of its new calls or building and inserting of their rows."""
+
+    def collecting(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            frame = sys._getframe(1)
+            names = set()
+            while frame is not None:
+                names.add(frame.f_code.co_name)
+                frame = frame.f_back
+            inside.append(bool(names & {"_insert", "_new_records"}))
+
+    return collecting
+
+
 @pytest.fixture
 def cycles_collected() -> Iterator[None]:
     """Python's cycle collector as the tests found it, whatever a test did to it."""
@@ -345,7 +363,9 @@ def cycles_collected() -> Iterator[None]:
 
 def test_a_write_makes_no_reference_cycles(tmp_path: Path, cycles_collected: None) -> None:
     """Why SQLite's writer may hold the cycle collector off: nothing it leaves needs it."""
-    store = SQLiteCallStore(str(tmp_path / "calls.db"), clock=lambda: NOW)
+    store = SQLiteCallStore(
+        str(tmp_path / "calls.db"), clock=lambda: NOW, hold_cycle_collector=True
+    )
     try:
         records = varied(2000, seed=5)
         store.write(records[:100])
@@ -361,22 +381,11 @@ def test_no_cycle_collection_runs_inside_a_sqlite_write_and_it_resumes_after(
     tmp_path: Path, cycles_collected: None
 ) -> None:
     path = tmp_path / "calls.db"
-    store = SQLiteCallStore(str(path), clock=lambda: NOW)
+    store = SQLiteCallStore(str(path), clock=lambda: NOW, hold_cycle_collector=True)
     inside: list[bool] = []
-
-    def collecting(phase: str, info: dict[str, int]) -> None:
-        # Whether the write is finding its new calls or building and inserting their rows.
-        if phase == "start":
-            frame = sys._getframe(1)
-            names = set()
-            while frame is not None:
-                names.add(frame.f_code.co_name)
-                frame = frame.f_back
-            inside.append(bool(names & {"_insert", "_new_records"}))
-
     records = varied(600, seed=6)
     gc.set_threshold(1)  # a collection at nearly every allocation, were it enabled
-    gc.callbacks.append(collecting)
+    gc.callbacks.append(collecting := _noting_collections(inside))
     try:
         assert store.write(records[:200]) == 200
         assert gc.isenabled()
@@ -405,7 +414,10 @@ def test_no_cycle_collection_runs_inside_a_sqlite_write_and_it_resumes_after(
 def test_writes_of_several_threads_leave_the_cycle_collector_running(
     tmp_path: Path, cycles_collected: None
 ) -> None:
-    stores = [SQLiteCallStore(str(tmp_path / f"{n}.db"), clock=lambda: NOW) for n in range(3)]
+    stores = [
+        SQLiteCallStore(str(tmp_path / f"{n}.db"), clock=lambda: NOW, hold_cycle_collector=True)
+        for n in range(3)
+    ]
     records = varied(900, seed=8)
 
     def write(store: SQLiteCallStore) -> None:
@@ -423,6 +435,58 @@ def test_writes_of_several_threads_leave_the_cycle_collector_running(
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_store_in_an_applications_process_leaves_its_cycle_collector_alone(
+    tmp_path: Path, cycles_collected: None
+) -> None:
+    """``CallLogExporter``'s store (the default) never switches the application's collector:
+    collections run inside its writes as anywhere else, and a collector the application turns
+    off during a write stays off."""
+    store = open_store(str(tmp_path / "calls.db"), clock=lambda: NOW)
+    inside: list[bool] = []
+    records = varied(400, seed=10)
+    gc.set_threshold(1)
+    gc.callbacks.append(collecting := _noting_collections(inside))
+    try:
+        assert store.write(records[:200]) == 200
+        assert inside.count(True) > 0
+        switched: list[bool] = []
+        original = store._insert  # type: ignore[attr-defined]
+
+        def insert_with_the_application_switching(*args: Any) -> None:
+            gc.disable()  # the application's thread, while the write runs
+            original(*args)
+            switched.append(gc.isenabled())
+
+        store._insert = insert_with_the_application_switching  # type: ignore[attr-defined]
+        assert store.write(records[200:]) == 200
+        assert switched == [False]
+        assert not gc.isenabled()
+    finally:
+        gc.callbacks.remove(collecting)
+        store.close()
+
+
+def test_the_collectors_call_log_holds_the_cycle_collector_off_in_writes(
+    tmp_path: Path, cycles_collected: None
+) -> None:
+    """The collector's process is the call log's own: its store's writes hold the collector."""
+    call_log = CollectorCallLog(
+        CallLogConfig.from_settings(environ={}, store=str(tmp_path / "calls.db"), serve_api=False)
+    )
+    assert call_log.service is not None
+    call_log.service.start()
+    inside: list[bool] = []
+    gc.set_threshold(1)
+    gc.callbacks.append(collecting := _noting_collections(inside))
+    try:
+        assert call_log.service.store.write(varied(300, seed=11)) == 300
+        assert inside.count(True) == 0
+        assert inside.count(False) > 0
+    finally:
+        gc.callbacks.remove(collecting)
+        call_log.service.stop()
 
 
 def test_merging_a_sketch_of_no_values_gives_the_others_bytes() -> None:

@@ -66,6 +66,9 @@ class CallLogService(Background):
             ``stop``).
         policies: the collector's budgets and policies, whose states the API serves
             (``/api/v1/policies``).
+        own_process: the call log runs in a process of its own (the collector's), whose
+            store may hold Python's cycle collector off during a write (``open_store``'s
+            ``hold_cycle_collector``); never in an application's process.
     """
 
     def __init__(
@@ -74,9 +77,11 @@ class CallLogService(Background):
         *,
         store: CallStore | None = None,
         policies: PolicyFile | None = None,
+        own_process: bool = False,
     ):
         self.config = config if config is not None else CallLogConfig.from_settings()
         self.policies = policies
+        self._own_process = own_process
         if store is None and self.config.off:
             raise ValueError("the call log store is 'none': there is no call log to run")
         self._store = store
@@ -119,6 +124,7 @@ class CallLogService(Background):
                     record_days=config.record_days,
                     max_daily_values=config.max_daily_values,
                     max_daily_users=config.max_daily_users,
+                    hold_cycle_collector=self._own_process,
                 )
             except Exception as exc:
                 raise CallLogStartError(
@@ -313,7 +319,7 @@ class CollectorCallLog:
     on the service's ``/metrics``, and one log line that says where it is."""
 
     def __init__(self, config: CallLogConfig):
-        self.service = None if config.off else CallLogService(config)
+        self.service = None if config.off else CallLogService(config, own_process=True)
 
     @property
     def sink(self) -> Callable[[Sequence[EnrichedCall]], None] | None:

@@ -9,6 +9,7 @@ the aggregates cannot race another writer, even in another process.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sqlite3
@@ -70,7 +71,11 @@ class _CyclesUncollected:
     measured at 100,000 users (``benchmarks/calllog_benchmark.py``). Held only inside the
     transaction (never while waiting for the database's lock), for one batch at most:
     other threads' cyclic garbage waits that long, no more; reference counting frees the rest
-    as always."""
+    as always.
+
+    The collector is a process of its own and asks for it (``hold_cycle_collector``); a store
+    in an application's process (``CallLogExporter``) leaves the application's collector alone:
+    it is process-wide state, which the application may be switching itself."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -105,9 +110,15 @@ class SQLiteCallStore(SQLCallStore):
         *,
         record_days: int | None = None,
         clock: Callable[[], datetime] | None = None,
+        hold_cycle_collector: bool = False,
     ):
+        """``hold_cycle_collector``: hold Python's cycle collector off while a write builds
+        and inserts its rows (``_CyclesUncollected``) -- for a process the call log owns."""
         super().__init__(record_days=record_days, clock=clock)
         self.path = path
+        self._hold: contextlib.AbstractContextManager[None] = (
+            _uncollected if hold_cycle_collector else contextlib.nullcontext()
+        )
         memory = path in {":memory:", ""}
         if not memory:
             directory = os.path.dirname(os.path.abspath(path))
@@ -217,7 +228,7 @@ class SQLiteCallStore(SQLCallStore):
         with self._write_lock:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                with _uncollected:
+                with self._hold:
                     new = self._new_records(connection, unique)
                     if new:
                         self._insert(connection, new)

@@ -102,12 +102,15 @@ def open_store(
     clock: Callable[[], datetime] | None = None,
     max_daily_values: int | None = None,
     max_daily_users: int | None = None,
+    hold_cycle_collector: bool = False,
 ) -> SQLCallStore:
     """A store for ``url``: a file path or ``sqlite:///path`` (SQLite, created if absent), or
     ``postgresql://...`` / ``postgres://...`` (PostgreSQL; the database must exist). The
     schema is created or migrated on open. ``max_daily_values``, ``max_daily_users``: the daily
     aggregates' caps (default: the ``call_log_max_daily_values`` and
-    ``call_log_max_daily_users`` settings)."""
+    ``call_log_max_daily_users`` settings). ``hold_cycle_collector``: SQLite's writes hold
+    Python's cycle collector off (a process the call log owns, as the collector; never in an
+    application's process)."""
     store: SQLCallStore
     if url.startswith(("postgresql://", "postgres://")):
         # psycopg is an optional dependency (the "postgres" extra): loaded only when used.
@@ -118,7 +121,9 @@ def open_store(
         path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
         if url.startswith("sqlite://") and not url.startswith("sqlite:///"):
             raise ValueError(f"not a SQLite URL (use sqlite:///path): {url}")
-        store = SQLiteCallStore(path, record_days=record_days, clock=clock)
+        store = SQLiteCallStore(
+            path, record_days=record_days, clock=clock, hold_cycle_collector=hold_cycle_collector
+        )
     if max_daily_values is not None or max_daily_users is not None:
         store.daily_caps = DailyCaps(
             settings.CALL_LOG_MAX_DAILY_VALUES.resolve(max_daily_values),
