@@ -590,7 +590,7 @@ def _rows(grouped: _Grouped) -> Added:
     up (a derived row of one parent row is that row itself: a day's calls of one service,
     model and feature mostly share a status)."""
     made: Added = {
-        table: {key: calls[0] if len(calls) == 1 else Calls(calls) for key, calls in rows.items()}
+        table: {key: _row_of(calls) for key, calls in rows.items()}
         for table, rows in grouped.items()
     }
     added: Added = {}
