@@ -33,7 +33,7 @@ from otel_llm import _semconv as sc
 from otel_llm import settings
 from otel_llm.call import OPERATION_MARKER_NAMES as _OPERATION_MARKER_NAMES
 from otel_llm.call import is_llm_call, may_be_llm_call, read_common, read_common_counts
-from otel_llm.context import current_context_attributes
+from otel_llm.context import ENTERED, current_context_attributes
 from otel_llm.derive import Derived, add_cost_attributes, label_value
 from otel_llm.metrics.labels import extra_metric_labels
 from otel_llm.metrics.otel import OTelMetricsRecorder
@@ -104,19 +104,13 @@ class LLMSpanProcessor(SpanProcessor):
         billing_gateways: Sequence[str] | None = None,
     ):
         self._downstream = tuple(downstream)
-        # The SDK calls _on_ending on every span: with one downstream or none, it gets that
-        # one's own method or a no-op, a frame less (72 -> 36 ns a span, as an empty
-        # SpanProcessor's). Older SDKs (1.30, tests/test_sdk_versions.py) have no _on_ending
-        # on their processors and never call it.
+        # Older SDKs (1.30, tests/test_sdk_versions.py) have no _on_ending on their processors
+        # and never call it.
         self._endings = tuple(
             ending
             for processor in self._downstream
             if (ending := getattr(processor, "_on_ending", None)) is not None
         )
-        if len(self._endings) == 1:
-            self._on_ending = self._endings[0]  # type: ignore[method-assign]
-        elif not self._endings:
-            self._on_ending = _ignore  # type: ignore[method-assign]
         self.prometheus = PrometheusRecorder.for_registry(
             registry if registry is not None else REGISTRY,
             extra_labels=extra_metric_labels(extra_labels, agent_label),
@@ -173,9 +167,10 @@ class LLMSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            context = current_context_attributes()
-            if context:
-                self._attach_context(span, context)
+            if ENTERED.ever:
+                context = current_context_attributes()
+                if context:
+                    self._attach_context(span, context)
             # Most spans stop at the three tests below, so the SDK span's own dict is read in
             # place (as span_attributes does): the call alone would double this hook's cost.
             try:
@@ -192,11 +187,12 @@ class LLMSpanProcessor(SpanProcessor):
                 self._follow(span, attributes)
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_start")
-        for processor in self._downstream:
-            try:
-                processor.on_start(span, parent_context=parent_context)
-            except Exception:  # noqa: BLE001 - one failing processor must not stop the others
-                self._failed("downstream")
+        if self._downstream:  # a loop over none would still make an iterator, on every span
+            for processor in self._downstream:
+                try:
+                    processor.on_start(span, parent_context=parent_context)
+                except Exception:  # noqa: BLE001 - one failing processor must not stop the others
+                    self._failed("downstream")
 
     def _follow(self, span: Span, attributes: Mapping[str, Any]) -> None:
         agent = agent_of_span(span.name, attributes)
@@ -232,8 +228,12 @@ class LLMSpanProcessor(SpanProcessor):
             self._pending[span.context.span_id] = context
 
     def _on_ending(self, span: Span) -> None:
-        for ending in self._endings:
-            ending(span)
+        # A method of the class: set on the instance (the downstream's own, or a no-op), it
+        # saved a frame but cost every span ~800 instructions more than it saved
+        # (benchmarks/span_instructions.py).
+        if self._endings:
+            for ending in self._endings:
+                ending(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         handed_on = span
@@ -259,11 +259,12 @@ class LLMSpanProcessor(SpanProcessor):
                 handed_on = self._end_followed(span, attributes)
         except Exception:  # noqa: BLE001 - telemetry must never break the application
             self._failed("on_end")
-        for processor in self._downstream:
-            try:
-                processor.on_end(handed_on)
-            except Exception:  # noqa: BLE001 - one failing exporter must not stop the others
-                self._failed("downstream")
+        if self._downstream:
+            for processor in self._downstream:
+                try:
+                    processor.on_end(handed_on)
+                except Exception:  # noqa: BLE001 - one failing exporter must not stop the others
+                    self._failed("downstream")
 
     def _end_followed(  # noqa: PLR0911 - each way out is a kind of span
         self, span: ReadableSpan, attributes: Mapping[str, Any]
@@ -626,10 +627,6 @@ class LLMSpanProcessor(SpanProcessor):
 
 class _NotLive(Exception):
     """The call is not priced on its live span: on_end prices it."""
-
-
-def _ignore(span: Span) -> None:
-    pass
 
 
 _SDK_SPANS = frozenset({ReadableSpan, Span, getattr(sdk_trace, "_Span", Span)})

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import math
 import re
+import subprocess
+import sys
+import threading
 import urllib.request
 from decimal import Decimal
 from typing import Any
@@ -316,6 +320,52 @@ def test_llm_context_reaches_llm_spans_only(pipeline: Pipeline) -> None:
     # The root carries its calls' roll-up instead (otel_llm.tracecost), nothing else of ours.
     assert {k for k in root if k.startswith("otel_llm.")} == set(Rollup().attributes())
     assert root[sc.OTEL_LLM_ROLLUP_CALLS] == 3
+
+
+def test_a_context_copied_inside_llm_context_still_carries_it_after_the_block(
+    pipeline: Pipeline,
+) -> None:
+    # on_start looks the context up only once some llm_context was entered (context.ENTERED):
+    # were that a count of the blocks open now, this thread's span would lose its context.
+    with llm_context(user_id="u-7"):
+        copied = contextvars.copy_context()
+
+    def call() -> None:
+        with llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=pipeline.provider):
+            pass
+
+    thread = threading.Thread(target=copied.run, args=(call,))
+    thread.start()
+    thread.join()
+    (span,) = pipeline.spans()
+    assert span.attributes[sc.OTEL_LLM_CONTEXT_USER_ID] == "u-7"
+
+
+def test_no_context_is_looked_up_before_one_is_entered() -> None:
+    # A fresh process: nothing entered yet, then the first llm_context reaches its span.
+    script = """
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from otel_llm import LLMSpanProcessor, llm_call, llm_context
+from otel_llm.context import ENTERED
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(
+    LLMSpanProcessor(SimpleSpanProcessor(exporter), registry=CollectorRegistry()))
+assert not ENTERED.ever
+with llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=provider):
+    pass
+with llm_context(project_id="p-1"):
+    assert ENTERED.ever
+    with llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=provider):
+        pass
+first, second = exporter.get_finished_spans()
+assert "otel_llm.context.project_id" not in first.attributes
+assert second.attributes["otel_llm.context.project_id"] == "p-1"
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
 
 
 def test_extra_labels_with_a_cardinality_cap() -> None:
