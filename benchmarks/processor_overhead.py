@@ -13,7 +13,10 @@ one, as another library makes it -- and for an ``own`` span: the same call made 
 ``CallSpan`` (as ``llm_call`` and the instrumentors make it: started, response and usage set in
 one call, ended), which ``LLMSpanProcessor`` prices on the live span before it ends when it is
 its provider's only processor (variant c; no copy), and which variant a measures without any
-processor (so CallSpan's own cost is in the base).
+processor (so CallSpan's own cost is in the base); and for an ``in-trace`` span: the plain span
+as a child of a request's root span under which an LLM call has ended, as most spans of an
+application at work end (the processor then keeps the trace's roll-up and the call's note for
+its parent open till the root ends, and looks each ending span up in them).
 
 Shared machines are noisy, so the variants are interleaved: every round times every
 (variant, span) cell once, in an order rotated from round to round, and each cell is summarised
@@ -24,6 +27,7 @@ by its median and minimum over the rounds. The overheads the targets are about:
   floor          = (e - a) / a, printed beside them
   own spans      = (b - a) / a and (c - a) / a of the ``own`` kind, printed (no target of
                    their own: the GenAI target is about the foreign span)
+  in a trace     = (b - a) / a of the ``in-trace`` kind, printed (no target)
 
 Run from the repository root: ``.venv/bin/python benchmarks/processor_overhead.py``
 (``--help`` for the options). ``PYTHONPATH=/some/copy`` measures another copy of ``otel_llm``.
@@ -46,8 +50,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import Tracer, set_span_in_context
 from prometheus_client import CollectorRegistry
 
 import otel_llm
@@ -72,7 +77,14 @@ PLAIN_SPAN: SpanShape = ("GET /v1/items", {"http.request.method": "GET", "url.pa
 OWN = "own"
 """The name of the ``own`` kind: ``run_spans`` makes it with ``CallSpan``."""
 OWN_SPAN: SpanShape = (OWN, {})
-SPANS: dict[str, SpanShape] = {"genai": GENAI_SPAN, "plain": PLAIN_SPAN, OWN: OWN_SPAN}
+IN_TRACE = "in-trace"
+"""The name of the ``in-trace`` kind: ``run_spans`` makes it as a child of ``open_trace``'s root."""
+SPANS: dict[str, SpanShape] = {
+    "genai": GENAI_SPAN,
+    "plain": PLAIN_SPAN,
+    OWN: OWN_SPAN,
+    IN_TRACE: (IN_TRACE, PLAIN_SPAN[1]),
+}
 _OWN_START = {name: GENAI_SPAN[1][name] for name in list(GENAI_SPAN[1])[:3]}
 _OWN_USAGE = {"input_tokens": 1200, "output_tokens": 300, "cache_read_tokens": 400}
 
@@ -136,9 +148,29 @@ CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.thread_time_ns}
 CLOCK = [time.perf_counter_ns]
 
 
+_OPEN_TRACES: dict[int, Context] = {}
+
+
+def open_trace(tracer: Tracer) -> Context:
+    """A context inside a root span that never ends, under which a GenAI span has ended."""
+    context = _OPEN_TRACES.get(id(tracer))
+    if context is None:
+        context = set_span_in_context(tracer.start_span("POST /v1/answers"))
+        name, attributes = GENAI_SPAN
+        tracer.start_span(name, context=context, attributes=attributes).end()
+        _OPEN_TRACES[id(tracer)] = context
+    return context
+
+
 def run_spans(tracer: Tracer, name: str, attributes: Mapping[str, Any], count: int) -> int:
     """Nanoseconds for ``count`` span lifecycles."""
     clock = CLOCK[0]
+    if name == IN_TRACE:
+        start_span, context, name = tracer.start_span, open_trace(tracer), PLAIN_SPAN[0]
+        begin = clock()
+        for _ in range(count):
+            start_span(name, context=context, attributes=attributes).end()
+        return clock() - begin
     if name == OWN:
         start = CallSpan.start
         model = _OWN_START["gen_ai.request.model"]
@@ -275,6 +307,7 @@ def summary(
             if v.key in ("b", "c")
         },
     }
+    report["in_trace"] = overhead(results, IN_TRACE)["median"]
     if any(v.key == "c" for v in variants):
         report["priced_copy_and_downstream_us"] = {
             kind: statistics.median(results[("c", kind)]) - statistics.median(results[("b", kind)])
@@ -316,6 +349,9 @@ def print_report(report: dict[str, Any]) -> None:
             + (f"c {own['c'] * 100:+.1f}% " if "c" in own else "")
             + f"median over a) {own['a_us']:.2f} µs"
         )
+    print(
+        f"plain span in an open trace (b-a)/a: {report['in_trace'] * 100:+.1f}% median (no target)"
+    )
     floor = report["floor"]
     print(
         f"empty-processor floor (e-a)/a: genai {floor['genai'] * 100:+.1f}%, "

@@ -1,6 +1,6 @@
 """Instructions of a span lifecycle with and without ``LLMSpanProcessor``: counted, not timed.
 
-    .venv/bin/python benchmarks/span_instructions.py                  # plain and GenAI spans
+    .venv/bin/python benchmarks/span_instructions.py                  # every kind of span
     PYTHONPATH=/other/checkout .venv/bin/python benchmarks/span_instructions.py   # an A/B
 
 ``processor_overhead.py`` times whole span lifecycles; on a shared machine its plain-span figure
@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 VARIANTS = {"a": "bare SDK", "e": "+ empty SpanProcessor", "b": "+ LLMSpanProcessor"}
-KINDS = ("plain", "genai")
+KINDS = ("plain", "genai", "in-trace")
 WARMUP_SPANS = 2_000
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
@@ -47,18 +47,21 @@ def child(variant: str, kind: str, spans: int) -> None:
     from otel_llm import LLMSpanProcessor
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from processor_overhead import GENAI_SPAN, PLAIN_SPAN
+    from processor_overhead import GENAI_SPAN, PLAIN_SPAN, open_trace
 
     provider = TracerProvider(shutdown_on_exit=False)
     if variant == "e":
         provider.add_span_processor(SpanProcessor())
     elif variant == "b":
         provider.add_span_processor(LLMSpanProcessor(registry=CollectorRegistry()))
-    start_span = provider.get_tracer("otel-llm-benchmark").start_span
-    name, attributes = PLAIN_SPAN if kind == "plain" else GENAI_SPAN
+    tracer = provider.get_tracer("otel-llm-benchmark")
+    start_span = tracer.start_span
+    name, attributes = GENAI_SPAN if kind == "genai" else PLAIN_SPAN
+    # in-trace: processor_overhead.py's kind, a plain span in a trace where a call has ended.
+    context = open_trace(tracer) if kind == "in-trace" else None
 
     def lifecycle() -> None:
-        start_span(name, attributes=attributes).end()
+        start_span(name, context=context, attributes=attributes).end()
 
     gc.disable()
     for _ in range(WARMUP_SPANS):

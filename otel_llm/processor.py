@@ -214,7 +214,7 @@ class LLMSpanProcessor(SpanProcessor):
         # libraries that set their attributes late have said what their span is.
         with self._pending_lock:
             if len(self._nested) >= _MAX_PENDING:
-                self._nested.pop(next(iter(self._nested)))
+                _drop_oldest(self._nested)
             self._nested[parent.span_id] = counted_in
 
     def _attach_context(self, span: Span, context: Mapping[str, Any]) -> None:
@@ -224,7 +224,7 @@ class LLMSpanProcessor(SpanProcessor):
         # Instrumentations may name the operation only later; keep the context till the end.
         with self._pending_lock:
             if len(self._pending) >= _MAX_PENDING:
-                self._pending.pop(next(iter(self._pending)))
+                _drop_oldest(self._pending)
             self._pending[span.context.span_id] = context
 
     def _on_ending(self, span: Span) -> None:
@@ -269,13 +269,23 @@ class LLMSpanProcessor(SpanProcessor):
     def _end_followed(  # noqa: PLR0911 - each way out is a kind of span
         self, span: ReadableSpan, attributes: Mapping[str, Any]
     ) -> ReadableSpan:
-        """The span to hand on, with what the processor follows of it looked up."""
-        if self._live and self._live.pop(span.context.span_id, 0) is None:
+        """The span to hand on, with what the processor follows of it looked up.
+
+        In an application at work this is most spans' way: each LLM call leaves its trace's
+        roll-up and a note for its parent open until they end, so every span ending meanwhile
+        comes here, plain ones included (processor_overhead.py's ``in-trace`` kind)."""
+        span_context = span.context
+        span_id = span_context.span_id if span_context is not None else 0  # 0: no span's id
+        if self._live and self._live.pop(span_id, 0) is None:
             return span  # priced, measured and given its cost before it ended: price_ending
-        context = self._pending_context(span) if self._pending else None
-        counted_in = self._nested_child(span) if self._nested else None
-        agent = self._costs.ended(span.context.span_id) if self._under else None
-        if may_be_llm_call(attributes) and is_llm_call(attributes, scope := scope_name(span)):
+        # Single pops need no lock (the lock keeps an insert and its eviction together); the
+        # lock's two calls were a third of a plain span's way through here.
+        context = self._pending.pop(span_id, None) if self._pending else None
+        counted_in = self._nested.pop(span_id, None) if self._nested else None
+        agent = self._costs.ended(span_id) if self._under else None
+        if (
+            _OPERATION in attributes or _MARKER in attributes or _OTHER_MARKER in attributes
+        ) and is_llm_call(attributes, scope := scope_name(span)):
             if counted_in is not None:
                 # Priced and measured as the LLM span nested in it; exported saying so.
                 parent = _local_parent(span)
@@ -288,9 +298,13 @@ class LLMSpanProcessor(SpanProcessor):
             if context is None and agent is None:
                 return self._end_common(span, attributes, scope)
             return self._end_call(span, attributes, scope, context, agent)
-        if agent is not None or self._traces:
-            return self._end_other(span, attributes, agent)
-        return span
+        if agent is None and not self._traces:
+            return span
+        is_agent = agent is not None and agent.span_id == span_id
+        is_root = _local_parent(span) is None
+        if not (is_agent or is_root):
+            return span  # no call that ended under it is its own to hand on
+        return self._end_other(span, attributes, agent if is_agent else None, is_root)
 
     def _end_common(  # noqa: PLR0912 - one pass, written out: each branch is a fallback
         self,
@@ -506,10 +520,8 @@ class LLMSpanProcessor(SpanProcessor):
             return False
         live = self._live
         if len(live) >= _MAX_PENDING:
-            # An end that never came to on_end: the oldest goes (unless another on_end emptied
-            # or changed the dict meanwhile: nothing may escape into the application's end).
-            with self._pending_lock, contextlib.suppress(StopIteration, RuntimeError):
-                live.pop(next(iter(live)), None)
+            with self._pending_lock:  # an end that never came to on_end: the oldest goes
+                _drop_oldest(live)
         live[span_id] = None  # one dict operation: atomic, no lock needed
         return True
 
@@ -573,29 +585,21 @@ class LLMSpanProcessor(SpanProcessor):
             self._entries[key] = (series, *flat)
 
     def _end_other(
-        self, span: ReadableSpan, attributes: Mapping[str, Any], agent: AgentScope | None
+        self,
+        span: ReadableSpan,
+        attributes: Mapping[str, Any],
+        agent: AgentScope | None,
+        is_root: bool,
     ) -> ReadableSpan:
-        """An agent span or a local root: hands on a copy with the calls that ended under it."""
-        is_agent = agent is not None and agent.span_id == span.context.span_id
-        rollup = agent.rollup if is_agent else None  # type: ignore[union-attr]
-        if _local_parent(span) is None:
+        """An agent span (``agent``: its own scope) or a local root: hands on a copy with the
+        calls that ended under it."""
+        rollup = agent.rollup if agent is not None else None
+        if is_root:
             # The local root: every call of the trace that ended here, agents' or not.
             rollup = self._costs.root_ended(span.context.trace_id) or rollup
         if rollup is None or not self._downstream:
             return span
         return _priced_copy(span, {**attributes, **rollup.attributes()})
-
-    def _nested_child(self, span: ReadableSpan) -> str | None:
-        if span.context is None:
-            return None
-        with self._pending_lock:
-            return self._nested.pop(span.context.span_id, None)
-
-    def _pending_context(self, span: ReadableSpan) -> Mapping[str, Any] | None:
-        if span.context is None:
-            return None
-        with self._pending_lock:
-            return self._pending.pop(span.context.span_id, None)
 
     def _record(self, derived: Derived) -> None:
         for recorder in self._recorders:
@@ -657,6 +661,14 @@ def _span_fields(
         span.parent,
         scope if scope is not None else scope_name(span),
     )
+
+
+def _drop_oldest(table: dict[int, Any]) -> None:
+    """Drops a full table's oldest entry, under the lock that keeps inserts and evictions in
+    order. Ending spans pop their own entries without it, so this one may go or the table
+    change meanwhile: nothing may escape into the application's call."""
+    with contextlib.suppress(StopIteration, RuntimeError):
+        table.pop(next(iter(table)), None)
 
 
 def _local_parent(span: ReadableSpan) -> SpanContext | None:
