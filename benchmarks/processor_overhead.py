@@ -109,8 +109,14 @@ class Variant:
     key: str
     label: str
     tracer: Tracer
+    in_trace: Tracer
+    """The in-trace kind's own provider and processor: the trace it keeps open would send the
+    other kinds' spans the way of spans in an open trace too."""
     registry: CollectorRegistry | None = None
     downstream: NoopProcessor | None = None
+
+    def tracer_for(self, kind: str) -> Tracer:
+        return self.in_trace if kind == IN_TRACE else self.tracer
 
 
 def make_variants(with_downstream: bool) -> list[Variant]:
@@ -120,13 +126,18 @@ def make_variants(with_downstream: bool) -> list[Variant]:
             provider.add_span_processor(processor)
         return provider.get_tracer("otel-llm-benchmark")
 
+    def llm(*downstream: SpanProcessor) -> Tracer:
+        return tracer(LLMSpanProcessor(*downstream, registry=CollectorRegistry()))
+
     variants = [
-        Variant("a", "bare SDK", tracer(None)),
-        Variant("e", "+ empty SpanProcessor", tracer(SpanProcessor())),
+        Variant("a", "bare SDK", tracer(None), tracer(None)),
+        Variant("e", "+ empty SpanProcessor", tracer(SpanProcessor()), tracer(SpanProcessor())),
     ]
     registry = CollectorRegistry()
     variants.append(
-        Variant("b", "+ LLMSpanProcessor", tracer(LLMSpanProcessor(registry=registry)), registry)
+        Variant(
+            "b", "+ LLMSpanProcessor", tracer(LLMSpanProcessor(registry=registry)), llm(), registry
+        )
     )
     if with_downstream:
         registry, noop = CollectorRegistry(), NoopProcessor()
@@ -135,6 +146,7 @@ def make_variants(with_downstream: bool) -> list[Variant]:
                 "c",
                 "+ LLMSpanProcessor(noop)",
                 tracer(LLMSpanProcessor(noop, registry=registry)),
+                llm(NoopProcessor()),
                 registry,
                 noop,
             )
@@ -226,7 +238,7 @@ def measure(variants: list[Variant], spans: int, rounds: int) -> dict[tuple[str,
     cells = [(variant, kind) for variant in variants for kind in SPANS]
     for variant, kind in cells:
         name, attributes = SPANS[kind]
-        run_spans(variant.tracer, name, attributes, WARMUP_SPANS)
+        run_spans(variant.tracer_for(kind), name, attributes, WARMUP_SPANS)
     for variant in variants:
         check_processor(variant)
 
@@ -240,7 +252,7 @@ def measure(variants: list[Variant], spans: int, rounds: int) -> dict[tuple[str,
                 gc.enable()
                 gc.collect()
                 gc.disable()
-                elapsed = run_spans(variant.tracer, name, attributes, spans)
+                elapsed = run_spans(variant.tracer_for(kind), name, attributes, spans)
                 results[(variant.key, kind)].append(elapsed / spans / 1000)
     finally:
         if gc_was_enabled:
