@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from otel_llm import settings
-from otel_llm.calllog import deadletter, rollup, sql, traces, tracespans
+from otel_llm.calllog import deadletter, rollup, schema, sql, traces, tracespans
 from otel_llm.calllog.callgroups import call_groups
 from otel_llm.calllog.cardinality import OTHER, DailyCaps
 from otel_llm.calllog.catalogue import (
@@ -331,6 +331,7 @@ class SQLCallStore(IsolatingStore, ABC):
             deadline=deadline,
             kept=self._past_days,
             today=_floor_day(now).date(),
+            write=self._write_ranks if schema.LATEST >= schema.RANKS_SINCE else None,
         )
         result: dict[str, Any] = {
             "start": start,
@@ -365,6 +366,17 @@ class SQLCallStore(IsolatingStore, ABC):
         result["by_day"] = daily.by_day
         result["by_model"] = daily.by_model
         return result
+
+    def _write_ranks(self, statement: sql.Statement) -> bool:
+        """One write of the past days' ranks (``dailyranks.py``); False: the database refused
+        it for now (busy, read-only): the daily rows rank, as before."""
+        try:
+            self._execute(statement)
+        except Exception as error:
+            if self._transient(error):
+                return False
+            raise
+        return True
 
     def _check_records_range(
         self, group_by: str, start: datetime, end: datetime, now: datetime
