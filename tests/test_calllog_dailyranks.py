@@ -37,7 +37,9 @@ from tests.test_calllog_pastdays import (
 from tests.test_calllog_store import NOW
 
 COLUMN = {"user": "user_id", "api_key": "api_key_id"}
-LAST_10_DAYS = CallFilter(start=NOW - timedelta(days=10))
+DAYS = dailyranks.MIN_DAYS + 5
+"""Ranges of this many days (``calls``' 10 days and more): long enough to rank from the ranks."""
+RANGE = CallFilter(start=NOW - timedelta(days=DAYS))
 
 
 class Clock:
@@ -107,7 +109,7 @@ def ranked_from(read: list[str]) -> set[str]:
 
 
 def query(group_by: str, **fields: Any) -> StatsQuery:
-    return StatsQuery(filter=replace(LAST_10_DAYS, **fields), group_by=group_by, limit=3)  # type: ignore[arg-type]
+    return StatsQuery(filter=replace(RANGE, **fields), group_by=group_by, limit=3)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("group_by", ["user", "api_key"])
@@ -164,7 +166,7 @@ def test_days_out_of_the_window_are_deleted(store: SQLCallStore, clock: Clock) -
     ]
     store.write(later)
     records += later
-    recent = StatsQuery(filter=CallFilter(start=clock.now - timedelta(days=5)), group_by="user")
+    recent = StatsQuery(filter=CallFilter(start=clock.now - timedelta(days=DAYS)), group_by="user")
     read = spy_on(store)
     answer = cold(store, recent)
     assert ranked_from(read) == {DAILY_RANKS}
@@ -183,9 +185,15 @@ def test_days_out_of_the_window_are_deleted(store: SQLCallStore, clock: Clock) -
 
 
 @pytest.mark.parametrize(
-    "fields", [{"projects": frozenset({"alpha"})}, {"status": "error"}], ids=["project", "errors"]
+    "fields",
+    [
+        {"projects": frozenset({"alpha"})},
+        {"status": "error"},
+        {"start": NOW - timedelta(days=dailyranks.MIN_DAYS - 1)},
+    ],
+    ids=["project", "errors", "fewer-days"],
 )
-def test_a_filtered_range_is_ranked_from_the_daily_rows(
+def test_a_filtered_or_short_range_is_ranked_from_the_daily_rows(
     store: SQLCallStore, fields: dict[str, Any]
 ) -> None:
     records = calls(300)
@@ -203,7 +211,7 @@ def test_ranks_newer_than_the_answers_sums_are_not_used(store: SQLCallStore) -> 
     records = calls(300)
     store.write(records)
     cold(store, query("user"))
-    first, split = (NOW - timedelta(days=10)).date(), NOW.date()
+    first, split = (NOW - timedelta(days=DAYS)).date(), NOW.date()
     scan = store._scan
     deadline = Deadline(None)
 
@@ -254,7 +262,7 @@ def test_each_answer_writes_within_half_its_budget(store: SQLCallStore) -> None:
     store.write(calls(300))
     spent = Deadline(10.0)
     spent.at -= 6.0  # type: ignore[operator]
-    first, split = (NOW - timedelta(days=10)).date(), NOW.date()
+    first, split = (NOW - timedelta(days=DAYS)).date(), NOW.date()
     where = Statement("day >= ? AND day < ?", (first.isoformat(), split.isoformat()))
     days = sums_by(store._scan, DAILY, "day", where, Deadline(None))
     kwargs: dict[str, Any] = {"column": "user_id", "first": first, "split": split}
