@@ -36,10 +36,11 @@ package in DIR, each in its own process on its own copy of the stored calls in F
 written by this generator with ``--calls``, e.g. 1,000,000 calls, 100,000 users, 1,000 keys):
 after a warm-up run of every query, each query runs ``--repeat`` times in each process in
 turn (this, DIR, this, ...), and the p50 / p95 of each and their ratios are printed. Stats
-grouped by user, key or status also run "cold" (what each keeps of past days dropped for that
-answer: the first answer after a past day's calls changed), and those by user and key "after
-the day turned" (``_TURN``: yesterday's answer made, then the first of today, its range a day
-later):
+grouped by user, key or status also run "cold" (what each keeps of past days in memory dropped
+for that answer: the first answer after a restart; the past days' ranks a store of schema v10
+on wrote in the warm-up stay, as they do over a restart: ``dailyranks.py``), and those by user
+and key "after the day turned" (``_TURN``: yesterday's answer made, then the first of today,
+its range a day later):
 
     .venv/bin/python benchmarks/calllog_benchmark.py --queries-against /tmp/base \
         --store /tmp/calls-1m.sqlite --calls 1000000 --repeat 10

@@ -159,7 +159,7 @@ def test_days_out_of_the_window_are_deleted(store: SQLCallStore, clock: Clock) -
     cold(store, query("user"))
     first = min(day for _, day in kept_ranks(store, "user_id"))
     # Time passes: the window's first day is after the first day written.
-    clock.now = NOW + timedelta(days=dailyranks.RANKED_DAYS - 2)
+    clock.now = NOW + timedelta(days=dailyranks.RANKED_DAYS + dailyranks.FORGET_AFTER - 2)
     later = [
         late(record, index, created_at=clock.now - timedelta(hours=30))
         for index, record in enumerate(records[:20])
