@@ -43,6 +43,43 @@ TABLES = {"user_id": DAILY_USER, "api_key_id": DAILY_API_KEY}
 
 Write = Callable[[sql.Statement], bool]
 """Runs one write; False: the database refused it for now (read-only, busy)."""
+Later = Callable[[Callable[[], None]], None]
+"""Runs a job off the request path (a thread of the store's; none if one is running)."""
+
+
+def catch_up(
+    scan: Scan,
+    write: Write,
+    *,
+    column: str,
+    days: dict[str, Totals],
+    first: date,
+    split: date,
+    today: date,
+) -> None:
+    """Write the days of [first, split) missing from the ranks (``days``: their sums, as an
+    answer read them), if a ranking would read them: the job an answer made from what was kept
+    in memory (the first of a day: yesterday's) hands ``Later``, so that a restart finds them
+    written and the answer itself pays nothing."""
+    if _ranked_here(column, first, split, today):
+        start, end = first.isoformat(), split.isoformat()
+        wanted = _wanted(days, start, end)
+        _written_all(
+            scan, write, column, wanted, days=(start, end), today=today, deadline=Deadline(None)
+        )
+
+
+def _ranked_here(column: str, first: date, split: date, today: date) -> bool:
+    """Whether the days [first, split) are ranked from the kept ones."""
+    kept_for = first >= today - timedelta(days=RANKED_DAYS) and split <= today
+    return column in TABLES and kept_for and (split - first).days >= MIN_DAYS
+
+
+def _wanted(days: dict[str, Totals], start: str, end: str) -> dict[str, int]:
+    """The calls of each day of [start, end) that had any."""
+    return {
+        day: sums.requests for day, sums in days.items() if start <= day < end and sums.requests
+    }
 
 
 def busiest(
@@ -61,12 +98,10 @@ def busiest(
     and their requests, busiest first (ties in the database's order), from the kept days
     (``days``: every day's sums of the range, unfiltered); None: the daily rows are to rank
     them (a column or range not kept, too many days to write, a day changed meanwhile)."""
-    kept_for = first >= today - timedelta(days=RANKED_DAYS) and split <= today
-    if column not in TABLES or not kept_for or (split - first).days < MIN_DAYS:
+    if not _ranked_here(column, first, split, today):
         return None
     start, end = first.isoformat(), split.isoformat()
-    wanted = {day: sums.requests for day, sums in days.items() if start <= day < end}
-    wanted = {day: requests for day, requests in wanted.items() if requests}
+    wanted = _wanted(days, start, end)
     if not _written_all(
         scan, write, column, wanted, days=(start, end), today=today, deadline=deadline
     ):

@@ -56,11 +56,12 @@ def kept_groups(
     today: date,
     deadline: Deadline,
     write: dailyranks.Write | None = None,
+    later: dailyranks.Later | None = None,
 ) -> tuple[dict[str, Totals], Totals] | None:
     """The ``limit`` busiest groups (sums and sketches) and every call's sketches, from what
     ``kept`` has of the range's days before ``today`` (made now if it has none that is still
     exact) and today's rows; None: the database is to rank them (the range has no day before
-    today, or too many groups tie with the last kept). ``write``: the kept days' ranks
+    today, or too many groups tie with the last kept). ``write``, ``later``: the kept days' ranks
     (``dailyranks``) rank the days when nothing is kept, and are written when missing."""
     if base.first is None or base.last is None or grouped.matches is None:
         return None
@@ -110,6 +111,16 @@ def kept_groups(
             deadline=deadline,
         )
         derived = entry is not None
+    if derived and write is not None and later is not None and not grouped.matches.text:
+        # The day turned: the ranks of the day that closed, written after this answer.
+        write_to = write
+
+        def catch_up() -> None:
+            dailyranks.catch_up(
+                scan, write_to, column=column, days=days, first=first, split=split, today=today
+            )
+
+        later(catch_up)
     if entry is None:
         entry = built()
     now = grouped.between(split, last)

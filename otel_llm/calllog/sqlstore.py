@@ -6,6 +6,7 @@ path; the listing, look-up, statistics and retention here run the same SQL (``sq
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
@@ -46,6 +47,8 @@ from otel_llm.calllog.stats import choose, daily_stats, model_entries
 
 MAX_HOURLY_DAYS = 7
 """Hourly stats read call records; a longer range is refused (use day or week)."""
+
+_logger = logging.getLogger(__name__)
 
 DEFAULT_STATS_DAYS = 30
 """The range of stats when the query gives no start: the last 30 days (today included)."""
@@ -140,6 +143,9 @@ class SQLCallStore(IsolatingStore, ABC):
         self._last_partial_day: object = _UNREAD
         self._past_days: PastDays | None = PastDays()
         """What stats keep of the days before today (``pastdays.py``); None: nothing."""
+        self._job_lock = threading.Lock()
+        self._job: threading.Thread | None = None
+        """The thread writing past days' ranks (``_later``), if one was started."""
 
     # --- backend primitives ----------------------------------------------------------------
 
@@ -332,6 +338,7 @@ class SQLCallStore(IsolatingStore, ABC):
             kept=self._past_days,
             today=_floor_day(now).date(),
             write=self._write_ranks if schema.LATEST >= schema.RANKS_SINCE else None,
+            later=self._later,
         )
         result: dict[str, Any] = {
             "start": start,
@@ -377,6 +384,24 @@ class SQLCallStore(IsolatingStore, ABC):
                 return False
             raise
         return True
+
+    def _later(self, job: Callable[[], None]) -> None:
+        """Run ``job`` (writing past days' ranks) in a thread of its own, off the answer's
+        path; not if one is still running (it would write the same days)."""
+        with self._job_lock:
+            if self._job is not None and self._job.is_alive():
+                return
+            self._job = threading.Thread(
+                target=self._run_job, args=(job,), name="otel-llm-calllog-ranks", daemon=True
+            )
+            self._job.start()
+
+    def _run_job(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception as error:  # a background write must never take the store down
+            if not self._transient(error):
+                _logger.exception("call log: writing past days' ranks failed")
 
     def _check_records_range(
         self, group_by: str, start: datetime, end: datetime, now: datetime
