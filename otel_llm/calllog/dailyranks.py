@@ -6,13 +6,16 @@ needs each value's requests, so each past day's are written once, after the day 
 ``DAILY_RANKS`` (schema v10), keyed (dimension, value, day): a range's sums come out of its
 narrow rows in the value's order, without a sort (~150 ms).
 
-Written by stats, not by the writer, so ingest pays nothing: the first ranking that finds a
-past day of its range missing (or changed) writes it, one statement a day, and the days out of
-the window (``RANKED_DAYS``) are deleted then. A day is only ever read while exact: the same
-statement writes the day's total as a row of its own, and a ranking is used only if every day's
-total equals the day's calls in the daily table (``days``: read by the same answer) before
-and after it is read. Daily rows are only added to, so equal totals mean the same rows (a late
-call of a past day makes the day written again, the next time it is ranked).
+Written by stats, not by the writer, so ingest pays nothing, one statement a day: the first
+answer of a day, made from yesterday's entry in memory, hands the day that closed to a thread
+of the store's (``catch_up``), so no answer waits for it and a restart finds it written; a
+ranking that finds a day of its range missing (or changed) writes it itself, and the days out
+of the window (``RANKED_DAYS``) are deleted a week at a time. A day is only ever read while
+exact: the same statement writes the day's total as a row of its own, and a ranking is used
+only if every day's total equals the day's calls in the daily table (``days``: read by the same
+answer) before and after it is read. Daily rows are only added to, so equal totals mean the
+same rows (a late call of a past day makes the day written again, the next time it is
+ranked).
 """
 
 from __future__ import annotations
