@@ -36,10 +36,11 @@ package in DIR, each in its own process on its own copy of the stored calls in F
 written by this generator with ``--calls``, e.g. 1,000,000 calls, 100,000 users, 1,000 keys):
 after a warm-up run of every query, each query runs ``--repeat`` times in each process in
 turn (this, DIR, this, ...), and the p50 / p95 of each and their ratios are printed. Stats
-grouped by user, key or status also run "cold" (what each keeps of past days dropped for that
-answer: the first answer after a past day's calls changed), and those by user and key "after
-the day turned" (``_TURN``: yesterday's answer made, then the first of today, its range a day
-later):
+grouped by user, key or status also run "cold" (what each keeps of past days in memory dropped
+for that answer: the first answer after a restart; the past days' ranks a store of schema v10
+on wrote in the warm-up stay, as they do over a restart: ``dailyranks.py``), and those by user
+and key "after the day turned" (``_TURN``: yesterday's answer made, then the first of today,
+its range a day later):
 
     .venv/bin/python benchmarks/calllog_benchmark.py --queries-against /tmp/base \
         --store /tmp/calls-1m.sqlite --calls 1000000 --repeat 10
@@ -457,6 +458,11 @@ _TURN = "turn: "
 turned. What stats keep is dropped, the store's clock set a day back and the query (over the
 last N days of that clock) answered once; then the clock is set to now again and the same
 query (its range a day later) timed."""
+_NEW_DAY = "new day: "
+"""A query label so prefixed (stats by user or key over 30 days): ``_COLD``, and the last
+closed day's ranks deleted first (a store with them: ``dailyranks.py``; a write of nothing
+otherwise, as the deletion also has the reader's page cache dropped): the first answer after a
+restart on a day no answer has written yesterday's ranks yet."""
 _TURNS = {
     "stats by API key, 30 d": ("api_key", 30),
     "stats by user, 30 d": ("user", 30),
@@ -479,6 +485,9 @@ def query_child(path: str, count: int) -> None:
             print(json.dumps(_turn(store, label[len(_TURN) :])), flush=True)
             store._past_days = kept
             continue
+        if label.startswith(_NEW_DAY):
+            label = _COLD + label[len(_NEW_DAY) :]
+            _unwrite_yesterday(store)
         if label.startswith(_COLD):
             label = label[len(_COLD) :]
             if kept is not None:  # this answer only: the others' entries stay
@@ -489,6 +498,17 @@ def query_child(path: str, count: int) -> None:
         if kept is not None:
             store._past_days = kept
     store.close()
+
+
+def _unwrite_yesterday(store: SQLCallStore) -> None:
+    """``_NEW_DAY``: yesterday's ranks deleted (by the store's writer), if it keeps any."""
+    try:
+        from otel_llm.calllog.schema import DAILY_RANKS
+    except ImportError:  # a copy from before them
+        store._execute(Statement("UPDATE llm_calllog_schema SET version = version", ()))
+        return
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    store._execute(Statement(f"DELETE FROM {DAILY_RANKS} WHERE day = ?", (yesterday,)))  # noqa: S608
 
 
 def _turn(store: SQLCallStore, label: str) -> float:
@@ -545,6 +565,8 @@ def queries_against(args: argparse.Namespace) -> None:
             runs = [(name, label) for label in labels for name in children]
             runs += [(name, _COLD + label) for label in grouped for name in children]
             runs += [(name, _TURN + label) for label in _TURNS for name in children]
+            monthly = [label for label in _TURNS if label.endswith("30 d")]
+            runs += [(name, _NEW_DAY + label) for label in monthly for name in children]
             samples: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
             for round_ in range(args.repeat):
                 for name, label in runs if round_ % 2 == 0 else runs[::-1]:
@@ -567,7 +589,11 @@ def queries_against(args: argparse.Namespace) -> None:
             f"  {label:<52} {mine[0]:>8.1f}/{mine[1]:>8.1f} {theirs[0]:>8.1f}/{theirs[1]:>8.1f}"
             f" {mine[0] / theirs[0]:>8.2f}x"
         )
-        for prefix, what in ((_COLD, "cold: nothing kept"), (_TURN, "first after the day turned")):
+        for prefix, what in (
+            (_COLD, "cold: nothing kept"),
+            (_NEW_DAY, "cold, yesterday's ranks unwritten"),
+            (_TURN, "first after the day turned"),
+        ):
             if ("this", prefix + label) in samples:
                 mine, theirs = (_p50_p95(samples[(name, prefix + label)]) for name in copies)
                 print(
@@ -576,7 +602,7 @@ def queries_against(args: argparse.Namespace) -> None:
                 )
     print("  per run, ms (this | other):")
     for run in sorted(samples):
-        plain = run[1].removeprefix(_COLD).removeprefix(_TURN)
+        plain = run[1].removeprefix(_COLD).removeprefix(_TURN).removeprefix(_NEW_DAY)
         if plain in _TURNS and run[0] == "this":
             theirs = samples.get(("other", run[1]), [])
             mine = " ".join(f"{ms:.0f}" for ms in samples[run])

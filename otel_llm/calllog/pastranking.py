@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from otel_llm.calllog import sql
+from otel_llm.calllog import dailyranks, sql
 from otel_llm.calllog.cardinality import OTHER
 from otel_llm.calllog.dailyrows import (
     Deadline,
@@ -55,11 +55,14 @@ def kept_groups(
     kept: PastDays,
     today: date,
     deadline: Deadline,
+    write: dailyranks.Write | None = None,
+    later: dailyranks.Later | None = None,
 ) -> tuple[dict[str, Totals], Totals] | None:
     """The ``limit`` busiest groups (sums and sketches) and every call's sketches, from what
     ``kept`` has of the range's days before ``today`` (made now if it has none that is still
     exact) and today's rows; None: the database is to rank them (the range has no day before
-    today, or too many groups tie with the last kept)."""
+    today, or too many groups tie with the last kept). ``write``, ``later``: the kept days' ranks
+    (``dailyranks``) rank the days when nothing is kept, and are written when missing."""
     if base.first is None or base.last is None or grouped.matches is None:
         return None
     first, last = base.first, base.last
@@ -86,6 +89,7 @@ def kept_groups(
             signature=signature,
             ranked=ranked,
             deadline=deadline,
+            ranks=None if write is None else (write, days, today),
         )
         kept.put(key, made)
         return made
@@ -107,6 +111,16 @@ def kept_groups(
             deadline=deadline,
         )
         derived = entry is not None
+    if derived and write is not None and later is not None and not grouped.matches.text:
+        # The day turned: the ranks of the day that closed, written after this answer.
+        write_to = write
+
+        def catch_up() -> None:
+            dailyranks.catch_up(
+                scan, write_to, column=column, days=days, first=first, split=split, today=today
+            )
+
+        later(catch_up)
     if entry is None:
         entry = built()
     now = grouped.between(split, last)
@@ -161,12 +175,35 @@ def _build(
     signature: Signature,
     ranked: int,
     deadline: Deadline,
+    ranks: tuple[dailyranks.Write, dict[str, Totals], date] | None,
 ) -> Kept:
     """What is kept of the days [first, split), read from the database (the ranking of every
-    group of those days: most of a first answer's time)."""
-    busiest = busiest_groups(
-        scan, grouped.table, column, grouped.between(first, split), ranked + 1, deadline=deadline
-    )
+    group of those days: most of a first answer's time): from the days' ranks (``ranks``:
+    how to write them, the range's sums by day, today) when unfiltered and kept, or from
+    the daily rows."""
+    busiest = None
+    if ranks is not None and grouped.matches is not None and not grouped.matches.text:
+        write, days, today = ranks
+        busiest = dailyranks.busiest(
+            scan,
+            write,
+            column=column,
+            days=days,
+            first=first,
+            split=split,
+            today=today,
+            count=ranked + 1,
+            deadline=deadline,
+        )
+    if busiest is None:
+        busiest = busiest_groups(
+            scan,
+            grouped.table,
+            column,
+            grouped.between(first, split),
+            ranked + 1,
+            deadline=deadline,
+        )
     complete = len(busiest) <= ranked
     if not complete:
         busiest.popitem()

@@ -6,6 +6,7 @@ path; the listing, look-up, statistics and retention here run the same SQL (``sq
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
@@ -16,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from otel_llm import settings
-from otel_llm.calllog import deadletter, rollup, sql, traces, tracespans
+from otel_llm.calllog import deadletter, rollup, schema, sql, traces, tracespans
 from otel_llm.calllog.callgroups import call_groups
 from otel_llm.calllog.cardinality import OTHER, DailyCaps
 from otel_llm.calllog.catalogue import (
@@ -46,6 +47,8 @@ from otel_llm.calllog.stats import choose, daily_stats, model_entries
 
 MAX_HOURLY_DAYS = 7
 """Hourly stats read call records; a longer range is refused (use day or week)."""
+
+_logger = logging.getLogger(__name__)
 
 DEFAULT_STATS_DAYS = 30
 """The range of stats when the query gives no start: the last 30 days (today included)."""
@@ -140,6 +143,9 @@ class SQLCallStore(IsolatingStore, ABC):
         self._last_partial_day: object = _UNREAD
         self._past_days: PastDays | None = PastDays()
         """What stats keep of the days before today (``pastdays.py``); None: nothing."""
+        self._job_lock = threading.Lock()
+        self._job: threading.Thread | None = None
+        """The thread writing past days' ranks (``_later``), if one was started."""
 
     # --- backend primitives ----------------------------------------------------------------
 
@@ -331,6 +337,8 @@ class SQLCallStore(IsolatingStore, ABC):
             deadline=deadline,
             kept=self._past_days,
             today=_floor_day(now).date(),
+            write=self._write_ranks if schema.LATEST >= schema.RANKS_SINCE else None,
+            later=self._later,
         )
         result: dict[str, Any] = {
             "start": start,
@@ -365,6 +373,35 @@ class SQLCallStore(IsolatingStore, ABC):
         result["by_day"] = daily.by_day
         result["by_model"] = daily.by_model
         return result
+
+    def _write_ranks(self, statement: sql.Statement) -> bool:
+        """One write of the past days' ranks (``dailyranks.py``); False: the database refused
+        it for now (busy, read-only): the daily rows rank, as before."""
+        try:
+            self._execute(statement)
+        except Exception as error:
+            if self._transient(error):
+                return False
+            raise
+        return True
+
+    def _later(self, job: Callable[[], None]) -> None:
+        """Run ``job`` (writing past days' ranks) in a thread of its own, off the answer's
+        path; not if one is still running (it would write the same days)."""
+        with self._job_lock:
+            if self._job is not None and self._job.is_alive():
+                return
+            self._job = threading.Thread(
+                target=self._run_job, args=(job,), name="otel-llm-calllog-ranks", daemon=True
+            )
+            self._job.start()
+
+    def _run_job(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception as error:  # a background write must never take the store down
+            if not self._transient(error):
+                _logger.exception("call log: writing past days' ranks failed")
 
     def _check_records_range(
         self, group_by: str, start: datetime, end: datetime, now: datetime

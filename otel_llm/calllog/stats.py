@@ -30,6 +30,7 @@ from otel_llm.calllog.catalogue import (
     Rollup,
     column_of,
 )
+from otel_llm.calllog.dailyranks import Later, Write
 from otel_llm.calllog.dailyrows import (
     CHECK_EVERY,
     HAVING,
@@ -116,13 +117,17 @@ def daily_stats(
     deadline: Deadline,
     kept: PastDays | None = None,
     today: date | None = None,
+    write: Write | None = None,
+    later: Later | None = None,
 ) -> DailyStats:
     """Totals of the ``base`` rows, their groups (``group_by``: day, week, or a field; hour and
     None: no groups here) and the by_day breakdown. Groups by a field come from ``grouped``:
     the same calls in a table that keeps the field (by user: 100,000 users' rows a day), read
     for the ``limit`` busiest values and their sketches only; the rest is ``base`` less them.
     With ``kept``, those of the days before ``today`` come from what earlier answers kept of
-    them while still exact (``pastdays.py``), and only today's rows are read."""
+    them while still exact (``pastdays.py``), and only today's rows are read; with ``write``
+    too, an answer with nothing kept ranks them from the days' ranks (``dailyranks.py``), and
+    the first of a day has ``later`` write the day that closed."""
     table, where = base.table, base.where
     days = sums_by(scan, table, "day", where, deadline)
     overall = Totals()
@@ -143,6 +148,8 @@ def daily_stats(
                 kept=kept,
                 today=today,
                 deadline=deadline,
+                write=write,
+                later=later,
             )
         listed, others = _apart(
             scan, base, grouped, column, overall, limit=limit, found=found, deadline=deadline
