@@ -10,6 +10,7 @@ sums were read are not used.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -343,5 +344,35 @@ def test_the_day_that_closed_is_written_after_the_first_answer_of_the_next(
         assert not written
         check_groups(answer, records, group_by)
         assert_same(answer, uncached(store, last_days()))
+    finally:
+        store.close()
+
+
+def test_closing_the_store_waits_for_the_ranks_thread(url: str, clock: Clock) -> None:
+    """A closed store leaves no thread behind: close waits for the day's ranks being written
+    (slowed here so that they are still being written when it is called)."""
+    query = StatsQuery(filter=CallFilter(start=NOW - timedelta(days=DAYS)), group_by="user")
+    store = open_store(url, clock=clock)
+    try:
+        store.write(calls(300))
+        store.stats(query)
+        clock.now = NOW + timedelta(days=1)
+        write = store._write_ranks
+
+        def slow_write(statement: Statement) -> bool:
+            time.sleep(0.5)
+            return write(statement)
+
+        store._write_ranks = slow_write  # type: ignore[method-assign]
+        store.stats(replace(query, filter=CallFilter(start=clock.now - timedelta(days=DAYS))))
+        job = store._job
+        assert job is not None
+        assert job.is_alive()
+    finally:
+        store.close()
+    assert not job.is_alive()
+    store = open_store(url, clock=clock)
+    try:
+        assert NOW.date().isoformat() in {day for _, day in kept_ranks(store, "user_id")}
     finally:
         store.close()

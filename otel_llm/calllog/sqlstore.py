@@ -387,14 +387,22 @@ class SQLCallStore(IsolatingStore, ABC):
 
     def _later(self, job: Callable[[], None]) -> None:
         """Run ``job`` (writing past days' ranks) in a thread of its own, off the answer's
-        path; not if one is still running (it would write the same days)."""
+        path; not if one is still running (it would write the same days), nor once closing."""
         with self._job_lock:
-            if self._job is not None and self._job.is_alive():
+            if self._closed.is_set() or (self._job is not None and self._job.is_alive()):
                 return
             self._job = threading.Thread(
                 target=self._run_job, args=(job,), name="otel-llm-calllog-ranks", daemon=True
             )
             self._job.start()
+
+    def _join_job(self) -> None:
+        """Wait for the ranks' thread (``_later``), once closing: a closed store leaves no
+        thread behind. Its job is a statement a day (~0.2 s at 100,000 users)."""
+        with self._job_lock:
+            job = self._job
+        if job is not None and job is not threading.current_thread():
+            job.join(timeout=30)
 
     def _run_job(self, job: Callable[[], None]) -> None:
         try:
