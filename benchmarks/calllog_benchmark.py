@@ -671,6 +671,11 @@ def against(args: argparse.Namespace) -> None:
         median = statistics.median(rates[name])
         label = f"this ({HERE})" if name == "this" else name
         print(f"  {label:<48} {median:>9,.0f} calls/s  {median / mine:.2f}x this")
+        if name != "this":  # each round's pair: steadier than the medians on a busy machine
+            paired = [
+                theirs / ours for theirs, ours in zip(rates[name], rates["this"], strict=True)
+            ]
+            print(f"  {'':<48} rounds: {', '.join(f'{ratio:.2f}x' for ratio in paired)}")
 
 
 if __name__ == "__main__":
