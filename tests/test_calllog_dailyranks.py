@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.schema import DAILY, DAILY_RANKS
 from otel_llm.calllog.sql import Statement
 from otel_llm.calllog.store import SQLCallStore, open_store
+from tests.support.clock import SettableClock
 from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401
 from tests.test_calllog_pastdays import (
     assert_same,
@@ -43,17 +44,9 @@ DAYS = dailyranks.MIN_DAYS + 5
 RANGE = CallFilter(start=NOW - timedelta(days=DAYS))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> SettableClock:
+    return SettableClock(NOW)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -62,7 +55,7 @@ def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def store(url: str, clock: Clock) -> Iterator[SQLCallStore]:
+def store(url: str, clock: SettableClock) -> Iterator[SQLCallStore]:
     opened = open_store(url, clock=clock)
     try:
         yield opened
@@ -128,7 +121,7 @@ def query(group_by: str, **fields: Any) -> StatsQuery:
 
 @pytest.mark.parametrize("group_by", ["user", "api_key"])
 def test_ranks_equal_the_daily_rows_after_late_calls_and_a_restart(
-    url: str, clock: Clock, group_by: str
+    url: str, clock: SettableClock, group_by: str
 ) -> None:
     records = calls(400)
     today = NOW.date().isoformat()
@@ -168,7 +161,7 @@ def test_ranks_equal_the_daily_rows_after_late_calls_and_a_restart(
         store.close()
 
 
-def test_days_out_of_the_window_are_deleted(store: SQLCallStore, clock: Clock) -> None:
+def test_days_out_of_the_window_are_deleted(store: SQLCallStore, clock: SettableClock) -> None:
     records = calls(300)
     store.write(records)
     cold(store, query("user"))
@@ -301,7 +294,7 @@ def test_each_answer_writes_within_a_third_of_its_budget(store: SQLCallStore) ->
 
 @pytest.mark.parametrize("group_by", ["user", "api_key"])
 def test_the_day_that_closed_is_written_after_the_first_answer_of_the_next(
-    url: str, clock: Clock, group_by: str
+    url: str, clock: SettableClock, group_by: str
 ) -> None:
     """The first answer of a day is made from yesterday's kept in memory; the day that closed
     is written off its path (a thread of the store's), so a restart finds every day written."""
@@ -348,7 +341,7 @@ def test_the_day_that_closed_is_written_after_the_first_answer_of_the_next(
         store.close()
 
 
-def test_closing_the_store_waits_for_the_ranks_thread(url: str, clock: Clock) -> None:
+def test_closing_the_store_waits_for_the_ranks_thread(url: str, clock: SettableClock) -> None:
     """A closed store leaves no thread behind: close waits for the day's ranks being written
     (slowed here so that they are still being written when it is called)."""
     query = StatsQuery(filter=CallFilter(start=NOW - timedelta(days=DAYS)), group_by="user")

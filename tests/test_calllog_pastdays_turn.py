@@ -23,6 +23,7 @@ from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.rollup import Totals
 from otel_llm.calllog.schema import DAILY_API_KEY, DAILY_RANKS, DAILY_USER
 from otel_llm.calllog.store import SQLCallStore, open_store
+from tests.support.clock import SettableClock
 from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401
 from tests.test_calllog_pastdays import (
     FIELD,
@@ -38,22 +39,14 @@ from tests.test_calllog_store import NOW, make_records
 TABLE = {"user": DAILY_USER, "api_key": DAILY_API_KEY}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> SettableClock:
+    return SettableClock(NOW)
 
 
 @pytest.fixture(params=BACKENDS)
 def store(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, clock: Clock
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, clock: SettableClock
 ) -> Iterator[SQLCallStore]:
     url = empty_store_url(request.param, request, tmp_path_factory.mktemp("turn"))
     opened = open_store(url, clock=clock)
@@ -63,7 +56,7 @@ def store(
         opened.close()
 
 
-def last_days(clock: Clock, days: int, group_by: str, limit: int) -> StatsQuery:
+def last_days(clock: SettableClock, days: int, group_by: str, limit: int) -> StatsQuery:
     """The page's query: the last ``days`` days of the clock."""
     start = clock.now - timedelta(days=days)
     return StatsQuery(filter=CallFilter(start=start), group_by=group_by, limit=limit)  # type: ignore[arg-type]
@@ -89,7 +82,7 @@ def kept_ranked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize("window", [None, 5], ids=["fixed-start", "last-5-days"])
 def test_the_first_answer_of_a_day_is_made_from_yesterdays(
     store: SQLCallStore,
-    clock: Clock,
+    clock: SettableClock,
     kept_ranked: str,
     *,
     group_by: str,
@@ -152,7 +145,9 @@ def users(counts: dict[str, int], day: date, first: int) -> list[CallRecord]:
 
 
 @pytest.mark.usefixtures("four_kept")
-def test_a_day_added_looks_up_the_busiest_newcomers(store: SQLCallStore, clock: Clock) -> None:
+def test_a_day_added_looks_up_the_busiest_newcomers(
+    store: SQLCallStore, clock: SettableClock
+) -> None:
     """Kept: a..d (10, 9, 8, 7 calls three days ago); e, f had 6. Yesterday f got 4 calls
     (10: looked up and kept, it ties a) and e one (7 at most: the floor rises to 7)."""
     three_ago = NOW.date() - timedelta(days=3)
@@ -174,7 +169,9 @@ def test_a_day_added_looks_up_the_busiest_newcomers(store: SQLCallStore, clock: 
 
 
 @pytest.mark.usefixtures("four_kept")
-def test_a_floor_risen_too_far_gives_way_to_the_database(store: SQLCallStore, clock: Clock) -> None:
+def test_a_floor_risen_too_far_gives_way_to_the_database(
+    store: SQLCallStore, clock: SettableClock
+) -> None:
     """Kept: a..d (10, 9, 8, 8, the floor); e had 7. Yesterday e got one call (9 at most, not
     looked up): the second busiest (9) cannot be told apart: ranked anew."""
     three_ago = NOW.date() - timedelta(days=3)
@@ -195,7 +192,7 @@ def test_a_floor_risen_too_far_gives_way_to_the_database(store: SQLCallStore, cl
 
 @pytest.mark.parametrize("when", [2, 5], ids=["a-kept-day", "the-day-taken-away"])
 def test_an_entry_whose_days_changed_is_not_made_from(
-    store: SQLCallStore, clock: Clock, when: int
+    store: SQLCallStore, clock: SettableClock, when: int
 ) -> None:
     """A late call on a day of yesterday's entry (one kept, or the one the turn takes away):
     that entry is not exact any more; the database ranks."""
@@ -242,7 +239,7 @@ def test_the_nearest_entry_is_of_the_same_filter_and_overlaps() -> None:
 
 
 def test_a_late_call_of_yesterday_after_midnight_is_made_from_yesterdays_entry_again(
-    store: SQLCallStore, clock: Clock
+    store: SQLCallStore, clock: SettableClock
 ) -> None:
     """Yesterday's entry ends the day before yesterday: a call of yesterday stored after
     midnight changes today's entry only, which is made from yesterday's again."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from datetime import datetime
 
 # Each wait still takes this much real time at most: a thread retrying against a server that is
 # down (or whose gRPC channel is still reconnecting) must not spin a core while the test waits.
@@ -73,3 +74,13 @@ class VirtualClock:
         with self._changed:
             self._horizon = math.inf
             self._changed.notify_all()
+
+
+class SettableClock:
+    """A store's clock (``open_store(clock=...)``) that the test moves: ``clock.now = ...``."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
