@@ -274,7 +274,10 @@ class LLMSpanProcessor(SpanProcessor):
         In an application at work this is most spans' way: each LLM call leaves its trace's
         roll-up and a note for its parent open until they end, so every span ending meanwhile
         comes here, plain ones included (processor_overhead.py's ``in-trace`` kind)."""
-        span_context = span.context
+        try:  # the SDK's fields, as on_end reads its attributes: each property is a call
+            span_context, parent = span._context, span._parent
+        except AttributeError:
+            span_context, parent = span.context, span.parent
         span_id = span_context.span_id if span_context is not None else 0  # 0: no span's id
         if self._live and self._live.pop(span_id, 0) is None:
             return span  # priced, measured and given its cost before it ended: price_ending
@@ -301,7 +304,7 @@ class LLMSpanProcessor(SpanProcessor):
         if agent is None and not self._traces:
             return span
         is_agent = agent is not None and agent.span_id == span_id
-        is_root = _local_parent(span) is None
+        is_root = parent is None or parent.is_remote
         if not (is_agent or is_root):
             return span  # no call that ended under it is its own to hand on
         return self._end_other(span, attributes, agent if is_agent else None, is_root)
