@@ -26,11 +26,11 @@ class _Entered:
     """Whether this process ever entered an ``llm_context`` (``ENTERED.ever``).
 
     Until one is entered, no span can start inside one, so the processor's on_start, which runs
-    on every span, skips looking the context variable up: the look-up was ~30 ns of the ~40 ns
-    that made a plain span's on_start dearer than it need be (benchmarks/processor_overhead.py,
-    the plain span). Never reset: a thread or task may still run in a context copied from
-    inside one after it was left. An instance attribute, which the interpreter reads in one
-    specialised step, where a class attribute or a function call takes several.
+    on every span, does not look the context variable up (a C call and a search of the
+    context: ~300 of the ~2,500 instructions our hooks added to a plain span,
+    benchmarks/span_instructions.py). Never reset: a thread or task may still run in a context
+    copied from inside one after it was left. An instance attribute, which the interpreter
+    reads in one specialised step, where a class attribute or a function call takes several.
     """
 
     def __init__(self) -> None:

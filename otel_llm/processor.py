@@ -291,8 +291,7 @@ class LLMSpanProcessor(SpanProcessor):
         ) and is_llm_call(attributes, scope := scope_name(span)):
             if counted_in is not None:
                 # Priced and measured as the LLM span nested in it; exported saying so.
-                parent = _local_parent(span)
-                if parent is not None:
+                if parent is not None and not parent.is_remote:
                     self._note_nested(parent, counted_in)
                 if self._downstream:
                     marked = {**attributes, sc.OTEL_LLM_CALL_COUNTED_IN: counted_in}
