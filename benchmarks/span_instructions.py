@@ -9,13 +9,15 @@ This counts the machine instructions instead, which other processes do not chang
 of ``processor_overhead.py`` (bare SDK, an empty ``SpanProcessor``, ``LLMSpanProcessor`` with no
 downstream) runs in its own process under Valgrind's callgrind, which counts only inside the
 timed loop (``--toggle-collect`` on the ``itertools.starmap`` that drives it), with address
-randomisation off and a fixed hash seed: repeated runs agree within ~0.05 %.
+randomisation off and a fixed hash seed: repeated runs of one build agree within ~0.05 %
+(between builds, see the last paragraph).
 ``processor_hooks.py`` calls each hook through a bound method taken once; here the SDK looks
 every hook up on every span, as in an application (which is how a no-op set on the instance
 turned out dearer than a method, processor.py's ``_on_ending``).
 
 An instruction count is a proxy: the interpreter's dictionary look-ups take more time per
-instruction than the SDK's average, so the time overhead runs above the count's. Needs Valgrind
+instruction than the SDK's average, so the time overhead runs above the count's; and a change
+elsewhere that moves objects in memory moves a count by up to ~600 instructions. Needs Valgrind
 (Debian ``valgrind``); not part of the test command.
 """
 
