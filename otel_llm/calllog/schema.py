@@ -465,6 +465,10 @@ MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (
 
 LATEST = len(MIGRATIONS)
 
+RANKS_SINCE = MIGRATIONS.index(_v10) + 1
+"""The first version with ``DAILY_RANKS`` (``dailyranks.py``: unused by a store of an older
+one)."""
+
 
 def pending(current: int, types: Types) -> list[tuple[int, list[str]]]:
     """The migrations after ``current``, each with its statements."""

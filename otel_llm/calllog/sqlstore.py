@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from otel_llm import settings
-from otel_llm.calllog import deadletter, rollup, sql, traces, tracespans
+from otel_llm.calllog import deadletter, rollup, schema, sql, traces, tracespans
 from otel_llm.calllog.callgroups import call_groups
 from otel_llm.calllog.cardinality import OTHER, DailyCaps
 from otel_llm.calllog.catalogue import (
@@ -337,7 +337,7 @@ class SQLCallStore(IsolatingStore, ABC):
             deadline=deadline,
             kept=self._past_days,
             today=_floor_day(now).date(),
-            write=self._write_ranks,
+            write=self._write_ranks if schema.LATEST >= schema.RANKS_SINCE else None,
             later=self._later,
         )
         result: dict[str, Any] = {
