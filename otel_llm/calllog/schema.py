@@ -466,8 +466,9 @@ MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (
 LATEST = len(MIGRATIONS)
 
 RANKS_SINCE = MIGRATIONS.index(_v10) + 1
-"""The first version with ``DAILY_RANKS`` (``dailyranks.py``: unused by a store of an older
-one)."""
+"""The first version with ``DAILY_RANKS`` (``dailyranks.py``). A store is at ``LATEST`` once
+open, so stats test ``LATEST`` against it: a test standing for the code of an older schema
+lowers ``LATEST`` (tests/test_calllog_partitions.py), and its stats must not read the table."""
 
 
 def pending(current: int, types: Types) -> list[tuple[int, list[str]]]:
