@@ -25,7 +25,7 @@ from datetime import date, timedelta
 
 from otel_llm.calllog import sql
 from otel_llm.calllog.cardinality import OTHER
-from otel_llm.calllog.dailyrows import Deadline, Rows, Scan
+from otel_llm.calllog.dailyrows import Deadline, Scan, counted
 from otel_llm.calllog.rollup import Totals
 from otel_llm.calllog.schema import DAILY_API_KEY, DAILY_RANKS, DAILY_USER
 
@@ -64,12 +64,40 @@ def catch_up(
     answer read them), if a ranking would read them: the job an answer made from what was kept
     in memory (the first of a day: yesterday's) hands ``Later``, so that a restart finds them
     written and the answer itself pays nothing."""
-    if _ranked_here(column, first, split, today):
-        start, end = first.isoformat(), split.isoformat()
-        wanted = _wanted(days, start, end)
-        _written_all(
-            scan, write, column, wanted, days=(start, end), today=today, deadline=Deadline(None)
-        )
+    _written_range(
+        scan,
+        write,
+        column=column,
+        days=days,
+        first=first,
+        split=split,
+        today=today,
+        deadline=Deadline(None),
+    )
+
+
+def _written_range(
+    scan: Scan,
+    write: Write,
+    *,
+    column: str,
+    days: dict[str, Totals],
+    first: date,
+    split: date,
+    today: date,
+    deadline: Deadline,
+) -> tuple[str, str, dict[str, int]] | None:
+    """The range [first, split) as text and its days' calls (``_wanted``), once every day of it
+    is written (``_written_all``); None: it is not ranked from the kept days, or days are left."""
+    if not _ranked_here(column, first, split, today):
+        return None
+    start, end = first.isoformat(), split.isoformat()
+    wanted = _wanted(days, start, end)
+    if not _written_all(
+        scan, write, column, wanted, days=(start, end), today=today, deadline=deadline
+    ):
+        return None
+    return start, end, wanted
 
 
 def _ranked_here(column: str, first: date, split: date, today: date) -> bool:
@@ -101,20 +129,21 @@ def busiest(
     and their requests, busiest first (ties in the database's order), from the kept days
     (``days``: every day's sums of the range, unfiltered); None: the daily rows are to rank
     them (a column or range not kept, too many days to write, a day changed meanwhile)."""
-    if not _ranked_here(column, first, split, today):
+    written = _written_range(
+        scan,
+        write,
+        column=column,
+        days=days,
+        first=first,
+        split=split,
+        today=today,
+        deadline=deadline,
+    )
+    if written is None:
         return None
-    start, end = first.isoformat(), split.isoformat()
-    wanted = _wanted(days, start, end)
-    if not _written_all(
-        scan, write, column, wanted, days=(start, end), today=today, deadline=deadline
-    ):
-        return None
-    found: dict[str, int] = {}
-
-    def add(rows: Rows) -> None:
-        found.update((row[0], int(row[1])) for row in rows)
-
-    scan(
+    start, end, wanted = written
+    found = counted(
+        scan,
         sql.Statement(
             f"SELECT name, SUM(requests) FROM {DAILY_RANKS} WHERE dimension = ? "  # noqa: S608
             "AND day >= ? AND day < ? AND name <> ? GROUP BY name "
@@ -122,7 +151,6 @@ def busiest(
             (column, start, end, OTHER, count),
         ),
         deadline,
-        add,
     )
     # Read again after: what was ranked had these totals too (they only grow, together).
     if _totals(scan, column, start, end, deadline) != wanted:
@@ -169,21 +197,15 @@ def _total(column: str) -> str:
 
 def _totals(scan: Scan, column: str, start: str, end: str, deadline: Deadline) -> dict[str, int]:
     """The requests of each kept day of [start, end), as they were when it was written."""
-    found: dict[str, int] = {}
-
-    def add(rows: Rows) -> None:
-        found.update((row[0], int(row[1])) for row in rows)
-
-    scan(
+    return counted(
+        scan,
         sql.Statement(
             f"SELECT day, requests FROM {DAILY_RANKS} WHERE dimension = ? "  # noqa: S608
             "AND name = '' AND day >= ? AND day < ?",
             (_total(column), start, end),
         ),
         deadline,
-        add,
     )
-    return found
 
 
 def _written(column: str, day: str) -> sql.Statement:

@@ -134,20 +134,25 @@ def busiest_groups(
 ) -> dict[str, int]:
     """The ``count`` busiest values of ``column`` but ``other`` and their requests, busiest
     first (ties in the database's order)."""
-    found: dict[str, int] = {}
-
-    def add(rows: Rows) -> None:
-        found.update((row[0], int(row[1])) for row in rows)
-
-    scan(
+    return counted(
+        scan,
         sql.Statement(
             f"SELECT {column}, SUM(requests) FROM {table} WHERE {where.text} "  # noqa: S608
             f"AND {column} <> ? GROUP BY {column} ORDER BY SUM(requests) DESC LIMIT ?",
             (*where.params, OTHER, count),
         ),
         deadline,
-        add,
     )
+
+
+def counted(scan: Scan, statement: sql.Statement, deadline: Deadline) -> dict[str, int]:
+    """The (name, count) rows ``statement`` reads, in their order, as a mapping."""
+    found: dict[str, int] = {}
+
+    def add(rows: Rows) -> None:
+        found.update((row[0], int(row[1])) for row in rows)
+
+    scan(statement, deadline, add)
     return found
 
 
