@@ -9,15 +9,17 @@ This counts the machine instructions instead, which other processes do not chang
 of ``processor_overhead.py`` (bare SDK, an empty ``SpanProcessor``, ``LLMSpanProcessor`` with no
 downstream) runs in its own process under Valgrind's callgrind, which counts only inside the
 timed loop (``--toggle-collect`` on the ``itertools.starmap`` that drives it), with address
-randomisation off and a fixed hash seed: repeated runs of one build agree within ~0.05 %
-(between builds, see the last paragraph).
+randomisation off and a fixed hash seed (``--seeds N``: seeds 0..N-1, the median): repeated
+runs of one build agree within ~0.05 % (between builds, see the last paragraph).
 ``processor_hooks.py`` calls each hook through a bound method taken once; here the SDK looks
 every hook up on every span, as in an application (which is how a no-op set on the instance
 turned out dearer than a method, processor.py's ``_on_ending``).
 
 An instruction count is a proxy: the interpreter's dictionary look-ups take more time per
 instruction than the SDK's average, so the time overhead runs above the count's; and a change
-elsewhere that moves objects in memory moves a count by up to ~600 instructions. Needs Valgrind
+anywhere in the program moves where objects and the interpreter's caches land, which moved the
+plain span's count by up to ~1,500 instructions between builds with the same plain path (other
+hash seeds move it by ~100): compare builds only by differences well above that. Needs Valgrind
 (Debian ``valgrind``); not part of the test command.
 """
 
@@ -30,6 +32,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,26 +75,25 @@ def child(variant: str, kind: str, spans: int) -> None:
         pass
 
 
-def count(variant: str, kind: str, spans: int) -> float:
+def count(variant: str, kind: str, spans: int, seed: int = 0) -> float:
     """Instructions per span of one variant, from a callgrind run of ``child``."""
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--toggle-collect=starmap_next",
-        sys.executable,
-        __file__,
-        "--child",
-        variant,
-        kind,
-        str(spans),
-    ]
-    if shutil.which("setarch"):
-        command = ["setarch", platform.machine(), "-R", *command]
+    # setarch -R: no address randomisation, so that a run repeats.
+    prefix = ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []
     with tempfile.TemporaryDirectory() as directory:
-        command.insert(
-            command.index("--tool=callgrind") + 1, f"--callgrind-out-file={directory}/out"
-        )
-        environment = {**os.environ, "PYTHONHASHSEED": "0"}
+        command = [
+            *prefix,
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={directory}/out",
+            "--toggle-collect=starmap_next",
+            sys.executable,
+            __file__,
+            "--child",
+            variant,
+            kind,
+            str(spans),
+        ]
+        environment = {**os.environ, "PYTHONHASHSEED": str(seed)}
         done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
@@ -102,6 +104,9 @@ def count(variant: str, kind: str, spans: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spans", type=int, default=5_000, help="spans counted per variant")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="hash seeds 0..N-1 per variant; the median is printed"
+    )
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument(
         "--child", nargs=3, metavar=("VARIANT", "KIND", "SPANS"), help=argparse.SUPPRESS
@@ -116,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"otel_llm from {otel_llm.__file__}; instructions per span lifecycle, {args.spans} spans")
     for kind in args.kinds:
-        counts = {variant: count(variant, kind, args.spans) for variant in VARIANTS}
+        counts = {
+            variant: statistics.median(
+                count(variant, kind, args.spans, seed) for seed in range(args.seeds)
+            )
+            for variant in VARIANTS
+        }
         bare = counts["a"]
         for variant, label in VARIANTS.items():
             over = counts[variant] - bare
