@@ -1,8 +1,11 @@
 """``PolicyFile``: the policy file behind an engine, reloaded when it changes.
 
 The file is polled (its size, modification time and inode: an editor that writes a new file
-and renames it is seen too) every ``interval`` seconds, and ``reload()`` reloads it at once
-(the collector CLI calls it on SIGHUP). A file that no longer validates is not applied: the
+and renames it is seen too) every ``interval`` seconds, and read once a look finds it as the
+look before did: a file written in place is truncated first, and a look between the two writes
+would read it empty or cut short (and apply a valid prefix of its policies, or report an error
+the finished file does not have). ``reload()`` reloads it at once (the collector CLI calls it on
+SIGHUP: the edit is finished by then). A file that no longer validates is not applied: the
 engine keeps the last good policies, the problem is logged with every line at fault, and
 ``state()`` (served by the API) says so until a good file is loaded.
 """
@@ -24,7 +27,7 @@ from otel_llm.policies.windows import iso
 _logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 2.0
-"""Seconds between looks at the file: an edit applies within them."""
+"""Seconds between looks at the file: an edit applies within two of them."""
 
 _Signature = tuple[int, int, int] | None
 
@@ -49,6 +52,9 @@ class PolicyFile(Background):
         self.interval = interval
         self._history = history
         self._signature = _signature_of(path)
+        """The file as last read."""
+        self._seen = self._signature
+        """The file as the last look saw it."""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,8 +95,11 @@ class PolicyFile(Background):
                 _logger.exception("otel-llm policies: checking %s failed", self.path)
 
     def check(self) -> bool:
-        """Reload if the file changed since it was last read; True if it was reloaded."""
-        if _signature_of(self.path) == self._signature:
+        """Reload if the file changed since it was last read and is the same as at the last
+        look (no longer being written); True if it was reloaded."""
+        seen, before = _signature_of(self.path), self._seen
+        self._seen = seen
+        if seen == self._signature or seen != before:
             return False
         return self.reload()
 
