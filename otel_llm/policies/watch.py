@@ -111,24 +111,26 @@ class PolicyFile(Background):
             try:
                 policies = load_policies(self.path)
             except PolicyFileError as exc:
-                self.failed_reloads += 1
-                self.last_error = str(exc)
-                self._last_error_ns = time.time_ns()
+                # Logged before it is counted: whoever sees the count (the API, a test waiting
+                # on it in another thread) finds the log written too.
                 _logger.error(
                     "otel-llm policies: %s; keeping the %d policies loaded before",
                     exc,
                     len(self.engine.policies.policies),
                 )
+                self.last_error = str(exc)
+                self._last_error_ns = time.time_ns()
+                self.failed_reloads += 1
                 return False
             read_again = self.engine.replace(policies, self._history())
-            self.reloads += 1
-            self.last_error = self._last_error_ns = None
             _logger.info(
                 "otel-llm policies: reloaded %s: %d policies%s",
                 self.path,
                 len(policies.policies),
                 f"; spend read again for {', '.join(read_again)}" if read_again else "",
             )
+            self.last_error = self._last_error_ns = None
+            self.reloads += 1
             return True
 
     def state(self) -> dict[str, Any]:
