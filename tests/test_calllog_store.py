@@ -967,6 +967,25 @@ def test_an_upgraded_store_has_stats_by_user_from_the_day_after_its_last_calls(
         store.close()
 
 
+def test_a_store_newer_than_the_code_is_refused(
+    store_url: str,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Opened by an older otel-llm (one that knows a migration fewer), a store is refused and
+    keeps its version."""
+    open_store(store_url).close()
+    latest = schema.LATEST
+    monkeypatch.setattr(schema, "LATEST", latest - 1)
+    with pytest.raises(RuntimeError, match=f"version {latest} is newer than this otel-llm"):
+        open_store(store_url)
+    monkeypatch.undo()
+    store = open_store(store_url)
+    try:
+        assert store.schema_version() == latest  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
 def test_unpriced_calls_have_no_cost_not_zero(store: SQLCallStore) -> None:
     unpriced = [r for r in make_records(60, seed=5) if r.cost is None]
     assert unpriced
