@@ -347,15 +347,7 @@ def run(server: FakeLLMServer, tmp_path_factory: pytest.TempPathFactory) -> dict
         ",".join(VERSIONS),
         label="OpenAI Agents SDK run",
         cwd=tmp_path_factory.mktemp("openai-agents"),
-        env=clean_environment(
-            FAKE_OPENAI_BASE_URL=server.openai_base_url,
-            FAKE_ANTHROPIC_BASE_URL=server.anthropic_base_url,
-            ANTHROPIC_OPEN_TELEMETRY="false",
-            OPENAI_API_KEY="test",
-            ANTHROPIC_API_KEY="test",
-            NO_PROXY="127.0.0.1,localhost",
-            no_proxy="127.0.0.1,localhost",
-        ),
+        env=clean_environment(**server.script_environment()),
         timeout=SCRIPT_TIMEOUT,
     )
     assert server.pending == 0, f"{server.pending} scripted responses left: {server.requests}"
