@@ -51,6 +51,7 @@ from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import EnrichedCall, Enricher
 from otel_llm.collector.grpc_receiver import GrpcReceiver
 from otel_llm.collector.http_receiver import HttpReceiver
+from otel_llm.collector.otlp import set_value
 from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
@@ -267,12 +268,7 @@ def one_span_request(name: str = "plain", **attributes: Any) -> ExportTraceServi
         end_time_unix_nano=T0 + 10**9,
     )
     for key, value in attributes.items():
-        pair = span.attributes.add()
-        pair.key = key
-        if isinstance(value, str):
-            pair.value.string_value = value
-        else:
-            pair.value.int_value = value
+        set_value(span.attributes.add(key=key).value, value)
     resource_spans = ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])
     resource_spans.resource.attributes.append(
         KeyValue(key="service.name", value=AnyValue(string_value=SERVICE))
