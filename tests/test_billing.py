@@ -31,6 +31,7 @@ from otel_llm.calllog.store import open_store
 from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import Billing, Cost, Discount, OverrideError, PriceBook, load_price_rules
 from otel_llm.pricing.billing import discounted
+from tests.support.pipeline import chat_labels
 from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
 from tests.test_pricing import START_NS, make_call
 
@@ -314,14 +315,7 @@ def test_spans_and_metrics_carry_the_effective_cost() -> None:
         assert credits.attributes is not None
         assert own.attributes[sc.OTEL_LLM_BILLING] == "own_key"
         assert credits.attributes[sc.OTEL_LLM_BILLING] == "credits"
-        labels = {
-            "gen_ai_operation_name": "chat",
-            "gen_ai_provider_name": "openai",
-            "gen_ai_request_model": "gpt-4o-mini",
-            "gen_ai_response_model": "",
-            "error_type": "",
-            "service_name": "checkout",
-        }
+        labels = chat_labels()
         assert registry.get_sample_value(sc.PROM_COST, labels) == pytest.approx(2 * 0.000189)
     finally:
         provider.shutdown()

@@ -57,6 +57,7 @@ from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import Cost, Unpriced
 from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
+from tests.support.pipeline import chat_labels
 
 SERVICE = "checkout"
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -189,16 +190,7 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
 
 
 def genai_labels(model: str, **extra: str) -> dict[str, str]:
-    labels = {
-        "gen_ai_operation_name": "chat",
-        "gen_ai_provider_name": "openai",
-        "gen_ai_request_model": model,
-        "gen_ai_response_model": "",
-        "error_type": "",
-        "service_name": SERVICE,
-    }
-    labels.update(extra)
-    return labels
+    return chat_labels(gen_ai_request_model=model, service_name=SERVICE, **extra)
 
 
 # --- fixtures -----------------------------------------------------------------------------------

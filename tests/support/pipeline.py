@@ -25,3 +25,17 @@ class Pipeline:
 
     def sample(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, labels)
+
+
+def chat_labels(**labels: str) -> dict[str, str]:
+    """The Prometheus labels of the tests' usual call (an OpenAI gpt-4o-mini chat, no response
+    model, no error, of the service ``checkout``), ``labels`` adding or replacing."""
+    return {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": "openai",
+        "gen_ai_request_model": "gpt-4o-mini",
+        "gen_ai_response_model": "",
+        "error_type": "",
+        "service_name": "checkout",
+        **labels,
+    }
