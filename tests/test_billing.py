@@ -495,6 +495,18 @@ def test_the_gateways_setting(monkeypatch: pytest.MonkeyPatch, caplog: Any) -> N
     assert _bill(pricer.book, routed)[1] == Billing("credits", _list_price(routed))
 
 
+GATEWAY_CALL = {
+    sc.GEN_AI_OPERATION_NAME: "chat",
+    sc.GEN_AI_PROVIDER_NAME: "openai",
+    sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+    sc.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+    sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+    sc.SERVER_ADDRESS: "llm.corp.example",
+}
+"""The span attributes of a call through the gateway ``corp.example``, priced in process and in
+the collector alike."""
+
+
 def test_the_processor_takes_the_gateways_as_a_keyword() -> None:
     memory = InMemorySpanExporter()
     processor = LLMSpanProcessor(
@@ -504,15 +516,7 @@ def test_the_processor_takes_the_gateways_as_a_keyword() -> None:
     provider.add_span_processor(processor)
     try:
         tracer = provider.get_tracer("other.instrumentation")
-        attributes = {
-            sc.GEN_AI_OPERATION_NAME: "chat",
-            sc.GEN_AI_PROVIDER_NAME: "openai",
-            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-            sc.GEN_AI_USAGE_INPUT_TOKENS: 1000,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
-            sc.SERVER_ADDRESS: "llm.corp.example",
-        }
-        tracer.start_span("chat", kind=SpanKind.CLIENT, attributes=attributes).end()
+        tracer.start_span("chat", kind=SpanKind.CLIENT, attributes=GATEWAY_CALL).end()
         (span,) = memory.get_finished_spans()
         assert span.attributes is not None
         assert span.attributes[sc.OTEL_LLM_BILLING] == "credits"
@@ -555,17 +559,7 @@ def test_the_collector_bills_and_discounts_otlp_spans() -> None:
         Pricer(PricingOptions(price_book=book, max_tokens=10**8)),
         PrometheusRecorder.for_registry(registry),
     )
-    request = one_span_request(
-        "chat",
-        **{
-            sc.GEN_AI_OPERATION_NAME: "chat",
-            sc.GEN_AI_PROVIDER_NAME: "openai",
-            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-            sc.GEN_AI_USAGE_INPUT_TOKENS: 1000,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
-            sc.SERVER_ADDRESS: "llm.corp.example",
-        },
-    )
+    request = one_span_request("chat", **GATEWAY_CALL)
     result = enricher.enrich(request)
     (call,) = result.calls
     assert call.derived.billing == Billing(
