@@ -31,7 +31,7 @@ from otel_llm.calllog.store import open_store
 from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import Billing, Cost, Discount, OverrideError, PriceBook, load_price_rules
 from otel_llm.pricing.billing import discounted
-from tests.support.pipeline import chat_labels
+from tests.support.pipeline import chat_labels, counter_total
 from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
 from tests.test_pricing import START_NS, make_call
 
@@ -570,11 +570,4 @@ def test_the_collector_bills_and_discounts_otlp_spans() -> None:
     assert forwarded[sc.OTEL_LLM_COST_LIST_AMOUNT] == 0.00021
     assert forwarded[sc.OTEL_LLM_BILLING] == "credits"
     assert forwarded[sc.OTEL_LLM_COST_PRICE_DATA].endswith(" - 10% discount")
-    total = sum(
-        sample.value
-        for metric in registry.collect()
-        if metric.name == sc.PROM_COST.removesuffix("_total")
-        for sample in metric.samples
-        if sample.name == sc.PROM_COST
-    )
-    assert total == pytest.approx(0.000189)
+    assert counter_total(registry, sc.PROM_COST) == pytest.approx(0.000189)

@@ -1,4 +1,5 @@
-"""The in-process pipeline most tests run spans through (the ``pipeline`` fixture's value)."""
+"""The in-process pipeline most tests run spans through (the ``pipeline`` fixture's value), and the
+reading of its metrics: the labels of the tests' usual call, a counter's total."""
 
 from __future__ import annotations
 
@@ -39,3 +40,13 @@ def chat_labels(**labels: str) -> dict[str, str]:
         "service_name": "checkout",
         **labels,
     }
+
+
+def counter_total(registry: CollectorRegistry, sample_name: str) -> float:
+    """The sum of a counter over all its label sets (0 when it has none)."""
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == sample_name
+    )
