@@ -51,6 +51,7 @@ from otel_llm import _semconv as sc
 from otel_llm.call import read_call
 from otel_llm.pricing import Cost, PriceBook
 from otel_llm.tracecost import OPENINFERENCE_AGENT, OPENINFERENCE_KIND
+from tests.support.api import get_json
 from tests.support.collector_process import CollectorProcess
 from tests.support.fake_llm import FakeLLMServer, ScriptedResponse, ToolCall
 from tests.support.otlp_receiver import OTLPReceiver
@@ -347,15 +348,7 @@ def run(server: FakeLLMServer, tmp_path_factory: pytest.TempPathFactory) -> dict
         ",".join(VERSIONS),
         label="OpenAI Agents SDK run",
         cwd=tmp_path_factory.mktemp("openai-agents"),
-        env=clean_environment(
-            FAKE_OPENAI_BASE_URL=server.openai_base_url,
-            FAKE_ANTHROPIC_BASE_URL=server.anthropic_base_url,
-            ANTHROPIC_OPEN_TELEMETRY="false",
-            OPENAI_API_KEY="test",
-            ANTHROPIC_API_KEY="test",
-            NO_PROXY="127.0.0.1,localhost",
-            no_proxy="127.0.0.1,localhost",
-        ),
+        env=clean_environment(**server.script_environment()),
         timeout=SCRIPT_TIMEOUT,
     )
     assert server.pending == 0, f"{server.pending} scripted responses left: {server.requests}"
@@ -568,13 +561,7 @@ def post(url: str, body: bytes) -> None:
 
 
 def ask(url: str) -> tuple[int, Any]:
-    request = urllib.request.Request(url)  # noqa: S310 - http://127.0.0.1 only
-    request.add_header("Authorization", f"Bearer {API_KEY}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - 127.0.0.1
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return get_json(url, API_KEY)
 
 
 def walk(nodes: list[dict[str, Any]], above: tuple[dict[str, Any], ...] = ()) -> Iterator[Any]:

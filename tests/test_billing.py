@@ -31,6 +31,7 @@ from otel_llm.calllog.store import open_store
 from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import Billing, Cost, Discount, OverrideError, PriceBook, load_price_rules
 from otel_llm.pricing.billing import discounted
+from tests.support.pipeline import chat_labels, counter_total
 from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
 from tests.test_pricing import START_NS, make_call
 
@@ -314,14 +315,7 @@ def test_spans_and_metrics_carry_the_effective_cost() -> None:
         assert credits.attributes is not None
         assert own.attributes[sc.OTEL_LLM_BILLING] == "own_key"
         assert credits.attributes[sc.OTEL_LLM_BILLING] == "credits"
-        labels = {
-            "gen_ai_operation_name": "chat",
-            "gen_ai_provider_name": "openai",
-            "gen_ai_request_model": "gpt-4o-mini",
-            "gen_ai_response_model": "",
-            "error_type": "",
-            "service_name": "checkout",
-        }
+        labels = chat_labels()
         assert registry.get_sample_value(sc.PROM_COST, labels) == pytest.approx(2 * 0.000189)
     finally:
         provider.shutdown()
@@ -501,6 +495,18 @@ def test_the_gateways_setting(monkeypatch: pytest.MonkeyPatch, caplog: Any) -> N
     assert _bill(pricer.book, routed)[1] == Billing("credits", _list_price(routed))
 
 
+GATEWAY_CALL = {
+    sc.GEN_AI_OPERATION_NAME: "chat",
+    sc.GEN_AI_PROVIDER_NAME: "openai",
+    sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+    sc.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+    sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+    sc.SERVER_ADDRESS: "llm.corp.example",
+}
+"""The span attributes of a call through the gateway ``corp.example``, priced in process and in
+the collector alike."""
+
+
 def test_the_processor_takes_the_gateways_as_a_keyword() -> None:
     memory = InMemorySpanExporter()
     processor = LLMSpanProcessor(
@@ -510,15 +516,7 @@ def test_the_processor_takes_the_gateways_as_a_keyword() -> None:
     provider.add_span_processor(processor)
     try:
         tracer = provider.get_tracer("other.instrumentation")
-        attributes = {
-            sc.GEN_AI_OPERATION_NAME: "chat",
-            sc.GEN_AI_PROVIDER_NAME: "openai",
-            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-            sc.GEN_AI_USAGE_INPUT_TOKENS: 1000,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
-            sc.SERVER_ADDRESS: "llm.corp.example",
-        }
-        tracer.start_span("chat", kind=SpanKind.CLIENT, attributes=attributes).end()
+        tracer.start_span("chat", kind=SpanKind.CLIENT, attributes=GATEWAY_CALL).end()
         (span,) = memory.get_finished_spans()
         assert span.attributes is not None
         assert span.attributes[sc.OTEL_LLM_BILLING] == "credits"
@@ -561,17 +559,7 @@ def test_the_collector_bills_and_discounts_otlp_spans() -> None:
         Pricer(PricingOptions(price_book=book, max_tokens=10**8)),
         PrometheusRecorder.for_registry(registry),
     )
-    request = one_span_request(
-        "chat",
-        **{
-            sc.GEN_AI_OPERATION_NAME: "chat",
-            sc.GEN_AI_PROVIDER_NAME: "openai",
-            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-            sc.GEN_AI_USAGE_INPUT_TOKENS: 1000,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
-            sc.SERVER_ADDRESS: "llm.corp.example",
-        },
-    )
+    request = one_span_request("chat", **GATEWAY_CALL)
     result = enricher.enrich(request)
     (call,) = result.calls
     assert call.derived.billing == Billing(
@@ -582,11 +570,4 @@ def test_the_collector_bills_and_discounts_otlp_spans() -> None:
     assert forwarded[sc.OTEL_LLM_COST_LIST_AMOUNT] == 0.00021
     assert forwarded[sc.OTEL_LLM_BILLING] == "credits"
     assert forwarded[sc.OTEL_LLM_COST_PRICE_DATA].endswith(" - 10% discount")
-    total = sum(
-        sample.value
-        for metric in registry.collect()
-        if metric.name == sc.PROM_COST.removesuffix("_total")
-        for sample in metric.samples
-        if sample.name == sc.PROM_COST
-    )
-    assert total == pytest.approx(0.000189)
+    assert counter_total(registry, sc.PROM_COST) == pytest.approx(0.000189)

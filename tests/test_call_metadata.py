@@ -40,7 +40,7 @@ from otel_llm.instrumentation.anthropic import AnthropicInstrumentor
 from otel_llm.instrumentation.openai import OpenAIInstrumentor
 from otel_llm.redaction import as_key_hint, key_hint
 from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
-from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
+from tests.support.postgres import pg_cluster, store_at_version, store_url  # noqa: F401
 from tests.test_calllog_store import make_records
 
 SECRET = "Q7xvT2mLp9RzK4wNc8HsJ1bYd6FgA3eU5iOo0PlMnBvCxZaSdWqErTy"
@@ -394,29 +394,9 @@ def test_a_v2_database_upgrades_keeping_its_calls(
     columns = [c for c in sql.INSERT_COLUMNS if c not in _AFTER_V2_COLUMNS]
     assert len(columns) == len(sql.INSERT_COLUMNS) - len(_AFTER_V2_COLUMNS)
     values = [v for c, v in zip(sql.INSERT_COLUMNS, sql.row_of(old), strict=True) if c in columns]
-    insert = f"INSERT INTO {schema.CALLS} ({', '.join(columns)}) VALUES ({{}})"  # noqa: S608
-    if backend == "sqlite":
-        url = str(tmp_path / "v2.db")
-        with sqlite3.connect(url) as connection:
-            for migration in schema.MIGRATIONS[:2]:
-                for statement in migration(schema.SQLITE_TYPES):
-                    connection.execute(statement)
-            connection.execute(schema.version_table_ddl())
-            connection.execute("INSERT INTO llm_calllog_schema (version) VALUES (2)")
-            connection.execute(insert.format(", ".join("?" for _ in columns)), values)
-    else:
-        cluster = request.getfixturevalue("pg_cluster")
-        name = f"v2_{tmp_path.name[-20:]}".replace("-", "_").lower()
-        with psycopg.connect(cluster.url(), autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-        url = cluster.url(name)
-        with psycopg.connect(url, autocommit=True) as connection:
-            for migration in schema.MIGRATIONS[:2]:
-                for statement in migration(schema.POSTGRES_TYPES):
-                    connection.execute(statement)
-            connection.execute(schema.version_table_ddl())
-            connection.execute("INSERT INTO llm_calllog_schema (version) VALUES (2)")
-            connection.execute(insert.format(", ".join("%s" for _ in columns)), values)
+    marks = ", ".join("?" for _ in columns)
+    insert = f"INSERT INTO {schema.CALLS} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+    url = store_at_version(backend, request, tmp_path, 2, (insert, values))
     store = open_store(url)
     try:
         assert store.schema_version() == schema.LATEST  # type: ignore[attr-defined]

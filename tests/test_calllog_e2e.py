@@ -16,8 +16,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -27,6 +25,7 @@ import pytest
 from otel_llm import _semconv as sc
 from otel_llm.calllog.query import CallFilter
 from otel_llm.calllog.store import open_store
+from tests.support.api import get_json
 from tests.support.collector_process import CollectorProcess
 from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
 from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401 - fixture
@@ -140,14 +139,7 @@ def run_app(grpc_endpoint: str) -> dict[str, list[str]]:
 
 def ask(api: str, path: str = "", key: str | None = API_KEY, **query: str) -> tuple[int, Any]:
     url = f"{api}{path}" + (f"?{urlencode(query)}" if query else "")
-    request = urllib.request.Request(url)  # noqa: S310 - http://127.0.0.1 only
-    if key is not None:
-        request.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - 127.0.0.1
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return get_json(url, key)
 
 
 def wait_for_calls(api: str, n: int, timeout: float = 15.0) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from otel_llm.calllog.record import CallRecord
 from otel_llm.calllog.store import SQLCallStore, open_store
 from otel_llm.calllog.writer import CallLogWriter
 from otel_llm.cli import main
-from tests.support.postgres import pg_cluster, store_url  # noqa: F401 - fixtures
+from tests.support.postgres import pg_cluster, store_at_version, store_url  # noqa: F401
 from tests.test_calllog_store import make_records
 
 REPLACEMENT = "\ufffd"
@@ -529,24 +529,7 @@ def test_a_v1_database_upgrades_to_the_dead_letters_keeping_its_calls(
 ) -> None:
     """A store made by the previous release (v1 only) gains the dead-letter table on open."""
     records = make_records(5, now=datetime.now(UTC))
-    if backend == "sqlite":
-        url = str(tmp_path / "v1.db")
-        with sqlite3.connect(url) as connection:
-            for statement in schema.MIGRATIONS[0](schema.SQLITE_TYPES):
-                connection.execute(statement)
-            connection.execute(schema.version_table_ddl())
-            connection.execute("INSERT INTO llm_calllog_schema (version) VALUES (1)")
-    else:
-        cluster = request.getfixturevalue("pg_cluster")
-        name = f"v1_{tmp_path.name[-20:]}".replace("-", "_").lower()
-        with psycopg.connect(cluster.url(), autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-        url = cluster.url(name)
-        with psycopg.connect(url, autocommit=True) as connection:
-            for statement in schema.MIGRATIONS[0](schema.POSTGRES_TYPES):
-                connection.execute(statement)
-            connection.execute(schema.version_table_ddl())
-            connection.execute("INSERT INTO llm_calllog_schema (version) VALUES (1)")
+    url = store_at_version(backend, request, tmp_path, 1)
     store = open_store(url)
     try:
         assert store.schema_version() == schema.LATEST  # type: ignore[attr-defined]

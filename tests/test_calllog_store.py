@@ -7,7 +7,6 @@ sums exactly (Decimal, int), percentiles from the sorted values (within the sket
 from __future__ import annotations
 
 import random
-import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -34,7 +33,13 @@ from otel_llm.calllog.record import FIELDS, NANO, SUMMARY_FIELDS, CallRecord, ca
 from otel_llm.calllog.sketch import Sketch, bucket, merged_bytes, one_value_bytes
 from otel_llm.calllog.sql import Statement
 from otel_llm.calllog.store import SQLCallStore, open_store
-from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster, store_url  # noqa: F401
+from tests.support.postgres import (  # noqa: F401 - fixtures
+    BACKENDS,
+    empty_store_url,
+    pg_cluster,
+    store_at_version,
+    store_url,
+)
 
 NOW = datetime(2026, 3, 15, 12, 30, tzinfo=UTC)
 RELATIVE_ERROR = 0.01
@@ -935,22 +940,22 @@ def test_stats_refuse_filters_the_aggregates_cannot_answer(
 
 
 def test_an_upgraded_store_has_stats_by_user_from_the_day_after_its_last_calls(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """A store made before the tables by status, user and key (schema v2) keeps the earlier
     calls in the first table only: stats by user start the day after the last of them."""
-    path = str(tmp_path / "old.db")
     old = make_records(40, days=3, now=NOW - timedelta(days=5))
-    with sqlite3.connect(path) as connection:
-        for statement in (*schema._v1(schema.SQLITE_TYPES), *schema._v2(schema.SQLITE_TYPES)):
-            connection.execute(statement)
-        connection.execute(schema.version_table_ddl())
-        connection.execute(f"INSERT INTO {schema.VERSION_TABLE} (version) VALUES (2)")  # noqa: S608
-        connection.execute(
+    path = store_at_version(
+        "sqlite",
+        request,
+        tmp_path,
+        2,
+        (
             "INSERT INTO llm_call_daily (day, service, provider, model, operation, feature, "
             "project, requests) VALUES (?, 's', 'p', 'm', 'chat', '', '', 1)",
             ((NOW - timedelta(days=5)).date().isoformat(),),
-        )
+        ),
+    )
     store = open_store(path, clock=lambda: NOW)
     try:
         assert store.schema_version() == schema.LATEST  # type: ignore[attr-defined]
@@ -963,6 +968,25 @@ def test_an_upgraded_store_has_stats_by_user_from_the_day_after_its_last_calls(
         _check_totals(answer["stats"], u1)
         with pytest.raises(QueryError, match="count the calls stored from"):
             store.stats(StatsQuery(CallFilter(status="error", end=NOW - timedelta(days=6))))
+    finally:
+        store.close()
+
+
+def test_a_store_newer_than_the_code_is_refused(
+    store_url: str,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Opened by an older otel-llm (one that knows a migration fewer), a store is refused and
+    keeps its version."""
+    open_store(store_url).close()
+    latest = schema.LATEST
+    monkeypatch.setattr(schema, "LATEST", latest - 1)
+    with pytest.raises(RuntimeError, match=f"version {latest} is newer than this otel-llm"):
+        open_store(store_url)
+    monkeypatch.undo()
+    store = open_store(store_url)
+    try:
+        assert store.schema_version() == latest  # type: ignore[attr-defined]
     finally:
         store.close()
 

@@ -24,6 +24,7 @@ from otel_llm.cli import main
 from otel_llm.collector import CollectorService
 from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.dedup import RecentSpans, span_key
+from otel_llm.collector.otlp import set_value
 from otel_llm.collector.telemetry import PROM_DUPLICATE, PROM_RECEIVED
 from tests.support.collector_process import CollectorProcess
 from tests.support.otlp_receiver import OTLPReceiver
@@ -54,12 +55,7 @@ def llm_span(span_id: int, model: str = "gpt-4o-mini", *, trace_id: bytes = TRAC
         sc.GEN_AI_USAGE_OUTPUT_TOKENS: 2_000,
     }
     for key, value in attributes.items():
-        pair = span.attributes.add()
-        pair.key = key
-        if isinstance(value, str):
-            pair.value.string_value = value
-        else:
-            pair.value.int_value = value
+        set_value(span.attributes.add(key=key).value, value)
     return span
 
 

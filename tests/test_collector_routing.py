@@ -45,20 +45,20 @@ from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import Cost
 from otel_llm.tracecost import agent_of_span, span_role
-from tests.test_collector_config import _compose_flag, _compose_otel_llm_port, _queue_and_retry
+from tests.test_collector_config import KNOWN_TYPES as PLAIN_TYPES
+from tests.test_collector_config import (
+    OTELCOL_CONFIGS,
+    SECTIONS,
+    _compose_flag,
+    _compose_otel_llm_port,
+    _queue_and_retry,
+)
 from tests.test_dialects import CASES
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "collector_config"
 ROUTED = routing.CONFIGS
-ALL_CONFIGS = ("otelcol.yaml", "otelcol-loadbalancing.yaml", *ROUTED)
-SECTIONS = ("receivers", "processors", "exporters", "extensions", "connectors")
-KNOWN_TYPES = {
-    "receivers": {"otlp"},
-    "processors": {"memory_limiter", "batch"},
-    "exporters": {"otlp", "loadbalancing"},
-    "extensions": {"health_check"},
-    "connectors": {"routing"},
-}
+ALL_CONFIGS = (*OTELCOL_CONFIGS, *ROUTED)
+KNOWN_TYPES = {**PLAIN_TYPES, "connectors": {"routing"}}
 # The routing connector's settings (its README, contrib main) and OTTL contexts for traces.
 ROUTING_KEYS = {"table", "default_pipelines", "error_mode"}
 ROUTE_KEYS = {"context", "condition", "statement", "pipelines", "action"}

@@ -51,11 +51,13 @@ from otel_llm.collector.config import CollectorConfig
 from otel_llm.collector.enrich import EnrichedCall, Enricher
 from otel_llm.collector.grpc_receiver import GrpcReceiver
 from otel_llm.collector.http_receiver import HttpReceiver
+from otel_llm.collector.otlp import set_value
 from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import Cost, Unpriced
 from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
+from tests.support.pipeline import chat_labels
 
 SERVICE = "checkout"
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -188,16 +190,7 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
 
 
 def genai_labels(model: str, **extra: str) -> dict[str, str]:
-    labels = {
-        "gen_ai_operation_name": "chat",
-        "gen_ai_provider_name": "openai",
-        "gen_ai_request_model": model,
-        "gen_ai_response_model": "",
-        "error_type": "",
-        "service_name": SERVICE,
-    }
-    labels.update(extra)
-    return labels
+    return chat_labels(gen_ai_request_model=model, service_name=SERVICE, **extra)
 
 
 # --- fixtures -----------------------------------------------------------------------------------
@@ -267,12 +260,7 @@ def one_span_request(name: str = "plain", **attributes: Any) -> ExportTraceServi
         end_time_unix_nano=T0 + 10**9,
     )
     for key, value in attributes.items():
-        pair = span.attributes.add()
-        pair.key = key
-        if isinstance(value, str):
-            pair.value.string_value = value
-        else:
-            pair.value.int_value = value
+        set_value(span.attributes.add(key=key).value, value)
     resource_spans = ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])
     resource_spans.resource.attributes.append(
         KeyValue(key="service.name", value=AnyValue(string_value=SERVICE))

@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 import otel_llm
 from otel_llm import LLMSpanProcessor, llm_call
 from tests.support.otlp_receiver import OTLPReceiver
+from tests.support.pipeline import counter_total
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).parent.parent
@@ -44,16 +45,6 @@ SUBPROCESS_TIMEOUT = 60
 # (test_export.py derives the same number step by step).
 MTOK = Decimal(1_000_000)
 EXPECTED_COST = (600 * Decimal("0.15") + 400 * Decimal("0.075") + 200 * Decimal("0.60")) / MTOK
-
-
-def counter_total(registry: CollectorRegistry, sample_name: str) -> float:
-    """The sum of a counter over all its label sets (0 when it has none)."""
-    return sum(
-        sample.value
-        for metric in registry.collect()
-        for sample in metric.samples
-        if sample.name == sample_name
-    )
 
 
 class RecordingProcessor(SpanProcessor):

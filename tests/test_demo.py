@@ -22,6 +22,7 @@ import pytest
 from otel_llm import _semconv as sc
 from otel_llm import demo
 from otel_llm.cli import main
+from tests.support.pipeline import counter_total
 from tests.support.ports import free_port
 
 
@@ -153,13 +154,7 @@ def test_summary_agrees_with_spans_and_metrics() -> None:
 
     # Prometheus got the same cost (float sums) and the unpriced call, by reason.
     registry = pipeline.registry
-    metric_cost = sum(
-        sample.value
-        for metric in registry.collect()
-        if metric.name == sc.PROM_COST.removesuffix("_total")
-        for sample in metric.samples
-        if sample.name == sc.PROM_COST
-    )
+    metric_cost = counter_total(registry, sc.PROM_COST)
     assert math.isclose(metric_cost, float(summary.total.cost), rel_tol=1e-9)
     unpriced: dict[str, float] = {}
     for metric in registry.collect():

@@ -7,7 +7,6 @@ file order and the last one stops it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -31,6 +30,7 @@ from otel_llm.cli import main
 from otel_llm.demo import UNKNOWN_MODEL
 from otel_llm.demo.scenario import OPENAI
 from otel_llm.demo.traffic import AGENT, DAY_NS, DAYS, SERVICES, TOOL, month
+from tests.support.api import get_json
 
 PROD_KEY = "prod-key-from-the-environment-0123"
 CALLS = 1200
@@ -110,13 +110,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 def ask(demo: Demo, path: str, key: str | None = None, **query: Any) -> tuple[int, Any]:
     url = demo.url + path.lstrip("/") + (f"?{urlencode(query)}" if query else "")
-    request = urllib.request.Request(url)  # noqa: S310 - http://127.0.0.1 only
-    request.add_header("Authorization", f"Bearer {key if key is not None else demo.key}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return get_json(url, key if key is not None else demo.key)
 
 
 def test_the_month_is_in_the_call_log(served: Demo) -> None:

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import LLMSpanProcessor, llm_call
 from tests.support.otlp_receiver import OTLPReceiver, ReceivedEvent
+from tests.support.pipeline import counter_total
 
 TransportName = Literal["grpc", "http", "http-gzip"]
 
@@ -52,16 +53,6 @@ def gpt_4o_mini_cost(*, input_tokens: int, output_tokens: int, cache_read_tokens
 
 
 EXPECTED_COST = gpt_4o_mini_cost(input_tokens=1000, output_tokens=200, cache_read_tokens=400)
-
-
-def counter_total(registry: CollectorRegistry, sample_name: str) -> float:
-    """The sum of a counter over all its label sets (0 when it has none)."""
-    return sum(
-        sample.value
-        for metric in registry.collect()
-        for sample in metric.samples
-        if sample.name == sample_name
-    )
 
 
 @dataclass

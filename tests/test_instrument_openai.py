@@ -388,12 +388,9 @@ def test_provider_and_server_from_base_url(
     assert values.server_attributes(client.base_url) == (address, port)
 
 
-def test_a_response_is_set_on_the_span_in_one_call(
-    traced: Pipeline, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # One set_attributes for what the response said (with the HTTP status it came with) and its
-    # usage, and nothing else on the way: each call into the SDK takes the span's lock and
-    # checks its values again.
+def _setter_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """The calls made from now on into SDK spans' ``set_attribute`` and ``set_attributes``, in
+    order: (method, arguments)."""
     calls: list[tuple[str, Any]] = []
     for method in ("set_attribute", "set_attributes"):
         original = getattr(SdkSpan, method)
@@ -405,6 +402,16 @@ def test_a_response_is_set_on_the_span_in_one_call(
             return _original(self, *args)
 
         monkeypatch.setattr(SdkSpan, method, counted)
+    return calls
+
+
+def test_a_response_is_set_on_the_span_in_one_call(
+    traced: Pipeline, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One set_attributes for what the response said (with the HTTP status it came with) and its
+    # usage, and nothing else on the way: each call into the SDK takes the span's lock and
+    # checks its values again.
+    calls = _setter_calls(monkeypatch)
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
     assert [name for name, _ in calls] == ["set_attributes"]
     ((_, (response,)),) = calls
@@ -424,17 +431,7 @@ def test_a_stream_sets_its_first_chunk_with_the_response_in_one_call(
 ) -> None:
     # Time to first chunk rides with the response's attributes and its usage: one call into
     # the SDK.
-    calls: list[tuple[str, Any]] = []
-    for method in ("set_attribute", "set_attributes"):
-        original = getattr(SdkSpan, method)
-
-        def counted(
-            self: SdkSpan, *args: Any, _method: str = method, _original: Any = original
-        ) -> Any:
-            calls.append((_method, args))
-            return _original(self, *args)
-
-        monkeypatch.setattr(SdkSpan, method, counted)
+    calls = _setter_calls(monkeypatch)
     for _ in client.chat.completions.create(
         model="gpt-4o-mini",
         messages=MESSAGES,  # type: ignore[arg-type]

@@ -350,15 +350,7 @@ def run_family(server: FakeLLMServer, tmp_path_factory: pytest.TempPathFactory) 
                 "1" if family.anthropic else "0",
                 label=f"{family.name} instrumentation, {mode}",
                 cwd=tmp_path_factory.mktemp(f"family-{family.name}-{mode}"),
-                env=clean_environment(
-                    FAKE_OPENAI_BASE_URL=server.openai_base_url,
-                    FAKE_ANTHROPIC_BASE_URL=server.anthropic_base_url,
-                    ANTHROPIC_OPEN_TELEMETRY="false",
-                    OPENAI_API_KEY="test",
-                    ANTHROPIC_API_KEY="test",
-                    NO_PROXY="127.0.0.1,localhost",
-                    no_proxy="127.0.0.1,localhost",
-                ),
+                env=clean_environment(**server.script_environment()),
                 timeout=SCRIPT_TIMEOUT,
             )
             assert server.pending == 0, (

@@ -12,7 +12,6 @@ store of ``LOAD_CALLS`` calls written through the store's batch path
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from otel_llm.calllog.api import CallLogAPI
 from otel_llm.calllog.auth import KeyRing
 from otel_llm.calllog.store import open_store
 from otel_llm.calllog.webpage import CONTENT_SECURITY_POLICY
+from tests.support.api import get_json
 from tests.support.browser import start_browser
 from tests.support.collector_process import CollectorProcess
 
@@ -126,9 +126,9 @@ APP = textwrap.dedent(
 
 def ask(api: str, path: str, key: str = KEY, **query: str) -> Any:
     url = f"{api}{path}" + (f"?{urlencode(query)}" if query else "")
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - 127.0.0.1
-        return json.loads(response.read())
+    status, answer = get_json(url, key)
+    assert status == 200, answer
+    return answer
 
 
 def start_collector(tmp_path: Path, *args: str, **env: str) -> CollectorProcess:

@@ -7,6 +7,7 @@ checks they are still what the snapshot says, so a data update fails loudly in o
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,7 +18,7 @@ import pytest
 from genai_prices import data_snapshot
 
 from otel_llm import _semconv as sc
-from otel_llm.call import LLMCall, read_call
+from otel_llm.call import LLMCall, Rejected, read_call
 from otel_llm.pricing import Cost, OverrideError, PriceBook, PriceOverride, Unpriced, load_overrides
 from otel_llm.pricing.overrides import parse_overrides
 
@@ -163,6 +164,24 @@ def unpriced(call: LLMCall, book: PriceBook | None = None) -> str:
     result = (book or PriceBook()).price(call, START_NS)
     assert isinstance(result, Unpriced), result
     return result.reason
+
+
+def read_mini_chat(attributes: Mapping[str, Any]) -> tuple[LLMCall, list[Rejected]]:
+    """The call the span reader reads from a gpt-4o-mini chat span with ``make_call``'s counts
+    (1,000 input and 100 output tokens) and ``attributes`` added, with what it rejected."""
+    call, rejected = read_call(
+        {
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_PROVIDER_NAME: "openai",
+            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+            sc.GEN_AI_USAGE_INPUT_TOKENS: 1_000,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+            **attributes,
+        },
+        max_tokens=10**8,
+    )
+    assert call is not None
+    return call, rejected
 
 
 # --- hand-computed costs ------------------------------------------------------------------------
@@ -565,18 +584,7 @@ def test_override_prices_are_exact_decimals() -> None:
     ],
 )
 def test_the_provider_reported_cost_wins(attributes: dict[str, Any]) -> None:
-    call, rejected = read_call(
-        {
-            sc.GEN_AI_OPERATION_NAME: "chat",
-            sc.GEN_AI_PROVIDER_NAME: "openai",
-            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-            sc.GEN_AI_USAGE_INPUT_TOKENS: 1_000,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
-            **attributes,
-        },
-        max_tokens=10**8,
-    )
-    assert call is not None
+    call, rejected = read_mini_chat(attributes)
     assert rejected == []
     cost = priced(call)
     assert cost.source == "provider"
@@ -587,38 +595,24 @@ def test_the_provider_reported_cost_wins(attributes: dict[str, Any]) -> None:
 
 
 def test_a_cost_without_the_provider_source_is_not_the_providers() -> None:
-    call, _ = read_call(
+    call, _ = read_mini_chat(
         {
-            sc.GEN_AI_OPERATION_NAME: "chat",
-            sc.GEN_AI_PROVIDER_NAME: "openai",
-            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-            sc.GEN_AI_USAGE_INPUT_TOKENS: 1_000,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
             sc.GEN_AI_USAGE_COST_AMOUNT: 5.0,
             sc.GEN_AI_USAGE_COST_SOURCE: "estimate",
-        },
-        max_tokens=10**8,
+        }
     )
-    assert call is not None
     cost = priced(call)
     assert cost.source == "local"
     assert cost.amount == Decimal("0.00021")  # 1_000 x 0.15 + 100 x 0.6, per million
 
 
 def test_a_rejected_provider_cost_falls_back_to_local_prices() -> None:
-    call, rejected = read_call(
+    call, rejected = read_mini_chat(
         {
-            sc.GEN_AI_OPERATION_NAME: "chat",
-            sc.GEN_AI_PROVIDER_NAME: "openai",
-            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-            sc.GEN_AI_USAGE_INPUT_TOKENS: 1_000,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
             sc.GEN_AI_USAGE_COST_AMOUNT: -3.0,
             sc.GEN_AI_USAGE_COST_SOURCE: "provider",
-        },
-        max_tokens=10**8,
+        }
     )
-    assert call is not None
     assert [tuple(r) for r in rejected] == [(sc.GEN_AI_USAGE_COST_AMOUNT, "negative")]
     cost = priced(call)
     assert (cost.source, cost.amount) == ("local", Decimal("0.00021"))
@@ -642,35 +636,13 @@ def test_unpriced_reasons() -> None:
 
 
 def test_a_rejected_usage_value_from_a_span_is_invalid_usage() -> None:
-    call, rejected = read_call(
-        {
-            sc.GEN_AI_OPERATION_NAME: "chat",
-            sc.GEN_AI_PROVIDER_NAME: "openai",
-            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-            sc.GEN_AI_USAGE_INPUT_TOKENS: 1_000,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
-            sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: -5,
-        },
-        max_tokens=10**8,
-    )
-    assert call is not None
+    call, rejected = read_mini_chat({sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: -5})
     assert [tuple(r) for r in rejected] == [(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, "negative")]
     assert unpriced(call) == "invalid_usage"
 
 
 def test_usage_missing_flag_from_a_span() -> None:
-    call, _ = read_call(
-        {
-            sc.GEN_AI_OPERATION_NAME: "chat",
-            sc.GEN_AI_PROVIDER_NAME: "openai",
-            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-            sc.GEN_AI_USAGE_INPUT_TOKENS: 1_000,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 0,
-            sc.OTEL_LLM_USAGE_MISSING: True,
-        },
-        max_tokens=10**8,
-    )
-    assert call is not None
+    call, _ = read_mini_chat({sc.GEN_AI_USAGE_OUTPUT_TOKENS: 0, sc.OTEL_LLM_USAGE_MISSING: True})
     assert unpriced(call) == "missing_usage"
 
 
@@ -790,20 +762,13 @@ def test_an_entry_without_token_prices_is_unpriced_not_free() -> None:
 
 
 def test_a_provider_cost_in_another_currency_falls_back_to_the_local_price() -> None:
-    call, rejected = read_call(
+    call, rejected = read_mini_chat(
         {
-            sc.GEN_AI_OPERATION_NAME: "chat",
-            sc.GEN_AI_PROVIDER_NAME: "openai",
-            sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-            sc.GEN_AI_USAGE_INPUT_TOKENS: 1_000,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
             sc.GEN_AI_USAGE_COST_AMOUNT: 0.5,
             sc.GEN_AI_USAGE_COST_SOURCE: "provider",
             sc.GEN_AI_USAGE_COST_CURRENCY: "EUR",
-        },
-        max_tokens=10**8,
+        }
     )
-    assert call is not None
     assert (sc.GEN_AI_USAGE_COST_CURRENCY, "unsupported_currency") in rejected
     cost = priced(call)
     assert cost.source == "local"

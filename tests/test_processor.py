@@ -28,7 +28,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from otel_llm import LLMSpanProcessor, PriceBook, llm_call, llm_context, start_metrics_server
 from otel_llm import _semconv as sc
 from otel_llm.tracecost import Rollup
-from tests.support.pipeline import Pipeline
+from tests.support.pipeline import Pipeline, chat_labels
 
 MTOK = Decimal(1_000_000)
 # Published prices (USD per million tokens) of genai-prices' bundled data, copied by hand.
@@ -49,19 +49,6 @@ def _start_llm_span(pipeline: Pipeline, **attributes: Any) -> None:
     span.end()
 
 
-def _labels(**extra: str) -> dict[str, str]:
-    labels = {
-        "gen_ai_operation_name": "chat",
-        "gen_ai_provider_name": "openai",
-        "gen_ai_request_model": "gpt-4o-mini",
-        "gen_ai_response_model": "",
-        "error_type": "",
-        "service_name": "checkout",
-    }
-    labels.update(extra)
-    return labels
-
-
 def test_openai_cached_input_is_priced_once(pipeline: Pipeline) -> None:
     with llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=pipeline.provider) as c:
         c.set_usage(input_tokens=12_000, output_tokens=800, cache_read_tokens=10_000)
@@ -80,9 +67,9 @@ def test_openai_cached_input_is_priced_once(pipeline: Pipeline) -> None:
     assert span.attributes[sc.OTEL_LLM_COST_CACHE_READ] == float(
         10_000 * GPT_4O_MINI["cache_read"] / MTOK
     )
-    assert pipeline.sample(sc.PROM_COST, **_labels()) == pytest.approx(float(expected))
-    assert pipeline.sample(sc.PROM_TOKENS, **_labels(gen_ai_token_type="input")) == 12_000
-    assert pipeline.sample(sc.PROM_TOKENS, **_labels(gen_ai_token_type="cache_read")) == 10_000
+    assert pipeline.sample(sc.PROM_COST, **chat_labels()) == pytest.approx(float(expected))
+    assert pipeline.sample(sc.PROM_TOKENS, **chat_labels(gen_ai_token_type="input")) == 12_000
+    assert pipeline.sample(sc.PROM_TOKENS, **chat_labels(gen_ai_token_type="cache_read")) == 10_000
 
 
 def test_anthropic_cache_write_and_read(pipeline: Pipeline) -> None:
@@ -106,7 +93,7 @@ def test_anthropic_cache_write_and_read(pipeline: Pipeline) -> None:
     ) / MTOK
     (span,) = pipeline.spans()
     assert span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == float(expected)
-    labels = _labels(gen_ai_provider_name="anthropic", gen_ai_request_model="claude-sonnet-4-5")
+    labels = chat_labels(gen_ai_provider_name="anthropic", gen_ai_request_model="claude-sonnet-4-5")
     assert pipeline.sample(sc.PROM_COST, **labels) == pytest.approx(float(expected))
     assert pipeline.sample(sc.PROM_TOKENS, **labels, gen_ai_token_type="cache_creation") == 5_000
 
@@ -124,17 +111,18 @@ def test_counters_and_histograms_sum_the_calls(pipeline: Pipeline) -> None:
     spans = pipeline.spans()
     exported = sum(Decimal(str(s.attributes[sc.GEN_AI_USAGE_COST_AMOUNT])) for s in spans)
     assert exported == costs
-    assert pipeline.sample(sc.PROM_COST, **_labels()) == pytest.approx(float(costs), rel=1e-12)
+    assert pipeline.sample(sc.PROM_COST, **chat_labels()) == pytest.approx(float(costs), rel=1e-12)
     usage = sc.PROM_TOKEN_USAGE
-    assert pipeline.sample(usage + "_count", **_labels(gen_ai_token_type="input")) == 3
-    assert pipeline.sample(usage + "_sum", **_labels(gen_ai_token_type="input")) == 52_100
-    assert pipeline.sample(usage + "_sum", **_labels(gen_ai_token_type="output")) == 311
+    assert pipeline.sample(usage + "_count", **chat_labels(gen_ai_token_type="input")) == 3
+    assert pipeline.sample(usage + "_sum", **chat_labels(gen_ai_token_type="input")) == 52_100
+    assert pipeline.sample(usage + "_sum", **chat_labels(gen_ai_token_type="output")) == 311
     # 2,000 input tokens fall in the (1024, 4096] bucket; cumulative le="4096" holds two calls.
     assert (
-        pipeline.sample(usage + "_bucket", **_labels(gen_ai_token_type="input", le="4096.0")) == 2
+        pipeline.sample(usage + "_bucket", **chat_labels(gen_ai_token_type="input", le="4096.0"))
+        == 2
     )
-    assert pipeline.sample(sc.PROM_DURATION + "_count", **_labels()) == 3
-    assert pipeline.sample(sc.PROM_TIME_TO_FIRST_CHUNK + "_count", **_labels()) is None
+    assert pipeline.sample(sc.PROM_DURATION + "_count", **chat_labels()) == 3
+    assert pipeline.sample(sc.PROM_TIME_TO_FIRST_CHUNK + "_count", **chat_labels()) is None
 
 
 def test_streamed_call_records_time_to_first_chunk(pipeline: Pipeline) -> None:
@@ -144,8 +132,8 @@ def test_streamed_call_records_time_to_first_chunk(pipeline: Pipeline) -> None:
     (span,) = pipeline.spans()
     ttfc = span.attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
     assert span.attributes[sc.GEN_AI_REQUEST_STREAM] is True
-    assert pipeline.sample(sc.PROM_TIME_TO_FIRST_CHUNK + "_count", **_labels()) == 1
-    assert pipeline.sample(sc.PROM_TIME_TO_FIRST_CHUNK + "_sum", **_labels()) == ttfc
+    assert pipeline.sample(sc.PROM_TIME_TO_FIRST_CHUNK + "_count", **chat_labels()) == 1
+    assert pipeline.sample(sc.PROM_TIME_TO_FIRST_CHUNK + "_sum", **chat_labels()) == ttfc
 
 
 def test_exemplars_carry_the_trace_id(pipeline: Pipeline) -> None:
@@ -179,7 +167,7 @@ def test_exemplars_carry_the_trace_id(pipeline: Pipeline) -> None:
 
 
 def test_unknown_model_has_no_cost_and_counts_as_unpriced(pipeline: Pipeline) -> None:
-    labels = _labels(gen_ai_request_model="gpt-imaginary-9", reason="unknown_model")
+    labels = chat_labels(gen_ai_request_model="gpt-imaginary-9", reason="unknown_model")
     assert pipeline.sample(sc.PROM_UNPRICED, **labels) is None
     with llm_call(
         provider="openai", model="gpt-imaginary-9", tracer_provider=pipeline.provider
@@ -189,7 +177,7 @@ def test_unknown_model_has_no_cost_and_counts_as_unpriced(pipeline: Pipeline) ->
     assert sc.GEN_AI_USAGE_COST_AMOUNT not in span.attributes
     assert span.attributes[sc.OTEL_LLM_COST_UNPRICED_REASON] == "unknown_model"
     assert pipeline.sample(sc.PROM_UNPRICED, **labels) == 1
-    cost = pipeline.sample(sc.PROM_COST, **_labels(gen_ai_request_model="gpt-imaginary-9"))
+    cost = pipeline.sample(sc.PROM_COST, **chat_labels(gen_ai_request_model="gpt-imaginary-9"))
     assert cost is None  # not even a 0: an unknown price has no cost series
 
 
@@ -200,7 +188,7 @@ def test_provider_reported_cost_wins(pipeline: Pipeline) -> None:
     (span,) = pipeline.spans()
     assert span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == 0.5
     assert span.attributes[sc.GEN_AI_USAGE_COST_SOURCE] == "provider"
-    assert pipeline.sample(sc.PROM_COST, **_labels()) == 0.5
+    assert pipeline.sample(sc.PROM_COST, **chat_labels()) == 0.5
 
 
 class _Recording(SpanProcessor):
@@ -287,9 +275,11 @@ def test_failed_call_labels(pipeline: Pipeline) -> None:
     with pytest.raises(TimeoutError):
         with llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=pipeline.provider):
             raise TimeoutError("slow")
-    assert pipeline.sample(sc.PROM_DURATION + "_count", **_labels(error_type="_OTHER")) == 1
-    assert pipeline.sample(sc.PROM_DURATION + "_count", **_labels(error_type="TimeoutError")) == 1
-    reason = _labels(error_type="TimeoutError", reason="failed_without_usage")
+    assert pipeline.sample(sc.PROM_DURATION + "_count", **chat_labels(error_type="_OTHER")) == 1
+    assert (
+        pipeline.sample(sc.PROM_DURATION + "_count", **chat_labels(error_type="TimeoutError")) == 1
+    )
+    reason = chat_labels(error_type="TimeoutError", reason="failed_without_usage")
     assert pipeline.sample(sc.PROM_UNPRICED, **reason) == 1
 
 
@@ -384,7 +374,7 @@ def test_extra_labels_with_a_cardinality_cap() -> None:
                 c.set_usage(input_tokens=1, output_tokens=1)
     counts = {
         feature: registry.get_sample_value(
-            sc.PROM_DURATION + "_count", {**_labels(), "feature": feature}
+            sc.PROM_DURATION + "_count", {**chat_labels(), "feature": feature}
         )
         for feature in ("feature-0", "feature-2", "feature-3", "other")
     }
@@ -566,7 +556,7 @@ def test_a_second_processor_with_other_labels_follows_the_registry(
         with llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=provider) as c:
             c.set_usage(input_tokens=1, output_tokens=1)
     assert registry.get_sample_value(sc.PROM_PROCESSOR_ERRORS, {"stage": "on_end"}) is None
-    labels = {**_labels(), "feature": "search"}
+    labels = {**chat_labels(), "feature": "search"}
     assert registry.get_sample_value(sc.PROM_DURATION + "_count", labels) == 1
 
 
@@ -591,7 +581,7 @@ def test_another_libraries_dialect_is_priced_through_the_processor(pipeline: Pip
     (exported,) = pipeline.spans()
     assert exported.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == float(expected)
     # OpenInference names the model the response reported (llm.model_name).
-    labels = _labels(gen_ai_request_model="", gen_ai_response_model="gpt-4o-mini")
+    labels = chat_labels(gen_ai_request_model="", gen_ai_response_model="gpt-4o-mini")
     assert pipeline.sample(sc.PROM_TOKENS, **labels, gen_ai_token_type="cache_read") == 400
 
 
@@ -616,9 +606,9 @@ def test_nested_llm_spans_of_one_call_are_counted_once(pipeline: Pipeline) -> No
     assert sc.GEN_AI_USAGE_COST_AMOUNT not in outer.attributes
     assert sc.OTEL_LLM_COST_UNPRICED_REASON not in outer.attributes
     assert outer.attributes[sc.OTEL_LLM_CALL_COUNTED_IN] == format(second.context.span_id, "016x")
-    assert pipeline.sample(sc.PROM_COST, **_labels()) == pytest.approx(float(2 * one_call))
-    assert pipeline.sample(sc.PROM_DURATION + "_count", **_labels()) == 2
-    assert pipeline.sample(sc.PROM_UNPRICED, **_labels(reason="missing_usage")) is None
+    assert pipeline.sample(sc.PROM_COST, **chat_labels()) == pytest.approx(float(2 * one_call))
+    assert pipeline.sample(sc.PROM_DURATION + "_count", **chat_labels()) == 2
+    assert pipeline.sample(sc.PROM_UNPRICED, **chat_labels(reason="missing_usage")) is None
 
 
 @pytest.mark.parametrize("model", ["gpt-4o\ud800", "gpt-\x00-4o", "\udfff"])

@@ -22,6 +22,7 @@ from otel_llm.metrics.prometheus import (
     _count_slots,
 )
 from otel_llm.pricing import PriceBook
+from tests.support.pipeline import chat_labels
 
 T0 = 1_760_000_000_000_000_000
 
@@ -47,16 +48,8 @@ def _call(model: str = "gpt-4o-mini", input_tokens: int = 100) -> Derived:
     return derived
 
 
-def _labels(model: str = "gpt-4o-mini", **extra: str) -> dict[str, str]:
-    return {
-        "gen_ai_operation_name": "chat",
-        "gen_ai_provider_name": "openai",
-        "gen_ai_request_model": model,
-        "gen_ai_response_model": "",
-        "error_type": "",
-        "service_name": "svc",
-        **extra,
-    }
+def _labels(**extra: str) -> dict[str, str]:
+    return chat_labels(service_name="svc", **extra)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ stats by agent and conversation -- on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +20,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from otel_llm.cli import main
+from tests.support.api import get_json
 from tests.support.collector_process import CollectorProcess
 from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401 - fixture
 
@@ -127,14 +127,7 @@ def post(http: str, service: str, spans: list[Span]) -> None:
 
 def ask(base: str, path: str, key: str | None = API_KEY, **query: str) -> tuple[int, Any]:
     url = base.removesuffix("/api/v1/calls") + path + (f"?{urlencode(query)}" if query else "")
-    request = urllib.request.Request(url)  # noqa: S310 - http://127.0.0.1 only
-    if key is not None:
-        request.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - 127.0.0.1
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return get_json(url, key)
 
 
 def usd(value: float | None) -> Decimal | None:

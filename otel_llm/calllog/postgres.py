@@ -136,24 +136,7 @@ class PostgresCallStore(SQLCallStore):
             connection.transaction(),
         ):
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            connection.execute(schema.version_table_ddl())
-            row = connection.execute(
-                f"SELECT version FROM {schema.VERSION_TABLE}"  # noqa: S608 - fixed name
-            ).fetchone()
-            current = int(row[0]) if row else 0
-            if current > schema.LATEST:
-                raise RuntimeError(
-                    f"call log schema version {current} is newer than this otel-llm "
-                    f"({schema.LATEST}): upgrade otel-llm"
-                )
-            for number, statements in schema.pending(current, schema.POSTGRES_TYPES):
-                for statement in statements:
-                    connection.execute(statement)
-                connection.execute(f"DELETE FROM {schema.VERSION_TABLE}")  # noqa: S608
-                connection.execute(
-                    f"INSERT INTO {schema.VERSION_TABLE} (version) VALUES (%s)",  # noqa: S608
-                    (number,),
-                )
+            schema.upgrade(connection.execute, schema.POSTGRES_TYPES)
 
     def schema_version(self) -> int:
         return int(

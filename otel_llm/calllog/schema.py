@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -478,3 +479,22 @@ def pending(current: int, types: Types) -> list[tuple[int, list[str]]]:
 
 def version_table_ddl() -> str:
     return f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER NOT NULL)"
+
+
+def upgrade(execute: Callable[[str], Any], types: Types) -> None:
+    """Bring a database to ``LATEST`` through ``execute`` (its connection's, in one transaction
+    the caller holds), recording each migration's number as it goes; ``RuntimeError`` when the
+    database is newer than this code."""
+    execute(version_table_ddl())
+    row = execute(f"SELECT version FROM {VERSION_TABLE}").fetchone()  # noqa: S608 - fixed name
+    current = int(row[0]) if row else 0
+    if current > LATEST:
+        raise RuntimeError(
+            f"call log schema version {current} is newer than this otel-llm "
+            f"({LATEST}): upgrade otel-llm"
+        )
+    for number, statements in pending(current, types):
+        for statement in statements:
+            execute(statement)
+        execute(f"DELETE FROM {VERSION_TABLE}")  # noqa: S608 - fixed name
+        execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES ({number:d})")  # noqa: S608

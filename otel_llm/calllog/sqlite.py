@@ -150,26 +150,7 @@ class SQLiteCallStore(SQLCallStore):
         with self._write_lock:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.execute(schema.version_table_ddl())
-                row = connection.execute(f"SELECT version FROM {schema.VERSION_TABLE}").fetchone()  # noqa: S608
-                current = int(row[0]) if row else 0
-                if current > schema.LATEST:
-                    raise RuntimeError(
-                        f"call log schema version {current} is newer than this otel-llm "
-                        f"({schema.LATEST}): upgrade otel-llm"
-                    )
-                for number, statements in schema.pending(current, schema.SQLITE_TYPES):
-                    for statement in statements:
-                        connection.execute(statement)
-                    if current == 0 and number == 1:
-                        connection.execute(
-                            f"INSERT INTO {schema.VERSION_TABLE} (version) VALUES (1)"  # noqa: S608
-                        )
-                    else:
-                        connection.execute(
-                            f"UPDATE {schema.VERSION_TABLE} SET version = ?",  # noqa: S608
-                            (number,),
-                        )
+                schema.upgrade(connection.execute, schema.SQLITE_TYPES)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
@@ -312,39 +312,24 @@ class HttpUpstream:
         self._pool.clear()
 
 
+class UpstreamOptions(TypedDict, total=False):
+    """``make_upstream``'s options, each passed on to ``GrpcUpstream`` or ``HttpUpstream``."""
+
+    ca_file: str | Path | None
+    client_cert: str | Path | None
+    client_key: str | Path | None
+    headers: Mapping[str, str] | None
+    compression: str | None
+    timeout: float
+
+
 def make_upstream(
-    endpoint: str,
-    protocol: str,
-    *,
-    insecure: bool = False,
-    ca_file: str | Path | None = None,
-    client_cert: str | Path | None = None,
-    client_key: str | Path | None = None,
-    headers: Mapping[str, str] | None = None,
-    compression: str | None = None,
-    timeout: float = 10.0,
+    endpoint: str, protocol: str, *, insecure: bool = False, **options: Unpack[UpstreamOptions]
 ) -> Upstream:
     """The upstream for ``protocol`` (``grpc`` or ``http/protobuf``); for HTTP, ``endpoint`` is
     a base URL (``/v1/traces`` appended, see ``traces_url``)."""
     if protocol == "grpc":
-        return GrpcUpstream(
-            endpoint,
-            insecure=insecure,
-            ca_file=ca_file,
-            client_cert=client_cert,
-            client_key=client_key,
-            headers=headers,
-            compression=compression,
-            timeout=timeout,
-        )
+        return GrpcUpstream(endpoint, insecure=insecure, **options)
     if protocol == "http/protobuf":
-        return HttpUpstream(
-            traces_url(endpoint, insecure=insecure),
-            ca_file=ca_file,
-            client_cert=client_cert,
-            client_key=client_key,
-            headers=headers,
-            compression=compression,
-            timeout=timeout,
-        )
+        return HttpUpstream(traces_url(endpoint, insecure=insecure), **options)
     raise ValueError(f"unknown upstream protocol {protocol!r} (expected one of {PROTOCOLS})")

@@ -212,6 +212,8 @@ def _otlp_request(
 ) -> Any:
     # Distinct calls need distinct span ids: the collector counts a (trace id, span id) it has
     # just recorded as a redelivery, not as a call.
+    from otel_llm.collector.otlp import set_value  # as collector_expositions' import
+
     resource_spans = ResourceSpans(scope_spans=[ScopeSpans()])
     resource_spans.resource.attributes.append(
         KeyValue(key="service.name", value=AnyValue(string_value=service))
@@ -224,12 +226,7 @@ def _otlp_request(
         span.start_time_unix_nano = start_ns
         span.end_time_unix_nano = end_ns
         for key, value in attributes.items():
-            pair = span.attributes.add()
-            pair.key = key
-            if isinstance(value, str):
-                pair.value.string_value = value
-            else:
-                pair.value.int_value = value
+            set_value(span.attributes.add(key=key).value, value)
     return ExportTraceServiceRequest(resource_spans=[resource_spans])
 
 

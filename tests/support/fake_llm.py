@@ -244,6 +244,20 @@ class FakeLLMServer(Background):
     def anthropic_base_url(self) -> str:
         return self.base_url
 
+    def script_environment(self) -> dict[str, str]:
+        """The variables a script in another process reaches this server with: its base URLs
+        (``FAKE_OPENAI_BASE_URL``, ``FAKE_ANTHROPIC_BASE_URL``), test keys, no proxy, and no
+        telemetry of the Anthropic SDK's own."""
+        return {
+            "FAKE_OPENAI_BASE_URL": self.openai_base_url,
+            "FAKE_ANTHROPIC_BASE_URL": self.anthropic_base_url,
+            "ANTHROPIC_OPEN_TELEMETRY": "false",
+            "OPENAI_API_KEY": "test",
+            "ANTHROPIC_API_KEY": "test",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+
     # -- scripting and recording -----------------------------------------------------------------
 
     def script(self, *responses: ScriptedResponse) -> None:

@@ -18,7 +18,7 @@ import openai
 from otel_llm.instrumentation.anthropic import AnthropicInstrumentor
 from otel_llm.instrumentation.openai import OpenAIInstrumentor
 from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
-from tests.support.pipeline import Pipeline
+from tests.support.pipeline import Pipeline, chat_labels
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,7 @@ class SDK:
 
     def labels(self, **more: str) -> dict[str, str]:
         """The Prometheus labels of the tests' priced call (``more`` adds or replaces)."""
-        return {
-            "gen_ai_operation_name": "chat",
-            **self.labels_of_call,
-            "error_type": "",
-            "service_name": "checkout",
-            **more,
-        }
+        return chat_labels(**{**self.labels_of_call, **more})
 
 
 OPENAI = SDK(

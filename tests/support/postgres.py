@@ -14,8 +14,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,44 @@ def empty_store_url(backend: str, request: pytest.FixtureRequest, directory: Pat
 
 
 _files = itertools.count()
+
+
+def store_at_version(
+    backend: str,
+    request: pytest.FixtureRequest,
+    directory: Path,
+    version: int,
+    *rows: tuple[str, Sequence[Any]],
+) -> str:
+    """The URL of a call store of ``backend`` as the release of schema ``version`` left it (its
+    migrations applied, none after), holding ``rows``: (statement, parameters), ``?`` marking a
+    parameter on either backend."""
+    import sqlite3
+
+    import psycopg
+
+    from otel_llm.calllog import schema
+
+    connection: Any
+    if backend == "sqlite":
+        url = str(directory / f"v{version}-{next(_files)}.db")
+        connection, types, mark = sqlite3.connect(url), schema.SQLITE_TYPES, "?"
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+        name = f"v{version}_{os.getpid()}_{next(_files)}"
+        with psycopg.connect(cluster.url(), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')  # type: ignore[call-overload]
+        url = cluster.url(name)
+        connection, types, mark = psycopg.connect(url), schema.POSTGRES_TYPES, "%s"
+    with closing(connection), connection:
+        for migration in schema.MIGRATIONS[:version]:
+            for statement in migration(types):
+                connection.execute(statement)
+        connection.execute(schema.version_table_ddl())
+        connection.execute(f"INSERT INTO {schema.VERSION_TABLE} (version) VALUES ({version:d})")  # noqa: S608
+        for statement, parameters in rows:
+            connection.execute(statement.replace("?", mark), parameters)
+    return url
 
 
 @pytest.fixture(params=BACKENDS)
