@@ -200,17 +200,24 @@ def test_an_answer_finding_days_missing_asks_the_job_and_writes_nothing(
     store: SQLCallStore,
 ) -> None:
     """Days missing: the answer is the daily rows' ranking (exact), writes nothing itself and
-    hands the days to the store's job (held back here until the answer is checked)."""
+    hands the days to the store's job once it is done (held back here until it is checked)."""
     records = calls(300)
     store.write(records)
-    asked: list[Any] = []
-    store._later = asked.append  # type: ignore[method-assign]
+    read = spy_on(store)
+    asked: list[tuple[Any, int]] = []
+
+    def later(job: Any) -> None:
+        asked.append((job, len(read)))
+
+    store._later = later  # type: ignore[method-assign]
     written = spy_on_writes(store)
-    answered_from(store, query("user"), records, dailyranks.TABLES["user_id"])
+    answer = cold(store, query("user"))
+    assert [after for _, after in asked] == [len(read)], "asked once, after the answer's reads"
+    assert ranked_from(read) == {dailyranks.TABLES["user_id"]}
+    check_groups(answer, records, "user")
     assert not written
     assert not kept_ranks(store, "user_id")
-    assert len(asked) == 1
-    asked[0]()  # the job
+    asked[0][0]()  # the job
     assert written
     assert kept_ranks(store, "user_id") == daily_sums(store, "user", NOW.date().isoformat())
     answered_from(store, query("user"), records, DAILY_RANKS)

@@ -298,6 +298,16 @@ class SQLCallStore(IsolatingStore, ABC):
     def stats(self, query: StatsQuery) -> dict[str, Any]:
         """Totals over whole UTC days (the response's start/end say which), from the daily
         aggregates; hourly groups from the call records (at most 7 days, within retention)."""
+        asked: list[Callable[[], None]] = []
+        try:
+            return self._stats(query, asked.append)
+        finally:
+            # The store's job, once the answer is done: it does not slow the answer that
+            # asked for it (~0.2 s a day written at 100,000 users).
+            for job in asked:
+                self._later(job)
+
+    def _stats(self, query: StatsQuery, later: dailyranks.Later) -> dict[str, Any]:
         call_filter = query.filter
         refused = [
             attribute.name
@@ -339,7 +349,7 @@ class SQLCallStore(IsolatingStore, ABC):
             kept=self._past_days,
             today=_floor_day(now).date(),
             write=self._write_ranks if schema.LATEST >= schema.RANKS_SINCE else None,
-            later=self._later,
+            later=later,
         )
         result: dict[str, Any] = {
             "start": start,
