@@ -40,7 +40,10 @@ grouped by user, key or status also run "cold" (what each keeps of past days in 
 for that answer: the first answer after a restart; the past days' ranks a store of schema v10
 on wrote in the warm-up stay, as they do over a restart: ``dailyranks.py``), and those by user
 and key "after the day turned" (``_TURN``: yesterday's answer made, then the first of today,
-its range a day later):
+its range a day later), and those over 30 days on a new day (yesterday's ranks unwritten:
+``_NEW_DAY``), also in a store opened again, at once and once its job has caught up
+(``_REOPENED``, ``_CAUGHT_UP``). The store's job (writing past days' ranks) is waited for,
+untimed, after each answer:
 
     .venv/bin/python benchmarks/calllog_benchmark.py --queries-against /tmp/base \
         --store /tmp/calls-1m.sqlite --calls 1000000 --repeat 10
@@ -201,11 +204,15 @@ def load(
     return ingested / ingest_seconds, timed
 
 
-def timed(query: Callable[[], Any], repeat: int) -> tuple[float, float]:
-    """p50 and p95 wall milliseconds of ``repeat`` runs (after one warm-up)."""
+def timed(
+    query: Callable[[], Any], repeat: int, settle: Callable[[], None] = lambda: None
+) -> tuple[float, float]:
+    """p50 and p95 wall milliseconds of ``repeat`` runs (after one warm-up), each once
+    ``settle`` returned (the store's job done: ``_settle``)."""
     query()
     samples = []
     for _ in range(repeat):
+        settle()
         began = time.perf_counter()
         query()
         samples.append((time.perf_counter() - began) * 1000)
@@ -213,10 +220,15 @@ def timed(query: Callable[[], Any], repeat: int) -> tuple[float, float]:
     return statistics.median(samples), samples[min(len(samples) - 1, int(0.95 * len(samples)))]
 
 
-def queries(store: SQLCallStore, count: int) -> dict[str, Callable[[], Any]]:
+def middle_call(count: int) -> CallRecord:
+    """A call from the middle of the month of ``count`` calls (``queries``' to look up)."""
+    return next(itertools.islice(calls(count), count // 2, None))
+
+
+def queries(store: SQLCallStore, middle: CallRecord) -> dict[str, Callable[[], Any]]:
+    """The queries measured; ``middle``: a call whose provider response id is looked up (no
+    index)."""
     now = datetime.now(UTC)
-    # A call from the middle of the month: a provider response id to look up (no index).
-    middle = next(itertools.islice(calls(count), count // 2, None))
     request_id = middle.request_id
     month = CallFilter(start=now - timedelta(days=30))
     week = CallFilter(start=now - timedelta(days=7))
@@ -329,8 +341,8 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
             "queries": {},
             "tables": table_sizes(store),
         }
-        for label, query in queries(store, args.calls).items():
-            p50, p95 = timed(query, args.repeat)
+        for label, query in queries(store, middle_call(args.calls)).items():
+            p50, p95 = timed(query, args.repeat, lambda: _settle(store))
             results["queries"][label] = (p50, p95)
         return results
     finally:
@@ -463,6 +475,12 @@ _NEW_DAY = "new day: "
 closed day's ranks deleted first (a store with them: ``dailyranks.py``; a write of nothing
 otherwise, as the deletion also has the reader's page cache dropped): the first answer after a
 restart on a day no answer has written yesterday's ranks yet."""
+_REOPENED = "new day, reopened: "
+"""A query label so prefixed (``_NEW_DAY``'s queries): yesterday's ranks deleted, the store
+closed and opened again, and the query answered at once (its job catching up on opening, if
+it has one: ``SQLCallStore.catch_up_ranks``)."""
+_CAUGHT_UP = "new day, caught up: "
+"""``_REOPENED``, the query answered once the store's job is done."""
 _TURNS = {
     "stats by API key, 30 d": ("api_key", 30),
     "stats by user, 30 d": ("user", 30),
@@ -472,18 +490,29 @@ _TURNS = {
 
 def query_child(path: str, count: int) -> None:
     """Serve ``queries`` on the store at ``path``: a label read from stdin, its wall
-    milliseconds written to stdout (``--queries-against``'s child)."""
+    milliseconds written to stdout (``--queries-against``'s child). What the store's job does
+    (past days' ranks) is waited for after the warm-up and after each answer, untimed."""
     store = open_store(path)
-    table = queries(store, count)
+    middle = middle_call(count)
+    table = queries(store, middle)
     for query in table.values():  # warm-up: the file's pages, and what stats keep
         query()
+        _settle(store)
     print(json.dumps(list(table)), flush=True)
     for line in sys.stdin:
         label = line.rstrip("\n")
         kept = getattr(store, "_past_days", None)
+        if label.startswith((_REOPENED, _CAUGHT_UP)):
+            store, took = _reopened(store, path, label)
+            table = queries(store, middle)
+            print(json.dumps(took), flush=True)
+            if kept is not None:  # the other queries' entries, as before
+                store._past_days = kept
+            continue
         if label.startswith(_TURN):
             print(json.dumps(_turn(store, label[len(_TURN) :])), flush=True)
             store._past_days = kept
+            _settle(store)
             continue
         if label.startswith(_NEW_DAY):
             label = _COLD + label[len(_NEW_DAY) :]
@@ -497,7 +526,34 @@ def query_child(path: str, count: int) -> None:
         print(json.dumps((time.perf_counter() - began) * 1000), flush=True)
         if kept is not None:
             store._past_days = kept
+        _settle(store)
     store.close()
+
+
+def _settle(store: SQLCallStore) -> None:
+    """Wait for the store's job (writing past days' ranks), if this copy has one: what it
+    does is not the next answer's."""
+    join = getattr(store, "join_background", None) or getattr(store, "_join_job", None)
+    if join is not None:
+        join()
+
+
+def _reopened(store: SQLCallStore, path: str, label: str) -> tuple[SQLCallStore, float]:
+    """``_REOPENED`` and ``_CAUGHT_UP``: the store opened again, and the wall milliseconds
+    of the first answer of ``label``'s query."""
+    caught_up = label.startswith(_CAUGHT_UP)
+    group_by, days = _TURNS[label.removeprefix(_CAUGHT_UP).removeprefix(_REOPENED)]
+    _unwrite_yesterday(store)
+    store.close()
+    store = open_store(path)
+    if caught_up:
+        _settle(store)
+    start = datetime.now(UTC) - timedelta(days=days)
+    began = time.perf_counter()
+    store.stats(StatsQuery(filter=CallFilter(start=start), group_by=group_by))  # type: ignore[arg-type]
+    took = (time.perf_counter() - began) * 1000
+    _settle(store)
+    return store, took
 
 
 def _unwrite_yesterday(store: SQLCallStore) -> None:
@@ -567,17 +623,36 @@ def queries_against(args: argparse.Namespace) -> None:
             runs += [(name, _TURN + label) for label in _TURNS for name in children]
             monthly = [label for label in _TURNS if label.endswith("30 d")]
             runs += [(name, _NEW_DAY + label) for label in monthly for name in children]
-            samples: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
-            for round_ in range(args.repeat):
-                for name, label in runs if round_ % 2 == 0 else runs[::-1]:
-                    child = children[name]
-                    child.stdin.write(label + "\n")
-                    child.stdin.flush()
-                    samples[(name, label)].append(json.loads(child.stdout.readline()))
+            # Stores opened again last, in rounds of their own: the others' answers keep
+            # their connections' caches.
+            reopened = [
+                (name, prefix + label)
+                for prefix in (_REOPENED, _CAUGHT_UP)
+                for label in monthly
+                for name in children
+            ]
+            samples: dict[tuple[str, str], list[float]] = {run: [] for run in runs + reopened}
+            for these in (runs, reopened):
+                for round_ in range(args.repeat):
+                    for name, label in these if round_ % 2 == 0 else these[::-1]:
+                        child = children[name]
+                        child.stdin.write(label + "\n")
+                        child.stdin.flush()
+                        samples[(name, label)].append(json.loads(child.stdout.readline()))
         finally:
             for child in children.values():
                 child.stdin.close()
                 child.wait()
+    _print_queries(args, copies, labels, samples)
+
+
+def _print_queries(
+    args: argparse.Namespace,
+    copies: dict[str, str],
+    labels: list[str],
+    samples: dict[tuple[str, str], list[float]],
+) -> None:
+    """``queries_against``'s table: each query's p50 / p95, this copy's and the other's."""
     print(
         f"\nQueries over {args.store} ({args.calls:,} calls), {args.repeat} runs each, "
         f"alternating; this = {HERE}, other = {copies['other']}"
@@ -592,6 +667,8 @@ def queries_against(args: argparse.Namespace) -> None:
         for prefix, what in (
             (_COLD, "cold: nothing kept"),
             (_NEW_DAY, "cold, yesterday's ranks unwritten"),
+            (_REOPENED, "new day, right after open"),
+            (_CAUGHT_UP, "new day, once the open-time catch-up finished"),
             (_TURN, "first after the day turned"),
         ):
             if ("this", prefix + label) in samples:
@@ -602,7 +679,9 @@ def queries_against(args: argparse.Namespace) -> None:
                 )
     print("  per run, ms (this | other):")
     for run in sorted(samples):
-        plain = run[1].removeprefix(_COLD).removeprefix(_TURN).removeprefix(_NEW_DAY)
+        plain = run[1]
+        for prefix in (_COLD, _TURN, _NEW_DAY, _REOPENED, _CAUGHT_UP):
+            plain = plain.removeprefix(prefix)
         if plain in _TURNS and run[0] == "this":
             theirs = samples.get(("other", run[1]), [])
             mine = " ".join(f"{ms:.0f}" for ms in samples[run])

@@ -1,15 +1,20 @@
 """The past days' ranks by user and by API key (``dailyranks.py``, schema v10).
 
-Checked on SQLite and the real PostgreSQL: the ranks written equal the daily rows' sums by
-value and day; an answer with nothing kept ranks from them, also after a restart, and equals
-the database's ranking of the daily rows and the sums of the records; late calls of a past day
-have the day written again; days out of the window are deleted; a filtered range or one
-reaching past the window is ranked from the daily rows; ranks that changed after the answer's
-sums were read are not used.
+Checked on SQLite and the real PostgreSQL: the ranks are written by the store's job only
+(when it opens, after the first answer of a day, when an answer found days missing), never on
+an answer's path: that answer is ranked from the daily rows, exact; the ranks written equal
+the daily rows' sums by value and day; an answer with nothing kept ranks from them, also
+after a restart, and equals the database's ranking of the daily rows and the sums of the
+records; late calls of a past day have the day written again; days out of the window are
+deleted; a filtered range or one reaching past the window is ranked from the daily rows;
+ranks that changed after the answer's sums were read are not used; a failing write leaves the
+answers exact; a closing store's job stops.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,7 +28,7 @@ from otel_llm.calllog.dailyrows import Deadline, sums_by
 from otel_llm.calllog.pastdays import PastDays
 from otel_llm.calllog.query import CallFilter, StatsQuery
 from otel_llm.calllog.record import CallRecord
-from otel_llm.calllog.schema import DAILY, DAILY_RANKS
+from otel_llm.calllog.schema import DAILY, DAILY_RANKS, DAILY_SINCE
 from otel_llm.calllog.sql import Statement
 from otel_llm.calllog.store import SQLCallStore, open_store
 from tests.support.clock import SettableClock
@@ -54,13 +59,27 @@ def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     return empty_store_url(request.param, request, tmp_path_factory.mktemp("ranks"))
 
 
+def opened(url: str, clock: SettableClock) -> SQLCallStore:
+    """The store at ``url``, once its job's catch-up on opening is done."""
+    store = open_store(url, clock=clock)
+    settled(store)
+    return store
+
+
+def settled(store: SQLCallStore) -> SQLCallStore:
+    """``store`` once its job is done (what an answer asked it to write, written)."""
+    store.join_background(timeout=120)
+    assert store._job is None or not store._job.is_alive()
+    return store
+
+
 @pytest.fixture
 def store(url: str, clock: SettableClock) -> Iterator[SQLCallStore]:
-    opened = open_store(url, clock=clock)
+    store = opened(url, clock)
     try:
-        yield opened
+        yield store
     finally:
-        opened.close()
+        store.close()
 
 
 def cold(store: SQLCallStore, query: StatsQuery) -> dict[str, Any]:
@@ -94,17 +113,21 @@ def daily_sums(store: SQLCallStore, group_by: str, before: str) -> dict[tuple[st
     return {(value, day): int(requests) for value, day, requests in rows}
 
 
-def spy_on_writes(store: SQLCallStore) -> list[str]:
-    """The statements ``store``'s stats write from now on (the ranks)."""
-    written: list[str] = []
+def spy_on_writes(store: SQLCallStore) -> list[tuple[str, str]]:
+    """The ranks ``store`` writes from now on: (the thread's name, the statement)."""
+    written: list[tuple[str, str]] = []
     write = store._write_ranks
 
     def spy(statement: Statement) -> bool:
-        written.append(statement.text)
+        written.append((threading.current_thread().name, statement.text))
         return write(statement)
 
     store._write_ranks = spy  # type: ignore[method-assign]
     return written
+
+
+JOB = "otel-llm-calllog-ranks"
+"""The name of the store's job's thread (``SQLCallStore._later``)."""
 
 
 def ranked_from(read: list[str]) -> set[str]:
@@ -119,21 +142,36 @@ def query(group_by: str, **fields: Any) -> StatsQuery:
     return StatsQuery(filter=replace(RANGE, **fields), group_by=group_by, limit=3)  # type: ignore[arg-type]
 
 
+def answered_from(
+    store: SQLCallStore, asked: StatsQuery, records: list[CallRecord], table: str
+) -> dict[str, Any]:
+    """The answer with nothing kept, checked: ranked from ``table``, exact."""
+    read = spy_on(store)
+    answer = cold(store, asked)
+    assert ranked_from(read) == {table}
+    check_groups(answer, records, asked.group_by or "")
+    assert_same(answer, uncached(store, asked))
+    return answer
+
+
 @pytest.mark.parametrize("group_by", ["user", "api_key"])
 def test_ranks_equal_the_daily_rows_after_late_calls_and_a_restart(
     url: str, clock: SettableClock, group_by: str
 ) -> None:
     records = calls(400)
     today = NOW.date().isoformat()
-    store = open_store(url, clock=clock)
+    daily = dailyranks.TABLES[COLUMN[group_by]]
+    store = opened(url, clock)
     try:
         store.write(records)
-        read = spy_on(store)
-        answer = cold(store, query(group_by))
-        assert ranked_from(read) == {DAILY_RANKS}
+        written = spy_on_writes(store)
+        # Days missing: this answer is ranked from the daily rows, and has the job write them.
+        answered_from(store, query(group_by), records, daily)
+        settled(store)
+        assert written
+        assert {thread for thread, _ in written} == {JOB}
         assert kept_ranks(store, COLUMN[group_by]) == daily_sums(store, group_by, today)
-        check_groups(answer, records, group_by)
-        assert_same(answer, uncached(store, query(group_by)))
+        answered_from(store, query(group_by), records, DAILY_RANKS)
         # Late calls of two past days: new values and known ones, the day written again.
         lately = [
             late(record, index, user=f"late-{index % 3}", api_key_id=f"kl-{index % 2}")
@@ -142,29 +180,130 @@ def test_ranks_equal_the_daily_rows_after_late_calls_and_a_restart(
         ] + [late(record, 100 + index) for index, record in enumerate(records[40:60])]
         store.write(lately)
         records += lately
-        answer = cold(store, query(group_by))
+        answered_from(store, query(group_by), records, daily)
+        settled(store)
         assert kept_ranks(store, COLUMN[group_by]) == daily_sums(store, group_by, today)
-        check_groups(answer, records, group_by)
-        assert_same(answer, uncached(store, query(group_by)))
+        answered_from(store, query(group_by), records, DAILY_RANKS)
     finally:
         store.close()
-    store = open_store(url, clock=clock)  # a restart: nothing kept in memory
+    store = opened(url, clock)  # a restart: nothing kept in memory, nothing to write
     try:
-        read = spy_on(store)
         written = spy_on_writes(store)
-        answer = store.stats(query(group_by))
-        assert ranked_from(read) == {DAILY_RANKS}
+        answered_from(store, query(group_by), records, DAILY_RANKS)
+        settled(store)
         assert not written
-        check_groups(answer, records, group_by)
-        assert_same(answer, uncached(store, query(group_by)))
     finally:
         store.close()
+
+
+def test_an_answer_finding_days_missing_asks_the_job_and_writes_nothing(
+    store: SQLCallStore,
+) -> None:
+    """Days missing: the answer is the daily rows' ranking (exact), writes nothing itself and
+    hands the days to the store's job once it is done (held back here until it is checked)."""
+    records = calls(300)
+    store.write(records)
+    read = spy_on(store)
+    asked: list[tuple[Any, int]] = []
+
+    def later(job: Any) -> None:
+        asked.append((job, len(read)))
+
+    store._later = later  # type: ignore[method-assign]
+    written = spy_on_writes(store)
+    answer = cold(store, query("user"))
+    assert [after for _, after in asked] == [len(read)], "asked once, after the answer's reads"
+    assert ranked_from(read) == {dailyranks.TABLES["user_id"]}
+    check_groups(answer, records, "user")
+    assert not written
+    assert not kept_ranks(store, "user_id")
+    asked[0][0]()  # the job
+    assert written
+    assert kept_ranks(store, "user_id") == daily_sums(store, "user", NOW.date().isoformat())
+    answered_from(store, query("user"), records, DAILY_RANKS)
+
+
+def test_an_opened_store_writes_the_missing_days_without_an_answer(
+    url: str, clock: SettableClock
+) -> None:
+    """A restart (or an upgrade) finds days no answer had written: the job of the store
+    opened writes every kept column's before any answer asks, so that the first ranks from
+    them; days before an upgrade's last partial day are not written (never ranked)."""
+    records = calls(300)
+    today = NOW.date().isoformat()
+    store = opened(url, clock)
+    try:
+        store.write(records)
+        assert not kept_ranks(store, "user_id")
+    finally:
+        store.close()
+    store = opened(url, clock)
+    try:
+        for group_by, column in COLUMN.items():
+            assert kept_ranks(store, column) == daily_sums(store, group_by, today)
+        answered_from(store, query("user"), records, DAILY_RANKS)
+        # An upgrade to the tables by user and key: the days up to its last partial day only
+        # have their calls in the first table.
+        partial = (NOW - timedelta(days=3)).date().isoformat()
+        store._execute(Statement(f"DELETE FROM {DAILY_RANKS}", ()))  # noqa: S608
+        store._execute(Statement(f"UPDATE {DAILY_SINCE} SET last_partial_day = ?", (partial,)))  # noqa: S608
+    finally:
+        store.close()
+    store = opened(url, clock)
+    try:
+        # Fewer days than a ranking reads from the ranks: none written.
+        assert not kept_ranks(store, "user_id")
+        assert not kept_ranks(store, "api_key_id")
+    finally:
+        store.close()
+
+
+def test_a_failing_write_leaves_the_answers_exact(
+    store: SQLCallStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database refuses the ranks (a trigger raising here): the job logs it, the answers
+    are ranked from the daily rows, exact, and keep asking."""
+    if store._day_indexes:  # SQLite
+        store._execute(
+            Statement(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON {DAILY_RANKS} "
+                "BEGIN SELECT RAISE(ABORT, 'ranks refused'); END",
+                (),
+            )
+        )
+    else:
+        store._execute(
+            Statement(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "'BEGIN RAISE EXCEPTION ''ranks refused''; END'",
+                (),
+            )
+        )
+        store._execute(
+            Statement(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON {DAILY_RANKS} "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()",
+                (),
+            )
+        )
+    records = calls(300)
+    store.write(records)
+    daily = dailyranks.TABLES["user_id"]
+    with caplog.at_level(logging.ERROR, logger="otel_llm.calllog.sqlstore"):
+        for _ in range(2):
+            answered_from(store, query("user"), records, daily)
+            settled(store)
+    failed = [entry for entry in caplog.records if "ranks failed" in entry.getMessage()]
+    assert len(failed) == 2
+    assert "ranks refused" in caplog.text
+    assert not kept_ranks(store, "user_id")
 
 
 def test_days_out_of_the_window_are_deleted(store: SQLCallStore, clock: SettableClock) -> None:
     records = calls(300)
     store.write(records)
     cold(store, query("user"))
+    settled(store)
     first = min(day for _, day in kept_ranks(store, "user_id"))
     # Time passes: the window's first day is after the first day written.
     clock.now = NOW + timedelta(days=dailyranks.RANKED_DAYS + dailyranks.FORGET_AFTER - 2)
@@ -175,21 +314,15 @@ def test_days_out_of_the_window_are_deleted(store: SQLCallStore, clock: Settable
     store.write(later)
     records += later
     recent = StatsQuery(filter=CallFilter(start=clock.now - timedelta(days=DAYS)), group_by="user")
-    read = spy_on(store)
-    answer = cold(store, recent)
-    assert ranked_from(read) == {DAILY_RANKS}
+    answered_from(store, recent, records, dailyranks.TABLES["user_id"])
+    settled(store)
     kept_days = {day for _, day in kept_ranks(store, "user_id")}
     window = (clock.now.date() - timedelta(days=dailyranks.RANKED_DAYS)).isoformat()
     assert first < window <= min(kept_days)
-    check_groups(answer, records, "user")
-    assert_same(answer, uncached(store, recent))
+    answered_from(store, recent, records, DAILY_RANKS)
     # A range reaching before the window: ranked from the daily rows, exact as ever.
     whole = StatsQuery(filter=CallFilter(start=NOW - timedelta(days=12)), group_by="user")
-    read = spy_on(store)
-    answer = cold(store, whole)
-    assert ranked_from(read) == {dailyranks.TABLES["user_id"]}
-    check_groups(answer, records, "user")
-    assert_same(answer, uncached(store, whole))
+    answered_from(store, whole, records, dailyranks.TABLES["user_id"])
 
 
 @pytest.mark.parametrize(
@@ -206,22 +339,25 @@ def test_a_filtered_or_short_range_is_ranked_from_the_daily_rows(
 ) -> None:
     records = calls(300)
     store.write(records)
+    asked: list[Any] = []
+    store._later = asked.append  # type: ignore[method-assign]
     read = spy_on(store)
     answer = cold(store, query("user", **fields))
     assert ranked_from(read) == {dailyranks.TABLES["user_id"]}
-    assert not kept_ranks(store, "user_id")
+    assert not asked
     assert_same(answer, uncached(store, query("user", **fields)))
 
 
 def test_ranks_newer_than_the_answers_sums_are_not_used(store: SQLCallStore) -> None:
     """The answer read its days' sums; a late call of a past day was stored and its day
-    written again (by another answer) before it ranked: its ranks are not those sums'."""
+    written again (by the job another answer asked) before it ranked: its ranks are not those
+    sums'."""
     records = calls(300)
     store.write(records)
-    cold(store, query("user"))
     first, split = (NOW - timedelta(days=DAYS)).date(), NOW.date()
     scan = store._scan
     deadline = Deadline(None)
+    asked: list[bool] = []
 
     def sums() -> dict[str, Any]:
         where = Statement("day >= ? AND day < ?", (first.isoformat(), split.isoformat()))
@@ -230,7 +366,6 @@ def test_ranks_newer_than_the_answers_sums_are_not_used(store: SQLCallStore) -> 
     def busiest(days: dict[str, Any]) -> dict[str, int] | None:
         return dailyranks.busiest(
             scan,
-            store._write_ranks,
             column="user_id",
             days=days,
             first=first,
@@ -238,13 +373,31 @@ def test_ranks_newer_than_the_answers_sums_are_not_used(store: SQLCallStore) -> 
             today=split,
             count=100,
             deadline=deadline,
+            ask=lambda: asked.append(True),
+        )
+
+    def job(days: dict[str, Any]) -> None:
+        dailyranks.catch_up(
+            scan,
+            store._write_ranks,
+            column="user_id",
+            days=days,
+            first=first,
+            split=split,
+            today=split,
         )
 
     before = sums()
+    assert busiest(before) is None
+    assert asked == [True]
+    job(before)
     assert busiest(before) is not None
     past = next(record for record in records if record.created_at.date() < split)
     store.write([late(past, 1, user="newcomer")])
-    assert busiest(sums()) is not None  # the day written again, with the newcomer
+    assert busiest(sums()) is None
+    assert len(asked) == 2
+    job(sums())  # the day written again, with the newcomer
+    assert busiest(sums()) is not None
     assert "newcomer" in kept_ranks_of(store)
     assert busiest(before) is None
 
@@ -259,37 +412,10 @@ def test_records_of_no_user_are_ranked_as_the_unnamed(store: SQLCallStore) -> No
     records: list[CallRecord] = [replace(record, user=None) for record in calls(120)]
     records += calls(60, seed=5)
     store.write(records)
-    answer = cold(store, query("user"))
-    check_groups(answer, records, "user")
-    assert_same(answer, uncached(store, query("user")))
+    answered_from(store, query("user"), records, dailyranks.TABLES["user_id"])
+    settled(store)
+    answered_from(store, query("user"), records, DAILY_RANKS)
     assert ("", (NOW - timedelta(days=1)).date().isoformat()) in kept_ranks(store, "user_id")
-
-
-def test_each_answer_writes_within_a_third_of_its_budget(store: SQLCallStore) -> None:
-    """Days left unwritten (a spent budget) are ranked from the daily rows this time."""
-    store.write(calls(300))
-    spent = Deadline(10.0)
-    spent.at -= 4.0  # type: ignore[operator]
-    first, split = (NOW - timedelta(days=DAYS)).date(), NOW.date()
-    where = Statement("day >= ? AND day < ?", (first.isoformat(), split.isoformat()))
-    days = sums_by(store._scan, DAILY, "day", where, Deadline(None))
-    kwargs: dict[str, Any] = {"column": "user_id", "first": first, "split": split}
-    found = dailyranks.busiest(
-        store._scan, store._write_ranks, days=days, today=split, count=10, deadline=spent, **kwargs
-    )
-    assert found is None
-    assert not kept_ranks(store, "user_id")
-    found = dailyranks.busiest(
-        store._scan,
-        store._write_ranks,
-        days=days,
-        today=split,
-        count=10,
-        deadline=Deadline(10.0),
-        **kwargs,
-    )
-    assert found is not None
-    assert kept_ranks(store, "user_id")
 
 
 @pytest.mark.parametrize("group_by", ["user", "api_key"])
@@ -297,18 +423,18 @@ def test_the_day_that_closed_is_written_after_the_first_answer_of_the_next(
     url: str, clock: SettableClock, group_by: str
 ) -> None:
     """The first answer of a day is made from yesterday's kept in memory; the day that closed
-    is written off its path (a thread of the store's), so a restart finds every day written."""
+    is written off its path (the store's job), so a restart finds every day written."""
     records = calls(300)
 
     def last_days() -> StatsQuery:
         start = clock.now - timedelta(days=DAYS)
         return StatsQuery(filter=CallFilter(start=start), group_by=group_by, limit=3)  # type: ignore[arg-type]
 
-    store = open_store(url, clock=clock)
+    store = opened(url, clock)
     try:
         store.write(records)
-        store.stats(last_days())  # writes every past day
-        assert store._job is None
+        store.stats(last_days())
+        settled(store)  # every past day written
         todays = [
             late(record, index, created_at=NOW - timedelta(minutes=index + 1))
             for index, record in enumerate(records[:30])
@@ -316,11 +442,14 @@ def test_the_day_that_closed_is_written_after_the_first_answer_of_the_next(
         store.write(todays)
         records += todays
         clock.now = NOW + timedelta(days=1)
+        job = store._job
         read = spy_on(store)
+        written = spy_on_writes(store)
         store.stats(last_days())
         assert not ranked_from(read), "made from yesterday's answer, not ranked"
-        assert store._job is not None
-        store._job.join(timeout=60)
+        assert store._job is not job, "the store's job asked"
+        settled(store)
+        assert {thread for thread, _ in written} == {JOB}
         column = COLUMN[group_by]
         assert NOW.date().isoformat() in {day for _, day in kept_ranks(store, column)}
         assert kept_ranks(store, column) == daily_sums(
@@ -328,28 +457,22 @@ def test_the_day_that_closed_is_written_after_the_first_answer_of_the_next(
         )
     finally:
         store.close()
-    store = open_store(url, clock=clock)  # a restart
+    store = opened(url, clock)  # a restart
     try:
         written = spy_on_writes(store)
-        read = spy_on(store)
-        answer = store.stats(last_days())
-        assert ranked_from(read) == {DAILY_RANKS}
-        assert not written
+        answer = answered_from(store, last_days(), records, DAILY_RANKS)
         check_groups(answer, records, group_by)
-        assert_same(answer, uncached(store, last_days()))
+        assert not written
     finally:
         store.close()
 
 
-def test_closing_the_store_waits_for_the_ranks_thread(url: str, clock: SettableClock) -> None:
+def test_closing_the_store_waits_for_its_job(url: str, clock: SettableClock) -> None:
     """A closed store leaves no thread behind: close waits for the day's ranks being written
     (slowed here so that they are still being written when it is called)."""
-    query = StatsQuery(filter=CallFilter(start=NOW - timedelta(days=DAYS)), group_by="user")
-    store = open_store(url, clock=clock)
+    store = opened(url, clock)
     try:
         store.write(calls(300))
-        store.stats(query)
-        clock.now = NOW + timedelta(days=1)
         write = store._write_ranks
 
         def slow_write(statement: Statement) -> bool:
@@ -357,15 +480,45 @@ def test_closing_the_store_waits_for_the_ranks_thread(url: str, clock: SettableC
             return write(statement)
 
         store._write_ranks = slow_write  # type: ignore[method-assign]
-        store.stats(replace(query, filter=CallFilter(start=clock.now - timedelta(days=DAYS))))
+        cold(store, query("user"))
         job = store._job
         assert job is not None
         assert job.is_alive()
     finally:
         store.close()
     assert not job.is_alive()
-    store = open_store(url, clock=clock)
+
+
+def test_a_closing_stores_job_stops_after_the_day_it_writes(
+    url: str, clock: SettableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closed while its job has days to write (a store just upgraded, closed at once: a
+    command's): the job stops after the day it is writing, instead of writing them all."""
+    store = opened(url, clock)
     try:
-        assert NOW.date().isoformat() in {day for _, day in kept_ranks(store, "user_id")}
+        store.write(calls(300))
+    finally:
+        store.close()
+    written: list[str] = []
+    write = SQLCallStore._write_ranks
+
+    def slow_write(self: SQLCallStore, statement: Statement) -> bool:
+        time.sleep(0.3)
+        done = write(self, statement)
+        if done:
+            written.append(statement.text)
+        return done
+
+    monkeypatch.setattr(SQLCallStore, "_write_ranks", slow_write)
+    store = open_store(url, clock=clock)
+    job = store._job
+    store.close()
+    assert job is not None
+    assert not job.is_alive()
+    assert len(written) <= 1, written
+    monkeypatch.undo()
+    store = opened(url, clock)  # opened again: the job writes the rest
+    try:
+        assert kept_ranks(store, "user_id") == daily_sums(store, "user", NOW.date().isoformat())
     finally:
         store.close()

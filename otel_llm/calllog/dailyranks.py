@@ -6,16 +6,16 @@ needs each value's requests, so each past day's are written once, after the day 
 ``DAILY_RANKS`` (schema v10), keyed (dimension, value, day): a range's sums come out of its
 narrow rows in the value's order, without a sort (~150 ms).
 
-Written by stats, not by the writer, so ingest pays nothing, one statement a day: the first
-answer of a day, made from yesterday's entry in memory, hands the day that closed to a thread
-of the store's (``catch_up``), so no answer waits for it and a restart finds it written; a
-ranking that finds a day of its range missing (or changed) writes it itself, and the days out
-of the window (``RANKED_DAYS``) are deleted a week at a time. A day is only ever read while
-exact: the same statement writes the day's total as a row of its own, and a ranking is used
-only if every day's total equals the day's calls in the daily table (``days``: read by the same
-answer) before and after it is read. Daily rows are only added to, so equal totals mean the
-same rows (a late call of a past day makes the day written again, the next time it is
-ranked).
+Written by the store's job (a thread of its own, ``Later``), never by the writer nor on an
+answer's path, one statement a day: when the store opens (``catch_up_window``: the days a
+restart or an upgrade finds unwritten), after the first answer of a day (made from yesterday's
+entry in memory: the day that closed), and when a ranking finds a day of its range missing
+(or changed; the daily rows rank that answer, as before the ranks). The days out of the window
+(``RANKED_DAYS``) are deleted a week at a time. A day is only ever read while exact: the same
+statement writes the day's total as a row of its own, and a ranking is used only if every
+day's total equals the day's calls in the daily table (``days``: read by the same answer)
+before and after it is read. Daily rows are only added to, so equal totals mean the same rows
+(a late call of a past day has the day written again, once a ranking found it changed).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from datetime import date, timedelta
 
 from otel_llm.calllog import sql
 from otel_llm.calllog.cardinality import OTHER
-from otel_llm.calllog.dailyrows import Deadline, Scan, counted
+from otel_llm.calllog.dailyrows import Deadline, Scan, counted, days_and, sums_by
 from otel_llm.calllog.rollup import Totals
-from otel_llm.calllog.schema import DAILY_API_KEY, DAILY_RANKS, DAILY_USER
+from otel_llm.calllog.schema import DAILY, DAILY_API_KEY, DAILY_RANKS, DAILY_USER
 
 RANKED_DAYS = 31
 """How many days before today are kept (the longest range ranked from them: the default 30
@@ -45,9 +45,11 @@ TABLES = {"user_id": DAILY_USER, "api_key_id": DAILY_API_KEY}
 """The columns kept, and their daily tables."""
 
 Write = Callable[[sql.Statement], bool]
-"""Runs one write; False: the database refused it for now (read-only, busy)."""
+"""Runs one write; False: the database refused it for now (read-only, busy) or the store is
+closing."""
 Later = Callable[[Callable[[], None]], None]
-"""Runs a job off the request path (a thread of the store's; none if one is running)."""
+"""Runs a job off the request path (the store's thread; not if one is running: the next
+answer to find a day missing asks again)."""
 
 
 def catch_up(
@@ -60,44 +62,34 @@ def catch_up(
     split: date,
     today: date,
 ) -> None:
-    """Write the days of [first, split) missing from the ranks (``days``: their sums, as an
-    answer read them), if a ranking would read them: the job an answer made from what was kept
-    in memory (the first of a day: yesterday's) hands ``Later``, so that a restart finds them
-    written and the answer itself pays nothing."""
-    _written_range(
-        scan,
-        write,
-        column=column,
-        days=days,
-        first=first,
-        split=split,
-        today=today,
-        deadline=Deadline(None),
-    )
-
-
-def _written_range(
-    scan: Scan,
-    write: Write,
-    *,
-    column: str,
-    days: dict[str, Totals],
-    first: date,
-    split: date,
-    today: date,
-    deadline: Deadline,
-) -> tuple[str, str, dict[str, int]] | None:
-    """The range [first, split) as text and its days' calls (``_wanted``), once every day of it
-    is written (``_written_all``); None: it is not ranked from the kept days, or days are left."""
+    """Write the days of [first, split) whose ranks are missing or have other totals than
+    ``days`` (their sums, as an answer read them), if a ranking would read them: the store's
+    job (``Later``), never an answer. Stops at a refused write (read-only, busy, closing)."""
     if not _ranked_here(column, first, split, today):
-        return None
+        return
     start, end = first.isoformat(), split.isoformat()
     wanted = _wanted(days, start, end)
-    if not _written_all(
-        scan, write, column, wanted, days=(start, end), today=today, deadline=deadline
-    ):
-        return None
-    return start, end, wanted
+    kept = _totals(scan, column, start, end, Deadline(None))
+    if kept.keys() - wanted.keys():
+        return  # a kept day has no calls now: never ranked from, whatever is written
+    missing = sorted(day for day in wanted if kept.get(day) != wanted[day])
+    for day in missing:  # ~200 ms a day at 100,000 users; 31 days after an upgrade
+        if not write(_written(column, day)):
+            return
+    if missing:
+        _forget_before(scan, write, column, today - timedelta(days=RANKED_DAYS), Deadline(None))
+
+
+def catch_up_window(scan: Scan, write: Write, *, first: date, today: date) -> None:
+    """``catch_up`` every kept column over the days [first, today) (the window's, or those
+    after an upgrade's last partial day): the store's job when it opens, so that the first
+    rankings after a restart find the days no answer had written."""
+    if first >= today:
+        return
+    where = days_and(False, first, today, sql.Statement("", ()))
+    days = sums_by(scan, DAILY, "day", where, Deadline(None))
+    for column in TABLES:
+        catch_up(scan, write, column=column, days=days, first=first, split=today, today=today)
 
 
 def _ranked_here(column: str, first: date, split: date, today: date) -> bool:
@@ -115,7 +107,6 @@ def _wanted(days: dict[str, Totals], start: str, end: str) -> dict[str, int]:
 
 def busiest(
     scan: Scan,
-    write: Write,
     *,
     column: str,
     days: dict[str, Totals],
@@ -124,24 +115,21 @@ def busiest(
     today: date,
     count: int,
     deadline: Deadline,
+    ask: Callable[[], None],
 ) -> dict[str, int] | None:
     """The ``count`` busiest values of ``column`` but ``other`` over the days [first, split)
     and their requests, busiest first (ties in the database's order), from the kept days
     (``days``: every day's sums of the range, unfiltered); None: the daily rows are to rank
-    them (a column or range not kept, too many days to write, a day changed meanwhile)."""
-    written = _written_range(
-        scan,
-        write,
-        column=column,
-        days=days,
-        first=first,
-        split=split,
-        today=today,
-        deadline=deadline,
-    )
-    if written is None:
+    them (a column or range not kept, a day not written or changed meanwhile). Days not
+    written (or written with other totals): ``ask`` has the store's job write them
+    (``catch_up``), off this answer's path."""
+    if not _ranked_here(column, first, split, today):
         return None
-    start, end, wanted = written
+    start, end = first.isoformat(), split.isoformat()
+    wanted = _wanted(days, start, end)
+    if _totals(scan, column, start, end, deadline) != wanted:
+        ask()
+        return None
     found = counted(
         scan,
         sql.Statement(
@@ -156,38 +144,6 @@ def busiest(
     if _totals(scan, column, start, end, deadline) != wanted:
         return None
     return found
-
-
-def _written_all(
-    scan: Scan,
-    write: Write,
-    column: str,
-    wanted: dict[str, int],
-    *,
-    days: tuple[str, str],
-    today: date,
-    deadline: Deadline,
-) -> bool:
-    """Write the days of ``wanted`` (day -> its calls; ``days``: their range) kept with other
-    totals or none; False: some are left (the budget, a refused write) or a kept day has no
-    calls now."""
-    kept = _totals(scan, column, *days, deadline)
-    if kept.keys() - wanted.keys():
-        return False
-    missing = sorted(day for day in wanted if kept.get(day) != wanted[day])
-    written = 0
-    for day in missing:
-        # ~200 ms a day at 100,000 users: within a third of the answer's budget, the rest by the
-        # next answers (the daily rows rank this one); once after an upgrade, then a day a day.
-        remaining = deadline.remaining()
-        if remaining is not None and deadline.seconds and remaining < deadline.seconds * 2 / 3:
-            break
-        if not write(_written(column, day)):
-            return False
-        written += 1
-    if written:
-        _forget_before(scan, write, column, today - timedelta(days=RANKED_DAYS), deadline)
-    return written == len(missing)
 
 
 def _total(column: str) -> str:

@@ -10,6 +10,7 @@ loose to tell.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 from datetime import date
@@ -62,7 +63,8 @@ def kept_groups(
     ``kept`` has of the range's days before ``today`` (made now if it has none that is still
     exact) and today's rows; None: the database is to rank them (the range has no day before
     today, or too many groups tie with the last kept). ``write``, ``later``: the kept days' ranks
-    (``dailyranks``) rank the days when nothing is kept, and are written when missing."""
+    (``dailyranks``) rank the days when nothing is kept; those missing are written by
+    ``later``'s job, never by this answer."""
     if base.first is None or base.last is None or grouped.matches is None:
         return None
     first, last = base.first, base.last
@@ -76,6 +78,19 @@ def kept_groups(
     if kept.refused(key):
         return None
     before = grouped.between(first, split)
+    ask: Callable[[], None] | None = None  # the store's job to write the days' ranks missing
+    if write is not None and later is not None and not grouped.matches.text:
+        catch_up = functools.partial(
+            dailyranks.catch_up,
+            scan,
+            write,
+            column=column,
+            days=days,
+            first=first,
+            split=split,
+            today=today,
+        )
+        ask = functools.partial(later, catch_up)
 
     def built() -> Kept:
         """The days [first, split) ranked by the database, kept."""
@@ -89,7 +104,7 @@ def kept_groups(
             signature=signature,
             ranked=ranked,
             deadline=deadline,
-            ranks=None if write is None else (write, days, today),
+            ranks=None if ask is None else (ask, days, today),
         )
         kept.put(key, made)
         return made
@@ -111,16 +126,8 @@ def kept_groups(
             deadline=deadline,
         )
         derived = entry is not None
-    if derived and write is not None and later is not None and not grouped.matches.text:
-        # The day turned: the ranks of the day that closed, written after this answer.
-        write_to = write
-
-        def catch_up() -> None:
-            dailyranks.catch_up(
-                scan, write_to, column=column, days=days, first=first, split=split, today=today
-            )
-
-        later(catch_up)
+    if derived and ask is not None:
+        ask()  # the day turned: the ranks of the day that closed, written after this answer
     if entry is None:
         entry = built()
     now = grouped.between(split, last)
@@ -175,18 +182,17 @@ def _build(
     signature: Signature,
     ranked: int,
     deadline: Deadline,
-    ranks: tuple[dailyranks.Write, dict[str, Totals], date] | None,
+    ranks: tuple[Callable[[], None], dict[str, Totals], date] | None,
 ) -> Kept:
     """What is kept of the days [first, split), read from the database (the ranking of every
     group of those days: most of a first answer's time): from the days' ranks (``ranks``:
-    how to write them, the range's sums by day, today) when unfiltered and kept, or from
-    the daily rows."""
+    how to ask for those missing, the range's sums by day, today) when unfiltered and kept,
+    or from the daily rows."""
     busiest = None
-    if ranks is not None and grouped.matches is not None and not grouped.matches.text:
-        write, days, today = ranks
+    if ranks is not None:
+        ask, days, today = ranks
         busiest = dailyranks.busiest(
             scan,
-            write,
             column=column,
             days=days,
             first=first,
@@ -194,6 +200,7 @@ def _build(
             today=today,
             count=ranked + 1,
             deadline=deadline,
+            ask=ask,
         )
     if busiest is None:
         busiest = busiest_groups(

@@ -278,7 +278,7 @@ class PostgresCallStore(SQLCallStore):
         if self._closed.is_set():
             return
         self._closed.set()
-        self._join_job()
+        self.join_background()
         with self._write_lock:
             if self._writer is not None:
                 self._writer.close()

@@ -262,7 +262,7 @@ class SQLiteCallStore(SQLCallStore):
         if self._closed.is_set():
             return
         self._closed.set()
-        self._join_job()
+        self.join_background()
         with self._write_lock:
             if self._reader is not self._writer:
                 with self._read_lock:

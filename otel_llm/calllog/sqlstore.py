@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from otel_llm import settings
-from otel_llm.calllog import deadletter, rollup, schema, sql, traces, tracespans
+from otel_llm.calllog import dailyranks, deadletter, rollup, schema, sql, traces, tracespans
 from otel_llm.calllog.callgroups import call_groups
 from otel_llm.calllog.cardinality import OTHER, DailyCaps
 from otel_llm.calllog.catalogue import (
@@ -145,7 +145,8 @@ class SQLCallStore(IsolatingStore, ABC):
         """What stats keep of the days before today (``pastdays.py``); None: nothing."""
         self._job_lock = threading.Lock()
         self._job: threading.Thread | None = None
-        """The thread writing past days' ranks (``_later``), if one was started."""
+        """The store's job: the thread writing past days' ranks (``_later``), if one was
+        started."""
 
     # --- backend primitives ----------------------------------------------------------------
 
@@ -297,6 +298,16 @@ class SQLCallStore(IsolatingStore, ABC):
     def stats(self, query: StatsQuery) -> dict[str, Any]:
         """Totals over whole UTC days (the response's start/end say which), from the daily
         aggregates; hourly groups from the call records (at most 7 days, within retention)."""
+        asked: list[Callable[[], None]] = []
+        try:
+            return self._stats(query, asked.append)
+        finally:
+            # The store's job, once the answer is done: it does not slow the answer that
+            # asked for it (~0.2 s a day written at 100,000 users).
+            for job in asked:
+                self._later(job)
+
+    def _stats(self, query: StatsQuery, later: dailyranks.Later) -> dict[str, Any]:
         call_filter = query.filter
         refused = [
             attribute.name
@@ -338,7 +349,7 @@ class SQLCallStore(IsolatingStore, ABC):
             kept=self._past_days,
             today=_floor_day(now).date(),
             write=self._write_ranks if schema.LATEST >= schema.RANKS_SINCE else None,
-            later=self._later,
+            later=later,
         )
         result: dict[str, Any] = {
             "start": start,
@@ -375,8 +386,11 @@ class SQLCallStore(IsolatingStore, ABC):
         return result
 
     def _write_ranks(self, statement: sql.Statement) -> bool:
-        """One write of the past days' ranks (``dailyranks.py``); False: the database refused
-        it for now (busy, read-only): the daily rows rank, as before."""
+        """One write of the past days' ranks (``dailyranks.py``), by the store's job; False:
+        the database refused it for now (busy, read-only) or the store is closing: the daily
+        rows rank, as before."""
+        if self._closed.is_set():
+            return False
         try:
             self._execute(statement)
         except Exception as error:
@@ -384,6 +398,23 @@ class SQLCallStore(IsolatingStore, ABC):
                 return False
             raise
         return True
+
+    def catch_up_ranks(self) -> None:
+        """Have the store's job write the past days' ranks a ranking would read and no answer
+        wrote (``dailyranks.catch_up_window``): ``open_store`` does, so that the rankings after
+        a restart or an upgrade find them (the answers meanwhile rank from the daily rows)."""
+        self._later(self._catch_up_window)
+
+    def _catch_up_window(self) -> None:
+        today = _floor_day(self._clock()).date()
+        first = today - timedelta(days=dailyranks.RANKED_DAYS)
+        complete = self._first_complete_day()
+        dailyranks.catch_up_window(
+            self._scan,
+            self._write_ranks,
+            first=first if complete is None else max(first, complete),
+            today=today,
+        )
 
     def _later(self, job: Callable[[], None]) -> None:
         """Run ``job`` (writing past days' ranks) in a thread of its own, off the answer's
@@ -396,13 +427,14 @@ class SQLCallStore(IsolatingStore, ABC):
             )
             self._job.start()
 
-    def _join_job(self) -> None:
-        """Wait for the ranks' thread (``_later``), once closing: a closed store leaves no
-        thread behind. Its job is a statement a day (~0.2 s at 100,000 users)."""
+    def join_background(self, timeout: float = 30.0) -> None:
+        """Wait for the store's job (``_later``) to be done: ``close`` does, so that a closed
+        store leaves no thread behind (a closing store's job stops after the day it is
+        writing, ~0.2 s at 100,000 users); tests and benchmarks, to find its writes done."""
         with self._job_lock:
             job = self._job
         if job is not None and job is not threading.current_thread():
-            job.join(timeout=30)
+            job.join(timeout=timeout)
 
     def _run_job(self, job: Callable[[], None]) -> None:
         try:
@@ -428,21 +460,27 @@ class SQLCallStore(IsolatingStore, ABC):
 
     def _complete_from(self, rollup: Rollup, start: datetime, end: datetime) -> datetime:
         """``start``, or the first day the tables by status, user and key have every call of
-        (a store upgraded to them has the earlier calls in the first table only)."""
+        (``_first_complete_day``)."""
+        complete = self._first_complete_day()
+        if complete is None:
+            return start
+        first = datetime.combine(complete, time(), tzinfo=UTC)
+        if end <= first:
+            raise QueryError(
+                f"stats by {', '.join(rollup.fields[:1])} count the calls stored from "
+                f"{complete.isoformat()} on (when this store was upgraded to keep them); "
+                "ask for a range after that day"
+            )
+        return max(start, first)
+
+    def _first_complete_day(self) -> date | None:
+        """The first day the tables by status, user and key have every call of (a store
+        upgraded to them has the earlier calls in the first table only); None: every day."""
         if self._last_partial_day is _UNREAD:
             rows = self._read(sql.Statement(f"SELECT last_partial_day FROM {DAILY_SINCE}", ()))  # noqa: S608
             self._last_partial_day = rows[0][0] if rows else None
         last = self._last_partial_day
-        if not isinstance(last, str):
-            return start
-        first = datetime.combine(date.fromisoformat(last), time(), tzinfo=UTC) + timedelta(1)
-        if end <= first:
-            raise QueryError(
-                f"stats by {', '.join(rollup.fields[:1])} count the calls stored from "
-                f"{first.date().isoformat()} on (when this store was upgraded to keep them); "
-                "ask for a range after that day"
-            )
-        return max(start, first)
+        return date.fromisoformat(last) + timedelta(1) if isinstance(last, str) else None
 
     def _hourly(
         self, call_filter: CallFilter, deadline: Deadline, models: Collection[str]

@@ -127,7 +127,8 @@ def daily_stats(
     With ``kept``, those of the days before ``today`` come from what earlier answers kept of
     them while still exact (``pastdays.py``), and only today's rows are read; with ``write``
     too, an answer with nothing kept ranks them from the days' ranks (``dailyranks.py``), and
-    the first of a day has ``later`` write the day that closed."""
+    ``later`` (the store's job) writes those missing, and the day that closed after the first
+    answer of a day."""
     table, where = base.table, base.where
     days = sums_by(scan, table, "day", where, deadline)
     overall = Totals()

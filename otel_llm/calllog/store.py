@@ -110,7 +110,8 @@ def open_store(
     aggregates' caps (default: the ``call_log_max_daily_values`` and
     ``call_log_max_daily_users`` settings). ``hold_cycle_collector``: SQLite's writes hold
     Python's cycle collector off (a process the call log owns, as the collector; never in an
-    application's process)."""
+    application's process). The store's job starts writing the past days' ranks no answer
+    wrote (``SQLCallStore.catch_up_ranks``)."""
     store: SQLCallStore
     if url.startswith(("postgresql://", "postgres://")):
         # psycopg is an optional dependency (the "postgres" extra): loaded only when used.
@@ -129,4 +130,5 @@ def open_store(
             settings.CALL_LOG_MAX_DAILY_VALUES.resolve(max_daily_values),
             settings.CALL_LOG_MAX_DAILY_USERS.resolve(max_daily_users),
         )
+    store.catch_up_ranks()
     return store
