@@ -1,14 +1,14 @@
 """The past days' ranks by user and by API key (``dailyranks.py``, schema v10).
 
-Checked on SQLite and the real PostgreSQL: the ranks are written by the store's job only
-(when it opens, after the first answer of a day, when an answer found days missing), never on
-an answer's path: that answer is ranked from the daily rows, exact; the ranks written equal
-the daily rows' sums by value and day; an answer with nothing kept ranks from them, also
-after a restart, and equals the database's ranking of the daily rows and the sums of the
-records; late calls of a past day have the day written again; days out of the window are
-deleted; a filtered range or one reaching past the window is ranked from the daily rows;
-ranks that changed after the answer's sums were read are not used; a failing write leaves the
-answers exact; a closing store's job stops.
+Checked on SQLite and the real PostgreSQL: the ranks are written by the store's job only (when
+it opens, at its first write of a day, after the first answer of a day, when an answer found
+days missing), never on an answer's path: that answer is ranked from the daily rows, exact; the
+ranks written equal the daily rows' sums by value and day; an answer with nothing kept ranks
+from them, also after a restart, and equals the database's ranking of the daily rows and the
+sums of the records; late calls of a past day have the day written again; days out of the
+window are deleted; a filtered range or one reaching past the window is ranked from the daily
+rows; ranks that changed after the answer's sums were read are not used; a failing write leaves
+the answers exact; a closing store's job stops.
 """
 
 from __future__ import annotations
@@ -311,10 +311,9 @@ def test_days_out_of_the_window_are_deleted(store: SQLCallStore, clock: Settable
         late(record, index, created_at=clock.now - timedelta(hours=30))
         for index, record in enumerate(records[:20])
     ]
-    store.write(later)
+    store.write(later)  # the day's first write: the job writes the days missing
     records += later
     recent = StatsQuery(filter=CallFilter(start=clock.now - timedelta(days=DAYS)), group_by="user")
-    answered_from(store, recent, records, dailyranks.TABLES["user_id"])
     settled(store)
     kept_days = {day for _, day in kept_ranks(store, "user_id")}
     window = (clock.now.date() - timedelta(days=dailyranks.RANKED_DAYS)).isoformat()
@@ -463,6 +462,43 @@ def test_the_day_that_closed_is_written_after_the_first_answer_of_the_next(
         answer = answered_from(store, last_days(), records, DAILY_RANKS)
         check_groups(answer, records, group_by)
         assert not written
+    finally:
+        store.close()
+
+
+def test_the_first_write_of_a_day_has_the_days_before_written(
+    url: str, clock: SettableClock
+) -> None:
+    """A store at work when the day turns: its first write of the new day has the store's job
+    write the day that closed (and any other missing), so that the day's first answers, with
+    nothing kept, rank from the ranks instead of the daily rows; later writes of the day ask
+    nothing more."""
+    records = calls(300)
+    store = opened(url, clock)
+    try:
+        store.write(records)  # today's day: the job asked when the store opened, not again
+        settled(store)
+        assert not kept_ranks(store, "user_id")
+        clock.now = NOW + timedelta(days=1)
+        written = spy_on_writes(store)
+        todays = [late(records[0], 0, created_at=clock.now - timedelta(minutes=1))]
+        store.write(todays)
+        settled(store)
+        assert written, "the first write of the day had the days before written"
+        assert {thread for thread, _ in written} == {JOB}
+        today = clock.now.date().isoformat()
+        for group_by, column in COLUMN.items():
+            assert NOW.date().isoformat() in {day for _, day in kept_ranks(store, column)}
+            assert kept_ranks(store, column) == daily_sums(store, group_by, today)
+        job = store._job
+        todays.append(late(records[1], 1, created_at=clock.now - timedelta(seconds=30)))
+        store.write(todays[-1:])
+        assert store._job is job, "a second write of the day started no job"
+        records += todays
+        last_days = StatsQuery(
+            filter=CallFilter(start=clock.now - timedelta(days=DAYS)), group_by="user", limit=3
+        )
+        answered_from(store, last_days, records, DAILY_RANKS)
     finally:
         store.close()
 

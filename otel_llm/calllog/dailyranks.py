@@ -8,14 +8,15 @@ narrow rows in the value's order, without a sort (~150 ms).
 
 Written by the store's job (a thread of its own, ``Later``), never by the writer nor on an
 answer's path, one statement a day: when the store opens (``catch_up_window``: the days a
-restart or an upgrade finds unwritten), after the first answer of a day (made from yesterday's
-entry in memory: the day that closed), and when a ranking finds a day of its range missing
-(or changed; the daily rows rank that answer, as before the ranks). The days out of the window
-(``RANKED_DAYS``) are deleted a week at a time. A day is only ever read while exact: the same
-statement writes the day's total as a row of its own, and a ranking is used only if every
-day's total equals the day's calls in the daily table (``days``: read by the same answer)
-before and after it is read. Daily rows are only added to, so equal totals mean the same rows
-(a late call of a past day has the day written again, once a ranking found it changed).
+restart or an upgrade finds unwritten), at the store's first write of a day and after the first
+answer of a day (made from yesterday's entry in memory: the day that closed), and when a
+ranking finds a day of its range missing (or changed; the daily rows rank that answer, as
+before the ranks). The days out of the window (``RANKED_DAYS``) are deleted a week at a time. A
+day is only ever read while exact: the same statement writes the day's total as a row of its
+own, and a ranking is used only if every day's total equals the day's calls in the daily table
+(``days``: read by the same answer) before and after it is read. Daily rows are only added to,
+so equal totals mean the same rows (a late call of a past day has the day written again, once a
+ranking found it changed).
 """
 
 from __future__ import annotations

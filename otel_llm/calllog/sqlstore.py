@@ -31,7 +31,7 @@ from otel_llm.calllog.catalogue import (
     column_of,
 )
 from otel_llm.calllog.dailyrows import Deadline, Rows, Source
-from otel_llm.calllog.isolation import IsolatingStore
+from otel_llm.calllog.isolation import IsolatingStore, WriteResult
 from otel_llm.calllog.pastdays import PastDays
 from otel_llm.calllog.query import (
     MAX_GROUP_LIMIT,
@@ -41,7 +41,7 @@ from otel_llm.calllog.query import (
     QueryError,
     StatsQuery,
 )
-from otel_llm.calllog.record import from_nanos, micros_of
+from otel_llm.calllog.record import CallRecord, from_nanos, micros_of
 from otel_llm.calllog.schema import CALLS, CONTENT, DAILY_SINCE
 from otel_llm.calllog.stats import choose, daily_stats, model_entries
 
@@ -147,6 +147,8 @@ class SQLCallStore(IsolatingStore, ABC):
         self._job: threading.Thread | None = None
         """The store's job: the thread writing past days' ranks (``_later``), if one was
         started."""
+        self._ranks_asked: date | None = None
+        """The day ``catch_up_ranks`` last asked on: a write on a later one asks again."""
 
     # --- backend primitives ----------------------------------------------------------------
 
@@ -156,6 +158,22 @@ class SQLCallStore(IsolatingStore, ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def write_batch(self, records: Sequence[CallRecord]) -> WriteResult:
+        result = super().write_batch(records)
+        # The first write of a day has the day that closed ranked by the store's job, so that
+        # the day's first rankings find it written (without, the first answer to miss it asked,
+        # and it and those before the job was done ranked from the daily rows: ~600 ms by key
+        # at 1,000 keys against ~430 ms from the ranks). A late call of that day after this
+        # has it written again, once a ranking finds its total changed.
+        if _floor_day(self._clock()).date() != self._ranks_asked:
+            try:
+                self.catch_up_ranks()
+            except Exception:  # the calls are stored: never fail their write
+                _logger.exception("call log: starting to write past days' ranks failed")
+        return result
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -402,8 +420,11 @@ class SQLCallStore(IsolatingStore, ABC):
     def catch_up_ranks(self) -> None:
         """Have the store's job write the past days' ranks a ranking would read and no answer
         wrote (``dailyranks.catch_up_window``): ``open_store`` does, so that the rankings after
-        a restart or an upgrade find them (the answers meanwhile rank from the daily rows)."""
-        self._later(self._catch_up_window)
+        a restart or an upgrade find them (the answers meanwhile rank from the daily rows), and
+        the first write of each day (``write_batch``), for the day that closed."""
+        self._ranks_asked = _floor_day(self._clock()).date()
+        if schema.LATEST >= schema.RANKS_SINCE:  # not a store older code made (its tests)
+            self._later(self._catch_up_window)
 
     def _catch_up_window(self) -> None:
         today = _floor_day(self._clock()).date()
