@@ -165,9 +165,9 @@ class SQLCallStore(IsolatingStore, ABC):
         result = super().write_batch(records)
         # The first write of a day has the day that closed ranked by the store's job, so that
         # the day's first rankings find it written (without, the first answer to miss it asked,
-        # and it and those before the job was done ranked from the daily rows: ~600 ms by key
-        # at 1,000 keys against ~430 ms from the ranks). A late call of that day after this
-        # has it written again, once a ranking finds its total changed.
+        # and it and those before the job was done ranked from the daily rows: by key over 30
+        # days on the 1 M store 515 ms against 377 from the ranks). A late call of that day
+        # after this has it written again, once a ranking finds its total changed.
         if _floor_day(self._clock()).date() != self._ranks_asked:
             try:
                 self.catch_up_ranks()
