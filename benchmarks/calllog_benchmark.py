@@ -473,8 +473,9 @@ query (its range a day later) timed."""
 _NEW_DAY = "new day: "
 """A query label so prefixed (stats by user or key over 30 days): ``_COLD``, and the last
 closed day's ranks deleted first (a store with them: ``dailyranks.py``; a write of nothing
-otherwise, as the deletion also has the reader's page cache dropped): the first answer after a
-restart on a day no answer has written yesterday's ranks yet."""
+otherwise, as the deletion also has the reader's page cache dropped): the first answer of a
+day in a store that has had neither a write (``SQLCallStore.write_batch`` has the job write
+yesterday's) nor an answer that day."""
 _REOPENED = "new day, reopened: "
 """A query label so prefixed (``_NEW_DAY``'s queries): yesterday's ranks deleted, the store
 closed and opened again, and the query answered at once (its job catching up on opening, if
