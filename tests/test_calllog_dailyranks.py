@@ -503,6 +503,49 @@ def test_the_first_write_of_a_day_has_the_days_before_written(
         store.close()
 
 
+def test_replicas_writing_the_same_days_at_once_agree(
+    url: str, clock: SettableClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replicas on one store each have their job write the day that closed at their first
+    write of a day, at about the same moment: the same rows, written twice, never an error."""
+    records = calls(300)
+    first = opened(url, clock)
+    try:
+        first.write(records)
+    finally:
+        first.close()
+    clock.now = NOW + timedelta(days=1)
+    replicas = [opened(url, clock) for _ in range(3)]
+    together = threading.Barrier(len(replicas))
+    try:
+        replicas[0]._execute(Statement(f"DELETE FROM {DAILY_RANKS}", ()))  # noqa: S608
+        for replica in replicas:
+            write, first_write = replica._write_ranks, threading.Event()
+
+            def at_once(statement: Statement, write: Any = write, first: Any = first_write) -> bool:
+                if not first.is_set():  # the three jobs' first writes, together
+                    first.set()
+                    together.wait(timeout=10)
+                return bool(write(statement))
+
+            replica._write_ranks = at_once  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR):
+            for replica in replicas:
+                replica.catch_up_ranks()
+            for replica in replicas:
+                settled(replica)
+        assert not together.broken, "the three jobs wrote at once"
+        assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+        today = clock.now.date().isoformat()
+        for group_by, column in COLUMN.items():
+            assert kept_ranks(replicas[0], column) == daily_sums(replicas[0], group_by, today)
+        for replica in replicas:
+            answered_from(replica, query("user"), records, DAILY_RANKS)
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
 def test_closing_the_store_waits_for_its_job(url: str, clock: SettableClock) -> None:
     """A closed store leaves no thread behind: close waits for the day's ranks being written
     (slowed here so that they are still being written when it is called)."""
