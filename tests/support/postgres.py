@@ -135,9 +135,11 @@ def running_cluster(*, durable: bool = False) -> Iterator[PostgresCluster]:
 # --- pytest fixtures (import them into a test module to use them) ------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pg_cluster() -> Iterator[PostgresCluster]:
-    """One private cluster per test session (per importing module), stopped at the end."""
+    """One private cluster per importing module, stopped at the module's end: a session's
+    fixture imported into each module is one per module anyway, and those of the ~24 modules
+    were all left running till the session ended."""
     if not available():
         # A failure, not a skip: the PostgreSQL tests are part of the suite, not optional.
         pytest.fail(
