@@ -66,10 +66,10 @@ def catch_up(
     """Write the days of [first, split) whose ranks are missing or have other totals than
     ``days`` (their sums, as an answer read them), if a ranking would read them: the store's
     job (``Later``), never an answer. Stops at a refused write (read-only, busy, closing)."""
-    if not _ranked_here(column, first, split, today):
+    ranged = _ranged(column, days, first, split, today)
+    if ranged is None:
         return
-    start, end = first.isoformat(), split.isoformat()
-    wanted = _wanted(days, start, end)
+    start, end, wanted = ranged
     kept = _totals(scan, column, start, end, Deadline(None))
     if kept.keys() - wanted.keys():
         return  # a kept day has no calls now: never ranked from, whatever is written
@@ -93,17 +93,20 @@ def catch_up_window(scan: Scan, write: Write, *, first: date, today: date) -> No
         catch_up(scan, write, column=column, days=days, first=first, split=today, today=today)
 
 
-def _ranked_here(column: str, first: date, split: date, today: date) -> bool:
-    """Whether the days [first, split) are ranked from the kept ones."""
+def _ranged(
+    column: str, days: dict[str, Totals], first: date, split: date, today: date
+) -> tuple[str, str, dict[str, int]] | None:
+    """The days [first, split) as text and the calls of each that had any (``days``: their
+    sums), if ``column``'s ranking of them reads the kept days (``catch_up`` writes what
+    ``busiest`` reads); None: the daily rows rank them."""
     kept_for = first >= today - timedelta(days=RANKED_DAYS) and split <= today
-    return column in TABLES and kept_for and (split - first).days >= MIN_DAYS
-
-
-def _wanted(days: dict[str, Totals], start: str, end: str) -> dict[str, int]:
-    """The calls of each day of [start, end) that had any."""
-    return {
+    if column not in TABLES or not kept_for or (split - first).days < MIN_DAYS:
+        return None
+    start, end = first.isoformat(), split.isoformat()
+    wanted = {
         day: sums.requests for day, sums in days.items() if start <= day < end and sums.requests
     }
+    return start, end, wanted
 
 
 def busiest(
@@ -124,10 +127,10 @@ def busiest(
     them (a column or range not kept, a day not written or changed meanwhile). Days not
     written (or written with other totals): ``ask`` has the store's job write them
     (``catch_up``), off this answer's path."""
-    if not _ranked_here(column, first, split, today):
+    ranged = _ranged(column, days, first, split, today)
+    if ranged is None:
         return None
-    start, end = first.isoformat(), split.isoformat()
-    wanted = _wanted(days, start, end)
+    start, end, wanted = ranged
     if _totals(scan, column, start, end, deadline) != wanted:
         ask()
         return None
