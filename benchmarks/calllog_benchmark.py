@@ -13,7 +13,7 @@ model per day over 30 days -- <= 500 ms over 1,000,000 stored calls. Issue 12: t
 Per backend: a fresh store (a SQLite file in a temporary directory; PostgreSQL: a private
 cluster started from the machine's binaries, as the tests do, unless ``--postgres`` names a
 database); the calls are written through ``store.write`` in batches of ``--batch`` (default
-the writer's ``call_log_batch_size``, 10,000; the writer's path:
+the writer's ``call_log_batch_size``, 20,000; the writer's path:
 duplicates check, aggregates, one transaction per batch) -- the ingest rate is the first
 ``--ingest-calls`` calls, timed around ``write`` only (building the records is not counted);
 the rest is loaded the same way and the load time printed. Calls are spread evenly over the

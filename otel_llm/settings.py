@@ -575,7 +575,7 @@ CALL_LOG_STORE: Setting[str] = Setting(
 )
 CALL_LOG_BATCH_SIZE: Setting[int] = Setting(
     name="call_log_batch_size",
-    default=10_000,
+    default=20_000,
     parse=int,
     check=int_at_least(1),
     doc=(
@@ -586,9 +586,14 @@ CALL_LOG_BATCH_SIZE: Setting[int] = Setting(
 """No call waits longer for it: a batch is written when full or a flush interval after its
 oldest call, whichever is first, so the size only matters above ``size / interval`` calls a
 second, where a larger transaction spends less a call (SQLite, 100,000 users: 10,000 against
-5,000 is +6-11 %, a call's daily rows shared by more calls; ``benchmarks/calllog_benchmark.py
---batch``). What it costs: the write lock held ~0.5 s instead of ~0.25 s (readers do not wait
-for it), and nothing in memory (``call_log_max_pending`` bounds the queue)."""
+5,000 is +6-11 %, 20,000 against 10,000 +6-12 % over a million calls, a call's daily rows
+shared by more calls; ``benchmarks/calllog_benchmark.py --batch``). What it costs: the write
+lock held up to ~1 s a batch at 20,000 calls a second (readers do not wait for it; the store's
+other writes -- trace spans, retention, ranks -- wait that long at most), and memory while a
+batch is written: its rows and roll-up peak at ~45 MB over its records (23 at 10,000; traced
+with ``tracemalloc``, 100,000 users); ``call_log_max_pending`` bounds the queue. In the
+collector, a transaction holds the calls of the queued requests read at once, 5,000 spans' at
+most (``collector/feed.py``'s ``MAX_CALLS``), so this caps them only when set lower."""
 CALL_LOG_FLUSH_INTERVAL: Setting[float] = Setting(
     name="call_log_flush_interval",
     default=1.0,

@@ -51,7 +51,9 @@ the calls the call sink has just stored (the call log decides which to keep); th
 contract as ``CallSink``: returns once stored, raises to be offered them again."""
 
 MAX_CALLS = 5000
-"""Calls handed to the sink in one call, at most (the call log's default batch size)."""
+"""Spans of the batches read for one sink call, at most (an upper bound of its calls, known
+without parsing). The collector's call log writes each sink call in one transaction, so this
+and ``MAX_BYTES``, not ``call_log_batch_size`` (the in-process writer's), size them."""
 MAX_BYTES = 8 << 20
 """Payload bytes read for one sink call, at most: parsed requests stay in memory until then."""
 
