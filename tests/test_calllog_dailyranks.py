@@ -16,18 +16,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from otel_llm.calllog import dailyranks
+from otel_llm.calllog import dailyranks, retention
 from otel_llm.calllog.dailyrows import Deadline, sums_by
 from otel_llm.calllog.pastdays import PastDays
 from otel_llm.calllog.query import CallFilter, StatsQuery
 from otel_llm.calllog.record import CallRecord
+from otel_llm.calllog.retention import RetentionJob
 from otel_llm.calllog.schema import DAILY, DAILY_RANKS, DAILY_SINCE
 from otel_llm.calllog.sql import Statement
 from otel_llm.calllog.store import SQLCallStore, open_store
@@ -501,6 +502,47 @@ def test_the_first_write_of_a_day_has_the_days_before_written(
         answered_from(store, last_days, records, DAILY_RANKS)
     finally:
         store.close()
+
+
+def test_an_idle_store_has_the_closed_day_ranked_as_the_day_turns(
+    url: str, clock: SettableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store with no write and no answer when the day turns (a quiet night): the retention
+    job, woken by the turn, has the store's job write the day that closed, so that the new
+    day's first rankings read the ranks; before the turn it asks nothing."""
+    monkeypatch.setattr(retention, "DAY_TURN_DELAY", 0.0)
+    records = calls(300)
+    store = opened(url, clock)
+    job = None
+    try:
+        store.write(records)
+        settled(store)
+        clock.now = NOW.replace(hour=23, minute=59, second=59)  # NOW's day, its last second
+        written = spy_on_writes(store)
+        job = RetentionJob(store, interval=3600, clock=clock).start()
+        wait_for(lambda: job.runs == 1)  # started, and has read the day it started on
+        time.sleep(0.3)
+        assert not written, "nothing asked before the day turned"
+        clock.now = NOW + timedelta(days=1)
+        wait_for(lambda: NOW.date().isoformat() in {day for _, day in kept_ranks(store, "user_id")})
+        settled(store)
+        assert written
+        assert {thread for thread, _ in written} == {JOB}
+        today = clock.now.date().isoformat()
+        for group_by, column in COLUMN.items():
+            assert kept_ranks(store, column) == daily_sums(store, group_by, today)
+        assert job.runs == 1, "the day's turn pruned nothing more than the interval asks"
+    finally:
+        if job is not None:
+            job.stop()
+        store.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def test_replicas_writing_the_same_days_at_once_agree(

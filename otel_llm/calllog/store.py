@@ -92,6 +92,10 @@ class CallStore(CallReader, Protocol):
         self, now: datetime, *, content_days: int, record_days: int
     ) -> RetentionResult: ...
 
+    def catch_up_ranks(self) -> None:
+        """Have the past days' ranks a ranking reads and nobody wrote yet written, off the
+        caller's path (``SQLCallStore.catch_up_ranks``)."""
+
     def close(self) -> None: ...
 
 
