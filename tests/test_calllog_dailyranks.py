@@ -1,8 +1,8 @@
 """The past days' ranks by user and by API key (``dailyranks.py``, schema v10).
 
 Checked on SQLite and the real PostgreSQL: the ranks are written by the store's job only (when
-it opens, at its first write of a day, after the first answer of a day, when an answer found
-days missing), never on an answer's path: that answer is ranked from the daily rows, exact; the
+it opens, at its first write of a day, as the day turns at the retention job's ask, after the
+first answer of a day, when an answer found days missing), never on an answer's path: that answer is ranked from the daily rows, exact; the
 ranks written equal the daily rows' sums by value and day; an answer with nothing kept ranks
 from them, also after a restart, and equals the database's ranking of the daily rows and the
 sums of the records; late calls of a past day have the day written again; days out of the
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -32,7 +32,7 @@ from otel_llm.calllog.retention import RetentionJob
 from otel_llm.calllog.schema import DAILY, DAILY_RANKS, DAILY_SINCE
 from otel_llm.calllog.sql import Statement
 from otel_llm.calllog.store import SQLCallStore, open_store
-from tests.support.clock import SettableClock
+from tests.support.clock import SettableClock, wait_until
 from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401
 from tests.test_calllog_pastdays import (
     assert_same,
@@ -520,11 +520,13 @@ def test_an_idle_store_has_the_closed_day_ranked_as_the_day_turns(
         clock.now = NOW.replace(hour=23, minute=59, second=59)  # NOW's day, its last second
         written = spy_on_writes(store)
         job = RetentionJob(store, interval=3600, clock=clock).start()
-        wait_for(lambda: job.runs == 1)  # started, and has read the day it started on
+        wait_until(lambda: job.runs == 1)  # started, and has read the day it started on
         time.sleep(0.3)
         assert not written, "nothing asked before the day turned"
         clock.now = NOW + timedelta(days=1)
-        wait_for(lambda: NOW.date().isoformat() in {day for _, day in kept_ranks(store, "user_id")})
+        wait_until(
+            lambda: NOW.date().isoformat() in {day for _, day in kept_ranks(store, "user_id")}
+        )
         settled(store)
         assert written
         assert {thread for thread, _ in written} == {JOB}
@@ -536,13 +538,6 @@ def test_an_idle_store_has_the_closed_day_ranked_as_the_day_turns(
         if job is not None:
             job.stop()
         store.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_replicas_writing_the_same_days_at_once_agree(

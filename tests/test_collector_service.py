@@ -56,6 +56,7 @@ from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import Cost, Unpriced
+from tests.support.clock import wait_until
 from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
 from tests.support.pipeline import chat_labels
 
@@ -481,13 +482,6 @@ def test_a_failing_call_sink_fails_no_request_and_gets_every_call_once_it_is_bac
     down.clear()
     wait_until(lambda: queue.batches == 0)
     assert sorted(call.span.name for call in stored) == sorted(GENAI)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_without_an_upstream_the_queue_feeds_the_call_sink(

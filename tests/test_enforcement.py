@@ -14,7 +14,7 @@ import asyncio
 import logging
 import pickle
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from otel_llm import PolicyBlocked, configure, enforcement, llm_call, llm_context
 from otel_llm.instrumentation.anthropic import AnthropicInstrumentor
 from otel_llm.instrumentation.openai import OpenAIInstrumentor
+from tests.support.clock import wait_until
 from tests.support.collector_process import CollectorProcess
 from tests.support.fake_llm import FakeLLMServer, ScriptedResponse
 from tests.support.ports import free_port
@@ -65,13 +66,6 @@ policies:
     budgets: [{window: day, usd: 0.0001}]
     action: alert
 """
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def start_collector(tmp_path: Path, api: str = "127.0.0.1:0") -> CollectorProcess:

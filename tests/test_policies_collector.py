@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from otel_llm.collector.policies import CollectorPolicies
 from otel_llm.collector.service import CollectorService
 from otel_llm.policies import PolicyFile
 from otel_llm.processor import LLMSpanProcessor
+from tests.support.clock import wait_until
 from tests.support.collector_process import CollectorProcess
 from tests.support.postgres import (  # noqa: F401 - fixture
     BACKENDS,
@@ -210,13 +211,6 @@ def budget_of(call_log: CallLogService, name: str = "shop-daily") -> dict[str, A
 
 def sample(service: CollectorService, name: str, **labels: str) -> float | None:
     return service.registry.get_sample_value(name, labels)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

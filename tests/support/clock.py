@@ -1,5 +1,6 @@
 """Virtual time for code that waits with an injectable ``sleep(stop, seconds)`` (the collector's
-forwarder): waiting costs (almost) no real time, yet every delay is recorded and adds up.
+forwarder): waiting costs (almost) no real time, yet every delay is recorded and adds up; a
+store's settable clock; and a test's wait for what another thread does (``wait_until``).
 
     clock = VirtualClock(horizon=1.0)
     forwarder = Forwarder(queue, upstream, metrics, sleep=clock.sleep)
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 # Each wait still takes this much real time at most: a thread retrying against a server that is
@@ -84,3 +86,11 @@ class SettableClock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 15.0) -> None:
+    """Returns once ``condition()`` is true (polled); AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
