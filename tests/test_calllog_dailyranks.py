@@ -2,13 +2,13 @@
 
 Checked on SQLite and the real PostgreSQL: the ranks are written by the store's job only (when
 it opens, at its first write of a day, as the day turns at the retention job's ask, after the
-first answer of a day, when an answer found days missing), never on an answer's path: that answer is ranked from the daily rows, exact; the
-ranks written equal the daily rows' sums by value and day; an answer with nothing kept ranks
-from them, also after a restart, and equals the database's ranking of the daily rows and the
-sums of the records; late calls of a past day have the day written again; days out of the
-window are deleted; a filtered range or one reaching past the window is ranked from the daily
-rows; ranks that changed after the answer's sums were read are not used; a failing write leaves
-the answers exact; a closing store's job stops.
+first answer of a day, when an answer found days missing), never on an answer's path: that
+answer is ranked from the daily rows, exact; the ranks written equal the daily rows' sums by
+value and day; an answer with nothing kept ranks from them, also after a restart, and equals the
+database's ranking of the daily rows and the sums of the records; late calls of a past day have
+the day written again; days out of the window are deleted; a filtered range or one reaching past
+the window is ranked from the daily rows; ranks that changed after the answer's sums were read
+are not used; a failing write leaves the answers exact; a closing store's job stops.
 """
 
 from __future__ import annotations
