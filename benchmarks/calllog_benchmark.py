@@ -375,13 +375,19 @@ def table_sizes(store: SQLCallStore) -> dict[str, tuple[float, float]]:
     return sizes
 
 
-def report(all_results: dict[str, dict[str, Any]], calls_count: int) -> None:
+def report(all_results: dict[str, dict[str, Any]], calls_count: int, ingest_calls: int) -> None:
     print(f"\n== Results over {calls_count:,} stored calls")
+    first = min(ingest_calls, calls_count)
     for name, results in all_results.items():
-        target = f"(target >= {INGEST_TARGET:,})" if name == "sqlite" else "(no target)"
+        # The target is the rate over the first ``--ingest-calls`` (issue 5's definition); the
+        # rate over all the calls is printed beside it: it steps down as the b-trees deepen.
+        target = "(no target)"
+        if name == "sqlite":
+            verdict = "ok" if results["ingest"] >= INGEST_TARGET else "MISSED"
+            target = f"(target >= {INGEST_TARGET:,}: {verdict})"
         print(
-            f"\n{name}: ingest {results['ingest']:,.0f} calls/s over the first calls, "
-            f"{results['ingest_all']:,.0f} over all {target}; "
+            f"\n{name}: ingest {results['ingest']:,.0f} calls/s over the first {first:,} calls "
+            f"{target}, {results['ingest_all']:,.0f} over all {calls_count:,}; "
             f"load {results['load_seconds']:.1f} s"
         )
         print(f"  {'query':<52} {'p50 ms':>9} {'p95 ms':>9}")
@@ -460,7 +466,7 @@ def main() -> None:
                     with running_cluster(durable=True) as cluster:
                         url = cluster.create_database()
                         results["postgres"] = run("postgres", url, args)
-    report(results, args.calls)
+    report(results, args.calls, args.ingest_calls)
 
 
 _COLD = "cold: "
