@@ -520,7 +520,7 @@ def test_an_idle_store_has_the_closed_day_ranked_as_the_day_turns(
         clock.now = NOW.replace(hour=23, minute=59, second=59)  # NOW's day, its last second
         written = spy_on_writes(store)
         job = RetentionJob(store, interval=3600, clock=clock).start()
-        wait_until(lambda: job.runs == 1)  # started, and has read the day it started on
+        wait_until(lambda: job.runs == 1)  # its first round done, before the turn
         time.sleep(0.3)
         assert not written, "nothing asked before the day turned"
         clock.now = NOW + timedelta(days=1)

@@ -92,9 +92,9 @@ class CallStore(CallReader, Protocol):
         self, now: datetime, *, content_days: int, record_days: int
     ) -> RetentionResult: ...
 
-    def catch_up_ranks(self) -> None:
-        """Have the past days' ranks a ranking reads and nobody wrote yet written, off the
-        caller's path (``SQLCallStore.catch_up_ranks``)."""
+    def rank_closed_day(self) -> None:
+        """Have the day that closed ranked, off the caller's path, once a day
+        (``SQLCallStore.rank_closed_day``)."""
 
     def close(self) -> None: ...
 
