@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,28 +35,11 @@ from otel_llm.calllog.retention import RetentionJob
 from otel_llm.calllog.schema import DAILY_RANKS
 from otel_llm.calllog.sql import Statement
 from otel_llm.calllog.store import SQLCallStore, open_store
-
-
-class _Clock:
-    """The store's and the job's time, moved by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out waiting for the store's job")
-        time.sleep(0.01)
+from tests.support.clock import SettableClock, wait_until
 
 
 def first_ranking(
-    store: SQLCallStore, clock: _Clock, today: date, group_by: str, *, job: bool
+    store: SQLCallStore, clock: SettableClock, today: date, group_by: str, *, job: bool
 ) -> float:
     """Wall ms of the first ranking of ``group_by`` over 30 days after the day turned."""
     last_second = datetime.combine(today, datetime.min.time(), UTC) + timedelta(days=1, seconds=-1)
@@ -73,10 +55,10 @@ def first_ranking(
     started = None
     if job:
         started = RetentionJob(store, interval=10**9, clock=clock).start()
-        _wait(lambda: started.runs == 1)  # it has read the day it started on
+        wait_until(lambda: started.runs == 1, timeout=300)  # its first round: asked nothing
     clock.now = last_second + timedelta(seconds=2)
     if started is not None:
-        _wait(lambda: bool(store._read(ranked)))
+        wait_until(lambda: store._read(ranked), timeout=300)
         store.join_background(300)
         started.stop()
     store._past_days = PastDays()  # nothing kept: the day's first answer after a quiet night
@@ -102,7 +84,7 @@ def main() -> None:
         finally:
             writing.close()
     today = datetime.now(UTC).date()
-    clock = _Clock(datetime.now(UTC))
+    clock = SettableClock(datetime.now(UTC))
     retention.DAY_TURN_DELAY = 0.0
     store = open_store(args.store, clock=clock)
     try:

@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ from otel_llm.collector.upstream import (
     traces_url,
 )
 from tests.support.certs import OPENSSL, Certs, make_certs
-from tests.support.clock import VirtualClock
+from tests.support.clock import VirtualClock, wait_until
 from tests.support.otlp_receiver import HOST, OTLPReceiver, Reply
 from tests.support.ports import free_port
 
@@ -55,14 +55,6 @@ def _request(spans: int, tag: str, padding: int = 0) -> bytes:
             note = span.attributes.add(key="note")
             note.value.string_value = "lorem ipsum " * padding
     return request.SerializeToString()
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def _upstream(server: OTLPReceiver, transport: str, **options: Any) -> Upstream:
@@ -125,7 +117,7 @@ def test_delivers_every_batch_to_a_real_receiver(
         for batch in range(3):
             rig.queue.put(_request(5, f"b{batch}"), spans=5)
         spans = receiver.wait_for_spans(15)
-        _wait_until(lambda: rig.queue.batches == 0)
+        wait_until(lambda: rig.queue.batches == 0)
         assert sorted(span.name for span in spans) == sorted(
             f"b{b}-{i}" for b in range(3) for i in range(5)
         )
@@ -161,7 +153,7 @@ def test_upstream_down_then_up_loses_nothing_and_never_spins(
         assert rig.queue.batches == 6
         with upstream_server:
             clock.release()
-            _wait_until(lambda: rig.queue.batches == 0)
+            wait_until(lambda: rig.queue.batches == 0)
             assert sorted(_payloads(upstream_server)) == sorted(payloads)
         assert rig.sample("forwarded_spans_total") == 24
         assert rig.sample("dropped_spans_total", reason="rejected_by_upstream") == 0
@@ -188,7 +180,7 @@ def test_retryable_failures_are_retried_and_counted(
         with forwarding(tmp_path, _upstream(server, transport), sleep=clock.sleep) as rig:
             payload = _request(3, "retried")
             rig.queue.put(payload, spans=3)
-            _wait_until(lambda: rig.queue.batches == 0)
+            wait_until(lambda: rig.queue.batches == 0)
             assert _payloads(server) == [payload] * (len(failures) + 1)
             assert len(clock.delays) == len(failures)  # one backoff before each retry
             assert rig.sample("retried_spans_total") == 3 * len(failures)
@@ -215,7 +207,7 @@ def test_a_permanent_rejection_is_dropped_and_counted(
         with forwarding(tmp_path, _upstream(server, transport), workers=1) as rig:
             rig.queue.put(_request(7, "refused"), spans=7)
             rig.queue.put(_request(2, "next"), spans=2)
-            _wait_until(lambda: rig.queue.batches == 0)
+            wait_until(lambda: rig.queue.batches == 0)
             assert len(server.requests) == 2  # one attempt each, no retry
             assert rig.sample("dropped_spans_total", reason="rejected_by_upstream") == 7
             assert rig.sample("forwarded_spans_total") == 2
@@ -243,7 +235,7 @@ def test_the_upstreams_retry_delay_is_honoured(
             tmp_path, upstream, workers=1, initial_backoff=0.01, max_backoff=0.02, sleep=clock.sleep
         ) as rig:
             rig.queue.put(_request(3, "throttled"), spans=3)
-            _wait_until(lambda: rig.queue.batches == 0)
+            wait_until(lambda: rig.queue.batches == 0)
             first, second = server.requests
             assert second.at - first.at >= at_least
             assert rig.sample("retried_spans_total") == 3
@@ -256,7 +248,7 @@ def test_a_partial_success_counts_the_rejected_spans(tmp_path: Path, transport: 
         server.script(Reply(rejected=2))
         with forwarding(tmp_path, _upstream(server, transport)) as rig:
             rig.queue.put(_request(5, "partly"), spans=5)
-            _wait_until(lambda: rig.queue.batches == 0)
+            wait_until(lambda: rig.queue.batches == 0)
             assert len(server.requests) == 1
             assert rig.sample("forwarded_spans_total") == 3
             assert rig.sample("dropped_spans_total", reason="partial_success") == 2
@@ -268,7 +260,7 @@ def test_headers_reach_the_upstream(tmp_path: Path, transport: str) -> None:
     with OTLPReceiver() as server:
         with forwarding(tmp_path, _upstream(server, transport, headers=headers)) as rig:
             rig.queue.put(_request(1, "h"), spans=1)
-            _wait_until(lambda: rig.queue.batches == 0)
+            wait_until(lambda: rig.queue.batches == 0)
     (call,) = server.requests
     assert call.headers["authorization"] == "Bearer s3cret"
     assert call.headers["x-tenant"] == "acme"
@@ -348,7 +340,7 @@ def test_gzip_compresses_on_the_wire(tmp_path: Path, transport: str, compression
             )
             with forwarding(tmp_path, upstream) as rig:
                 rig.queue.put(payload, spans=50)
-                _wait_until(lambda: rig.queue.batches == 0)
+                wait_until(lambda: rig.queue.batches == 0)
         finally:
             relay.close()
     assert _payloads(server) == [payload]  # arrives intact either way
@@ -385,7 +377,7 @@ def test_mutual_tls(tmp_path: Path, transport: str, certs: Certs) -> None:
         with forwarding(tmp_path, good) as rig:
             payload = _request(2, "tls")
             rig.queue.put(payload, spans=2)
-            _wait_until(lambda: rig.queue.batches == 0)
+            wait_until(lambda: rig.queue.batches == 0)
         assert _payloads(server) == [payload]
         # A server we cannot verify, or one that wants the client certificate we lack: the
         # batch stays queued (a configuration to fix, not a batch to drop).
@@ -412,7 +404,7 @@ def test_stop_puts_back_a_batch_waiting_for_its_retry(tmp_path: Path) -> None:
     upstream = GrpcUpstream(f"{HOST}:{free_port()}", insecure=True)  # nothing listens
     with forwarding(tmp_path, upstream, initial_backoff=5.0, max_backoff=10.0) as rig:
         rig.queue.put(b"unsent", spans=3)
-        _wait_until(lambda: rig.sample("retried_spans_total") == 3)
+        wait_until(lambda: rig.sample("retried_spans_total") == 3)
         started = time.monotonic()
         rig.forwarder.stop(5)
         assert time.monotonic() - started < 1.0  # not the 5 s backoff
@@ -427,7 +419,7 @@ def test_stop_lets_a_send_under_way_finish(tmp_path: Path, transport: str) -> No
         server.script(Reply(delay=0.5))
         with forwarding(tmp_path, _upstream(server, transport)) as rig:
             rig.queue.put(_request(3, "slow"), spans=3)
-            _wait_until(lambda: len(server.requests) == 1)
+            wait_until(lambda: len(server.requests) == 1)
             rig.forwarder.stop(5)
             assert rig.queue.batches == 0  # delivered and acknowledged, not sent again
             assert rig.sample("forwarded_spans_total") == 3

@@ -174,7 +174,7 @@ def test_the_call_after_the_budget_is_exceeded_never_reaches_the_provider_until_
             app.chat()
             assert not app.enforcer.state.blocks(key)
             app.chat()  # reaches the $0.0004 limit: exceeded
-            wait_until(lambda: app.enforcer.state.blocks(key))
+            wait_until(lambda: app.enforcer.state.blocks(key), timeout=15)
             server.clear()
             with pytest.raises(PolicyBlocked) as caught:
                 app.chat()
@@ -203,7 +203,8 @@ def test_the_call_after_the_budget_is_exceeded_never_reaches_the_provider_until_
         )
         # The collector counts the refused call as a block of its policy (and $0 of spend).
         wait_until(
-            lambda: 'otel_llm_policy_blocks_total{policy="shop-daily"} 1.0' in collector.scrape()
+            lambda: 'otel_llm_policy_blocks_total{policy="shop-daily"} 1.0' in collector.scrape(),
+            timeout=15,
         )
         assert 'otel_llm_policy_spend_usd{policy="shop-daily",rule="day"} 0.0004' in (
             collector.scrape()
@@ -305,7 +306,7 @@ def test_fail_open_and_fail_closed_with_the_collector_stopped(
 
     try:
         with caplog.at_level(logging.WARNING, logger="otel_llm.enforcement"):
-            wait_until(lambda: not enforcer.reachable and not closed.reachable)
+            wait_until(lambda: not enforcer.reachable and not closed.reachable, timeout=15)
             poller.stop()
         assert "cannot read the policy states" in caplog.text
         assert "letting calls through" in caplog.text
@@ -339,11 +340,11 @@ def test_enforcement_resumes_when_the_collector_is_back(
     try:
         assert process.terminate() == 0, process.text
         with caplog.at_level(logging.WARNING, logger="otel_llm.enforcement"):
-            wait_until(lambda: not app.enforcer.reachable)
+            wait_until(lambda: not app.enforcer.reachable, timeout=15)
             app.chat("pricey-model")  # fail-open
             assert len(server.requests) == 1
             process = start_collector(tmp_path, endpoint)
-            wait_until(lambda: app.enforcer.reachable)
+            wait_until(lambda: app.enforcer.reachable, timeout=15)
         assert "can be read again" in caplog.text
         with pytest.raises(PolicyBlocked):
             app.chat("pricey-model")

@@ -88,7 +88,7 @@ class SettableClock:
         return self.now
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 15.0) -> None:
+def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> None:
     """Returns once ``condition()`` is true (polled); AssertionError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
