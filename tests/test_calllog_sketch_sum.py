@@ -68,9 +68,36 @@ def test_wide_and_cut_short_sketches_are_merged_as_merge_bytes_does() -> None:
     short = Sketch()
     short.add_bucket(10)
     short.add_bucket(12)
-    cut = short.to_bytes()[:-4]  # the last count missing
+    cut = short.to_bytes()[:-1]  # the last (8-bit) count missing
+    assert cut[0] == 3
     summed.add(cut, 2)
     expected.merge_bytes(cut)
     summed.done()
     assert bulk._used() == expected._used()
     assert (bulk.low, bulk.high) == (expected.low, expected.high)
+
+
+def test_counts_are_stored_as_narrow_as_the_largest_needs_and_summed_alike() -> None:
+    """A daily row of a few calls takes a byte a count, a busy one 16, 32 or 64 bits; the bulk
+    sum reads each width as ``merge_bytes`` does, mixed in one group and at one first bucket."""
+    widths = {}
+    for largest, version in ((1, 3), (255, 3), (256, 4), (65535, 4), (65536, 1), (2**32, 2)):
+        made = Sketch()
+        made.add_bucket(40)
+        made.add_bucket(43)
+        made.counts[41] = largest
+        data = made.to_bytes()
+        assert data[0] == version, largest
+        assert Sketch.from_bytes(data)._used() == made._used()
+        widths[largest] = data
+    bulk, expected = Sketch(), Sketch()
+    summed = BytesSum(bulk)
+    for largest, data in widths.items():
+        summed.add(data, largest + 2)
+        expected.merge_bytes(data)
+    for _ in range(300):  # 8-bit counts of 255 in 16-bit fields: added in before they carry
+        summed.add(widths[255], 1000)
+        expected.merge_bytes(widths[255])
+    summed.done()
+    assert bulk._used() == expected._used()
+    assert (bulk.low, bulk.high, bulk.count) == (expected.low, expected.high, expected.count)

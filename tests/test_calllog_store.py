@@ -7,6 +7,7 @@ sums exactly (Decimal, int), percentiles from the sorted values (within the sket
 from __future__ import annotations
 
 import random
+import struct
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -1048,6 +1049,18 @@ def test_merged_bytes_are_the_bytes_of_the_merged_sketch() -> None:
     one.add(5.0)
     assert merged_bytes(full.to_bytes(), one.to_bytes()) == slow(full.to_bytes(), one.to_bytes())
     assert Sketch.from_bytes(merged_bytes(full.to_bytes(), one.to_bytes())).count == 2**32
+    # A row stored before counts were narrowed (uint32 counts, version 1) merges into the
+    # narrowest bytes, as the Sketch path writes them.
+    stored = Sketch()
+    for value in (100.0, 101.0, 130.0):
+        stored.add(value)
+    used = stored._used()
+    header = struct.pack("<BQHH", 1, 0, stored.low, len(used))
+    legacy = header + struct.pack(f"<{len(used)}I", *used)
+    assert Sketch.from_bytes(legacy)._used() == used
+    merged = merged_bytes(legacy, one_value_bytes(bucket(101.0)))
+    assert merged == slow(legacy, one_value_bytes(bucket(101.0)))
+    assert merged[0] == 3  # 8-bit counts
 
 
 def test_sketch_quantiles_stay_within_one_percent_after_merges_and_bytes() -> None:

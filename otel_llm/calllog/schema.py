@@ -28,7 +28,9 @@ Representation (the same in both databases, so one SQL text serves both):
   (``partitions.py``); SQLite's stays one table;
 - v9: SQLite only -- the user and API key indexes keyed by day first (``DAY_INDEXED``);
 - v10: each past day's requests by user and by API key, keyed by the value first
-  (``dailyranks.py``): what ranks them over a range without sorting every daily row.
+  (``dailyranks.py``): what ranks them over a range without sorting every daily row;
+- v11: no statement -- sketches may have 8- or 16-bit counts (``sketch.py``), which an older
+  release cannot read: the version keeps it from opening the store.
 """
 
 from __future__ import annotations
@@ -450,6 +452,14 @@ def _v10(t: Types) -> list[str]:
     ]
 
 
+def _v11(t: Types) -> list[str]:
+    # Issue 12: sketch counts as narrow as the largest needs (sketch versions 3 and 4). Rows
+    # are rewritten in the new form as writes merge into them; nothing to do here but be
+    # counted, so that a release that cannot read them refuses the store instead of failing
+    # on its first stats.
+    return []
+
+
 MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (
     _v1,
     _v2,
@@ -461,6 +471,7 @@ MIGRATIONS: tuple[Callable[[Types], list[str]], ...] = (
     _v8,
     _v9,
     _v10,
+    _v11,
 )
 """Migration n (1-based) is ``MIGRATIONS[n - 1]``."""
 
