@@ -1061,6 +1061,17 @@ def test_merged_bytes_are_the_bytes_of_the_merged_sketch() -> None:
     merged = merged_bytes(legacy, one_value_bytes(bucket(101.0)))
     assert merged == slow(legacy, one_value_bytes(bucket(101.0)))
     assert merged[0] == 3  # 8-bit counts
+    # 8-bit counts whose sum passes 255 within the stored range: 16-bit counts, as the Sketch's.
+    busy = Sketch()
+    for value in (100.0, 101.0, 130.0):
+        busy.add(value)
+    busy._dense()[bucket(101.0)] = 250
+    few = Sketch()
+    for _ in range(10):
+        few.add(101.0)
+    assert busy.to_bytes()[0] == 3
+    assert merged_bytes(busy.to_bytes(), few.to_bytes()) == slow(busy.to_bytes(), few.to_bytes())
+    assert merged_bytes(busy.to_bytes(), few.to_bytes())[0] == 4
 
 
 def test_sketch_quantiles_stay_within_one_percent_after_merges_and_bytes() -> None:

@@ -64,13 +64,27 @@ def _narrowest(largest: int) -> int:
     return _V_UINT32 if largest <= _UINT32_MAX else _V_UINT64
 
 
-def _packed(zero_count: int, low: int, counts: list[int] | array[int]) -> bytes:
-    """A sketch with counts, serialised as ``Sketch.to_bytes`` does (the narrowest version)."""
-    version = _narrowest(max(counts))
-    packed = array(_CODE[version], counts)
+def _packed(zero_count: int, low: int, counts: list[int], largest: int | None = None) -> bytes:
+    """A sketch with counts, serialised as ``Sketch.to_bytes`` does (the narrowest version);
+    ``largest``: their largest, when the caller knows it without a pass over them all.
+
+    8- and 16-bit counts are not made by an ``array`` of their type: its items go through
+    argument parsing one by one (+7,500 instructions a call of a write at 100,000 users,
+    ``benchmarks/calllog_instructions.py``); ``bytes`` and a 32-bit array take them in C."""
+    version = _narrowest(max(counts) if largest is None else largest)
+    header = _HEADER.pack(version, zero_count, low, len(counts))
+    if version == _V_UINT8:
+        return header + bytes(counts)
+    packed = array("Q" if version == _V_UINT64 else "I", counts)
     if _SWAP:
         packed.byteswap()
-    return _HEADER.pack(version, zero_count, low, len(counts)) + packed.tobytes()
+    data = packed.tobytes()
+    if version == _V_UINT16:  # the two low bytes of each little-endian 32-bit count
+        narrow = bytearray(2 * len(counts))
+        narrow[0::2] = data[0::4]
+        narrow[1::2] = data[1::4]
+        return header + narrow
+    return header + data
 
 
 def bucket(value: float) -> int:
@@ -258,7 +272,12 @@ def merged_bytes(old: bytes, new: bytes) -> bytes:
     ):
         return _merged_slowly(old, new)  # raises on a bad version, as merge_bytes does
     zeros = zeros_old + zeros_new
-    if length_new and low_old <= low_new and low_new + length_new <= low_old + length_old:
+    if (
+        length_new
+        and version_old != _V_UINT64
+        and low_old <= low_new
+        and low_new + length_new <= low_old + length_old
+    ):
         # The usual merge: a stored row's sketch and a batch's few values within its range.
         added = _added_within(
             old,
@@ -310,19 +329,23 @@ def _added_within(
     """``old``'s counts with ``new``'s added (within them), serialised at ``old``'s width;
     None when a sum does not fit that width or the sums would fit a narrower one (a sketch
     stored before counts were narrowed) -- then the general merge, which writes the same bytes
-    as ``to_bytes``. Adds in C over the few counts ``new`` has, not over every count."""
-    code = _CODE[version_old]
-    if code == "Q":
-        return None
-    counts = array(code)
-    counts.frombytes(old[_HEADER.size : _HEADER.size + counts.itemsize * length_old])
+    as ``to_bytes``. Adds in C over the few counts ``new`` has, not over every count. ``old``'s
+    counts are not 64-bit (the general merge takes those)."""
+    code = _CODE[version_old]  # not "Q": the caller's test
     part = array(_CODE[version_new])
     part.frombytes(new[_HEADER.size : _HEADER.size + length * part.itemsize])
-    if len(counts) != length_old or len(part) != length:
+    if len(part) != length:
+        return None
+    if _SWAP:
+        part.byteswap()
+    if code == "B":
+        return _added_to_bytes(old, part, length_old=length_old, at=at)
+    counts = array(code)
+    counts.frombytes(old[_HEADER.size : _HEADER.size + counts.itemsize * length_old])
+    if len(counts) != length_old:
         return None
     if _SWAP:
         counts.byteswap()
-        part.byteswap()
     try:
         counts[at : at + length] = array(code, map(add, counts[at : at + length], part))
     except OverflowError:
@@ -334,6 +357,19 @@ def _added_within(
     if _SWAP:
         counts.byteswap()
     return counts.tobytes()
+
+
+def _added_to_bytes(old: bytes, part: array[int], *, length_old: int, at: int) -> bytes | None:
+    """``_added_within`` for 8-bit stored counts, in a bytearray: it takes the sums in C, where
+    an array of type 'B' parses each as a function argument."""
+    stored = bytearray(old[_HEADER.size : _HEADER.size + length_old])
+    if len(stored) != length_old:
+        return None
+    try:
+        stored[at : at + len(part)] = map(add, stored[at : at + len(part)], part)
+    except ValueError:  # a sum past 255
+        return None
+    return bytes(stored)
 
 
 def _merged_slowly(old: bytes, new: bytes) -> bytes:
@@ -367,7 +403,7 @@ def buckets_bytes(buckets: Iterable[int]) -> bytes:
     used = [0] * (max(counts) - low + 1)
     for index, count in counts.items():
         used[index - low] = count
-    return _packed(zeros, low, used)
+    return _packed(zeros, low, used, max(counts.values()))  # the few used, not the range
 
 
 class _Fields:
