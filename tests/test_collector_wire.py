@@ -22,6 +22,7 @@ from otel_llm.collector.otlp import set_value
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
 from otel_llm.pricing import Unpriced
+from otel_llm.pricing.cost import Cost
 
 T0 = 1_760_000_000_000_000_000
 PRICER = Pricer(PricingOptions.from_settings())
@@ -367,3 +368,18 @@ def test_the_roots_handed_on_per_request_are_bounded(with_call: bool) -> None:
     assert len(kept) == MAX_TREE_ROOTS
     assert [t.span.trace_id for t in kept] == [r.trace_id for r in roots[:MAX_TREE_ROOTS]]
     assert len(result.calls) == int(with_call)
+
+
+def test_roots_past_the_bound_that_carry_a_genai_key_leave_the_call_priced() -> None:
+    """Found in review: a root with a GenAI key but no call (a workflow) past the bound was
+    dropped by the tree but its place kept, so pairing the places with the tree raised and the
+    request's one call went unpriced, unmeasured and out of the call log."""
+    workflow = {sc.GEN_AI_OPERATION_NAME: "invoke_workflow"}
+    roots = [span(n, workflow, trace=n) for n in range(1, MAX_TREE_ROOTS + 3)]
+    call = span(50_000, chat(), parent=7, trace=1)
+    raw = request(({"service.name": "flood"}, [("a", [call, *roots])]))
+    result = assert_same_as_full_path(raw, tree=True)
+    assert result.errors == 0
+    assert len(result.calls) == 1 and isinstance(result.calls[0].derived.priced, Cost)
+    kept = [t for t in result.tree if t.kind == "root"]
+    assert [t.span.span_id for t in kept] == [r.span_id for r in roots[:MAX_TREE_ROOTS]]

@@ -468,15 +468,18 @@ class _Tree:
         if kind is None:
             return
         agent = agent_of_span(span.name, attributes) if kind == "agent" else None
-        self.add(index, span, kind, agent[0] if agent else None)
-        self._positions.append(position)
+        if self.add(index, span, kind, agent[0] if agent else None):
+            # Only a span kept has a place: ``roots_but`` pairs the places with the tree.
+            self._positions.append(position)
 
-    def add(self, index: int, span: Span, kind: str, agent_name: str | None) -> None:
+    def add(self, index: int, span: Span, kind: str, agent_name: str | None) -> bool:
+        """Hand the span on, unless it is a root past ``MAX_TREE_ROOTS``; whether it was."""
         if kind == "root":
             if self._roots >= MAX_TREE_ROOTS:
-                return
+                return False
             self._roots += 1
         self._result.tree.append(EnrichedSpan(span, kind, self._service(index), agent_name or None))
+        return True
 
     def _first_roots(self, roots: Iterator[_T]) -> list[_T]:
         """Of ``roots``, as many as the request may still hand on (``MAX_TREE_ROOTS``); the
