@@ -18,6 +18,7 @@ import itertools
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
@@ -25,6 +26,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from otel_llm import _semconv as sc
+from otel_llm.redaction import REDACTED, redact_secrets
 
 __all__ = [
     "CallSpan",
@@ -45,6 +47,22 @@ _INT64 = range(-(1 << 63), 1 << 63)
 """What OTLP can carry in an int attribute: a larger one fails the whole batch's encoding."""
 _MAX_FINISH_REASONS = 64
 """Finish reasons kept from one response (one per choice): an endless iterable must not hang."""
+
+
+_EXCEPTION_MESSAGE = "exception.message"
+_EXCEPTION_STACKTRACE = "exception.stacktrace"
+_SHORTEST_SECRET = 8
+"""A key shorter than this is not looked for in text (it would take ordinary words with it)."""
+
+
+def _scrubbed(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` (as given and stripped) and with ``redact_secrets`` applied:
+    what an exception recorded on a span may say."""
+    if secret:
+        for form in {secret, secret.strip()}:
+            if len(form) >= _SHORTEST_SECRET:
+                text = text.replace(form, REDACTED)
+    return redact_secrets(text)
 
 
 def ignored(name: str, value: object) -> None:
@@ -225,6 +243,9 @@ class CallSpan:
         own status (``fail``) replaces it."""
         self._first_chunk: tuple[tuple[str, Any], ...] = ()
         """What ``first_chunk`` found, set with the next batch of attributes (or at the end)."""
+        self.secret: str | None = None
+        """The provider key of the call's client (instrumentors set it): never written; an
+        exception recorded by ``fail`` has it taken out of its text."""
 
     @classmethod
     def start(
@@ -403,8 +424,15 @@ class CallSpan:
             code = error_code(exc)
             if code is not None:
                 self.span.set_attribute(sc.OTEL_LLM_ERROR_CODE, code)
-            self.span.record_exception(exc)
-            self.span.set_status(Status(StatusCode.ERROR, str(exc)))
+            # An exception's text can hold the key: httpx refuses a key read from a file with
+            # its newline, quoting the whole header in the error the SDK chains to its own
+            # (found in review). The SDK's own record would write that text as it is.
+            message = _scrubbed(str(exc), self.secret)
+            stacktrace = _scrubbed("".join(traceback.format_exception(exc)), self.secret)
+            self.span.record_exception(
+                exc, {_EXCEPTION_MESSAGE: message, _EXCEPTION_STACKTRACE: stacktrace}
+            )
+            self.span.set_status(Status(StatusCode.ERROR, message))
         except Exception:
             _logger.debug("otel-llm: could not mark the span failed", exc_info=True)
 

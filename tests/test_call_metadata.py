@@ -301,6 +301,35 @@ def test_the_key_hint_can_be_turned_off(
         app.provider.shutdown()
 
 
+@pytest.mark.parametrize("name", sorted(PROVIDERS))
+@pytest.mark.parametrize("form", ["provider's", "gateway's"])
+def test_a_key_the_sdk_quotes_in_its_error_is_not_in_the_span(
+    name: str, form: str, fake: FakeLLMServer, tmp_path: Any
+) -> None:
+    """Found in review: a key read from a file keeps its newline, httpx refuses the header and
+    quotes it whole in the error the SDK chains to its own: the recorded exception carried the
+    key. A provider's key is redacted by its format, a gateway's (no known format) as the
+    client's key."""
+    sdk = PROVIDERS[name]
+    key = (sdk.key if form == "provider's" else "corp-gw-" + SECRET) + "\n"
+    app, instrumentor = _app(str(tmp_path / "calls.db"), sdk)
+    try:
+        client_type = openai.OpenAI if name == "openai" else anthropic.Anthropic
+        base_url = fake.openai_base_url if name == "openai" else fake.anthropic_base_url
+        with client_type(base_url=base_url, api_key=key, max_retries=0) as client:
+            with pytest.raises((openai.APIConnectionError, anthropic.APIConnectionError)) as raised:
+                sdk.call(client)
+        assert SECRET in repr(raised.value.__cause__)  # the application still sees it all
+    finally:
+        instrumentor.uninstrument()
+    (span,) = app.memory.get_finished_spans()
+    (event,) = [event for event in span.events if event.name == "exception"]
+    assert "[REDACTED]" in str(event.attributes["exception.stacktrace"])  # type: ignore[index]
+    text = _span_text(span)
+    assert not [SECRET[i : i + 8] for i in range(len(SECRET) - 7) if SECRET[i : i + 8] in text]
+    app.provider.shutdown()
+
+
 def test_a_client_base_path_is_part_of_the_endpoint(fake: FakeLLMServer, tmp_path: Any) -> None:
     # A gateway that serves OpenAI's API under a path of its own: the SDK joins the two (the
     # fake serves /v1 only, so it answers 404 -- which the span says too).

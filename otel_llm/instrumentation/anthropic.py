@@ -178,6 +178,7 @@ class _Instrumented:
             server=server_attributes(client.base_url),
             endpoint=url_path(client.base_url, _PATH),
             key_hint=api_key_hint(client.api_key) if self.key_hint else None,
+            api_key=client.api_key,
             kwargs=kwargs,
             streaming=streaming,
             request=_request_attributes(kwargs),

@@ -133,6 +133,7 @@ class _Instrumented:
             server=server,
             endpoint=prefix + self.api.path,
             key_hint=api_key_hint(client.api_key) if self.key_hint else None,
+            api_key=client.api_key,
             kwargs=kwargs,
             streaming=streaming,
             request=self.api.request_attributes(kwargs),

@@ -40,12 +40,14 @@ def start_call(
     endpoint: str,
     key_hint: str | None,
     kwargs: Mapping[str, Any],
+    api_key: object = None,
     streaming: bool,
     request: Mapping[str, Any],
 ) -> CallSpan | None:
     """Start the span of an SDK call made with ``kwargs`` by a client at ``server`` (its
     ``server_attributes``) to the API path ``endpoint`` (``url_path``; a POST), with the API's
-    ``request`` attributes (Nones left out) and the client key's ``key_hint`` (None: none); None
+    ``request`` attributes (Nones left out) and the client key's ``key_hint`` (None: none; the
+    key itself, ``api_key``, is only kept out of a failure's recorded exception); None
     while another instrumentation of the same SDK is active (``other_instrumentation``).
     Raises ``PolicyBlocked`` (its span ended) when policy enforcement refuses the call."""
     model = kwargs.get("model")
@@ -82,7 +84,10 @@ def start_call(
             _logger.debug("otel-llm: could not start the span", exc_info=True)
             refused = None  # refused all the same, untraced
         enforcement.refuse(refused, block)
-    return CallSpan.start(tracer, operation, model, attributes)
+    call = CallSpan.start(tracer, operation, model, attributes)
+    if isinstance(api_key, str):
+        call.secret = api_key
+    return call
 
 
 Start = Callable[[Any, dict[str, Any]], tuple[CallSpan, dict[str, Any]] | None]
