@@ -13,7 +13,6 @@ left for the processor to reject and count.
 
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 import logging
@@ -37,6 +36,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 _logger = logging.getLogger(__name__)
 
 _current_call: ContextVar[LLMCallHandle | None] = ContextVar("otel_llm_call", default=None)
+
+_Open = tuple["llm_call", "LLMCallHandle", Token[Any], Token["LLMCallHandle | None"]]
+_open_calls: ContextVar[tuple[_Open, ...]] = ContextVar("otel_llm_open_calls", default=())
+"""The ``llm_call`` blocks entered in this thread or task and not yet left, innermost last. Kept
+per context, not per instance: one instance entered by two threads or tasks at once (found in
+review) had the first to leave end the other's span and raise on the other's context token."""
 
 
 def current_llm_call() -> LLMCallHandle | None:
@@ -105,7 +110,6 @@ class llm_call:
         )
         self._attributes.update(_extra_attributes(attributes))
         self._tracer_provider = _provider(tracer_provider)
-        self._active: list[tuple[LLMCallHandle, Token[Any], Token[LLMCallHandle | None]]] = []
 
     def __enter__(self) -> LLMCallHandle:
         try:
@@ -128,7 +132,7 @@ class llm_call:
             if block is not None:
                 enforcement.refuse(call, block)
         context_token = context_api.attach(trace.set_span_in_context(call.span))
-        self._active.append((call, context_token, _current_call.set(call)))
+        _open_calls.set((*_open_calls.get(), (self, call, context_token, _current_call.set(call))))
         return call
 
     def __exit__(
@@ -137,13 +141,24 @@ class llm_call:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        call, context_token, call_token = self._active.pop()
+        open_calls = _open_calls.get()
+        for place in range(len(open_calls) - 1, -1, -1):
+            if open_calls[place][0] is self:
+                break
+        else:
+            _logger.debug("otel-llm: an llm_call left in a context it was not entered in")
+            return
+        _, call, context_token, call_token = open_calls[place]
+        _open_calls.set(open_calls[:place] + open_calls[place + 1 :])
         try:
             if exc is not None:
                 call.fail(exc)
             call.end()
         finally:
-            _current_call.reset(call_token)
+            try:
+                _current_call.reset(call_token)
+            except ValueError:  # left out of order (a block's exit skipped): not ours to raise
+                _logger.debug("otel-llm: llm_call left out of order", exc_info=True)
             context_api.detach(context_token)
 
     async def __aenter__(self) -> LLMCallHandle:
@@ -162,24 +177,17 @@ class llm_call:
 
             @functools.wraps(function)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with self._fresh():
+                async with self:
                     return await function(*args, **kwargs)
 
             return cast(F, async_wrapper)
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self._fresh():
+            with self:
                 return function(*args, **kwargs)
 
         return cast(F, wrapper)
-
-    def _fresh(self) -> llm_call:
-        # Each invocation gets its own span stack: concurrent calls of one decorated function
-        # (threads, tasks) must not end each other's spans.
-        fresh = copy.copy(self)
-        fresh._active = []
-        return fresh
 
 
 # --- the constructor's arguments, checked: each bad one is ignored with a debug log ------------

@@ -126,6 +126,56 @@ def test_concurrent_invocations_of_one_decorated_function(pipeline: Pipeline) ->
     assert len({s.context.span_id for s in spans}) == 4
 
 
+def test_one_instance_entered_by_threads_and_tasks_at_once_keeps_each_ones_span(
+    pipeline: Pipeline,
+) -> None:
+    """Found in review: one stack per instance -- the first block to leave ended the other's
+    span and both raised on the other's context token."""
+    shared = llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=pipeline.provider)
+    barrier = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def in_thread(tokens: int) -> None:
+        try:
+            with shared as call:
+                barrier.wait(5)  # both blocks open at once
+                if tokens == 2:
+                    barrier.wait(5)  # the other has left by now
+                call.set_usage(input_tokens=tokens, output_tokens=1)
+                if tokens == 1:
+                    barrier.wait(5)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            failures.append(exc)
+
+    async def in_task(tokens: int, both_open: asyncio.Event, first_left: asyncio.Event) -> None:
+        async with shared as call:
+            if tokens == 20:
+                both_open.set()
+                await first_left.wait()
+            else:
+                await both_open.wait()
+            call.set_usage(input_tokens=tokens, output_tokens=1)
+        if tokens == 10:
+            first_left.set()
+        assert current_llm_call() is None
+
+    async def tasks() -> None:
+        both_open, first_left = asyncio.Event(), asyncio.Event()
+        await asyncio.gather(in_task(10, both_open, first_left), in_task(20, both_open, first_left))
+
+    threads = [threading.Thread(target=in_thread, args=(n,)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    asyncio.run(tasks())
+    assert failures == []
+    spans = pipeline.spans()
+    assert sorted(s.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] for s in spans) == [1, 2, 10, 20]
+    assert len({s.context.span_id for s in spans}) == 4
+    assert current_llm_call() is None
+
+
 def test_children_nest_under_the_call(pipeline: Pipeline) -> None:
     tracer = pipeline.provider.get_tracer("http")
     with llm_call(provider="openai", model="gpt-4o", tracer_provider=pipeline.provider):
