@@ -234,6 +234,28 @@ def test_async_close_and_mid_stream_error(traced: Pipeline, server: FakeLLMServe
     assert failed_span.status.status_code is StatusCode.ERROR
 
 
+def test_an_async_stream_closed_by_aclose_ends_its_span_then(
+    traced: Pipeline, server: FakeLLMServer
+) -> None:
+    """Found in review: ``aclose``, OpenAI's alias of ``close``, went past the proxy and left
+    the span open until the proxy was collected (never, while the stream is kept)."""
+    server.script(FIVE)
+
+    async def main() -> None:
+        async with openai.AsyncOpenAI(
+            base_url=server.openai_base_url, api_key="test", max_retries=0
+        ) as client:
+            stream = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, stream=True
+            )
+            await stream.__anext__()
+            await stream.aclose()
+            assert len(traced.spans()) == 1  # ended now, the stream still referenced
+
+    asyncio.run(main())
+    assert only_span(traced).status.status_code is StatusCode.UNSET
+
+
 def test_anthropic_stream_helper_exited_early(
     traced: Pipeline, claude: anthropic.Anthropic
 ) -> None:

@@ -191,6 +191,15 @@ class AsyncStreamProxy(_StreamProxy):
         finally:
             self._self_done()
 
+    async def aclose(self) -> None:
+        # OpenAI's alias of close (found in review: passed through, it left the span open till
+        # the proxy was collected). A stream without one raises as it would, the span open.
+        aclose = self.__wrapped__.aclose
+        try:
+            await aclose()
+        finally:
+            self._self_done()
+
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()
         return self
