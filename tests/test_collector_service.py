@@ -1043,6 +1043,46 @@ def test_the_bytes_the_receivers_decode_at_once_are_bounded() -> None:
         receiver.stop()
 
 
+@pytest.mark.parametrize(
+    "lengths",
+    [("0", "{n}"), ("{n}", "0"), ("\u00b9",), ("+{n}",), ("0_0",), ("{n}, {n}",)],
+    ids=["two-first-0", "two-last-0", "superscript", "signed", "underscore", "list"],
+)
+def test_an_http_request_whose_content_length_is_not_one_number_is_refused(
+    lengths: tuple[str, ...],
+) -> None:
+    """Found in review: of two Content-Length headers the first was taken (the body then read
+    as the next request), and ``int`` took a sign, an underscore and other scripts' digits."""
+    accepted: list[ExportTraceServiceRequest] = []
+    receiver = HttpReceiver(
+        lambda request, payload, transport: accepted.append(request),
+        CollectorMetrics(CollectorRegistry()),
+        endpoint="127.0.0.1:0",
+        max_request_bytes=1 << 20,
+    )
+    port = receiver.start()
+    inner = one_span_request("smuggled").SerializeToString()
+    body = (
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(inner) + inner
+    )
+    head = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+    for value in lengths:
+        head += b"Content-Length: " + value.format(n=len(body)).encode("latin-1") + b"\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(head + b"\r\n" + body)
+            answer = b""
+            while chunk_read := client.recv(65536):
+                answer += chunk_read
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert answer.count(b"HTTP/1.1 ") == 1
+        assert b"Content-Length must be one number of bytes" in answer
+        assert accepted == []
+    finally:
+        receiver.stop()
+
+
 def test_an_http_request_with_a_transfer_encoding_is_refused_and_its_connection_closed() -> None:
     """Found in review: with both headers the receiver read Content-Length bytes and kept the
     connection, so the rest of a chunked body was read as the next request -- the disagreement

@@ -52,13 +52,13 @@ class _Handler(RequestHandler):
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             self.close_connection = True
             raise Refusal(411, "send the request body with a Content-Length")
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            return b""
-        if not raw.strip().isdigit():
+        try:
+            length = self.body_length()
+        except ValueError as exc:
             self.close_connection = True
-            raise Refusal(400, "Content-Length must be a number of bytes")
-        length = int(raw)
+            raise Refusal(400, str(exc)) from None
+        if length is None:
+            return b""
         if length > self.app.max_body_bytes:
             self._drain(length)
             raise Refusal(

@@ -136,8 +136,9 @@ def encode(value: Any) -> bytes:
 
 
 def error_body(status: int, message: str) -> bytes:
+    # ASCII, escaped: a message quoting the request encodes whatever the request held.
     code = _ERROR_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
-    return encode({"error": {"code": code, "message": message}})
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
 class CallLogApp:

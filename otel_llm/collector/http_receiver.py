@@ -185,18 +185,15 @@ class HttpReceiver:
         if content_type not in (PROTOBUF, JSON):
             message = f"unsupported content type {content_type!r}"
             raise _HttpRefusal(415, "unsupported_media_type", message)
-        length_header = handler.headers.get("Content-Length")
-        if length_header is None or "Transfer-Encoding" in handler.headers:
+        try:
+            length = handler.body_length()
+        except ValueError as exc:
+            raise _HttpRefusal(400, "malformed", str(exc)) from None
+        if length is None or "Transfer-Encoding" in handler.headers:
             # Chunked bodies are not read: OTLP exporters send the length. With both headers
             # the chunks are the body (RFC 9112): reading the length instead would take the
             # rest for another request, as a proxy in front would not (request smuggling).
             raise _HttpRefusal(411, "malformed", "send the body with a Content-Length only")
-        try:
-            length = int(length_header)
-        except ValueError:
-            length = -1
-        if length < 0:
-            raise _HttpRefusal(400, "malformed", "bad Content-Length")
         if length > self._max_request_bytes:
             # Refused before reading: the connection closes instead of taking the body.
             message = f"request of {length} bytes exceeds the limit of {self._max_request_bytes}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import socket
 import time
 from collections.abc import Iterable
@@ -18,6 +19,9 @@ from otel_llm.httpserver.pool import SLICE, PooledServer
 # One logger for the whole server (its modules log as "otel_llm.httpserver", as before they were
 # split), so a single logging configuration covers it.
 _logger = logging.getLogger("otel_llm.httpserver")
+
+_LENGTH = re.compile(r"[0-9]{1,18}")
+"""A ``Content-Length`` value: ASCII digits only, short of what a 64-bit int holds."""
 
 _STANDARD_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 """Methods answered 405 unless the handler serves them; others get 501 (not recognised)."""
@@ -43,6 +47,21 @@ class RequestHandler(BaseHTTPRequestHandler):
     a thread for good (enough such connections held them all)."""
     keep_alive_timeout: float = 120.0
     """Seconds an idle HTTP/1.1 connection waits for its next request."""
+
+    # --- reading ------------------------------------------------------------------------------
+    def body_length(self) -> int | None:
+        """The body's length the request declares: None without a ``Content-Length``;
+        ``ValueError`` unless it is one number in ASCII digits -- two different values (found in
+        review: the first was taken, the rest of the body read as the next request), a sign, an
+        underscore or another script's digits, which ``int`` takes, make a request RFC 9112
+        (6.3) calls invalid."""
+        values = {value.strip() for value in self.headers.get_all("Content-Length") or ()}
+        if not values:
+            return None
+        (value,) = values if len(values) == 1 else ("",)
+        if not _LENGTH.fullmatch(value):
+            raise ValueError("Content-Length must be one number of bytes")
+        return int(value)
 
     # --- answering ------------------------------------------------------------------------------
     def send(self, status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> None:
