@@ -145,6 +145,32 @@ def test_values_past_the_cap_fold_into_other_and_the_records_keep_their_names(
         reopened.close()
 
 
+def test_a_key_limited_to_projects_is_refused_stats_its_folded_projects_would_miss(
+    store: SQLCallStore,
+) -> None:
+    """Found in review: past the cap, a project's calls are in the rows of ``other``, where a
+    key limited to it did not find them -- its stats said 0 calls where its count said 2 --
+    and a key limited to a project named ``other`` summed every folded project's calls."""
+    yesterday = NOW - timedelta(days=1)
+    calls = [call(i, "m", at=yesterday, project=f"p{i % 5}") for i in range(10)]
+    assert store.write(calls) == 10
+    folded_day = yesterday.date().isoformat()
+    assert daily_values(store, "project", folded_day) == {"p0", "p1", "p2", OTHER}
+    mine = [c for c in calls if c.project == "p0"]
+    for projects in ({"p0"}, {"p0", "never-seen"}):  # admitted, or without calls that day
+        answer = store.stats(StatsQuery(CallFilter(projects=frozenset(projects))))
+        _check_totals(answer["stats"], mine)
+    for projects in ({"p4"}, {"p0", "p3"}):
+        with pytest.raises(QueryError, match=f"limited to projects over {folded_day}"):
+            store.stats(StatsQuery(CallFilter(projects=frozenset(projects))))
+    assert store.count(CallFilter(projects=frozenset({"p4"}))) == 2  # the records have them
+    assert store.write([call(40, "m", project="p4")]) == 1  # today: admitted
+    today = store.stats(StatsQuery(CallFilter(projects=frozenset({"p4"}), start=NOW)))
+    assert today["stats"]["total_requests"] == 1
+    with pytest.raises(ValueError, match="cannot list 'other'"):
+        ApiKey.plain("folded", "a-key-of-the-test", ["team", OTHER])
+
+
 def test_every_dimension_is_capped(store: SQLCallStore) -> None:
     fields = {"service", "provider", "model", "operation", "feature", "project"}
     assert set(CAPPED) == {*fields, "user", "api_key_id"}
