@@ -168,3 +168,45 @@ def test_the_concurrency_limit_applies_before_decoding(receiver: Receiver) -> No
     receiver.release.set()
     first.join(10)
     assert receiver.post(b"not gzip", {**protobuf, "Content-Encoding": "gzip"})[0] == 400
+
+
+MALFORMED_JSON = [
+    b'{"resourceSpans": [{"scopeSpans": [{"spans": [1]}]}]}',  # a span that is no object
+    b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"links": ["x"]}]}]}]}',
+    b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"kind": Infinity}]}]}]}',
+    b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"status": {"code": 1e999}}]}]}]}',
+    b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "\xed\xa0\x80"}]}]}]}',
+]
+
+
+@pytest.mark.parametrize("body", MALFORMED_JSON)
+def test_malformed_otlp_json_is_a_400_not_a_500(receiver: Receiver, body: bytes) -> None:
+    """Found in review: a non-object span or link (AttributeError), Infinity or 1e999 as an
+    integer (OverflowError) and a surrogate's bytes each answered 500 with a traceback."""
+    status, answer = receiver.post(body, {"Content-Type": "application/json"})
+    assert status == 400
+    assert json.loads(answer)["message"].startswith("malformed request: ")
+    assert receiver.accepted == []
+
+
+def test_lone_surrogates_in_otlp_json_become_replacement_characters(receiver: Receiver) -> None:
+    """Found in review: protobuf's JSON parser failed on a lone surrogate with a SystemError (a
+    500); its message, quoting one, could not be encoded in the answer either. Text from
+    outside is made safe as the spans' other text is (``text.py``): the request is taken."""
+    body = (
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "a\\ud800b", '
+        b'"attributes": [{"key": "k\\udc00", "value": {"stringValue": "\\ud83d\\ude00"}}]}]}]}]}'
+    )
+    status, _ = receiver.post(body, {"Content-Type": "application/json"})
+    assert status == 200
+    (request,) = receiver.accepted
+    (span,) = request.resource_spans[0].scope_spans[0].spans
+    assert span.name == "a\ufffdb"
+    assert span.attributes[0].key == "k\ufffd"
+    assert span.attributes[0].value.string_value == "\U0001f600"  # a pair is one character
+    status, answer = receiver.post(
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "\\ud800"}]}]}]}',
+        {"Content-Type": "application/json"},
+    )
+    assert status == 400
+    assert "\ufffd" in json.loads(answer)["message"]

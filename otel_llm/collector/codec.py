@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import threading
 import zlib
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from google.rpc import (  # type: ignore[import-untyped,unused-ignore]
     status_pb2,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from otel_llm.text import clean_text
 
 __all__ = [
     "BUSY_DECODING",
@@ -167,12 +170,17 @@ def parse_json(body: bytes) -> ExportTraceServiceRequest:
     """An OTLP/JSON request: as protobuf's JSON mapping, except that trace and span ids are
     hex strings (not base64), and unknown fields are ignored (the OTLP specification)."""
     try:
-        document = json.loads(body)
+        # Decoded strictly: ``json.loads`` of bytes lets the UTF-8 form of a surrogate through.
+        document = json.loads(body.decode(), parse_constant=_no_constant)
     except RecursionError:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(document, dict):
         raise ValueError("an OTLP/JSON request is a JSON object")
     _check_depth(document)
+    if _SURROGATE_ESCAPE.search(body):
+        # A lone surrogate made protobuf's parser fail with a SystemError (a 500, found in
+        # review): made U+FFFD, as the spans' other text from outside (``text.py``).
+        document = _cleaned(document)
     for resource_spans in _items(document, "resourceSpans", "resource_spans"):
         for scope_spans in _items(resource_spans, "scopeSpans", "scope_spans"):
             for span in _items(scope_spans, "spans"):
@@ -219,7 +227,28 @@ def _items(container: Any, *names: str) -> list[Any]:
     return []
 
 
-def _hex_ids(container: dict[str, Any], *names: str) -> None:
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""JSON's escape of a UTF-16 surrogate; alone (not in a pair) it decodes to a lone surrogate."""
+
+
+def _cleaned(value: Any) -> Any:
+    """``value`` with every string ``clean_text``-ed (keys too); nesting is bounded already."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(key): _cleaned(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cleaned(item) for item in value]
+    return value
+
+
+def _hex_ids(container: Any, *names: str) -> None:
+    if not isinstance(container, dict):  # a span or link that is not an object: a 400
+        raise ValueError("expected a JSON object")
     for name in names:
         value = container.get(name)
         if isinstance(value, str):

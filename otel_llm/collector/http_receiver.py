@@ -38,6 +38,7 @@ from otel_llm.collector.codec import (
 )
 from otel_llm.collector.telemetry import CollectorMetrics
 from otel_llm.httpserver import BackgroundHTTPServer, RequestHandler, split_endpoint
+from otel_llm.text import clean_text
 
 __all__ = ["HttpReceiver"]
 
@@ -221,8 +222,10 @@ class HttpReceiver:
             if as_json:
                 return parse_json(body), None
             return ExportTraceServiceRequest.FromString(body), body
-        except (DecodeError, json_format.ParseError, ValueError, TypeError) as exc:
-            message = f"malformed request: {exc}"
+        except (DecodeError, json_format.ParseError, ValueError, TypeError, OverflowError) as exc:
+            # OverflowError: protobuf's JSON parser on 1e999 as an integer. The message may
+            # quote the request: made safe to encode in the answer (``text.py``).
+            message = clean_text(f"malformed request: {exc}")
             raise _HttpRefusal(400, "malformed", message, keep_alive=True) from None
 
     def _busy(
