@@ -933,7 +933,9 @@ def test_requests_http_server_refuses_itself_still_get_json(api: Client) -> None
         assert set(json.loads(body)["error"]) == {"code", "message"}
 
 
-@pytest.mark.parametrize("length", ["\u00b9", "\u00b2", "+2", "0_2", "2, 2", "2\r\nContent-Length: 0"])
+@pytest.mark.parametrize(
+    "length", ["\u00b9", "\u00b2", "+2", "0_2", "2, 2", "2\r\nContent-Length: 0"]
+)
 def test_a_content_length_that_is_not_one_number_is_a_400(api: Client, length: str) -> None:
     """Found in review: a superscript digit passed ``isdigit`` and failed ``int``, outside
     every handler -- the connection closed without an answer, before any key was checked."""

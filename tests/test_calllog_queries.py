@@ -537,3 +537,32 @@ def test_the_largest_operands_compare_in_both_databases(api: Client) -> None:
         assert count(api, {field: {"$lt": low}}) == 0, field
         present = sum(getattr(r, FIELDS[field].source) is not None for r in RECORDS)
         assert count(api, {field: {"$lte": high, "$gte": low}}) == present, field
+
+
+def test_bounds_finer_than_the_stored_values_fall_on_the_right_side_of_them(api: Client) -> None:
+    """Found in review: a cost bound was divided in a 28-digit context (36 digits rounded to
+    the next nano-USD; 1e-99999999999999999 to 0) and a latency bound rounded to the nearest
+    double, either way: each took in a call on its wrong side."""
+    cost = "0.0625"  # PRICED's, exactly
+    above, below = cost + "000000000000000000000000000001", "0.0624999999999999999999999999999999"
+    assert PRICED.id not in ids(api.ok(f"?min_cost={above}&limit=100"))
+    assert PRICED.id not in ids(api.ok(f"?max_cost={below}&limit=100"))
+    assert PRICED.id in ids(api.ok(f"?min_cost={cost}&max_cost={cost}&limit=100"))
+    exact = ('{"query": {"cost": {"$eq": %s}}}' % cost).encode()
+    finer = ('{"query": {"cost": {"$eq": %s}}}' % above).encode()
+    assert api.ok("/count", method="POST", raw=exact)["count"] >= 1
+    assert api.ok("/count", method="POST", raw=finer)["count"] == 0
+    priced = sum(1 for r in RECORDS if r.cost)
+    assert api.ok("/count?min_cost=1e-99999999999999999") == {"count": priced}
+    traces = Client(api.url.replace("/api/v1/calls", "/api/v1/traces"))
+    listed = {t["trace_id"] for t in traces.ok(f"?max_cost={below}&limit=100")["data"]}
+    assert PRICED.trace_id not in listed
+    assert PRICED.trace_id in {t["trace_id"] for t in traces.ok(f"?max_cost={cost}&limit=100")["data"]}
+    latency = Decimal(PRICED.latency_ms or 0.0)  # a double, exactly
+    tiny = Decimal("1e-20")
+    assert PRICED.id not in ids(api.ok(f"?max_latency={latency - tiny}&limit=100"))
+    assert PRICED.id not in ids(api.ok(f"?min_latency={latency + tiny}&limit=100"))
+    under = ('{"query": {"latency_ms": {"$lt": %s}}, "limit": 100}' % (latency + tiny)).encode()
+    over = ('{"query": {"latency_ms": {"$gt": %s}}, "limit": 100}' % (latency + tiny)).encode()
+    assert PRICED.id in ids(api.ok("", method="POST", raw=under))
+    assert PRICED.id not in ids(api.ok("", method="POST", raw=over))

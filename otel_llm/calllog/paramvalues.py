@@ -166,14 +166,16 @@ def _out_of_range(given: Given) -> ParamError:
     )
 
 
-def as_latency(given: Given) -> float:
+def as_latency(given: Given) -> Decimal:
+    """Milliseconds, exact: compared with the stored doubles on the right side of it
+    (``sql._bound``)."""
     number = as_number(given)
     if not 0 <= number <= MAX_LATENCY_MS:
         raise ParamError(
             f"{given.where} must be a number of milliseconds from 0 to {MAX_LATENCY_MS:.0e}",
             given.parameter,
         )
-    return float(number)
+    return number
 
 
 def as_cost(given: Given) -> Decimal:

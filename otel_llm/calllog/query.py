@@ -95,8 +95,8 @@ class CallFilter:
     """Inclusive, timezone-aware: calls created at or after."""
     end: datetime | None = None
     """Exclusive, timezone-aware: calls created before."""
-    min_latency_ms: float | None = None
-    max_latency_ms: float | None = None
+    min_latency_ms: Decimal | float | None = None
+    max_latency_ms: Decimal | float | None = None
     min_cost: Decimal | None = None
     """USD; inclusive. A call without a price never matches a cost bound."""
     max_cost: Decimal | None = None

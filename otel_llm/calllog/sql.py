@@ -9,6 +9,7 @@ statement. The placeholder is the only difference between the two databases (``?
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +33,6 @@ from otel_llm.calllog.catalogue import (
 )
 from otel_llm.calllog.query import CallFilter, CallQuery, Comparison
 from otel_llm.calllog.record import (
-    NANO,
     CallRecord,
     from_nanos,
     is_call_id,
@@ -42,6 +42,7 @@ from otel_llm.calllog.record import (
 from otel_llm.calllog.record import utc_from_micros as _utc
 from otel_llm.calllog.schema import CALLS, CONTENT, DAY_INDEXED
 from otel_llm.calllog.sketch import EMPTY_BYTES, merged_bytes
+from otel_llm.pricing.cost import nanos_bound
 
 Decoder = Callable[[Any], Any]
 Encoder = Callable[[Any], Any]
@@ -301,35 +302,58 @@ def match(column: str, value: str | tuple[str, ...]) -> tuple[str, tuple[str, ..
 
 def _compare(comparison: Comparison) -> tuple[str, tuple[Any, ...]]:
     """A comparison as SQL on the field's column, its value stored as the column stores it.
-    Integer columns (times in microseconds, money in nano-USD, tokens) compare exactly: a
-    bound between two integers is moved to the integer the comparison means (cost > 1.5
-    nano-USD is cost >= 2), and equality with a fraction matches nothing."""
-    field = FIELDS[comparison.field]
+    A bound between two values the column can hold is moved to the one the comparison means
+    (cost > 1.5 nano-USD is cost >= 2; latency < a decimal between two doubles is latency <
+    the upper one), exactly, and equality with such a bound matches nothing."""
     column = column_of(comparison.field)
     operator = comparison.operator
     value = comparison.value
     if isinstance(value, datetime):
         return f"{column} {_OPERATORS[operator]} ?", (micros_of(value),)
-    if field.sql == "real":
-        return f"{column} {_OPERATORS[operator]} ?", (float(value),)
-    exact = Decimal(value) / NANO if field.codec == "money" else Decimal(value)
-    if exact == exact.to_integral_value():
-        return f"{column} {_OPERATORS[operator]} ?", (int(exact),)
-    floor = int(exact.to_integral_value(ROUND_FLOOR))
+    floor, ceiling = _stored_around(FIELDS[comparison.field], value)
+    if floor == ceiling:
+        return f"{column} {_OPERATORS[operator]} ?", (floor,)
     if operator in ("gt", "lte"):  # > 1.5 is > 1; <= 1.5 is <= 1
         return f"{column} {_OPERATORS[operator]} ?", (floor,)
     if operator in ("gte", "lt"):  # >= 1.5 is >= 2; < 1.5 is < 2
-        return f"{column} {_OPERATORS[operator]} ?", (floor + 1,)
-    # No integer equals a fraction: eq matches nothing, ne every known value.
+        return f"{column} {_OPERATORS[operator]} ?", (ceiling,)
+    # No stored value equals it: eq matches nothing, ne every known value.
     return (f"{column} IS NOT NULL", ()) if operator == "ne" else ("1 = 0", ())
 
 
+def _stored_around(field: Field, value: Decimal | float | int) -> tuple[Any, Any]:
+    """The largest and the smallest value the field's column can hold at most and at least
+    ``value`` (the same when it holds ``value``): nano-USD, a double (REAL), an integer."""
+    if field.codec == "money":
+        exact = Decimal(value)
+        return nanos_bound(exact, ROUND_FLOOR), nanos_bound(exact, ROUND_CEILING)
+    if field.sql == "real":
+        return _double_around(value)
+    exact = Decimal(value)
+    return int(exact.to_integral_value(ROUND_FLOOR)), int(exact.to_integral_value(ROUND_CEILING))
+
+
+def _double_around(value: Decimal | float | int) -> tuple[float, float]:
+    # float() rounds to the nearest double, either way: a bound of more digits than a double
+    # holds took in a latency on its wrong side (found in review).
+    near = float(value)
+    exact = Decimal(near)
+    if exact == value:
+        return near, near
+    if exact < value:
+        return near, math.nextafter(near, math.inf)
+    return math.nextafter(near, -math.inf), near
+
+
 def _bound(value: Any, operator: str, codec: Codec) -> Any:
-    if codec != "money":
-        return value
-    # In nano-USD, rounded inwards: a call matches exactly when its cost is within the bounds.
-    rounding = ROUND_CEILING if operator == ">=" else ROUND_FLOOR
-    return int((value / NANO).to_integral_value(rounding))
+    """A range parameter's bound (``>=`` its min, ``<=`` its max) as the column stores values,
+    rounded inwards: a call matches exactly when its value is within the bounds."""
+    if codec == "money":
+        return nanos_bound(value, ROUND_CEILING if operator == ">=" else ROUND_FLOOR)
+    if isinstance(value, Decimal):  # latency (REAL): the doubles around it
+        low, high = _double_around(value)
+        return high if operator == ">=" else low
+    return value
 
 
 def select_fields(fields: Sequence[str]) -> str:

@@ -358,8 +358,7 @@ class SQLCallStore(IsolatingStore, ABC):
             self._check_records_range(query.group_by, start, end, now)
         if not 1 <= query.limit <= MAX_GROUP_LIMIT:
             raise QueryError(f"limit must be between 1 and {MAX_GROUP_LIMIT}, got {query.limit}")
-        if call_filter.projects is not None:
-            self._check_projects_kept(call_filter.projects, start, end)
+        self._check_projects_kept(call_filter.projects, start, end)
         grouped = choose(call_filter, query.group_by)
         base = choose(call_filter, None)  # the smallest table for the totals and by_day
         if grouped is not ROLLUPS[0]:
@@ -411,7 +410,9 @@ class SQLCallStore(IsolatingStore, ABC):
         result["by_model"] = daily.by_model
         return result
 
-    def _check_projects_kept(self, projects: frozenset[str], start: datetime, end: datetime) -> None:
+    def _check_projects_kept(
+        self, projects: frozenset[str] | None, start: datetime, end: datetime
+    ) -> None:
         """A key limited to projects is answered from its projects' daily rows. On a day that
         had more projects than the cap, the later ones' calls are in the rows of ``other``,
         where its filter does not find them (found in review: its stats said 0 calls where its
@@ -419,6 +420,8 @@ class SQLCallStore(IsolatingStore, ABC):
         from the day's rows and the records have calls of it (or no longer say), is refused,
         not answered short. A project is in a day's rows for the whole day or not at all, and
         ``other`` itself is no project a key may be limited to (``auth``)."""
+        if projects is None:
+            return
         folded = [
             str(row[0])
             for row in self._read(

@@ -39,9 +39,10 @@ from otel_llm.calllog.paramvalues import (
     shown,
 )
 from otel_llm.calllog.query import DEFAULT_LIMIT, MAX_LIMIT, CallFilter
-from otel_llm.calllog.record import NANO, from_nanos, micros_of, utc_from_micros
+from otel_llm.calllog.record import from_nanos, micros_of, utc_from_micros
 from otel_llm.calllog.schema import CALLS
 from otel_llm.calllog.tracespans import DAY_US, Read, TraceSpan
+from otel_llm.pricing.cost import nanos_bound
 
 MAX_TREE_CALLS = 10_000
 """Calls placed in one trace's tree, at most (the earliest)."""
@@ -206,10 +207,10 @@ def _grouped(query: TraceQuery, days: Sequence[int] | None) -> sql.Statement:
     values: list[Any] = [*matching.params, *visible.params]
     if query.min_cost is not None:
         bounds.append("cost >= ?")
-        values.append(int((query.min_cost / NANO).to_integral_value(rounding=ROUND_CEILING)))
+        values.append(nanos_bound(query.min_cost, ROUND_CEILING))
     if query.max_cost is not None:
         bounds.append("cost <= ?")
-        values.append(int((query.max_cost / NANO).to_integral_value(rounding=ROUND_FLOOR)))
+        values.append(nanos_bound(query.max_cost, ROUND_FLOOR))
     where = f" WHERE {' AND '.join(bounds)}" if bounds else ""
     return sql.Statement(f"SELECT * FROM ({text}) AS t{where}", tuple(values))  # noqa: S608
 

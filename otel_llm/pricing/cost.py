@@ -9,7 +9,15 @@ integer instead: ``units / divisor`` is a correctly rounded int division, the sa
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation
+from decimal import (
+    ROUND_CEILING,
+    ROUND_FLOOR,
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    Inexact,
+    InvalidOperation,
+)
 from typing import Any
 
 # The units are below 10**28 (Rates bounds them), so these divisions are exact; Inexact is
@@ -252,6 +260,20 @@ def to_nanos(amount: Decimal) -> int:
     if nanos != scaled:  # a sub-nano fraction (build_record has rounded its own already)
         nanos = int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
     return nanos
+
+
+def nanos_bound(amount: Decimal, rounding: str) -> int:
+    """USD as whole nano-USD rounded ``ROUND_FLOOR`` or ``ROUND_CEILING``, exactly whatever the
+    amount's digits: a query's bound (from 0 to 1e9 USD; checked by its parser). Divided in the
+    default 28-digit context, a bound of 36 digits was rounded to the next nano-USD and
+    1e-99999999999999999 underflowed to 0 (found in review)."""
+    if not amount:
+        return 0
+    if amount.adjusted() < -10:  # within a tenth of a nano-USD of 0: its exponent is unbounded
+        return (1 if amount > 0 else 0) if rounding == ROUND_CEILING else (0 if amount > 0 else -1)
+    numerator, denominator = amount.as_integer_ratio()
+    scaled = numerator * 10**9
+    return scaled // denominator if rounding == ROUND_FLOOR else -(-scaled // denominator)
 
 
 def from_nanos(nanos: int) -> Decimal:
