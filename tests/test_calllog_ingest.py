@@ -310,6 +310,47 @@ def test_a_sqlite_store_before_v9_upgrades_to_the_day_indexes_answering_the_same
         store.close()
 
 
+def test_a_call_is_found_by_id_through_the_trace_index_as_before_the_upgrade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # v12: the look-up index (day, span_key) is gone; the trace index, now (day, trace_id,
+    # span_key), finds a call by its id with one seek a day.
+    path = tmp_path / "calls.db"
+    records = varied(200, seed=12)
+    before_v12 = schema.MIGRATIONS.index(schema._v12)
+    with monkeypatch.context() as old:
+        old.setattr(schema, "LATEST", before_v12)
+        old_store = SQLiteCallStore(str(path), clock=lambda: NOW)
+        try:
+            assert old_store.schema_version() == before_v12
+            old_store.write(records)
+            before = [old_store.get(record.id) for record in records[:30]]
+        finally:
+            old_store.close()
+    store = SQLiteCallStore(str(path), clock=lambda: NOW)
+    try:
+        assert store.schema_version() == schema.LATEST
+        with sqlite3.connect(path) as connection:
+            names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+            trace = [row[2] for row in connection.execute("PRAGMA index_info(llm_calls_trace)")]
+        assert "llm_calls_lookup" not in names
+        assert trace == ["day", "trace_id", "span_key"]
+        assert all(found is not None for found in before)
+        assert [store.get(record.id) for record in records[:30]] == before
+        # The id's two halves are both matched: another span of the trace, or the span id
+        # under another trace, is no call.
+        first, second = records[0], records[1]
+        assert store.get(f"{first.trace_id}-{second.span_id}") is None
+        assert store.get(f"{second.trace_id}-{first.span_id}") is None
+        statement = sql.get_statement(first.id, ("id",), None, [micros_of(NOW) // 86_400_000_000])
+        assert statement is not None
+        assert "USING INDEX llm_calls_trace (day=? AND trace_id=? AND span_key=?)" in plan(
+            path, statement
+        )
+    finally:
+        store.close()
+
+
 def test_sketch_bytes_of_buckets_are_those_of_a_sketch_of_them() -> None:
     rng = random.Random(4)  # noqa: S311 - test data
     for size in (0, 1, 2, 3, 7, 40):

@@ -174,6 +174,30 @@ def test_a_days_queries_read_one_partition(store: PostgresCallStore, url: str) -
         assert read == {made[day]}, plan
 
 
+def test_a_call_is_found_by_id_through_each_partitions_trace_index(
+    store: PostgresCallStore, url: str
+) -> None:
+    # v12: no look-up index; the trace index, (trace_id, span_key) in each partition, is
+    # probed with both (sequential scans off: the test's partitions are too small to need it).
+    records = make_records(60, days=3, now=NOW, seed=6)
+    store.write(records)
+    statement = sql.get_statement(records[0].id, ("id",), None, None)
+    assert statement is not None
+    with psycopg.connect(url) as connection:
+        connection.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in connection.execute(
+                "EXPLAIN " + statement.text.replace("?", "%s"),  # type: ignore[call-overload]
+                statement.params,
+            ).fetchall()
+        )
+    assert "Seq Scan" not in plan, plan
+    assert "trace_id = " in plan and "span_key = " in plan and "Index Cond" in plan, plan
+    found = store.get(records[0].id)
+    assert found is not None and found["id"] == records[0].id
+
+
 def test_retention_drops_whole_days_and_cuts_the_boundary_day_to_the_microsecond(
     url: str,
 ) -> None:

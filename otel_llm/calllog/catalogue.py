@@ -167,7 +167,7 @@ CALL_FIELDS: tuple[Field, ...] = (
     Field(
         "day",
         "integer",
-        "Days since the epoch of created_at: with span_key, the look-up by id.",
+        "Days since the epoch of created_at: with trace_id and span_key, the look-up by id.",
         sql="integer",
         required=True,
         codec="day",
@@ -177,7 +177,7 @@ CALL_FIELDS: tuple[Field, ...] = (
     Field(
         "span_key",
         "integer",
-        "The span id's 64 bits, signed: with day, the look-up by id.",
+        "The span id's 64 bits, signed: with day and trace_id, the look-up by id.",
         sql="bigint",
         required=True,
         codec="span_key",

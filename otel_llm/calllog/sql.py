@@ -418,9 +418,10 @@ def get_statement(
     projects: frozenset[str] | None,
     days: Sequence[int] | None,
 ) -> Statement | None:
-    """One call by id, probing the look-up index once per day in ``days`` (the days calls are
-    stored for; None: a store whose look-up index is the span key alone, as PostgreSQL's daily
-    partitions); None when the id is malformed (it then names no call)."""
+    """One call by id, probing the trace index (the id's trace id, then its span key) once per
+    day in ``days`` (the days calls are stored for; None: a store whose trace index starts with
+    the trace id, as PostgreSQL's daily partitions'); None when the id is malformed (it then
+    names no call)."""
     key = parse_call_id(call_id)
     if key is None or (days is not None and not days):
         return None
@@ -428,8 +429,8 @@ def get_statement(
     in_days = "" if days is None else f"day IN ({', '.join('?' for _ in days)}) AND "
     return Statement(
         f"SELECT {select_fields(fields)}, created_us FROM {CALLS} "  # noqa: S608
-        f"WHERE {in_days}span_key = ? AND id = ? AND {condition.text}",
-        (*(days or ()), key, call_id, *condition.params),
+        f"WHERE {in_days}trace_id = ? AND span_key = ? AND id = ? AND {condition.text}",
+        (*(days or ()), call_id[:32], key, call_id, *condition.params),
     )
 
 
