@@ -193,9 +193,12 @@ def test_a_call_is_found_by_id_through_each_partitions_trace_index(
             ).fetchall()
         )
     assert "Seq Scan" not in plan, plan
-    assert "trace_id = " in plan and "span_key = " in plan and "Index Cond" in plan, plan
+    assert "Index Cond" in plan, plan
+    assert "trace_id = " in plan, plan
+    assert "span_key = " in plan, plan
     found = store.get(records[0].id)
-    assert found is not None and found["id"] == records[0].id
+    assert found is not None
+    assert found["id"] == records[0].id
 
 
 def test_retention_drops_whole_days_and_cuts_the_boundary_day_to_the_microsecond(

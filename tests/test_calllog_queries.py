@@ -548,8 +548,8 @@ def test_bounds_finer_than_the_stored_values_fall_on_the_right_side_of_them(api:
     assert PRICED.id not in ids(api.ok(f"?min_cost={above}&limit=100"))
     assert PRICED.id not in ids(api.ok(f"?max_cost={below}&limit=100"))
     assert PRICED.id in ids(api.ok(f"?min_cost={cost}&max_cost={cost}&limit=100"))
-    exact = ('{"query": {"cost": {"$eq": %s}}}' % cost).encode()
-    finer = ('{"query": {"cost": {"$eq": %s}}}' % above).encode()
+    exact = b'{"query": {"cost": {"$eq": ' + cost.encode() + b"}}}"
+    finer = b'{"query": {"cost": {"$eq": ' + above.encode() + b"}}}"
     assert api.ok("/count", method="POST", raw=exact)["count"] >= 1
     assert api.ok("/count", method="POST", raw=finer)["count"] == 0
     priced = sum(1 for r in RECORDS if r.cost)
@@ -557,12 +557,14 @@ def test_bounds_finer_than_the_stored_values_fall_on_the_right_side_of_them(api:
     traces = Client(api.url.replace("/api/v1/calls", "/api/v1/traces"))
     listed = {t["trace_id"] for t in traces.ok(f"?max_cost={below}&limit=100")["data"]}
     assert PRICED.trace_id not in listed
-    assert PRICED.trace_id in {t["trace_id"] for t in traces.ok(f"?max_cost={cost}&limit=100")["data"]}
+    listed = {t["trace_id"] for t in traces.ok(f"?max_cost={cost}&limit=100")["data"]}
+    assert PRICED.trace_id in listed
     latency = Decimal(PRICED.latency_ms or 0.0)  # a double, exactly
     tiny = Decimal("1e-20")
     assert PRICED.id not in ids(api.ok(f"?max_latency={latency - tiny}&limit=100"))
     assert PRICED.id not in ids(api.ok(f"?min_latency={latency + tiny}&limit=100"))
-    under = ('{"query": {"latency_ms": {"$lt": %s}}, "limit": 100}' % (latency + tiny)).encode()
-    over = ('{"query": {"latency_ms": {"$gt": %s}}, "limit": 100}' % (latency + tiny)).encode()
+    bound = str(latency + tiny).encode()
+    under = b'{"query": {"latency_ms": {"$lt": ' + bound + b'}}, "limit": 100}'
+    over = b'{"query": {"latency_ms": {"$gt": ' + bound + b'}}, "limit": 100}'
     assert PRICED.id in ids(api.ok("", method="POST", raw=under))
     assert PRICED.id not in ids(api.ok("", method="POST", raw=over))

@@ -380,6 +380,7 @@ def test_roots_past_the_bound_that_carry_a_genai_key_leave_the_call_priced() -> 
     raw = request(({"service.name": "flood"}, [("a", [call, *roots])]))
     result = assert_same_as_full_path(raw, tree=True)
     assert result.errors == 0
-    assert len(result.calls) == 1 and isinstance(result.calls[0].derived.priced, Cost)
+    assert len(result.calls) == 1
+    assert isinstance(result.calls[0].derived.priced, Cost)
     kept = [t for t in result.tree if t.kind == "root"]
     assert [t.span.span_id for t in kept] == [r.span_id for r in roots[:MAX_TREE_ROOTS]]

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import anthropic
+import pydantic
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
@@ -134,6 +135,34 @@ def test_async_create_stream(traced: Pipeline, fake: FakeLLMServer) -> None:
     (span,) = traced.spans()
     assert sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK in span.attributes
     assert_priced(traced, span.attributes)
+
+
+def test_structured_outputs_by_parse_are_one_priced_span_each(
+    traced: Pipeline, fake: FakeLLMServer, client: anthropic.Anthropic
+) -> None:
+    """Found in review: ``messages.parse`` posts the request itself, not through ``create``,
+    and a billed call made no span."""
+
+    class Answer(pydantic.BaseModel):
+        a: int
+
+    fake.script(replace(USAGE, text='{"a": 1}'), replace(USAGE, text='{"a": 2}'))
+    parsed = client.messages.parse(
+        model=MODEL, max_tokens=100, messages=MESSAGES, output_format=Answer
+    )
+    assert parsed.parsed_output == Answer(a=1)
+
+    async def main() -> Any:
+        async with CLAUDE.async_client(fake) as sdk:
+            return await sdk.messages.parse(
+                model=MODEL, max_tokens=100, messages=MESSAGES, output_format=Answer
+            )
+
+    assert asyncio.run(main()).parsed_output == Answer(a=2)
+    spans = traced.spans()
+    assert len(spans) == 2 == len(fake.requests)
+    for span in spans:
+        assert_priced(traced, span.attributes, calls=2)
 
 
 def test_a_stream_manager_never_entered_makes_no_request_and_no_span(

@@ -1,7 +1,8 @@
 """``AnthropicInstrumentor``: a GenAI client span for every Anthropic Messages call.
 
-Instrumented: ``messages.create`` (sync and async, ``stream=True`` included) and the
-``messages.stream(...)`` helper (which does not go through ``create``). The provider is
+Instrumented: ``messages.create`` (sync and async, ``stream=True`` included), the
+``messages.stream(...)`` helper and ``messages.parse`` (structured outputs), neither of which
+goes through ``create``. The provider is
 ``anthropic``; ``server.address`` / ``server.port`` are the client's base URL's.
 
 Not read: ``with_raw_response`` / ``with_streaming_response`` results (their span says usage
@@ -305,6 +306,10 @@ class AnthropicInstrumentor(SDKInstrumentor):
         return [
             (_MESSAGES, "Messages", "create", instrumented.create),
             (_MESSAGES, "AsyncMessages", "create", instrumented.create_async),
+            # Structured outputs: posts the request itself, not through create (found in
+            # review: a billed call without a span). SDKs before it have no such method.
+            (_MESSAGES, "Messages", "parse", instrumented.create),
+            (_MESSAGES, "AsyncMessages", "parse", instrumented.create_async),
             (_MESSAGES, "Messages", "stream", instrumented.stream),
             (_MESSAGES, "AsyncMessages", "stream", instrumented.stream_async),
         ]
