@@ -7,6 +7,7 @@ Contexts nest; an inner value wins.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,7 +20,23 @@ _current: ContextVar[Mapping[str, Any]] = ContextVar(
     "otel_llm_context", default=MappingProxyType({})
 )
 
+_logger = logging.getLogger(__name__)
+
 _ATTRIBUTE_TYPES = (str, bool, int, float)
+_INT64 = range(-(1 << 63), 1 << 63)
+
+
+def _stored(key: str, value: Any) -> str | bool | int | float | None:
+    """What the span carries of a context value (None: nothing)."""
+    if isinstance(value, _ATTRIBUTE_TYPES) and (
+        not isinstance(value, int) or isinstance(value, bool) or value in _INT64
+    ):
+        return value
+    try:  # an int beyond 64 bits (found in review: an exporter dropped it, or the batch)
+        return str(value)
+    except Exception:  # the value's own code (or an int of more digits than str makes)
+        _logger.debug("otel-llm: llm_context(%s=...) ignored: its str() failed", key)
+        return None
 
 
 class _Entered:
@@ -68,7 +85,9 @@ def llm_context(
     ``gen_ai.agent.id`` and ``gen_ai.conversation.id`` (they win over an enclosing
     ``invoke_agent`` span's, as a call's own values win over both); the other keys
     ``otel_llm.context.<key>``.
-    Values that are not str, bool, int or float are stored as their ``str()``; None is skipped.
+    Values that are not str, bool, int or float are stored as their ``str()`` (an int beyond
+    64 bits too: OTLP cannot carry it); None is skipped, and so is a value whose ``str()``
+    raises (with a debug log).
     ``billing`` says how the calls are billed -- ``credits`` (through a gateway/router) or
     ``own_key`` (a direct provider key) -- overriding what otel-llm infers (a provider-reported
     cost, the ``billing_gateways`` setting); another value is ignored when the call is priced.
@@ -90,7 +109,9 @@ def llm_context(
         if value is None:
             continue
         name = key if key in _CONVENTION_NAMES else sc.CONTEXT_PREFIX + key
-        attributes[name] = value if isinstance(value, _ATTRIBUTE_TYPES) else str(value)
+        stored = _stored(key, value)
+        if stored is not None:
+            attributes[name] = stored
     ENTERED.ever = True  # before the variable is set: a span started inside it must see both
     token = _current.set(attributes)
     try:

@@ -312,6 +312,23 @@ def test_llm_context_reaches_llm_spans_only(pipeline: Pipeline) -> None:
     assert root[sc.OTEL_LLM_ROLLUP_CALLS] == 3
 
 
+def test_context_values_the_span_cannot_carry_are_text_or_left_out(pipeline: Pipeline) -> None:
+    """Found in review: an int beyond 64 bits went onto the span as it was (the OTLP exporter
+    dropped it, or an older one the batch), and a value whose str() raised, raised."""
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("the application's own bug")
+
+    with llm_context(user_id=2**64, team=Unprintable(), feature=-(2**63)):
+        with llm_call(provider="openai", model="gpt-4o-mini", tracer_provider=pipeline.provider):
+            pass
+    (span,) = pipeline.spans()
+    assert span.attributes[sc.OTEL_LLM_CONTEXT_USER_ID] == str(2**64)
+    assert span.attributes[sc.OTEL_LLM_CONTEXT_FEATURE] == -(2**63)  # within 64 bits: as is
+    assert "otel_llm.context.team" not in span.attributes
+
+
 def test_a_context_copied_inside_llm_context_still_carries_it_after_the_block(
     pipeline: Pipeline,
 ) -> None:
