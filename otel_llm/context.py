@@ -34,7 +34,7 @@ def _stored(key: str, value: Any) -> str | bool | int | float | None:
         return value
     try:  # an int beyond 64 bits (found in review: an exporter dropped it, or the batch)
         return str(value)
-    except Exception:  # the value's own code (or an int of more digits than str makes)
+    except Exception:  # noqa: BLE001 - the value's own code, or an int too long for str
         _logger.debug("otel-llm: llm_context(%s=...) ignored: its str() failed", key)
         return None
 

@@ -334,6 +334,20 @@ def test_limit_over_100_is_rejected_not_capped(api: Client) -> None:
     assert "limit must be between 1 and 100; got 1000" in message
 
 
+def test_values_python_would_take_but_json_and_urls_do_not_mean_are_a_400(api: Client) -> None:
+    """Found in review: ``\\d``, ``int`` and ``Decimal`` took other scripts' digits (limit=５),
+    True passed for the sort direction 1, and a name given twice in a body had its last value
+    win, unseen."""
+    fullwidth_five = urllib.parse.quote("\uff15")
+    assert "limit" in api.error(400, f"?limit={fullwidth_five}")
+    assert "min_cost" in api.error(400, f"?min_cost={fullwidth_five}")
+    assert "sort direction" in api.error(400, "", method="POST", body={"sort": {"cost": True}})
+    twice = b'{"query": {"model": "gpt-4o"}, "query": {"model": "none-such"}}'
+    assert "'query' is given twice" in api.error(400, "", method="POST", raw=twice)
+    inner = b'{"query": {"model": "gpt-4o", "model": "none-such"}}'
+    assert "'model' is given twice" in api.error(400, "/count", method="POST", raw=inner)
+
+
 # --- select, get, details ------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from otel_llm.calllog.paramvalues import MIN_MOMENT
 _TIME_FLAGS = dict(zip(("since", "until"), TIME_FILTERS, strict=True))
 """Flag -> the parameter it gives."""
 _TIME_HELP = "ISO date/date-time (2025-01-10, 2025-01-10T12:00Z) or an age: 30m, 24h, 7d, 2w"
-_RELATIVE = re.compile(r"(\d+)\s*([mhdw])")
+_RELATIVE = re.compile(r"([0-9]+)\s*([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 

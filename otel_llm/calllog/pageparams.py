@@ -89,10 +89,12 @@ def sort_of(given: Mapping[str, Given]) -> list[tuple[SortKey, bool]]:
 
 
 def _direction(value: Any) -> str:
-    if value in (1, "asc"):
-        return "asc"
-    if value in (-1, "desc"):
-        return "desc"
+    # A bool is no direction, though True == 1 (found in review: {"cost": true} sorted up).
+    if not isinstance(value, bool):
+        if value in (1, "asc"):
+            return "asc"
+        if value in (-1, "desc"):
+            return "desc"
     raise ParamError(f"the sort direction must be 1, -1, 'asc' or 'desc'; got {value!r}", "sort")
 
 

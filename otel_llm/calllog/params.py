@@ -116,7 +116,12 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     try:
         # Decoded here, strictly: ``json.loads`` of bytes lets the UTF-8 form of a surrogate
         # through (found in review: a 500 on binding it, or no answer when it was quoted).
-        data = json.loads(raw.decode(), parse_float=Decimal, parse_constant=_no_constant)
+        data = json.loads(
+            raw.decode(),
+            parse_float=Decimal,
+            parse_constant=_no_constant,
+            object_pairs_hook=_one_of_each,
+        )
     except (ValueError, RecursionError) as exc:
         # JSONDecodeError says where (line, column); UnicodeDecodeError that it is not UTF-8.
         raise ParamError(f"the request body is not valid JSON: {exc}") from None
@@ -124,6 +129,19 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise ParamError(f"the request body must be a JSON object, got {json_type(data)}")
     if _SURROGATE_ESCAPE.search(raw):
         _check_encodable(data)
+    return data
+
+
+def _one_of_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A name given twice would have its last value win, unseen (found in review: a second
+    # "query" replaced the first): as a parameter given twice in a URL, refused.
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ValueError(f"'{shown(name)}' is given twice in one object")
+            seen.add(name)
     return data
 
 

@@ -26,7 +26,7 @@ window of stats before an end date): that arithmetic overflowed at the edges, a 
 inside keeps it a datetime; the call log holds nothing so old or so far ahead."""
 
 
-_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _JSON_TYPES = {
     str: "a string",
     bool: "a boolean",
@@ -189,6 +189,8 @@ def as_number(given: Given) -> Decimal:
     value = given.value
     if given.from_url:
         try:
+            if not value.isascii():  # Decimal takes any script's digits, as int does
+                raise InvalidOperation
             number = Decimal(value.strip())
         except InvalidOperation:
             raise ParamError(
@@ -220,7 +222,8 @@ def as_integer(given: Given, *, low: int, high: int) -> int:
     number: int | None = None
     if given.from_url:
         text = value.strip()
-        number = int(text) if re.fullmatch(r"[+-]?\d{1,30}", text) else None
+        # ASCII digits: ``\d`` and ``int`` take any script's (found in review: limit=５).
+        number = int(text) if re.fullmatch(r"[+-]?[0-9]{1,30}", text) else None
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
     elif not isinstance(value, Decimal):
