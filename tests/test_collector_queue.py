@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from otel_llm.collector.queue import (
+    MEMO_BYTES_PER_PAYLOAD_BYTE,
     MEMO_BYTES_PER_SPAN,
     DiskQueue,
     QueueClosed,
@@ -430,6 +431,27 @@ def test_a_memo_is_weighed_by_its_spans_too(tmp_path: Path) -> None:
         queue.put(b"tiny", spans=10, memo=["calls of ten"])
         items = [queue.get(timeout=0, consumer="calls") for _ in range(2)]
         assert [item.memo for item in items if item] == [None, ["calls of ten"]]
+
+
+def test_a_memo_weighs_what_its_caller_says_else_its_whole_parse(tmp_path: Path) -> None:
+    """Found in review: a request parses to ~3.5x its payload, and to far more when made of empty
+    span events; weighed by its payload, 10 MB of memos kept 410 MB."""
+    with DiskQueue(
+        tmp_path,
+        max_bytes=100_000,
+        consumers=BOTH,
+        memo_consumer="calls",
+        memo_max_bytes=MEMO_BYTES_PER_PAYLOAD_BYTE * 1000 + 10,
+    ) as queue:
+        queue.put(b"x" * 1002, spans=1, memo=["over the bound"])
+        queue.put(b"x" * 1000, spans=1, memo=["its parse fits"])
+        queue.put(b"x" * 5000, spans=1, memo=["copies of 10 bytes"], memo_weight=10)
+        items = [queue.get(timeout=0, consumer="calls") for _ in range(3)]
+        assert [item.memo for item in items if item] == [
+            None,
+            ["its parse fits"],
+            ["copies of 10 bytes"],
+        ]
 
 
 def test_kept_payloads_are_handed_out_without_reading_their_files(tmp_path: Path) -> None:

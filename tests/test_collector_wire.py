@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from otel_llm import _semconv as sc
 from otel_llm.collector import wire
-from otel_llm.collector.enrich import MAX_TREE_ROOTS, Enricher, EnrichResult
+from otel_llm.collector.enrich import MAX_TREE_ROOTS, Enricher, EnrichResult, detach
 from otel_llm.collector.otlp import set_value
 from otel_llm.metrics.prometheus import PrometheusRecorder
 from otel_llm.pricer import Pricer, PricingOptions
@@ -384,3 +384,28 @@ def test_roots_past_the_bound_that_carry_a_genai_key_leave_the_call_priced() -> 
     assert isinstance(result.calls[0].derived.priced, Cost)
     kept = [t for t in result.tree if t.kind == "root"]
     assert [t.span.span_id for t in kept] == [r.span_id for r in roots[:MAX_TREE_ROOTS]]
+
+
+def test_detached_spans_are_equal_copies_weighed_by_what_they_hold() -> None:
+    """Found in review: a memo's call span kept the whole parsed request alive -- a span of a
+    million empty events beside one call, 2 MB on the wire, kept ~60 MB, weighed as 2 MB."""
+    filler = span(2, {"http.route": "/v1/items"}, parent=1)
+    filler.events.extend(Span.Event() for _ in range(1000))
+    call = span(3, chat(), parent=2)
+    call.events.extend(Span.Event() for _ in range(100))
+    raw = request(({"service.name": "svc"}, [("a", [filler, call])]))
+    result, _ = enrich(raw, fast=True, tree=True)
+    (found,) = result.calls
+    before = found.span
+    weight = detach(result, len(raw))
+    assert found.span is not before
+    assert found.span == before
+    assert weight >= 100 * 64 + 4 * found.span.ByteSize()  # its own events counted
+    assert weight < 1000 * 64  # the filler's are not kept
+    # A request of calls only is kept as it is, weighed whole: copies would hold as much.
+    alone = request(({"service.name": "svc"}, [("a", [call])]))
+    result, _ = enrich(alone, fast=True, tree=True)
+    (found,) = result.calls
+    before = found.span
+    assert detach(result, len(alone)) >= 100 * 64 + 4 * len(alone)
+    assert found.span is before

@@ -59,6 +59,12 @@ MEMO_BYTES_PER_SPAN = 256
 """What a memo weighs a span, at least: its calls and spans keep the whole parsed request alive,
 ~170 bytes a span however small the span's encoding (3.9 MB of 2,000,000 empty spans parse to
 333 MB), so a payload's size alone let a few hostile requests keep gigabytes."""
+MEMO_BYTES_PER_PAYLOAD_BYTE = 8
+"""What a memo of a parsed request weighs a byte of its payload, at least. A parsed request
+takes ~3.5x its payload (512-span batches of the benchmarks' GenAI spans, measured), and far more
+when made of empty sub-messages -- span events, two bytes each on the wire (found in review: 10
+MB of memos by payload held 410 MB). The service's memos keep their own copies of the few spans
+they need instead (``enrich.detach``), weighed by what those copies hold."""
 
 
 class QueueFull(Exception):
@@ -297,14 +303,23 @@ class DiskQueue:
             return self._corrupt_files
 
     # --- put ----------------------------------------------------------------------------------
-    def put(self, payload: builtins.bytes, spans: int, memo: Any = None) -> None:
+    def put(
+        self,
+        payload: builtins.bytes,
+        spans: int,
+        memo: Any = None,
+        *,
+        memo_weight: int | None = None,
+    ) -> None:
         """Stores one batch; returns once it is durable.
 
         ``memo``: what the caller already derived from ``payload``, kept in memory for the
         memo consumer's ``get`` (it need not derive it again) while the memos kept stay under
-        ``memo_max_bytes`` of payload (each weighing at least ``MEMO_BYTES_PER_SPAN`` a span) --
-        a consumer behind does not make memory grow with the queue. Never stored on disk: the
-        payload is the durable record.
+        ``memo_max_bytes`` -- a consumer behind does not make memory grow with the queue. A
+        memo weighs ``memo_weight`` (the caller's bound of the memory it keeps), else what the
+        whole parsed request would take (``MEMO_BYTES_PER_PAYLOAD_BYTE``, at least
+        ``MEMO_BYTES_PER_SPAN`` a span). Never stored on disk: the payload is the durable
+        record.
 
         Raises ``QueueFull`` when it would take the queue over ``max_bytes`` or the disk is
         full, ``QueueClosed`` after ``close()``, and ``OSError`` on other write failures --
@@ -344,7 +359,11 @@ class DiskQueue:
                     self._bytes += size
                     self._spans += spans
                     entry = _Entry(seq, spans, size, path, set(self._consumers))
-                    weight = max(size, spans * MEMO_BYTES_PER_SPAN)
+                    weight = (
+                        max(size * MEMO_BYTES_PER_PAYLOAD_BYTE, spans * MEMO_BYTES_PER_SPAN)
+                        if memo_weight is None
+                        else memo_weight
+                    )
                     if (
                         memo is not None
                         and self._memo_consumer is not None

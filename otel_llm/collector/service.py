@@ -37,7 +37,7 @@ from otel_llm import settings
 from otel_llm.background import Background
 from otel_llm.collector.codec import DecodingBudget, Refused, Transport
 from otel_llm.collector.config import CollectorConfig
-from otel_llm.collector.enrich import ERROR_STAGE, Enricher
+from otel_llm.collector.enrich import ERROR_STAGE, Enricher, detach
 from otel_llm.collector.feed import CALLS, CallFeeder, CallSink, SpanSink
 from otel_llm.collector.grpc_receiver import GrpcReceiver
 from otel_llm.collector.http_receiver import HttpReceiver
@@ -64,6 +64,14 @@ QUEUE_KEEP_BYTES = 32 << 20
 """Payload bytes the queue keeps in memory for its consumers (``DiskQueue``'s ``keep_bytes``):
 a few seconds of traffic, so batches forwarded as they come are never read back from disk,
 while a backlog (an upstream down) does not make the memory grow with the queue."""
+
+QUEUE_MEMO_BYTES = 128 << 20
+"""What the memos of queued batches (their calls and tree spans, for the call feeder) may keep in
+memory, as ``enrich.detach`` weighs them: ~90 batches of 512 GenAI spans, ~400 of 512 spans
+of which 10 % GenAI (the benchmarks' loads) -- the feeder's backlog when the call log is slower
+than the traffic, which it would otherwise parse and enrich again. Before the weights were
+honest (found in review), 32 MiB of them weighed by payload held about as much for those loads,
+and ~1 GB for hostile ones."""
 
 POLICY_RECOVERY_WAIT = 30.0
 """Seconds start-up waits for the last run's unstored calls before reading budgets back."""
@@ -318,6 +326,7 @@ class CollectorService(Background):
                 max_bytes=config.queue_max_bytes,
                 consumers=consumers,
                 memo_consumer=CALLS if CALLS in consumers else None,
+                memo_max_bytes=QUEUE_MEMO_BYTES,
                 keep_bytes=QUEUE_KEEP_BYTES,
             )
         except OSError as exc:
@@ -404,8 +413,10 @@ class CollectorService(Background):
             if self.policies is not None and memo is not None:
                 # The feeder waits for their verdicts (for the request's, if it derives them).
                 ticket = self.policies.expect(result.calls)
+            # The memo keeps copies of its spans, not the request's parse (``detach``).
+            weight = detach(result, len(data)) if memo is not None else None
             try:
-                self._put(data, result.spans, memo)
+                self._put(data, result.spans, memo, weight)
             except BaseException:
                 if ticket is not None and self.policies is not None:
                     self.policies.abandon(ticket)  # not queued: never evaluated
@@ -420,11 +431,11 @@ class CollectorService(Background):
             if self.policies is not None:
                 self.policies.observe(result.calls, ticket)
 
-    def _put(self, data: bytes, spans: int, memo: Any) -> None:
+    def _put(self, data: bytes, spans: int, memo: Any, weight: int | None) -> None:
         assert self._queue is not None
         retry_after = self.config.retry_after
         try:
-            self._queue.put(data, spans, memo)
+            self._queue.put(data, spans, memo, memo_weight=weight)
         except QueueClosed:
             raise Refused("shutting_down", retry_after, "the service is stopping") from None
         except QueueFull:
