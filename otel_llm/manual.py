@@ -2,7 +2,8 @@
 
 ``llm_call`` opens a conformant GenAI client span -- name ``{operation} {model}``, kind CLIENT
 -- and yields an ``LLMCallHandle`` to report what the response said. Used as a decorator it
-opens one span per invocation; the function reaches its handle with ``current_llm_call()``.
+opens one span per invocation; the function reaches its handle with ``current_llm_call()`` (a
+generator function's span is open from its first step to its last).
 An exception from the body marks the span failed as the instrumentors mark theirs (``error.type``,
 ``http.response.status_code`` when the error carries one, status ERROR) and is re-raised
 unchanged. The span's life is ``otel_llm.lifecycle.CallSpan``'s. Nothing in here raises into the
@@ -13,11 +14,19 @@ left for the processor to reject and count.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+)
 from contextvars import ContextVar, Token
 from decimal import Decimal
 from types import TracebackType
@@ -111,7 +120,9 @@ class llm_call:
         self._attributes.update(_extra_attributes(attributes))
         self._tracer_provider = _provider(tracer_provider)
 
-    def __enter__(self) -> LLMCallHandle:
+    def _start(self) -> LLMCallHandle:
+        """The call's span, started; ``PolicyBlocked`` (its span ended) when enforcement
+        refuses the call."""
         try:
             tracer = trace.get_tracer(
                 "otel_llm", __version__, tracer_provider=self._tracer_provider
@@ -131,6 +142,10 @@ class llm_call:
             )
             if block is not None:
                 enforcement.refuse(call, block)
+        return call
+
+    def __enter__(self) -> LLMCallHandle:
+        call = self._start()
         context_token = context_api.attach(trace.set_span_in_context(call.span))
         _open_calls.set((*_open_calls.get(), (self, call, context_token, _current_call.set(call))))
         return call
@@ -173,6 +188,12 @@ class llm_call:
         self.__exit__(exc_type, exc, tb)
 
     def __call__(self, function: F) -> F:
+        # A generator's body runs as it is iterated: its span is open from the first step to
+        # the last (found in review: it ended as the generator was made, before the body ran).
+        if inspect.isgeneratorfunction(function):
+            return cast(F, _stepped(self, function))
+        if inspect.isasyncgenfunction(function):
+            return cast(F, _stepped_async(self, function))
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
@@ -188,6 +209,99 @@ class llm_call:
                 return function(*args, **kwargs)
 
         return cast(F, wrapper)
+
+
+@contextlib.contextmanager
+def _inside(call: LLMCallHandle) -> Iterator[None]:
+    """The call's span current, and its handle ``current_llm_call()``, for one step of a
+    generator: between steps the consumer's own context is current, as without the span."""
+    context_token = context_api.attach(trace.set_span_in_context(call.span))
+    call_token = _current_call.set(call)
+    try:
+        yield
+    finally:
+        _current_call.reset(call_token)
+        context_api.detach(context_token)
+
+
+def _stepped(
+    opened: llm_call, function: Callable[..., Generator[Any, Any, Any]]
+) -> Callable[..., Generator[Any, Any, Any]]:
+    """``function`` (a generator function) with each step of its generators inside a span of
+    its own; values sent and exceptions thrown reach it, and closing it early ends the span as
+    a stream closed early does."""
+
+    @functools.wraps(function)
+    def stepped(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        call = opened._start()
+        try:
+            with _inside(call):
+                inner = function(*args, **kwargs)
+            step: Callable[[Any], Any] = inner.send
+            given: Any = None
+            while True:
+                with _inside(call):
+                    try:
+                        item = step(given)
+                    except StopIteration as stop:
+                        return stop.value
+                try:
+                    given = yield item
+                    step = inner.send
+                except GeneratorExit:
+                    with _inside(call):
+                        inner.close()
+                    raise
+                except BaseException as thrown:  # noqa: BLE001 - thrown in by the consumer
+                    step, given = inner.throw, thrown
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.end()
+
+    return stepped
+
+
+def _stepped_async(
+    opened: llm_call, function: Callable[..., AsyncGenerator[Any, Any]]
+) -> Callable[..., AsyncGenerator[Any, Any]]:
+    """``_stepped`` for an async generator function."""
+
+    @functools.wraps(function)
+    async def stepped(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        call = opened._start()
+        try:
+            with _inside(call):
+                inner = function(*args, **kwargs)
+            step: Callable[[Any], Awaitable[Any]] = inner.asend
+            given: Any = None
+            while True:
+                with _inside(call):
+                    try:
+                        item = await step(given)
+                    except StopAsyncIteration:
+                        return
+                try:
+                    given = yield item
+                    step = inner.asend
+                except GeneratorExit:
+                    with _inside(call):
+                        await inner.aclose()
+                    raise
+                except BaseException as thrown:  # noqa: BLE001 - thrown in by the consumer
+                    step, given = inner.athrow, thrown
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.end()
+
+    return stepped
 
 
 # --- the constructor's arguments, checked: each bad one is ignored with a debug log ------------

@@ -176,6 +176,90 @@ def test_one_instance_entered_by_threads_and_tasks_at_once_keeps_each_ones_span(
     assert current_llm_call() is None
 
 
+def test_a_decorated_generator_is_one_span_open_while_it_is_iterated(pipeline: Pipeline) -> None:
+    """Found in review: the span ended as the generator was made, before its body ran, and
+    ``current_llm_call()`` was None inside it."""
+    seen_between: list[object] = []
+
+    class Streamer:
+        @llm_call(provider="ollama", model="llama3.1:8b", tracer_provider=pipeline.provider)
+        def stream(self, words: list[str]) -> Any:
+            call = current_llm_call()
+            assert call is not None
+            call.first_chunk()
+            for word in words:
+                reply = yield word
+                if reply == "stop":
+                    break
+            call.set_usage(input_tokens=3, output_tokens=len(words))
+            return "done"
+
+    streamer = Streamer()
+    made = streamer.stream(["a", "b"])
+    assert pipeline.spans() == ()  # nothing ran yet
+    items = []
+    for item in made:
+        seen_between.append(current_llm_call())  # the consumer's own context between steps
+        items.append(item)
+        assert pipeline.spans() == ()  # open while iterated
+    assert items == ["a", "b"]
+    assert seen_between == [None, None]
+    (span,) = pipeline.spans()
+    assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 2
+    assert span.status.status_code is StatusCode.UNSET
+
+    def outer() -> Any:
+        return (yield from streamer.stream(["x", "y", "z"]))
+
+    driven = outer()
+    assert next(driven) == "x"
+    with pytest.raises(StopIteration) as stopped:
+        driven.send("stop")  # a value sent reaches the body
+    assert stopped.value.value == "done"  # and its return value comes back
+    early = streamer.stream(["p", "q"])
+    assert next(early) == "p"
+    early.close()  # closed early: ended, not failed
+    failing = streamer.stream(["boom"])
+    next(failing)
+    with pytest.raises(KeyError):
+        failing.throw(KeyError("thrown in"))  # an exception thrown in reaches the body
+    spans = pipeline.spans()
+    assert len(spans) == 4
+    assert [s.status.status_code for s in spans[1:]] == [
+        StatusCode.UNSET,
+        StatusCode.UNSET,
+        StatusCode.ERROR,
+    ]
+    assert spans[3].attributes[sc.ERROR_TYPE] == "KeyError"
+
+
+def test_a_decorated_async_generator_is_one_span_open_while_it_is_iterated(
+    pipeline: Pipeline,
+) -> None:
+    @llm_call(provider="ollama", model="llama3.1:8b", tracer_provider=pipeline.provider)
+    async def stream(words: list[str]) -> Any:
+        call = current_llm_call()
+        assert call is not None
+        for word in words:
+            await asyncio.sleep(0)
+            yield word
+        call.set_usage(input_tokens=3, output_tokens=len(words))
+
+    async def main() -> list[str]:
+        items = [item async for item in stream(["a", "b", "c"])]
+        assert current_llm_call() is None
+        early = stream(["p", "q"])
+        assert await early.__anext__() == "p"
+        await early.aclose()
+        return items
+
+    assert asyncio.run(main()) == ["a", "b", "c"]
+    first, second = pipeline.spans()
+    assert first.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 3
+    assert second.status.status_code is StatusCode.UNSET
+    assert sc.GEN_AI_USAGE_OUTPUT_TOKENS not in second.attributes
+
+
 def test_children_nest_under_the_call(pipeline: Pipeline) -> None:
     tracer = pipeline.provider.get_tracer("http")
     with llm_call(provider="openai", model="gpt-4o", tracer_provider=pipeline.provider):
