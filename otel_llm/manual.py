@@ -172,8 +172,8 @@ class llm_call:
         finally:
             try:
                 _current_call.reset(call_token)
-            except ValueError:  # left out of order (a block's exit skipped): not ours to raise
-                _logger.debug("otel-llm: llm_call left out of order", exc_info=True)
+            except ValueError:  # left in a task made inside the block (it copied the context)
+                _logger.debug("otel-llm: llm_call left in another context", exc_info=True)
             context_api.detach(context_token)
 
     async def __aenter__(self) -> LLMCallHandle:

@@ -63,8 +63,8 @@ MEMO_BYTES_PER_PAYLOAD_BYTE = 8
 """What a memo of a parsed request weighs a byte of its payload, at least. A parsed request
 takes ~3.5x its payload (512-span batches of the benchmarks' GenAI spans, measured), and far more
 when made of empty sub-messages -- span events, two bytes each on the wire (found in review: 10
-MB of memos by payload held 410 MB). The service's memos keep their own copies of the few spans
-they need instead (``enrich.detach``), weighed by what those copies hold."""
+MB of memos by payload held 410 MB). The collector service weighs its memos itself
+(``enrich.detach``: copies of the spans they need, weighed by what the copies hold)."""
 
 
 class QueueFull(Exception):

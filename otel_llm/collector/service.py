@@ -67,7 +67,7 @@ while a backlog (an upstream down) does not make the memory grow with the queue.
 
 QUEUE_MEMO_BYTES = 128 << 20
 """What the memos of queued batches (their calls and tree spans, for the call feeder) may keep in
-memory, as ``enrich.detach`` weighs them: ~90 batches of 512 GenAI spans, ~400 of 512 spans
+memory, as ``enrich.detach`` weighs them: ~100 batches of 512 GenAI spans, ~350 of 512 spans
 of which 10 % GenAI (the benchmarks' loads) -- the feeder's backlog when the call log is slower
 than the traffic, which it would otherwise parse and enrich again. Before the weights were
 honest (found in review), 32 MiB of them weighed by payload held about as much for those loads,
