@@ -7,7 +7,6 @@ each expectation is computed here, from the same records, independently of the s
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import urllib.error
 import urllib.parse
@@ -30,6 +29,7 @@ from otel_llm.calllog.ratelimit import RateLimiter, RateLimits
 from otel_llm.calllog.record import FIELDS, CallRecord
 from otel_llm.calllog.store import open_store
 from tests.support.postgres import BACKENDS, empty_store_url, pg_cluster  # noqa: F401 - fixture
+from tests.support.raw_http import exchange
 
 ALL_KEY = "test-key-all-projects"
 ALPHA_KEY = "test-key-alpha-only"
@@ -936,11 +936,7 @@ def test_requests_http_server_refuses_itself_still_get_json(api: Client) -> None
     host, port = api.url.removeprefix("http://").split("/")[0].split(":")
     # (Refusals that leave request bytes unread end in a TCP reset, so only this one is tested.)
     for request in (b"FROB /api/v1/calls HTTP/1.0\r\n\r\n",):  # 501: no such method
-        with socket.create_connection((host, int(port)), timeout=10) as connection:
-            connection.sendall(request)
-            answer = b""
-            while chunk := connection.recv(65536):
-                answer += chunk
+        answer = exchange(host, int(port), request)
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.split()[1] == b"501"
         assert b"application/json" in head
@@ -958,12 +954,7 @@ def test_a_content_length_that_is_not_one_number_is_a_400(api: Client, length: s
         b"POST /api/v1/calls HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: " + length.encode("latin-1") + b"\r\n\r\n{}"
     )
-    with socket.create_connection((host, int(port)), timeout=10) as connection:
-        connection.sendall(request)
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
+    head, _, body = exchange(host, int(port), request).partition(b"\r\n\r\n")
     assert head.split()[1] == b"400"
     assert json.loads(body)["error"]["message"] == "Content-Length must be one number of bytes"
 

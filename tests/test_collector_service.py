@@ -4,6 +4,7 @@ cost."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import gzip
 import json
@@ -59,6 +60,7 @@ from otel_llm.pricing import Cost, Unpriced
 from tests.support.clock import wait_until
 from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
 from tests.support.pipeline import chat_labels
+from tests.support.raw_http import exchange
 
 SERVICE = "checkout"
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -1043,6 +1045,29 @@ def test_the_bytes_the_receivers_decode_at_once_are_bounded() -> None:
         receiver.stop()
 
 
+_TRACES_HEAD = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+_INNER = one_span_request("smuggled").SerializeToString()
+_SMUGGLED = _TRACES_HEAD + b"Content-Length: %d\r\n\r\n" % len(_INNER) + _INNER
+"""A whole request, sent as the body of another: taken for the next request if misread."""
+
+
+@contextlib.contextmanager
+def _raw_receiver() -> Iterator[tuple[int, list[ExportTraceServiceRequest]]]:
+    """An HTTP receiver on a free port, and the requests it accepts."""
+    accepted: list[ExportTraceServiceRequest] = []
+    receiver = HttpReceiver(
+        lambda request, payload, transport: accepted.append(request),
+        CollectorMetrics(CollectorRegistry()),
+        endpoint="127.0.0.1:0",
+        max_request_bytes=1 << 20,
+    )
+    port = receiver.start()
+    try:
+        yield port, accepted
+    finally:
+        receiver.stop()
+
+
 @pytest.mark.parametrize(
     "lengths",
     [("0", "{n}"), ("{n}", "0"), ("\u00b9",), ("+{n}",), ("0_0",), ("{n}, {n}",)],
@@ -1053,34 +1078,16 @@ def test_an_http_request_whose_content_length_is_not_one_number_is_refused(
 ) -> None:
     """Found in review: of two Content-Length headers the first was taken (the body then read
     as the next request), and ``int`` took a sign, an underscore and other scripts' digits."""
-    accepted: list[ExportTraceServiceRequest] = []
-    receiver = HttpReceiver(
-        lambda request, payload, transport: accepted.append(request),
-        CollectorMetrics(CollectorRegistry()),
-        endpoint="127.0.0.1:0",
-        max_request_bytes=1 << 20,
-    )
-    port = receiver.start()
-    inner = one_span_request("smuggled").SerializeToString()
-    body = (
-        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(inner) + inner
-    )
-    head = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+    body = _SMUGGLED
+    head = _TRACES_HEAD
     for value in lengths:
         head += b"Content-Length: " + value.format(n=len(body)).encode("latin-1") + b"\r\n"
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(head + b"\r\n" + body)
-            answer = b""
-            while chunk_read := client.recv(65536):
-                answer += chunk_read
+    with _raw_receiver() as (port, accepted):
+        answer = exchange("127.0.0.1", port, head + b"\r\n" + body)
         assert answer.startswith(b"HTTP/1.1 400 ")
         assert answer.count(b"HTTP/1.1 ") == 1
         assert b"Content-Length must be one number of bytes" in answer
         assert accepted == []
-    finally:
-        receiver.stop()
 
 
 def test_an_http_request_with_a_transfer_encoding_is_refused_and_its_connection_closed() -> None:
@@ -1088,32 +1095,10 @@ def test_an_http_request_with_a_transfer_encoding_is_refused_and_its_connection_
     connection, so the rest of a chunked body was read as the next request -- the disagreement
     a proxy in front (reading the chunks) and a server behind (reading the length) is request
     smuggling made of. RFC 9112: Transfer-Encoding wins; the receiver reads no chunked body."""
-    accepted: list[ExportTraceServiceRequest] = []
-    receiver = HttpReceiver(
-        lambda request, payload, transport: accepted.append(request),
-        CollectorMetrics(CollectorRegistry()),
-        endpoint="127.0.0.1:0",
-        max_request_bytes=1 << 20,
-    )
-    port = receiver.start()
-    inner = one_span_request("smuggled").SerializeToString()
-    smuggled = (
-        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(inner) + inner
-    )
-    chunk = b"0\r\n\r\n" + smuggled
-    head = (
-        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-        b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n" % len(chunk)
-    )
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(head + chunk)
-            answer = b""
-            while chunk_read := client.recv(65536):
-                answer += chunk_read
+    chunk = b"0\r\n\r\n" + _SMUGGLED
+    head = _TRACES_HEAD + b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n" % len(chunk)
+    with _raw_receiver() as (port, accepted):
+        answer = exchange("127.0.0.1", port, head + chunk)
         assert answer.startswith(b"HTTP/1.1 411 ")
         assert answer.count(b"HTTP/1.1 ") == 1
         assert accepted == []
-    finally:
-        receiver.stop()
