@@ -27,7 +27,7 @@ from otel_llm.calllog.catalogue import CALL_FIELDS
 from otel_llm.calllog.record import CallRecord, utc_from_micros
 from otel_llm.calllog.schema import DEAD_LETTERS
 from otel_llm.calllog.sql import Statement
-from otel_llm.text import clean_text
+from otel_llm.text import clean_json, clean_text
 
 MAX_DEAD_LETTERS = 10_000
 """Calls kept in the dead-letter table; the oldest go first (counted as dropped)."""
@@ -60,18 +60,8 @@ class DeadLetter:
             "attempts": self.attempts,
             "error": self.error,
             # Printable: the record's text may hold what its escapes kept (lone surrogates).
-            "record": _printable(json.loads(self.record)),
+            "record": clean_json(json.loads(self.record)),
         }
-
-
-def _printable(value: Any) -> Any:
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {_printable(key): _printable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_printable(item) for item in value]
-    return value
 
 
 def _jsonable(value: Any) -> Any:

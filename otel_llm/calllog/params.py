@@ -28,7 +28,6 @@ Decisions a client can rely on:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -71,6 +70,7 @@ from otel_llm.calllog.query import (
     StatsQuery,
     View,
 )
+from otel_llm.text import has_surrogate_escape, json_from_outside
 
 __all__ = [
     "FILTERS",
@@ -114,20 +114,13 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        # Decoded here, strictly: ``json.loads`` of bytes lets the UTF-8 form of a surrogate
-        # through (found in review: a 500 on binding it, or no answer when it was quoted).
-        data = json.loads(
-            raw.decode(),
-            parse_float=Decimal,
-            parse_constant=_no_constant,
-            object_pairs_hook=_one_of_each,
-        )
+        data = json_from_outside(raw, parse_float=Decimal, object_pairs_hook=_one_of_each)
     except (ValueError, RecursionError) as exc:
         # JSONDecodeError says where (line, column); UnicodeDecodeError that it is not UTF-8.
         raise ParamError(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ParamError(f"the request body must be a JSON object, got {json_type(data)}")
-    if _SURROGATE_ESCAPE.search(raw):
+    if has_surrogate_escape(raw):
         _check_encodable(data)
     return data
 
@@ -143,12 +136,6 @@ def _one_of_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise ValueError(f"'{shown(name)}' is given twice in one object")
             seen.add(name)
     return data
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-"""JSON's escape of a UTF-16 surrogate: alone (not in a pair), it decodes to a string UTF-8
-cannot encode -- no store can bind it, no answer can quote it. Only a body holding one is
-checked."""
 
 
 def _check_encodable(data: dict[str, Any]) -> None:
@@ -376,7 +363,3 @@ def _filter(given: Mapping[str, Given], now: datetime | None = None) -> CallFilt
         excluded=tuple(excluded) or None,
         **values,
     )
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")

@@ -9,9 +9,7 @@ with a ``google.rpc.RetryInfo``, HTTP 503 with ``Retry-After``.
 from __future__ import annotations
 
 import base64
-import json
 import math
-import re
 import threading
 import zlib
 from collections.abc import Callable
@@ -27,7 +25,7 @@ from google.rpc import (  # type: ignore[import-untyped,unused-ignore]
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otel_llm.text import clean_text
+from otel_llm.text import clean_json, has_surrogate_escape, json_from_outside
 
 __all__ = [
     "BUSY_DECODING",
@@ -170,17 +168,16 @@ def parse_json(body: bytes) -> ExportTraceServiceRequest:
     """An OTLP/JSON request: as protobuf's JSON mapping, except that trace and span ids are
     hex strings (not base64), and unknown fields are ignored (the OTLP specification)."""
     try:
-        # Decoded strictly: ``json.loads`` of bytes lets the UTF-8 form of a surrogate through.
-        document = json.loads(body.decode(), parse_constant=_no_constant)
+        document = json_from_outside(body)
     except RecursionError:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(document, dict):
         raise ValueError("an OTLP/JSON request is a JSON object")
     _check_depth(document)
-    if _SURROGATE_ESCAPE.search(body):
+    if has_surrogate_escape(body):
         # A lone surrogate made protobuf's parser fail with a SystemError (a 500, found in
         # review): made U+FFFD, as the spans' other text from outside (``text.py``).
-        document = _cleaned(document)
+        document = clean_json(document)
     for resource_spans in _items(document, "resourceSpans", "resource_spans"):
         for scope_spans in _items(resource_spans, "scopeSpans", "scope_spans"):
             for span in _items(scope_spans, "spans"):
@@ -225,25 +222,6 @@ def _items(container: Any, *names: str) -> list[Any]:
                 raise ValueError(f"{name} must be a list")
             return value
     return []
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-"""JSON's escape of a UTF-16 surrogate; alone (not in a pair) it decodes to a lone surrogate."""
-
-
-def _cleaned(value: Any) -> Any:
-    """``value`` with every string ``clean_text``-ed (keys too); nesting is bounded already."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean_text(key): _cleaned(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_cleaned(item) for item in value]
-    return value
 
 
 def _hex_ids(container: Any, *names: str) -> None:
