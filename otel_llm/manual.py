@@ -224,6 +224,21 @@ def _inside(call: LLMCallHandle) -> Iterator[None]:
         context_api.detach(context_token)
 
 
+@contextlib.contextmanager
+def _ending(call: LLMCallHandle) -> Iterator[None]:
+    """A generator's whole life: an exception from it marks the call failed, closing it early
+    does not (as a stream closed early), and the span ends either way."""
+    try:
+        yield
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    finally:
+        call.end()
+
+
 def _stepped(
     opened: llm_call, function: Callable[..., Generator[Any, Any, Any]]
 ) -> Callable[..., Generator[Any, Any, Any]]:
@@ -234,7 +249,7 @@ def _stepped(
     @functools.wraps(function)
     def stepped(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         call = opened._start()
-        try:
+        with _ending(call):
             with _inside(call):
                 inner = function(*args, **kwargs)
             step: Callable[[Any], Any] = inner.send
@@ -254,13 +269,6 @@ def _stepped(
                     raise
                 except BaseException as thrown:  # noqa: BLE001 - thrown in by the consumer
                     step, given = inner.throw, thrown
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        finally:
-            call.end()
 
     return stepped
 
@@ -273,7 +281,7 @@ def _stepped_async(
     @functools.wraps(function)
     async def stepped(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         call = opened._start()
-        try:
+        with _ending(call):
             with _inside(call):
                 inner = function(*args, **kwargs)
             step: Callable[[Any], Awaitable[Any]] = inner.asend
@@ -293,13 +301,6 @@ def _stepped_async(
                     raise
                 except BaseException as thrown:  # noqa: BLE001 - thrown in by the consumer
                     step, given = inner.athrow, thrown
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        finally:
-            call.end()
 
     return stepped
 
