@@ -299,7 +299,10 @@ class SQLCallStore(IsolatingStore, ABC):
         deadline (``QueryTimeout``) and lets the connection go at once."""
         if timeout is None:
             return self._read
-        deadline = Deadline(timeout)
+        return self._reading(Deadline(timeout))
+
+    def _reading(self, deadline: Deadline) -> tracespans.Read:
+        """``_within``'s reads, all within ``deadline``."""
 
         def read(statement: sql.Statement) -> list[tuple[Any, ...]]:
             deadline.check()  # spent between two statements (or waiting for the reader)
@@ -358,12 +361,12 @@ class SQLCallStore(IsolatingStore, ABC):
             self._check_records_range(query.group_by, start, end, now)
         if not 1 <= query.limit <= MAX_GROUP_LIMIT:
             raise QueryError(f"limit must be between 1 and {MAX_GROUP_LIMIT}, got {query.limit}")
-        self._check_projects_kept(call_filter.projects, start, end)
+        deadline = Deadline(query.timeout)
+        self._check_projects_kept(call_filter.projects, start, end, self._reading(deadline))
         grouped = choose(call_filter, query.group_by)
         base = choose(call_filter, None)  # the smallest table for the totals and by_day
         if grouped is not ROLLUPS[0]:
             start = self._complete_from(grouped, start, end)
-        deadline = Deadline(query.timeout)
         daily = daily_stats(
             self._scan,
             Source.of(base, call_filter, start, end),
@@ -411,7 +414,11 @@ class SQLCallStore(IsolatingStore, ABC):
         return result
 
     def _check_projects_kept(
-        self, projects: frozenset[str] | None, start: datetime, end: datetime
+        self,
+        projects: frozenset[str] | None,
+        start: datetime,
+        end: datetime,
+        read: tracespans.Read,
     ) -> None:
         """A key limited to projects is answered from its projects' daily rows. On a day that
         had more projects than the cap, the later ones' calls are in the rows of ``other``,
@@ -419,12 +426,14 @@ class SQLCallStore(IsolatingStore, ABC):
         count said 4): a range with such a day, when one of the key's projects is missing
         from the day's rows and the records have calls of it (or no longer say), is refused,
         not answered short. A project is in a day's rows for the whole day or not at all, and
-        ``other`` itself is no project a key may be limited to (``auth``)."""
+        ``other`` itself is no project a key may be limited to (``auth``). Its statements
+        run within the answer's time budget (``read``): the daily rows of a range are many
+        when a client varies every dimension."""
         if projects is None:
             return
         folded = [
             str(row[0])
-            for row in self._read(
+            for row in read(
                 sql.Statement(
                     f"SELECT DISTINCT day FROM {schema.DAILY} "  # noqa: S608 - fixed names
                     "WHERE day >= ? AND day < ? AND project = ?",
@@ -437,7 +446,7 @@ class SQLCallStore(IsolatingStore, ABC):
         wanted = sorted(projects)
         admitted = {
             (str(day), str(project))
-            for day, project in self._read(
+            for day, project in read(
                 sql.Statement(
                     f"SELECT DISTINCT day, project FROM {schema.DAILY} "  # noqa: S608
                     f"WHERE day IN ({', '.join('?' for _ in folded)}) "
@@ -452,9 +461,8 @@ class SQLCallStore(IsolatingStore, ABC):
             if not missing:
                 continue
             first = datetime.combine(date.fromisoformat(day), time(), UTC)
-            if first.date() < records_from or self.count(
-                CallFilter(projects=missing, start=first, end=first + timedelta(days=1))
-            ):
+            calls = CallFilter(projects=missing, start=first, end=first + timedelta(days=1))
+            if first.date() < records_from or self._count(calls, self._days(calls, read), read):
                 raise QueryError(
                     f"stats cannot answer a key limited to projects over {day}: that day had "
                     "more projects than call_log_max_daily_values, and the daily aggregates "
